@@ -1,0 +1,34 @@
+"""rfr-deploy: restore-from-restored test-time adaptation of pre-trained denoisers, and deployment.
+
+Quick use::
+
+    from rfr_deploy import create_model, adapt, AdaptConfig, GaussianNoise
+    model = create_model("dncnn", channels=3)
+    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=20))
+    clean = result.model(noisy)
+"""
+
+from .adapt import AdaptConfig, AdaptResult, adapt
+from .errors import ImageError, RfrError, WeightsError
+from .noise import GaussianNoise, UniformSigmaGaussianNoise, estimate_sigma
+from .registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptConfig",
+    "AdaptResult",
+    "GaussianNoise",
+    "ImageError",
+    "ModelEntry",
+    "RfrError",
+    "UniformSigmaGaussianNoise",
+    "WeightsError",
+    "WeightsMeta",
+    "__version__",
+    "adapt",
+    "create_model",
+    "estimate_sigma",
+    "list_models",
+    "register_model",
+]

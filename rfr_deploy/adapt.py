@@ -1,0 +1,276 @@
+"""Restore-from-restored: test-time adaptation of a pre-trained denoiser (Lee et al.).
+
+1. The pre-trained network turns the noisy input Y into a pseudo-clean X̃ = f(Y).
+2. For M steps, fresh synthetic noise N from the network's own noise model is
+   added to a randomly flipped/rotated X̃, and Adam fits f(X̃ + N) to X̃.
+3. The adapted network denoises Y again.
+
+Recurring structure in the image makes the adapted network average the denoised
+versions of similar patches, which is where the gain comes from.
+
+This module is the reference (eager) loop. One update is performed by a *step
+runner*; :class:`EagerRunner` here is the plain PyTorch version, and the CUDA
+graph runner of :mod:`rfr_deploy.fastpath` implements the same interface.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+from torch import nn
+
+from .inference import denoise
+from .memory import available_bytes, bytes_per_pixel
+from .transforms import DIHEDRAL, dihedral
+
+LossKind = Literal["mse", "l1"]
+FastMode = Literal["auto", "on", "off"]
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+Schedule = Literal["constant", "cosine"]
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of one adaptation run. Every field maps to a CLI option of the same name."""
+
+    steps: int = 20
+    """Number of updates M (over the whole set when several images share one network)."""
+    lr: float = 1e-5
+    loss: LossKind = "mse"
+    batch: int = 1
+    """Noise realisations (and patches, when training on patches) per update."""
+    patch: int | None = None
+    """Side of random square training patches; None trains on the whole image (patches are used
+    automatically when a whole image would not fit in memory)."""
+    schedule: Schedule = "constant"
+    warmup: int = 0
+    target_ensemble: bool = False
+    """Average the 8 dihedral transforms for the pseudo-clean target (8× one forward pass)."""
+    seed: int = 0
+    fast: FastMode = "auto"
+    """CUDA-graph step runner: 'auto' uses it on CUDA and falls back to eager when capture fails."""
+    amp: AmpMode = "auto"
+    """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError("steps must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError("lr must be a positive number")
+        if self.batch < 1:
+            raise ValueError("batch must be >= 1")
+        if self.patch is not None and self.patch < 8:
+            raise ValueError("patch must be at least 8 pixels")
+        if self.loss not in ("mse", "l1"):
+            raise ValueError(f"loss must be 'mse' or 'l1', not {self.loss!r}")
+
+
+@dataclass
+class AdaptResult:
+    model: nn.Module
+    """The adapted network (a copy; the input model is left untouched)."""
+    pseudo_clean: list[torch.Tensor]
+    losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    target_seconds: float = 0.0
+    total_seconds: float = 0.0
+    runner: str = "eager"
+    patch: int | None = None
+    """Training patch side actually used (None: whole images)."""
+
+    @property
+    def mean_step_seconds(self) -> float:
+        return sum(self.step_seconds) / len(self.step_seconds) if self.step_seconds else 0.0
+
+
+@dataclass
+class StepInfo:
+    step: int
+    total: int
+    loss: torch.Tensor
+    model: nn.Module
+
+
+class StepRunner(Protocol):
+    """Performs one update on target ``index`` under dihedral transform ``k``.
+
+    ``offsets`` holds one (y, x) patch origin per batch element when training on patches.
+    Returns the loss as a device tensor (not synchronised).
+    """
+
+    name: str
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor: ...
+
+
+def loss_function(kind: LossKind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return nn.functional.mse_loss if kind == "mse" else nn.functional.l1_loss
+
+
+def make_optimizer(
+    model: nn.Module, config: AdaptConfig, **adam_kwargs
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **adam_kwargs)
+
+    def factor(step: int) -> float:
+        if config.warmup and step < config.warmup:
+            return (step + 1) / config.warmup
+        if config.schedule == "cosine" and config.steps > config.warmup:
+            t = (step - config.warmup) / (config.steps - config.warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class EagerRunner:
+    """The plain PyTorch update: cut patches, transform, add noise, forward, backward, Adam."""
+
+    name = "eager"
+
+    def __init__(self, model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+        self.model, self.targets, self.noise = model, targets, noise
+        self.batch, self.patch, self.generator = config.batch, config.patch, generator
+        self.loss_fn = loss_function(config.loss)
+        self.optimizer, self.scheduler = make_optimizer(model, config)
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
+        x = self.targets[index]
+        if offsets is not None:
+            c = self.patch
+            x = torch.cat([x[..., oy : oy + c, ox : ox + c] for oy, ox in offsets])
+        else:
+            x = x.expand(self.batch, -1, -1, -1)
+        x = dihedral(x, k)
+        noisy, sigma = self.noise(x, self.generator)
+        loss = self.loss_fn(self.model(noisy, sigma), x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+
+def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
+    """X̃ = f(Y), optionally as the ×8 dihedral self-ensemble."""
+    return denoise(model, noisy, sigma=sigma, ensemble=ensemble).detach()
+
+
+def adapt(
+    model: nn.Module,
+    noisy: torch.Tensor | Sequence[torch.Tensor],
+    noise: nn.Module,
+    config: AdaptConfig | None = None,
+    sigma: float | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> AdaptResult:
+    """Adapt ``model`` to ``noisy`` (one ``1×C×H×W`` tensor, or a list for a set of images).
+
+    ``noise`` draws the synthetic noise (see :mod:`rfr_deploy.noise`); ``sigma`` is the
+    noise level (σ/255) the noisy input is denoised with when the network takes a
+    noise map. ``callback`` receives a :class:`StepInfo` after every update (progress bars,
+    snapshots of intermediate results).
+    """
+    config = config or AdaptConfig()
+    start = time.perf_counter()
+    images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
+    if not images:
+        raise ValueError("no images to adapt to")
+    device = images[0].device
+    model = copy.deepcopy(model).to(device)
+
+    t0 = time.perf_counter()
+    targets = [pseudo_clean(model, y, sigma, config.target_ensemble) for y in images]
+    _sync(device)
+    target_seconds = time.perf_counter() - t0
+
+    patch = config.patch or _patch_that_fits(model, targets, config.batch)
+    if patch is not None:
+        patch = min(patch, *(min(t.shape[-2:]) for t in targets))
+    config_used = dataclasses.replace(config, patch=patch)
+
+    plan = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    model.train()
+    runner = make_runner(model, targets, noise, config_used, generator)
+
+    losses: list[torch.Tensor] = []
+    step_seconds: list[float] = []
+    order = _image_order(len(targets), config.steps, plan)
+    for step, index in enumerate(order):
+        k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
+        offsets = _patch_offsets(targets[index], patch, config.batch, plan) if patch else None
+        t = time.perf_counter()
+        loss = runner.step(index, k, offsets)
+        _sync(device)
+        step_seconds.append(time.perf_counter() - t)
+        losses.append(loss)
+        if callback is not None:
+            callback(StepInfo(step + 1, config.steps, loss, model))
+    model.eval()
+    return AdaptResult(
+        model=model,
+        pseudo_clean=targets,
+        losses=[float(v) for v in torch.stack(losses).float().cpu()] if losses else [],
+        step_seconds=step_seconds,
+        target_seconds=target_seconds,
+        total_seconds=time.perf_counter() - start,
+        runner=runner.name,
+        patch=patch,
+    )
+
+
+def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator) -> StepRunner:
+    """The CUDA-graph runner where it applies (see :mod:`rfr_deploy.fastpath`), else the eager one."""
+    device = targets[0].device
+    if device.type == "cuda" and config.fast != "off":
+        from .fastpath import try_graph_runner
+
+        runner = try_graph_runner(model, targets, noise, config, generator)
+        if runner is not None:
+            return runner
+        if config.fast == "on":
+            raise RuntimeError("fast path requested (fast='on') but CUDA graph capture failed")
+    elif config.fast == "on":
+        raise RuntimeError("fast path requested (fast='on') but it needs a CUDA device")
+    return EagerRunner(model, targets, noise, config, generator)
+
+
+def _image_order(n: int, steps: int, generator: torch.Generator) -> list[int]:
+    """Which image each update uses: every image once per round, in a fresh random order per round."""
+    order: list[int] = []
+    while len(order) < steps:
+        order.extend(torch.randperm(n, generator=generator).tolist() if n > 1 else [0])
+    return order[:steps]
+
+
+def _patch_offsets(
+    target: torch.Tensor, patch: int, batch: int, generator: torch.Generator
+) -> list[tuple[int, int]]:
+    h, w = target.shape[-2:]
+    ys = torch.randint(h - patch + 1, (batch,), generator=generator).tolist()
+    xs = torch.randint(w - patch + 1, (batch,), generator=generator).tolist()
+    return list(zip(ys, xs, strict=True))
+
+
+def _patch_that_fits(model, targets: list[torch.Tensor], batch: int) -> int | None:
+    """None when whole images fit in memory for a training step, else the largest square patch that does."""
+    largest = max(t.shape[-2] * t.shape[-1] for t in targets)
+    per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * batch
+    budget = 0.5 * available_bytes(targets[0].device)
+    if per_pixel * largest <= budget:
+        return None
+    side = int(math.sqrt(budget / per_pixel))
+    return max(32, side - side % 8)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

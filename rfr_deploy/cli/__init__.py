@@ -1,0 +1,52 @@
+"""The ``rfr-deploy`` command line (click).
+
+Each sub-command lives in its own module; options map one-to-one to keyword
+arguments of the library's settings dataclasses. Errors the user can fix are
+printed as one line (``error: ...``) with exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from .. import __version__
+from ..errors import RfrError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RfrError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except MemoryError:
+            click.echo(
+                "error: out of memory; use a smaller --patch, or --device cpu for large images", err=True
+            )
+            sys.exit(3)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rfr-deploy")
+def main() -> None:
+    """Make a pre-trained denoiser better on the image in front of it (restore-from-restored),
+    then export the adapted network to ONNX and TensorRT."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+
+
+def _register() -> None:
+    from . import adapt_export, bench, denoise, evaluate, models, pretrain
+
+    for module in (denoise, adapt_export, evaluate, pretrain, bench, models):
+        main.add_command(module.command)
+
+
+_register()

@@ -1,0 +1,198 @@
+"""``rfr-deploy adapt-and-export``: the main job."""
+
+from __future__ import annotations
+
+import click
+
+from ..adapt import AdaptConfig
+from ..pipeline import JobSettings, adapt_and_export
+from .options import (
+    default_of,
+    device_option,
+    emit_json,
+    existing_paths,
+    model_options,
+    output_options,
+    parse_formats,
+    reporter_for,
+)
+
+A, J = AdaptConfig, JobSettings
+
+
+@click.command("adapt-and-export")
+@click.argument("inputs", nargs=-1, required=True)
+@model_options
+@click.option(
+    "--noise",
+    type=click.Choice(["gaussian", "camera"]),
+    default=default_of(J, "noise"),
+    show_default=True,
+    help="Synthetic noise model: Gaussian, or CBDNet's in-camera model for real photographs.",
+)
+@click.option(
+    "--sigma", type=float, default=None, help="Known noise level in grey levels (0-255). Omit when unknown."
+)
+@click.option(
+    "--unknown-sigma",
+    type=click.Choice(["estimate", "uniform"]),
+    default=default_of(J, "unknown_sigma"),
+    show_default=True,
+    help="Without --sigma: adapt at the estimated level, or with σ uniform in [low, high].",
+)
+@click.option("--sigma-low", type=float, default=default_of(J, "sigma_low"), show_default=True)
+@click.option("--sigma-high", type=float, default=default_of(J, "sigma_high"), show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(0),
+    default=default_of(A, "steps"),
+    show_default=True,
+    help="Number of fine-tuning updates M.",
+)
+@click.option("--lr", type=float, default=default_of(A, "lr"), show_default=True, help="Adam learning rate.")
+@click.option("--loss", type=click.Choice(["mse", "l1"]), default=default_of(A, "loss"), show_default=True)
+@click.option(
+    "--batch",
+    type=click.IntRange(1),
+    default=default_of(A, "batch"),
+    show_default=True,
+    help="Noise realisations per update.",
+)
+@click.option(
+    "--patch",
+    type=click.IntRange(8),
+    default=None,
+    help="Train on random square patches of this side (default: whole image when it fits in memory).",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default=default_of(A, "schedule"),
+    show_default=True,
+)
+@click.option("--warmup", type=click.IntRange(0), default=default_of(A, "warmup"), show_default=True)
+@click.option(
+    "--target-ensemble/--no-target-ensemble",
+    default=default_of(A, "target_ensemble"),
+    show_default=True,
+    help="×8 self-ensemble for the pseudo-clean target.",
+)
+@click.option(
+    "--output-ensemble/--no-output-ensemble",
+    default=default_of(J, "output_ensemble"),
+    show_default=True,
+    help="×8 self-ensemble for the written output.",
+)
+@click.option("--seed", type=int, default=default_of(A, "seed"), show_default=True)
+@click.option(
+    "--fast",
+    type=click.Choice(["auto", "on", "off"]),
+    default=default_of(A, "fast"),
+    show_default=True,
+    help="CUDA-graph + mixed-precision updates on GPU.",
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    default=default_of(A, "amp"),
+    show_default=True,
+)
+@device_option
+@click.option(
+    "--format",
+    "formats",
+    default="none",
+    show_default=True,
+    help="Comma-separated exports besides the weights: onnx, engine (TensorRT).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default=default_of(J, "precision"),
+    show_default=True,
+    help="Precision of the exported model.",
+)
+@click.option("--opset", "onnx_opset", type=int, default=default_of(J, "onnx_opset"), show_default=True)
+@click.option(
+    "--engine-from",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Refit this TensorRT engine with the adapted weights instead of building a new one.",
+)
+@click.option("--per-set", is_flag=True, help="Adapt one network on all inputs together and export it once.")
+@click.option("-o", "--output-dir", default=default_of(J, "output_dir"), show_default=True)
+@output_options
+def command(
+    inputs,
+    model,
+    weights,
+    noise,
+    sigma,
+    unknown_sigma,
+    sigma_low,
+    sigma_high,
+    steps,
+    lr,
+    loss,
+    batch,
+    patch,
+    schedule,
+    warmup,
+    target_ensemble,
+    output_ensemble,
+    seed,
+    fast,
+    amp,
+    device,
+    formats,
+    precision,
+    onnx_opset,
+    engine_from,
+    per_set,
+    output_dir,
+    as_json,
+    quiet,
+):
+    """Adapt the pre-trained network to each of INPUTS (files or folders) and export the result.
+
+    Writes <stem>_rfr.png (adapted output), <stem>_rfr.safetensors (adapted weights), the requested
+    exports and <stem>.json, a manifest of every file with its sha256, the settings and the timings.
+    """
+    try:
+        config = AdaptConfig(
+            steps=steps,
+            lr=lr,
+            loss=loss,
+            batch=batch,
+            patch=patch,
+            schedule=schedule,
+            warmup=warmup,
+            target_ensemble=target_ensemble,
+            seed=seed,
+            fast=fast,
+            amp=amp,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    settings = JobSettings(
+        model=model,
+        weights=weights,
+        noise=noise,
+        sigma=sigma,
+        unknown_sigma=unknown_sigma,
+        sigma_low=sigma_low,
+        sigma_high=sigma_high,
+        device=device,
+        output_dir=output_dir,
+        formats=parse_formats(formats),
+        per_set=per_set,
+        output_ensemble=output_ensemble,
+        engine_from=engine_from,
+        onnx_opset=onnx_opset,
+        precision=precision,
+    )
+    manifests = adapt_and_export(
+        existing_paths(inputs), settings, config, reporter=reporter_for(quiet, as_json)
+    )
+    if as_json:
+        emit_json(manifests)

@@ -1,0 +1,118 @@
+"""``rfr-deploy eval``: PSNR/SSIM before and after adaptation on a dataset (the paper's Table 2-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..adapt import AdaptConfig
+from ..evaluation import EvalSettings, evaluate
+from ..files import atomic_write
+from .options import (
+    default_of,
+    device_option,
+    emit_json,
+    model_options,
+    output_options,
+    parse_int_list,
+    reporter_for,
+)
+
+A, E = AdaptConfig, EvalSettings
+
+
+@click.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@model_options
+@click.option(
+    "--sigma",
+    type=float,
+    default=default_of(E, "sigma"),
+    show_default=True,
+    help="Level of the Gaussian noise added to the clean images.",
+)
+@click.option(
+    "--steps", "steps_text", default="0,10,20,40", show_default=True, help="Comma-separated values of M."
+)
+@click.option(
+    "--sigma-mode",
+    type=click.Choice(["known", "estimate", "uniform"]),
+    default=default_of(E, "sigma_mode"),
+    show_default=True,
+    help="Noise the adaptation assumes: true σ, estimated σ, or σ uniform in [0, 50].",
+)
+@click.option(
+    "--noise", type=click.Choice(["gaussian", "camera"]), default=default_of(E, "noise"), show_default=True
+)
+@click.option(
+    "--pairs", is_flag=True, help="DATASET holds noisy/ and gt/ pairs (real noise) instead of clean images."
+)
+@click.option(
+    "--crop", type=click.IntRange(16), default=None, help="Evaluate on the central crop of this side."
+)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@click.option("--lr", type=float, default=default_of(A, "lr"), show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=default_of(A, "batch"), show_default=True)
+@click.option("--loss", type=click.Choice(["mse", "l1"]), default=default_of(A, "loss"), show_default=True)
+@click.option(
+    "--target-ensemble/--no-target-ensemble", default=default_of(A, "target_ensemble"), show_default=True
+)
+@click.option(
+    "--output-ensemble/--no-output-ensemble", default=default_of(E, "output_ensemble"), show_default=True
+)
+@click.option("--seed", type=int, default=default_of(E, "seed"), show_default=True)
+@device_option
+@click.option(
+    "--markdown", type=click.Path(dir_okay=False), default=None, help="Also write the table to this file."
+)
+@output_options
+def command(
+    dataset,
+    model,
+    weights,
+    sigma,
+    steps_text,
+    sigma_mode,
+    noise,
+    pairs,
+    crop,
+    limit,
+    lr,
+    batch,
+    loss,
+    target_ensemble,
+    output_ensemble,
+    seed,
+    device,
+    markdown,
+    as_json,
+    quiet,
+):
+    """Score the pre-trained and adapted network on DATASET (a folder of clean images, or pairs)."""
+    steps = parse_int_list(steps_text, "--steps")
+    settings = EvalSettings(
+        model=model,
+        weights=weights,
+        sigma=sigma,
+        steps=tuple(steps),
+        sigma_mode=sigma_mode,
+        noise=noise,
+        crop=crop,
+        limit=limit,
+        seed=seed,
+        output_ensemble=output_ensemble,
+        device=device,
+        pairs=pairs,
+    )
+    config = AdaptConfig(
+        steps=max(steps), lr=lr, batch=batch, loss=loss, target_ensemble=target_ensemble, seed=seed
+    )
+    report = evaluate(dataset, settings, config, reporter=reporter_for(quiet, as_json))
+    if markdown:
+        with atomic_write(Path(markdown)) as tmp:
+            tmp.write_text(report.to_markdown() + "\n")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(report.to_markdown())

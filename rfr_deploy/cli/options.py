@@ -1,0 +1,75 @@
+"""Options shared by several sub-commands, and output helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from ..progress import Reporter
+
+
+def model_options(f: Callable) -> Callable:
+    f = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Weights file (.safetensors, KAIR .pth, MatConvNet .mat). Default: the packaged weights.",
+    )(f)
+    f = click.option(
+        "--model", default="dncnn", show_default=True, help="Model name from `rfr-deploy models`."
+    )(f)
+    return f
+
+
+def device_option(f: Callable) -> Callable:
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where to run: CUDA when available with 'auto'.",
+    )(f)
+
+
+def output_options(f: Callable) -> Callable:
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or notes.")(f)
+    f = click.option(
+        "--json", "as_json", is_flag=True, help="Print a JSON document on stdout (implies --quiet)."
+    )(f)
+    return f
+
+
+def reporter_for(quiet: bool, as_json: bool) -> Reporter:
+    return Reporter(quiet=quiet or as_json)
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from exc
+    if not values or any(v < 0 for v in values):
+        raise click.BadParameter("expected non-negative integers", param_hint=name)
+    return sorted(set(values))
+
+
+def existing_paths(values: tuple[str, ...]) -> list[Path]:
+    from ..images import list_images
+
+    return list_images(list(values))
+
+
+def default_of(cls, name: str):
+    """The default of dataclass field ``name``, so CLI defaults never drift from the library's."""
+    return cls.__dataclass_fields__[name].default
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    return tuple(f.strip().lower() for f in text.split(",") if f.strip() and f.strip().lower() != "none")

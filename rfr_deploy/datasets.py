@@ -1,0 +1,85 @@
+"""Folders of images (clean test sets, training sets, noisy/clean pairs)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+from .images import SUPPORTED_SUFFIXES, read_image
+
+
+@dataclass(frozen=True)
+class NamedImage:
+    name: str
+    pixels: np.ndarray  # H×W×C float32 in [0, 1]
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file())
+    if not files:
+        raise ImageError(f"{folder}: no images found")
+    return files
+
+
+def load_folder(
+    folder: str | os.PathLike, channels: int | None = None, limit: int | None = None
+) -> list[NamedImage]:
+    """Every image of ``folder`` (sorted by name), converted to ``channels`` (1: luminance, 3: RGB)."""
+    out = []
+    for path in image_files(folder)[:limit]:
+        pixels = read_image(path).pixels
+        out.append(NamedImage(path.stem, convert_channels(pixels, channels) if channels else pixels))
+    return out
+
+
+def load_pairs(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[NamedImage, NamedImage]]:
+    """Noisy/clean pairs from ``folder/noisy`` and ``folder/gt`` (or ``clean``), matched by sorted order
+    after removing the ``NOISY_``/``GT_`` style prefixes."""
+    folder = Path(folder)
+    noisy_dir = folder / "noisy"
+    clean_dir = next((folder / n for n in ("gt", "clean", "GT") if (folder / n).is_dir()), None)
+    if not noisy_dir.is_dir() or clean_dir is None:
+        raise ImageError(f"{folder}: expected sub-folders 'noisy' and 'gt' (or 'clean')")
+    noisy = {_pair_key(p): p for p in image_files(noisy_dir)}
+    clean = {_pair_key(p): p for p in image_files(clean_dir)}
+    keys = sorted(set(noisy) & set(clean), key=_natural)
+    if not keys:
+        raise ImageError(f"{folder}: no matching noisy/clean file names")
+    pairs = []
+    for key in keys[:limit]:
+        n, c = read_image(noisy[key]).pixels, read_image(clean[key]).pixels
+        if n.shape != c.shape:
+            raise ImageError(f"{noisy[key]}: shape {n.shape} differs from its clean image {c.shape}")
+        pairs.append((NamedImage(key, n), NamedImage(key, c)))
+    return pairs
+
+
+def convert_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    if pixels.shape[2] == channels:
+        return pixels
+    if channels == 1:
+        # ITU-R BT.601 luma, as MATLAB's rgb2gray
+        return (pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+    return np.repeat(pixels, 3, axis=2)
+
+
+def _pair_key(path: Path) -> str:
+    stem = path.stem
+    for prefix in ("NOISY_", "GT_", "noisy_", "gt_", "clean_"):
+        stem = stem.removeprefix(prefix)
+    for suffix in ("_NOISY", "_GT", "_noisy", "_noise", "_gt", "_clean", "_real", "_mean"):
+        stem = stem.removesuffix(suffix)
+    return stem
+
+
+def _natural(key: str):
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]

@@ -1,0 +1,44 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+The CLI catches :class:`RfrError` and prints ``error: <message>`` with a
+non-zero exit code instead of a traceback. Library users can catch the
+specific subclasses.
+"""
+
+from __future__ import annotations
+
+
+class RfrError(Exception):
+    """Base class of every error rfr-deploy reports to a user."""
+
+    exit_code = 2
+
+
+class ImageError(RfrError):
+    """An input image cannot be used (unreadable, truncated, unsupported layout...)."""
+
+
+class WeightsError(RfrError):
+    """A weights file cannot be loaded or does not match the architecture."""
+
+
+class ModelError(RfrError):
+    """Unknown model name or invalid model configuration."""
+
+
+class ConfigError(RfrError):
+    """Invalid combination of settings."""
+
+
+class ResourceError(RfrError):
+    """Work that does not fit the available memory or is otherwise impossible here."""
+
+
+class MissingDependencyError(RfrError):
+    """An optional dependency (onnx, onnxruntime, tensorrt, ...) is not installed."""
+
+    def __init__(self, package: str, extra: str | None = None, purpose: str = ""):
+        hint = f" (pip install 'rfr-deploy[{extra}]')" if extra else ""
+        what = f" to {purpose}" if purpose else ""
+        super().__init__(f"the optional package '{package}' is needed{what} but is not installed{hint}")
+        self.package = package

@@ -1,0 +1,283 @@
+"""Reading and writing images, with a clear one-line error for every bad input.
+
+Images travel through the library as float32 ``H×W×C`` arrays in [0, 1]
+(``C`` = 1 or 3). Supported on disk: PNG (8/16-bit, via Pillow and pypng),
+TIFF (8/16-bit integer and 32-bit float, via tifffile) and JPEG; gray, gray+alpha,
+RGB, RGBA and palette images. Alpha is dropped with a warning, palettes are
+expanded. Writes go to a temporary name and are renamed into place, so an
+interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError, ResourceError
+from .files import atomic_write
+
+MAX_PIXELS = 200_000_000
+"""Images above this many pixels are refused before decoding (about 2.4 GB as float32 RGB)."""
+
+SUPPORTED_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class Image:
+    """A decoded image: float32 ``H×W×C`` pixels in [0, 1] and where they came from."""
+
+    pixels: np.ndarray
+    bit_depth: int
+    path: Path | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[2])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
+    """Decode ``path`` into an :class:`Image`, or raise :class:`ImageError` naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            array, depth = _read_tiff(path, max_pixels)
+        elif suffix == ".png" and _png_bit_depth(path) == 16:
+            array, depth = _read_png16(path, max_pixels)
+        else:
+            array, depth = _read_pillow(path, max_pixels)
+    except (ImageError, ResourceError):
+        raise
+    except MemoryError as exc:
+        raise ResourceError(f"{path}: not enough memory to decode this image") from exc
+    except Exception as exc:  # decoders raise many types; name the file and the cause in one line
+        raise ImageError(f"{path}: cannot decode image ({_one_line(exc)})") from exc
+    return Image(pixels=_to_unit_float(array, depth, path), bit_depth=depth, path=path)
+
+
+def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
+    """Write float ``H×W×C`` pixels in [0, 1] (clipped) atomically. 16-bit for PNG and TIFF only."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ImageError(f"{path}: unsupported output format '{suffix}' (use .png, .tif or .jpg)")
+    if bit_depth not in (8, 16):
+        raise ImageError(f"{path}: bit depth must be 8 or 16, not {bit_depth}")
+    if bit_depth == 16 and suffix in (".jpg", ".jpeg", ".bmp"):
+        bit_depth = 8
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if not np.isfinite(pixels).all():
+        raise ImageError(f"{path}: refusing to write an image with non-finite values")
+    scale = 65535.0 if bit_depth == 16 else 255.0
+    dtype = np.uint16 if bit_depth == 16 else np.uint8
+    quantised = np.clip(np.round(pixels * scale), 0, scale).astype(dtype)
+    with atomic_write(path) as tmp:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, quantised[:, :, 0] if quantised.shape[2] == 1 else quantised)
+        elif suffix == ".png" and bit_depth == 16:
+            _write_png16(tmp, quantised)
+        else:
+            from PIL import Image as PILImage
+
+            mode_array = quantised[:, :, 0] if quantised.shape[2] == 1 else quantised
+            kwargs = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
+            PILImage.fromarray(mode_array).save(tmp, format=_pil_format(suffix), **kwargs)
+    return path
+
+
+def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Round to the grid of an integer image of ``bit_depth`` bits, as a written file would."""
+    scale = 65535.0 if bit_depth == 16 else 255.0
+    return (np.clip(np.round(np.asarray(pixels) * scale), 0, scale) / scale).astype(np.float32)
+
+
+def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories (non-recursive) into a sorted list of image paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in SUPPORTED_SUFFIXES and q.is_file())
+            if not found:
+                raise ImageError(f"{p}: directory holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    return paths
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+    from PIL import Image as PILImage
+
+    PILImage.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
+    try:
+        im = PILImage.open(path)
+    except PILImage.UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image file or an unsupported format") from exc
+    with im:
+        _check_size(path, im.width * im.height, max_pixels)
+        mode = im.mode
+        try:
+            im.load()
+        except OSError as exc:
+            raise ImageError(f"{path}: image data is truncated or corrupt ({_one_line(exc)})") from exc
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            mode = im.mode
+        if mode in ("1", "L", "RGB", "LA", "RGBA"):
+            array = np.asarray(im.convert(mode if mode != "1" else "L"))
+            depth = 8
+        elif mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(im).astype(np.uint16 if mode != "I" else np.int64)
+            depth = 16
+            if mode == "I" and (array.min() < 0 or array.max() > 65535):
+                raise ImageError(f"{path}: 32-bit integer images are not supported")
+            array = array.astype(np.uint16)
+        elif mode == "CMYK":
+            raise ImageError(f"{path}: CMYK images are not supported; convert to RGB first")
+        elif mode == "F":
+            array = np.asarray(im).astype(np.float32)
+            depth = 32
+        else:
+            raise ImageError(f"{path}: unsupported image mode '{mode}'")
+    return _channels_last(array, path), depth
+
+
+def _png_bit_depth(path: Path) -> int:
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return 8  # let the main decoder produce the error
+    return head[24]
+
+
+def _read_png16(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+    import png  # pypng
+
+    reader = png.Reader(filename=str(path))
+    try:
+        width, height, rows, info = reader.asDirect()
+        _check_size(path, width * height, max_pixels)
+        array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    except png.FormatError as exc:
+        raise ImageError(f"{path}: image data is truncated or corrupt ({_one_line(exc)})") from exc
+    planes = info["planes"]
+    array = array.reshape(height, width, planes)
+    return _channels_last(array, path), 16
+
+
+def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            if len(tif.pages) > 1 and "S" not in axes and series.ndim > 2:
+                raise ImageError(
+                    f"{path}: multi-page TIFF ({len(tif.pages)} pages); expected a single 2-D image"
+                )
+            page = tif.pages[0]
+            _check_size(path, int(page.imagelength) * int(page.imagewidth), max_pixels)
+            array = series.asarray()
+            extra = tuple(int(e) for e in (getattr(page, "extrasamples", ()) or ()))
+    except tifffile.TiffFileError as exc:
+        raise ImageError(f"{path}: not a valid TIFF file ({_one_line(exc)})") from exc
+    if array.ndim == 3 and axes.endswith("SYX"):
+        array = np.moveaxis(array, 0, -1)  # planar configuration
+    if array.dtype == np.uint8:
+        depth = 8
+    elif array.dtype == np.uint16:
+        depth = 16
+    elif array.dtype in (np.float32, np.float64, np.float16):
+        depth = 32
+        array = array.astype(np.float32)
+    else:
+        raise ImageError(f"{path}: unsupported TIFF sample type {array.dtype}")
+    if array.ndim == 3 and array.shape[2] in (2, 4) and len(extra) != 1:
+        raise ImageError(
+            f"{path}: {array.shape[2]} channels; expected 1 (gray) or 3 (RGB), with an optional alpha"
+        )
+    return _channels_last(array, path), depth
+
+
+def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ImageError(f"{path}: expected a 2-D image, got an array of shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"{path}: image has no pixels")
+    channels = array.shape[2]
+    if channels in (2, 4):
+        warnings.warn(f"{path.name}: alpha channel dropped", UserWarning, stacklevel=4)
+        array = array[:, :, : channels - 1]
+    elif channels not in (1, 3):
+        raise ImageError(f"{path}: {channels} channels; expected 1 (gray) or 3 (RGB)")
+    return array
+
+
+def _to_unit_float(array: np.ndarray, depth: int, path: Path) -> np.ndarray:
+    if depth == 32:
+        if not np.isfinite(array).all():
+            raise ImageError(f"{path}: image contains non-finite values (NaN or Inf)")
+        if array.min() < -0.5 or array.max() > 1.5:
+            raise ImageError(
+                f"{path}: floating-point image values span [{array.min():.3g}, {array.max():.3g}]; expected [0, 1]"
+            )
+        return np.ascontiguousarray(array, dtype=np.float32)
+    scale = 65535.0 if depth == 16 else 255.0
+    return np.ascontiguousarray(array.astype(np.float32) / scale)
+
+
+def _check_size(path: Path, pixels: int, max_pixels: int) -> None:
+    if pixels > max_pixels:
+        raise ResourceError(
+            f"{path}: image has {pixels / 1e6:.0f} megapixels, above the limit of {max_pixels / 1e6:.0f}; "
+            "split it into tiles first"
+        )
+
+
+def _write_png16(path: Path, quantised: np.ndarray) -> None:
+    import png
+
+    h, w, c = quantised.shape
+    writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=(c == 1))
+    with open(path, "wb") as fh:
+        writer.write(fh, quantised.reshape(h, w * c).tolist())
+
+
+def _pil_format(suffix: str) -> str:
+    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[
+        suffix
+    ]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

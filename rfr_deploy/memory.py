@@ -1,0 +1,70 @@
+"""How much memory a model needs per pixel, and how much the device has.
+
+Networks differ too much (plain stacks, U-Nets, attention) for a formula, so a
+small probe measures them: a forward pass on a 64×64 input records the largest
+activation (inference) or every tensor autograd saves for the backward pass
+(training), and scales linearly with the pixel count.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+_PROBE = 64
+
+
+def bytes_per_pixel(model: nn.Module, channels: int, training: bool, sigma: float = 0.1) -> float:
+    """Approximate bytes of activations per input pixel, for inference or for a training step."""
+    device = next(model.parameters()).device
+    x = torch.rand(1, channels, _PROBE, _PROBE, device=device)
+    pixels = _PROBE * _PROBE
+    if training:
+        saved = 0
+
+        def pack(t: torch.Tensor):
+            nonlocal saved
+            saved += t.numel() * t.element_size()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x.requires_grad_(False), sigma)
+            out.float().mean().backward()
+        model.zero_grad(set_to_none=True)
+        return 2.0 * saved / pixels  # saved activations, plus their gradients at the peak of backward
+    largest = 0
+
+    def hook(_m, _i, out):
+        nonlocal largest
+        if isinstance(out, torch.Tensor):
+            largest = max(largest, out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x, sigma)
+    finally:
+        for h in handles:
+            h.remove()
+    return 4.0 * largest / pixels  # input + output of the widest layer, plus skips held by the network
+
+
+def available_bytes(device: torch.device | str) -> int:
+    """Free memory on ``device``: CUDA's free memory, or the host's available RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30

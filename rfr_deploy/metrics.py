@@ -1,0 +1,51 @@
+"""Image quality metrics: PSNR and SSIM as the denoising literature reports them.
+
+Both take float images in [0, 1] (``H×W×C`` numpy arrays or tensors). SSIM is
+scikit-image's implementation with the settings of Wang et al.'s MATLAB code
+(Gaussian window σ = 1.5, population covariance, K1 = 0.01, K2 = 0.03), computed
+per channel and averaged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def _as_hwc(img) -> np.ndarray:
+    if isinstance(img, torch.Tensor):
+        t = img.detach().to("cpu", torch.float64)
+        if t.ndim == 4:
+            t = t[0]
+        return t.permute(1, 2, 0).numpy()
+    a = np.asarray(img, dtype=np.float64)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def psnr(estimate, reference, data_range: float = 1.0) -> float:
+    a, b = _as_hwc(estimate), _as_hwc(reference)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    mse = float(np.mean((a - b) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(estimate, reference, data_range: float = 1.0) -> float:
+    from skimage.metrics import structural_similarity
+
+    a, b = _as_hwc(estimate), _as_hwc(reference)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    return float(
+        structural_similarity(
+            a,
+            b,
+            data_range=data_range,
+            channel_axis=2,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )

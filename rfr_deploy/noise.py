@@ -1,0 +1,92 @@
+"""Synthetic noise models and a noise-level estimator.
+
+Every noise model is an ``nn.Module`` whose ``forward(x, generator)`` returns the
+noisy batch and the per-sample noise level σ (in [0, 1] units, i.e. σ/255 for
+8-bit levels) that a noise-map network should be told. Randomness comes only from
+the explicit ``torch.Generator`` so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class GaussianNoise(nn.Module):
+    """Additive white Gaussian noise of a known level ``sigma`` (8-bit grey levels)."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        if not math.isfinite(sigma) or sigma < 0:
+            raise ValueError(f"sigma must be a finite non-negative number, got {sigma}")
+        self.sigma = float(sigma)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        s = torch.full((x.shape[0],), self.sigma / 255.0, device=x.device, dtype=x.dtype)
+        return x + s.view(-1, 1, 1, 1) * _randn_like(x, generator), s
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:g}"
+
+
+class UniformSigmaGaussianNoise(nn.Module):
+    """Gaussian noise whose level is drawn per sample, uniformly in ``[low, high]`` grey levels.
+
+    The paper's choice when σ is unknown: cover the range the blind network was trained on.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 50.0):
+        super().__init__()
+        if not (0 <= low <= high):
+            raise ValueError(f"need 0 <= low <= high, got [{low}, {high}]")
+        self.low, self.high = float(low), float(high)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        u = torch.rand(x.shape[0], device=x.device, dtype=x.dtype, generator=generator)
+        s = (self.low + (self.high - self.low) * u) / 255.0
+        return x + s.view(-1, 1, 1, 1) * _randn_like(x, generator), s
+
+    def extra_repr(self) -> str:
+        return f"low={self.low:g}, high={self.high:g}"
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+
+
+@torch.no_grad()
+def estimate_sigma(
+    image: torch.Tensor, patch: int = 7, stride: int | None = None, max_patches: int = 250_000
+) -> float:
+    """Estimate the level of additive white Gaussian noise in ``image`` (C×H×W or 1×C×H×W, [0, 1]).
+
+    Returns σ in 8-bit grey levels. Method: statistics of the eigenvalues of the
+    covariance of overlapping patches (Chen, Zhu & Heng, ICCV 2015). Image
+    structure concentrates in a few principal directions; the remaining
+    eigenvalues all equal σ², which is found as the largest set of the smallest
+    eigenvalues whose mean equals their median. The patch stride grows with the
+    image so that at most ``max_patches`` patches are used.
+    """
+    x = image.detach().to("cpu", torch.float64)
+    if x.ndim == 4:
+        x = x[0]
+    c, h, w = x.shape
+    p = min(patch, h, w)
+    if stride is None:
+        stride = max(1, math.ceil(math.sqrt((h - p + 1) * (w - p + 1) / max_patches)))
+    cols = torch.nn.functional.unfold(x.unsqueeze(0), kernel_size=p, stride=stride)[0]  # (c·p², n)
+    cols = cols - cols.mean(dim=1, keepdim=True)
+    cov = cols @ cols.T / cols.shape[1]
+    eig = torch.linalg.eigvalsh(cov).clamp_min(0)  # ascending
+    for i in range(eig.numel(), 0, -1):
+        tail = eig[:i]
+        tau = tail.mean()
+        if int((tail > tau).sum()) == int((tail < tau).sum()):
+            return float(tau.sqrt() * 255.0)
+    return float(eig[0].sqrt() * 255.0)

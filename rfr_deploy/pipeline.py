@@ -1,0 +1,373 @@
+"""The jobs behind the CLI: denoise files, and adapt-and-export (the main job).
+
+``adapt_and_export`` reads each image, adapts a copy of the pre-trained network
+to it (or one network to a whole set with ``per_set``), writes the adapted
+output image, the adapted weights, the requested exports and a manifest
+``<stem>.json`` that lists every file written with its sha256, the settings and
+the timings. Every file is written atomically; the manifest comes last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import __version__
+from .adapt import AdaptConfig, AdaptResult, StepInfo, adapt
+from .devices import resolve_device
+from .errors import ConfigError, ImageError
+from .files import atomic_write, sha256_file
+from .images import Image, read_image, write_image
+from .inference import denoise, to_pixels, to_tensor
+from .noise import GaussianNoise, UniformSigmaGaussianNoise, estimate_sigma
+from .progress import QUIET, Reporter
+from .registry import create_model
+from .weights import save_weights
+
+NoiseChoice = Literal["gaussian", "camera"]
+UnknownSigma = Literal["estimate", "uniform"]
+EXPORT_FORMATS = ("onnx", "engine")
+
+
+@dataclass
+class JobSettings:
+    """Everything of a job that is not an adaptation hyper-parameter; fields are CLI options."""
+
+    model: str = "dncnn"
+    weights: str | None = None
+    """Weights file; None uses the packaged default for the image's channel count."""
+    noise: NoiseChoice = "gaussian"
+    sigma: float | None = None
+    """Known noise level in 8-bit grey levels; None means unknown."""
+    unknown_sigma: UnknownSigma = "estimate"
+    """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
+    'uniform' with σ drawn uniformly from [sigma_low, sigma_high] (the paper's choice)."""
+    sigma_low: float = 0.0
+    sigma_high: float = 50.0
+    device: str = "auto"
+    output_dir: str = "rfr_out"
+    formats: tuple[str, ...] = ()
+    per_set: bool = False
+    output_ensemble: bool = False
+    engine_from: str | None = None
+    onnx_opset: int = 18
+    precision: Literal["fp32", "fp16"] = "fp32"
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
+        if unknown:
+            raise ConfigError(
+                f"unknown export format(s) {', '.join(unknown)}; choose from {', '.join(EXPORT_FORMATS)}"
+            )
+        if self.sigma is not None and not (0 <= self.sigma <= 255):
+            raise ConfigError(f"--sigma must be within [0, 255] grey levels, got {self.sigma}")
+        if self.engine_from and "engine" not in self.formats:
+            self.formats = (*self.formats, "engine")
+
+
+@dataclass
+class ImageJob:
+    """One input prepared for adaptation."""
+
+    path: Path
+    image: Image
+    noisy: torch.Tensor
+    sigma_estimate: float
+    sigma_used: float | None  # σ given to noise-map networks (grey levels)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelCache:
+    """Pre-trained models by channel count (``--model dncnn`` picks gray or color weights)."""
+
+    def __init__(self, settings: JobSettings, device: torch.device):
+        self.settings, self.device = settings, device
+        self._models: dict[int, nn.Module] = {}
+
+    def get(self, channels: int, path: Path) -> nn.Module:
+        if channels not in self._models:
+            weights = self.settings.weights or "default"
+            model = create_model(self.settings.model, weights=weights, channels=channels, device=self.device)
+            self._models[channels] = model.eval()
+        return self._models[channels]
+
+
+def denoise_files(
+    inputs: list[Path],
+    settings: JobSettings,
+    ensemble: bool = False,
+    reporter: Reporter = QUIET,
+) -> list[dict[str, Any]]:
+    """Plain pre-trained output for each input (``rfr-deploy denoise``)."""
+    device = resolve_device(settings.device)
+    models = ModelCache(settings, device)
+    out_dir = Path(settings.output_dir)
+    records = []
+    for path in inputs:
+        job = _prepare(path, settings, device)
+        model = models.get(job.image.channels, path)
+        t = time.perf_counter()
+        sigma = _model_sigma(model, job)
+        clean = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble)
+        seconds = time.perf_counter() - t
+        target = out_dir / f"{path.stem}_denoised{_output_suffix(path)}"
+        write_image(target, to_pixels(clean), bit_depth=_bit_depth(job.image))
+        records.append(
+            {
+                "input": str(path),
+                "output": str(target),
+                "model": settings.model,
+                "weights_sha256": model.weights_sha256,
+                "sigma": settings.sigma,
+                "sigma_estimate": round(job.sigma_estimate, 3),
+                "seconds": round(seconds, 4),
+            }
+        )
+        reporter.note(f"{path.name} -> {target} ({seconds:.2f} s)")
+    return records
+
+
+def adapt_and_export(
+    inputs: list[Path],
+    settings: JobSettings,
+    config: AdaptConfig,
+    reporter: Reporter = QUIET,
+) -> list[dict[str, Any]]:
+    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests."""
+    device = resolve_device(settings.device)
+    models = ModelCache(settings, device)
+    jobs = [_prepare(p, settings, device) for p in inputs]
+    if settings.per_set:
+        channels = {j.image.channels for j in jobs}
+        if len(channels) > 1:
+            raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
+        groups = [jobs]
+    else:
+        groups = [[j] for j in jobs]
+    manifests = []
+    for group in groups:
+        manifests.extend(_run_group(group, settings, config, models, device, reporter))
+    return manifests
+
+
+def _run_group(group, settings, config, models, device, reporter) -> list[dict[str, Any]]:
+    started = time.perf_counter()
+    first = group[0]
+    model = models.get(first.image.channels, first.path)
+    noise = build_noise(
+        settings.noise,
+        settings.sigma,
+        settings.unknown_sigma,
+        [j.sigma_estimate for j in group],
+        (settings.sigma_low, settings.sigma_high),
+    ).to(device)
+    sigma = _model_sigma(model, first) if len(group) == 1 else _set_sigma(model, group)
+    label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
+    with reporter.bar(config.steps, f"adapting {label}") as update:
+
+        def on_step(info: StepInfo) -> None:
+            update(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)
+
+        result = adapt(model, [j.noisy for j in group], noise, config, sigma=sigma, callback=on_step)
+
+    out_dir = Path(settings.output_dir)
+    stem = first.path.stem if len(group) == 1 else f"{first.path.stem}_set{len(group)}"
+    files: list[dict[str, Any]] = []
+    outputs_seconds = 0.0
+    for job in group:
+        t = time.perf_counter()
+        clean = denoise(
+            result.model, job.noisy, sigma=_model_sigma(model, job), ensemble=settings.output_ensemble
+        )
+        outputs_seconds += time.perf_counter() - t
+        target = out_dir / f"{job.path.stem}_rfr{_output_suffix(job.path)}"
+        write_image(target, to_pixels(clean), bit_depth=_bit_depth(job.image))
+        files.append(_file_record("output", target, out_dir, source=str(job.path)))
+
+    meta = dataclasses.replace(
+        model.meta,
+        source=f"{model.meta.source or settings.model} adapted by rfr-deploy {__version__}",
+        notes=f"restore-from-restored on {', '.join(j.path.name for j in group)}",
+    )
+    weights_path = out_dir / f"{stem}_rfr.safetensors"
+    adapted_sha = save_weights(
+        weights_path, result.model.net, meta, extra={"base_weights_sha256": model.weights_sha256}
+    )
+    result.model.weights_sha256 = adapted_sha
+    files.append(_file_record("weights", weights_path, out_dir))
+
+    t = time.perf_counter()
+    files.extend(_export(result.model, settings, out_dir, stem, first, noise_desc(settings, group), reporter))
+    export_seconds = time.perf_counter() - t
+
+    manifest = {
+        "rfr_deploy_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [_input_record(j) for j in group],
+        "model": {
+            "name": settings.model,
+            "weights": settings.weights or f"packaged default ({model.meta.channels}-channel)",
+            "weights_sha256": model.weights_sha256,
+            "adapted_weights_sha256": adapted_sha,
+            "meta": json.loads(model.meta.to_json()),
+        },
+        "noise": noise_desc(settings, group),
+        "adaptation": {**dataclasses.asdict(config), "patch_used": result.patch, "runner": result.runner},
+        "device": str(device),
+        "per_set": settings.per_set,
+        "output_ensemble": settings.output_ensemble,
+        "timings": _timings(result, outputs_seconds, export_seconds, time.perf_counter() - started),
+        "losses": [round(v, 8) for v in result.losses],
+        "files": files,
+    }
+    manifest_path = out_dir / f"{stem}.json"
+    with atomic_write(manifest_path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    manifest["manifest"] = str(manifest_path)
+    reporter.note(
+        f"{label}: {config.steps} steps in {result.total_seconds:.1f} s -> "
+        + ", ".join(f["path"] for f in files)
+        + f", {manifest_path.name}"
+    )
+    return [manifest]
+
+
+def build_noise(
+    kind: NoiseChoice,
+    sigma: float | None,
+    unknown_sigma: UnknownSigma,
+    sigma_estimates: list[float],
+    sigma_range: tuple[float, float] = (0.0, 50.0),
+) -> nn.Module:
+    """The synthetic noise adaptation draws from: camera model, known σ, estimated σ or uniform σ."""
+    if kind == "camera":
+        from .camera import CameraNoise
+
+        return CameraNoise()
+    if sigma is not None:
+        return GaussianNoise(sigma)
+    if unknown_sigma == "uniform":
+        return UniformSigmaGaussianNoise(*sigma_range)
+    return GaussianNoise(statistics.median(sigma_estimates))
+
+
+def noise_desc(settings: JobSettings, group: list[ImageJob]) -> dict[str, Any]:
+    if settings.noise == "camera":
+        mode = "camera"
+    elif settings.sigma is not None:
+        mode = "known"
+    else:
+        mode = settings.unknown_sigma
+    desc: dict[str, Any] = {
+        "kind": settings.noise,
+        "mode": mode,
+        "sigma": settings.sigma,
+        "sigma_estimates": [round(j.sigma_estimate, 3) for j in group],
+    }
+    if mode == "uniform":
+        desc["sigma_range"] = [settings.sigma_low, settings.sigma_high]
+    return desc
+
+
+def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJob:
+    image = read_image(path)
+    noisy = to_tensor(image.pixels, device)
+    estimate = estimate_sigma(noisy)
+    used = settings.sigma if settings.sigma is not None else estimate
+    return ImageJob(path=path, image=image, noisy=noisy, sigma_estimate=estimate, sigma_used=used)
+
+
+def _model_sigma(model: nn.Module, job: ImageJob) -> float | None:
+    """σ/255 for noise-map networks (known σ, else the estimate); None for blind networks."""
+    return job.sigma_used / 255.0 if model.meta.noise_map and job.sigma_used is not None else None
+
+
+def _set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
+    if not model.meta.noise_map:
+        return None
+    return statistics.median(j.sigma_used for j in group) / 255.0
+
+
+def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    if not settings.formats:
+        return records
+    from exporters.onnx_export import export_onnx, onnx_metadata
+
+    onnx_path = out_dir / f"{stem}_rfr.onnx"
+    metadata = onnx_metadata(model, noise=noise, sigma=_model_sigma(model, first))
+    report = export_onnx(
+        model,
+        onnx_path,
+        example=first.noisy,
+        sigma=_model_sigma(model, first),
+        opset=settings.onnx_opset,
+        precision=settings.precision,
+        metadata=metadata,
+    )
+    records.append(_file_record("onnx", onnx_path, out_dir, max_abs_error=report.max_abs_error))
+    reporter.note(f"ONNX export verified with ONNX Runtime: max |error| {report.max_abs_error:.2e}")
+    if "engine" in settings.formats:
+        from exporters.tensorrt_engine import build_or_refit_engine
+
+        engine = build_or_refit_engine(
+            model,
+            onnx_path,
+            out_dir / f"{stem}_rfr.engine",
+            base=settings.engine_from,
+            example=first.noisy,
+            precision=settings.precision,
+        )
+        records.append(_file_record("engine", engine.path, out_dir, mode=engine.mode))
+        records.append(_file_record("engine_sidecar", engine.sidecar, out_dir))
+    return records
+
+
+def _file_record(role: str, path: Path, out_dir: Path, **extra: Any) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        shown = str(path.relative_to(out_dir))
+    except ValueError:
+        shown = str(path)
+    return {"role": role, "path": shown, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
+
+
+def _input_record(job: ImageJob) -> dict[str, Any]:
+    return {
+        "path": str(job.path),
+        "sha256": sha256_file(job.path),
+        "height": job.image.height,
+        "width": job.image.width,
+        "channels": job.image.channels,
+        "bit_depth": job.image.bit_depth,
+    }
+
+
+def _timings(result: AdaptResult, outputs: float, export: float, total: float) -> dict[str, float]:
+    steps = result.step_seconds
+    return {
+        "pseudo_clean_s": round(result.target_seconds, 4),
+        "adapt_s": round(result.total_seconds, 4),
+        "step_mean_s": round(result.mean_step_seconds, 5),
+        "step_median_s": round(statistics.median(steps), 5) if steps else 0.0,
+        "output_s": round(outputs, 4),
+        "export_s": round(export, 4),
+        "total_s": round(total, 4),
+    }
+
+
+def _output_suffix(path: Path) -> str:
+    return ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
+
+
+def _bit_depth(image: Image) -> int:
+    return 16 if image.bit_depth >= 16 else 8

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.inference import denoise, to_tensor
+from rfr_deploy.metrics import psnr
+from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
+
+
+@pytest.fixture
+def noisy(smooth_image):
+    clean = to_tensor(smooth_image)
+    return clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+
+
+def test_adapt_returns_a_trained_copy_and_per_step_records(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=5, lr=1e-3))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "input model was modified"
+    changed = [not torch.equal(v, result.model.state_dict()[k]) for k, v in before.items()]
+    assert all(changed)
+    assert len(result.losses) == 5 and len(result.step_seconds) == 5
+    assert all(loss > 0 for loss in result.losses)
+    assert result.runner == "eager" and result.pseudo_clean[0].shape == noisy.shape
+
+
+def test_adapt_is_reproducible_with_a_seed(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    a = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(steps=4, lr=1e-3, seed=7))
+    b = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(steps=4, lr=1e-3, seed=7))
+    c = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(steps=4, lr=1e-3, seed=8))
+    assert a.losses == b.losses and a.losses != c.losses
+
+
+def test_loss_falls_when_fitting_the_pseudo_clean_target(tiny_dncnn, noisy):
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=60, lr=3e-3, batch=2))
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.85 * first
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1"])
+def test_patches_batches_schedules_and_losses(tiny_dncnn, noisy, loss):
+    config = AdaptConfig(steps=3, lr=1e-3, loss=loss, batch=3, patch=16, schedule="cosine", warmup=1)
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), config)
+    assert result.patch == 16 and len(result.losses) == 3
+
+
+def test_a_set_of_images_of_different_sizes_shares_one_network(tiny_dncnn, noisy):
+    images = [noisy, noisy[..., :20, :24].contiguous(), noisy[..., :28, :].contiguous()]
+    seen = []
+    result = adapt(
+        tiny_dncnn(3),
+        images,
+        GaussianNoise(25),
+        AdaptConfig(steps=6, lr=1e-3),
+        callback=lambda info: seen.append(info.step),
+    )
+    assert seen == list(range(1, 7))
+    assert len(result.pseudo_clean) == 3
+
+
+def test_noise_map_models_receive_sigma(noisy):
+    from rfr_deploy.registry import create_model
+
+    model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=2, lr=1e-3), sigma=25 / 255)
+    assert len(result.losses) == 2
+
+
+def test_invalid_settings_are_rejected():
+    for kwargs in ({"steps": -1}, {"lr": 0}, {"batch": 0}, {"patch": 4}, {"loss": "huber"}):
+        with pytest.raises(ValueError):
+            AdaptConfig(**kwargs)
+
+
+def test_fast_path_on_cpu_is_refused_clearly(tiny_dncnn, noisy):
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=1, fast="on"))
+
+
+def test_adaptation_does_not_hurt_official_dncnn(shared):
+    """A real network on a real image: 10 updates at the paper's learning rate must not lose quality."""
+    from rfr_deploy.images import read_image
+    from rfr_deploy.registry import create_model
+
+    model = create_model("dncnn", weights=str(shared("weights", "dncnn", "dncnn_25.pth")))
+    clean = to_tensor(read_image(shared("data", "test", "Set12", "08.png")).pixels)[..., 128:224, 128:224]
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    base = psnr(denoise(model, noisy).clamp(0, 1), clean)
+    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=10, lr=1e-5))
+    after = psnr(denoise(result.model, noisy).clamp(0, 1), clean)
+    assert after > base - 0.05, (base, after)

@@ -1,0 +1,221 @@
+"""The command line, end to end on tiny images and tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rfr_deploy.cli import main
+from rfr_deploy.files import sha256_file
+from rfr_deploy.images import read_image, write_image
+from rfr_deploy.weights import save_weights
+
+COMMANDS = ["denoise", "adapt-and-export", "eval", "pretrain", "bench", "models"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
+def test_every_help_works(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.fixture
+def image_file(tmp_path, smooth_image, rng):
+    noisy = np.clip(smooth_image + 0.1 * rng.standard_normal(smooth_image.shape), 0, 1)
+    return write_image(tmp_path / "in" / "noisy.png", noisy)
+
+
+@pytest.fixture
+def weights_file(tmp_path, tiny_dncnn):
+    model = tiny_dncnn(3)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, model.net, model.meta)
+    return path
+
+
+def test_adapt_and_export_writes_outputs_and_a_manifest(tmp_path, image_file, weights_file):
+    out = tmp_path / "out"
+    result = run(
+        "adapt-and-export",
+        image_file,
+        "--weights",
+        weights_file,
+        "--sigma",
+        25,
+        "--steps",
+        3,
+        "-o",
+        out,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    manifests = json.loads(result.output)
+    assert len(manifests) == 1
+    manifest = json.loads((out / "noisy.json").read_text())
+    roles = {f["role"]: f for f in manifest["files"]}
+    assert set(roles) == {"output", "weights"}
+    for record in manifest["files"]:
+        assert sha256_file(out / record["path"]) == record["sha256"]
+    assert manifest["model"]["weights_sha256"] == sha256_file(weights_file)
+    assert manifest["adaptation"]["steps"] == 3 and len(manifest["losses"]) == 3
+    assert manifest["noise"]["mode"] == "known" and manifest["noise"]["sigma"] == 25
+    assert manifest["timings"]["adapt_s"] > 0
+    assert read_image(out / "noisy_rfr.png").pixels.shape == read_image(image_file).pixels.shape
+    assert sorted(p.name for p in out.iterdir()) == ["noisy.json", "noisy_rfr.png", "noisy_rfr.safetensors"]
+
+
+def test_unknown_sigma_is_estimated(tmp_path, image_file, weights_file):
+    out = tmp_path / "out"
+    result = run(
+        "adapt-and-export", image_file, "--weights", weights_file, "--steps", 1, "-o", out, "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    noise = json.loads((out / "noisy.json").read_text())["noise"]
+    assert noise["mode"] == "estimate" and noise["sigma"] is None and noise["sigma_estimates"][0] > 5
+
+
+def test_per_set_adapts_one_network_for_all_images(tmp_path, image_file, weights_file, smooth_image):
+    write_image(image_file.parent / "second.png", smooth_image[:24, :30])
+    out = tmp_path / "out"
+    result = run(
+        "adapt-and-export",
+        image_file.parent,
+        "--weights",
+        weights_file,
+        "--sigma",
+        10,
+        "--steps",
+        2,
+        "--per-set",
+        "-o",
+        out,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    manifests = list(out.glob("*.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert len(manifest["inputs"]) == 2
+    assert sorted(f["role"] for f in manifest["files"]) == ["output", "output", "weights"]
+
+
+def test_denoise_writes_the_pretrained_output(tmp_path, image_file, weights_file):
+    out = tmp_path / "out"
+    result = run("denoise", image_file, "--weights", weights_file, "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["output"].endswith("noisy_denoised.png")
+    assert (out / "noisy_denoised.png").is_file()
+
+
+def test_sixteen_bit_input_gives_sixteen_bit_output(tmp_path, smooth_image, weights_file):
+    path = write_image(tmp_path / "deep.png", smooth_image, bit_depth=16)
+    result = run("denoise", path, "--weights", weights_file, "-o", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0
+    assert read_image(tmp_path / "out" / "deep_denoised.png").bit_depth == 16
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b"", "file is empty"), (b"hello", "not an image")],
+)
+def test_bad_images_give_one_line_errors(tmp_path, weights_file, content, message):
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    result = CliRunner().invoke(
+        main, ["adapt-and-export", str(path), "--weights", str(weights_file), "-o", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_gray_image_with_color_weights_is_a_clear_error(tmp_path, smooth_image, weights_file):
+    path = write_image(tmp_path / "gray.png", smooth_image[:, :, :1])
+    result = CliRunner().invoke(
+        main, ["denoise", str(path), "--weights", str(weights_file), "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "weights are for 3-channel images, but the input has 1" in result.output
+
+
+def test_mismatched_weights_give_one_line_errors(tmp_path, image_file):
+    import torch
+
+    bad = tmp_path / "bad.pth"
+    torch.save({"model.0.weight": torch.zeros(4, 3, 3, 3)}, bad)
+    result = CliRunner().invoke(
+        main, ["adapt-and-export", str(image_file), "--weights", str(bad), "--model", "ffdnet"]
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_unknown_export_format_is_rejected(image_file, weights_file):
+    result = CliRunner().invoke(
+        main, ["adapt-and-export", str(image_file), "--weights", str(weights_file), "--format", "tflite"]
+    )
+    assert result.exit_code == 2 and "unknown export format" in result.output
+
+
+def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file):
+    data = tmp_path / "set"
+    for i in range(2):
+        write_image(data / f"{i}.png", np.roll(smooth_image, 3 * i, axis=1))
+    result = run(
+        "eval",
+        data,
+        "--weights",
+        weights_file,
+        "--sigma",
+        25,
+        "--steps",
+        "0,2,3",
+        "--json",
+        "--markdown",
+        tmp_path / "t.md",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert set(report["mean"]) == {"0", "2", "3"} and len(report["images"]) == 2
+    assert report["images"][0]["noisy_psnr"] < 25
+    assert "| **mean** |" in (tmp_path / "t.md").read_text()
+
+
+def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
+    data = tmp_path / "train"
+    for i in range(3):
+        write_image(data / f"{i}.png", np.roll(smooth_image, 5 * i, axis=0))
+    out = tmp_path / "run"
+    common = [
+        "pretrain",
+        data,
+        "--channels",
+        3,
+        "-o",
+        out,
+        "--batch",
+        2,
+        "--patch",
+        16,
+        "--checkpoint-every",
+        2,
+        "--quiet",
+    ]
+    assert run(*common, "--steps", 2).exit_code == 0
+    from rfr_deploy.pretrain import checkpoint_step
+
+    assert checkpoint_step(out) == 2
+    result = run(*common, "--steps", 4, "--json")
+    assert result.exit_code == 0, result.output
+    assert checkpoint_step(out) == 4
+    from rfr_deploy.weights import read_weights_meta
+
+    meta, extra = read_weights_meta(json.loads(result.output)["weights"])
+    assert meta.arch == "dncnn" and meta.channels == 3 and extra["training"]["steps_done"] == 4

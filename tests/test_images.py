@@ -1,0 +1,184 @@
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image as PILImage
+
+from rfr_deploy.errors import ImageError, ResourceError
+from rfr_deploy.images import quantize, read_image, write_image
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("bit_depth", [8, 16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_round_trip_is_exact_on_the_integer_grid(tmp_path, smooth_image, suffix, bit_depth, channels):
+    pixels = quantize(smooth_image[:, :, :channels], bit_depth)
+    path = write_image(tmp_path / f"a{suffix}", pixels, bit_depth=bit_depth)
+    image = read_image(path)
+    assert image.bit_depth == bit_depth and image.channels == channels
+    np.testing.assert_allclose(image.pixels, pixels, atol=1e-7)
+
+
+def test_jpeg_reads_as_rgb(tmp_path, smooth_image):
+    write_image(tmp_path / "a.jpg", smooth_image)
+    image = read_image(tmp_path / "a.jpg")
+    assert image.pixels.shape == smooth_image.shape
+    assert np.abs(image.pixels - smooth_image).mean() < 0.02
+
+
+def test_alpha_is_dropped_with_a_warning(tmp_path, smooth_image):
+    rgba = np.concatenate([smooth_image, np.ones_like(smooth_image[:, :, :1])], axis=2)
+    PILImage.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(tmp_path / "a.png")
+    with pytest.warns(UserWarning, match="alpha channel dropped"):
+        image = read_image(tmp_path / "a.png")
+    assert image.channels == 3
+
+
+def test_gray_alpha_becomes_gray(tmp_path):
+    PILImage.new("LA", (8, 8), (100, 255)).save(tmp_path / "a.png")
+    with pytest.warns(UserWarning):
+        assert read_image(tmp_path / "a.png").channels == 1
+
+
+def test_palette_images_are_expanded(tmp_path, smooth_image):
+    PILImage.fromarray((smooth_image * 255).astype(np.uint8)).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").channels == 3
+
+
+def test_sixteen_bit_gray_png_keeps_precision(tmp_path):
+    data = (np.arange(64 * 64, dtype=np.uint16) * 16).reshape(64, 64)
+    PILImage.fromarray(data).save(tmp_path / "g16.png")
+    image = read_image(tmp_path / "g16.png")
+    assert image.bit_depth == 16
+    np.testing.assert_allclose(image.pixels[:, :, 0], data / 65535.0, atol=1e-7)
+
+
+def _one_line(exc_info):
+    text = str(exc_info.value)
+    assert "\n" not in text and text
+    return text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="no such file") as info:
+        read_image(tmp_path / "nope.png")
+    _one_line(info)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty") as info:
+        read_image(tmp_path / "e.png")
+    _one_line(info)
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "t.png").write_text("hello")
+    with pytest.raises(ImageError, match="not an image") as info:
+        read_image(tmp_path / "t.png")
+    _one_line(info)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_image(tmp_path, smooth_image, suffix):
+    big = np.tile(smooth_image, (8, 8, 1))
+    write_image(tmp_path / f"full{suffix}", big)
+    data = (tmp_path / f"full{suffix}").read_bytes()
+    (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated|corrupt|cannot decode") as info:
+        read_image(tmp_path / f"cut{suffix}")
+    _one_line(info)
+
+
+def test_truncated_16_bit_png(tmp_path, smooth_image):
+    write_image(tmp_path / "full.png", np.tile(smooth_image, (4, 4, 1)), bit_depth=16)
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError) as info:
+        read_image(tmp_path / "cut.png")
+    _one_line(info)
+
+
+def test_non_finite_float_tiff(tmp_path):
+    data = np.full((8, 8, 3), 0.5, dtype=np.float32)
+    data[2, 2, 1] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", data, photometric="rgb")
+    with pytest.raises(ImageError, match="non-finite") as info:
+        read_image(tmp_path / "nan.tif")
+    _one_line(info)
+
+
+def test_float_tiff_out_of_range(tmp_path):
+    tifffile.imwrite(tmp_path / "big.tif", np.full((8, 8), 300.0, dtype=np.float32))
+    with pytest.raises(ImageError, match="expected \\[0, 1\\]"):
+        read_image(tmp_path / "big.tif")
+
+
+def test_float_tiff_in_range_is_accepted(tmp_path):
+    tifffile.imwrite(tmp_path / "f.tif", np.full((8, 8), 0.25, dtype=np.float32))
+    image = read_image(tmp_path / "f.tif")
+    assert image.bit_depth == 32 and image.pixels.mean() == pytest.approx(0.25)
+
+
+def test_wrong_channel_count(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "five.tif",
+        np.zeros((8, 8, 5), dtype=np.uint8),
+        photometric="minisblack",
+        planarconfig="contig",
+    )
+    with pytest.raises(ImageError, match="5 channels; expected 1") as info:
+        read_image(tmp_path / "five.tif")
+    _one_line(info)
+
+
+def test_multi_page_tiff_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((4, 8, 8), dtype=np.uint8), photometric="minisblack")
+    with pytest.raises(ImageError, match="multi-page TIFF"):
+        read_image(tmp_path / "stack.tif")
+
+
+def test_rgba_tiff_drops_alpha(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "rgba.tif",
+        np.zeros((8, 8, 4), dtype=np.uint8),
+        photometric="rgb",
+        extrasamples=["unassalpha"],
+    )
+    with pytest.warns(UserWarning, match="alpha"):
+        assert read_image(tmp_path / "rgba.tif").channels == 3
+
+
+def test_image_too_large(tmp_path, smooth_image):
+    write_image(tmp_path / "a.png", smooth_image)
+    with pytest.raises(ResourceError, match="megapixels, above the limit"):
+        read_image(tmp_path / "a.png", max_pixels=100)
+
+
+def test_directory_is_not_an_image(tmp_path):
+    with pytest.raises(ImageError, match="is a directory"):
+        read_image(tmp_path)
+
+
+def test_failed_write_leaves_no_file(tmp_path, smooth_image):
+    bad = smooth_image.copy()
+    bad[0, 0, 0] = np.inf
+    with pytest.raises(ImageError, match="non-finite"):
+        write_image(tmp_path / "out.png", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, smooth_image, monkeypatch):
+    import rfr_deploy.images as images
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images, "_write_png16", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "out.png", smooth_image, bit_depth=16)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_output_format(tmp_path, smooth_image):
+    with pytest.raises(ImageError, match="unsupported output format"):
+        write_image(tmp_path / "out.webp", smooth_image)

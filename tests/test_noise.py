@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise, estimate_sigma
+
+
+def test_gaussian_noise_level_and_reproducibility():
+    x = torch.zeros(4, 1, 64, 64)
+    noise = GaussianNoise(25)
+    a, s = noise(x, torch.Generator().manual_seed(1))
+    b, _ = noise(x, torch.Generator().manual_seed(1))
+    c, _ = noise(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.std()) * 255 == pytest.approx(25, rel=0.03)
+    assert torch.allclose(s, torch.full((4,), 25 / 255))
+
+
+def test_uniform_sigma_draws_per_sample_levels_in_range():
+    x = torch.zeros(256, 1, 16, 16)
+    noisy, s = UniformSigmaGaussianNoise(5, 40)(x, torch.Generator().manual_seed(0))
+    assert float(s.min()) * 255 >= 5 and float(s.max()) * 255 <= 40
+    per_sample = noisy.flatten(1).std(dim=1)
+    assert torch.corrcoef(torch.stack([per_sample, s]))[0, 1] > 0.95
+
+
+def test_invalid_levels_are_rejected():
+    with pytest.raises(ValueError):
+        GaussianNoise(-1)
+    with pytest.raises(ValueError):
+        UniformSigmaGaussianNoise(30, 10)
+
+
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_estimate_sigma_on_a_structured_image(sigma):
+    y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    clean = (0.5 + 0.3 * torch.sin(x / 7) * torch.cos(y / 11)).expand(1, 3, 128, 128)
+    noisy = clean + sigma / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+
+
+def test_estimate_sigma_on_real_images(shared):
+    from rfr_deploy.datasets import load_folder
+    from rfr_deploy.inference import to_tensor
+
+    for item in load_folder(shared("data", "test", "Set12"), limit=4):
+        clean = to_tensor(item.pixels)
+        noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+        assert estimate_sigma(noisy) == pytest.approx(25, abs=2.5), item.name

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from rfr_deploy.errors import ModelError
+from rfr_deploy.registry import ModelEntry, create_model, get_entry, list_models, register_model
+
+
+def test_list_models_holds_the_dncnn_family():
+    names = list_models()
+    assert {"dncnn", "fdncnn", "ffdnet"} <= set(names)
+    assert names == sorted(names)
+
+
+def test_register_model_rejects_duplicates():
+    entry = get_entry("dncnn")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(ModelEntry(name="dncnn", build=entry.build, output="residual", description="dup"))
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        create_model("nope", weights=None, channels=1)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_model_denoises_any_size(name, channels):
+    torch.manual_seed(0)
+    model = create_model(name, weights=None, channels=channels).eval()
+    x = torch.rand(2, channels, 33, 27)
+    with torch.no_grad():
+        out = model(x, torch.tensor([0.1, 0.2]))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_counts_match_the_papers(name):
+    entry = get_entry(name)
+    if entry.paper_params is None:
+        pytest.skip(f"{name}: the paper publishes no parameter count")
+    kwargs = dict(entry.paper_kwargs)
+    channels = kwargs.pop("channels", 1)
+    model = create_model(name, weights=None, channels=channels, **kwargs)
+    count = model.parameter_count()
+    assert abs(count - entry.paper_params) / entry.paper_params < 0.05, (count, entry.paper_params)
+
+
+def test_default_weights_need_matching_channels():
+    entry = get_entry("fdncnn")
+    assert not entry.default_weights
+    with pytest.raises(ModelError, match="ships no default weights"):
+        create_model("fdncnn", channels=1)

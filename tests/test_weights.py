@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+import torch
+
+from rfr_deploy.errors import WeightsError
+from rfr_deploy.registry import create_model
+from rfr_deploy.weights import read_weights_meta, save_weights
+
+
+def _same_output(a, b, channels=1):
+    x = torch.rand(1, channels, 24, 24)
+    with torch.no_grad():
+        return torch.allclose(a(x, 0.1), b(x, 0.1), atol=1e-6)
+
+
+def test_safetensors_round_trip_keeps_metadata(tmp_path, tiny_dncnn):
+    model = tiny_dncnn(3)
+    sha = save_weights(tmp_path / "w.safetensors", model.net, model.meta, extra={"note": "x"})
+    loaded = create_model("dncnn", weights=str(tmp_path / "w.safetensors"))
+    assert loaded.meta.arch_kwargs == {"depth": 3, "features": 8}
+    assert loaded.channels == 3
+    assert loaded.weights_sha256 == sha and len(sha) == 64
+    assert _same_output(model, loaded, 3)
+    meta, extra = read_weights_meta(tmp_path / "w.safetensors")
+    assert meta == loaded.meta and extra == {"note": "x"}
+
+
+def test_kair_state_dict_infers_the_architecture(tmp_path, tiny_dncnn):
+    model = tiny_dncnn(1)
+    torch.save({k: v for k, v in model.net.state_dict().items()}, tmp_path / "dncnn_15.pth")
+    loaded = create_model("dncnn", weights=str(tmp_path / "dncnn_15.pth"))
+    assert loaded.meta.arch_kwargs == {"depth": 3, "features": 8}
+    assert loaded.meta.sigma_range == (15.0, 15.0)
+    assert _same_output(model, loaded)
+
+
+def test_wrapped_and_data_parallel_state_dicts_load(tmp_path, tiny_dncnn):
+    model = tiny_dncnn(1)
+    torch.save({"params": {f"module.{k}": v for k, v in model.net.state_dict().items()}}, tmp_path / "w.pth")
+    assert _same_output(model, create_model("dncnn", weights=str(tmp_path / "w.pth")))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"not a pickle at all", "cannot read weights|not a loadable"),
+    ],
+)
+def test_unreadable_weights_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=message) as info:
+        create_model("dncnn", weights=str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_mismatched_architecture_is_rejected(tmp_path, tiny_dncnn):
+    torch.save(tiny_dncnn(1).net.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match="do not match the 'ffdnet' architecture"):
+        create_model("ffdnet", weights=str(tmp_path / "w.pth"))
+
+
+def test_weights_for_another_model_are_rejected(tmp_path, tiny_dncnn):
+    model = tiny_dncnn(1)
+    save_weights(tmp_path / "w.safetensors", model.net, model.meta)
+    with pytest.raises(WeightsError, match="for model 'dncnn', not 'fdncnn'"):
+        create_model("fdncnn", weights=str(tmp_path / "w.safetensors"))
+
+
+def test_channel_mismatch_is_reported(tmp_path, tiny_dncnn):
+    torch.save(tiny_dncnn(3).net.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match="3-channel images, but the input has 1"):
+        create_model("dncnn", weights=str(tmp_path / "w.pth"), channels=1)
+
+
+def test_non_finite_weights_are_rejected(tmp_path, tiny_dncnn):
+    state = tiny_dncnn(1).net.state_dict()
+    state["model.0.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match="non-finite"):
+        create_model("dncnn", weights=str(tmp_path / "w.pth"))
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"model.0.weight": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError):
+        create_model("dncnn", weights=str(tmp_path / "evil.pth"))
+
+
+@pytest.mark.parametrize(
+    ("pth", "mat"),
+    [
+        ("dncnn/dncnn_25.pth", "dncnn/matconvnet/sigma=25.mat"),
+        ("dncnn/dncnn_color_blind.pth", "dncnn/matconvnet/GD_Color_Blind.mat"),
+    ],
+)
+def test_matconvnet_release_equals_kair_conversion(shared, pth, mat):
+    a = create_model("dncnn", weights=str(shared("weights", pth)))
+    b = create_model("dncnn", weights=str(shared("weights", mat)))
+    assert a.meta.arch_kwargs == b.meta.arch_kwargs
+    x = torch.rand(1, a.channels, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "file", "channels", "depth"),
+    [
+        ("dncnn", "dncnn/dncnn_gray_blind.pth", 1, 20),
+        ("dncnn", "dncnn/dncnn_50.pth", 1, 17),
+        ("fdncnn", "dncnn/fdncnn_gray.pth", 1, 20),
+        ("ffdnet", "ffdnet/ffdnet_color.pth", 3, 12),
+    ],
+)
+def test_official_weights_load_with_inferred_architecture(shared, name, file, channels, depth):
+    model = create_model(name, weights=str(shared("weights", file)))
+    assert model.channels == channels and model.meta.arch_kwargs["depth"] == depth
+    clean = torch.full((1, channels, 40, 40), 0.5)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(noisy, 0.1)
+    assert float(((out - clean) ** 2).mean()) < 0.2 * float(((noisy - clean) ** 2).mean())
+
+
+def test_shipped_weights_metadata_is_complete():
+    for channels in (1, 3):
+        model = create_model("dncnn", channels=channels)
+        assert model.meta.channels == channels
+        assert model.meta.source == "rfr-deploy pretrain"
+        assert model.meta.sigma_range == (0.0, 50.0)
+        assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
