@@ -90,3 +90,26 @@ def estimate_sigma(
         if int((tail > tau).sum()) == int((tail < tau).sum()):
             return float(tau.sqrt() * 255.0)
     return float(eig[0].sqrt() * 255.0)
+
+
+class QuantizedNoise(nn.Module):
+    """Wraps a noise model so its output looks like an integer image file: clipped to [0, 1]
+    and rounded to the ``bit_depth`` grid.
+
+    Real noisy photos arrive clipped and quantized; adapting on unclipped noise teaches the
+    network a distribution it never sees (dark and bright regions differ most).
+    """
+
+    def __init__(self, inner: nn.Module, bit_depth: int = 8):
+        super().__init__()
+        self.inner = inner
+        self.levels = float(2**bit_depth - 1)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy, sigma = self.inner(x, generator)
+        return torch.round(noisy.clamp(0.0, 1.0) * self.levels) / self.levels, sigma
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels:g}"

@@ -28,7 +28,7 @@ from .errors import ConfigError, ImageError
 from .files import atomic_write, sha256_file
 from .images import Image, read_image, write_image
 from .inference import denoise, to_pixels, to_tensor
-from .noise import GaussianNoise, UniformSigmaGaussianNoise, estimate_sigma
+from .noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise, estimate_sigma
 from .progress import QUIET, Reporter
 from .registry import create_model
 from .weights import save_weights
@@ -61,6 +61,11 @@ class JobSettings:
     engine_from: str | None = None
     onnx_opset: int = 18
     precision: Literal["fp32", "fp16"] = "fp32"
+    noise_quantization: Literal["auto", "off"] = "auto"
+    """'auto': synthetic noisy images are clipped and rounded like the input file (8/16-bit inputs);
+    'off': unclipped noise (right for float inputs that were never clipped)."""
+    reference: str | None = None
+    """Clean image to score against (PSNR/SSIM of noisy, pre-trained and adapted outputs); one input only."""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
@@ -146,6 +151,8 @@ def adapt_and_export(
     device = resolve_device(settings.device)
     models = ModelCache(settings, device)
     jobs = [_prepare(p, settings, device) for p in inputs]
+    if settings.reference and (len(jobs) != 1 or settings.per_set):
+        raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
     if settings.per_set:
         channels = {j.image.channels for j in jobs}
         if len(channels) > 1:
@@ -169,6 +176,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         settings.unknown_sigma,
         [j.sigma_estimate for j in group],
         (settings.sigma_low, settings.sigma_high),
+        bit_depth=_noise_bit_depth(settings, group),
     ).to(device)
     sigma = _model_sigma(model, first) if len(group) == 1 else _set_sigma(model, group)
     label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
@@ -183,12 +191,19 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
     stem = first.path.stem if len(group) == 1 else f"{first.path.stem}_set{len(group)}"
     files: list[dict[str, Any]] = []
     outputs_seconds = 0.0
+    scores = None
     for job in group:
         t = time.perf_counter()
         clean = denoise(
             result.model, job.noisy, sigma=_model_sigma(model, job), ensemble=settings.output_ensemble
         )
         outputs_seconds += time.perf_counter() - t
+        if settings.reference:
+            scores = _score_against_reference(settings, model, job, clean)
+            reporter.note(
+                "PSNR against the reference: noisy {noisy[psnr]:.2f} dB, pre-trained {pretrained[psnr]:.2f} dB, "
+                "adapted {adapted[psnr]:.2f} dB".format(**scores)
+            )
         target = out_dir / f"{job.path.stem}_rfr{_output_suffix(job.path)}"
         write_image(target, to_pixels(clean), bit_depth=_bit_depth(job.image))
         files.append(_file_record("output", target, out_dir, source=str(job.path)))
@@ -226,6 +241,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         "per_set": settings.per_set,
         "output_ensemble": settings.output_ensemble,
         "timings": _timings(result, outputs_seconds, export_seconds, time.perf_counter() - started),
+        "scores": scores,
         "losses": [round(v, 8) for v in result.losses],
         "files": files,
     }
@@ -247,17 +263,30 @@ def build_noise(
     unknown_sigma: UnknownSigma,
     sigma_estimates: list[float],
     sigma_range: tuple[float, float] = (0.0, 50.0),
+    bit_depth: int | None = None,
 ) -> nn.Module:
-    """The synthetic noise adaptation draws from: camera model, known σ, estimated σ or uniform σ."""
+    """The synthetic noise adaptation draws from: camera model, known σ, estimated σ or uniform σ.
+
+    With ``bit_depth`` the synthetic noisy images are clipped and quantized like the input file.
+    """
     if kind == "camera":
         from .camera import CameraNoise
 
-        return CameraNoise()
-    if sigma is not None:
-        return GaussianNoise(sigma)
-    if unknown_sigma == "uniform":
-        return UniformSigmaGaussianNoise(*sigma_range)
-    return GaussianNoise(statistics.median(sigma_estimates))
+        noise: nn.Module = CameraNoise()
+    elif sigma is not None:
+        noise = GaussianNoise(sigma)
+    elif unknown_sigma == "uniform":
+        noise = UniformSigmaGaussianNoise(*sigma_range)
+    else:
+        noise = GaussianNoise(statistics.median(sigma_estimates))
+    return QuantizedNoise(noise, bit_depth) if bit_depth else noise
+
+
+def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None:
+    if settings.noise_quantization == "off":
+        return None
+    depths = {j.image.bit_depth for j in group}
+    return min(depths) if depths <= {8, 16} else None
 
 
 def noise_desc(settings: JobSettings, group: list[ImageJob]) -> dict[str, Any]:
@@ -275,7 +304,37 @@ def noise_desc(settings: JobSettings, group: list[ImageJob]) -> dict[str, Any]:
     }
     if mode == "uniform":
         desc["sigma_range"] = [settings.sigma_low, settings.sigma_high]
+    desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     return desc
+
+
+def _score_against_reference(
+    settings: JobSettings, model, job: ImageJob, adapted: torch.Tensor
+) -> dict[str, Any]:
+    from .images import quantize
+    from .metrics import psnr, ssim
+
+    reference = read_image(settings.reference).pixels
+    if reference.shape != job.image.pixels.shape:
+        raise ImageError(
+            f"{settings.reference}: reference is {reference.shape}, the input {job.image.pixels.shape}"
+        )
+    pretrained = denoise(model, job.noisy, sigma=_model_sigma(model, job), ensemble=settings.output_ensemble)
+    depth = _bit_depth(job.image)
+    images = {"noisy": job.image.pixels, "pretrained": to_pixels(pretrained), "adapted": to_pixels(adapted)}
+    scores: dict[str, Any] = {"reference": str(settings.reference)}
+    for name, pixels in images.items():
+        pixels = quantize(pixels, depth)
+        scores[name] = {"psnr": round(psnr(pixels, reference), 4), "ssim": round(ssim(pixels, reference), 5)}
+    return scores
+
+
+def sample_paths() -> tuple[Path, Path]:
+    """The bundled noisy sample and its clean reference (rocket launch towers, public domain, σ = 25)."""
+    from importlib import resources
+
+    root = Path(str(resources.files("rfr_deploy") / "data"))
+    return root / "sample_noisy.png", root / "sample_clean.png"
 
 
 def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJob:

@@ -219,3 +219,60 @@ def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
 
     meta, extra = read_weights_meta(json.loads(result.output)["weights"])
     assert meta.arch == "dncnn" and meta.channels == 3 and extra["training"]["steps_done"] == 4
+
+
+def test_reference_scores_noisy_pretrained_and_adapted(tmp_path, image_file, weights_file, smooth_image):
+    reference = write_image(tmp_path / "clean.png", smooth_image)
+    out = tmp_path / "out"
+    result = run(
+        "adapt-and-export",
+        image_file,
+        "--weights",
+        weights_file,
+        "--reference",
+        reference,
+        "--steps",
+        1,
+        "-o",
+        out,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads((out / "noisy.json").read_text())["scores"]
+    assert set(scores) == {"reference", "noisy", "pretrained", "adapted"}
+    assert 10 < scores["noisy"]["psnr"] < 30
+
+
+def test_integer_inputs_get_quantized_synthetic_noise(tmp_path, image_file, weights_file):
+    out = tmp_path / "out"
+    assert (
+        run(
+            "adapt-and-export", image_file, "--weights", weights_file, "--steps", 1, "-o", out, "-q"
+        ).exit_code
+        == 0
+    )
+    assert json.loads((out / "noisy.json").read_text())["noise"]["quantized_to_bits"] == 8
+    assert (
+        run(
+            "adapt-and-export",
+            image_file,
+            "--weights",
+            weights_file,
+            "--steps",
+            1,
+            "-o",
+            out,
+            "-q",
+            "--noise-quantization",
+            "off",
+        ).exit_code
+        == 0
+    )
+    assert json.loads((out / "noisy.json").read_text())["noise"]["quantized_to_bits"] is None
+
+
+def test_sample_and_inputs_are_exclusive(image_file):
+    result = CliRunner().invoke(main, ["adapt-and-export", str(image_file), "--sample"])
+    assert result.exit_code == 2 and "either INPUTS or --sample" in result.output
+    result = CliRunner().invoke(main, ["adapt-and-export"])
+    assert result.exit_code == 2 and "--sample" in result.output

@@ -46,3 +46,13 @@ def test_estimate_sigma_on_real_images(shared):
         clean = to_tensor(item.pixels)
         noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
         assert estimate_sigma(noisy) == pytest.approx(25, abs=2.5), item.name
+
+
+def test_quantized_noise_looks_like_an_integer_file():
+    from rfr_deploy.noise import QuantizedNoise
+
+    x = torch.linspace(0, 1, 64).expand(2, 1, 64, 64)
+    noisy, s = QuantizedNoise(GaussianNoise(25), bit_depth=8)(x, torch.Generator().manual_seed(0))
+    assert float(noisy.min()) == 0.0 and float(noisy.max()) == 1.0
+    assert torch.allclose(noisy * 255, torch.round(noisy * 255), atol=1e-4)
+    assert torch.allclose(s, torch.full((2,), 25 / 255))

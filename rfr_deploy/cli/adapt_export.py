@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..adapt import AdaptConfig
-from ..pipeline import JobSettings, adapt_and_export
+from ..pipeline import JobSettings, adapt_and_export, sample_paths
 from .options import (
     default_of,
     device_option,
@@ -21,7 +21,16 @@ A, J = AdaptConfig, JobSettings
 
 
 @click.command("adapt-and-export")
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
+@click.option(
+    "--sample", is_flag=True, help="Run on the bundled sample image (scored against its clean reference)."
+)
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Clean image to score the noisy, pre-trained and adapted results against (one input only).",
+)
 @model_options
 @click.option(
     "--noise",
@@ -39,6 +48,13 @@ A, J = AdaptConfig, JobSettings
     default=default_of(J, "unknown_sigma"),
     show_default=True,
     help="Without --sigma: adapt at the estimated level, or with σ uniform in [low, high].",
+)
+@click.option(
+    "--noise-quantization",
+    type=click.Choice(["auto", "off"]),
+    default=default_of(J, "noise_quantization"),
+    show_default=True,
+    help="'auto' clips and rounds the synthetic noisy images like the (8/16-bit) input file.",
 )
 @click.option("--sigma-low", type=float, default=default_of(J, "sigma_low"), show_default=True)
 @click.option("--sigma-high", type=float, default=default_of(J, "sigma_high"), show_default=True)
@@ -124,11 +140,14 @@ A, J = AdaptConfig, JobSettings
 @output_options
 def command(
     inputs,
+    sample,
+    reference,
     model,
     weights,
     noise,
     sigma,
     unknown_sigma,
+    noise_quantization,
     sigma_low,
     sigma_high,
     steps,
@@ -158,6 +177,15 @@ def command(
     Writes <stem>_rfr.png (adapted output), <stem>_rfr.safetensors (adapted weights), the requested
     exports and <stem>.json, a manifest of every file with its sha256, the settings and the timings.
     """
+    if sample:
+        if inputs:
+            raise click.UsageError("give either INPUTS or --sample, not both")
+        noisy, clean = sample_paths()
+        inputs, reference = (str(noisy),), reference or str(clean)
+    elif not inputs:
+        raise click.UsageError(
+            "give one or more INPUTS (files or folders), or --sample for the bundled demo image"
+        )
     try:
         config = AdaptConfig(
             steps=steps,
@@ -180,6 +208,7 @@ def command(
         noise=noise,
         sigma=sigma,
         unknown_sigma=unknown_sigma,
+        noise_quantization=noise_quantization,
         sigma_low=sigma_low,
         sigma_high=sigma_high,
         device=device,
@@ -190,6 +219,7 @@ def command(
         engine_from=engine_from,
         onnx_opset=onnx_opset,
         precision=precision,
+        reference=reference,
     )
     manifests = adapt_and_export(
         existing_paths(inputs), settings, config, reporter=reporter_for(quiet, as_json)

@@ -1,0 +1,62 @@
+"""Helpers shared by the benchmark scripts: environment record and results files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict[str, Any]:
+    import numpy
+    import torch
+
+    import rfr_deploy
+
+    env = {
+        "rfr_deploy": rfr_deploy.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    return env
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    from rfr_deploy.files import atomic_write
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
+    with atomic_write(json_path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    with atomic_write(md_path) as tmp:
+        tmp.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """'lr=2e-5,warmup=10,schedule=cosine' → typed keyword arguments for AdaptConfig."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, _, value = item.partition("=")
+        if value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    out[key] = value
+    return out
