@@ -26,7 +26,9 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.machine()})",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     return env

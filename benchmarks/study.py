@@ -25,7 +25,9 @@ from rfr_deploy.shared import shared_path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", help="folder name under shared/data/test, or a path")
     parser.add_argument("--weights", required=True, help="file under shared/weights, or a path")
     parser.add_argument("--model", default="dncnn")
@@ -35,49 +37,89 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--crop", type=int, default=None)
     parser.add_argument("--output-ensemble", action="store_true")
-    parser.add_argument("--setting", action="append", required=True, help="AdaptConfig overrides, e.g. lr=2e-5,warmup=10")
+    parser.add_argument(
+        "--setting", action="append", required=True, help="AdaptConfig overrides, e.g. lr=2e-5,warmup=10"
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
     dataset = shared_path("data", "test", args.dataset) if "/" not in args.dataset else args.dataset
-    weights = str(shared_path("weights", args.weights)) if "/" in args.weights and not args.weights.startswith("/") else args.weights
+    weights = (
+        str(shared_path("weights", args.weights))
+        if "/" in args.weights and not args.weights.startswith("/")
+        else args.weights
+    )
     steps = tuple(int(s) for s in args.steps.split(","))
-    name = f"study_{args.dataset.rstrip('/').split('/')[-1]}_s{args.sigma:g}" + (f"_{args.tag}" if args.tag else "")
+    name = f"study_{args.dataset.rstrip('/').split('/')[-1]}_s{args.sigma:g}" + (
+        f"_{args.tag}" if args.tag else ""
+    )
     path = RESULTS / f"{name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     reporter = Reporter()
     for text in args.setting:
         config = AdaptConfig(steps=max(steps), **parse_overrides(text))
-        settings = EvalSettings(model=args.model, weights=weights, sigma=args.sigma, steps=steps, sigma_mode=args.sigma_mode,
-                                crop=args.crop, limit=args.limit, output_ensemble=args.output_ensemble, device="cpu")
+        settings = EvalSettings(
+            model=args.model,
+            weights=weights,
+            sigma=args.sigma,
+            steps=steps,
+            sigma_mode=args.sigma_mode,
+            crop=args.crop,
+            limit=args.limit,
+            output_ensemble=args.output_ensemble,
+            device="cpu",
+        )
         started = time.perf_counter()
         report = evaluate(dataset, settings, config, reporter=reporter)
         result = report.to_dict()
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
-        key = f"{text} | sigma_mode={args.sigma_mode}" + (" | output_ensemble" if args.output_ensemble else "")
+        key = f"{text} | sigma_mode={args.sigma_mode}" + (
+            " | output_ensemble" if args.output_ensemble else ""
+        )
         data["runs"][key] = result
         gains = result["mean_gain_db"]
         worst = result["worst_gain_db"]
-        print(f"{key}: base {result['mean']['0']['psnr']:.3f} dB, gains {gains}, worst {worst}, "
-              f"{result['wall_seconds']:.0f} s", flush=True)
+        print(
+            f"{key}: base {result['mean']['0']['psnr']:.3f} dB, gains {gains}, worst {worst}, "
+            f"{result['wall_seconds']:.0f} s",
+            flush=True,
+        )
         data["environment"] = environment()
-        data["protocol"] = {"dataset": str(dataset), "weights": weights, "sigma": args.sigma, "limit": args.limit,
-                            "crop": args.crop, "steps": steps, "defaults": dataclasses.asdict(AdaptConfig())}
+        data["protocol"] = {
+            "dataset": str(dataset),
+            "weights": weights,
+            "sigma": args.sigma,
+            "limit": args.limit,
+            "crop": args.crop,
+            "steps": steps,
+            "defaults": dataclasses.asdict(AdaptConfig()),
+        }
         write_results(name, data, _markdown(name, data))
 
 
 def _markdown(name: str, data: dict) -> str:
     p = data["protocol"]
-    lines = [f"# {name}", "", f"Dataset `{p['dataset']}`, weights `{p['weights']}`, σ = {p['sigma']:g}, "
-             f"first {p['limit'] or 'all'} images, central crop {p['crop'] or 'none'}; "
-             f"environment: {data['environment']['device']}, torch {data['environment']['torch']}.", "",
-             "Mean PSNR gain over the pre-trained output (dB), worst single image in brackets.", "",
-             "| setting | pre-trained dB | " + " | ".join(f"M={m}" for m in p["steps"] if m) + " | wall s |",
-             "|---" * (len([m for m in p["steps"] if m]) + 3) + "|"]
+    lines = [
+        f"# {name}",
+        "",
+        f"Dataset `{p['dataset']}`, weights `{p['weights']}`, σ = {p['sigma']:g}, "
+        f"first {p['limit'] or 'all'} images, central crop {p['crop'] or 'none'}; "
+        f"environment: {data['environment']['device']}, torch {data['environment']['torch']}.",
+        "",
+        "Mean PSNR gain over the pre-trained output (dB), worst single image in brackets.",
+        "",
+        "| setting | pre-trained dB | " + " | ".join(f"M={m}" for m in p["steps"] if m) + " | wall s |",
+        "|---" * (len([m for m in p["steps"] if m]) + 3) + "|",
+    ]
     for key, run in data["runs"].items():
-        cells = " | ".join(f"{run['mean_gain_db'][str(m)]:+.3f} ({run['worst_gain_db'][str(m)]:+.3f})"
-                           for m in p["steps"] if m)
-        lines.append(f"| `{key}` | {run['mean']['0']['psnr']:.3f} | {cells} | {run.get('wall_seconds', 0):.0f} |")
+        cells = " | ".join(
+            f"{run['mean_gain_db'][str(m)]:+.3f} ({run['worst_gain_db'][str(m)]:+.3f})"
+            for m in p["steps"]
+            if m
+        )
+        lines.append(
+            f"| `{key}` | {run['mean']['0']['psnr']:.3f} | {cells} | {run.get('wall_seconds', 0):.0f} |"
+        )
     best = max(data["runs"].items(), key=lambda kv: statistics.fmean(kv[1]["mean_gain_db"].values()))
     lines += ["", f"Best mean gain over the listed M: `{best[0]}`."]
     return "\n".join(lines)

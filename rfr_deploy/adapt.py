@@ -55,7 +55,8 @@ class AdaptConfig:
     """Average the 8 dihedral transforms for the pseudo-clean target (8× one forward pass)."""
     seed: int = 0
     fast: FastMode = "auto"
-    """CUDA-graph step runner: 'auto' uses it on CUDA and falls back to eager when capture fails."""
+    """Fast step runner: 'auto' uses CUDA graphs on CUDA (eager when capture fails) and channels-last
+    weights on CPU; 'on' requires CUDA graphs; 'off' runs the plain eager loop."""
     amp: AmpMode = "auto"
     """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler."""
 
@@ -103,6 +104,8 @@ class StepRunner(Protocol):
 
     ``offsets`` holds one (y, x) patch origin per batch element when training on patches.
     Returns the loss as a device tensor (not synchronised).
+    A runner may also define ``finish()``, called once after the last update to hand the
+    network back in its plain form (fast runners change the weights' memory layout).
     """
 
     name: str
@@ -214,6 +217,9 @@ def adapt(
         losses.append(loss)
         if callback is not None:
             callback(StepInfo(step + 1, config.steps, loss, model))
+    finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
+    if finish is not None:
+        finish()
     model.eval()
     return AdaptResult(
         model=model,
@@ -228,9 +234,15 @@ def adapt(
 
 
 def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator) -> StepRunner:
-    """The CUDA-graph runner where it applies (see :mod:`rfr_deploy.fastpath`), else the eager one."""
+    """The fast runner where it applies (see :mod:`rfr_deploy.fastpath`), else the eager one.
+
+    CUDA: CUDA graphs with mixed precision ('auto' falls back to eager when capture fails, 'on'
+    makes that an error). CPU: the eager update with channels-last weights ('auto').
+    """
     device = targets[0].device
-    if device.type == "cuda" and config.fast != "off":
+    if config.fast == "off":
+        return EagerRunner(model, targets, noise, config, generator)
+    if device.type == "cuda":
         from .fastpath import try_graph_runner
 
         runner = try_graph_runner(model, targets, noise, config, generator)
@@ -240,6 +252,12 @@ def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Gen
             raise RuntimeError("fast path requested (fast='on') but CUDA graph capture failed")
     elif config.fast == "on":
         raise RuntimeError("fast path requested (fast='on') but it needs a CUDA device")
+    else:
+        from .fastpath import cpu_fast_runner
+
+        runner = cpu_fast_runner(model, targets, noise, config, generator)
+        if runner is not None:
+            return runner
     return EagerRunner(model, targets, noise, config, generator)
 
 

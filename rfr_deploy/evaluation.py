@@ -26,8 +26,7 @@ from .devices import resolve_device
 from .images import quantize
 from .inference import denoise, to_pixels, to_tensor
 from .metrics import psnr, ssim
-from .noise import estimate_sigma
-from .pipeline import build_noise
+from .noise import build_noise, estimate_sigma
 from .progress import QUIET, Reporter
 from .registry import create_model
 

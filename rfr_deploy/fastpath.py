@@ -1,7 +1,417 @@
-"""CUDA-graph step runner (filled in by the speed work; returns None until then)."""
+"""Fast step runners: the whole update in CUDA graphs with mixed precision, and channels-last on CPU.
+
+One restore-from-restored update of a small network is a few hundred tiny kernels: on a GPU
+its time is launch overhead, not arithmetic. :class:`FastRunner` removes it.
+
+Design of the CUDA-graph runner
+    * One graph per training-batch shape ``(B, C, h, w)``: patch training and square images need
+      one, a non-square whole image two (the odd dihedral transforms swap h and w), a set of images
+      one or two per size (at most :data:`MAX_GRAPHS`). The graphs share one memory pool and the
+      state that persists between updates, which is allocated outside every graph: parameters,
+      gradients (allocated before capture, zeroed in place inside the graph), Adam's moments and
+      step count (``capturable=True``, on the device), the learning rate (a device tensor) and the
+      fp16 loss scale.
+    * The step's clean batch (patches cut, dihedral transform ``k`` applied: the same batch as
+      :class:`~rfr_deploy.adapt.EagerRunner`) is copied into the graph's static input before each
+      replay; one to four small copy kernels, and a single graph covers every ``k`` and patch origin.
+    * Inside the graph: noise from the run's own generator (registered with every graph, so each
+      replay advances its Philox offset exactly as an eager draw would; the same seed draws the same
+      noise as the eager loop; the runner draws from a private copy of that generator, so that a
+      failed capture cannot spoil the caller's), forward under autocast (bf16, or fp16 with a
+      :class:`torch.amp.GradScaler` on GPUs without bf16), loss, backward, fused Adam step.
+    * Before capture, :data:`WARMUP_UPDATES` updates per shape run on a side stream (cuDNN
+      autotuning, lazily created optimizer state, library workspaces), as the CUDA-graph docs
+      require. Parameters, buffers, optimizer state, generator and loss scale are snapshot before
+      and restored after, so the first replay is exactly the eager loop's first update.
+    * The learning-rate schedule of :func:`~rfr_deploy.adapt.make_optimizer` runs on host floats as
+      in the eager loop; the device learning rate is refilled (one fill kernel) only when it changes.
+    * Any failure restores the snapshot, the parameter layout and the current stream, and
+      :func:`try_graph_runner` returns None with a one-line warning (the eager loop then runs).
+
+None of the CUDA code paths can run in CPU-only CI; ``tests/test_fastpath.py`` holds the GPU
+comparison against the eager loop, skipped there.
+
+CPU: :class:`ChannelsLastRunner` is the eager update with the network in channels-last layout,
+which oneDNN's convolutions prefer: 1.1-1.4× faster for every zoo network in
+``benchmarks/results/speed_cpu.md``. ``torch.compile`` on top of it is not used: no steady-state
+gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of seconds of compilation.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
-def try_graph_runner(model, targets, noise, config, generator):
-    return None
+import torch
+from torch import nn
+
+from .adapt import AdaptConfig, EagerRunner, loss_function, make_optimizer
+from .transforms import dihedral
+
+Precision = Literal["bf16", "fp16", "fp32"]
+WARMUP_UPDATES = 3
+MAX_GRAPHS = 8
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class CaptureError(RuntimeError):
+    """The update cannot run as CUDA graphs here; the message says why."""
+
+
+def try_graph_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+    """The CUDA-graph :class:`FastRunner`, or None (with a one-line warning) where it cannot be used."""
+    try:
+        return FastRunner(model, targets, noise, config, generator, graphs=True)
+    except Exception as exc:  # any failure means: use the eager loop
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(f"CUDA graphs not used, running the eager loop: {reason}", stacklevel=2)
+        return None
+
+
+def cpu_fast_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+    """The channels-last runner for CPU tensors and convolutional networks, else None."""
+    if targets[0].device.type != "cpu" or not has_convolutions(model):
+        return None
+    return ChannelsLastRunner(model, targets, noise, config, generator)
+
+
+class ChannelsLastRunner(EagerRunner):
+    """The eager update with the network's weights in channels-last (NHWC) layout.
+
+    oneDNN then runs every convolution, forward and backward, in NHWC without per-layer
+    reorders; the arithmetic is the same up to summation order. :meth:`finish` hands the
+    network back in the default layout.
+    """
+
+    name = "eager+channels-last"
+
+    def __init__(self, model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+        model.to(memory_format=torch.channels_last)
+        super().__init__(model, targets, noise, config, generator)
+        self._checked = False
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
+        if self._checked:
+            return super().step(index, k, offsets)
+        # A network whose code assumes contiguous activations (``view``) fails on the first update,
+        # before the optimizer step: redo that update in the default layout.
+        state = self.generator.get_state()
+        try:
+            loss = super().step(index, k, offsets)
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"channels-last layout not used: {reason}", stacklevel=2)
+            self.finish()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.generator.set_state(state)
+            self.name = "eager"
+            loss = super().step(index, k, offsets)
+        self._checked = True
+        return loss
+
+    def finish(self) -> None:
+        self.model.to(memory_format=torch.contiguous_format)
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def resolve_precision(amp: str, device: torch.device) -> Precision:
+    """Autocast precision for ``config.amp`` on ``device``: bf16 where the GPU has it, else fp16."""
+    if device.type != "cuda" or amp == "off":
+        return "fp32"
+    if amp == "fp16":
+        return "fp16"
+    native = bf16_supported(device)
+    if amp == "bf16" and not native:
+        raise CaptureError(f"amp='bf16' but {torch.cuda.get_device_name(device)} has no native bfloat16")
+    return "bf16" if native else "fp16"
+
+
+def bf16_supported(device: torch.device) -> bool:
+    with torch.cuda.device(device):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch < 2.3 has no including_emulation
+            return bool(torch.cuda.is_bf16_supported())
+
+
+def clean_batch(
+    target: torch.Tensor, k: int, offsets: list[tuple[int, int]] | None, batch: int, patch: int | None
+) -> torch.Tensor:
+    """The clean training batch of one update, cut exactly as :class:`~rfr_deploy.adapt.EagerRunner` does."""
+    if offsets is not None:
+        x = torch.cat([target[..., oy : oy + patch, ox : ox + patch] for oy, ox in offsets])
+    else:
+        x = target.expand(batch, -1, -1, -1)
+    return dihedral(x, k)
+
+
+def training_shapes(
+    targets: list[torch.Tensor], batch: int, patch: int | None
+) -> dict[tuple[int, ...], tuple[int, int, list[tuple[int, int]] | None]]:
+    """Every batch shape the run can produce, each with one (index, k, offsets) that produces it."""
+    shapes: dict[tuple[int, ...], tuple[int, int, list[tuple[int, int]] | None]] = {}
+    for index, target in enumerate(targets):
+        c, h, w = target.shape[1:]
+        if patch is not None:
+            shapes.setdefault((batch, c, patch, patch), (index, 0, [(0, 0)] * batch))
+        else:
+            shapes.setdefault((batch, c, h, w), (index, 0, None))
+            shapes.setdefault((batch, c, w, h), (index, 1, None))
+    return shapes
+
+
+class _Snapshot:
+    """Values of everything an update changes, to undo warm-up updates exactly."""
+
+    def __init__(self, model: nn.Module, optimizer, generator: torch.Generator, scaler):
+        self.model, self.optimizer, self.generator, self.scaler = model, optimizer, generator, scaler
+        self.tensors = [(t, t.detach().clone()) for t in model.state_dict(keep_vars=True).values()]
+        self.optimizer_state = {
+            p: {key: v.clone() for key, v in state.items() if torch.is_tensor(v)}
+            for p, state in optimizer.state.items()
+        }
+        self.generator_state = generator.get_state()
+        self.scaler_state = scaler.state_dict() if scaler is not None else None
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for live, saved in self.tensors:
+            live.copy_(saved)
+        for p, state in self.optimizer.state.items():
+            saved = self.optimizer_state.get(p)
+            for key, value in state.items():
+                if not torch.is_tensor(value):
+                    continue
+                if saved is None:  # created by the warm-up: back to Adam's fresh state (zeros, step 0)
+                    value.zero_()
+                else:
+                    value.copy_(saved[key])
+        self.generator.set_state(self.generator_state)
+        if self.scaler is not None:
+            self.scaler.load_state_dict(self.scaler_state)
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    input: torch.Tensor
+    loss: torch.Tensor
+
+
+class DeviceLearningRates:
+    """The learning rates of an optimizer as device tensors, following its host-side schedule.
+
+    Captured optimizer kernels read the learning rate from memory: inside :meth:`installed` the
+    param groups hold these tensors (what warm-up and capture see); outside they hold the host
+    floats the LR scheduler updates, exactly as in the eager loop, and :meth:`sync` copies a
+    changed value into its tensor (one fill kernel, only when it changed).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.optimizer = optimizer
+        self.values = [float(group["lr"]) for group in optimizer.param_groups]
+        self.tensors = [torch.tensor(v, dtype=torch.float32, device=device) for v in self.values]
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        groups = self.optimizer.param_groups
+        for group, tensor in zip(groups, self.tensors, strict=True):
+            group["lr"] = tensor
+        try:
+            yield
+        finally:
+            for group, value in zip(groups, self.values, strict=True):
+                group["lr"] = value
+
+    def sync(self) -> int:
+        """Refill the tensors whose host value changed; returns how many were refilled."""
+        changed = 0
+        for i, group in enumerate(self.optimizer.param_groups):
+            value = float(group["lr"])
+            if value != self.values[i]:
+                self.values[i] = value
+                self.tensors[i].fill_(value)
+                changed += 1
+        return changed
+
+
+class FastRunner:
+    """The update with autocast, channels-last and fused Adam, replayed from CUDA graphs.
+
+    ``graphs=False`` runs the same update eagerly (the "amp" mode of ``rfr-deploy bench``; it
+    also runs on CPU, in fp32). ``channels_last`` defaults to True for convolutional networks.
+    Call :meth:`finish` after the last update: it frees the graphs and hands the network back
+    in the default layout.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: list[torch.Tensor],
+        noise: nn.Module,
+        config: AdaptConfig,
+        generator: torch.Generator,
+        graphs: bool = True,
+        channels_last: bool | None = None,
+    ):
+        self.device = targets[0].device
+        if graphs and (self.device.type != "cuda" or not torch.cuda.is_available()):
+            raise CaptureError("CUDA graphs need CUDA tensors")
+        if graphs and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+            raise CaptureError(f"torch {torch.__version__} cannot replay a custom generator in a CUDA graph")
+        self.model, self.targets, self.noise, self.generator = model, targets, noise, generator
+        self.batch, self.patch, self.use_graphs = config.batch, config.patch, graphs
+        self.loss_fn = loss_function(config.loss)
+        self.precision = resolve_precision(config.amp, self.device)
+        self.channels_last = has_convolutions(model) if channels_last is None else channels_last
+        self.layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        kind = "cuda-graph" if graphs else ("cuda-eager" if self.device.type == "cuda" else "fused-eager")
+        self.name = "+".join([kind, self.precision] + (["channels-last"] if self.channels_last else []))
+        shapes = training_shapes(targets, config.batch, config.patch)
+        if graphs and len(shapes) > MAX_GRAPHS:
+            raise CaptureError(f"{len(shapes)} distinct training shapes (at most {MAX_GRAPHS} are captured)")
+
+        self._benchmark_before = torch.backends.cudnn.benchmark
+        self.graphs: dict[tuple[int, ...], _Graph] = {}
+        self.lrs: DeviceLearningRates | None = None
+        entry_stream = default_rng = default_backup = None
+        if graphs:
+            entry_stream = torch.cuda.current_stream(self.device)
+            # A capture that fails half-way leaves the generators it registered unusable outside graphs:
+            # draw from a private copy of the run's generator, and keep the default one's state to restore.
+            self.generator = torch.Generator(device=self.device)
+            self.generator.set_state(generator.get_state())
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            default_rng = torch.cuda.default_generators[index]
+            default_backup = default_rng.clone_state() if hasattr(default_rng, "clone_state") else None
+        snapshot: _Snapshot | None = None
+        try:
+            torch.backends.cudnn.benchmark = self.device.type == "cuda" or self._benchmark_before
+            model.to(memory_format=self.layout)
+            self.optimizer, self.scheduler = make_optimizer(model, config, fused=True, capturable=graphs)
+            self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+            if graphs:
+                snapshot = _Snapshot(model, self.optimizer, self.generator, self.scaler)
+                with torch.cuda.device(self.device):
+                    self._capture(shapes, snapshot)
+        except BaseException:
+            if entry_stream is not None:  # best effort, each on its own: the original error is raised
+                with contextlib.suppress(Exception):
+                    torch.cuda.set_stream(entry_stream)  # a raising capture_end skips torch's own restore
+                with contextlib.suppress(Exception):
+                    if default_backup is not None:
+                        default_rng.graphsafe_set_state(default_backup)
+                with contextlib.suppress(Exception):
+                    torch.cuda.synchronize(self.device)
+                    if snapshot is not None:
+                        snapshot.restore()
+            with contextlib.suppress(Exception):
+                self.finish()
+            raise
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
+        x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
+        if self.use_graphs:
+            captured = self.graphs.get(tuple(x.shape))
+            if captured is None:
+                raise RuntimeError(
+                    f"no CUDA graph was captured for a training batch of shape {tuple(x.shape)}"
+                )
+            captured.input.copy_(x)
+            captured.graph.replay()
+            loss = captured.loss.clone()  # the static loss is overwritten by the next replay
+        else:
+            loss = self._update(x.contiguous(memory_format=self.layout))
+        self.scheduler.step()
+        if self.lrs is not None:
+            self.lrs.sync()
+        return loss
+
+    def finish(self) -> None:
+        """Free the graphs and hand the network back with plain (contiguous) parameters."""
+        if self.graphs:
+            torch.cuda.synchronize(self.device)
+            self.graphs.clear()
+        for p in self.model.parameters():
+            p.grad = None
+        self.model.to(memory_format=torch.contiguous_format)
+        torch.backends.cudnn.benchmark = self._benchmark_before
+
+    def _update(self, x: torch.Tensor) -> torch.Tensor:
+        """One update on the clean batch ``x``: noise, forward, loss, backward, optimizer step."""
+        self.optimizer.zero_grad(set_to_none=not self.use_graphs)
+        noisy, sigma = self.noise(x, self.generator)
+        dtype = _AUTOCAST.get(self.precision)
+        autocast = (
+            torch.autocast("cuda", dtype=dtype, cache_enabled=False)
+            if dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            out = self.model(noisy, sigma)
+        loss = self.loss_fn(out.float(), x)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # fused Adam unscales and skips inf steps on the device
+            self.scaler.update()
+        return loss.detach()
+
+    def _capture(self, shapes, snapshot: _Snapshot) -> None:
+        self.lrs = DeviceLearningRates(self.optimizer, self.device)
+        for p in self.model.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)  # outside the pool; every graph zeroes it in place
+        pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream(self.device)
+        with self.lrs.installed(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            for n, (shape, (index, k, offsets)) in enumerate(shapes.items()):
+                static = torch.empty(shape, device=self.device, memory_format=self.layout)
+                static.copy_(clean_batch(self.targets[index], k, offsets, self.batch, self.patch))
+                self._warm_up(static, stream)
+                snapshot.restore()
+                if n == 0:
+                    self._check_fresh_noise(static, stream)
+                graph = torch.cuda.CUDAGraph()
+                graph.register_generator_state(self.generator)
+                with torch.cuda.graph(graph, pool=pool, stream=stream):
+                    loss = self._update(static)
+                snapshot.restore()
+                self.graphs[shape] = _Graph(graph, static, loss)
+
+    def _warm_up(self, static: torch.Tensor, stream: torch.cuda.Stream) -> None:
+        current = torch.cuda.current_stream(self.device)
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            for _ in range(WARMUP_UPDATES):
+                self._update(static)
+        current.wait_stream(stream)
+        torch.cuda.synchronize(self.device)
+
+    def _check_fresh_noise(self, static: torch.Tensor, stream: torch.cuda.Stream) -> None:
+        """Two replays of the noise draw must differ: host-side randomness would be frozen into a graph."""
+        state = self.generator.get_state()
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(self.generator)
+        with torch.cuda.graph(graph, stream=stream):
+            noisy, _sigma = self.noise(static, self.generator)
+        graph.replay()
+        first = noisy.clone()
+        graph.replay()
+        fresh = not torch.equal(first, noisy)
+        del graph, noisy, first
+        self.generator.set_state(state)
+        if not fresh:
+            raise CaptureError(
+                f"{type(self.noise).__name__} drew identical noise at two graph replays "
+                "(it must draw all randomness from the given generator)"
+            )

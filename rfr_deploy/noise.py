@@ -9,6 +9,8 @@ the explicit ``torch.Generator`` so runs are reproducible.
 from __future__ import annotations
 
 import math
+import statistics
+from typing import Literal
 
 import torch
 from torch import nn
@@ -113,3 +115,32 @@ class QuantizedNoise(nn.Module):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels:g}"
+
+
+NoiseChoice = Literal["gaussian", "camera"]
+UnknownSigma = Literal["estimate", "uniform"]
+
+
+def build_noise(
+    kind: NoiseChoice,
+    sigma: float | None,
+    unknown_sigma: UnknownSigma,
+    sigma_estimates: list[float],
+    sigma_range: tuple[float, float] = (0.0, 50.0),
+    bit_depth: int | None = None,
+) -> nn.Module:
+    """The synthetic noise adaptation draws from: camera model, known σ, estimated σ or uniform σ.
+
+    With ``bit_depth`` the synthetic noisy images are clipped and quantized like the input file.
+    """
+    if kind == "camera":
+        from .camera import CameraNoise
+
+        noise: nn.Module = CameraNoise()
+    elif sigma is not None:
+        noise = GaussianNoise(sigma)
+    elif unknown_sigma == "uniform":
+        noise = UniformSigmaGaussianNoise(*sigma_range)
+    else:
+        noise = GaussianNoise(statistics.median(sigma_estimates))
+    return QuantizedNoise(noise, bit_depth) if bit_depth else noise

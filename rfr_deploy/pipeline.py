@@ -22,19 +22,18 @@ import torch
 from torch import nn
 
 from . import __version__
-from .adapt import AdaptConfig, AdaptResult, StepInfo, adapt
+from .adapt import AdaptConfig, StepInfo, adapt
 from .devices import resolve_device
 from .errors import ConfigError, ImageError
-from .files import atomic_write, sha256_file
+from .files import atomic_write
 from .images import Image, read_image, write_image
 from .inference import denoise, to_pixels, to_tensor
-from .noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise, estimate_sigma
+from .manifest import file_record, input_record, timings
+from .noise import NoiseChoice, UnknownSigma, build_noise, estimate_sigma
 from .progress import QUIET, Reporter
 from .registry import create_model
 from .weights import save_weights
 
-NoiseChoice = Literal["gaussian", "camera"]
-UnknownSigma = Literal["estimate", "uniform"]
 EXPORT_FORMATS = ("onnx", "engine")
 
 
@@ -206,7 +205,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
             )
         target = out_dir / f"{job.path.stem}_rfr{_output_suffix(job.path)}"
         write_image(target, to_pixels(clean), bit_depth=_bit_depth(job.image))
-        files.append(_file_record("output", target, out_dir, source=str(job.path)))
+        files.append(file_record("output", target, out_dir, source=str(job.path)))
 
     meta = dataclasses.replace(
         model.meta,
@@ -218,7 +217,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         weights_path, result.model.net, meta, extra={"base_weights_sha256": model.weights_sha256}
     )
     result.model.weights_sha256 = adapted_sha
-    files.append(_file_record("weights", weights_path, out_dir))
+    files.append(file_record("weights", weights_path, out_dir))
 
     t = time.perf_counter()
     files.extend(_export(result.model, settings, out_dir, stem, first, noise_desc(settings, group), reporter))
@@ -227,7 +226,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
     manifest = {
         "rfr_deploy_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": [_input_record(j) for j in group],
+        "inputs": [input_record(j) for j in group],
         "model": {
             "name": settings.model,
             "weights": settings.weights or f"packaged default ({model.meta.channels}-channel)",
@@ -240,7 +239,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         "device": str(device),
         "per_set": settings.per_set,
         "output_ensemble": settings.output_ensemble,
-        "timings": _timings(result, outputs_seconds, export_seconds, time.perf_counter() - started),
+        "timings": timings(result, outputs_seconds, export_seconds, time.perf_counter() - started),
         "scores": scores,
         "losses": [round(v, 8) for v in result.losses],
         "files": files,
@@ -255,31 +254,6 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         + f", {manifest_path.name}"
     )
     return [manifest]
-
-
-def build_noise(
-    kind: NoiseChoice,
-    sigma: float | None,
-    unknown_sigma: UnknownSigma,
-    sigma_estimates: list[float],
-    sigma_range: tuple[float, float] = (0.0, 50.0),
-    bit_depth: int | None = None,
-) -> nn.Module:
-    """The synthetic noise adaptation draws from: camera model, known σ, estimated σ or uniform σ.
-
-    With ``bit_depth`` the synthetic noisy images are clipped and quantized like the input file.
-    """
-    if kind == "camera":
-        from .camera import CameraNoise
-
-        noise: nn.Module = CameraNoise()
-    elif sigma is not None:
-        noise = GaussianNoise(sigma)
-    elif unknown_sigma == "uniform":
-        noise = UniformSigmaGaussianNoise(*sigma_range)
-    else:
-        noise = GaussianNoise(statistics.median(sigma_estimates))
-    return QuantizedNoise(noise, bit_depth) if bit_depth else noise
 
 
 def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None:
@@ -362,6 +336,10 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
         return records
     from exporters.onnx_export import export_onnx, onnx_metadata
 
+    if "engine" in settings.formats:
+        from exporters.tensorrt_engine import check_engine_support
+
+        check_engine_support()  # TensorRT, Polygraphy and a GPU, before any export file is written
     onnx_path = out_dir / f"{stem}_rfr.onnx"
     metadata = onnx_metadata(model, noise=noise, sigma=_model_sigma(model, first))
     report = export_onnx(
@@ -373,7 +351,7 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
         precision=settings.precision,
         metadata=metadata,
     )
-    records.append(_file_record("onnx", onnx_path, out_dir, max_abs_error=report.max_abs_error))
+    records.append(file_record("onnx", onnx_path, out_dir, max_abs_error=report.max_abs_error))
     reporter.note(f"ONNX export verified with ONNX Runtime: max |error| {report.max_abs_error:.2e}")
     if "engine" in settings.formats:
         from exporters.tensorrt_engine import build_or_refit_engine
@@ -385,43 +363,13 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
             base=settings.engine_from,
             example=first.noisy,
             precision=settings.precision,
+            sigma=_model_sigma(model, first),
         )
-        records.append(_file_record("engine", engine.path, out_dir, mode=engine.mode))
-        records.append(_file_record("engine_sidecar", engine.sidecar, out_dir))
+        records.append(
+            file_record("engine", engine.path, out_dir, mode=engine.mode, max_abs_error=engine.max_abs_error)
+        )
+        records.append(file_record("engine_sidecar", engine.sidecar, out_dir))
     return records
-
-
-def _file_record(role: str, path: Path, out_dir: Path, **extra: Any) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        shown = str(path.relative_to(out_dir))
-    except ValueError:
-        shown = str(path)
-    return {"role": role, "path": shown, "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
-
-
-def _input_record(job: ImageJob) -> dict[str, Any]:
-    return {
-        "path": str(job.path),
-        "sha256": sha256_file(job.path),
-        "height": job.image.height,
-        "width": job.image.width,
-        "channels": job.image.channels,
-        "bit_depth": job.image.bit_depth,
-    }
-
-
-def _timings(result: AdaptResult, outputs: float, export: float, total: float) -> dict[str, float]:
-    steps = result.step_seconds
-    return {
-        "pseudo_clean_s": round(result.target_seconds, 4),
-        "adapt_s": round(result.total_seconds, 4),
-        "step_mean_s": round(result.mean_step_seconds, 5),
-        "step_median_s": round(statistics.median(steps), 5) if steps else 0.0,
-        "output_s": round(outputs, 4),
-        "export_s": round(export, 4),
-        "total_s": round(total, 4),
-    }
 
 
 def _output_suffix(path: Path) -> str:

@@ -27,7 +27,7 @@ from .datasets import load_folder
 from .errors import ConfigError
 from .files import atomic_write
 from .noise import UniformSigmaGaussianNoise
-from .registry import WeightsMeta, create_model
+from .registry import WeightsMeta, create_model, get_entry
 from .transforms import DIHEDRAL, dihedral
 from .weights import save_weights
 
@@ -101,8 +101,24 @@ def build_noise(config: PretrainConfig) -> nn.Module:
     return UniformSigmaGaussianNoise(config.sigma_low, config.sigma_high)
 
 
+def noisy_with_sigma_map(
+    noise: nn.Module, clean: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy batch and the true per-pixel noise std (``N×C×H×W``), for losses on estimated noise maps."""
+    if hasattr(noise, "sample"):  # the camera model knows its per-pixel level
+        noisy, _sigma, sigma_map = noise.sample(clean, generator)
+        return noisy, sigma_map
+    noisy, sigma = noise(clean, generator)
+    return noisy, sigma.reshape(-1, 1, 1, 1).expand_as(clean)
+
+
 def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Train (or resume training) and write ``<out>/final.safetensors``; returns its path."""
+    if config.objective == "noise2self" and get_entry(config.model).output == "residual":
+        raise ConfigError(
+            f"Noise2Self needs a network that predicts the clean image, not the noise like "
+            f"'{config.model}' (it would learn the identity outside the masked pixels); use dncnn_n2s"
+        )
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -132,10 +148,14 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     started = time.perf_counter()
     while step < config.steps:
         clean = sampler.sample(config.batch).to(device)
-        noisy, sigma = noise(clean, generator)
         if config.objective == "noise2self":
+            noisy, sigma = noise(clean, generator)  # the objective sees only the noisy batch
             loss = n2s(model, noisy, sigma, generator)
+        elif model.entry.train_loss is not None:
+            noisy, sigma_map = noisy_with_sigma_map(noise, clean, generator)
+            loss = model.entry.train_loss(model, noisy, clean, sigma_map, loss_fn)
         else:
+            noisy, sigma = noise(clean, generator)
             loss = loss_fn(model(noisy, sigma), clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,7 +181,8 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
         noise_map=model.meta.noise_map,
         noise="self-supervised" if config.objective == "noise2self" else config.noise,
         source="rfr-deploy pretrain",
-        notes=f"{step} steps of batch {config.batch}×{config.patch}², {config.loss}, Adam {config.lr:g}→{config.lr_min:g}",
+        notes=f"{step} steps of batch {config.batch}×{config.patch}², {config.loss}, Adam {config.lr:g}→{config.lr_min:g}"
+        + (f", {n2s!r}" if config.objective == "noise2self" else ""),
     )
     final = out / "final.safetensors"
     train_info = {

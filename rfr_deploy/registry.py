@@ -89,6 +89,13 @@ class ModelEntry:
     """Parameter count published by the architecture's paper, for the zoo tests."""
     paper_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Architecture keyword arguments of the configuration whose count is published."""
+    test_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Small architecture keyword arguments that keep unit tests fast (fewer blocks, fewer features)."""
+    train_loss: Callable[..., torch.Tensor] | None = None
+    """Pre-training objective replacing ``base_loss(model(noisy), clean)`` where the paper trains with
+    more than a reconstruction loss: ``train_loss(model, noisy, clean, sigma_map, base_loss)``, where
+    ``sigma_map`` is the true per-pixel noise std (``N×C×H×W``, [0, 1] units), e.g. CBDNet's asymmetric
+    noise-estimation loss."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -22,7 +22,7 @@ def test_adapt_returns_a_trained_copy_and_per_step_records(tiny_dncnn, noisy):
     assert all(changed)
     assert len(result.losses) == 5 and len(result.step_seconds) == 5
     assert all(loss > 0 for loss in result.losses)
-    assert result.runner == "eager" and result.pseudo_clean[0].shape == noisy.shape
+    assert result.runner.startswith("eager") and result.pseudo_clean[0].shape == noisy.shape
 
 
 def test_adapt_is_reproducible_with_a_seed(tiny_dncnn, noisy):

@@ -26,7 +26,7 @@ def test_unknown_model_is_a_clear_error():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_model_denoises_any_size(name, channels):
     torch.manual_seed(0)
-    model = create_model(name, weights=None, channels=channels).eval()
+    model = create_model(name, weights=None, channels=channels, **get_entry(name).test_kwargs).eval()
     x = torch.rand(2, channels, 33, 27)
     with torch.no_grad():
         out = model(x, torch.tensor([0.1, 0.2]))

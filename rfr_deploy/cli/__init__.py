@@ -43,9 +43,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import adapt_export, bench, denoise, evaluate, models, pretrain
+    from . import adapt_export, bench, denoise, evaluate, infer, models, pretrain
 
-    for module in (denoise, adapt_export, evaluate, pretrain, bench, models):
+    for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models):
         main.add_command(module.command)
 
 

@@ -1,3 +1,3 @@
 """The model zoo. Importing this package registers every architecture."""
 
-from . import dncnn, ffdnet  # noqa: F401
+from . import cbdnet, dncnn, dncnn_n2s, ffdnet, mirnet, rdn, ridnet  # noqa: F401

@@ -1,0 +1,43 @@
+"""Table 2 of the paper: known σ ∈ {15, 25, 40}, M ∈ {0, 10, 20, 40}.
+
+Color sets (CBSD68, Kodak24, McMaster) with CDnCNN-B, gray sets (Set12, BSD68) with DnCNN-B and
+DnCNN-S, all official weights from ``shared/weights``; adaptation uses the CLI defaults.
+
+    python benchmarks/table2_known_sigma.py                       # everything (hours on a CPU)
+    python benchmarks/table2_known_sigma.py --datasets CBSD68 --sigmas 25 --limit 10
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from paper_protocol import COLOR_SETS, GRAY_SETS, plan, run_table
+
+from rfr_deploy.adapt import AdaptConfig
+
+
+def main(
+    sigma_mode: str = "known", default_name: str = "table2_known_sigma", title: str = "Table 2: known σ"
+) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default=",".join(COLOR_SETS + GRAY_SETS))
+    parser.add_argument("--networks", default=None, help="e.g. CDnCNN-B,DnCNN-B,DnCNN-S")
+    parser.add_argument("--sigmas", default="15,25,40")
+    parser.add_argument("--steps", default="0,10,20,40")
+    parser.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    parser.add_argument("--crop", type=int, default=None, help="central crop side (default: whole images)")
+    parser.add_argument("--name", default=default_name, help="results file name under benchmarks/results")
+    args = parser.parse_args()
+    cells = plan(
+        [float(s) for s in args.sigmas.split(",")],
+        args.datasets.split(","),
+        args.networks.split(",") if args.networks else None,
+    )
+    steps = tuple(int(s) for s in args.steps.split(","))
+    run_table(args.name, title, cells, sigma_mode, AdaptConfig(), steps, args.limit, args.crop)
+
+
+if __name__ == "__main__":
+    main()

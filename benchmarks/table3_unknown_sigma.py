@@ -1,0 +1,31 @@
+"""Table 3 of the paper: σ unknown to the adaptation.
+
+Same grid as Table 2 with blind networks only; the adaptation either draws σ uniformly from [0, 50]
+(the paper's choice, ``--sigma-mode uniform``) or uses the σ estimated from the noisy image
+(``--sigma-mode estimate``, rfr-deploy's default for unknown noise).
+
+    python benchmarks/table3_unknown_sigma.py --sigma-mode estimate --datasets CBSD68 --sigmas 25 --limit 10
+"""
+
+from __future__ import annotations
+
+import sys
+
+import table2_known_sigma
+
+
+def main() -> None:
+    mode = "estimate"
+    if "--sigma-mode" in sys.argv:
+        i = sys.argv.index("--sigma-mode")
+        mode = sys.argv[i + 1]
+        del sys.argv[i : i + 2]
+    if "--networks" not in sys.argv:
+        sys.argv += ["--networks", "CDnCNN-B,DnCNN-B"]
+    table2_known_sigma.main(
+        sigma_mode=mode, default_name=f"table3_unknown_sigma_{mode}", title=f"Table 3: unknown σ ({mode})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+// rfr_denoise_cpu: run a denoiser exported by rfr-deploy (TorchScript, exporters/torchscript_export.py)
+// on the CPU with libtorch, the C++ library inside the `torch` pip wheel.
+//
+//   rfr_denoise_cpu MODEL.pt INPUT OUTPUT [--sigma S] [--raw HxWxC] [--threads N]
+//
+// INPUT/OUTPUT: 8-bit binary .pgm/.ppm, or raw float32 H x W x C (size from --raw; the output of a
+// raw input is raw too). --sigma: noise level in grey levels for noise-map networks (default: the
+// level stored at export).
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+
+#include "image_io.h"
+
+namespace {
+
+std::unordered_map<std::string, std::string> parse_key_values(const std::string& text) {
+    std::unordered_map<std::string, std::string> out;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        const auto eq = line.find('=');
+        if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    return out;
+}
+
+int usage() {
+    std::cerr << "usage: rfr_denoise_cpu MODEL.pt INPUT OUTPUT [--sigma S] [--raw HxWxC] [--threads N]\n";
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 4) return usage();
+    const std::string model_path = argv[1], input_path = argv[2], output_path = argv[3];
+    double sigma = -1.0;
+    int raw_h = 0, raw_w = 0, raw_c = 0;
+    try {
+        for (int i = 4; i < argc; ++i) {
+            const std::string arg = argv[i];
+            if (arg == "--sigma" && i + 1 < argc)
+                sigma = std::stod(argv[++i]);
+            else if (arg == "--raw" && i + 1 < argc)
+                rfr::parse_size(argv[++i], raw_h, raw_w, raw_c);
+            else if (arg == "--threads" && i + 1 < argc)
+                at::set_num_threads(std::stoi(argv[++i]));
+            else
+                return usage();
+        }
+
+        // The module carries its settings as an extra file (channels, noise_map, sigma = sigma/255).
+        torch::jit::ExtraFilesMap extra{{"rfr_deploy.txt", ""}};
+        torch::jit::Module module = torch::jit::load(model_path, torch::kCPU, extra);
+        module.eval();
+        const auto settings = parse_key_values(extra["rfr_deploy.txt"]);
+        const bool noise_map = settings.count("noise_map") && settings.at("noise_map") == "1";
+        const int channels = settings.count("channels") ? std::stoi(settings.at("channels")) : 0;
+
+        const rfr::Image image = rfr::read_image(input_path, raw_h, raw_w, raw_c);
+        if (channels && image.channels != channels) {
+            std::cerr << "error: the model takes " << channels << "-channel images, " << input_path << " has "
+                      << image.channels << "\n";
+            return 2;
+        }
+        std::vector<float> planar = rfr::to_planar(image);
+        torch::Tensor noisy =
+            torch::from_blob(planar.data(), {1, image.channels, image.height, image.width}, torch::kFloat32);
+
+        std::vector<torch::jit::IValue> inputs{noisy};
+        if (noise_map) {
+            double level = sigma;
+            if (level < 0 && settings.count("sigma") && !settings.at("sigma").empty())
+                level = std::stod(settings.at("sigma")) * 255.0;
+            if (level < 0) {
+                std::cerr << "error: this model takes a noise level: pass --sigma S (grey levels)\n";
+                return 2;
+            }
+            inputs.emplace_back(torch::full({1}, level / 255.0, torch::kFloat32));
+        }
+
+        c10::InferenceMode guard;
+        torch::Tensor out = module.forward(inputs).toTensor().contiguous().to(torch::kFloat32);
+        std::vector<float> result(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
+        rfr::write_image(output_path, rfr::from_planar(result, image.height, image.width, image.channels));
+        std::cerr << input_path << " -> " << output_path << " (" << image.width << "x" << image.height << ")\n";
+    } catch (const std::exception& e) {
+        std::string what = e.what();
+        std::cerr << "error: " << what.substr(0, what.find('\n')) << "\n";
+        return 1;
+    }
+    return 0;
+}

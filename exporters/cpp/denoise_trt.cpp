@@ -1,0 +1,158 @@
+// rfr_denoise_trt: run a TensorRT engine written by rfr-deploy (exporters/tensorrt_engine.py) on one image.
+//
+//   rfr_denoise_trt MODEL.engine INPUT OUTPUT [--sigma S] [--raw HxWxC]
+//
+// The engine's sidecar (MODEL.engine.json) must sit next to it: the program refuses an engine built
+// with another TensorRT version or for another GPU, as the Python loader does. INPUT/OUTPUT: 8-bit
+// binary .pgm/.ppm, or raw float32 H x W x C (size from --raw). Written against the TensorRT 10/11
+// C++ API: IRuntime::deserializeCudaEngine, ICudaEngine::createExecutionContext,
+// IExecutionContext::setInputShape / setTensorAddress / enqueueV3, and the CUDA runtime for buffers.
+#include <NvInfer.h>
+#include <cuda_runtime_api.h>
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "image_io.h"
+
+namespace {
+
+class Logger : public nvinfer1::ILogger {
+    void log(Severity severity, const char* msg) noexcept override {
+        if (severity <= Severity::kWARNING) std::cerr << "[TensorRT] " << msg << "\n";
+    }
+};
+
+void check_cuda(cudaError_t status, const char* what) {
+    if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error(path + ": cannot open");
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The string value of "key": "value" in the sidecar (first occurrence; the sidecar is flat enough).
+std::string json_string(const std::string& json, const std::string& key) {
+    const std::string pattern = "\"" + key + "\": \"";
+    const auto start = json.find(pattern);
+    if (start == std::string::npos) return "";
+    const auto begin = start + pattern.size();
+    return json.substr(begin, json.find('"', begin) - begin);
+}
+
+// Refuse an engine whose TensorRT version or GPU differs from the ones recorded in its sidecar.
+void check_sidecar(const std::string& sidecar) {
+    const std::string built = json_string(sidecar, "tensorrt_version");
+    std::ostringstream here;
+    here << NV_TENSORRT_MAJOR << "." << NV_TENSORRT_MINOR << "." << NV_TENSORRT_PATCH;
+    if (built.rfind(here.str(), 0) != 0)
+        throw std::runtime_error("engine was built with TensorRT " + built + ", this program uses " + here.str() +
+                                 ": rebuild the engine here");
+    if (nvinfer1::getInferLibVersion() != NV_TENSORRT_VERSION)
+        throw std::runtime_error("the TensorRT library does not match the headers this program was built with");
+    int device = 0;
+    cudaDeviceProp prop{};
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+    check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    const std::string capability = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+    if (json_string(sidecar, "gpu_name") != prop.name || json_string(sidecar, "compute_capability") != capability)
+        throw std::runtime_error("engine was built for " + json_string(sidecar, "gpu_name") + ", this GPU is " +
+                                 prop.name + ": rebuild the engine here");
+}
+
+struct DeviceBuffer {
+    void* ptr = nullptr;
+    explicit DeviceBuffer(size_t bytes) { check_cuda(cudaMalloc(&ptr, bytes), "cudaMalloc"); }
+    ~DeviceBuffer() { cudaFree(ptr); }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+int usage() {
+    std::cerr << "usage: rfr_denoise_trt MODEL.engine INPUT OUTPUT [--sigma S] [--raw HxWxC]\n";
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 4) return usage();
+    const std::string engine_path = argv[1], input_path = argv[2], output_path = argv[3];
+    double sigma = -1.0;
+    int raw_h = 0, raw_w = 0, raw_c = 0;
+    try {
+        for (int i = 4; i < argc; ++i) {
+            const std::string arg = argv[i];
+            if (arg == "--sigma" && i + 1 < argc)
+                sigma = std::stod(argv[++i]);
+            else if (arg == "--raw" && i + 1 < argc)
+                rfr::parse_size(argv[++i], raw_h, raw_w, raw_c);
+            else
+                return usage();
+        }
+        const std::string sidecar = read_file(engine_path + ".json");
+        check_sidecar(sidecar);
+
+        Logger logger;
+        const std::string plan = read_file(engine_path);
+        std::unique_ptr<nvinfer1::IRuntime> runtime{nvinfer1::createInferRuntime(logger)};
+        std::unique_ptr<nvinfer1::ICudaEngine> engine{runtime->deserializeCudaEngine(plan.data(), plan.size())};
+        if (!engine) throw std::runtime_error(engine_path + ": TensorRT could not deserialize the engine");
+        std::unique_ptr<nvinfer1::IExecutionContext> context{engine->createExecutionContext()};
+        if (!context) throw std::runtime_error("could not create an execution context");
+        bool noise_map = false;
+        for (int i = 0; i < engine->getNbIOTensors(); ++i)
+            noise_map = noise_map || std::string(engine->getIOTensorName(i)) == "sigma";
+        if (engine->getTensorDataType("noisy") != nvinfer1::DataType::kFLOAT ||
+            engine->getTensorDataType("denoised") != nvinfer1::DataType::kFLOAT)
+            throw std::runtime_error("expected float32 'noisy' and 'denoised' tensors (rfr-deploy engines have them)");
+
+        const rfr::Image image = rfr::read_image(input_path, raw_h, raw_w, raw_c);
+        const std::vector<float> planar = rfr::to_planar(image);
+        const size_t bytes = planar.size() * sizeof(float);
+
+        if (!context->setInputShape("noisy", nvinfer1::Dims4{1, image.channels, image.height, image.width}))
+            throw std::runtime_error("image size is outside the engine's optimisation profile (see the sidecar)");
+        cudaStream_t stream = nullptr;
+        check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
+        DeviceBuffer input(bytes), output(bytes), sigma_buffer(sizeof(float));
+        check_cuda(cudaMemcpyAsync(input.ptr, planar.data(), bytes, cudaMemcpyHostToDevice, stream), "copy in");
+        context->setTensorAddress("noisy", input.ptr);
+        context->setTensorAddress("denoised", output.ptr);
+        float sigma_value = 0.0f;
+        if (noise_map) {
+            if (sigma < 0) {
+                const std::string stored = json_string(sidecar, "sigma");
+                if (stored.empty()) throw std::runtime_error("this engine takes a noise level: pass --sigma S");
+                sigma = std::stod(stored) * 255.0;
+            }
+            sigma_value = static_cast<float>(sigma / 255.0);
+            nvinfer1::Dims one{};
+            one.nbDims = 1;
+            one.d[0] = 1;
+            context->setInputShape("sigma", one);
+            check_cuda(cudaMemcpyAsync(sigma_buffer.ptr, &sigma_value, sizeof(float), cudaMemcpyHostToDevice, stream),
+                       "copy sigma");
+            context->setTensorAddress("sigma", sigma_buffer.ptr);
+        }
+        if (!context->enqueueV3(stream)) throw std::runtime_error("TensorRT failed to enqueue the engine");
+        std::vector<float> result(planar.size());
+        check_cuda(cudaMemcpyAsync(result.data(), output.ptr, bytes, cudaMemcpyDeviceToHost, stream), "copy out");
+        check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+        cudaStreamDestroy(stream);
+        rfr::write_image(output_path, rfr::from_planar(result, image.height, image.width, image.channels));
+        std::cerr << input_path << " -> " << output_path << "\n";
+    } catch (const std::exception& e) {
+        std::cerr << "error: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}

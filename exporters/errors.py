@@ -1,0 +1,21 @@
+"""Errors of the deployment tools, each reported to the user as one line (see :mod:`rfr_deploy.errors`)."""
+
+from __future__ import annotations
+
+from rfr_deploy.errors import RfrError
+
+
+class ExportError(RfrError):
+    """The network could not be exported (unsupported operator, invalid settings...)."""
+
+
+class ExportVerificationError(ExportError):
+    """The exported model's output differs from PyTorch's by more than the tolerance."""
+
+
+class EngineMismatchError(RfrError):
+    """A TensorRT engine does not fit this machine, this TensorRT or the weights it is given."""
+
+
+class ProfileError(RfrError):
+    """An image size lies outside the shape range an engine was built for."""

@@ -1,0 +1,83 @@
+"""The graph that is exported: a :class:`~rfr_deploy.denoiser.Denoiser` without Python branches on shapes.
+
+:class:`rfr_deploy.denoiser.Denoiser` pads only when a size is not a multiple of the
+network's ``pad_multiple`` (an ``if`` on the input size). A graph captured from that
+code would be specialised to the example's parity. :class:`ExportableDenoiser`
+always computes the padding from the symbolic size (zero for multiples), so one
+exported graph serves every height and width, odd ones included.
+
+Precision: ``fp16`` keeps float32 inputs and outputs and runs the network in
+float16 inside the graph (weights and activations); the residual subtraction of
+noise-predicting networks stays in float32, so the output keeps the input's
+precision wherever the network predicts (small) noise. ``bf16`` is the same with
+bfloat16 (for TensorRT; ONNX Runtime's CPU provider has few bfloat16 kernels).
+
+Parameter names are those of the :class:`Denoiser` (``net.<...>``), so the ONNX
+initializers of an exported network carry its PyTorch state-dict names.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ExportableDenoiser(nn.Module):
+    """``forward(noisy[, sigma]) -> denoised`` for export; ``sigma`` is a length-N vector of σ/255."""
+
+    def __init__(self, model, precision: Precision = "fp32"):
+        super().__init__()
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.net = copy.deepcopy(model.net).to(device="cpu", dtype=DTYPES[precision]).eval()
+        self.compute_dtype = DTYPES[precision]
+        self.pad_multiple = int(model.entry.pad_multiple)
+        self.residual = model.meta.output == "residual"
+        self.noise_map = bool(model.meta.noise_map)
+
+    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        h, w = noisy.shape[-2], noisy.shape[-1]
+        x = noisy.to(self.compute_dtype)
+        m = self.pad_multiple
+        if m > 1:
+            # Reflect padding as the Denoiser uses; zero pads for multiples of m.
+            x = F.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="reflect")
+        if self.noise_map:
+            if sigma is None:
+                raise ValueError("this network takes a noise level: pass sigma")
+            out = self.net(x, sigma.reshape(-1, 1, 1, 1).to(self.compute_dtype))
+        else:
+            out = self.net(x)
+        if m > 1:
+            out = out[:, :, :h, :w]
+        out = out.to(torch.float32)
+        return noisy - out if self.residual else out
+
+
+def example_inputs(
+    model, example: torch.Tensor, sigma: float | torch.Tensor | None
+) -> tuple[torch.Tensor, ...]:
+    """The positional inputs of the exported graph for ``example`` (``N×C×H×W``, float32, CPU)."""
+    x = example.detach().to("cpu", torch.float32).contiguous()
+    if not model.meta.noise_map:
+        return (x,)
+    if sigma is None:
+        raise ValueError("the network takes a noise level: pass sigma (σ/255)")
+    s = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(x.shape[0])
+    if s.numel() != x.shape[0]:
+        raise ValueError(f"sigma has {s.numel()} values for a batch of {x.shape[0]}")
+    return (x, s.contiguous().clone())
+
+
+def input_names(model) -> tuple[str, ...]:
+    return ("noisy", "sigma") if model.meta.noise_map else ("noisy",)

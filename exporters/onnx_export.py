@@ -1,0 +1,385 @@
+"""Export a (possibly adapted) denoiser to ONNX, verified against PyTorch with ONNX Runtime.
+
+::
+
+    from exporters.onnx_export import export_onnx, onnx_metadata
+    report = export_onnx(model, "dncnn_rfr.onnx", example=noisy, metadata=onnx_metadata(model, noise={...}))
+    report.max_abs_error        # ONNX Runtime vs PyTorch on the example and on a second, odd size
+
+The graph has inputs ``noisy`` (``N×C×H×W`` float32 in [0, 1]) and, for noise-map
+networks, ``sigma`` (``N`` float32, σ/255 per image), and one output ``denoised``
+(``N×C×H×W`` float32). Batch, height and width are dynamic.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export capture, the default
+since torch 2.9) with its graph optimiser off, followed by constant folding only. The
+optimiser's rewrites would drop all-zero convolution biases and merge initializers
+with equal values, and an initializer that disappears cannot be refitted later
+(TensorRT refit finds weights by initializer name). Initializers keep the PyTorch
+parameter names. Where torch.export cannot capture a network, the TorchScript
+exporter (``dynamo=False``, ``dynamic_axes``) is tried; the report says which ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rfr_deploy import __version__
+from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.files import atomic_write, sha256_file
+
+from .errors import ExportError, ExportVerificationError
+from .exportable import PRECISIONS, ExportableDenoiser, Precision, example_inputs, input_names
+
+OUTPUT_NAME = "denoised"
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 6e-2}
+"""Largest accepted |ONNX Runtime − PyTorch fp32| on [0, 1] images, per export precision."""
+VERIFY_SIZE = 192
+"""The example is centre-cropped to at most this side for verification (speed; conv nets are local)."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What :func:`export_onnx` wrote and how well it matched PyTorch."""
+
+    path: Path
+    opset: int
+    precision: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    max_abs_error: float | None
+    """Largest |ONNX Runtime − PyTorch (fp32)| over the verification runs; None without verification."""
+    tolerance: float
+    verified_shapes: tuple[tuple[int, ...], ...]
+    exporter: str
+    """'dynamo' (torch.export) or 'torchscript'."""
+    verification: str
+    """How the file was checked: ONNX Runtime and its provider, or why it was not."""
+    dynamic: bool
+    sha256: str
+    seconds: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | None = None) -> dict[str, str]:
+    """``metadata_props`` describing ``model`` (a :class:`~rfr_deploy.denoiser.Denoiser`) for the ONNX file.
+
+    ``noise`` describes the synthetic noise of the adaptation (pipeline's ``noise_desc``);
+    ``sigma`` is the σ/255 that noise-map networks were run with (the runtime's default).
+    """
+    meta = model.meta
+    return {
+        "rfr_deploy.version": __version__,
+        "model.name": meta.arch,
+        "model.arch_kwargs": json.dumps(dict(meta.arch_kwargs), sort_keys=True),
+        "model.channels": str(meta.channels),
+        "model.output": meta.output,
+        "model.noise_map": "true" if meta.noise_map else "false",
+        "model.pad_multiple": str(model.entry.pad_multiple),
+        "model.weights_sha256": model.weights_sha256 or "",
+        "model.meta": meta.to_json(),
+        "noise": json.dumps(noise or {}, sort_keys=True, default=str),
+        "sigma": "" if sigma is None else repr(float(sigma)),
+        "sigma.units": "sigma/255, one value per batch item (input 'sigma', shape [N])",
+        "input.layout": "NCHW",
+        "input.dtype": "float32",
+        "input.range": "[0, 1]",
+        "output.layout": "NCHW",
+        "output.dtype": "float32",
+    }
+
+
+def export_onnx(
+    model,
+    path: str | Path,
+    *,
+    example: torch.Tensor,
+    sigma: float | torch.Tensor | None = None,
+    opset: int = 18,
+    precision: Precision = "fp32",
+    metadata: dict[str, str] | None = None,
+    dynamic: bool = True,
+    verify: bool = True,
+    tolerance: float | None = None,
+) -> OnnxExport:
+    """Export ``model`` to ``path`` (atomically) and check the file with ONNX Runtime.
+
+    ``example`` is an ``N×C×H×W`` input in [0, 1] (e.g. the image the network was
+    adapted to); ``sigma`` (σ/255) is required for noise-map networks. With
+    ``verify`` the file is run with ONNX Runtime on a centre crop of the example and,
+    for dynamic exports, on a batch of two at a second, odd size; an
+    :class:`ExportVerificationError` is raised (and nothing is written) when the
+    largest difference to the float32 PyTorch model exceeds ``tolerance``
+    (default per precision: :data:`DEFAULT_TOLERANCE`).
+    """
+    _require("onnx", "export to ONNX")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if not 7 <= opset <= 23:
+        raise ExportError(f"ONNX opset {opset} is not supported; use 17 to 23")
+    if example.ndim != 4 or example.shape[1] != model.meta.channels:
+        raise ExportError(
+            f"example must be N×{model.meta.channels}×H×W for this network, got {tuple(example.shape)}"
+        )
+    if model.meta.noise_map and sigma is None:
+        raise ExportError(f"{model.meta.arch} takes a noise level: pass sigma (σ/255) to export it")
+    if precision == "bf16" and opset < 22:
+        raise ExportError(f"bfloat16 convolutions need ONNX opset 22 or later, not {opset}")
+    tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
+    started = time.perf_counter()
+    wrapper = ExportableDenoiser(model, precision).eval()
+    args = example_inputs(model, crop_center(example, VERIFY_SIZE), sigma)
+    names = input_names(model)
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        exporter = _export_graph(wrapper, args, names, opset, dynamic, model.entry.pad_multiple, tmp)
+        props = {
+            **(metadata or {}),
+            "precision": precision,
+            "opset": str(opset),
+            "exporter": exporter,
+            "inputs": ",".join(names),
+            "outputs": OUTPUT_NAME,
+        }
+        _finish_model(tmp, props)
+        error, shapes, verification = None, (), "not requested"
+        if verify:
+            error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision)
+            if error is not None and not error <= tolerance:  # also catches NaN
+                raise ExportVerificationError(
+                    f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
+                    f"(tolerance {tolerance:.3g}); the exported file was not written"
+                )
+    return OnnxExport(
+        path=path,
+        opset=opset,
+        precision=precision,
+        input_names=names,
+        output_names=(OUTPUT_NAME,),
+        max_abs_error=error,
+        tolerance=tolerance,
+        verified_shapes=shapes,
+        exporter=exporter,
+        verification=verification,
+        dynamic=dynamic,
+        sha256=sha256_file(path),
+        seconds=time.perf_counter() - started,
+        metadata=props,
+    )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _export_graph(wrapper, args, names, opset: int, dynamic: bool, pad_multiple: int, target: Path) -> str:
+    """Write the raw graph to ``target``; returns the exporter that succeeded."""
+    try:
+        _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target)
+        return "dynamo"
+    except Exception as first:  # torch.export raises many types; fall back, then report the first cause
+        try:
+            _export_torchscript(wrapper, args, names, opset, dynamic, target)
+            return "torchscript"
+        except Exception:
+            raise ExportError(f"cannot export the network to ONNX ({one_line(first)})") from first
+
+
+def _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target: Path) -> None:
+    _require("onnxscript", "export to ONNX with torch.export")
+    from onnxscript import optimizer
+
+    dynamic_shapes = None
+    if dynamic:
+        lowest = max(2, pad_multiple)  # reflect padding needs a side larger than the pad
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        height = torch.export.Dim("height", min=lowest, max=1 << 16)
+        width = torch.export.Dim("width", min=lowest, max=1 << 16)
+        dynamic_shapes = {"noisy": {0: batch, 2: height, 3: width}}
+        if "sigma" in names:
+            dynamic_shapes["sigma"] = {0: batch}
+    with _quiet():
+        program = torch.onnx.export(
+            wrapper,
+            args,
+            None,
+            input_names=list(names),
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            optimize=False,
+            verbose=False,
+        )
+    model = program.model
+    # Fold shape arithmetic, but never an operation on a parameter (e.g. PReLU's slope reshape): the folded
+    # result would be a new, anonymous initializer that TensorRT cannot refit by the parameter's name.
+    params = set(wrapper.state_dict())
+
+    def should_fold(node) -> bool | None:
+        return False if any(v is not None and v.name in params for v in node.inputs) else None
+
+    optimizer.fold_constants_ir(model, should_fold=should_fold)
+    optimizer.remove_unused_nodes(model)
+    import onnx
+    from onnxscript import ir
+
+    onnx.save_model(ir.serde.serialize_model(model), str(target))
+
+
+def _export_torchscript(wrapper, args, names, opset, dynamic, target: Path) -> None:
+    axes = None
+    if dynamic:
+        axes = {
+            "noisy": {0: "batch", 2: "height", 3: "width"},
+            OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+        }
+        if "sigma" in names:
+            axes["sigma"] = {0: "batch"}
+    with _quiet():
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(target),
+            input_names=list(names),
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+
+
+def _finish_model(path: Path, props: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load_model(str(path))
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    proto.producer_name = "rfr-deploy"
+    proto.producer_version = __version__
+    proto.doc_string = (
+        "Image denoiser exported by rfr-deploy. Input 'noisy': N x C x H x W float32 in [0, 1]"
+        + ("; input 'sigma': N float32, noise level / 255" if "sigma" in props.get("inputs", "") else "")
+        + ". Output 'denoised': N x C x H x W float32."
+    )
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"the exported ONNX graph is invalid ({one_line(exc)})") from exc
+    onnx.save_model(proto, str(path))
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
+    """(max abs error, verified input shapes, description); error None when ONNX Runtime cannot run it."""
+    _require("onnxruntime", "verify the ONNX export")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        if precision == "bf16" and "NOT_IMPLEMENTED" in str(exc):
+            # ONNX Runtime's CPU provider has no bfloat16 Conv; the TensorRT build verifies these.
+            return None, (), "skipped: ONNX Runtime (CPU) cannot run bfloat16 convolutions"
+        raise ExportError(f"ONNX Runtime cannot load the exported model ({one_line(exc)})") from exc
+    runs = [args]
+    if dynamic:
+        runs.append(second_inputs(args))
+    worst, shapes = 0.0, []
+    for inputs in runs:
+        got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
+        want = reference_output(model, inputs)
+        if got.shape != want.shape:
+            raise ExportVerificationError(
+                f"exported model returns shape {got.shape} for input {tuple(inputs[0].shape)}, expected {want.shape}"
+            )
+        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
+        shapes.append(tuple(inputs[0].shape))
+    return worst, tuple(shapes), f"onnxruntime {ort.__version__} CPUExecutionProvider"
+
+
+@torch.no_grad()
+def reference_output(model, inputs) -> np.ndarray:
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        x = inputs[0].to(device)
+        sigma = inputs[1].to(device) if len(inputs) > 1 else None
+        return model(x, sigma).to("cpu", torch.float64).numpy()
+    finally:
+        model.train(was_training)
+
+
+def second_inputs(args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A batch of two at an odd size different from the example: catches shapes frozen into the graph."""
+    x = args[0][:1]
+    h, w = x.shape[-2:]
+    h2, w2 = _other_odd(h), _other_odd(w)
+    crop = x[..., :h2, :w2]
+    batch = torch.cat([crop, torch.flip(crop, dims=(-1,))]).contiguous()
+    if len(args) == 1:
+        return (batch,)
+    s = args[1][:1]
+    return (batch, torch.cat([s, 0.5 * s]).contiguous())
+
+
+def _other_odd(n: int) -> int:
+    if n <= 4:
+        return n
+    m = (2 * n) // 3
+    m = m if m % 2 else m - 1
+    return max(3, m)
+
+
+def crop_center(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return x[..., top : top + min(h, size), left : left + min(w, size)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require(package: str, purpose: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise MissingDependencyError(package, "onnx", purpose)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress on stdout and log warnings about unrelated operator libraries
+    (torchvision); keep stdout clean for ``--json`` output and stderr for real problems."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 240 else text[:237] + "..."

@@ -1,0 +1,249 @@
+"""Run an exported denoiser with ONNX Runtime: any image size, tiled when it exceeds a memory budget.
+
+::
+
+    from exporters.onnx_runtime import OnnxDenoiser
+    runner = OnnxDenoiser("photo_rfr.onnx")            # TensorRT / CUDA providers when installed
+    clean = runner.denoise(noisy_pixels)                # H×W×C float32 in [0, 1] -> same shape
+    runner.metadata["model.name"], runner.providers
+
+Inference runs only through ONNX Runtime (no PyTorch model code). The execution
+providers are chosen from those installed, best first: TensorRT, CUDA, CPU
+(``pip install onnxruntime-gpu`` for the GPU ones). Images larger than the memory
+budget are processed in overlapping tiles; the overlap defaults to half the
+receptive field read off the graph, which makes tiles exact for local networks
+(the DnCNN family, FFDNet).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rfr_deploy.errors import ConfigError, ImageError, MissingDependencyError, ModelError
+
+from .tiling import run_tiled
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+NONLOCAL_OPS = {
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "ReduceMean",
+    "ReduceMax",
+    "MatMul",
+    "Resize",
+    "Softmax",
+}
+"""Operators whose output depends on the whole image: tiles of such graphs are close, not exact."""
+DEFAULT_CPU_BUDGET = 4 << 30
+DEFAULT_GPU_BUDGET = 2 << 30
+
+
+class OnnxDenoiser:
+    """An exported rfr-deploy denoiser loaded in ONNX Runtime.
+
+    ``providers``: ONNX Runtime execution providers in order of preference (default:
+    the best installed of :data:`PREFERRED_PROVIDERS`). ``memory_budget``: bytes one
+    forward pass may use before the image is tiled (default: a quarter of the free
+    RAM, at most 4 GiB, on CPU; 2 GiB on GPU providers). ``threads``: intra-op
+    threads of the CPU provider (default: ONNX Runtime's choice).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        providers: Sequence[str] | None = None,
+        memory_budget: int | None = None,
+        threads: int | None = None,
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError("onnxruntime", "onnx", "run ONNX models") from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such ONNX model")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        wanted = list(providers) if providers else choose_providers(ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+        except Exception as exc:
+            if wanted == ["CPUExecutionProvider"]:
+                raise ModelError(
+                    f"{self.path}: ONNX Runtime cannot load this model ({_one_line(exc)})"
+                ) from exc
+            # A GPU provider listed as available may still lack its libraries (CUDA, TensorRT): use the CPU.
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.providers: list[str] = self.session.get_providers()
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        if "noisy" not in self.input_names or self.session.get_outputs()[0].name != "denoised":
+            raise ModelError(
+                f"{self.path}: not a denoiser exported by rfr-deploy (inputs {self.input_names})"
+            )
+        self.channels = _static_dim(self.session.get_inputs()[0].shape, 1) or int(
+            self.metadata.get("model.channels", 0)
+        )
+        self.noise_map = "sigma" in self.input_names
+        self.pad_multiple = int(self.metadata.get("model.pad_multiple", "1") or 1)
+        self.receptive_field, self.exact_tiles = _graph_locality(self.path)
+        on_gpu = self.providers[0] != "CPUExecutionProvider"
+        self.memory_budget = int(memory_budget or (DEFAULT_GPU_BUDGET if on_gpu else _cpu_budget()))
+        self.bytes_per_pixel = _bytes_per_pixel(self.path)
+
+    @property
+    def default_sigma(self) -> float | None:
+        """Noise level (grey levels) stored at export for noise-map networks, or None."""
+        value = self.metadata.get("sigma", "")
+        return float(value) * 255.0 if value else None
+
+    @property
+    def default_overlap(self) -> int:
+        return int(math.ceil(self.receptive_field / 2))
+
+    def tile_for(self, height: int, width: int) -> int | None:
+        """Tile side that keeps one pass within the memory budget, or None when the whole image fits."""
+        if self.bytes_per_pixel * height * width <= self.memory_budget:
+            return None
+        side = int(math.sqrt(self.memory_budget / self.bytes_per_pixel))
+        side = max(2 * self.default_overlap + 64, side - side % 32)
+        return side
+
+    def denoise(
+        self,
+        pixels: np.ndarray,
+        sigma: float | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+    ) -> np.ndarray:
+        """Denoise ``pixels`` (``H×W×C`` or ``H×W`` float in [0, 1]); returns ``H×W×C`` float32.
+
+        ``sigma``: noise level in grey levels (0-255) for noise-map networks (default:
+        the level stored at export). ``tile``: force tiles of this side (default: only
+        when the image exceeds the memory budget); ``overlap`` defaults to half the
+        receptive field.
+        """
+        array = np.asarray(pixels, dtype=np.float32)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3:
+            raise ImageError(f"expected an H×W×C image, got an array of shape {array.shape}")
+        if self.channels and array.shape[2] != self.channels:
+            raise ImageError(
+                f"this model takes {self.channels}-channel images, got {array.shape[2]} channel(s)"
+            )
+        batch = np.ascontiguousarray(array.transpose(2, 0, 1)[None])
+        sigma_vector = self._sigma_vector(sigma)
+        h, w = array.shape[:2]
+        tile = tile or self.tile_for(h, w)
+        if tile is None or (h <= tile and w <= tile):
+            out = self.run(batch, sigma_vector)
+        else:
+            out = run_tiled(
+                lambda x: self.run(x, sigma_vector),
+                batch,
+                tile,
+                self.default_overlap if overlap is None else overlap,
+                self.pad_multiple,
+            )
+        return np.ascontiguousarray(out[0].transpose(1, 2, 0))
+
+    def run(self, batch: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
+        """One forward pass: ``N×C×H×W`` float32 → ``N×C×H×W`` float32 (``sigma``: N values of σ/255)."""
+        feeds = {"noisy": np.ascontiguousarray(batch, dtype=np.float32)}
+        if self.noise_map:
+            if sigma is None:
+                raise ConfigError("this model takes a noise level: pass sigma (grey levels)")
+            feeds["sigma"] = np.broadcast_to(
+                np.asarray(sigma, np.float32).reshape(-1), (batch.shape[0],)
+            ).copy()
+        return self.session.run(["denoised"], feeds)[0]
+
+    def _sigma_vector(self, sigma: float | None) -> np.ndarray | None:
+        if not self.noise_map:
+            return None
+        level = sigma if sigma is not None else self.default_sigma
+        if level is None:
+            raise ConfigError("this model takes a noise level and none was stored at export: pass --sigma")
+        if not 0 <= level <= 255:
+            raise ConfigError(f"sigma must be within [0, 255] grey levels, got {level}")
+        return np.array([level / 255.0], dtype=np.float32)
+
+    def describe(self) -> dict:
+        return {
+            "model": str(self.path),
+            "providers": self.providers,
+            "name": self.metadata.get("model.name"),
+            "arch_kwargs": json.loads(self.metadata.get("model.arch_kwargs", "{}") or "{}"),
+            "precision": self.metadata.get("precision"),
+            "noise_map": self.noise_map,
+            "receptive_field": self.receptive_field,
+            "exact_tiles": self.exact_tiles,
+        }
+
+
+def choose_providers(available: Sequence[str]) -> list[str]:
+    """The installed providers of :data:`PREFERRED_PROVIDERS`, best first (CPU always last)."""
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available and p != "CPUExecutionProvider"]
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def _graph_locality(path: Path) -> tuple[int, bool]:
+    """(receptive field read off the Conv nodes, whether tiling is exact)."""
+    import onnx
+
+    graph = onnx.load_model(str(path), load_external_data=False).graph
+    scale = 1
+    reach = 0
+    exact = True
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in ("DepthToSpace", "SpaceToDepth"):
+            scale = max(scale, int(attrs.get("blocksize", 1)))
+        elif node.op_type in NONLOCAL_OPS:
+            exact = False
+        elif node.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool"):
+            kernel = attrs.get("kernel_shape") or [3]
+            dilation = attrs.get("dilations") or [1]
+            reach += (max(kernel) - 1) * max(dilation) // 1
+    # Convolutions at reduced resolution reach `scale` times further in input pixels (conservative).
+    return 1 + reach * scale, exact
+
+
+def _bytes_per_pixel(path: Path) -> float:
+    """Rough activation memory per input pixel: widest layer in and out plus a 3×3 im2col buffer."""
+    import onnx
+
+    graph = onnx.load_model(str(path), load_external_data=False).graph
+    widest = max((int(i.dims[0]) for i in graph.initializer if len(i.dims) == 4), default=64)
+    return 4.0 * widest * (2 + 9)
+
+
+def _cpu_budget() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return min(DEFAULT_CPU_BUDGET, int(line.split()[1]) * 1024 // 4)
+    except OSError:
+        pass
+    return DEFAULT_CPU_BUDGET // 2
+
+
+def _static_dim(shape: Sequence, index: int) -> int | None:
+    value = shape[index] if len(shape) > index else None
+    return value if isinstance(value, int) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

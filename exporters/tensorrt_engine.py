@@ -1,0 +1,389 @@
+"""TensorRT engines of adapted denoisers: build once (refittable), then refit per image.
+
+Building an engine times kernels for every layer (tens of seconds for DnCNN);
+refitting swaps the weights of an engine built once and takes a fraction of a
+second. Per-image engines are therefore made by building one *base* engine with
+the REFIT flag and refitting it with each adapted network::
+
+    base = build_or_refit_engine(model, "a_rfr.onnx", "a_rfr.engine", example=noisy_a, precision="fp32")
+    next = build_or_refit_engine(adapted_b, "b_rfr.onnx", "b_rfr.engine", base="a_rfr.engine", example=noisy_b)
+
+Networks are parsed *strongly typed*: the precision is the ONNX graph's (fp32, or
+the fp16/bf16 graphs of :func:`exporters.onnx_export.export_onnx`), which is how
+TensorRT 11 works and what TensorRT 10 offers with ``STRONGLY_TYPED`` (the
+FP16/BF16 builder flags are deprecated in 10.12 and removed in 11). Builds use
+Polygraphy's loaders and a persistent timing cache; refits use TensorRT's
+``Refitter`` with ``OnnxParserRefitter`` (weights from the new ONNX file) or with
+the PyTorch state dict through the weight-name map of the sidecar. Every engine is
+verified against PyTorch on the example before it is written, and is written
+atomically together with its JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from rfr_deploy import __version__
+from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.files import atomic_write, sha256_file
+
+from .engine_sidecar import EngineProfile, EngineSidecar, TensorSpec, compute_profile, sidecar_path
+from .errors import EngineMismatchError, ExportError, ExportVerificationError
+from .tensorrt_runner import TensorRTDenoiser, current_runtime, deserialize, import_tensorrt, require_cuda
+from .weight_map import WeightMap, map_weights
+
+ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": 2e-2, "bf16": 8e-2}
+"""Largest accepted |engine − PyTorch fp32| (fp32 engines may use TF32 on Ampere and later)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Shape range, caching and refit settings of an engine (every field has a CLI-friendly type)."""
+
+    min_hw: tuple[int, int] | None = None
+    opt_hw: tuple[int, int] | None = None
+    max_hw: tuple[int, int] | None = None
+    """Height×width range of the optimisation profile; defaults from the example image (see compute_profile)."""
+    batch: tuple[int, int, int] = (1, 1, 1)
+    timing_cache: str | None = None
+    """Timing cache file; default ``$XDG_CACHE_HOME/rfr-deploy/tensorrt-<version>.timing``."""
+    strip_plan: bool = False
+    """Leave the refittable weights out of the plan (smaller files; must be refitted before use). Refits of a
+    stripped base are recorded as stripped too, so loaders refit them again rather than trust the plan."""
+    refit_from: Literal["onnx", "state_dict"] = "onnx"
+    workspace_mb: int | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class EngineArtifact:
+    path: Path
+    sidecar: Path
+    mode: str  # "built" | "refit"
+    seconds: float
+    max_abs_error: float | None
+    info: EngineSidecar
+
+
+def check_engine_support() -> None:
+    """Fail early, with one line, where engines cannot be made: no tensorrt, no polygraphy, or no GPU."""
+    import importlib.util
+
+    import_tensorrt()
+    if importlib.util.find_spec("polygraphy") is None:
+        raise MissingDependencyError("polygraphy", "trt", "build TensorRT engines")
+    require_cuda()
+
+
+def build_or_refit_engine(
+    model,
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    *,
+    base: str | os.PathLike | None = None,
+    example: torch.Tensor,
+    precision: str = "fp32",
+    sigma: float | None = None,
+    options: EngineOptions | None = None,
+) -> EngineArtifact:
+    """Build a refittable engine from ``onnx_path``, or refit ``base`` with ``model``'s weights."""
+    check_engine_support()
+    options = options or EngineOptions()
+    if base is not None:
+        return refit_engine(
+            base, engine_path, model=model, onnx_path=onnx_path, example=example, sigma=sigma, options=options
+        )
+    h, w = example.shape[-2:]
+    profile = compute_profile(
+        [(int(h), int(w))],
+        min_hw=options.min_hw,
+        opt_hw=options.opt_hw,
+        max_hw=options.max_hw,
+        batch=options.batch,
+    )
+    return build_engine(
+        onnx_path,
+        engine_path,
+        model=model,
+        profile=profile,
+        precision=precision,
+        example=example,
+        sigma=sigma,
+        options=options,
+    )
+
+
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    *,
+    model,
+    profile: EngineProfile,
+    precision: str,
+    example: torch.Tensor | None = None,
+    sigma: float | None = None,
+    options: EngineOptions | None = None,
+) -> EngineArtifact:
+    """Build a refittable, strongly typed engine over ``profile`` and write it with its sidecar."""
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        Profile,
+        engine_bytes_from_network,
+        network_from_onnx_path,
+    )
+
+    trt = import_tensorrt()
+    options = options or EngineOptions()
+    started = time.perf_counter()
+    precision = _onnx_precision(onnx_path, precision)
+    trt_profile = Profile()
+    for name, (lo, opt, hi) in profile.shapes(model.meta.channels, model.meta.noise_map).items():
+        trt_profile.add(name, min=lo, opt=opt, max=hi)
+    cache = Path(options.timing_cache) if options.timing_cache else default_timing_cache(trt.__version__)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    pools = {trt.MemoryPoolType.WORKSPACE: options.workspace_mb << 20} if options.workspace_mb else None
+    with _polygraphy_errors("build the TensorRT engine"):
+        network = network_from_onnx_path(str(onnx_path), strongly_typed=True)
+        config = CreateConfig(
+            profiles=[trt_profile],
+            refittable=True,
+            strip_plan=options.strip_plan,
+            load_timing_cache=str(cache),
+            memory_pool_limits=pools,
+        )
+        plan = bytes(engine_bytes_from_network(network, config=config, save_timing_cache=str(cache)))
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = deserialize(trt, plan, logger)
+    error = None
+    if options.verify and example is not None and not options.strip_plan:
+        error = _verify(engine, model, profile, example, sigma, precision)
+    return _write(
+        engine_path,
+        plan,
+        engine,
+        model,
+        onnx_path,
+        profile,
+        precision,
+        options,
+        mode="built",
+        seconds=time.perf_counter() - started,
+        error=error,
+        weight_map=None,
+    )
+
+
+def refit_engine(
+    base: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    *,
+    model,
+    onnx_path: str | os.PathLike | None = None,
+    example: torch.Tensor | None = None,
+    sigma: float | None = None,
+    options: EngineOptions | None = None,
+) -> EngineArtifact:
+    """Refit the engine ``base`` with ``model``'s weights (from ``onnx_path`` or the state dict)."""
+    trt = import_tensorrt()
+    options = options or EngineOptions()
+    started = time.perf_counter()
+    base = Path(base)
+    info = EngineSidecar.read(sidecar_path(base))
+    info.check_runtime(current_runtime())
+    info.check_engine_file(base)
+    if not info.refittable:
+        raise EngineMismatchError(f"{base}: engine was built without the REFIT flag and cannot be refitted")
+    if example is not None:
+        info.profile.check(int(example.shape[0]), int(example.shape[-2]), int(example.shape[-1]))
+    source = options.refit_from if onnx_path is not None else "state_dict"
+    weight_map = map_weights(model.state_dict(), onnx_path) if onnx_path is not None else info.weight_map
+    check_weight_maps(info.weight_map, weight_map, base)
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = deserialize(trt, base.read_bytes(), logger)
+    refitter = trt.Refitter(engine, logger)
+    if source == "onnx":
+        parser_refitter = trt.OnnxParserRefitter(refitter, logger)
+        if not parser_refitter.refit_from_file(str(onnx_path)):
+            errors = [str(parser_refitter.get_error(i)) for i in range(parser_refitter.num_errors)]
+            raise EngineMismatchError(
+                f"TensorRT could not refit {base} from {onnx_path}: {'; '.join(errors)[:300]}"
+            )
+    else:
+        arrays = _state_dict_arrays(
+            weight_map, model.state_dict(), base
+        )  # kept alive until the refit is done
+        for name in refitter.get_all_weights():
+            if name in arrays and not refitter.set_named_weights(name, trt.Weights(arrays[name])):
+                raise EngineMismatchError(f"TensorRT rejected the new weights '{name}' for {base}")
+    missing = list(refitter.get_missing_weights())
+    if missing:
+        raise EngineMismatchError(f"refit of {base} is missing {len(missing)} weights (e.g. {missing[0]})")
+    if not refitter.refit_cuda_engine():
+        raise EngineMismatchError(f"TensorRT failed to refit {base} (see the TensorRT log)")
+    plan = bytes(engine.serialize())
+    error = None
+    if options.verify and example is not None:
+        error = _verify(engine, model, info.profile, example, sigma, info.precision)
+    return _write(
+        engine_path,
+        plan,
+        engine,
+        model,
+        onnx_path,
+        info.profile,
+        info.precision,
+        options,
+        mode="refit",
+        seconds=time.perf_counter() - started,
+        error=error,
+        weight_map=weight_map,
+        base_sha=info.engine_sha256,
+        strip_plan=info.strip_plan,
+    )
+
+
+def check_weight_maps(base: WeightMap | None, new: WeightMap | None, base_path: Path) -> None:
+    """Refuse weights whose names, shapes or dtypes differ from the base engine's (another architecture)."""
+    if base is None or new is None:
+        raise EngineMismatchError(f"{base_path}: no weight-name map in the sidecar; refit from an ONNX file")
+    old_shapes = {k: (tuple(base.shapes[v]), base.dtypes[v]) for k, v in base.names.items()}
+    new_shapes = {k: (tuple(new.shapes[v]), new.dtypes[v]) for k, v in new.names.items()}
+    if old_shapes != new_shapes:
+        first = sorted(
+            k for k in old_shapes.keys() | new_shapes.keys() if old_shapes.get(k) != new_shapes.get(k)
+        )[0]
+        raise EngineMismatchError(
+            f"the weights do not fit the engine {base_path} (other architecture or precision; first difference: {first})"
+        )
+
+
+def _onnx_precision(onnx_path, requested: str) -> str:
+    """Strongly typed engines compute in the ONNX graph's precision; refuse a different request."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props}
+    actual = props.get("precision", requested)
+    if actual != requested:
+        raise ExportError(
+            f"{onnx_path} was exported in {actual}; export it in {requested} for a {requested} engine"
+        )
+    return actual
+
+
+def default_timing_cache(tensorrt_version: str) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "rfr-deploy" / f"tensorrt-{tensorrt_version}.timing"
+
+
+def _state_dict_arrays(weight_map: WeightMap, state, base: Path):
+    try:
+        return weight_map.arrays(state)
+    except (KeyError, ValueError) as exc:
+        raise EngineMismatchError(f"the weights do not fit the engine {base} ({exc})") from exc
+
+
+@torch.no_grad()
+def _verify(engine, model, profile: EngineProfile, example: torch.Tensor, sigma, precision: str) -> float:
+    """Largest |engine − PyTorch fp32| on the example; raises above :data:`ENGINE_TOLERANCE`."""
+    import copy
+
+    runner = TensorRTDenoiser.from_engine(engine, profile, model.meta.noise_map)
+    x = example.to("cuda", torch.float32).contiguous()
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    reference_model = (model if on_gpu else copy.deepcopy(model).to("cuda")).eval()
+    reference = reference_model(x, sigma)
+    got = runner(x, sigma)
+    error = float((got - reference).abs().max())
+    tolerance = ENGINE_TOLERANCE.get(precision, ENGINE_TOLERANCE["fp32"])
+    if not error <= tolerance:
+        raise ExportVerificationError(
+            f"TensorRT engine output differs from PyTorch by {error:.3g} (tolerance {tolerance:.3g}); not written"
+        )
+    return error
+
+
+def _write(
+    engine_path,
+    plan: bytes,
+    engine,
+    model,
+    onnx_path,
+    profile,
+    precision,
+    options,
+    *,
+    mode,
+    seconds,
+    error,
+    weight_map,
+    base_sha=None,
+    strip_plan=None,
+) -> EngineArtifact:
+    import hashlib
+
+    trt = import_tensorrt()
+    engine_path = Path(engine_path)
+    if weight_map is None and onnx_path is not None:
+        weight_map = map_weights(model.state_dict(), onnx_path)
+    metadata = {}
+    if onnx_path is not None:
+        import onnx
+
+        metadata = {
+            p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props
+        }
+    info = EngineSidecar(
+        runtime=current_runtime(),
+        precision=precision,
+        profile=profile,
+        io=[_tensor_spec(trt, engine, engine.get_tensor_name(i)) for i in range(engine.num_io_tensors)],
+        refittable=bool(engine.refittable),
+        engine_sha256=hashlib.sha256(plan).hexdigest(),
+        onnx_sha256=sha256_file(onnx_path) if onnx_path is not None else "",
+        weights_sha256=model.weights_sha256,
+        weight_map=weight_map,
+        mode=mode,
+        strip_plan=options.strip_plan if strip_plan is None else strip_plan,
+        base_engine_sha256=base_sha,
+        metadata=metadata,
+        seconds=round(seconds, 3),
+        max_abs_error=error,
+        rfr_deploy_version=__version__,
+    )
+    side = sidecar_path(engine_path)
+    with atomic_write(engine_path) as engine_tmp, atomic_write(side) as side_tmp:
+        engine_tmp.write_bytes(plan)
+        info.write(side_tmp)
+    return EngineArtifact(engine_path, side, mode, seconds, error, info)
+
+
+def _tensor_spec(trt, engine, name: str) -> TensorSpec:
+    import numpy as np
+
+    shape = [int(d) for d in engine.get_tensor_shape(name)]
+    mode = "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
+    dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
+    return TensorSpec(
+        name=name, mode=mode, dtype=dtype, shape=shape, layout="NCHW" if len(shape) == 4 else "N"
+    )
+
+
+@contextlib.contextmanager
+def _polygraphy_errors(action: str):
+    """Polygraphy logs to stdout and raises PolygraphyException: log to stderr, raise one line."""
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except PolygraphyException as exc:
+        text = " ".join(str(exc).split())
+        raise ExportError(f"could not {action}: {text[:300]}") from exc

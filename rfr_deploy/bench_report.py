@@ -1,0 +1,265 @@
+"""What ``rfr-deploy bench`` found, and how it is shown: records, markdown, JSON, a bar chart."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import __version__
+from .devices import describe_device
+from .errors import ConfigError, MissingDependencyError
+from .files import atomic_write
+
+if TYPE_CHECKING:
+    from .bench import BenchSettings
+
+PAPER_V100_SECONDS = {"dncnn": 0.035, "ridnet": 0.073, "mirnet": 0.666}
+"""Seconds per fine-tuning update on a 256×256 image, Tesla V100 (Lee et al., restore-from-restored)."""
+PAPER_SIZE = 256
+FAST_MODE = {"cpu": "channels-last", "cuda": "amp+graphs"}
+"""The runner ``adapt`` uses by default on each device, as named by the bench."""
+
+
+@dataclass
+class ModeTiming:
+    mode: str
+    runner: str = ""
+    median_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    updates: int = 0
+    """Timed updates actually done (over all repeats)."""
+    repeats: int = 0
+    first_update_ms: float | None = None
+    """The first warm-up update (includes autotuning or compilation)."""
+    setup_s: float = 0.0
+    """Building the runner (CUDA-graph warm-up and capture included)."""
+    error: str | None = None
+    rounds_ms: list[float] = field(default_factory=list)
+    """Per-update time of each round; rounds of different modes with the same index ran back to back."""
+
+
+@dataclass
+class ModelResult:
+    model: str
+    status: str = "ok"
+    size: int = PAPER_SIZE
+    params: int | None = None
+    modes: list[ModeTiming] = field(default_factory=list)
+    job_s: float | None = None
+    job_note: str = ""
+    note: str = ""
+
+    def timing(self, mode: str) -> ModeTiming | None:
+        return next((m for m in self.modes if m.mode == mode and m.median_ms is not None), None)
+
+    @property
+    def fastest(self) -> ModeTiming | None:
+        timed = [m for m in self.modes if m.median_ms is not None]
+        return min(timed, key=lambda m: m.median_ms) if timed else None
+
+    @property
+    def paper_ms(self) -> float | None:
+        seconds = PAPER_V100_SECONDS.get(self.model)
+        return None if seconds is None else 1e3 * seconds
+
+    @property
+    def speedup_vs_paper(self) -> float | None:
+        """Paper V100 time over our fastest time; only at the paper's image size."""
+        best, paper = self.fastest, self.paper_ms
+        if best is None or paper is None or self.size != PAPER_SIZE:
+            return None
+        return paper / best.median_ms
+
+    def fast_over_eager(self, device_type: str) -> float | None:
+        """Speed-up of the device's default fast path over the eager loop: the median of the ratios
+        of rounds that ran back to back (robust to a machine load that changes during the run)."""
+        eager, fast = self.timing("eager"), self.timing(FAST_MODE[device_type])
+        if eager is None or fast is None:
+            return None
+        pairs = list(zip(eager.rounds_ms, fast.rounds_ms, strict=False))
+        if not pairs:
+            return eager.median_ms / fast.median_ms
+        return statistics.median(e / f for e, f in pairs)
+
+
+@dataclass
+class BenchReport:
+    settings: BenchSettings
+    environment: dict[str, Any]
+    results: list[ModelResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        device_type = self.environment["device_type"]
+        results = []
+        for r in self.results:
+            row = dataclasses.asdict(r)
+            row.update(
+                paper_v100_ms=r.paper_ms,
+                speedup_vs_paper=_round(r.speedup_vs_paper),
+                fast_over_eager=_round(r.fast_over_eager(device_type)),
+                fastest_mode=r.fastest.mode if r.fastest else None,
+            )
+            results.append(row)
+        return {
+            "settings": dataclasses.asdict(self.settings),
+            "environment": self.environment,
+            "paper": {"seconds_per_update_v100": PAPER_V100_SECONDS, "size": PAPER_SIZE},
+            "results": results,
+        }
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
+
+def describe_environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "device": describe_device(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "rfr_deploy": __version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        from .fastpath import bf16_supported
+
+        env["gpu_capability"] = ".".join(str(v) for v in torch.cuda.get_device_capability(device))
+        env["bf16"] = bf16_supported(device)
+    return env
+
+
+def write_report(report: BenchReport, path: str | os.PathLike) -> Path:
+    """JSON for a ``.json`` path, else markdown; written atomically."""
+    path = Path(path)
+    text = json.dumps(report.to_dict(), indent=2) if path.suffix.lower() == ".json" else report.to_markdown()
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def render_markdown(report: BenchReport) -> str:
+    env, s = report.environment, report.settings
+    device_type = env["device_type"]
+    lines = [
+        f"# rfr-deploy speed benchmark ({device_type})",
+        "",
+        f"- Device: {env['device']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
+        f"{env['cpu_threads']} CPU threads ({env['cpu_count']} cores, load average {env['load_average']} "
+        f"at the start), Python {env['python']}, {env['date']}",
+        "- One update = noise draw, forward, loss, backward, Adam step on one RGB image (batch 1), "
+        "random dihedral transform; default full-size network with random weights.",
+        f"- Timing: {s.warmup} warm-up updates, then up to {s.repeats} repeats × {s.steps} updates per mode "
+        f"({'CUDA events' if device_type == 'cuda' else 'perf_counter'}); per-update time = repeat time / "
+        f"updates; median, min, max over repeats. Budget {s.budget:g} s per model.",
+        f"- Paper: Lee et al., one fine-tuning update on a {PAPER_SIZE}×{PAPER_SIZE} image on a Tesla V100 "
+        "(compared only at that size).",
+        "",
+        "## Per-update time",
+        "",
+        "| model | params | size | mode | runner | median ms | min ms | max ms | timed updates | "
+        "first update ms | setup s |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.results:
+        if r.status != "ok":
+            lines.append(f"| {r.model} | | {r.size} | {r.status} | | | | | | | |")
+            continue
+        for m in r.modes:
+            if m.median_ms is None:
+                lines.append(
+                    f"| {r.model} | {r.params:,} | {r.size} | {m.mode} | {m.runner} | {m.error} | | | | | |"
+                )
+                continue
+            lines.append(
+                f"| {r.model} | {r.params:,} | {r.size} | {m.mode} | {m.runner} | {m.median_ms:.2f} | "
+                f"{m.min_ms:.2f} | {m.max_ms:.2f} | {m.updates} | {_fmt(m.first_update_ms)} | {m.setup_s:.2f} |"
+            )
+    fast = FAST_MODE[device_type]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        f"| model | size | fastest mode | ms/update | paper V100 ms | speed-up vs paper | {fast} vs eager* | "
+        "adapt-and-export | notes |",
+        "|---|---:|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in report.results:
+        best = r.fastest
+        lines.append(
+            f"| {r.model} | {r.size} | {best.mode if best else r.status} | {_fmt(best and best.median_ms)} | "
+            f"{_fmt(r.paper_ms)} | {_fmt(r.speedup_vs_paper, 'x')} | {_fmt(r.fast_over_eager(device_type), 'x')} | "
+            f"{r.job_note or '-'} | {r.note or '-'} |"
+        )
+    lines += [
+        "",
+        f"\\* Median over rounds of eager time / {fast} time, each pair of rounds run back to back.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{suffix}"
+
+
+def plot_report(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Bar chart of the median time per update (min-max error bars), paper V100 figures alongside."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "plot", "plot benchmark results") from exc
+    rows = [r for r in report.results if r.modes]
+    modes = list(dict.fromkeys(m.mode for r in rows for m in r.modes if m.median_ms is not None))
+    if any(r.paper_ms and r.size == PAPER_SIZE for r in rows):
+        modes.append("paper V100")
+    if not modes:
+        raise ConfigError("nothing to plot: no model was timed")
+    width = 0.8 / len(modes)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rows) + 2), 4.5))
+    for j, mode in enumerate(modes):
+        xs, ys, lo, hi = [], [], [], []
+        for i, r in enumerate(rows):
+            t = None if mode == "paper V100" else r.timing(mode)
+            value = (
+                t.median_ms if t else (r.paper_ms if mode == "paper V100" and r.size == PAPER_SIZE else None)
+            )
+            if value:
+                xs.append(i + (j - (len(modes) - 1) / 2) * width)
+                ys.append(value)
+                lo.append(value - (t.min_ms if t else value))
+                hi.append((t.max_ms if t else value) - value)
+        hatch = "//" if mode == "paper V100" else None
+        ax.bar(xs, ys, width, yerr=[lo, hi], label=mode, hatch=hatch, capsize=2)
+    ax.set_xticks(range(len(rows)), [f"{r.model}\n{r.size}²" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per update (log)")
+    ax.set_title(f"One restore-from-restored update: {report.environment['device']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)

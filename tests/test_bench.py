@@ -1,0 +1,170 @@
+"""``rfr-deploy bench``: settings, CPU timing modes, budgets, missing models, reports (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rfr_deploy.bench import (
+    PAPER_SIZE,
+    BenchReport,
+    BenchSettings,
+    ModelResult,
+    ModeTiming,
+    describe_environment,
+    fitted_size,
+    run_bench,
+    time_modes,
+)
+from rfr_deploy.bench_report import write_report
+from rfr_deploy.cli import main
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.registry import create_model
+
+TINY = {"size": 16, "steps": 1, "repeats": 2, "warmup": 0}
+
+
+def test_cpu_bench_times_eager_and_the_fast_path_and_lists_missing_models():
+    report = run_bench(BenchSettings(models=("dncnn", "no-such-net"), job=False, **TINY))
+    dncnn, missing = report.results
+    assert missing.status == "missing (not registered)" and not missing.modes
+    assert dncnn.status == "ok" and dncnn.size == 16 and dncnn.params == 668_227  # full-size CDnCNN-B
+    assert [m.mode for m in dncnn.modes] == ["eager", "channels-last"]
+    assert [m.runner for m in dncnn.modes] == ["eager", "eager+channels-last"]
+    for m in dncnn.modes:
+        assert m.error is None and m.updates == 2 and m.repeats == 2
+        assert 0 < m.min_ms <= m.median_ms <= m.max_ms
+    eager, fast = dncnn.modes
+    assert len(eager.rounds_ms) == len(fast.rounds_ms) == 2
+    paired = sorted(e / f for e, f in zip(eager.rounds_ms, fast.rounds_ms, strict=True))
+    assert dncnn.fast_over_eager("cpu") == pytest.approx(sum(paired) / 2)  # median of two
+    assert dncnn.speedup_vs_paper is None  # the paper timed 256×256 only
+    assert report.environment["device_type"] == "cpu" and report.environment["cpu_threads"] >= 1
+
+
+def test_a_spent_budget_stops_every_mode_after_one_timed_update():
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    settings = BenchSettings(size=16, steps=50, repeats=3, warmup=1)
+    timings = time_modes(["eager", "channels-last"], model, torch.rand(1, 3, 16, 16), settings, budget=1e-6)
+    assert [(t.updates, t.repeats) for t in timings] == [(1, 1), (1, 1)]
+    assert all(t.median_ms is not None for t in timings)
+
+
+def test_a_mode_that_cannot_run_here_is_reported_not_raised():
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    failed, eager = time_modes(
+        ["amp+graphs", "eager"], model, torch.rand(1, 3, 16, 16), BenchSettings(**TINY), 10
+    )
+    assert failed.median_ms is None and failed.error.startswith("failed: CUDA graphs need CUDA tensors")
+    assert eager.error is None and eager.updates == 2  # the other modes still run
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def _result(model="dncnn", size=PAPER_SIZE, eager=10.0, fast=4.0) -> ModelResult:
+    modes = [
+        ModeTiming("eager", "eager", eager, eager, eager, 3, 3),
+        ModeTiming("channels-last", "eager+channels-last", fast, fast, fast, 3, 3),
+        ModeTiming("amp+graphs", error="failed: no GPU"),
+    ]
+    return ModelResult(model, size=size, params=1, modes=modes)
+
+
+def test_the_speed_up_pairs_rounds_that_ran_back_to_back():
+    r = _result()
+    r.modes[0].rounds_ms = [10.0, 40.0, 12.0]  # the machine got busy during round 2
+    r.modes[1].rounds_ms = [5.0, 20.0, 4.0]
+    assert r.fast_over_eager("cpu") == pytest.approx(2.0)  # median of 2, 2, 3
+
+
+def test_summary_figures_compare_with_the_paper_only_at_its_size():
+    r = _result()
+    assert r.fastest.mode == "channels-last"
+    assert r.paper_ms == pytest.approx(35.0)
+    assert r.speedup_vs_paper == pytest.approx(35.0 / 4.0)
+    assert r.fast_over_eager("cpu") == pytest.approx(2.5)
+    assert r.fast_over_eager("cuda") is None  # amp+graphs failed
+    assert _result(size=128).speedup_vs_paper is None
+    assert _result(model="rdn").paper_ms is None
+
+
+def test_reports_render_as_markdown_and_json(tmp_path):
+    settings = BenchSettings(models=("dncnn", "ridnet", "nope"), job=False)
+    missing = ModelResult("nope", status="missing (not registered)")
+    report = BenchReport(
+        settings, describe_environment(torch.device("cpu")), [_result(), _result("ridnet"), missing]
+    )
+    text = report.to_markdown()
+    assert "| nope | | 256 | missing (not registered) |" in text
+    assert "failed: no GPU" in text and "8.75x" in text  # 35 ms / 4 ms
+    data = json.loads(write_report(report, tmp_path / "r.json").read_text())
+    assert data["paper"]["seconds_per_update_v100"]["mirnet"] == pytest.approx(0.666)
+    assert data["results"][0]["speedup_vs_paper"] == pytest.approx(8.75)
+    assert data["results"][1]["fast_over_eager"] == pytest.approx(2.5)
+    assert write_report(report, tmp_path / "r.md").read_text() == text
+
+
+def test_invalid_settings_are_rejected():
+    for kwargs in ({"size": 8}, {"steps": 0}, {"budget": 0}, {"models": ()}, {"sizes": {"mirnet": 4}}):
+        with pytest.raises(ConfigError):
+            BenchSettings(**kwargs)
+
+
+def test_per_model_sizes():
+    settings = BenchSettings(size=256, sizes={"mirnet": 64})
+    assert settings.size_of("mirnet") == 64 and settings.size_of("dncnn") == 256
+
+
+def test_cli_bench_json_output_plot_and_job(tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (the plot/test extras)")
+    out, png = tmp_path / "speed.md", tmp_path / "speed.png"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--models",
+            "dncnn,nope",
+            "--size",
+            "16",
+            "--size-for",
+            "dncnn=24",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--job-steps",
+            "1",
+            "--no-job-export",
+            "--device",
+            "cpu",
+            "--json",
+            "--output",
+            str(out),
+            "--plot",
+            str(png),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    dncnn, nope = data["results"]
+    assert dncnn["size"] == 24 and nope["status"] == "missing (not registered)"
+    assert dncnn["job_s"] is not None and "1 updates (eager+channels-last), output (no" in dncnn["job_note"]
+    assert out.read_text().startswith("# rfr-deploy speed benchmark (cpu)")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bench_rejects_a_malformed_size():
+    result = CliRunner().invoke(main, ["bench", "--size-for", "mirnet", "--no-job"])
+    assert result.exit_code == 2 and "MODEL=SIZE" in result.output
+
+
+def test_cpu_sizes_shrink_to_fit_the_budget():
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    settings = BenchSettings(warmup=1)
+    assert fitted_size(model, 256, settings, share=1e9) == 256
+    assert fitted_size(model, 256, settings, share=1e-9) == 32  # never below the probe size
+    assert fitted_size(model, 24, settings, share=1e-9) == 24  # small images are not probed

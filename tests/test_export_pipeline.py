@@ -1,0 +1,62 @@
+"""``adapt-and-export --format onnx`` end to end: the written ONNX model reproduces the written output image."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rfr_deploy.cli import main
+from rfr_deploy.images import read_image, write_image
+from rfr_deploy.registry import create_model
+from rfr_deploy.weights import save_weights
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng, precision):
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, model.net, model.meta)
+    noisy = np.clip(smooth_image + 0.1 * rng.standard_normal(smooth_image.shape), 0, 1)
+    source = write_image(tmp_path / "in" / "noisy.png", noisy)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "adapt-and-export",
+            str(source),
+            "--weights",
+            str(weights),
+            "--sigma",
+            "25",
+            "--steps",
+            "2",
+            "--format",
+            "onnx",
+            "--precision",
+            precision,
+            "-o",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)[0]
+    roles = {f["role"]: f for f in manifest["files"]}
+    assert roles["onnx"]["path"] == "noisy_rfr.onnx" and roles["onnx"]["max_abs_error"] < 1e-2
+    session = ort.InferenceSession(str(out / "noisy_rfr.onnx"), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert (
+        meta["precision"] == precision
+        and meta["model.weights_sha256"] == manifest["model"]["adapted_weights_sha256"]
+    )
+    pixels = read_image(source).pixels
+    denoised = session.run(["denoised"], {"noisy": pixels.transpose(2, 0, 1)[None]})[0][0].transpose(1, 2, 0)
+    written = read_image(out / "noisy_rfr.png").pixels
+    levels = np.abs(np.clip(np.round(denoised * 255), 0, 255) - np.round(written * 255))
+    assert levels.max() <= 1, f"ONNX output differs from the written image by {levels.max()} grey levels"

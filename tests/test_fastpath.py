@@ -1,0 +1,338 @@
+"""The fast step runners: CPU channels-last path, graph-runner helpers and fallbacks, CUDA graphs on GPU."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from rfr_deploy.adapt import AdaptConfig, EagerRunner, adapt, make_optimizer, make_runner
+from rfr_deploy.fastpath import (
+    CaptureError,
+    ChannelsLastRunner,
+    DeviceLearningRates,
+    FastRunner,
+    _Snapshot,
+    clean_batch,
+    resolve_precision,
+    training_shapes,
+    try_graph_runner,
+)
+from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.registry import create_model
+from rfr_deploy.transforms import DIHEDRAL, dihedral
+
+KS = [0, 1, 5, 3, 2, 7, 4, 6]
+
+
+@pytest.fixture
+def noisy():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(1, 3, 24, 20, generator=g)
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _relative_gap(candidate: dict, reference: dict, start: dict) -> float:
+    """Mean |candidate − reference| over the mean distance the reference moved from ``start``.
+
+    Robust to Adam's sign flips: where a gradient component is ~0, summation-order noise can flip
+    the sign of its first updates (a ±lr step on that one weight), which a max norm would flag.
+    """
+    flat = {
+        name: torch.cat([d[k].flatten().float() for k in sorted(d)])
+        for name, d in (("c", candidate), ("r", reference), ("s", start))
+    }
+    moved = float((flat["r"] - flat["s"]).abs().mean())
+    assert moved > 0, "the reference did not train"
+    return float((flat["c"] - flat["r"]).abs().mean()) / moved
+
+
+def _run(runner_cls, model, targets, config, noise=None, steps=6, offsets=None, **kwargs):
+    model = copy.deepcopy(model).train()
+    generator = torch.Generator(device=targets[0].device).manual_seed(3)
+    runner = runner_cls(model, targets, noise or UniformSigmaGaussianNoise(), config, generator, **kwargs)
+    losses = [float(runner.step(0, KS[i % len(KS)], offsets)) for i in range(steps)]
+    if hasattr(runner, "finish"):
+        runner.finish()
+    return losses, model, runner
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"steps": 6, "lr": 1e-3},
+        {"steps": 5, "lr": 1e-3, "batch": 3, "patch": 16, "schedule": "cosine", "warmup": 2, "loss": "l1"},
+    ],
+)
+def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
+    model = tiny_dncnn(3)
+    start = _params(model)
+    eager = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="off", **kwargs))
+    fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", **kwargs))
+    assert eager.runner == "eager" and fast.runner == "eager+channels-last"
+    assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
+    assert _relative_gap(_params(fast.model), _params(eager.model), start) < 1e-2
+    # the network is handed back in the default layout
+    assert all(p.is_contiguous() for p in fast.model.parameters())
+
+
+def test_cpu_fast_path_serves_noise_map_networks(noisy):
+    model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    config = AdaptConfig(steps=3, lr=1e-3)
+    eager = adapt(model, noisy, GaussianNoise(25), dataclasses.replace(config, fast="off"), sigma=25 / 255)
+    fast = adapt(model, noisy, GaussianNoise(25), config, sigma=25 / 255)
+    assert fast.runner == "eager+channels-last"
+    assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
+
+
+def test_fast_off_is_exactly_the_eager_loop(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    config = AdaptConfig(steps=4, lr=1e-3, fast="off")
+    runner = make_runner(copy.deepcopy(model), [noisy], GaussianNoise(25), config, torch.Generator())
+    assert type(runner) is EagerRunner
+    a = adapt(model, noisy, GaussianNoise(25), config)
+    # the same plan by hand: EagerRunner on the pseudo-clean target, k and generator as adapt draws them
+    plan = torch.Generator().manual_seed(config.seed)
+    reference = copy.deepcopy(model).train()
+    by_hand = EagerRunner(
+        reference, a.pseudo_clean, GaussianNoise(25), config, torch.Generator().manual_seed(config.seed)
+    )
+    losses = [
+        float(by_hand.step(0, int(torch.randint(DIHEDRAL, (1,), generator=plan)), None)) for _ in range(4)
+    ]
+    assert a.losses == losses
+    assert _max_diff(_params(a.model), _params(reference)) == 0.0
+
+
+def test_channels_last_runner_only_changes_the_layout(tiny_dncnn, noisy):
+    config = AdaptConfig(steps=6, lr=1e-3)
+    start = _params(tiny_dncnn(3))
+    eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), [noisy], config)
+    fast_losses, fast_model, runner = _run(ChannelsLastRunner, tiny_dncnn(3), [noisy], config)
+    assert runner.name == "eager+channels-last"
+    assert fast_losses == pytest.approx(eager_losses, rel=1e-5)
+    assert _relative_gap(_params(fast_model), _params(eager_model), start) < 1e-2
+    assert all(p.is_contiguous() for p in fast_model.parameters())
+
+
+class _ViewNet(torch.nn.Module):
+    """Reshapes activations with ``view``, which channels-last activations do not allow."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x, sigma=None):
+        y = self.conv(x)
+        return x - y.view(y.shape[0], -1).view_as(y)
+
+
+def test_channels_last_falls_back_to_the_plain_layout_for_contiguous_only_code(noisy):
+    config = AdaptConfig(steps=4, lr=1e-3)
+    eager_losses, eager_model, _ = _run(EagerRunner, _ViewNet(), [noisy], config, steps=4)
+    with pytest.warns(UserWarning, match="channels-last layout not used"):
+        losses, model, runner = _run(ChannelsLastRunner, _ViewNet(), [noisy], config, steps=4)
+    assert runner.name == "eager"
+    assert losses == eager_losses
+    assert _max_diff(_params(model), _params(eager_model)) == 0.0
+
+
+def test_fused_update_matches_eager_with_a_schedule(tiny_dncnn, noisy):
+    """FastRunner without graphs (CPU: fp32, fused Adam, channels-last) computes the eager update."""
+    config = AdaptConfig(steps=6, lr=1e-3, schedule="cosine", warmup=2)
+    start = _params(tiny_dncnn(3))
+    eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), [noisy], config)
+    fast_losses, fast_model, runner = _run(FastRunner, tiny_dncnn(3), [noisy], config, graphs=False)
+    assert runner.name == "fused-eager+fp32+channels-last"
+    assert fast_losses == pytest.approx(eager_losses, rel=1e-5)
+    assert _relative_gap(_params(fast_model), _params(eager_model), start) < 1e-2
+    assert all(p.is_contiguous() and p.grad is None for p in fast_model.parameters())
+
+
+def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):
+    """What the graph runner does before capture: updates, then restore, must leave no trace."""
+    config = AdaptConfig(steps=5, lr=1e-3, warmup=2)
+    reference, _, _ = _run(FastRunner, tiny_dncnn(3), [noisy], config, steps=5, graphs=False)
+
+    model = copy.deepcopy(tiny_dncnn(3)).train()
+    generator = torch.Generator().manual_seed(3)
+    runner = FastRunner(model, [noisy], UniformSigmaGaussianNoise(), config, generator, graphs=False)
+    snapshot = _Snapshot(model, runner.optimizer, generator, None)
+    before = _params(model)
+    for _ in range(3):  # creates Adam's state lazily and moves the weights and the generator
+        runner._update(noisy.contiguous(memory_format=torch.channels_last))
+    assert _max_diff(_params(model), before) > 0
+    snapshot.restore()
+    assert _max_diff(_params(model), before) == 0.0
+    assert all(float(s["step"]) == 0 for s in runner.optimizer.state.values())
+    losses = [float(runner.step(0, KS[i], None)) for i in range(5)]
+    assert losses == reference
+
+
+def test_device_learning_rates_follow_the_host_schedule():
+    layer = torch.nn.Linear(2, 2)
+    config = AdaptConfig(steps=6, lr=1e-2, schedule="cosine", warmup=2)
+    optimizer, scheduler = make_optimizer(layer, config)
+    lrs = DeviceLearningRates(optimizer, torch.device("cpu"))
+    with lrs.installed():
+        assert optimizer.param_groups[0]["lr"] is lrs.tensors[0]
+    assert isinstance(optimizer.param_groups[0]["lr"], float)
+    refills = 0
+    for _ in range(6):
+        optimizer.step()  # no gradients: a no-op, in the order the runners call them
+        scheduler.step()
+        refills += lrs.sync()
+        assert float(lrs.tensors[0]) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+    assert 0 < refills <= 6
+    # a constant schedule never refills
+    optimizer, scheduler = make_optimizer(layer, AdaptConfig(lr=1e-2))
+    lrs = DeviceLearningRates(optimizer, torch.device("cpu"))
+    optimizer.step()
+    scheduler.step()
+    assert lrs.sync() == 0
+
+
+def test_training_shapes_cover_every_transform_and_patch(noisy):
+    shapes = training_shapes([noisy], batch=2, patch=None)
+    assert set(shapes) == {(2, 3, 24, 20), (2, 3, 20, 24)}
+    for shape, (_index, k, offsets) in shapes.items():
+        assert tuple(clean_batch(noisy, k, offsets, 2, None).shape) == shape
+    for k in range(DIHEDRAL):
+        assert tuple(clean_batch(noisy, k, None, 2, None).shape) in shapes
+    square = torch.rand(1, 3, 16, 16)
+    assert len(training_shapes([square, square.clone()], batch=1, patch=None)) == 1
+    assert list(training_shapes([noisy, square], batch=3, patch=8)) == [(3, 3, 8, 8)]
+
+
+def test_clean_batch_cuts_patches_then_transforms(noisy):
+    offsets = [(2, 3), (5, 0)]
+    batch = clean_batch(noisy, 5, offsets, batch=2, patch=8)
+    expected = dihedral(torch.cat([noisy[..., 2:10, 3:11], noisy[..., 5:13, 0:8]]), 5)
+    assert torch.equal(batch, expected)
+    assert torch.equal(clean_batch(noisy, 0, None, 3, None), noisy.expand(3, -1, -1, -1))
+
+
+def test_graph_runner_falls_back_on_cpu_and_leaves_the_model_alone(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    before = _params(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner = try_graph_runner(model, [noisy], GaussianNoise(25), AdaptConfig(), torch.Generator())
+    assert runner is None
+    assert len(caught) == 1 and "CUDA graphs not used" in str(caught[0].message)
+    assert "\n" not in str(caught[0].message)
+    assert _max_diff(_params(model), before) == 0.0
+    assert all(p.is_contiguous() for p in model.parameters())
+    with pytest.raises(CaptureError, match="need CUDA tensors"):
+        FastRunner(model, [noisy], GaussianNoise(25), AdaptConfig(), torch.Generator(), graphs=True)
+
+
+def test_precision_is_fp32_off_the_gpu():
+    for amp in ("auto", "bf16", "fp16", "off"):
+        assert resolve_precision(amp, torch.device("cpu")) == "fp32"
+
+
+# ---------------------------------------------------------------- CUDA (skipped without a GPU)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
+
+
+@pytest.fixture(autouse=True)
+def _true_fp32_convolutions():
+    """fp32 comparisons on the GPU: TF32 convolutions would differ between cuDNN algorithms by ~1e-3."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
+
+
+def _cuda_pair(tiny_dncnn, noisy, amp: str, steps: int = 6, **config_kwargs):
+    device = torch.device("cuda")
+    target = noisy.to(device)
+    config = AdaptConfig(steps=steps, lr=1e-3, amp=amp, **config_kwargs)
+    model = tiny_dncnn(3).to(device)
+    offsets = [(1, 2)] * config.batch if config.patch else None
+    eager = _run(EagerRunner, model, [target], config, steps=steps, offsets=offsets)
+    graph = _run(FastRunner, model, [target], config, steps=steps, offsets=offsets, graphs=True)
+    return eager, graph, _params(model)
+
+
+@needs_cuda
+def test_cuda_graphs_in_fp32_match_the_eager_loop(tiny_dncnn, noisy):
+    (e_losses, e_model, _), (g_losses, g_model, runner), start = _cuda_pair(tiny_dncnn, noisy, "off")
+    assert runner.name.startswith("cuda-graph+fp32")
+    assert len(runner.graphs) == 0  # released by finish()
+    # same generator state: the replays draw the eager loop's noise
+    assert g_losses == pytest.approx(e_losses, rel=1e-3)
+    assert _relative_gap(_params(g_model), _params(e_model), start) < 1e-2
+
+
+@needs_cuda
+def test_cuda_graphs_with_bf16_autocast_stay_close_to_fp32(tiny_dncnn, noisy):
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("GPU without bfloat16")
+    (e_losses, _, _), (g_losses, _, runner), _ = _cuda_pair(tiny_dncnn, noisy, "bf16")
+    assert "bf16" in runner.name
+    assert g_losses == pytest.approx(e_losses, rel=5e-2)
+
+
+@needs_cuda
+def test_cuda_graphs_with_fp16_and_a_grad_scaler(tiny_dncnn, noisy):
+    (e_losses, _, _), (g_losses, g_model, runner), start = _cuda_pair(tiny_dncnn, noisy, "fp16")
+    assert "fp16" in runner.name
+    # the first loss precedes any update; later ones may follow steps the scaler skipped on overflow
+    assert g_losses[0] == pytest.approx(e_losses[0], rel=1e-2)
+    assert all(torch.isfinite(p).all() for p in g_model.parameters())
+    assert _max_diff(_params(g_model), start) > 0, "no update was applied"
+
+
+@needs_cuda
+def test_cuda_graphs_capture_patch_training_and_schedules(tiny_dncnn, noisy):
+    kwargs = {"batch": 2, "patch": 16, "schedule": "cosine", "warmup": 2}
+    (e_losses, _, _), (g_losses, _, _), _ = _cuda_pair(tiny_dncnn, noisy, "off", **kwargs)
+    assert g_losses == pytest.approx(e_losses, rel=1e-3)
+
+
+@needs_cuda
+def test_adapt_uses_graphs_on_cuda_and_two_for_a_non_square_image(tiny_dncnn, noisy):
+    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25), AdaptConfig(steps=8, lr=1e-3))
+    assert result.runner.startswith("cuda-graph")
+    assert all(p.is_contiguous() for p in result.model.parameters())
+    model = tiny_dncnn(3).cuda()
+    runner = FastRunner(model, [noisy.cuda()], GaussianNoise(25), AdaptConfig(), torch.Generator("cuda"))
+    assert len(runner.graphs) == 2
+    runner.finish()
+
+
+class _HostRandomNoise(torch.nn.Module):
+    """Draws its noise level on the host: a CUDA graph would freeze it."""
+
+    def forward(self, x, generator=None):
+        s = torch.full((x.shape[0],), float(torch.rand(1)) * 0.1, device=x.device)
+        return x + s.view(-1, 1, 1, 1) * torch.ones_like(x), s
+
+
+@needs_cuda
+def test_cuda_noise_frozen_by_capture_is_detected_and_falls_back(tiny_dncnn, noisy):
+    model = tiny_dncnn(3).cuda()
+    before = _params(model)
+    with pytest.warns(UserWarning, match="identical noise"):
+        runner = try_graph_runner(
+            model, [noisy.cuda()], _HostRandomNoise(), AdaptConfig(), torch.Generator("cuda")
+        )
+    assert runner is None
+    assert _max_diff(_params(model), before) == 0.0

@@ -1,0 +1,138 @@
+"""The ONNX Runtime wrapper (whole images and tiles) and the ``rfr-deploy infer`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from exporters.onnx_export import export_onnx, onnx_metadata
+from exporters.tiling import plan_tiles, run_tiled
+from rfr_deploy.cli import main
+from rfr_deploy.errors import ConfigError, ImageError
+from rfr_deploy.images import read_image, write_image
+from rfr_deploy.registry import create_model
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from exporters.onnx_runtime import OnnxDenoiser, choose_providers
+
+
+def exported(tmp_path, name: str, sigma: float | None = None, channels: int = 3):
+    torch.manual_seed(0)
+    model = create_model(name, weights=None, channels=channels, depth=4, features=8).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = tmp_path / f"{name}.onnx"
+    meta = onnx_metadata(model, noise={}, sigma=sigma)
+    export_onnx(model, path, example=torch.rand(1, channels, 24, 24), sigma=sigma, metadata=meta)
+    return model, path
+
+
+@pytest.fixture
+def image(rng):
+    return rng.random((53, 47, 3), dtype=np.float32)
+
+
+def torch_output(model, pixels, sigma=None):
+    with torch.no_grad():
+        out = model(torch.from_numpy(pixels).permute(2, 0, 1)[None], sigma)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def test_whole_image_matches_pytorch(tmp_path, image):
+    model, path = exported(tmp_path, "dncnn")
+    runner = OnnxDenoiser(path)
+    assert runner.providers[-1] == "CPUExecutionProvider" and runner.metadata["model.name"] == "dncnn"
+    np.testing.assert_allclose(runner.denoise(image), torch_output(model, image), atol=1e-5)
+
+
+@pytest.mark.parametrize("name, sigma", [("dncnn", None), ("ffdnet", 30 / 255)])
+def test_tiles_with_half_receptive_field_overlap_equal_the_whole_image(tmp_path, image, name, sigma):
+    _, path = exported(tmp_path, name, sigma=sigma)
+    runner = OnnxDenoiser(path)
+    # 4 convolutions of 3×3: receptive field 9 (doubled at FFDNet's half resolution).
+    assert runner.receptive_field == (9 if name == "dncnn" else 17) and runner.exact_tiles
+    whole = runner.denoise(image)
+    tiled = runner.denoise(image, tile=24)
+    assert len(plan_tiles(53, 47, 24, runner.default_overlap, runner.pad_multiple)) > 4
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_too_small_an_overlap_shows_seams(tmp_path, image):
+    _, path = exported(tmp_path, "dncnn")
+    runner = OnnxDenoiser(path)
+    whole = runner.denoise(image)
+    seams = runner.denoise(image, tile=24, overlap=1)
+    assert np.abs(seams - whole).max() > 1e-4
+
+
+def test_memory_budget_triggers_tiling(tmp_path, image):
+    _, path = exported(tmp_path, "dncnn")
+    runner = OnnxDenoiser(path, memory_budget=10_000)
+    assert runner.tile_for(53, 47) is not None
+    np.testing.assert_allclose(runner.denoise(image), OnnxDenoiser(path).denoise(image), atol=1e-6)
+
+
+def test_noise_level_defaults_to_the_exported_one(tmp_path, image):
+    model, path = exported(tmp_path, "ffdnet", sigma=20 / 255)
+    runner = OnnxDenoiser(path)
+    assert runner.default_sigma == pytest.approx(20)
+    np.testing.assert_allclose(runner.denoise(image), torch_output(model, image, 20 / 255), atol=1e-5)
+    np.testing.assert_allclose(
+        runner.denoise(image, sigma=40), torch_output(model, image, 40 / 255), atol=1e-5
+    )
+    with pytest.raises(ConfigError):
+        runner.denoise(image, sigma=300)
+
+
+def test_wrong_channel_count_is_one_line(tmp_path, image):
+    _, path = exported(tmp_path, "dncnn")
+    with pytest.raises(ImageError, match="3-channel"):
+        OnnxDenoiser(path).denoise(image[:, :, 0])
+
+
+def test_provider_choice_prefers_tensorrt_then_cuda():
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(
+        ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"]
+    ) == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+
+
+def test_run_tiled_aligns_tiles_for_strided_networks():
+    x = np.arange(2 * 1 * 9 * 13, dtype=np.float32).reshape(2, 1, 9, 13)
+    assert np.array_equal(run_tiled(lambda t: t * 2, x, tile=6, overlap=1, align=2), x * 2)
+    for t in plan_tiles(9, 13, 6, 1, align=2):
+        assert t.read[0].start % 2 == 0 and t.read[1].start % 2 == 0
+
+
+def test_infer_command_writes_images_and_json(tmp_path, image):
+    model, path = exported(tmp_path, "dncnn")
+    source = write_image(tmp_path / "in" / "a.png", image)
+    result = CliRunner().invoke(
+        main, ["infer", str(path), str(source), "-o", str(tmp_path / "out"), "--tile", "32", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert records[0]["tile"] == 32 and records[0]["providers"][-1] == "CPUExecutionProvider"
+    written = read_image(records[0]["output"]).pixels
+    expected = np.clip(np.round(torch_output(model, read_image(source).pixels) * 255), 0, 255) / 255
+    assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_infer_command_reports_bad_models_in_one_line(tmp_path, image):
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not a model")
+    source = write_image(tmp_path / "a.png", image)
+    result = CliRunner().invoke(main, ["infer", str(bogus), str(source)])
+    assert result.exit_code == 2 and result.output.startswith("error: ")
