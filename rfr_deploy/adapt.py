@@ -53,6 +53,18 @@ class AdaptConfig:
     warmup: int = 0
     target_ensemble: bool = False
     """Average the 8 dihedral transforms for the pseudo-clean target (8× one forward pass)."""
+    refresh_every: int = 0
+    """Iterated restore-from-restored: recompute the pseudo-clean targets with the adapted network
+    every this many updates (0: never)."""
+    ema: float = 0.0
+    """Average the weights over the updates: each update moves the average towards the current
+    weights by max(1 − ema, 1/t); 0 keeps only the last weights, values near 1 average every iterate."""
+    interpolation: float = 1.0
+    """Weight-space interpolation of the result: pre-trained + interpolation × (adapted − pre-trained).
+    Values below 1 keep part of the pre-trained network, which removes most losses on images with
+    little self-similarity (see benchmarks/results/study_*)."""
+    optimizer: Literal["adam", "radam"] = "adam"
+    """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
     fast: FastMode = "auto"
     """Fast step runner: 'auto' uses CUDA graphs on CUDA (eager when capture fails) and channels-last
@@ -69,6 +81,14 @@ class AdaptConfig:
             raise ValueError("batch must be >= 1")
         if self.patch is not None and self.patch < 8:
             raise ValueError("patch must be at least 8 pixels")
+        if not (0.0 <= self.ema < 1.0):
+            raise ValueError("ema must be in [0, 1)")
+        if not (0.0 < self.interpolation <= 1.5):
+            raise ValueError("interpolation must be in (0, 1.5]")
+        if self.refresh_every < 0:
+            raise ValueError("refresh_every must be >= 0")
+        if self.optimizer not in ("adam", "radam"):
+            raise ValueError(f"optimizer must be 'adam' or 'radam', not {self.optimizer!r}")
         if self.loss not in ("mse", "l1"):
             raise ValueError(f"loss must be 'mse' or 'l1', not {self.loss!r}")
 
@@ -120,7 +140,11 @@ def loss_function(kind: LossKind) -> Callable[[torch.Tensor, torch.Tensor], torc
 def make_optimizer(
     model: nn.Module, config: AdaptConfig, **adam_kwargs
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **adam_kwargs)
+    if config.optimizer == "radam":
+        adam_kwargs.pop("fused", None)  # RAdam has no fused kernel
+        optimizer: torch.optim.Optimizer = torch.optim.RAdam(model.parameters(), lr=config.lr, **adam_kwargs)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **adam_kwargs)
 
     def factor(step: int) -> float:
         if config.warmup and step < config.warmup:
@@ -201,6 +225,8 @@ def adapt(
 
     plan = torch.Generator().manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    averaged = WeightAverage(model, config.ema) if config.ema else None
+    origin = [p.detach().clone() for p in model.parameters()] if config.interpolation != 1.0 else None
     model.train()
     runner = make_runner(model, targets, noise, config_used, generator)
 
@@ -215,11 +241,23 @@ def adapt(
         _sync(device)
         step_seconds.append(time.perf_counter() - t)
         losses.append(loss)
+        current = model
+        if averaged is not None:
+            averaged.update(model)
+            current = averaged.model
+        if config.refresh_every and (step + 1) % config.refresh_every == 0 and step + 1 < config.steps:
+            for target, y in zip(targets, images, strict=True):  # in place: runners hold these tensors
+                target.copy_(pseudo_clean(current, y, sigma, config.target_ensemble))
         if callback is not None:
-            callback(StepInfo(step + 1, config.steps, loss, model))
+            view = _interpolated(current, origin, config.interpolation) if origin is not None else current
+            callback(StepInfo(step + 1, config.steps, loss, view))
     finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
     if finish is not None:
         finish()
+    if averaged is not None:
+        model = averaged.model
+    if origin is not None:
+        model = _interpolated(model, origin, config.interpolation)
     model.eval()
     return AdaptResult(
         model=model,
@@ -231,6 +269,30 @@ def adapt(
         runner=runner.name,
         patch=patch,
     )
+
+
+class WeightAverage:
+    """A running average of a network's weights over the updates (see ``AdaptConfig.ema``)."""
+
+    def __init__(self, model: nn.Module, ema: float):
+        self.model = copy.deepcopy(model).eval()
+        self.ema, self.count = ema, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.count += 1
+        weight = max(1.0 - self.ema, 1.0 / self.count)
+        for avg, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(p.detach(), weight)
+
+
+@torch.no_grad()
+def _interpolated(model: nn.Module, origin: list[torch.Tensor], alpha: float) -> nn.Module:
+    """A copy of ``model`` whose weights are origin + alpha × (weights − origin)."""
+    out = copy.deepcopy(model)
+    for p, p0 in zip(out.parameters(), origin, strict=True):
+        p.copy_(torch.lerp(p0.to(p.dtype), p, alpha))
+    return out
 
 
 def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator) -> StepRunner:

@@ -31,6 +31,7 @@ from .inference import denoise, to_pixels, to_tensor
 from .manifest import file_record, input_record, timings
 from .noise import NoiseChoice, UnknownSigma, build_noise, estimate_sigma
 from .progress import QUIET, Reporter
+from .reference import score_against_reference
 from .registry import create_model
 from .weights import save_weights
 
@@ -58,6 +59,12 @@ class JobSettings:
     per_set: bool = False
     output_ensemble: bool = False
     engine_from: str | None = None
+    engine_min_size: str | None = None
+    """Smallest H×W (e.g. '64x64') the TensorRT engine's optimisation profile accepts; default from the inputs."""
+    engine_max_size: str | None = None
+    """Largest H×W the engine accepts (e.g. '2048x2048'), so one engine serves many image sizes."""
+    timing_cache: str | None = None
+    """TensorRT timing cache file, reused across builds."""
     onnx_opset: int = 18
     precision: Literal["fp32", "fp16"] = "fp32"
     noise_quantization: Literal["auto", "off"] = "auto"
@@ -148,6 +155,10 @@ def adapt_and_export(
 ) -> list[dict[str, Any]]:
     """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests."""
     device = resolve_device(settings.device)
+    if "engine" in settings.formats:
+        from exporters.tensorrt_engine import check_engine_support
+
+        check_engine_support()  # TensorRT, Polygraphy and a GPU: fail before any work is done
     models = ModelCache(settings, device)
     jobs = [_prepare(p, settings, device) for p in inputs]
     if settings.reference and (len(jobs) != 1 or settings.per_set):
@@ -198,7 +209,15 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         )
         outputs_seconds += time.perf_counter() - t
         if settings.reference:
-            scores = _score_against_reference(settings, model, job, clean)
+            scores = score_against_reference(
+                settings.reference,
+                model,
+                job,
+                clean,
+                sigma=_model_sigma(model, job),
+                ensemble=settings.output_ensemble,
+                bit_depth=_bit_depth(job.image),
+            )
             reporter.note(
                 "PSNR against the reference: noisy {noisy[psnr]:.2f} dB, pre-trained {pretrained[psnr]:.2f} dB, "
                 "adapted {adapted[psnr]:.2f} dB".format(**scores)
@@ -282,41 +301,34 @@ def noise_desc(settings: JobSettings, group: list[ImageJob]) -> dict[str, Any]:
     return desc
 
 
-def _score_against_reference(
-    settings: JobSettings, model, job: ImageJob, adapted: torch.Tensor
-) -> dict[str, Any]:
-    from .images import quantize
-    from .metrics import psnr, ssim
-
-    reference = read_image(settings.reference).pixels
-    if reference.shape != job.image.pixels.shape:
-        raise ImageError(
-            f"{settings.reference}: reference is {reference.shape}, the input {job.image.pixels.shape}"
-        )
-    pretrained = denoise(model, job.noisy, sigma=_model_sigma(model, job), ensemble=settings.output_ensemble)
-    depth = _bit_depth(job.image)
-    images = {"noisy": job.image.pixels, "pretrained": to_pixels(pretrained), "adapted": to_pixels(adapted)}
-    scores: dict[str, Any] = {"reference": str(settings.reference)}
-    for name, pixels in images.items():
-        pixels = quantize(pixels, depth)
-        scores[name] = {"psnr": round(psnr(pixels, reference), 4), "ssim": round(ssim(pixels, reference), 5)}
-    return scores
-
-
-def sample_paths() -> tuple[Path, Path]:
-    """The bundled noisy sample and its clean reference (rocket launch towers, public domain, σ = 25)."""
-    from importlib import resources
-
-    root = Path(str(resources.files("rfr_deploy") / "data"))
-    return root / "sample_noisy.png", root / "sample_clean.png"
-
-
 def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJob:
     image = read_image(path)
     noisy = to_tensor(image.pixels, device)
     estimate = estimate_sigma(noisy)
     used = settings.sigma if settings.sigma is not None else estimate
     return ImageJob(path=path, image=image, noisy=noisy, sigma_estimate=estimate, sigma_used=used)
+
+
+def _engine_options(settings: JobSettings):
+    from exporters.tensorrt_engine import EngineOptions
+
+    return EngineOptions(
+        min_hw=_parse_size(settings.engine_min_size),
+        max_hw=_parse_size(settings.engine_max_size),
+        timing_cache=settings.timing_cache,
+    )
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise ConfigError(f"engine size must look like HEIGHTxWIDTH (e.g. 1024x1024), not {text!r}") from exc
+    if h < 1 or w < 1:
+        raise ConfigError(f"engine size must be positive, not {text!r}")
+    return h, w
 
 
 def _model_sigma(model: nn.Module, job: ImageJob) -> float | None:
@@ -336,10 +348,6 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
         return records
     from exporters.onnx_export import export_onnx, onnx_metadata
 
-    if "engine" in settings.formats:
-        from exporters.tensorrt_engine import check_engine_support
-
-        check_engine_support()  # TensorRT, Polygraphy and a GPU, before any export file is written
     onnx_path = out_dir / f"{stem}_rfr.onnx"
     metadata = onnx_metadata(model, noise=noise, sigma=_model_sigma(model, first))
     report = export_onnx(
@@ -361,6 +369,7 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
             onnx_path,
             out_dir / f"{stem}_rfr.engine",
             base=settings.engine_from,
+            options=_engine_options(settings),
             example=first.noisy,
             precision=settings.precision,
             sigma=_model_sigma(model, first),

@@ -91,3 +91,53 @@ def test_adaptation_does_not_hurt_official_dncnn(shared):
     result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=10, lr=1e-5))
     after = psnr(denoise(result.model, noisy).clamp(0, 1), clean)
     assert after > base - 0.05, (base, after)
+
+
+def _distance(a, b):
+    return sum(float((p - q).abs().sum()) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_interpolation_moves_part_of_the_way_from_the_pretrained_weights(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    full = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3))
+    half = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=0.5))
+    for p0, p1, ph in zip(model.parameters(), full.model.parameters(), half.model.parameters(), strict=True):
+        assert torch.allclose(ph, p0 + 0.5 * (p1 - p0), atol=1e-6)
+    assert half.losses == full.losses
+
+
+def test_snapshots_see_the_interpolated_network(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    seen = []
+    result = adapt(
+        model,
+        noisy,
+        GaussianNoise(25),
+        AdaptConfig(steps=3, lr=1e-3, interpolation=0.5),
+        callback=lambda info: seen.append(info.model),
+    )
+    assert _distance(seen[-1], result.model) < 1e-5
+
+
+def test_weight_averaging_and_iterated_targets(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    plain = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3))
+    averaged = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, ema=0.99))
+    # the average of the iterates lies closer to the start than the last iterate
+    assert 0 < _distance(model, averaged.model) < _distance(model, plain.model)
+    refreshed = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, refresh_every=2))
+    assert not torch.equal(refreshed.pseudo_clean[0], plain.pseudo_clean[0])
+    assert refreshed.losses[:2] == plain.losses[:2] and refreshed.losses[2:] != plain.losses[2:]
+
+
+def test_radam_runs(tiny_dncnn, noisy):
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=2, lr=1e-3, optimizer="radam"))
+    assert len(result.losses) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"ema": 1.0}, {"interpolation": 0.0}, {"refresh_every": -1}, {"optimizer": "sgd"}]
+)
+def test_invalid_new_settings_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        AdaptConfig(**kwargs)

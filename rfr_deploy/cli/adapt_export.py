@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..adapt import AdaptConfig
-from ..pipeline import JobSettings, adapt_and_export, sample_paths
+from ..pipeline import JobSettings, adapt_and_export
+from ..reference import sample_paths
 from .options import (
     default_of,
     device_option,
@@ -135,6 +136,17 @@ A, J = AdaptConfig, JobSettings
     default=None,
     help="Refit this TensorRT engine with the adapted weights instead of building a new one.",
 )
+@click.option(
+    "--engine-min-size",
+    default=None,
+    help="Smallest HxW the TensorRT engine accepts (default: from the inputs).",
+)
+@click.option(
+    "--engine-max-size", default=None, help="Largest HxW the TensorRT engine accepts, e.g. 2048x2048."
+)
+@click.option(
+    "--timing-cache", type=click.Path(dir_okay=False), default=None, help="TensorRT timing cache file."
+)
 @click.option("--per-set", is_flag=True, help="Adapt one network on all inputs together and export it once.")
 @click.option("-o", "--output-dir", default=default_of(J, "output_dir"), show_default=True)
 @output_options
@@ -167,6 +179,9 @@ def command(
     precision,
     onnx_opset,
     engine_from,
+    engine_min_size,
+    engine_max_size,
+    timing_cache,
     per_set,
     output_dir,
     as_json,
@@ -217,6 +232,9 @@ def command(
         per_set=per_set,
         output_ensemble=output_ensemble,
         engine_from=engine_from,
+        engine_min_size=engine_min_size,
+        engine_max_size=engine_max_size,
+        timing_cache=timing_cache,
         onnx_opset=onnx_opset,
         precision=precision,
         reference=reference,
