@@ -42,9 +42,8 @@ from .bench_report import (  # noqa: F401  (re-exported: the records of a run)
     BenchReport,
     ModelResult,
     ModeTiming,
-    describe_environment,
 )
-from .devices import resolve_device
+from .devices import describe_environment, resolve_device
 from .errors import ConfigError
 from .inference import to_tensor
 from .noise import GaussianNoise

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import __version__
-from .devices import describe_device
+from .devices import describe_environment  # noqa: F401  (re-exported)
 from .errors import ConfigError, MissingDependencyError
 from .files import atomic_write
 
@@ -119,29 +114,6 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         return render_markdown(self)
-
-
-def describe_environment(device: torch.device) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "device": describe_device(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "rfr_deploy": __version__,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        from .fastpath import bf16_supported
-
-        env["gpu_capability"] = ".".join(str(v) for v in torch.cuda.get_device_capability(device))
-        env["bf16"] = bf16_supported(device)
-    return env
 
 
 def write_report(report: BenchReport, path: str | os.PathLike) -> Path:

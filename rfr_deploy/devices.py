@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
+import platform
+from typing import Any
+
 import torch
 
+from . import __version__
 from .errors import ConfigError
 
 
@@ -23,6 +29,27 @@ def resolve_device(name: str = "auto") -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def describe_environment(device: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "device": describe_device(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "rfr_deploy": __version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        from .fastpath import bf16_supported
+
+        env["gpu_capability"] = ".".join(str(v) for v in torch.cuda.get_device_capability(device))
+        env["bf16"] = bf16_supported(device)
+    return env

@@ -22,7 +22,7 @@ import torch
 
 from .adapt import AdaptConfig, StepInfo, adapt
 from .datasets import NamedImage, load_folder, load_pairs
-from .devices import resolve_device
+from .devices import describe_environment, resolve_device
 from .images import quantize
 from .inference import denoise, to_pixels, to_tensor
 from .metrics import psnr, ssim
@@ -71,6 +71,8 @@ class EvalReport:
     settings: dict[str, Any]
     adapt: dict[str, Any]
     images: list[ImageScore]
+    environment: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
 
     def mean(self, metric: str, m: int) -> float:
         return statistics.fmean(getattr(s, metric)[m] for s in self.images)
@@ -84,6 +86,8 @@ class EvalReport:
             "dataset": self.dataset,
             "settings": self.settings,
             "adapt": self.adapt,
+            "environment": self.environment,
+            "wall_seconds": round(self.wall_seconds, 1),
             "mean": {
                 str(m): {"psnr": round(self.mean("psnr", m), 4), "ssim": round(self.mean("ssim", m), 5)}
                 for m in steps
@@ -105,9 +109,25 @@ class EvalReport:
 
     def to_markdown(self) -> str:
         steps = sorted(self.images[0].psnr) if self.images else []
+        s, a = self.settings, self.adapt
+        changed = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("steps", "seed", "fast", "amp"))
+        context = [
+            f"Dataset `{self.dataset}`"
+            + (f" (first {s['limit']})" if s.get("limit") else "")
+            + (f", central {s['crop']}² crops" if s.get("crop") else ", whole images")
+            + f"; model `{s['model']}`, weights `{s.get('weights') or 'packaged'}`; "
+            + ("real noise pairs" if s.get("pairs") else f"Gaussian σ = {s['sigma']:g}, seed {s['seed']}")
+            + f"; adaptation σ: {s['sigma_mode']}.",
+            f"Adaptation: {changed}.",
+            f"{self.environment.get('device', '?')}, torch {self.environment.get('torch', '?')}, "
+            f"rfr-deploy {self.environment.get('rfr_deploy', '?')}; wall time {self.wall_seconds:.0f} s.",
+            "",
+            "PSNR (dB) / SSIM per image.",
+            "",
+        ]
         head = "| image | noisy | " + " | ".join(f"M={m}" for m in steps) + " |"
         rule = "|---" * (len(steps) + 2) + "|"
-        rows = [head, rule]
+        rows = [*context, head, rule]
         for s in self.images:
             cells = " | ".join(f"{s.psnr[m]:.2f} / {s.ssim[m]:.4f}" for m in steps)
             rows.append(f"| {s.name} | {s.noisy_psnr:.2f} | {cells} |")
@@ -143,6 +163,7 @@ def evaluate(
     device = resolve_device(settings.device)
     dataset = Path(dataset)
     models: dict[int, torch.nn.Module] = {}
+    started = time.perf_counter()
     pairs = _load(dataset, settings)
     checkpoints = sorted(set(settings.steps) | {0})
     max_steps = max(checkpoints)
@@ -173,6 +194,8 @@ def evaluate(
         settings={**dataclasses.asdict(settings), "steps": checkpoints},
         adapt=dataclasses.asdict(dataclasses.replace(config, steps=max_steps)),
         images=scores,
+        environment=describe_environment(device),
+        wall_seconds=time.perf_counter() - started,
     )
 
 

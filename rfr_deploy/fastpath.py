@@ -28,7 +28,8 @@ Design of the CUDA-graph runner
     * Any failure restores the snapshot, the parameter layout and the current stream, and
       :func:`try_graph_runner` returns None with a one-line warning (the eager loop then runs).
 
-None of the CUDA code paths can run in CPU-only CI; ``tests/test_fastpath.py`` holds the GPU
+The host-side pieces (batch shapes, the warm-up snapshot, device learning rates) live in
+:mod:`rfr_deploy.capture` and are tested on the CPU. None of the CUDA code paths can run in CPU-only CI; ``tests/test_fastpath.py`` holds the GPU
 comparison against the eager loop, skipped there.
 
 CPU: :class:`ChannelsLastRunner` is the eager update with the network in channels-last layout,
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from .adapt import AdaptConfig, EagerRunner, loss_function, make_optimizer
-from .transforms import dihedral
+from .capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 
 Precision = Literal["bf16", "fp16", "fp32"]
 WARMUP_UPDATES = 3
@@ -140,105 +140,11 @@ def bf16_supported(device: torch.device) -> bool:
             return bool(torch.cuda.is_bf16_supported())
 
 
-def clean_batch(
-    target: torch.Tensor, k: int, offsets: list[tuple[int, int]] | None, batch: int, patch: int | None
-) -> torch.Tensor:
-    """The clean training batch of one update, cut exactly as :class:`~rfr_deploy.adapt.EagerRunner` does."""
-    if offsets is not None:
-        x = torch.cat([target[..., oy : oy + patch, ox : ox + patch] for oy, ox in offsets])
-    else:
-        x = target.expand(batch, -1, -1, -1)
-    return dihedral(x, k)
-
-
-def training_shapes(
-    targets: list[torch.Tensor], batch: int, patch: int | None
-) -> dict[tuple[int, ...], tuple[int, int, list[tuple[int, int]] | None]]:
-    """Every batch shape the run can produce, each with one (index, k, offsets) that produces it."""
-    shapes: dict[tuple[int, ...], tuple[int, int, list[tuple[int, int]] | None]] = {}
-    for index, target in enumerate(targets):
-        c, h, w = target.shape[1:]
-        if patch is not None:
-            shapes.setdefault((batch, c, patch, patch), (index, 0, [(0, 0)] * batch))
-        else:
-            shapes.setdefault((batch, c, h, w), (index, 0, None))
-            shapes.setdefault((batch, c, w, h), (index, 1, None))
-    return shapes
-
-
-class _Snapshot:
-    """Values of everything an update changes, to undo warm-up updates exactly."""
-
-    def __init__(self, model: nn.Module, optimizer, generator: torch.Generator, scaler):
-        self.model, self.optimizer, self.generator, self.scaler = model, optimizer, generator, scaler
-        self.tensors = [(t, t.detach().clone()) for t in model.state_dict(keep_vars=True).values()]
-        self.optimizer_state = {
-            p: {key: v.clone() for key, v in state.items() if torch.is_tensor(v)}
-            for p, state in optimizer.state.items()
-        }
-        self.generator_state = generator.get_state()
-        self.scaler_state = scaler.state_dict() if scaler is not None else None
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for live, saved in self.tensors:
-            live.copy_(saved)
-        for p, state in self.optimizer.state.items():
-            saved = self.optimizer_state.get(p)
-            for key, value in state.items():
-                if not torch.is_tensor(value):
-                    continue
-                if saved is None:  # created by the warm-up: back to Adam's fresh state (zeros, step 0)
-                    value.zero_()
-                else:
-                    value.copy_(saved[key])
-        self.generator.set_state(self.generator_state)
-        if self.scaler is not None:
-            self.scaler.load_state_dict(self.scaler_state)
-
-
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
     input: torch.Tensor
     loss: torch.Tensor
-
-
-class DeviceLearningRates:
-    """The learning rates of an optimizer as device tensors, following its host-side schedule.
-
-    Captured optimizer kernels read the learning rate from memory: inside :meth:`installed` the
-    param groups hold these tensors (what warm-up and capture see); outside they hold the host
-    floats the LR scheduler updates, exactly as in the eager loop, and :meth:`sync` copies a
-    changed value into its tensor (one fill kernel, only when it changed).
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
-        self.optimizer = optimizer
-        self.values = [float(group["lr"]) for group in optimizer.param_groups]
-        self.tensors = [torch.tensor(v, dtype=torch.float32, device=device) for v in self.values]
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        groups = self.optimizer.param_groups
-        for group, tensor in zip(groups, self.tensors, strict=True):
-            group["lr"] = tensor
-        try:
-            yield
-        finally:
-            for group, value in zip(groups, self.values, strict=True):
-                group["lr"] = value
-
-    def sync(self) -> int:
-        """Refill the tensors whose host value changed; returns how many were refilled."""
-        changed = 0
-        for i, group in enumerate(self.optimizer.param_groups):
-            value = float(group["lr"])
-            if value != self.values[i]:
-                self.values[i] = value
-                self.tensors[i].fill_(value)
-                changed += 1
-        return changed
 
 
 class FastRunner:
@@ -290,14 +196,14 @@ class FastRunner:
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             default_rng = torch.cuda.default_generators[index]
             default_backup = default_rng.clone_state() if hasattr(default_rng, "clone_state") else None
-        snapshot: _Snapshot | None = None
+        snapshot: UpdateSnapshot | None = None
         try:
             torch.backends.cudnn.benchmark = self.device.type == "cuda" or self._benchmark_before
             model.to(memory_format=self.layout)
             self.optimizer, self.scheduler = make_optimizer(model, config, fused=True, capturable=graphs)
             self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
             if graphs:
-                snapshot = _Snapshot(model, self.optimizer, self.generator, self.scaler)
+                snapshot = UpdateSnapshot(model, self.optimizer, self.generator, self.scaler)
                 with torch.cuda.device(self.device):
                     self._capture(shapes, snapshot)
         except BaseException:
@@ -365,7 +271,7 @@ class FastRunner:
             self.scaler.update()
         return loss.detach()
 
-    def _capture(self, shapes, snapshot: _Snapshot) -> None:
+    def _capture(self, shapes, snapshot: UpdateSnapshot) -> None:
         self.lrs = DeviceLearningRates(self.optimizer, self.device)
         for p in self.model.parameters():
             if p.requires_grad:

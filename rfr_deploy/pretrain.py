@@ -56,6 +56,7 @@ class PretrainConfig:
     checkpoint_every: int = 500
     threads: int | None = None
     device: str = "cpu"
+    init: str | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -145,6 +146,8 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
         n2s = Noise2SelfObjective(loss_fn)
 
     step, history = _resume(out / "checkpoint.pt", model, optimizer, scheduler, sampler, generator, config)
+    if step == 0 and config.init:
+        _warm_start(model, config)
     started = time.perf_counter()
     while step < config.steps:
         clean = sampler.sample(config.batch).to(device)
@@ -182,7 +185,8 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
         noise="self-supervised" if config.objective == "noise2self" else config.noise,
         source="rfr-deploy pretrain",
         notes=f"{step} steps of batch {config.batch}×{config.patch}², {config.loss}, Adam {config.lr:g}→{config.lr_min:g}"
-        + (f", {n2s!r}" if config.objective == "noise2self" else ""),
+        + (f", {n2s!r}" if config.objective == "noise2self" else "")
+        + _init_note(config),
     )
     final = out / "final.safetensors"
     train_info = {
@@ -192,6 +196,32 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     }
     save_weights(final, model.net, meta, extra={"training": train_info})
     return final
+
+
+def _init_note(config: PretrainConfig) -> str:
+    """Where a warm-started run began, for the weights' notes (a resumed run still names it)."""
+    if not config.init:
+        return ""
+    from .weights import read_weights_meta
+
+    try:
+        before = read_weights_meta(config.init)[0].notes
+    except Exception:  # weights without rfr-deploy metadata (e.g. an official .pth)
+        before = ""
+    return f"; started from {Path(config.init).name}" + (f" ({before})" if before else "")
+
+
+def _warm_start(model, config: PretrainConfig) -> None:
+    """Start from the parameters of ``config.init`` (a fresh optimizer; a checkpoint takes precedence)."""
+    from .weights import load_weights
+
+    loaded = load_weights(config.init, get_entry(config.model), channels=config.channels)
+    if loaded.meta.arch_kwargs != model.meta.arch_kwargs:
+        raise ConfigError(
+            f"{config.init}: weights have architecture settings {loaded.meta.arch_kwargs}, "
+            f"the run uses {model.meta.arch_kwargs}"
+        )
+    model.net.load_state_dict(loaded.net.state_dict())
 
 
 def _save_checkpoint(

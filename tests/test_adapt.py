@@ -99,7 +99,7 @@ def _distance(a, b):
 
 def test_interpolation_moves_part_of_the_way_from_the_pretrained_weights(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    full = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3))
+    full = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=1.0))
     half = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=0.5))
     for p0, p1, ph in zip(model.parameters(), full.model.parameters(), half.model.parameters(), strict=True):
         assert torch.allclose(ph, p0 + 0.5 * (p1 - p0), atol=1e-6)
@@ -121,8 +121,10 @@ def test_snapshots_see_the_interpolated_network(tiny_dncnn, noisy):
 
 def test_weight_averaging_and_iterated_targets(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    plain = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3))
-    averaged = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, ema=0.99))
+    plain = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, interpolation=1.0))
+    averaged = adapt(
+        model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, ema=0.99, interpolation=1.0)
+    )
     # the average of the iterates lies closer to the start than the last iterate
     assert 0 < _distance(model, averaged.model) < _distance(model, plain.model)
     refreshed = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, refresh_every=2))

@@ -177,6 +177,10 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
         25,
         "--steps",
         "0,2,3",
+        "--interpolation",
+        0.25,
+        "--warmup",
+        1,
         "--json",
         "--markdown",
         tmp_path / "t.md",
@@ -184,8 +188,11 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert set(report["mean"]) == {"0", "2", "3"} and len(report["images"]) == 2
+    assert report["adapt"]["interpolation"] == 0.25 and report["adapt"]["warmup"] == 1
     assert report["images"][0]["noisy_psnr"] < 25
-    assert "| **mean** |" in (tmp_path / "t.md").read_text()
+    assert report["environment"]["torch"] and report["wall_seconds"] > 0
+    table = (tmp_path / "t.md").read_text()
+    assert "| **mean** |" in table and "interpolation=0.25" in table and "σ = 25" in table
 
 
 def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
@@ -219,6 +226,38 @@ def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
 
     meta, extra = read_weights_meta(json.loads(result.output)["weights"])
     assert meta.arch == "dncnn" and meta.channels == 3 and extra["training"]["steps_done"] == 4
+
+
+def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
+    from rfr_deploy.registry import get_entry
+    from rfr_deploy.weights import load_weights, packaged_weights_path, read_weights_meta
+
+    data = tmp_path / "train"
+    write_image(data / "0.png", smooth_image)
+    init = packaged_weights_path("dncnn_color_blind.safetensors")
+    args = ["pretrain", data, "--channels", 3, "-o", tmp_path / "run", "--batch", 1, "--patch", 16]
+    result = run(*args, "--steps", 1, "--lr", 1e-12, "--lr-min", 1e-13, "--init", init, "--json")
+    assert result.exit_code == 0, result.output
+    entry = get_entry("dncnn")
+    trained = load_weights(json.loads(result.output)["weights"], entry).net.state_dict()
+    start = load_weights(init, entry).net.state_dict()
+    assert max(float((trained[k] - start[k]).abs().max()) for k in start) < 1e-6
+    meta, _ = read_weights_meta(json.loads(result.output)["weights"])
+    assert "started from dncnn_color_blind.safetensors" in meta.notes
+    wrong = CliRunner().invoke(
+        main,
+        [str(a) for a in [*args, "-o", tmp_path / "r2", "--channels", 1, "--steps", 1, "--init", init, "-q"]],
+    )
+    assert (
+        wrong.exit_code == 2 and "3-channel" in wrong.output and len(wrong.output.strip().splitlines()) == 1
+    )
+
+
+def test_bad_adaptation_settings_are_usage_errors(image_file, weights_file):
+    result = CliRunner().invoke(
+        main, ["adapt-and-export", str(image_file), "--weights", str(weights_file), "--interpolation", "0"]
+    )
+    assert result.exit_code == 2 and "--interpolation" in result.output
 
 
 def test_reference_scores_noisy_pretrained_and_adapted(tmp_path, image_file, weights_file, smooth_image):

@@ -10,15 +10,12 @@ import pytest
 import torch
 
 from rfr_deploy.adapt import AdaptConfig, EagerRunner, adapt, make_optimizer, make_runner
+from rfr_deploy.capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from rfr_deploy.fastpath import (
     CaptureError,
     ChannelsLastRunner,
-    DeviceLearningRates,
     FastRunner,
-    _Snapshot,
-    clean_batch,
     resolve_precision,
-    training_shapes,
     try_graph_runner,
 )
 from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
@@ -97,7 +94,7 @@ def test_cpu_fast_path_serves_noise_map_networks(noisy):
 
 def test_fast_off_is_exactly_the_eager_loop(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    config = AdaptConfig(steps=4, lr=1e-3, fast="off")
+    config = AdaptConfig(steps=4, lr=1e-3, fast="off", interpolation=1.0)
     runner = make_runner(copy.deepcopy(model), [noisy], GaussianNoise(25), config, torch.Generator())
     assert type(runner) is EagerRunner
     a = adapt(model, noisy, GaussianNoise(25), config)
@@ -168,7 +165,7 @@ def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):
     model = copy.deepcopy(tiny_dncnn(3)).train()
     generator = torch.Generator().manual_seed(3)
     runner = FastRunner(model, [noisy], UniformSigmaGaussianNoise(), config, generator, graphs=False)
-    snapshot = _Snapshot(model, runner.optimizer, generator, None)
+    snapshot = UpdateSnapshot(model, runner.optimizer, generator, None)
     before = _params(model)
     for _ in range(3):  # creates Adam's state lazily and moves the weights and the generator
         runner._update(noisy.contiguous(memory_format=torch.channels_last))
@@ -195,8 +192,8 @@ def test_device_learning_rates_follow_the_host_schedule():
         refills += lrs.sync()
         assert float(lrs.tensors[0]) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
     assert 0 < refills <= 6
-    # a constant schedule never refills
-    optimizer, scheduler = make_optimizer(layer, AdaptConfig(lr=1e-2))
+    # a constant schedule without warm-up never refills
+    optimizer, scheduler = make_optimizer(layer, AdaptConfig(lr=1e-2, warmup=0))
     lrs = DeviceLearningRates(optimizer, torch.device("cpu"))
     optimizer.step()
     scheduler.step()

@@ -7,6 +7,7 @@ import click
 from ..adapt import AdaptConfig
 from ..pipeline import JobSettings, adapt_and_export
 from ..reference import sample_paths
+from .adapt_options import adapt_config, adapt_options
 from .options import (
     default_of,
     device_option,
@@ -66,34 +67,6 @@ A, J = AdaptConfig, JobSettings
     show_default=True,
     help="Number of fine-tuning updates M.",
 )
-@click.option("--lr", type=float, default=default_of(A, "lr"), show_default=True, help="Adam learning rate.")
-@click.option("--loss", type=click.Choice(["mse", "l1"]), default=default_of(A, "loss"), show_default=True)
-@click.option(
-    "--batch",
-    type=click.IntRange(1),
-    default=default_of(A, "batch"),
-    show_default=True,
-    help="Noise realisations per update.",
-)
-@click.option(
-    "--patch",
-    type=click.IntRange(8),
-    default=None,
-    help="Train on random square patches of this side (default: whole image when it fits in memory).",
-)
-@click.option(
-    "--schedule",
-    type=click.Choice(["constant", "cosine"]),
-    default=default_of(A, "schedule"),
-    show_default=True,
-)
-@click.option("--warmup", type=click.IntRange(0), default=default_of(A, "warmup"), show_default=True)
-@click.option(
-    "--target-ensemble/--no-target-ensemble",
-    default=default_of(A, "target_ensemble"),
-    show_default=True,
-    help="×8 self-ensemble for the pseudo-clean target.",
-)
 @click.option(
     "--output-ensemble/--no-output-ensemble",
     default=default_of(J, "output_ensemble"),
@@ -101,19 +74,7 @@ A, J = AdaptConfig, JobSettings
     help="×8 self-ensemble for the written output.",
 )
 @click.option("--seed", type=int, default=default_of(A, "seed"), show_default=True)
-@click.option(
-    "--fast",
-    type=click.Choice(["auto", "on", "off"]),
-    default=default_of(A, "fast"),
-    show_default=True,
-    help="CUDA-graph + mixed-precision updates on GPU.",
-)
-@click.option(
-    "--amp",
-    type=click.Choice(["auto", "bf16", "fp16", "off"]),
-    default=default_of(A, "amp"),
-    show_default=True,
-)
+@adapt_options
 @device_option
 @click.option(
     "--format",
@@ -163,17 +124,8 @@ def command(
     sigma_low,
     sigma_high,
     steps,
-    lr,
-    loss,
-    batch,
-    patch,
-    schedule,
-    warmup,
-    target_ensemble,
     output_ensemble,
     seed,
-    fast,
-    amp,
     device,
     formats,
     precision,
@@ -186,6 +138,7 @@ def command(
     output_dir,
     as_json,
     quiet,
+    **adapt,
 ):
     """Adapt the pre-trained network to each of INPUTS (files or folders) and export the result.
 
@@ -201,22 +154,7 @@ def command(
         raise click.UsageError(
             "give one or more INPUTS (files or folders), or --sample for the bundled demo image"
         )
-    try:
-        config = AdaptConfig(
-            steps=steps,
-            lr=lr,
-            loss=loss,
-            batch=batch,
-            patch=patch,
-            schedule=schedule,
-            warmup=warmup,
-            target_ensemble=target_ensemble,
-            seed=seed,
-            fast=fast,
-            amp=amp,
-        )
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    config = adapt_config(steps, seed, adapt)
     settings = JobSettings(
         model=model,
         weights=weights,

@@ -9,6 +9,7 @@ import click
 from ..adapt import AdaptConfig
 from ..evaluation import EvalSettings, evaluate
 from ..files import atomic_write
+from .adapt_options import adapt_config, adapt_options
 from .options import (
     default_of,
     device_option,
@@ -52,12 +53,7 @@ A, E = AdaptConfig, EvalSettings
     "--crop", type=click.IntRange(16), default=None, help="Evaluate on the central crop of this side."
 )
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
-@click.option("--lr", type=float, default=default_of(A, "lr"), show_default=True)
-@click.option("--batch", type=click.IntRange(1), default=default_of(A, "batch"), show_default=True)
-@click.option("--loss", type=click.Choice(["mse", "l1"]), default=default_of(A, "loss"), show_default=True)
-@click.option(
-    "--target-ensemble/--no-target-ensemble", default=default_of(A, "target_ensemble"), show_default=True
-)
+@adapt_options
 @click.option(
     "--output-ensemble/--no-output-ensemble", default=default_of(E, "output_ensemble"), show_default=True
 )
@@ -78,16 +74,13 @@ def command(
     pairs,
     crop,
     limit,
-    lr,
-    batch,
-    loss,
-    target_ensemble,
     output_ensemble,
     seed,
     device,
     markdown,
     as_json,
     quiet,
+    **adapt,
 ):
     """Score the pre-trained and adapted network on DATASET (a folder of clean images, or pairs)."""
     steps = parse_int_list(steps_text, "--steps")
@@ -105,9 +98,7 @@ def command(
         device=device,
         pairs=pairs,
     )
-    config = AdaptConfig(
-        steps=max(steps), lr=lr, batch=batch, loss=loss, target_ensemble=target_ensemble, seed=seed
-    )
+    config = adapt_config(max(steps), seed, adapt)
     report = evaluate(dataset, settings, config, reporter=reporter_for(quiet, as_json))
     if markdown:
         with atomic_write(Path(markdown)) as tmp:

@@ -44,6 +44,12 @@ P = PretrainConfig
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for PyTorch.")
 @click.option("--device", default=default_of(P, "device"), show_default=True)
+@click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Start from these weights instead of a random initialisation (ignored when resuming).",
+)
 @output_options
 def command(
     data,
@@ -64,6 +70,7 @@ def command(
     checkpoint_every,
     threads,
     device,
+    init,
     as_json,
     quiet,
 ):
@@ -87,6 +94,7 @@ def command(
         checkpoint_every=checkpoint_every,
         threads=threads,
         device=device,
+        init=init,
     )
     reporter = reporter_for(quiet, as_json)
     with reporter.bar(steps, f"pretraining {model}") as update:

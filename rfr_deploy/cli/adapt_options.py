@@ -1,0 +1,129 @@
+"""The adaptation settings (``AdaptConfig``) as click options, shared by every command that adapts.
+
+Each option is named after the ``AdaptConfig`` field it sets, so ``--refresh-every 10`` is
+``AdaptConfig(refresh_every=10)``; the defaults are read from the dataclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..adapt import AdaptConfig
+from .options import default_of
+
+A = AdaptConfig
+
+_OPTIONS: list[Callable[[Callable], Callable]] = [
+    click.option(
+        "--lr", type=float, default=default_of(A, "lr"), show_default=True, help="Adam learning rate."
+    ),
+    click.option(
+        "--loss", type=click.Choice(["mse", "l1"]), default=default_of(A, "loss"), show_default=True
+    ),
+    click.option(
+        "--batch",
+        type=click.IntRange(1),
+        default=default_of(A, "batch"),
+        show_default=True,
+        help="Noise realisations per update.",
+    ),
+    click.option(
+        "--patch",
+        type=click.IntRange(8),
+        default=None,
+        help="Train on random square patches of this side (default: whole image when it fits in memory).",
+    ),
+    click.option(
+        "--schedule",
+        type=click.Choice(["constant", "cosine"]),
+        default=default_of(A, "schedule"),
+        show_default=True,
+    ),
+    click.option(
+        "--warmup",
+        type=click.IntRange(0),
+        default=default_of(A, "warmup"),
+        show_default=True,
+        help="Updates over which the learning rate ramps up linearly.",
+    ),
+    click.option(
+        "--interpolation",
+        type=click.FloatRange(0.0, 1.5, min_open=True),
+        default=default_of(A, "interpolation"),
+        show_default=True,
+        help="Result = pre-trained + this × (adapted − pre-trained) in weight space.",
+    ),
+    click.option(
+        "--ema",
+        type=click.FloatRange(0.0, 1.0, max_open=True),
+        default=default_of(A, "ema"),
+        show_default=True,
+        help="Average the weights over the updates (0: last weights only).",
+    ),
+    click.option(
+        "--refresh-every",
+        type=click.IntRange(0),
+        default=default_of(A, "refresh_every"),
+        show_default=True,
+        help="Recompute the pseudo-clean targets with the adapted network every N updates (0: never).",
+    ),
+    click.option(
+        "--optimizer",
+        type=click.Choice(["adam", "radam"]),
+        default=default_of(A, "optimizer"),
+        show_default=True,
+    ),
+    click.option(
+        "--target-ensemble/--no-target-ensemble",
+        default=default_of(A, "target_ensemble"),
+        show_default=True,
+        help="×8 self-ensemble for the pseudo-clean target.",
+    ),
+    click.option(
+        "--fast",
+        type=click.Choice(["auto", "on", "off"]),
+        default=default_of(A, "fast"),
+        show_default=True,
+        help="CUDA-graph + mixed-precision updates on GPU.",
+    ),
+    click.option(
+        "--amp",
+        type=click.Choice(["auto", "bf16", "fp16", "off"]),
+        default=default_of(A, "amp"),
+        show_default=True,
+    ),
+]
+
+ADAPT_OPTION_NAMES = (
+    "lr",
+    "loss",
+    "batch",
+    "patch",
+    "schedule",
+    "warmup",
+    "interpolation",
+    "ema",
+    "refresh_every",
+    "optimizer",
+    "target_ensemble",
+    "fast",
+    "amp",
+)
+
+
+def adapt_options(f: Callable) -> Callable:
+    """Add every adaptation option (all ``AdaptConfig`` fields except ``steps`` and ``seed``)."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+def adapt_config(steps: int, seed: int, options: dict[str, Any]) -> AdaptConfig:
+    """Build the ``AdaptConfig`` from the command's keyword arguments; a bad value is a usage error."""
+    try:
+        return AdaptConfig(steps=steps, seed=seed, **{name: options[name] for name in ADAPT_OPTION_NAMES})
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
