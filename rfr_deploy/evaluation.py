@@ -117,7 +117,12 @@ class EvalReport:
             + (f", central {s['crop']}² crops" if s.get("crop") else ", whole images")
             + f"; model `{s['model']}`, weights `{s.get('weights') or 'packaged'}`; "
             + ("real noise pairs" if s.get("pairs") else f"Gaussian σ = {s['sigma']:g}, seed {s['seed']}")
-            + f"; adaptation σ: {s['sigma_mode']}.",
+            + (
+                f"; adaptation noise: {s['noise']}"
+                if s.get("pairs") or s.get("noise") != "gaussian"
+                else f"; adaptation σ: {s['sigma_mode']}"
+            )
+            + ".",
             f"Adaptation: {changed}.",
             f"{self.environment.get('device', '?')}, torch {self.environment.get('torch', '?')}, "
             f"rfr-deploy {self.environment.get('rfr_deploy', '?')}; wall time {self.wall_seconds:.0f} s.",
