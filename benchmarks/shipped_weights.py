@@ -42,7 +42,7 @@ def main() -> None:
             official_name: str(shared_path("weights", official)),
         }
         for sigma in (float(s) for s in args.sigmas.split(",")):
-            row = {"dataset": dataset, "sigma": sigma}
+            row = {"dataset": dataset, "sigma": sigma, "official_name": official_name}
             for label, weights in candidates.items():
                 settings = EvalSettings(
                     weights=weights, sigma=sigma, steps=(0,), limit=args.limit, device="cpu"
@@ -52,7 +52,6 @@ def main() -> None:
                     "psnr": round(report.mean("psnr", 0), 3),
                     "ssim": round(report.mean("ssim", 0), 4),
                 }
-                row["official_name"] = official_name
             rows.append(row)
             print(row, flush=True)
     meta = {

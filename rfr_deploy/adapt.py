@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -118,7 +119,12 @@ class StepInfo:
     step: int
     total: int
     loss: torch.Tensor
-    model: nn.Module
+    network: Callable[[], nn.Module]
+    """The network as the run would return it now (averaged, interpolated); built only when asked for."""
+
+    @property
+    def model(self) -> nn.Module:
+        return self.network()
 
 
 class StepRunner(Protocol):
@@ -251,7 +257,8 @@ def adapt(
             for target, y in zip(targets, images, strict=True):  # in place: runners hold these tensors
                 target.copy_(pseudo_clean(current, y, sigma, config.target_ensemble))
         if callback is not None:
-            view = _interpolated(current, origin, config.interpolation) if origin is not None else current
+            # the interpolated copy costs a deep copy: make it only for callbacks that read the model
+            view = functools.partial(_view, current, origin, config.interpolation)
             callback(StepInfo(step + 1, config.steps, loss, view))
     finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
     if finish is not None:
@@ -286,6 +293,10 @@ class WeightAverage:
         weight = max(1.0 - self.ema, 1.0 / self.count)
         for avg, p in zip(self.model.parameters(), model.parameters(), strict=True):
             avg.lerp_(p.detach(), weight)
+
+
+def _view(model: nn.Module, origin: list[torch.Tensor] | None, alpha: float) -> nn.Module:
+    return _interpolated(model, origin, alpha) if origin is not None else model
 
 
 @torch.no_grad()

@@ -110,7 +110,7 @@ class EvalReport:
     def to_markdown(self) -> str:
         steps = sorted(self.images[0].psnr) if self.images else []
         s, a = self.settings, self.adapt
-        changed = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("steps", "seed", "fast", "amp"))
+        listed = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("steps", "seed", "fast", "amp"))
         context = [
             f"Dataset `{self.dataset}`"
             + (f" (first {s['limit']})" if s.get("limit") else "")
@@ -123,7 +123,7 @@ class EvalReport:
                 else f"; adaptation σ: {s['sigma_mode']}"
             )
             + ".",
-            f"Adaptation: {changed}.",
+            f"Adaptation: {listed}.",
             f"{self.environment.get('device', '?')}, torch {self.environment.get('torch', '?')}, "
             f"rfr-deploy {self.environment.get('rfr_deploy', '?')}; wall time {self.wall_seconds:.0f} s.",
             "",

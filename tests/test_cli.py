@@ -2,6 +2,7 @@
 
 import json
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -251,6 +252,13 @@ def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
     assert (
         wrong.exit_code == 2 and "3-channel" in wrong.output and len(wrong.output.strip().splitlines()) == 1
     )
+
+
+def test_every_adaptation_setting_is_an_option():
+    from rfr_deploy.cli.adapt_options import ADAPT_OPTION_NAMES, adapt_options
+
+    params = {p.name for p in adapt_options(click.command()(lambda **kw: None)).params}
+    assert params == set(ADAPT_OPTION_NAMES)
 
 
 def test_bad_adaptation_settings_are_usage_errors(image_file, weights_file):

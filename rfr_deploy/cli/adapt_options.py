@@ -6,6 +6,7 @@ Each option is named after the ``AdaptConfig`` field it sets, so ``--refresh-eve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -97,21 +98,8 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
     ),
 ]
 
-ADAPT_OPTION_NAMES = (
-    "lr",
-    "loss",
-    "batch",
-    "patch",
-    "schedule",
-    "warmup",
-    "interpolation",
-    "ema",
-    "refresh_every",
-    "optimizer",
-    "target_ensemble",
-    "fast",
-    "amp",
-)
+ADAPT_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(AdaptConfig) if f.name not in ("steps", "seed"))
+"""Every field has an option above, named after it (tests/test_cli.py checks both lists agree)."""
 
 
 def adapt_options(f: Callable) -> Callable:
