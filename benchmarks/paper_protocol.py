@@ -51,6 +51,7 @@ def run_table(
     limit: int | None,
     crop: int | None,
     seed: int = 0,
+    score_ensemble: bool = False,
 ) -> None:
     results = []
     reporter = Reporter()
@@ -64,6 +65,7 @@ def run_table(
             crop=crop,
             limit=limit,
             seed=seed,
+            score_ensemble=score_ensemble,
             device="auto",
         )
         started = time.perf_counter()
@@ -87,6 +89,7 @@ def run_table(
             "limit": limit,
             "crop": crop,
             "seed": seed,
+            "score_ensemble": score_ensemble,
             "adapt": dataclasses.asdict(config),
             "environment": environment(),
             "cells": results,
@@ -96,6 +99,8 @@ def run_table(
 
 def markdown(payload: dict) -> str:
     steps = [m for m in payload["steps"]]
+    last = str(max(steps))
+    ensemble_head = f" | ×8 ensemble M=0 / M={last}" if payload.get("score_ensemble") else ""
     lines = [
         f"# {payload['title']}",
         "",
@@ -105,10 +110,16 @@ def markdown(payload: dict) -> str:
         "",
         "Adaptation settings: " + ", ".join(f"{k}={v}" for k, v in payload["adapt"].items() if k != "steps"),
         "",
-        "Mean PSNR (dB) / SSIM; gain over M = 0 and the worst single image in brackets.",
+        "Mean PSNR (dB) / SSIM; gain over M = 0 and the worst single image in brackets."
+        + (
+            " The ensemble column scores the ×8 flip/rotation self-ensemble of the pre-trained and the"
+            " adapted network; its gains are over the single-pass pre-trained output."
+            if ensemble_head
+            else ""
+        ),
         "",
-        "| dataset | network | σ | " + " | ".join(f"M={m}" for m in steps) + " | wall s |",
-        "|---" * (len(steps) + 4) + "|",
+        "| dataset | network | σ | " + " | ".join(f"M={m}" for m in steps) + ensemble_head + " | wall s |",
+        "|---" * (len(steps) + 4 + bool(ensemble_head)) + "|",
     ]
     for c in payload["cells"]:
         cells = []
@@ -116,8 +127,14 @@ def markdown(payload: dict) -> str:
             mean = c["mean"][str(m)]
             text = f"{mean['psnr']:.2f} / {mean['ssim']:.4f}"
             if m:
-                text += f" ({c['mean_gain_db'][str(m)]:+.2f}, worst {c['worst_gain_db'][str(m)]:+.2f})"
+                text += f" ({c['mean_gain_db'][str(m)]:+.3f}, worst {c['worst_gain_db'][str(m)]:+.3f})"
             cells.append(text)
+        if ensemble_head:
+            gain = c["ensemble_gain_db"]
+            cells.append(
+                f"{c['ensemble_mean_psnr']['0']:.2f} / {c['ensemble_mean_psnr'][last]:.2f} "
+                f"({gain['0']:+.3f} / {gain[last]:+.3f}, worst {c['ensemble_worst_gain_db'][last]:+.3f})"
+            )
         lines.append(
             f"| {c['dataset']} | {c['network']} | {c['sigma']:g} | "
             + " | ".join(cells)

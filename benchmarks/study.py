@@ -111,6 +111,7 @@ PAPER = {
     "ema": 0.0,
     "interpolation": 1.0,
     "optimizer": "adam",
+    "select": "off",
 }
 
 

@@ -28,6 +28,9 @@ def main(
     parser.add_argument("--steps", default="0,10,20,40")
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set")
     parser.add_argument("--crop", type=int, default=None, help="central crop side (default: whole images)")
+    parser.add_argument(
+        "--score-ensemble", action="store_true", help="also score the ×8 self-ensemble of every checkpoint"
+    )
     parser.add_argument("--name", default=default_name, help="results file name under benchmarks/results")
     args = parser.parse_args()
     cells = plan(
@@ -36,7 +39,17 @@ def main(
         args.networks.split(",") if args.networks else None,
     )
     steps = tuple(int(s) for s in args.steps.split(","))
-    run_table(args.name, title, cells, sigma_mode, AdaptConfig(), steps, args.limit, args.crop)
+    run_table(
+        args.name,
+        title,
+        cells,
+        sigma_mode,
+        AdaptConfig(),
+        steps,
+        args.limit,
+        args.crop,
+        score_ensemble=args.score_ensemble,
+    )
 
 
 if __name__ == "__main__":

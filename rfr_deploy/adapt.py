@@ -27,14 +27,17 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
+from .blending import WeightAverage, WeightBlend
 from .inference import denoise
 from .memory import available_bytes, bytes_per_pixel
+from .sure import gaussian_level
 from .transforms import DIHEDRAL, dihedral
 
 LossKind = Literal["mse", "l1"]
 FastMode = Literal["auto", "on", "off"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 Schedule = Literal["constant", "cosine"]
+Select = Literal["sure", "off"]
 
 
 @dataclass
@@ -66,6 +69,11 @@ class AdaptConfig:
     """Weight-space interpolation of the result: pre-trained + interpolation × (adapted − pre-trained).
     Values below 1 keep part of the pre-trained network, which removes most losses on images with
     little self-similarity (see benchmarks/results/study_*)."""
+    select: Select = "sure"
+    """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
+    unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.sure`).
+    Never worse than the pre-trained network in expectation. 'off', or camera noise: use
+    ``interpolation``."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -90,6 +98,8 @@ class AdaptConfig:
             raise ValueError("interpolation must be in (0, 1.5]")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
+        if self.select not in ("sure", "off"):
+            raise ValueError(f"select must be 'sure' or 'off', not {self.select!r}")
         if self.optimizer not in ("adam", "radam"):
             raise ValueError(f"optimizer must be 'adam' or 'radam', not {self.optimizer!r}")
         if self.loss not in ("mse", "l1"):
@@ -108,6 +118,10 @@ class AdaptResult:
     runner: str = "eager"
     patch: int | None = None
     """Training patch side actually used (None: whole images)."""
+    interpolation: float = 1.0
+    """Interpolation weight of the returned network (chosen by SURE when ``select='sure'`` applies)."""
+    sure_db: dict[float, float] = field(default_factory=dict)
+    """SURE estimate (dB) of every candidate weight; empty when no selection ran."""
 
     @property
     def mean_step_seconds(self) -> float:
@@ -121,6 +135,8 @@ class StepInfo:
     loss: torch.Tensor
     network: Callable[[], nn.Module]
     """The network as the run would return it now (averaged, interpolated); built only when asked for."""
+    interpolation: Callable[[], float] = lambda: 1.0
+    """The interpolation weight of the network last built by ``model`` (chosen by SURE by default)."""
 
     @property
     def model(self) -> nn.Module:
@@ -234,7 +250,8 @@ def adapt(
     plan = torch.Generator().manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     averaged = WeightAverage(model, config.ema) if config.ema else None
-    origin = [p.detach().clone() for p in model.parameters()] if config.interpolation != 1.0 else None
+    level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
+    blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
     model.train()
     runner = make_runner(model, targets, noise, config_used, generator)
 
@@ -257,16 +274,15 @@ def adapt(
             for target, y in zip(targets, images, strict=True):  # in place: runners hold these tensors
                 target.copy_(pseudo_clean(current, y, sigma, config.target_ensemble))
         if callback is not None:
-            # the interpolated copy costs a deep copy: make it only for callbacks that read the model
-            view = functools.partial(_view, current, origin, config.interpolation)
-            callback(StepInfo(step + 1, config.steps, loss, view))
+            # the result network costs a copy (and SURE scores): build it only for callbacks that read it
+            view = functools.partial(blend.result, current)
+            callback(StepInfo(step + 1, config.steps, loss, view, lambda: blend.chosen))
     finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
     if finish is not None:
         finish()
     if averaged is not None:
         model = averaged.model
-    if origin is not None:
-        model = _interpolated(model, origin, config.interpolation)
+    model = blend.result(model) if config.steps else model
     model.eval()
     return AdaptResult(
         model=model,
@@ -277,35 +293,9 @@ def adapt(
         total_seconds=time.perf_counter() - start,
         runner=runner.name,
         patch=patch,
+        interpolation=blend.chosen if config.steps else 0.0,
+        sure_db=blend.estimates,
     )
-
-
-class WeightAverage:
-    """A running average of a network's weights over the updates (see ``AdaptConfig.ema``)."""
-
-    def __init__(self, model: nn.Module, ema: float):
-        self.model = copy.deepcopy(model).eval()
-        self.ema, self.count = ema, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.count += 1
-        weight = max(1.0 - self.ema, 1.0 / self.count)
-        for avg, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            avg.lerp_(p.detach(), weight)
-
-
-def _view(model: nn.Module, origin: list[torch.Tensor] | None, alpha: float) -> nn.Module:
-    return _interpolated(model, origin, alpha) if origin is not None else model
-
-
-@torch.no_grad()
-def _interpolated(model: nn.Module, origin: list[torch.Tensor], alpha: float) -> nn.Module:
-    """A copy of ``model`` whose weights are origin + alpha × (weights − origin)."""
-    out = copy.deepcopy(model)
-    for p, p0 in zip(out.parameters(), origin, strict=True):
-        p.copy_(torch.lerp(p0.to(p.dtype), p, alpha))
-    return out
 
 
 def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator) -> StepRunner:

@@ -50,6 +50,8 @@ class EvalSettings:
     limit: int | None = None
     seed: int = 0
     output_ensemble: bool = False
+    score_ensemble: bool = False
+    """Also score the ×8 self-ensemble of every checkpoint, reported beside the single-pass output."""
     device: str = "auto"
     pairs: bool = False
     """The dataset folder holds noisy/ and gt/ pairs (real noise) instead of clean images."""
@@ -63,6 +65,10 @@ class ImageScore:
     ssim: dict[int, float] = field(default_factory=dict)
     sigma_estimate: float = 0.0
     seconds: float = 0.0
+    ensemble_psnr: dict[int, float] = field(default_factory=dict)
+    """×8 self-ensemble PSNR per checkpoint (``score_ensemble``)."""
+    interpolation: dict[int, float] = field(default_factory=dict)
+    """Interpolation weight the adaptation returned at each checkpoint (chosen by SURE by default)."""
 
 
 @dataclass
@@ -80,6 +86,10 @@ class EvalReport:
     def gains(self, m: int) -> list[float]:
         return [s.psnr[m] - s.psnr[0] for s in self.images]
 
+    def ensemble_gains(self, m: int) -> list[float]:
+        """×8 self-ensemble at M = m over the single-pass pre-trained output."""
+        return [s.ensemble_psnr[m] - s.psnr[0] for s in self.images]
+
     def to_dict(self) -> dict[str, Any]:
         steps = sorted(self.images[0].psnr) if self.images else []
         return {
@@ -94,6 +104,7 @@ class EvalReport:
             },
             "mean_gain_db": {str(m): round(statistics.fmean(self.gains(m)), 4) for m in steps if m},
             "worst_gain_db": {str(m): round(min(self.gains(m)), 4) for m in steps if m},
+            **(self._ensemble_summary(steps) if self.images and self.images[0].ensemble_psnr else {}),
             "images": [
                 {
                     "name": s.name,
@@ -102,9 +113,20 @@ class EvalReport:
                     "seconds": round(s.seconds, 3),
                     "psnr": {str(k): round(v, 4) for k, v in s.psnr.items()},
                     "ssim": {str(k): round(v, 5) for k, v in s.ssim.items()},
+                    "ensemble_psnr": {str(k): round(v, 4) for k, v in s.ensemble_psnr.items()},
+                    "interpolation": {str(k): v for k, v in s.interpolation.items()},
                 }
                 for s in self.images
             ],
+        }
+
+    def _ensemble_summary(self, steps: list[int]) -> dict[str, Any]:
+        return {
+            "ensemble_mean_psnr": {
+                str(m): round(statistics.fmean(s.ensemble_psnr[m] for s in self.images), 4) for m in steps
+            },
+            "ensemble_gain_db": {str(m): round(statistics.fmean(self.ensemble_gains(m)), 4) for m in steps},
+            "ensemble_worst_gain_db": {str(m): round(min(self.ensemble_gains(m)), 4) for m in steps},
         }
 
     def to_markdown(self) -> str:
@@ -143,6 +165,13 @@ class EvalReport:
             for m in steps
         )
         rows.append(f"| gain dB | | {gains} |")
+        if self.images and self.images[0].ensemble_psnr:
+            ens = " | ".join(
+                f"{statistics.fmean(s.ensemble_psnr[m] for s in self.images):.2f} "
+                f"({statistics.fmean(self.ensemble_gains(m)):+.3f}, worst {min(self.ensemble_gains(m)):+.3f})"
+                for m in steps
+            )
+            rows.append(f"| ×8 ensemble (gain over single-pass M=0) | | {ens} |")
         return "\n".join(rows)
 
 
@@ -243,6 +272,9 @@ def _score_image(
     def record(m: int, net) -> None:
         out = quantize(to_pixels(denoise(net, noisy, sigma=model_sigma, ensemble=settings.output_ensemble)))
         score.psnr[m], score.ssim[m] = psnr(out, reference), ssim(out, reference)
+        if settings.score_ensemble:
+            out = quantize(to_pixels(denoise(net, noisy, sigma=model_sigma, ensemble=True)))
+            score.ensemble_psnr[m] = psnr(out, reference)
 
     record(0, model)
     if max_steps > 0:
@@ -252,6 +284,7 @@ def _score_image(
         def on_step(info: StepInfo) -> None:
             if info.step in checkpoints:
                 record(info.step, info.model)
+                score.interpolation[info.step] = info.interpolation()
 
         adapt(
             model,

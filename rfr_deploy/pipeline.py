@@ -254,7 +254,13 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
             "meta": json.loads(model.meta.to_json()),
         },
         "noise": noise_desc(settings, group),
-        "adaptation": {**dataclasses.asdict(config), "patch_used": result.patch, "runner": result.runner},
+        "adaptation": {
+            **dataclasses.asdict(config),
+            "patch_used": result.patch,
+            "runner": result.runner,
+            "interpolation_used": result.interpolation,
+            "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
+        },
         "device": str(device),
         "per_set": settings.per_set,
         "output_ensemble": settings.output_ensemble,
@@ -268,7 +274,9 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         tmp.write_text(json.dumps(manifest, indent=2))
     manifest["manifest"] = str(manifest_path)
     reporter.note(
-        f"{label}: {config.steps} steps in {result.total_seconds:.1f} s -> "
+        f"{label}: {config.steps} steps in {result.total_seconds:.1f} s"
+        + (f", interpolation {result.interpolation:g} (SURE)" if result.sure_db else "")
+        + " -> "
         + ", ".join(f["path"] for f in files)
         + f", {manifest_path.name}"
     )

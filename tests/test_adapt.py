@@ -99,8 +99,12 @@ def _distance(a, b):
 
 def test_interpolation_moves_part_of_the_way_from_the_pretrained_weights(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    full = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=1.0))
-    half = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=0.5))
+    full = adapt(
+        model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=1.0, select="off")
+    )
+    half = adapt(
+        model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=0.5, select="off")
+    )
     for p0, p1, ph in zip(model.parameters(), full.model.parameters(), half.model.parameters(), strict=True):
         assert torch.allclose(ph, p0 + 0.5 * (p1 - p0), atol=1e-6)
     assert half.losses == full.losses
@@ -113,7 +117,7 @@ def test_snapshots_see_the_interpolated_network(tiny_dncnn, noisy):
         model,
         noisy,
         GaussianNoise(25),
-        AdaptConfig(steps=3, lr=1e-3, interpolation=0.5),
+        AdaptConfig(steps=3, lr=1e-3, interpolation=0.5, select="off"),
         callback=lambda info: seen.append(info.model),
     )
     assert _distance(seen[-1], result.model) < 1e-5
@@ -121,9 +125,14 @@ def test_snapshots_see_the_interpolated_network(tiny_dncnn, noisy):
 
 def test_weight_averaging_and_iterated_targets(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    plain = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, interpolation=1.0))
+    plain = adapt(
+        model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, interpolation=1.0, select="off")
+    )
     averaged = adapt(
-        model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, ema=0.99, interpolation=1.0)
+        model,
+        noisy,
+        GaussianNoise(25),
+        AdaptConfig(steps=6, lr=1e-3, ema=0.99, interpolation=1.0, select="off"),
     )
     # the average of the iterates lies closer to the start than the last iterate
     assert 0 < _distance(model, averaged.model) < _distance(model, plain.model)

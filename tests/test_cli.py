@@ -194,6 +194,33 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
     assert report["environment"]["torch"] and report["wall_seconds"] > 0
     table = (tmp_path / "t.md").read_text()
     assert "| **mean** |" in table and "interpolation=0.25" in table and "σ = 25" in table
+    # SURE chose each checkpoint's interpolation (the default); the weight is recorded per image
+    assert report["adapt"]["select"] == "sure"
+    assert all(set(i["interpolation"]) == {"2", "3"} for i in report["images"])
+
+
+def test_eval_scores_the_self_ensemble_beside_the_single_pass(tmp_path, smooth_image, weights_file):
+    data = tmp_path / "set"
+    write_image(data / "a.png", smooth_image)
+    result = run(
+        "eval",
+        data,
+        "--weights",
+        weights_file,
+        "--steps",
+        "0,2",
+        "--select",
+        "off",
+        "--score-ensemble",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    image = report["images"][0]
+    assert set(image["ensemble_psnr"]) == {"0", "2"} and image["interpolation"] == {"2": 0.5}
+    assert image["ensemble_psnr"]["0"] != image["psnr"]["0"]
+    gain = report["ensemble_gain_db"]["0"]
+    assert gain == pytest.approx(image["ensemble_psnr"]["0"] - image["psnr"]["0"], abs=1e-3)
 
 
 def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):

@@ -94,7 +94,7 @@ def test_cpu_fast_path_serves_noise_map_networks(noisy):
 
 def test_fast_off_is_exactly_the_eager_loop(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    config = AdaptConfig(steps=4, lr=1e-3, fast="off", interpolation=1.0)
+    config = AdaptConfig(steps=4, lr=1e-3, fast="off", interpolation=1.0, select="off")
     runner = make_runner(copy.deepcopy(model), [noisy], GaussianNoise(25), config, torch.Generator())
     assert type(runner) is EagerRunner
     a = adapt(model, noisy, GaussianNoise(25), config)

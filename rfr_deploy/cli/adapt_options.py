@@ -58,6 +58,14 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
         help="Result = pre-trained + this × (adapted − pre-trained) in weight space.",
     ),
     click.option(
+        "--select",
+        type=click.Choice(["sure", "off"]),
+        default=default_of(A, "select"),
+        show_default=True,
+        help="Choose the interpolation per image by Stein's unbiased risk estimate (Gaussian noise); "
+        "'off' uses --interpolation.",
+    ),
+    click.option(
         "--ema",
         type=click.FloatRange(0.0, 1.0, max_open=True),
         default=default_of(A, "ema"),

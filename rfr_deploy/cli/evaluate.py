@@ -57,6 +57,12 @@ A, E = AdaptConfig, EvalSettings
 @click.option(
     "--output-ensemble/--no-output-ensemble", default=default_of(E, "output_ensemble"), show_default=True
 )
+@click.option(
+    "--score-ensemble/--no-score-ensemble",
+    default=default_of(E, "score_ensemble"),
+    show_default=True,
+    help="Also score the ×8 self-ensemble of every checkpoint (reported beside the single pass).",
+)
 @click.option("--seed", type=int, default=default_of(E, "seed"), show_default=True)
 @device_option
 @click.option(
@@ -75,6 +81,7 @@ def command(
     crop,
     limit,
     output_ensemble,
+    score_ensemble,
     seed,
     device,
     markdown,
@@ -95,6 +102,7 @@ def command(
         limit=limit,
         seed=seed,
         output_ensemble=output_ensemble,
+        score_ensemble=score_ensemble,
         device=device,
         pairs=pairs,
     )

@@ -1,0 +1,74 @@
+"""From the trained weights to the returned network: averaging over the updates, and interpolation
+towards the pre-trained weights by a fixed weight or the one Stein's unbiased risk estimate prefers."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .sure import select_interpolation
+
+
+class WeightAverage:
+    """A running average of a network's weights over the updates (see ``AdaptConfig.ema``)."""
+
+    def __init__(self, model: nn.Module, ema: float):
+        self.model = copy.deepcopy(model).eval()
+        self.ema, self.count = ema, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.count += 1
+        weight = max(1.0 - self.ema, 1.0 / self.count)
+        for avg, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(p.detach(), weight)
+
+
+class WeightBlend:
+    """Result = pre-trained + α × (trained − pre-trained).
+
+    With a Gaussian ``level`` (σ of the noise in ``images``, [0, 1] units) α is chosen by SURE among
+    :data:`rfr_deploy.sure.CANDIDATES`; without one, α is the fixed ``interpolation``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Sequence[torch.Tensor],
+        sigma: float | None,
+        level: float | None,
+        interpolation: float,
+        seed: int,
+    ):
+        self.origin = [p.detach().clone() for p in model.parameters()]
+        self.images, self.sigma, self.level = images, sigma, level
+        self.interpolation, self.seed = interpolation, seed
+        self.chosen = interpolation
+        self.estimates: dict[float, float] = {}
+
+    def result(self, current: nn.Module) -> nn.Module:
+        """The network to return for the weights ``current`` now hold (a copy unless α is 1)."""
+        if self.level is None:
+            self.chosen = self.interpolation
+            return current if self.chosen == 1.0 else interpolated(current, self.origin, self.chosen)
+        choice = select_interpolation(
+            lambda alpha: interpolated(current, self.origin, alpha),
+            self.images,
+            self.level,
+            self.sigma,
+            self.seed,
+        )
+        self.chosen, self.estimates = choice.interpolation, choice.estimates
+        return interpolated(current, self.origin, self.chosen)
+
+
+@torch.no_grad()
+def interpolated(model: nn.Module, origin: list[torch.Tensor], alpha: float) -> nn.Module:
+    """A copy of ``model`` whose weights are origin + alpha × (weights − origin)."""
+    out = copy.deepcopy(model)
+    for p, p0 in zip(out.parameters(), origin, strict=True):
+        p.copy_(torch.lerp(p0.to(p.dtype), p, alpha))
+    return out

@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.inference import denoise, to_tensor
+from rfr_deploy.noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
+from rfr_deploy.sure import gaussian_level, select_interpolation, sure_mse
+
+
+class Blur(nn.Module):
+    """A linear denoiser: (1 − w)·y + w·(3×3 box blur of y), called like the zoo's denoisers."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(weight))
+
+    def forward(self, x, sigma=None):
+        blurred = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return torch.lerp(x, blurred, self.weight)
+
+
+@pytest.fixture
+def pair(smooth_image):
+    clean = to_tensor(smooth_image)
+    sigma = 20 / 255
+    noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    return clean, noisy, sigma
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
+def test_sure_matches_the_true_error_of_a_linear_denoiser(pair, weight):
+    clean, noisy, sigma = pair
+    model = Blur(weight)
+    true = float(((denoise(model, noisy) - clean) ** 2).mean())
+    probes = [torch.randn(noisy.shape, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    estimate = sure_mse(model, noisy, sigma, probes=probes)
+    # 32×40×3 pixels: the estimate's own noise is a few percent of σ²
+    assert estimate == pytest.approx(true, abs=0.15 * sigma**2), (estimate, true)
+
+
+def test_sure_ranks_denoisers_like_the_true_error(pair):
+    clean, noisy, sigma = pair
+    weights = [0.0, 0.3, 0.6, 0.9]
+    true = [float(((denoise(Blur(w), noisy) - clean) ** 2).mean()) for w in weights]
+    choice = select_interpolation(lambda a: Blur(a), [noisy], sigma, None, seed=0, candidates=weights)
+    assert choice.interpolation == weights[true.index(min(true))]
+    assert set(choice.estimates) == set(weights)
+    assert all(math.isfinite(v) for v in choice.estimates.values())
+
+
+def test_gaussian_level_known_estimated_and_camera(pair):
+    _, noisy, sigma = pair
+    assert gaussian_level(GaussianNoise(20), [noisy]) == pytest.approx(sigma)
+    assert gaussian_level(QuantizedNoise(GaussianNoise(20)), [noisy]) == pytest.approx(sigma)
+    assert gaussian_level(UniformSigmaGaussianNoise(), [noisy]) > 0
+
+    class Other(nn.Module):
+        pass
+
+    assert gaussian_level(Other(), [noisy]) is None
+
+
+def test_adapt_selects_an_interpolation_by_sure(tiny_dncnn, pair):
+    _, noisy, _ = pair
+    model = tiny_dncnn(3)
+    result = adapt(model, noisy, GaussianNoise(20), AdaptConfig(steps=3, lr=1e-3))
+    assert result.interpolation in result.sure_db
+    assert result.sure_db[result.interpolation] == max(result.sure_db.values())
+    # the returned network is the chosen point between the pre-trained and adapted weights
+    off = adapt(
+        model, noisy, GaussianNoise(20), AdaptConfig(steps=3, lr=1e-3, select="off", interpolation=1.0)
+    )
+    a = result.interpolation
+    for p0, p1, p in zip(model.parameters(), off.model.parameters(), result.model.parameters(), strict=True):
+        assert torch.allclose(p, p0 + a * (p1 - p0), atol=1e-6)
+
+
+def test_select_off_keeps_the_fixed_interpolation(tiny_dncnn, pair):
+    _, noisy, _ = pair
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(20), AdaptConfig(steps=2, lr=1e-3, select="off"))
+    assert result.interpolation == 0.5 and result.sure_db == {}
+
+
+def test_select_must_be_known():
+    with pytest.raises(ValueError, match="select"):
+        AdaptConfig(select="oracle")
