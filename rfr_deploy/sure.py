@@ -27,6 +27,9 @@ from torch import nn
 from .inference import denoise
 from .noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise, estimate_sigma
 
+_PROBE_STREAM = 0x5EED_50BE_0000_0001
+"""Offset of the probe generator's seed (see :func:`select_interpolation`)."""
+
 CANDIDATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 """Interpolation weights tried: 0 is the pre-trained network, 1 the adapted one, 1.25 goes a little further."""
 
@@ -96,11 +99,7 @@ def select_interpolation(
     ``build(alpha)`` returns the network for interpolation weight ``alpha``. Every candidate is
     scored with the same probes so their differences are precise.
     """
-    generator = torch.Generator().manual_seed(seed)
-    draws = [
-        [torch.randn(y.shape, generator=generator).to(y.device, y.dtype) for _ in range(probes)]
-        for y in images
-    ]
+    draws = draw_probes(images, seed, probes)
     pixels = sum(y.numel() for y in images)
     estimates: dict[float, float] = {}
     for alpha in candidates:
@@ -112,3 +111,17 @@ def select_interpolation(
         estimates[alpha] = -10.0 * math.log10(max(mse / pixels, 1e-12))
     best = max(estimates, key=lambda a: (estimates[a], -abs(a - 0.5)))
     return Selection(best, estimates)
+
+
+def draw_probes(images: Sequence[torch.Tensor], seed: int, count: int) -> list[list[torch.Tensor]]:
+    """``count`` standard-normal probes per image, reproducible from ``seed``.
+
+    The probes must be independent of the noise in the images. Benchmarks seed their noise with
+    small integers; probes drawn from a generator seeded the same way would *be* that noise, and a
+    denoiser's response along its own noise is nothing like its divergence. Hence a separate stream.
+    """
+    generator = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + _PROBE_STREAM) % 2**63)
+    return [
+        [torch.randn(y.shape, generator=generator).to(y.device, y.dtype) for _ in range(count)]
+        for y in images
+    ]
