@@ -30,7 +30,7 @@ class WeightAverage:
 class WeightBlend:
     """Result = pre-trained + α × (trained − pre-trained).
 
-    With a Gaussian ``level`` (σ of the noise in ``images``, [0, 1] units) α is chosen by SURE among
+    With a Gaussian ``level`` (range of σ of the noise in ``images``, [0, 1] units) α is chosen by SURE among
     :data:`rfr_deploy.sure.CANDIDATES`; without one, α is the fixed ``interpolation``.
     """
 
@@ -39,7 +39,7 @@ class WeightBlend:
         model: nn.Module,
         images: Sequence[torch.Tensor],
         sigma: float | None,
-        level: float | None,
+        level: tuple[float, float] | None,
         interpolation: float,
         seed: int,
     ):

@@ -17,13 +17,18 @@ from torch import nn
 
 
 class GaussianNoise(nn.Module):
-    """Additive white Gaussian noise of a known level ``sigma`` (8-bit grey levels)."""
+    """Additive white Gaussian noise of a given level ``sigma`` (8-bit grey levels).
 
-    def __init__(self, sigma: float):
+    ``estimated`` marks a level estimated from the image rather than known (SURE then allows for
+    the estimate's error, see :mod:`rfr_deploy.sure`).
+    """
+
+    def __init__(self, sigma: float, estimated: bool = False):
         super().__init__()
         if not math.isfinite(sigma) or sigma < 0:
             raise ValueError(f"sigma must be a finite non-negative number, got {sigma}")
         self.sigma = float(sigma)
+        self.estimated = estimated
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None
@@ -32,7 +37,7 @@ class GaussianNoise(nn.Module):
         return x + s.view(-1, 1, 1, 1) * _randn_like(x, generator), s
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}"
+        return f"sigma={self.sigma:g}" + (", estimated" if self.estimated else "")
 
 
 class UniformSigmaGaussianNoise(nn.Module):
@@ -142,5 +147,5 @@ def build_noise(
     elif unknown_sigma == "uniform":
         noise = UniformSigmaGaussianNoise(*sigma_range)
     else:
-        noise = GaussianNoise(statistics.median(sigma_estimates))
+        noise = GaussianNoise(statistics.median(sigma_estimates), estimated=True)
     return QuantizedNoise(noise, bit_depth) if bit_depth else noise

@@ -53,9 +53,13 @@ def test_sure_ranks_denoisers_like_the_true_error(pair):
 
 def test_gaussian_level_known_estimated_and_camera(pair):
     _, noisy, sigma = pair
-    assert gaussian_level(GaussianNoise(20), [noisy]) == pytest.approx(sigma)
-    assert gaussian_level(QuantizedNoise(GaussianNoise(20)), [noisy]) == pytest.approx(sigma)
-    assert gaussian_level(UniformSigmaGaussianNoise(), [noisy]) > 0
+    assert gaussian_level(GaussianNoise(20), [noisy]) == pytest.approx((sigma, sigma))
+    assert gaussian_level(QuantizedNoise(GaussianNoise(20)), [noisy]) == pytest.approx((sigma, sigma))
+    # an estimated level is a range reaching below the estimate (the estimator reads textured images high)
+    low, high = gaussian_level(GaussianNoise(20, estimated=True), [noisy])
+    assert low == pytest.approx(0.9 * sigma) and high == pytest.approx(sigma)
+    low, high = gaussian_level(UniformSigmaGaussianNoise(), [noisy])
+    assert 0 < low < high
 
     class Other(nn.Module):
         pass
@@ -98,3 +102,21 @@ def test_probes_are_not_the_noise_of_a_generator_with_the_same_seed(smooth_image
         probe = draw_probes([x], seed, 1)[0][0]
         assert abs(float((noise * probe).mean())) < 0.05
     assert torch.equal(draw_probes([x], 3, 2)[0][1], draw_probes([x], 3, 2)[0][1])
+
+
+def test_an_uncertain_level_keeps_the_pretrained_network_unless_every_level_in_range_agrees(pair):
+    clean, noisy, sigma = pair
+    # the improvement of the blur over the identity changes sign inside this wide range of σ
+    gains = {}
+    for s in (0.2 * sigma, sigma):
+        choice = select_interpolation(lambda a: Blur(a), [noisy], s, None, seed=0, candidates=[0.0, 0.9])
+        gains[s] = choice.interpolation
+    assert gains == {0.2 * sigma: 0.0, sigma: 0.9}
+    robust = select_interpolation(lambda a: Blur(a), [noisy], (0.2 * sigma, sigma), None, 0, [0.0, 0.9])
+    assert robust.interpolation == 0.0
+    assert (
+        select_interpolation(
+            lambda a: Blur(a), [noisy], (0.9 * sigma, sigma), None, 0, [0.0, 0.9]
+        ).interpolation
+        == 0.9
+    )
