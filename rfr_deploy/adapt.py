@@ -72,8 +72,9 @@ class AdaptConfig:
     select: Select = "sure"
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
     unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.sure`).
-    Never worse than the pre-trained network in expectation. 'off', or camera noise: use
-    ``interpolation``."""
+    α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
+    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', or camera
+    noise: use ``interpolation``."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -275,14 +276,14 @@ def adapt(
                 target.copy_(pseudo_clean(current, y, sigma, config.target_ensemble))
         if callback is not None:
             # the result network costs a copy (and SURE scores): build it only for callbacks that read it
-            view = functools.partial(blend.result, current)
+            view = functools.partial(blend.result, current, step + 1)
             callback(StepInfo(step + 1, config.steps, loss, view, lambda: blend.chosen))
     finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
     if finish is not None:
         finish()
     if averaged is not None:
         model = averaged.model
-    model = blend.result(model) if config.steps else model
+    model = blend.result(model, config.steps) if config.steps else model
     model.eval()
     return AdaptResult(
         model=model,

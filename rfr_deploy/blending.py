@@ -48,20 +48,26 @@ class WeightBlend:
         self.interpolation, self.seed = interpolation, seed
         self.chosen = interpolation
         self.estimates: dict[float, float] = {}
+        self._selected_at: int | None = None
 
-    def result(self, current: nn.Module) -> nn.Module:
-        """The network to return for the weights ``current`` now hold (a copy unless α is 1)."""
+    def result(self, current: nn.Module, step: int) -> nn.Module:
+        """The network to return for the weights ``current`` hold after ``step`` updates (a copy unless α is 1).
+
+        The SURE selection (3 forward passes per candidate) runs once per step: a callback that reads
+        the network after the last update and the final result share it.
+        """
         if self.level is None:
             self.chosen = self.interpolation
             return current if self.chosen == 1.0 else interpolated(current, self.origin, self.chosen)
-        choice = select_interpolation(
-            lambda alpha: interpolated(current, self.origin, alpha),
-            self.images,
-            self.level,
-            self.sigma,
-            self.seed,
-        )
-        self.chosen, self.estimates = choice.interpolation, choice.estimates
+        if step != self._selected_at:
+            choice = select_interpolation(
+                lambda alpha: interpolated(current, self.origin, alpha),
+                self.images,
+                self.level,
+                self.sigma,
+                self.seed,
+            )
+            self.chosen, self.estimates, self._selected_at = choice.interpolation, choice.estimates, step
         return interpolated(current, self.origin, self.chosen)
 
 

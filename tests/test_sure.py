@@ -120,3 +120,24 @@ def test_an_uncertain_level_keeps_the_pretrained_network_unless_every_level_in_r
         ).interpolation
         == 0.9
     )
+
+
+def test_a_callback_at_the_last_step_and_the_result_share_one_selection(tiny_dncnn, pair, monkeypatch):
+    import rfr_deploy.blending as blending
+
+    calls = []
+    real = blending.select_interpolation
+    monkeypatch.setattr(blending, "select_interpolation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, noisy, _ = pair
+    seen = []
+    result = adapt(
+        tiny_dncnn(3),
+        noisy,
+        GaussianNoise(20),
+        AdaptConfig(steps=3, lr=1e-3),
+        callback=lambda i: seen.append(i.model),
+    )
+    assert len(calls) == 3  # one per step read by the callback, none repeated for the result
+    assert all(
+        torch.equal(p, q) for p, q in zip(seen[-1].parameters(), result.model.parameters(), strict=True)
+    )
