@@ -10,7 +10,8 @@ Quick use::
 
 from .adapt import AdaptConfig, AdaptResult, adapt
 from .errors import ImageError, RfrError, WeightsError
-from .noise import GaussianNoise, UniformSigmaGaussianNoise, estimate_sigma
+from .noise import GaussianNoise, UniformSigmaGaussianNoise
+from .noise_level import estimate_sigma
 from .registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
 
 __version__ = "0.1.0"

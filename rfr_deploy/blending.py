@@ -53,7 +53,7 @@ class WeightBlend:
     def result(self, current: nn.Module, step: int) -> nn.Module:
         """The network to return for the weights ``current`` hold after ``step`` updates (a copy unless α is 1).
 
-        The SURE selection (3 forward passes per candidate) runs once per step: a callback that reads
+        The SURE selection (1 + :func:`~rfr_deploy.sure.probe_count` forward passes per candidate) runs once per step: a callback that reads
         the network after the last update and the final result share it.
         """
         if self.level is None:

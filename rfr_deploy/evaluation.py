@@ -26,7 +26,8 @@ from .devices import describe_environment, resolve_device
 from .images import quantize
 from .inference import denoise, to_pixels, to_tensor
 from .metrics import psnr, ssim
-from .noise import build_noise, estimate_sigma
+from .noise import build_noise
+from .noise_level import estimate_sigma
 from .progress import QUIET, Reporter
 from .registry import create_model
 

@@ -1,4 +1,4 @@
-"""Synthetic noise models and a noise-level estimator.
+"""Synthetic noise models (the noise-level estimator lives in :mod:`rfr_deploy.noise_level`).
 
 Every noise model is an ``nn.Module`` whose ``forward(x, generator)`` returns the
 noisy batch and the per-sample noise level σ (in [0, 1] units, i.e. σ/255 for
@@ -65,38 +65,6 @@ class UniformSigmaGaussianNoise(nn.Module):
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-
-
-@torch.no_grad()
-def estimate_sigma(
-    image: torch.Tensor, patch: int = 7, stride: int | None = None, max_patches: int = 250_000
-) -> float:
-    """Estimate the level of additive white Gaussian noise in ``image`` (C×H×W or 1×C×H×W, [0, 1]).
-
-    Returns σ in 8-bit grey levels. Method: statistics of the eigenvalues of the
-    covariance of overlapping patches (Chen, Zhu & Heng, ICCV 2015). Image
-    structure concentrates in a few principal directions; the remaining
-    eigenvalues all equal σ², which is found as the largest set of the smallest
-    eigenvalues whose mean equals their median. The patch stride grows with the
-    image so that at most ``max_patches`` patches are used.
-    """
-    x = image.detach().to("cpu", torch.float64)
-    if x.ndim == 4:
-        x = x[0]
-    c, h, w = x.shape
-    p = min(patch, h, w)
-    if stride is None:
-        stride = max(1, math.ceil(math.sqrt((h - p + 1) * (w - p + 1) / max_patches)))
-    cols = torch.nn.functional.unfold(x.unsqueeze(0), kernel_size=p, stride=stride)[0]  # (c·p², n)
-    cols = cols - cols.mean(dim=1, keepdim=True)
-    cov = cols @ cols.T / cols.shape[1]
-    eig = torch.linalg.eigvalsh(cov).clamp_min(0)  # ascending
-    for i in range(eig.numel(), 0, -1):
-        tail = eig[:i]
-        tau = tail.mean()
-        if int((tail > tau).sum()) == int((tail < tau).sum()):
-            return float(tau.sqrt() * 255.0)
-    return float(eig[0].sqrt() * 255.0)
 
 
 class QuantizedNoise(nn.Module):

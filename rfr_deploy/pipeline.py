@@ -29,7 +29,8 @@ from .files import atomic_write
 from .images import Image, read_image, write_image
 from .inference import denoise, to_pixels, to_tensor
 from .manifest import file_record, input_record, timings
-from .noise import NoiseChoice, UnknownSigma, build_noise, estimate_sigma
+from .noise import NoiseChoice, UnknownSigma, build_noise
+from .noise_level import estimate_sigma
 from .progress import QUIET, Reporter
 from .reference import score_against_reference
 from .registry import create_model

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise, estimate_sigma
+from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise_level import estimate_sigma
 
 
 def test_gaussian_noise_level_and_reproducibility():
@@ -56,3 +57,34 @@ def test_quantized_noise_looks_like_an_integer_file():
     assert float(noisy.min()) == 0.0 and float(noisy.max()) == 1.0
     assert torch.allclose(noisy * 255, torch.round(noisy * 255), atol=1e-4)
     assert torch.allclose(s, torch.full((2,), 25 / 255))
+
+
+@pytest.mark.parametrize("sigma", [5, 25])
+def test_estimate_sigma_ignores_natural_texture(shared, sigma):
+    # on textured photographs the all-patch covariance reads texture as noise (BSD68 at σ = 5:
+    # up to 14 on 256² crops); the weak-texture patches do not
+    from rfr_deploy.datasets import load_folder
+    from rfr_deploy.evaluation import center_crop
+    from rfr_deploy.inference import to_tensor
+
+    g = torch.Generator().manual_seed(0)
+    plain, weak = [], []
+    for item in load_folder(shared("data", "test", "BSD68"), limit=8):
+        clean = to_tensor(center_crop(item.pixels, 128))
+        noisy = clean + sigma / 255 * torch.randn(clean.shape, generator=g)
+        plain.append(estimate_sigma(noisy, iterations=0))
+        weak.append(estimate_sigma(noisy))
+    mean = sum(weak) / len(weak)
+    assert mean == pytest.approx(sigma, rel=0.15)
+    assert abs(mean - sigma) < 0.5 * abs(sum(plain) / len(plain) - sigma)
+
+
+def test_estimate_sigma_leaves_out_clipped_regions():
+    # half the image sits at black: clipping there thins the noise, which must not pull the estimate down
+    g = torch.Generator().manual_seed(2)
+    clean = torch.full((1, 1, 128, 128), 0.5)
+    clean[..., :64, :] = 0.0
+    noisy = (clean + 25 / 255 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    noisy = torch.round(noisy * 255) / 255
+    assert estimate_sigma(noisy) == pytest.approx(25, rel=0.05)
+    assert estimate_sigma(noisy, iterations=0) < 22

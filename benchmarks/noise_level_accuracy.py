@@ -1,0 +1,99 @@
+"""Accuracy of the noise-level estimator that unknown-σ adaptation relies on.
+
+For every test set and σ, adds Gaussian noise to the first images (central crops), optionally
+clipped and rounded to 8 bits like a real image file, and compares two estimators of σ: the
+patch-covariance eigenvalue rule on all patches (Chen et al. 2015, ``iterations=0``) and the
+same rule on weak-texture patches (``rfr_deploy.noise_level.estimate_sigma``, the default).
+
+    python benchmarks/noise_level_accuracy.py --crop 256 --limit 12
+    python benchmarks/noise_level_accuracy.py --crop 256 --limit 12 --file-like
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import environment, write_results
+
+from rfr_deploy.datasets import load_folder
+from rfr_deploy.evaluation import add_gaussian_noise, center_crop
+from rfr_deploy.inference import to_tensor
+from rfr_deploy.noise_level import estimate_sigma
+from rfr_deploy.shared import shared_path
+
+ESTIMATORS = {"all patches": {"iterations": 0}, "weak-texture patches (default)": {}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default="Set12,BSD68,CBSD68,Kodak24,McMaster")
+    parser.add_argument("--sigmas", default="5,15,25,40,50")
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=12)
+    parser.add_argument(
+        "--file-like", action="store_true", help="clip to [0, 1] and round to 8 bits, as a saved image"
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = []
+    for dataset in args.datasets.split(","):
+        clean = [
+            to_tensor(center_crop(item.pixels, args.crop))
+            for item in load_folder(shared_path("data", "test", dataset), limit=args.limit)
+        ]
+        for sigma in (float(s) for s in args.sigmas.split(",")):
+            row = {"dataset": dataset, "sigma": sigma, "images": len(clean)}
+            noisy = [add_gaussian_noise(x, sigma, 0, i) for i, x in enumerate(clean)]
+            if args.file_like:
+                noisy = [torch.round(y.clamp(0, 1) * 255) / 255 for y in noisy]
+            for name, kwargs in ESTIMATORS.items():
+                ratios = [estimate_sigma(y, **kwargs) / sigma for y in noisy]
+                row[name] = {
+                    "mean_ratio": statistics.fmean(ratios),
+                    "min_ratio": min(ratios),
+                    "max_ratio": max(ratios),
+                    "mean_abs_error_pct": 100 * statistics.fmean(abs(r - 1) for r in ratios),
+                }
+            rows.append(row)
+            print(dataset, sigma, {k: round(row[k]["mean_ratio"], 3) for k in ESTIMATORS}, flush=True)
+    env = environment()
+    suffix = "_file" if args.file_like else ""
+    name = f"noise_level_accuracy_crop{args.crop}{suffix}"
+    payload = {
+        "protocol": vars(args),
+        "environment": env,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+    noise = "clipped and rounded to 8 bits" if args.file_like else "unclipped (the benchmark protocol)"
+    lines = [
+        f"# {name}",
+        "",
+        f"First {args.limit} images per set, central {args.crop}² crops, Gaussian noise {noise}, seed 0; "
+        f"torch {env['torch']}, {env['device']}; {payload['wall_seconds']:.0f} s.",
+        "",
+        "σ̂ / σ: mean [min, max] over the images, and the mean absolute error in percent.",
+        "",
+        "| set | σ | " + " | ".join(ESTIMATORS) + " |",
+        "|---|---:|" + "---|" * len(ESTIMATORS),
+        *(
+            f"| {r['dataset']} | {r['sigma']:g} | "
+            + " | ".join(
+                f"{r[k]['mean_ratio']:.3f} [{r[k]['min_ratio']:.3f}, {r[k]['max_ratio']:.3f}], "
+                f"{r[k]['mean_abs_error_pct']:.1f} %"
+                for k in ESTIMATORS
+            )
+            + " |"
+            for r in rows
+        ),
+    ]
+    write_results(name, payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
