@@ -11,7 +11,7 @@ Quick use::
 from .adapt import AdaptConfig, AdaptResult, adapt
 from .errors import ImageError, RfrError, WeightsError
 from .noise import GaussianNoise, UniformSigmaGaussianNoise
-from .noise_level import estimate_sigma
+from .noise_level import NoiseLevel, estimate_noise_level, estimate_sigma
 from .registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
 
 __version__ = "0.1.0"
@@ -30,6 +30,8 @@ __all__ = [
     "adapt",
     "create_model",
     "estimate_sigma",
+    "estimate_noise_level",
+    "NoiseLevel",
     "list_models",
     "register_model",
 ]

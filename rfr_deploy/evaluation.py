@@ -27,7 +27,7 @@ from .images import quantize
 from .inference import denoise, to_pixels, to_tensor
 from .metrics import psnr, ssim
 from .noise import build_noise
-from .noise_level import estimate_sigma
+from .noise_level import estimate_noise_level
 from .progress import QUIET, Reporter
 from .registry import create_model
 
@@ -260,7 +260,7 @@ def _score_image(
     else:
         noisy = to_tensor(noisy_img.pixels, device)
         true_sigma = None
-    estimate = estimate_sigma(noisy)
+    estimate = estimate_noise_level(noisy).sigma
     known = true_sigma if settings.sigma_mode == "known" else None
     model_sigma = ((known if known is not None else estimate) / 255.0) if model.meta.noise_map else None
     reference = clean_img.pixels

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,44 @@ CLIP_MARGIN = 2.0
 
 MIN_PATCHES_PER_DIMENSION = 40
 """The weak-texture set keeps at least this many patches per patch dimension (c·p²) for a stable covariance."""
+
+
+AGREEMENT = 0.02
+"""The two estimators agree when they differ by at most this fraction. Texture makes the all-patch
+estimate read high; clipping in 8-bit files (near black, white or saturated colours) makes it read low."""
+
+AGREED_RANGE = (0.99, 1.01)
+"""Where the true σ lies relative to the estimate when the estimators agree (no texture inflating
+the all-patch estimate, which is then the more precise: within ±0.4 % on colour 256² crops at σ = 25)."""
+
+DISAGREED_RANGE = (0.9, 1.03)
+"""Relative range when they disagree: texture inflated the all-patch estimate, the weak-texture one
+can still read up to 10 % high on textured gray crops."""
+
+
+@dataclass(frozen=True)
+class NoiseLevel:
+    """An estimated Gaussian noise level and the range the true level is taken to lie in (8-bit units)."""
+
+    sigma: float
+    low: float
+    high: float
+
+
+def estimate_noise_level(image: torch.Tensor) -> NoiseLevel:
+    """σ of the Gaussian noise in ``image`` with an honest range, from two estimators.
+
+    The all-patch estimate is precise when no texture inflates it; the weak-texture estimate is
+    robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the all-patch
+    value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
+    weak-texture value with :data:`DISAGREED_RANGE`. SURE's choice between networks is sensitive to σ (see
+    :mod:`rfr_deploy.sure`), so the range matters as much as the value.
+    """
+    plain = estimate_sigma(image, iterations=0)
+    weak = estimate_sigma(image)
+    agree = abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT
+    sigma, (low, high) = (plain, AGREED_RANGE) if agree else (weak, DISAGREED_RANGE)
+    return NoiseLevel(sigma, sigma * low, sigma * high)
 
 
 @torch.no_grad()

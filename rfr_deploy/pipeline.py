@@ -30,7 +30,7 @@ from .images import Image, read_image, write_image
 from .inference import denoise, to_pixels, to_tensor
 from .manifest import file_record, input_record, timings
 from .noise import NoiseChoice, UnknownSigma, build_noise
-from .noise_level import estimate_sigma
+from .noise_level import estimate_noise_level
 from .progress import QUIET, Reporter
 from .reference import score_against_reference
 from .registry import create_model
@@ -313,7 +313,7 @@ def noise_desc(settings: JobSettings, group: list[ImageJob]) -> dict[str, Any]:
 def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJob:
     image = read_image(path)
     noisy = to_tensor(image.pixels, device)
-    estimate = estimate_sigma(noisy)
+    estimate = estimate_noise_level(noisy).sigma
     used = settings.sigma if settings.sigma is not None else estimate
     return ImageJob(path=path, image=image, noisy=noisy, sigma_estimate=estimate, sigma_used=used)
 

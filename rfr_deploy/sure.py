@@ -26,7 +26,7 @@ from torch import nn
 
 from .inference import denoise
 from .noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
-from .noise_level import estimate_sigma
+from .noise_level import estimate_noise_level
 
 _PROBE_STREAM = 0x5EED_50BE_0000_0001
 """Offset of the probe generator's seed (see :func:`select_interpolation`)."""
@@ -79,32 +79,26 @@ def sure_mse(
     return sure_from_terms(*sure_terms(model, noisy, model_sigma, probes, epsilon), noise_sigma)
 
 
-ESTIMATE_UNCERTAINTY = 0.04
-"""Relative uncertainty of an estimated σ: the true level is taken to lie in [0.96 σ̂, 1.04 σ̂].
-The weak-texture estimator (:mod:`rfr_deploy.noise_level`) lands within ±3 % on most 256² crops
-of Set12, BSD68, CBSD68, Kodak24 and McMaster at σ = 15–50 (one textured BSD68 crop reads 8 %
-high; heavily saturated 8-bit colour crops read low at σ ≥ 40)."""
-
-
 def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float] | None:
     """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) SURE should assume.
 
-    Known σ: that σ (low = high). Estimated σ, or uniform σ (level unknown, estimated from the
-    images): the estimate widened both ways by :data:`ESTIMATE_UNCERTAINTY`. Camera noise or any
-    other model: None (SURE for Gaussian noise does not apply).
+    Known σ: that σ (low = high). Estimated σ, or uniform σ (level unknown): the range
+    :func:`~rfr_deploy.noise_level.estimate_noise_level` gives, the widest over the images, around
+    the level used. Camera noise or any other model: None (SURE for Gaussian noise does not apply).
     """
     inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
+    if isinstance(inner, GaussianNoise) and not inner.estimated:
+        return inner.sigma / 255.0, inner.sigma / 255.0
+    if not isinstance(inner, GaussianNoise | UniformSigmaGaussianNoise):
+        return None
+    levels = [estimate_noise_level(y) for y in images]
+    low = min(v.low / v.sigma for v in levels)
+    high = max(v.high / v.sigma for v in levels)
     if isinstance(inner, GaussianNoise):
         level = inner.sigma / 255.0
-        return _widen(level) if inner.estimated else (level, level)
-    if isinstance(inner, UniformSigmaGaussianNoise):
-        estimates = sorted(estimate_sigma(y) for y in images)
-        return _widen(estimates[len(estimates) // 2] / 255.0)
-    return None
-
-
-def _widen(level: float) -> tuple[float, float]:
-    return level * (1.0 - ESTIMATE_UNCERTAINTY), level * (1.0 + ESTIMATE_UNCERTAINTY)
+    else:
+        level = sorted(v.sigma for v in levels)[len(levels) // 2] / 255.0
+    return level * low, level * high
 
 
 @dataclass

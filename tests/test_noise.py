@@ -88,3 +88,21 @@ def test_estimate_sigma_leaves_out_clipped_regions():
     noisy = torch.round(noisy * 255) / 255
     assert estimate_sigma(noisy) == pytest.approx(25, rel=0.05)
     assert estimate_sigma(noisy, iterations=0) < 22
+
+
+def test_noise_level_range_narrow_when_estimators_agree():
+    from rfr_deploy.noise_level import AGREED_RANGE, DISAGREED_RANGE, estimate_noise_level
+
+    g = torch.Generator().manual_seed(3)
+    y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    smooth = (0.5 + 0.3 * torch.sin(x / 9) * torch.cos(y / 13)).expand(1, 1, 128, 128)
+    flat = torch.full((1, 3, 128, 128), 0.5)
+    level = estimate_noise_level(flat + 25 / 255 * torch.randn(flat.shape, generator=g))
+    assert level.sigma == pytest.approx(25, rel=0.03)
+    assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in AGREED_RANGE))
+    # fine random texture inflates the all-patch estimate: the estimators disagree, the range widens
+    texture = smooth + 0.2 * torch.randn(smooth.shape, generator=g)
+    texture[..., 64:, :] = smooth[..., 64:, :]
+    level = estimate_noise_level(texture + 25 / 255 * torch.randn(smooth.shape, generator=g))
+    assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in DISAGREED_RANGE))
+    assert level.low < 25 < level.high
