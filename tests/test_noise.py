@@ -101,8 +101,12 @@ def test_noise_level_range_narrow_when_estimators_agree():
     assert level.sigma == pytest.approx(25, rel=0.03)
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in AGREED_RANGE))
     # fine random texture inflates the all-patch estimate: the estimators disagree, the range widens
+    smooth = smooth.expand(1, 3, 128, 128)
     texture = smooth + 0.2 * torch.randn(smooth.shape, generator=g)
     texture[..., 64:, :] = smooth[..., 64:, :]
     level = estimate_noise_level(texture + 25 / 255 * torch.randn(smooth.shape, generator=g))
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in DISAGREED_RANGE))
     assert level.low < 25 < level.high
+    # gray: the all-patch value and the range below it
+    gray = estimate_noise_level(texture[:, :1] + 25 / 255 * torch.randn(1, 1, 128, 128, generator=g))
+    assert (gray.low, gray.high) == pytest.approx((0.9 * gray.sigma, gray.sigma))
