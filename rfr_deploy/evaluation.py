@@ -26,7 +26,7 @@ from .devices import describe_environment, resolve_device
 from .images import quantize
 from .inference import denoise, to_pixels, to_tensor
 from .metrics import psnr, ssim
-from .noise import build_noise
+from .noise import NoiseChoice, build_noise, resolve_noise_kind
 from .noise_level import estimate_noise_level
 from .progress import QUIET, Reporter
 from .registry import create_model
@@ -45,7 +45,8 @@ class EvalSettings:
     steps: tuple[int, ...] = (0, 10, 20, 40)
     sigma_mode: SigmaMode = "known"
     """How adaptation chooses its noise: the true σ, the estimate, or uniform σ ∈ [0, 50]."""
-    noise: Literal["gaussian", "camera"] = "gaussian"
+    noise: NoiseChoice = "auto"
+    """'auto': the camera model for weights trained on it, Gaussian otherwise."""
     crop: int | None = None
     """Evaluate on the central crop of this side (faster); None for whole images."""
     limit: int | None = None
@@ -224,9 +225,14 @@ def evaluate(
                 )
             )
             update(index + 1, None)
+    kinds = sorted({resolve_noise_kind(settings.noise, m.meta.noise) for m in models.values()})
     return EvalReport(
         dataset=str(dataset),
-        settings={**dataclasses.asdict(settings), "steps": checkpoints},
+        settings={
+            **dataclasses.asdict(settings),
+            "steps": checkpoints,
+            "noise": "/".join(kinds) or settings.noise,
+        },
         adapt=dataclasses.asdict(dataclasses.replace(config, steps=max_steps)),
         images=scores,
         environment=describe_environment(device),
@@ -280,7 +286,8 @@ def _score_image(
     record(0, model)
     if max_steps > 0:
         unknown = "estimate" if settings.sigma_mode == "estimate" else "uniform"
-        noise = build_noise(settings.noise, known, unknown, [estimate]).to(device)
+        kind = resolve_noise_kind(settings.noise, model.meta.noise)
+        noise = build_noise(kind, known, unknown, [estimate]).to(device)
 
         def on_step(info: StepInfo) -> None:
             if info.step in checkpoints:

@@ -90,8 +90,19 @@ class QuantizedNoise(nn.Module):
         return f"levels={self.levels:g}"
 
 
-NoiseChoice = Literal["gaussian", "camera"]
+NoiseChoice = Literal["auto", "gaussian", "camera"]
 UnknownSigma = Literal["estimate", "uniform"]
+
+
+def resolve_noise_kind(choice: NoiseChoice, trained_on: str) -> Literal["gaussian", "camera"]:
+    """The adaptation noise for ``choice``: 'auto' follows what the weights were trained on.
+
+    Weights trained with CBDNet's in-camera model (``WeightsMeta.noise == 'camera'``) adapt with it;
+    everything else (Gaussian, or self-supervised on Gaussian noise) adapts with Gaussian noise.
+    """
+    if choice == "auto":
+        return "camera" if trained_on == "camera" else "gaussian"
+    return choice
 
 
 def build_noise(
@@ -106,6 +117,8 @@ def build_noise(
 
     With ``bit_depth`` the synthetic noisy images are clipped and quantized like the input file.
     """
+    if kind not in ("gaussian", "camera"):
+        raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
     if kind == "camera":
         from .camera import CameraNoise
 

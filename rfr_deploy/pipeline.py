@@ -29,7 +29,7 @@ from .files import atomic_write
 from .images import Image, read_image, write_image
 from .inference import denoise, to_pixels, to_tensor
 from .manifest import file_record, input_record, timings
-from .noise import NoiseChoice, UnknownSigma, build_noise
+from .noise import NoiseChoice, UnknownSigma, build_noise, resolve_noise_kind
 from .noise_level import estimate_noise_level
 from .progress import QUIET, Reporter
 from .reference import score_against_reference
@@ -46,7 +46,8 @@ class JobSettings:
     model: str = "dncnn"
     weights: str | None = None
     """Weights file; None uses the packaged default for the image's channel count."""
-    noise: NoiseChoice = "gaussian"
+    noise: NoiseChoice = "auto"
+    """'auto': CBDNet's camera model for weights trained on it, Gaussian otherwise."""
     sigma: float | None = None
     """Known noise level in 8-bit grey levels; None means unknown."""
     unknown_sigma: UnknownSigma = "estimate"
@@ -181,8 +182,9 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
     started = time.perf_counter()
     first = group[0]
     model = models.get(first.image.channels, first.path)
+    kind = resolve_noise_kind(settings.noise, model.meta.noise)
     noise = build_noise(
-        settings.noise,
+        kind,
         settings.sigma,
         settings.unknown_sigma,
         [j.sigma_estimate for j in group],
@@ -240,7 +242,9 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
     files.append(file_record("weights", weights_path, out_dir))
 
     t = time.perf_counter()
-    files.extend(_export(result.model, settings, out_dir, stem, first, noise_desc(settings, group), reporter))
+    files.extend(
+        _export(result.model, settings, out_dir, stem, first, noise_desc(settings, group, kind), reporter)
+    )
     export_seconds = time.perf_counter() - t
 
     manifest = {
@@ -254,7 +258,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
             "adapted_weights_sha256": adapted_sha,
             "meta": json.loads(model.meta.to_json()),
         },
-        "noise": noise_desc(settings, group),
+        "noise": noise_desc(settings, group, kind),
         "adaptation": {
             **dataclasses.asdict(config),
             "patch_used": result.patch,
@@ -291,15 +295,15 @@ def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None
     return min(depths) if depths <= {8, 16} else None
 
 
-def noise_desc(settings: JobSettings, group: list[ImageJob]) -> dict[str, Any]:
-    if settings.noise == "camera":
+def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[str, Any]:
+    if kind == "camera":
         mode = "camera"
     elif settings.sigma is not None:
         mode = "known"
     else:
         mode = settings.unknown_sigma
     desc: dict[str, Any] = {
-        "kind": settings.noise,
+        "kind": kind,
         "mode": mode,
         "sigma": settings.sigma,
         "sigma_estimates": [round(j.sigma_estimate, 3) for j in group],

@@ -95,12 +95,22 @@ def load_weights(
 
 
 def save_weights(
-    path: str | os.PathLike, net: nn.Module, meta: WeightsMeta, extra: dict[str, Any] | None = None
+    path: str | os.PathLike,
+    net: nn.Module,
+    meta: WeightsMeta,
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> str:
-    """Write ``net``'s parameters and ``meta`` as safetensors (atomically); returns the file's sha256."""
+    """Write ``net``'s parameters and ``meta`` as safetensors (atomically); returns the file's sha256.
+
+    ``dtype=torch.float16`` halves the file (packaged weights); loading casts back to float32.
+    """
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
+    tensors = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in net.state_dict().items()
+    }
     metadata = {"format": FORMAT_TAG, "rfr_deploy": meta.to_json()}
     if extra:
         metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)

@@ -110,3 +110,15 @@ def test_noise_level_range_narrow_when_estimators_agree():
     # gray: the all-patch value and the range below it
     gray = estimate_noise_level(texture[:, :1] + 25 / 255 * torch.randn(1, 1, 128, 128, generator=g))
     assert (gray.low, gray.high) == pytest.approx((0.9 * gray.sigma, gray.sigma))
+
+
+def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():
+    from rfr_deploy.noise import build_noise, resolve_noise_kind
+
+    assert resolve_noise_kind("auto", "camera") == "camera"
+    assert resolve_noise_kind("auto", "gaussian") == "gaussian"
+    assert resolve_noise_kind("auto", "self-supervised") == "gaussian"
+    assert resolve_noise_kind("gaussian", "camera") == "gaussian"
+    assert resolve_noise_kind("camera", "gaussian") == "camera"
+    with pytest.raises(ValueError, match="resolved noise kind"):
+        build_noise("auto", 25.0, "estimate", [25.0])

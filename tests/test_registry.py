@@ -51,3 +51,21 @@ def test_default_weights_need_matching_channels():
     assert not entry.default_weights
     with pytest.raises(ModelError, match="ships no default weights"):
         create_model("fdncnn", channels=1)
+
+
+PACKAGED = [(name, c) for name in list_models() for c in sorted(get_entry(name).default_weights)]
+
+
+@pytest.mark.parametrize(("name", "channels"), PACKAGED)
+def test_packaged_weights_match_their_entry_and_denoise(name, channels):
+    model = create_model(name, channels=channels).eval()
+    assert model.meta.arch == name and model.meta.channels == channels
+    assert model.meta.source == "rfr-deploy pretrain"  # trained here, never a random initialisation
+    generator = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0.2, 0.8, 48)
+    clean = (ramp[None, :] * 0.5 + ramp[:, None] * 0.5).expand(1, channels, 48, 48)
+    noisy = clean + 15 / 255 * torch.randn(clean.shape, generator=generator)
+    with torch.no_grad():
+        out = model(noisy, torch.tensor([15 / 255]))
+    assert torch.isfinite(out).all()
+    assert torch.mean((out - clean) ** 2) < 0.5 * torch.mean((noisy - clean) ** 2)

@@ -25,6 +25,22 @@ def test_safetensors_round_trip_keeps_metadata(tmp_path, tiny_dncnn):
     assert meta == loaded.meta and extra == {"note": "x"}
 
 
+def test_half_precision_files_are_half_the_size_and_load_as_float32(tmp_path, tiny_dncnn):
+    model = tiny_dncnn(3)
+    save_weights(tmp_path / "full.safetensors", model.net, model.meta)
+    save_weights(tmp_path / "half.safetensors", model.net, model.meta, dtype=torch.float16)
+    full, half = (
+        (tmp_path / "full.safetensors").stat().st_size,
+        (tmp_path / "half.safetensors").stat().st_size,
+    )
+    assert half < 0.6 * full
+    loaded = create_model("dncnn", weights=str(tmp_path / "half.safetensors")).eval()
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, 0.1), loaded(x, 0.1), atol=2e-3)
+
+
 def test_kair_state_dict_infers_the_architecture(tmp_path, tiny_dncnn):
     model = tiny_dncnn(1)
     torch.save({k: v for k, v in model.net.state_dict().items()}, tmp_path / "dncnn_15.pth")

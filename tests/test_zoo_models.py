@@ -124,3 +124,23 @@ def test_cbdnet_pretraining_uses_its_noise_estimation_loss():
     loss = entry.train_loss(model, sample.noisy, clean, sample.sigma_map, torch.nn.functional.l1_loss)
     loss.backward()
     assert model.net.estimator[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("noise", "expected"), [("camera", "camera"), ("gaussian", "gaussian")])
+def test_adapt_and_export_follows_the_noise_the_weights_were_trained_on(noise, expected, tmp_path, rng):
+    from rfr_deploy.pipeline import JobSettings, adapt_and_export
+
+    data = tmp_path / "clean"
+    write_image(data / "0.png", rng.random((36, 40, 3)).astype(np.float32))
+    kwargs = dict(get_entry("ridnet").test_kwargs)
+    config = PretrainConfig(
+        model="ridnet", channels=3, data=(str(data),), out=str(tmp_path / "run"), steps=1, batch=1,
+        patch=16, noise=noise, arch_kwargs=kwargs,
+    )  # fmt: skip
+    final = pretrain(config)
+    image = tmp_path / "noisy.png"
+    write_image(image, rng.random((20, 24, 3)).astype(np.float32))
+    settings = JobSettings(model="ridnet", weights=str(final), device="cpu", output_dir=str(tmp_path / "out"))
+    assert settings.noise == "auto"
+    (manifest,) = adapt_and_export([image], settings, AdaptConfig(steps=1, lr=1e-4))
+    assert manifest["noise"]["kind"] == expected

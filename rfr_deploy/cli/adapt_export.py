@@ -36,10 +36,11 @@ A, J = AdaptConfig, JobSettings
 @model_options
 @click.option(
     "--noise",
-    type=click.Choice(["gaussian", "camera"]),
+    type=click.Choice(["auto", "gaussian", "camera"]),
     default=default_of(J, "noise"),
     show_default=True,
-    help="Synthetic noise model: Gaussian, or CBDNet's in-camera model for real photographs.",
+    help="Synthetic noise model: Gaussian, or CBDNet's in-camera model for real photographs; "
+    "'auto' uses what the weights were trained on.",
 )
 @click.option(
     "--sigma", type=float, default=None, help="Known noise level in grey levels (0-255). Omit when unknown."

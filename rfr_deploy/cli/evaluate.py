@@ -44,7 +44,10 @@ A, E = AdaptConfig, EvalSettings
     help="Noise the adaptation assumes: true σ, estimated σ, or σ uniform in [0, 50].",
 )
 @click.option(
-    "--noise", type=click.Choice(["gaussian", "camera"]), default=default_of(E, "noise"), show_default=True
+    "--noise",
+    type=click.Choice(["auto", "gaussian", "camera"]),
+    default=default_of(E, "noise"),
+    show_default=True,
 )
 @click.option(
     "--pairs", is_flag=True, help="DATASET holds noisy/ and gt/ pairs (real noise) instead of clean images."
