@@ -50,6 +50,7 @@ def run_model(name: str, weights: str, args, config: AdaptConfig, steps: tuple[i
             weights=weights,
             steps=steps,
             noise="camera",
+            sigma_mode="estimate" if args.camera_level == "estimate" else "uniform",
             pairs=True,
             crop=args.crop,
             limit=args.limit,
@@ -75,6 +76,7 @@ def run_model(name: str, weights: str, args, config: AdaptConfig, steps: tuple[i
         "crop": args.crop,
         "seed": args.seed,
         "camera_responses": repr(CameraResponses.default()),
+        "camera_level": args.camera_level,
         "adapt": dataclasses.asdict(config),
         "environment": environment(),
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -89,7 +91,12 @@ def markdown(payload: dict) -> str:
         "",
         f"Weights `{payload['weights']}` (sha256 {payload['weights_sha256'][:16]}…); images: "
         f"{payload['limit'] or 'all'} per set; crop: {payload['crop'] or 'whole images'}; seed {payload['seed']}.",
-        f"Camera noise model: {payload['camera_responses']}.",
+        f"Camera noise model: {payload['camera_responses']}; noise level: "
+        + (
+            "estimated on each photograph."
+            if payload.get("camera_level") == "estimate"
+            else "random (CBDNet's training range)."
+        ),
         "Adaptation: " + ", ".join(f"{k}={v}" for k, v in payload["adapt"].items() if k != "steps") + ".",
         f"Device {env['device']}; torch {env['torch']}; rfr-deploy {env['rfr_deploy']}; {env['date']}; "
         f"wall time {payload['wall_seconds']:.0f} s.",
@@ -114,6 +121,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output-ensemble", action="store_true")
+    parser.add_argument(
+        "--camera-level",
+        choices=("estimate", "random"),
+        default="estimate",
+        help="camera noise at the level estimated on each photograph, or CBDNet's random training levels",
+    )
     parser.add_argument("--adapt", default="", help="AdaptConfig overrides, e.g. 'lr=2e-5,batch=2'")
     parser.add_argument("--suffix", default="", help="appended to the results file names (e.g. _smoke)")
     args = parser.parse_args()

@@ -193,8 +193,16 @@ class CameraNoise(nn.Module):
         mosaic_probability: float = 0.8,
         shot_noise: ShotNoise = "cbdnet",
         jpeg_quality: tuple[float, float] | None = None,
+        level: float | None = None,
     ):
+        """``level``: RMS of the synthetic noise to aim at ([0, 1] units), e.g. the noise level estimated
+        on the photograph being adapted to; each random camera's σ_s and σ_c are then scaled together so
+        its noise reaches that level (response curve, mosaic and JPEG stay random). ``None`` keeps the
+        random levels of CBDNet's training, which are far stronger than the noise of most photographs."""
         super().__init__()
+        if level is not None and not level > 0:
+            raise ValueError(f"level must be positive, got {level}")
+        self.level = None if level is None else float(level)
         for name, (lo, hi) in (("sigma_s", sigma_s), ("sigma_c", sigma_c)):
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a range 0 <= low <= high, got {(lo, hi)}")
@@ -216,12 +224,28 @@ class CameraNoise(nn.Module):
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        noisy, sigma, _ = self.apply(x, self.draw(x, generator), generator)
+        noisy, sigma, _ = self.apply(x, self.draw_at_level(x, generator), generator)
         return noisy, sigma
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraSample:
         """Noisy batch, per-sample σ and the per-pixel noise std map (e.g. CBDNet's training target)."""
-        return CameraSample(*self.apply(x, self.draw(x, generator), generator, with_map=True))
+        return CameraSample(*self.apply(x, self.draw_at_level(x, generator), generator, with_map=True))
+
+    def draw_at_level(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraParams:
+        """:meth:`draw`, then (with ``level``) σ_s, σ_c scaled so each camera's noise RMS on ``x`` is ``level``.
+
+        The levels are first brought to about ``level`` in raw space (so the trial is not distorted by
+        clipping), the RMS of one trial draw is measured, and σ_s, σ_c are rescaled by the ratio: noise
+        scales linearly with them away from clipping and the response curve is smooth, so this lands within
+        a few percent. No host synchronisation (usable inside CUDA graphs).
+        """
+        params = self.draw(x, generator)
+        if self.level is None:
+            return params
+        raw = (params.sigma_s.square() + params.sigma_c.square()).mean(dim=1, keepdim=True).sqrt()
+        params = _scaled(params, self.level / raw.clamp_min(1e-6))
+        _, trial, _ = self.apply(x, params, generator)
+        return _scaled(params, (self.level / trial.to(raw.dtype).clamp_min(1e-6)).view(-1, 1, 1, 1))
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraParams:
         """A random camera per sample of ``x`` (only its shape, device and dtype are used)."""
@@ -290,7 +314,12 @@ class CameraNoise(nn.Module):
         return (
             f"responses={self.responses!r}, sigma_s={self.sigma_s}, sigma_c={self.sigma_c}, "
             f"mosaic_probability={self.mosaic_probability:g}, shot_noise={self.shot_noise!r}{jpeg}"
+            + (f", level={self.level:.4g}" if self.level is not None else "")
         )
+
+
+def _scaled(params: CameraParams, factor: torch.Tensor) -> CameraParams:
+    return params._replace(sigma_s=params.sigma_s * factor, sigma_c=params.sigma_c * factor)
 
 
 def _check(x: torch.Tensor) -> None:

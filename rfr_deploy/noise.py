@@ -115,14 +115,20 @@ def build_noise(
 ) -> nn.Module:
     """The synthetic noise adaptation draws from: camera model, known σ, estimated σ or uniform σ.
 
-    With ``bit_depth`` the synthetic noisy images are clipped and quantized like the input file.
+    The camera model aims at the known or estimated level (``unknown_sigma='estimate'``) or keeps the
+    random levels of CBDNet's training (``'uniform'``). With ``bit_depth`` the synthetic noisy images are
+    clipped and quantized like the input file.
     """
     if kind not in ("gaussian", "camera"):
         raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
     if kind == "camera":
         from .camera import CameraNoise
 
-        noise: nn.Module = CameraNoise()
+        level = (
+            sigma if sigma is not None else statistics.median(sigma_estimates) if sigma_estimates else None
+        )
+        random_levels = sigma is None and unknown_sigma == "uniform"
+        noise: nn.Module = CameraNoise(level=None if random_levels or not level else level / 255.0)
     elif sigma is not None:
         noise = GaussianNoise(sigma)
     elif unknown_sigma == "uniform":

@@ -296,19 +296,17 @@ def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None
 
 
 def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[str, Any]:
-    if kind == "camera":
-        mode = "camera"
-    elif settings.sigma is not None:
+    if settings.sigma is not None:
         mode = "known"
     else:
-        mode = settings.unknown_sigma
+        mode = settings.unknown_sigma  # camera noise: 'uniform' keeps CBDNet's random levels
     desc: dict[str, Any] = {
         "kind": kind,
         "mode": mode,
         "sigma": settings.sigma,
         "sigma_estimates": [round(j.sigma_estimate, 3) for j in group],
     }
-    if mode == "uniform":
+    if mode == "uniform" and kind == "gaussian":
         desc["sigma_range"] = [settings.sigma_low, settings.sigma_high]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     return desc

@@ -147,7 +147,7 @@ def create_model(
             channels = 3 if 3 in entry.default_weights else 1
         if channels not in entry.default_weights:
             raise ModelError(
-                f"model '{entry.name}' ships no default weights for {channels}-channel images; pass weights=FILE"
+                f"model '{entry.name}' ships no default weights for {channels}-channel images; give a weights file (--weights FILE)"
             )
         weights = str(packaged_weights_path(entry.default_weights[channels]))
     if weights is None:

@@ -196,3 +196,24 @@ def test_jpeg_round_trip_is_close_to_libjpeg(rng):
 
     assert abs(rms(ours, img) - rms(reference, img)) < 0.15 * rms(reference, img)
     assert rms(ours, reference) < 4.0
+
+
+@pytest.mark.parametrize("level", [2.0, 8.0, 20.0])
+def test_level_scales_each_random_camera_to_the_requested_rms(level):
+    x = _image(n=4, h=48, w=40)
+    noise = CameraNoise(CameraResponses.parametric(), level=level / 255)
+    noisy, sigma = noise(x, torch.Generator().manual_seed(1))
+    rms = (noisy - x).square().flatten(1).mean(1).sqrt() * 255
+    assert torch.allclose(rms, sigma * 255)
+    assert ((rms / level) - 1).abs().max() < 0.15, rms
+    assert "level=" in repr(noise)
+    with pytest.raises(ValueError, match="level must be positive"):
+        CameraNoise(GAMMA, level=0.0)
+
+
+def test_build_noise_aims_the_camera_at_the_known_or_estimated_level():
+    from rfr_deploy.noise import build_noise
+
+    assert build_noise("camera", 10.0, "estimate", [3.0]).level == pytest.approx(10 / 255)
+    assert build_noise("camera", None, "estimate", [3.0, 5.0, 4.0]).level == pytest.approx(4 / 255)
+    assert build_noise("camera", None, "uniform", [4.0]).level is None  # CBDNet's random levels

@@ -50,7 +50,8 @@ A, J = AdaptConfig, JobSettings
     type=click.Choice(["estimate", "uniform"]),
     default=default_of(J, "unknown_sigma"),
     show_default=True,
-    help="Without --sigma: adapt at the estimated level, or with σ uniform in [low, high].",
+    help="Without --sigma: adapt at the estimated level, or with σ uniform in [low, high] "
+    "(camera noise: CBDNet's random training levels).",
 )
 @click.option(
     "--noise-quantization",

@@ -137,6 +137,7 @@ register_model(
         description="CBDNet: noise-estimation subnet + non-blind U-Net, trained with the in-camera noise "
         "model and an asymmetric loss (Guo et al. 2019)",
         default_noise="camera",
+        default_weights={3: "cbdnet_camera_color.safetensors"},
         infer_kwargs=_infer,
         train_loss=cbdnet_loss,
         paper_params=4_365_000,  # 4.365M as tabulated for CBDNet in real-noise comparisons; colour model

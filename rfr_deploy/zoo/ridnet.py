@@ -141,6 +141,7 @@ register_model(
         description="RIDNet: enhancement attention modules with merge-and-run units and feature attention "
         "(Anwar & Barnes 2019)",
         default_noise="camera",
+        default_weights={3: "ridnet_camera_color.safetensors"},
         infer_kwargs=_infer,
         paper_params=1_490_000,  # "1.49M" (RIDNet paper, colour model)
         paper_kwargs={"channels": 3},
