@@ -285,7 +285,8 @@ def _score_image(
 
     record(0, model)
     if max_steps > 0:
-        unknown = "estimate" if settings.sigma_mode == "estimate" else "uniform"
+        # real pairs have no true σ: "known" falls back to the estimate, as adapt-and-export does
+        unknown = "uniform" if settings.sigma_mode == "uniform" else "estimate"
         kind = resolve_noise_kind(settings.noise, model.meta.noise)
         noise = build_noise(kind, known, unknown, [estimate]).to(device)
 

@@ -199,6 +199,49 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
     assert all(set(i["interpolation"]) == {"2", "3"} for i in report["images"])
 
 
+def test_eval_on_real_noise_pairs_adapts_with_camera_noise(tmp_path, smooth_image, weights_file, rng):
+    data = tmp_path / "pairs"
+    for i in range(2):
+        clean = np.roll(smooth_image, 5 * i, axis=0)
+        noisy = np.clip(clean + 0.04 * rng.standard_normal(clean.shape), 0, 1)
+        write_image(data / "gt" / f"{i}_mean.png", clean)
+        write_image(data / "noisy" / f"{i}_real.png", noisy)
+    # files pair up by name without their suffixes; with no true σ, "known" falls back to the estimate
+    result = run(
+        "eval",
+        data,
+        "--pairs",
+        "--weights",
+        weights_file,
+        "--noise",
+        "camera",
+        "--steps",
+        "0,2",
+        "--select",
+        "off",
+        "--warmup",
+        0,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["settings"]["pairs"] is True and report["settings"]["noise"] == "camera"
+    assert len(report["images"]) == 2 and set(report["mean"]) == {"0", "2"}
+    for image in report["images"]:
+        # the PSNR of the real noisy image, not of synthetic noise added to the clean one
+        assert 24 < image["noisy_psnr"] < 31
+        assert image["psnr"]["2"] != image["psnr"]["0"]
+
+
+def test_eval_pairs_without_the_gt_folder_is_a_one_line_error(tmp_path, weights_file, smooth_image):
+    write_image(tmp_path / "pairs" / "noisy" / "a.png", smooth_image)
+    result = CliRunner().invoke(
+        main, ["eval", str(tmp_path / "pairs"), "--pairs", "--weights", str(weights_file)]
+    )
+    assert result.exit_code != 0 and "expected sub-folders 'noisy' and 'gt'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_eval_scores_the_self_ensemble_beside_the_single_pass(tmp_path, smooth_image, weights_file):
     data = tmp_path / "set"
     write_image(data / "a.png", smooth_image)

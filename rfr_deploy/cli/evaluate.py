@@ -41,7 +41,8 @@ A, E = AdaptConfig, EvalSettings
     type=click.Choice(["known", "estimate", "uniform"]),
     default=default_of(E, "sigma_mode"),
     show_default=True,
-    help="Noise the adaptation assumes: true σ, estimated σ, or σ uniform in [0, 50].",
+    help="Noise the adaptation assumes: true σ, estimated σ, or σ uniform in [0, 50] (real pairs: "
+    "'known' uses the estimate; camera noise: 'uniform' keeps CBDNet's random levels).",
 )
 @click.option(
     "--noise",
