@@ -5,39 +5,74 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from common import environment, write_results
 
 from rfr_deploy.adapt import AdaptConfig
+from rfr_deploy.errors import ModelError
 from rfr_deploy.evaluation import EvalSettings, evaluate
 from rfr_deploy.progress import Reporter
 from rfr_deploy.shared import shared_path
+from rfr_deploy.weights import packaged_weights_path
 
 COLOR_SETS = ("CBSD68", "Kodak24", "McMaster")
 GRAY_SETS = ("Set12", "BSD68")
-COLOR_WEIGHTS = {"CDnCNN-B": "dncnn/dncnn_color_blind.pth"}
-GRAY_WEIGHTS = {"DnCNN-B": "dncnn/dncnn_gray_blind.pth", "DnCNN-S": "dncnn/dncnn_{sigma}.pth"}
+
+
+@dataclass(frozen=True)
+class Network:
+    """A zoo model with its weights: a file under ``shared/weights`` (``{sigma}`` is replaced by σ),
+    or ``packaged:NAME`` for the weights rfr-deploy ships in ``rfr_deploy/data``."""
+
+    model: str
+    weights: str
+    sigmas: tuple[float, ...] | None = None
+    """The σ it was trained for (None: blind, every σ)."""
+
+    def path(self, sigma: float) -> Path | None:
+        """The weights file for σ, or None where it is not there."""
+        if self.weights.startswith("packaged:"):
+            try:
+                return packaged_weights_path(self.weights.removeprefix("packaged:"))
+            except ModelError:
+                return None
+        path = shared_path("weights", self.weights.format(sigma=int(sigma)))
+        return path if path.is_file() else None
+
+
+COLOR_WEIGHTS = {
+    "CDnCNN-B": Network("dncnn", "dncnn/dncnn_color_blind.pth"),
+    "RDN (ours)": Network("rdn", "packaged:rdn_color_blind.safetensors"),
+}
+GRAY_WEIGHTS = {
+    "DnCNN-B": Network("dncnn", "dncnn/dncnn_gray_blind.pth"),
+    "DnCNN-S": Network("dncnn", "dncnn/dncnn_{sigma}.pth"),
+    "DnCNN-N2S (ours)": Network("dncnn_n2s", "packaged:dncnn_n2s_gray_s25.safetensors", sigmas=(25.0,)),
+}
 
 
 @dataclass
 class Cell:
     dataset: str
     network: str
+    model: str
     weights: str
     sigma: float
 
 
 def plan(sigmas: list[float], datasets: list[str], networks: list[str] | None) -> list[Cell]:
+    """Every (dataset, network, σ) whose weights exist; ``networks`` picks by name (default: all)."""
     cells = []
     for dataset in datasets:
         table = COLOR_WEIGHTS if dataset in COLOR_SETS else GRAY_WEIGHTS
-        for network, pattern in table.items():
-            if networks and network not in networks:
+        for name, network in table.items():
+            if networks and name not in networks:
                 continue
             for sigma in sigmas:
-                weights = pattern.format(sigma=int(sigma))
-                if shared_path("weights", weights).is_file():
-                    cells.append(Cell(dataset, network, weights, sigma))
+                path = network.path(sigma)
+                if path is not None and (network.sigmas is None or sigma in network.sigmas):
+                    cells.append(Cell(dataset, name, network.model, str(path), sigma))
     return cells
 
 
@@ -57,8 +92,8 @@ def run_table(
     reporter = Reporter()
     for cell in cells:
         settings = EvalSettings(
-            model="dncnn",
-            weights=str(shared_path("weights", cell.weights)),
+            model=cell.model,
+            weights=cell.weights,
             sigma=cell.sigma,
             steps=steps,
             sigma_mode=sigma_mode,

@@ -23,7 +23,9 @@ def main(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--datasets", default=",".join(COLOR_SETS + GRAY_SETS))
-    parser.add_argument("--networks", default=None, help="e.g. CDnCNN-B,DnCNN-B,DnCNN-S")
+    parser.add_argument(
+        "--networks", default=None, help='e.g. CDnCNN-B,DnCNN-B,DnCNN-S,"RDN (ours)","DnCNN-N2S (ours)"'
+    )
     parser.add_argument("--sigmas", default="15,25,40")
     parser.add_argument("--steps", default="0,10,20,40")
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set")

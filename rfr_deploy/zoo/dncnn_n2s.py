@@ -7,7 +7,8 @@ image it barely denoises. As in the Noise2Self code, this DnCNN outputs the clea
 image directly, and applied to the whole image it denoises about as well as its
 J-invariant reconstruction. Train it with
 ``rfr-deploy pretrain DATA --model dncnn_n2s --objective noise2self``; its weights are
-marked ``noise: self-supervised``.
+marked ``noise: self-supervised``. The packaged gray weights were trained that way on BSD400
+at σ = 25 (README, "Models and weights").
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ register_model(
         "(Batson & Royer 2019)",
         default_noise="self-supervised",
         infer_kwargs=infer_dncnn_kwargs,
+        default_weights={1: "dncnn_n2s_gray_s25.safetensors"},
         test_kwargs={"depth": 3, "features": 8},
     )
 )

@@ -98,6 +98,7 @@ register_model(
         description="RDN: residual dense blocks with local/global feature fusion (Zhang et al. 2018); "
         "light D=10, C=4, G=16 as in Restore-from-Restored",
         infer_kwargs=_infer,
+        default_weights={3: "rdn_color_blind.safetensors"},
         # RDN (D=16, C=8, G=64, G0=64) is cited with 22.0M parameters (super-resolution version; its
         # ×2 upsampler adds 0.15M, within the tolerance); the denoising version has 21.98M.
         paper_params=22_000_000,
