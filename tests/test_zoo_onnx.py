@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rfr_deploy.adapt import AdaptConfig
 from rfr_deploy.registry import create_model, get_entry, list_models
 
 pytest.importorskip("onnx", reason="the onnx package is not installed")
@@ -15,15 +16,20 @@ pytest.importorskip("onnxscript", reason="onnxscript (torch.export-based ONNX ex
 from exporters.onnx_export import export_onnx, onnx_metadata  # noqa: E402
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_export_matches_pytorch_at_another_size(name, tmp_path):
+def _perturbed(name: str):
+    """A small random ``name``: random weights near the identity would hide errors, so every
+    parameter is perturbed."""
     torch.manual_seed(0)
-    entry = get_entry(name)
-    model = create_model(name, weights=None, channels=3, **entry.test_kwargs).eval()
-    # Random weights near the identity would hide errors: perturb every parameter.
+    model = create_model(name, weights=None, channels=3, **get_entry(name).test_kwargs).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_export_matches_pytorch_at_another_size(name, tmp_path):
+    model = _perturbed(name)
     example = torch.rand(1, 3, 24, 28)
     sigma = 25 / 255 if model.meta.noise_map else None
     report = export_onnx(
@@ -44,3 +50,24 @@ def test_export_matches_pytorch_at_another_size(name, tmp_path):
     assert got.shape == want.shape == (2, 3, 19, 22)
     assert np.abs(got - want).max() < 1e-4
     assert np.abs(want - x.numpy()).max() > 1e-3  # the network does something: the check is not vacuous
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_adapt_and_export_runs_every_model_and_verifies_its_onnx(name, tmp_path, rng):
+    from rfr_deploy.images import write_image
+    from rfr_deploy.pipeline import JobSettings, adapt_and_export
+    from rfr_deploy.weights import save_weights
+
+    model = _perturbed(name)
+    weights = tmp_path / f"{name}.safetensors"
+    save_weights(weights, model.net, model.meta)
+    image = write_image(tmp_path / "noisy.png", rng.random((20, 24, 3)).astype(np.float32))
+    out = tmp_path / "out"
+    settings = JobSettings(
+        model=name, weights=str(weights), sigma=25, device="cpu", output_dir=str(out), formats=("onnx",)
+    )
+    (manifest,) = adapt_and_export([image], settings, AdaptConfig(steps=2, warmup=0))
+    assert manifest["model"]["name"] == name and len(manifest["losses"]) == 2
+    onnx = next(f for f in manifest["files"] if f["role"] == "onnx")
+    assert (out / onnx["path"]).is_file() and onnx["max_abs_error"] < 1e-4
+    assert (out / "noisy_rfr.png").is_file()
