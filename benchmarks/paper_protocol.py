@@ -30,6 +30,9 @@ class Network:
     sigmas: tuple[float, ...] | None = None
     """The σ it was trained for (None: blind, every σ)."""
 
+    def trained_for(self, sigma: float) -> bool:
+        return self.sigmas is None or sigma in self.sigmas
+
     def path(self, sigma: float) -> Path | None:
         """The weights file for σ, or None where it is not there."""
         if self.weights.startswith("packaged:"):
@@ -71,7 +74,7 @@ def plan(sigmas: list[float], datasets: list[str], networks: list[str] | None) -
                 continue
             for sigma in sigmas:
                 path = network.path(sigma)
-                if path is not None and (network.sigmas is None or sigma in network.sigmas):
+                if path is not None and network.trained_for(sigma):
                     cells.append(Cell(dataset, name, network.model, str(path), sigma))
     return cells
 

@@ -14,35 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
 
 from common import environment, write_results
+from paper_protocol import COLOR_WEIGHTS, GRAY_WEIGHTS, Network
 
 from rfr_deploy.adapt import AdaptConfig
 from rfr_deploy.evaluation import EvalSettings, evaluate
 from rfr_deploy.shared import shared_path
-from rfr_deploy.weights import packaged_weights_path, read_weights_meta
+from rfr_deploy.weights import read_weights_meta
 
-
-@dataclass(frozen=True)
-class Row:
-    dataset: str
-    model: str
-    packaged: str
-    official: str
-    """File under ``shared/weights``; ``{sigma}`` is replaced by σ."""
-    official_name: str
-    sigmas: tuple[float, ...] | None = None
-    """The σ the packaged weights were trained for (None: blind)."""
-
-
+# (dataset, packaged network, the official network it is compared with)
 ROWS = (
-    Row("Set12", "dncnn", "dncnn_gray_blind.safetensors", "dncnn/dncnn_gray_blind.pth", "DnCNN-B"),
-    Row("CBSD68", "dncnn", "dncnn_color_blind.safetensors", "dncnn/dncnn_color_blind.pth", "CDnCNN-B"),
-    Row("CBSD68", "rdn", "rdn_color_blind.safetensors", "dncnn/dncnn_color_blind.pth", "CDnCNN-B"),
-    Row(
-        "Set12", "dncnn_n2s", "dncnn_n2s_gray_s25.safetensors", "dncnn/dncnn_{sigma}.pth", "DnCNN-S", (25.0,)
-    ),
+    ("Set12", Network("dncnn", "packaged:dncnn_gray_blind.safetensors"), "DnCNN-B"),
+    ("CBSD68", Network("dncnn", "packaged:dncnn_color_blind.safetensors"), "CDnCNN-B"),
+    ("CBSD68", COLOR_WEIGHTS["RDN (ours)"], "CDnCNN-B"),
+    ("Set12", GRAY_WEIGHTS["DnCNN-N2S (ours)"], "DnCNN-S"),
 )
 
 
@@ -56,30 +42,35 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="only these zoo models, e.g. rdn,dncnn_n2s")
     args = parser.parse_args()
     started = time.perf_counter()
-    chosen = [r for r in ROWS if not args.models or r.model in args.models.split(",")]
+    chosen = [r for r in ROWS if not args.models or r[1].model in args.models.split(",")]
     rows, meta = [], {}
-    for spec in chosen:
-        meta[f"{spec.model} ({spec.dataset})"] = read_weights_meta(packaged_weights_path(spec.packaged))[
-            0
-        ].notes
+    for dataset, packaged, official_name in chosen:
+        official = {**COLOR_WEIGHTS, **GRAY_WEIGHTS}[official_name]
         for sigma in (float(s) for s in args.sigmas.split(",")):
-            if spec.sigmas is not None and sigma not in spec.sigmas:
+            if not packaged.trained_for(sigma):
                 continue
+            packaged_path = packaged.path(sigma)
+            meta[f"{packaged.model} ({dataset})"] = read_weights_meta(packaged_path)[0].notes
             row = {
-                "dataset": spec.dataset,
-                "model": spec.model,
+                "dataset": dataset,
+                "model": packaged.model,
                 "sigma": sigma,
-                "official_name": spec.official_name,
+                "official_name": official_name,
             }
             candidates = {
-                "packaged": (spec.model, packaged_weights_path(spec.packaged)),
-                spec.official_name: ("dncnn", shared_path("weights", spec.official.format(sigma=int(sigma)))),
+                "packaged": (packaged, packaged_path),
+                official_name: (official, official.path(sigma)),
             }
-            for label, (model, weights) in candidates.items():
+            for label, (network, weights) in candidates.items():
                 settings = EvalSettings(
-                    model=model, weights=str(weights), sigma=sigma, steps=(0,), limit=args.limit, device="cpu"
+                    model=network.model,
+                    weights=str(weights),
+                    sigma=sigma,
+                    steps=(0,),
+                    limit=args.limit,
+                    device="cpu",
                 )
-                report = evaluate(shared_path("data", "test", spec.dataset), settings, AdaptConfig(steps=0))
+                report = evaluate(shared_path("data", "test", dataset), settings, AdaptConfig(steps=0))
                 row[label] = {
                     "psnr": round(report.mean("psnr", 0), 3),
                     "ssim": round(report.mean("ssim", 0), 4),
