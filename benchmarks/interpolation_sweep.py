@@ -18,7 +18,7 @@ import time
 import numpy as np
 from common import environment, write_results
 
-from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.blending import interpolated
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.evaluation import add_gaussian_noise, center_crop
@@ -31,7 +31,9 @@ from rfr_deploy.shared import shared_path
 from rfr_deploy.sure import CANDIDATES, select_interpolation
 
 
-def sweep_image(model, index: int, pixels: np.ndarray, sigma: float, config: AdaptConfig) -> dict:
+def sweep_image(
+    model, index: int, pixels: np.ndarray, sigma: float, config: AdaptConfig, candidates: tuple[float, ...]
+) -> dict:
     clean = to_tensor(pixels)
     noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
@@ -40,8 +42,8 @@ def sweep_image(model, index: int, pixels: np.ndarray, sigma: float, config: Ada
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)
 
-    choice = select_interpolation(build, [noisy], sigma / 255.0, None, seed=index)
-    true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in CANDIDATES}
+    choice = select_interpolation(build, [noisy], sigma / 255.0, None, seed=index, candidates=candidates)
+    true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in candidates}
     return {"psnr": true, "sure_db": choice.estimates, "picked": choice.interpolation}
 
 
@@ -54,9 +56,16 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=25)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--limit", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=AdaptConfig().steps)
+    parser.add_argument("--steps", type=int, default=GAUSSIAN_STEPS)
+    parser.add_argument("--lr", type=float, default=AdaptConfig().lr, help="Adam learning rate")
+    parser.add_argument(
+        "--candidates",
+        default=",".join(f"{a:g}" for a in CANDIDATES),
+        help="interpolation weights to score (the first is the reference, normally 0)",
+    )
     args = parser.parse_args()
-    config = AdaptConfig(steps=args.steps, select="off", interpolation=1.0)
+    candidates = tuple(float(a) for a in args.candidates.split(","))
+    config = AdaptConfig(steps=args.steps, lr=args.lr, select="off", interpolation=1.0)
     started = time.perf_counter()
     images = load_folder(shared_path("data", "test", args.dataset), limit=args.limit)
     rows = {}
@@ -65,13 +74,13 @@ def main() -> None:
         model = create_model(
             "dncnn", weights=str(shared_path("weights", args.weights)), channels=pixels.shape[2]
         )
-        rows[item.name] = sweep_image(model.eval(), index, pixels, args.sigma, config)
+        rows[item.name] = sweep_image(model.eval(), index, pixels, args.sigma, config, candidates)
         print(item.name, rows[item.name]["picked"], flush=True)
 
     def gains(pick) -> list[float]:
         return [r["psnr"][pick(r)] - r["psnr"][0.0] for r in rows.values()]
 
-    policies = {f"fixed α = {a:g}": (lambda r, a=a: a) for a in CANDIDATES if a}
+    policies = {f"fixed α = {a:g}": (lambda r, a=a: a) for a in candidates if a}
     policies["SURE-selected α (--select sure)"] = lambda r: r["picked"]
     policies["oracle α (best true PSNR)"] = lambda r: max(r["psnr"], key=r["psnr"].get)
     summary = {
@@ -89,12 +98,12 @@ def main() -> None:
             for n, r in rows.items()
         },
     }
-    name = f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_crop{args.crop}"
+    name = f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_crop{args.crop}_lr{args.lr:g}"
     lines = [
         f"# {name}",
         "",
         f"{args.dataset}, first {len(rows)} images, central {args.crop}² crops, weights `{args.weights}`, "
-        f"σ = {args.sigma:g}, M = {args.steps} (defaults otherwise); {payload['environment']['device']}, "
+        f"σ = {args.sigma:g}, M = {args.steps}, Adam lr {args.lr:g} (defaults otherwise); {payload['environment']['device']}, "
         f"torch {payload['environment']['torch']}; {payload['wall_seconds']:.0f} s.",
         "",
         "PSNR gain (dB) of θ0 + α(θ_M − θ0) over the pre-trained network (α = 0).",
@@ -103,13 +112,13 @@ def main() -> None:
         "|---|---:|---:|",
         *(f"| {n} | {s['mean_gain_db']:+.3f} | {s['worst_gain_db']:+.3f} |" for n, s in summary.items()),
         "",
-        "| image | picked α | " + " | ".join(f"α={a:g}" for a in CANDIDATES) + " |",
-        "|---" * (len(CANDIDATES) + 2) + "|",
+        "| image | picked α | " + " | ".join(f"α={a:g}" for a in candidates) + " |",
+        "|---" * (len(candidates) + 2) + "|",
         *(
             f"| {n} | {r['picked']:g} | "
             + " | ".join(
                 f"{r['psnr'][a] - r['psnr'][0.0]:+.3f} (SURE {r['sure_db'][a] - r['sure_db'][0.0]:+.3f})"
-                for a in CANDIDATES
+                for a in candidates
             )
             + " |"
             for n, r in rows.items()

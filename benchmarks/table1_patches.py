@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from common import environment, write_results
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.datasets import load_folder
+from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
+from rfr_deploy.datasets import convert_channels, load_folder
 from rfr_deploy.evaluation import add_gaussian_noise
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import create_model
+from rfr_deploy.registry import ModelError, create_model
 from rfr_deploy.shared import shared_path
 
 KS = (1, 4, 9, 16, 25)
@@ -46,8 +46,11 @@ def score(images: list[np.ndarray], reference: np.ndarray) -> tuple[float, float
 
 
 def run_model(name: str, weights: str, patches: list[np.ndarray], sigma: float, config: AdaptConfig) -> dict:
-    channels = patches[0].shape[2]
-    model = create_model(name, weights=weights, channels=channels)
+    try:
+        model = create_model(name, weights=weights, channels=patches[0].shape[2])
+    except ModelError:  # weights for gray images only (e.g. the Noise2Self DnCNN): gray patches
+        model = create_model(name, weights=weights, channels=1)
+    patches = [convert_channels(p, model.meta.channels) for p in patches]
     rows = {}
     for k in KS:
         n = int(round(k**0.5))
@@ -89,7 +92,8 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=6, help="number of clean patches (one per image)")
     parser.add_argument("--size", type=int, default=48, help="patch side")
     parser.add_argument("--sigma", type=float, default=25)
-    parser.add_argument("--steps", type=int, default=AdaptConfig().steps)
+    parser.add_argument("--steps", type=int, default=GAUSSIAN_STEPS)
+    parser.add_argument("--name", default="table1_patches", help="results file name under benchmarks/results")
     args = parser.parse_args()
     config = AdaptConfig(steps=args.steps)
     images = load_folder(shared_path("data", "test", args.dataset), limit=args.patches)
@@ -121,7 +125,7 @@ def main() -> None:
     lines = [
         "# Table 1: k identical patches",
         "",
-        f"{args.patches} patches of {args.size}² from {args.dataset} (most textured per image), σ = {args.sigma:g}, "
+        f"{args.patches} patches of {args.size}² from {args.dataset} (most textured per image; gray models see their BT.601 luma), σ = {args.sigma:g}, "
         f"M = {args.steps}, device {payload['environment']['device']}.",
         "",
         "PSNR dB (SSIM): each denoised copy alone / average of the k copies / after adaptation.",
@@ -135,7 +139,7 @@ def main() -> None:
             for r in (rows[k] for k in KS)
         ]
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
-    write_results("table1_patches", payload, "\n".join(lines))
+    write_results(args.name, payload, "\n".join(lines))
 
 
 if __name__ == "__main__":

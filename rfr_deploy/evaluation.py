@@ -134,7 +134,11 @@ class EvalReport:
     def to_markdown(self) -> str:
         steps = sorted(self.images[0].psnr) if self.images else []
         s, a = self.settings, self.adapt
-        listed = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("steps", "seed", "fast", "amp"))
+        listed = ", ".join(
+            f"{k}={'auto' if v is None else v}"
+            for k, v in a.items()
+            if k not in ("steps", "seed", "fast", "amp")
+        )
         context = [
             f"Dataset `{self.dataset}`"
             + (f" (first {s['limit']})" if s.get("limit") else "")

@@ -90,6 +90,12 @@ class QuantizedNoise(nn.Module):
         return f"levels={self.levels:g}"
 
 
+def is_gaussian(noise: nn.Module) -> bool:
+    """Whether ``noise`` draws white Gaussian noise (known, estimated or uniform σ; quantized or not)."""
+    inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
+    return isinstance(inner, GaussianNoise | UniformSigmaGaussianNoise)
+
+
 NoiseChoice = Literal["auto", "gaussian", "camera"]
 UnknownSigma = Literal["estimate", "uniform"]
 

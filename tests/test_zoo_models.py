@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.adapt import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.camera import CameraNoise, CameraResponses
 from rfr_deploy.images import write_image
 from rfr_deploy.pretrain import PretrainConfig, pretrain
@@ -142,5 +142,7 @@ def test_adapt_and_export_follows_the_noise_the_weights_were_trained_on(noise, e
     write_image(image, rng.random((20, 24, 3)).astype(np.float32))
     settings = JobSettings(model="ridnet", weights=str(final), device="cpu", output_dir=str(tmp_path / "out"))
     assert settings.noise == "auto"
-    (manifest,) = adapt_and_export([image], settings, AdaptConfig(steps=1, lr=1e-4))
+    (manifest,) = adapt_and_export([image], settings, AdaptConfig(lr=1e-4))  # default M for that noise
     assert manifest["noise"]["kind"] == expected
+    default_steps = CAMERA_STEPS if expected == "camera" else GAUSSIAN_STEPS
+    assert manifest["adaptation"]["steps"] == default_steps == len(manifest["losses"])

@@ -66,8 +66,7 @@ A, J = AdaptConfig, JobSettings
     "--steps",
     type=click.IntRange(0),
     default=default_of(A, "steps"),
-    show_default=True,
-    help="Number of fine-tuning updates M.",
+    help="Number of fine-tuning updates M [default: 40 for Gaussian noise, 10 for camera noise].",
 )
 @click.option(
     "--output-ensemble/--no-output-ensemble",

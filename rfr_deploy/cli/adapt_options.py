@@ -117,7 +117,7 @@ def adapt_options(f: Callable) -> Callable:
     return f
 
 
-def adapt_config(steps: int, seed: int, options: dict[str, Any]) -> AdaptConfig:
+def adapt_config(steps: int | None, seed: int, options: dict[str, Any]) -> AdaptConfig:
     """Build the ``AdaptConfig`` from the command's keyword arguments; a bad value is a usage error."""
     try:
         return AdaptConfig(steps=steps, seed=seed, **{name: options[name] for name in ADAPT_OPTION_NAMES})
