@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from common import parse_overrides
 from paper_protocol import COLOR_SETS, GRAY_SETS, plan, run_table
 
 from rfr_deploy.adapt import AdaptConfig
@@ -34,6 +35,11 @@ def main(
         "--score-ensemble", action="store_true", help="also score the ×8 self-ensemble of every checkpoint"
     )
     parser.add_argument("--name", default=default_name, help="results file name under benchmarks/results")
+    parser.add_argument(
+        "--adapt",
+        default="",
+        help="AdaptConfig fields that differ from the CLI defaults, e.g. 'select=off,interpolation=0.25'",
+    )
     args = parser.parse_args()
     cells = plan(
         [float(s) for s in args.sigmas.split(",")],
@@ -46,7 +52,7 @@ def main(
         title,
         cells,
         sigma_mode,
-        AdaptConfig(),
+        AdaptConfig(**parse_overrides(args.adapt)),
         steps,
         args.limit,
         args.crop,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .inference import denoise
-from .noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
+from .noise import GaussianNoise, QuantizedNoise, is_gaussian
 from .noise_level import estimate_noise_level
 
 _PROBE_STREAM = 0x5EED_50BE_0000_0001
@@ -86,11 +86,11 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
     :func:`~rfr_deploy.noise_level.estimate_noise_level` gives, the widest over the images, around
     the level used. Camera noise or any other model: None (SURE for Gaussian noise does not apply).
     """
+    if not is_gaussian(noise):
+        return None
     inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
     if isinstance(inner, GaussianNoise) and not inner.estimated:
         return inner.sigma / 255.0, inner.sigma / 255.0
-    if not isinstance(inner, GaussianNoise | UniformSigmaGaussianNoise):
-        return None
     levels = [estimate_noise_level(y) for y in images]
     low = min(v.low / v.sigma for v in levels)
     high = max(v.high / v.sigma for v in levels)
