@@ -31,7 +31,7 @@ from .blending import WeightAverage, WeightBlend
 from .inference import denoise
 from .memory import available_bytes, bytes_per_pixel
 from .noise import is_gaussian
-from .sure import gaussian_level
+from .sure import gaussian_level, gray_with_estimated_level
 from .transforms import DIHEDRAL, dihedral
 
 LossKind = Literal["mse", "l1"]
@@ -42,6 +42,11 @@ Select = Literal["sure", "off"]
 
 GAUSSIAN_STEPS = 40
 """Default M for Gaussian noise, where SURE chooses how far to move from the pre-trained weights."""
+UNGUARDED_INTERPOLATION = 0.5
+"""Default interpolation where SURE does not choose it (camera noise, ``select='off'``)."""
+ESTIMATED_GRAY_INTERPOLATION = 0.25
+"""Default interpolation for gray images with an estimated σ, where SURE is not trusted
+(:func:`rfr_deploy.sure.gray_with_estimated_level`)."""
 CAMERA_STEPS = 10
 """Default M for camera noise (signal dependent: no SURE guard, fixed interpolation). In sixteen of
 the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
@@ -74,16 +79,18 @@ class AdaptConfig:
     ema: float = 0.0
     """Average the weights over the updates: each update moves the average towards the current
     weights by max(1 − ema, 1/t); 0 keeps only the last weights, values near 1 average every iterate."""
-    interpolation: float = 0.5
-    """Weight-space interpolation of the result: pre-trained + interpolation × (adapted − pre-trained).
-    Values below 1 keep part of the pre-trained network, which removes most losses on images with
-    little self-similarity (see benchmarks/results/study_*)."""
+    interpolation: float | None = None
+    """Weight-space interpolation of the result where SURE does not choose it: pre-trained +
+    interpolation × (adapted − pre-trained). Values below 1 keep part of the pre-trained network,
+    which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
+    None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
+    :data:`UNGUARDED_INTERPOLATION` otherwise."""
     select: Select = "sure"
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
     unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.sure`).
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
-    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', or camera
-    noise: use ``interpolation``."""
+    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', camera
+    noise, or gray images with an estimated σ: use ``interpolation``."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -104,7 +111,7 @@ class AdaptConfig:
             raise ValueError("patch must be at least 8 pixels")
         if not (0.0 <= self.ema < 1.0):
             raise ValueError("ema must be in [0, 1)")
-        if not (0.0 < self.interpolation <= 1.5):
+        if self.interpolation is not None and not (0.0 < self.interpolation <= 1.5):
             raise ValueError("interpolation must be in (0, 1.5]")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
@@ -268,7 +275,11 @@ def adapt(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     averaged = WeightAverage(model, config.ema) if config.ema else None
     level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
-    blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
+    interpolation = config.interpolation
+    if interpolation is None:
+        gray_estimate = gray_with_estimated_level(noise, images)
+        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
+    blend = WeightBlend(model, images, sigma, level, interpolation, config.seed)
     model.train()
     runner = make_runner(model, targets, noise, config_used, generator)
 

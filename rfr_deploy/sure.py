@@ -85,12 +85,16 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
     Known σ: that σ (low = high). Estimated σ, or uniform σ (level unknown): the range
     :func:`~rfr_deploy.noise_level.estimate_noise_level` gives, the widest over the images, around
     the level used. Camera noise or any other model: None (SURE for Gaussian noise does not apply).
+    Gray images with an estimated σ: None as well: SURE needs σ to about half a percent, and on a
+    single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
     """
     if not is_gaussian(noise):
         return None
     inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
     if isinstance(inner, GaussianNoise) and not inner.estimated:
         return inner.sigma / 255.0, inner.sigma / 255.0
+    if gray_with_estimated_level(noise, images):
+        return None
     levels = [estimate_noise_level(y) for y in images]
     low = min(v.low / v.sigma for v in levels)
     high = max(v.high / v.sigma for v in levels)
@@ -99,6 +103,18 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
     else:
         level = sorted(v.sigma for v in levels)[len(levels) // 2] / 255.0
     return level * low, level * high
+
+
+def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
+    """Gray images adapted with a σ estimated from them: SURE's choice is not trusted there.
+
+    With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
+    at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed
+    quarter step (:data:`rfr_deploy.adapt.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
+    gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*).
+    """
+    inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
+    return isinstance(inner, GaussianNoise) and inner.estimated and all(y.shape[1] == 1 for y in images)
 
 
 @dataclass

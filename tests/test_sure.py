@@ -156,3 +156,31 @@ def test_probe_count_grows_as_images_shrink():
     assert probe_count([torch.zeros(1, 1, 128, 128)]) == 16
     assert probe_count([torch.zeros(1, 1, 8, 8)]) == 16
     assert probe_count([torch.zeros(1, 3, 1024, 1024)]) == 2
+
+
+def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncnn, pair):
+    from rfr_deploy.adapt import ESTIMATED_GRAY_INTERPOLATION
+    from rfr_deploy.sure import gray_with_estimated_level
+
+    _, noisy, _ = pair
+    gray = noisy.mean(dim=1, keepdim=True)
+    estimated = GaussianNoise(20, estimated=True)
+    assert gray_with_estimated_level(estimated, [gray])
+    assert gray_with_estimated_level(QuantizedNoise(estimated), [gray])
+    assert not gray_with_estimated_level(estimated, [noisy])  # colour keeps SURE over its range
+    assert not gray_with_estimated_level(GaussianNoise(20), [gray])  # known σ keeps SURE
+    assert gaussian_level(estimated, [gray]) is None
+    assert gaussian_level(GaussianNoise(20), [gray]) is not None
+
+    model = tiny_dncnn(1)
+    result = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3))
+    assert result.interpolation == ESTIMATED_GRAY_INTERPOLATION and not result.sure_db
+    full = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, select="off", interpolation=1.0))
+    for p0, p1, pq in zip(
+        model.parameters(), full.model.parameters(), result.model.parameters(), strict=True
+    ):
+        assert torch.allclose(pq, p0 + ESTIMATED_GRAY_INTERPOLATION * (p1 - p0), atol=1e-6)
+    explicit = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, interpolation=0.75))
+    assert explicit.interpolation == 0.75
+    colour = adapt(tiny_dncnn(3), noisy, estimated, AdaptConfig(steps=2, lr=1e-3))
+    assert colour.sure_db  # SURE still chooses for colour images

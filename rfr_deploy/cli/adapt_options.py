@@ -54,8 +54,8 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
         "--interpolation",
         type=click.FloatRange(0.0, 1.5, min_open=True),
         default=default_of(A, "interpolation"),
-        show_default=True,
-        help="Result = pre-trained + this × (adapted − pre-trained) in weight space.",
+        help="Result = pre-trained + this × (adapted − pre-trained) in weight space, where SURE does not "
+        "choose it [default: 0.25 for gray images with an estimated σ, else 0.5].",
     ),
     click.option(
         "--select",
