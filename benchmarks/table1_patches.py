@@ -28,7 +28,7 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import ModelError, create_model
+from rfr_deploy.registry import create_model
 from rfr_deploy.shared import shared_path
 
 KS = (1, 4, 9, 16, 25)
@@ -46,10 +46,7 @@ def score(images: list[np.ndarray], reference: np.ndarray) -> tuple[float, float
 
 
 def run_model(name: str, weights: str, patches: list[np.ndarray], sigma: float, config: AdaptConfig) -> dict:
-    try:
-        model = create_model(name, weights=weights, channels=patches[0].shape[2])
-    except ModelError:  # weights for gray images only (e.g. the Noise2Self DnCNN): gray patches
-        model = create_model(name, weights=weights, channels=1)
+    model = create_model(name, weights=weights)  # colour where the weights are, else gray
     patches = [convert_channels(p, model.meta.channels) for p in patches]
     rows = {}
     for k in KS:

@@ -226,11 +226,17 @@ class EagerRunner:
         return loss.detach()
 
 
-def resolve_steps(config: AdaptConfig, noise: nn.Module) -> AdaptConfig:
-    """``config`` with the default number of updates for ``noise`` filled in where ``steps`` is None."""
-    if config.steps is not None:
-        return config
-    return dataclasses.replace(config, steps=GAUSSIAN_STEPS if is_gaussian(noise) else CAMERA_STEPS)
+def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:
+    """``config`` with the defaults that depend on the noise model and the images filled in where a
+    field is None: ``steps`` (:data:`GAUSSIAN_STEPS` / :data:`CAMERA_STEPS`) and ``interpolation``
+    (:data:`ESTIMATED_GRAY_INTERPOLATION` / :data:`UNGUARDED_INTERPOLATION`)."""
+    steps, interpolation = config.steps, config.interpolation
+    if steps is None:
+        steps = GAUSSIAN_STEPS if is_gaussian(noise) else CAMERA_STEPS
+    if interpolation is None:
+        gray_estimate = gray_with_estimated_level(noise, images)
+        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
+    return dataclasses.replace(config, steps=steps, interpolation=interpolation)
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
@@ -253,11 +259,11 @@ def adapt(
     noise map. ``callback`` receives a :class:`StepInfo` after every update (progress bars,
     snapshots of intermediate results).
     """
-    config = resolve_steps(config or AdaptConfig(), noise)
     start = time.perf_counter()
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
     if not images:
         raise ValueError("no images to adapt to")
+    config = resolve_defaults(config or AdaptConfig(), noise, images)
     device = images[0].device
     model = copy.deepcopy(model).to(device)
 
@@ -275,11 +281,7 @@ def adapt(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     averaged = WeightAverage(model, config.ema) if config.ema else None
     level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
-    interpolation = config.interpolation
-    if interpolation is None:
-        gray_estimate = gray_with_estimated_level(noise, images)
-        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
-    blend = WeightBlend(model, images, sigma, level, interpolation, config.seed)
+    blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
     model.train()
     runner = make_runner(model, targets, noise, config_used, generator)
 

@@ -90,10 +90,14 @@ class QuantizedNoise(nn.Module):
         return f"levels={self.levels:g}"
 
 
+def base_noise(noise: nn.Module) -> nn.Module:
+    """The noise model inside a :class:`QuantizedNoise` (or ``noise`` itself)."""
+    return noise.inner if isinstance(noise, QuantizedNoise) else noise
+
+
 def is_gaussian(noise: nn.Module) -> bool:
     """Whether ``noise`` draws white Gaussian noise (known, estimated or uniform σ; quantized or not)."""
-    inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
-    return isinstance(inner, GaussianNoise | UniformSigmaGaussianNoise)
+    return isinstance(base_noise(noise), GaussianNoise | UniformSigmaGaussianNoise)
 
 
 NoiseChoice = Literal["auto", "gaussian", "camera"]

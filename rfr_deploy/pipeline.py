@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .adapt import AdaptConfig, StepInfo, adapt, resolve_steps
+from .adapt import AdaptConfig, StepInfo, adapt, resolve_defaults
 from .devices import resolve_device
 from .errors import ConfigError, ImageError
 from .files import atomic_write
@@ -191,7 +191,7 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
         (settings.sigma_low, settings.sigma_high),
         bit_depth=_noise_bit_depth(settings, group),
     ).to(device)
-    config = resolve_steps(config, noise)
+    config = resolve_defaults(config, noise, [j.noisy for j in group])
     sigma = _model_sigma(model, first) if len(group) == 1 else _set_sigma(model, group)
     label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
     with reporter.bar(config.steps, f"adapting {label}") as update:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .inference import denoise
-from .noise import GaussianNoise, QuantizedNoise, is_gaussian
+from .noise import GaussianNoise, base_noise, is_gaussian
 from .noise_level import estimate_noise_level
 
 _PROBE_STREAM = 0x5EED_50BE_0000_0001
@@ -90,7 +90,7 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
     """
     if not is_gaussian(noise):
         return None
-    inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
+    inner = base_noise(noise)
     if isinstance(inner, GaussianNoise) and not inner.estimated:
         return inner.sigma / 255.0, inner.sigma / 255.0
     if gray_with_estimated_level(noise, images):
@@ -113,7 +113,7 @@ def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) 
     quarter step (:data:`rfr_deploy.adapt.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
     gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*).
     """
-    inner = noise.inner if isinstance(noise, QuantizedNoise) else noise
+    inner = base_noise(noise)
     return isinstance(inner, GaussianNoise) and inner.estimated and all(y.shape[1] == 1 for y in images)
 
 

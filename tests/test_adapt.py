@@ -155,14 +155,16 @@ def test_invalid_new_settings_are_rejected(kwargs):
 
 
 def test_default_number_of_updates_follows_the_noise_model():
-    from rfr_deploy.adapt import CAMERA_STEPS, GAUSSIAN_STEPS, resolve_steps
+    from rfr_deploy.adapt import CAMERA_STEPS, GAUSSIAN_STEPS, UNGUARDED_INTERPOLATION, resolve_defaults
     from rfr_deploy.camera import CameraNoise, CameraResponses
     from rfr_deploy.noise import QuantizedNoise
 
+    images = [torch.rand(1, 3, 8, 8)]
     camera = CameraNoise(CameraResponses.parametric())
     gaussian = (GaussianNoise(25), UniformSigmaGaussianNoise(), QuantizedNoise(GaussianNoise(10)))
-    assert all(resolve_steps(AdaptConfig(), n).steps == GAUSSIAN_STEPS for n in gaussian)
-    assert resolve_steps(AdaptConfig(), camera).steps == CAMERA_STEPS < GAUSSIAN_STEPS
-    assert resolve_steps(AdaptConfig(), QuantizedNoise(camera)).steps == CAMERA_STEPS
-    assert resolve_steps(AdaptConfig(steps=7), camera).steps == 7
-    assert resolve_steps(AdaptConfig(steps=0), GaussianNoise(25)).steps == 0
+    assert all(resolve_defaults(AdaptConfig(), n, images).steps == GAUSSIAN_STEPS for n in gaussian)
+    assert resolve_defaults(AdaptConfig(), camera, images).steps == CAMERA_STEPS < GAUSSIAN_STEPS
+    assert resolve_defaults(AdaptConfig(), QuantizedNoise(camera), images).steps == CAMERA_STEPS
+    assert resolve_defaults(AdaptConfig(steps=7), camera, images).steps == 7
+    assert resolve_defaults(AdaptConfig(steps=0), GaussianNoise(25), images).steps == 0
+    assert resolve_defaults(AdaptConfig(), camera, images).interpolation == UNGUARDED_INTERPOLATION

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..adapt import AdaptConfig
+from ..adapt import ESTIMATED_GRAY_INTERPOLATION, UNGUARDED_INTERPOLATION, AdaptConfig
 from .options import default_of
 
 A = AdaptConfig
@@ -55,7 +55,8 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
         type=click.FloatRange(0.0, 1.5, min_open=True),
         default=default_of(A, "interpolation"),
         help="Result = pre-trained + this × (adapted − pre-trained) in weight space, where SURE does not "
-        "choose it [default: 0.25 for gray images with an estimated σ, else 0.5].",
+        f"choose it [default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ, "
+        f"else {UNGUARDED_INTERPOLATION:g}].",
     ),
     click.option(
         "--select",
