@@ -16,7 +16,7 @@ import statistics
 import time
 
 import numpy as np
-from common import environment, write_results
+from common import environment, parse_overrides, write_results
 
 from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.blending import interpolated
@@ -63,9 +63,16 @@ def main() -> None:
         default=",".join(f"{a:g}" for a in CANDIDATES),
         help="interpolation weights to score (the first is the reference, normally 0)",
     )
+    parser.add_argument(
+        "--adapt",
+        default="",
+        help="AdaptConfig fields that differ from the CLI defaults, e.g. 'recorrupted=0.5'",
+    )
+    parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
     args = parser.parse_args()
     candidates = tuple(float(a) for a in args.candidates.split(","))
-    config = AdaptConfig(steps=args.steps, lr=args.lr, select="off", interpolation=1.0)
+    overrides = parse_overrides(args.adapt)
+    config = AdaptConfig(steps=args.steps, lr=args.lr, **overrides, select="off", interpolation=1.0)
     started = time.perf_counter()
     images = load_folder(shared_path("data", "test", args.dataset), limit=args.limit)
     rows = {}
@@ -98,12 +105,14 @@ def main() -> None:
             for n, r in rows.items()
         },
     }
-    name = f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_crop{args.crop}_lr{args.lr:g}"
+    name = args.name or f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_crop{args.crop}_lr{args.lr:g}"
     lines = [
         f"# {name}",
         "",
         f"{args.dataset}, first {len(rows)} images, central {args.crop}² crops, weights `{args.weights}`, "
-        f"σ = {args.sigma:g}, M = {args.steps}, Adam lr {args.lr:g} (defaults otherwise); {payload['environment']['device']}, "
+        f"σ = {args.sigma:g}, M = {args.steps}, Adam lr {args.lr:g}"
+        + (f", {args.adapt}" if args.adapt else "")
+        + f" (defaults otherwise); {payload['environment']['device']}, "
         f"torch {payload['environment']['torch']}; {payload['wall_seconds']:.0f} s.",
         "",
         "PSNR gain (dB) of θ0 + α(θ_M − θ0) over the pre-trained network (α = 0).",

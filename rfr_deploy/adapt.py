@@ -28,9 +28,11 @@ import torch
 from torch import nn
 
 from .blending import WeightAverage, WeightBlend
+from .capture import image_order, patch_offsets
 from .inference import denoise
 from .memory import available_bytes, bytes_per_pixel
 from .noise import is_gaussian
+from .recorrupt import Recorruption, make_recorruption
 from .sure import gaussian_level, gray_with_estimated_level
 from .transforms import DIHEDRAL, dihedral
 
@@ -91,6 +93,12 @@ class AdaptConfig:
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
     some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', camera
     noise, or gray images with an estimated σ: use ``interpolation``."""
+    recorrupted: float = 0.0
+    """Weight of a recorrupted-to-recorrupted term added to the loss (pairs Y + a·z → Y − z/a drawn
+    from the noisy input itself, unbiased for the clean image; Gaussian noise of one level only, see
+    :mod:`rfr_deploy.recorrupt`). 0 (default) trains on restore-from-restored pairs alone: the term
+    helped gray images a little, not colour ones, and biases the SURE selection towards large steps.
+    Costs a second forward and backward pass per update."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -113,6 +121,8 @@ class AdaptConfig:
             raise ValueError("ema must be in [0, 1)")
         if self.interpolation is not None and not (0.0 < self.interpolation <= 1.5):
             raise ValueError("interpolation must be in (0, 1.5]")
+        if not (self.recorrupted >= 0.0 and math.isfinite(self.recorrupted)):
+            raise ValueError("recorrupted must be a finite number >= 0")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
         if self.select not in ("sure", "off"):
@@ -203,9 +213,18 @@ class EagerRunner:
 
     name = "eager"
 
-    def __init__(self, model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+    def __init__(
+        self,
+        model,
+        targets,
+        noise,
+        config: AdaptConfig,
+        generator: torch.Generator,
+        recorruption: Recorruption | None = None,
+    ):
         self.model, self.targets, self.noise = model, targets, noise
         self.batch, self.patch, self.generator = config.batch, config.patch, generator
+        self.recorruption = recorruption
         self.loss_fn = loss_function(config.loss)
         self.optimizer, self.scheduler = make_optimizer(model, config)
 
@@ -219,6 +238,9 @@ class EagerRunner:
         x = dihedral(x, k)
         noisy, sigma = self.noise(x, self.generator)
         loss = self.loss_fn(self.model(noisy, sigma), x)
+        if self.recorruption is not None:
+            y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
+            loss = loss + self.recorruption.loss(self.model, y, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -272,7 +294,9 @@ def adapt(
     _sync(device)
     target_seconds = time.perf_counter() - t0
 
-    patch = config.patch or _patch_that_fits(model, targets, config.batch)
+    recorruption = make_recorruption(noise, images, config.recorrupted)
+    passes = 2 if recorruption is not None else 1  # the recorrupted pair is a second forward/backward
+    patch = config.patch or _patch_that_fits(model, targets, config.batch * passes)
     if patch is not None:
         patch = min(patch, *(min(t.shape[-2:]) for t in targets))
     config_used = dataclasses.replace(config, patch=patch)
@@ -283,14 +307,14 @@ def adapt(
     level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
     blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
     model.train()
-    runner = make_runner(model, targets, noise, config_used, generator)
+    runner = make_runner(model, targets, noise, config_used, generator, recorruption)
 
     losses: list[torch.Tensor] = []
     step_seconds: list[float] = []
-    order = _image_order(len(targets), config.steps, plan)
+    order = image_order(len(targets), config.steps, plan)
     for step, index in enumerate(order):
         k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
-        offsets = _patch_offsets(targets[index], patch, config.batch, plan) if patch else None
+        offsets = patch_offsets(targets[index], patch, config.batch, plan) if patch else None
         t = time.perf_counter()
         loss = runner.step(index, k, offsets)
         _sync(device)
@@ -328,7 +352,14 @@ def adapt(
     )
 
 
-def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator) -> StepRunner:
+def make_runner(
+    model,
+    targets,
+    noise,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    recorruption: Recorruption | None = None,
+) -> StepRunner:
     """The fast runner where it applies (see :mod:`rfr_deploy.fastpath`), else the eager one.
 
     CUDA: CUDA graphs with mixed precision ('auto' falls back to eager when capture fails, 'on'
@@ -336,11 +367,11 @@ def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Gen
     """
     device = targets[0].device
     if config.fast == "off":
-        return EagerRunner(model, targets, noise, config, generator)
+        return EagerRunner(model, targets, noise, config, generator, recorruption)
     if device.type == "cuda":
         from .fastpath import try_graph_runner
 
-        runner = try_graph_runner(model, targets, noise, config, generator)
+        runner = try_graph_runner(model, targets, noise, config, generator, recorruption)
         if runner is not None:
             return runner
         if config.fast == "on":
@@ -350,27 +381,10 @@ def make_runner(model, targets, noise, config: AdaptConfig, generator: torch.Gen
     else:
         from .fastpath import cpu_fast_runner
 
-        runner = cpu_fast_runner(model, targets, noise, config, generator)
+        runner = cpu_fast_runner(model, targets, noise, config, generator, recorruption)
         if runner is not None:
             return runner
-    return EagerRunner(model, targets, noise, config, generator)
-
-
-def _image_order(n: int, steps: int, generator: torch.Generator) -> list[int]:
-    """Which image each update uses: every image once per round, in a fresh random order per round."""
-    order: list[int] = []
-    while len(order) < steps:
-        order.extend(torch.randperm(n, generator=generator).tolist() if n > 1 else [0])
-    return order[:steps]
-
-
-def _patch_offsets(
-    target: torch.Tensor, patch: int, batch: int, generator: torch.Generator
-) -> list[tuple[int, int]]:
-    h, w = target.shape[-2:]
-    ys = torch.randint(h - patch + 1, (batch,), generator=generator).tolist()
-    xs = torch.randint(w - patch + 1, (batch,), generator=generator).tolist()
-    return list(zip(ys, xs, strict=True))
+    return EagerRunner(model, targets, noise, config, generator, recorruption)
 
 
 def _patch_that_fits(model, targets: list[torch.Tensor], batch: int) -> int | None:

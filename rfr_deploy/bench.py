@@ -48,6 +48,7 @@ from .errors import ConfigError
 from .inference import to_tensor
 from .noise import GaussianNoise
 from .progress import QUIET, Reporter
+from .recorrupt import make_recorruption
 from .registry import create_model, list_models
 from .transforms import DIHEDRAL
 
@@ -193,7 +194,10 @@ def time_modes(
             net = copy.deepcopy(model).train()
             generator = torch.Generator(device=device).manual_seed(settings.seed)
             noise = GaussianNoise(SIGMA).to(device)
-            live.runner = runner = make_mode_runner(live.timing.mode, net, [target], noise, config, generator)
+            recorruption = make_recorruption(noise, [target], config.recorrupted)
+            live.runner = runner = make_mode_runner(
+                live.timing.mode, net, [target], noise, config, generator, recorruption
+            )
             _sync(device)
             live.timing.setup_s, live.timing.runner = round(time.perf_counter() - t0, 4), runner.name
             counter = iter(range(1 << 30))
@@ -232,20 +236,22 @@ def time_modes(
     return [live.timing for live in lives]
 
 
-def make_mode_runner(mode: str, model, targets, noise, config: AdaptConfig, generator):
+def make_mode_runner(mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption=None):
+    """The step runner of one bench mode (the recorrupted-to-recorrupted term included when given)."""
     from .fastpath import ChannelsLastRunner, FastRunner
 
     if mode == "eager":
-        return EagerRunner(model, targets, noise, config, generator)
+        return EagerRunner(model, targets, noise, config, generator, recorruption)
     if mode == "channels-last":
-        return ChannelsLastRunner(model, targets, noise, config, generator)
+        return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
     if mode == "channels-last+compile":
-        runner = ChannelsLastRunner(torch.compile(model), targets, noise, config, generator)
+        runner = ChannelsLastRunner(torch.compile(model), targets, noise, config, generator, recorruption)
         runner.name = "eager+channels-last+compile"
         return runner
     amp = "off" if mode == "graphs-fp32" else "auto"
     graphs = mode in ("graphs-fp32", "amp+graphs")
-    return FastRunner(model, targets, noise, dataclasses.replace(config, amp=amp), generator, graphs=graphs)
+    config = dataclasses.replace(config, amp=amp)
+    return FastRunner(model, targets, noise, config, generator, graphs=graphs, recorruption=recorruption)
 
 
 def time_job(name, model, noisy: np.ndarray, settings: BenchSettings, device, budget, step_seconds):

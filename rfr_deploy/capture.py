@@ -1,7 +1,7 @@
-"""State that a CUDA-graph capture of the update needs outside the graph.
+"""The plan of a run's updates, and the state a CUDA-graph capture of the update needs outside the graph.
 
-The batch shapes a run produces (one graph each), the clean batch cut exactly as the eager loop
-cuts it, a snapshot that undoes the warm-up updates made before capture, and the optimizer's
+Which image and which patches each update uses, the batch shapes a run produces (one graph each),
+the clean batch cut exactly as the eager loop cuts it, a snapshot that undoes the warm-up updates made before capture, and the optimizer's
 learning rates held as device tensors that follow the host-side schedule. None of it needs a GPU,
 so all of it is tested on the CPU.
 """
@@ -26,6 +26,24 @@ def clean_batch(
     else:
         x = target.expand(batch, -1, -1, -1)
     return dihedral(x, k)
+
+
+def image_order(n: int, steps: int, generator: torch.Generator) -> list[int]:
+    """Which image each update uses: every image once per round, in a fresh random order per round."""
+    order: list[int] = []
+    while len(order) < steps:
+        order.extend(torch.randperm(n, generator=generator).tolist() if n > 1 else [0])
+    return order[:steps]
+
+
+def patch_offsets(
+    target: torch.Tensor, patch: int, batch: int, generator: torch.Generator
+) -> list[tuple[int, int]]:
+    """``batch`` random origins of square ``patch``-sided patches inside ``target``."""
+    h, w = target.shape[-2:]
+    ys = torch.randint(h - patch + 1, (batch,), generator=generator).tolist()
+    xs = torch.randint(w - patch + 1, (batch,), generator=generator).tolist()
+    return list(zip(ys, xs, strict=True))
 
 
 def training_shapes(

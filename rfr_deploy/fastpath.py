@@ -50,6 +50,7 @@ from torch import nn
 
 from .adapt import AdaptConfig, EagerRunner, loss_function, make_optimizer
 from .capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
+from .recorrupt import Recorruption
 
 Precision = Literal["bf16", "fp16", "fp32"]
 WARMUP_UPDATES = 3
@@ -61,21 +62,35 @@ class CaptureError(RuntimeError):
     """The update cannot run as CUDA graphs here; the message says why."""
 
 
-def try_graph_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+def try_graph_runner(
+    model,
+    targets,
+    noise,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    recorruption: Recorruption | None = None,
+):
     """The CUDA-graph :class:`FastRunner`, or None (with a one-line warning) where it cannot be used."""
     try:
-        return FastRunner(model, targets, noise, config, generator, graphs=True)
+        return FastRunner(model, targets, noise, config, generator, graphs=True, recorruption=recorruption)
     except Exception as exc:  # any failure means: use the eager loop
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         warnings.warn(f"CUDA graphs not used, running the eager loop: {reason}", stacklevel=2)
         return None
 
 
-def cpu_fast_runner(model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+def cpu_fast_runner(
+    model,
+    targets,
+    noise,
+    config: AdaptConfig,
+    generator: torch.Generator,
+    recorruption: Recorruption | None = None,
+):
     """The channels-last runner for CPU tensors and convolutional networks, else None."""
     if targets[0].device.type != "cpu" or not has_convolutions(model):
         return None
-    return ChannelsLastRunner(model, targets, noise, config, generator)
+    return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
 
 
 class ChannelsLastRunner(EagerRunner):
@@ -88,9 +103,17 @@ class ChannelsLastRunner(EagerRunner):
 
     name = "eager+channels-last"
 
-    def __init__(self, model, targets, noise, config: AdaptConfig, generator: torch.Generator):
+    def __init__(
+        self,
+        model,
+        targets,
+        noise,
+        config: AdaptConfig,
+        generator: torch.Generator,
+        recorruption: Recorruption | None = None,
+    ):
         model.to(memory_format=torch.channels_last)
-        super().__init__(model, targets, noise, config, generator)
+        super().__init__(model, targets, noise, config, generator, recorruption)
         self._checked = False
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
@@ -145,6 +168,8 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     input: torch.Tensor
     loss: torch.Tensor
+    noisy: torch.Tensor | None = None
+    """Static noisy batch of the recorrupted-to-recorrupted term (None when it is off)."""
 
 
 class FastRunner:
@@ -165,6 +190,7 @@ class FastRunner:
         generator: torch.Generator,
         graphs: bool = True,
         channels_last: bool | None = None,
+        recorruption: Recorruption | None = None,
     ):
         self.device = targets[0].device
         if graphs and (self.device.type != "cuda" or not torch.cuda.is_available()):
@@ -173,6 +199,7 @@ class FastRunner:
             raise CaptureError(f"torch {torch.__version__} cannot replay a custom generator in a CUDA graph")
         self.model, self.targets, self.noise, self.generator = model, targets, noise, generator
         self.batch, self.patch, self.use_graphs = config.batch, config.patch, graphs
+        self.recorruption = recorruption
         self.loss_fn = loss_function(config.loss)
         self.precision = resolve_precision(config.amp, self.device)
         self.channels_last = has_convolutions(model) if channels_last is None else channels_last
@@ -223,6 +250,7 @@ class FastRunner:
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
         x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
+        y = self._noisy_batch(index, k, offsets)
         if self.use_graphs:
             captured = self.graphs.get(tuple(x.shape))
             if captured is None:
@@ -230,10 +258,12 @@ class FastRunner:
                     f"no CUDA graph was captured for a training batch of shape {tuple(x.shape)}"
                 )
             captured.input.copy_(x)
+            if captured.noisy is not None:
+                captured.noisy.copy_(y)
             captured.graph.replay()
             loss = captured.loss.clone()  # the static loss is overwritten by the next replay
         else:
-            loss = self._update(x.contiguous(memory_format=self.layout))
+            loss = self._update(x.contiguous(memory_format=self.layout), y)
         self.scheduler.step()
         if self.lrs is not None:
             self.lrs.sync()
@@ -249,8 +279,16 @@ class FastRunner:
         self.model.to(memory_format=torch.contiguous_format)
         torch.backends.cudnn.benchmark = self._benchmark_before
 
-    def _update(self, x: torch.Tensor) -> torch.Tensor:
-        """One update on the clean batch ``x``: noise, forward, loss, backward, optimizer step."""
+    def _noisy_batch(self, index: int, k: int, offsets) -> torch.Tensor | None:
+        """The noisy batch of the recorrupted-to-recorrupted term, cut like the clean one (None: off)."""
+        if self.recorruption is None:
+            return None
+        y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
+        return y.contiguous(memory_format=self.layout)
+
+    def _update(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """One update on the clean batch ``x`` (and the noisy batch ``y`` of the recorrupted term):
+        noise, forward, loss, backward, optimizer step."""
         self.optimizer.zero_grad(set_to_none=not self.use_graphs)
         noisy, sigma = self.noise(x, self.generator)
         dtype = _AUTOCAST.get(self.precision)
@@ -262,6 +300,9 @@ class FastRunner:
         with autocast:
             out = self.model(noisy, sigma)
         loss = self.loss_fn(out.float(), x)
+        if y is not None:
+            with autocast:
+                loss = loss + self.recorruption.loss(self.model, y, self.generator)
         if self.scaler is None:
             loss.backward()
             self.optimizer.step()
@@ -283,23 +324,27 @@ class FastRunner:
             for n, (shape, (index, k, offsets)) in enumerate(shapes.items()):
                 static = torch.empty(shape, device=self.device, memory_format=self.layout)
                 static.copy_(clean_batch(self.targets[index], k, offsets, self.batch, self.patch))
-                self._warm_up(static, stream)
+                noisy = self._noisy_batch(index, k, offsets)
+                static_noisy = None if noisy is None else noisy.clone(memory_format=self.layout)
+                self._warm_up(static, static_noisy, stream)
                 snapshot.restore()
                 if n == 0:
                     self._check_fresh_noise(static, stream)
                 graph = torch.cuda.CUDAGraph()
                 graph.register_generator_state(self.generator)
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    loss = self._update(static)
+                    loss = self._update(static, static_noisy)
                 snapshot.restore()
-                self.graphs[shape] = _Graph(graph, static, loss)
+                self.graphs[shape] = _Graph(graph, static, loss, static_noisy)
 
-    def _warm_up(self, static: torch.Tensor, stream: torch.cuda.Stream) -> None:
+    def _warm_up(
+        self, static: torch.Tensor, static_noisy: torch.Tensor | None, stream: torch.cuda.Stream
+    ) -> None:
         current = torch.cuda.current_stream(self.device)
         stream.wait_stream(current)
         with torch.cuda.stream(stream):
             for _ in range(WARMUP_UPDATES):
-                self._update(static)
+                self._update(static, static_noisy)
         current.wait_stream(stream)
         torch.cuda.synchronize(self.device)
 

@@ -19,6 +19,7 @@ from rfr_deploy.fastpath import (
     try_graph_runner,
 )
 from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.recorrupt import make_recorruption
 from rfr_deploy.registry import create_model
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 
@@ -155,6 +156,28 @@ def test_fused_update_matches_eager_with_a_schedule(tiny_dncnn, noisy):
     assert fast_losses == pytest.approx(eager_losses, rel=1e-5)
     assert _relative_gap(_params(fast_model), _params(eager_model), start) < 1e-2
     assert all(p.is_contiguous() and p.grad is None for p in fast_model.parameters())
+
+
+def test_every_runner_computes_the_recorrupted_term_alike(tiny_dncnn, noisy):
+    """The recorrupted-to-recorrupted pair is drawn and scored identically by the eager, channels-last
+    and fused runners (patches cut from the noisy image where the pseudo-clean ones are cut)."""
+    config = AdaptConfig(steps=5, lr=1e-3, batch=2, patch=16, warmup=2)
+    start = _params(tiny_dncnn(3))
+    offsets = [(1, 2), (4, 0)]
+    term = make_recorruption(GaussianNoise(25), [noisy], 1.0)
+    runs = {}
+    plain, _, _ = _run(EagerRunner, tiny_dncnn(3), [noisy * 0.9], config, GaussianNoise(25), 5, offsets)
+    for cls in (EagerRunner, ChannelsLastRunner, FastRunner):
+        kw = {"graphs": False} if cls is FastRunner else {}
+        runs[cls.__name__] = _run(
+            cls, tiny_dncnn(3), [noisy * 0.9], config, GaussianNoise(25), 5, offsets, recorruption=term, **kw
+        )
+    eager_losses, eager_model, _ = runs["EagerRunner"]
+    assert all(a > b for a, b in zip(eager_losses, plain, strict=True))  # the term is in the loss
+    for name in ("ChannelsLastRunner", "FastRunner"):
+        losses, model, _ = runs[name]
+        assert losses == pytest.approx(eager_losses, rel=1e-5), name
+        assert _relative_gap(_params(model), _params(eager_model), start) < 1e-2, name
 
 
 def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):
@@ -295,6 +318,20 @@ def test_cuda_graphs_with_fp16_and_a_grad_scaler(tiny_dncnn, noisy):
     assert g_losses[0] == pytest.approx(e_losses[0], rel=1e-2)
     assert all(torch.isfinite(p).all() for p in g_model.parameters())
     assert _max_diff(_params(g_model), start) > 0, "no update was applied"
+
+
+@needs_cuda
+def test_cuda_graphs_replay_the_recorrupted_term(tiny_dncnn, noisy):
+    device = torch.device("cuda")
+    target = noisy.to(device)
+    config = AdaptConfig(steps=6, lr=1e-3, amp="off")
+    term = make_recorruption(GaussianNoise(25), [target * 1.1], 1.0)
+    model = tiny_dncnn(3).to(device)
+    eager = _run(EagerRunner, model, [target], config, GaussianNoise(25), recorruption=term)
+    graph = _run(FastRunner, model, [target], config, GaussianNoise(25), graphs=True, recorruption=term)
+    assert graph[2].name.startswith("cuda-graph")
+    assert graph[0] == pytest.approx(eager[0], rel=1e-3)
+    assert _relative_gap(_params(graph[1]), _params(eager[1]), _params(model)) < 1e-2
 
 
 @needs_cuda

@@ -81,6 +81,14 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
         help="Recompute the pseudo-clean targets with the adapted network every N updates (0: never).",
     ),
     click.option(
+        "--recorrupted",
+        type=click.FloatRange(0.0),
+        default=default_of(A, "recorrupted"),
+        show_default=True,
+        help="Weight of the recorrupted-to-recorrupted term (pairs drawn from the noisy input itself, "
+        "Gaussian noise only; 0: restore-from-restored pairs alone).",
+    ),
+    click.option(
         "--optimizer",
         type=click.Choice(["adam", "radam"]),
         default=default_of(A, "optimizer"),

@@ -1,0 +1,96 @@
+"""The recorrupted-to-recorrupted term: its pairs, where it applies, and how it enters the update."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.camera import CameraNoise, CameraResponses
+from rfr_deploy.noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
+from rfr_deploy.recorrupt import RECORRUPTION_SCALE, Recorruption, make_recorruption, recorruption_level
+
+SIGMA = 25 / 255
+
+
+def _clean(shape=(1, 1, 64, 64), seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.avg_pool2d(torch.rand(shape, generator=g), 5, 1, 2)
+
+
+def test_pair_errors_are_uncorrelated_with_the_prescribed_levels():
+    clean = _clean((8, 1, 64, 64))
+    g = torch.Generator().manual_seed(1)
+    noisy = clean + SIGMA * torch.randn(clean.shape, generator=g)
+    term = Recorruption([noisy], level=SIGMA, weight=1.0)
+    inputs, target, sigma = term.pair(noisy, g)
+    a = RECORRUPTION_SCALE
+    e_in, e_out = (inputs - clean).flatten(), (target - clean).flatten()
+    assert float(e_in.std()) == pytest.approx(SIGMA * math.sqrt(1 + a * a), rel=0.02)
+    assert float(e_out.std()) == pytest.approx(SIGMA * math.sqrt(1 + 1 / (a * a)), rel=0.02)
+    # the noise the input and the target share cancels: correlation ~0 (vs 1/sqrt(1+a²)·... if it did not)
+    correlation = float((e_in * e_out).mean() / (e_in.std() * e_out.std()))
+    assert abs(correlation) < 0.02
+    assert sigma.shape == (8,) and torch.allclose(sigma, torch.full((8,), SIGMA * math.sqrt(1 + a * a)))
+
+
+def test_recorrupted_loss_ranks_denoisers_as_the_clean_image_would():
+    """E‖f(Ŷ) − Ȳ‖² = E‖f(Ŷ) − X‖² + a constant that does not depend on f (linear f here)."""
+    clean = _clean((64, 1, 32, 32))
+    g = torch.Generator().manual_seed(2)
+    noisy = clean + SIGMA * torch.randn(clean.shape, generator=g)
+    term = Recorruption([noisy], level=SIGMA, weight=1.0)
+    inputs, target, _ = term.pair(noisy, g)
+    blur = lambda u: torch.nn.functional.avg_pool2d(u, 3, 1, 1, count_include_pad=False)  # noqa: E731
+    denoisers = {"identity": lambda u: u, "blur": blur, "half": lambda u: 0.5 * u + 0.5 * blur(u)}
+    gaps = []
+    for f in denoisers.values():
+        out = f(inputs)
+        gaps.append(float(((out - target) ** 2).mean() - ((out - clean) ** 2).mean()))
+    expected = SIGMA**2 * (1 + 1 / RECORRUPTION_SCALE**2)  # E‖Ȳ − X‖² per pixel
+    for gap in gaps:
+        assert gap == pytest.approx(expected, rel=0.03)
+    # and the ranking of the denoisers by the recorrupted loss is their ranking against the clean image
+    supervised = [float(((f(inputs) - clean) ** 2).mean()) for f in denoisers.values()]
+    recorrupted = [float(((f(inputs) - target) ** 2).mean()) for f in denoisers.values()]
+    assert sorted(range(3), key=supervised.__getitem__) == sorted(range(3), key=recorrupted.__getitem__)
+
+
+def test_the_term_applies_to_gaussian_noise_of_one_level_only():
+    images = [torch.rand(1, 3, 16, 16)]
+    assert recorruption_level(GaussianNoise(25)) == pytest.approx(SIGMA)
+    assert recorruption_level(GaussianNoise(20, estimated=True)) == pytest.approx(20 / 255)
+    assert recorruption_level(QuantizedNoise(GaussianNoise(25))) == pytest.approx(SIGMA)
+    assert recorruption_level(GaussianNoise(0)) is None
+    assert recorruption_level(UniformSigmaGaussianNoise()) is None
+    assert recorruption_level(CameraNoise(CameraResponses.parametric())) is None
+    term = make_recorruption(GaussianNoise(25), images, 0.5)
+    assert term is not None and term.weight == 0.5 and term.images[0] is images[0]
+    assert make_recorruption(GaussianNoise(25), images, 0.0) is None
+    assert make_recorruption(UniformSigmaGaussianNoise(), images, 1.0) is None
+
+
+def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
+    clean = _clean((1, 3, 24, 24))
+    noisy = clean + SIGMA * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    base = dict(steps=4, lr=1e-3, select="off", interpolation=1.0)
+    plain = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(recorrupted=0.0, **base))
+    with_term = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(recorrupted=1.0, **base))
+    again = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(recorrupted=1.0, **base))
+    # the first loss holds the recorrupted pair's error (target noise 2.24 σ) on top of the plain loss
+    assert with_term.losses[0] > plain.losses[0] + SIGMA**2
+    assert with_term.losses == again.losses
+    p1, p2 = (torch.cat([p.flatten() for p in r.model.parameters()]) for r in (plain, with_term))
+    assert not torch.equal(p1, p2)
+    # camera noise: the term does not apply and the run is the plain one
+    camera = CameraNoise(CameraResponses.parametric())
+    runs = [adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(recorrupted=w, **base)) for w in (0.0, 1.0)]
+    assert runs[0].losses == runs[1].losses
+
+
+def test_negative_or_non_finite_weights_are_rejected():
+    for bad in (-0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="recorrupted"):
+            AdaptConfig(recorrupted=bad)
