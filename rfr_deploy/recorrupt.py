@@ -10,14 +10,16 @@ The errors of input and target, n + a·z and n − z/a, are uncorrelated (E[(n +
 = 0), so E‖f(Ŷ) − Ȳ‖² = E‖f(Ŷ) − X‖² + const: the gradient of a supervised loss against the unknown
 clean image, for inputs a little noisier than Y (σ√(1 + a²)). On its own a single image's pairs
 overfit its noise; added to the restore-from-restored loss they pull the adapted network towards X
-where X̃ is biased. Measured (benchmarks/results/interpolation_sweep_*_r2r*): on gray 128² crops of
-Set12 it raises the best point of the adaptation path from +0.127 to +0.155 dB, on colour CBSD68 crops
-it does not help (+0.021 → +0.023) and makes large steps worse. Off by default.
+where X̃ is biased. Measured (benchmarks/results/interpolation_sweep_*_r2r*): on gray 128² crops it
+raises the best point of the adaptation path from +0.127 to +0.155 dB (Set12) and from +0.044 to
++0.056 dB (BSD68); on colour CBSD68 crops it does not help (+0.021 → +0.023) and makes large steps
+worse. Off by default.
 
 Because the pairs come from Y itself, the adapted weights depend on Y's noise, which the SURE
 selection of :mod:`rfr_deploy.sure` cannot see (it probes the network with the weights fixed): its
 estimates then favour larger steps than the best one. SURE's estimate minus the true gain at α = 1,
-mean over the images: Set12 +0.039 dB without the term, +0.109 with it; CBSD68 +0.004 and +0.093.
+mean over the images: Set12 +0.039 dB without the term, +0.109 with it; BSD68 +0.034 and +0.123;
+CBSD68 +0.004 and +0.093. One smooth BSD68 crop lost 0.22 dB that way.
 
 The level must be the one of Y's noise: an error in σ leaves a correlation σ² − σ̂² between input
 and target noise, which pulls towards the identity (σ̂ < σ) or towards over-smoothing (σ̂ > σ).
