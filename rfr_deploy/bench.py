@@ -48,7 +48,7 @@ from .errors import ConfigError
 from .inference import to_tensor
 from .noise import GaussianNoise
 from .progress import QUIET, Reporter
-from .recorrupt import make_recorruption
+from .recorrupt import Recorruption, make_recorruption
 from .registry import create_model, list_models
 from .transforms import DIHEDRAL
 
@@ -236,7 +236,9 @@ def time_modes(
     return [live.timing for live in lives]
 
 
-def make_mode_runner(mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption=None):
+def make_mode_runner(
+    mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption: Recorruption | None = None
+):
     """The step runner of one bench mode (the recorrupted-to-recorrupted term included when given)."""
     from .fastpath import ChannelsLastRunner, FastRunner
 
