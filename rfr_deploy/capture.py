@@ -1,8 +1,9 @@
 """The plan of a run's updates, and the state a CUDA-graph capture of the update needs outside the graph.
 
 Which image and which patches each update uses, the batch shapes a run produces (one graph each),
-the clean batch cut exactly as the eager loop cuts it, a snapshot that undoes the warm-up updates made before capture, and the optimizer's
-learning rates held as device tensors that follow the host-side schedule. None of it needs a GPU,
+the clean batch cut exactly as the eager loop cuts it, a snapshot that undoes the warm-up updates
+made before capture, and the optimizer's learning rates held as device tensors that follow the
+host-side schedule. None of it needs a GPU,
 so all of it is tested on the CPU.
 """
 

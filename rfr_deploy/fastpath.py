@@ -103,17 +103,9 @@ class ChannelsLastRunner(EagerRunner):
 
     name = "eager+channels-last"
 
-    def __init__(
-        self,
-        model,
-        targets,
-        noise,
-        config: AdaptConfig,
-        generator: torch.Generator,
-        recorruption: Recorruption | None = None,
-    ):
+    def __init__(self, model, *args, **kwargs):  # EagerRunner's arguments
         model.to(memory_format=torch.channels_last)
-        super().__init__(model, targets, noise, config, generator, recorruption)
+        super().__init__(model, *args, **kwargs)
         self._checked = False
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
@@ -263,6 +255,8 @@ class FastRunner:
             captured.graph.replay()
             loss = captured.loss.clone()  # the static loss is overwritten by the next replay
         else:
+            if y is not None:
+                y = y.contiguous(memory_format=self.layout)
             loss = self._update(x.contiguous(memory_format=self.layout), y)
         self.scheduler.step()
         if self.lrs is not None:
@@ -283,8 +277,7 @@ class FastRunner:
         """The noisy batch of the recorrupted-to-recorrupted term, cut like the clean one (None: off)."""
         if self.recorruption is None:
             return None
-        y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
-        return y.contiguous(memory_format=self.layout)
+        return self.recorruption.batch(index, k, offsets, self.batch, self.patch)
 
     def _update(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """One update on the clean batch ``x`` (and the noisy batch ``y`` of the recorrupted term):

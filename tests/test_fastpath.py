@@ -165,19 +165,14 @@ def test_every_runner_computes_the_recorrupted_term_alike(tiny_dncnn, noisy):
     start = _params(tiny_dncnn(3))
     offsets = [(1, 2), (4, 0)]
     term = make_recorruption(GaussianNoise(25), [noisy], 1.0)
-    runs = {}
-    plain, _, _ = _run(EagerRunner, tiny_dncnn(3), [noisy * 0.9], config, GaussianNoise(25), 5, offsets)
-    for cls in (EagerRunner, ChannelsLastRunner, FastRunner):
-        kw = {"graphs": False} if cls is FastRunner else {}
-        runs[cls.__name__] = _run(
-            cls, tiny_dncnn(3), [noisy * 0.9], config, GaussianNoise(25), 5, offsets, recorruption=term, **kw
-        )
-    eager_losses, eager_model, _ = runs["EagerRunner"]
+    args = ([noisy * 0.9], config, GaussianNoise(25), 5, offsets)
+    plain, _, _ = _run(EagerRunner, tiny_dncnn(3), *args)
+    eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), *args, recorruption=term)
     assert all(a > b for a, b in zip(eager_losses, plain, strict=True))  # the term is in the loss
-    for name in ("ChannelsLastRunner", "FastRunner"):
-        losses, model, _ = runs[name]
-        assert losses == pytest.approx(eager_losses, rel=1e-5), name
-        assert _relative_gap(_params(model), _params(eager_model), start) < 1e-2, name
+    for cls, kw in ((ChannelsLastRunner, {}), (FastRunner, {"graphs": False})):
+        losses, model, _ = _run(cls, tiny_dncnn(3), *args, recorruption=term, **kw)
+        assert losses == pytest.approx(eager_losses, rel=1e-5), cls.__name__
+        assert _relative_gap(_params(model), _params(eager_model), start) < 1e-2, cls.__name__
 
 
 def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):

@@ -20,12 +20,16 @@ def _clean(shape=(1, 1, 64, 64), seed=0) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(torch.rand(shape, generator=g), 5, 1, 2)
 
 
-def test_pair_errors_are_uncorrelated_with_the_prescribed_levels():
-    clean = _clean((8, 1, 64, 64))
-    g = torch.Generator().manual_seed(1)
+def _recorrupted(shape, seed):
+    """A clean batch, and the (input, target, σ) pair recorrupted from a noisy version of it."""
+    clean = _clean(shape)
+    g = torch.Generator().manual_seed(seed)
     noisy = clean + SIGMA * torch.randn(clean.shape, generator=g)
-    term = Recorruption([noisy], level=SIGMA, weight=1.0)
-    inputs, target, sigma = term.pair(noisy, g)
+    return clean, *Recorruption([noisy], level=SIGMA, weight=1.0).pair(noisy, g)
+
+
+def test_pair_errors_are_uncorrelated_with_the_prescribed_levels():
+    clean, inputs, target, sigma = _recorrupted((8, 1, 64, 64), seed=1)
     a = RECORRUPTION_SCALE
     e_in, e_out = (inputs - clean).flatten(), (target - clean).flatten()
     assert float(e_in.std()) == pytest.approx(SIGMA * math.sqrt(1 + a * a), rel=0.02)
@@ -38,11 +42,7 @@ def test_pair_errors_are_uncorrelated_with_the_prescribed_levels():
 
 def test_recorrupted_loss_ranks_denoisers_as_the_clean_image_would():
     """E‖f(Ŷ) − Ȳ‖² = E‖f(Ŷ) − X‖² + a constant that does not depend on f (linear f here)."""
-    clean = _clean((64, 1, 32, 32))
-    g = torch.Generator().manual_seed(2)
-    noisy = clean + SIGMA * torch.randn(clean.shape, generator=g)
-    term = Recorruption([noisy], level=SIGMA, weight=1.0)
-    inputs, target, _ = term.pair(noisy, g)
+    clean, inputs, target, _ = _recorrupted((64, 1, 32, 32), seed=2)
     blur = lambda u: torch.nn.functional.avg_pool2d(u, 3, 1, 1, count_include_pad=False)  # noqa: E731
     denoisers = {"identity": lambda u: u, "blur": blur, "half": lambda u: 0.5 * u + 0.5 * blur(u)}
     gaps = []
