@@ -62,3 +62,37 @@ def parse_overrides(text: str) -> dict[str, Any]:
                 except ValueError:
                     out[key] = value
     return out
+
+
+def add_crop_arguments(parser, steps: int) -> None:
+    """The arguments of the crop sweeps: a test set, official DnCNN weights, σ, crop side, images, M."""
+    parser.add_argument("dataset", help="folder name under shared/data/test")
+    parser.add_argument("--weights", required=True, help="DnCNN weights file under shared/weights")
+    parser.add_argument("--sigma", type=float, default=25)
+    parser.add_argument("--crop", type=int, default=128, help="side of the central crop; 0: whole images")
+    parser.add_argument("--limit", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=steps)
+
+
+def crops_with_networks(args):
+    """(index, name, pixels of the central crop, pre-trained network in eval mode) for each image of
+    ``args.dataset`` (see :func:`add_crop_arguments`); a fresh network per image."""
+    from rfr_deploy.datasets import load_folder
+    from rfr_deploy.evaluation import center_crop
+    from rfr_deploy.registry import create_model
+    from rfr_deploy.shared import shared_path
+
+    weights = str(shared_path("weights", args.weights))
+    for index, item in enumerate(load_folder(shared_path("data", "test", args.dataset), limit=args.limit)):
+        pixels = center_crop(item.pixels, args.crop or None)
+        yield (
+            index,
+            item.name,
+            pixels,
+            create_model("dncnn", weights=weights, channels=pixels.shape[2]).eval(),
+        )
+
+
+def crop_words(crop: int) -> tuple[str, str]:
+    """(tag for file names, words for the table header) of a ``--crop`` value (0: whole images)."""
+    return (f"crop{crop}", f"central {crop}² crops") if crop else ("whole", "whole images")

@@ -16,18 +16,22 @@ import statistics
 import time
 
 import numpy as np
-from common import environment, parse_overrides, write_results
+from common import (
+    add_crop_arguments,
+    crop_words,
+    crops_with_networks,
+    environment,
+    parse_overrides,
+    write_results,
+)
 
 from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.blending import interpolated
-from rfr_deploy.datasets import load_folder
-from rfr_deploy.evaluation import add_gaussian_noise, center_crop
+from rfr_deploy.evaluation import add_gaussian_noise
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr
 from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import create_model
-from rfr_deploy.shared import shared_path
 from rfr_deploy.sure import CANDIDATES, select_interpolation
 
 
@@ -51,12 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("dataset", help="folder name under shared/data/test")
-    parser.add_argument("--weights", required=True, help="file under shared/weights")
-    parser.add_argument("--sigma", type=float, default=25)
-    parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--limit", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=GAUSSIAN_STEPS)
+    add_crop_arguments(parser, steps=GAUSSIAN_STEPS)
     parser.add_argument("--lr", type=float, default=AdaptConfig().lr, help="Adam learning rate")
     parser.add_argument(
         "--candidates",
@@ -74,15 +73,10 @@ def main() -> None:
     overrides = parse_overrides(args.adapt)
     config = AdaptConfig(steps=args.steps, lr=args.lr, **overrides, select="off", interpolation=1.0)
     started = time.perf_counter()
-    images = load_folder(shared_path("data", "test", args.dataset), limit=args.limit)
     rows = {}
-    for index, item in enumerate(images):
-        pixels = center_crop(item.pixels, args.crop)
-        model = create_model(
-            "dncnn", weights=str(shared_path("weights", args.weights)), channels=pixels.shape[2]
-        )
-        rows[item.name] = sweep_image(model.eval(), index, pixels, args.sigma, config, candidates)
-        print(item.name, rows[item.name]["picked"], flush=True)
+    for index, name, pixels, model in crops_with_networks(args):
+        rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates)
+        print(name, rows[name]["picked"], flush=True)
 
     def gains(pick) -> list[float]:
         return [r["psnr"][pick(r)] - r["psnr"][0.0] for r in rows.values()]
@@ -105,11 +99,14 @@ def main() -> None:
             for n, r in rows.items()
         },
     }
-    name = args.name or f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_crop{args.crop}_lr{args.lr:g}"
+    name = (
+        args.name
+        or f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_{crop_words(args.crop)[0]}_lr{args.lr:g}"
+    )
     lines = [
         f"# {name}",
         "",
-        f"{args.dataset}, first {len(rows)} images, central {args.crop}² crops, weights `{args.weights}`, "
+        f"{args.dataset}, first {len(rows)} images, {crop_words(args.crop)[1]}, weights `{args.weights}`, "
         f"σ = {args.sigma:g}, M = {args.steps}, Adam lr {args.lr:g}"
         + (f", {args.adapt}" if args.adapt else "")
         + f" (defaults otherwise); {payload['environment']['device']}, "

@@ -273,13 +273,16 @@ def adapt(
     config: AdaptConfig | None = None,
     sigma: float | None = None,
     callback: Callable[[StepInfo], None] | None = None,
+    targets: Sequence[torch.Tensor] | None = None,
 ) -> AdaptResult:
     """Adapt ``model`` to ``noisy`` (one ``1×C×H×W`` tensor, or a list for a set of images).
 
     ``noise`` draws the synthetic noise (see :mod:`rfr_deploy.noise`); ``sigma`` is the
     noise level (σ/255) the noisy input is denoised with when the network takes a
     noise map. ``callback`` receives a :class:`StepInfo` after every update (progress bars,
-    snapshots of intermediate results).
+    snapshots of intermediate results). ``targets`` (one per noisy image, same shapes) replaces
+    the pseudo-clean X̃ = f(Y): a stronger teacher's output, or the clean image in an oracle study
+    (``refresh_every`` still recomputes them from the adapted network).
     """
     start = time.perf_counter()
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
@@ -290,7 +293,16 @@ def adapt(
     model = copy.deepcopy(model).to(device)
 
     t0 = time.perf_counter()
-    targets = [pseudo_clean(model, y, sigma, config.target_ensemble) for y in images]
+    if targets is None:
+        targets = [pseudo_clean(model, y, sigma, config.target_ensemble) for y in images]
+    else:  # copies: refresh_every overwrites targets in place
+        if len(targets) != len(images) or any(
+            t.shape != y.shape for t, y in zip(targets, images, strict=False)
+        ):
+            raise ValueError("targets: one tensor per noisy image, of the same shape")
+        targets = [
+            t.detach().to(device=device, dtype=y.dtype).clone() for t, y in zip(targets, images, strict=True)
+        ]
     _sync(device)
     target_seconds = time.perf_counter() - t0
 

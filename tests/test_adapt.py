@@ -168,3 +168,21 @@ def test_default_number_of_updates_follows_the_noise_model():
     assert resolve_defaults(AdaptConfig(steps=7), camera, images).steps == 7
     assert resolve_defaults(AdaptConfig(steps=0), GaussianNoise(25), images).steps == 0
     assert resolve_defaults(AdaptConfig(), camera, images).interpolation == UNGUARDED_INTERPOLATION
+
+
+def test_given_targets_replace_the_pseudo_clean_image(tiny_dncnn, noisy, smooth_image):
+    model, config = tiny_dncnn(3), AdaptConfig(steps=4, lr=1e-3, select="off", interpolation=1.0)
+    default = adapt(model, noisy, GaussianNoise(25), config)
+    same = adapt(model, noisy, GaussianNoise(25), config, targets=[default.pseudo_clean[0]])
+    assert same.losses == default.losses, "the default run's own targets must reproduce it exactly"
+    clean = to_tensor(smooth_image)
+    oracle = adapt(model, noisy, GaussianNoise(25), config, targets=[clean])
+    assert torch.equal(oracle.pseudo_clean[0], clean) and oracle.pseudo_clean[0] is not clean
+    assert oracle.losses != default.losses
+
+
+def test_given_targets_must_match_the_noisy_images(tiny_dncnn, noisy):
+    with pytest.raises(ValueError, match="one tensor per noisy image"):
+        adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=1), targets=[noisy[..., :8, :8]])
+    with pytest.raises(ValueError, match="one tensor per noisy image"):
+        adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=1), targets=[noisy, noisy])

@@ -1,0 +1,172 @@
+"""How much of the restore-from-restored gain the pseudo-clean target allows: an oracle ceiling.
+
+Every image is adapted once per (target, learning rate) with the same noise, dihedral transforms
+and updates, on pairs (T + N, T) with fresh noise N at every update:
+- ``pseudo``: T = X̃ = f(Y), restore-from-restored (what the product does);
+- ``clean``: T = X, the clean image itself, an oracle no user has (the noise of the evaluated input
+  Y is never seen). It bounds what any better pseudo-clean target could buy with the same optimiser
+  and number of updates; the gap to ``pseudo`` is what the target costs;
+- ``mix=B``: T = X̃ + B (Y − X̃), part of the residual the network removed put back (B = 1 is the
+  noisy image: an unbiased but noisy target, Noise2Noise-like).
+Each trained network is scored along the path θ0 + α(θ_M − θ0) against the clean image.
+
+    python benchmarks/target_ceiling.py CBSD68 --weights dncnn/dncnn_color_blind.pth --crop 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+import torch
+from common import (
+    add_crop_arguments,
+    crop_words,
+    crops_with_networks,
+    environment,
+    parse_overrides,
+    write_results,
+)
+
+from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
+from rfr_deploy.blending import interpolated
+from rfr_deploy.evaluation import add_gaussian_noise
+from rfr_deploy.images import quantize
+from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.metrics import psnr
+from rfr_deploy.noise import GaussianNoise
+
+TARGETS = ("pseudo", "clean", "mix=B")
+
+
+def training_target(
+    kind: str, pseudo: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor
+) -> torch.Tensor:
+    """pseudo: X̃; clean: X (oracle); mix=B: X̃ + B (Y − X̃), part of the removed residual put back."""
+    if kind == "pseudo":
+        return pseudo
+    if kind == "clean":
+        return clean
+    return pseudo + float(kind.removeprefix("mix=")) * (noisy - pseudo)
+
+
+def score_image(
+    model, index: int, pixels: np.ndarray, sigma: float, configs: dict[str, AdaptConfig], alphas
+) -> dict[str, dict[str, float]]:
+    """PSNR gain over the pre-trained network of every α, for every (target, learning rate) run."""
+    clean = to_tensor(pixels)
+    noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
+    origin = [p.detach().clone() for p in model.parameters()]
+    pseudo = denoise(model, noisy).detach()
+    base = psnr(quantize(to_pixels(pseudo)), pixels)
+    out: dict[str, dict[str, float]] = {"pre-trained": {"psnr": base}}
+    for key, config in configs.items():
+        target = [training_target(key.split(" lr ")[0], pseudo, clean, noisy)]
+        result = adapt(
+            model, noisy, GaussianNoise(sigma), dataclasses.replace(config, seed=index), targets=target
+        )
+        out[key] = {
+            f"{a:g}": psnr(quantize(to_pixels(denoise(interpolated(result.model, origin, a), noisy))), pixels)
+            - base
+            for a in alphas
+        }
+    return out
+
+
+def _is_mix(kind: str) -> bool:
+    try:
+        return kind.startswith("mix=") and 0.0 <= float(kind.removeprefix("mix=")) <= 1.0
+    except ValueError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_crop_arguments(parser, steps=GAUSSIAN_STEPS)
+    parser.add_argument("--lrs", default="1e-5,1e-4", help="Adam learning rates, comma-separated")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help="pseudo (X̃ = f(Y)), clean (oracle) and/or mix=B (X̃ + B (Y − X̃), 0 ≤ B ≤ 1)",
+    )
+    parser.add_argument("--alphas", default="0.5,1,1.5,2", help="interpolation weights to score")
+    parser.add_argument("--adapt", default="", help="further AdaptConfig overrides, e.g. 'warmup=0'")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    alphas = tuple(float(a) for a in args.alphas.split(","))
+    lrs = tuple(float(v) for v in args.lrs.split(","))
+    targets = tuple(t.strip() for t in args.targets.split(","))
+    if unknown := {t for t in targets if t not in TARGETS[:2] and not _is_mix(t)}:
+        parser.error(f"unknown targets {sorted(unknown)}: choose from {', '.join(TARGETS)}")
+    overrides = parse_overrides(args.adapt)
+    configs = {
+        f"{t} lr {lr:g}": AdaptConfig(steps=args.steps, lr=lr, **overrides, select="off", interpolation=1.0)
+        for t in targets
+        for lr in lrs
+    }
+    started = time.perf_counter()
+    rows = {}
+    for index, name, pixels, model in crops_with_networks(args):
+        rows[name] = score_image(model, index, pixels, args.sigma, configs, alphas)
+        best = {k: max(0.0, *v.values()) for k, v in rows[name].items() if k in configs}
+        print(name, " ".join(f"{k}: {v:+.3f}" for k, v in best.items()), flush=True)
+
+    summary = {}
+    for key in configs:
+        at = {f"α = {a:g}": [r[key][f"{a:g}"] for r in rows.values()] for a in alphas}
+        at["oracle α"] = [max(0.0, *r[key].values()) for r in rows.values()]
+        summary[key] = {name: {"mean": statistics.fmean(v), "worst": min(v)} for name, v in at.items()}
+    payload = {
+        "protocol": vars(args),
+        "adapt": {k: dataclasses.asdict(c) for k, c in configs.items()},
+        "environment": environment(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "summary": summary,
+        "images": rows,
+    }
+    name = args.name or f"target_ceiling_{args.dataset}_s{args.sigma:g}_{crop_words(args.crop)[0]}"
+    columns = [f"α = {a:g}" for a in alphas] + ["oracle α"]
+    lines = [
+        f"# {name}",
+        "",
+        f"{args.dataset}, first {len(rows)} images, {crop_words(args.crop)[1]}, weights `{args.weights}`, "
+        f"σ = {args.sigma:g} known, M = {args.steps}"
+        + (f", {args.adapt}" if args.adapt else "")
+        + f" (CLI defaults otherwise, no SURE); {payload['environment']['device']}, "
+        f"torch {payload['environment']['torch']}; {payload['wall_seconds']:.0f} s.",
+        "",
+        "Mean PSNR gain in dB (worst image) of θ0 + α(θ_M − θ0) over the pre-trained network. "
+        "'pseudo': pairs (X̃ + N, X̃), X̃ = f(Y), restore-from-restored; 'clean': pairs (X + N, X) with "
+        "the clean image, an oracle.",
+        "",
+        "| target, lr | " + " | ".join(columns) + " |",
+        "|---" + "|---:" * len(columns) + "|",
+        *(
+            f"| {key} | " + " | ".join(f"{s[c]['mean']:+.3f} ({s[c]['worst']:+.3f})" for c in columns) + " |"
+            for key, s in summary.items()
+        ),
+        "",
+        "Per image, best α of each run (α = 0 included):",
+        "",
+        "| image | M = 0 PSNR | " + " | ".join(configs) + " |",
+        "|---|---:" + "|---:" * len(configs) + "|",
+        *(
+            f"| {n} | {r['pre-trained']['psnr']:.2f} | "
+            + " | ".join(f"{max(0.0, *r[k].values()):+.3f}" for k in configs)
+            + " |"
+            for n, r in rows.items()
+        ),
+    ]
+    write_results(name, payload, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
