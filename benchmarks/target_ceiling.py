@@ -144,8 +144,8 @@ def main() -> None:
         f"torch {payload['environment']['torch']}; {payload['wall_seconds']:.0f} s.",
         "",
         "Mean PSNR gain in dB (worst image) of θ0 + α(θ_M − θ0) over the pre-trained network. "
-        "'pseudo': pairs (X̃ + N, X̃), X̃ = f(Y), restore-from-restored; 'clean': pairs (X + N, X) with "
-        "the clean image, an oracle.",
+        "Pairs (T + N, T): 'pseudo' T = X̃ = f(Y), restore-from-restored; 'clean' T = X, the clean "
+        "image, an oracle; 'mix=B' T = X̃ + B (Y − X̃).",
         "",
         "| target, lr | " + " | ".join(columns) + " |",
         "|---" + "|---:" * len(columns) + "|",
