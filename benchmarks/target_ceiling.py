@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--lrs", default="1e-5,1e-4", help="Adam learning rates, comma-separated")
     parser.add_argument(
         "--targets",
-        default=",".join(TARGETS),
+        default="pseudo,clean",
         help="pseudo (X̃ = f(Y)), clean (oracle) and/or mix=B (X̃ + B (Y − X̃), 0 ≤ B ≤ 1)",
     )
     parser.add_argument("--alphas", default="0.5,1,1.5,2", help="interpolation weights to score")

@@ -282,7 +282,8 @@ def adapt(
     noise map. ``callback`` receives a :class:`StepInfo` after every update (progress bars,
     snapshots of intermediate results). ``targets`` (one per noisy image, same shapes) replaces
     the pseudo-clean X̃ = f(Y): a stronger teacher's output, or the clean image in an oracle study
-    (``refresh_every`` still recomputes them from the adapted network).
+    (``target_ensemble`` then does not apply; ``refresh_every`` still recomputes them from the
+    adapted network).
     """
     start = time.perf_counter()
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
