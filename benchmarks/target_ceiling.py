@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import time
 
@@ -42,31 +43,43 @@ from rfr_deploy.noise import GaussianNoise
 TARGETS = ("pseudo", "clean", "mix=B")
 
 
-def training_target(
-    kind: str, pseudo: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor
-) -> torch.Tensor:
-    """pseudo: X̃; clean: X (oracle); mix=B: X̃ + B (Y − X̃), part of the removed residual put back."""
-    if kind == "pseudo":
-        return pseudo
-    if kind == "clean":
-        return clean
-    return pseudo + float(kind.removeprefix("mix=")) * (noisy - pseudo)
+def mix_weight(kind: str) -> float | None:
+    """B of the target X̃ + B (Y − X̃): 0 for 'pseudo', None for 'clean'; ValueError for anything else."""
+    if kind in ("pseudo", "clean"):
+        return 0.0 if kind == "pseudo" else None
+    try:
+        weight = float(kind.removeprefix("mix=")) if kind.startswith("mix=") else math.nan
+    except ValueError:
+        weight = math.nan
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(repr(kind))
+    return weight
+
+
+def best_gain(gains: dict[str, float]) -> float:
+    """Gain at the best α of one run, α = 0 (the pre-trained network, gain 0) included."""
+    return max(0.0, *gains.values())
 
 
 def score_image(
-    model, index: int, pixels: np.ndarray, sigma: float, configs: dict[str, AdaptConfig], alphas
+    model,
+    index: int,
+    pixels: np.ndarray,
+    sigma: float,
+    runs: dict[str, tuple[float | None, AdaptConfig]],
+    alphas,
 ) -> dict[str, dict[str, float]]:
-    """PSNR gain over the pre-trained network of every α, for every (target, learning rate) run."""
+    """PSNR gain over the pre-trained network of every α, for every run (mix weight, settings)."""
     clean = to_tensor(pixels)
     noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
     pseudo = denoise(model, noisy).detach()
     base = psnr(quantize(to_pixels(pseudo)), pixels)
     out: dict[str, dict[str, float]] = {"pre-trained": {"psnr": base}}
-    for key, config in configs.items():
-        target = [training_target(key.split(" lr ")[0], pseudo, clean, noisy)]
+    for key, (weight, config) in runs.items():
+        target = clean if weight is None else pseudo + weight * (noisy - pseudo)
         result = adapt(
-            model, noisy, GaussianNoise(sigma), dataclasses.replace(config, seed=index), targets=target
+            model, noisy, GaussianNoise(sigma), dataclasses.replace(config, seed=index), targets=[target]
         )
         out[key] = {
             f"{a:g}": psnr(quantize(to_pixels(denoise(interpolated(result.model, origin, a), noisy))), pixels)
@@ -74,13 +87,6 @@ def score_image(
             for a in alphas
         }
     return out
-
-
-def _is_mix(kind: str) -> bool:
-    try:
-        return kind.startswith("mix=") and 0.0 <= float(kind.removeprefix("mix=")) <= 1.0
-    except ValueError:
-        return False
 
 
 def main() -> None:
@@ -103,30 +109,33 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     alphas = tuple(float(a) for a in args.alphas.split(","))
     lrs = tuple(float(v) for v in args.lrs.split(","))
-    targets = tuple(t.strip() for t in args.targets.split(","))
-    if unknown := {t for t in targets if t not in TARGETS[:2] and not _is_mix(t)}:
-        parser.error(f"unknown targets {sorted(unknown)}: choose from {', '.join(TARGETS)}")
+    try:
+        weights = {t.strip(): mix_weight(t.strip()) for t in args.targets.split(",")}
+    except ValueError as error:
+        parser.error(f"unknown target {error}: choose from {', '.join(TARGETS)} (0 ≤ B ≤ 1)")
     overrides = parse_overrides(args.adapt)
-    configs = {
-        f"{t} lr {lr:g}": AdaptConfig(steps=args.steps, lr=lr, **overrides, select="off", interpolation=1.0)
-        for t in targets
+    runs = {
+        f"{t} lr {lr:g}": (
+            weight,
+            AdaptConfig(steps=args.steps, lr=lr, **overrides, select="off", interpolation=1.0),
+        )
+        for t, weight in weights.items()
         for lr in lrs
     }
     started = time.perf_counter()
     rows = {}
     for index, name, pixels, model in crops_with_networks(args):
-        rows[name] = score_image(model, index, pixels, args.sigma, configs, alphas)
-        best = {k: max(0.0, *v.values()) for k, v in rows[name].items() if k in configs}
-        print(name, " ".join(f"{k}: {v:+.3f}" for k, v in best.items()), flush=True)
+        rows[name] = score_image(model, index, pixels, args.sigma, runs, alphas)
+        print(name, " ".join(f"{k}: {best_gain(rows[name][k]):+.3f}" for k in runs), flush=True)
 
     summary = {}
-    for key in configs:
+    for key in runs:
         at = {f"α = {a:g}": [r[key][f"{a:g}"] for r in rows.values()] for a in alphas}
-        at["oracle α"] = [max(0.0, *r[key].values()) for r in rows.values()]
+        at["oracle α"] = [best_gain(r[key]) for r in rows.values()]
         summary[key] = {name: {"mean": statistics.fmean(v), "worst": min(v)} for name, v in at.items()}
     payload = {
         "protocol": vars(args),
-        "adapt": {k: dataclasses.asdict(c) for k, c in configs.items()},
+        "adapt": {k: dataclasses.asdict(c) for k, (_, c) in runs.items()},
         "environment": environment(),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "summary": summary,
@@ -156,11 +165,11 @@ def main() -> None:
         "",
         "Per image, best α of each run (α = 0 included):",
         "",
-        "| image | M = 0 PSNR | " + " | ".join(configs) + " |",
-        "|---|---:" + "|---:" * len(configs) + "|",
+        "| image | M = 0 PSNR | " + " | ".join(runs) + " |",
+        "|---|---:" + "|---:" * len(runs) + "|",
         *(
             f"| {n} | {r['pre-trained']['psnr']:.2f} | "
-            + " | ".join(f"{max(0.0, *r[k].values()):+.3f}" for k in configs)
+            + " | ".join(f"{best_gain(r[k]):+.3f}" for k in runs)
             + " |"
             for n, r in rows.items()
         ),
