@@ -125,6 +125,52 @@ class Selection:
     """SURE estimate (PSNR-like, dB: −10 log10 of the estimated MSE at the upper σ) of every candidate."""
 
 
+class SureScorer:
+    """SURE of several denoisers of the same ``images``, all scored with the same probes.
+
+    Differences between the scores are then precise (the probes' Monte-Carlo error is shared).
+    ``noise_sigma`` is the level of the noise, or a range (low, high) when it is only estimated.
+    ``probes`` per image defaults to :func:`probe_count`.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[torch.Tensor],
+        noise_sigma: float | tuple[float, float],
+        model_sigma: float | None,
+        seed: int,
+        probes: int | None = None,
+    ):
+        self.images, self.model_sigma = images, model_sigma
+        self.low, self.high = (
+            (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
+        )
+        self.draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
+        self.pixels = sum(y.numel() for y in images)
+
+    def terms(self, net: nn.Module) -> tuple[float, float]:
+        """The pixel-weighted mean residual and divergence of ``net`` over the images."""
+        parts = [
+            sure_terms(net, y, self.model_sigma, b) for y, b in zip(self.images, self.draws, strict=True)
+        ]
+        sizes = [y.numel() for y in self.images]
+        return (
+            sum(r * n for (r, _), n in zip(parts, sizes, strict=True)) / self.pixels,
+            sum(d * n for (_, d), n in zip(parts, sizes, strict=True)) / self.pixels,
+        )
+
+    def worst_gain(self, reference: tuple[float, float], terms: tuple[float, float]) -> float:
+        """The estimated MSE improvement of ``terms`` over ``reference``, at the worst end of the σ range.
+
+        The improvement is linear in σ², so checking both ends covers the whole range.
+        """
+        return min(sure_from_terms(*reference, s) - sure_from_terms(*terms, s) for s in (self.low, self.high))
+
+    def decibels(self, terms: tuple[float, float]) -> float:
+        """A PSNR-like figure: −10 log10 of the estimated MSE at the upper σ."""
+        return -10.0 * math.log10(max(sure_from_terms(*terms, self.high), 1e-12))
+
+
 def select_interpolation(
     build: Callable[[float], nn.Module],
     images: Sequence[torch.Tensor],
@@ -137,30 +183,14 @@ def select_interpolation(
     """The candidate weight whose network has the lowest SURE summed over ``images``.
 
     ``build(alpha)`` returns the network for interpolation weight ``alpha``. Every candidate is
-    scored with the same probes so their differences are precise. ``noise_sigma`` may be a range
-    (low, high) when the level is only estimated: a candidate then counts by its worst-case
-    improvement over the first candidate (the pre-trained network) across the range. The
-    improvement is linear in σ², so checking both ends covers the whole range. ``probes`` per
-    image defaults to :func:`probe_count`.
+    scored with the same probes (:class:`SureScorer`). A candidate counts by its worst-case
+    improvement over the first candidate (the pre-trained network) across the σ range.
     """
-    low, high = (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
-    draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
-    pixels = sum(y.numel() for y in images)
-    terms: dict[float, tuple[float, float]] = {}
-    for alpha in candidates:
-        net = build(alpha)
-        parts = [sure_terms(net, y, model_sigma, b) for y, b in zip(images, draws, strict=True)]
-        terms[alpha] = (
-            sum(r * y.numel() for (r, _), y in zip(parts, images, strict=True)) / pixels,
-            sum(d * y.numel() for (_, d), y in zip(parts, images, strict=True)) / pixels,
-        )
-
-    def mse(alpha: float, sigma: float) -> float:
-        return sure_from_terms(*terms[alpha], sigma)
-
-    reference = candidates[0]
-    worst_gain = {a: min(mse(reference, s) - mse(a, s) for s in (low, high)) for a in candidates}
-    estimates = {a: -10.0 * math.log10(max(mse(a, high), 1e-12)) for a in candidates}
+    scorer = SureScorer(images, noise_sigma, model_sigma, seed, probes)
+    terms = {alpha: scorer.terms(build(alpha)) for alpha in candidates}
+    reference = terms[candidates[0]]
+    worst_gain = {a: scorer.worst_gain(reference, terms[a]) for a in candidates}
+    estimates = {a: scorer.decibels(terms[a]) for a in candidates}
     best = max(candidates, key=lambda a: (worst_gain[a], -abs(a - 0.5)))
     return Selection(best, estimates)
 
