@@ -266,6 +266,8 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
             "runner": result.runner,
             "interpolation_used": result.interpolation,
             "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
+            "checkpoint_used": result.checkpoint_step,
+            "checkpoint_db": {str(m): round(v, 4) for m, v in result.checkpoint_db.items()},
         },
         "device": str(device),
         "per_set": settings.per_set,
