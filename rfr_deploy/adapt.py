@@ -51,6 +51,12 @@ UNGUARDED_INTERPOLATION = 0.5
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ, where SURE is not trusted
 (:func:`rfr_deploy.sure.gray_with_estimated_level`)."""
+CUDA_GAUSSIAN_STEPS = 400
+"""Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a
+millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmarks/results/budget_*)
+and the checkpoint rule keeps the best network along the way."""
+CHECKPOINTS = 4
+"""Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
 CAMERA_STEPS = 10
 """Default M for camera noise (signal dependent: no SURE guard, fixed interpolation). In sixteen of
 the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
@@ -108,10 +114,11 @@ class AdaptConfig:
     the network is returned: adapted networks have the pre-trained network's parameters and names."""
     affine_lr: float = 1e-3
     """Adam learning rate of the per-channel gains and shifts (``tune`` 'affine' or 'all+affine')."""
-    checkpoint_every: int = 0
+    checkpoint_every: int | None = None
     """Score the network by SURE every this many updates and keep the best (Gaussian noise, where
     SURE applies; see :mod:`rfr_deploy.checkpoints`); the interpolation is then chosen between the
-    pre-trained network and that checkpoint. 0: only the last update's network is considered."""
+    pre-trained network and that checkpoint. 0: only the last update's network is considered.
+    None: M / :data:`CHECKPOINTS`."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -140,7 +147,7 @@ class AdaptConfig:
             raise ValueError("affine_lr must be a positive number")
         if self.tune not in TUNE_CHOICES:
             raise ValueError(f"tune must be one of {', '.join(TUNE_CHOICES)}, not {self.tune!r}")
-        if self.checkpoint_every < 0:
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
@@ -195,15 +202,19 @@ class StepInfo:
 
 def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:
     """``config`` with the defaults that depend on the noise model and the images filled in where a
-    field is None: ``steps`` (:data:`GAUSSIAN_STEPS` / :data:`CAMERA_STEPS`) and ``interpolation``
-    (:data:`ESTIMATED_GRAY_INTERPOLATION` / :data:`UNGUARDED_INTERPOLATION`)."""
-    steps, interpolation = config.steps, config.interpolation
+    field is None: ``steps`` (:data:`GAUSSIAN_STEPS`, :data:`CUDA_GAUSSIAN_STEPS` on CUDA /
+    :data:`CAMERA_STEPS`), ``interpolation`` (:data:`ESTIMATED_GRAY_INTERPOLATION` /
+    :data:`UNGUARDED_INTERPOLATION`) and ``checkpoint_every`` (M / :data:`CHECKPOINTS`)."""
+    steps, interpolation, every = config.steps, config.interpolation, config.checkpoint_every
     if steps is None:
-        steps = GAUSSIAN_STEPS if is_gaussian(noise) else CAMERA_STEPS
+        cuda = images[0].device.type == "cuda"
+        steps = (CUDA_GAUSSIAN_STEPS if cuda else GAUSSIAN_STEPS) if is_gaussian(noise) else CAMERA_STEPS
     if interpolation is None:
         gray_estimate = gray_with_estimated_level(noise, images)
         interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
-    return dataclasses.replace(config, steps=steps, interpolation=interpolation)
+    if every is None:
+        every = max(1, steps // CHECKPOINTS) if steps else 0
+    return dataclasses.replace(config, steps=steps, interpolation=interpolation, checkpoint_every=every)
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:

@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.adapt import (
+    CHECKPOINTS,
+    CUDA_GAUSSIAN_STEPS,
+    GAUSSIAN_STEPS,
+    AdaptConfig,
+    adapt,
+    resolve_defaults,
+)
 from rfr_deploy.checkpoints import CheckpointKeeper
 from rfr_deploy.noise import GaussianNoise
 from rfr_deploy.registry import create_model, get_entry, list_models
@@ -152,8 +159,26 @@ def test_adapt_scores_checkpoints_and_reports_the_one_kept(tiny_dncnn, smooth_im
     assert again.checkpoint_db == result.checkpoint_db
     for a, b in zip(result.model.parameters(), again.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    plain = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), AdaptConfig(steps=6, lr=1e-3, warmup=0))
-    assert plain.checkpoint_step is None and plain.checkpoint_db == {}
+    plain = AdaptConfig(steps=6, lr=1e-3, warmup=0, checkpoint_every=0)
+    unscored = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), plain)
+    assert unscored.checkpoint_step is None and unscored.checkpoint_db == {}
+
+
+class _OnCuda:
+    """Stands in for an image on a CUDA device (resolve_defaults reads only its device and shape)."""
+
+    device = torch.device("cuda")
+    shape = (1, 3, 8, 8)
+
+
+def test_default_budget_and_checkpoints_follow_the_device():
+    cpu = resolve_defaults(AdaptConfig(), GaussianNoise(25), [torch.zeros(1, 3, 8, 8)])
+    assert (cpu.steps, cpu.checkpoint_every) == (GAUSSIAN_STEPS, GAUSSIAN_STEPS // CHECKPOINTS)
+    cuda = resolve_defaults(AdaptConfig(), GaussianNoise(25), [_OnCuda()])
+    assert (cuda.steps, cuda.checkpoint_every) == (CUDA_GAUSSIAN_STEPS, CUDA_GAUSSIAN_STEPS // CHECKPOINTS)
+    assert CUDA_GAUSSIAN_STEPS > GAUSSIAN_STEPS
+    given = resolve_defaults(AdaptConfig(steps=8, checkpoint_every=0), GaussianNoise(25), [_OnCuda()])
+    assert (given.steps, given.checkpoint_every) == (8, 0)
 
 
 def test_affine_network_copies_keep_their_shared_gains(tiny_dncnn):

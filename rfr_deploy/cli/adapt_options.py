@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..adapt import ESTIMATED_GRAY_INTERPOLATION, UNGUARDED_INTERPOLATION, AdaptConfig
+from ..adapt import CHECKPOINTS, ESTIMATED_GRAY_INTERPOLATION, UNGUARDED_INTERPOLATION, AdaptConfig
 from ..tuning import TUNE_CHOICES
 from .options import default_of
 
@@ -107,9 +107,9 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
     click.option(
         "--checkpoint-every",
         type=click.IntRange(0),
-        default=default_of(A, "checkpoint_every"),
-        show_default=True,
-        help="Score the network by SURE every N updates and keep the best (Gaussian noise; 0: the last).",
+        default=None,
+        help="Score the network by SURE every N updates and keep the best (Gaussian noise; 0: the last) "
+        f"[default: steps / {CHECKPOINTS}].",
     ),
     click.option(
         "--optimizer",
