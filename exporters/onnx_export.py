@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,7 +46,13 @@ OUTPUT_NAME = "denoised"
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 6e-2}
 """Largest accepted |ONNX Runtime − PyTorch fp32| on [0, 1] images, per export precision."""
 VERIFY_SIZE = 192
-"""The example is centre-cropped to at most this side for verification (speed; conv nets are local)."""
+"""Dynamic exports are verified on a centre crop of at most this side (speed; conv nets are local). The graph
+itself is captured at the example's size, so a static export (``dynamic=False``) takes the example's shape."""
+OPSETS = range(17, 24)
+"""ONNX opsets the exporter accepts (17 to 23)."""
+ONNXSCRIPT_MIN = (0, 5)
+"""``onnxscript.optimizer.fold_constants_ir(should_fold=...)`` appeared in 0.5; with an older onnxscript the
+export would fail there and silently fall back to the deprecated TorchScript exporter."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,9 @@ def export_onnx(
     _require("onnx", "export to ONNX")
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if not 7 <= opset <= 23:
-        raise ExportError(f"ONNX opset {opset} is not supported; use 17 to 23")
+    if opset not in OPSETS:
+        raise ExportError(f"ONNX opset {opset} is not supported; use {OPSETS[0]} to {OPSETS[-1]}")
+    require_onnxscript()
     if example.ndim != 4 or example.shape[1] != model.meta.channels:
         raise ExportError(
             f"example must be N×{model.meta.channels}×H×W for this network, got {tuple(example.shape)}"
@@ -138,7 +146,8 @@ def export_onnx(
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
     started = time.perf_counter()
     wrapper = ExportableDenoiser(model, precision).eval()
-    args = example_inputs(model, crop_center(example, VERIFY_SIZE), sigma)
+    args = example_inputs(model, example, sigma)
+    checks = example_inputs(model, crop_center(example, VERIFY_SIZE), sigma) if dynamic else args
     names = input_names(model)
     path = Path(path)
     with atomic_write(path) as tmp:
@@ -154,7 +163,7 @@ def export_onnx(
         _finish_model(tmp, props)
         error, shapes, verification = None, (), "not requested"
         if verify:
-            error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision)
+            error, shapes, verification = _verify(model, tmp, checks, names, dynamic, precision)
             if error is not None and not error <= tolerance:  # also catches NaN
                 raise ExportVerificationError(
                     f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
@@ -195,7 +204,6 @@ def _export_graph(wrapper, args, names, opset: int, dynamic: bool, pad_multiple:
 
 
 def _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target: Path) -> None:
-    _require("onnxscript", "export to ONNX with torch.export")
     from onnxscript import optimizer
 
     dynamic_shapes = None
@@ -355,6 +363,21 @@ def crop_center(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def require_onnxscript() -> None:
+    """onnxscript at least :data:`ONNXSCRIPT_MIN`, or a one-line error before anything is exported."""
+    _require("onnxscript", "export to ONNX with torch.export")
+    import onnxscript
+
+    version = getattr(onnxscript, "__version__", "0")
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if numbers < ONNXSCRIPT_MIN:
+        floor = ".".join(map(str, ONNXSCRIPT_MIN))
+        raise ExportError(
+            f"onnxscript {version} is too old to export to ONNX; it needs onnxscript >= {floor} "
+            f"(pip install -U 'onnxscript>={floor}')"
+        )
 
 
 def _require(package: str, purpose: str) -> None:
