@@ -118,6 +118,7 @@ def export_onnx(
     dynamic: bool = True,
     verify: bool = True,
     tolerance: float | None = None,
+    ensemble: bool = False,
 ) -> OnnxExport:
     """Export ``model`` to ``path`` (atomically) and check the file with ONNX Runtime.
 
@@ -127,7 +128,8 @@ def export_onnx(
     for dynamic exports, on a batch of two at a second, odd size; an
     :class:`ExportVerificationError` is raised (and nothing is written) when the
     largest difference to the float32 PyTorch model exceeds ``tolerance``
-    (default per precision: :data:`DEFAULT_TOLERANCE`).
+    (default per precision: :data:`DEFAULT_TOLERANCE`). With ``ensemble`` the graph computes the ×8
+    flip/rotation self-ensemble (see :mod:`exporters.exportable`) and is verified against PyTorch's.
     """
     _require("onnx", "export to ONNX")
     if precision not in PRECISIONS:
@@ -145,7 +147,7 @@ def export_onnx(
         raise ExportError(f"bfloat16 convolutions need ONNX opset 22 or later, not {opset}")
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
     started = time.perf_counter()
-    wrapper = ExportableDenoiser(model, precision).eval()
+    wrapper = ExportableDenoiser(model, precision, ensemble=ensemble).eval()
     args = example_inputs(model, example, sigma)
     checks = example_inputs(model, crop_center(example, VERIFY_SIZE), sigma) if dynamic else args
     names = input_names(model)
@@ -157,13 +159,14 @@ def export_onnx(
             "precision": precision,
             "opset": str(opset),
             "exporter": exporter,
+            "ensemble": "x8" if ensemble else "none",
             "inputs": ",".join(names),
             "outputs": OUTPUT_NAME,
         }
         _finish_model(tmp, props)
         error, shapes, verification = None, (), "not requested"
         if verify:
-            error, shapes, verification = _verify(model, tmp, checks, names, dynamic, precision)
+            error, shapes, verification = _verify(model, tmp, checks, names, dynamic, precision, ensemble)
             if error is not None and not error <= tolerance:  # also catches NaN
                 raise ExportVerificationError(
                     f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
@@ -292,7 +295,7 @@ def _finish_model(path: Path, props: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- verification
 
 
-def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
+def _verify(model, path: Path, args, names, dynamic: bool, precision: str, ensemble: bool):
     """(max abs error, verified input shapes, description); error None when ONNX Runtime cannot run it."""
     _require("onnxruntime", "verify the ONNX export")
     import onnxruntime as ort
@@ -312,7 +315,7 @@ def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
     worst, shapes = 0.0, []
     for inputs in runs:
         got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
-        want = reference_output(model, inputs)
+        want = reference_output(model, inputs, ensemble=ensemble)
         if got.shape != want.shape:
             raise ExportVerificationError(
                 f"exported model returns shape {got.shape} for input {tuple(inputs[0].shape)}, expected {want.shape}"
@@ -323,14 +326,18 @@ def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
 
 
 @torch.no_grad()
-def reference_output(model, inputs) -> np.ndarray:
+def reference_output(model, inputs, ensemble: bool = False) -> np.ndarray:
+    """PyTorch's output for ``inputs``: one pass, or the ×8 self-ensemble the pipeline writes."""
+    from rfr_deploy.inference import dihedral_mean
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         x = inputs[0].to(device)
         sigma = inputs[1].to(device) if len(inputs) > 1 else None
-        return model(x, sigma).to("cpu", torch.float64).numpy()
+        out = dihedral_mean(lambda t: model(t, sigma), x) if ensemble else model(x, sigma)
+        return out.to("cpu", torch.float64).numpy()
     finally:
         model.train(was_training)
 

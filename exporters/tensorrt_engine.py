@@ -188,7 +188,8 @@ def build_engine(
     engine = deserialize(trt, plan)
     error = None
     if options.verify and example is not None and not options.strip_plan:
-        error = _verify(engine, model, profile, example, sigma, precision)
+        ensemble = _onnx_props(onnx_path).get("ensemble") == "x8"
+        error = _verify(engine, model, profile, example, sigma, precision, ensemble)
     return _write(
         engine_path,
         plan,
@@ -242,7 +243,9 @@ def refit_engine(
     plan = serialize_refitted(trt, engine, info.strip_plan)
     error = None
     if options.verify and example is not None:
-        error = _verify(engine, model, info.profile, example, sigma, info.precision)
+        props = _onnx_props(onnx_path) if onnx_path is not None else info.metadata
+        ensemble = props.get("ensemble") == "x8"
+        error = _verify(engine, model, info.profile, example, sigma, info.precision, ensemble)
     return _write(
         engine_path,
         plan,
@@ -261,12 +264,15 @@ def refit_engine(
     )
 
 
-def _onnx_precision(onnx_path, requested: str) -> str:
-    """Strongly typed engines compute in the ONNX graph's precision; refuse a different request."""
+def _onnx_props(onnx_path) -> dict[str, str]:
     import onnx
 
-    props = {p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props}
-    actual = props.get("precision", requested)
+    return {p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props}
+
+
+def _onnx_precision(onnx_path, requested: str) -> str:
+    """Strongly typed engines compute in the ONNX graph's precision; refuse a different request."""
+    actual = _onnx_props(onnx_path).get("precision", requested)
     if actual != requested:
         raise ExportError(
             f"{onnx_path} was exported in {actual}; export it in {requested} for a {requested} engine"
@@ -284,16 +290,21 @@ def default_timing_cache(runtime: RuntimeInfo) -> Path:
 
 
 @torch.no_grad()
-def _verify(engine, model, profile: EngineProfile, example: torch.Tensor, sigma, precision: str) -> float:
-    """Largest |engine − PyTorch fp32| on the example; raises above :data:`ENGINE_TOLERANCE`."""
+def _verify(engine, model, profile: EngineProfile, example, sigma, precision: str, ensemble: bool) -> float:
+    """Largest |engine − PyTorch fp32| on the example (the ×8 self-ensemble for ensemble graphs); raises above
+    :data:`ENGINE_TOLERANCE`."""
     import copy
+
+    from rfr_deploy.inference import dihedral_mean
 
     device = torch.cuda.current_device()
     runner = TensorRTDenoiser.from_engine(engine, profile, model.meta.noise_map, device)
     x = example.to(runner.device, torch.float32).contiguous()
     here = next(model.parameters()).device == runner.device
     reference_model = (model if here else copy.deepcopy(model).to(runner.device)).eval()
-    reference = reference_model(x, sigma)
+    reference = (
+        dihedral_mean(lambda t: reference_model(t, sigma), x) if ensemble else reference_model(x, sigma)
+    )
     got = runner(x, sigma)
     error = float((got - reference).abs().max())
     tolerance = ENGINE_TOLERANCE.get(precision, ENGINE_TOLERANCE["fp32"])
@@ -327,13 +338,7 @@ def _write(
     engine_path = Path(engine_path)
     if weight_map is None and onnx_path is not None:
         weight_map = map_weights(model.state_dict(), onnx_path)
-    metadata = {}
-    if onnx_path is not None:
-        import onnx
-
-        metadata = {
-            p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props
-        }
+    metadata = _onnx_props(onnx_path) if onnx_path is not None else {}
     info = EngineSidecar(
         runtime=current_runtime(),
         precision=precision,

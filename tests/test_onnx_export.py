@@ -120,7 +120,9 @@ def test_failed_verification_raises_one_line_and_writes_nothing(tmp_path, monkey
     import exporters.onnx_export as onnx_export
 
     real = onnx_export.reference_output
-    monkeypatch.setattr(onnx_export, "reference_output", lambda model, inputs: real(model, inputs) + 0.1)
+    monkeypatch.setattr(
+        onnx_export, "reference_output", lambda model, inputs, **kw: real(model, inputs, **kw) + 0.1
+    )
     model = tiny_model("dncnn")
     with pytest.raises(ExportVerificationError) as info:
         export_onnx(model, tmp_path / "m.onnx", example=torch.rand(1, 3, 16, 16))
@@ -183,3 +185,25 @@ def test_package_floors_match_what_the_exporters_need():
     assert all(v >= (0, 49, 7) for _, v in floors["polygraphy"]), floors[
         "polygraphy"
     ]  # CreateConfig(strip_plan=)
+
+
+@pytest.mark.parametrize("name", ["dncnn", "ffdnet"])
+def test_the_ensemble_graph_computes_the_x8_self_ensemble(tmp_path, name, rng):
+    from rfr_deploy.inference import denoise
+
+    model = tiny_model(name)
+    path = tmp_path / "m.onnx"
+    report = export_onnx(model, path, example=torch.rand(1, 3, 20, 26), sigma=sigma_for(model), ensemble=True)
+    assert report.metadata["ensemble"] == "x8" and report.max_abs_error < 1e-5
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.from_numpy(rng.random((2, 3, 17, 11), dtype=np.float32))  # unseen, odd, non-square, batch of 2
+    feeds = {"noisy": x.numpy()}
+    sigma = None
+    if model.meta.noise_map:
+        sigma = torch.tensor([0.05, 0.2])
+        feeds["sigma"] = sigma.numpy()
+    got = session.run(["denoised"], feeds)[0]
+    ensemble = denoise(model, x, sigma=sigma, ensemble=True).numpy()
+    single = denoise(model, x, sigma=sigma).numpy()
+    assert np.abs(got - ensemble).max() < 1e-5
+    assert np.abs(got - single).max() > 1e-3  # the eight passes are really in the graph
