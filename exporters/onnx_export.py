@@ -46,8 +46,8 @@ OUTPUT_NAME = "denoised"
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 6e-2}
 """Largest accepted |ONNX Runtime − PyTorch fp32| on [0, 1] images, per export precision."""
 VERIFY_SIZE = 192
-"""Dynamic exports are verified on a centre crop of at most this side (speed; conv nets are local). The graph
-itself is captured at the example's size, so a static export (``dynamic=False``) takes the example's shape."""
+"""Dynamic exports are captured and verified on a centre crop of at most this side (speed; conv nets are local);
+static exports (``dynamic=False``) at the example's own size, which their graph is fixed to."""
 OPSETS = range(17, 24)
 """ONNX opsets the exporter accepts (17 to 23)."""
 ONNXSCRIPT_MIN = (0, 5)
@@ -148,8 +148,9 @@ def export_onnx(
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
     started = time.perf_counter()
     wrapper = ExportableDenoiser(model, precision, ensemble=ensemble).eval()
-    args = example_inputs(model, example, sigma)
-    checks = example_inputs(model, crop_center(example, VERIFY_SIZE), sigma) if dynamic else args
+    # Dynamic graphs are captured and verified at a centre crop (symbolic sizes: the crop only saves time);
+    # a static graph is fixed to the shape it is captured at, so it takes the example's own size.
+    args = example_inputs(model, crop_center(example, VERIFY_SIZE) if dynamic else example, sigma)
     names = input_names(model)
     path = Path(path)
     with atomic_write(path) as tmp:
@@ -166,7 +167,7 @@ def export_onnx(
         _finish_model(tmp, props)
         error, shapes, verification = None, (), "not requested"
         if verify:
-            error, shapes, verification = _verify(model, tmp, checks, names, dynamic, precision, ensemble)
+            error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision, ensemble)
             if error is not None and not error <= tolerance:  # also catches NaN
                 raise ExportVerificationError(
                     f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "

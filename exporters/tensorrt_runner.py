@@ -95,6 +95,7 @@ class TensorRTDenoiser:
         trt = import_tensorrt()
         path = Path(engine_path)
         sidecar = EngineSidecar.read(sidecar_path(path))
+        require_cuda()
         index = torch.cuda.current_device() if device is None else int(device)
         sidecar.check_runtime(current_runtime(index))
         sidecar.check_engine_file(path)
