@@ -163,6 +163,7 @@ def adapt_and_export(
         check_engine_support()  # TensorRT, Polygraphy and a GPU: fail before any work is done
     models = ModelCache(settings, device)
     jobs = [_prepare(p, settings, device) for p in inputs]
+    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
     if settings.reference and (len(jobs) != 1 or settings.per_set):
         raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
     if settings.per_set:
@@ -174,11 +175,11 @@ def adapt_and_export(
         groups = [[j] for j in jobs]
     manifests = []
     for group in groups:
-        manifests.extend(_run_group(group, settings, config, models, device, reporter))
+        manifests.extend(_run_group(group, settings, config, models, device, reporter, engines))
     return manifests
 
 
-def _run_group(group, settings, config, models, device, reporter) -> list[dict[str, Any]]:
+def _run_group(group, settings, config, models, device, reporter, engines=None) -> list[dict[str, Any]]:
     started = time.perf_counter()
     first = group[0]
     model = models.get(first.image.channels, first.path)
@@ -244,7 +245,9 @@ def _run_group(group, settings, config, models, device, reporter) -> list[dict[s
 
     t = time.perf_counter()
     files.extend(
-        _export(result.model, settings, out_dir, stem, first, noise_desc(settings, group, kind), reporter)
+        _export(
+            result.model, settings, out_dir, stem, first, noise_desc(settings, group, kind), reporter, engines
+        )
     )
     export_seconds = time.perf_counter() - t
 
@@ -323,14 +326,17 @@ def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJo
     return ImageJob(path=path, image=image, noisy=noisy, sigma_estimate=estimate, sigma_used=used)
 
 
-def _engine_options(settings: JobSettings):
+def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
+    """One engine for the whole run: its profile covers every input (checked now, before any adaptation)."""
+    from exporters.engine_plan import EngineRun
     from exporters.tensorrt_engine import EngineOptions
 
-    return EngineOptions(
+    options = EngineOptions(
         min_hw=_parse_size(settings.engine_min_size),
         max_hw=_parse_size(settings.engine_max_size),
         timing_cache=settings.timing_cache,
     )
+    return EngineRun([(j.image.height, j.image.width) for j in jobs], options, settings.engine_from)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -356,7 +362,7 @@ def _set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
     return statistics.median(j.sigma_used for j in group) / 255.0
 
 
-def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict[str, Any]]:
+def _export(model, settings, out_dir, stem, first, noise, reporter, engines=None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if not settings.formats:
         return records
@@ -372,25 +378,22 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
         opset=settings.onnx_opset,
         precision=settings.precision,
         metadata=metadata,
+        ensemble=settings.output_ensemble,  # the graph computes exactly what the written image shows
     )
     records.append(file_record("onnx", onnx_path, out_dir, max_abs_error=report.max_abs_error))
     reporter.note(f"ONNX export verified with ONNX Runtime: max |error| {report.max_abs_error:.2e}")
-    if "engine" in settings.formats:
-        from exporters.tensorrt_engine import build_or_refit_engine
-
-        engine = build_or_refit_engine(
+    if engines is not None:
+        engine = engines.export(
             model,
             onnx_path,
             out_dir / f"{stem}_rfr.engine",
-            base=settings.engine_from,
-            options=_engine_options(settings),
             example=first.noisy,
             precision=settings.precision,
             sigma=_model_sigma(model, first),
         )
-        records.append(
-            file_record("engine", engine.path, out_dir, mode=engine.mode, max_abs_error=engine.max_abs_error)
-        )
+        base = {"base": str(engines.base)} if engine.mode == "refit" else {}
+        timing = {"seconds": round(engine.seconds, 3), "max_abs_error": engine.max_abs_error}
+        records.append(file_record("engine", engine.path, out_dir, mode=engine.mode, **base, **timing))
         records.append(file_record("engine_sidecar", engine.sidecar, out_dir))
     return records
 

@@ -73,7 +73,7 @@ A, J = AdaptConfig, JobSettings
     "--output-ensemble/--no-output-ensemble",
     default=default_of(J, "output_ensemble"),
     show_default=True,
-    help="×8 self-ensemble for the written output.",
+    help="×8 self-ensemble for the written output (exported graphs compute it too).",
 )
 @click.option("--seed", type=int, default=default_of(A, "seed"), show_default=True)
 @adapt_options
