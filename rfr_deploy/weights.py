@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -105,7 +106,7 @@ def save_weights(
 
     ``dtype=torch.float16`` halves the file (packaged weights); loading casts back to float32.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
@@ -115,8 +116,20 @@ def save_weights(
     if extra:
         metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
     return sha256_file(path)
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted, so identical weights give identical files.
+
+    The library writes the metadata entries in hash order, which changes from run to run; the tensor
+    data and its offsets (relative to the end of the header) stay as they are.
+    """
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return struct.pack("<Q", len(header)) + header + data[8 + size :]
 
 
 def read_weights_meta(path: str | os.PathLike) -> tuple[WeightsMeta, dict[str, Any]]:
@@ -143,17 +156,28 @@ def _read_safetensors(path: Path) -> tuple[StateDict, WeightsMeta | None]:
     return state, meta
 
 
+_STATE_DICT_FORM = (
+    "the file must hold a dict of parameter names to tensors, as torch.save(model.state_dict(), path) writes"
+)
+
+
 def _read_torch(path: Path) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: not a loadable PyTorch state dict ({_first_line(exc)})") from exc
+        # torch's own message advises weights_only=False, which would run whatever code the file holds.
+        what = (
+            "it holds Python objects besides tensors, which rfr-deploy never loads (they could run code)"
+            if "unsupported global" in str(exc).lower()
+            else "it cannot be read as a PyTorch file"
+        )
+        raise WeightsError(f"{path}: not a plain state dict: {what}; {_STATE_DICT_FORM}") from None
     for key in ("state_dict", "model_state_dict", "params_ema", "params", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected a state dict of tensors")
+        raise WeightsError(f"{path}: not a plain state dict; {_STATE_DICT_FORM}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

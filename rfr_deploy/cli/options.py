@@ -43,7 +43,7 @@ def output_options(f: Callable) -> Callable:
 
 
 def reporter_for(quiet: bool, as_json: bool) -> Reporter:
-    return Reporter(quiet=quiet or as_json)
+    return Reporter(quiet=quiet or as_json, results=not as_json)
 
 
 def emit_json(data) -> None:
