@@ -270,7 +270,11 @@ def _run_group(group, settings, config, models, out_dir, reporter) -> list[dict[
             "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
         },
         "device": str(device),
-        "torch": {"version": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads()},
+        "torch": {
+            "version": torch.__version__,
+            "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads(),
+        },
         "per_set": settings.per_set,
         "output_ensemble": settings.output_ensemble,
         "timings": timings(result, outputs_seconds, export_seconds, time.perf_counter() - started),

@@ -53,7 +53,10 @@ def load_weights(
     entry: ModelEntry,
     channels: int | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    known: WeightsMeta | None = None,
 ) -> LoadedWeights:
+    """``known``: the metadata of a plain state dict whose origin is known (named weights,
+    :mod:`rfr_deploy.hub`), used instead of inferring it from the tensors and the file name."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -65,7 +68,7 @@ def load_weights(
         if suffix == ".safetensors":
             state, meta = _read_safetensors(path)
         elif suffix in (".pth", ".pt", ".ckpt", ".bin"):
-            state = _read_torch(path)
+            state = read_state_dict(path)
         elif suffix == ".mat":
             state = read_matconvnet(path)
         else:
@@ -80,7 +83,7 @@ def load_weights(
     if meta is None:
         if entry.convert_state_dict is not None:
             state = entry.convert_state_dict(state)
-        meta = _infer_meta(path, state, entry, arch_kwargs or {})
+        meta = known or _infer_meta(path, state, entry, arch_kwargs or {})
     elif arch_kwargs:
         meta = dataclasses.replace(meta, arch_kwargs={**meta.arch_kwargs, **arch_kwargs})
     if channels is not None and channels != meta.channels:
@@ -161,7 +164,8 @@ _STATE_DICT_FORM = (
 )
 
 
-def _read_torch(path: Path) -> StateDict:
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """The tensors of a ``.pth``/``.pt`` state dict, read without unpickling anything but tensors."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
