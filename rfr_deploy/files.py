@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
@@ -30,6 +32,25 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as an output folder that files can be written into, checked before any work.
+
+    The folder itself is created only when the first file is written; here the folder (or, when it
+    does not exist yet, its nearest existing parent) must be a folder that a file can be created in.
+    """
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ConfigError(f"output folder {path} {where}, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".rfr-write-check."):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write into the output folder {existing} ({exc.strerror or exc})") from exc
+    return path
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

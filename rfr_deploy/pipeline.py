@@ -12,9 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,15 +24,22 @@ from . import __version__
 from .adapt import AdaptConfig, StepInfo, adapt, resolve_defaults
 from .devices import resolve_device
 from .errors import ConfigError, ImageError
-from .files import atomic_write
-from .images import Image, read_image, write_image
-from .inference import denoise, to_pixels, to_tensor
+from .files import atomic_write, check_output_dir
+from .images import Image, write_image
+from .inference import denoise, to_pixels
+from .job_inputs import (
+    ImageJob,
+    ModelCache,
+    check_estimated_level,
+    model_sigma,
+    read_jobs,
+    set_sigma,
+    set_sigma_levels,
+)
 from .manifest import file_record, input_record, timings
 from .noise import NoiseChoice, UnknownSigma, build_noise, resolve_noise_kind
-from .noise_level import estimate_noise_level
 from .progress import QUIET, Reporter
 from .reference import score_against_reference
-from .registry import create_model
 from .weights import save_weights
 
 EXPORT_FORMATS = ("onnx", "engine")
@@ -87,33 +93,6 @@ class JobSettings:
             self.formats = (*self.formats, "engine")
 
 
-@dataclass
-class ImageJob:
-    """One input prepared for adaptation."""
-
-    path: Path
-    image: Image
-    noisy: torch.Tensor
-    sigma_estimate: float
-    sigma_used: float | None  # σ given to noise-map networks (grey levels)
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-
-class ModelCache:
-    """Pre-trained models by channel count (``--model dncnn`` picks gray or color weights)."""
-
-    def __init__(self, settings: JobSettings, device: torch.device):
-        self.settings, self.device = settings, device
-        self._models: dict[int, nn.Module] = {}
-
-    def get(self, channels: int, path: Path) -> nn.Module:
-        if channels not in self._models:
-            weights = self.settings.weights or "default"
-            model = create_model(self.settings.model, weights=weights, channels=channels, device=self.device)
-            self._models[channels] = model.eval()
-        return self._models[channels]
-
-
 def denoise_files(
     inputs: list[Path],
     settings: JobSettings,
@@ -122,30 +101,31 @@ def denoise_files(
 ) -> list[dict[str, Any]]:
     """Plain pre-trained output for each input (``rfr-deploy denoise``)."""
     device = resolve_device(settings.device)
-    models = ModelCache(settings, device)
-    out_dir = Path(settings.output_dir)
+    out_dir = check_output_dir(settings.output_dir)
+    jobs = read_jobs(inputs, device)
+    models = ModelCache(settings.model, settings.weights, device)
+    models.load_for(jobs)
     records = []
-    for path in inputs:
-        job = _prepare(path, settings, device)
-        model = models.get(job.image.channels, path)
+    for job in jobs:
+        model = models.get(job.image.channels)
+        set_sigma_levels([job], settings.sigma, estimate=model.meta.noise_map)  # blind networks need no σ
         t = time.perf_counter()
-        sigma = _model_sigma(model, job)
-        clean = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble)
+        clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
         seconds = time.perf_counter() - t
-        target = out_dir / f"{path.stem}_denoised{_output_suffix(path)}"
+        target = out_dir / f"{job.path.stem}_denoised{_output_suffix(job.path)}"
         write_image(target, to_pixels(clean), bit_depth=_bit_depth(job.image))
         records.append(
             {
-                "input": str(path),
+                "input": str(job.path),
                 "output": str(target),
                 "model": settings.model,
                 "weights_sha256": model.weights_sha256,
                 "sigma": settings.sigma,
-                "sigma_estimate": round(job.sigma_estimate, 3),
+                "sigma_estimate": _rounded(job.sigma_estimate),
                 "seconds": round(seconds, 4),
             }
         )
-        reporter.note(f"{path.name} -> {target} ({seconds:.2f} s)")
+        reporter.result(f"{job.path.name} -> {target} ({seconds:.2f} s)")
     return records
 
 
@@ -161,39 +141,62 @@ def adapt_and_export(
         from exporters.tensorrt_engine import check_engine_support
 
         check_engine_support()  # TensorRT, Polygraphy and a GPU: fail before any work is done
-    models = ModelCache(settings, device)
-    jobs = [_prepare(p, settings, device) for p in inputs]
-    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
-    if settings.reference and (len(jobs) != 1 or settings.per_set):
+    if settings.sigma == 0:
+        raise ConfigError(
+            "--sigma 0: restore-from-restored trains on synthetic noise of the image's level, and at σ = 0 "
+            "there is none; give the noise level, or use `rfr-deploy denoise` for a noise-free image"
+        )
+    if settings.reference and (len(inputs) != 1 or settings.per_set):
         raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
-    if settings.per_set:
-        channels = {j.image.channels for j in jobs}
-        if len(channels) > 1:
-            raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
-        groups = [jobs]
-    else:
-        groups = [[j] for j in jobs]
+    out_dir = check_output_dir(settings.output_dir)
+    jobs = read_jobs(inputs, device)
+    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
+    if settings.per_set and len({j.image.channels for j in jobs}) > 1:
+        raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
+    models = ModelCache(settings.model, settings.weights, device)
+    models.load_for(jobs)
+    groups = [jobs] if settings.per_set else [[j] for j in jobs]
+    for group in groups:
+        model = models.get(group[0].image.channels)
+        kind = resolve_noise_kind(settings.noise, model.meta.noise)
+        set_sigma_levels(group, settings.sigma, estimate=_uses_estimate(settings, model, kind))
+        if settings.sigma is None and settings.unknown_sigma == "estimate" and kind == "gaussian":
+            check_estimated_level(group)
     manifests = []
     for group in groups:
-        manifests.extend(_run_group(group, settings, config, models, device, reporter, engines))
+        manifests.extend(_run_group(group, settings, config, models, out_dir, reporter, engines))
     return manifests
 
 
-def _run_group(group, settings, config, models, device, reporter, engines=None) -> list[dict[str, Any]]:
+def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
+    """Whether anything uses the σ estimate: the noise map of the network, or the synthetic noise
+    (Gaussian noise at the estimated level, camera noise aimed at it; with uniform Gaussian σ, the
+    manifest's record that SURE's level range is read from)."""
+    if settings.sigma is not None:
+        return False
+    return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _run_group(group, settings, config, models, out_dir, reporter, engines=None) -> list[dict[str, Any]]:
     started = time.perf_counter()
     first = group[0]
-    model = models.get(first.image.channels, first.path)
+    model = models.get(first.image.channels)
+    device = first.noisy.device
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
     noise = build_noise(
         kind,
         settings.sigma,
         settings.unknown_sigma,
-        [j.sigma_estimate for j in group],
+        [j.sigma_estimate for j in group if j.sigma_estimate is not None],
         (settings.sigma_low, settings.sigma_high),
         bit_depth=_noise_bit_depth(settings, group),
     ).to(device)
     config = resolve_defaults(config, noise, [j.noisy for j in group])
-    sigma = _model_sigma(model, first) if len(group) == 1 else _set_sigma(model, group)
+    sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
     label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
     with reporter.bar(config.steps, f"adapting {label}") as update:
 
@@ -202,7 +205,6 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
 
         result = adapt(model, [j.noisy for j in group], noise, config, sigma=sigma, callback=on_step)
 
-    out_dir = Path(settings.output_dir)
     stem = first.path.stem if len(group) == 1 else f"{first.path.stem}_set{len(group)}"
     files: list[dict[str, Any]] = []
     outputs_seconds = 0.0
@@ -210,7 +212,7 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
     for job in group:
         t = time.perf_counter()
         clean = denoise(
-            result.model, job.noisy, sigma=_model_sigma(model, job), ensemble=settings.output_ensemble
+            result.model, job.noisy, sigma=model_sigma(model, job), ensemble=settings.output_ensemble
         )
         outputs_seconds += time.perf_counter() - t
         if settings.reference:
@@ -219,11 +221,11 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
                 model,
                 job,
                 clean,
-                sigma=_model_sigma(model, job),
+                sigma=model_sigma(model, job),
                 ensemble=settings.output_ensemble,
                 bit_depth=_bit_depth(job.image),
             )
-            reporter.note(
+            reporter.result(
                 "PSNR against the reference: noisy {noisy[psnr]:.2f} dB, pre-trained {pretrained[psnr]:.2f} dB, "
                 "adapted {adapted[psnr]:.2f} dB".format(**scores)
             )
@@ -265,14 +267,19 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
         "noise": noise_desc(settings, group, kind),
         "adaptation": {
             **dataclasses.asdict(config),
+            "interpolation": result.interpolation,  # the weight that ran (chosen by SURE where it applies)
             "patch_used": result.patch,
             "runner": result.runner,
-            "interpolation_used": result.interpolation,
             "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
             "checkpoint_used": result.checkpoint_step,
             "checkpoint_db": {str(m): round(v, 4) for m, v in result.checkpoint_db.items()},
         },
         "device": str(device),
+        "torch": {
+            "version": torch.__version__,
+            "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads(),
+        },
         "per_set": settings.per_set,
         "output_ensemble": settings.output_ensemble,
         "timings": timings(result, outputs_seconds, export_seconds, time.perf_counter() - started),
@@ -284,7 +291,7 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
     with atomic_write(manifest_path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     manifest["manifest"] = str(manifest_path)
-    reporter.note(
+    reporter.result(
         f"{label}: {config.steps} steps in {result.total_seconds:.1f} s"
         + (f", interpolation {result.interpolation:g} (SURE)" if result.sure_db else "")
         + " -> "
@@ -310,20 +317,12 @@ def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[
         "kind": kind,
         "mode": mode,
         "sigma": settings.sigma,
-        "sigma_estimates": [round(j.sigma_estimate, 3) for j in group],
+        "sigma_estimates": [_rounded(j.sigma_estimate) for j in group],
     }
     if mode == "uniform" and kind == "gaussian":
         desc["sigma_range"] = [settings.sigma_low, settings.sigma_high]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     return desc
-
-
-def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJob:
-    image = read_image(path)
-    noisy = to_tensor(image.pixels, device)
-    estimate = estimate_noise_level(noisy).sigma
-    used = settings.sigma if settings.sigma is not None else estimate
-    return ImageJob(path=path, image=image, noisy=noisy, sigma_estimate=estimate, sigma_used=used)
 
 
 def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
@@ -351,17 +350,6 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-def _model_sigma(model: nn.Module, job: ImageJob) -> float | None:
-    """σ/255 for noise-map networks (known σ, else the estimate); None for blind networks."""
-    return job.sigma_used / 255.0 if model.meta.noise_map and job.sigma_used is not None else None
-
-
-def _set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
-    if not model.meta.noise_map:
-        return None
-    return statistics.median(j.sigma_used for j in group) / 255.0
-
-
 def _export(model, settings, out_dir, stem, first, noise, reporter, engines=None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if not settings.formats:
@@ -369,12 +357,12 @@ def _export(model, settings, out_dir, stem, first, noise, reporter, engines=None
     from exporters.onnx_export import export_onnx, onnx_metadata
 
     onnx_path = out_dir / f"{stem}_rfr.onnx"
-    metadata = onnx_metadata(model, noise=noise, sigma=_model_sigma(model, first))
+    metadata = onnx_metadata(model, noise=noise, sigma=model_sigma(model, first))
     report = export_onnx(
         model,
         onnx_path,
         example=first.noisy,
-        sigma=_model_sigma(model, first),
+        sigma=model_sigma(model, first),
         opset=settings.onnx_opset,
         precision=settings.precision,
         metadata=metadata,
@@ -389,7 +377,7 @@ def _export(model, settings, out_dir, stem, first, noise, reporter, engines=None
             out_dir / f"{stem}_rfr.engine",
             example=first.noisy,
             precision=settings.precision,
-            sigma=_model_sigma(model, first),
+            sigma=model_sigma(model, first),
         )
         base = {"base": str(engines.base)} if engine.mode == "refit" else {}
         timing = {"seconds": round(engine.seconds, 3), "max_abs_error": engine.max_abs_error}

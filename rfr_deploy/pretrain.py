@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .datasets import load_folder
+from .devices import resolve_device
 from .errors import ConfigError
 from .files import atomic_write
 from .noise import UniformSigmaGaussianNoise
@@ -55,7 +56,8 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 500
     threads: int | None = None
-    device: str = "cpu"
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
     init: str | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -124,7 +126,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = create_model(config.model, weights=None, channels=config.channels, **config.arch_kwargs).to(
         device

@@ -8,14 +8,21 @@ from collections.abc import Callable, Iterator
 
 
 class Reporter:
-    """Shows progress bars (tqdm, on stderr) and one-line notes unless ``quiet``."""
+    """Progress bars (tqdm) and one-line notes on stderr unless ``quiet``; result lines on stdout
+    unless ``results`` is off (``--json``, whose document is then all that stdout holds)."""
 
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, results: bool = True):
+        self.quiet, self.results = quiet, results
 
     def note(self, message: str) -> None:
+        """Progress, warnings and anything else that is not a result: stderr."""
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
+
+    def result(self, message: str) -> None:
+        """A result line (scores, files written): stdout, kept by ``--quiet``."""
+        if self.results:
+            print(message, flush=True)
 
     @contextlib.contextmanager
     def bar(self, total: int, description: str) -> Iterator[Callable[[int, float | None], None]]:
@@ -35,4 +42,4 @@ class Reporter:
             yield update
 
 
-QUIET = Reporter(quiet=True)
+QUIET = Reporter(quiet=True, results=False)

@@ -133,12 +133,14 @@ def create_model(
     """Build a registered model, wrapped as a :class:`rfr_deploy.denoiser.Denoiser`.
 
     ``weights``: ``"default"`` for the weights shipped with the package (chosen by
-    ``channels``), ``None`` for random initialisation, or a path to a weights file
-    in any supported format (safetensors written by rfr-deploy, KAIR ``.pth``,
+    ``channels``), ``None`` for random initialisation, a name of official weights
+    (``kair:dncnn_color_blind``, see :mod:`rfr_deploy.hub`; downloaded once), or a path to
+    a weights file in any supported format (safetensors written by rfr-deploy, KAIR ``.pth``,
     MatConvNet ``.mat``). For files, the architecture is inferred from the weights
     where the entry knows how.
     """
     from .denoiser import Denoiser
+    from .hub import fetch, is_named, named_weights
     from .weights import load_weights, packaged_weights_path
 
     entry = get_entry(name)
@@ -165,7 +167,13 @@ def create_model(
         )
         net = entry.build(channels=channels, **arch_kwargs)
         return Denoiser(net, meta, entry, weights_sha256=None).to(device)
-    loaded = load_weights(weights, entry, channels=channels, arch_kwargs=arch_kwargs)
+    known = None
+    if is_named(weights):  # official weights by name, downloaded once into torch's hub cache
+        named = named_weights(weights)
+        if named.meta.arch != entry.name:
+            raise ModelError(f"{named.name} are weights for model '{named.meta.arch}', not '{entry.name}'")
+        weights, known = str(fetch(named)), named.meta
+    loaded = load_weights(weights, entry, channels=channels, arch_kwargs=arch_kwargs, known=known)
     return Denoiser(loaded.net, loaded.meta, entry, weights_sha256=loaded.sha256).to(device)
 
 

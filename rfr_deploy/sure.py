@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -35,6 +35,24 @@ CANDIDATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 """Interpolation weights tried: 0 is the pre-trained network, 1 the adapted one, 1.25 goes a little further."""
 
 
+@dataclass
+class SureTerms:
+    """The data terms of SURE for one denoiser on one image, per value they average over."""
+
+    residual: float
+    """Mean squared residual ‖Y − h(Y)‖² over the unclipped values."""
+    divergence: float
+    """Mean divergence ∂h_i/∂Y_i over the unclipped values (Monte Carlo)."""
+    count: int
+    """How many values the terms average over."""
+    boundary: dict[float, float] = field(default_factory=dict)
+    """The clipping correction at each noise level asked for (see :func:`clipping_correction`)."""
+
+    def mse(self, sigma: float) -> float:
+        """Estimated mean squared error for Gaussian noise of level ``sigma`` ([0, 1] units)."""
+        return self.residual - sigma**2 + 2.0 * sigma**2 * self.divergence + self.boundary.get(sigma, 0.0)
+
+
 @torch.no_grad()
 def sure_terms(
     model: nn.Module,
@@ -42,26 +60,75 @@ def sure_terms(
     model_sigma: float | None = None,
     probes: Sequence[torch.Tensor] = (),
     epsilon: float = 1e-3,
-) -> tuple[float, float]:
-    """The two data terms of SURE: mean squared residual ‖Y − h(Y)‖²/n and divergence per pixel.
+    sigmas: Sequence[float] = (),
+    clipping: bool = True,
+) -> SureTerms:
+    """The data terms of SURE: mean squared residual ‖Y − h(Y)‖²/n and divergence per value.
 
-    They do not depend on σ, so one evaluation serves any assumed noise level (see :func:`sure_mse`).
-    ``probes`` are standard-normal tensors shaped like ``noisy`` (one is drawn when empty); pass the
-    same probes to compare several denoisers of one image.
+    Residual and divergence do not depend on σ, so one evaluation serves any assumed noise level;
+    the clipping correction is computed for each level in ``sigmas``. ``probes`` are standard-normal
+    tensors shaped like ``noisy`` (one is drawn when empty); pass the same probes to compare several
+    denoisers of one image.
+
+    ``clipping`` (default) accounts for an 8/16-bit file's clipping: a value saturated at 0 or 1
+    carries less noise than σ, or none, yet plain SURE subtracts σ² for it, which drove the estimate
+    negative on photographs with a few percent of saturated values. The terms then average over the
+    unsaturated values only (:func:`unsaturated`), and Stein's identity on the truncated range adds
+    its boundary term (:func:`clipping_correction`); the result estimates the error on those values,
+    which stands for the whole image (benchmarks/results/sure_clipping_*).
     """
     if not probes:
         probes = (torch.randn_like(noisy),)
+    keep = unsaturated(noisy) if clipping else torch.ones_like(noisy, dtype=torch.bool)
+    count = int(keep.sum())
     out = denoise(model, noisy, sigma=model_sigma)
     divergence = 0.0
     for b in probes:
+        b = b * keep  # a probe on the kept values only: the same expectation, less variance
         shifted = denoise(model, noisy + epsilon * b, sigma=model_sigma)
         divergence += float((b * (shifted - out)).double().sum()) / epsilon
-    residual = float(((noisy - out).double() ** 2).mean())
-    return residual, divergence / len(probes) / noisy.numel()
+    residual = float((((noisy - out) * keep).double() ** 2).sum()) / count
+    clipped = count < noisy.numel()
+    boundary = {s: clipping_correction(out, s) / count if clipped else 0.0 for s in sigmas}
+    return SureTerms(residual, divergence / len(probes) / count, count, boundary)
 
 
-def sure_from_terms(residual: float, divergence: float, noise_sigma: float) -> float:
-    return residual - noise_sigma**2 + 2.0 * noise_sigma**2 * divergence
+def unsaturated(noisy: torch.Tensor) -> torch.Tensor:
+    """Where ``noisy`` is not clipped: every value but exactly 0 and 1 (8/16-bit files hold those after
+    clipping; an image with none of them keeps every value). All values when every one is clipped."""
+    keep = (noisy != 0.0) & (noisy != 1.0)
+    return keep if bool(keep.any()) else torch.ones_like(keep)
+
+
+def clipping_correction(out: torch.Tensor, sigma: float) -> float:
+    """Σ of the boundary terms of Stein's identity for Y = clip(X + N, 0, 1), restricted to 0 < Y < 1.
+
+    For one value, E[(h − X)² 1(0 < Y < 1)] = E[((h − Y)² − σ² + 2σ² ∂h/∂Y) 1(0 < Y < 1)]
+    + σ² φ_σ(X)(2h⁰ − X) + σ² φ_σ(1 − X)(2(1 − h¹) − (1 − X)), with φ_σ the density of N and h⁰, h¹
+    the output where Y is clipped to 0 and 1. The clean X is taken as the (clamped) output and h⁰, h¹
+    as h itself; values far from 0 and 1 add nothing.
+    """
+    if sigma <= 0:
+        return 0.0
+    x = out.clamp(0.0, 1.0).double()
+    h = out.double()
+
+    def density(t: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * (t / sigma) ** 2) / (sigma * math.sqrt(2.0 * math.pi))
+
+    terms = density(x) * (2.0 * h - x) + density(1.0 - x) * (2.0 * (1.0 - h) - (1.0 - x))
+    return float(sigma**2 * terms.sum())
+
+
+def combine(parts: Sequence[SureTerms]) -> SureTerms:
+    """The terms of several images together, weighted by the values each averages over."""
+    total = sum(p.count for p in parts)
+    return SureTerms(
+        residual=sum(p.residual * p.count for p in parts) / total,
+        divergence=sum(p.divergence * p.count for p in parts) / total,
+        count=total,
+        boundary={s: sum(p.boundary[s] * p.count for p in parts) / total for s in parts[0].boundary},
+    )
 
 
 def sure_mse(
@@ -71,12 +138,14 @@ def sure_mse(
     model_sigma: float | None = None,
     probes: Sequence[torch.Tensor] = (),
     epsilon: float = 1e-3,
+    clipping: bool = True,
 ) -> float:
     """Monte-Carlo SURE of ``model`` on ``noisy`` (1×C×H×W, [0, 1]); ``noise_sigma`` in [0, 1] units.
 
     Returns the estimated mean squared error per pixel in [0, 1]² units.
     """
-    return sure_from_terms(*sure_terms(model, noisy, model_sigma, probes, epsilon), noise_sigma)
+    terms = sure_terms(model, noisy, model_sigma, probes, epsilon, (noise_sigma,), clipping)
+    return terms.mse(noise_sigma)
 
 
 def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float] | None:
@@ -84,7 +153,8 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
 
     Known σ: that σ (low = high). Estimated σ, or uniform σ (level unknown): the range
     :func:`~rfr_deploy.noise_level.estimate_noise_level` gives, the widest over the images, around
-    the level used. Camera noise or any other model: None (SURE for Gaussian noise does not apply).
+    the level used. Camera noise or any other model: None (SURE for Gaussian noise does not apply), and
+    None when an image shows no noise to estimate (σ̂ = 0: flat or smaller than the estimator's patches).
     Gray images with an estimated σ: None as well: SURE needs σ to about half a percent, and on a
     single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
     """
@@ -96,6 +166,8 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
     if gray_with_estimated_level(noise, images):
         return None
     levels = [estimate_noise_level(y) for y in images]
+    if any(v.sigma <= 0.0 for v in levels):
+        return None  # no noise found (a flat or tiny image): no level for SURE to assume
     low = min(v.low / v.sigma for v in levels)
     high = max(v.high / v.sigma for v in levels)
     if isinstance(inner, GaussianNoise):
@@ -130,7 +202,7 @@ class SureScorer:
 
     Differences between the scores are then precise (the probes' Monte-Carlo error is shared).
     ``noise_sigma`` is the level of the noise, or a range (low, high) when it is only estimated.
-    ``probes`` per image defaults to :func:`probe_count`.
+    ``probes`` per image defaults to :func:`probe_count`; ``clipping``: see :func:`sure_terms`.
     """
 
     def __init__(
@@ -140,35 +212,35 @@ class SureScorer:
         model_sigma: float | None,
         seed: int,
         probes: int | None = None,
+        clipping: bool = True,
     ):
-        self.images, self.model_sigma = images, model_sigma
+        self.images, self.model_sigma, self.clipping = images, model_sigma, clipping
         self.low, self.high = (
             (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
         )
         self.draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
-        self.pixels = sum(y.numel() for y in images)
 
-    def terms(self, net: nn.Module) -> tuple[float, float]:
-        """The pixel-weighted mean residual and divergence of ``net`` over the images."""
-        parts = [
-            sure_terms(net, y, self.model_sigma, b) for y, b in zip(self.images, self.draws, strict=True)
-        ]
-        sizes = [y.numel() for y in self.images]
-        return (
-            sum(r * n for (r, _), n in zip(parts, sizes, strict=True)) / self.pixels,
-            sum(d * n for (_, d), n in zip(parts, sizes, strict=True)) / self.pixels,
+    def terms(self, net: nn.Module) -> SureTerms:
+        """The terms of ``net`` over all the images, weighted by the values each averages over."""
+        sigmas = (self.low, self.high)
+        return combine(
+            [
+                sure_terms(net, y, self.model_sigma, b, sigmas=sigmas, clipping=self.clipping)
+                for y, b in zip(self.images, self.draws, strict=True)
+            ]
         )
 
-    def worst_gain(self, reference: tuple[float, float], terms: tuple[float, float]) -> float:
+    def worst_gain(self, reference: SureTerms, terms: SureTerms) -> float:
         """The estimated MSE improvement of ``terms`` over ``reference``, at the worst end of the σ range.
 
-        The improvement is linear in σ², so checking both ends covers the whole range.
+        The improvement is linear in σ² (up to the clipping correction), so checking both ends covers
+        the whole range.
         """
-        return min(sure_from_terms(*reference, s) - sure_from_terms(*terms, s) for s in (self.low, self.high))
+        return min(reference.mse(s) - terms.mse(s) for s in (self.low, self.high))
 
-    def decibels(self, terms: tuple[float, float]) -> float:
+    def decibels(self, terms: SureTerms) -> float:
         """A PSNR-like figure: −10 log10 of the estimated MSE at the upper σ."""
-        return -10.0 * math.log10(max(sure_from_terms(*terms, self.high), 1e-12))
+        return -10.0 * math.log10(max(terms.mse(self.high), 1e-12))
 
 
 def select_interpolation(
@@ -179,6 +251,7 @@ def select_interpolation(
     seed: int,
     candidates: Sequence[float] = CANDIDATES,
     probes: int | None = None,
+    clipping: bool = True,
 ) -> Selection:
     """The candidate weight whose network has the lowest SURE summed over ``images``.
 
@@ -186,7 +259,7 @@ def select_interpolation(
     scored with the same probes (:class:`SureScorer`). A candidate counts by its worst-case
     improvement over the first candidate (the pre-trained network) across the σ range.
     """
-    scorer = SureScorer(images, noise_sigma, model_sigma, seed, probes)
+    scorer = SureScorer(images, noise_sigma, model_sigma, seed, probes, clipping)
     terms = {alpha: scorer.terms(build(alpha)) for alpha in candidates}
     reference = terms[candidates[0]]
     worst_gain = {a: scorer.worst_gain(reference, terms[a]) for a in candidates}

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -52,7 +53,10 @@ def load_weights(
     entry: ModelEntry,
     channels: int | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    known: WeightsMeta | None = None,
 ) -> LoadedWeights:
+    """``known``: the metadata of a plain state dict whose origin is known (named weights,
+    :mod:`rfr_deploy.hub`), used instead of inferring it from the tensors and the file name."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
@@ -64,7 +68,7 @@ def load_weights(
         if suffix == ".safetensors":
             state, meta = _read_safetensors(path)
         elif suffix in (".pth", ".pt", ".ckpt", ".bin"):
-            state = _read_torch(path)
+            state = read_state_dict(path)
         elif suffix == ".mat":
             state = read_matconvnet(path)
         else:
@@ -79,7 +83,7 @@ def load_weights(
     if meta is None:
         if entry.convert_state_dict is not None:
             state = entry.convert_state_dict(state)
-        meta = _infer_meta(path, state, entry, arch_kwargs or {})
+        meta = known or _infer_meta(path, state, entry, arch_kwargs or {})
     elif arch_kwargs:
         meta = dataclasses.replace(meta, arch_kwargs={**meta.arch_kwargs, **arch_kwargs})
     if channels is not None and channels != meta.channels:
@@ -105,7 +109,7 @@ def save_weights(
 
     ``dtype=torch.float16`` halves the file (packaged weights); loading casts back to float32.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
@@ -115,8 +119,20 @@ def save_weights(
     if extra:
         metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
     return sha256_file(path)
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted, so identical weights give identical files.
+
+    The library writes the metadata entries in hash order, which changes from run to run; the tensor
+    data and its offsets (relative to the end of the header) stay as they are.
+    """
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return struct.pack("<Q", len(header)) + header + data[8 + size :]
 
 
 def read_weights_meta(path: str | os.PathLike) -> tuple[WeightsMeta, dict[str, Any]]:
@@ -143,17 +159,29 @@ def _read_safetensors(path: Path) -> tuple[StateDict, WeightsMeta | None]:
     return state, meta
 
 
-def _read_torch(path: Path) -> StateDict:
+_STATE_DICT_FORM = (
+    "the file must hold a dict of parameter names to tensors, as torch.save(model.state_dict(), path) writes"
+)
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """The tensors of a ``.pth``/``.pt`` state dict, read without unpickling anything but tensors."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: not a loadable PyTorch state dict ({_first_line(exc)})") from exc
+        # torch's own message advises weights_only=False, which would run whatever code the file holds.
+        what = (
+            "it holds Python objects besides tensors, which rfr-deploy never loads (they could run code)"
+            if "unsupported global" in str(exc).lower()
+            else "it cannot be read as a PyTorch file"
+        )
+        raise WeightsError(f"{path}: not a plain state dict: {what}; {_STATE_DICT_FORM}") from None
     for key in ("state_dict", "model_state_dict", "params_ema", "params", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected a state dict of tensors")
+        raise WeightsError(f"{path}: not a plain state dict; {_STATE_DICT_FORM}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

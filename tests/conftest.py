@@ -50,3 +50,23 @@ def tiny_dncnn():
         return create_model("dncnn", weights=None, channels=channels, depth=3, features=8)
 
     return make
+
+
+@pytest.fixture
+def image_file(tmp_path, smooth_image, rng):
+    """A noisy 8-bit PNG of ``smooth_image`` (σ ≈ 25), at tmp_path/in/noisy.png."""
+    from rfr_deploy.images import write_image
+
+    noisy = np.clip(smooth_image + 0.1 * rng.standard_normal(smooth_image.shape), 0, 1)
+    return write_image(tmp_path / "in" / "noisy.png", noisy)
+
+
+@pytest.fixture
+def weights_file(tmp_path, tiny_dncnn):
+    """The tiny colour DnCNN as a safetensors file written by rfr-deploy."""
+    from rfr_deploy.weights import save_weights
+
+    model = tiny_dncnn(3)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, model.net, model.meta)
+    return path

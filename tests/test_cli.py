@@ -10,7 +10,6 @@ from click.testing import CliRunner
 from rfr_deploy.cli import main
 from rfr_deploy.files import sha256_file
 from rfr_deploy.images import read_image, write_image
-from rfr_deploy.weights import save_weights
 
 COMMANDS = ["denoise", "adapt-and-export", "eval", "pretrain", "bench", "models"]
 
@@ -23,20 +22,6 @@ def run(*args):
 def test_every_help_works(command):
     result = run(*command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output
-
-
-@pytest.fixture
-def image_file(tmp_path, smooth_image, rng):
-    noisy = np.clip(smooth_image + 0.1 * rng.standard_normal(smooth_image.shape), 0, 1)
-    return write_image(tmp_path / "in" / "noisy.png", noisy)
-
-
-@pytest.fixture
-def weights_file(tmp_path, tiny_dncnn):
-    model = tiny_dncnn(3)
-    path = tmp_path / "tiny.safetensors"
-    save_weights(path, model.net, model.meta)
-    return path
 
 
 def test_adapt_and_export_writes_outputs_and_a_manifest(tmp_path, image_file, weights_file):

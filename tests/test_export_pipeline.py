@@ -60,7 +60,7 @@ def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)[0]
     adaptation = manifest["adaptation"]
-    assert adaptation["select"] == "sure" and f"{adaptation['interpolation_used']:g}" in adaptation["sure_db"]
+    assert adaptation["select"] == "sure" and f"{adaptation['interpolation']:g}" in adaptation["sure_db"]
     roles = {f["role"]: f for f in manifest["files"]}
     assert roles["onnx"]["path"] == "noisy_rfr.onnx" and roles["onnx"]["max_abs_error"] < 1e-2
     session = ort.InferenceSession(str(out / "noisy_rfr.onnx"), providers=["CPUExecutionProvider"])

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -184,3 +185,25 @@ def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncn
     assert explicit.interpolation == 0.75
     colour = adapt(tiny_dncnn(3), noisy, estimated, AdaptConfig(steps=2, lr=1e-3))
     assert colour.sure_db  # SURE still chooses for colour images
+
+
+def test_sure_on_clipped_8bit_input_accounts_for_the_saturated_values():
+    # a 96×96 image with dark and bright areas: about a tenth of the noisy 8-bit values clip to 0 or 255
+    y, x = np.mgrid[0:96, 0:96].astype(np.float32)
+    pixels = np.clip(0.5 + 0.6 * np.sin(x / 9.0) * np.cos(y / 13.0), 0.02, 0.98)[None, None]
+    clean = torch.from_numpy(np.repeat(pixels, 3, axis=1))
+    sigma = 25 / 255
+    noise = sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    noisy = torch.round((clean + noise).clamp(0, 1) * 255) / 255
+    assert 0.05 < float(((noisy == 0) | (noisy == 1)).float().mean()) < 0.2
+    model = Blur(1.0)  # close to the clean image, as the boundary term's plug-in assumes
+    true_db = -10 * math.log10(float(((denoise(model, noisy) - clean) ** 2).mean()))
+    probes = draw_probes([noisy], 0, 4)[0]
+
+    def estimate_db(clipping: bool) -> float:
+        mse = sure_mse(model, noisy, sigma, probes=probes, clipping=clipping)
+        return -10 * math.log10(mse) if mse > 0 else math.inf
+
+    # measured: 30.30 dB with the clipping terms, 40.0 dB without, 29.54 dB true
+    assert abs(estimate_db(True) - true_db) < 1.0
+    assert estimate_db(False) - true_db > 5.0  # plain SURE subtracts σ² for values that carry no noise

@@ -60,7 +60,7 @@ def test_wrapped_and_data_parallel_state_dicts_load(tmp_path, tiny_dncnn):
     ("content", "message"),
     [
         (b"", "empty"),
-        (b"not a pickle at all", "cannot read weights|not a loadable"),
+        (b"not a pickle at all", "not a plain state dict: it cannot be read as a PyTorch file"),
     ],
 )
 def test_unreadable_weights_are_one_line_errors(tmp_path, content, message):
@@ -104,8 +104,17 @@ def test_pickled_code_is_never_executed(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"model.0.weight": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(WeightsError):
+    with pytest.raises(WeightsError) as info:
         create_model("dncnn", weights=str(tmp_path / "evil.pth"))
+    message = str(info.value)
+    assert "holds Python objects besides tensors" in message and "torch.save(model.state_dict()" in message
+    assert "weights_only" not in message and "\n" not in message  # never torch's advice to unpickle it
+
+
+def test_a_file_of_other_objects_says_what_it_must_hold(tmp_path):
+    torch.save({"epoch": 3, "weights": [1.0]}, tmp_path / "run.pth")
+    with pytest.raises(WeightsError, match="not a plain state dict; the file must hold a dict of parameter"):
+        create_model("dncnn", weights=str(tmp_path / "run.pth"))
 
 
 @pytest.mark.parametrize(

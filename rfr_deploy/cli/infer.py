@@ -67,6 +67,6 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
                 "seconds": round(seconds, 4),
             }
         )
-        reporter.note(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
+        reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
     if as_json:
         emit_json(records)

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from ..hub import model_for_weights
 from ..progress import Reporter
 
 
 def model_options(f: Callable) -> Callable:
+    """--model and --weights; without --model, named weights bring their architecture."""
+
+    command = f
+
+    @functools.wraps(command)
+    def with_model(**kwargs):
+        kwargs["model"] = model_for_weights(kwargs["model"], kwargs["weights"])
+        return command(**kwargs)
+
     f = click.option(
         "--weights",
         type=click.Path(dir_okay=False),
         default=None,
-        help="Weights file (.safetensors, KAIR .pth, MatConvNet .mat). Default: the packaged weights.",
-    )(f)
+        help="Official weights by name (e.g. kair:dncnn_color_blind, downloaded once; see `rfr-deploy "
+        "models`) or a weights file (.safetensors, KAIR .pth, MatConvNet .mat). Default: the packaged weights.",
+    )(with_model)
     f = click.option(
-        "--model", default="dncnn", show_default=True, help="Model name from `rfr-deploy models`."
+        "--model",
+        default=None,
+        help="Model name from `rfr-deploy models` [default: the architecture of named --weights, else dncnn].",
     )(f)
     return f
 
@@ -43,7 +57,7 @@ def output_options(f: Callable) -> Callable:
 
 
 def reporter_for(quiet: bool, as_json: bool) -> Reporter:
-    return Reporter(quiet=quiet or as_json)
+    return Reporter(quiet=quiet or as_json, results=not as_json)
 
 
 def emit_json(data) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..pretrain import PretrainConfig, pretrain
-from .options import default_of, emit_json, output_options, reporter_for
+from .options import default_of, device_option, emit_json, output_options, reporter_for
 
 P = PretrainConfig
 
@@ -43,7 +43,7 @@ P = PretrainConfig
     "--checkpoint-every", type=click.IntRange(1), default=default_of(P, "checkpoint_every"), show_default=True
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for PyTorch.")
-@click.option("--device", default=default_of(P, "device"), show_default=True)
+@device_option
 @click.option(
     "--init",
     type=click.Path(exists=True, dir_okay=False),
@@ -102,4 +102,4 @@ def command(
     if as_json:
         emit_json({"weights": str(final)})
     else:
-        reporter.note(f"wrote {final}")
+        reporter.result(f"wrote {final}")
