@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,7 +46,13 @@ OUTPUT_NAME = "denoised"
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 6e-2}
 """Largest accepted |ONNX Runtime − PyTorch fp32| on [0, 1] images, per export precision."""
 VERIFY_SIZE = 192
-"""The example is centre-cropped to at most this side for verification (speed; conv nets are local)."""
+"""Dynamic exports are captured and verified on a centre crop of at most this side (speed; conv nets are local);
+static exports (``dynamic=False``) at the example's own size, which their graph is fixed to."""
+OPSETS = range(17, 24)
+"""ONNX opsets the exporter accepts (17 to 23)."""
+ONNXSCRIPT_MIN = (0, 5)
+"""``onnxscript.optimizer.fold_constants_ir(should_fold=...)`` appeared in 0.5; with an older onnxscript the
+export would fail there and silently fall back to the deprecated TorchScript exporter."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,7 @@ def export_onnx(
     dynamic: bool = True,
     verify: bool = True,
     tolerance: float | None = None,
+    ensemble: bool = False,
 ) -> OnnxExport:
     """Export ``model`` to ``path`` (atomically) and check the file with ONNX Runtime.
 
@@ -120,13 +128,15 @@ def export_onnx(
     for dynamic exports, on a batch of two at a second, odd size; an
     :class:`ExportVerificationError` is raised (and nothing is written) when the
     largest difference to the float32 PyTorch model exceeds ``tolerance``
-    (default per precision: :data:`DEFAULT_TOLERANCE`).
+    (default per precision: :data:`DEFAULT_TOLERANCE`). With ``ensemble`` the graph computes the ×8
+    flip/rotation self-ensemble (see :mod:`exporters.exportable`) and is verified against PyTorch's.
     """
     _require("onnx", "export to ONNX")
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if not 7 <= opset <= 23:
-        raise ExportError(f"ONNX opset {opset} is not supported; use 17 to 23")
+    if opset not in OPSETS:
+        raise ExportError(f"ONNX opset {opset} is not supported; use {OPSETS[0]} to {OPSETS[-1]}")
+    require_onnxscript()
     if example.ndim != 4 or example.shape[1] != model.meta.channels:
         raise ExportError(
             f"example must be N×{model.meta.channels}×H×W for this network, got {tuple(example.shape)}"
@@ -137,8 +147,10 @@ def export_onnx(
         raise ExportError(f"bfloat16 convolutions need ONNX opset 22 or later, not {opset}")
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
     started = time.perf_counter()
-    wrapper = ExportableDenoiser(model, precision).eval()
-    args = example_inputs(model, crop_center(example, VERIFY_SIZE), sigma)
+    wrapper = ExportableDenoiser(model, precision, ensemble=ensemble).eval()
+    # Dynamic graphs are captured and verified at a centre crop (symbolic sizes: the crop only saves time);
+    # a static graph is fixed to the shape it is captured at, so it takes the example's own size.
+    args = example_inputs(model, crop_center(example, VERIFY_SIZE) if dynamic else example, sigma)
     names = input_names(model)
     path = Path(path)
     with atomic_write(path) as tmp:
@@ -148,13 +160,14 @@ def export_onnx(
             "precision": precision,
             "opset": str(opset),
             "exporter": exporter,
+            "ensemble": "x8" if ensemble else "none",
             "inputs": ",".join(names),
             "outputs": OUTPUT_NAME,
         }
         _finish_model(tmp, props)
         error, shapes, verification = None, (), "not requested"
         if verify:
-            error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision)
+            error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision, ensemble)
             if error is not None and not error <= tolerance:  # also catches NaN
                 raise ExportVerificationError(
                     f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
@@ -195,7 +208,6 @@ def _export_graph(wrapper, args, names, opset: int, dynamic: bool, pad_multiple:
 
 
 def _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target: Path) -> None:
-    _require("onnxscript", "export to ONNX with torch.export")
     from onnxscript import optimizer
 
     dynamic_shapes = None
@@ -284,7 +296,7 @@ def _finish_model(path: Path, props: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- verification
 
 
-def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
+def _verify(model, path: Path, args, names, dynamic: bool, precision: str, ensemble: bool):
     """(max abs error, verified input shapes, description); error None when ONNX Runtime cannot run it."""
     _require("onnxruntime", "verify the ONNX export")
     import onnxruntime as ort
@@ -304,7 +316,7 @@ def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
     worst, shapes = 0.0, []
     for inputs in runs:
         got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
-        want = reference_output(model, inputs)
+        want = reference_output(model, inputs, ensemble=ensemble)
         if got.shape != want.shape:
             raise ExportVerificationError(
                 f"exported model returns shape {got.shape} for input {tuple(inputs[0].shape)}, expected {want.shape}"
@@ -315,14 +327,18 @@ def _verify(model, path: Path, args, names, dynamic: bool, precision: str):
 
 
 @torch.no_grad()
-def reference_output(model, inputs) -> np.ndarray:
+def reference_output(model, inputs, ensemble: bool = False) -> np.ndarray:
+    """PyTorch's output for ``inputs``: one pass, or the ×8 self-ensemble the pipeline writes."""
+    from rfr_deploy.inference import dihedral_mean
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         x = inputs[0].to(device)
         sigma = inputs[1].to(device) if len(inputs) > 1 else None
-        return model(x, sigma).to("cpu", torch.float64).numpy()
+        out = dihedral_mean(lambda t: model(t, sigma), x) if ensemble else model(x, sigma)
+        return out.to("cpu", torch.float64).numpy()
     finally:
         model.train(was_training)
 
@@ -355,6 +371,21 @@ def crop_center(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def require_onnxscript() -> None:
+    """onnxscript at least :data:`ONNXSCRIPT_MIN`, or a one-line error before anything is exported."""
+    _require("onnxscript", "export to ONNX with torch.export")
+    import onnxscript
+
+    version = getattr(onnxscript, "__version__", "0")
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if numbers < ONNXSCRIPT_MIN:
+        floor = ".".join(map(str, ONNXSCRIPT_MIN))
+        raise ExportError(
+            f"onnxscript {version} is too old to export to ONNX; it needs onnxscript >= {floor} "
+            f"(pip install -U 'onnxscript>={floor}')"
+        )
 
 
 def _require(package: str, purpose: str) -> None:

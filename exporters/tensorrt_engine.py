@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -35,13 +36,36 @@ from rfr_deploy import __version__
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.files import atomic_write, sha256_file
 
-from .engine_sidecar import EngineProfile, EngineSidecar, TensorSpec, compute_profile, sidecar_path
+from .engine_sidecar import (
+    EngineProfile,
+    EngineSidecar,
+    RuntimeInfo,
+    TensorSpec,
+    compute_profile,
+    sidecar_path,
+)
 from .errors import EngineMismatchError, ExportError, ExportVerificationError
-from .tensorrt_runner import TensorRTDenoiser, current_runtime, deserialize, import_tensorrt, require_cuda
-from .weight_map import WeightMap, map_weights
+from .tensorrt_refit import (
+    check_weight_maps,
+    finish_refit,
+    refit_from_onnx,
+    refit_from_state_dict,
+    serialize_refitted,
+)
+from .tensorrt_runner import (
+    TensorRTDenoiser,
+    current_runtime,
+    deserialize,
+    import_tensorrt,
+    require_cuda,
+    tensorrt_logger,
+)
+from .weight_map import map_weights
 
-ENGINE_TOLERANCE = {"fp32": 5e-3, "fp16": 2e-2, "bf16": 8e-2}
-"""Largest accepted |engine − PyTorch fp32| (fp32 engines may use TF32 on Ampere and later)."""
+ENGINE_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 8e-2}
+"""Largest accepted |engine − PyTorch fp32|. fp32 engines are built with TF32 off (``CreateConfig(tf32=False)``,
+Polygraphy's default, passed explicitly), so they compute in full float32 and only the kernels' summation
+order differs from PyTorch's."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +78,10 @@ class EngineOptions:
     """Height×width range of the optimisation profile; defaults from the example image (see compute_profile)."""
     batch: tuple[int, int, int] = (1, 1, 1)
     timing_cache: str | None = None
-    """Timing cache file; default ``$XDG_CACHE_HOME/rfr-deploy/tensorrt-<version>.timing``."""
+    """Timing cache file; default ``$XDG_CACHE_HOME/rfr-deploy/tensorrt-<version>-<gpu>-sm<cc>.timing``."""
     strip_plan: bool = False
-    """Leave the refittable weights out of the plan (smaller files; must be refitted before use). Refits of a
-    stripped base are recorded as stripped too, so loaders refit them again rather than trust the plan."""
+    """Leave the refittable weights out of the built plan (smaller files; must be refitted before use). Refits
+    of a stripped base are written with their weights (and stay refittable), so they run as they are."""
     refit_from: Literal["onnx", "state_dict"] = "onnx"
     workspace_mb: int | None = None
     verify: bool = True
@@ -147,7 +171,7 @@ def build_engine(
     trt_profile = Profile()
     for name, (lo, opt, hi) in profile.shapes(model.meta.channels, model.meta.noise_map).items():
         trt_profile.add(name, min=lo, opt=opt, max=hi)
-    cache = Path(options.timing_cache) if options.timing_cache else default_timing_cache(trt.__version__)
+    cache = Path(options.timing_cache) if options.timing_cache else default_timing_cache(current_runtime())
     cache.parent.mkdir(parents=True, exist_ok=True)
     pools = {trt.MemoryPoolType.WORKSPACE: options.workspace_mb << 20} if options.workspace_mb else None
     with _polygraphy_errors("build the TensorRT engine"):
@@ -156,15 +180,16 @@ def build_engine(
             profiles=[trt_profile],
             refittable=True,
             strip_plan=options.strip_plan,
+            tf32=False,
             load_timing_cache=str(cache),
             memory_pool_limits=pools,
         )
         plan = bytes(engine_bytes_from_network(network, config=config, save_timing_cache=str(cache)))
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = deserialize(trt, plan, logger)
+    engine = deserialize(trt, plan)
     error = None
     if options.verify and example is not None and not options.strip_plan:
-        error = _verify(engine, model, profile, example, sigma, precision)
+        ensemble = _onnx_props(onnx_path).get("ensemble") == "x8"
+        error = _verify(engine, model, profile, example, sigma, precision, ensemble)
     return _write(
         engine_path,
         plan,
@@ -206,32 +231,21 @@ def refit_engine(
     source = options.refit_from if onnx_path is not None else "state_dict"
     weight_map = map_weights(model.state_dict(), onnx_path) if onnx_path is not None else info.weight_map
     check_weight_maps(info.weight_map, weight_map, base)
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = deserialize(trt, base.read_bytes(), logger)
-    refitter = trt.Refitter(engine, logger)
+    engine = deserialize(trt, base.read_bytes())
+    refitter = trt.Refitter(engine, tensorrt_logger(trt))
+    arrays = None  # the state dict's arrays stay alive until the refit has run
     if source == "onnx":
-        parser_refitter = trt.OnnxParserRefitter(refitter, logger)
-        if not parser_refitter.refit_from_file(str(onnx_path)):
-            errors = [str(parser_refitter.get_error(i)) for i in range(parser_refitter.num_errors)]
-            raise EngineMismatchError(
-                f"TensorRT could not refit {base} from {onnx_path}: {'; '.join(errors)[:300]}"
-            )
+        refit_from_onnx(trt, refitter, onnx_path, base)
     else:
-        arrays = _state_dict_arrays(
-            weight_map, model.state_dict(), base
-        )  # kept alive until the refit is done
-        for name in refitter.get_all_weights():
-            if name in arrays and not refitter.set_named_weights(name, trt.Weights(arrays[name])):
-                raise EngineMismatchError(f"TensorRT rejected the new weights '{name}' for {base}")
-    missing = list(refitter.get_missing_weights())
-    if missing:
-        raise EngineMismatchError(f"refit of {base} is missing {len(missing)} weights (e.g. {missing[0]})")
-    if not refitter.refit_cuda_engine():
-        raise EngineMismatchError(f"TensorRT failed to refit {base} (see the TensorRT log)")
-    plan = bytes(engine.serialize())
+        arrays = refit_from_state_dict(trt, refitter, weight_map, model.state_dict(), base)
+    finish_refit(refitter, base)
+    del arrays
+    plan = serialize_refitted(trt, engine, info.strip_plan)
     error = None
     if options.verify and example is not None:
-        error = _verify(engine, model, info.profile, example, sigma, info.precision)
+        props = _onnx_props(onnx_path) if onnx_path is not None else info.metadata
+        ensemble = props.get("ensemble") == "x8"
+        error = _verify(engine, model, info.profile, example, sigma, info.precision, ensemble)
     return _write(
         engine_path,
         plan,
@@ -246,31 +260,19 @@ def refit_engine(
         error=error,
         weight_map=weight_map,
         base_sha=info.engine_sha256,
-        strip_plan=info.strip_plan,
+        strip_plan=False,
     )
 
 
-def check_weight_maps(base: WeightMap | None, new: WeightMap | None, base_path: Path) -> None:
-    """Refuse weights whose names, shapes or dtypes differ from the base engine's (another architecture)."""
-    if base is None or new is None:
-        raise EngineMismatchError(f"{base_path}: no weight-name map in the sidecar; refit from an ONNX file")
-    old_shapes = {k: (tuple(base.shapes[v]), base.dtypes[v]) for k, v in base.names.items()}
-    new_shapes = {k: (tuple(new.shapes[v]), new.dtypes[v]) for k, v in new.names.items()}
-    if old_shapes != new_shapes:
-        first = sorted(
-            k for k in old_shapes.keys() | new_shapes.keys() if old_shapes.get(k) != new_shapes.get(k)
-        )[0]
-        raise EngineMismatchError(
-            f"the weights do not fit the engine {base_path} (other architecture or precision; first difference: {first})"
-        )
+def _onnx_props(onnx_path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props}
 
 
 def _onnx_precision(onnx_path, requested: str) -> str:
     """Strongly typed engines compute in the ONNX graph's precision; refuse a different request."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props}
-    actual = props.get("precision", requested)
+    actual = _onnx_props(onnx_path).get("precision", requested)
     if actual != requested:
         raise ExportError(
             f"{onnx_path} was exported in {actual}; export it in {requested} for a {requested} engine"
@@ -278,28 +280,31 @@ def _onnx_precision(onnx_path, requested: str) -> str:
     return actual
 
 
-def default_timing_cache(tensorrt_version: str) -> Path:
+def default_timing_cache(runtime: RuntimeInfo) -> Path:
+    """One timing cache per TensorRT version *and* GPU: timings of one GPU are wrong for another, and
+    Polygraphy merges a loaded cache with ``ignore_mismatch=True`` instead of refusing it."""
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "rfr-deploy" / f"tensorrt-{tensorrt_version}.timing"
-
-
-def _state_dict_arrays(weight_map: WeightMap, state, base: Path):
-    try:
-        return weight_map.arrays(state)
-    except (KeyError, ValueError) as exc:
-        raise EngineMismatchError(f"the weights do not fit the engine {base} ({exc})") from exc
+    gpu = re.sub(r"[^A-Za-z0-9.]+", "-", runtime.gpu_name).strip("-") or "gpu"
+    capability = runtime.compute_capability.replace(".", "")
+    return root / "rfr-deploy" / f"tensorrt-{runtime.tensorrt_version}-{gpu}-sm{capability}.timing"
 
 
 @torch.no_grad()
-def _verify(engine, model, profile: EngineProfile, example: torch.Tensor, sigma, precision: str) -> float:
-    """Largest |engine − PyTorch fp32| on the example; raises above :data:`ENGINE_TOLERANCE`."""
+def _verify(engine, model, profile: EngineProfile, example, sigma, precision: str, ensemble: bool) -> float:
+    """Largest |engine − PyTorch fp32| on the example (the ×8 self-ensemble for ensemble graphs); raises above
+    :data:`ENGINE_TOLERANCE`."""
     import copy
 
-    runner = TensorRTDenoiser.from_engine(engine, profile, model.meta.noise_map)
-    x = example.to("cuda", torch.float32).contiguous()
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    reference_model = (model if on_gpu else copy.deepcopy(model).to("cuda")).eval()
-    reference = reference_model(x, sigma)
+    from rfr_deploy.inference import dihedral_mean
+
+    device = torch.cuda.current_device()
+    runner = TensorRTDenoiser.from_engine(engine, profile, model.meta.noise_map, device)
+    x = example.to(runner.device, torch.float32).contiguous()
+    here = next(model.parameters()).device == runner.device
+    reference_model = (model if here else copy.deepcopy(model).to(runner.device)).eval()
+    reference = (
+        dihedral_mean(lambda t: reference_model(t, sigma), x) if ensemble else reference_model(x, sigma)
+    )
     got = runner(x, sigma)
     error = float((got - reference).abs().max())
     tolerance = ENGINE_TOLERANCE.get(precision, ENGINE_TOLERANCE["fp32"])
@@ -333,13 +338,7 @@ def _write(
     engine_path = Path(engine_path)
     if weight_map is None and onnx_path is not None:
         weight_map = map_weights(model.state_dict(), onnx_path)
-    metadata = {}
-    if onnx_path is not None:
-        import onnx
-
-        metadata = {
-            p.key: p.value for p in onnx.load_model(str(onnx_path), load_external_data=False).metadata_props
-        }
+    metadata = _onnx_props(onnx_path) if onnx_path is not None else {}
     info = EngineSidecar(
         runtime=current_runtime(),
         precision=precision,

@@ -22,21 +22,23 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import nn
 
 from .blending import WeightAverage, WeightBlend
 from .capture import image_order, patch_offsets
+from .checkpoints import CheckpointKeeper
 from .inference import denoise
 from .memory import available_bytes, bytes_per_pixel
 from .noise import is_gaussian
-from .recorrupt import Recorruption, make_recorruption
-from .sure import gaussian_level, gray_with_estimated_level
-from .transforms import DIHEDRAL, dihedral
+from .recorrupt import make_recorruption
+from .runners import LossKind, StepRunner, make_runner
+from .sure import SureScorer, gaussian_level, gray_with_estimated_level
+from .transforms import DIHEDRAL
+from .tuning import TUNE_CHOICES, Tune, finish_tuning, prepare_tuning
 
-LossKind = Literal["mse", "l1"]
 FastMode = Literal["auto", "on", "off"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 Schedule = Literal["constant", "cosine"]
@@ -49,6 +51,12 @@ UNGUARDED_INTERPOLATION = 0.5
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ, where SURE is not trusted
 (:func:`rfr_deploy.sure.gray_with_estimated_level`)."""
+CUDA_GAUSSIAN_STEPS = 400
+"""Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a
+millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmarks/results/budget_*)
+and the checkpoint rule keeps the best network along the way."""
+CHECKPOINTS = 4
+"""Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
 CAMERA_STEPS = 10
 """Default M for camera noise (signal dependent: no SURE guard, fixed interpolation). In sixteen of
 the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
@@ -99,6 +107,18 @@ class AdaptConfig:
     :mod:`rfr_deploy.recorrupt`). 0 (default) trains on restore-from-restored pairs alone: the term
     helped gray images a little, not colour ones, and biases the SURE selection towards large steps.
     Costs a second forward and backward pass per update."""
+    tune: Tune = "all"
+    """What the updates change: 'all' weights (at ``lr``), 'affine' (a per-output-channel gain and
+    shift after every layer, at ``affine_lr``, weights frozen; see :mod:`rfr_deploy.tuning`) or
+    'all+affine' (both, each at its own rate). The affine maps are folded into the weights before
+    the network is returned: adapted networks have the pre-trained network's parameters and names."""
+    affine_lr: float = 1e-3
+    """Adam learning rate of the per-channel gains and shifts (``tune`` 'affine' or 'all+affine')."""
+    checkpoint_every: int | None = None
+    """Score the network by SURE every this many updates and keep the best (Gaussian noise, where
+    SURE applies; see :mod:`rfr_deploy.checkpoints`); the interpolation is then chosen between the
+    pre-trained network and that checkpoint. 0: only the last update's network is considered.
+    None: M / :data:`CHECKPOINTS`."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -123,6 +143,12 @@ class AdaptConfig:
             raise ValueError("interpolation must be in (0, 1.5]")
         if not (self.recorrupted >= 0.0 and math.isfinite(self.recorrupted)):
             raise ValueError("recorrupted must be a finite number >= 0")
+        if not (self.affine_lr > 0 and math.isfinite(self.affine_lr)):
+            raise ValueError("affine_lr must be a positive number")
+        if self.tune not in TUNE_CHOICES:
+            raise ValueError(f"tune must be one of {', '.join(TUNE_CHOICES)}, not {self.tune!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be >= 0")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
         if self.select not in ("sure", "off"):
@@ -149,6 +175,10 @@ class AdaptResult:
     """Interpolation weight of the returned network (chosen by SURE when ``select='sure'`` applies)."""
     sure_db: dict[float, float] = field(default_factory=dict)
     """SURE estimate (dB) of every candidate weight; empty when no selection ran."""
+    checkpoint_step: int | None = None
+    """The update whose network was kept (``checkpoint_every``; 0: the pre-trained one); None: the last."""
+    checkpoint_db: dict[int, float] = field(default_factory=dict)
+    """SURE estimate (dB) of every scored checkpoint, by update; empty when none were scored."""
 
     @property
     def mean_step_seconds(self) -> float:
@@ -170,95 +200,21 @@ class StepInfo:
         return self.network()
 
 
-class StepRunner(Protocol):
-    """Performs one update on target ``index`` under dihedral transform ``k``.
-
-    ``offsets`` holds one (y, x) patch origin per batch element when training on patches.
-    Returns the loss as a device tensor (not synchronised).
-    A runner may also define ``finish()``, called once after the last update to hand the
-    network back in its plain form (fast runners change the weights' memory layout).
-    """
-
-    name: str
-
-    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor: ...
-
-
-def loss_function(kind: LossKind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    return nn.functional.mse_loss if kind == "mse" else nn.functional.l1_loss
-
-
-def make_optimizer(
-    model: nn.Module, config: AdaptConfig, **adam_kwargs
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    if config.optimizer == "radam":
-        adam_kwargs.pop("fused", None)  # RAdam has no fused kernel
-        optimizer: torch.optim.Optimizer = torch.optim.RAdam(model.parameters(), lr=config.lr, **adam_kwargs)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **adam_kwargs)
-
-    def factor(step: int) -> float:
-        if config.warmup and step < config.warmup:
-            return (step + 1) / config.warmup
-        if config.schedule == "cosine" and config.steps > config.warmup:
-            t = (step - config.warmup) / (config.steps - config.warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-        return 1.0
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class EagerRunner:
-    """The plain PyTorch update: cut patches, transform, add noise, forward, backward, Adam."""
-
-    name = "eager"
-
-    def __init__(
-        self,
-        model,
-        targets,
-        noise,
-        config: AdaptConfig,
-        generator: torch.Generator,
-        recorruption: Recorruption | None = None,
-    ):
-        self.model, self.targets, self.noise = model, targets, noise
-        self.batch, self.patch, self.generator = config.batch, config.patch, generator
-        self.recorruption = recorruption
-        self.loss_fn = loss_function(config.loss)
-        self.optimizer, self.scheduler = make_optimizer(model, config)
-
-    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
-        x = self.targets[index]
-        if offsets is not None:
-            c = self.patch
-            x = torch.cat([x[..., oy : oy + c, ox : ox + c] for oy, ox in offsets])
-        else:
-            x = x.expand(self.batch, -1, -1, -1)
-        x = dihedral(x, k)
-        noisy, sigma = self.noise(x, self.generator)
-        loss = self.loss_fn(self.model(noisy, sigma), x)
-        if self.recorruption is not None:
-            y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
-            loss = loss + self.recorruption.loss(self.model, y, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
-
-
 def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:
     """``config`` with the defaults that depend on the noise model and the images filled in where a
-    field is None: ``steps`` (:data:`GAUSSIAN_STEPS` / :data:`CAMERA_STEPS`) and ``interpolation``
-    (:data:`ESTIMATED_GRAY_INTERPOLATION` / :data:`UNGUARDED_INTERPOLATION`)."""
-    steps, interpolation = config.steps, config.interpolation
+    field is None: ``steps`` (:data:`GAUSSIAN_STEPS`, :data:`CUDA_GAUSSIAN_STEPS` on CUDA /
+    :data:`CAMERA_STEPS`), ``interpolation`` (:data:`ESTIMATED_GRAY_INTERPOLATION` /
+    :data:`UNGUARDED_INTERPOLATION`) and ``checkpoint_every`` (M / :data:`CHECKPOINTS`)."""
+    steps, interpolation, every = config.steps, config.interpolation, config.checkpoint_every
     if steps is None:
-        steps = GAUSSIAN_STEPS if is_gaussian(noise) else CAMERA_STEPS
+        cuda = images[0].device.type == "cuda"
+        steps = (CUDA_GAUSSIAN_STEPS if cuda else GAUSSIAN_STEPS) if is_gaussian(noise) else CAMERA_STEPS
     if interpolation is None:
         gray_estimate = gray_with_estimated_level(noise, images)
         interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
-    return dataclasses.replace(config, steps=steps, interpolation=interpolation)
+    if every is None:
+        every = max(1, steps // CHECKPOINTS) if steps else 0
+    return dataclasses.replace(config, steps=steps, interpolation=interpolation, checkpoint_every=every)
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
@@ -294,16 +250,7 @@ def adapt(
     model = copy.deepcopy(model).to(device)
 
     t0 = time.perf_counter()
-    if targets is None:
-        targets = [pseudo_clean(model, y, sigma, config.target_ensemble) for y in images]
-    else:  # copies: refresh_every overwrites targets in place
-        if len(targets) != len(images) or any(
-            t.shape != y.shape for t, y in zip(targets, images, strict=False)
-        ):
-            raise ValueError("targets: one tensor per noisy image, of the same shape")
-        targets = [
-            t.detach().to(device=device, dtype=y.dtype).clone() for t, y in zip(targets, images, strict=True)
-        ]
+    targets = _training_targets(model, images, sigma, config.target_ensemble, targets)
     _sync(device)
     target_seconds = time.perf_counter() - t0
 
@@ -314,42 +261,26 @@ def adapt(
         patch = min(patch, *(min(t.shape[-2:]) for t in targets))
     config_used = dataclasses.replace(config, patch=patch)
 
-    plan = torch.Generator().manual_seed(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    averaged = WeightAverage(model, config.ema) if config.ema else None
+    frozen = prepare_tuning(model, config.tune)
     level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
     blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
+    keeper = None
+    if level is not None and config.checkpoint_every:
+        keeper = CheckpointKeeper(model, SureScorer(images, level, sigma, config.seed))
     model.train()
-    runner = make_runner(model, targets, noise, config_used, generator, recorruption)
-
-    losses: list[torch.Tensor] = []
-    step_seconds: list[float] = []
-    order = image_order(len(targets), config.steps, plan)
-    for step, index in enumerate(order):
-        k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
-        offsets = patch_offsets(targets[index], patch, config.batch, plan) if patch else None
-        t = time.perf_counter()
-        loss = runner.step(index, k, offsets)
-        _sync(device)
-        step_seconds.append(time.perf_counter() - t)
-        losses.append(loss)
-        current = model
-        if averaged is not None:
-            averaged.update(model)
-            current = averaged.model
-        if config.refresh_every and (step + 1) % config.refresh_every == 0 and step + 1 < config.steps:
-            for target, y in zip(targets, images, strict=True):  # in place: runners hold these tensors
-                target.copy_(pseudo_clean(current, y, sigma, config.target_ensemble))
-        if callback is not None:
-            # the result network costs a copy (and SURE scores): build it only for callbacks that read it
-            view = functools.partial(blend.result, current, step + 1)
-            callback(StepInfo(step + 1, config.steps, loss, view, lambda: blend.chosen))
+    runner = make_runner(
+        model, targets, noise, config_used, generator=_generator(config, device), recorruption=recorruption
+    )
+    loop = _Loop(model, targets, images, sigma, config, blend, keeper)
+    losses, step_seconds = loop.run(runner, patch, callback)
     finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
     if finish is not None:
         finish()
-    if averaged is not None:
-        model = averaged.model
+    model = loop.current
+    if keeper is not None:
+        keeper.restore(model, blend.origin)
     model = blend.result(model, config.steps) if config.steps else model
+    finish_tuning(model, frozen)
     model.eval()
     return AdaptResult(
         model=model,
@@ -362,42 +293,66 @@ def adapt(
         patch=patch,
         interpolation=blend.chosen if config.steps else 0.0,
         sure_db=blend.estimates,
+        checkpoint_step=keeper.best_step if keeper is not None else None,
+        checkpoint_db=keeper.scores if keeper is not None else {},
     )
 
 
-def make_runner(
-    model,
-    targets,
-    noise,
-    config: AdaptConfig,
-    generator: torch.Generator,
-    recorruption: Recorruption | None = None,
-) -> StepRunner:
-    """The fast runner where it applies (see :mod:`rfr_deploy.fastpath`), else the eager one.
+def _training_targets(model, images, sigma, ensemble: bool, targets) -> list[torch.Tensor]:
+    """The pseudo-clean targets X̃ = f(Y), or copies of the given ``targets`` (refresh_every overwrites
+    them in place)."""
+    if targets is None:
+        return [pseudo_clean(model, y, sigma, ensemble) for y in images]
+    if len(targets) != len(images) or any(t.shape != y.shape for t, y in zip(targets, images, strict=False)):
+        raise ValueError("targets: one tensor per noisy image, of the same shape")
+    return [
+        t.detach().to(device=y.device, dtype=y.dtype).clone() for t, y in zip(targets, images, strict=True)
+    ]
 
-    CUDA: CUDA graphs with mixed precision ('auto' falls back to eager when capture fails, 'on'
-    makes that an error). CPU: the eager update with channels-last weights ('auto').
-    """
-    device = targets[0].device
-    if config.fast == "off":
-        return EagerRunner(model, targets, noise, config, generator, recorruption)
-    if device.type == "cuda":
-        from .fastpath import try_graph_runner
 
-        runner = try_graph_runner(model, targets, noise, config, generator, recorruption)
-        if runner is not None:
-            return runner
-        if config.fast == "on":
-            raise RuntimeError("fast path requested (fast='on') but CUDA graph capture failed")
-    elif config.fast == "on":
-        raise RuntimeError("fast path requested (fast='on') but it needs a CUDA device")
-    else:
-        from .fastpath import cpu_fast_runner
+def _generator(config: AdaptConfig, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(config.seed)
 
-        runner = cpu_fast_runner(model, targets, noise, config, generator, recorruption)
-        if runner is not None:
-            return runner
-    return EagerRunner(model, targets, noise, config, generator, recorruption)
+
+class _Loop:
+    """The updates of one run: the plan (image, transform, patches), averaging, refreshing, checkpoints."""
+
+    def __init__(self, model, targets, images, sigma, config: AdaptConfig, blend, keeper):
+        self.model, self.targets, self.images, self.sigma = model, targets, images, sigma
+        self.config, self.blend, self.keeper = config, blend, keeper
+        self.averaged = WeightAverage(model, config.ema) if config.ema else None
+        self.current = model
+
+    def run(self, runner: StepRunner, patch: int | None, callback) -> tuple[list[torch.Tensor], list[float]]:
+        config, device = self.config, self.targets[0].device
+        plan = torch.Generator().manual_seed(config.seed)
+        losses: list[torch.Tensor] = []
+        step_seconds: list[float] = []
+        for step, index in enumerate(image_order(len(self.targets), config.steps, plan)):
+            k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
+            offsets = patch_offsets(self.targets[index], patch, config.batch, plan) if patch else None
+            t = time.perf_counter()
+            loss = runner.step(index, k, offsets)
+            _sync(device)
+            step_seconds.append(time.perf_counter() - t)
+            losses.append(loss)
+            self._after_update(step + 1)
+            if callback is not None:
+                # the result network costs a copy (and SURE scores): build it only for callbacks that read it
+                view = functools.partial(self.blend.result, self.current, step + 1)
+                callback(StepInfo(step + 1, config.steps, loss, view, lambda: self.blend.chosen))
+        return losses, step_seconds
+
+    def _after_update(self, done: int) -> None:
+        config = self.config
+        if self.averaged is not None:
+            self.averaged.update(self.model)
+            self.current = self.averaged.model
+        if config.refresh_every and done % config.refresh_every == 0 and done < config.steps:
+            for target, y in zip(self.targets, self.images, strict=True):  # in place: runners hold these
+                target.copy_(pseudo_clean(self.current, y, self.sigma, config.target_ensemble))
+        if self.keeper is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+            self.keeper.offer(self.current, done)
 
 
 def _patch_that_fits(model, targets: list[torch.Tensor], batch: int) -> int | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .adapt import AdaptConfig, EagerRunner
+from .adapt import AdaptConfig
 from .bench_report import (  # noqa: F401  (re-exported: the records of a run)
     FAST_MODE,
     PAPER_SIZE,
@@ -50,6 +50,7 @@ from .noise import GaussianNoise
 from .progress import QUIET, Reporter
 from .recorrupt import Recorruption, make_recorruption
 from .registry import create_model, list_models
+from .runners import EagerRunner
 from .transforms import DIHEDRAL
 
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")

@@ -21,7 +21,7 @@ from .transforms import dihedral
 def clean_batch(
     target: torch.Tensor, k: int, offsets: list[tuple[int, int]] | None, batch: int, patch: int | None
 ) -> torch.Tensor:
-    """The clean training batch of one update, cut exactly as :class:`~rfr_deploy.adapt.EagerRunner` does."""
+    """The clean training batch of one update, cut exactly as :class:`~rfr_deploy.runners.EagerRunner` does."""
     if offsets is not None:
         x = torch.cat([target[..., oy : oy + patch, ox : ox + patch] for oy, ox in offsets])
     else:

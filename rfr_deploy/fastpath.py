@@ -12,7 +12,7 @@ Design of the CUDA-graph runner
       step count (``capturable=True``, on the device), the learning rate (a device tensor) and the
       fp16 loss scale.
     * The step's clean batch (patches cut, dihedral transform ``k`` applied: the same batch as
-      :class:`~rfr_deploy.adapt.EagerRunner`) is copied into the graph's static input before each
+      :class:`~rfr_deploy.runners.EagerRunner`) is copied into the graph's static input before each
       replay; one to four small copy kernels, and a single graph covers every ``k`` and patch origin.
     * Inside the graph: noise from the run's own generator (registered with every graph, so each
       replay advances its Philox offset exactly as an eager draw would; the same seed draws the same
@@ -23,7 +23,7 @@ Design of the CUDA-graph runner
       autotuning, lazily created optimizer state, library workspaces), as the CUDA-graph docs
       require. Parameters, buffers, optimizer state, generator and loss scale are snapshot before
       and restored after, so the first replay is exactly the eager loop's first update.
-    * The learning-rate schedule of :func:`~rfr_deploy.adapt.make_optimizer` runs on host floats as
+    * The learning-rate schedule of :func:`~rfr_deploy.runners.make_optimizer` runs on host floats as
       in the eager loop; the device learning rate is refilled (one fill kernel) only when it changes.
     * Any failure restores the snapshot, the parameter layout and the current stream, and
       :func:`try_graph_runner` returns None with a one-line warning (the eager loop then runs).
@@ -48,9 +48,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .adapt import AdaptConfig, EagerRunner, loss_function, make_optimizer
+from .adapt import AdaptConfig
 from .capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from .recorrupt import Recorruption
+from .runners import EagerRunner, loss_function, make_optimizer
 
 Precision = Literal["bf16", "fp16", "fp32"]
 WARMUP_UPDATES = 3

@@ -48,13 +48,18 @@ def denoise(
         if tile is None:
             tile = auto_tile(model, noisy)
         if ensemble:
-            out = torch.zeros_like(noisy)
-            for k in range(DIHEDRAL):
-                out += dihedral_inverse(_run(model, dihedral(noisy, k), sigma, tile, overlap), k)
-            return out / DIHEDRAL
+            return dihedral_mean(lambda x: _run(model, x, sigma, tile, overlap), noisy)
         return _run(model, noisy, sigma, tile, overlap)
     finally:
         model.train(was_training)
+
+
+def dihedral_mean(run, noisy: torch.Tensor) -> torch.Tensor:
+    """Mean of ``run`` over the eight dihedral transforms of ``noisy``, each result turned back."""
+    out = torch.zeros_like(noisy)
+    for k in range(DIHEDRAL):
+        out += dihedral_inverse(run(dihedral(noisy, k)), k)
+    return out / DIHEDRAL
 
 
 def auto_tile(model, noisy: torch.Tensor) -> int | None:

@@ -154,6 +154,7 @@ def adapt_and_export(
         raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
     models = ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)
+    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     for group in groups:
         model = models.get(group[0].image.channels)
@@ -163,7 +164,7 @@ def adapt_and_export(
             check_estimated_level(group)
     manifests = []
     for group in groups:
-        manifests.extend(_run_group(group, settings, config, models, out_dir, reporter))
+        manifests.extend(_run_group(group, settings, config, models, out_dir, reporter, engines))
     return manifests
 
 
@@ -180,7 +181,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def _run_group(group, settings, config, models, out_dir, reporter) -> list[dict[str, Any]]:
+def _run_group(group, settings, config, models, out_dir, reporter, engines=None) -> list[dict[str, Any]]:
     started = time.perf_counter()
     first = group[0]
     model = models.get(first.image.channels)
@@ -246,7 +247,9 @@ def _run_group(group, settings, config, models, out_dir, reporter) -> list[dict[
 
     t = time.perf_counter()
     files.extend(
-        _export(result.model, settings, out_dir, stem, first, noise_desc(settings, group, kind), reporter)
+        _export(
+            result.model, settings, out_dir, stem, first, noise_desc(settings, group, kind), reporter, engines
+        )
     )
     export_seconds = time.perf_counter() - t
 
@@ -268,6 +271,8 @@ def _run_group(group, settings, config, models, out_dir, reporter) -> list[dict[
             "patch_used": result.patch,
             "runner": result.runner,
             "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
+            "checkpoint_used": result.checkpoint_step,
+            "checkpoint_db": {str(m): round(v, 4) for m, v in result.checkpoint_db.items()},
         },
         "device": str(device),
         "torch": {
@@ -320,14 +325,17 @@ def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[
     return desc
 
 
-def _engine_options(settings: JobSettings):
+def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
+    """One engine for the whole run: its profile covers every input (checked now, before any adaptation)."""
+    from exporters.engine_plan import EngineRun
     from exporters.tensorrt_engine import EngineOptions
 
-    return EngineOptions(
+    options = EngineOptions(
         min_hw=_parse_size(settings.engine_min_size),
         max_hw=_parse_size(settings.engine_max_size),
         timing_cache=settings.timing_cache,
     )
+    return EngineRun([(j.image.height, j.image.width) for j in jobs], options, settings.engine_from)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
@@ -342,7 +350,7 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict[str, Any]]:
+def _export(model, settings, out_dir, stem, first, noise, reporter, engines=None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if not settings.formats:
         return records
@@ -358,25 +366,22 @@ def _export(model, settings, out_dir, stem, first, noise, reporter) -> list[dict
         opset=settings.onnx_opset,
         precision=settings.precision,
         metadata=metadata,
+        ensemble=settings.output_ensemble,  # the graph computes exactly what the written image shows
     )
     records.append(file_record("onnx", onnx_path, out_dir, max_abs_error=report.max_abs_error))
     reporter.note(f"ONNX export verified with ONNX Runtime: max |error| {report.max_abs_error:.2e}")
-    if "engine" in settings.formats:
-        from exporters.tensorrt_engine import build_or_refit_engine
-
-        engine = build_or_refit_engine(
+    if engines is not None:
+        engine = engines.export(
             model,
             onnx_path,
             out_dir / f"{stem}_rfr.engine",
-            base=settings.engine_from,
-            options=_engine_options(settings),
             example=first.noisy,
             precision=settings.precision,
             sigma=model_sigma(model, first),
         )
-        records.append(
-            file_record("engine", engine.path, out_dir, mode=engine.mode, max_abs_error=engine.max_abs_error)
-        )
+        base = {"base": str(engines.base)} if engine.mode == "refit" else {}
+        timing = {"seconds": round(engine.seconds, 3), "max_abs_error": engine.max_abs_error}
+        records.append(file_record("engine", engine.path, out_dir, mode=engine.mode, **base, **timing))
         records.append(file_record("engine_sidecar", engine.sidecar, out_dir))
     return records
 

@@ -197,6 +197,51 @@ class Selection:
     """SURE estimate (PSNR-like, dB: −10 log10 of the estimated MSE at the upper σ) of every candidate."""
 
 
+class SureScorer:
+    """SURE of several denoisers of the same ``images``, all scored with the same probes.
+
+    Differences between the scores are then precise (the probes' Monte-Carlo error is shared).
+    ``noise_sigma`` is the level of the noise, or a range (low, high) when it is only estimated.
+    ``probes`` per image defaults to :func:`probe_count`; ``clipping``: see :func:`sure_terms`.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[torch.Tensor],
+        noise_sigma: float | tuple[float, float],
+        model_sigma: float | None,
+        seed: int,
+        probes: int | None = None,
+        clipping: bool = True,
+    ):
+        self.images, self.model_sigma, self.clipping = images, model_sigma, clipping
+        self.low, self.high = (
+            (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
+        )
+        self.draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
+
+    def terms(self, net: nn.Module) -> SureTerms:
+        """The terms of ``net`` over all the images, weighted by the values each averages over."""
+        return combine(
+            [
+                sure_terms(net, y, self.model_sigma, b, sigmas=(self.low, self.high), clipping=self.clipping)
+                for y, b in zip(self.images, self.draws, strict=True)
+            ]
+        )
+
+    def worst_gain(self, reference: SureTerms, terms: SureTerms) -> float:
+        """The estimated MSE improvement of ``terms`` over ``reference``, at the worst end of the σ range.
+
+        The improvement is linear in σ² (up to the clipping correction), so checking both ends covers
+        the whole range.
+        """
+        return min(reference.mse(s) - terms.mse(s) for s in (self.low, self.high))
+
+    def decibels(self, terms: SureTerms) -> float:
+        """A PSNR-like figure: −10 log10 of the estimated MSE at the upper σ."""
+        return -10.0 * math.log10(max(terms.mse(self.high), 1e-12))
+
+
 def select_interpolation(
     build: Callable[[float], nn.Module],
     images: Sequence[torch.Tensor],
@@ -210,31 +255,14 @@ def select_interpolation(
     """The candidate weight whose network has the lowest SURE summed over ``images``.
 
     ``build(alpha)`` returns the network for interpolation weight ``alpha``. Every candidate is
-    scored with the same probes so their differences are precise. ``noise_sigma`` may be a range
-    (low, high) when the level is only estimated: a candidate then counts by its worst-case
-    improvement over the first candidate (the pre-trained network) across the range. The
-    improvement is linear in σ² (up to the clipping correction), so checking both ends covers the
-    whole range. ``probes`` per image defaults to :func:`probe_count`; ``clipping``: see
-    :func:`sure_terms`.
+    scored with the same probes (:class:`SureScorer`). A candidate counts by its worst-case
+    improvement over the first candidate (the pre-trained network) across the σ range.
     """
-    low, high = (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
-    draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
-    terms: dict[float, SureTerms] = {}
-    for alpha in candidates:
-        net = build(alpha)
-        terms[alpha] = combine(
-            [
-                sure_terms(net, y, model_sigma, b, sigmas=(low, high), clipping=clipping)
-                for y, b in zip(images, draws, strict=True)
-            ]
-        )
-
-    def mse(alpha: float, sigma: float) -> float:
-        return terms[alpha].mse(sigma)
-
-    reference = candidates[0]
-    worst_gain = {a: min(mse(reference, s) - mse(a, s) for s in (low, high)) for a in candidates}
-    estimates = {a: -10.0 * math.log10(max(mse(a, high), 1e-12)) for a in candidates}
+    scorer = SureScorer(images, noise_sigma, model_sigma, seed, probes, clipping)
+    terms = {alpha: scorer.terms(build(alpha)) for alpha in candidates}
+    reference = terms[candidates[0]]
+    worst_gain = {a: scorer.worst_gain(reference, terms[a]) for a in candidates}
+    estimates = {a: scorer.decibels(terms[a]) for a in candidates}
     best = max(candidates, key=lambda a: (worst_gain[a], -abs(a - 0.5)))
     return Selection(best, estimates)
 

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from rfr_deploy.cli import main
 from rfr_deploy.images import read_image, write_image
+from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.registry import create_model
 from rfr_deploy.weights import save_weights
 
@@ -17,8 +18,18 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng, precision):
+def grey_levels(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.clip(np.round(a * 255), 0, 255) - np.clip(np.round(b * 255), 0, 255)).max())
+
+
+def run_onnx(session, pixels: np.ndarray) -> np.ndarray:
+    return session.run(["denoised"], {"noisy": pixels.transpose(2, 0, 1)[None]})[0][0].transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize(
+    "precision, ensemble", [("fp32", False), ("fp16", False), ("fp32", True), ("fp16", True)]
+)
+def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng, precision, ensemble):
     model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
     weights = tmp_path / "tiny.safetensors"
     save_weights(weights, model.net, model.meta)
@@ -40,6 +51,7 @@ def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng
             "onnx",
             "--precision",
             precision,
+            "--output-ensemble" if ensemble else "--no-output-ensemble",
             "-o",
             str(out),
             "--json",
@@ -56,9 +68,16 @@ def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng
     assert (
         meta["precision"] == precision
         and meta["model.weights_sha256"] == manifest["model"]["adapted_weights_sha256"]
+        and meta["ensemble"] == ("x8" if ensemble else "none")
+        and manifest["output_ensemble"] is ensemble
     )
     pixels = read_image(source).pixels
-    denoised = session.run(["denoised"], {"noisy": pixels.transpose(2, 0, 1)[None]})[0][0].transpose(1, 2, 0)
     written = read_image(out / "noisy_rfr.png").pixels
-    levels = np.abs(np.clip(np.round(denoised * 255), 0, 255) - np.round(written * 255))
-    assert levels.max() <= 1, f"ONNX output differs from the written image by {levels.max()} grey levels"
+    levels = grey_levels(run_onnx(session, pixels), written)
+    assert levels <= 1, f"ONNX output differs from the written image by {levels} grey levels"
+    # Unseen images (random, tiny, odd-sized): the graph still computes what PyTorch writes with these weights.
+    adapted = create_model("dncnn", weights=str(out / "noisy_rfr.safetensors"))
+    for h, w in ((9, 14), (21, 7)):
+        unseen = rng.random((h, w, 3), dtype=np.float32)
+        want = to_pixels(denoise(adapted, to_tensor(unseen), ensemble=ensemble))
+        assert grey_levels(run_onnx(session, unseen), want) <= 1

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig, EagerRunner, adapt, make_optimizer, make_runner
+from rfr_deploy.adapt import AdaptConfig, adapt
 from rfr_deploy.capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from rfr_deploy.fastpath import (
     CaptureError,
@@ -21,6 +21,7 @@ from rfr_deploy.fastpath import (
 from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.recorrupt import make_recorruption
 from rfr_deploy.registry import create_model
+from rfr_deploy.runners import EagerRunner, make_optimizer, make_runner
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 
 KS = [0, 1, 5, 3, 2, 7, 4, 6]

@@ -120,7 +120,9 @@ def test_failed_verification_raises_one_line_and_writes_nothing(tmp_path, monkey
     import exporters.onnx_export as onnx_export
 
     real = onnx_export.reference_output
-    monkeypatch.setattr(onnx_export, "reference_output", lambda model, inputs: real(model, inputs) + 0.1)
+    monkeypatch.setattr(
+        onnx_export, "reference_output", lambda model, inputs, **kw: real(model, inputs, **kw) + 0.1
+    )
     model = tiny_model("dncnn")
     with pytest.raises(ExportVerificationError) as info:
         export_onnx(model, tmp_path / "m.onnx", example=torch.rand(1, 3, 16, 16))
@@ -139,3 +141,69 @@ def test_static_export_has_fixed_sizes(tmp_path):
     report = export_onnx(tiny_model("dncnn"), path, example=torch.rand(1, 3, 20, 24), dynamic=False)
     dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 20, 24] and len(report.verified_shapes) == 1
+
+
+def test_static_export_takes_the_examples_size_even_above_the_verification_crop(tmp_path):
+    path = tmp_path / "m.onnx"
+    example = torch.rand(1, 1, 200, 210)  # larger than VERIFY_SIZE (192): once frozen to the crop
+    report = export_onnx(tiny_model("dncnn", channels=1), path, example=example, dynamic=False)
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, 200, 210] and report.verified_shapes == ((1, 1, 200, 210),)
+
+
+@pytest.mark.parametrize("opset", [7, 16, 24])
+def test_opsets_outside_17_to_23_are_refused_as_the_message_says(tmp_path, opset):
+    with pytest.raises(ExportError, match="not supported; use 17 to 23"):
+        export_onnx(tiny_model("dncnn"), tmp_path / "m.onnx", example=torch.rand(1, 3, 16, 16), opset=opset)
+
+
+def test_an_onnxscript_without_should_fold_is_refused_rather_than_falling_back(tmp_path, monkeypatch):
+    import onnxscript
+
+    monkeypatch.setattr(onnxscript, "__version__", "0.4.2")
+    with pytest.raises(ExportError, match=r"onnxscript 0.4.2 is too old .* needs onnxscript >= 0.5"):
+        export_onnx(tiny_model("dncnn"), tmp_path / "m.onnx", example=torch.rand(1, 3, 16, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_package_floors_match_what_the_exporters_need():
+    import re
+    from pathlib import Path
+
+    from exporters.onnx_export import ONNXSCRIPT_MIN
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    floors = {}
+    for extra, requirements in project["optional-dependencies"].items():
+        for requirement in requirements:
+            match = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement)
+            if match:
+                floors.setdefault(match[1], set()).add((extra, tuple(int(v) for v in match[2].split("."))))
+    assert all(v[:2] >= ONNXSCRIPT_MIN for _, v in floors["onnxscript"]), floors["onnxscript"]
+    assert all(v >= (0, 49, 7) for _, v in floors["polygraphy"]), floors[
+        "polygraphy"
+    ]  # CreateConfig(strip_plan=)
+
+
+@pytest.mark.parametrize("name", ["dncnn", "ffdnet"])
+def test_the_ensemble_graph_computes_the_x8_self_ensemble(tmp_path, name, rng):
+    from rfr_deploy.inference import denoise
+
+    model = tiny_model(name)
+    path = tmp_path / "m.onnx"
+    report = export_onnx(model, path, example=torch.rand(1, 3, 20, 26), sigma=sigma_for(model), ensemble=True)
+    assert report.metadata["ensemble"] == "x8" and report.max_abs_error < 1e-5
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.from_numpy(rng.random((2, 3, 17, 11), dtype=np.float32))  # unseen, odd, non-square, batch of 2
+    feeds = {"noisy": x.numpy()}
+    sigma = None
+    if model.meta.noise_map:
+        sigma = torch.tensor([0.05, 0.2])
+        feeds["sigma"] = sigma.numpy()
+    got = session.run(["denoised"], feeds)[0]
+    ensemble = denoise(model, x, sigma=sigma, ensemble=True).numpy()
+    single = denoise(model, x, sigma=sigma).numpy()
+    assert np.abs(got - ensemble).max() < 1e-5
+    assert np.abs(got - single).max() > 1e-3  # the eight passes are really in the graph

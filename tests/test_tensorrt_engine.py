@@ -19,7 +19,7 @@ from exporters.engine_sidecar import (
     sidecar_path,
 )
 from exporters.errors import EngineMismatchError, ProfileError
-from exporters.tensorrt_engine import check_weight_maps
+from exporters.tensorrt_refit import check_weight_maps
 from exporters.weight_map import WeightMap, map_weights
 from rfr_deploy.cli import main
 from rfr_deploy.errors import MissingDependencyError

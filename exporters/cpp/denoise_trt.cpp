@@ -3,7 +3,8 @@
 //   rfr_denoise_trt MODEL.engine INPUT OUTPUT [--sigma S] [--raw HxWxC]
 //
 // The engine's sidecar (MODEL.engine.json) must sit next to it: the program refuses an engine built
-// with another TensorRT version or for another GPU, as the Python loader does. INPUT/OUTPUT: 8-bit
+// with another TensorRT version or for another GPU, a weight-stripped engine, and an engine whose bytes do
+// not match the sidecar's sha256, as the Python loader does. INPUT/OUTPUT: 8-bit
 // binary .pgm/.ppm, or raw float32 H x W x C (size from --raw). Written against the TensorRT 10/11
 // C++ API: IRuntime::deserializeCudaEngine, ICudaEngine::createExecutionContext,
 // IExecutionContext::setInputShape / setTensorAddress / enqueueV3, and the CUDA runtime for buffers.
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "image_io.h"
+#include "sidecar_check.h"
 
 namespace {
 
@@ -39,33 +41,24 @@ std::string read_file(const std::string& path) {
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// The string value of "key": "value" in the sidecar (first occurrence; the sidecar is flat enough).
-std::string json_string(const std::string& json, const std::string& key) {
-    const std::string pattern = "\"" + key + "\": \"";
-    const auto start = json.find(pattern);
-    if (start == std::string::npos) return "";
-    const auto begin = start + pattern.size();
-    return json.substr(begin, json.find('"', begin) - begin);
-}
-
-// Refuse an engine whose TensorRT version or GPU differs from the ones recorded in its sidecar.
-void check_sidecar(const std::string& sidecar) {
-    const std::string built = json_string(sidecar, "tensorrt_version");
+// Refuse an engine that its sidecar does not describe as runnable here: another TensorRT version (headers and
+// library), a weight-stripped plan, plan bytes whose sha256 differs, or another GPU.
+void check_sidecar(const std::string& sidecar, const std::string& plan) {
     std::ostringstream here;
     here << NV_TENSORRT_MAJOR << "." << NV_TENSORRT_MINOR << "." << NV_TENSORRT_PATCH;
-    if (built.rfind(here.str(), 0) != 0)
-        throw std::runtime_error("engine was built with TensorRT " + built + ", this program uses " + here.str() +
-                                 ": rebuild the engine here");
-    if (nvinfer1::getInferLibVersion() != NV_TENSORRT_VERSION)
+    rfr::check_plan(sidecar, plan, here.str());
+    // getInferLibVersion() is extern "C" at global scope (NvInferRuntimeBase.h), not in namespace nvinfer1.
+    if (::getInferLibVersion() != NV_TENSORRT_VERSION)
         throw std::runtime_error("the TensorRT library does not match the headers this program was built with");
     int device = 0;
     cudaDeviceProp prop{};
     check_cuda(cudaGetDevice(&device), "cudaGetDevice");
     check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
     const std::string capability = std::to_string(prop.major) + "." + std::to_string(prop.minor);
-    if (json_string(sidecar, "gpu_name") != prop.name || json_string(sidecar, "compute_capability") != capability)
-        throw std::runtime_error("engine was built for " + json_string(sidecar, "gpu_name") + ", this GPU is " +
-                                 prop.name + ": rebuild the engine here");
+    const std::string gpu = rfr::json_string(sidecar, "gpu_name");
+    if (gpu != prop.name || rfr::json_string(sidecar, "compute_capability") != capability)
+        throw std::runtime_error("engine was built for " + gpu + ", this GPU is " + prop.name +
+                                 ": rebuild the engine here");
 }
 
 struct DeviceBuffer {
@@ -99,10 +92,10 @@ int main(int argc, char** argv) {
                 return usage();
         }
         const std::string sidecar = read_file(engine_path + ".json");
-        check_sidecar(sidecar);
+        const std::string plan = read_file(engine_path);
+        check_sidecar(sidecar, plan);
 
         Logger logger;
-        const std::string plan = read_file(engine_path);
         std::unique_ptr<nvinfer1::IRuntime> runtime{nvinfer1::createInferRuntime(logger)};
         std::unique_ptr<nvinfer1::ICudaEngine> engine{runtime->deserializeCudaEngine(plan.data(), plan.size())};
         if (!engine) throw std::runtime_error(engine_path + ": TensorRT could not deserialize the engine");
@@ -125,12 +118,12 @@ int main(int argc, char** argv) {
         check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
         DeviceBuffer input(bytes), output(bytes), sigma_buffer(sizeof(float));
         check_cuda(cudaMemcpyAsync(input.ptr, planar.data(), bytes, cudaMemcpyHostToDevice, stream), "copy in");
-        context->setTensorAddress("noisy", input.ptr);
-        context->setTensorAddress("denoised", output.ptr);
+        if (!context->setTensorAddress("noisy", input.ptr) || !context->setTensorAddress("denoised", output.ptr))
+            throw std::runtime_error("TensorRT refused the I/O buffers");
         float sigma_value = 0.0f;
         if (noise_map) {
             if (sigma < 0) {
-                const std::string stored = json_string(sidecar, "sigma");
+                const std::string stored = rfr::json_string(sidecar, "sigma");
                 if (stored.empty()) throw std::runtime_error("this engine takes a noise level: pass --sigma S");
                 sigma = std::stod(stored) * 255.0;
             }
@@ -138,10 +131,11 @@ int main(int argc, char** argv) {
             nvinfer1::Dims one{};
             one.nbDims = 1;
             one.d[0] = 1;
-            context->setInputShape("sigma", one);
+            if (!context->setInputShape("sigma", one)) throw std::runtime_error("TensorRT refused the sigma shape");
             check_cuda(cudaMemcpyAsync(sigma_buffer.ptr, &sigma_value, sizeof(float), cudaMemcpyHostToDevice, stream),
                        "copy sigma");
-            context->setTensorAddress("sigma", sigma_buffer.ptr);
+            if (!context->setTensorAddress("sigma", sigma_buffer.ptr))
+                throw std::runtime_error("TensorRT refused the sigma buffer");
         }
         if (!context->enqueueV3(stream)) throw std::runtime_error("TensorRT failed to enqueue the engine");
         std::vector<float> result(planar.size());

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..adapt import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConfig
+from ..adapt import CAMERA_STEPS, CUDA_GAUSSIAN_STEPS, GAUSSIAN_STEPS, AdaptConfig
 from ..pipeline import JobSettings, adapt_and_export
 from ..reference import sample_paths
 from .adapt_options import adapt_config, adapt_options
@@ -66,14 +66,14 @@ A, J = AdaptConfig, JobSettings
     "--steps",
     type=click.IntRange(0),
     default=default_of(A, "steps"),
-    help=f"Number of fine-tuning updates M [default: {GAUSSIAN_STEPS} for Gaussian noise, "
-    f"{CAMERA_STEPS} for camera noise].",
+    help=f"Number of fine-tuning updates M [default: {GAUSSIAN_STEPS} for Gaussian noise "
+    f"({CUDA_GAUSSIAN_STEPS} on CUDA), {CAMERA_STEPS} for camera noise].",
 )
 @click.option(
     "--output-ensemble/--no-output-ensemble",
     default=default_of(J, "output_ensemble"),
     show_default=True,
-    help="×8 self-ensemble for the written output.",
+    help="×8 self-ensemble for the written output (exported graphs compute it too).",
 )
 @click.option("--seed", type=int, default=default_of(A, "seed"), show_default=True)
 @adapt_options

@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from ..adapt import ESTIMATED_GRAY_INTERPOLATION, UNGUARDED_INTERPOLATION, AdaptConfig
+from ..adapt import CHECKPOINTS, ESTIMATED_GRAY_INTERPOLATION, UNGUARDED_INTERPOLATION, AdaptConfig
+from ..tuning import TUNE_CHOICES
 from .options import default_of
 
 A = AdaptConfig
@@ -87,6 +88,28 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
         show_default=True,
         help="Weight of the recorrupted-to-recorrupted term (pairs drawn from the noisy input itself, "
         "Gaussian noise only; 0: restore-from-restored pairs alone).",
+    ),
+    click.option(
+        "--tune",
+        type=click.Choice(list(TUNE_CHOICES)),
+        default=default_of(A, "tune"),
+        show_default=True,
+        help="What the updates change: every weight ('all'), a per-channel gain and shift after every "
+        "layer ('affine', folded into the weights afterwards), or both.",
+    ),
+    click.option(
+        "--affine-lr",
+        type=float,
+        default=default_of(A, "affine_lr"),
+        show_default=True,
+        help="Adam learning rate of the per-channel gains and shifts (--tune affine, all+affine).",
+    ),
+    click.option(
+        "--checkpoint-every",
+        type=click.IntRange(0),
+        default=None,
+        help="Score the network by SURE every N updates and keep the best (Gaussian noise; 0: the last) "
+        f"[default: steps / {CHECKPOINTS}].",
     ),
     click.option(
         "--optimizer",

@@ -1,0 +1,86 @@
+"""One TensorRT engine per run: build it once over a profile that covers every image, refit it for the rest.
+
+Building an engine times kernels for every layer and costs more than the adaptation;
+refitting new weights into it takes a fraction of that. For ``adapt-and-export DIR
+--format engine`` (one adapted network per image) the first image's network is
+therefore built into a refittable engine whose optimisation profile covers every image
+of the run (or the sizes the user gives), and every later image's network is refitted
+into that engine and written as its own engine. With ``engine_from`` a user's base
+engine is refitted for every image instead; its profile must cover them all. Both are
+checked when the run is planned, before any adaptation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .engine_sidecar import EngineProfile, EngineSidecar, compute_profile, sidecar_path
+
+
+class EngineRun:
+    """Builds the first engine of a run and refits it for every further network (``export`` per network)."""
+
+    def __init__(
+        self,
+        sizes: Sequence[tuple[int, int]],
+        options,
+        engine_from: str | Path | None = None,
+        *,
+        build: Callable | None = None,
+        refit: Callable | None = None,
+    ):
+        """``sizes``: (H, W) of every image of the run; ``options``: an :class:`EngineOptions`; ``build`` and
+        ``refit`` default to :func:`~exporters.tensorrt_engine.build_engine` / ``refit_engine``."""
+        self.options = options
+        self.base: Path | None = Path(engine_from) if engine_from else None
+        if self.base is not None:
+            self.profile: EngineProfile = EngineSidecar.read(sidecar_path(self.base)).profile
+            for h, w in sizes:
+                self.profile.check(self.profile.batch[0], int(h), int(w))
+        else:
+            self.profile = compute_profile(
+                [(int(h), int(w)) for h, w in sizes],
+                min_hw=options.min_hw,
+                opt_hw=options.opt_hw,
+                max_hw=options.max_hw,
+                batch=options.batch,
+            )
+        self._build, self._refit = build, refit
+
+    def next_mode(self) -> str:
+        """'built' for the first network of a run without a base engine, 'refit' for every other."""
+        return "built" if self.base is None else "refit"
+
+    def export(self, model, onnx_path, engine_path, *, example, precision: str, sigma=None):
+        """Write ``engine_path`` for ``model`` (exported to ``onnx_path``): built, or refitted from the base."""
+        if self.next_mode() == "built":
+            build = self._build or _default("build_engine")
+            artifact = build(
+                onnx_path,
+                engine_path,
+                model=model,
+                profile=self.profile,
+                precision=precision,
+                example=example,
+                sigma=sigma,
+                options=self.options,
+            )
+            self.base = Path(artifact.path)
+            return artifact
+        refit = self._refit or _default("refit_engine")
+        return refit(
+            self.base,
+            engine_path,
+            model=model,
+            onnx_path=onnx_path,
+            example=example,
+            sigma=sigma,
+            options=self.options,
+        )
+
+
+def _default(name: str) -> Callable:
+    from . import tensorrt_engine
+
+    return getattr(tensorrt_engine, name)

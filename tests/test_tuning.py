@@ -1,0 +1,247 @@
+"""What adaptation tunes (per-channel affine maps folded back into the weights) and the checkpoint rule."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from rfr_deploy.adapt import (
+    CHECKPOINTS,
+    CUDA_GAUSSIAN_STEPS,
+    GAUSSIAN_STEPS,
+    AdaptConfig,
+    adapt,
+    resolve_defaults,
+)
+from rfr_deploy.checkpoints import CheckpointKeeper
+from rfr_deploy.noise import GaussianNoise
+from rfr_deploy.registry import create_model, get_entry, list_models
+from rfr_deploy.sure import SureScorer
+from rfr_deploy.tuning import add_affine, affine_parameters, fold_affine, parameter_groups, prepare_tuning
+
+SMALL = {name: {"depth": 3, "features": 8} for name in ("dncnn", "fdncnn", "ffdnet")}
+
+
+def _small(name: str):
+    torch.manual_seed(0)
+    kwargs = SMALL.get(name, get_entry(name).test_kwargs)
+    model = create_model(name, weights=None, channels=3, **kwargs).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def _input(model, side: int = 32):
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, side, side)
+    return x, (0.1 if model.meta.noise_map else None)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_affine_maps_fold_into_the_same_parameters_and_outputs(name):
+    model = _small(name)
+    before = {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
+    added = add_affine(model)
+    assert added, "every zoo model has layers to give gains to"
+    with torch.no_grad():
+        for p in added:
+            is_gain = bool((p == 1).all())  # gains start at one, shifts at zero
+            p.copy_(1.0 + 0.3 * torch.randn_like(p) if is_gain else 0.05 * torch.randn_like(p))
+    x, sigma = _input(model)
+    with torch.no_grad():
+        tuned = model(x, sigma)
+        fold_affine(model)
+        folded = model(x, sigma)
+    assert {k: (v.shape, v.dtype) for k, v in model.state_dict().items()} == before
+    assert not affine_parameters(model)
+    torch.testing.assert_close(folded, tuned, rtol=1e-4, atol=1e-5)
+
+
+def test_identity_affine_maps_leave_the_network_unchanged(tiny_dncnn):
+    model = tiny_dncnn()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        reference = model(x)
+        add_affine(model)
+        torch.testing.assert_close(model(x), reference)
+
+
+def test_affine_tuning_freezes_the_weights_and_gets_its_own_rate(tiny_dncnn):
+    model = tiny_dncnn()
+    frozen = prepare_tuning(model, "affine")
+    assert frozen == [n for n, _ in tiny_dncnn().named_parameters()]
+    groups = parameter_groups(model, lr=1e-5, affine_lr=1e-3)
+    assert [g["lr"] for g in groups] == [1e-3]
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n.endswith("original"))
+
+    both = tiny_dncnn()
+    assert prepare_tuning(both, "all+affine") == []
+    groups = parameter_groups(both, lr=1e-5, affine_lr=1e-3)
+    assert [g["lr"] for g in groups] == [1e-5, 1e-3]
+    assert len(groups[1]["params"]) == 2 * 3  # a gain and a shift per convolution
+    with pytest.raises(ValueError, match="tune must be one of"):
+        prepare_tuning(tiny_dncnn(), "everything")
+
+
+def test_affine_adaptation_only_rescales_and_shifts_output_channels(tiny_dncnn):
+    model = tiny_dncnn()
+    noisy = torch.rand(1, 3, 24, 24)
+    config = AdaptConfig(steps=6, tune="affine", affine_lr=1e-2, warmup=0, select="off", interpolation=1.0)
+    result = adapt(model, noisy, GaussianNoise(25), config)
+    assert list(result.model.state_dict()) == list(model.state_dict())
+    assert all(p.requires_grad for p in result.model.parameters())
+    changed = False
+    for (name, w0), w in zip(model.state_dict().items(), result.model.state_dict().values(), strict=True):
+        if name.endswith("weight"):
+            ratio = (w / w0).flatten(1)
+            torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-5)
+            changed |= not torch.allclose(ratio, torch.ones_like(ratio))
+    assert changed
+
+
+def test_all_plus_affine_moves_weights_beyond_a_channel_scaling(tiny_dncnn):
+    model = tiny_dncnn()
+    noisy = torch.rand(1, 3, 24, 24)
+    config = AdaptConfig(steps=4, tune="all+affine", lr=1e-3, warmup=0, select="off", interpolation=1.0)
+    result = adapt(model, noisy, GaussianNoise(25), config)
+    w0, w = model.state_dict()["net.model.2.weight"], result.model.state_dict()["net.model.2.weight"]
+    ratio = (w / w0).flatten(1)
+    assert not torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-3)
+
+
+class _Blur(nn.Module):
+    """A linear denoiser: identity blended with a 3×3 box filter by ``amount`` (a parameter)."""
+
+    def __init__(self, amount: float):
+        super().__init__()
+        self.amount = nn.Parameter(torch.tensor(amount))
+
+    def forward(self, x, sigma=None):
+        box = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return torch.lerp(x, box, self.amount)
+
+
+def test_checkpoint_keeper_keeps_the_best_scoring_weights(smooth_image):
+    clean = torch.from_numpy(smooth_image).permute(2, 0, 1)[None]
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    scorer = SureScorer([noisy], 0.1, None, seed=0)
+    model = _Blur(0.0)  # the identity: the worst denoiser of the three
+    origin = [p.detach().clone() for p in model.parameters()]
+    keeper = CheckpointKeeper(model, scorer)
+    for step, amount in ((10, 0.9), (20, 0.3)):
+        with torch.no_grad():
+            model.amount.fill_(amount)
+        keeper.offer(model, step)
+    assert keeper.best_step == 10 and set(keeper.scores) == {0, 10, 20}
+    assert keeper.scores[10] > keeper.scores[20] > keeper.scores[0]
+    keeper.restore(model, origin)
+    assert float(model.amount) == pytest.approx(0.9)
+
+    worse = CheckpointKeeper(_Blur(0.9), scorer)  # nothing offered beats the reference: keep it
+    blurred = _Blur(0.0)
+    worse.offer(blurred, 5)
+    worse.restore(blurred, [torch.tensor(0.9)])
+    assert worse.best_step == 0 and float(blurred.amount) == pytest.approx(0.9)
+
+
+def test_adapt_scores_checkpoints_and_reports_the_one_kept(tiny_dncnn, smooth_image):
+    clean = torch.from_numpy(smooth_image).permute(2, 0, 1)[None]
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    config = AdaptConfig(steps=6, checkpoint_every=2, lr=1e-3, warmup=0)
+    result = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), config)
+    assert set(result.checkpoint_db) == {0, 2, 4, 6}
+    assert result.checkpoint_step in result.checkpoint_db
+    again = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), config)
+    assert again.checkpoint_db == result.checkpoint_db
+    for a, b in zip(result.model.parameters(), again.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    plain = AdaptConfig(steps=6, lr=1e-3, warmup=0, checkpoint_every=0)
+    unscored = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), plain)
+    assert unscored.checkpoint_step is None and unscored.checkpoint_db == {}
+
+
+class _OnCuda:
+    """Stands in for an image on a CUDA device (resolve_defaults reads only its device and shape)."""
+
+    device = torch.device("cuda")
+    shape = (1, 3, 8, 8)
+
+
+def test_default_budget_and_checkpoints_follow_the_device():
+    cpu = resolve_defaults(AdaptConfig(), GaussianNoise(25), [torch.zeros(1, 3, 8, 8)])
+    assert (cpu.steps, cpu.checkpoint_every) == (GAUSSIAN_STEPS, GAUSSIAN_STEPS // CHECKPOINTS)
+    cuda = resolve_defaults(AdaptConfig(), GaussianNoise(25), [_OnCuda()])
+    assert (cuda.steps, cuda.checkpoint_every) == (CUDA_GAUSSIAN_STEPS, CUDA_GAUSSIAN_STEPS // CHECKPOINTS)
+    assert CUDA_GAUSSIAN_STEPS > GAUSSIAN_STEPS
+    given = resolve_defaults(AdaptConfig(steps=8, checkpoint_every=0), GaussianNoise(25), [_OnCuda()])
+    assert (given.steps, given.checkpoint_every) == (8, 0)
+
+
+def test_affine_network_copies_keep_their_shared_gains(tiny_dncnn):
+    model = tiny_dncnn()
+    add_affine(model)
+    twin = copy.deepcopy(model)
+    conv = twin.net.model[0]
+    assert conv.parametrizations.weight[0].gain is conv.parametrizations.bias[0].gain
+
+
+def _adapt_and_export(tmp_path, image, weights, tune: str):
+    from click.testing import CliRunner
+
+    from rfr_deploy.cli import main
+
+    out = tmp_path / tune
+    args = [
+        image,
+        "--weights",
+        weights,
+        "--sigma",
+        25,
+        "--steps",
+        3,
+        "--tune",
+        tune,
+        "--format",
+        "onnx",
+        "-o",
+        out,
+    ]
+    result = CliRunner().invoke(
+        main, ["adapt-and-export", *map(str, args), "--quiet"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_affine_tuning_exports_the_same_files_names_and_graph_as_plain_tuning(
+    tmp_path, smooth_image, tiny_dncnn
+):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from safetensors.torch import load_file
+
+    from rfr_deploy.images import write_image
+    from rfr_deploy.weights import save_weights
+
+    model = tiny_dncnn(3)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, model.net, model.meta)
+    image = write_image(tmp_path / "noisy.png", smooth_image)
+    runs = {
+        tune: _adapt_and_export(tmp_path, image, weights, tune) for tune in ("all", "affine", "all+affine")
+    }
+    plain = runs.pop("all")
+    reference = {k: v.shape for k, v in load_file(plain / "noisy_rfr.safetensors").items()}
+    graph = onnx.load(str(plain / "noisy_rfr.onnx")).graph
+    for tune, out in runs.items():
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in plain.iterdir())
+        adapted = load_file(out / "noisy_rfr.safetensors")
+        assert {k: v.shape for k, v in adapted.items()} == reference
+        exported = onnx.load(str(out / "noisy_rfr.onnx")).graph
+        assert [i.name for i in exported.initializer] == [i.name for i in graph.initializer]
+        assert [n.op_type for n in exported.node] == [n.op_type for n in graph.node]
+        assert f'"tune": "{tune}"' in (out / "noisy.json").read_text()
