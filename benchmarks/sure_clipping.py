@@ -101,7 +101,8 @@ def markdown(args, accuracy: dict, selections: list[dict], seconds: float) -> st
         f"Command: `python benchmarks/sure_clipping.py --threads {args.threads} --limit {args.limit} "
         f"--crop {args.crop} --adapt {args.adapt} --adapt-crop {args.adapt_crop} --sigmas {args.sigmas}` "
         f"({seconds / 60:.1f} min).",
-        "SURE's PSNR estimate minus the true PSNR of the pre-trained network (dB):",
+        "SURE's PSNR estimate minus the true PSNR of the pre-trained network (dB; inf: the estimated MSE "
+        "was not positive):",
         "",
         "| set | σ | clipped | clip-aware mean | clip-aware max abs | all values mean | all values max abs |",
         "| --- | --- | --- | --- | --- | --- | --- |",

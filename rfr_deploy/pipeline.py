@@ -155,6 +155,7 @@ def adapt_and_export(
         raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
     models = ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)
+    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     for group in groups:
         model = models.get(group[0].image.channels)

@@ -222,10 +222,9 @@ class SureScorer:
 
     def terms(self, net: nn.Module) -> SureTerms:
         """The terms of ``net`` over all the images, weighted by the values each averages over."""
-        sigmas = (self.low, self.high)
         return combine(
             [
-                sure_terms(net, y, self.model_sigma, b, sigmas=sigmas, clipping=self.clipping)
+                sure_terms(net, y, self.model_sigma, b, sigmas=(self.low, self.high), clipping=self.clipping)
                 for y, b in zip(self.images, self.draws, strict=True)
             ]
         )
