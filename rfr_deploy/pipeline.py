@@ -34,6 +34,7 @@ from .noise_level import estimate_noise_level
 from .progress import QUIET, Reporter
 from .reference import score_against_reference
 from .registry import create_model
+from .resume import completed_manifest, group_stem, settings_fingerprint
 from .weights import save_weights
 
 EXPORT_FORMATS = ("onnx", "engine")
@@ -154,16 +155,21 @@ def adapt_and_export(
     settings: JobSettings,
     config: AdaptConfig,
     reporter: Reporter = QUIET,
+    models: ModelCache | None = None,
+    engines=None,
 ) -> list[dict[str, Any]]:
-    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests."""
+    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests.
+    Groups done before with these inputs and settings are skipped (:mod:`rfr_deploy.resume`);
+    ``models`` and ``engines`` let a worker reuse its networks and engine run (:mod:`rfr_deploy.ray_worker`)."""
     device = resolve_device(settings.device)
     if "engine" in settings.formats:
         from exporters.tensorrt_engine import check_engine_support
 
         check_engine_support()  # TensorRT, Polygraphy and a GPU: fail before any work is done
-    models = ModelCache(settings, device)
+    models = models or ModelCache(settings, device)
     jobs = [_prepare(p, settings, device) for p in inputs]
-    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
+    if engines is None and "engine" in settings.formats:
+        engines = _engine_run(settings, jobs)
     if settings.reference and (len(jobs) != 1 or settings.per_set):
         raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
     if settings.per_set:
@@ -173,14 +179,22 @@ def adapt_and_export(
         groups = [jobs]
     else:
         groups = [[j] for j in jobs]
-    manifests = []
+    manifests, fingerprint, skipped = [], settings_fingerprint(settings, config), 0
     for group in groups:
+        done = completed_manifest(settings.output_dir, [j.path for j in group], fingerprint)
+        if done is not None:
+            manifests.append(done)
+            skipped += len(group)
+            continue
         manifests.extend(_run_group(group, settings, config, models, device, reporter, engines))
+    if skipped:
+        reporter.note(f"skipped {skipped} image(s) already done in {settings.output_dir} with these settings")
     return manifests
 
 
 def _run_group(group, settings, config, models, device, reporter, engines=None) -> list[dict[str, Any]]:
     started = time.perf_counter()
+    fingerprint = settings_fingerprint(settings, config)
     first = group[0]
     model = models.get(first.image.channels, first.path)
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
@@ -203,7 +217,7 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
         result = adapt(model, [j.noisy for j in group], noise, config, sigma=sigma, callback=on_step)
 
     out_dir = Path(settings.output_dir)
-    stem = first.path.stem if len(group) == 1 else f"{first.path.stem}_set{len(group)}"
+    stem = group_stem([j.path for j in group])
     files: list[dict[str, Any]] = []
     outputs_seconds = 0.0
     scores = None
@@ -253,6 +267,7 @@ def _run_group(group, settings, config, models, device, reporter, engines=None) 
 
     manifest = {
         "rfr_deploy_version": __version__,
+        "settings_sha256": fingerprint,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": [input_record(j) for j in group],
         "model": {
@@ -327,6 +342,10 @@ def _prepare(path: Path, settings: JobSettings, device: torch.device) -> ImageJo
 
 
 def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
+    return plan_engines(settings, [(j.image.height, j.image.width) for j in jobs])
+
+
+def plan_engines(settings: JobSettings, sizes: list[tuple[int, int]]):
     """One engine for the whole run: its profile covers every input (checked now, before any adaptation)."""
     from exporters.engine_plan import EngineRun
     from exporters.tensorrt_engine import EngineOptions
@@ -336,7 +355,7 @@ def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
         max_hw=_parse_size(settings.engine_max_size),
         timing_cache=settings.timing_cache,
     )
-    return EngineRun([(j.image.height, j.image.width) for j in jobs], options, settings.engine_from)
+    return EngineRun(sizes, options, settings.engine_from)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -105,7 +105,7 @@ def save_weights(
 
     ``dtype=torch.float16`` halves the file (packaged weights); loading casts back to float32.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
@@ -115,8 +115,22 @@ def save_weights(
     if extra:
         metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(sorted_header(save(tensors, metadata=metadata)))
     return sha256_file(path)
+
+
+def sorted_header(data: bytes) -> bytes:
+    """The safetensors file ``data`` with its JSON header's keys sorted, so equal weights give equal bytes.
+
+    safetensors writes the metadata map in an order that changes from process to process (a Rust
+    HashMap); the sorted header has the same length, so every tensor offset stays valid.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:
+        return data
+    return data[:8] + text.ljust(size, b" ") + data[8 + size :]
 
 
 def read_weights_meta(path: str | os.PathLike) -> tuple[WeightsMeta, dict[str, Any]]:
