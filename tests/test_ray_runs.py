@@ -78,8 +78,12 @@ def without_run_details(manifest_path: Path) -> dict:
 def test_ray_outputs_equal_the_sequential_run(first_run, data):
     for name in GOOD:
         for suffix in ("_rfr.png", "_rfr.safetensors"):
-            assert (data / "ray" / f"{name}{suffix}").read_bytes() == (data / "seq" / f"{name}{suffix}").read_bytes()
-        assert without_run_details(data / "ray" / f"{name}.json") == without_run_details(data / "seq" / f"{name}.json")
+            assert (data / "ray" / f"{name}{suffix}").read_bytes() == (
+                data / "seq" / f"{name}{suffix}"
+            ).read_bytes()
+        assert without_run_details(data / "ray" / f"{name}.json") == without_run_details(
+            data / "seq" / f"{name}.json"
+        )
 
 
 def test_a_corrupt_file_fails_alone_with_a_non_zero_exit(first_run, data):
@@ -106,10 +110,14 @@ def test_a_rerun_skips_every_finished_image_and_a_changed_setting_redoes_it(firs
     assert "skipped 5 image(s) already done" in again.stderr
     assert "done 0, failed 1, skipped 5" in again.stderr.splitlines()[-2]
     assert {p.name: p.stat().st_mtime_ns for p in (data / "ray").glob("img*")} == before
-    changed = invoke(data, data / "ray", [str(data / "in" / "img0.png")], "--ray", "local", "--json", "--seed", "1")
+    changed = invoke(
+        data, data / "ray", [str(data / "in" / "img0.png")], "--ray", "local", "--json", "--seed", "1"
+    )
     assert changed.exit_code == 0, changed.output
     assert json.loads(changed.stdout)["counts"] == {"total": 1, "done": 1, "failed": 0, "skipped": 0}
-    assert (data / "ray" / "img0_rfr.safetensors").read_bytes() != (data / "seq" / "img0_rfr.safetensors").read_bytes()
+    assert (data / "ray" / "img0_rfr.safetensors").read_bytes() != (
+        data / "seq" / "img0_rfr.safetensors"
+    ).read_bytes()
 
 
 def kill_the_first_worker(out: Path, killed: dict) -> None:
@@ -138,12 +146,16 @@ def test_a_killed_worker_leaves_no_partial_file_and_its_image_is_retried(cluster
     killer.join()
     assert killed, "no task was seen at work"
     assert summary["counts"] == {"total": 2, "done": 2, "failed": 0, "skipped": 0}
-    retried = next(r for r in summary["images"] if killed["group"].startswith(Path(r["inputs"][0]).stem + "-"))
+    retried = next(
+        r for r in summary["images"] if killed["group"].startswith(Path(r["inputs"][0]).stem + "-")
+    )
     assert retried["pid"] != killed["pid"]  # redone by another worker process
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == sorted(f"{n}{s}" for n in ("img0", "img1") for s in (".json", "_rfr.png", "_rfr.safetensors")) + [
-        "summary.json"
-    ]
+    assert written == sorted(
+        f"{n}{s}" for n in ("img0", "img1") for s in (".json", "_rfr.png", "_rfr.safetensors")
+    ) + ["summary.json"]
     sequential = invoke(data, tmp_path / "seq", [str(inputs[0])], "--steps", "150", "--quiet")
     assert sequential.exit_code == 0, sequential.output
-    assert (tmp_path / "out" / "img0_rfr.png").read_bytes() == (tmp_path / "seq" / "img0_rfr.png").read_bytes()
+    assert (tmp_path / "out" / "img0_rfr.png").read_bytes() == (
+        tmp_path / "seq" / "img0_rfr.png"
+    ).read_bytes()
