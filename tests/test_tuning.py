@@ -187,3 +187,61 @@ def test_affine_network_copies_keep_their_shared_gains(tiny_dncnn):
     twin = copy.deepcopy(model)
     conv = twin.net.model[0]
     assert conv.parametrizations.weight[0].gain is conv.parametrizations.bias[0].gain
+
+
+def _adapt_and_export(tmp_path, image, weights, tune: str):
+    from click.testing import CliRunner
+
+    from rfr_deploy.cli import main
+
+    out = tmp_path / tune
+    args = [
+        image,
+        "--weights",
+        weights,
+        "--sigma",
+        25,
+        "--steps",
+        3,
+        "--tune",
+        tune,
+        "--format",
+        "onnx",
+        "-o",
+        out,
+    ]
+    result = CliRunner().invoke(
+        main, ["adapt-and-export", *map(str, args), "--quiet"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_affine_tuning_exports_the_same_files_names_and_graph_as_plain_tuning(
+    tmp_path, smooth_image, tiny_dncnn
+):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from safetensors.torch import load_file
+
+    from rfr_deploy.images import write_image
+    from rfr_deploy.weights import save_weights
+
+    model = tiny_dncnn(3)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, model.net, model.meta)
+    image = write_image(tmp_path / "noisy.png", smooth_image)
+    runs = {
+        tune: _adapt_and_export(tmp_path, image, weights, tune) for tune in ("all", "affine", "all+affine")
+    }
+    plain = runs.pop("all")
+    reference = {k: v.shape for k, v in load_file(plain / "noisy_rfr.safetensors").items()}
+    graph = onnx.load(str(plain / "noisy_rfr.onnx")).graph
+    for tune, out in runs.items():
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in plain.iterdir())
+        adapted = load_file(out / "noisy_rfr.safetensors")
+        assert {k: v.shape for k, v in adapted.items()} == reference
+        exported = onnx.load(str(out / "noisy_rfr.onnx")).graph
+        assert [i.name for i in exported.initializer] == [i.name for i in graph.initializer]
+        assert [n.op_type for n in exported.node] == [n.op_type for n in graph.node]
+        assert f'"tune": "{tune}"' in (out / "noisy.json").read_text()
