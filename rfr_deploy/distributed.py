@@ -37,7 +37,7 @@ from .images import read_image
 from .optional import import_optional
 from .pipeline import JobSettings, plan_engines
 from .progress import Reporter
-from .ray_worker import STAGING, GroupTask, run_group
+from .ray_worker import STAGING, GroupTask, gain_db, run_group
 from .registry import create_model
 from .resume import completed_manifest, group_stem, settings_fingerprint
 
@@ -196,16 +196,10 @@ def _pending(groups, out_dir: Path, fingerprint: str, records: dict[int, dict]) 
             "status": "skipped",
             "seconds": 0.0,
             "device": done.get("device"),
-            "gain_db": _gain(done.get("scores")),
+            "gain_db": gain_db(done),
             "manifest": done["manifest"],
         }
     return todo
-
-
-def _gain(scores: dict | None) -> float | None:
-    if not scores or "adapted" not in scores:
-        return None
-    return round(scores["adapted"]["psnr"] - scores["pretrained"]["psnr"], 4)
 
 
 def _connect(ray, address: str) -> bool:

@@ -134,15 +134,19 @@ def _settle_base(engines, staging: Path, out_dir: Path) -> None:
     engines.base = final if final.is_file() else None
 
 
-def _describe(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
+def gain_db(manifest: dict[str, Any]) -> float | None:
+    """PSNR gain of the adapted over the pre-trained output, where the run was scored against a reference."""
     scores = manifest.get("scores") or {}
-    gain = None
-    if "adapted" in scores and "pretrained" in scores:
-        gain = round(scores["adapted"]["psnr"] - scores["pretrained"]["psnr"], 4)
+    if "adapted" not in scores or "pretrained" not in scores:
+        return None
+    return round(scores["adapted"]["psnr"] - scores["pretrained"]["psnr"], 4)
+
+
+def _describe(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
     return {
         "device": manifest.get("device"),
         "gpus": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
-        "gain_db": gain,
+        "gain_db": gain_db(manifest),
         "manifest": str(manifest_path),
     }
 

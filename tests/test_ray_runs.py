@@ -120,6 +120,15 @@ def test_a_rerun_skips_every_finished_image_and_a_changed_setting_redoes_it(firs
     ).read_bytes()
 
 
+def test_with_a_reference_the_summary_gives_the_gain(cluster, data, tmp_path):
+    image = str(data / "in" / "img0.png")
+    result = invoke(data, tmp_path / "out", [image], "--reference", image, "--ray", "local", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["images"][0]
+    scores = json.loads(Path(record["manifest"]).read_text())["scores"]
+    assert record["gain_db"] == round(scores["adapted"]["psnr"] - scores["pretrained"]["psnr"], 4)
+
+
 def kill_the_first_worker(out: Path, killed: dict) -> None:
     """Wait until a task has started an image (its staging folder names the worker), then SIGKILL it."""
     deadline = time.monotonic() + 60
