@@ -42,3 +42,9 @@ class MissingDependencyError(RfrError):
         what = f" to {purpose}" if purpose else ""
         super().__init__(f"the optional package '{package}' is needed{what} but is not installed{hint}")
         self.package = package
+
+
+class PartialFailure(RfrError):
+    """A run finished, but some of its images failed (each is listed in the run's summary)."""
+
+    exit_code = 1

@@ -40,6 +40,7 @@ from .manifest import file_record, input_record, timings
 from .noise import NoiseChoice, UnknownSigma, build_noise, resolve_noise_kind
 from .progress import QUIET, Reporter
 from .reference import score_against_reference
+from .resume import completed_manifest, group_stem, settings_fingerprint
 from .weights import save_weights
 
 EXPORT_FORMATS = ("onnx", "engine")
@@ -134,8 +135,12 @@ def adapt_and_export(
     settings: JobSettings,
     config: AdaptConfig,
     reporter: Reporter = QUIET,
+    models: ModelCache | None = None,
+    engines=None,
 ) -> list[dict[str, Any]]:
-    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests."""
+    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests.
+    Groups done before with these inputs and settings are skipped (:mod:`rfr_deploy.resume`);
+    ``models`` and ``engines`` let a worker reuse its networks and engine run (:mod:`rfr_deploy.ray_worker`)."""
     device = resolve_device(settings.device)
     if "engine" in settings.formats:
         from exporters.tensorrt_engine import check_engine_support
@@ -150,12 +155,12 @@ def adapt_and_export(
         raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
     out_dir = check_output_dir(settings.output_dir)
     jobs = read_jobs(inputs, device)
-    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
     if settings.per_set and len({j.image.channels for j in jobs}) > 1:
         raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
-    models = ModelCache(settings.model, settings.weights, device)
+    models = models or ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)
-    engines = _engine_run(settings, jobs) if "engine" in settings.formats else None
+    if engines is None and "engine" in settings.formats:
+        engines = _engine_run(settings, jobs)
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     for group in groups:
         model = models.get(group[0].image.channels)
@@ -163,9 +168,16 @@ def adapt_and_export(
         set_sigma_levels(group, settings.sigma, estimate=_uses_estimate(settings, model, kind))
         if settings.sigma is None and settings.unknown_sigma == "estimate" and kind == "gaussian":
             check_estimated_level(group)
-    manifests = []
+    manifests, fingerprint, skipped = [], settings_fingerprint(settings, config), 0
     for group in groups:
+        done = completed_manifest(out_dir, [j.path for j in group], fingerprint)
+        if done is not None:
+            manifests.append(done)
+            skipped += len(group)
+            continue
         manifests.extend(_run_group(group, settings, config, models, out_dir, reporter, engines))
+    if skipped:
+        reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
     return manifests
 
 
@@ -184,6 +196,7 @@ def _rounded(value: float | None) -> float | None:
 
 def _run_group(group, settings, config, models, out_dir, reporter, engines=None) -> list[dict[str, Any]]:
     started = time.perf_counter()
+    fingerprint = settings_fingerprint(settings, config)
     first = group[0]
     model = models.get(first.image.channels)
     device = first.noisy.device
@@ -206,7 +219,7 @@ def _run_group(group, settings, config, models, out_dir, reporter, engines=None)
 
         result = adapt(model, [j.noisy for j in group], noise, config, sigma=sigma, callback=on_step)
 
-    stem = first.path.stem if len(group) == 1 else f"{first.path.stem}_set{len(group)}"
+    stem = group_stem([j.path for j in group])
     files: list[dict[str, Any]] = []
     outputs_seconds = 0.0
     scores = None
@@ -256,6 +269,7 @@ def _run_group(group, settings, config, models, out_dir, reporter, engines=None)
 
     manifest = {
         "rfr_deploy_version": __version__,
+        "settings_sha256": fingerprint,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": [input_record(j) for j in group],
         "model": {
@@ -327,6 +341,10 @@ def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[
 
 
 def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
+    return plan_engines(settings, [(j.image.height, j.image.width) for j in jobs])
+
+
+def plan_engines(settings: JobSettings, sizes: list[tuple[int, int]]):
     """One engine for the whole run: its profile covers every input (checked now, before any adaptation)."""
     from exporters.engine_plan import EngineRun
     from exporters.tensorrt_engine import EngineOptions
@@ -336,7 +354,7 @@ def _engine_run(settings: JobSettings, jobs: list[ImageJob]):
         max_hw=_parse_size(settings.engine_max_size),
         timing_cache=settings.timing_cache,
     )
-    return EngineRun([(j.image.height, j.image.width) for j in jobs], options, settings.engine_from)
+    return EngineRun(sizes, options, settings.engine_from)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -119,11 +119,11 @@ def save_weights(
     if extra:
         metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)
     with atomic_write(path) as tmp:
-        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
+        tmp.write_bytes(sorted_header(save(tensors, metadata=metadata)))
     return sha256_file(path)
 
 
-def _sorted_header(data: bytes) -> bytes:
+def sorted_header(data: bytes) -> bytes:
     """safetensors bytes with the JSON header's keys sorted, so identical weights give identical files.
 
     The library writes the metadata entries in hash order, which changes from run to run; the tensor

@@ -174,3 +174,34 @@ def test_engine_runs_are_planned_only_for_engine_exports(folder, tmp_path, monke
     )
     assert result.exit_code == 0, result.output
     assert planned == []
+
+
+# --------------------------------------------------------------------------- a Ray worker's engine run
+
+
+def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, recorder, tmp_path):
+    """What one Ray worker process does with --format engine (the task function, run here without Ray)."""
+    from dataclasses import replace
+
+    from rfr_deploy.adapt import AdaptConfig
+    from rfr_deploy.pipeline import JobSettings
+    from rfr_deploy.ray_worker import STAGING, GroupTask, run_group
+
+    images, weights = folder
+    out = tmp_path / "out"
+    settings = JobSettings(weights=str(weights), sigma=25, formats=("engine",), output_dir=str(out))
+    task = GroupTask("run-1", (), settings, AdaptConfig(steps=1), engine_sizes=tuple(SIZES))
+    records = [run_group(replace(task, paths=(str(images / f"img{i}.png"),))) for i in range(3)]
+    assert [r["status"] for r in records] == ["done"] * 3, records
+    engines = [
+        next(f for f in json.loads(Path(r["manifest"]).read_text())["files"] if f["role"] == "engine")
+        for r in records
+    ]
+    assert [e["mode"] for e in engines] == ["built", "refit", "refit"]
+    # the base built into the first task's staging folder is refitted where it now lives, in OUT
+    assert all(Path(e["base"]) == out / "img0_rfr.engine" for e in engines[1:])
+    assert [c[0] for c in recorder.calls] == ["built", "refit", "refit"]
+    assert all(recorder.calls[0][2].contains(1, h, w) for h, w in SIZES)  # the run's profile, not one image's
+    assert (out / "img0_rfr.engine").read_bytes() == b"built" and not any((out / STAGING).iterdir())
+    again = run_group(replace(task, run_id="run-2", paths=(str(images / "img1.png"),)))
+    assert again["status"] == "done" and recorder.calls[-1][0] == "built"  # a new run plans its own engine

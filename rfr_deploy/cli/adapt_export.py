@@ -18,6 +18,7 @@ from .options import (
     parse_formats,
     reporter_for,
 )
+from .ray_options import check_ray_options, ray_options, run_on_ray
 
 A, J = AdaptConfig, JobSettings
 
@@ -112,6 +113,7 @@ A, J = AdaptConfig, JobSettings
 )
 @click.option("--per-set", is_flag=True, help="Adapt one network on all inputs together and export it once.")
 @click.option("-o", "--output-dir", default=default_of(J, "output_dir"), show_default=True)
+@ray_options
 @output_options
 def command(
     inputs,
@@ -138,6 +140,9 @@ def command(
     timing_cache,
     per_set,
     output_dir,
+    ray_address,
+    cpus_per_image,
+    gpus_per_image,
     as_json,
     quiet,
     **adapt,
@@ -156,6 +161,7 @@ def command(
         raise click.UsageError(
             "give one or more INPUTS (files or folders), or --sample for the bundled demo image"
         )
+    check_ray_options(ray_address, cpus_per_image, gpus_per_image)
     config = adapt_config(steps, seed, adapt)
     settings = JobSettings(
         model=model,
@@ -179,6 +185,19 @@ def command(
         precision=precision,
         reference=reference,
     )
+    if ray_address is not None:
+        reporter = reporter_for(quiet, as_json)
+        run_on_ray(
+            existing_paths(inputs),
+            settings,
+            config,
+            ray_address,
+            cpus_per_image,
+            gpus_per_image,
+            reporter,
+            as_json,
+        )
+        return
     manifests = adapt_and_export(
         existing_paths(inputs), settings, config, reporter=reporter_for(quiet, as_json)
     )

@@ -1,0 +1,104 @@
+"""Resuming adapt-and-export (sequential path), reproducible weights files, and the --ray options' checks."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rfr_deploy.cli import main
+from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.images import write_image
+from rfr_deploy.optional import import_optional
+from rfr_deploy.registry import create_model
+from rfr_deploy.resume import completed_manifest, settings_fingerprint
+from rfr_deploy.weights import save_weights, sorted_header
+
+
+@pytest.fixture
+def job(tmp_path, rng):
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
+    for name in ("a", "b"):
+        write_image(tmp_path / "in" / f"{name}.png", rng.random((20, 24, 3)).astype(np.float32))
+    return tmp_path
+
+
+def run(job, *extra):
+    args = ["adapt-and-export", str(job / "in"), "--weights", str(job / "tiny.safetensors"), "--sigma", "25"]
+    return CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(job / "out"), *extra])
+
+
+def mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_a_rerun_skips_done_images_and_redoes_changed_or_incomplete_ones(job):
+    assert run(job, "--quiet").exit_code == 0
+    before = mtimes(job / "out")
+    again = run(job)
+    assert again.exit_code == 0, again.output
+    assert "skipped 2 image(s) already done" in again.stderr and mtimes(job / "out") == before
+    (job / "out" / "b_rfr.png").unlink()  # an output gone: b is redone, a still skipped
+    again = run(job)
+    assert "skipped 1 image(s)" in again.stderr and (job / "out" / "b_rfr.png").is_file()
+    assert mtimes(job / "out")["a.json"] == before["a.json"]
+    changed = run(job, "--steps", "3", "--json")  # a changed setting redoes both
+    assert changed.exit_code == 0 and "skipped" not in changed.stderr
+    assert [m["adaptation"]["steps"] for m in json.loads(changed.stdout)] == [3, 3]
+
+
+def test_a_changed_input_or_weights_file_is_not_done(job):
+    assert run(job, "--quiet").exit_code == 0
+    manifest = json.loads((job / "out" / "a.json").read_text())
+    fingerprint = manifest["settings_sha256"]
+    assert completed_manifest(job / "out", [job / "in" / "a.png"], fingerprint)["manifest"].endswith("a.json")
+    assert completed_manifest(job / "out", [job / "in" / "a.png"], "0" * 64) is None
+    write_image(job / "in" / "a.png", np.zeros((20, 24, 3), np.float32))
+    assert completed_manifest(job / "out", [job / "in" / "a.png"], fingerprint) is None
+    from rfr_deploy.adapt import AdaptConfig
+    from rfr_deploy.pipeline import JobSettings
+
+    settings, config = JobSettings(weights=str(job / "tiny.safetensors")), AdaptConfig()
+    first = settings_fingerprint(settings, config)
+    assert (
+        settings_fingerprint(JobSettings(weights=settings.weights, output_dir="elsewhere"), config) == first
+    )
+    model = create_model("dncnn", weights=None, channels=3, depth=2, features=8)
+    save_weights(job / "tiny.safetensors", model.net, model.meta)  # same path, other weights
+    assert settings_fingerprint(settings, config) != first
+
+
+def test_equal_weights_give_equal_files_whatever_order_safetensors_wrote_the_metadata_in():
+    from safetensors.torch import load, save
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
+    data = save(tensors, metadata={"format": "x", "rfr_deploy": "{}", "extra": "é"})
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    shuffled = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode().ljust(size, b" ")
+    other = struct.pack("<Q", size) + shuffled + data[8 + size :]
+    assert other != data  # the same tensors and metadata, the metadata in another order
+    assert sorted_header(other) == sorted_header(data)
+    loaded = load(sorted_header(other))
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra():
+    with pytest.raises(
+        MissingDependencyError, match=r"'no_such_pkg' is needed to run here .*rfr-deploy\[ray\]"
+    ):
+        import_optional("no_such_pkg.sub", "ray", "run here")
+
+
+def test_ray_resources_need_ray_and_ray_takes_an_address(job):
+    result = run(job, "--cpus-per-image", "2")
+    assert result.exit_code == 2 and "--cpus-per-image and --gpus-per-image need --ray" in result.output
+    result = run(job, "--ray", str(job / "in"))
+    assert result.exit_code == 2 and "--ray takes 'local' or a cluster address" in result.output
+    assert not (job / "out").exists()
