@@ -43,6 +43,7 @@ from .bench_report import (  # noqa: F401  (re-exported: the records of a run)
     ModelResult,
     ModeTiming,
 )
+from .cpu_runners import cpu_native_bf16
 from .devices import describe_environment, resolve_device
 from .errors import ConfigError
 from .inference import to_tensor
@@ -54,7 +55,7 @@ from .runners import EagerRunner
 from .transforms import DIHEDRAL
 
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
-CPU_MODES = ("eager", "channels-last")
+CPU_MODES = ("eager", "channels-last", "bf16")
 GPU_MODES = ("eager", "graphs-fp32", "amp", "amp+graphs")
 SIGMA = 25.0
 
@@ -120,6 +121,8 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
     torch.manual_seed(settings.seed)
     model = create_model(name, weights=None, channels=3, device=device)
     modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
+    if device.type == "cpu" and not cpu_native_bf16():
+        modes.remove("bf16")  # emulated bf16 is slower than fp32: not a mode worth timing
     if settings.compile and device.type == "cpu":
         modes.append("channels-last+compile")
     share = settings.budget / (len(modes) + int(settings.job))
@@ -167,6 +170,12 @@ class _Live:
 
     def __init__(self, timing: ModeTiming):
         self.timing, self.runner, self.update, self.per_update = timing, None, None, []
+        self.cudnn_benchmark = torch.backends.cudnn.benchmark
+        """cuDNN autotuning as this mode's runner set it up: set again before each of its rounds (the
+        runners stay alive side by side and each would otherwise leave it to the next)."""
+
+    def activate(self) -> None:
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
     def fail(self, exc: Exception) -> None:
         self.timing.error = f"failed: {_reason(exc)}"
@@ -189,8 +198,10 @@ def time_modes(
     ks = torch.randint(DIHEDRAL, (64,), generator=plan).tolist()
     config = AdaptConfig(steps=settings.warmup + settings.steps * settings.repeats, seed=settings.seed)
     lives = [_Live(ModeTiming(mode)) for mode in modes]
+    benchmark_before = torch.backends.cudnn.benchmark
     for live in lives:
         try:
+            torch.backends.cudnn.benchmark = benchmark_before  # what the mode's runner starts from
             t0 = time.perf_counter()
             net = copy.deepcopy(model).train()
             generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -201,6 +212,7 @@ def time_modes(
             )
             _sync(device)
             live.timing.setup_s, live.timing.runner = round(time.perf_counter() - t0, 4), runner.name
+            live.cudnn_benchmark = torch.backends.cudnn.benchmark
             counter = iter(range(1 << 30))
             live.update = lambda r=runner, c=counter: r.step(0, ks[next(c) % len(ks)], None)
             for i in range(max(1, settings.warmup)):
@@ -215,6 +227,7 @@ def time_modes(
         for live in lives:
             if live.update is None:
                 continue
+            live.activate()
             try:
                 done, seconds = _timed(live.update, settings.steps, device, deadline)
             except Exception as exc:
@@ -226,6 +239,8 @@ def time_modes(
             break
     for live in lives:
         live.close()
+    torch.backends.cudnn.benchmark = benchmark_before
+    for live in lives:
         if live.per_update:
             t, v = live.timing, live.per_update
             t.repeats, t.median_ms, t.rounds_ms = (
@@ -241,12 +256,15 @@ def make_mode_runner(
     mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption: Recorruption | None = None
 ):
     """The step runner of one bench mode (the recorrupted-to-recorrupted term included when given)."""
-    from .fastpath import ChannelsLastRunner, FastRunner
+    from .cpu_runners import Bf16Runner, ChannelsLastRunner
+    from .fastpath import FastRunner
 
     if mode == "eager":
         return EagerRunner(model, targets, noise, config, generator, recorruption)
     if mode == "channels-last":
         return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
+    if mode == "bf16":
+        return Bf16Runner(model, targets, noise, config, generator, recorruption)
     if mode == "channels-last+compile":
         runner = ChannelsLastRunner(torch.compile(model), targets, noise, config, generator, recorruption)
         runner.name = "eager+channels-last+compile"

@@ -21,6 +21,7 @@ from rfr_deploy.bench import (
 )
 from rfr_deploy.bench_report import write_report
 from rfr_deploy.cli import main
+from rfr_deploy.cpu_runners import cpu_native_bf16
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.registry import create_model
 
@@ -32,12 +33,15 @@ def test_cpu_bench_times_eager_and_the_fast_path_and_lists_missing_models():
     dncnn, missing = report.results
     assert missing.status == "missing (not registered)" and not missing.modes
     assert dncnn.status == "ok" and dncnn.size == 16 and dncnn.params == 668_227  # full-size CDnCNN-B
-    assert [m.mode for m in dncnn.modes] == ["eager", "channels-last"]
-    assert [m.runner for m in dncnn.modes] == ["eager", "eager+channels-last"]
+    bf16 = cpu_native_bf16()
+    assert [m.mode for m in dncnn.modes] == ["eager", "channels-last"] + (["bf16"] if bf16 else [])
+    assert [m.runner for m in dncnn.modes][:2] == ["eager", "eager+channels-last"]
+    if bf16:
+        assert dncnn.modes[2].runner == "eager+channels-last+bf16"
     for m in dncnn.modes:
         assert m.error is None and m.updates == 2 and m.repeats == 2
         assert 0 < m.min_ms <= m.median_ms <= m.max_ms
-    eager, fast = dncnn.modes
+    eager, fast = dncnn.modes[:2]
     assert len(eager.rounds_ms) == len(fast.rounds_ms) == 2
     paired = sorted(e / f for e, f in zip(eager.rounds_ms, fast.rounds_ms, strict=True))
     assert dncnn.fast_over_eager("cpu") == pytest.approx(sum(paired) / 2)  # median of two
@@ -168,3 +172,35 @@ def test_cpu_sizes_shrink_to_fit_the_budget():
     assert fitted_size(model, 256, settings, share=1e9) == 256
     assert fitted_size(model, 256, settings, share=1e-9) == 32  # never below the probe size
     assert fitted_size(model, 24, settings, share=1e-9) == 24  # small images are not probed
+
+
+class _FlagRunner:
+    """Records cuDNN's autotuning flag at each update; its construction sets the flag like FastRunner."""
+
+    def __init__(self, wants: bool | None):
+        if wants is not None:  # None: leaves it alone, like EagerRunner
+            torch.backends.cudnn.benchmark = wants
+        self.name, self.seen = f"flag-{wants}", []
+
+    def step(self, index, k, offsets):
+        self.seen.append(torch.backends.cudnn.benchmark)
+        return torch.zeros(())
+
+
+def test_cudnn_autotuning_is_set_per_mode(monkeypatch):
+    runners = {}
+
+    def fake(mode, *args, **kwargs):
+        runners[mode] = _FlagRunner(None if mode == "eager" else True)
+        return runners[mode]
+
+    monkeypatch.setattr("rfr_deploy.bench.make_mode_runner", fake)
+    before = torch.backends.cudnn.benchmark
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    settings = BenchSettings(size=16, steps=2, repeats=3, warmup=1)
+    time_modes(["amp+graphs", "eager", "amp"], model, torch.rand(1, 3, 16, 16), settings, budget=60)
+    assert (
+        runners["eager"].seen == [before] * 7
+    )  # the later "amp" runner's flag never leaks into eager's rounds
+    assert runners["amp+graphs"].seen == runners["amp"].seen == [True] * 7
+    assert torch.backends.cudnn.benchmark == before
