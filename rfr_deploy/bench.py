@@ -35,13 +35,14 @@ import numpy as np
 import torch
 
 from .adapt import AdaptConfig
+from .bench_limits import Limits, measure_limits, update_flops
 from .bench_report import (  # noqa: F401  (re-exported: the records of a run)
-    FAST_MODE,
     PAPER_SIZE,
     PAPER_V100_SECONDS,
     BenchReport,
     ModelResult,
     ModeTiming,
+    default_mode,
 )
 from .cpu_runners import cpu_native_bf16
 from .devices import describe_environment, resolve_device
@@ -83,6 +84,11 @@ class BenchSettings:
     """On CPU, shrink the image of a model whose updates would not fit its budget (the size used is reported)."""
     compile: bool = False
     """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
+    limits: bool = True
+    """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
+    run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench_limits`)."""
+    threads: int | None = None
+    """CPU threads (torch.set_num_threads); None keeps torch's default."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -94,6 +100,8 @@ class BenchSettings:
             raise ConfigError("budget must be a positive number of seconds")
         if not self.models:
             raise ConfigError("no models to benchmark")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
 
     def size_of(self, model: str) -> int:
         return self.sizes.get(model, self.size)
@@ -101,12 +109,15 @@ class BenchSettings:
 
 def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchReport:
     device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     environment = describe_environment(device)
     reporter.note(
         f"bench on {environment['device']} (torch {environment['torch']}, "
         f"CUDA {environment['cuda']}, cuDNN {environment['cudnn']}, {environment['cpu_threads']} CPU threads)"
     )
     registered = set(list_models())
+    limits = [bench_limits(device, settings, reporter, "start")] if settings.limits else []
     results = []
     for name in settings.models:
         if name not in registered:
@@ -114,7 +125,27 @@ def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchRepor
             reporter.note(f"{name}: missing (not registered)")
             continue
         results.append(bench_model(name, settings, device, reporter))
-    return BenchReport(settings, environment, results)
+    if settings.limits:
+        limits.append(bench_limits(device, settings, reporter, "end"))
+    return BenchReport(settings, environment, results, limits)
+
+
+def bench_limits(device: torch.device, settings: BenchSettings, reporter: Reporter, when: str) -> Limits:
+    """The device's 3×3 64-channel convolution rates in fp32 and bf16 (fp16 on a GPU without bf16),
+    and on CUDA its copy bandwidth, at the bench's image size."""
+    if device.type == "cuda":
+        from .fastpath import bf16_supported
+
+        low = "bf16" if bf16_supported(device) else "fp16"
+    else:
+        low = "bf16" if cpu_native_bf16() else None
+    limits = measure_limits(device, settings.size, low)
+    copy = f", copy {limits.copy_gbps:g} GB/s" if limits.copy_gbps else ""
+    reporter.note(
+        f"limits ({when}): 3x3 64-ch conv at {settings.size}² fp32 {limits.conv_fp32_gflops:g} GFLOP/s, "
+        f"{low or 'no bf16'} {limits.conv_low_gflops or '-'} GFLOP/s{copy}"
+    )
+    return limits
 
 
 def bench_model(name: str, settings: BenchSettings, device: torch.device, reporter: Reporter) -> ModelResult:
@@ -133,6 +164,8 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
             note = f"size reduced from {settings.size_of(name)} to fit the budget"
             reporter.note(f"{name}: {note}: {size}x{size}")
     result = ModelResult(name, size=size, params=model.parameter_count(), note=note)
+    if settings.limits:
+        result.flops_per_update = update_flops(model, 3, size)
     clean, noisy = synthetic_image(size, settings.seed)
     target = to_tensor(clean, device)
     result.modes = time_modes(modes, model, target, settings, share * len(modes))
@@ -140,7 +173,7 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
         shown = f"{timing.median_ms:.2f} ms/update" if timing.median_ms is not None else timing.error
         reporter.note(f"{name} {size}x{size} {timing.mode}: {shown} ({timing.updates} timed updates)")
     if settings.job:
-        fast = result.timing(FAST_MODE[device.type]) or result.fastest
+        fast = result.timing(default_mode(device.type)) or result.fastest
         estimate = fast.median_ms / 1e3 if fast else None
         result.job_s, result.job_note = time_job(name, model, noisy, settings, device, share, estimate)
         reporter.note(f"{name}: adapt-and-export {result.job_note}")

@@ -204,3 +204,48 @@ def test_cudnn_autotuning_is_set_per_mode(monkeypatch):
     )  # the later "amp" runner's flag never leaks into eager's rounds
     assert runners["amp+graphs"].seen == runners["amp"].seen == [True] * 7
     assert torch.backends.cudnn.benchmark == before
+
+
+def test_flops_per_update_count_the_forward_and_backward_convolutions():
+    from rfr_deploy.bench_limits import conv_flops, update_flops
+
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    forward = sum(2 * m.in_channels * m.out_channels * 9 * 16 * 16 for m in convs)
+    flops = update_flops(model, 3, 16)
+    # backward: weight gradients of every layer, input gradients of all but the first
+    first = 2 * convs[0].in_channels * convs[0].out_channels * 9 * 16 * 16
+    assert flops == pytest.approx(3 * forward - first, rel=0.05)
+    assert conv_flops(16) == 2 * 64 * 64 * 9 * 256
+
+
+def test_measured_limits_are_positive_rates():
+    from rfr_deploy.bench_limits import measure_limits
+
+    limits = measure_limits(torch.device("cpu"), 16, "bf16", repeats=1)
+    assert limits.conv_fp32_gflops > 0 and limits.conv_low_gflops > 0 and limits.copy_gbps is None
+    assert limits.rate_for("bf16") == limits.conv_low_gflops
+    assert limits.rate_for("channels-last") == limits.rate_for("eager") == limits.conv_fp32_gflops
+
+
+def test_modes_are_shown_against_the_measured_limit(tmp_path):
+    from rfr_deploy.bench_limits import Limits
+
+    r = _result()  # eager 10 ms, channels-last 4 ms, at 256²
+    r.flops_per_update = 2e9
+    slow = Limits(conv_fp32_gflops=400.0, conv_low_gflops=800.0, size=256)
+    fast = Limits(conv_fp32_gflops=1000.0, conv_low_gflops=600.0, size=256)
+    report = BenchReport(
+        BenchSettings(job=False), describe_environment(torch.device("cpu")), [r], [slow, fast]
+    )
+    best = report.best_limits()
+    assert (best.conv_fp32_gflops, best.conv_low_gflops) == (1000.0, 800.0)
+    text = report.to_markdown()
+    assert "## Against the machine's limit" in text
+    assert "| dncnn | 256 | 2.0 | eager | 10.00 | 200.0 | 1000.00 | 20.00 % | 1.00x |" in text
+    assert "| dncnn | 256 | 2.0 | channels-last | 4.00 | 500.0 | 1000.00 | 50.00 % | 2.50x |" in text
+    assert "| dncnn | 256 | 2.0 | paper V100 | 35.00 | 57.1 | 15700.00 |" in text
+    data = json.loads(write_report(report, tmp_path / "r.json").read_text())
+    rows = data["results"][0]["against_limit"]
+    assert [row["mode"] for row in rows] == ["eager", "channels-last", "paper V100"]
+    assert rows[1]["fraction"] == pytest.approx(0.5) and len(data["limits"]) == 2
