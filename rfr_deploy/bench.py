@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .adapt import AdaptConfig
-from .bench_limits import Limits, measure_limits, update_flops
+from .bench_limits import Limits, measure_limits, time_calls, update_flops
 from .bench_report import (  # noqa: F401  (re-exported: the records of a run)
     PAPER_SIZE,
     PAPER_V100_SECONDS,
@@ -262,7 +262,7 @@ def time_modes(
                 continue
             live.activate()
             try:
-                done, seconds = _timed(live.update, settings.steps, device, deadline)
+                done, seconds = time_calls(live.update, settings.steps, device, deadline)
             except Exception as exc:
                 live.fail(exc)
                 continue
@@ -355,24 +355,6 @@ def synthetic_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     clean = np.stack([base, 0.7 * base + 0.15, 1.0 - base], axis=2).astype(np.float32)
     noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32) * (SIGMA / 255.0)
     return clean, np.clip(clean + noise, 0.0, 1.0)
-
-
-def _timed(update, steps: int, device: torch.device, deadline: float) -> tuple[int, float]:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            update()
-        end.record()
-        end.synchronize()
-        return steps, start.elapsed_time(end) / 1e3
-    done, t0 = 0, time.perf_counter()
-    while done < steps:
-        update()
-        done += 1
-        if time.perf_counter() > deadline:
-            break
-    return done, time.perf_counter() - t0
 
 
 def _sync(device: torch.device) -> None:

@@ -16,6 +16,7 @@ measured rate for the mode's precision.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -82,24 +83,30 @@ def copy_bandwidth(device: torch.device, repeats: int = 5, nbytes: int = 1 << 30
 
 def median_seconds(call: Callable[[], object], device: torch.device, calls: int, repeats: int) -> float:
     """Median seconds of one ``call`` over ``repeats`` batches of ``calls`` (after one warm-up batch)."""
-    times = []
-    for r in range(repeats + 1):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(calls):
-                call()
-            end.record()
-            end.synchronize()
-            elapsed = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                call()
-            elapsed = time.perf_counter() - t0
-        if r:
-            times.append(elapsed / calls)
-    return statistics.median(times)
+    times = [time_calls(call, calls, device)[1] / calls for _ in range(repeats + 1)]
+    return statistics.median(times[1:])
+
+
+def time_calls(
+    call: Callable[[], object], calls: int, device: torch.device, deadline: float = math.inf
+) -> tuple[int, float]:
+    """(calls made, seconds) of ``calls`` calls: CUDA events on a GPU; on the CPU ``perf_counter``,
+    stopping early once ``deadline`` (a ``perf_counter`` time) has passed, after at least one call."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            call()
+        end.record()
+        end.synchronize()
+        return calls, start.elapsed_time(end) / 1e3
+    done, t0 = 0, time.perf_counter()
+    while done < calls:
+        call()
+        done += 1
+        if time.perf_counter() > deadline:
+            break
+    return done, time.perf_counter() - t0
 
 
 def _calls_per_batch(call: Callable[[], object], device: torch.device, target: float = 0.02) -> int:
