@@ -18,7 +18,7 @@ import statistics
 import sys
 
 import torch
-from common import environment, write_results
+from common import environment, parse_overrides, write_results
 
 from rfr_deploy.adapt import AdaptConfig, adapt
 from rfr_deploy.cpu_runners import cpu_native_bf16
@@ -36,13 +36,13 @@ MODES = {"fp32": "off", "bf16": "bf16"}
 TOLERANCE_DB = 0.01
 
 
-def score_crop(model, pixels, index: int, sigma: float, steps: int) -> dict:
+def score_crop(model, pixels, index: int, sigma: float, steps: int, overrides: dict) -> dict:
     clean = to_tensor(pixels)
     noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
     base = psnr(quantize(to_pixels(denoise(model, noisy))), pixels)
     row = {"pretrained_db": round(base, 4)}
     for mode, amp in MODES.items():
-        config = AdaptConfig(steps=steps, seed=index, amp=amp)
+        config = AdaptConfig(steps=steps, seed=index, amp=amp, **overrides)
         result = adapt(model, noisy, GaussianNoise(sigma), config)
         gain = psnr(quantize(to_pixels(denoise(result.model, noisy))), pixels) - base
         row[mode] = {
@@ -80,7 +80,8 @@ def render(data: dict) -> str:
         "than the absolute times.",
         f"- σ = {data['sigma']:g}, M = {data['steps']}, central {data['crop']}² crops, official weights "
         "(DnCNN-B gray on Set12, CDnCNN-B on CBSD68), CLI defaults otherwise (SURE-chosen interpolation "
-        "and checkpoint); the gain is that of the network adapt returns.",
+        "and checkpoint); the gain is that of the network adapt returns."
+        + (f" Overrides: {data['adapt_overrides']}." if data["adapt_overrides"] else ""),
         "",
         "| set | image | pre-trained dB | fp32 gain dB | bf16 gain dB | fp32 ms/update | bf16 ms/update |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -109,6 +110,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="bf16_cpu_quality")
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated: Set12, CBSD68")
+    parser.add_argument(
+        "--adapt", default="", help="AdaptConfig overrides, e.g. 'select=off,interpolation=1'"
+    )
     args = parser.parse_args()
     if not cpu_native_bf16():
         print("error: this CPU has no native bf16 (AVX512-BF16 or AMX): nothing to compare", file=sys.stderr)
@@ -116,7 +121,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     load_before = [round(v, 2) for v in os.getloadavg()]
     rows = []
-    for name, weights in SETS.items():
+    overrides = parse_overrides(args.adapt)
+    for name in args.sets.split(","):
+        weights = SETS[name]
         folder = shared_path("data", "test", name)
         for index, item in enumerate(load_folder(folder, limit=args.limit)):
             pixels = center_crop(item.pixels, args.crop)
@@ -126,7 +133,7 @@ def main() -> int:
             row = {
                 "set": name,
                 "image": item.name,
-                **score_crop(model.eval(), pixels, index, args.sigma, args.steps),
+                **score_crop(model.eval(), pixels, index, args.sigma, args.steps, overrides),
             }
             rows.append(row)
             print(f"{name} {item.name}: fp32 {row['fp32']} bf16 {row['bf16']}", file=sys.stderr)
@@ -136,6 +143,7 @@ def main() -> int:
         "sigma": args.sigma,
         "steps": args.steps,
         "crop": args.crop,
+        "adapt_overrides": overrides,
         "load_before": load_before,
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "rows": rows,

@@ -126,7 +126,9 @@ class AdaptConfig:
     """Fast step runner: 'auto' uses CUDA graphs on CUDA (eager when capture fails) and channels-last
     weights on CPU; 'on' requires CUDA graphs; 'off' runs the plain eager loop."""
     amp: AmpMode = "auto"
-    """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler."""
+    """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler. CPU:
+    bf16 convolutions (fp32 weights and Adam) on request ('bf16', native bf16 CPUs only), and for
+    'auto' where :data:`rfr_deploy.cpu_runners.CPU_BF16_AUTO` says so."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
