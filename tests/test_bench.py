@@ -19,7 +19,7 @@ from rfr_deploy.bench import (
     run_bench,
     time_modes,
 )
-from rfr_deploy.bench_report import write_report
+from rfr_deploy.bench_report import default_mode, write_report
 from rfr_deploy.cli import main
 from rfr_deploy.cpu_runners import cpu_native_bf16
 from rfr_deploy.errors import ConfigError
@@ -156,7 +156,8 @@ def test_cli_bench_json_output_plot_and_job(tmp_path):
     data = json.loads(result.output)
     dncnn, nope = data["results"]
     assert dncnn["size"] == 24 and nope["status"] == "missing (not registered)"
-    assert dncnn["job_s"] is not None and "1 updates (eager+channels-last), output (no" in dncnn["job_note"]
+    default = "eager+channels-last" + ("+bf16" if default_mode("cpu") == "bf16" else "")
+    assert dncnn["job_s"] is not None and f"1 updates ({default}), output (no" in dncnn["job_note"]
     assert out.read_text().startswith("# rfr-deploy speed benchmark (cpu)")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -77,7 +77,7 @@ def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
     model = tiny_dncnn(3)
     start = _params(model)
     eager = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="off", **kwargs))
-    fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", **kwargs))
+    fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", amp="off", **kwargs))
     assert eager.runner == "eager" and fast.runner == "eager+channels-last"
     assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
     assert _relative_gap(_params(fast.model), _params(eager.model), start) < 1e-2
@@ -87,7 +87,7 @@ def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
 
 def test_cpu_fast_path_serves_noise_map_networks(noisy):
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
-    config = AdaptConfig(steps=3, lr=1e-3)
+    config = AdaptConfig(steps=3, lr=1e-3, amp="off")  # fp32 (amp='auto' may mean bf16 on this CPU)
     eager = adapt(model, noisy, GaussianNoise(25), dataclasses.replace(config, fast="off"), sigma=25 / 255)
     fast = adapt(model, noisy, GaussianNoise(25), config, sigma=25 / 255)
     assert fast.runner == "eager+channels-last"
