@@ -80,6 +80,14 @@ def test_psnr(
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def starting_model(args, channels: int, device: torch.device):
+    """The network training starts from: the packaged weights, or fresh ones (``--init scratch``)."""
+    torch.manual_seed(args.seed)
+    start_from = {"weights": None} if args.init == "scratch" else {}  # default: the packaged weights
+    model = create_model("dncnn", channels=channels, device=device, **start_from)
+    return model.train().to(memory_format=torch.channels_last)
+
+
 def train(args) -> dict:
     device = torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,10 +97,7 @@ def train(args) -> dict:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     patches = DevicePatches(pack, device, args.patch, generator)
     packaged = create_model("dncnn", channels=channels, device=device).eval()
-    torch.manual_seed(args.seed)
-    start_from = {"weights": None} if args.init == "scratch" else {}  # default: the packaged weights
-    model = create_model("dncnn", channels=channels, device=device, **start_from)
-    model.train().to(memory_format=torch.channels_last)
+    model = starting_model(args, channels, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
     dtype = torch.bfloat16 if args.amp == "bf16" else None
     out = args.out / f"dncnn_{args.kind}_blind.safetensors"

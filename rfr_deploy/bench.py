@@ -3,7 +3,8 @@
 For each model (default full-size configuration, random weights: the weights do not change the
 work) the same update the adaptation loop runs is timed on a ``size×size`` RGB image, batch 1:
 
-* CPU: the eager loop, and the CPU fast path (channels-last weights), with their ratio;
+* CPU: the eager loop, the CPU fast path (channels-last weights) and, on CPUs with native bf16,
+  bf16 convolutions ("bf16", :class:`~rfr_deploy.cpu_runners.Bf16Runner`), with their ratios;
   optionally ``torch.compile`` (``compile=True``).
 * GPU: the eager loop (fp32), CUDA graphs in fp32, mixed precision without graphs ("amp") and
   mixed precision with CUDA graphs ("amp+graphs", what ``adapt`` uses by default).
@@ -17,7 +18,12 @@ time ``budget`` (approximate) shared by its modes and the adapt-and-export job; 
 the modes' share is spent (each mode gets at least one timed update; the report gives the number
 actually timed), and ``fit_budget`` shrinks the image beforehand when even that would not fit. The
 wall time of a whole :func:`~rfr_deploy.pipeline.adapt_and_export` job on a generated image is
-measured too.
+measured too. cuDNN autotuning is set to each mode's own choice before its warm-up and rounds.
+
+In the same run (``limits``) the device's 3×3 64-channel convolution rates (fp32, bf16) and, on
+CUDA, copy bandwidth are measured at the start and the end, and each model's FLOPs per update are
+counted, so that every mode is also shown as GFLOP/s and a fraction of the measured rate
+(:mod:`rfr_deploy.bench_limits`).
 """
 
 from __future__ import annotations
@@ -210,6 +216,18 @@ class _Live:
     def activate(self) -> None:
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
+    def summary(self) -> ModeTiming:
+        """The record, with the median, min, max and rounds of the per-update times filled in."""
+        t, v = self.timing, self.per_update
+        if v:
+            t.repeats, t.median_ms, t.rounds_ms = (
+                len(v),
+                round(statistics.median(v), 4),
+                [round(x, 4) for x in v],
+            )
+            t.min_ms, t.max_ms = round(min(v), 4), round(max(v), 4)
+        return t
+
     def fail(self, exc: Exception) -> None:
         self.timing.error = f"failed: {_reason(exc)}"
         self.close()
@@ -273,16 +291,7 @@ def time_modes(
     for live in lives:
         live.close()
     torch.backends.cudnn.benchmark = benchmark_before
-    for live in lives:
-        if live.per_update:
-            t, v = live.timing, live.per_update
-            t.repeats, t.median_ms, t.rounds_ms = (
-                len(v),
-                round(statistics.median(v), 4),
-                [round(x, 4) for x in v],
-            )
-            t.min_ms, t.max_ms = round(min(v), 4), round(max(v), 4)
-    return [live.timing for live in lives]
+    return [live.summary() for live in lives]
 
 
 def make_mode_runner(

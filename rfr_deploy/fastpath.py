@@ -154,10 +154,9 @@ class FastRunner:
         self.name = "+".join([kind, self.precision] + (["channels-last"] if self.channels_last else []))
         shapes = training_shapes(targets, config.batch, config.patch)
         self.registration = generator_registration()
-        if graphs:
-            blockers = capture_blockers(config, self.precision, len(shapes), MAX_GRAPHS, self.registration)
-            if blockers:
-                raise CaptureError("; ".join(blockers))
+        blockers = capture_blockers(config, self.precision, len(shapes), MAX_GRAPHS, self.registration)
+        if graphs and blockers:
+            raise CaptureError("; ".join(blockers))
 
         self._benchmark_before = torch.backends.cudnn.benchmark
         self.graphs: dict[tuple[int, ...], _Graph] = {}
@@ -171,9 +170,7 @@ class FastRunner:
             self.generator = torch.Generator(device=self.device)
             self.generator.set_state(generator.get_state())
             if default_generator_backup_needed():
-                index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-                default_rng = torch.cuda.default_generators[index]
-                default_backup = default_rng.clone_state() if hasattr(default_rng, "clone_state") else None
+                default_rng, default_backup = _default_generator_backup(self.device)
         snapshot: UpdateSnapshot | None = None
         try:
             torch.backends.cudnn.benchmark = self.device.type == "cuda" or self._benchmark_before
@@ -337,6 +334,13 @@ class FastRunner:
             raise CaptureError(
                 f"{type(self.noise).__name__} {problem} (it must draw all randomness from the given generator)"
             )
+
+
+def _default_generator_backup(device: torch.device):
+    """The default CUDA generator of ``device`` and a copy of its state (None where it cannot be cloned)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    rng = torch.cuda.default_generators[index]
+    return rng, (rng.clone_state() if hasattr(rng, "clone_state") else None)
 
 
 def _first_line(exc: BaseException) -> str:
