@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-job", action="store_true")
     parser.add_argument("--no-fit-budget", action="store_true")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--no-limits", action="store_true", help="skip the conv-rate and FLOP measurements")
+    parser.add_argument("--name", default=None, help="results file stem (default: speed_<device>)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -66,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         job_steps=args.job_steps,
         fit_budget=not args.no_fit_budget,
         compile=args.compile,
+        limits=not args.no_limits,
+        threads=args.threads,
     )
     report = run_bench(settings, Reporter())
-    stem = args.out_dir / f"speed_{report.environment['device_type']}"
+    stem = args.out_dir / (args.name or f"speed_{report.environment['device_type']}")
     written = [write_report(report, stem.with_suffix(".md")), write_report(report, stem.with_suffix(".json"))]
     try:
         written.append(plot_report(report, stem.with_suffix(".png")))

@@ -34,7 +34,7 @@ from .inference import denoise
 from .memory import available_bytes, bytes_per_pixel
 from .noise import is_gaussian
 from .recorrupt import make_recorruption
-from .runners import LossKind, StepRunner, make_runner
+from .runners import LossKind, StepRunner, StepTimer, make_runner
 from .sure import SureScorer, gaussian_level, gray_with_estimated_level
 from .transforms import DIHEDRAL
 from .tuning import TUNE_CHOICES, Tune, finish_tuning, prepare_tuning
@@ -126,7 +126,9 @@ class AdaptConfig:
     """Fast step runner: 'auto' uses CUDA graphs on CUDA (eager when capture fails) and channels-last
     weights on CPU; 'on' requires CUDA graphs; 'off' runs the plain eager loop."""
     amp: AmpMode = "auto"
-    """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler."""
+    """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler. CPU:
+    bf16 convolutions (fp32 weights and Adam) on request ('bf16', native bf16 CPUs only), and for
+    'auto' where :data:`rfr_deploy.cpu_runners.CPU_BF16_AUTO` says so."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
@@ -327,21 +329,20 @@ class _Loop:
         config, device = self.config, self.targets[0].device
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
-        step_seconds: list[float] = []
+        timer = StepTimer(device)  # CUDA events: no host synchronisation per update
         for step, index in enumerate(image_order(len(self.targets), config.steps, plan)):
             k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
             offsets = patch_offsets(self.targets[index], patch, config.batch, plan) if patch else None
-            t = time.perf_counter()
+            timer.start()
             loss = runner.step(index, k, offsets)
-            _sync(device)
-            step_seconds.append(time.perf_counter() - t)
+            timer.stop()
             losses.append(loss)
             self._after_update(step + 1)
             if callback is not None:
                 # the result network costs a copy (and SURE scores): build it only for callbacks that read it
                 view = functools.partial(self.blend.result, self.current, step + 1)
                 callback(StepInfo(step + 1, config.steps, loss, view, lambda: self.blend.chosen))
-        return losses, step_seconds
+        return losses, timer.seconds()
 
     def _after_update(self, done: int) -> None:
         config = self.config

@@ -3,7 +3,8 @@
 For each model (default full-size configuration, random weights: the weights do not change the
 work) the same update the adaptation loop runs is timed on a ``size×size`` RGB image, batch 1:
 
-* CPU: the eager loop, and the CPU fast path (channels-last weights), with their ratio;
+* CPU: the eager loop, the CPU fast path (channels-last weights) and, on CPUs with native bf16,
+  bf16 convolutions ("bf16", :class:`~rfr_deploy.cpu_runners.Bf16Runner`), with their ratios;
   optionally ``torch.compile`` (``compile=True``).
 * GPU: the eager loop (fp32), CUDA graphs in fp32, mixed precision without graphs ("amp") and
   mixed precision with CUDA graphs ("amp+graphs", what ``adapt`` uses by default).
@@ -17,7 +18,12 @@ time ``budget`` (approximate) shared by its modes and the adapt-and-export job; 
 the modes' share is spent (each mode gets at least one timed update; the report gives the number
 actually timed), and ``fit_budget`` shrinks the image beforehand when even that would not fit. The
 wall time of a whole :func:`~rfr_deploy.pipeline.adapt_and_export` job on a generated image is
-measured too.
+measured too. cuDNN autotuning is set to each mode's own choice before its warm-up and rounds.
+
+In the same run (``limits``) the device's 3×3 64-channel convolution rates (fp32, bf16) and, on
+CUDA, copy bandwidth are measured at the start and the end, and each model's FLOPs per update are
+counted, so that every mode is also shown as GFLOP/s and a fraction of the measured rate
+(:mod:`rfr_deploy.bench_limits`).
 """
 
 from __future__ import annotations
@@ -35,14 +41,16 @@ import numpy as np
 import torch
 
 from .adapt import AdaptConfig
+from .bench_limits import Limits, measure_limits, time_calls, update_flops
 from .bench_report import (  # noqa: F401  (re-exported: the records of a run)
-    FAST_MODE,
     PAPER_SIZE,
     PAPER_V100_SECONDS,
     BenchReport,
     ModelResult,
     ModeTiming,
+    default_mode,
 )
+from .cpu_runners import cpu_native_bf16
 from .devices import describe_environment, resolve_device
 from .errors import ConfigError
 from .inference import to_tensor
@@ -54,7 +62,7 @@ from .runners import EagerRunner
 from .transforms import DIHEDRAL
 
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
-CPU_MODES = ("eager", "channels-last")
+CPU_MODES = ("eager", "channels-last", "bf16")
 GPU_MODES = ("eager", "graphs-fp32", "amp", "amp+graphs")
 SIGMA = 25.0
 
@@ -82,6 +90,11 @@ class BenchSettings:
     """On CPU, shrink the image of a model whose updates would not fit its budget (the size used is reported)."""
     compile: bool = False
     """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
+    limits: bool = True
+    """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
+    run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench_limits`)."""
+    threads: int | None = None
+    """CPU threads (torch.set_num_threads); None keeps torch's default."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +106,8 @@ class BenchSettings:
             raise ConfigError("budget must be a positive number of seconds")
         if not self.models:
             raise ConfigError("no models to benchmark")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
 
     def size_of(self, model: str) -> int:
         return self.sizes.get(model, self.size)
@@ -100,12 +115,15 @@ class BenchSettings:
 
 def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchReport:
     device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     environment = describe_environment(device)
     reporter.note(
         f"bench on {environment['device']} (torch {environment['torch']}, "
         f"CUDA {environment['cuda']}, cuDNN {environment['cudnn']}, {environment['cpu_threads']} CPU threads)"
     )
     registered = set(list_models())
+    limits = [bench_limits(device, settings, reporter, "start")] if settings.limits else []
     results = []
     for name in settings.models:
         if name not in registered:
@@ -113,13 +131,35 @@ def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchRepor
             reporter.note(f"{name}: missing (not registered)")
             continue
         results.append(bench_model(name, settings, device, reporter))
-    return BenchReport(settings, environment, results)
+    if settings.limits:
+        limits.append(bench_limits(device, settings, reporter, "end"))
+    return BenchReport(settings, environment, results, limits)
+
+
+def bench_limits(device: torch.device, settings: BenchSettings, reporter: Reporter, when: str) -> Limits:
+    """The device's 3×3 64-channel convolution rates in fp32 and bf16 (fp16 on a GPU without bf16),
+    and on CUDA its copy bandwidth, at the bench's image size."""
+    if device.type == "cuda":
+        from .fastpath import bf16_supported
+
+        low = "bf16" if bf16_supported(device) else "fp16"
+    else:
+        low = "bf16" if cpu_native_bf16() else None
+    limits = measure_limits(device, settings.size, low)
+    copy = f", copy {limits.copy_gbps:g} GB/s" if limits.copy_gbps else ""
+    reporter.note(
+        f"limits ({when}): 3x3 64-ch conv at {settings.size}² fp32 {limits.conv_fp32_gflops:g} GFLOP/s, "
+        f"{low or 'no bf16'} {limits.conv_low_gflops or '-'} GFLOP/s{copy}"
+    )
+    return limits
 
 
 def bench_model(name: str, settings: BenchSettings, device: torch.device, reporter: Reporter) -> ModelResult:
     torch.manual_seed(settings.seed)
     model = create_model(name, weights=None, channels=3, device=device)
     modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
+    if device.type == "cpu" and not cpu_native_bf16():
+        modes.remove("bf16")  # emulated bf16 is slower than fp32: not a mode worth timing
     if settings.compile and device.type == "cpu":
         modes.append("channels-last+compile")
     share = settings.budget / (len(modes) + int(settings.job))
@@ -130,6 +170,8 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
             note = f"size reduced from {settings.size_of(name)} to fit the budget"
             reporter.note(f"{name}: {note}: {size}x{size}")
     result = ModelResult(name, size=size, params=model.parameter_count(), note=note)
+    if settings.limits:
+        result.flops_per_update = update_flops(model, 3, size)
     clean, noisy = synthetic_image(size, settings.seed)
     target = to_tensor(clean, device)
     result.modes = time_modes(modes, model, target, settings, share * len(modes))
@@ -137,7 +179,7 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
         shown = f"{timing.median_ms:.2f} ms/update" if timing.median_ms is not None else timing.error
         reporter.note(f"{name} {size}x{size} {timing.mode}: {shown} ({timing.updates} timed updates)")
     if settings.job:
-        fast = result.timing(FAST_MODE[device.type]) or result.fastest
+        fast = result.timing(default_mode(device.type)) or result.fastest
         estimate = fast.median_ms / 1e3 if fast else None
         result.job_s, result.job_note = time_job(name, model, noisy, settings, device, share, estimate)
         reporter.note(f"{name}: adapt-and-export {result.job_note}")
@@ -167,6 +209,24 @@ class _Live:
 
     def __init__(self, timing: ModeTiming):
         self.timing, self.runner, self.update, self.per_update = timing, None, None, []
+        self.cudnn_benchmark = torch.backends.cudnn.benchmark
+        """cuDNN autotuning as this mode's runner set it up: set again before each of its rounds (the
+        runners stay alive side by side and each would otherwise leave it to the next)."""
+
+    def activate(self) -> None:
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+    def summary(self) -> ModeTiming:
+        """The record, with the median, min, max and rounds of the per-update times filled in."""
+        t, v = self.timing, self.per_update
+        if v:
+            t.repeats, t.median_ms, t.rounds_ms = (
+                len(v),
+                round(statistics.median(v), 4),
+                [round(x, 4) for x in v],
+            )
+            t.min_ms, t.max_ms = round(min(v), 4), round(max(v), 4)
+        return t
 
     def fail(self, exc: Exception) -> None:
         self.timing.error = f"failed: {_reason(exc)}"
@@ -189,8 +249,10 @@ def time_modes(
     ks = torch.randint(DIHEDRAL, (64,), generator=plan).tolist()
     config = AdaptConfig(steps=settings.warmup + settings.steps * settings.repeats, seed=settings.seed)
     lives = [_Live(ModeTiming(mode)) for mode in modes]
+    benchmark_before = torch.backends.cudnn.benchmark
     for live in lives:
         try:
+            torch.backends.cudnn.benchmark = benchmark_before  # what the mode's runner starts from
             t0 = time.perf_counter()
             net = copy.deepcopy(model).train()
             generator = torch.Generator(device=device).manual_seed(settings.seed)
@@ -201,6 +263,7 @@ def time_modes(
             )
             _sync(device)
             live.timing.setup_s, live.timing.runner = round(time.perf_counter() - t0, 4), runner.name
+            live.cudnn_benchmark = torch.backends.cudnn.benchmark
             counter = iter(range(1 << 30))
             live.update = lambda r=runner, c=counter: r.step(0, ks[next(c) % len(ks)], None)
             for i in range(max(1, settings.warmup)):
@@ -215,8 +278,9 @@ def time_modes(
         for live in lives:
             if live.update is None:
                 continue
+            live.activate()
             try:
-                done, seconds = _timed(live.update, settings.steps, device, deadline)
+                done, seconds = time_calls(live.update, settings.steps, device, deadline)
             except Exception as exc:
                 live.fail(exc)
                 continue
@@ -226,27 +290,23 @@ def time_modes(
             break
     for live in lives:
         live.close()
-        if live.per_update:
-            t, v = live.timing, live.per_update
-            t.repeats, t.median_ms, t.rounds_ms = (
-                len(v),
-                round(statistics.median(v), 4),
-                [round(x, 4) for x in v],
-            )
-            t.min_ms, t.max_ms = round(min(v), 4), round(max(v), 4)
-    return [live.timing for live in lives]
+    torch.backends.cudnn.benchmark = benchmark_before
+    return [live.summary() for live in lives]
 
 
 def make_mode_runner(
     mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption: Recorruption | None = None
 ):
     """The step runner of one bench mode (the recorrupted-to-recorrupted term included when given)."""
-    from .fastpath import ChannelsLastRunner, FastRunner
+    from .cpu_runners import Bf16Runner, ChannelsLastRunner
+    from .fastpath import FastRunner
 
     if mode == "eager":
         return EagerRunner(model, targets, noise, config, generator, recorruption)
     if mode == "channels-last":
         return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
+    if mode == "bf16":
+        return Bf16Runner(model, targets, noise, config, generator, recorruption)
     if mode == "channels-last+compile":
         runner = ChannelsLastRunner(torch.compile(model), targets, noise, config, generator, recorruption)
         runner.name = "eager+channels-last+compile"
@@ -304,24 +364,6 @@ def synthetic_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     clean = np.stack([base, 0.7 * base + 0.15, 1.0 - base], axis=2).astype(np.float32)
     noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32) * (SIGMA / 255.0)
     return clean, np.clip(clean + noise, 0.0, 1.0)
-
-
-def _timed(update, steps: int, device: torch.device, deadline: float) -> tuple[int, float]:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            update()
-        end.record()
-        end.synchronize()
-        return steps, start.elapsed_time(end) / 1e3
-    done, t0 = 0, time.perf_counter()
-    while done < steps:
-        update()
-        done += 1
-        if time.perf_counter() > deadline:
-            break
-    return done, time.perf_counter() - t0
 
 
 def _sync(device: torch.device) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .bench_limits import Limits
 from .devices import describe_environment  # noqa: F401  (re-exported)
 from .errors import ConfigError, MissingDependencyError
 from .files import atomic_write
@@ -20,8 +21,17 @@ if TYPE_CHECKING:
 PAPER_V100_SECONDS = {"dncnn": 0.035, "ridnet": 0.073, "mirnet": 0.666}
 """Seconds per fine-tuning update on a 256×256 image, Tesla V100 (Lee et al., restore-from-restored)."""
 PAPER_SIZE = 256
-FAST_MODE = {"cpu": "channels-last", "cuda": "amp+graphs"}
-"""The runner ``adapt`` uses by default on each device, as named by the bench."""
+V100_FP32_TFLOPS = 15.7
+"""Tesla V100 (SXM2) fp32 peak by NVIDIA's datasheet: a lead for the paper's fraction, not a measurement."""
+
+
+def default_mode(device_type: str) -> str:
+    """The bench mode of the runner ``adapt`` uses by default on this machine (``fast='auto'``)."""
+    if device_type == "cuda":
+        return "amp+graphs"
+    from .cpu_runners import cpu_precision
+
+    return "bf16" if cpu_precision("auto") == "bf16" else "channels-last"
 
 
 @dataclass
@@ -53,6 +63,8 @@ class ModelResult:
     job_s: float | None = None
     job_note: str = ""
     note: str = ""
+    flops_per_update: float | None = None
+    """Forward + backward FLOPs of one update at ``size`` (FlopCounterMode)."""
 
     def timing(self, mode: str) -> ModeTiming | None:
         return next((m for m in self.modes if m.mode == mode and m.median_ms is not None), None)
@@ -78,7 +90,11 @@ class ModelResult:
     def fast_over_eager(self, device_type: str) -> float | None:
         """Speed-up of the device's default fast path over the eager loop: the median of the ratios
         of rounds that ran back to back (robust to a machine load that changes during the run)."""
-        eager, fast = self.timing("eager"), self.timing(FAST_MODE[device_type])
+        return self.over_eager(default_mode(device_type))
+
+    def over_eager(self, mode: str) -> float | None:
+        """Speed-up of ``mode`` over the eager loop (median of back-to-back round ratios)."""
+        eager, fast = self.timing("eager"), self.timing(mode)
         if eager is None or fast is None:
             return None
         pairs = list(zip(eager.rounds_ms, fast.rounds_ms, strict=False))
@@ -92,6 +108,19 @@ class BenchReport:
     settings: BenchSettings
     environment: dict[str, Any]
     results: list[ModelResult]
+    limits: list[Limits] = field(default_factory=list)
+    """The device's measured rates at the start and at the end of the run."""
+
+    def best_limits(self) -> Limits | None:
+        """The highest rate of each kind measured during the run (the fractions' denominators)."""
+        if not self.limits:
+            return None
+        best = max(self.limits, key=lambda lim: lim.conv_fp32_gflops)
+        low = [lim.conv_low_gflops for lim in self.limits if lim.conv_low_gflops]
+        copies = [lim.copy_gbps for lim in self.limits if lim.copy_gbps]
+        return dataclasses.replace(
+            best, conv_low_gflops=max(low) if low else None, copy_gbps=max(copies) if copies else None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         device_type = self.environment["device_type"]
@@ -103,12 +132,18 @@ class BenchReport:
                 speedup_vs_paper=_round(r.speedup_vs_paper),
                 fast_over_eager=_round(r.fast_over_eager(device_type)),
                 fastest_mode=r.fastest.mode if r.fastest else None,
+                against_limit=[dataclasses.asdict(row) for row in limit_rows(r, self.best_limits())],
             )
             results.append(row)
         return {
             "settings": dataclasses.asdict(self.settings),
             "environment": self.environment,
-            "paper": {"seconds_per_update_v100": PAPER_V100_SECONDS, "size": PAPER_SIZE},
+            "limits": [dataclasses.asdict(lim) for lim in self.limits],
+            "paper": {
+                "seconds_per_update_v100": PAPER_V100_SECONDS,
+                "size": PAPER_SIZE,
+                "v100_fp32_tflops_datasheet": V100_FP32_TFLOPS,
+            },
             "results": results,
         }
 
@@ -162,7 +197,7 @@ def render_markdown(report: BenchReport) -> str:
                 f"| {r.model} | {r.params:,} | {r.size} | {m.mode} | {m.runner} | {m.median_ms:.2f} | "
                 f"{m.min_ms:.2f} | {m.max_ms:.2f} | {m.updates} | {_fmt(m.first_update_ms)} | {m.setup_s:.2f} |"
             )
-    fast = FAST_MODE[device_type]
+    fast = default_mode(device_type)
     lines += [
         "",
         "## Summary",
@@ -182,7 +217,81 @@ def render_markdown(report: BenchReport) -> str:
         "",
         f"\\* Median over rounds of eager time / {fast} time, each pair of rounds run back to back.",
     ]
+    lines += render_limits(report)
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class LimitRow:
+    """One mode of one model against the machine's measured limit."""
+
+    mode: str
+    ms: float
+    gflops: float
+    limit_gflops: float | None
+    fraction: float | None
+    over_eager: float | None
+
+
+def limit_rows(result: ModelResult, limits: Limits | None) -> list[LimitRow]:
+    """Achieved GFLOP/s and fraction of the measured convolution rate of every timed mode, and the
+    paper's V100 figure at 256² (against the V100's datasheet fp32 peak)."""
+    flops = result.flops_per_update
+    if not flops:
+        return []
+    rows = []
+    for m in result.modes:
+        if m.median_ms is None:
+            continue
+        gflops = flops / (m.median_ms / 1e3) / 1e9
+        limit = limits.rate_for(m.mode) if limits else None
+        fraction = round(gflops / limit, 3) if limit else None
+        rows.append(
+            LimitRow(
+                m.mode, m.median_ms, round(gflops, 1), limit, fraction, _round(result.over_eager(m.mode))
+            )
+        )
+    if result.paper_ms and result.size == PAPER_SIZE:
+        gflops = flops / (result.paper_ms / 1e3) / 1e9
+        peak = V100_FP32_TFLOPS * 1e3
+        rows.append(
+            LimitRow("paper V100", result.paper_ms, round(gflops, 1), peak, round(gflops / peak, 3), None)
+        )
+    return rows
+
+
+def render_limits(report: BenchReport) -> list[str]:
+    """The "against the machine's limit" section (empty when no limits were measured)."""
+    best = report.best_limits()
+    if best is None:
+        return []
+    measured = "; ".join(
+        f"{when}: fp32 {lim.conv_fp32_gflops:g}, {lim.low_precision} {_fmt(lim.conv_low_gflops)} GFLOP/s"
+        + (f", copy {lim.copy_gbps:g} GB/s" if lim.copy_gbps else "")
+        for when, lim in zip(("start", "end"), report.limits, strict=False)
+    )
+    lines = [
+        "",
+        "## Against the machine's limit",
+        "",
+        f"- Measured in this run, 3×3 64→64 convolution (forward, batch 1) at {best.size}²: {measured}. "
+        "Fractions use the higher of the two measurements of each rate; bf16 modes are compared with "
+        "the bf16 rate, the others with fp32.",
+        "- FLOPs per update: forward + backward of the network (torch.utils.flop_counter), at the size timed. "
+        f"Paper row: the same FLOP count over the paper's time, against the V100's datasheet fp32 peak "
+        f"({V100_FP32_TFLOPS:g} TFLOP/s, not measured).",
+        "",
+        "| model | size | GFLOP/update | mode | ms/update | GFLOP/s | limit GFLOP/s | fraction of limit | vs eager* |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.results:
+        for row in limit_rows(r, best):
+            lines.append(
+                f"| {r.model} | {r.size} | {r.flops_per_update / 1e9:.1f} | {row.mode} | {row.ms:.2f} | "
+                f"{row.gflops:.1f} | {_fmt(row.limit_gflops)} | {_fmt(row.fraction and 100 * row.fraction, ' %')} | "
+                f"{_fmt(row.over_eager, 'x')} |"
+            )
+    return lines
 
 
 def _fmt(value: float | None, suffix: str = "") -> str:

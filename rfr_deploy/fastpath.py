@@ -14,28 +14,29 @@ Design of the CUDA-graph runner
     * The step's clean batch (patches cut, dihedral transform ``k`` applied: the same batch as
       :class:`~rfr_deploy.runners.EagerRunner`) is copied into the graph's static input before each
       replay; one to four small copy kernels, and a single graph covers every ``k`` and patch origin.
-    * Inside the graph: noise from the run's own generator (registered with every graph, so each
-      replay advances its Philox offset exactly as an eager draw would; the same seed draws the same
+    * Inside the graph: noise from the run's own generator (registered with every graph where torch
+      needs it, see :mod:`rfr_deploy.capture_checks`, so each replay advances its Philox offset
+      exactly as an eager draw would; the same seed draws the same
       noise as the eager loop; the runner draws from a private copy of that generator, so that a
       failed capture cannot spoil the caller's), forward under autocast (bf16, or fp16 with a
       :class:`torch.amp.GradScaler` on GPUs without bf16), loss, backward, fused Adam step.
-    * Before capture, :data:`WARMUP_UPDATES` updates per shape run on a side stream (cuDNN
+    * Before any capture, :data:`WARMUP_UPDATES` updates of every shape run on a side stream (cuDNN
       autotuning, lazily created optimizer state, library workspaces), as the CUDA-graph docs
       require. Parameters, buffers, optimizer state, generator and loss scale are snapshot before
       and restored after, so the first replay is exactly the eager loop's first update.
     * The learning-rate schedule of :func:`~rfr_deploy.runners.make_optimizer` runs on host floats as
       in the eager loop; the device learning rate is refilled (one fill kernel) only when it changes.
-    * Any failure restores the snapshot, the parameter layout and the current stream, and
-      :func:`try_graph_runner` returns None with a one-line warning (the eager loop then runs).
+    * Known capture-breakers are looked for before anything is captured (settings, host syncs in a
+      warm-up update, host-drawn noise: :mod:`rfr_deploy.capture_checks`), since torch does not
+      fully clean up after a failed capture. Any failure restores the snapshot, the parameter
+      layout and the current stream, and :func:`try_graph_runner` returns None with a one-line warning (the eager loop then runs).
 
 The host-side pieces (batch shapes, the warm-up snapshot, device learning rates) live in
-:mod:`rfr_deploy.capture` and are tested on the CPU. None of the CUDA code paths can run in CPU-only CI; ``tests/test_fastpath.py`` holds the GPU
-comparison against the eager loop, skipped there.
+:mod:`rfr_deploy.capture` and are tested on the CPU. None of the CUDA code paths can run in CPU-only
+CI; ``tests/test_fastpath.py`` holds the GPU comparison against the eager loop, skipped there, and
+``benchmarks/gpu_check.sh`` runs it on a GPU.
 
-CPU: :class:`ChannelsLastRunner` is the eager update with the network in channels-last layout,
-which oneDNN's convolutions prefer: 1.1-1.4× faster for every zoo network in
-``benchmarks/results/speed_cpu.md``. ``torch.compile`` on top of it is not used: no steady-state
-gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of seconds of compilation.
+CPU: the channels-last and bf16 runners live in :mod:`rfr_deploy.cpu_runners` (re-exported here).
 """
 
 from __future__ import annotations
@@ -50,8 +51,19 @@ from torch import nn
 
 from .adapt import AdaptConfig
 from .capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
+from .capture_checks import (
+    capture_blockers,
+    default_generator_backup_needed,
+    draws_only_from,
+    generator_registration,
+    no_host_syncs,
+    register_generator,
+    rng_moved,
+    rng_position,
+)
+from .cpu_runners import ChannelsLastRunner, cpu_fast_runner, has_convolutions  # noqa: F401 (re-exported)
 from .recorrupt import Recorruption
-from .runners import EagerRunner, loss_function, make_optimizer
+from .runners import loss_function, make_optimizer
 
 Precision = Literal["bf16", "fp16", "fp32"]
 WARMUP_UPDATES = 3
@@ -75,65 +87,8 @@ def try_graph_runner(
     try:
         return FastRunner(model, targets, noise, config, generator, graphs=True, recorruption=recorruption)
     except Exception as exc:  # any failure means: use the eager loop
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        warnings.warn(f"CUDA graphs not used, running the eager loop: {reason}", stacklevel=2)
+        warnings.warn(f"CUDA graphs not used, running the eager loop: {_first_line(exc)}", stacklevel=2)
         return None
-
-
-def cpu_fast_runner(
-    model,
-    targets,
-    noise,
-    config: AdaptConfig,
-    generator: torch.Generator,
-    recorruption: Recorruption | None = None,
-):
-    """The channels-last runner for CPU tensors and convolutional networks, else None."""
-    if targets[0].device.type != "cpu" or not has_convolutions(model):
-        return None
-    return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
-
-
-class ChannelsLastRunner(EagerRunner):
-    """The eager update with the network's weights in channels-last (NHWC) layout.
-
-    oneDNN then runs every convolution, forward and backward, in NHWC without per-layer
-    reorders; the arithmetic is the same up to summation order. :meth:`finish` hands the
-    network back in the default layout.
-    """
-
-    name = "eager+channels-last"
-
-    def __init__(self, model, *args, **kwargs):  # EagerRunner's arguments
-        model.to(memory_format=torch.channels_last)
-        super().__init__(model, *args, **kwargs)
-        self._checked = False
-
-    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
-        if self._checked:
-            return super().step(index, k, offsets)
-        # A network whose code assumes contiguous activations (``view``) fails on the first update,
-        # before the optimizer step: redo that update in the default layout.
-        state = self.generator.get_state()
-        try:
-            loss = super().step(index, k, offsets)
-        except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.warn(f"channels-last layout not used: {reason}", stacklevel=2)
-            self.finish()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.generator.set_state(state)
-            self.name = "eager"
-            loss = super().step(index, k, offsets)
-        self._checked = True
-        return loss
-
-    def finish(self) -> None:
-        self.model.to(memory_format=torch.contiguous_format)
-
-
-def has_convolutions(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def resolve_precision(amp: str, device: torch.device) -> Precision:
@@ -188,8 +143,6 @@ class FastRunner:
         self.device = targets[0].device
         if graphs and (self.device.type != "cuda" or not torch.cuda.is_available()):
             raise CaptureError("CUDA graphs need CUDA tensors")
-        if graphs and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
-            raise CaptureError(f"torch {torch.__version__} cannot replay a custom generator in a CUDA graph")
         self.model, self.targets, self.noise, self.generator = model, targets, noise, generator
         self.batch, self.patch, self.use_graphs = config.batch, config.patch, graphs
         self.recorruption = recorruption
@@ -200,8 +153,10 @@ class FastRunner:
         kind = "cuda-graph" if graphs else ("cuda-eager" if self.device.type == "cuda" else "fused-eager")
         self.name = "+".join([kind, self.precision] + (["channels-last"] if self.channels_last else []))
         shapes = training_shapes(targets, config.batch, config.patch)
-        if graphs and len(shapes) > MAX_GRAPHS:
-            raise CaptureError(f"{len(shapes)} distinct training shapes (at most {MAX_GRAPHS} are captured)")
+        self.registration = generator_registration()
+        blockers = capture_blockers(config, self.precision, len(shapes), MAX_GRAPHS, self.registration)
+        if graphs and blockers:
+            raise CaptureError("; ".join(blockers))
 
         self._benchmark_before = torch.backends.cudnn.benchmark
         self.graphs: dict[tuple[int, ...], _Graph] = {}
@@ -210,12 +165,12 @@ class FastRunner:
         if graphs:
             entry_stream = torch.cuda.current_stream(self.device)
             # A capture that fails half-way leaves the generators it registered unusable outside graphs:
-            # draw from a private copy of the run's generator, and keep the default one's state to restore.
+            # draw from a private copy of the run's generator (and, before torch 2.13, keep the default
+            # generator's state to restore).
             self.generator = torch.Generator(device=self.device)
             self.generator.set_state(generator.get_state())
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            default_rng = torch.cuda.default_generators[index]
-            default_backup = default_rng.clone_state() if hasattr(default_rng, "clone_state") else None
+            if default_generator_backup_needed():
+                default_rng, default_backup = _default_generator_backup(self.device)
         snapshot: UpdateSnapshot | None = None
         try:
             torch.backends.cudnn.benchmark = self.device.type == "cuda" or self._benchmark_before
@@ -307,6 +262,8 @@ class FastRunner:
         return loss.detach()
 
     def _capture(self, shapes, snapshot: UpdateSnapshot) -> None:
+        """Warm up every shape first (no activation set is allocated while the pool holds a graph),
+        check the update for known capture-breakers, then capture one graph per shape."""
         self.lrs = DeviceLearningRates(self.optimizer, self.device)
         for p in self.model.parameters():
             if p.requires_grad:
@@ -315,48 +272,77 @@ class FastRunner:
         stream = torch.cuda.Stream(self.device)
         with self.lrs.installed(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*capturable=True.*")
-            for n, (shape, (index, k, offsets)) in enumerate(shapes.items()):
-                static = torch.empty(shape, device=self.device, memory_format=self.layout)
-                static.copy_(clean_batch(self.targets[index], k, offsets, self.batch, self.patch))
-                noisy = self._noisy_batch(index, k, offsets)
-                static_noisy = None if noisy is None else noisy.clone(memory_format=self.layout)
+            statics = [self._static_batches(index, k, offsets) for index, k, offsets in shapes.values()]
+            for static, static_noisy in statics:
                 self._warm_up(static, static_noisy, stream)
-                snapshot.restore()
-                if n == 0:
-                    self._check_fresh_noise(static, stream)
+            snapshot.restore()
+            self._check_fresh_noise(statics[0][0], stream)
+            for shape, (static, static_noisy) in zip(shapes, statics, strict=True):
                 graph = torch.cuda.CUDAGraph()
-                graph.register_generator_state(self.generator)
+                register_generator(graph, self.generator, self.registration)
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
                     loss = self._update(static, static_noisy)
                 snapshot.restore()
                 self.graphs[shape] = _Graph(graph, static, loss, static_noisy)
 
+    def _static_batches(self, index: int, k: int, offsets) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The static clean input of one shape's graph (and its recorrupted noisy batch, if any)."""
+        x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
+        static = torch.empty(x.shape, device=self.device, memory_format=self.layout)
+        static.copy_(x)
+        noisy = self._noisy_batch(index, k, offsets)
+        return static, (None if noisy is None else noisy.clone(memory_format=self.layout))
+
     def _warm_up(
         self, static: torch.Tensor, static_noisy: torch.Tensor | None, stream: torch.cuda.Stream
     ) -> None:
+        """:data:`WARMUP_UPDATES` updates on the side stream, the last with host synchronisations
+        turned into errors (a capture-breaker found before anything is captured)."""
         current = torch.cuda.current_stream(self.device)
         stream.wait_stream(current)
         with torch.cuda.stream(stream):
-            for _ in range(WARMUP_UPDATES):
+            for _ in range(WARMUP_UPDATES - 1):
                 self._update(static, static_noisy)
+            try:
+                with no_host_syncs(self.device):
+                    self._update(static, static_noisy)
+            except RuntimeError as exc:
+                if "synchroniz" not in str(exc).lower():
+                    raise
+                raise CaptureError(f"the update synchronises with the host: {_first_line(exc)}") from exc
         current.wait_stream(stream)
         torch.cuda.synchronize(self.device)
 
     def _check_fresh_noise(self, static: torch.Tensor, stream: torch.cuda.Stream) -> None:
-        """Two replays of the noise draw must differ: host-side randomness would be frozen into a graph."""
+        """The noise must draw from the run's generator alone: eagerly (it advances the generator and
+        leaves torch's host generator alone), then across the replay of a captured draw (the
+        generator's Philox offset advances). Zero-level noise passes: it still draws."""
         state = self.generator.get_state()
-        graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(self.generator)
-        with torch.cuda.graph(graph, stream=stream):
-            noisy, _sigma = self.noise(static, self.generator)
-        graph.replay()
-        first = noisy.clone()
-        graph.replay()
-        fresh = not torch.equal(first, noisy)
-        del graph, noisy, first
+        problem = draws_only_from(self.generator, lambda: self.noise(static, self.generator))
+        if problem is None:
+            graph = torch.cuda.CUDAGraph()
+            register_generator(graph, self.generator, self.registration)
+            with torch.cuda.graph(graph, stream=stream):
+                self.noise(static, self.generator)
+            before = rng_position(self.generator)
+            graph.replay()
+            if not rng_moved(self.generator, before):
+                problem = "does not advance the generator across a CUDA graph replay"
+            del graph
         self.generator.set_state(state)
-        if not fresh:
+        if problem is not None:
             raise CaptureError(
-                f"{type(self.noise).__name__} drew identical noise at two graph replays "
-                "(it must draw all randomness from the given generator)"
+                f"{type(self.noise).__name__} {problem} (it must draw all randomness from the given generator)"
             )
+
+
+def _default_generator_backup(device: torch.device):
+    """The default CUDA generator of ``device`` and a copy of its state (None where it cannot be cloned)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    rng = torch.cuda.default_generators[index]
+    return rng, (rng.clone_state() if hasattr(rng, "clone_state") else None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,7 +7,9 @@ interface, and :func:`make_runner` picks one.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -85,6 +87,10 @@ class EagerRunner:
         self.loss_fn = loss_function(config.loss)
         self.optimizer, self.scheduler = make_optimizer(model, config)
 
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """Context of the network's forward passes (autocast in :class:`~rfr_deploy.cpu_runners.Bf16Runner`)."""
+        return contextlib.nullcontext()
+
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
         x = self.targets[index]
         if offsets is not None:
@@ -94,10 +100,13 @@ class EagerRunner:
             x = x.expand(self.batch, -1, -1, -1)
         x = dihedral(x, k)
         noisy, sigma = self.noise(x, self.generator)
-        loss = self.loss_fn(self.model(noisy, sigma), x)
+        with self.forward_context():
+            out = self.model(noisy, sigma)
+        loss = self.loss_fn(out.float(), x)
         if self.recorruption is not None:
             y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
-            loss = loss + self.recorruption.loss(self.model, y, self.generator)
+            with self.forward_context():
+                loss = loss + self.recorruption.loss(self.model, y, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -116,7 +125,8 @@ def make_runner(
     """The fast runner where it applies (see :mod:`rfr_deploy.fastpath`), else the eager one.
 
     CUDA: CUDA graphs with mixed precision ('auto' falls back to eager when capture fails, 'on'
-    makes that an error). CPU: the eager update with channels-last weights ('auto').
+    makes that an error). CPU: the eager update with channels-last weights ('auto'), with bf16
+    convolutions where ``amp`` asks for them (:func:`~rfr_deploy.cpu_runners.cpu_precision`).
     """
     device = targets[0].device
     if config.fast == "off":
@@ -132,9 +142,45 @@ def make_runner(
     elif config.fast == "on":
         raise RuntimeError("fast path requested (fast='on') but it needs a CUDA device")
     else:
-        from .fastpath import cpu_fast_runner
+        from .cpu_runners import cpu_fast_runner
 
         runner = cpu_fast_runner(model, targets, noise, config, generator, recorruption)
         if runner is not None:
             return runner
     return EagerRunner(model, targets, noise, config, generator, recorruption)
+
+
+class StepTimer:
+    """Seconds of each update without a host synchronisation per update.
+
+    CUDA: a pair of events on the current stream around each update, read once after the last
+    (:meth:`seconds` synchronises on the last event); the intervals are the device's, which is what
+    the bench's CUDA-event timing measures. CPU: ``perf_counter`` around each update.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._seconds: list[float] = []
+        self._started: torch.cuda.Event | float = 0.0
+
+    def start(self) -> None:
+        self._started = self._mark() if self.cuda else time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self._events.append((self._started, self._mark()))
+        else:
+            self._seconds.append(time.perf_counter() - self._started)
+
+    def seconds(self) -> list[float]:
+        if not self._events:
+            return list(self._seconds)
+        self._events[-1][1].synchronize()
+        return [start.elapsed_time(end) / 1e3 for start, end in self._events]
+
+    def _mark(self) -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event

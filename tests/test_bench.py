@@ -19,8 +19,9 @@ from rfr_deploy.bench import (
     run_bench,
     time_modes,
 )
-from rfr_deploy.bench_report import write_report
+from rfr_deploy.bench_report import default_mode, write_report
 from rfr_deploy.cli import main
+from rfr_deploy.cpu_runners import cpu_native_bf16
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.registry import create_model
 
@@ -32,12 +33,15 @@ def test_cpu_bench_times_eager_and_the_fast_path_and_lists_missing_models():
     dncnn, missing = report.results
     assert missing.status == "missing (not registered)" and not missing.modes
     assert dncnn.status == "ok" and dncnn.size == 16 and dncnn.params == 668_227  # full-size CDnCNN-B
-    assert [m.mode for m in dncnn.modes] == ["eager", "channels-last"]
-    assert [m.runner for m in dncnn.modes] == ["eager", "eager+channels-last"]
+    bf16 = cpu_native_bf16()
+    assert [m.mode for m in dncnn.modes] == ["eager", "channels-last"] + (["bf16"] if bf16 else [])
+    assert [m.runner for m in dncnn.modes][:2] == ["eager", "eager+channels-last"]
+    if bf16:
+        assert dncnn.modes[2].runner == "eager+channels-last+bf16"
     for m in dncnn.modes:
         assert m.error is None and m.updates == 2 and m.repeats == 2
         assert 0 < m.min_ms <= m.median_ms <= m.max_ms
-    eager, fast = dncnn.modes
+    eager, fast = dncnn.modes[:2]
     assert len(eager.rounds_ms) == len(fast.rounds_ms) == 2
     paired = sorted(e / f for e, f in zip(eager.rounds_ms, fast.rounds_ms, strict=True))
     assert dncnn.fast_over_eager("cpu") == pytest.approx(sum(paired) / 2)  # median of two
@@ -152,7 +156,8 @@ def test_cli_bench_json_output_plot_and_job(tmp_path):
     data = json.loads(result.output)
     dncnn, nope = data["results"]
     assert dncnn["size"] == 24 and nope["status"] == "missing (not registered)"
-    assert dncnn["job_s"] is not None and "1 updates (eager+channels-last), output (no" in dncnn["job_note"]
+    default = "eager+channels-last" + ("+bf16" if default_mode("cpu") == "bf16" else "")
+    assert dncnn["job_s"] is not None and f"1 updates ({default}), output (no" in dncnn["job_note"]
     assert out.read_text().startswith("# rfr-deploy speed benchmark (cpu)")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -168,3 +173,80 @@ def test_cpu_sizes_shrink_to_fit_the_budget():
     assert fitted_size(model, 256, settings, share=1e9) == 256
     assert fitted_size(model, 256, settings, share=1e-9) == 32  # never below the probe size
     assert fitted_size(model, 24, settings, share=1e-9) == 24  # small images are not probed
+
+
+class _FlagRunner:
+    """Records cuDNN's autotuning flag at each update; its construction sets the flag like FastRunner."""
+
+    def __init__(self, wants: bool | None):
+        if wants is not None:  # None: leaves it alone, like EagerRunner
+            torch.backends.cudnn.benchmark = wants
+        self.name, self.seen = f"flag-{wants}", []
+
+    def step(self, index, k, offsets):
+        self.seen.append(torch.backends.cudnn.benchmark)
+        return torch.zeros(())
+
+
+def test_cudnn_autotuning_is_set_per_mode(monkeypatch):
+    runners = {}
+
+    def fake(mode, *args, **kwargs):
+        runners[mode] = _FlagRunner(None if mode == "eager" else True)
+        return runners[mode]
+
+    monkeypatch.setattr("rfr_deploy.bench.make_mode_runner", fake)
+    before = torch.backends.cudnn.benchmark
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    settings = BenchSettings(size=16, steps=2, repeats=3, warmup=1)
+    time_modes(["amp+graphs", "eager", "amp"], model, torch.rand(1, 3, 16, 16), settings, budget=60)
+    assert (
+        runners["eager"].seen == [before] * 7
+    )  # the later "amp" runner's flag never leaks into eager's rounds
+    assert runners["amp+graphs"].seen == runners["amp"].seen == [True] * 7
+    assert torch.backends.cudnn.benchmark == before
+
+
+def test_flops_per_update_count_the_forward_and_backward_convolutions():
+    from rfr_deploy.bench_limits import conv_flops, update_flops
+
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    forward = sum(2 * m.in_channels * m.out_channels * 9 * 16 * 16 for m in convs)
+    flops = update_flops(model, 3, 16)
+    # backward: weight gradients of every layer, input gradients of all but the first
+    first = 2 * convs[0].in_channels * convs[0].out_channels * 9 * 16 * 16
+    assert flops == pytest.approx(3 * forward - first, rel=0.05)
+    assert conv_flops(16) == 2 * 64 * 64 * 9 * 256
+
+
+def test_measured_limits_are_positive_rates():
+    from rfr_deploy.bench_limits import measure_limits
+
+    limits = measure_limits(torch.device("cpu"), 16, "bf16", repeats=1)
+    assert limits.conv_fp32_gflops > 0 and limits.conv_low_gflops > 0 and limits.copy_gbps is None
+    assert limits.rate_for("bf16") == limits.conv_low_gflops
+    assert limits.rate_for("channels-last") == limits.rate_for("eager") == limits.conv_fp32_gflops
+
+
+def test_modes_are_shown_against_the_measured_limit(tmp_path):
+    from rfr_deploy.bench_limits import Limits
+
+    r = _result()  # eager 10 ms, channels-last 4 ms, at 256²
+    r.flops_per_update = 2e9
+    slow = Limits(conv_fp32_gflops=400.0, conv_low_gflops=800.0, size=256)
+    fast = Limits(conv_fp32_gflops=1000.0, conv_low_gflops=600.0, size=256)
+    report = BenchReport(
+        BenchSettings(job=False), describe_environment(torch.device("cpu")), [r], [slow, fast]
+    )
+    best = report.best_limits()
+    assert (best.conv_fp32_gflops, best.conv_low_gflops) == (1000.0, 800.0)
+    text = report.to_markdown()
+    assert "## Against the machine's limit" in text
+    assert "| dncnn | 256 | 2.0 | eager | 10.00 | 200.0 | 1000.00 | 20.00 % | 1.00x |" in text
+    assert "| dncnn | 256 | 2.0 | channels-last | 4.00 | 500.0 | 1000.00 | 50.00 % | 2.50x |" in text
+    assert "| dncnn | 256 | 2.0 | paper V100 | 35.00 | 57.1 | 15700.00 |" in text
+    data = json.loads(write_report(report, tmp_path / "r.json").read_text())
+    rows = data["results"][0]["against_limit"]
+    assert [row["mode"] for row in rows] == ["eager", "channels-last", "paper V100"]
+    assert rows[1]["fraction"] == pytest.approx(0.5) and len(data["limits"]) == 2

@@ -77,7 +77,7 @@ def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
     model = tiny_dncnn(3)
     start = _params(model)
     eager = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="off", **kwargs))
-    fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", **kwargs))
+    fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", amp="off", **kwargs))
     assert eager.runner == "eager" and fast.runner == "eager+channels-last"
     assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
     assert _relative_gap(_params(fast.model), _params(eager.model), start) < 1e-2
@@ -87,7 +87,7 @@ def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
 
 def test_cpu_fast_path_serves_noise_map_networks(noisy):
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
-    config = AdaptConfig(steps=3, lr=1e-3)
+    config = AdaptConfig(steps=3, lr=1e-3, amp="off")  # fp32 (amp='auto' may mean bf16 on this CPU)
     eager = adapt(model, noisy, GaussianNoise(25), dataclasses.replace(config, fast="off"), sigma=25 / 255)
     fast = adapt(model, noisy, GaussianNoise(25), config, sigma=25 / 255)
     assert fast.runner == "eager+channels-last"
@@ -360,9 +360,69 @@ class _HostRandomNoise(torch.nn.Module):
 def test_cuda_noise_frozen_by_capture_is_detected_and_falls_back(tiny_dncnn, noisy):
     model = tiny_dncnn(3).cuda()
     before = _params(model)
-    with pytest.warns(UserWarning, match="identical noise"):
+    with pytest.warns(UserWarning, match="draws on the host"):
         runner = try_graph_runner(
             model, [noisy.cuda()], _HostRandomNoise(), AdaptConfig(), torch.Generator("cuda")
         )
     assert runner is None
     assert _max_diff(_params(model), before) == 0.0
+
+
+@needs_cuda
+def test_cuda_zero_level_noise_still_gets_graphs(tiny_dncnn, noisy):
+    """σ = 0 draws (zero times fresh noise): the generator's offset advances, graphs are used."""
+    model = tiny_dncnn(3).cuda()
+    runner = try_graph_runner(
+        model, [noisy.cuda()], GaussianNoise(0.0), AdaptConfig(), torch.Generator("cuda")
+    )
+    assert runner is not None and runner.name.startswith("cuda-graph")
+    runner.finish()
+
+
+@needs_cuda
+def test_cuda_radam_with_fp16_is_refused_before_any_capture(tiny_dncnn, noisy):
+    model = tiny_dncnn(3).cuda()
+    before = _params(model)
+    config = AdaptConfig(optimizer="radam", amp="fp16")
+    with pytest.raises(CaptureError, match="RAdam has no fused kernel"):
+        FastRunner(model, [noisy.cuda()], GaussianNoise(25), config, torch.Generator("cuda"))
+    assert _max_diff(_params(model), before) == 0.0
+    # bf16 / fp32 RAdam is capturable (no gradient scaler)
+    runner = FastRunner(
+        model,
+        [noisy.cuda()],
+        GaussianNoise(25),
+        AdaptConfig(optimizer="radam", amp="off"),
+        torch.Generator("cuda"),
+    )
+    assert runner.name.startswith("cuda-graph")
+    runner.finish()
+
+
+class _SyncingNet(torch.nn.Module):
+    """Reads a value on the host in its forward pass: a capture-breaker."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x, sigma=None):
+        scale = float(x.abs().max())
+        return x - self.conv(x) / max(scale, 1.0)
+
+
+@needs_cuda
+def test_cuda_a_host_sync_in_the_update_is_found_before_capture(noisy):
+    with pytest.warns(UserWarning, match="synchronises with the host"):
+        runner = try_graph_runner(
+            _SyncingNet().cuda(), [noisy.cuda()], GaussianNoise(25), AdaptConfig(), torch.Generator("cuda")
+        )
+    assert runner is None
+    assert torch.cuda.get_sync_debug_mode() == 0
+
+
+@needs_cuda
+def test_cuda_adapt_times_every_update_with_events(tiny_dncnn, noisy):
+    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25), AdaptConfig(steps=5, lr=1e-3))
+    assert len(result.step_seconds) == 5 and all(s > 0 for s in result.step_seconds)
+    assert sum(result.step_seconds) < result.total_seconds

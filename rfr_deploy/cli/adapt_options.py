@@ -135,6 +135,8 @@ _OPTIONS: list[Callable[[Callable], Callable]] = [
         type=click.Choice(["auto", "bf16", "fp16", "off"]),
         default=default_of(A, "amp"),
         show_default=True,
+        help="Mixed precision of the update. GPU: bf16 where supported, else fp16 with a gradient scaler. "
+        "CPU: bf16 convolutions with fp32 weights and Adam ('bf16': CPUs with AVX512-BF16 or AMX only).",
     ),
 ]
 

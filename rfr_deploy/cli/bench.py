@@ -65,6 +65,13 @@ B = BenchSettings
 @click.option(
     "--compile", "compile_", is_flag=True, help="Also time torch.compile on CPU (compiling takes long)."
 )
+@click.option(
+    "--limits/--no-limits",
+    default=default_of(B, "limits"),
+    show_default=True,
+    help="Measure the device's conv rates (and CUDA copy bandwidth) and count FLOPs per update.",
+)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: torch's).")
 @click.option("--seed", type=int, default=default_of(B, "seed"), show_default=True)
 @click.option(
     "--plot", type=click.Path(dir_okay=False), default=None, help="Bar chart PNG (needs matplotlib)."
@@ -90,6 +97,8 @@ def command(
     job_export,
     fit_budget,
     compile_,
+    limits,
+    threads,
     seed,
     plot,
     output,
@@ -99,7 +108,8 @@ def command(
     """Time one fine-tuning update per model: eager vs. the fast paths, next to the paper's V100 figures.
 
     GPU: eager fp32, CUDA graphs fp32, mixed precision, mixed precision + CUDA graphs.
-    CPU: eager vs. channels-last. Random weights of each model's full-size configuration.
+    CPU: eager, channels-last, and bf16 convolutions where the CPU has native bf16. Each mode is
+    also shown as GFLOP/s and as a fraction of the conv rate measured in the same run. Random weights of each model's full-size configuration.
     """
     settings = BenchSettings(
         models=tuple(m.strip().lower() for m in models.split(",") if m.strip()),
@@ -115,6 +125,8 @@ def command(
         job_export=job_export,
         fit_budget=fit_budget,
         compile=compile_,
+        limits=limits,
+        threads=threads,
         seed=seed,
     )
     report = run_bench(settings, reporter_for(quiet, as_json))

@@ -1,0 +1,97 @@
+"""CPU runners: bf16 convolutions with fp32 master weights, the precision choice, per-update timing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rfr_deploy import cpu_runners
+from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.cpu_runners import Bf16Runner, ChannelsLastRunner, cpu_precision
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.noise import GaussianNoise
+from rfr_deploy.runners import EagerRunner, StepTimer, make_runner
+
+
+@pytest.fixture
+def noisy():
+    return torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))
+
+
+def _train(cls, model, target, steps=4):
+    model = copy.deepcopy(model).train()
+    config = AdaptConfig(steps=steps, lr=1e-3, warmup=0)
+    runner = cls(model, [target], GaussianNoise(25), config, torch.Generator().manual_seed(1))
+    losses = [float(runner.step(0, k, None)) for k in range(steps)]
+    getattr(runner, "finish", lambda: None)()
+    return losses, model, runner
+
+
+def test_bf16_runner_runs_convolutions_in_bf16_and_keeps_fp32_state(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    seen = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    losses, trained, runner = _train(Bf16Runner, model, noisy)
+    assert runner.name == "eager+channels-last+bf16"
+    assert seen and set(seen) == {torch.bfloat16}
+    for p in trained.parameters():
+        assert p.dtype == torch.float32 and p.is_contiguous()
+    for state in runner.optimizer.state.values():
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    fp32_losses, fp32_model, _ = _train(EagerRunner, model, noisy)
+    assert losses == pytest.approx(fp32_losses, rel=5e-2)  # bf16 rounding, same noise and steps
+    start = dict(model.state_dict())
+    moved = max(float((a - start[k]).abs().max()) for k, a in fp32_model.state_dict().items())
+    gap = max(float((a - fp32_model.state_dict()[k]).abs().max()) for k, a in trained.state_dict().items())
+    assert moved > 0 and gap < moved  # the bf16 updates go where the fp32 ones go, roughly
+
+
+def test_fp32_runners_are_untouched_by_the_autocast_hook(tiny_dncnn, noisy):
+    a, _, _ = _train(EagerRunner, tiny_dncnn(3), noisy)
+    b, _, _ = _train(ChannelsLastRunner, tiny_dncnn(3), noisy)
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: False)
+    assert cpu_precision("auto") == cpu_precision("off") == cpu_precision("fp16") == "fp32"
+    with pytest.raises(ConfigError, match="no native bfloat16"):
+        cpu_precision("bf16")
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+    assert cpu_precision("bf16") == "bf16" and cpu_precision("off") == "fp32"
+    for auto in (False, True):
+        monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO", auto)
+        assert cpu_precision("auto") == ("bf16" if auto else "fp32")
+
+
+def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+    config = AdaptConfig(steps=2, amp="bf16")
+    runner = make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25), config, torch.Generator())
+    assert type(runner) is Bf16Runner
+    runner = make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25), AdaptConfig(amp="off"), torch.Generator())
+    assert type(runner) is ChannelsLastRunner
+    off = AdaptConfig(amp="bf16", fast="off")  # fast='off' is the plain eager loop whatever amp says
+    assert type(make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25), off, torch.Generator())) is EagerRunner
+
+
+def test_adapt_with_bf16_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)  # emulated where not native
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=3, lr=1e-3, amp="bf16"))
+    assert result.runner == "eager+channels-last+bf16"
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in result.model.parameters())
+    assert len(result.step_seconds) == 3
+
+
+def test_step_timer_on_the_cpu_times_each_update():
+    timer = StepTimer(torch.device("cpu"))
+    for n in (1, 2, 3):
+        timer.start()
+        torch.ones(200 * n, 200).sum()
+        timer.stop()
+    seconds = timer.seconds()
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
