@@ -120,7 +120,9 @@ def _state_for(task: GroupTask) -> _WorkerState:
         engines = None
         if task.engine_sizes is not None:
             engines = plan_engines(task.settings, [tuple(s) for s in task.engine_sizes])
-        state = _WorkerState(task.run_id, ModelCache(task.settings.model, task.settings.weights, device), engines)
+        state = _WorkerState(
+            task.run_id, ModelCache(task.settings.model, task.settings.weights, device), engines
+        )
         _STATE["current"] = state
     return state
 
