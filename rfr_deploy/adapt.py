@@ -35,7 +35,7 @@ from .memory import available_bytes, bytes_per_pixel
 from .noise import is_gaussian
 from .recorrupt import make_recorruption
 from .runners import LossKind, StepRunner, StepTimer, make_runner
-from .sure import SureScorer, gaussian_level, gray_with_estimated_level
+from .sure import gaussian_level, gray_with_estimated_level
 from .transforms import DIHEDRAL
 from .tuning import TUNE_CHOICES, Tune, finish_tuning, prepare_tuning
 
@@ -268,10 +268,15 @@ def adapt(
     blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
     keeper = None
     if level is not None and config.checkpoint_every:
-        keeper = CheckpointKeeper(model, SureScorer(images, level, sigma, config.seed))
+        keeper = CheckpointKeeper(model, blend.scorer)
     model.train()
     runner = make_runner(
-        model, targets, noise, config_used, generator=_generator(config, device), recorruption=recorruption
+        model,
+        targets,
+        noise,
+        config_used,
+        torch.Generator(device=device).manual_seed(config.seed),
+        recorruption,
     )
     loop = _Loop(model, targets, images, sigma, config, blend, keeper)
     losses, step_seconds = loop.run(runner, patch, callback)
@@ -280,8 +285,10 @@ def adapt(
         finish()
     model = loop.current
     if keeper is not None:
-        keeper.restore(model, blend.origin)
-    model = blend.result(model, config.steps) if config.steps else model
+        keeper.restore(model, blend.origin)  # the weights of update best_step (0: the pre-trained ones)
+        model = blend.result(model, keeper.best_step, known=keeper.known_terms())
+    elif config.steps:
+        model = blend.result(model, config.steps)
     finish_tuning(model, frozen)
     model.eval()
     return AdaptResult(
@@ -310,10 +317,6 @@ def _training_targets(model, images, sigma, ensemble: bool, targets) -> list[tor
     return [
         t.detach().to(device=y.device, dtype=y.dtype).clone() for t, y in zip(targets, images, strict=True)
     ]
-
-
-def _generator(config: AdaptConfig, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(config.seed)
 
 
 class _Loop:

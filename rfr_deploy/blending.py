@@ -4,12 +4,12 @@ towards the pre-trained weights by a fixed weight or the one Stein's unbiased ri
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .sure import select_interpolation
+from .sure import SureScorer, SureTerms, choose_interpolation
 
 
 class WeightAverage:
@@ -44,28 +44,29 @@ class WeightBlend:
         seed: int,
     ):
         self.origin = [p.detach().clone() for p in model.parameters()]
-        self.images, self.sigma, self.level = images, sigma, level
-        self.interpolation, self.seed = interpolation, seed
-        self.chosen = interpolation
+        self.interpolation = self.chosen = interpolation
+        self.scorer = SureScorer(images, level, sigma, seed) if level is not None else None
+        """The SURE probes and level of the selection (None: fixed ``interpolation``); checkpoints
+        scored with it can hand their terms to :meth:`result`."""
         self.estimates: dict[float, float] = {}
         self._selected_at: int | None = None
 
-    def result(self, current: nn.Module, step: int) -> nn.Module:
+    def result(
+        self, current: nn.Module, step: int, known: Mapping[float, SureTerms] | None = None
+    ) -> nn.Module:
         """The network to return for the weights ``current`` hold after ``step`` updates (a copy unless α is 1).
 
-        The SURE selection (1 + :func:`~rfr_deploy.sure.probe_count` forward passes per candidate) runs once per step: a callback that reads
-        the network after the last update and the final result share it.
+        The SURE selection (1 + :func:`~rfr_deploy.sure.probe_count` forward passes per candidate) runs
+        once per step: a callback that reads the network after some update and the final result, when
+        it keeps that update's weights, share it. ``known``: terms :attr:`scorer` already has for some
+        α of these weights (α = 0 and the kept checkpoint), not scored again.
         """
-        if self.level is None:
+        if self.scorer is None:
             self.chosen = self.interpolation
             return current if self.chosen == 1.0 else interpolated(current, self.origin, self.chosen)
         if step != self._selected_at:
-            choice = select_interpolation(
-                lambda alpha: interpolated(current, self.origin, alpha),
-                self.images,
-                self.level,
-                self.sigma,
-                self.seed,
+            choice = choose_interpolation(
+                lambda alpha: interpolated(current, self.origin, alpha), self.scorer, known=known
             )
             self.chosen, self.estimates, self._selected_at = choice.interpolation, choice.estimates, step
         return interpolated(current, self.origin, self.chosen)

@@ -1,7 +1,7 @@
 """The plan of a run's updates, and the state a CUDA-graph capture of the update needs outside the graph.
 
 Which image and which patches each update uses, the batch shapes a run produces (one graph each),
-the clean batch cut exactly as the eager loop cuts it, a snapshot that undoes the warm-up updates
+the clean batch every runner cuts, a snapshot that undoes the warm-up updates
 made before capture, and the optimizer's learning rates held as device tensors that follow the
 host-side schedule. None of it needs a GPU,
 so all of it is tested on the CPU.
@@ -21,7 +21,7 @@ from .transforms import dihedral
 def clean_batch(
     target: torch.Tensor, k: int, offsets: list[tuple[int, int]] | None, batch: int, patch: int | None
 ) -> torch.Tensor:
-    """The clean training batch of one update, cut exactly as :class:`~rfr_deploy.runners.EagerRunner` does."""
+    """The clean training batch of one update (patches or ``batch`` copies, then the dihedral transform ``k``)."""
     if offsets is not None:
         x = torch.cat([target[..., oy : oy + patch, ox : ox + patch] for oy, ox in offsets])
     else:

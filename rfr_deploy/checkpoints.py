@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .sure import SureScorer
+from .sure import SureScorer, SureTerms
 
 
 class CheckpointKeeper:
@@ -25,6 +25,7 @@ class CheckpointKeeper:
         self.best_gain = 0.0
         self.best_step = 0
         self.best: list[torch.Tensor] | None = None
+        self.best_terms = self.reference
         self.scores: dict[int, float] = {0: scorer.decibels(self.reference)}
         """SURE estimate (dB) of every checkpoint, by update; 0 is the pre-trained network."""
 
@@ -35,7 +36,7 @@ class CheckpointKeeper:
         self.scores[step] = self.scorer.decibels(terms)
         gain = self.scorer.worst_gain(self.reference, terms)
         if gain > self.best_gain:
-            self.best_gain, self.best_step = gain, step
+            self.best_gain, self.best_step, self.best_terms = gain, step, terms
             self.best = [p.detach().clone() for p in model.parameters()]
 
     @torch.no_grad()
@@ -44,3 +45,8 @@ class CheckpointKeeper:
         weights = self.best if self.best is not None else origin
         for p, w in zip(model.parameters(), weights, strict=True):
             p.copy_(w)
+
+    def known_terms(self) -> dict[float, SureTerms]:
+        """The SURE terms of the interpolation's ends after :meth:`restore`: α = 0 (pre-trained) and
+        α = 1 (the kept weights), so the selection does not score them again."""
+        return {0.0: self.reference, 1.0: self.best_terms}

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import torch
 from torch import nn
 
+from .capture import clean_batch
 from .recorrupt import Recorruption
-from .transforms import dihedral
 from .tuning import parameter_groups
 
 if TYPE_CHECKING:
@@ -92,13 +92,7 @@ class EagerRunner:
         return contextlib.nullcontext()
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
-        x = self.targets[index]
-        if offsets is not None:
-            c = self.patch
-            x = torch.cat([x[..., oy : oy + c, ox : ox + c] for oy, ox in offsets])
-        else:
-            x = x.expand(self.batch, -1, -1, -1)
-        x = dihedral(x, k)
+        x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
         noisy, sigma = self.noise(x, self.generator)
         with self.forward_context():
             out = self.model(noisy, sigma)

@@ -18,7 +18,7 @@ of a known or estimated level; camera noise (signal dependent) keeps the fixed i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -259,7 +259,19 @@ def select_interpolation(
     improvement over the first candidate (the pre-trained network) across the σ range.
     """
     scorer = SureScorer(images, noise_sigma, model_sigma, seed, probes, clipping)
-    terms = {alpha: scorer.terms(build(alpha)) for alpha in candidates}
+    return choose_interpolation(build, scorer, candidates)
+
+
+def choose_interpolation(
+    build: Callable[[float], nn.Module],
+    scorer: SureScorer,
+    candidates: Sequence[float] = CANDIDATES,
+    known: Mapping[float, SureTerms] | None = None,
+) -> Selection:
+    """:func:`select_interpolation` with a given ``scorer``; ``known`` holds terms this scorer already
+    computed for some candidates (their networks are not built or scored again)."""
+    known = known or {}
+    terms = {a: known[a] if a in known else scorer.terms(build(a)) for a in candidates}
     reference = terms[candidates[0]]
     worst_gain = {a: scorer.worst_gain(reference, terms[a]) for a in candidates}
     estimates = {a: scorer.decibels(terms[a]) for a in candidates}

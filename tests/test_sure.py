@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.checkpoints import CheckpointKeeper
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
-from rfr_deploy.sure import draw_probes, gaussian_level, select_interpolation, sure_mse
+from rfr_deploy.sure import SureScorer, draw_probes, gaussian_level, select_interpolation, sure_mse
 
 
 class Blur(nn.Module):
@@ -132,8 +133,8 @@ def test_a_callback_at_the_last_step_and_the_result_share_one_selection(tiny_dnc
     import rfr_deploy.blending as blending
 
     calls = []
-    real = blending.select_interpolation
-    monkeypatch.setattr(blending, "select_interpolation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = blending.choose_interpolation
+    monkeypatch.setattr(blending, "choose_interpolation", lambda *a, **k: calls.append(1) or real(*a, **k))
     _, noisy, _ = pair
     seen = []
     result = adapt(
@@ -207,3 +208,26 @@ def test_sure_on_clipped_8bit_input_accounts_for_the_saturated_values():
     # measured: 30.30 dB with the clipping terms, 40.0 dB without, 29.54 dB true
     assert abs(estimate_db(True) - true_db) < 1.0
     assert estimate_db(False) - true_db > 5.0  # plain SURE subtracts σ² for values that carry no noise
+
+
+def test_checkpoint_keeper_keeps_the_best_scoring_weights(smooth_image):
+    clean = to_tensor(smooth_image)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    scorer = SureScorer([noisy], 0.1, None, seed=0)
+    model = Blur(0.0)  # the identity: the worst denoiser of the three
+    origin = [p.detach().clone() for p in model.parameters()]
+    keeper = CheckpointKeeper(model, scorer)
+    for step, weight in ((10, 0.9), (20, 0.3)):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        keeper.offer(model, step)
+    assert keeper.best_step == 10 and set(keeper.scores) == {0, 10, 20}
+    assert keeper.scores[10] > keeper.scores[20] > keeper.scores[0]
+    keeper.restore(model, origin)
+    assert float(model.weight) == pytest.approx(0.9)
+
+    worse = CheckpointKeeper(Blur(0.9), scorer)  # nothing offered beats the reference: keep it
+    blurred = Blur(0.0)
+    worse.offer(blurred, 5)
+    worse.restore(blurred, [torch.tensor(0.9)])
+    assert worse.best_step == 0 and float(blurred.weight) == pytest.approx(0.9)

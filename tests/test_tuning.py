@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from rfr_deploy.adapt import (
     CHECKPOINTS,
@@ -16,7 +15,7 @@ from rfr_deploy.adapt import (
     adapt,
     resolve_defaults,
 )
-from rfr_deploy.checkpoints import CheckpointKeeper
+from rfr_deploy.inference import to_tensor
 from rfr_deploy.noise import GaussianNoise
 from rfr_deploy.registry import create_model, get_entry, list_models
 from rfr_deploy.sure import SureScorer
@@ -113,43 +112,8 @@ def test_all_plus_affine_moves_weights_beyond_a_channel_scaling(tiny_dncnn):
     assert not torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-3)
 
 
-class _Blur(nn.Module):
-    """A linear denoiser: identity blended with a 3×3 box filter by ``amount`` (a parameter)."""
-
-    def __init__(self, amount: float):
-        super().__init__()
-        self.amount = nn.Parameter(torch.tensor(amount))
-
-    def forward(self, x, sigma=None):
-        box = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        return torch.lerp(x, box, self.amount)
-
-
-def test_checkpoint_keeper_keeps_the_best_scoring_weights(smooth_image):
-    clean = torch.from_numpy(smooth_image).permute(2, 0, 1)[None]
-    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    scorer = SureScorer([noisy], 0.1, None, seed=0)
-    model = _Blur(0.0)  # the identity: the worst denoiser of the three
-    origin = [p.detach().clone() for p in model.parameters()]
-    keeper = CheckpointKeeper(model, scorer)
-    for step, amount in ((10, 0.9), (20, 0.3)):
-        with torch.no_grad():
-            model.amount.fill_(amount)
-        keeper.offer(model, step)
-    assert keeper.best_step == 10 and set(keeper.scores) == {0, 10, 20}
-    assert keeper.scores[10] > keeper.scores[20] > keeper.scores[0]
-    keeper.restore(model, origin)
-    assert float(model.amount) == pytest.approx(0.9)
-
-    worse = CheckpointKeeper(_Blur(0.9), scorer)  # nothing offered beats the reference: keep it
-    blurred = _Blur(0.0)
-    worse.offer(blurred, 5)
-    worse.restore(blurred, [torch.tensor(0.9)])
-    assert worse.best_step == 0 and float(blurred.amount) == pytest.approx(0.9)
-
-
 def test_adapt_scores_checkpoints_and_reports_the_one_kept(tiny_dncnn, smooth_image):
-    clean = torch.from_numpy(smooth_image).permute(2, 0, 1)[None]
+    clean = to_tensor(smooth_image)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     config = AdaptConfig(steps=6, checkpoint_every=2, lr=1e-3, warmup=0)
     result = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), config)
@@ -245,3 +209,20 @@ def test_affine_tuning_exports_the_same_files_names_and_graph_as_plain_tuning(
         assert [i.name for i in exported.initializer] == [i.name for i in graph.initializer]
         assert [n.op_type for n in exported.node] == [n.op_type for n in graph.node]
         assert f'"tune": "{tune}"' in (out / "noisy.json").read_text()
+
+
+def test_the_final_selection_does_not_score_the_pretrained_network_or_the_kept_checkpoint_again(
+    tiny_dncnn, smooth_image, monkeypatch
+):
+    from rfr_deploy.sure import CANDIDATES
+
+    scored = []
+    real = SureScorer.terms
+    monkeypatch.setattr(SureScorer, "terms", lambda self, net: scored.append(1) or real(self, net))
+    clean = to_tensor(smooth_image)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    adapt(
+        tiny_dncnn(), noisy, GaussianNoise(25.5), AdaptConfig(steps=4, checkpoint_every=2, lr=1e-3, warmup=0)
+    )
+    # the pre-trained reference, checkpoints 2 and 4, then only the candidates strictly between the ends
+    assert len(scored) == 1 + 2 + len([a for a in CANDIDATES if a not in (0.0, 1.0)])
