@@ -4,7 +4,7 @@ Each central crop gets the same noise, plan and seed twice: ``amp='off'`` (chann
 CPU default) and ``amp='bf16'`` (bf16 convolutions, fp32 master weights and Adam). Reported per
 image: PSNR of the pre-trained network, the gain of each run (the network adapt returns: SURE-chosen
 interpolation and checkpoint, the CLI defaults), and the mean time per update. The criterion of
-``--fast auto`` choosing bf16 (rfr_deploy.cpu_runners.CPU_BF16_AUTO): faster, and the mean gain
+``--fast auto`` choosing bf16 (rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO): faster, and the mean gain
 within 0.01 dB of fp32's.
 
     python benchmarks/bf16_quality.py --threads 1        # Set12 (DnCNN-B) + CBSD68 (CDnCNN-B), 3 each
@@ -20,15 +20,15 @@ import sys
 import torch
 from common import environment, parse_overrides, write_results
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.cpu_runners import cpu_native_bf16
+from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.evaluation import add_gaussian_noise, center_crop
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.shared import shared_path
 
 SETS = {"Set12": "dncnn/dncnn_gray_blind.pth", "CBSD68": "dncnn/dncnn_color_blind.pth"}

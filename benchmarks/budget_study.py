@@ -31,13 +31,13 @@ from common import (
     write_results,
 )
 
-from rfr_deploy.adapt import AdaptConfig, StepInfo, adapt
-from rfr_deploy.evaluation import add_gaussian_noise
+from rfr_deploy.adaptation.loop import AdaptConfig, StepInfo, adapt
+from rfr_deploy.adaptation.sure import SureScorer
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise import GaussianNoise, QuantizedNoise
-from rfr_deploy.sure import SureScorer
+from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise
 
 
 def parse_setting(text: str) -> tuple[str, dict]:

@@ -78,8 +78,8 @@ def crops_with_networks(args):
     """(index, name, pixels of the central crop, pre-trained network in eval mode) for each image of
     ``args.dataset`` (see :func:`add_crop_arguments`); a fresh network per image."""
     from rfr_deploy.datasets import load_folder
-    from rfr_deploy.evaluation import center_crop
-    from rfr_deploy.registry import create_model
+    from rfr_deploy.jobs.evaluate import center_crop
+    from rfr_deploy.models.registry import create_model
     from rfr_deploy.shared import shared_path
 
     weights = str(shared_path("weights", args.weights))

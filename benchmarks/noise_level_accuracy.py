@@ -3,7 +3,7 @@
 For every test set and σ, adds Gaussian noise to the first images (central crops), optionally
 clipped and rounded to 8 bits like a real image file, and compares two estimators of σ: the
 patch-covariance eigenvalue rule on all patches (Chen et al. 2015, ``iterations=0``) and the
-same rule on weak-texture patches (``rfr_deploy.noise_level.estimate_sigma``, the default).
+same rule on weak-texture patches (``rfr_deploy.noise.level.estimate_sigma``, the default).
 
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12 --file-like
@@ -19,9 +19,9 @@ import torch
 from common import environment, write_results
 
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.evaluation import add_gaussian_noise, center_crop
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.noise_level import estimate_sigma
+from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
+from rfr_deploy.noise.level import estimate_sigma
 from rfr_deploy.shared import shared_path
 
 ESTIMATORS = {"all patches": {"iterations": 0}, "weak-texture patches (default)": {}}

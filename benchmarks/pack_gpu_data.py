@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.evaluation import center_crop
+from rfr_deploy.jobs.evaluate import center_crop
 from rfr_deploy.shared import shared_path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from common import environment, write_results
 
-from rfr_deploy.adapt import AdaptConfig
+from rfr_deploy.adaptation.loop import AdaptConfig
 from rfr_deploy.errors import ModelError
-from rfr_deploy.evaluation import EvalSettings, evaluate
+from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
+from rfr_deploy.models.weights import packaged_weights_path
 from rfr_deploy.progress import Reporter
 from rfr_deploy.shared import shared_path
-from rfr_deploy.weights import packaged_weights_path
 
 COLOR_SETS = ("CBSD68", "Kodak24", "McMaster")
 GRAY_SETS = ("Set12", "BSD68")

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from rfr_deploy import __version__
-from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
 from rfr_deploy.devices import describe_device
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import quantize, read_image
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr, ssim
-from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.shared import shared_available, shared_path
 
 RESULTS = Path(__file__).resolve().parent / "results"

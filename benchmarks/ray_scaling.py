@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, write_results
 
-from rfr_deploy.adapt import AdaptConfig
-from rfr_deploy.distributed import RayOptions, adapt_and_export_ray
+from rfr_deploy.adaptation.loop import AdaptConfig
 from rfr_deploy.images import write_image
-from rfr_deploy.pipeline import JobSettings, adapt_and_export
+from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+from rfr_deploy.jobs.distributed import RayOptions, adapt_and_export_ray
 from rfr_deploy.progress import QUIET
 
 

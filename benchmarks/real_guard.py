@@ -21,19 +21,19 @@ import statistics
 import torch
 from common import environment, write_results
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.blending import interpolated
-from rfr_deploy.camera import ENV_VAR
+from rfr_deploy.adaptation.blending import interpolated
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.sure import CANDIDATES, select_interpolation
 from rfr_deploy.datasets import load_pairs
-from rfr_deploy.evaluation import center_crop
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.evaluate import center_crop
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise import build_noise
-from rfr_deploy.noise_level import estimate_noise_level
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.camera import ENV_VAR
+from rfr_deploy.noise.gaussian import build_noise
+from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.shared import shared_path
-from rfr_deploy.sure import CANDIDATES, select_interpolation
 
 FIXED = 0.5
 

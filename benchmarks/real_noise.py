@@ -22,10 +22,10 @@ from pathlib import Path
 
 from common import environment, parse_overrides, write_results
 
-from rfr_deploy.adapt import AdaptConfig
-from rfr_deploy.camera import ENV_VAR, CameraResponses
-from rfr_deploy.evaluation import EvalSettings, evaluate
+from rfr_deploy.adaptation.loop import AdaptConfig
 from rfr_deploy.files import sha256_file
+from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
+from rfr_deploy.noise.camera import ENV_VAR, CameraResponses
 from rfr_deploy.progress import Reporter
 from rfr_deploy.shared import shared_available, shared_path, shared_root
 

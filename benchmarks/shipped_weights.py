@@ -18,10 +18,10 @@ import time
 from common import environment, write_results
 from paper_protocol import COLOR_WEIGHTS, GRAY_WEIGHTS, Network
 
-from rfr_deploy.adapt import AdaptConfig
-from rfr_deploy.evaluation import EvalSettings, evaluate
+from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
+from rfr_deploy.models.weights import read_weights_meta
 from rfr_deploy.shared import shared_path
-from rfr_deploy.weights import read_weights_meta
 
 # (dataset, packaged network, the official network it is compared with)
 ROWS = (

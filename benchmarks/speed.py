@@ -8,7 +8,7 @@ installed) with the settings, versions, device, the per-model table and the pape
     bash benchmarks/gpu_bench.sh                       # on a machine with a CUDA GPU
 
 Paper (Lee et al., restore-from-restored): one fine-tuning update on a 256×256 image takes 0.035 s
-(DnCNN), 0.073 s (RIDNet) and 0.666 s (MIRNet) on a Tesla V100. See ``rfr_deploy/bench.py`` for
+(DnCNN), 0.073 s (RIDNet) and 0.666 s (MIRNet) on a Tesla V100. See ``rfr_deploy/bench/run.py`` for
 what is timed and how.
 """
 
@@ -18,11 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from rfr_deploy.bench import DEFAULT_MODELS, BenchSettings, run_bench
-from rfr_deploy.bench_report import plot_report, write_report
+from rfr_deploy.bench.report import plot_report, write_report
+from rfr_deploy.bench.run import DEFAULT_MODELS, BenchSettings, run_bench
 from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.models.registry import list_models
 from rfr_deploy.progress import Reporter
-from rfr_deploy.registry import list_models
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

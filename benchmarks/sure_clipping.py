@@ -20,16 +20,16 @@ import time
 import torch
 from common import environment, write_results
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.blending import interpolated
+from rfr_deploy.adaptation.blending import interpolated
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.sure import CANDIDATES, draw_probes, probe_count, select_interpolation, sure_mse
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.evaluation import add_gaussian_noise, center_crop
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise import GaussianNoise, QuantizedNoise
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise
 from rfr_deploy.shared import shared_path
-from rfr_deploy.sure import CANDIDATES, draw_probes, probe_count, select_interpolation, sure_mse
 
 SETS = ("Set12", "BSD68", "CBSD68", "Kodak24", "McMaster")
 WEIGHTS = {1: "dncnn/dncnn_gray_blind.pth", 3: "dncnn/dncnn_color_blind.pth"}

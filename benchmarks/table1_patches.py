@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from common import environment, write_results
 
-from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
+from rfr_deploy.adaptation.loop import GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.datasets import convert_channels, load_folder
-from rfr_deploy.evaluation import add_gaussian_noise
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr, ssim
-from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.shared import shared_path
 
 KS = (1, 4, 9, 16, 25)

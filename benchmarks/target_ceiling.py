@@ -32,13 +32,13 @@ from common import (
     write_results,
 )
 
-from rfr_deploy.adapt import GAUSSIAN_STEPS, AdaptConfig, adapt
-from rfr_deploy.blending import interpolated
-from rfr_deploy.evaluation import add_gaussian_noise
+from rfr_deploy.adaptation.blending import interpolated
+from rfr_deploy.adaptation.loop import GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise import GaussianNoise
+from rfr_deploy.noise.gaussian import GaussianNoise
 
 TARGETS = ("pseudo", "clean", "mix=B")
 

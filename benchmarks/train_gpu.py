@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from rfr_deploy.inference import denoise
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import save_weights
 from rfr_deploy.transforms import dihedral
-from rfr_deploy.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANNELS = {"gray": 1, "color": 3}

@@ -1,6 +1,6 @@
-"""The graph that is exported: a :class:`~rfr_deploy.denoiser.Denoiser` without Python branches on shapes.
+"""The graph that is exported: a :class:`~rfr_deploy.models.denoiser.Denoiser` without Python branches on shapes.
 
-:class:`rfr_deploy.denoiser.Denoiser` pads only when a size is not a multiple of the
+:class:`rfr_deploy.models.denoiser.Denoiser` pads only when a size is not a multiple of the
 network's ``pad_multiple`` (an ``if`` on the input size). A graph captured from that
 code would be specialised to the example's parity. :class:`ExportableDenoiser`
 always computes the padding from the symbolic size (zero for multiples), so one

@@ -79,7 +79,7 @@ class OnnxExport:
 
 
 def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | None = None) -> dict[str, str]:
-    """``metadata_props`` describing ``model`` (a :class:`~rfr_deploy.denoiser.Denoiser`) for the ONNX file.
+    """``metadata_props`` describing ``model`` (a :class:`~rfr_deploy.models.denoiser.Denoiser`) for the ONNX file.
 
     ``noise`` describes the synthetic noise of the adaptation (pipeline's ``noise_desc``);
     ``sigma`` is the σ/255 that noise-map networks were run with (the runtime's default).

@@ -8,11 +8,11 @@ Quick use::
     clean = result.model(noisy)
 """
 
-from .adapt import AdaptConfig, AdaptResult, adapt
-from .errors import ImageError, RfrError, WeightsError
-from .noise import GaussianNoise, UniformSigmaGaussianNoise
-from .noise_level import NoiseLevel, estimate_noise_level, estimate_sigma
-from .registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
+from rfr_deploy.adaptation.loop import AdaptConfig, AdaptResult, adapt
+from rfr_deploy.errors import ImageError, RfrError, WeightsError
+from rfr_deploy.models.registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level, estimate_sigma
 
 __version__ = "0.1.0"
 

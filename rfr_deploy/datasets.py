@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
-from .images import SUPPORTED_SUFFIXES, read_image
+from rfr_deploy.errors import ImageError
+from rfr_deploy.images import SUPPORTED_SUFFIXES, read_image
 
 
 @dataclass(frozen=True)

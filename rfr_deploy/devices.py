@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import ConfigError
+from rfr_deploy import __version__
+from rfr_deploy.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -48,7 +48,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if device.type == "cuda":
-        from .fastpath import bf16_supported
+        from rfr_deploy.adaptation.cuda_graphs import bf16_supported
 
         env["gpu_capability"] = ".".join(str(v) for v in torch.cuda.get_device_capability(device))
         env["bf16"] = bf16_supported(device)

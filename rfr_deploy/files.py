@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError
+from rfr_deploy.errors import ConfigError
 
 
 @contextlib.contextmanager

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, ResourceError
-from .files import atomic_write
+from rfr_deploy.errors import ImageError, ResourceError
+from rfr_deploy.files import atomic_write
 
 MAX_PIXELS = 200_000_000
 """Images above this many pixels are refused before decoding (about 2.4 GB as float32 RGB)."""

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from .memory import available_bytes, bytes_per_pixel
-from .transforms import DIHEDRAL, dihedral, dihedral_inverse
+from rfr_deploy.memory import available_bytes, bytes_per_pixel
+from rfr_deploy.transforms import DIHEDRAL, dihedral, dihedral_inverse
 
 MEMORY_FRACTION = 0.5
 """Share of the free memory a single forward pass may use before the image is tiled."""

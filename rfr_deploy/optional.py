@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingDependencyError
+from rfr_deploy.errors import MissingDependencyError
 
 
 def import_optional(module: str, extra: str, purpose: str) -> ModuleType:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
 from rfr_deploy.shared import ENV_VAR, shared_available, shared_path, shared_root
 
 # Unit tests use tiny tensors: one thread avoids oversubscription overhead (several x faster on small CPUs).
@@ -64,7 +64,7 @@ def image_file(tmp_path, smooth_image, rng):
 @pytest.fixture
 def weights_file(tmp_path, tiny_dncnn):
     """The tiny colour DnCNN as a safetensors file written by rfr-deploy."""
-    from rfr_deploy.weights import save_weights
+    from rfr_deploy.models.weights import save_weights
 
     model = tiny_dncnn(3)
     path = tmp_path / "tiny.safetensors"

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig, adapt
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_a_set_of_images_of_different_sizes_shares_one_network(tiny_dncnn, noisy
 
 
 def test_noise_map_models_receive_sigma(noisy):
-    from rfr_deploy.registry import create_model
+    from rfr_deploy.models.registry import create_model
 
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
     result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=2, lr=1e-3), sigma=25 / 255)
@@ -82,7 +82,7 @@ def test_fast_path_on_cpu_is_refused_clearly(tiny_dncnn, noisy):
 def test_adaptation_does_not_hurt_official_dncnn(shared):
     """A real network on a real image: 10 updates at the paper's learning rate must not lose quality."""
     from rfr_deploy.images import read_image
-    from rfr_deploy.registry import create_model
+    from rfr_deploy.models.registry import create_model
 
     model = create_model("dncnn", weights=str(shared("weights", "dncnn", "dncnn_25.pth")))
     clean = to_tensor(read_image(shared("data", "test", "Set12", "08.png")).pixels)[..., 128:224, 128:224]
@@ -155,9 +155,14 @@ def test_invalid_new_settings_are_rejected(kwargs):
 
 
 def test_default_number_of_updates_follows_the_noise_model():
-    from rfr_deploy.adapt import CAMERA_STEPS, GAUSSIAN_STEPS, UNGUARDED_INTERPOLATION, resolve_defaults
-    from rfr_deploy.camera import CameraNoise, CameraResponses
-    from rfr_deploy.noise import QuantizedNoise
+    from rfr_deploy.adaptation.loop import (
+        CAMERA_STEPS,
+        GAUSSIAN_STEPS,
+        UNGUARDED_INTERPOLATION,
+        resolve_defaults,
+    )
+    from rfr_deploy.noise.camera import CameraNoise, CameraResponses
+    from rfr_deploy.noise.gaussian import QuantizedNoise
 
     images = [torch.rand(1, 3, 8, 8)]
     camera = CameraNoise(CameraResponses.parametric())

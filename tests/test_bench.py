@@ -8,7 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rfr_deploy.bench import (
+from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
+from rfr_deploy.bench.report import default_mode, write_report
+from rfr_deploy.bench.run import (
     PAPER_SIZE,
     BenchReport,
     BenchSettings,
@@ -19,11 +21,9 @@ from rfr_deploy.bench import (
     run_bench,
     time_modes,
 )
-from rfr_deploy.bench_report import default_mode, write_report
 from rfr_deploy.cli import main
-from rfr_deploy.cpu_runners import cpu_native_bf16
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.registry import create_model
+from rfr_deploy.models.registry import create_model
 
 TINY = {"size": 16, "steps": 1, "repeats": 2, "warmup": 0}
 
@@ -195,7 +195,7 @@ def test_cudnn_autotuning_is_set_per_mode(monkeypatch):
         runners[mode] = _FlagRunner(None if mode == "eager" else True)
         return runners[mode]
 
-    monkeypatch.setattr("rfr_deploy.bench.make_mode_runner", fake)
+    monkeypatch.setattr("rfr_deploy.bench.run.make_mode_runner", fake)
     before = torch.backends.cudnn.benchmark
     model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
     settings = BenchSettings(size=16, steps=2, repeats=3, warmup=1)
@@ -208,7 +208,7 @@ def test_cudnn_autotuning_is_set_per_mode(monkeypatch):
 
 
 def test_flops_per_update_count_the_forward_and_backward_convolutions():
-    from rfr_deploy.bench_limits import conv_flops, update_flops
+    from rfr_deploy.bench.limits import conv_flops, update_flops
 
     model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -221,7 +221,7 @@ def test_flops_per_update_count_the_forward_and_backward_convolutions():
 
 
 def test_measured_limits_are_positive_rates():
-    from rfr_deploy.bench_limits import measure_limits
+    from rfr_deploy.bench.limits import measure_limits
 
     limits = measure_limits(torch.device("cpu"), 16, "bf16", repeats=1)
     assert limits.conv_fp32_gflops > 0 and limits.conv_low_gflops > 0 and limits.copy_gbps is None
@@ -230,7 +230,7 @@ def test_measured_limits_are_positive_rates():
 
 
 def test_modes_are_shown_against_the_measured_limit(tmp_path):
-    from rfr_deploy.bench_limits import Limits
+    from rfr_deploy.bench.limits import Limits
 
     r = _result()  # eager 10 ms, channels-last 4 ms, at 256²
     r.flops_per_update = 2e9

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.camera import ENV_VAR, CameraNoise, CameraParams, CameraResponses
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.isp import BAYER_PATTERNS, bayer_sites, demosaic, jpeg_round_trip, mosaic
+from rfr_deploy.noise.camera import ENV_VAR, CameraNoise, CameraParams, CameraResponses
+from rfr_deploy.noise.isp import BAYER_PATTERNS, bayer_sites, demosaic, jpeg_round_trip, mosaic
 
 GAMMA = CameraResponses(np.linspace(0, 1, 256)[None] ** (1 / 2.2), source="gamma 2.2")
 
@@ -212,7 +212,7 @@ def test_level_scales_each_random_camera_to_the_requested_rms(level):
 
 
 def test_build_noise_aims_the_camera_at_the_known_or_estimated_level():
-    from rfr_deploy.noise import build_noise
+    from rfr_deploy.noise.gaussian import build_noise
 
     assert build_noise("camera", 10.0, "estimate", [3.0]).level == pytest.approx(10 / 255)
     assert build_noise("camera", None, "estimate", [3.0, 5.0, 4.0]).level == pytest.approx(4 / 255)

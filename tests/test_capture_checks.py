@@ -7,8 +7,7 @@ import warnings
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig
-from rfr_deploy.capture_checks import (
+from rfr_deploy.adaptation.capture_checks import (
     capture_blockers,
     default_generator_backup_needed,
     draws_only_from,
@@ -18,7 +17,8 @@ from rfr_deploy.capture_checks import (
     rng_moved,
     rng_position,
 )
-from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 
 def test_generator_registration_is_decided_by_the_torch_version():

@@ -272,21 +272,21 @@ def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
         "--quiet",
     ]
     assert run(*common, "--steps", 2).exit_code == 0
-    from rfr_deploy.pretrain import checkpoint_step
+    from rfr_deploy.jobs.pretrain import checkpoint_step
 
     assert checkpoint_step(out) == 2
     result = run(*common, "--steps", 4, "--json")
     assert result.exit_code == 0, result.output
     assert checkpoint_step(out) == 4
-    from rfr_deploy.weights import read_weights_meta
+    from rfr_deploy.models.weights import read_weights_meta
 
     meta, extra = read_weights_meta(json.loads(result.output)["weights"])
     assert meta.arch == "dncnn" and meta.channels == 3 and extra["training"]["steps_done"] == 4
 
 
 def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
-    from rfr_deploy.registry import get_entry
-    from rfr_deploy.weights import load_weights, packaged_weights_path, read_weights_meta
+    from rfr_deploy.models.registry import get_entry
+    from rfr_deploy.models.weights import load_weights, packaged_weights_path, read_weights_meta
 
     data = tmp_path / "train"
     write_image(data / "0.png", smooth_image)

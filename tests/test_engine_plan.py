@@ -21,11 +21,11 @@ from exporters.engine_plan import EngineRun
 from exporters.engine_sidecar import EngineProfile, EngineSidecar, RuntimeInfo, compute_profile, sidecar_path
 from exporters.errors import ProfileError
 from exporters.tensorrt_engine import EngineOptions
-from rfr_deploy import pipeline
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.registry import create_model
-from rfr_deploy.weights import save_weights
+from rfr_deploy.jobs import adapt_export as pipeline
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import save_weights
 
 SIZES = [(24, 20), (16, 40), (32, 28)]
 
@@ -183,9 +183,9 @@ def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, re
     """What one Ray worker process does with --format engine (the task function, run here without Ray)."""
     from dataclasses import replace
 
-    from rfr_deploy.adapt import AdaptConfig
-    from rfr_deploy.pipeline import JobSettings
-    from rfr_deploy.ray_worker import STAGING, GroupTask, run_group
+    from rfr_deploy.adaptation.loop import AdaptConfig
+    from rfr_deploy.jobs.adapt_export import JobSettings
+    from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, run_group
 
     images, weights = folder
     out = tmp_path / "out"

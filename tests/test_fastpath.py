@@ -9,19 +9,19 @@ import warnings
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.capture import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
-from rfr_deploy.fastpath import (
+from rfr_deploy.adaptation.cuda_graphs import (
     CaptureError,
     ChannelsLastRunner,
     FastRunner,
     resolve_precision,
     try_graph_runner,
 )
-from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
-from rfr_deploy.recorrupt import make_recorruption
-from rfr_deploy.registry import create_model
-from rfr_deploy.runners import EagerRunner, make_optimizer, make_runner
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
+from rfr_deploy.adaptation.recorrupt import make_recorruption
+from rfr_deploy.adaptation.runners import EagerRunner, make_optimizer, make_runner
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 
 KS = [0, 1, 5, 3, 2, 7, 4, 6]

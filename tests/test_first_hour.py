@@ -11,12 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import rfr_deploy.job_inputs as job_inputs
-import rfr_deploy.pipeline as pipeline
+import rfr_deploy.jobs.adapt_export as pipeline
+import rfr_deploy.jobs.inputs as job_inputs
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.registry import create_model
-from rfr_deploy.weights import save_weights
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import save_weights
 
 
 def invoke(*args):

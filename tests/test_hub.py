@@ -14,12 +14,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rfr_deploy import hub
 from rfr_deploy.cli import main
 from rfr_deploy.errors import WeightsError
 from rfr_deploy.images import write_image
-from rfr_deploy.registry import WeightsMeta, create_model
-from rfr_deploy.weights import read_state_dict
+from rfr_deploy.models import hub
+from rfr_deploy.models.registry import WeightsMeta, create_model
+from rfr_deploy.models.weights import read_state_dict
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rfr_deploy.noise import GaussianNoise, UniformSigmaGaussianNoise
-from rfr_deploy.noise_level import estimate_sigma
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise.level import estimate_sigma
 
 
 def test_gaussian_noise_level_and_reproducibility():
@@ -50,7 +50,7 @@ def test_estimate_sigma_on_real_images(shared):
 
 
 def test_quantized_noise_looks_like_an_integer_file():
-    from rfr_deploy.noise import QuantizedNoise
+    from rfr_deploy.noise.gaussian import QuantizedNoise
 
     x = torch.linspace(0, 1, 64).expand(2, 1, 64, 64)
     noisy, s = QuantizedNoise(GaussianNoise(25), bit_depth=8)(x, torch.Generator().manual_seed(0))
@@ -64,8 +64,8 @@ def test_estimate_sigma_ignores_natural_texture(shared, sigma):
     # on textured photographs the all-patch covariance reads texture as noise (BSD68 at σ = 5:
     # up to 14 on 256² crops); the weak-texture patches do not
     from rfr_deploy.datasets import load_folder
-    from rfr_deploy.evaluation import center_crop
     from rfr_deploy.inference import to_tensor
+    from rfr_deploy.jobs.evaluate import center_crop
 
     g = torch.Generator().manual_seed(0)
     plain, weak = [], []
@@ -91,7 +91,7 @@ def test_estimate_sigma_leaves_out_clipped_regions():
 
 
 def test_noise_level_range_narrow_when_estimators_agree():
-    from rfr_deploy.noise_level import AGREED_RANGE, DISAGREED_RANGE, estimate_noise_level
+    from rfr_deploy.noise.level import AGREED_RANGE, DISAGREED_RANGE, estimate_noise_level
 
     g = torch.Generator().manual_seed(3)
     y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
@@ -113,7 +113,7 @@ def test_noise_level_range_narrow_when_estimators_agree():
 
 
 def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():
-    from rfr_deploy.noise import build_noise, resolve_noise_kind
+    from rfr_deploy.noise.gaussian import build_noise, resolve_noise_kind
 
     assert resolve_noise_kind("auto", "camera") == "camera"
     assert resolve_noise_kind("auto", "gaussian") == "gaussian"

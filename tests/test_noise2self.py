@@ -10,9 +10,9 @@ import torch
 
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import write_image
-from rfr_deploy.noise2self import Noise2SelfObjective
-from rfr_deploy.pretrain import PretrainConfig, pretrain
-from rfr_deploy.weights import read_weights_meta
+from rfr_deploy.jobs.noise2self import Noise2SelfObjective
+from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
+from rfr_deploy.models.weights import read_weights_meta
 
 
 def test_grid_mask_holds_one_pixel_per_cell_at_a_random_phase():

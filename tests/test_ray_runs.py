@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rfr_deploy.adapt import AdaptConfig
+from rfr_deploy.adaptation.loop import AdaptConfig
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.pipeline import JobSettings
-from rfr_deploy.registry import create_model
-from rfr_deploy.weights import save_weights
+from rfr_deploy.jobs.adapt_export import JobSettings
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import save_weights
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'rfr-deploy[ray]')")
 
-from rfr_deploy.distributed import RayOptions, adapt_and_export_ray  # noqa: E402
+from rfr_deploy.jobs.distributed import RayOptions, adapt_and_export_ray  # noqa: E402
+from rfr_deploy.jobs.ray_worker import OWNER_FILE, STAGING  # noqa: E402
 from rfr_deploy.progress import QUIET  # noqa: E402
-from rfr_deploy.ray_worker import OWNER_FILE, STAGING  # noqa: E402
 
 GOOD = [f"img{i}" for i in range(5)]
 ARGS = ["--sigma", "25", "--steps", "3"]

@@ -7,10 +7,15 @@ import math
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.camera import CameraNoise, CameraResponses
-from rfr_deploy.noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
-from rfr_deploy.recorrupt import RECORRUPTION_SCALE, Recorruption, make_recorruption, recorruption_level
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.recorrupt import (
+    RECORRUPTION_SCALE,
+    Recorruption,
+    make_recorruption,
+    recorruption_level,
+)
+from rfr_deploy.noise.camera import CameraNoise, CameraResponses
+from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
 
 SIGMA = 25 / 255
 

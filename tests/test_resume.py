@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from rfr_deploy.cli import main
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.images import write_image
+from rfr_deploy.jobs.resume import completed_manifest, settings_fingerprint
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import save_weights, sorted_header
 from rfr_deploy.optional import import_optional
-from rfr_deploy.registry import create_model
-from rfr_deploy.resume import completed_manifest, settings_fingerprint
-from rfr_deploy.weights import save_weights, sorted_header
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_a_changed_input_or_weights_file_is_not_done(job):
     assert completed_manifest(job / "out", [job / "in" / "a.png"], "0" * 64) is None
     write_image(job / "in" / "a.png", np.zeros((20, 24, 3), np.float32))
     assert completed_manifest(job / "out", [job / "in" / "a.png"], fingerprint) is None
-    from rfr_deploy.adapt import AdaptConfig
-    from rfr_deploy.pipeline import JobSettings
+    from rfr_deploy.adaptation.loop import AdaptConfig
+    from rfr_deploy.jobs.adapt_export import JobSettings
 
     settings, config = JobSettings(weights=str(job / "tiny.safetensors")), AdaptConfig()
     first = settings_fingerprint(settings, config)

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from rfr_deploy.adapt import AdaptConfig, adapt
-from rfr_deploy.checkpoints import CheckpointKeeper
+from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
+from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.sure import SureScorer, draw_probes, gaussian_level, select_interpolation, sure_mse
 from rfr_deploy.inference import denoise, to_tensor
-from rfr_deploy.noise import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
-from rfr_deploy.sure import SureScorer, draw_probes, gaussian_level, select_interpolation, sure_mse
+from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
 
 
 class Blur(nn.Module):
@@ -58,7 +58,7 @@ def test_gaussian_level_known_estimated_and_camera(pair):
     assert gaussian_level(GaussianNoise(20), [noisy]) == pytest.approx((sigma, sigma))
     assert gaussian_level(QuantizedNoise(GaussianNoise(20)), [noisy]) == pytest.approx((sigma, sigma))
     # an estimated level is a range around the estimate, as wide as the estimators' agreement allows
-    from rfr_deploy.noise_level import estimate_noise_level
+    from rfr_deploy.noise.level import estimate_noise_level
 
     level = estimate_noise_level(noisy)
     low, high = gaussian_level(GaussianNoise(20, estimated=True), [noisy])
@@ -130,7 +130,7 @@ def test_an_uncertain_level_keeps_the_pretrained_network_unless_every_level_in_r
 
 
 def test_a_callback_at_the_last_step_and_the_result_share_one_selection(tiny_dncnn, pair, monkeypatch):
-    import rfr_deploy.blending as blending
+    import rfr_deploy.adaptation.blending as blending
 
     calls = []
     real = blending.choose_interpolation
@@ -151,7 +151,7 @@ def test_a_callback_at_the_last_step_and_the_result_share_one_selection(tiny_dnc
 
 
 def test_probe_count_grows_as_images_shrink():
-    from rfr_deploy.sure import probe_count
+    from rfr_deploy.adaptation.sure import probe_count
 
     assert probe_count([torch.zeros(1, 3, 256, 256)]) == 2
     assert probe_count([torch.zeros(1, 1, 256, 256)]) == 4
@@ -161,8 +161,8 @@ def test_probe_count_grows_as_images_shrink():
 
 
 def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncnn, pair):
-    from rfr_deploy.adapt import ESTIMATED_GRAY_INTERPOLATION
-    from rfr_deploy.sure import gray_with_estimated_level
+    from rfr_deploy.adaptation.loop import ESTIMATED_GRAY_INTERPOLATION
+    from rfr_deploy.adaptation.sure import gray_with_estimated_level
 
     _, noisy, _ = pair
     gray = noisy.mean(dim=1, keepdim=True)

@@ -24,8 +24,8 @@ from exporters.weight_map import WeightMap, map_weights
 from rfr_deploy.cli import main
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.images import write_image
-from rfr_deploy.registry import create_model
-from rfr_deploy.weights import save_weights
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import save_weights
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

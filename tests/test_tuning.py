@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from rfr_deploy.adapt import (
+from rfr_deploy.adaptation.loop import (
     CHECKPOINTS,
     CUDA_GAUSSIAN_STEPS,
     GAUSSIAN_STEPS,
@@ -15,11 +15,17 @@ from rfr_deploy.adapt import (
     adapt,
     resolve_defaults,
 )
+from rfr_deploy.adaptation.sure import SureScorer
+from rfr_deploy.adaptation.tuning import (
+    add_affine,
+    affine_parameters,
+    fold_affine,
+    parameter_groups,
+    prepare_tuning,
+)
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.noise import GaussianNoise
-from rfr_deploy.registry import create_model, get_entry, list_models
-from rfr_deploy.sure import SureScorer
-from rfr_deploy.tuning import add_affine, affine_parameters, fold_affine, parameter_groups, prepare_tuning
+from rfr_deploy.models.registry import create_model, get_entry, list_models
+from rfr_deploy.noise.gaussian import GaussianNoise
 
 SMALL = {name: {"depth": 3, "features": 8} for name in ("dncnn", "fdncnn", "ffdnet")}
 
@@ -189,7 +195,7 @@ def test_affine_tuning_exports_the_same_files_names_and_graph_as_plain_tuning(
     from safetensors.torch import load_file
 
     from rfr_deploy.images import write_image
-    from rfr_deploy.weights import save_weights
+    from rfr_deploy.models.weights import save_weights
 
     model = tiny_dncnn(3)
     weights = tmp_path / "tiny.safetensors"
@@ -214,7 +220,7 @@ def test_affine_tuning_exports_the_same_files_names_and_graph_as_plain_tuning(
 def test_the_final_selection_does_not_score_the_pretrained_network_or_the_kept_checkpoint_again(
     tiny_dncnn, smooth_image, monkeypatch
 ):
-    from rfr_deploy.sure import CANDIDATES
+    from rfr_deploy.adaptation.sure import CANDIDATES
 
     scored = []
     real = SureScorer.terms

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from rfr_deploy.errors import WeightsError
-from rfr_deploy.registry import create_model
-from rfr_deploy.weights import read_weights_meta, save_weights
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.weights import read_weights_meta, save_weights
 
 
 def _same_output(a, b, channels=1):

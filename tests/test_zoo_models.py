@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.adapt import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConfig, adapt
-from rfr_deploy.camera import CameraNoise, CameraResponses
+from rfr_deploy.adaptation.loop import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConfig, adapt
 from rfr_deploy.images import write_image
-from rfr_deploy.pretrain import PretrainConfig, pretrain
-from rfr_deploy.registry import create_model, get_entry
-from rfr_deploy.weights import read_weights_meta
-from rfr_deploy.zoo.cbdnet import cbdnet_loss
-from rfr_deploy.zoo.mirnet import _from_official
+from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
+from rfr_deploy.models.registry import create_model, get_entry
+from rfr_deploy.models.weights import read_weights_meta
+from rfr_deploy.models.zoo.cbdnet import cbdnet_loss
+from rfr_deploy.models.zoo.mirnet import _from_official
+from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 
 ZOO = ["rdn", "ridnet", "cbdnet", "mirnet"]
 
@@ -128,7 +128,7 @@ def test_cbdnet_pretraining_uses_its_noise_estimation_loss():
 
 @pytest.mark.parametrize(("noise", "expected"), [("camera", "camera"), ("gaussian", "gaussian")])
 def test_adapt_and_export_follows_the_noise_the_weights_were_trained_on(noise, expected, tmp_path, rng):
-    from rfr_deploy.pipeline import JobSettings, adapt_and_export
+    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
 
     data = tmp_path / "clean"
     write_image(data / "0.png", rng.random((36, 40, 3)).astype(np.float32))

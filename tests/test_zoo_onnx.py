@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.adapt import AdaptConfig
-from rfr_deploy.registry import create_model, get_entry, list_models
+from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.models.registry import create_model, get_entry, list_models
 
 pytest.importorskip("onnx", reason="the onnx package is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -55,8 +55,8 @@ def test_export_matches_pytorch_at_another_size(name, tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_adapt_and_export_runs_every_model_and_verifies_its_onnx(name, tmp_path, rng):
     from rfr_deploy.images import write_image
-    from rfr_deploy.pipeline import JobSettings, adapt_and_export
-    from rfr_deploy.weights import save_weights
+    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+    from rfr_deploy.models.weights import save_weights
 
     model = _perturbed(name)
     weights = tmp_path / f"{name}.safetensors"

@@ -12,8 +12,8 @@ import warnings
 
 import click
 
-from .. import __version__
-from ..errors import RfrError
+from rfr_deploy import __version__
+from rfr_deploy.errors import RfrError
 
 
 class _Group(click.Group):
@@ -65,7 +65,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import adapt_export, bench, denoise, evaluate, infer, models, pretrain
+    from rfr_deploy.cli import adapt_export, bench, denoise, evaluate, infer, models, pretrain
 
     for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models):
         main.add_command(module.command)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..adapt import CAMERA_STEPS, CUDA_GAUSSIAN_STEPS, GAUSSIAN_STEPS, AdaptConfig
-from ..pipeline import JobSettings, adapt_and_export
-from ..reference import sample_paths
-from .adapt_options import adapt_config, adapt_options
-from .options import (
+from rfr_deploy.adaptation.loop import CAMERA_STEPS, CUDA_GAUSSIAN_STEPS, GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.cli.adapt_options import adapt_config, adapt_options
+from rfr_deploy.cli.options import (
     default_of,
     device_option,
     emit_json,
@@ -18,7 +16,9 @@ from .options import (
     parse_formats,
     reporter_for,
 )
-from .ray_options import check_ray_options, ray_options, run_on_ray
+from rfr_deploy.cli.ray_options import check_ray_options, ray_options, run_on_ray
+from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+from rfr_deploy.jobs.reference import sample_paths
 
 A, J = AdaptConfig, JobSettings
 

@@ -12,9 +12,14 @@ from typing import Any
 
 import click
 
-from ..adapt import CHECKPOINTS, ESTIMATED_GRAY_INTERPOLATION, UNGUARDED_INTERPOLATION, AdaptConfig
-from ..tuning import TUNE_CHOICES
-from .options import default_of
+from rfr_deploy.adaptation.loop import (
+    CHECKPOINTS,
+    ESTIMATED_GRAY_INTERPOLATION,
+    UNGUARDED_INTERPOLATION,
+    AdaptConfig,
+)
+from rfr_deploy.adaptation.tuning import TUNE_CHOICES
+from rfr_deploy.cli.options import default_of
 
 A = AdaptConfig
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..bench import DEFAULT_MODELS, BenchSettings, run_bench
-from ..bench_report import plot_report, write_report
-from .options import default_of, device_option, emit_json, output_options, reporter_for
+from rfr_deploy.bench.report import plot_report, write_report
+from rfr_deploy.bench.run import DEFAULT_MODELS, BenchSettings, run_bench
+from rfr_deploy.cli.options import default_of, device_option, emit_json, output_options, reporter_for
 
 B = BenchSettings
 

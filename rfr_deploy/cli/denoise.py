@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import click
 
-from ..pipeline import JobSettings, denoise_files
-from .options import device_option, emit_json, existing_paths, model_options, output_options, reporter_for
+from rfr_deploy.cli.options import (
+    device_option,
+    emit_json,
+    existing_paths,
+    model_options,
+    output_options,
+    reporter_for,
+)
+from rfr_deploy.jobs.adapt_export import JobSettings, denoise_files
 
 
 @click.command("denoise")

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..adapt import AdaptConfig
-from ..evaluation import EvalSettings, evaluate
-from ..files import atomic_write
-from .adapt_options import adapt_config, adapt_options
-from .options import (
+from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.cli.adapt_options import adapt_config, adapt_options
+from rfr_deploy.cli.options import (
     default_of,
     device_option,
     emit_json,
@@ -19,6 +17,8 @@ from .options import (
     parse_int_list,
     reporter_for,
 )
+from rfr_deploy.files import atomic_write
+from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
 
 A, E = AdaptConfig, EvalSettings
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import emit_json, existing_paths, output_options, reporter_for
+from rfr_deploy.cli.options import emit_json, existing_paths, output_options, reporter_for
 
 
 @click.command("infer")
@@ -40,8 +40,7 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
     execution provider is used: TensorRT, CUDA (onnxruntime-gpu), else CPU.
     """
     from exporters.onnx_runtime import OnnxDenoiser
-
-    from ..images import read_image, write_image
+    from rfr_deploy.images import read_image, write_image
 
     reporter = reporter_for(quiet, as_json)
     runner = OnnxDenoiser(model)

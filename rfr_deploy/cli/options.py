@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..hub import model_for_weights
-from ..progress import Reporter
+from rfr_deploy.models.hub import model_for_weights
+from rfr_deploy.progress import Reporter
 
 
 def model_options(f: Callable) -> Callable:
@@ -75,7 +75,7 @@ def parse_int_list(text: str, name: str) -> list[int]:
 
 
 def existing_paths(values: tuple[str, ...]) -> list[Path]:
-    from ..images import list_images
+    from rfr_deploy.images import list_images
 
     return list_images(list(values))
 

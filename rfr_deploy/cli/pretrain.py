@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..pretrain import PretrainConfig, pretrain
-from .options import default_of, device_option, emit_json, output_options, reporter_for
+from rfr_deploy.cli.options import default_of, device_option, emit_json, output_options, reporter_for
+from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
 
 P = PretrainConfig
 

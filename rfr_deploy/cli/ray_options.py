@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import PartialFailure
-from .options import emit_json
+from rfr_deploy.cli.options import emit_json
+from rfr_deploy.errors import PartialFailure
 
 
 def ray_options(f: Callable) -> Callable:
@@ -50,7 +50,7 @@ def check_ray_options(
 
 def run_on_ray(inputs, settings, config, ray_address, cpus_per_image, gpus_per_image, reporter, as_json):
     """Run over Ray, print the summary with --json; exit status 1 when any image failed."""
-    from ..distributed import SUMMARY, RayOptions, adapt_and_export_ray
+    from rfr_deploy.jobs.distributed import SUMMARY, RayOptions, adapt_and_export_ray
 
     options = RayOptions(
         address=ray_address, cpus_per_image=cpus_per_image or 1, gpus_per_image=gpus_per_image

@@ -1,0 +1,111 @@
+"""CPU step runners: the eager update with channels-last weights, in fp32 or with bf16 convolutions.
+
+:class:`ChannelsLastRunner` is the eager update with the network in channels-last layout, which
+oneDNN's convolutions prefer: 1.1-1.4× faster for every zoo network in
+``benchmarks/results/speed_cpu.md``. ``torch.compile`` on top of it is not used: no steady-state
+gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of seconds of compilation.
+
+:class:`Bf16Runner` adds bf16 autocast: the convolutions (forward and backward) run in bfloat16
+on oneDNN's AVX512-BF16 / AMX kernels, while the master weights, their gradients, Adam's moments
+and the loss stay fp32. It is chosen by ``amp='bf16'`` on a CPU with native bf16, and would be
+by ``amp='auto'`` there if :data:`CPU_BF16_AUTO` said the quality check had passed (faster, and the
+adaptation gain within 0.01 dB of fp32's): it has not, see there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.runners import EagerRunner
+from rfr_deploy.errors import ConfigError
+
+CPU_BF16_AUTO = False
+"""Whether ``amp='auto'`` picks bf16 convolutions on CPUs with native bf16 (see the module notes).
+
+False: the quality check failed in its strict form. Through the CLI defaults (SURE-chosen
+interpolation and checkpoint) the 6 crops of ``benchmarks/results/bf16_cpu_quality.md`` (Set12 /
+CBSD68 128², official DnCNN-B / CDnCNN-B, σ = 25, M = 40) gained +0.0240 dB in bf16 against +0.0227
+in fp32, with updates 4.6× faster; but SURE kept the pre-trained network on all three colour crops
+in both precisions, and the adapted networks themselves (``select='off'``, α = 1,
+``bf16_cpu_quality_cbsd68_raw.md``) were 0.0138 dB apart on them (bf16 −0.0250, fp32 −0.0112), over
+the 0.01 dB allowed. ``amp='bf16'`` still asks for the bf16 update explicitly."""
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX), not emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def cpu_precision(amp: str) -> str:
+    """'bf16' or 'fp32' for ``config.amp`` on this CPU (fp16 has no fast CPU kernels: fp32)."""
+    if amp == "bf16":
+        if not cpu_native_bf16():
+            raise ConfigError("amp='bf16' but this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+        return "bf16"
+    return "bf16" if amp == "auto" and CPU_BF16_AUTO and cpu_native_bf16() else "fp32"
+
+
+def cpu_fast_runner(model, targets, noise, config, generator: torch.Generator, recorruption=None):
+    """The channels-last runner (bf16 where :func:`cpu_precision` says so) for CPU tensors and
+    convolutional networks, else None."""
+    if targets[0].device.type != "cpu" or not has_convolutions(model):
+        return None
+    runner = Bf16Runner if cpu_precision(config.amp) == "bf16" else ChannelsLastRunner
+    return runner(model, targets, noise, config, generator, recorruption)
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+class ChannelsLastRunner(EagerRunner):
+    """The eager update with the network's weights in channels-last (NHWC) layout.
+
+    oneDNN then runs every convolution, forward and backward, in NHWC without per-layer
+    reorders; the arithmetic is the same up to summation order. :meth:`finish` hands the
+    network back in the default layout.
+    """
+
+    name = "eager+channels-last"
+
+    def __init__(self, model, *args, **kwargs):  # EagerRunner's arguments
+        model.to(memory_format=torch.channels_last)
+        super().__init__(model, *args, **kwargs)
+        self._checked = False
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
+        if self._checked:
+            return super().step(index, k, offsets)
+        # A network whose code assumes contiguous activations (``view``) fails on the first update,
+        # before the optimizer step: redo that update in the default layout.
+        state = self.generator.get_state()
+        try:
+            loss = super().step(index, k, offsets)
+        except RuntimeError as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            warnings.warn(f"channels-last layout not used: {reason}", stacklevel=2)
+            self.finish()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.generator.set_state(state)
+            self.name = self.name.replace("+channels-last", "")
+            loss = super().step(index, k, offsets)
+        self._checked = True
+        return loss
+
+    def finish(self) -> None:
+        self.model.to(memory_format=torch.contiguous_format)
+
+
+class Bf16Runner(ChannelsLastRunner):
+    """The channels-last update with the convolutions under bf16 autocast (fp32 weights, Adam, loss)."""
+
+    name = "eager+channels-last+bf16"
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cpu", dtype=torch.bfloat16)

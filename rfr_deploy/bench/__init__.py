@@ -1,0 +1,1 @@
+"""Speed benchmark of the adaptation update: settings, timing and the report."""

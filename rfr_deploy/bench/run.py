@@ -1,0 +1,376 @@
+"""Speed of one restore-from-restored update, per model and runner (``rfr-deploy bench``).
+
+For each model (default full-size configuration, random weights: the weights do not change the
+work) the same update the adaptation loop runs is timed on a ``size×size`` RGB image, batch 1:
+
+* CPU: the eager loop, the CPU fast path (channels-last weights) and, on CPUs with native bf16,
+  bf16 convolutions ("bf16", :class:`~rfr_deploy.adaptation.cpu_runners.Bf16Runner`), with their ratios;
+  optionally ``torch.compile`` (``compile=True``).
+* GPU: the eager loop (fp32), CUDA graphs in fp32, mixed precision without graphs ("amp") and
+  mixed precision with CUDA graphs ("amp+graphs", what ``adapt`` uses by default).
+
+Each mode starts from the same weights and runs ``warmup`` updates; then ``repeats`` rounds of
+``steps`` timed updates per mode follow, interleaved (round r of every mode before round r + 1 of
+any, so a changing machine load affects all modes alike), timed with CUDA events on GPU and
+``perf_counter`` on CPU. The per-update time of a round is its time over its updates; median, min
+and max are over rounds. On CPU a heavy network can take seconds per update: each model has a
+time ``budget`` (approximate) shared by its modes and the adapt-and-export job; timing stops when
+the modes' share is spent (each mode gets at least one timed update; the report gives the number
+actually timed), and ``fit_budget`` shrinks the image beforehand when even that would not fit. The
+wall time of a whole :func:`~rfr_deploy.jobs.adapt_export.adapt_and_export` job on a generated image is
+measured too. cuDNN autotuning is set to each mode's own choice before its warm-up and rounds.
+
+In the same run (``limits``) the device's 3×3 64-channel convolution rates (fp32, bf16) and, on
+CUDA, copy bandwidth are measured at the start and the end, and each model's FLOPs per update are
+counted, so that every mode is also shown as GFLOP/s and a fraction of the measured rate
+(:mod:`rfr_deploy.bench.limits`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
+from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.recorrupt import Recorruption, make_recorruption
+from rfr_deploy.adaptation.runners import EagerRunner
+from rfr_deploy.bench.limits import Limits, measure_limits, time_calls, update_flops
+from rfr_deploy.bench.report import (  # noqa: F401  (re-exported: the records of a run)
+    PAPER_SIZE,
+    PAPER_V100_SECONDS,
+    BenchReport,
+    ModelResult,
+    ModeTiming,
+    default_mode,
+)
+from rfr_deploy.devices import describe_environment, resolve_device
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.inference import to_tensor
+from rfr_deploy.models.registry import create_model, list_models
+from rfr_deploy.noise.gaussian import GaussianNoise
+from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.transforms import DIHEDRAL
+
+DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
+CPU_MODES = ("eager", "channels-last", "bf16")
+GPU_MODES = ("eager", "graphs-fp32", "amp", "amp+graphs")
+SIGMA = 25.0
+
+
+@dataclass
+class BenchSettings:
+    """Settings of ``rfr-deploy bench``; every field is a CLI option."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    size: int = PAPER_SIZE
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Per-model image side overriding ``size`` (e.g. a heavy network on CPU)."""
+    steps: int = 10
+    """Timed updates per repeat and mode."""
+    repeats: int = 5
+    warmup: int = 2
+    device: str = "auto"
+    budget: float = 300.0
+    """Seconds per model, shared by its modes and the adapt-and-export job."""
+    job: bool = True
+    job_steps: int = 20
+    job_export: bool = True
+    """Include the ONNX export (verified with ONNX Runtime) in the job, where onnx is installed."""
+    fit_budget: bool = True
+    """On CPU, shrink the image of a model whose updates would not fit its budget (the size used is reported)."""
+    compile: bool = False
+    """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
+    limits: bool = True
+    """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
+    run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench.limits`)."""
+    threads: int | None = None
+    """CPU threads (torch.set_num_threads); None keeps torch's default."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or any(v < 16 for v in self.sizes.values()):
+            raise ConfigError("image sizes must be at least 16 pixels")
+        if self.steps < 1 or self.repeats < 1 or self.warmup < 0 or self.job_steps < 1:
+            raise ConfigError("steps, repeats and job steps must be >= 1, warm-up >= 0")
+        if not self.budget > 0:
+            raise ConfigError("budget must be a positive number of seconds")
+        if not self.models:
+            raise ConfigError("no models to benchmark")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
+
+    def size_of(self, model: str) -> int:
+        return self.sizes.get(model, self.size)
+
+
+def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchReport:
+    device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    environment = describe_environment(device)
+    reporter.note(
+        f"bench on {environment['device']} (torch {environment['torch']}, "
+        f"CUDA {environment['cuda']}, cuDNN {environment['cudnn']}, {environment['cpu_threads']} CPU threads)"
+    )
+    registered = set(list_models())
+    limits = [bench_limits(device, settings, reporter, "start")] if settings.limits else []
+    results = []
+    for name in settings.models:
+        if name not in registered:
+            results.append(ModelResult(name, status="missing (not registered)", size=settings.size_of(name)))
+            reporter.note(f"{name}: missing (not registered)")
+            continue
+        results.append(bench_model(name, settings, device, reporter))
+    if settings.limits:
+        limits.append(bench_limits(device, settings, reporter, "end"))
+    return BenchReport(settings, environment, results, limits)
+
+
+def bench_limits(device: torch.device, settings: BenchSettings, reporter: Reporter, when: str) -> Limits:
+    """The device's 3×3 64-channel convolution rates in fp32 and bf16 (fp16 on a GPU without bf16),
+    and on CUDA its copy bandwidth, at the bench's image size."""
+    if device.type == "cuda":
+        from rfr_deploy.adaptation.cuda_graphs import bf16_supported
+
+        low = "bf16" if bf16_supported(device) else "fp16"
+    else:
+        low = "bf16" if cpu_native_bf16() else None
+    limits = measure_limits(device, settings.size, low)
+    copy = f", copy {limits.copy_gbps:g} GB/s" if limits.copy_gbps else ""
+    reporter.note(
+        f"limits ({when}): 3x3 64-ch conv at {settings.size}² fp32 {limits.conv_fp32_gflops:g} GFLOP/s, "
+        f"{low or 'no bf16'} {limits.conv_low_gflops or '-'} GFLOP/s{copy}"
+    )
+    return limits
+
+
+def bench_model(name: str, settings: BenchSettings, device: torch.device, reporter: Reporter) -> ModelResult:
+    torch.manual_seed(settings.seed)
+    model = create_model(name, weights=None, channels=3, device=device)
+    modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
+    if device.type == "cpu" and not cpu_native_bf16():
+        modes.remove("bf16")  # emulated bf16 is slower than fp32: not a mode worth timing
+    if settings.compile and device.type == "cpu":
+        modes.append("channels-last+compile")
+    share = settings.budget / (len(modes) + int(settings.job))
+    size, note = settings.size_of(name), ""
+    if settings.fit_budget and device.type == "cpu":
+        size = fitted_size(model, size, settings, share)
+        if size != settings.size_of(name):
+            note = f"size reduced from {settings.size_of(name)} to fit the budget"
+            reporter.note(f"{name}: {note}: {size}x{size}")
+    result = ModelResult(name, size=size, params=model.parameter_count(), note=note)
+    if settings.limits:
+        result.flops_per_update = update_flops(model, 3, size)
+    clean, noisy = synthetic_image(size, settings.seed)
+    target = to_tensor(clean, device)
+    result.modes = time_modes(modes, model, target, settings, share * len(modes))
+    for timing in result.modes:
+        shown = f"{timing.median_ms:.2f} ms/update" if timing.median_ms is not None else timing.error
+        reporter.note(f"{name} {size}x{size} {timing.mode}: {shown} ({timing.updates} timed updates)")
+    if settings.job:
+        fast = result.timing(default_mode(device.type)) or result.fastest
+        estimate = fast.median_ms / 1e3 if fast else None
+        result.job_s, result.job_note = time_job(name, model, noisy, settings, device, share, estimate)
+        reporter.note(f"{name}: adapt-and-export {result.job_note}")
+    return result
+
+
+def fitted_size(model, size: int, settings: BenchSettings, share: float, probe: int = 32) -> int:
+    """The largest side (multiple of 16, at most ``size``) whose warm-up and one timed update per mode
+    fit ``share`` seconds, extrapolated from updates at ``probe``² (time ∝ pixels; overestimates
+    small networks, whose fixed per-update cost dominates at ``probe``²)."""
+    if size <= probe:
+        return size
+    probe_settings = dataclasses.replace(settings, steps=1, repeats=2, warmup=1)
+    device = next(model.parameters()).device
+    (timing,) = time_modes(
+        ["eager"], model, torch.rand(1, 3, probe, probe, device=device), probe_settings, 1e9
+    )
+    if timing.median_ms is None:
+        return size
+    per_pixel = timing.min_ms / 1e3 / probe**2  # the least disturbed of two updates
+    side = int((share / ((max(1, settings.warmup) + 1) * per_pixel)) ** 0.5)
+    return max(probe, min(size, side - side % 16))
+
+
+class _Live:
+    """A mode being timed: its record, runner, step function and per-update times."""
+
+    def __init__(self, timing: ModeTiming):
+        self.timing, self.runner, self.update, self.per_update = timing, None, None, []
+        self.cudnn_benchmark = torch.backends.cudnn.benchmark
+        """cuDNN autotuning as this mode's runner set it up: set again before each of its rounds (the
+        runners stay alive side by side and each would otherwise leave it to the next)."""
+
+    def activate(self) -> None:
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+    def summary(self) -> ModeTiming:
+        """The record, with the median, min, max and rounds of the per-update times filled in."""
+        t, v = self.timing, self.per_update
+        if v:
+            t.repeats, t.median_ms, t.rounds_ms = (
+                len(v),
+                round(statistics.median(v), 4),
+                [round(x, 4) for x in v],
+            )
+            t.min_ms, t.max_ms = round(min(v), 4), round(max(v), 4)
+        return t
+
+    def fail(self, exc: Exception) -> None:
+        self.timing.error = f"failed: {_reason(exc)}"
+        self.close()
+
+    def close(self) -> None:
+        finish = getattr(self.runner, "finish", None)
+        self.runner, self.update = None, None
+        if finish is not None:
+            finish()
+
+
+def time_modes(
+    modes, model, target: torch.Tensor, settings: BenchSettings, budget: float
+) -> list[ModeTiming]:
+    """Per-update time of each runner kind, interleaved: repeat r of every mode runs before repeat
+    r + 1 of any, so a change of machine load affects all modes alike. Errors are reported, not raised."""
+    device, deadline = target.device, time.perf_counter() + budget
+    plan = torch.Generator().manual_seed(settings.seed)
+    ks = torch.randint(DIHEDRAL, (64,), generator=plan).tolist()
+    config = AdaptConfig(steps=settings.warmup + settings.steps * settings.repeats, seed=settings.seed)
+    lives = [_Live(ModeTiming(mode)) for mode in modes]
+    benchmark_before = torch.backends.cudnn.benchmark
+    for live in lives:
+        try:
+            torch.backends.cudnn.benchmark = benchmark_before  # what the mode's runner starts from
+            t0 = time.perf_counter()
+            net = copy.deepcopy(model).train()
+            generator = torch.Generator(device=device).manual_seed(settings.seed)
+            noise = GaussianNoise(SIGMA).to(device)
+            recorruption = make_recorruption(noise, [target], config.recorrupted)
+            live.runner = runner = make_mode_runner(
+                live.timing.mode, net, [target], noise, config, generator, recorruption
+            )
+            _sync(device)
+            live.timing.setup_s, live.timing.runner = round(time.perf_counter() - t0, 4), runner.name
+            live.cudnn_benchmark = torch.backends.cudnn.benchmark
+            counter = iter(range(1 << 30))
+            live.update = lambda r=runner, c=counter: r.step(0, ks[next(c) % len(ks)], None)
+            for i in range(max(1, settings.warmup)):
+                t0 = time.perf_counter()
+                live.update()
+                _sync(device)
+                if i == 0:
+                    live.timing.first_update_ms = round(1e3 * (time.perf_counter() - t0), 3)
+        except Exception as exc:  # a mode that cannot run here is reported as such
+            live.fail(exc)
+    for _ in range(settings.repeats):
+        for live in lives:
+            if live.update is None:
+                continue
+            live.activate()
+            try:
+                done, seconds = time_calls(live.update, settings.steps, device, deadline)
+            except Exception as exc:
+                live.fail(exc)
+                continue
+            live.per_update.append(1e3 * seconds / done)
+            live.timing.updates += done
+        if time.perf_counter() > deadline:
+            break
+    for live in lives:
+        live.close()
+    torch.backends.cudnn.benchmark = benchmark_before
+    return [live.summary() for live in lives]
+
+
+def make_mode_runner(
+    mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption: Recorruption | None = None
+):
+    """The step runner of one bench mode (the recorrupted-to-recorrupted term included when given)."""
+    from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner
+    from rfr_deploy.adaptation.cuda_graphs import FastRunner
+
+    if mode == "eager":
+        return EagerRunner(model, targets, noise, config, generator, recorruption)
+    if mode == "channels-last":
+        return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
+    if mode == "bf16":
+        return Bf16Runner(model, targets, noise, config, generator, recorruption)
+    if mode == "channels-last+compile":
+        runner = ChannelsLastRunner(torch.compile(model), targets, noise, config, generator, recorruption)
+        runner.name = "eager+channels-last+compile"
+        return runner
+    amp = "off" if mode == "graphs-fp32" else "auto"
+    graphs = mode in ("graphs-fp32", "amp+graphs")
+    config = dataclasses.replace(config, amp=amp)
+    return FastRunner(model, targets, noise, config, generator, graphs=graphs, recorruption=recorruption)
+
+
+def time_job(name, model, noisy: np.ndarray, settings: BenchSettings, device, budget, step_seconds):
+    """Wall time of ``adapt_and_export`` on one generated image (random weights written to a file)."""
+    from rfr_deploy.images import write_image
+    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+    from rfr_deploy.models.weights import save_weights
+
+    if step_seconds is not None and settings.job_steps * step_seconds > budget:
+        return (
+            None,
+            f"skipped: ~{settings.job_steps * step_seconds:.0f} s estimated, over the {budget:.0f} s share",
+        )
+    have_onnx = all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime"))
+    formats = ("onnx",) if settings.job_export and have_onnx else ()
+    try:
+        with tempfile.TemporaryDirectory(prefix="rfr-bench-") as tmp:
+            image = write_image(Path(tmp) / "bench_noisy.png", noisy)
+            weights = Path(tmp) / f"{name}_random.safetensors"
+            save_weights(weights, model.net, model.meta)
+            job = JobSettings(
+                model=name,
+                weights=str(weights),
+                sigma=SIGMA,
+                device=device.type,
+                output_dir=str(Path(tmp) / "out"),
+                formats=formats,
+            )
+            t0 = time.perf_counter()
+            manifest = adapt_and_export(
+                [image], job, AdaptConfig(steps=settings.job_steps, seed=settings.seed)
+            )[0]
+            seconds = time.perf_counter() - t0
+    except Exception as exc:  # reported in the table
+        return None, f"failed: {_reason(exc)}"
+    exported = (
+        " + ONNX export" if formats else (" (no ONNX export)" if have_onnx else " (no ONNX: not installed)")
+    )
+    runner = manifest["adaptation"]["runner"]
+    return round(seconds, 3), f"{seconds:.2f} s: {settings.job_steps} updates ({runner}), output{exported}"
+
+
+def synthetic_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A clean ``size×size`` RGB image with repeated structure, and its noisy version (σ = 25)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    base = 0.5 + 0.3 * np.sin(2 * np.pi * 8 * x) * np.cos(2 * np.pi * 6 * y)
+    clean = np.stack([base, 0.7 * base + 0.15, 1.0 - base], axis=2).astype(np.float32)
+    noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32) * (SIGMA / 255.0)
+    return clean, np.clip(clean + noise, 0.0, 1.0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

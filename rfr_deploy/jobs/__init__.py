@@ -1,0 +1,1 @@
+"""Jobs over files: adapt-and-export, denoise, evaluate, pretrain, and their manifests."""

@@ -1,0 +1,96 @@
+"""What a job reads before any long work: the images, the pre-trained models they need, and σ.
+
+The order is the user's: cheap checks that can fail (images, weights, output folder) come first;
+the σ estimate (an eigen-decomposition over patches, seconds on large images) runs only for the
+images and networks that use it, and never when ``--sigma`` gives the level.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfr_deploy.errors import ImageError
+from rfr_deploy.images import Image, read_image
+from rfr_deploy.inference import to_tensor
+from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.level import estimate_noise_level
+
+
+@dataclass
+class ImageJob:
+    """One input prepared for denoising or adaptation."""
+
+    path: Path
+    image: Image
+    noisy: torch.Tensor
+    sigma_estimate: float | None = None
+    """σ estimated from the image (grey levels); None where nothing uses it."""
+    sigma_used: float | None = None
+    """σ given to noise-map networks (grey levels): the known level, else the estimate."""
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelCache:
+    """Pre-trained models by channel count (``--model dncnn`` picks gray or color weights)."""
+
+    def __init__(self, model: str, weights: str | None, device: torch.device):
+        self.model, self.weights, self.device = model, weights, device
+        self._models: dict[int, nn.Module] = {}
+
+    def get(self, channels: int) -> nn.Module:
+        if channels not in self._models:
+            weights = self.weights or "default"
+            model = create_model(self.model, weights=weights, channels=channels, device=self.device)
+            self._models[channels] = model.eval()
+        return self._models[channels]
+
+    def load_for(self, jobs: list[ImageJob]) -> None:
+        """Load (and so check) the weights every job needs, before any long work."""
+        for job in jobs:
+            self.get(job.image.channels)
+
+
+def read_jobs(paths: list[Path], device: torch.device) -> list[ImageJob]:
+    jobs = []
+    for path in paths:
+        image = read_image(path)
+        jobs.append(ImageJob(path=path, image=image, noisy=to_tensor(image.pixels, device)))
+    return jobs
+
+
+def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, estimate: bool) -> None:
+    """Fill in each job's σ: the known ``sigma``, or (with ``estimate``) the level estimated from the image."""
+    for job in jobs:
+        if estimate and sigma is None:
+            job.sigma_estimate = estimate_noise_level(job.noisy).sigma
+        job.sigma_used = sigma if sigma is not None else job.sigma_estimate
+
+
+def check_estimated_level(group: list[ImageJob]) -> float:
+    """The median estimated σ of ``group``, which adaptation will draw its noise at; 0 is an error."""
+    level = statistics.median(j.sigma_estimate or 0.0 for j in group)
+    if level <= 0.0:
+        names = ", ".join(j.path.name for j in group if not j.sigma_estimate)
+        raise ImageError(
+            f"{names}: no noise level can be estimated from the image (estimated σ = 0: it is flat or too "
+            "small for 7×7 patches); give the noise level with --sigma"
+        )
+    return level
+
+
+def model_sigma(model: nn.Module, job: ImageJob) -> float | None:
+    """σ/255 for noise-map networks (known σ, else the estimate); None for blind networks."""
+    return job.sigma_used / 255.0 if model.meta.noise_map and job.sigma_used is not None else None
+
+
+def set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
+    """The noise-map σ (σ/255) of one network adapted to a whole set: the median level."""
+    if not model.meta.noise_map:
+        return None
+    return statistics.median(j.sigma_used for j in group) / 255.0

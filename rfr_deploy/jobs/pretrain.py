@@ -1,0 +1,270 @@
+"""Pre-training a denoiser from clean images, with checkpoints and resume.
+
+The paper's recipe: random patches with random flips/rotations, synthetic noise
+from the network's noise model (Gaussian σ ∈ [0, 50] by default), L1 loss, Adam
+with a decaying learning rate. Self-supervised Noise2Self training (masked
+pixels predicted from their neighbours, noisy images only) is the ``noise2self``
+objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from rfr_deploy.datasets import load_folder
+from rfr_deploy.devices import resolve_device
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.files import atomic_write
+from rfr_deploy.models.registry import WeightsMeta, create_model, get_entry
+from rfr_deploy.models.weights import save_weights
+from rfr_deploy.noise.gaussian import UniformSigmaGaussianNoise
+from rfr_deploy.transforms import DIHEDRAL, dihedral
+
+Objective = Literal["supervised", "noise2self"]
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of ``rfr-deploy pretrain``; each field is a CLI option of the same name."""
+
+    model: str = "dncnn"
+    channels: int = 1
+    data: tuple[str, ...] = ()
+    out: str = "runs/pretrain"
+    steps: int = 20_000
+    batch: int = 64
+    patch: int = 48
+    lr: float = 1e-4
+    lr_min: float = 1e-6
+    loss: Literal["l1", "mse"] = "l1"
+    noise: Literal["gaussian", "camera"] = "gaussian"
+    sigma_low: float = 0.0
+    sigma_high: float = 50.0
+    objective: Objective = "supervised"
+    seed: int = 0
+    checkpoint_every: int = 500
+    threads: int | None = None
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    init: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ConfigError("pretrain needs at least one folder of clean training images")
+        if self.steps < 1 or self.batch < 1 or self.patch < 8:
+            raise ConfigError("steps and batch must be >= 1 and patch >= 8")
+
+
+class PatchSampler:
+    """Random training patches with random dihedral transforms, drawn from images held as uint8."""
+
+    def __init__(self, folders: tuple[str, ...], channels: int, patch: int, seed: int):
+        self.images: list[np.ndarray] = []
+        for folder in folders:
+            for item in load_folder(folder, channels=channels):
+                if min(item.pixels.shape[:2]) >= patch:
+                    self.images.append(np.round(item.pixels * 255).astype(np.uint8))
+        if not self.images:
+            raise ConfigError(f"no training image of at least {patch}×{patch} pixels in {', '.join(folders)}")
+        weights = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        self.p = weights / weights.sum()  # sample images in proportion to their area
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch: int) -> torch.Tensor:
+        p = self.patch
+        out = np.empty((batch, p, p, self.images[0].shape[2]), dtype=np.uint8)
+        for i, j in enumerate(self.rng.choice(len(self.images), size=batch, p=self.p)):
+            im = self.images[j]
+            y = self.rng.integers(0, im.shape[0] - p + 1)
+            x = self.rng.integers(0, im.shape[1] - p + 1)
+            out[i] = im[y : y + p, x : x + p]
+        t = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+        return dihedral(t, int(self.rng.integers(DIHEDRAL)))
+
+
+def build_noise(config: PretrainConfig) -> nn.Module:
+    if config.noise == "camera":
+        from rfr_deploy.noise.camera import CameraNoise
+
+        return CameraNoise()
+    return UniformSigmaGaussianNoise(config.sigma_low, config.sigma_high)
+
+
+def noisy_with_sigma_map(
+    noise: nn.Module, clean: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy batch and the true per-pixel noise std (``N×C×H×W``), for losses on estimated noise maps."""
+    if hasattr(noise, "sample"):  # the camera model knows its per-pixel level
+        noisy, _sigma, sigma_map = noise.sample(clean, generator)
+        return noisy, sigma_map
+    noisy, sigma = noise(clean, generator)
+    return noisy, sigma.reshape(-1, 1, 1, 1).expand_as(clean)
+
+
+def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Train (or resume training) and write ``<out>/final.safetensors``; returns its path."""
+    if config.objective == "noise2self" and get_entry(config.model).output == "residual":
+        raise ConfigError(
+            f"Noise2Self needs a network that predicts the clean image, not the noise like "
+            f"'{config.model}' (it would learn the identity outside the masked pixels); use dncnn_n2s"
+        )
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, weights=None, channels=config.channels, **config.arch_kwargs).to(
+        device
+    )
+    model.train()
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.steps, eta_min=config.lr_min
+    )
+    sampler = PatchSampler(config.data, config.channels, config.patch, config.seed)
+    noise = build_noise(config).to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    loss_fn = nn.functional.l1_loss if config.loss == "l1" else nn.functional.mse_loss
+    if config.objective == "noise2self":
+        from rfr_deploy.jobs.noise2self import Noise2SelfObjective
+
+        n2s = Noise2SelfObjective(loss_fn)
+
+    step, history = _resume(out / "checkpoint.pt", model, optimizer, scheduler, sampler, generator, config)
+    if step == 0 and config.init:
+        _warm_start(model, config)
+    started = time.perf_counter()
+    while step < config.steps:
+        clean = sampler.sample(config.batch).to(device)
+        if config.objective == "noise2self":
+            noisy, sigma = noise(clean, generator)  # the objective sees only the noisy batch
+            loss = n2s(model, noisy, sigma, generator)
+        elif model.entry.train_loss is not None:
+            noisy, sigma_map = noisy_with_sigma_map(noise, clean, generator)
+            loss = model.entry.train_loss(model, noisy, clean, sigma_map, loss_fn)
+        else:
+            noisy, sigma = noise(clean, generator)
+            loss = loss_fn(model(noisy, sigma), clean)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"training diverged at step {step} (loss {value}); lower the learning rate")
+        history.append(value)
+        if progress is not None:
+            progress(step, config.steps, value)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_checkpoint(
+                out / "checkpoint.pt", model, optimizer, scheduler, sampler, generator, config, step, history
+            )
+    meta = WeightsMeta(
+        arch=config.model,
+        channels=config.channels,
+        arch_kwargs={**model.meta.arch_kwargs},
+        sigma_range=(config.sigma_low, config.sigma_high),
+        output=model.meta.output,
+        noise_map=model.meta.noise_map,
+        noise="self-supervised" if config.objective == "noise2self" else config.noise,
+        source="rfr-deploy pretrain",
+        notes=f"{step} steps of batch {config.batch}×{config.patch}², {config.loss}, Adam {config.lr:g}→{config.lr_min:g}"
+        + (f", {n2s!r}" if config.objective == "noise2self" else "")
+        + _init_note(config),
+    )
+    final = out / "final.safetensors"
+    train_info = {
+        "config": dataclasses.asdict(config),
+        "steps_done": step,
+        "seconds_this_run": time.perf_counter() - started,
+    }
+    save_weights(final, model.net, meta, extra={"training": train_info})
+    return final
+
+
+def _init_note(config: PretrainConfig) -> str:
+    """Where a warm-started run began, for the weights' notes (a resumed run still names it)."""
+    if not config.init:
+        return ""
+    from rfr_deploy.models.weights import read_weights_meta
+
+    try:
+        before = read_weights_meta(config.init)[0].notes
+    except Exception:  # weights without rfr-deploy metadata (e.g. an official .pth)
+        before = ""
+    return f"; started from {Path(config.init).name}" + (f" ({before})" if before else "")
+
+
+def _warm_start(model, config: PretrainConfig) -> None:
+    """Start from the parameters of ``config.init`` (a fresh optimizer; a checkpoint takes precedence)."""
+    from rfr_deploy.models.weights import load_weights
+
+    loaded = load_weights(config.init, get_entry(config.model), channels=config.channels)
+    if loaded.meta.arch_kwargs != model.meta.arch_kwargs:
+        raise ConfigError(
+            f"{config.init}: weights have architecture settings {loaded.meta.arch_kwargs}, "
+            f"the run uses {model.meta.arch_kwargs}"
+        )
+    model.net.load_state_dict(loaded.net.state_dict())
+
+
+def _save_checkpoint(
+    path: Path, model, optimizer, scheduler, sampler, generator, config, step, history
+) -> None:
+    state = {
+        "model": model.net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "sampler": json.dumps(sampler.rng.bit_generator.state),
+        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        "step": step,
+        "history": torch.tensor(history, dtype=torch.float32),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(path: Path, model, optimizer, scheduler, sampler, generator, config) -> tuple[int, list[float]]:
+    if not path.is_file():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    for key in ("model", "channels", "patch", "objective", "noise"):
+        if saved.get(key) != getattr(config, key):
+            raise ConfigError(
+                f"{path}: checkpoint was trained with {key}={saved.get(key)!r}, not {getattr(config, key)!r}"
+            )
+    model.net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    # A longer run resumes with a cosine schedule stretched to the new length.
+    scheduler.T_max = config.steps
+    generator.set_state(state["generator"])
+    sampler.rng.bit_generator.state = json.loads(state["sampler"])
+    return int(state["step"]), [float(v) for v in state["history"]]
+
+
+def checkpoint_step(out: str | os.PathLike) -> int:
+    path = Path(out) / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])

@@ -1,0 +1,159 @@
+"""One Ray task's work: adapt and export one group of inputs into the shared output folder.
+
+The driver (:mod:`rfr_deploy.jobs.distributed`) wraps :func:`run_group` as a Ray task. Each task
+writes through the sequential pipeline (:func:`rfr_deploy.jobs.adapt_export.adapt_and_export`) into a
+private staging folder ``OUT/.rfr-work/<group>/`` and, once everything is written, renames the
+files into ``OUT`` (same file system: each rename is atomic), the manifest last. A worker killed
+mid-image therefore leaves nothing in ``OUT`` itself; its staging folder is emptied by the retry
+of the same group (Ray's task retries) and removed by the driver at the end of the run.
+
+A worker process keeps its pre-trained networks and, with ``--format engine``, its engine run
+(:class:`exporters.engine_plan.EngineRun`: the first image on the worker builds the base engine,
+the others refit it) between tasks of the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.devices import resolve_device
+from rfr_deploy.errors import RfrError
+from rfr_deploy.jobs.adapt_export import JobSettings, ModelCache, adapt_and_export, plan_engines
+from rfr_deploy.jobs.resume import group_stem
+from rfr_deploy.progress import QUIET
+
+STAGING = ".rfr-work"
+"""Folder of ``OUT`` where tasks write before their files are renamed into place."""
+OWNER_FILE = "worker.pid"
+"""Written first into a task's staging folder: the process that works on the group."""
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """What the driver sends a task: the run it belongs to, its inputs and the run's settings."""
+
+    run_id: str
+    paths: tuple[str, ...]
+    settings: JobSettings
+    config: AdaptConfig
+    threads: int = 1
+    engine_sizes: tuple[tuple[int, int], ...] | None = None
+    """(H, W) of every image of the run, for the engine profile (``--format engine`` only)."""
+
+
+@dataclass
+class _WorkerState:
+    run_id: str
+    models: ModelCache
+    engines: Any  # EngineRun or None
+
+
+_STATE: dict[str, _WorkerState] = {}
+"""This process's networks and engine run, for the run it last worked on."""
+
+
+def staging_dir(out_dir: str | os.PathLike, paths: tuple[str, ...]) -> Path:
+    """The group's private folder under ``OUT/.rfr-work``, the same for every attempt."""
+    key = hashlib.sha1("\0".join(paths).encode()).hexdigest()[:12]
+    return Path(out_dir) / STAGING / f"{group_stem(paths)}-{key}"
+
+
+def run_group(task: GroupTask) -> dict[str, Any]:
+    """Adapt and export one group; returns its record (status 'done' or 'failed', never raises for bad input)."""
+    started = time.perf_counter()
+    out_dir = Path(task.settings.output_dir)
+    staging = staging_dir(out_dir, task.paths)
+    record: dict[str, Any] = {"inputs": list(task.paths), "node": socket.gethostname(), "pid": os.getpid()}
+    state = None
+    try:
+        torch.set_num_threads(task.threads)
+        state = _state_for(task)
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed attempt left
+        staging.mkdir(parents=True)
+        (staging / OWNER_FILE).write_text(str(os.getpid()))
+        staged = dataclasses.replace(task.settings, output_dir=str(staging))
+        paths = [Path(p) for p in task.paths]
+        manifests = adapt_and_export(
+            paths, staged, task.config, QUIET, models=state.models, engines=state.engines
+        )
+        manifest = publish(staging, out_dir, f"{group_stem(task.paths)}.json")
+        record.update(status="done", **_describe(manifests[0], manifest))
+    except Exception as exc:  # isolate the group: any failure is reported, the run goes on
+        message = _message(exc)
+        record.update(
+            status="failed", error=message if task.paths[0] in message else f"{task.paths[0]}: {message}"
+        )
+    finally:
+        if state is not None:
+            _settle_base(state.engines, staging, out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def publish(staging: Path, out_dir: Path, manifest_name: str) -> Path:
+    """Rename every file of ``staging`` into ``out_dir``, the manifest last; returns the manifest's path."""
+    manifest = staging / manifest_name
+    if not manifest.is_file():
+        raise RfrError(f"{staging}: the group wrote no manifest {manifest_name}")
+    files = sorted(p for p in staging.iterdir() if p.is_file() and p not in (manifest, staging / OWNER_FILE))
+    for path in [*files, manifest]:
+        os.replace(path, out_dir / path.name)
+    return out_dir / manifest_name
+
+
+def _state_for(task: GroupTask) -> _WorkerState:
+    state = _STATE.get("current")
+    if state is None or state.run_id != task.run_id:
+        device = resolve_device(task.settings.device)
+        engines = None
+        if task.engine_sizes is not None:
+            engines = plan_engines(task.settings, [tuple(s) for s in task.engine_sizes])
+        state = _WorkerState(
+            task.run_id, ModelCache(task.settings.model, task.settings.weights, device), engines
+        )
+        _STATE["current"] = state
+    return state
+
+
+def _settle_base(engines, staging: Path, out_dir: Path) -> None:
+    """A base engine built into ``staging`` now lives in ``out_dir``, or is gone if the group failed."""
+    base = getattr(engines, "base", None)
+    if base is None or Path(base).parent != staging:
+        return
+    final = out_dir / Path(base).name
+    engines.base = final if final.is_file() else None
+
+
+def gain_db(manifest: dict[str, Any]) -> float | None:
+    """PSNR gain of the adapted over the pre-trained output, where the run was scored against a reference."""
+    scores = manifest.get("scores") or {}
+    if "adapted" not in scores or "pretrained" not in scores:
+        return None
+    return round(scores["adapted"]["psnr"] - scores["pretrained"]["psnr"], 4)
+
+
+def _describe(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
+    return {
+        "device": manifest.get("device"),
+        "gpus": os.environ.get("CUDA_VISIBLE_DEVICES") or None,
+        "gain_db": gain_db(manifest),
+        "manifest": str(manifest_path),
+    }
+
+
+def _message(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return text if isinstance(exc, RfrError) else f"{type(exc).__name__}: {text}".rstrip(": ")

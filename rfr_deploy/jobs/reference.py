@@ -1,0 +1,47 @@
+"""Scoring a result against a clean reference, and the bundled sample that has one."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rfr_deploy.errors import ImageError
+from rfr_deploy.images import quantize, read_image
+from rfr_deploy.inference import denoise, to_pixels
+from rfr_deploy.metrics import psnr, ssim
+
+
+def score_against_reference(
+    reference_path: str,
+    model,
+    job,
+    adapted: torch.Tensor,
+    sigma: float | None,
+    ensemble: bool,
+    bit_depth: int,
+) -> dict[str, Any]:
+    """PSNR/SSIM of the noisy input, the pre-trained output and the adapted output against a clean image.
+
+    Outputs are rounded to the input's bit depth first, as the written files are.
+    """
+    reference = read_image(reference_path).pixels
+    if reference.shape != job.image.pixels.shape:
+        raise ImageError(
+            f"{reference_path}: reference is {reference.shape}, the input {job.image.pixels.shape}"
+        )
+    pretrained = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble)
+    images = {"noisy": job.image.pixels, "pretrained": to_pixels(pretrained), "adapted": to_pixels(adapted)}
+    scores: dict[str, Any] = {"reference": str(reference_path)}
+    for name, pixels in images.items():
+        pixels = quantize(pixels, bit_depth)
+        scores[name] = {"psnr": round(psnr(pixels, reference), 4), "ssim": round(ssim(pixels, reference), 5)}
+    return scores
+
+
+def sample_paths() -> tuple[Path, Path]:
+    """The bundled noisy sample and its clean reference (rocket launch towers, public domain, σ = 25)."""
+    root = Path(str(resources.files("rfr_deploy") / "data"))
+    return root / "sample_noisy.png", root / "sample_clean.png"

@@ -1,0 +1,89 @@
+"""Resuming a run: which inputs are already done in the output folder.
+
+A group of inputs (one image, or the whole set with ``per_set``) is done when its
+manifest ``OUT/<stem>.json`` exists, records the same settings fingerprint, lists
+inputs with the same sha256 in the same order, and every file it lists is still
+there with its recorded size. The manifest is the last file a group writes, each
+file is renamed into place whole, so a manifest that passes these checks marks a
+finished group. Both the sequential run and the Ray run (:mod:`rfr_deploy.jobs.distributed`)
+skip such groups; a changed setting, input or weights file redoes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rfr_deploy import __version__
+from rfr_deploy.files import sha256_file
+
+
+def group_stem(paths: Sequence[str | os.PathLike]) -> str:
+    """The name every output of a group starts with: the image's stem, or ``<first>_set<N>`` for a set."""
+    first = Path(paths[0])
+    return first.stem if len(paths) == 1 else f"{first.stem}_set{len(paths)}"
+
+
+def settings_fingerprint(settings: Any, config: Any) -> str:
+    """sha256 of everything that decides a group's files: job settings (but the output folder),
+    adaptation settings as given, the weights file's content and the rfr-deploy version."""
+    job = dataclasses.asdict(settings)
+    job.pop("output_dir", None)
+    document = {
+        "rfr_deploy_version": __version__,
+        "settings": job,
+        "adaptation": dataclasses.asdict(config),
+        "weights_sha256": _weights_sha256(settings.weights),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def completed_manifest(
+    out_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], fingerprint: str
+) -> dict[str, Any] | None:
+    """The manifest of a finished group with these inputs and settings, or None when it must be (re)done."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / f"{group_stem(paths)}.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("settings_sha256") != fingerprint:
+        return None
+    recorded = [item.get("sha256") for item in manifest.get("inputs", [])]
+    if len(recorded) != len(paths) or not _same_contents(paths, recorded):
+        return None
+    if not all(_still_there(out_dir, record) for record in manifest.get("files", [])):
+        return None
+    manifest["manifest"] = str(manifest_path)
+    return manifest
+
+
+def _same_contents(paths: Sequence[str | os.PathLike], digests: list[str | None]) -> bool:
+    try:
+        return all(sha256_file(path) == digest for path, digest in zip(paths, digests, strict=True))
+    except OSError:
+        return False
+
+
+def _still_there(out_dir: Path, record: dict[str, Any]) -> bool:
+    target = out_dir / record.get("path", "")
+    return target.is_file() and target.stat().st_size == record.get("bytes")
+
+
+def _weights_sha256(weights: str | None) -> str | None:
+    if not weights or not Path(weights).is_file():
+        return None
+    stat = Path(weights).stat()
+    return _cached_sha256(str(Path(weights).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)

@@ -1,0 +1,1 @@
+"""Denoising networks: the registry, the factory, weights files and the zoo of architectures."""

@@ -1,0 +1,182 @@
+"""The model registry: architectures by name, with the weights that fit them.
+
+In the style of timm/torchvision::
+
+    from rfr_deploy import create_model, list_models
+    list_models()                       # ['cbdnet', 'dncnn', ...]
+    model = create_model("dncnn", channels=3)          # packaged default weights
+    model = create_model("dncnn", weights="dncnn_25.pth")  # any supported file
+
+An architecture registers a :class:`ModelEntry`: how to build the network,
+whether it predicts the noise (``residual``) or the clean image (``direct``),
+whether it takes a noise-level map, and which packaged weights are its
+defaults. Every weights file is tied to a :class:`WeightsMeta` describing
+channels, σ range, output kind and input range, so a loaded model always knows
+what it was trained for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from rfr_deploy.errors import ModelError
+
+OutputKind = Literal["residual", "direct"]
+NoiseKind = Literal["gaussian", "camera", "self-supervised"]
+
+
+@dataclass(frozen=True)
+class WeightsMeta:
+    """What a set of weights was trained for. Serialised into every weights file we write."""
+
+    arch: str
+    channels: int
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    sigma_range: tuple[float, float] = (0.0, 55.0)  # in 8-bit grey levels
+    output: OutputKind = "residual"
+    noise_map: bool = False
+    input_range: tuple[float, float] = (0.0, 1.0)
+    noise: NoiseKind = "gaussian"
+    source: str = ""
+    notes: str = ""
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["arch_kwargs"] = dict(self.arch_kwargs)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WeightsMeta:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        for key in ("sigma_range", "input_range"):
+            if key in data:
+                data[key] = tuple(float(v) for v in data[key])
+        return cls(**data)
+
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered architecture."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    """``build(channels=C, **arch_kwargs)`` returns the bare network."""
+    output: OutputKind
+    description: str
+    noise_map: bool = False
+    pad_multiple: int = 1
+    default_noise: NoiseKind = "gaussian"
+    sigma_range: tuple[float, float] = (0.0, 55.0)
+    default_weights: Mapping[int, str] = field(default_factory=dict)
+    """Channels → file name of packaged weights (``rfr_deploy/data``)."""
+    infer_kwargs: Callable[[StateDict], dict[str, Any]] | None = None
+    """Reads architecture keyword arguments (depth, width, channels) off a state dict."""
+    convert_state_dict: Callable[[StateDict], StateDict] | None = None
+    """Maps a foreign layout (e.g. KAIR's ``model.{i}``) onto this network's names."""
+    paper_params: int | None = None
+    """Parameter count published by the architecture's paper, for the zoo tests."""
+    paper_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Architecture keyword arguments of the configuration whose count is published."""
+    test_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Small architecture keyword arguments that keep unit tests fast (fewer blocks, fewer features)."""
+    train_loss: Callable[..., torch.Tensor] | None = None
+    """Pre-training objective replacing ``base_loss(model(noisy), clean)`` where the paper trains with
+    more than a reconstruction loss: ``train_loss(model, noisy, clean, sigma_map, base_loss)``, where
+    ``sigma_map`` is the true per-pixel noise std (``N×C×H×W``, [0, 1] units), e.g. CBDNet's asymmetric
+    noise-estimation loss."""
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add an architecture to the registry. Raises :class:`ValueError` on duplicate names."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model '{entry.name}' is already registered")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_models() -> list[str]:
+    """Names of every registered architecture, sorted."""
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _load_zoo()
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise ModelError(f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[key]
+
+
+def create_model(
+    name: str,
+    weights: str | None = "default",
+    channels: int | None = None,
+    device: str | torch.device = "cpu",
+    **arch_kwargs: Any,
+):
+    """Build a registered model, wrapped as a :class:`rfr_deploy.models.denoiser.Denoiser`.
+
+    ``weights``: ``"default"`` for the weights shipped with the package (chosen by
+    ``channels``), ``None`` for random initialisation, a name of official weights
+    (``kair:dncnn_color_blind``, see :mod:`rfr_deploy.models.hub`; downloaded once), or a path to
+    a weights file in any supported format (safetensors written by rfr-deploy, KAIR ``.pth``,
+    MatConvNet ``.mat``). For files, the architecture is inferred from the weights
+    where the entry knows how.
+    """
+    from rfr_deploy.models.denoiser import Denoiser
+    from rfr_deploy.models.hub import fetch, is_named, named_weights
+    from rfr_deploy.models.weights import load_weights, packaged_weights_path
+
+    entry = get_entry(name)
+    if weights == "default":
+        if channels is None:
+            channels = 3 if 3 in entry.default_weights else 1
+        if channels not in entry.default_weights:
+            raise ModelError(
+                f"model '{entry.name}' ships no default weights for {channels}-channel images; give a weights file (--weights FILE)"
+            )
+        weights = str(packaged_weights_path(entry.default_weights[channels]))
+    if weights is None:
+        if channels is None:
+            raise ModelError("channels must be given to build a model without weights")
+        meta = WeightsMeta(
+            arch=entry.name,
+            channels=channels,
+            arch_kwargs=arch_kwargs,
+            sigma_range=entry.sigma_range,
+            output=entry.output,
+            noise_map=entry.noise_map,
+            noise=entry.default_noise,
+            source="random initialisation",
+        )
+        net = entry.build(channels=channels, **arch_kwargs)
+        return Denoiser(net, meta, entry, weights_sha256=None).to(device)
+    known = None
+    if is_named(weights):  # official weights by name, downloaded once into torch's hub cache
+        named = named_weights(weights)
+        if named.meta.arch != entry.name:
+            raise ModelError(f"{named.name} are weights for model '{named.meta.arch}', not '{entry.name}'")
+        weights, known = str(fetch(named)), named.meta
+    loaded = load_weights(weights, entry, channels=channels, arch_kwargs=arch_kwargs, known=known)
+    return Denoiser(loaded.net, loaded.meta, entry, weights_sha256=loaded.sha256).to(device)
+
+
+def _load_zoo() -> None:
+    # Importing the zoo package registers every architecture exactly once.
+    from rfr_deploy.models import zoo  # noqa: F401

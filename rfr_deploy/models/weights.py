@@ -1,0 +1,325 @@
+"""Loading and saving weights in every format rfr-deploy understands.
+
+* ``.safetensors`` written by rfr-deploy: tensors plus a ``rfr_deploy`` metadata
+  entry (:class:`~rfr_deploy.models.registry.WeightsMeta` as JSON).
+* ``.pth``/``.pt`` state dicts (KAIR layout for the DnCNN family), always read with
+  ``torch.load(weights_only=True)``.
+* MatConvNet ``.mat`` releases of DnCNN (MATLAB v7.3/HDF5 through h5py, older v5
+  files through scipy).
+
+Architecture keyword arguments are inferred from the tensors where the registry
+entry knows how, and every mismatch is reported as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rfr_deploy.errors import ModelError, WeightsError
+from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.models.registry import ModelEntry, StateDict, WeightsMeta
+
+FORMAT_TAG = "rfr-deploy/1"
+
+
+@dataclass
+class LoadedWeights:
+    net: nn.Module
+    meta: WeightsMeta
+    sha256: str
+
+
+def packaged_weights_path(name: str) -> Path:
+    path = Path(str(resources.files("rfr_deploy") / "data" / name))
+    if not path.is_file():
+        raise ModelError(f"packaged weights '{name}' are missing from this installation of rfr-deploy")
+    return path
+
+
+def load_weights(
+    path: str | os.PathLike,
+    entry: ModelEntry,
+    channels: int | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    known: WeightsMeta | None = None,
+) -> LoadedWeights:
+    """``known``: the metadata of a plain state dict whose origin is known (named weights,
+    :mod:`rfr_deploy.models.hub`), used instead of inferring it from the tensors and the file name."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: weights file is empty")
+    suffix = path.suffix.lower()
+    meta: WeightsMeta | None = None
+    try:
+        if suffix == ".safetensors":
+            state, meta = _read_safetensors(path)
+        elif suffix in (".pth", ".pt", ".ckpt", ".bin"):
+            state = read_state_dict(path)
+        elif suffix == ".mat":
+            state = read_matconvnet(path)
+        else:
+            raise WeightsError(f"{path}: unknown weights format '{suffix}' (use .safetensors, .pth or .mat)")
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot read weights ({_first_line(exc)})") from exc
+
+    if meta is not None and meta.arch != entry.name:
+        raise WeightsError(f"{path}: these weights are for model '{meta.arch}', not '{entry.name}'")
+    if meta is None:
+        if entry.convert_state_dict is not None:
+            state = entry.convert_state_dict(state)
+        meta = known or _infer_meta(path, state, entry, arch_kwargs or {})
+    elif arch_kwargs:
+        meta = dataclasses.replace(meta, arch_kwargs={**meta.arch_kwargs, **arch_kwargs})
+    if channels is not None and channels != meta.channels:
+        raise WeightsError(
+            f"{path}: weights are for {meta.channels}-channel images, but the input has {channels} channel(s)"
+        )
+    try:
+        net = entry.build(channels=meta.channels, **meta.arch_kwargs)
+    except TypeError as exc:
+        raise WeightsError(f"{path}: invalid architecture settings for '{entry.name}' ({exc})") from exc
+    _load_strict(net, state, path, entry.name)
+    return LoadedWeights(net=net, meta=meta, sha256=sha256_file(path))
+
+
+def save_weights(
+    path: str | os.PathLike,
+    net: nn.Module,
+    meta: WeightsMeta,
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> str:
+    """Write ``net``'s parameters and ``meta`` as safetensors (atomically); returns the file's sha256.
+
+    ``dtype=torch.float16`` halves the file (packaged weights); loading casts back to float32.
+    """
+    from safetensors.torch import save
+
+    tensors = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in net.state_dict().items()
+    }
+    metadata = {"format": FORMAT_TAG, "rfr_deploy": meta.to_json()}
+    if extra:
+        metadata["extra"] = json.dumps(extra, sort_keys=True, default=str)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(sorted_header(save(tensors, metadata=metadata)))
+    return sha256_file(path)
+
+
+def sorted_header(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header's keys sorted, so identical weights give identical files.
+
+    The library writes the metadata entries in hash order, which changes from run to run; the tensor
+    data and its offsets (relative to the end of the header) stay as they are.
+    """
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes with spaces
+    return struct.pack("<Q", len(header)) + header + data[8 + size :]
+
+
+def read_weights_meta(path: str | os.PathLike) -> tuple[WeightsMeta, dict[str, Any]]:
+    """Metadata of a safetensors file written by rfr-deploy (and its free-form extra dict)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+    if "rfr_deploy" not in metadata:
+        raise WeightsError(f"{path}: not a weights file written by rfr-deploy (no metadata)")
+    return WeightsMeta.from_json(metadata["rfr_deploy"]), json.loads(metadata.get("extra", "{}"))
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, WeightsMeta | None]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = fh.metadata() or {}
+        state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    meta = WeightsMeta.from_json(metadata["rfr_deploy"]) if "rfr_deploy" in metadata else None
+    return state, meta
+
+
+_STATE_DICT_FORM = (
+    "the file must hold a dict of parameter names to tensors, as torch.save(model.state_dict(), path) writes"
+)
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """The tensors of a ``.pth``/``.pt`` state dict, read without unpickling anything but tensors."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # torch's own message advises weights_only=False, which would run whatever code the file holds.
+        what = (
+            "it holds Python objects besides tensors, which rfr-deploy never loads (they could run code)"
+            if "unsupported global" in str(exc).lower()
+            else "it cannot be read as a PyTorch file"
+        )
+        raise WeightsError(f"{path}: not a plain state dict: {what}; {_STATE_DICT_FORM}") from None
+    for key in ("state_dict", "model_state_dict", "params_ema", "params", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a plain state dict; {_STATE_DICT_FORM}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def read_matconvnet(path: str | os.PathLike) -> StateDict:
+    """Convolution weights of a MatConvNet ``simplenn`` DnCNN release, in KAIR layout."""
+    import h5py
+
+    path = Path(path)
+    if h5py.is_hdf5(path):  # MATLAB v7.3 files are HDF5 behind a 512-byte header
+        layers = _matconvnet_layers_hdf5(path)
+    else:
+        layers = _matconvnet_layers_v5(path)
+    state: StateDict = {}
+    index = 0
+    for kind, weights in layers:
+        if kind == "conv":
+            w, b = weights
+            state[f"model.{index}.weight"] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+            state[f"model.{index}.bias"] = torch.from_numpy(
+                np.ascontiguousarray(b, dtype=np.float32).reshape(-1)
+            )
+        elif kind not in ("relu",):
+            if kind in ("bnorm",):
+                raise WeightsError(f"{path}: MatConvNet file has unfolded batch norm layers; fold them first")
+            if index == len(layers) - 1 or kind in ("loss", "pdist"):
+                continue
+            raise WeightsError(f"{path}: unsupported MatConvNet layer type '{kind}'")
+        index += 1
+    if not state:
+        raise WeightsError(f"{path}: no convolution layers found in MatConvNet file")
+    return state
+
+
+def _matconvnet_layers_hdf5(path: Path) -> list[tuple[str, tuple[np.ndarray, np.ndarray] | None]]:
+    import h5py
+
+    out = []
+    with h5py.File(path, "r") as f:
+        if "net" not in f or "layers" not in f["net"]:
+            raise WeightsError(f"{path}: not a MatConvNet network file (no net.layers)")
+        refs = f["net/layers"][()].reshape(-1)
+        for ref in refs:
+            layer = f[ref]
+            kind = "".join(chr(int(c)) for c in layer["type"][()].reshape(-1))
+            if kind == "conv":
+                wref, bref = layer["weights"][()].reshape(-1)[:2]
+                # HDF5 shows MATLAB's column-major arrays with the axes reversed.
+                w = np.asarray(f[wref][()]).T
+                b = np.asarray(f[bref][()])
+                out.append((kind, (_matlab_to_torch_conv(w), b)))
+            else:
+                out.append((kind, None))
+    return out
+
+
+def _matconvnet_layers_v5(path: Path) -> list[tuple[str, tuple[np.ndarray, np.ndarray] | None]]:
+    import scipy.io
+
+    mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    if "net" not in mat:
+        raise WeightsError(f"{path}: not a MatConvNet network file (no 'net')")
+    out = []
+    for layer in np.atleast_1d(mat["net"].layers):
+        kind = str(layer.type)
+        if kind == "conv":
+            w, b = layer.weights
+            out.append((kind, (_matlab_to_torch_conv(np.asarray(w)), np.asarray(b))))
+        else:
+            out.append((kind, None))
+    return out
+
+
+def _matlab_to_torch_conv(w: np.ndarray) -> np.ndarray:
+    """MatConvNet filters (H, W, in, out), trailing singleton axes dropped by MATLAB, to (out, in, H, W)."""
+    w = w.reshape(w.shape + (1,) * (4 - w.ndim))
+    return w.transpose(3, 2, 0, 1)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+_SIGMA_IN_NAME = re.compile(r"(?:^|[_=\-])(\d{1,2})(?:\.|$)")
+
+
+def _infer_meta(path: Path, state: StateDict, entry: ModelEntry, arch_kwargs: dict[str, Any]) -> WeightsMeta:
+    if entry.infer_kwargs is None:
+        raise WeightsError(f"{path}: cannot infer the architecture of '{entry.name}' from a plain state dict")
+    try:
+        inferred = entry.infer_kwargs(state)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise WeightsError(f"{path}: weights do not match the '{entry.name}' architecture ({exc})") from exc
+    channels = int(inferred.pop("channels"))
+    in_channels = inferred.pop("_in_channels", channels)
+    if in_channels != channels:
+        raise WeightsError(
+            f"{path}: weights take {in_channels} input channels but produce {channels}; "
+            f"they do not fit '{entry.name}'"
+        )
+    kwargs = {**inferred, **arch_kwargs}
+    sigma_range = entry.sigma_range
+    match = _SIGMA_IN_NAME.search(path.stem)
+    if match and "blind" not in path.stem and not entry.noise_map:
+        s = float(match.group(1))
+        sigma_range = (s, s)
+    return WeightsMeta(
+        arch=entry.name,
+        channels=channels,
+        arch_kwargs=kwargs,
+        sigma_range=sigma_range,
+        output=entry.output,
+        noise_map=entry.noise_map,
+        noise=entry.default_noise,
+        source=path.name,
+    )
+
+
+def _load_strict(net: nn.Module, state: StateDict, path: Path, arch: str) -> None:
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise WeightsError(f"{path}: weights do not match the '{arch}' architecture: {'; '.join(parts)}")
+    for key, tensor in own.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise WeightsError(
+                f"{path}: weights do not match the '{arch}' architecture: {key} has shape "
+                f"{tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the network"
+            )
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise WeightsError(f"{path}: weights contain non-finite values in {key}")
+    net.load_state_dict(state, strict=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
