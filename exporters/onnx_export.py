@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfr_deploy import __version__
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.version import __version__
 
 from .errors import ExportError, ExportVerificationError
 from .exportable import PRECISIONS, ExportableDenoiser, Precision, example_inputs, input_names

@@ -32,9 +32,9 @@ from typing import Literal
 
 import torch
 
-from rfr_deploy import __version__
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.version import __version__
 
 from .engine_sidecar import (
     EngineProfile,

@@ -13,8 +13,7 @@ from rfr_deploy.errors import ImageError, RfrError, WeightsError
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level, estimate_sigma
-
-__version__ = "0.1.0"
+from rfr_deploy.version import __version__
 
 __all__ = [
     "AdaptConfig",

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from rfr_deploy import __version__
 from rfr_deploy.errors import ConfigError
+from rfr_deploy.version import __version__
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -12,8 +12,8 @@ import warnings
 
 import click
 
-from rfr_deploy import __version__
 from rfr_deploy.errors import RfrError
+from rfr_deploy.version import __version__
 
 
 class _Group(click.Group):

@@ -20,7 +20,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rfr_deploy import __version__
 from rfr_deploy.adaptation.loop import AdaptConfig, StepInfo, adapt, resolve_defaults
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import ConfigError, ImageError
@@ -42,6 +41,7 @@ from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fing
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.gaussian import NoiseChoice, UnknownSigma, build_noise, resolve_noise_kind
 from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.version import __version__
 
 EXPORT_FORMATS = ("onnx", "engine")
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rfr_deploy import __version__
 from rfr_deploy.files import sha256_file
+from rfr_deploy.version import __version__
 
 
 def group_stem(paths: Sequence[str | os.PathLike]) -> str:
