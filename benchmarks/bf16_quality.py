@@ -20,8 +20,9 @@ import sys
 import torch
 from common import environment, parse_overrides, write_results
 
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor

@@ -31,7 +31,8 @@ from common import (
     write_results,
 )
 
-from rfr_deploy.adaptation.loop import AdaptConfig, StepInfo, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.adaptation.sure import SureScorer
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor

@@ -26,7 +26,8 @@ from common import (
 )
 
 from rfr_deploy.adaptation.blending import interpolated
-from rfr_deploy.adaptation.loop import GAUSSIAN_STEPS, AdaptConfig, adapt
+from rfr_deploy.adaptation.config import GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import CANDIDATES, select_interpolation
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor

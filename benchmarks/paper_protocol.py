@@ -9,7 +9,7 @@ from pathlib import Path
 
 from common import environment, write_results
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.errors import ModelError
 from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
 from rfr_deploy.models.weights import packaged_weights_path

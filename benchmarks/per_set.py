@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from rfr_deploy import __version__
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.devices import describe_device
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import quantize, read_image

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, write_results
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
 from rfr_deploy.jobs.distributed import RayOptions, adapt_and_export_ray

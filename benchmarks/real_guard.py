@@ -22,7 +22,8 @@ import torch
 from common import environment, write_results
 
 from rfr_deploy.adaptation.blending import interpolated
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import CANDIDATES, select_interpolation
 from rfr_deploy.datasets import load_pairs
 from rfr_deploy.images import quantize

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import environment, parse_overrides, write_results
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.files import sha256_file
 from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
 from rfr_deploy.noise.camera import ENV_VAR, CameraResponses

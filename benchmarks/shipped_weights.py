@@ -18,7 +18,7 @@ import time
 from common import environment, write_results
 from paper_protocol import COLOR_WEIGHTS, GRAY_WEIGHTS, Network
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
 from rfr_deploy.models.weights import read_weights_meta
 from rfr_deploy.shared import shared_path

@@ -18,7 +18,7 @@ import time
 
 from common import RESULTS, environment, parse_overrides, write_results
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
 from rfr_deploy.progress import Reporter
 from rfr_deploy.shared import shared_path

@@ -21,7 +21,8 @@ import torch
 from common import environment, write_results
 
 from rfr_deploy.adaptation.blending import interpolated
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import CANDIDATES, draw_probes, probe_count, select_interpolation, sure_mse
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.inference import denoise, to_pixels, to_tensor

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from common import environment, write_results
 
-from rfr_deploy.adaptation.loop import GAUSSIAN_STEPS, AdaptConfig, adapt
+from rfr_deploy.adaptation.config import GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.datasets import convert_channels, load_folder
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor

@@ -14,7 +14,7 @@ import argparse
 from common import parse_overrides
 from paper_protocol import COLOR_SETS, GRAY_SETS, plan, run_table
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 
 
 def main(

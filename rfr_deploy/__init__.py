@@ -8,7 +8,8 @@ Quick use::
     clean = result.model(noisy)
 """
 
-from rfr_deploy.adaptation.loop import AdaptConfig, AdaptResult, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import AdaptResult, adapt
 from rfr_deploy.errors import ImageError, RfrError, WeightsError
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.metrics import psnr
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
@@ -155,7 +156,7 @@ def test_invalid_new_settings_are_rejected(kwargs):
 
 
 def test_default_number_of_updates_follows_the_noise_model():
-    from rfr_deploy.adaptation.loop import (
+    from rfr_deploy.adaptation.config import (
         CAMERA_STEPS,
         GAUSSIAN_STEPS,
         UNGUARDED_INTERPOLATION,

@@ -17,7 +17,7 @@ from rfr_deploy.adaptation.capture_checks import (
     rng_moved,
     rng_position,
 )
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from rfr_deploy.adaptation import cpu_runners
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, cpu_precision
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.runners import EagerRunner, StepTimer, make_runner
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.gaussian import GaussianNoise

@@ -183,7 +183,7 @@ def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, re
     """What one Ray worker process does with --format engine (the task function, run here without Ray)."""
     from dataclasses import replace
 
-    from rfr_deploy.adaptation.loop import AdaptConfig
+    from rfr_deploy.adaptation.config import AdaptConfig
     from rfr_deploy.jobs.adapt_export import JobSettings
     from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, run_group
 

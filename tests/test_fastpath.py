@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cuda_graphs import (
     CaptureError,
     ChannelsLastRunner,
@@ -16,7 +17,7 @@ from rfr_deploy.adaptation.cuda_graphs import (
     resolve_precision,
     try_graph_runner,
 )
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from rfr_deploy.adaptation.recorrupt import make_recorruption
 from rfr_deploy.adaptation.runners import EagerRunner, make_optimizer, make_runner

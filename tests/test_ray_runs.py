@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.adapt_export import JobSettings

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.recorrupt import (
     RECORRUPTION_SCALE,
     Recorruption,

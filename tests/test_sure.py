@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
-from rfr_deploy.adaptation.loop import AdaptConfig, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import SureScorer, draw_probes, gaussian_level, select_interpolation, sure_mse
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
@@ -161,7 +162,7 @@ def test_probe_count_grows_as_images_shrink():
 
 
 def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncnn, pair):
-    from rfr_deploy.adaptation.loop import ESTIMATED_GRAY_INTERPOLATION
+    from rfr_deploy.adaptation.config import ESTIMATED_GRAY_INTERPOLATION
     from rfr_deploy.adaptation.sure import gray_with_estimated_level
 
     _, noisy, _ = pair

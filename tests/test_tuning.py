@@ -7,14 +7,14 @@ import copy
 import pytest
 import torch
 
-from rfr_deploy.adaptation.loop import (
+from rfr_deploy.adaptation.config import (
     CHECKPOINTS,
     CUDA_GAUSSIAN_STEPS,
     GAUSSIAN_STEPS,
     AdaptConfig,
-    adapt,
     resolve_defaults,
 )
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import SureScorer
 from rfr_deploy.adaptation.tuning import (
     add_affine,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.adaptation.loop import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConfig, adapt
+from rfr_deploy.adaptation.config import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
 from rfr_deploy.models.registry import create_model, get_entry

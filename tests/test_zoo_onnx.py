@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.models.registry import create_model, get_entry, list_models
 
 pytest.importorskip("onnx", reason="the onnx package is not installed")

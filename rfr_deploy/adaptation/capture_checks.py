@@ -32,7 +32,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 if TYPE_CHECKING:
-    from rfr_deploy.adaptation.loop import AdaptConfig
+    from rfr_deploy.adaptation.config import AdaptConfig
 
 Registration = Literal["explicit", "automatic", "unsupported"]
 AUTOMATIC_REGISTRATION = (2, 14)

@@ -59,8 +59,8 @@ from rfr_deploy.adaptation.capture_checks import (
     rng_moved,
     rng_position,
 )
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner, cpu_fast_runner, has_convolutions  # noqa: F401 (re-exported)
-from rfr_deploy.adaptation.loop import AdaptConfig
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.runners import loss_function, make_optimizer

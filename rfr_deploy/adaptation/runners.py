@@ -21,7 +21,7 @@ from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.tuning import parameter_groups
 
 if TYPE_CHECKING:
-    from rfr_deploy.adaptation.loop import AdaptConfig
+    from rfr_deploy.adaptation.config import AdaptConfig
 
 LossKind = Literal["mse", "l1"]
 

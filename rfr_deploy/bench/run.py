@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
-from rfr_deploy.adaptation.loop import AdaptConfig
 from rfr_deploy.adaptation.recorrupt import Recorruption, make_recorruption
 from rfr_deploy.adaptation.runners import EagerRunner
 from rfr_deploy.bench.limits import Limits, measure_limits, time_calls, update_flops

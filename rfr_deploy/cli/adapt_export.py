@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rfr_deploy.adaptation.loop import CAMERA_STEPS, CUDA_GAUSSIAN_STEPS, GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.adaptation.config import CAMERA_STEPS, CUDA_GAUSSIAN_STEPS, GAUSSIAN_STEPS, AdaptConfig
 from rfr_deploy.cli.adapt_options import adapt_config, adapt_options
 from rfr_deploy.cli.options import (
     default_of,

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from rfr_deploy.adaptation.loop import (
+from rfr_deploy.adaptation.config import (
     CHECKPOINTS,
     ESTIMATED_GRAY_INTERPOLATION,
     UNGUARDED_INTERPOLATION,

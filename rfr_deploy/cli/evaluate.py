@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.cli.adapt_options import adapt_config, adapt_options
 from rfr_deploy.cli.options import (
     default_of,

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.loop import AdaptConfig, StepInfo, adapt, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
+from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.files import atomic_write, check_output_dir

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from rfr_deploy.adaptation.loop import AdaptConfig, StepInfo, adapt
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.datasets import NamedImage, load_folder, load_pairs
 from rfr_deploy.devices import describe_environment, resolve_device
 from rfr_deploy.images import quantize

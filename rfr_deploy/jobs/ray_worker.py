@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from rfr_deploy.adaptation.loop import AdaptConfig
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import RfrError
 from rfr_deploy.jobs.adapt_export import JobSettings, ModelCache, adapt_and_export, plan_engines

@@ -1,0 +1,155 @@
+"""Settings of an adaptation run (:class:`AdaptConfig`) and the defaults that depend on the noise and the images."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.runners import LossKind
+from rfr_deploy.adaptation.sure import gray_with_estimated_level
+from rfr_deploy.adaptation.tuning import TUNE_CHOICES, Tune
+from rfr_deploy.noise.gaussian import is_gaussian
+
+FastMode = Literal["auto", "on", "off"]
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+Schedule = Literal["constant", "cosine"]
+Select = Literal["sure", "off"]
+
+GAUSSIAN_STEPS = 40
+"""Default M for Gaussian noise, where SURE chooses how far to move from the pre-trained weights."""
+UNGUARDED_INTERPOLATION = 0.5
+"""Default interpolation where SURE does not choose it (camera noise, ``select='off'``)."""
+ESTIMATED_GRAY_INTERPOLATION = 0.25
+"""Default interpolation for gray images with an estimated σ, where SURE is not trusted
+(:func:`rfr_deploy.adaptation.sure.gray_with_estimated_level`)."""
+CUDA_GAUSSIAN_STEPS = 400
+"""Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a
+millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmarks/results/budget_*)
+and the checkpoint rule keeps the best network along the way."""
+CHECKPOINTS = 4
+"""Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
+CAMERA_STEPS = 10
+"""Default M for camera noise (signal dependent: no SURE guard, fixed interpolation). In sixteen of
+the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
+that at M = 40, and whole photographs lost ground between M = 20 and 40."""
+
+
+@dataclass
+class AdaptConfig:
+    """Settings of one adaptation run. Every field maps to a CLI option of the same name."""
+
+    steps: int | None = None
+    """Number of updates M (over the whole set when several images share one network). None:
+    :data:`GAUSSIAN_STEPS` for Gaussian noise, :data:`CAMERA_STEPS` for the camera noise model."""
+    lr: float = 1e-5
+    loss: LossKind = "mse"
+    batch: int = 1
+    """Noise realisations (and patches, when training on patches) per update."""
+    patch: int | None = None
+    """Side of random square training patches; None trains on the whole image (patches are used
+    automatically when a whole image would not fit in memory)."""
+    schedule: Schedule = "constant"
+    warmup: int = 10
+    """Updates over which the learning rate ramps up linearly: Adam's first, unnormalised updates
+    otherwise cost up to 0.2 dB on some images before the gain appears."""
+    target_ensemble: bool = False
+    """Average the 8 dihedral transforms for the pseudo-clean target (8× one forward pass)."""
+    refresh_every: int = 0
+    """Iterated restore-from-restored: recompute the pseudo-clean targets with the adapted network
+    every this many updates (0: never)."""
+    ema: float = 0.0
+    """Average the weights over the updates: each update moves the average towards the current
+    weights by max(1 − ema, 1/t); 0 keeps only the last weights, values near 1 average every iterate."""
+    interpolation: float | None = None
+    """Weight-space interpolation of the result where SURE does not choose it: pre-trained +
+    interpolation × (adapted − pre-trained). Values below 1 keep part of the pre-trained network,
+    which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
+    None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
+    :data:`UNGUARDED_INTERPOLATION` otherwise."""
+    select: Select = "sure"
+    """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
+    unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`).
+    α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
+    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', camera
+    noise, or gray images with an estimated σ: use ``interpolation``."""
+    recorrupted: float = 0.0
+    """Weight of a recorrupted-to-recorrupted term added to the loss (pairs Y + a·z → Y − z/a drawn
+    from the noisy input itself, unbiased for the clean image; Gaussian noise of one level only, see
+    :mod:`rfr_deploy.adaptation.recorrupt`). 0 (default) trains on restore-from-restored pairs alone: the term
+    helped gray images a little, not colour ones, and biases the SURE selection towards large steps.
+    Costs a second forward and backward pass per update."""
+    tune: Tune = "all"
+    """What the updates change: 'all' weights (at ``lr``), 'affine' (a per-output-channel gain and
+    shift after every layer, at ``affine_lr``, weights frozen; see :mod:`rfr_deploy.adaptation.tuning`) or
+    'all+affine' (both, each at its own rate). The affine maps are folded into the weights before
+    the network is returned: adapted networks have the pre-trained network's parameters and names."""
+    affine_lr: float = 1e-3
+    """Adam learning rate of the per-channel gains and shifts (``tune`` 'affine' or 'all+affine')."""
+    checkpoint_every: int | None = None
+    """Score the network by SURE every this many updates and keep the best (Gaussian noise, where
+    SURE applies; see :mod:`rfr_deploy.adaptation.checkpoints`); the interpolation is then chosen between the
+    pre-trained network and that checkpoint. 0: only the last update's network is considered.
+    None: M / :data:`CHECKPOINTS`."""
+    optimizer: Literal["adam", "radam"] = "adam"
+    """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
+    seed: int = 0
+    fast: FastMode = "auto"
+    """Fast step runner: 'auto' uses CUDA graphs on CUDA (eager when capture fails) and channels-last
+    weights on CPU; 'on' requires CUDA graphs; 'off' runs the plain eager loop."""
+    amp: AmpMode = "auto"
+    """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler. CPU:
+    bf16 convolutions (fp32 weights and Adam) on request ('bf16', native bf16 CPUs only), and for
+    'auto' where :data:`rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO` says so."""
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 0:
+            raise ValueError("steps must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError("lr must be a positive number")
+        if self.batch < 1:
+            raise ValueError("batch must be >= 1")
+        if self.patch is not None and self.patch < 8:
+            raise ValueError("patch must be at least 8 pixels")
+        if not (0.0 <= self.ema < 1.0):
+            raise ValueError("ema must be in [0, 1)")
+        if self.interpolation is not None and not (0.0 < self.interpolation <= 1.5):
+            raise ValueError("interpolation must be in (0, 1.5]")
+        if not (self.recorrupted >= 0.0 and math.isfinite(self.recorrupted)):
+            raise ValueError("recorrupted must be a finite number >= 0")
+        if not (self.affine_lr > 0 and math.isfinite(self.affine_lr)):
+            raise ValueError("affine_lr must be a positive number")
+        if self.tune not in TUNE_CHOICES:
+            raise ValueError(f"tune must be one of {', '.join(TUNE_CHOICES)}, not {self.tune!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be >= 0")
+        if self.refresh_every < 0:
+            raise ValueError("refresh_every must be >= 0")
+        if self.select not in ("sure", "off"):
+            raise ValueError(f"select must be 'sure' or 'off', not {self.select!r}")
+        if self.optimizer not in ("adam", "radam"):
+            raise ValueError(f"optimizer must be 'adam' or 'radam', not {self.optimizer!r}")
+        if self.loss not in ("mse", "l1"):
+            raise ValueError(f"loss must be 'mse' or 'l1', not {self.loss!r}")
+
+
+def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:
+    """``config`` with the defaults that depend on the noise model and the images filled in where a
+    field is None: ``steps`` (:data:`GAUSSIAN_STEPS`, :data:`CUDA_GAUSSIAN_STEPS` on CUDA /
+    :data:`CAMERA_STEPS`), ``interpolation`` (:data:`ESTIMATED_GRAY_INTERPOLATION` /
+    :data:`UNGUARDED_INTERPOLATION`) and ``checkpoint_every`` (M / :data:`CHECKPOINTS`)."""
+    steps, interpolation, every = config.steps, config.interpolation, config.checkpoint_every
+    if steps is None:
+        cuda = images[0].device.type == "cuda"
+        steps = (CUDA_GAUSSIAN_STEPS if cuda else GAUSSIAN_STEPS) if is_gaussian(noise) else CAMERA_STEPS
+    if interpolation is None:
+        gray_estimate = gray_with_estimated_level(noise, images)
+        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
+    if every is None:
+        every = max(1, steps // CHECKPOINTS) if steps else 0
+    return dataclasses.replace(config, steps=steps, interpolation=interpolation, checkpoint_every=every)
