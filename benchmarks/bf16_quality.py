@@ -39,12 +39,12 @@ TOLERANCE_DB = 0.01
 
 def score_crop(model, pixels, index: int, sigma: float, steps: int, overrides: dict) -> dict:
     clean = to_tensor(pixels)
-    noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
+    noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     base = psnr(quantize(to_pixels(denoise(model, noisy))), pixels)
     row = {"pretrained_db": round(base, 4)}
     for mode, amp in MODES.items():
         config = AdaptConfig(steps=steps, seed=index, amp=amp, **overrides)
-        result = adapt(model, noisy, GaussianNoise(sigma), config)
+        result = adapt(model, noisy, GaussianNoise(sigma / 255), config)
         gain = psnr(quantize(to_pixels(denoise(result.model, noisy))), pixels) - base
         row[mode] = {
             "gain_db": round(gain, 4),

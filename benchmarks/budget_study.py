@@ -38,7 +38,8 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
-from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise
+from rfr_deploy.noise.base import QuantizedNoise
+from rfr_deploy.noise.gaussian import GaussianNoise
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
@@ -47,14 +48,15 @@ def parse_setting(text: str) -> tuple[str, dict]:
 
 
 def noisy_input(clean: torch.Tensor, sigma: float, index: int, clip: bool) -> torch.Tensor:
-    noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
+    noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     return torch.round(noisy.clamp(0, 1) * 255) / 255 if clip else noisy
 
 
 def run_setting(model, noisy, pixels, sigma, overrides, args, index) -> dict:
     """One adaptation: true PSNR and SURE (dB) on the grid of updates, and seconds per update."""
-    noise = QuantizedNoise(GaussianNoise(sigma), 8) if args.clip else GaussianNoise(sigma)
-    scorer = SureScorer([noisy], sigma / 255.0, None, seed=index)
+    level = sigma / 255  # the library's unit; the script's options and results are in grey levels
+    noise = QuantizedNoise(GaussianNoise(level), 8) if args.clip else GaussianNoise(level)
+    scorer = SureScorer([noisy], level, None, seed=index)
     curve = {
         0: (psnr(quantize(to_pixels(denoise(model, noisy))), pixels), scorer.decibels(scorer.terms(model)))
     }

@@ -40,9 +40,9 @@ def sweep_image(
     model, index: int, pixels: np.ndarray, sigma: float, config: AdaptConfig, candidates: tuple[float, ...]
 ) -> dict:
     clean = to_tensor(pixels)
-    noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
+    noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
-    result = adapt(model, noisy, GaussianNoise(sigma), dataclasses.replace(config, seed=index))
+    result = adapt(model, noisy, GaussianNoise(sigma / 255), dataclasses.replace(config, seed=index))
 
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)

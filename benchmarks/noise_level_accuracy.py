@@ -48,11 +48,11 @@ def main() -> None:
         ]
         for sigma in (float(s) for s in args.sigmas.split(",")):
             row = {"dataset": dataset, "sigma": sigma, "images": len(clean)}
-            noisy = [add_gaussian_noise(x, sigma, 0, i) for i, x in enumerate(clean)]
+            noisy = [add_gaussian_noise(x, sigma / 255, 0, i) for i, x in enumerate(clean)]
             if args.file_like:
                 noisy = [torch.round(y.clamp(0, 1) * 255) / 255 for y in noisy]
             for name, kwargs in ESTIMATORS.items():
-                ratios = [estimate_sigma(y, **kwargs) / sigma for y in noisy]
+                ratios = [estimate_sigma(y, **kwargs) / (sigma / 255) for y in noisy]
                 row[name] = {
                     "mean_ratio": statistics.fmean(ratios),
                     "min_ratio": min(ratios),

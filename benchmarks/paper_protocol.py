@@ -97,7 +97,7 @@ def run_table(
         settings = EvalSettings(
             model=cell.model,
             weights=cell.weights,
-            sigma=cell.sigma,
+            sigma=cell.sigma / 255,  # EvalSettings takes [0, 1] units; the cell is in grey levels
             steps=steps,
             sigma_mode=sigma_mode,
             crop=crop,

@@ -123,7 +123,7 @@ def run_set(model, clean: list[np.ndarray], args) -> dict:
         quantize(c + rng.standard_normal(c.shape).astype(np.float32) * (args.sigma / 255.0)) for c in clean
     ]
     tensors = [to_tensor(n) for n in noisy]
-    noise = GaussianNoise(args.sigma)
+    noise = GaussianNoise(args.sigma / 255)
     n, m = len(clean), args.steps
     rows = {}
 

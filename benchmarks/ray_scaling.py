@@ -58,7 +58,7 @@ def measure_ray(paths, workers: int, steps: int, root: Path) -> dict:
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         load = os.getloadavg()[0]
-        settings = JobSettings(sigma=25, output_dir=str(root / f"ray{workers}"))
+        settings = JobSettings(sigma=25 / 255, output_dir=str(root / f"ray{workers}"))
         started = time.perf_counter()
         summary = adapt_and_export_ray(paths, settings, AdaptConfig(steps=steps), RayOptions(), QUIET)
         seconds = time.perf_counter() - started
@@ -79,7 +79,7 @@ def measure_ray(paths, workers: int, steps: int, root: Path) -> dict:
 def measure_sequential(paths, steps: int, root: Path) -> dict:
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
-    settings = JobSettings(sigma=25, output_dir=str(root / "sequential"))
+    settings = JobSettings(sigma=25 / 255, output_dir=str(root / "sequential"))
     started = time.perf_counter()
     manifests = adapt_and_export(paths, settings, AdaptConfig(steps=steps))
     seconds = time.perf_counter() - started

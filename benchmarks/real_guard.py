@@ -31,8 +31,9 @@ from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import center_crop
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.registry import create_model
+from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.camera import ENV_VAR
-from rfr_deploy.noise.gaussian import build_noise
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.shared import shared_path
 
@@ -51,8 +52,13 @@ def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int) -> dic
         return interpolated(result.model, origin, alpha)
 
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), clean_pixels) for a in CANDIDATES}
-    choice = select_interpolation(build, [noisy], (level.low / 255.0, level.high / 255.0), None, seed=index)
-    return {"sigma": level.sigma, "psnr": true, "sure_db": choice.estimates, "picked": choice.interpolation}
+    choice = select_interpolation(build, [noisy], (level.low, level.high), None, seed=index)
+    return {
+        "sigma": grey_levels(level.sigma),
+        "psnr": true,
+        "sure_db": choice.estimates,
+        "picked": choice.interpolation,
+    }
 
 
 def main() -> None:

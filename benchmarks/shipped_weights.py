@@ -65,7 +65,7 @@ def main() -> None:
                 settings = EvalSettings(
                     model=network.model,
                     weights=str(weights),
-                    sigma=sigma,
+                    sigma=sigma / 255,
                     steps=(0,),
                     limit=args.limit,
                     device="cpu",

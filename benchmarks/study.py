@@ -61,7 +61,7 @@ def main() -> None:
         settings = EvalSettings(
             model=args.model,
             weights=weights,
-            sigma=args.sigma,
+            sigma=args.sigma / 255,
             steps=steps,
             sigma_mode=args.sigma_mode,
             crop=args.crop,

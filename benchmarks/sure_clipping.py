@@ -29,7 +29,8 @@ from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.registry import create_model
-from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise
+from rfr_deploy.noise.base import QuantizedNoise
+from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.shared import shared_path
 
 SETS = ("Set12", "BSD68", "CBSD68", "Kodak24", "McMaster")
@@ -38,7 +39,7 @@ ESTIMATORS = {"clip-aware": True, "all values": False}
 
 
 def clipped_noisy(clean: torch.Tensor, sigma: float, index: int) -> torch.Tensor:
-    noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
+    noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     return torch.round(noisy.clamp(0, 1) * 255) / 255
 
 
@@ -73,7 +74,7 @@ def select_on_crop(dataset: str, index: int, sigma: float, crop: int, steps: int
     noisy = clipped_noisy(to_tensor(pixels), sigma, index)
     origin = [p.detach().clone() for p in model.parameters()]
     config = AdaptConfig(steps=steps, seed=index, select="off", interpolation=1.0)
-    result = adapt(model, noisy, QuantizedNoise(GaussianNoise(sigma)), config)
+    result = adapt(model, noisy, QuantizedNoise(GaussianNoise(sigma / 255)), config)
 
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)

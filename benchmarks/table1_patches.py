@@ -56,11 +56,15 @@ def run_model(name: str, weights: str, patches: list[np.ndarray], sigma: float, 
         for index, patch in enumerate(patches):
             side = patch.shape[0]
             clean = to_tensor(np.tile(patch, (n, n, 1)))
-            noisy = add_gaussian_noise(clean, sigma, seed=0, index=1000 * k + index)
+            noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=1000 * k + index)
             sigma_in = sigma / 255.0 if model.meta.noise_map else None
             before = split(to_pixels(denoise(model, noisy, sigma=sigma_in)), side, n)
             result = adapt(
-                model, noisy, GaussianNoise(sigma), dataclasses.replace(config, seed=index), sigma=sigma_in
+                model,
+                noisy,
+                GaussianNoise(sigma / 255),
+                dataclasses.replace(config, seed=index),
+                sigma=sigma_in,
             )
             after = split(to_pixels(denoise(result.model, noisy, sigma=sigma_in)), side, n)
             acc["pretrained"].append(score(before, patch))

@@ -72,7 +72,7 @@ def score_image(
 ) -> dict[str, dict[str, float]]:
     """PSNR gain over the pre-trained network of every α, for every run (mix weight, settings)."""
     clean = to_tensor(pixels)
-    noisy = add_gaussian_noise(clean, sigma, seed=0, index=index)
+    noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
     pseudo = denoise(model, noisy).detach()
     base = psnr(quantize(to_pixels(pseudo)), pixels)
@@ -80,7 +80,11 @@ def score_image(
     for key, (weight, config) in runs.items():
         target = clean if weight is None else pseudo + weight * (noisy - pseudo)
         result = adapt(
-            model, noisy, GaussianNoise(sigma), dataclasses.replace(config, seed=index), targets=[target]
+            model,
+            noisy,
+            GaussianNoise(sigma / 255),
+            dataclasses.replace(config, seed=index),
+            targets=[target],
         )
         out[key] = {
             f"{a:g}": psnr(quantize(to_pixels(denoise(interpolated(result.model, origin, a), noisy))), pixels)

@@ -4,7 +4,7 @@ Quick use::
 
     from rfr_deploy import create_model, adapt, AdaptConfig, GaussianNoise
     model = create_model("dncnn", channels=3)
-    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=20))
+    result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=20))  # σ in [0, 1] units
     clean = result.model(noisy)
 """
 

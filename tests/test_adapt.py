@@ -17,7 +17,7 @@ def noisy(smooth_image):
 def test_adapt_returns_a_trained_copy_and_per_step_records(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=5, lr=1e-3))
+    result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=5, lr=1e-3))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "input model was modified"
     changed = [not torch.equal(v, result.model.state_dict()[k]) for k, v in before.items()]
     assert all(changed)
@@ -35,7 +35,7 @@ def test_adapt_is_reproducible_with_a_seed(tiny_dncnn, noisy):
 
 
 def test_loss_falls_when_fitting_the_pseudo_clean_target(tiny_dncnn, noisy):
-    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=60, lr=3e-3, batch=2))
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=60, lr=3e-3, batch=2))
     first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
     assert last < 0.85 * first
 
@@ -43,7 +43,7 @@ def test_loss_falls_when_fitting_the_pseudo_clean_target(tiny_dncnn, noisy):
 @pytest.mark.parametrize("loss", ["mse", "l1"])
 def test_patches_batches_schedules_and_losses(tiny_dncnn, noisy, loss):
     config = AdaptConfig(steps=3, lr=1e-3, loss=loss, batch=3, patch=16, schedule="cosine", warmup=1)
-    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), config)
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config)
     assert result.patch == 16 and len(result.losses) == 3
 
 
@@ -53,7 +53,7 @@ def test_a_set_of_images_of_different_sizes_shares_one_network(tiny_dncnn, noisy
     result = adapt(
         tiny_dncnn(3),
         images,
-        GaussianNoise(25),
+        GaussianNoise(25 / 255),
         AdaptConfig(steps=6, lr=1e-3),
         callback=lambda info: seen.append(info.step),
     )
@@ -65,7 +65,7 @@ def test_noise_map_models_receive_sigma(noisy):
     from rfr_deploy.models.registry import create_model
 
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
-    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=2, lr=1e-3), sigma=25 / 255)
+    result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=2, lr=1e-3), sigma=25 / 255)
     assert len(result.losses) == 2
 
 
@@ -77,7 +77,7 @@ def test_invalid_settings_are_rejected():
 
 def test_fast_path_on_cpu_is_refused_clearly(tiny_dncnn, noisy):
     with pytest.raises(RuntimeError, match="needs a CUDA device"):
-        adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=1, fast="on"))
+        adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1, fast="on"))
 
 
 def test_adaptation_does_not_hurt_official_dncnn(shared):
@@ -89,7 +89,7 @@ def test_adaptation_does_not_hurt_official_dncnn(shared):
     clean = to_tensor(read_image(shared("data", "test", "Set12", "08.png")).pixels)[..., 128:224, 128:224]
     noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     base = psnr(denoise(model, noisy).clamp(0, 1), clean)
-    result = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=10, lr=1e-5))
+    result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=10, lr=1e-5))
     after = psnr(denoise(result.model, noisy).clamp(0, 1), clean)
     assert after > base - 0.05, (base, after)
 
@@ -101,10 +101,10 @@ def _distance(a, b):
 def test_interpolation_moves_part_of_the_way_from_the_pretrained_weights(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
     full = adapt(
-        model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=1.0, select="off")
+        model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=4, lr=1e-3, interpolation=1.0, select="off")
     )
     half = adapt(
-        model, noisy, GaussianNoise(25), AdaptConfig(steps=4, lr=1e-3, interpolation=0.5, select="off")
+        model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=4, lr=1e-3, interpolation=0.5, select="off")
     )
     for p0, p1, ph in zip(model.parameters(), full.model.parameters(), half.model.parameters(), strict=True):
         assert torch.allclose(ph, p0 + 0.5 * (p1 - p0), atol=1e-6)
@@ -117,7 +117,7 @@ def test_snapshots_see_the_interpolated_network(tiny_dncnn, noisy):
     result = adapt(
         model,
         noisy,
-        GaussianNoise(25),
+        GaussianNoise(25 / 255),
         AdaptConfig(steps=3, lr=1e-3, interpolation=0.5, select="off"),
         callback=lambda info: seen.append(info.model),
     )
@@ -127,23 +127,25 @@ def test_snapshots_see_the_interpolated_network(tiny_dncnn, noisy):
 def test_weight_averaging_and_iterated_targets(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
     plain = adapt(
-        model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, interpolation=1.0, select="off")
+        model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=6, lr=1e-3, interpolation=1.0, select="off")
     )
     averaged = adapt(
         model,
         noisy,
-        GaussianNoise(25),
+        GaussianNoise(25 / 255),
         AdaptConfig(steps=6, lr=1e-3, ema=0.99, interpolation=1.0, select="off"),
     )
     # the average of the iterates lies closer to the start than the last iterate
     assert 0 < _distance(model, averaged.model) < _distance(model, plain.model)
-    refreshed = adapt(model, noisy, GaussianNoise(25), AdaptConfig(steps=6, lr=1e-3, refresh_every=2))
+    refreshed = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=6, lr=1e-3, refresh_every=2))
     assert not torch.equal(refreshed.pseudo_clean[0], plain.pseudo_clean[0])
     assert refreshed.losses[:2] == plain.losses[:2] and refreshed.losses[2:] != plain.losses[2:]
 
 
 def test_radam_runs(tiny_dncnn, noisy):
-    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=2, lr=1e-3, optimizer="radam"))
+    result = adapt(
+        tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=2, lr=1e-3, optimizer="radam")
+    )
     assert len(result.losses) == 2
 
 
@@ -162,33 +164,35 @@ def test_default_number_of_updates_follows_the_noise_model():
         UNGUARDED_INTERPOLATION,
         resolve_defaults,
     )
+    from rfr_deploy.noise.base import QuantizedNoise
     from rfr_deploy.noise.camera import CameraNoise, CameraResponses
-    from rfr_deploy.noise.gaussian import QuantizedNoise
 
     images = [torch.rand(1, 3, 8, 8)]
     camera = CameraNoise(CameraResponses.parametric())
-    gaussian = (GaussianNoise(25), UniformSigmaGaussianNoise(), QuantizedNoise(GaussianNoise(10)))
+    gaussian = (GaussianNoise(25 / 255), UniformSigmaGaussianNoise(), QuantizedNoise(GaussianNoise(10 / 255)))
     assert all(resolve_defaults(AdaptConfig(), n, images).steps == GAUSSIAN_STEPS for n in gaussian)
     assert resolve_defaults(AdaptConfig(), camera, images).steps == CAMERA_STEPS < GAUSSIAN_STEPS
     assert resolve_defaults(AdaptConfig(), QuantizedNoise(camera), images).steps == CAMERA_STEPS
     assert resolve_defaults(AdaptConfig(steps=7), camera, images).steps == 7
-    assert resolve_defaults(AdaptConfig(steps=0), GaussianNoise(25), images).steps == 0
+    assert resolve_defaults(AdaptConfig(steps=0), GaussianNoise(25 / 255), images).steps == 0
     assert resolve_defaults(AdaptConfig(), camera, images).interpolation == UNGUARDED_INTERPOLATION
 
 
 def test_given_targets_replace_the_pseudo_clean_image(tiny_dncnn, noisy, smooth_image):
     model, config = tiny_dncnn(3), AdaptConfig(steps=4, lr=1e-3, select="off", interpolation=1.0)
-    default = adapt(model, noisy, GaussianNoise(25), config)
-    same = adapt(model, noisy, GaussianNoise(25), config, targets=[default.pseudo_clean[0]])
+    default = adapt(model, noisy, GaussianNoise(25 / 255), config)
+    same = adapt(model, noisy, GaussianNoise(25 / 255), config, targets=[default.pseudo_clean[0]])
     assert same.losses == default.losses, "the default run's own targets must reproduce it exactly"
     clean = to_tensor(smooth_image)
-    oracle = adapt(model, noisy, GaussianNoise(25), config, targets=[clean])
+    oracle = adapt(model, noisy, GaussianNoise(25 / 255), config, targets=[clean])
     assert torch.equal(oracle.pseudo_clean[0], clean) and oracle.pseudo_clean[0] is not clean
     assert oracle.losses != default.losses
 
 
 def test_given_targets_must_match_the_noisy_images(tiny_dncnn, noisy):
     with pytest.raises(ValueError, match="one tensor per noisy image"):
-        adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=1), targets=[noisy[..., :8, :8]])
+        adapt(
+            tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1), targets=[noisy[..., :8, :8]]
+        )
     with pytest.raises(ValueError, match="one tensor per noisy image"):
-        adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=1), targets=[noisy, noisy])
+        adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1), targets=[noisy, noisy])

@@ -212,8 +212,10 @@ def test_level_scales_each_random_camera_to_the_requested_rms(level):
 
 
 def test_build_noise_aims_the_camera_at_the_known_or_estimated_level():
-    from rfr_deploy.noise.gaussian import build_noise
+    from rfr_deploy.noise.build import build_noise
 
-    assert build_noise("camera", 10.0, "estimate", [3.0]).level == pytest.approx(10 / 255)
-    assert build_noise("camera", None, "estimate", [3.0, 5.0, 4.0]).level == pytest.approx(4 / 255)
-    assert build_noise("camera", None, "uniform", [4.0]).level is None  # CBDNet's random levels
+    assert build_noise("camera", 10 / 255, "estimate", [3 / 255]).level == pytest.approx(10 / 255)
+    assert build_noise("camera", None, "estimate", [3 / 255, 5 / 255, 4 / 255]).level == pytest.approx(
+        4 / 255
+    )
+    assert build_noise("camera", None, "uniform", [4 / 255]).level is None  # CBDNet's random levels

@@ -97,7 +97,7 @@ class _NoDraw(torch.nn.Module):
 
 def test_zero_level_noise_draws_from_the_generator_and_passes():
     x = torch.rand(2, 3, 8, 8)
-    for noise in (GaussianNoise(0.0), GaussianNoise(25), UniformSigmaGaussianNoise()):
+    for noise in (GaussianNoise(0.0), GaussianNoise(25 / 255), UniformSigmaGaussianNoise()):
         generator = torch.Generator().manual_seed(0)
         assert draws_only_from(generator, lambda n=noise, g=generator: n(x, g)) is None
 

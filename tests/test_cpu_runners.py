@@ -24,7 +24,7 @@ def noisy():
 def _train(cls, model, target, steps=4):
     model = copy.deepcopy(model).train()
     config = AdaptConfig(steps=steps, lr=1e-3, warmup=0)
-    runner = cls(model, [target], GaussianNoise(25), config, torch.Generator().manual_seed(1))
+    runner = cls(model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1))
     losses = [float(runner.step(0, k, None)) for k in range(steps)]
     getattr(runner, "finish", lambda: None)()
     return losses, model, runner
@@ -72,17 +72,22 @@ def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
 def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
     config = AdaptConfig(steps=2, amp="bf16")
-    runner = make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25), config, torch.Generator())
+    runner = make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
     assert type(runner) is Bf16Runner
-    runner = make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25), AdaptConfig(amp="off"), torch.Generator())
+    runner = make_runner(
+        tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), AdaptConfig(amp="off"), torch.Generator()
+    )
     assert type(runner) is ChannelsLastRunner
     off = AdaptConfig(amp="bf16", fast="off")  # fast='off' is the plain eager loop whatever amp says
-    assert type(make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25), off, torch.Generator())) is EagerRunner
+    assert (
+        type(make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), off, torch.Generator()))
+        is EagerRunner
+    )
 
 
 def test_adapt_with_bf16_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)  # emulated where not native
-    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(steps=3, lr=1e-3, amp="bf16"))
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=3, lr=1e-3, amp="bf16"))
     assert result.runner == "eager+channels-last+bf16"
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in result.model.parameters())
     assert len(result.step_seconds) == 3

@@ -189,7 +189,7 @@ def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, re
 
     images, weights = folder
     out = tmp_path / "out"
-    settings = JobSettings(weights=str(weights), sigma=25, formats=("engine",), output_dir=str(out))
+    settings = JobSettings(weights=str(weights), sigma=25 / 255, formats=("engine",), output_dir=str(out))
     task = GroupTask("run-1", (), settings, AdaptConfig(steps=1), engine_sizes=tuple(SIZES))
     records = [run_group(replace(task, paths=(str(images / f"img{i}.png"),))) for i in range(3)]
     assert [r["status"] for r in records] == ["done"] * 3, records

@@ -89,8 +89,10 @@ def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
 def test_cpu_fast_path_serves_noise_map_networks(noisy):
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
     config = AdaptConfig(steps=3, lr=1e-3, amp="off")  # fp32 (amp='auto' may mean bf16 on this CPU)
-    eager = adapt(model, noisy, GaussianNoise(25), dataclasses.replace(config, fast="off"), sigma=25 / 255)
-    fast = adapt(model, noisy, GaussianNoise(25), config, sigma=25 / 255)
+    eager = adapt(
+        model, noisy, GaussianNoise(25 / 255), dataclasses.replace(config, fast="off"), sigma=25 / 255
+    )
+    fast = adapt(model, noisy, GaussianNoise(25 / 255), config, sigma=25 / 255)
     assert fast.runner == "eager+channels-last"
     assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
 
@@ -98,14 +100,14 @@ def test_cpu_fast_path_serves_noise_map_networks(noisy):
 def test_fast_off_is_exactly_the_eager_loop(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
     config = AdaptConfig(steps=4, lr=1e-3, fast="off", interpolation=1.0, select="off")
-    runner = make_runner(copy.deepcopy(model), [noisy], GaussianNoise(25), config, torch.Generator())
+    runner = make_runner(copy.deepcopy(model), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
     assert type(runner) is EagerRunner
-    a = adapt(model, noisy, GaussianNoise(25), config)
+    a = adapt(model, noisy, GaussianNoise(25 / 255), config)
     # the same plan by hand: EagerRunner on the pseudo-clean target, k and generator as adapt draws them
     plan = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(model).train()
     by_hand = EagerRunner(
-        reference, a.pseudo_clean, GaussianNoise(25), config, torch.Generator().manual_seed(config.seed)
+        reference, a.pseudo_clean, GaussianNoise(25 / 255), config, torch.Generator().manual_seed(config.seed)
     )
     losses = [
         float(by_hand.step(0, int(torch.randint(DIHEDRAL, (1,), generator=plan)), None)) for _ in range(4)
@@ -166,8 +168,8 @@ def test_every_runner_computes_the_recorrupted_term_alike(tiny_dncnn, noisy):
     config = AdaptConfig(steps=5, lr=1e-3, batch=2, patch=16, warmup=2)
     start = _params(tiny_dncnn(3))
     offsets = [(1, 2), (4, 0)]
-    term = make_recorruption(GaussianNoise(25), [noisy], 1.0)
-    args = ([noisy * 0.9], config, GaussianNoise(25), 5, offsets)
+    term = make_recorruption(GaussianNoise(25 / 255), [noisy], 1.0)
+    args = ([noisy * 0.9], config, GaussianNoise(25 / 255), 5, offsets)
     plain, _, _ = _run(EagerRunner, tiny_dncnn(3), *args)
     eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), *args, recorruption=term)
     assert all(a > b for a, b in zip(eager_losses, plain, strict=True))  # the term is in the loss
@@ -245,14 +247,14 @@ def test_graph_runner_falls_back_on_cpu_and_leaves_the_model_alone(tiny_dncnn, n
     before = _params(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runner = try_graph_runner(model, [noisy], GaussianNoise(25), AdaptConfig(), torch.Generator())
+        runner = try_graph_runner(model, [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator())
     assert runner is None
     assert len(caught) == 1 and "CUDA graphs not used" in str(caught[0].message)
     assert "\n" not in str(caught[0].message)
     assert _max_diff(_params(model), before) == 0.0
     assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(CaptureError, match="need CUDA tensors"):
-        FastRunner(model, [noisy], GaussianNoise(25), AdaptConfig(), torch.Generator(), graphs=True)
+        FastRunner(model, [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator(), graphs=True)
 
 
 def test_precision_is_fp32_off_the_gpu():
@@ -322,10 +324,10 @@ def test_cuda_graphs_replay_the_recorrupted_term(tiny_dncnn, noisy):
     device = torch.device("cuda")
     target = noisy.to(device)
     config = AdaptConfig(steps=6, lr=1e-3, amp="off")
-    term = make_recorruption(GaussianNoise(25), [target * 1.1], 1.0)
+    term = make_recorruption(GaussianNoise(25 / 255), [target * 1.1], 1.0)
     model = tiny_dncnn(3).to(device)
-    eager = _run(EagerRunner, model, [target], config, GaussianNoise(25), recorruption=term)
-    graph = _run(FastRunner, model, [target], config, GaussianNoise(25), graphs=True, recorruption=term)
+    eager = _run(EagerRunner, model, [target], config, GaussianNoise(25 / 255), recorruption=term)
+    graph = _run(FastRunner, model, [target], config, GaussianNoise(25 / 255), graphs=True, recorruption=term)
     assert graph[2].name.startswith("cuda-graph")
     assert graph[0] == pytest.approx(eager[0], rel=1e-3)
     assert _relative_gap(_params(graph[1]), _params(eager[1]), _params(model)) < 1e-2
@@ -340,11 +342,13 @@ def test_cuda_graphs_capture_patch_training_and_schedules(tiny_dncnn, noisy):
 
 @needs_cuda
 def test_adapt_uses_graphs_on_cuda_and_two_for_a_non_square_image(tiny_dncnn, noisy):
-    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25), AdaptConfig(steps=8, lr=1e-3))
+    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25 / 255), AdaptConfig(steps=8, lr=1e-3))
     assert result.runner.startswith("cuda-graph")
     assert all(p.is_contiguous() for p in result.model.parameters())
     model = tiny_dncnn(3).cuda()
-    runner = FastRunner(model, [noisy.cuda()], GaussianNoise(25), AdaptConfig(), torch.Generator("cuda"))
+    runner = FastRunner(
+        model, [noisy.cuda()], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator("cuda")
+    )
     assert len(runner.graphs) == 2
     runner.finish()
 
@@ -386,13 +390,13 @@ def test_cuda_radam_with_fp16_is_refused_before_any_capture(tiny_dncnn, noisy):
     before = _params(model)
     config = AdaptConfig(optimizer="radam", amp="fp16")
     with pytest.raises(CaptureError, match="RAdam has no fused kernel"):
-        FastRunner(model, [noisy.cuda()], GaussianNoise(25), config, torch.Generator("cuda"))
+        FastRunner(model, [noisy.cuda()], GaussianNoise(25 / 255), config, torch.Generator("cuda"))
     assert _max_diff(_params(model), before) == 0.0
     # bf16 / fp32 RAdam is capturable (no gradient scaler)
     runner = FastRunner(
         model,
         [noisy.cuda()],
-        GaussianNoise(25),
+        GaussianNoise(25 / 255),
         AdaptConfig(optimizer="radam", amp="off"),
         torch.Generator("cuda"),
     )
@@ -416,7 +420,11 @@ class _SyncingNet(torch.nn.Module):
 def test_cuda_a_host_sync_in_the_update_is_found_before_capture(noisy):
     with pytest.warns(UserWarning, match="synchronises with the host"):
         runner = try_graph_runner(
-            _SyncingNet().cuda(), [noisy.cuda()], GaussianNoise(25), AdaptConfig(), torch.Generator("cuda")
+            _SyncingNet().cuda(),
+            [noisy.cuda()],
+            GaussianNoise(25 / 255),
+            AdaptConfig(),
+            torch.Generator("cuda"),
         )
     assert runner is None
     assert torch.cuda.get_sync_debug_mode() == 0
@@ -424,6 +432,6 @@ def test_cuda_a_host_sync_in_the_update_is_found_before_capture(noisy):
 
 @needs_cuda
 def test_cuda_adapt_times_every_update_with_events(tiny_dncnn, noisy):
-    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25), AdaptConfig(steps=5, lr=1e-3))
+    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25 / 255), AdaptConfig(steps=5, lr=1e-3))
     assert len(result.step_seconds) == 5 and all(s > 0 for s in result.step_seconds)
     assert sum(result.step_seconds) < result.total_seconds

@@ -7,7 +7,7 @@ from rfr_deploy.noise.level import estimate_sigma
 
 def test_gaussian_noise_level_and_reproducibility():
     x = torch.zeros(4, 1, 64, 64)
-    noise = GaussianNoise(25)
+    noise = GaussianNoise(25 / 255)
     a, s = noise(x, torch.Generator().manual_seed(1))
     b, _ = noise(x, torch.Generator().manual_seed(1))
     c, _ = noise(x, torch.Generator().manual_seed(2))
@@ -18,7 +18,7 @@ def test_gaussian_noise_level_and_reproducibility():
 
 def test_uniform_sigma_draws_per_sample_levels_in_range():
     x = torch.zeros(256, 1, 16, 16)
-    noisy, s = UniformSigmaGaussianNoise(5, 40)(x, torch.Generator().manual_seed(0))
+    noisy, s = UniformSigmaGaussianNoise(5 / 255, 40 / 255)(x, torch.Generator().manual_seed(0))
     assert float(s.min()) * 255 >= 5 and float(s.max()) * 255 <= 40
     per_sample = noisy.flatten(1).std(dim=1)
     assert torch.corrcoef(torch.stack([per_sample, s]))[0, 1] > 0.95
@@ -28,7 +28,41 @@ def test_invalid_levels_are_rejected():
     with pytest.raises(ValueError):
         GaussianNoise(-1)
     with pytest.raises(ValueError):
-        UniformSigmaGaussianNoise(30, 10)
+        UniformSigmaGaussianNoise(30 / 255, 10 / 255)
+
+
+def test_levels_in_grey_levels_are_refused_with_the_unit():
+    # σ is in [0, 1] units: a grey-level value (> 1) is a unit mistake, not a strong noise
+    with pytest.raises(ValueError, match=r"\[0, 1\] units.*25 grey levels is 25/255"):
+        GaussianNoise(25)
+    with pytest.raises(ValueError, match="high is in \\[0, 1\\] units"):
+        UniformSigmaGaussianNoise(0, 50)
+    assert GaussianNoise(1.0).sigma == 1.0  # the largest level
+
+
+def test_noise_models_declare_their_gaussian_level():
+    from rfr_deploy.noise.base import GaussianLevel, QuantizedNoise, gaussian_level_of
+    from rfr_deploy.noise.camera import CameraNoise, CameraResponses
+
+    assert GaussianNoise(0.1).gaussian_level() == GaussianLevel(0.1, 0.1)
+    estimated = GaussianNoise(0.1, estimated=True).gaussian_level()
+    assert estimated.sigma == 0.1 and estimated.estimated
+    uniform = UniformSigmaGaussianNoise(0.0, 0.2).gaussian_level()
+    assert (uniform.low, uniform.high, uniform.sigma) == (0.0, 0.2, None)
+    assert CameraNoise(CameraResponses.parametric()).gaussian_level() is None
+    # the quantising wrapper answers for the model it wraps
+    assert QuantizedNoise(GaussianNoise(0.1, estimated=True)).gaussian_level() == estimated
+    assert QuantizedNoise(CameraNoise(CameraResponses.parametric())).gaussian_level() is None
+    # a module that does not declare a level is not taken for Gaussian noise
+    assert gaussian_level_of(torch.nn.Identity()) is None
+
+
+def test_grey_level_conversions_read_back_as_typed():
+    from rfr_deploy.noise.base import grey_levels, sigma_from_grey
+
+    for typed in (25.0, 7.97, 63.85, 0.0, 50.0, 12.5):
+        assert grey_levels(sigma_from_grey(typed)) == typed
+    assert sigma_from_grey(25) == 25 / 255
 
 
 @pytest.mark.parametrize("sigma", [5, 15, 25, 50])
@@ -36,7 +70,7 @@ def test_estimate_sigma_on_a_structured_image(sigma):
     y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
     clean = (0.5 + 0.3 * torch.sin(x / 7) * torch.cos(y / 11)).expand(1, 3, 128, 128)
     noisy = clean + sigma / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+    assert estimate_sigma(noisy) == pytest.approx(sigma / 255, rel=0.1)
 
 
 def test_estimate_sigma_on_real_images(shared):
@@ -46,14 +80,14 @@ def test_estimate_sigma_on_real_images(shared):
     for item in load_folder(shared("data", "test", "Set12"), limit=4):
         clean = to_tensor(item.pixels)
         noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-        assert estimate_sigma(noisy) == pytest.approx(25, abs=2.5), item.name
+        assert estimate_sigma(noisy) == pytest.approx(25 / 255, abs=2.5 / 255), item.name
 
 
 def test_quantized_noise_looks_like_an_integer_file():
-    from rfr_deploy.noise.gaussian import QuantizedNoise
+    from rfr_deploy.noise.base import QuantizedNoise
 
     x = torch.linspace(0, 1, 64).expand(2, 1, 64, 64)
-    noisy, s = QuantizedNoise(GaussianNoise(25), bit_depth=8)(x, torch.Generator().manual_seed(0))
+    noisy, s = QuantizedNoise(GaussianNoise(25 / 255), bit_depth=8)(x, torch.Generator().manual_seed(0))
     assert float(noisy.min()) == 0.0 and float(noisy.max()) == 1.0
     assert torch.allclose(noisy * 255, torch.round(noisy * 255), atol=1e-4)
     assert torch.allclose(s, torch.full((2,), 25 / 255))
@@ -75,8 +109,8 @@ def test_estimate_sigma_ignores_natural_texture(shared, sigma):
         plain.append(estimate_sigma(noisy, iterations=0))
         weak.append(estimate_sigma(noisy))
     mean = sum(weak) / len(weak)
-    assert mean == pytest.approx(sigma, rel=0.15)
-    assert abs(mean - sigma) < 0.5 * abs(sum(plain) / len(plain) - sigma)
+    assert mean == pytest.approx(sigma / 255, rel=0.15)
+    assert abs(mean - sigma / 255) < 0.5 * abs(sum(plain) / len(plain) - sigma / 255)
 
 
 def test_estimate_sigma_leaves_out_clipped_regions():
@@ -86,8 +120,8 @@ def test_estimate_sigma_leaves_out_clipped_regions():
     clean[..., :64, :] = 0.0
     noisy = (clean + 25 / 255 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
     noisy = torch.round(noisy * 255) / 255
-    assert estimate_sigma(noisy) == pytest.approx(25, rel=0.05)
-    assert estimate_sigma(noisy, iterations=0) < 22
+    assert estimate_sigma(noisy) == pytest.approx(25 / 255, rel=0.05)
+    assert estimate_sigma(noisy, iterations=0) < 22 / 255
 
 
 def test_noise_level_range_narrow_when_estimators_agree():
@@ -98,7 +132,7 @@ def test_noise_level_range_narrow_when_estimators_agree():
     smooth = (0.5 + 0.3 * torch.sin(x / 9) * torch.cos(y / 13)).expand(1, 1, 128, 128)
     flat = torch.full((1, 3, 128, 128), 0.5)
     level = estimate_noise_level(flat + 25 / 255 * torch.randn(flat.shape, generator=g))
-    assert level.sigma == pytest.approx(25, rel=0.03)
+    assert level.sigma == pytest.approx(25 / 255, rel=0.03)
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in AGREED_RANGE))
     # fine random texture inflates the all-patch estimate: the estimators disagree, the range widens
     smooth = smooth.expand(1, 3, 128, 128)
@@ -106,14 +140,14 @@ def test_noise_level_range_narrow_when_estimators_agree():
     texture[..., 64:, :] = smooth[..., 64:, :]
     level = estimate_noise_level(texture + 25 / 255 * torch.randn(smooth.shape, generator=g))
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in DISAGREED_RANGE))
-    assert level.low < 25 < level.high
+    assert level.low < 25 / 255 < level.high
     # gray: the all-patch value and the range below it
     gray = estimate_noise_level(texture[:, :1] + 25 / 255 * torch.randn(1, 1, 128, 128, generator=g))
     assert (gray.low, gray.high) == pytest.approx((0.9 * gray.sigma, gray.sigma))
 
 
 def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():
-    from rfr_deploy.noise.gaussian import build_noise, resolve_noise_kind
+    from rfr_deploy.noise.build import build_noise, resolve_noise_kind
 
     assert resolve_noise_kind("auto", "camera") == "camera"
     assert resolve_noise_kind("auto", "gaussian") == "gaussian"
@@ -121,4 +155,4 @@ def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():
     assert resolve_noise_kind("gaussian", "camera") == "gaussian"
     assert resolve_noise_kind("camera", "gaussian") == "camera"
     with pytest.raises(ValueError, match="resolved noise kind"):
-        build_noise("auto", 25.0, "estimate", [25.0])
+        build_noise("auto", 25 / 255, "estimate", [25 / 255])

@@ -146,7 +146,9 @@ def kill_the_first_worker(out: Path, killed: dict) -> None:
 
 def test_a_killed_worker_leaves_no_partial_file_and_its_image_is_retried(cluster, data, tmp_path):
     inputs = [data / "in" / "img0.png", data / "in" / "img1.png"]
-    settings = JobSettings(weights=str(data / "tiny.safetensors"), sigma=25, output_dir=str(tmp_path / "out"))
+    settings = JobSettings(
+        weights=str(data / "tiny.safetensors"), sigma=25 / 255, output_dir=str(tmp_path / "out")
+    )
     config = AdaptConfig(steps=150)
     killed: dict = {}
     killer = threading.Thread(target=kill_the_first_worker, args=(tmp_path / "out", killed))

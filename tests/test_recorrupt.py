@@ -15,8 +15,9 @@ from rfr_deploy.adaptation.recorrupt import (
     make_recorruption,
     recorruption_level,
 )
+from rfr_deploy.noise.base import QuantizedNoise
 from rfr_deploy.noise.camera import CameraNoise, CameraResponses
-from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 SIGMA = 25 / 255
 
@@ -66,15 +67,15 @@ def test_recorrupted_loss_ranks_denoisers_as_the_clean_image_would():
 
 def test_the_term_applies_to_gaussian_noise_of_one_level_only():
     images = [torch.rand(1, 3, 16, 16)]
-    assert recorruption_level(GaussianNoise(25)) == pytest.approx(SIGMA)
-    assert recorruption_level(GaussianNoise(20, estimated=True)) == pytest.approx(20 / 255)
-    assert recorruption_level(QuantizedNoise(GaussianNoise(25))) == pytest.approx(SIGMA)
+    assert recorruption_level(GaussianNoise(25 / 255)) == pytest.approx(SIGMA)
+    assert recorruption_level(GaussianNoise(20 / 255, estimated=True)) == pytest.approx(20 / 255)
+    assert recorruption_level(QuantizedNoise(GaussianNoise(25 / 255))) == pytest.approx(SIGMA)
     assert recorruption_level(GaussianNoise(0)) is None
     assert recorruption_level(UniformSigmaGaussianNoise()) is None
     assert recorruption_level(CameraNoise(CameraResponses.parametric())) is None
-    term = make_recorruption(GaussianNoise(25), images, 0.5)
+    term = make_recorruption(GaussianNoise(25 / 255), images, 0.5)
     assert term is not None and term.weight == 0.5 and term.images[0] is images[0]
-    assert make_recorruption(GaussianNoise(25), images, 0.0) is None
+    assert make_recorruption(GaussianNoise(25 / 255), images, 0.0) is None
     assert make_recorruption(UniformSigmaGaussianNoise(), images, 1.0) is None
 
 
@@ -82,9 +83,9 @@ def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
     clean = _clean((1, 3, 24, 24))
     noisy = clean + SIGMA * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
     base = dict(steps=4, lr=1e-3, select="off", interpolation=1.0)
-    plain = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(recorrupted=0.0, **base))
-    with_term = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(recorrupted=1.0, **base))
-    again = adapt(tiny_dncnn(3), noisy, GaussianNoise(25), AdaptConfig(recorrupted=1.0, **base))
+    plain = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(recorrupted=0.0, **base))
+    with_term = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(recorrupted=1.0, **base))
+    again = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(recorrupted=1.0, **base))
     # the first loss holds the recorrupted pair's error (target noise 2.24 σ) on top of the plain loss
     assert with_term.losses[0] > plain.losses[0] + SIGMA**2
     assert with_term.losses == again.losses

@@ -10,7 +10,8 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import SureScorer, draw_probes, gaussian_level, select_interpolation, sure_mse
 from rfr_deploy.inference import denoise, to_tensor
-from rfr_deploy.noise.gaussian import GaussianNoise, QuantizedNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise.base import QuantizedNoise
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 
 class Blur(nn.Module):
@@ -56,13 +57,13 @@ def test_sure_ranks_denoisers_like_the_true_error(pair):
 
 def test_gaussian_level_known_estimated_and_camera(pair):
     _, noisy, sigma = pair
-    assert gaussian_level(GaussianNoise(20), [noisy]) == pytest.approx((sigma, sigma))
-    assert gaussian_level(QuantizedNoise(GaussianNoise(20)), [noisy]) == pytest.approx((sigma, sigma))
+    assert gaussian_level(GaussianNoise(20 / 255), [noisy]) == pytest.approx((sigma, sigma))
+    assert gaussian_level(QuantizedNoise(GaussianNoise(20 / 255)), [noisy]) == pytest.approx((sigma, sigma))
     # an estimated level is a range around the estimate, as wide as the estimators' agreement allows
     from rfr_deploy.noise.level import estimate_noise_level
 
     level = estimate_noise_level(noisy)
-    low, high = gaussian_level(GaussianNoise(20, estimated=True), [noisy])
+    low, high = gaussian_level(GaussianNoise(20 / 255, estimated=True), [noisy])
     assert low == pytest.approx(sigma * level.low / level.sigma)
     assert high == pytest.approx(sigma * level.high / level.sigma)
     assert low < sigma < high
@@ -78,12 +79,12 @@ def test_gaussian_level_known_estimated_and_camera(pair):
 def test_adapt_selects_an_interpolation_by_sure(tiny_dncnn, pair):
     _, noisy, _ = pair
     model = tiny_dncnn(3)
-    result = adapt(model, noisy, GaussianNoise(20), AdaptConfig(steps=3, lr=1e-3))
+    result = adapt(model, noisy, GaussianNoise(20 / 255), AdaptConfig(steps=3, lr=1e-3))
     assert result.interpolation in result.sure_db
     assert result.sure_db[result.interpolation] == max(result.sure_db.values())
     # the returned network is the chosen point between the pre-trained and adapted weights
     off = adapt(
-        model, noisy, GaussianNoise(20), AdaptConfig(steps=3, lr=1e-3, select="off", interpolation=1.0)
+        model, noisy, GaussianNoise(20 / 255), AdaptConfig(steps=3, lr=1e-3, select="off", interpolation=1.0)
     )
     a = result.interpolation
     for p0, p1, p in zip(model.parameters(), off.model.parameters(), result.model.parameters(), strict=True):
@@ -92,7 +93,7 @@ def test_adapt_selects_an_interpolation_by_sure(tiny_dncnn, pair):
 
 def test_select_off_keeps_the_fixed_interpolation(tiny_dncnn, pair):
     _, noisy, _ = pair
-    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(20), AdaptConfig(steps=2, lr=1e-3, select="off"))
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(20 / 255), AdaptConfig(steps=2, lr=1e-3, select="off"))
     assert result.interpolation == 0.5 and result.sure_db == {}
 
 
@@ -141,7 +142,7 @@ def test_a_callback_at_the_last_step_and_the_result_share_one_selection(tiny_dnc
     result = adapt(
         tiny_dncnn(3),
         noisy,
-        GaussianNoise(20),
+        GaussianNoise(20 / 255),
         AdaptConfig(steps=3, lr=1e-3),
         callback=lambda i: seen.append(i.model),
     )
@@ -167,13 +168,13 @@ def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncn
 
     _, noisy, _ = pair
     gray = noisy.mean(dim=1, keepdim=True)
-    estimated = GaussianNoise(20, estimated=True)
+    estimated = GaussianNoise(20 / 255, estimated=True)
     assert gray_with_estimated_level(estimated, [gray])
     assert gray_with_estimated_level(QuantizedNoise(estimated), [gray])
     assert not gray_with_estimated_level(estimated, [noisy])  # colour keeps SURE over its range
-    assert not gray_with_estimated_level(GaussianNoise(20), [gray])  # known σ keeps SURE
+    assert not gray_with_estimated_level(GaussianNoise(20 / 255), [gray])  # known σ keeps SURE
     assert gaussian_level(estimated, [gray]) is None
-    assert gaussian_level(GaussianNoise(20), [gray]) is not None
+    assert gaussian_level(GaussianNoise(20 / 255), [gray]) is not None
 
     model = tiny_dncnn(1)
     result = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3))

@@ -96,7 +96,7 @@ def test_affine_adaptation_only_rescales_and_shifts_output_channels(tiny_dncnn):
     model = tiny_dncnn()
     noisy = torch.rand(1, 3, 24, 24)
     config = AdaptConfig(steps=6, tune="affine", affine_lr=1e-2, warmup=0, select="off", interpolation=1.0)
-    result = adapt(model, noisy, GaussianNoise(25), config)
+    result = adapt(model, noisy, GaussianNoise(25 / 255), config)
     assert list(result.model.state_dict()) == list(model.state_dict())
     assert all(p.requires_grad for p in result.model.parameters())
     changed = False
@@ -112,7 +112,7 @@ def test_all_plus_affine_moves_weights_beyond_a_channel_scaling(tiny_dncnn):
     model = tiny_dncnn()
     noisy = torch.rand(1, 3, 24, 24)
     config = AdaptConfig(steps=4, tune="all+affine", lr=1e-3, warmup=0, select="off", interpolation=1.0)
-    result = adapt(model, noisy, GaussianNoise(25), config)
+    result = adapt(model, noisy, GaussianNoise(25 / 255), config)
     w0, w = model.state_dict()["net.model.2.weight"], result.model.state_dict()["net.model.2.weight"]
     ratio = (w / w0).flatten(1)
     assert not torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-3)
@@ -122,15 +122,15 @@ def test_adapt_scores_checkpoints_and_reports_the_one_kept(tiny_dncnn, smooth_im
     clean = to_tensor(smooth_image)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     config = AdaptConfig(steps=6, checkpoint_every=2, lr=1e-3, warmup=0)
-    result = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), config)
+    result = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5 / 255), config)
     assert set(result.checkpoint_db) == {0, 2, 4, 6}
     assert result.checkpoint_step in result.checkpoint_db
-    again = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), config)
+    again = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5 / 255), config)
     assert again.checkpoint_db == result.checkpoint_db
     for a, b in zip(result.model.parameters(), again.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     plain = AdaptConfig(steps=6, lr=1e-3, warmup=0, checkpoint_every=0)
-    unscored = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5), plain)
+    unscored = adapt(tiny_dncnn(), noisy, GaussianNoise(25.5 / 255), plain)
     assert unscored.checkpoint_step is None and unscored.checkpoint_db == {}
 
 
@@ -142,12 +142,12 @@ class _OnCuda:
 
 
 def test_default_budget_and_checkpoints_follow_the_device():
-    cpu = resolve_defaults(AdaptConfig(), GaussianNoise(25), [torch.zeros(1, 3, 8, 8)])
+    cpu = resolve_defaults(AdaptConfig(), GaussianNoise(25 / 255), [torch.zeros(1, 3, 8, 8)])
     assert (cpu.steps, cpu.checkpoint_every) == (GAUSSIAN_STEPS, GAUSSIAN_STEPS // CHECKPOINTS)
-    cuda = resolve_defaults(AdaptConfig(), GaussianNoise(25), [_OnCuda()])
+    cuda = resolve_defaults(AdaptConfig(), GaussianNoise(25 / 255), [_OnCuda()])
     assert (cuda.steps, cuda.checkpoint_every) == (CUDA_GAUSSIAN_STEPS, CUDA_GAUSSIAN_STEPS // CHECKPOINTS)
     assert CUDA_GAUSSIAN_STEPS > GAUSSIAN_STEPS
-    given = resolve_defaults(AdaptConfig(steps=8, checkpoint_every=0), GaussianNoise(25), [_OnCuda()])
+    given = resolve_defaults(AdaptConfig(steps=8, checkpoint_every=0), GaussianNoise(25 / 255), [_OnCuda()])
     assert (given.steps, given.checkpoint_every) == (8, 0)
 
 
@@ -228,7 +228,10 @@ def test_the_final_selection_does_not_score_the_pretrained_network_or_the_kept_c
     clean = to_tensor(smooth_image)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     adapt(
-        tiny_dncnn(), noisy, GaussianNoise(25.5), AdaptConfig(steps=4, checkpoint_every=2, lr=1e-3, warmup=0)
+        tiny_dncnn(),
+        noisy,
+        GaussianNoise(25.5 / 255),
+        AdaptConfig(steps=4, checkpoint_every=2, lr=1e-3, warmup=0),
     )
     # the pre-trained reference, checkpoints 2 and 4, then only the candidates strictly between the ends
     assert len(scored) == 1 + 2 + len([a for a in CANDIDATES if a not in (0.0, 1.0)])

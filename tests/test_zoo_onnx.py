@@ -64,7 +64,7 @@ def test_adapt_and_export_runs_every_model_and_verifies_its_onnx(name, tmp_path,
     image = write_image(tmp_path / "noisy.png", rng.random((20, 24, 3)).astype(np.float32))
     out = tmp_path / "out"
     settings = JobSettings(
-        model=name, weights=str(weights), sigma=25, device="cpu", output_dir=str(out), formats=("onnx",)
+        model=name, weights=str(weights), sigma=25 / 255, device="cpu", output_dir=str(out), formats=("onnx",)
     )
     (manifest,) = adapt_and_export([image], settings, AdaptConfig(steps=2, warmup=0))
     assert manifest["model"]["name"] == name and len(manifest["losses"]) == 2

@@ -14,7 +14,7 @@ from torch import nn
 from rfr_deploy.adaptation.runners import LossKind
 from rfr_deploy.adaptation.sure import gray_with_estimated_level
 from rfr_deploy.adaptation.tuning import TUNE_CHOICES, Tune
-from rfr_deploy.noise.gaussian import is_gaussian
+from rfr_deploy.noise.base import gaussian_level_of
 
 FastMode = Literal["auto", "on", "off"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
@@ -146,7 +146,8 @@ def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[tor
     steps, interpolation, every = config.steps, config.interpolation, config.checkpoint_every
     if steps is None:
         cuda = images[0].device.type == "cuda"
-        steps = (CUDA_GAUSSIAN_STEPS if cuda else GAUSSIAN_STEPS) if is_gaussian(noise) else CAMERA_STEPS
+        gaussian = gaussian_level_of(noise) is not None
+        steps = (CUDA_GAUSSIAN_STEPS if cuda else GAUSSIAN_STEPS) if gaussian else CAMERA_STEPS
     if interpolation is None:
         gray_estimate = gray_with_estimated_level(noise, images)
         interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION

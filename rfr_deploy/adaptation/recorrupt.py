@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.plan import clean_batch
-from rfr_deploy.noise.gaussian import GaussianNoise, base_noise
+from rfr_deploy.noise.base import gaussian_level_of
 
 RECORRUPTION_SCALE = 0.5
 """a: the input carries σ√(1 + a²) = 1.12 σ of noise, the target σ√(1 + 1/a²) = 2.24 σ."""
@@ -78,9 +78,9 @@ def recorruption_level(noise: nn.Module) -> float | None:
     """σ ([0, 1] units) of the noise the pairs are recorrupted with: the level of Gaussian noise,
     known or estimated; None for every other noise model (random σ, camera noise), where the noise
     of the input is not white Gaussian of one known level."""
-    inner = base_noise(noise)
-    if isinstance(inner, GaussianNoise) and inner.sigma > 0:
-        return inner.sigma / 255.0
+    declared = gaussian_level_of(noise)
+    if declared is not None and declared.sigma is not None and declared.sigma > 0:
+        return declared.sigma
     return None
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.inference import denoise
-from rfr_deploy.noise.gaussian import GaussianNoise, base_noise, is_gaussian
+from rfr_deploy.noise.base import gaussian_level_of
 from rfr_deploy.noise.level import estimate_noise_level
 
 _PROBE_STREAM = 0x5EED_50BE_0000_0001
@@ -151,18 +151,19 @@ def sure_mse(
 def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float] | None:
     """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) SURE should assume.
 
-    Known σ: that σ (low = high). Estimated σ, or uniform σ (level unknown): the range
+    Known σ: that σ (low = high). Estimated σ, or random σ (level unknown): the range
     :func:`~rfr_deploy.noise.level.estimate_noise_level` gives, the widest over the images, around
-    the level used. Camera noise or any other model: None (SURE for Gaussian noise does not apply), and
-    None when an image shows no noise to estimate (σ̂ = 0: flat or smaller than the estimator's patches).
-    Gray images with an estimated σ: None as well: SURE needs σ to about half a percent, and on a
-    single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
+    the level used. Camera noise or any other model that is not white Gaussian
+    (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None): None (SURE for Gaussian noise
+    does not apply), and None when an image shows no noise to estimate (σ̂ = 0: flat or smaller than
+    the estimator's patches). Gray images with an estimated σ: None as well: SURE needs σ to about half a
+    percent, and on a single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
     """
-    if not is_gaussian(noise):
+    declared = gaussian_level_of(noise)
+    if declared is None:
         return None
-    inner = base_noise(noise)
-    if isinstance(inner, GaussianNoise) and not inner.estimated:
-        return inner.sigma / 255.0, inner.sigma / 255.0
+    if declared.sigma is not None and not declared.estimated:
+        return declared.sigma, declared.sigma
     if gray_with_estimated_level(noise, images):
         return None
     levels = [estimate_noise_level(y) for y in images]
@@ -170,10 +171,10 @@ def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[fl
         return None  # no noise found (a flat or tiny image): no level for SURE to assume
     low = min(v.low / v.sigma for v in levels)
     high = max(v.high / v.sigma for v in levels)
-    if isinstance(inner, GaussianNoise):
-        level = inner.sigma / 255.0
+    if declared.sigma is not None:
+        level = declared.sigma
     else:
-        level = sorted(v.sigma for v in levels)[len(levels) // 2] / 255.0
+        level = sorted(v.sigma for v in levels)[len(levels) // 2]
     return level * low, level * high
 
 
@@ -182,11 +183,12 @@ def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) 
 
     With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
     at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed
-    quarter step (:data:`rfr_deploy.adaptation.loop.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
+    quarter step (:data:`rfr_deploy.adaptation.config.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
     gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*).
     """
-    inner = base_noise(noise)
-    return isinstance(inner, GaussianNoise) and inner.estimated and all(y.shape[1] == 1 for y in images)
+    declared = gaussian_level_of(noise)
+    estimated = declared is not None and declared.sigma is not None and declared.estimated
+    return estimated and all(y.shape[1] == 1 for y in images)
 
 
 @dataclass

@@ -64,7 +64,8 @@ from rfr_deploy.transforms import DIHEDRAL
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
 CPU_MODES = ("eager", "channels-last", "bf16")
 GPU_MODES = ("eager", "graphs-fp32", "amp", "amp+graphs")
-SIGMA = 25.0
+SIGMA = 25 / 255
+"""The benchmark's noise level, [0, 1] units (25 grey levels)."""
 
 
 @dataclass
@@ -362,7 +363,7 @@ def synthetic_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = 0.5 + 0.3 * np.sin(2 * np.pi * 8 * x) * np.cos(2 * np.pi * 6 * y)
     clean = np.stack([base, 0.7 * base + 0.15, 1.0 - base], axis=2).astype(np.float32)
-    noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32) * (SIGMA / 255.0)
+    noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32) * SIGMA
     return clean, np.clip(clean + noise, 0.0, 1.0)
 
 

@@ -11,14 +11,17 @@ from rfr_deploy.cli.options import (
     device_option,
     emit_json,
     existing_paths,
+    grey_default_of,
     model_options,
     output_options,
     parse_formats,
     reporter_for,
+    sigma_from_grey_levels,
 )
 from rfr_deploy.cli.ray_options import check_ray_options, ray_options, run_on_ray
 from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
 from rfr_deploy.jobs.reference import sample_paths
+from rfr_deploy.noise.build import list_noise_choices
 
 A, J = AdaptConfig, JobSettings
 
@@ -37,14 +40,18 @@ A, J = AdaptConfig, JobSettings
 @model_options
 @click.option(
     "--noise",
-    type=click.Choice(["auto", "gaussian", "camera"]),
+    type=click.Choice(list_noise_choices()),
     default=default_of(J, "noise"),
     show_default=True,
     help="Synthetic noise model: Gaussian, or CBDNet's in-camera model for real photographs; "
     "'auto' uses what the weights were trained on.",
 )
 @click.option(
-    "--sigma", type=float, default=None, help="Known noise level in grey levels (0-255). Omit when unknown."
+    "--sigma",
+    type=float,
+    default=None,
+    callback=sigma_from_grey_levels,
+    help="Known noise level in grey levels (0-255). Omit when unknown.",
 )
 @click.option(
     "--unknown-sigma",
@@ -61,8 +68,20 @@ A, J = AdaptConfig, JobSettings
     show_default=True,
     help="'auto' clips and rounds the synthetic noisy images like the (8/16-bit) input file.",
 )
-@click.option("--sigma-low", type=float, default=default_of(J, "sigma_low"), show_default=True)
-@click.option("--sigma-high", type=float, default=default_of(J, "sigma_high"), show_default=True)
+@click.option(
+    "--sigma-low",
+    type=float,
+    default=grey_default_of(J, "sigma_low"),
+    show_default=True,
+    callback=sigma_from_grey_levels,
+)
+@click.option(
+    "--sigma-high",
+    type=float,
+    default=grey_default_of(J, "sigma_high"),
+    show_default=True,
+    callback=sigma_from_grey_levels,
+)
 @click.option(
     "--steps",
     type=click.IntRange(0),

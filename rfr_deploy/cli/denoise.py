@@ -11,6 +11,7 @@ from rfr_deploy.cli.options import (
     model_options,
     output_options,
     reporter_for,
+    sigma_from_grey_levels,
 )
 from rfr_deploy.jobs.adapt_export import JobSettings, denoise_files
 
@@ -22,6 +23,7 @@ from rfr_deploy.jobs.adapt_export import JobSettings, denoise_files
     "--sigma",
     type=float,
     default=None,
+    callback=sigma_from_grey_levels,
     help="Noise level (grey levels) for noise-map models; estimated if omitted.",
 )
 @click.option("--ensemble", is_flag=True, help="Average the 8 flips/rotations (×8 compute).")

@@ -12,13 +12,16 @@ from rfr_deploy.cli.options import (
     default_of,
     device_option,
     emit_json,
+    grey_default_of,
     model_options,
     output_options,
     parse_int_list,
     reporter_for,
+    sigma_from_grey_levels,
 )
 from rfr_deploy.files import atomic_write
 from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
+from rfr_deploy.noise.build import list_noise_choices
 
 A, E = AdaptConfig, EvalSettings
 
@@ -29,8 +32,9 @@ A, E = AdaptConfig, EvalSettings
 @click.option(
     "--sigma",
     type=float,
-    default=default_of(E, "sigma"),
+    default=grey_default_of(E, "sigma"),
     show_default=True,
+    callback=sigma_from_grey_levels,
     help="Level of the Gaussian noise added to the clean images.",
 )
 @click.option(
@@ -46,7 +50,7 @@ A, E = AdaptConfig, EvalSettings
 )
 @click.option(
     "--noise",
-    type=click.Choice(["auto", "gaussian", "camera"]),
+    type=click.Choice(list_noise_choices()),
     default=default_of(E, "noise"),
     show_default=True,
 )

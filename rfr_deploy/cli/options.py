@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from rfr_deploy.models.hub import model_for_weights
+from rfr_deploy.noise.base import grey_levels, sigma_from_grey
 from rfr_deploy.progress import Reporter
 
 
@@ -83,6 +84,17 @@ def existing_paths(values: tuple[str, ...]) -> list[Path]:
 def default_of(cls, name: str):
     """The default of dataclass field ``name``, so CLI defaults never drift from the library's."""
     return cls.__dataclass_fields__[name].default
+
+
+def grey_default_of(cls, name: str) -> float:
+    """:func:`default_of` for a noise level: the library's [0, 1] default in grey levels."""
+    return grey_levels(default_of(cls, name))
+
+
+def sigma_from_grey_levels(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Click callback of the noise-level options: given in 8-bit grey levels, passed on in [0, 1] units
+    (the unit of everything below the command line)."""
+    return None if value is None else sigma_from_grey(value)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import click
 
-from rfr_deploy.cli.options import default_of, device_option, emit_json, output_options, reporter_for
+from rfr_deploy.cli.options import (
+    default_of,
+    device_option,
+    emit_json,
+    grey_default_of,
+    output_options,
+    reporter_for,
+    sigma_from_grey_levels,
+)
 from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
+from rfr_deploy.noise.build import list_noise_choices
 
 P = PretrainConfig
 
@@ -28,10 +37,25 @@ P = PretrainConfig
 @click.option("--lr-min", type=float, default=default_of(P, "lr_min"), show_default=True)
 @click.option("--loss", type=click.Choice(["l1", "mse"]), default=default_of(P, "loss"), show_default=True)
 @click.option(
-    "--noise", type=click.Choice(["gaussian", "camera"]), default=default_of(P, "noise"), show_default=True
+    "--noise",
+    type=click.Choice(list_noise_choices(auto=False)),
+    default=default_of(P, "noise"),
+    show_default=True,
 )
-@click.option("--sigma-low", type=float, default=default_of(P, "sigma_low"), show_default=True)
-@click.option("--sigma-high", type=float, default=default_of(P, "sigma_high"), show_default=True)
+@click.option(
+    "--sigma-low",
+    type=float,
+    default=grey_default_of(P, "sigma_low"),
+    show_default=True,
+    callback=sigma_from_grey_levels,
+)
+@click.option(
+    "--sigma-high",
+    type=float,
+    default=grey_default_of(P, "sigma_high"),
+    show_default=True,
+    callback=sigma_from_grey_levels,
+)
 @click.option(
     "--objective",
     type=click.Choice(["supervised", "noise2self"]),

@@ -40,7 +40,9 @@ from rfr_deploy.jobs.manifest import file_record, input_record, timings
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.gaussian import NoiseChoice, UnknownSigma, build_noise, resolve_noise_kind
+from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.noise.build import build_noise, resolve_noise_kind
+from rfr_deploy.noise.registry import UnknownSigma
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.version import __version__
 
@@ -54,15 +56,16 @@ class JobSettings:
     model: str = "dncnn"
     weights: str | None = None
     """Weights file; None uses the packaged default for the image's channel count."""
-    noise: NoiseChoice = "auto"
-    """'auto': CBDNet's camera model for weights trained on it, Gaussian otherwise."""
+    noise: str = "auto"
+    """A registered noise model; 'auto': the one the weights were trained on (CBDNet's camera model),
+    Gaussian otherwise."""
     sigma: float | None = None
-    """Known noise level in 8-bit grey levels; None means unknown."""
+    """Known noise level, [0, 1] units (the command line's grey levels / 255); None means unknown."""
     unknown_sigma: UnknownSigma = "estimate"
     """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
     'uniform' with σ drawn uniformly from [sigma_low, sigma_high] (the paper's choice)."""
     sigma_low: float = 0.0
-    sigma_high: float = 50.0
+    sigma_high: float = 50 / 255
     device: str = "auto"
     output_dir: str = "rfr_out"
     formats: tuple[str, ...] = ()
@@ -89,8 +92,10 @@ class JobSettings:
             raise ConfigError(
                 f"unknown export format(s) {', '.join(unknown)}; choose from {', '.join(EXPORT_FORMATS)}"
             )
-        if self.sigma is not None and not (0 <= self.sigma <= 255):
-            raise ConfigError(f"--sigma must be within [0, 255] grey levels, got {self.sigma}")
+        levels = {"sigma": self.sigma, "sigma-low": self.sigma_low, "sigma-high": self.sigma_high}
+        for option, value in levels.items():
+            if value is not None and not (0 <= value <= 1):
+                raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")
         if self.engine_from and "engine" not in self.formats:
             self.formats = (*self.formats, "engine")
 
@@ -122,8 +127,8 @@ def denoise_files(
                 "output": str(target),
                 "model": settings.model,
                 "weights_sha256": model.weights_sha256,
-                "sigma": settings.sigma,
-                "sigma_estimate": _rounded(job.sigma_estimate),
+                "sigma": _grey(settings.sigma),
+                "sigma_estimate": _grey(job.sigma_estimate, 3),
                 "seconds": round(seconds, 4),
             }
         )
@@ -191,8 +196,9 @@ def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
     return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _grey(sigma: float | None, digits: int = 9) -> float | None:
+    """σ as manifests and records report it: grey levels."""
+    return None if sigma is None else grey_levels(sigma, digits)
 
 
 def _run_group(group, settings, config, models, out_dir, reporter, engines=None) -> list[dict[str, Any]]:
@@ -325,6 +331,7 @@ def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None
 
 
 def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[str, Any]:
+    """The manifest's record of the synthetic noise; σ in grey levels, as the command line takes it."""
     if settings.sigma is not None:
         mode = "known"
     else:
@@ -332,11 +339,11 @@ def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[
     desc: dict[str, Any] = {
         "kind": kind,
         "mode": mode,
-        "sigma": settings.sigma,
-        "sigma_estimates": [_rounded(j.sigma_estimate) for j in group],
+        "sigma": _grey(settings.sigma),
+        "sigma_estimates": [_grey(j.sigma_estimate, 3) for j in group],
     }
     if mode == "uniform" and kind == "gaussian":
-        desc["sigma_range"] = [settings.sigma_low, settings.sigma_high]
+        desc["sigma_range"] = [_grey(settings.sigma_low), _grey(settings.sigma_high)]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     return desc
 

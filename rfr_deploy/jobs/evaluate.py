@@ -24,11 +24,13 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.datasets import NamedImage, load_folder, load_pairs
 from rfr_deploy.devices import describe_environment, resolve_device
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.models.registry import create_model
-from rfr_deploy.noise.gaussian import NoiseChoice, build_noise, resolve_noise_kind
+from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.noise.build import build_noise, resolve_noise_kind
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 
@@ -41,13 +43,14 @@ class EvalSettings:
 
     model: str = "dncnn"
     weights: str | None = None
-    sigma: float = 25.0
-    """Level of the Gaussian noise added to the clean images (synthetic protocol)."""
+    sigma: float = 25 / 255
+    """Level of the Gaussian noise added to the clean images (synthetic protocol), [0, 1] units."""
     steps: tuple[int, ...] = (0, 10, 20, 40)
     sigma_mode: SigmaMode = "known"
-    """How adaptation chooses its noise: the true σ, the estimate, or uniform σ ∈ [0, 50]."""
-    noise: NoiseChoice = "auto"
-    """'auto': the camera model for weights trained on it, Gaussian otherwise."""
+    """How adaptation chooses its noise: the true σ, the estimate, or uniform σ ∈ [0, 50/255]."""
+    noise: str = "auto"
+    """A registered noise model; 'auto': the one the weights were trained on (the camera model),
+    Gaussian otherwise."""
     crop: int | None = None
     """Evaluate on the central crop of this side (faster); None for whole images."""
     limit: int | None = None
@@ -59,6 +62,10 @@ class EvalSettings:
     pairs: bool = False
     """The dataset folder holds noisy/ and gt/ pairs (real noise) instead of clean images."""
 
+    def __post_init__(self) -> None:
+        if not self.pairs and not 0 <= self.sigma <= 1:
+            raise ConfigError(f"--sigma must be within [0, 255] grey levels, got {grey_levels(self.sigma)}")
+
 
 @dataclass
 class ImageScore:
@@ -67,6 +74,7 @@ class ImageScore:
     psnr: dict[int, float] = field(default_factory=dict)
     ssim: dict[int, float] = field(default_factory=dict)
     sigma_estimate: float = 0.0
+    """[0, 1] units (reported in grey levels)."""
     seconds: float = 0.0
     ensemble_psnr: dict[int, float] = field(default_factory=dict)
     """×8 self-ensemble PSNR per checkpoint (``score_ensemble``)."""
@@ -112,7 +120,7 @@ class EvalReport:
                 {
                     "name": s.name,
                     "noisy_psnr": round(s.noisy_psnr, 4),
-                    "sigma_estimate": round(s.sigma_estimate, 3),
+                    "sigma_estimate": grey_levels(s.sigma_estimate, 3),
                     "seconds": round(s.seconds, 3),
                     "psnr": {str(k): round(v, 4) for k, v in s.psnr.items()},
                     "ssim": {str(k): round(v, 5) for k, v in s.ssim.items()},
@@ -183,9 +191,10 @@ class EvalReport:
 
 
 def add_gaussian_noise(clean: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:
-    """Reproducible AWGN for image ``index`` of a dataset (independent of evaluation order)."""
+    """Reproducible AWGN of level ``sigma`` ([0, 1] units) for image ``index`` of a dataset (independent
+    of evaluation order)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    return clean + (sigma / 255.0) * torch.randn(clean.shape, generator=g)
+    return clean + sigma * torch.randn(clean.shape, generator=g)
 
 
 def center_crop(pixels: np.ndarray, size: int | None) -> np.ndarray:
@@ -235,6 +244,7 @@ def evaluate(
         dataset=str(dataset),
         settings={
             **dataclasses.asdict(settings),
+            "sigma": grey_levels(settings.sigma),  # reports speak grey levels, as the command line does
             "steps": checkpoints,
             "noise": "/".join(kinds) or settings.noise,
         },
@@ -273,7 +283,7 @@ def _score_image(
         true_sigma = None
     estimate = estimate_noise_level(noisy).sigma
     known = true_sigma if settings.sigma_mode == "known" else None
-    model_sigma = ((known if known is not None else estimate) / 255.0) if model.meta.noise_map else None
+    model_sigma = (known if known is not None else estimate) if model.meta.noise_map else None
     reference = clean_img.pixels
     score = ImageScore(
         name=clean_img.name,

@@ -30,9 +30,9 @@ class ImageJob:
     image: Image
     noisy: torch.Tensor
     sigma_estimate: float | None = None
-    """σ estimated from the image (grey levels); None where nothing uses it."""
+    """σ estimated from the image ([0, 1] units); None where nothing uses it."""
     sigma_used: float | None = None
-    """σ given to noise-map networks (grey levels): the known level, else the estimate."""
+    """σ given to noise-map networks ([0, 1] units): the known level, else the estimate."""
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,7 +65,8 @@ def read_jobs(paths: list[Path], device: torch.device) -> list[ImageJob]:
 
 
 def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, estimate: bool) -> None:
-    """Fill in each job's σ: the known ``sigma``, or (with ``estimate``) the level estimated from the image."""
+    """Fill in each job's σ ([0, 1] units): the known ``sigma``, or (with ``estimate``) the level estimated
+    from the image."""
     for job in jobs:
         if estimate and sigma is None:
             job.sigma_estimate = estimate_noise_level(job.noisy).sigma
@@ -85,12 +86,12 @@ def check_estimated_level(group: list[ImageJob]) -> float:
 
 
 def model_sigma(model: nn.Module, job: ImageJob) -> float | None:
-    """σ/255 for noise-map networks (known σ, else the estimate); None for blind networks."""
-    return job.sigma_used / 255.0 if model.meta.noise_map and job.sigma_used is not None else None
+    """σ for noise-map networks (known σ, else the estimate); None for blind networks."""
+    return job.sigma_used if model.meta.noise_map and job.sigma_used is not None else None
 
 
 def set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
-    """The noise-map σ (σ/255) of one network adapted to a whole set: the median level."""
+    """The noise-map σ of one network adapted to a whole set: the median level."""
     if not model.meta.noise_map:
         return None
-    return statistics.median(j.sigma_used for j in group) / 255.0
+    return statistics.median(j.sigma_used for j in group)

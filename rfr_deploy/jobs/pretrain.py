@@ -1,7 +1,7 @@
 """Pre-training a denoiser from clean images, with checkpoints and resume.
 
 The paper's recipe: random patches with random flips/rotations, synthetic noise
-from the network's noise model (Gaussian σ ∈ [0, 50] by default), L1 loss, Adam
+from the network's noise model (Gaussian σ ∈ [0, 50/255] by default), L1 loss, Adam
 with a decaying learning rate. Self-supervised Noise2Self training (masked
 pixels predicted from their neighbours, noisy images only) is the ``noise2self``
 objective.
@@ -29,7 +29,8 @@ from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import atomic_write
 from rfr_deploy.models.registry import WeightsMeta, create_model, get_entry
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.gaussian import UniformSigmaGaussianNoise
+from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.noise.build import build_noise
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 
 Objective = Literal["supervised", "noise2self"]
@@ -49,9 +50,11 @@ class PretrainConfig:
     lr: float = 1e-4
     lr_min: float = 1e-6
     loss: Literal["l1", "mse"] = "l1"
-    noise: Literal["gaussian", "camera"] = "gaussian"
+    noise: str = "gaussian"
+    """A registered noise model (:func:`rfr_deploy.noise.build.list_noise_choices`), drawn at random levels."""
     sigma_low: float = 0.0
-    sigma_high: float = 50.0
+    """Gaussian noise: the range of σ, [0, 1] units (the weights record it in grey levels)."""
+    sigma_high: float = 50 / 255
     objective: Objective = "supervised"
     seed: int = 0
     checkpoint_every: int = 500
@@ -66,6 +69,9 @@ class PretrainConfig:
             raise ConfigError("pretrain needs at least one folder of clean training images")
         if self.steps < 1 or self.batch < 1 or self.patch < 8:
             raise ConfigError("steps and batch must be >= 1 and patch >= 8")
+        for option, value in (("sigma-low", self.sigma_low), ("sigma-high", self.sigma_high)):
+            if not 0 <= value <= 1:
+                raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")
 
 
 class PatchSampler:
@@ -96,12 +102,10 @@ class PatchSampler:
         return dihedral(t, int(self.rng.integers(DIHEDRAL)))
 
 
-def build_noise(config: PretrainConfig) -> nn.Module:
-    if config.noise == "camera":
-        from rfr_deploy.noise.camera import CameraNoise
-
-        return CameraNoise()
-    return UniformSigmaGaussianNoise(config.sigma_low, config.sigma_high)
+def build_pretraining_noise(config: PretrainConfig) -> nn.Module:
+    """The noise model ``config.noise`` at random levels: σ uniform in [sigma_low, sigma_high] for
+    Gaussian noise, CBDNet's random camera levels for the camera model."""
+    return build_noise(config.noise, None, "uniform", (), (config.sigma_low, config.sigma_high))
 
 
 def noisy_with_sigma_map(
@@ -115,18 +119,67 @@ def noisy_with_sigma_map(
     return noisy, sigma.reshape(-1, 1, 1, 1).expand_as(clean)
 
 
+@dataclass
+class Training:
+    """What a pretraining run updates and draws from, and how it scores a batch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    sampler: PatchSampler
+    noise: nn.Module
+    generator: torch.Generator
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    device: torch.device
+    noise2self: Callable | None = None
+    """The Noise2Self objective (``objective='noise2self'``), else None."""
+
+    def loss(self, clean: torch.Tensor) -> torch.Tensor:
+        """The training loss on one clean batch (noise drawn from the run's generator)."""
+        model, noise, generator = self.model, self.noise, self.generator
+        if self.noise2self is not None:
+            noisy, sigma = noise(clean, generator)  # the objective sees only the noisy batch
+            return self.noise2self(model, noisy, sigma, generator)
+        if model.entry.train_loss is not None:
+            noisy, sigma_map = noisy_with_sigma_map(noise, clean, generator)
+            return model.entry.train_loss(model, noisy, clean, sigma_map, self.loss_fn)
+        noisy, sigma = noise(clean, generator)
+        return self.loss_fn(model(noisy, sigma), clean)
+
+
 def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
     """Train (or resume training) and write ``<out>/final.safetensors``; returns its path."""
+    _check_objective(config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _start(config, resolve_device(config.device))
+    step, history = _resume(out / "checkpoint.pt", run, config)
+    if step == 0 and config.init:
+        _warm_start(run.model, config)
+    started = time.perf_counter()
+    step = _train(run, config, out, step, history, progress)
+    final = out / "final.safetensors"
+    train_info = {
+        "config": _recorded(config),
+        "steps_done": step,
+        "seconds_this_run": time.perf_counter() - started,
+    }
+    save_weights(final, run.model.net, _weights_meta(config, run, step), extra={"training": train_info})
+    return final
+
+
+def _check_objective(config: PretrainConfig) -> None:
     if config.objective == "noise2self" and get_entry(config.model).output == "residual":
         raise ConfigError(
             f"Noise2Self needs a network that predicts the clean image, not the noise like "
             f"'{config.model}' (it would learn the identity outside the masked pixels); use dncnn_n2s"
         )
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+
+
+def _start(config: PretrainConfig, device: torch.device) -> Training:
+    """A fresh run: the seeded network, Adam with a cosine schedule, the patches and the noise."""
     torch.manual_seed(config.seed)
     model = create_model(config.model, weights=None, channels=config.channels, **config.arch_kwargs).to(
         device
@@ -139,33 +192,27 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
         optimizer, T_max=config.steps, eta_min=config.lr_min
     )
     sampler = PatchSampler(config.data, config.channels, config.patch, config.seed)
-    noise = build_noise(config).to(device)
+    noise = build_pretraining_noise(config).to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     loss_fn = nn.functional.l1_loss if config.loss == "l1" else nn.functional.mse_loss
+    run = Training(model, optimizer, scheduler, sampler, noise, generator, loss_fn, device)
     if config.objective == "noise2self":
         from rfr_deploy.jobs.noise2self import Noise2SelfObjective
 
-        n2s = Noise2SelfObjective(loss_fn)
+        run.noise2self = Noise2SelfObjective(loss_fn)
+    return run
 
-    step, history = _resume(out / "checkpoint.pt", model, optimizer, scheduler, sampler, generator, config)
-    if step == 0 and config.init:
-        _warm_start(model, config)
-    started = time.perf_counter()
+
+def _train(
+    run: Training, config: PretrainConfig, out: Path, step: int, history: list[float], progress
+) -> int:
+    """Updates from ``step`` to ``config.steps``, checkpointed; returns the last step."""
     while step < config.steps:
-        clean = sampler.sample(config.batch).to(device)
-        if config.objective == "noise2self":
-            noisy, sigma = noise(clean, generator)  # the objective sees only the noisy batch
-            loss = n2s(model, noisy, sigma, generator)
-        elif model.entry.train_loss is not None:
-            noisy, sigma_map = noisy_with_sigma_map(noise, clean, generator)
-            loss = model.entry.train_loss(model, noisy, clean, sigma_map, loss_fn)
-        else:
-            noisy, sigma = noise(clean, generator)
-            loss = loss_fn(model(noisy, sigma), clean)
-        optimizer.zero_grad(set_to_none=True)
+        loss = run.loss(run.sampler.sample(config.batch).to(run.device))
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        run.optimizer.step()
+        run.scheduler.step()
         step += 1
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -174,30 +221,35 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
         if progress is not None:
             progress(step, config.steps, value)
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_checkpoint(
-                out / "checkpoint.pt", model, optimizer, scheduler, sampler, generator, config, step, history
-            )
-    meta = WeightsMeta(
+            _save_checkpoint(out / "checkpoint.pt", run, config, step, history)
+    return step
+
+
+def _weights_meta(config: PretrainConfig, run: Training, step: int) -> WeightsMeta:
+    model = run.model
+    return WeightsMeta(
         arch=config.model,
         channels=config.channels,
         arch_kwargs={**model.meta.arch_kwargs},
-        sigma_range=(config.sigma_low, config.sigma_high),
+        sigma_range=(grey_levels(config.sigma_low), grey_levels(config.sigma_high)),
         output=model.meta.output,
         noise_map=model.meta.noise_map,
         noise="self-supervised" if config.objective == "noise2self" else config.noise,
         source="rfr-deploy pretrain",
         notes=f"{step} steps of batch {config.batch}×{config.patch}², {config.loss}, Adam {config.lr:g}→{config.lr_min:g}"
-        + (f", {n2s!r}" if config.objective == "noise2self" else "")
+        + (f", {run.noise2self!r}" if run.noise2self is not None else "")
         + _init_note(config),
     )
-    final = out / "final.safetensors"
-    train_info = {
-        "config": dataclasses.asdict(config),
-        "steps_done": step,
-        "seconds_this_run": time.perf_counter() - started,
-    }
-    save_weights(final, model.net, meta, extra={"training": train_info})
-    return final
+
+
+def _recorded(config: PretrainConfig) -> dict[str, Any]:
+    """The settings as the weights and checkpoints record them: σ in grey levels, as given on the command line."""
+    recorded = dataclasses.asdict(config)
+    recorded["sigma_low"], recorded["sigma_high"] = (
+        grey_levels(config.sigma_low),
+        grey_levels(config.sigma_high),
+    )
+    return recorded
 
 
 def _init_note(config: PretrainConfig) -> str:
@@ -227,15 +279,15 @@ def _warm_start(model, config: PretrainConfig) -> None:
 
 
 def _save_checkpoint(
-    path: Path, model, optimizer, scheduler, sampler, generator, config, step, history
+    path: Path, run: Training, config: PretrainConfig, step: int, history: list[float]
 ) -> None:
     state = {
-        "model": model.net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(),
-        "sampler": json.dumps(sampler.rng.bit_generator.state),
-        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        "model": run.model.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "generator": run.generator.get_state(),
+        "sampler": json.dumps(run.sampler.rng.bit_generator.state),
+        "config": json.dumps(_recorded(config), sort_keys=True),
         "step": step,
         "history": torch.tensor(history, dtype=torch.float32),
     }
@@ -243,7 +295,7 @@ def _save_checkpoint(
         torch.save(state, tmp)
 
 
-def _resume(path: Path, model, optimizer, scheduler, sampler, generator, config) -> tuple[int, list[float]]:
+def _resume(path: Path, run: Training, config: PretrainConfig) -> tuple[int, list[float]]:
     if not path.is_file():
         return 0, []
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -253,13 +305,13 @@ def _resume(path: Path, model, optimizer, scheduler, sampler, generator, config)
             raise ConfigError(
                 f"{path}: checkpoint was trained with {key}={saved.get(key)!r}, not {getattr(config, key)!r}"
             )
-    model.net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    run.model.net.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
     # A longer run resumes with a cosine schedule stretched to the new length.
-    scheduler.T_max = config.steps
-    generator.set_state(state["generator"])
-    sampler.rng.bit_generator.state = json.loads(state["sampler"])
+    run.scheduler.T_max = config.steps
+    run.generator.set_state(state["generator"])
+    run.sampler.rng.bit_generator.state = json.loads(state["sampler"])
     return int(state["step"]), [float(v) for v in state["history"]]
 
 

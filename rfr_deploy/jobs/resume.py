@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from rfr_deploy.files import sha256_file
+from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.version import __version__
+
+SIGMA_FIELDS = ("sigma", "sigma_low", "sigma_high")
+"""Job settings that hold a noise level ([0, 1] units)."""
 
 
 def group_stem(paths: Sequence[str | os.PathLike]) -> str:
@@ -35,6 +39,9 @@ def settings_fingerprint(settings: Any, config: Any) -> str:
     adaptation settings as given, the weights file's content and the rfr-deploy version."""
     job = dataclasses.asdict(settings)
     job.pop("output_dir", None)
+    for key in SIGMA_FIELDS:  # recorded in grey levels, as the command line takes them
+        if job.get(key) is not None:
+            job[key] = grey_levels(job[key])
     document = {
         "rfr_deploy_version": __version__,
         "settings": job,

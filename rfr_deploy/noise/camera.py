@@ -26,6 +26,8 @@ the environment variable ``RFR_CRF_DATA`` when it is set, and otherwise a built-
 parametric family (offset gamma × contrast S-curves), so the package never needs
 the data files.
 
+Registered as the noise model ``"camera"`` (:func:`build_camera`).
+
 All randomness comes from the explicit generator; the forward pass has no host
 synchronisation (usable inside CUDA graphs) and no numpy.
 """
@@ -41,7 +43,9 @@ import torch
 from torch import nn
 
 from rfr_deploy.errors import ConfigError
+from rfr_deploy.noise.base import GaussianLevel
 from rfr_deploy.noise.isp import bayer_sites, demosaic, jpeg_round_trip, mosaic
+from rfr_deploy.noise.registry import NoiseSettings, register_noise
 
 ENV_VAR = "RFR_CRF_DATA"
 CRF_FILE = "201_CRF_data.mat"
@@ -183,7 +187,7 @@ class CameraSample(NamedTuple):
 
 
 class CameraNoise(nn.Module):
-    """Realistic camera noise; ``forward(x, generator) -> (noisy, sigma)`` like :mod:`rfr_deploy.noise.gaussian`."""
+    """Realistic camera noise; ``forward(x, generator) -> (noisy, sigma)`` (a :class:`~rfr_deploy.noise.base.NoiseModel`)."""
 
     def __init__(
         self,
@@ -226,6 +230,10 @@ class CameraNoise(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         noisy, sigma, _ = self.apply(x, self.draw_at_level(x, generator), generator)
         return noisy, sigma
+
+    def gaussian_level(self) -> GaussianLevel | None:
+        """None: signal-dependent noise, not white Gaussian (SURE and the recorrupted term do not apply)."""
+        return None
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraSample:
         """Noisy batch, per-sample σ and the per-pixel noise std map (e.g. CBDNet's training target)."""
@@ -329,3 +337,14 @@ def _check(x: torch.Tensor) -> None:
 
 def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def build_camera(settings: NoiseSettings) -> CameraNoise:
+    """The camera model aimed at the known or estimated level (``unknown_sigma='estimate'``), or with
+    the random levels of CBDNet's training (``'uniform'``, or no level to aim at)."""
+    level = settings.level
+    random_levels = settings.sigma is None and settings.unknown_sigma == "uniform"
+    return CameraNoise(level=None if random_levels or not level else level)
+
+
+register_noise("camera", build_camera)

@@ -57,7 +57,7 @@ GRAY_RANGE = (0.9, 1.0)
 
 @dataclass(frozen=True)
 class NoiseLevel:
-    """An estimated Gaussian noise level and the range the true level is taken to lie in (8-bit units)."""
+    """An estimated Gaussian noise level and the range the true level is taken to lie in ([0, 1] units)."""
 
     sigma: float
     low: float
@@ -95,7 +95,7 @@ def estimate_sigma(
 ) -> float:
     """Estimate the level of additive white Gaussian noise in ``image`` (C×H×W or 1×C×H×W, [0, 1]).
 
-    Returns σ in 8-bit grey levels. The patch stride grows with the image so that at most
+    Returns σ in [0, 1] units (σ/255 for 8-bit grey levels). The patch stride grows with the image so that at most
     ``max_patches`` patches are used. ``iterations=0`` gives the plain covariance estimate over
     all patches.
     """
@@ -109,7 +109,7 @@ def estimate_sigma(
     cols = F.unfold(x.unsqueeze(0), kernel_size=p, stride=stride)[0].T  # (n, c·p²)
     sigma = _tail_sigma(cols)
     if iterations == 0 or p < 3:
-        return sigma * 255.0
+        return sigma
     energy = _gradient_energy(x, p, stride)
     level = cols.view(cols.shape[0], c, -1).mean(dim=2)  # per channel
     headroom = torch.minimum(level, 1.0 - level).amin(dim=1)  # distance of the nearest channel mean to 0 or 1
@@ -130,7 +130,7 @@ def estimate_sigma(
         sigma = updated
         if converged:
             break
-    return sigma * 255.0
+    return sigma
 
 
 def _tail_sigma(cols: torch.Tensor) -> float:

@@ -1,0 +1,119 @@
+"""What a noise model is, what it can tell about itself, and the unit of σ.
+
+A noise model (:class:`NoiseModel`) is an ``nn.Module`` whose ``forward(x, generator)`` returns the noisy
+batch and the per-sample noise level σ that a noise-map network should be told. All its randomness
+comes from the explicit ``torch.Generator``: runs are reproducible, and the adaptation loop's CUDA
+graphs replay it (see :mod:`rfr_deploy.adaptation.capture_checks`).
+
+What the rest of the package needs to know about a model, it asks through
+:meth:`NoiseModel.gaussian_level` (read with :func:`gaussian_level_of`), never through the model's
+class: whether the noise is additive white Gaussian, at which level or range of levels, and whether
+that level was estimated from the images. SURE, the recorrupted term and the default number of updates
+depend on it. :class:`QuantizedNoise` wraps any model and answers for the model it wraps.
+
+σ is in [0, 1] units everywhere in the package (deepinv's convention): 25 grey levels of an 8-bit
+image is σ = 25/255. Only the command line, and the manifests and reports written for people, speak
+grey levels; :func:`sigma_from_grey` and :func:`grey_levels` convert at those edges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+GREY_LEVELS = 255.0
+"""σ = 1 in grey levels of an 8-bit image."""
+
+
+def sigma_from_grey(levels: float) -> float:
+    """σ in [0, 1] units from 8-bit grey levels (the command line's unit): 25 -> 25/255."""
+    return levels / GREY_LEVELS
+
+
+def grey_levels(sigma: float, digits: int = 9) -> float:
+    """σ in 8-bit grey levels (what manifests and reports show) from [0, 1] units.
+
+    Rounded to ``digits`` decimals, so a level given in grey levels reads back as it was typed
+    (25/255 · 255 is 25.000000000000004 in floating point).
+    """
+    return round(sigma * GREY_LEVELS, digits)
+
+
+def check_sigma(value: float, name: str = "sigma") -> float:
+    """``value`` as a float, or ValueError when it is not a level in [0, 1] units."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
+    if value > 1:
+        raise ValueError(
+            f"{name} is in [0, 1] units, got {value:g}: 25 grey levels is 25/255 "
+            f"(did you mean {value:g}/255 = {sigma_from_grey(value):.4g}?)"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class GaussianLevel:
+    """The level σ ([0, 1] units) of the additive white Gaussian noise a model draws."""
+
+    low: float
+    high: float
+    random: bool = False
+    """σ drawn per sample, uniformly in [low, high]; False: every sample gets one level (low == high)."""
+    estimated: bool = False
+    """That one level was estimated from the images rather than known (SURE allows for its error)."""
+
+    @property
+    def sigma(self) -> float | None:
+        """The one level every sample gets; None when it is drawn per sample."""
+        return None if self.random else self.low
+
+
+class NoiseModel(Protocol):
+    """The interface of every noise model (implementations are ``nn.Module`` subclasses)."""
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(noisy, sigma)``: the noisy batch and the per-sample level (N values, [0, 1] units)."""
+        ...
+
+    def gaussian_level(self) -> GaussianLevel | None:
+        """The level of the noise when it is additive white Gaussian; None for any other noise."""
+        ...
+
+
+def gaussian_level_of(noise: nn.Module) -> GaussianLevel | None:
+    """``noise.gaussian_level()``; None for a module that does not answer it (not known to be Gaussian)."""
+    query = getattr(noise, "gaussian_level", None)
+    return query() if callable(query) else None
+
+
+class QuantizedNoise(nn.Module):
+    """Wraps a noise model so its output looks like an integer image file: clipped to [0, 1]
+    and rounded to the ``bit_depth`` grid.
+
+    Real noisy photos arrive clipped and quantized; adapting on unclipped noise teaches the
+    network a distribution it never sees (dark and bright regions differ most).
+    """
+
+    def __init__(self, inner: nn.Module, bit_depth: int = 8):
+        super().__init__()
+        self.inner = inner
+        self.levels = float(2**bit_depth - 1)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        noisy, sigma = self.inner(x, generator)
+        return torch.round(noisy.clamp(0.0, 1.0) * self.levels) / self.levels, sigma
+
+    def gaussian_level(self) -> GaussianLevel | None:
+        """The wrapped model's (clipping is allowed for where it matters: see :mod:`rfr_deploy.adaptation.sure`)."""
+        return gaussian_level_of(self.inner)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels:g}"

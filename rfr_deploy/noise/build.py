@@ -1,0 +1,61 @@
+"""Building a job's synthetic noise from its choices: the noise model by name, quantised like the input.
+
+The built-in models register themselves when their modules are imported here; a new model is one
+module that calls :func:`~rfr_deploy.noise.registry.register_noise`, and its import below (or, outside
+the package, anywhere before the job runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+# isort: off
+# The order of registration is the order of the command line's --noise choices.
+from rfr_deploy.noise import gaussian  # noqa: F401  (registers "gaussian")
+from rfr_deploy.noise import camera  # noqa: F401  (registers "camera")
+
+# isort: on
+from rfr_deploy.noise.base import QuantizedNoise
+from rfr_deploy.noise.registry import NoiseSettings, UnknownSigma, get_noise_builder, list_noise_models
+
+AUTO = "auto"
+"""The --noise choice that follows what the weights were trained on."""
+
+
+def list_noise_choices(auto: bool = True) -> tuple[str, ...]:
+    """The values ``--noise`` accepts: 'auto' (unless ``auto=False``), then every registered noise model."""
+    return ((AUTO,) if auto else ()) + list_noise_models()
+
+
+def resolve_noise_kind(choice: str, trained_on: str) -> str:
+    """The adaptation noise for ``choice``: 'auto' follows what the weights were trained on.
+
+    Weights trained with a registered noise model (``WeightsMeta.noise``, e.g. CBDNet's in-camera model
+    'camera') adapt with it; everything else (self-supervised training on Gaussian noise) adapts with
+    Gaussian noise.
+    """
+    if choice == AUTO:
+        return trained_on if trained_on in list_noise_models() else "gaussian"
+    return choice
+
+
+def build_noise(
+    kind: str,
+    sigma: float | None,
+    unknown_sigma: UnknownSigma,
+    sigma_estimates: Sequence[float],
+    sigma_range: tuple[float, float] = (0.0, 50 / 255),
+    bit_depth: int | None = None,
+) -> nn.Module:
+    """The synthetic noise adaptation draws from: the registered model ``kind`` built from the choices
+    (σ in [0, 1] units: known ``sigma``, else the estimates or random levels in ``sigma_range``, see
+    :class:`~rfr_deploy.noise.registry.NoiseSettings`). With ``bit_depth`` the synthetic noisy images
+    are clipped and quantized like the input file.
+    """
+    if kind == AUTO:
+        raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
+    settings = NoiseSettings(sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range))
+    noise = get_noise_builder(kind)(settings)
+    return QuantizedNoise(noise, bit_depth) if bit_depth else noise
