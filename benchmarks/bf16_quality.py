@@ -21,9 +21,9 @@ import torch
 from common import environment, parse_overrides, write_results
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.datasets import load_folder
+from rfr_deploy.devices import cpu_native_bf16
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +10,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def environment() -> dict[str, Any]:
+    """:func:`rfr_deploy.devices.describe_environment` of the default device, with numpy's version."""
     import numpy
-    import torch
 
-    import rfr_deploy
+    from rfr_deploy.devices import describe_environment, resolve_device
 
-    env = {
-        "rfr_deploy": rfr_deploy.__version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "cpu_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "device": torch.cuda.get_device_name(0)
-        if torch.cuda.is_available()
-        else f"CPU ({platform.machine()})",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-    }
-    return env
+    return {**describe_environment(resolve_device("auto")), "numpy": numpy.__version__}
 
 
 def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:

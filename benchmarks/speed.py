@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 from rfr_deploy.bench.report import plot_report, write_report
-from rfr_deploy.bench.run import DEFAULT_MODELS, BenchSettings, run_bench
+from rfr_deploy.bench.run import run_bench
+from rfr_deploy.bench.settings import DEFAULT_MODELS, BenchSettings
+from rfr_deploy.cli.bench import run_adapt_and_export
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.models.registry import list_models
 from rfr_deploy.progress import Reporter
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         limits=not args.no_limits,
         threads=args.threads,
     )
-    report = run_bench(settings, Reporter())
+    report = run_bench(settings, Reporter(), run_job=run_adapt_and_export)
     stem = args.out_dir / (args.name or f"speed_{report.environment['device_type']}")
     written = [write_report(report, stem.with_suffix(".md")), write_report(report, stem.with_suffix(".json"))]
     try:

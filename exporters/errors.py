@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from rfr_deploy.errors import RfrError
 
+QUOTED_CHARS = 240
+"""Longest line of a library's error (torch.onnx, onnx, ONNX Runtime...) quoted in an export error."""
+
 
 class ExportError(RfrError):
     """The network could not be exported (unsupported operator, invalid settings...)."""

@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.errors import first_line
 from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.optional import import_optional
 from rfr_deploy.version import __version__
 
-from .errors import ExportError, ExportVerificationError
+from .errors import QUOTED_CHARS, ExportError, ExportVerificationError
 from .exportable import PRECISIONS, ExportableDenoiser, Precision, example_inputs, input_names
 
 OUTPUT_NAME = "denoised"
@@ -131,7 +132,7 @@ def export_onnx(
     (default per precision: :data:`DEFAULT_TOLERANCE`). With ``ensemble`` the graph computes the ×8
     flip/rotation self-ensemble (see :mod:`exporters.exportable`) and is verified against PyTorch's.
     """
-    _require("onnx", "export to ONNX")
+    import_optional("onnx", "onnx", "export to ONNX")
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if opset not in OPSETS:
@@ -204,7 +205,9 @@ def _export_graph(wrapper, args, names, opset: int, dynamic: bool, pad_multiple:
             _export_torchscript(wrapper, args, names, opset, dynamic, target)
             return "torchscript"
         except Exception:
-            raise ExportError(f"cannot export the network to ONNX ({one_line(first)})") from first
+            raise ExportError(
+                f"cannot export the network to ONNX ({first_line(first, limit=QUOTED_CHARS)})"
+            ) from first
 
 
 def _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target: Path) -> None:
@@ -289,7 +292,9 @@ def _finish_model(path: Path, props: dict[str, str]) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
-        raise ExportError(f"the exported ONNX graph is invalid ({one_line(exc)})") from exc
+        raise ExportError(
+            f"the exported ONNX graph is invalid ({first_line(exc, limit=QUOTED_CHARS)})"
+        ) from exc
     onnx.save_model(proto, str(path))
 
 
@@ -298,8 +303,7 @@ def _finish_model(path: Path, props: dict[str, str]) -> None:
 
 def _verify(model, path: Path, args, names, dynamic: bool, precision: str, ensemble: bool):
     """(max abs error, verified input shapes, description); error None when ONNX Runtime cannot run it."""
-    _require("onnxruntime", "verify the ONNX export")
-    import onnxruntime as ort
+    ort = import_optional("onnxruntime", "onnx", "verify the ONNX export")
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -309,7 +313,9 @@ def _verify(model, path: Path, args, names, dynamic: bool, precision: str, ensem
         if precision == "bf16" and "NOT_IMPLEMENTED" in str(exc):
             # ONNX Runtime's CPU provider has no bfloat16 Conv; the TensorRT build verifies these.
             return None, (), "skipped: ONNX Runtime (CPU) cannot run bfloat16 convolutions"
-        raise ExportError(f"ONNX Runtime cannot load the exported model ({one_line(exc)})") from exc
+        raise ExportError(
+            f"ONNX Runtime cannot load the exported model ({first_line(exc, limit=QUOTED_CHARS)})"
+        ) from exc
     runs = [args]
     if dynamic:
         runs.append(second_inputs(args))
@@ -375,8 +381,7 @@ def crop_center(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def require_onnxscript() -> None:
     """onnxscript at least :data:`ONNXSCRIPT_MIN`, or a one-line error before anything is exported."""
-    _require("onnxscript", "export to ONNX with torch.export")
-    import onnxscript
+    onnxscript = import_optional("onnxscript", "onnx", "export to ONNX with torch.export")
 
     version = getattr(onnxscript, "__version__", "0")
     numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
@@ -386,13 +391,6 @@ def require_onnxscript() -> None:
             f"onnxscript {version} is too old to export to ONNX; it needs onnxscript >= {floor} "
             f"(pip install -U 'onnxscript>={floor}')"
         )
-
-
-def _require(package: str, purpose: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise MissingDependencyError(package, "onnx", purpose)
 
 
 @contextlib.contextmanager
@@ -408,9 +406,3 @@ def _quiet():
             yield
     finally:
         logger.setLevel(level)
-
-
-def one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 240 else text[:237] + "..."

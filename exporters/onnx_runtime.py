@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rfr_deploy.errors import ConfigError, ImageError, MissingDependencyError, ModelError
+from rfr_deploy.errors import ConfigError, ImageError, ModelError, first_line
+from rfr_deploy.memory import available_bytes, side_that_fits
+from rfr_deploy.optional import import_optional
 
 from .tiling import run_tiled
 
@@ -62,10 +64,7 @@ class OnnxDenoiser:
         memory_budget: int | None = None,
         threads: int | None = None,
     ):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError("onnxruntime", "onnx", "run ONNX models") from exc
+        ort = import_optional("onnxruntime", "onnx", "run ONNX models")
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such ONNX model")
@@ -79,7 +78,7 @@ class OnnxDenoiser:
         except Exception as exc:
             if wanted == ["CPUExecutionProvider"]:
                 raise ModelError(
-                    f"{self.path}: ONNX Runtime cannot load this model ({_one_line(exc)})"
+                    f"{self.path}: ONNX Runtime cannot load this model ({first_line(exc)})"
                 ) from exc
             # A GPU provider listed as available may still lack its libraries (CUDA, TensorRT): use the CPU.
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
@@ -112,11 +111,8 @@ class OnnxDenoiser:
 
     def tile_for(self, height: int, width: int) -> int | None:
         """Tile side that keeps one pass within the memory budget, or None when the whole image fits."""
-        if self.bytes_per_pixel * height * width <= self.memory_budget:
-            return None
-        side = int(math.sqrt(self.memory_budget / self.bytes_per_pixel))
-        side = max(2 * self.default_overlap + 64, side - side % 32)
-        return side
+        smallest = 2 * self.default_overlap + 64
+        return side_that_fits(self.bytes_per_pixel, height * width, self.memory_budget, 32, smallest)
 
     def denoise(
         self,
@@ -229,21 +225,10 @@ def _bytes_per_pixel(path: Path) -> float:
 
 
 def _cpu_budget() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return min(DEFAULT_CPU_BUDGET, int(line.split()[1]) * 1024 // 4)
-    except OSError:
-        pass
-    return DEFAULT_CPU_BUDGET // 2
+    """A quarter of the host's available memory, at most :data:`DEFAULT_CPU_BUDGET`."""
+    return min(DEFAULT_CPU_BUDGET, available_bytes("cpu") // 4)
 
 
 def _static_dim(shape: Sequence, index: int) -> int | None:
     value = shape[index] if len(shape) > index else None
     return value if isinstance(value, int) else None
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 
-from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.optional import import_optional
 from rfr_deploy.version import __version__
 
 from .engine_sidecar import (
@@ -99,11 +99,8 @@ class EngineArtifact:
 
 def check_engine_support() -> None:
     """Fail early, with one line, where engines cannot be made: no tensorrt, no polygraphy, or no GPU."""
-    import importlib.util
-
     import_tensorrt()
-    if importlib.util.find_spec("polygraphy") is None:
-        raise MissingDependencyError("polygraphy", "trt", "build TensorRT engines")
+    import_optional("polygraphy", "trt", "build TensorRT engines")
     require_cuda()
 
 

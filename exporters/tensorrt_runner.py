@@ -26,19 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rfr_deploy.errors import ConfigError, MissingDependencyError
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.optional import import_optional
 
 from .engine_sidecar import EngineProfile, EngineSidecar, RuntimeInfo, sidecar_path
 from .errors import EngineMismatchError
 
 
 def import_tensorrt():
-    """The ``tensorrt`` module, or a one-line :class:`MissingDependencyError`."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependencyError("tensorrt", "trt", "build and run TensorRT engines") from exc
-    return trt
+    """The ``tensorrt`` module, or a one-line :class:`~rfr_deploy.errors.MissingDependencyError`."""
+    return import_optional("tensorrt", "trt", "build and run TensorRT engines")
 
 
 def require_cuda() -> None:

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
+from rfr_deploy.errors import first_line
 from rfr_deploy.files import atomic_write, sha256_file
 
-from .errors import ExportError, ExportVerificationError
+from .errors import QUOTED_CHARS, ExportError, ExportVerificationError
 from .exportable import ExportableDenoiser, example_inputs, input_names
-from .onnx_export import crop_center, one_line, onnx_metadata, reference_output, second_inputs
+from .onnx_export import crop_center, onnx_metadata, reference_output, second_inputs
 
 TOLERANCE = 1e-4
 
@@ -65,7 +66,9 @@ def export_torchscript(
             )  # tracer warnings about shape arithmetic, which is what we want traced
             traced = torch.jit.trace(wrapper, args, check_trace=False)
     except Exception as exc:
-        raise ExportError(f"cannot trace the network to TorchScript ({one_line(exc)})") from exc
+        raise ExportError(
+            f"cannot trace the network to TorchScript ({first_line(exc, limit=QUOTED_CHARS)})"
+        ) from exc
     props = {**(metadata or onnx_metadata(model, sigma=sigma)), "precision": "fp32", "format": "torchscript"}
     extra = {
         "rfr_deploy.json": json.dumps(props, sort_keys=True),

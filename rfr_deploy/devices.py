@@ -1,4 +1,4 @@
-"""Choosing the compute device."""
+"""Choosing the compute device, what it can do (native bfloat16), and a record of the environment."""
 
 from __future__ import annotations
 
@@ -26,6 +26,27 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device '{name}' (use auto, cpu or cuda)") from exc
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes bfloat16 natively (not emulated)."""
+    with torch.cuda.device(device):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch < 2.3 has no including_emulation
+            return bool(torch.cuda.is_bf16_supported())
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX), not emulated."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA; nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -33,6 +54,7 @@ def describe_device(device: torch.device) -> str:
 
 
 def describe_environment(device: torch.device) -> dict[str, Any]:
+    """The machine and versions behind a run's figures (bench reports, evaluations, benchmark results)."""
     env: dict[str, Any] = {
         "device": describe_device(device),
         "device_type": device.type,
@@ -48,8 +70,6 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if device.type == "cuda":
-        from rfr_deploy.adaptation.cuda_graphs import bf16_supported
-
         env["gpu_capability"] = ".".join(str(v) for v in torch.cuda.get_device_capability(device))
         env["bf16"] = bf16_supported(device)
     return env

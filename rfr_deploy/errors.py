@@ -1,4 +1,4 @@
-"""Exceptions that carry a one-line, user-facing message.
+"""Exceptions that carry a one-line, user-facing message, and :func:`first_line` to quote another error.
 
 The CLI catches :class:`RfrError` and prints ``error: <message>`` with a
 non-zero exit code instead of a traceback. Library users can catch the
@@ -48,3 +48,19 @@ class PartialFailure(RfrError):
     """A run finished, but some of its images failed (each is listed in the run's summary)."""
 
     exit_code = 1
+
+
+def first_line(error: object, *, typed: bool = False, limit: int | None = None) -> str:
+    """The first non-blank line of ``str(error)``, stripped, to quote a library's error in one line.
+
+    Where the text is blank: the name of ``error``'s type. ``typed`` puts that name in front
+    (``"KeyError: 'x'"``); ``limit`` cuts a longer line to that many characters, ending in "...".
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    name = type(error).__name__
+    text = lines[0] if lines else name
+    if typed and lines:
+        text = f"{name}: {text}"
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

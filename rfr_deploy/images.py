@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rfr_deploy.errors import ImageError, ResourceError
+from rfr_deploy.errors import ImageError, ResourceError, first_line
 from rfr_deploy.files import atomic_write
 
 MAX_PIXELS = 200_000_000
@@ -69,7 +69,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     except MemoryError as exc:
         raise ResourceError(f"{path}: not enough memory to decode this image") from exc
     except Exception as exc:  # decoders raise many types; name the file and the cause in one line
-        raise ImageError(f"{path}: cannot decode image ({_one_line(exc)})") from exc
+        raise ImageError(f"{path}: cannot decode image ({first_line(exc)})") from exc
     return Image(pixels=_to_unit_float(array, depth, path), bit_depth=depth, path=path)
 
 
@@ -145,7 +145,7 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         try:
             im.load()
         except OSError as exc:
-            raise ImageError(f"{path}: image data is truncated or corrupt ({_one_line(exc)})") from exc
+            raise ImageError(f"{path}: image data is truncated or corrupt ({first_line(exc)})") from exc
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             mode = im.mode
@@ -185,7 +185,7 @@ def _read_png16(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         _check_size(path, width * height, max_pixels)
         array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
     except png.FormatError as exc:
-        raise ImageError(f"{path}: image data is truncated or corrupt ({_one_line(exc)})") from exc
+        raise ImageError(f"{path}: image data is truncated or corrupt ({first_line(exc)})") from exc
     planes = info["planes"]
     array = array.reshape(height, width, planes)
     return _channels_last(array, path), 16
@@ -207,7 +207,7 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             array = series.asarray()
             extra = tuple(int(e) for e in (getattr(page, "extrasamples", ()) or ()))
     except tifffile.TiffFileError as exc:
-        raise ImageError(f"{path}: not a valid TIFF file ({_one_line(exc)})") from exc
+        raise ImageError(f"{path}: not a valid TIFF file ({first_line(exc)})") from exc
     if array.ndim == 3 and axes.endswith("SYX"):
         array = np.moveaxis(array, 0, -1)  # planar configuration
     if array.dtype == np.uint8:
@@ -276,8 +276,3 @@ def _pil_format(suffix: str) -> str:
     return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[
         suffix
     ]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

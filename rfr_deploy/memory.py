@@ -1,13 +1,15 @@
-"""How much memory a model needs per pixel, and how much the device has.
+"""How much memory a model needs per pixel, how much the device has, and the square side that fits.
 
 Networks differ too much (plain stacks, U-Nets, attention) for a formula, so a
 small probe measures them: a forward pass on a 64×64 input records the largest
 activation (inference) or every tensor autograd saves for the backward pass
-(training), and scales linearly with the pixel count.
+(training), and scales linearly with the pixel count. :func:`side_that_fits` turns
+bytes per pixel and a budget into a tile or patch side.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -68,3 +70,12 @@ def available_bytes(device: torch.device | str) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+def side_that_fits(per_pixel: float, pixels: int, budget: float, multiple: int, smallest: int) -> int | None:
+    """None when ``pixels`` pixels of ``per_pixel`` bytes each fit in ``budget`` bytes, else the side of
+    the largest square that does, rounded down to a multiple of ``multiple`` and at least ``smallest``."""
+    if per_pixel * pixels <= budget:
+        return None
+    side = int(math.sqrt(budget / per_pixel))
+    return max(smallest, side - side % multiple)

@@ -1,14 +1,15 @@
 """Optional dependencies, imported only where they are used.
 
-Heavy packages that only some commands need (ray; the ONNX and TensorRT stacks keep
-their own checks in :mod:`exporters`) are imported through :func:`import_optional`,
-which turns a missing package into the one-line :class:`MissingDependencyError`
-that names the extra to install.
+Heavy packages that only some commands need (ray, matplotlib, the ONNX and TensorRT stacks) are
+imported through :func:`import_optional`, which turns a missing package into the one-line
+:class:`MissingDependencyError` that names the extra to install; :func:`is_installed` asks whether
+they are there without importing them.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from rfr_deploy.errors import MissingDependencyError
@@ -20,3 +21,8 @@ def import_optional(module: str, extra: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc
+
+
+def is_installed(*modules: str) -> bool:
+    """Whether every one of the top-level ``modules`` is installed (found, not imported)."""
+    return all(importlib.util.find_spec(module) is not None for module in modules)

@@ -178,6 +178,24 @@ def test_default_number_of_updates_follows_the_noise_model():
     assert resolve_defaults(AdaptConfig(), camera, images).interpolation == UNGUARDED_INTERPOLATION
 
 
+def test_a_resolved_config_is_not_resolved_again(tiny_dncnn, noisy, monkeypatch):
+    import rfr_deploy.adaptation.loop as loop
+    from rfr_deploy.adaptation.config import resolve_defaults
+
+    partial = AdaptConfig(steps=3, lr=1e-3)
+    config = resolve_defaults(partial, GaussianNoise(25 / 255), [noisy])
+    assert config.resolved and not partial.resolved
+    expected = adapt(
+        tiny_dncnn(3), noisy, GaussianNoise(25 / 255), partial
+    )  # adapt resolves a partial config
+
+    def resolve_again(*args):
+        raise AssertionError("the defaults were resolved a second time")
+
+    monkeypatch.setattr(loop, "resolve_defaults", resolve_again)
+    assert adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config).losses == expected.losses
+
+
 def test_given_targets_replace_the_pseudo_clean_image(tiny_dncnn, noisy, smooth_image):
     model, config = tiny_dncnn(3), AdaptConfig(steps=4, lr=1e-3, select="off", interpolation=1.0)
     default = adapt(model, noisy, GaussianNoise(25 / 255), config)

@@ -8,20 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
-from rfr_deploy.bench.report import default_mode, write_report
-from rfr_deploy.bench.run import (
-    PAPER_SIZE,
-    BenchReport,
-    BenchSettings,
-    ModelResult,
-    ModeTiming,
-    describe_environment,
-    fitted_size,
-    run_bench,
-    time_modes,
-)
+from rfr_deploy.bench.report import BenchReport, ModelResult, ModeTiming, default_mode, write_report
+from rfr_deploy.bench.run import fitted_size, run_bench, time_modes
+from rfr_deploy.bench.settings import PAPER_SIZE, BenchSettings
 from rfr_deploy.cli import main
+from rfr_deploy.devices import cpu_native_bf16, describe_environment
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.models.registry import create_model
 
@@ -191,11 +182,11 @@ class _FlagRunner:
 def test_cudnn_autotuning_is_set_per_mode(monkeypatch):
     runners = {}
 
-    def fake(mode, *args, **kwargs):
+    def fake(context, mode):
         runners[mode] = _FlagRunner(None if mode == "eager" else True)
         return runners[mode]
 
-    monkeypatch.setattr("rfr_deploy.bench.run.make_mode_runner", fake)
+    monkeypatch.setattr("rfr_deploy.bench.run.make_runner", fake)
     before = torch.backends.cudnn.benchmark
     model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
     settings = BenchSettings(size=16, steps=2, repeats=3, warmup=1)

@@ -11,7 +11,8 @@ from rfr_deploy.adaptation import cpu_runners
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, cpu_precision
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.runners import EagerRunner, StepTimer, make_runner
+from rfr_deploy.adaptation.runners import make_runner
+from rfr_deploy.adaptation.update import EagerRunner, StepTimer, UpdateContext
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.gaussian import GaussianNoise
 
@@ -24,7 +25,9 @@ def noisy():
 def _train(cls, model, target, steps=4):
     model = copy.deepcopy(model).train()
     config = AdaptConfig(steps=steps, lr=1e-3, warmup=0)
-    runner = cls(model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1))
+    runner = cls(
+        UpdateContext(model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1))
+    )
     losses = [float(runner.step(0, k, None)) for k in range(steps)]
     getattr(runner, "finish", lambda: None)()
     return losses, model, runner
@@ -72,17 +75,27 @@ def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
 def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
     config = AdaptConfig(steps=2, amp="bf16")
-    runner = make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
-    assert type(runner) is Bf16Runner
-    runner = make_runner(
-        tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), AdaptConfig(amp="off"), torch.Generator()
-    )
-    assert type(runner) is ChannelsLastRunner
+
+    def context(config):
+        return UpdateContext(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
+
+    assert type(make_runner(context(config))) is Bf16Runner
+    assert type(make_runner(context(AdaptConfig(amp="off")))) is ChannelsLastRunner
     off = AdaptConfig(amp="bf16", fast="off")  # fast='off' is the plain eager loop whatever amp says
-    assert (
-        type(make_runner(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), off, torch.Generator()))
-        is EagerRunner
-    )
+    assert type(make_runner(context(off))) is EagerRunner
+
+
+def test_make_runner_builds_a_named_mode(tiny_dncnn, noisy):
+    def context():
+        return UpdateContext(
+            tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator()
+        )
+
+    assert type(make_runner(context(), "eager")) is EagerRunner
+    assert type(make_runner(context(), "channels-last")) is ChannelsLastRunner
+    assert make_runner(context(), "amp").name == "fused-eager+fp32+channels-last"  # no graphs, CPU: fp32
+    with pytest.raises(ValueError, match="unknown runner mode"):
+        make_runner(context(), "turbo")
 
 
 def test_adapt_with_bf16_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeypatch):

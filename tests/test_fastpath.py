@@ -10,17 +10,13 @@ import pytest
 import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cuda_graphs import (
-    CaptureError,
-    ChannelsLastRunner,
-    FastRunner,
-    resolve_precision,
-    try_graph_runner,
-)
+from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner
+from rfr_deploy.adaptation.cuda_graphs import CaptureError, FastRunner, resolve_precision, try_graph_runner
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from rfr_deploy.adaptation.recorrupt import make_recorruption
-from rfr_deploy.adaptation.runners import EagerRunner, make_optimizer, make_runner
+from rfr_deploy.adaptation.runners import make_runner
+from rfr_deploy.adaptation.update import EagerRunner, UpdateContext, make_optimizer
 from rfr_deploy.models.registry import create_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.transforms import DIHEDRAL, dihedral
@@ -57,10 +53,13 @@ def _relative_gap(candidate: dict, reference: dict, start: dict) -> float:
     return float((flat["c"] - flat["r"]).abs().mean()) / moved
 
 
-def _run(runner_cls, model, targets, config, noise=None, steps=6, offsets=None, **kwargs):
+def _run(runner_cls, model, targets, config, noise=None, steps=6, offsets=None, recorruption=None, **kwargs):
     model = copy.deepcopy(model).train()
     generator = torch.Generator(device=targets[0].device).manual_seed(3)
-    runner = runner_cls(model, targets, noise or UniformSigmaGaussianNoise(), config, generator, **kwargs)
+    context = UpdateContext(
+        model, targets, noise or UniformSigmaGaussianNoise(), config, generator, recorruption
+    )
+    runner = runner_cls(context, **kwargs)
     losses = [float(runner.step(0, KS[i % len(KS)], offsets)) for i in range(steps)]
     if hasattr(runner, "finish"):
         runner.finish()
@@ -100,14 +99,22 @@ def test_cpu_fast_path_serves_noise_map_networks(noisy):
 def test_fast_off_is_exactly_the_eager_loop(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
     config = AdaptConfig(steps=4, lr=1e-3, fast="off", interpolation=1.0, select="off")
-    runner = make_runner(copy.deepcopy(model), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
+    runner = make_runner(
+        UpdateContext(copy.deepcopy(model), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
+    )
     assert type(runner) is EagerRunner
     a = adapt(model, noisy, GaussianNoise(25 / 255), config)
     # the same plan by hand: EagerRunner on the pseudo-clean target, k and generator as adapt draws them
     plan = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(model).train()
     by_hand = EagerRunner(
-        reference, a.pseudo_clean, GaussianNoise(25 / 255), config, torch.Generator().manual_seed(config.seed)
+        UpdateContext(
+            reference,
+            a.pseudo_clean,
+            GaussianNoise(25 / 255),
+            config,
+            torch.Generator().manual_seed(config.seed),
+        )
     )
     losses = [
         float(by_hand.step(0, int(torch.randint(DIHEDRAL, (1,), generator=plan)), None)) for _ in range(4)
@@ -186,7 +193,9 @@ def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):
 
     model = copy.deepcopy(tiny_dncnn(3)).train()
     generator = torch.Generator().manual_seed(3)
-    runner = FastRunner(model, [noisy], UniformSigmaGaussianNoise(), config, generator, graphs=False)
+    runner = FastRunner(
+        UpdateContext(model, [noisy], UniformSigmaGaussianNoise(), config, generator), graphs=False
+    )
     snapshot = UpdateSnapshot(model, runner.optimizer, generator, None)
     before = _params(model)
     for _ in range(3):  # creates Adam's state lazily and moves the weights and the generator
@@ -247,14 +256,19 @@ def test_graph_runner_falls_back_on_cpu_and_leaves_the_model_alone(tiny_dncnn, n
     before = _params(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runner = try_graph_runner(model, [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator())
+        runner = try_graph_runner(
+            UpdateContext(model, [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator())
+        )
     assert runner is None
     assert len(caught) == 1 and "CUDA graphs not used" in str(caught[0].message)
     assert "\n" not in str(caught[0].message)
     assert _max_diff(_params(model), before) == 0.0
     assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(CaptureError, match="need CUDA tensors"):
-        FastRunner(model, [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator(), graphs=True)
+        FastRunner(
+            UpdateContext(model, [noisy], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator()),
+            graphs=True,
+        )
 
 
 def test_precision_is_fp32_off_the_gpu():
@@ -347,7 +361,7 @@ def test_adapt_uses_graphs_on_cuda_and_two_for_a_non_square_image(tiny_dncnn, no
     assert all(p.is_contiguous() for p in result.model.parameters())
     model = tiny_dncnn(3).cuda()
     runner = FastRunner(
-        model, [noisy.cuda()], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator("cuda")
+        UpdateContext(model, [noisy.cuda()], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator("cuda"))
     )
     assert len(runner.graphs) == 2
     runner.finish()
@@ -367,7 +381,7 @@ def test_cuda_noise_frozen_by_capture_is_detected_and_falls_back(tiny_dncnn, noi
     before = _params(model)
     with pytest.warns(UserWarning, match="draws on the host"):
         runner = try_graph_runner(
-            model, [noisy.cuda()], _HostRandomNoise(), AdaptConfig(), torch.Generator("cuda")
+            UpdateContext(model, [noisy.cuda()], _HostRandomNoise(), AdaptConfig(), torch.Generator("cuda"))
         )
     assert runner is None
     assert _max_diff(_params(model), before) == 0.0
@@ -378,7 +392,7 @@ def test_cuda_zero_level_noise_still_gets_graphs(tiny_dncnn, noisy):
     """σ = 0 draws (zero times fresh noise): the generator's offset advances, graphs are used."""
     model = tiny_dncnn(3).cuda()
     runner = try_graph_runner(
-        model, [noisy.cuda()], GaussianNoise(0.0), AdaptConfig(), torch.Generator("cuda")
+        UpdateContext(model, [noisy.cuda()], GaussianNoise(0.0), AdaptConfig(), torch.Generator("cuda"))
     )
     assert runner is not None and runner.name.startswith("cuda-graph")
     runner.finish()
@@ -390,15 +404,19 @@ def test_cuda_radam_with_fp16_is_refused_before_any_capture(tiny_dncnn, noisy):
     before = _params(model)
     config = AdaptConfig(optimizer="radam", amp="fp16")
     with pytest.raises(CaptureError, match="RAdam has no fused kernel"):
-        FastRunner(model, [noisy.cuda()], GaussianNoise(25 / 255), config, torch.Generator("cuda"))
+        FastRunner(
+            UpdateContext(model, [noisy.cuda()], GaussianNoise(25 / 255), config, torch.Generator("cuda"))
+        )
     assert _max_diff(_params(model), before) == 0.0
     # bf16 / fp32 RAdam is capturable (no gradient scaler)
     runner = FastRunner(
-        model,
-        [noisy.cuda()],
-        GaussianNoise(25 / 255),
-        AdaptConfig(optimizer="radam", amp="off"),
-        torch.Generator("cuda"),
+        UpdateContext(
+            model,
+            [noisy.cuda()],
+            GaussianNoise(25 / 255),
+            AdaptConfig(optimizer="radam", amp="off"),
+            torch.Generator("cuda"),
+        )
     )
     assert runner.name.startswith("cuda-graph")
     runner.finish()
@@ -420,11 +438,13 @@ class _SyncingNet(torch.nn.Module):
 def test_cuda_a_host_sync_in_the_update_is_found_before_capture(noisy):
     with pytest.warns(UserWarning, match="synchronises with the host"):
         runner = try_graph_runner(
-            _SyncingNet().cuda(),
-            [noisy.cuda()],
-            GaussianNoise(25 / 255),
-            AdaptConfig(),
-            torch.Generator("cuda"),
+            UpdateContext(
+                _SyncingNet().cuda(),
+                [noisy.cuda()],
+                GaussianNoise(25 / 255),
+                AdaptConfig(),
+                torch.Generator("cuda"),
+            )
         )
     assert runner is None
     assert torch.cuda.get_sync_debug_mode() == 0

@@ -11,11 +11,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.runners import LossKind
 from rfr_deploy.adaptation.sure import gray_with_estimated_level
 from rfr_deploy.adaptation.tuning import TUNE_CHOICES, Tune
 from rfr_deploy.noise.base import gaussian_level_of
 
+LossKind = Literal["mse", "l1"]
 FastMode = Literal["auto", "on", "off"]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 Schedule = Literal["constant", "cosine"]
@@ -136,6 +136,12 @@ class AdaptConfig:
             raise ValueError(f"optimizer must be 'adam' or 'radam', not {self.optimizer!r}")
         if self.loss not in ("mse", "l1"):
             raise ValueError(f"loss must be 'mse' or 'l1', not {self.loss!r}")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the defaults that depend on the noise and the images are filled in
+        (:func:`resolve_defaults` would change nothing)."""
+        return self.steps is not None and self.interpolation is not None and self.checkpoint_every is not None
 
 
 def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:

@@ -9,7 +9,8 @@ gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of second
 on oneDNN's AVX512-BF16 / AMX kernels, while the master weights, their gradients, Adam's moments
 and the loss stay fp32. It is chosen by ``amp='bf16'`` on a CPU with native bf16, and would be
 by ``amp='auto'`` there if :data:`CPU_BF16_AUTO` said the quality check had passed (faster, and the
-adaptation gain within 0.01 dB of fp32's): it has not, see there.
+adaptation gain within 0.01 dB of fp32's): it has not, see there. Whether the CPU has native bf16:
+:func:`rfr_deploy.devices.cpu_native_bf16`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import warnings
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.runners import EagerRunner
-from rfr_deploy.errors import ConfigError
+from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
+from rfr_deploy.devices import cpu_native_bf16
+from rfr_deploy.errors import ConfigError, first_line
 
 CPU_BF16_AUTO = False
 """Whether ``amp='auto'`` picks bf16 convolutions on CPUs with native bf16 (see the module notes).
@@ -35,12 +37,6 @@ in both precisions, and the adapted networks themselves (``select='off'``, α = 
 the 0.01 dB allowed. ``amp='bf16'`` still asks for the bf16 update explicitly."""
 
 
-def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX), not emulated."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
 def cpu_precision(amp: str) -> str:
     """'bf16' or 'fp32' for ``config.amp`` on this CPU (fp16 has no fast CPU kernels: fp32)."""
     if amp == "bf16":
@@ -50,13 +46,13 @@ def cpu_precision(amp: str) -> str:
     return "bf16" if amp == "auto" and CPU_BF16_AUTO and cpu_native_bf16() else "fp32"
 
 
-def cpu_fast_runner(model, targets, noise, config, generator: torch.Generator, recorruption=None):
+def cpu_fast_runner(context: UpdateContext) -> ChannelsLastRunner | None:
     """The channels-last runner (bf16 where :func:`cpu_precision` says so) for CPU tensors and
     convolutional networks, else None."""
-    if targets[0].device.type != "cpu" or not has_convolutions(model):
+    if context.device.type != "cpu" or not has_convolutions(context.model):
         return None
-    runner = Bf16Runner if cpu_precision(config.amp) == "bf16" else ChannelsLastRunner
-    return runner(model, targets, noise, config, generator, recorruption)
+    runner = Bf16Runner if cpu_precision(context.config.amp) == "bf16" else ChannelsLastRunner
+    return runner(context)
 
 
 def has_convolutions(model: nn.Module) -> bool:
@@ -73,9 +69,9 @@ class ChannelsLastRunner(EagerRunner):
 
     name = "eager+channels-last"
 
-    def __init__(self, model, *args, **kwargs):  # EagerRunner's arguments
-        model.to(memory_format=torch.channels_last)
-        super().__init__(model, *args, **kwargs)
+    def __init__(self, context: UpdateContext):
+        context.model.to(memory_format=torch.channels_last)
+        super().__init__(context)
         self._checked = False
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
@@ -87,9 +83,7 @@ class ChannelsLastRunner(EagerRunner):
         try:
             loss = super().step(index, k, offsets)
         except RuntimeError as exc:
-            text = str(exc).strip()
-            reason = text.splitlines()[0] if text else type(exc).__name__
-            warnings.warn(f"channels-last layout not used: {reason}", stacklevel=2)
+            warnings.warn(f"channels-last layout not used: {first_line(exc)}", stacklevel=2)
             self.finish()
             self.optimizer.zero_grad(set_to_none=True)
             self.generator.set_state(state)

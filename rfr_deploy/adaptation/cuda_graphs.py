@@ -1,4 +1,4 @@
-"""Fast step runners: the whole update in CUDA graphs with mixed precision, and channels-last on CPU.
+"""The fast step runner: the whole update replayed from CUDA graphs with mixed precision (or run eagerly).
 
 One restore-from-restored update of a small network is a few hundred tiny kernels: on a GPU
 its time is launch overhead, not arithmetic. :class:`FastRunner` removes it.
@@ -12,7 +12,7 @@ Design of the CUDA-graph runner
       step count (``capturable=True``, on the device), the learning rate (a device tensor) and the
       fp16 loss scale.
     * The step's clean batch (patches cut, dihedral transform ``k`` applied: the same batch as
-      :class:`~rfr_deploy.adaptation.runners.EagerRunner`) is copied into the graph's static input before each
+      :class:`~rfr_deploy.adaptation.update.EagerRunner`) is copied into the graph's static input before each
       replay; one to four small copy kernels, and a single graph covers every ``k`` and patch origin.
     * Inside the graph: noise from the run's own generator (registered with every graph where torch
       needs it, see :mod:`rfr_deploy.adaptation.capture_checks`, so each replay advances its Philox offset
@@ -24,7 +24,7 @@ Design of the CUDA-graph runner
       autotuning, lazily created optimizer state, library workspaces), as the CUDA-graph docs
       require. Parameters, buffers, optimizer state, generator and loss scale are snapshot before
       and restored after, so the first replay is exactly the eager loop's first update.
-    * The learning-rate schedule of :func:`~rfr_deploy.adaptation.runners.make_optimizer` runs on host floats as
+    * The learning-rate schedule of :func:`~rfr_deploy.adaptation.update.make_optimizer` runs on host floats as
       in the eager loop; the device learning rate is refilled (one fill kernel) only when it changes.
     * Known capture-breakers are looked for before anything is captured (settings, host syncs in a
       warm-up update, host-drawn noise: :mod:`rfr_deploy.adaptation.capture_checks`), since torch does not
@@ -36,7 +36,7 @@ The host-side pieces (batch shapes, the warm-up snapshot, device learning rates)
 CI; ``tests/test_fastpath.py`` holds the GPU comparison against the eager loop, skipped there, and
 ``benchmarks/gpu_check.sh`` runs it on a GPU.
 
-CPU: the channels-last and bf16 runners live in :mod:`rfr_deploy.adaptation.cpu_runners` (re-exported here).
+CPU: the channels-last and bf16 runners live in :mod:`rfr_deploy.adaptation.cpu_runners`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
 from rfr_deploy.adaptation.capture_checks import (
     capture_blockers,
@@ -60,10 +59,11 @@ from rfr_deploy.adaptation.capture_checks import (
     rng_position,
 )
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner, cpu_fast_runner, has_convolutions  # noqa: F401 (re-exported)
+from rfr_deploy.adaptation.cpu_runners import has_convolutions
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
-from rfr_deploy.adaptation.recorrupt import Recorruption
-from rfr_deploy.adaptation.runners import loss_function, make_optimizer
+from rfr_deploy.adaptation.update import UpdateContext, loss_function, make_optimizer
+from rfr_deploy.devices import bf16_supported
+from rfr_deploy.errors import first_line
 
 Precision = Literal["bf16", "fp16", "fp32"]
 WARMUP_UPDATES = 3
@@ -75,19 +75,12 @@ class CaptureError(RuntimeError):
     """The update cannot run as CUDA graphs here; the message says why."""
 
 
-def try_graph_runner(
-    model,
-    targets,
-    noise,
-    config: AdaptConfig,
-    generator: torch.Generator,
-    recorruption: Recorruption | None = None,
-):
+def try_graph_runner(context: UpdateContext) -> FastRunner | None:
     """The CUDA-graph :class:`FastRunner`, or None (with a one-line warning) where it cannot be used."""
     try:
-        return FastRunner(model, targets, noise, config, generator, graphs=True, recorruption=recorruption)
+        return FastRunner(context, graphs=True)
     except Exception as exc:  # any failure means: use the eager loop
-        warnings.warn(f"CUDA graphs not used, running the eager loop: {_first_line(exc)}", stacklevel=2)
+        warnings.warn(f"CUDA graphs not used, running the eager loop: {first_line(exc)}", stacklevel=2)
         return None
 
 
@@ -101,14 +94,6 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     if amp == "bf16" and not native:
         raise CaptureError(f"amp='bf16' but {torch.cuda.get_device_name(device)} has no native bfloat16")
     return "bf16" if native else "fp16"
-
-
-def bf16_supported(device: torch.device) -> bool:
-    with torch.cuda.device(device):
-        try:
-            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        except TypeError:  # torch < 2.3 has no including_emulation
-            return bool(torch.cuda.is_bf16_supported())
 
 
 @dataclass
@@ -129,69 +114,53 @@ class FastRunner:
     in the default layout.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        targets: list[torch.Tensor],
-        noise: nn.Module,
-        config: AdaptConfig,
-        generator: torch.Generator,
-        graphs: bool = True,
-        channels_last: bool | None = None,
-        recorruption: Recorruption | None = None,
-    ):
-        self.device = targets[0].device
+    def __init__(self, context: UpdateContext, graphs: bool = True, channels_last: bool | None = None):
+        self.device = context.device
         if graphs and (self.device.type != "cuda" or not torch.cuda.is_available()):
             raise CaptureError("CUDA graphs need CUDA tensors")
-        self.model, self.targets, self.noise, self.generator = model, targets, noise, generator
+        config = context.config
+        self.model, self.targets, self.noise = context.model, context.targets, context.noise
+        self.generator, self.recorruption = context.generator, context.recorruption
         self.batch, self.patch, self.use_graphs = config.batch, config.patch, graphs
-        self.recorruption = recorruption
         self.loss_fn = loss_function(config.loss)
         self.precision = resolve_precision(config.amp, self.device)
-        self.channels_last = has_convolutions(model) if channels_last is None else channels_last
+        self.channels_last = has_convolutions(self.model) if channels_last is None else channels_last
         self.layout = torch.channels_last if self.channels_last else torch.contiguous_format
         kind = "cuda-graph" if graphs else ("cuda-eager" if self.device.type == "cuda" else "fused-eager")
         self.name = "+".join([kind, self.precision] + (["channels-last"] if self.channels_last else []))
-        shapes = training_shapes(targets, config.batch, config.patch)
+        shapes = training_shapes(self.targets, config.batch, config.patch)
         self.registration = generator_registration()
         blockers = capture_blockers(config, self.precision, len(shapes), MAX_GRAPHS, self.registration)
         if graphs and blockers:
             raise CaptureError("; ".join(blockers))
-
         self._benchmark_before = torch.backends.cudnn.benchmark
         self.graphs: dict[tuple[int, ...], _Graph] = {}
         self.lrs: DeviceLearningRates | None = None
-        entry_stream = default_rng = default_backup = None
-        if graphs:
-            entry_stream = torch.cuda.current_stream(self.device)
+        self._set_up(config, shapes)
+
+    def _set_up(self, config: AdaptConfig, shapes) -> None:
+        """Layout, optimizer, gradient scaler and (with graphs) the captures; a failure undoes them all."""
+        entry = snapshot = None
+        if self.use_graphs:
+            entry = _EntryState(self.device)
             # A capture that fails half-way leaves the generators it registered unusable outside graphs:
-            # draw from a private copy of the run's generator (and, before torch 2.13, keep the default
-            # generator's state to restore).
-            self.generator = torch.Generator(device=self.device)
-            self.generator.set_state(generator.get_state())
-            if default_generator_backup_needed():
-                default_rng, default_backup = _default_generator_backup(self.device)
-        snapshot: UpdateSnapshot | None = None
+            # draw from a private copy of the run's generator.
+            private = torch.Generator(device=self.device)
+            private.set_state(self.generator.get_state())
+            self.generator = private
         try:
             torch.backends.cudnn.benchmark = self.device.type == "cuda" or self._benchmark_before
-            model.to(memory_format=self.layout)
-            self.optimizer, self.scheduler = make_optimizer(model, config, fused=True, capturable=graphs)
+            self.model.to(memory_format=self.layout)
+            graphs = self.use_graphs
+            self.optimizer, self.scheduler = make_optimizer(self.model, config, fused=True, capturable=graphs)
             self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
             if graphs:
-                snapshot = UpdateSnapshot(model, self.optimizer, self.generator, self.scaler)
+                snapshot = UpdateSnapshot(self.model, self.optimizer, self.generator, self.scaler)
                 with torch.cuda.device(self.device):
                     self._capture(shapes, snapshot)
         except BaseException:
-            if entry_stream is not None:  # best effort, each on its own: the original error is raised
-                with contextlib.suppress(Exception):
-                    torch.cuda.set_stream(entry_stream)  # a raising capture_end skips torch's own restore
-                with contextlib.suppress(Exception):
-                    if default_backup is not None:
-                        default_rng.graphsafe_set_state(default_backup)
-                with contextlib.suppress(Exception):
-                    torch.cuda.synchronize(self.device)
-                    if snapshot is not None:
-                        snapshot.restore()
+            if entry is not None:
+                entry.restore(snapshot)
             with contextlib.suppress(Exception):
                 self.finish()
             raise
@@ -309,7 +278,7 @@ class FastRunner:
             except RuntimeError as exc:
                 if "synchroniz" not in str(exc).lower():
                     raise
-                raise CaptureError(f"the update synchronises with the host: {_first_line(exc)}") from exc
+                raise CaptureError(f"the update synchronises with the host: {first_line(exc)}") from exc
         current.wait_stream(stream)
         torch.cuda.synchronize(self.device)
 
@@ -336,13 +305,28 @@ class FastRunner:
             )
 
 
-def _default_generator_backup(device: torch.device):
-    """The default CUDA generator of ``device`` and a copy of its state (None where it cannot be cloned)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    rng = torch.cuda.default_generators[index]
-    return rng, (rng.clone_state() if hasattr(rng, "clone_state") else None)
+class _EntryState:
+    """What a failed capture must give back: the current stream and, before torch 2.13, the state of
+    the default CUDA generator (see :func:`~rfr_deploy.adaptation.capture_checks.default_generator_backup_needed`)."""
 
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.stream = torch.cuda.current_stream(device)
+        self.default_rng = self.default_backup = None
+        if default_generator_backup_needed():
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            self.default_rng = torch.cuda.default_generators[index]
+            clone = getattr(self.default_rng, "clone_state", None)
+            self.default_backup = clone() if clone is not None else None
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    def restore(self, snapshot: UpdateSnapshot | None) -> None:
+        """Best effort, each on its own: the error that brought us here is the one raised."""
+        with contextlib.suppress(Exception):
+            torch.cuda.set_stream(self.stream)  # a raising capture_end skips torch's own restore
+        with contextlib.suppress(Exception):
+            if self.default_backup is not None:
+                self.default_rng.graphsafe_set_state(self.default_backup)
+        with contextlib.suppress(Exception):
+            torch.cuda.synchronize(self.device)
+            if snapshot is not None:
+                snapshot.restore()

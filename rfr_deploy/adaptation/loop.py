@@ -8,9 +8,9 @@
 Recurring structure in the image makes the adapted network average the denoised
 versions of similar patches, which is where the gain comes from.
 
-This module is the reference (eager) loop. One update is performed by a *step
-runner*; :class:`EagerRunner` here is the plain PyTorch version, and the CUDA
-graph runner of :mod:`rfr_deploy.adaptation.cuda_graphs` implements the same interface.
+This module runs the loop: the plan of updates, weight averaging, refreshed targets, checkpoints, the
+final interpolation. A *step runner* (:mod:`rfr_deploy.adaptation.update`, chosen by
+:func:`rfr_deploy.adaptation.runners.make_runner`) performs each update on :mod:`~rfr_deploy.adaptation.targets`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +30,12 @@ from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.recorrupt import make_recorruption
-from rfr_deploy.adaptation.runners import StepRunner, StepTimer, make_runner
+from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.sure import gaussian_level
+from rfr_deploy.adaptation.targets import pseudo_clean, training_patch, training_targets
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
-from rfr_deploy.inference import denoise
-from rfr_deploy.memory import available_bytes, bytes_per_pixel
+from rfr_deploy.adaptation.update import StepTimer, UpdateContext
+from rfr_deploy.devices import synchronize
 from rfr_deploy.transforms import DIHEDRAL
 
 
@@ -80,11 +80,6 @@ class StepInfo:
         return self.network()
 
 
-def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
-    """X̃ = f(Y), optionally as the ×8 dihedral self-ensemble."""
-    return denoise(model, noisy, sigma=sigma, ensemble=ensemble).detach()
-
-
 def adapt(
     model: nn.Module,
     noisy: torch.Tensor | Sequence[torch.Tensor],
@@ -108,97 +103,64 @@ def adapt(
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
     if not images:
         raise ValueError("no images to adapt to")
-    config = resolve_defaults(config or AdaptConfig(), noise, images)
-    device = images[0].device
-    model = copy.deepcopy(model).to(device)
-
+    config = config or AdaptConfig()
+    if not config.resolved:  # jobs resolve them beforehand (their progress bars need the steps)
+        config = resolve_defaults(config, noise, images)
+    model = copy.deepcopy(model).to(images[0].device)
     t0 = time.perf_counter()
-    targets = _training_targets(model, images, sigma, config.target_ensemble, targets)
-    _sync(device)
+    targets = training_targets(model, images, sigma, config.target_ensemble, targets)
+    synchronize(images[0].device)
     target_seconds = time.perf_counter() - t0
-
-    recorruption = make_recorruption(noise, images, config.recorrupted)
-    passes = 2 if recorruption is not None else 1  # the recorrupted pair is a second forward/backward
-    patch = config.patch or _patch_that_fits(model, targets, config.batch * passes)
-    if patch is not None:
-        patch = min(patch, *(min(t.shape[-2:]) for t in targets))
-    config_used = dataclasses.replace(config, patch=patch)
-
-    frozen = prepare_tuning(model, config.tune)
-    level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
-    blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
-    keeper = None
-    if level is not None and config.checkpoint_every:
-        keeper = CheckpointKeeper(model, blend.scorer)
-    model.train()
-    runner = make_runner(
-        model,
-        targets,
-        noise,
-        config_used,
-        torch.Generator(device=device).manual_seed(config.seed),
-        recorruption,
-    )
-    loop = _Loop(model, targets, images, sigma, config, blend, keeper)
-    losses, step_seconds = loop.run(runner, patch, callback)
-    finish = getattr(runner, "finish", None)  # fast runners hand the network back in its plain layout
-    if finish is not None:
-        finish()
-    model = loop.current
-    if keeper is not None:
-        keeper.restore(model, blend.origin)  # the weights of update best_step (0: the pre-trained ones)
-        model = blend.result(model, keeper.best_step, known=keeper.known_terms())
-    elif config.steps:
-        model = blend.result(model, config.steps)
-    finish_tuning(model, frozen)
-    model.eval()
+    run = _Run(model, targets, images, noise, sigma, config)
+    losses, step_seconds = run.updates(callback)
     return AdaptResult(
-        model=model,
+        model=run.finish(),
         pseudo_clean=targets,
         losses=[float(v) for v in torch.stack(losses).float().cpu()] if losses else [],
         step_seconds=step_seconds,
         target_seconds=target_seconds,
         total_seconds=time.perf_counter() - start,
-        runner=runner.name,
-        patch=patch,
-        interpolation=blend.chosen if config.steps else 0.0,
-        sure_db=blend.estimates,
-        checkpoint_step=keeper.best_step if keeper is not None else None,
-        checkpoint_db=keeper.scores if keeper is not None else {},
+        runner=run.runner.name,
+        patch=run.patch,
+        interpolation=run.blend.chosen if config.steps else 0.0,
+        sure_db=run.blend.estimates,
+        checkpoint_step=run.keeper.best_step if run.keeper is not None else None,
+        checkpoint_db=run.keeper.scores if run.keeper is not None else {},
     )
 
 
-def _training_targets(model, images, sigma, ensemble: bool, targets) -> list[torch.Tensor]:
-    """The pseudo-clean targets X̃ = f(Y), or copies of the given ``targets`` (refresh_every overwrites
-    them in place)."""
-    if targets is None:
-        return [pseudo_clean(model, y, sigma, ensemble) for y in images]
-    if len(targets) != len(images) or any(t.shape != y.shape for t, y in zip(targets, images, strict=False)):
-        raise ValueError("targets: one tensor per noisy image, of the same shape")
-    return [
-        t.detach().to(device=y.device, dtype=y.dtype).clone() for t, y in zip(targets, images, strict=True)
-    ]
+class _Run:
+    """One run's updates: the runner, the plan (image, transform, patches), averaging, refreshing,
+    checkpoints, and the network kept at the end."""
 
-
-class _Loop:
-    """The updates of one run: the plan (image, transform, patches), averaging, refreshing, checkpoints."""
-
-    def __init__(self, model, targets, images, sigma, config: AdaptConfig, blend, keeper):
-        self.model, self.targets, self.images, self.sigma = model, targets, images, sigma
-        self.config, self.blend, self.keeper = config, blend, keeper
+    def __init__(self, model: nn.Module, targets, images, noise: nn.Module, sigma, config: AdaptConfig):
+        self.model, self.targets, self.images, self.sigma, self.config = model, targets, images, sigma, config
+        recorruption = make_recorruption(noise, images, config.recorrupted)
+        passes = 2 if recorruption is not None else 1  # the recorrupted pair is a second forward/backward
+        self.patch = training_patch(model, targets, config, passes)
+        self.frozen = prepare_tuning(model, config.tune)
+        level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
+        self.blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
+        keep = level is not None and config.checkpoint_every
+        self.keeper = CheckpointKeeper(model, self.blend.scorer) if keep else None
+        model.train()
+        generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
+        used = dataclasses.replace(config, patch=self.patch)
+        self.runner = make_runner(UpdateContext(model, targets, noise, used, generator, recorruption))
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
 
-    def run(self, runner: StepRunner, patch: int | None, callback) -> tuple[list[torch.Tensor], list[float]]:
-        config, device = self.config, self.targets[0].device
+    def updates(self, callback) -> tuple[list[torch.Tensor], list[float]]:
+        """Run every update; the losses (device tensors) and the seconds of each update."""
+        config, patch = self.config, self.patch
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
-        timer = StepTimer(device)  # CUDA events: no host synchronisation per update
+        timer = StepTimer(self.targets[0].device)  # CUDA events: no host synchronisation per update
         for step, index in enumerate(image_order(len(self.targets), config.steps, plan)):
             k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
             offsets = patch_offsets(self.targets[index], patch, config.batch, plan) if patch else None
             timer.start()
-            loss = runner.step(index, k, offsets)
+            loss = self.runner.step(index, k, offsets)
             timer.stop()
             losses.append(loss)
             self._after_update(step + 1)
@@ -219,18 +181,17 @@ class _Loop:
         if self.keeper is not None and (done % config.checkpoint_every == 0 or done == config.steps):
             self.keeper.offer(self.current, done)
 
-
-def _patch_that_fits(model, targets: list[torch.Tensor], batch: int) -> int | None:
-    """None when whole images fit in memory for a training step, else the largest square patch that does."""
-    largest = max(t.shape[-2] * t.shape[-1] for t in targets)
-    per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * batch
-    budget = 0.5 * available_bytes(targets[0].device)
-    if per_pixel * largest <= budget:
-        return None
-    side = int(math.sqrt(budget / per_pixel))
-    return max(32, side - side % 8)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def finish(self) -> nn.Module:
+        """The network the run returns (in eval mode): the best checkpoint where they were scored, else
+        the last network, interpolated with the pre-trained one (no updates: the pre-trained network)."""
+        finish = getattr(self.runner, "finish", None)  # fast runners: the network back in its plain layout
+        if finish is not None:
+            finish()
+        model, blend, keeper = self.current, self.blend, self.keeper
+        if keeper is not None:
+            keeper.restore(model, blend.origin)  # the weights of update best_step (0: the pre-trained ones)
+            model = blend.result(model, keeper.best_step, known=keeper.known_terms())
+        elif self.config.steps:
+            model = blend.result(model, self.config.steps)
+        finish_tuning(model, self.frozen)
+        return model.eval()

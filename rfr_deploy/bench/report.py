@@ -8,19 +8,17 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rfr_deploy.adaptation.cpu_runners import cpu_precision
 from rfr_deploy.bench.limits import Limits
-from rfr_deploy.devices import describe_environment  # noqa: F401  (re-exported)
-from rfr_deploy.errors import ConfigError, MissingDependencyError
+from rfr_deploy.bench.settings import PAPER_SIZE, BenchSettings
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import atomic_write
-
-if TYPE_CHECKING:
-    from rfr_deploy.bench.run import BenchSettings
+from rfr_deploy.optional import import_optional
 
 PAPER_V100_SECONDS = {"dncnn": 0.035, "ridnet": 0.073, "mirnet": 0.666}
 """Seconds per fine-tuning update on a 256×256 image, Tesla V100 (Lee et al., restore-from-restored)."""
-PAPER_SIZE = 256
 V100_FP32_TFLOPS = 15.7
 """Tesla V100 (SXM2) fp32 peak by NVIDIA's datasheet: a lead for the paper's fraction, not a measurement."""
 
@@ -29,8 +27,6 @@ def default_mode(device_type: str) -> str:
     """The bench mode of the runner ``adapt`` uses by default on this machine (``fast='auto'``)."""
     if device_type == "cuda":
         return "amp+graphs"
-    from rfr_deploy.adaptation.cpu_runners import cpu_precision
-
     return "bf16" if cpu_precision("auto") == "bf16" else "channels-last"
 
 
@@ -300,13 +296,9 @@ def _fmt(value: float | None, suffix: str = "") -> str:
 
 def plot_report(report: BenchReport, path: str | os.PathLike) -> Path:
     """Bar chart of the median time per update (min-max error bars), paper V100 figures alongside."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "plot", "plot benchmark results") from exc
+    matplotlib = import_optional("matplotlib", "plot", "plot benchmark results")
+    matplotlib.use("Agg")
+    plt = import_optional("matplotlib.pyplot", "plot", "plot benchmark results")
     rows = [r for r in report.results if r.modes]
     modes = list(dict.fromkeys(m.mode for r in rows for m in r.modes if m.median_ms is not None))
     if any(r.paper_ms and r.size == PAPER_SIZE for r in rows):

@@ -17,8 +17,10 @@ and max are over rounds. On CPU a heavy network can take seconds per update: eac
 time ``budget`` (approximate) shared by its modes and the adapt-and-export job; timing stops when
 the modes' share is spent (each mode gets at least one timed update; the report gives the number
 actually timed), and ``fit_budget`` shrinks the image beforehand when even that would not fit. The
-wall time of a whole :func:`~rfr_deploy.jobs.adapt_export.adapt_and_export` job on a generated image is
-measured too. cuDNN autotuning is set to each mode's own choice before its warm-up and rounds.
+wall time of a whole job on a generated image is measured too, through the job runner the caller
+passes (``rfr-deploy bench``: adapt-and-export; :mod:`rfr_deploy.bench.job`). cuDNN autotuning is set
+to each mode's own choice before its warm-up and rounds. Every mode's runner comes from
+:func:`rfr_deploy.adaptation.runners.make_runner`, asked for by name.
 
 In the same run (``limits``) the device's 3×3 64-channel convolution rates (fp32, bf16) and, on
 CUDA, copy bandwidth are measured at the start and the end, and each model's FLOPs per update are
@@ -30,91 +32,46 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import statistics
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cpu_runners import cpu_native_bf16
-from rfr_deploy.adaptation.recorrupt import Recorruption, make_recorruption
-from rfr_deploy.adaptation.runners import EagerRunner
+from rfr_deploy.adaptation.recorrupt import make_recorruption
+from rfr_deploy.adaptation.runners import make_runner
+from rfr_deploy.adaptation.update import UpdateContext
+from rfr_deploy.bench.job import JobRunner, time_job
 from rfr_deploy.bench.limits import Limits, measure_limits, time_calls, update_flops
-from rfr_deploy.bench.report import (  # noqa: F401  (re-exported: the records of a run)
-    PAPER_SIZE,
-    PAPER_V100_SECONDS,
-    BenchReport,
-    ModelResult,
-    ModeTiming,
-    default_mode,
+from rfr_deploy.bench.report import BenchReport, ModelResult, ModeTiming, default_mode
+from rfr_deploy.bench.settings import SIGMA, BenchSettings
+from rfr_deploy.devices import (
+    bf16_supported,
+    cpu_native_bf16,
+    describe_environment,
+    resolve_device,
+    synchronize,
 )
-from rfr_deploy.devices import describe_environment, resolve_device
-from rfr_deploy.errors import ConfigError
+from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.registry import create_model, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.transforms import DIHEDRAL
 
-DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
 CPU_MODES = ("eager", "channels-last", "bf16")
 GPU_MODES = ("eager", "graphs-fp32", "amp", "amp+graphs")
-SIGMA = 25 / 255
-"""The benchmark's noise level, [0, 1] units (25 grey levels)."""
+"""The runner modes timed on each device (:data:`rfr_deploy.adaptation.runners.MODES`)."""
 
 
-@dataclass
-class BenchSettings:
-    """Settings of ``rfr-deploy bench``; every field is a CLI option."""
-
-    models: tuple[str, ...] = DEFAULT_MODELS
-    size: int = PAPER_SIZE
-    sizes: dict[str, int] = field(default_factory=dict)
-    """Per-model image side overriding ``size`` (e.g. a heavy network on CPU)."""
-    steps: int = 10
-    """Timed updates per repeat and mode."""
-    repeats: int = 5
-    warmup: int = 2
-    device: str = "auto"
-    budget: float = 300.0
-    """Seconds per model, shared by its modes and the adapt-and-export job."""
-    job: bool = True
-    job_steps: int = 20
-    job_export: bool = True
-    """Include the ONNX export (verified with ONNX Runtime) in the job, where onnx is installed."""
-    fit_budget: bool = True
-    """On CPU, shrink the image of a model whose updates would not fit its budget (the size used is reported)."""
-    compile: bool = False
-    """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
-    limits: bool = True
-    """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
-    run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench.limits`)."""
-    threads: int | None = None
-    """CPU threads (torch.set_num_threads); None keeps torch's default."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.size < 16 or any(v < 16 for v in self.sizes.values()):
-            raise ConfigError("image sizes must be at least 16 pixels")
-        if self.steps < 1 or self.repeats < 1 or self.warmup < 0 or self.job_steps < 1:
-            raise ConfigError("steps, repeats and job steps must be >= 1, warm-up >= 0")
-        if not self.budget > 0:
-            raise ConfigError("budget must be a positive number of seconds")
-        if not self.models:
-            raise ConfigError("no models to benchmark")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("threads must be >= 1")
-
-    def size_of(self, model: str) -> int:
-        return self.sizes.get(model, self.size)
-
-
-def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchReport:
+def run_bench(
+    settings: BenchSettings, reporter: Reporter = QUIET, run_job: JobRunner | None = None
+) -> BenchReport:
+    """Time every model of ``settings``; ``run_job`` runs the whole job that ``settings.job`` times
+    (``rfr-deploy bench`` passes :func:`rfr_deploy.cli.bench.run_adapt_and_export`)."""
+    if settings.job and run_job is None:
+        raise ConfigError("timing the whole job (job=True) needs a job runner: run_bench(..., run_job=...)")
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -131,7 +88,7 @@ def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchRepor
             results.append(ModelResult(name, status="missing (not registered)", size=settings.size_of(name)))
             reporter.note(f"{name}: missing (not registered)")
             continue
-        results.append(bench_model(name, settings, device, reporter))
+        results.append(bench_model(name, settings, device, reporter, run_job))
     if settings.limits:
         limits.append(bench_limits(device, settings, reporter, "end"))
     return BenchReport(settings, environment, results, limits)
@@ -141,8 +98,6 @@ def bench_limits(device: torch.device, settings: BenchSettings, reporter: Report
     """The device's 3×3 64-channel convolution rates in fp32 and bf16 (fp16 on a GPU without bf16),
     and on CUDA its copy bandwidth, at the bench's image size."""
     if device.type == "cuda":
-        from rfr_deploy.adaptation.cuda_graphs import bf16_supported
-
         low = "bf16" if bf16_supported(device) else "fp16"
     else:
         low = "bf16" if cpu_native_bf16() else None
@@ -155,7 +110,9 @@ def bench_limits(device: torch.device, settings: BenchSettings, reporter: Report
     return limits
 
 
-def bench_model(name: str, settings: BenchSettings, device: torch.device, reporter: Reporter) -> ModelResult:
+def bench_model(
+    name: str, settings: BenchSettings, device: torch.device, reporter: Reporter, run_job: JobRunner | None
+) -> ModelResult:
     torch.manual_seed(settings.seed)
     model = create_model(name, weights=None, channels=3, device=device)
     modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
@@ -182,7 +139,7 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
     if settings.job:
         fast = result.timing(default_mode(device.type)) or result.fastest
         estimate = fast.median_ms / 1e3 if fast else None
-        result.job_s, result.job_note = time_job(name, model, noisy, settings, device, share, estimate)
+        result.job_s, result.job_note = time_job(name, model, noisy, settings, run_job, share, estimate)
         reporter.note(f"{name}: adapt-and-export {result.job_note}")
     return result
 
@@ -230,7 +187,7 @@ class _Live:
         return t
 
     def fail(self, exc: Exception) -> None:
-        self.timing.error = f"failed: {_reason(exc)}"
+        self.timing.error = f"failed: {first_line(exc)}"
         self.close()
 
     def close(self) -> None:
@@ -259,10 +216,9 @@ def time_modes(
             generator = torch.Generator(device=device).manual_seed(settings.seed)
             noise = GaussianNoise(SIGMA).to(device)
             recorruption = make_recorruption(noise, [target], config.recorrupted)
-            live.runner = runner = make_mode_runner(
-                live.timing.mode, net, [target], noise, config, generator, recorruption
-            )
-            _sync(device)
+            context = UpdateContext(net, [target], noise, config, generator, recorruption)
+            live.runner = runner = make_runner(context, live.timing.mode)
+            synchronize(device)
             live.timing.setup_s, live.timing.runner = round(time.perf_counter() - t0, 4), runner.name
             live.cudnn_benchmark = torch.backends.cudnn.benchmark
             counter = iter(range(1 << 30))
@@ -270,7 +226,7 @@ def time_modes(
             for i in range(max(1, settings.warmup)):
                 t0 = time.perf_counter()
                 live.update()
-                _sync(device)
+                synchronize(device)
                 if i == 0:
                     live.timing.first_update_ms = round(1e3 * (time.perf_counter() - t0), 3)
         except Exception as exc:  # a mode that cannot run here is reported as such
@@ -295,69 +251,6 @@ def time_modes(
     return [live.summary() for live in lives]
 
 
-def make_mode_runner(
-    mode: str, model, targets, noise, config: AdaptConfig, generator, recorruption: Recorruption | None = None
-):
-    """The step runner of one bench mode (the recorrupted-to-recorrupted term included when given)."""
-    from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner
-    from rfr_deploy.adaptation.cuda_graphs import FastRunner
-
-    if mode == "eager":
-        return EagerRunner(model, targets, noise, config, generator, recorruption)
-    if mode == "channels-last":
-        return ChannelsLastRunner(model, targets, noise, config, generator, recorruption)
-    if mode == "bf16":
-        return Bf16Runner(model, targets, noise, config, generator, recorruption)
-    if mode == "channels-last+compile":
-        runner = ChannelsLastRunner(torch.compile(model), targets, noise, config, generator, recorruption)
-        runner.name = "eager+channels-last+compile"
-        return runner
-    amp = "off" if mode == "graphs-fp32" else "auto"
-    graphs = mode in ("graphs-fp32", "amp+graphs")
-    config = dataclasses.replace(config, amp=amp)
-    return FastRunner(model, targets, noise, config, generator, graphs=graphs, recorruption=recorruption)
-
-
-def time_job(name, model, noisy: np.ndarray, settings: BenchSettings, device, budget, step_seconds):
-    """Wall time of ``adapt_and_export`` on one generated image (random weights written to a file)."""
-    from rfr_deploy.images import write_image
-    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
-    from rfr_deploy.models.weights import save_weights
-
-    if step_seconds is not None and settings.job_steps * step_seconds > budget:
-        return (
-            None,
-            f"skipped: ~{settings.job_steps * step_seconds:.0f} s estimated, over the {budget:.0f} s share",
-        )
-    have_onnx = all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime"))
-    formats = ("onnx",) if settings.job_export and have_onnx else ()
-    try:
-        with tempfile.TemporaryDirectory(prefix="rfr-bench-") as tmp:
-            image = write_image(Path(tmp) / "bench_noisy.png", noisy)
-            weights = Path(tmp) / f"{name}_random.safetensors"
-            save_weights(weights, model.net, model.meta)
-            job = JobSettings(
-                model=name,
-                weights=str(weights),
-                sigma=SIGMA,
-                device=device.type,
-                output_dir=str(Path(tmp) / "out"),
-                formats=formats,
-            )
-            t0 = time.perf_counter()
-            manifest = adapt_and_export(
-                [image], job, AdaptConfig(steps=settings.job_steps, seed=settings.seed)
-            )[0]
-            seconds = time.perf_counter() - t0
-    except Exception as exc:  # reported in the table
-        return None, f"failed: {_reason(exc)}"
-    exported = (
-        " + ONNX export" if formats else (" (no ONNX export)" if have_onnx else " (no ONNX: not installed)")
-    )
-    runner = manifest["adaptation"]["runner"]
-    return round(seconds, 3), f"{seconds:.2f} s: {settings.job_steps} updates ({runner}), output{exported}"
-
-
 def synthetic_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A clean ``size×size`` RGB image with repeated structure, and its noisy version (σ = 25)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -365,13 +258,3 @@ def synthetic_image(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     clean = np.stack([base, 0.7 * base + 0.15, 1.0 - base], axis=2).astype(np.float32)
     noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32) * SIGMA
     return clean, np.clip(clean + noise, 0.0, 1.0)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from rfr_deploy.bench.job import JobRequest
 from rfr_deploy.bench.report import plot_report, write_report
-from rfr_deploy.bench.run import DEFAULT_MODELS, BenchSettings, run_bench
+from rfr_deploy.bench.run import run_bench
+from rfr_deploy.bench.settings import DEFAULT_MODELS, BenchSettings
 from rfr_deploy.cli.options import default_of, device_option, emit_json, output_options, reporter_for
+from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
 
 B = BenchSettings
 
@@ -129,7 +134,7 @@ def command(
         threads=threads,
         seed=seed,
     )
-    report = run_bench(settings, reporter_for(quiet, as_json))
+    report = run_bench(settings, reporter_for(quiet, as_json), run_job=run_adapt_and_export)
     if output:
         write_report(report, output)
     if plot:
@@ -138,6 +143,19 @@ def command(
         emit_json(report.to_dict())
     elif not quiet:
         click.echo(report.to_markdown(), nl=False)
+
+
+def run_adapt_and_export(request: JobRequest) -> dict[str, Any]:
+    """The bench's whole job: adapt-and-export of its generated image; the manifest."""
+    job = JobSettings(
+        model=request.model,
+        weights=str(request.weights),
+        sigma=request.sigma,
+        device=request.device.type,
+        output_dir=str(request.output_dir),
+        formats=request.formats,
+    )
+    return adapt_and_export([request.image], job, request.config)[0]
 
 
 def _parse_sizes(values: tuple[str, ...]) -> dict[str, int]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.errors import ConfigError, RfrError
+from rfr_deploy.errors import ConfigError, RfrError, first_line
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
 from rfr_deploy.jobs.adapt_export import JobSettings, plan_engines
@@ -255,8 +255,7 @@ def _collect(ray, pending: dict, records: dict[int, dict], progress: RunProgress
             try:
                 record = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                error = f"{group[0]}: the worker failed ({type(exc).__name__}: {first})"
+                error = f"{group[0]}: the worker failed ({type(exc).__name__}: {first_line(exc)})"
                 record = {"inputs": list(group), "status": "failed", "error": error, "seconds": 0.0}
             records[index] = record
             progress.update(record)

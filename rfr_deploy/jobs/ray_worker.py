@@ -28,7 +28,7 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.devices import resolve_device
-from rfr_deploy.errors import RfrError
+from rfr_deploy.errors import RfrError, first_line
 from rfr_deploy.jobs.adapt_export import JobSettings, ModelCache, adapt_and_export, plan_engines
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.progress import QUIET
@@ -90,7 +90,7 @@ def run_group(task: GroupTask) -> dict[str, Any]:
         manifest = publish(staging, out_dir, f"{group_stem(task.paths)}.json")
         record.update(status="done", **_describe(manifests[0], manifest))
     except Exception as exc:  # isolate the group: any failure is reported, the run goes on
-        message = _message(exc)
+        message = first_line(exc, typed=not isinstance(exc, RfrError))
         record.update(
             status="failed", error=message if task.paths[0] in message else f"{task.paths[0]}: {message}"
         )
@@ -151,9 +151,3 @@ def _describe(manifest: dict[str, Any], manifest_path: Path) -> dict[str, Any]:
         "gain_db": gain_db(manifest),
         "manifest": str(manifest_path),
     }
-
-
-def _message(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return text if isinstance(exc, RfrError) else f"{type(exc).__name__}: {text}".rstrip(": ")

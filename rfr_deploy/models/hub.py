@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rfr_deploy.errors import WeightsError
+from rfr_deploy.errors import WeightsError, first_line
 from rfr_deploy.models.registry import StateDict, WeightsMeta
 
 KAIR_RELEASE = "https://github.com/cszn/KAIR/releases/download/v1.0"
@@ -222,5 +222,5 @@ def _verify(entry: NamedWeights, state: StateDict, path: Path, what: str) -> Non
 
 
 def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(reason).split()) or type(exc).__name__
+    """Why a download failed: the reason of a URL error or the message of an OS error, else ``exc``'s own."""
+    return first_line(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rfr_deploy.errors import ModelError, WeightsError
+from rfr_deploy.errors import ModelError, WeightsError, first_line
 from rfr_deploy.files import atomic_write, sha256_file
 from rfr_deploy.models.registry import ModelEntry, StateDict, WeightsMeta
 
@@ -76,7 +76,7 @@ def load_weights(
     except WeightsError:
         raise
     except Exception as exc:
-        raise WeightsError(f"{path}: cannot read weights ({_first_line(exc)})") from exc
+        raise WeightsError(f"{path}: cannot read weights ({first_line(exc)})") from exc
 
     if meta is not None and meta.arch != entry.name:
         raise WeightsError(f"{path}: these weights are for model '{meta.arch}', not '{entry.name}'")
@@ -318,8 +318,3 @@ def _load_strict(net: nn.Module, state: StateDict, path: Path, arch: str) -> Non
         if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
             raise WeightsError(f"{path}: weights contain non-finite values in {key}")
     net.load_state_dict(state, strict=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

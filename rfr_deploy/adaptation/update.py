@@ -1,0 +1,160 @@
+"""One update of the adaptation: what a step runner is given and does, the optimizer, the eager runner.
+
+Every step runner is built from one :class:`UpdateContext` (the network, the training targets, the
+noise, the settings, the generator and the optional recorrupted term) and performs one update per
+:meth:`StepRunner.step` call: cut patches, transform, add noise, forward, backward, Adam.
+:class:`EagerRunner` is the plain PyTorch update; the CPU runners of
+:mod:`rfr_deploy.adaptation.cpu_runners` and the CUDA-graph runner of
+:mod:`rfr_deploy.adaptation.cuda_graphs` implement the same interface, and
+:func:`rfr_deploy.adaptation.runners.make_runner` picks one. :class:`StepTimer` times the updates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.config import AdaptConfig, LossKind
+from rfr_deploy.adaptation.plan import clean_batch
+from rfr_deploy.adaptation.recorrupt import Recorruption
+from rfr_deploy.adaptation.tuning import parameter_groups
+
+
+@dataclass(frozen=True)
+class UpdateContext:
+    """What a step runner is built from."""
+
+    model: nn.Module
+    """The network the updates train (in place)."""
+    targets: list[torch.Tensor]
+    """The clean training targets, one ``1×C×H×W`` tensor per image (refreshing overwrites them in place)."""
+    noise: nn.Module
+    """Draws the synthetic noise: ``noise(x, generator) -> (noisy, sigma)``."""
+    config: AdaptConfig
+    """The run's settings, with ``patch`` the side actually trained on (None: whole images)."""
+    generator: torch.Generator
+    """The run's generator, on the targets' device: every noise draw comes from it."""
+    recorruption: Recorruption | None = None
+    """The recorrupted-to-recorrupted term (None: off)."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.targets[0].device
+
+
+class StepRunner(Protocol):
+    """Performs one update on target ``index`` under dihedral transform ``k``.
+
+    ``offsets`` holds one (y, x) patch origin per batch element when training on patches.
+    Returns the loss as a device tensor (not synchronised).
+    A runner may also define ``finish()``, called once after the last update to hand the
+    network back in its plain form (fast runners change the weights' memory layout).
+    """
+
+    name: str
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor: ...
+
+
+def loss_function(kind: LossKind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    return nn.functional.mse_loss if kind == "mse" else nn.functional.l1_loss
+
+
+def make_optimizer(
+    model: nn.Module, config: AdaptConfig, **adam_kwargs
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam (or RAdam) over the trainable parameters (:func:`~rfr_deploy.adaptation.tuning.parameter_groups`),
+    with the warm-up and schedule of ``config``."""
+    groups = parameter_groups(model, config.lr, config.affine_lr)
+    if config.optimizer == "radam":
+        adam_kwargs.pop("fused", None)  # RAdam has no fused kernel
+        optimizer: torch.optim.Optimizer = torch.optim.RAdam(groups, **adam_kwargs)
+    else:
+        optimizer = torch.optim.Adam(groups, **adam_kwargs)
+
+    def factor(step: int) -> float:
+        if config.warmup and step < config.warmup:
+            return (step + 1) / config.warmup
+        if config.schedule == "cosine" and config.steps > config.warmup:
+            t = (step - config.warmup) / (config.steps - config.warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class EagerRunner:
+    """The plain PyTorch update: cut patches, transform, add noise, forward, backward, Adam."""
+
+    name = "eager"
+
+    def __init__(self, context: UpdateContext):
+        config = context.config
+        self.model, self.targets, self.noise = context.model, context.targets, context.noise
+        self.batch, self.patch, self.generator = config.batch, config.patch, context.generator
+        self.recorruption = context.recorruption
+        self.loss_fn = loss_function(config.loss)
+        self.optimizer, self.scheduler = make_optimizer(self.model, config)
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """Context of the network's forward passes (autocast in :class:`~rfr_deploy.adaptation.cpu_runners.Bf16Runner`)."""
+        return contextlib.nullcontext()
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
+        x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
+        noisy, sigma = self.noise(x, self.generator)
+        with self.forward_context():
+            out = self.model(noisy, sigma)
+        loss = self.loss_fn(out.float(), x)
+        if self.recorruption is not None:
+            y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
+            with self.forward_context():
+                loss = loss + self.recorruption.loss(self.model, y, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+
+class StepTimer:
+    """Seconds of each update without a host synchronisation per update.
+
+    CUDA: a pair of events on the current stream around each update, read once after the last
+    (:meth:`seconds` synchronises on the last event); the intervals are the device's, which is what
+    the bench's CUDA-event timing measures. CPU: ``perf_counter`` around each update.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._seconds: list[float] = []
+        self._started: torch.cuda.Event | float = 0.0
+
+    def start(self) -> None:
+        self._started = self._mark() if self.cuda else time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self._events.append((self._started, self._mark()))
+        else:
+            self._seconds.append(time.perf_counter() - self._started)
+
+    def seconds(self) -> list[float]:
+        if not self._events:
+            return list(self._seconds)
+        self._events[-1][1].synchronize()
+        return [start.elapsed_time(end) / 1e3 for start, end in self._events]
+
+    def _mark(self) -> torch.cuda.Event:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event

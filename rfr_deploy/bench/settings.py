@@ -1,0 +1,59 @@
+"""Settings of ``rfr-deploy bench`` (:class:`BenchSettings`) and its fixed choices: default models, σ, image size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rfr_deploy.errors import ConfigError
+
+DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
+SIGMA = 25 / 255
+"""Noise level (grey levels) of the bench's generated image and of the timed updates' noise."""
+PAPER_SIZE = 256
+"""Side of the image the paper timed its updates on (Lee et al.): the bench's default size."""
+
+
+@dataclass
+class BenchSettings:
+    """Settings of ``rfr-deploy bench``; every field is a CLI option."""
+
+    models: tuple[str, ...] = DEFAULT_MODELS
+    size: int = PAPER_SIZE
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Per-model image side overriding ``size`` (e.g. a heavy network on CPU)."""
+    steps: int = 10
+    """Timed updates per repeat and mode."""
+    repeats: int = 5
+    warmup: int = 2
+    device: str = "auto"
+    budget: float = 300.0
+    """Seconds per model, shared by its modes and the adapt-and-export job."""
+    job: bool = True
+    job_steps: int = 20
+    job_export: bool = True
+    """Include the ONNX export (verified with ONNX Runtime) in the job, where onnx is installed."""
+    fit_budget: bool = True
+    """On CPU, shrink the image of a model whose updates would not fit its budget (the size used is reported)."""
+    compile: bool = False
+    """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
+    limits: bool = True
+    """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
+    run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench.limits`)."""
+    threads: int | None = None
+    """CPU threads (torch.set_num_threads); None keeps torch's default."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or any(v < 16 for v in self.sizes.values()):
+            raise ConfigError("image sizes must be at least 16 pixels")
+        if self.steps < 1 or self.repeats < 1 or self.warmup < 0 or self.job_steps < 1:
+            raise ConfigError("steps, repeats and job steps must be >= 1, warm-up >= 0")
+        if not self.budget > 0:
+            raise ConfigError("budget must be a positive number of seconds")
+        if not self.models:
+            raise ConfigError("no models to benchmark")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads must be >= 1")
+
+    def size_of(self, model: str) -> int:
+        return self.sizes.get(model, self.size)
