@@ -8,7 +8,7 @@ from rfr_deploy.errors import ConfigError
 
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
 SIGMA = 25 / 255
-"""Noise level (grey levels) of the bench's generated image and of the timed updates' noise."""
+"""Noise level ([0, 1] units: 25 grey levels) of the bench's generated image and of the timed updates' noise."""
 PAPER_SIZE = 256
 """Side of the image the paper timed its updates on (Lee et al.): the bench's default size."""
 
