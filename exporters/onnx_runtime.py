@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from rfr_deploy.errors import ConfigError, ImageError, MissingDependencyError, ModelError
-
-from .tiling import run_tiled
+from rfr_deploy.inference import run_tiled
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 NONLOCAL_OPS = {

@@ -34,6 +34,7 @@ import importlib.util
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +114,8 @@ class BenchSettings:
         return self.sizes.get(model, self.size)
 
 
-def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchReport:
+def run_bench(settings: BenchSettings, reporter: Reporter = QUIET, exporters: Sequence = ()) -> BenchReport:
+    """Time every model; ``exporters`` are the exports of the timed job (the CLI gives the ONNX exporter)."""
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -130,7 +132,7 @@ def run_bench(settings: BenchSettings, reporter: Reporter = QUIET) -> BenchRepor
             results.append(ModelResult(name, status="missing (not registered)", size=settings.size_of(name)))
             reporter.note(f"{name}: missing (not registered)")
             continue
-        results.append(bench_model(name, settings, device, reporter))
+        results.append(bench_model(name, settings, device, reporter, exporters))
     if settings.limits:
         limits.append(bench_limits(device, settings, reporter, "end"))
     return BenchReport(settings, environment, results, limits)
@@ -154,7 +156,9 @@ def bench_limits(device: torch.device, settings: BenchSettings, reporter: Report
     return limits
 
 
-def bench_model(name: str, settings: BenchSettings, device: torch.device, reporter: Reporter) -> ModelResult:
+def bench_model(
+    name: str, settings: BenchSettings, device: torch.device, reporter: Reporter, exporters: Sequence = ()
+) -> ModelResult:
     torch.manual_seed(settings.seed)
     model = create_model(name, weights=None, channels=3, device=device)
     modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
@@ -181,7 +185,9 @@ def bench_model(name: str, settings: BenchSettings, device: torch.device, report
     if settings.job:
         fast = result.timing(default_mode(device.type)) or result.fastest
         estimate = fast.median_ms / 1e3 if fast else None
-        result.job_s, result.job_note = time_job(name, model, noisy, settings, device, share, estimate)
+        result.job_s, result.job_note = time_job(
+            name, model, noisy, settings, device, share, estimate, exporters
+        )
         reporter.note(f"{name}: adapt-and-export {result.job_note}")
     return result
 
@@ -317,10 +323,13 @@ def make_mode_runner(
     return FastRunner(model, targets, noise, config, generator, graphs=graphs, recorruption=recorruption)
 
 
-def time_job(name, model, noisy: np.ndarray, settings: BenchSettings, device, budget, step_seconds):
+def time_job(
+    name, model, noisy: np.ndarray, settings: BenchSettings, device, budget, step_seconds, exporters=()
+):
     """Wall time of ``adapt_and_export`` on one generated image (random weights written to a file)."""
     from rfr_deploy.images import write_image
-    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+    from rfr_deploy.jobs.adapt_export import adapt_and_export
+    from rfr_deploy.jobs.settings import JobSettings
     from rfr_deploy.models.weights import save_weights
 
     if step_seconds is not None and settings.job_steps * step_seconds > budget:
@@ -329,7 +338,7 @@ def time_job(name, model, noisy: np.ndarray, settings: BenchSettings, device, bu
             f"skipped: ~{settings.job_steps * step_seconds:.0f} s estimated, over the {budget:.0f} s share",
         )
     have_onnx = all(importlib.util.find_spec(p) for p in ("onnx", "onnxruntime"))
-    formats = ("onnx",) if settings.job_export and have_onnx else ()
+    formats = tuple(exporters) if settings.job_export and have_onnx else ()
     try:
         with tempfile.TemporaryDirectory(prefix="rfr-bench-") as tmp:
             image = write_image(Path(tmp) / "bench_noisy.png", noisy)
@@ -341,11 +350,10 @@ def time_job(name, model, noisy: np.ndarray, settings: BenchSettings, device, bu
                 sigma=SIGMA,
                 device=device.type,
                 output_dir=str(Path(tmp) / "out"),
-                formats=formats,
             )
             t0 = time.perf_counter()
             manifest = adapt_and_export(
-                [image], job, AdaptConfig(steps=settings.job_steps, seed=settings.seed)
+                [image], job, AdaptConfig(steps=settings.job_steps, seed=settings.seed), exporters=formats
             )[0]
             seconds = time.perf_counter() - t0
     except Exception as exc:  # reported in the table

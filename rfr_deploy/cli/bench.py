@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from exporters.onnx_format import OnnxExporter
 from rfr_deploy.bench.report import plot_report, write_report
 from rfr_deploy.bench.run import DEFAULT_MODELS, BenchSettings, run_bench
 from rfr_deploy.cli.options import default_of, device_option, emit_json, output_options, reporter_for
@@ -129,7 +130,7 @@ def command(
         threads=threads,
         seed=seed,
     )
-    report = run_bench(settings, reporter_for(quiet, as_json))
+    report = run_bench(settings, reporter_for(quiet, as_json), exporters=(OnnxExporter(),))
     if output:
         write_report(report, output)
     if plot:

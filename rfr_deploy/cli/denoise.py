@@ -12,7 +12,8 @@ from rfr_deploy.cli.options import (
     output_options,
     reporter_for,
 )
-from rfr_deploy.jobs.adapt_export import JobSettings, denoise_files
+from rfr_deploy.jobs.denoise import denoise_files
+from rfr_deploy.jobs.settings import JobSettings
 
 
 @click.command("denoise")

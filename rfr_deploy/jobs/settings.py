@@ -1,0 +1,75 @@
+"""The settings of a denoise or adapt-and-export job that are not adaptation hyper-parameters.
+
+The export formats and their settings are not here: the job takes exporter objects
+(:mod:`rfr_deploy.export_protocol`), which the CLI builds from ``--format`` and their own options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.noise.gaussian import NoiseChoice, UnknownSigma
+
+
+@dataclass
+class JobSettings:
+    """Everything of a job that is not an adaptation hyper-parameter; fields are CLI options."""
+
+    model: str = "dncnn"
+    weights: str | None = None
+    """Weights file; None uses the packaged default for the image's channel count."""
+    noise: NoiseChoice = field(
+        default="auto",
+        metadata={
+            "help": "Synthetic noise model: Gaussian, or CBDNet's in-camera model for real photographs; "
+            "'auto' uses what the weights were trained on."
+        },
+    )
+    """'auto': CBDNet's camera model for weights trained on it, Gaussian otherwise."""
+    sigma: float | None = field(
+        default=None, metadata={"help": "Known noise level in grey levels (0-255). Omit when unknown."}
+    )
+    """Known noise level in 8-bit grey levels; None means unknown."""
+    unknown_sigma: UnknownSigma = field(
+        default="estimate",
+        metadata={
+            "help": "Without --sigma: adapt at the estimated level, or with σ uniform in [low, high] "
+            "(camera noise: CBDNet's random training levels)."
+        },
+    )
+    """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
+    'uniform' with σ drawn uniformly from [sigma_low, sigma_high] (the paper's choice)."""
+    sigma_low: float = 0.0
+    sigma_high: float = 50.0
+    device: str = "auto"
+    output_dir: str = field(default="rfr_out", metadata={"cli": ("-o", "--output-dir")})
+    per_set: bool = field(
+        default=False,
+        metadata={"cli": "--per-set", "help": "Adapt one network on all inputs together and export it once."},
+    )
+    output_ensemble: bool = field(
+        default=False,
+        metadata={"help": "×8 self-ensemble for the written output (exported graphs compute it too)."},
+    )
+    noise_quantization: Literal["auto", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "'auto' clips and rounds the synthetic noisy images like the (8/16-bit) input file."
+        },
+    )
+    """'auto': synthetic noisy images are clipped and rounded like the input file (8/16-bit inputs);
+    'off': unclipped noise (right for float inputs that were never clipped)."""
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "Clean image to score the noisy, pre-trained and adapted results against (one input only).",
+            "file": "existing",
+        },
+    )
+    """Clean image to score against (PSNR/SSIM of noisy, pre-trained and adapted outputs); one input only."""
+
+    def __post_init__(self) -> None:
+        if self.sigma is not None and not (0 <= self.sigma <= 255):
+            raise ConfigError(f"--sigma must be within [0, 255] grey levels, got {self.sigma}")
