@@ -82,7 +82,8 @@ class OnnxExport:
 def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | None = None) -> dict[str, str]:
     """``metadata_props`` describing ``model`` (a :class:`~rfr_deploy.models.denoiser.Denoiser`) for the ONNX file.
 
-    ``noise`` describes the synthetic noise of the adaptation (pipeline's ``noise_desc``);
+    ``noise`` describes the synthetic noise of the adaptation (the manifest's ``noise``, made by
+    :func:`rfr_deploy.jobs.adapt_export.noise_desc`);
     ``sigma`` is the σ/255 that noise-map networks were run with (the runtime's default).
     """
     meta = model.meta

@@ -52,15 +52,13 @@ def run(inputs, sample, ray_address, cpus_per_image, gpus_per_image, as_json, qu
     settings = settings_from(JobSettings, options)
     exporters = exporters_from(options)
     reporter = reporter_for(quiet, as_json)
+    paths = existing_paths(inputs)
     if ray_address is not None:
-        paths = existing_paths(inputs)
         run_on_ray(
             paths, settings, config, exporters, ray_address, cpus_per_image, gpus_per_image, reporter, as_json
         )
         return
-    manifests = adapt_and_export(
-        existing_paths(inputs), settings, config, reporter=reporter, exporters=exporters
-    )
+    manifests = adapt_and_export(paths, settings, config, reporter=reporter, exporters=exporters)
     if as_json:
         emit_json(manifests)
 
