@@ -66,8 +66,8 @@ class Exporter(Protocol):
     summary: ClassVar[str] = ""
     """Shown after the format's name in ``--format``'s help, e.g. 'TensorRT'."""
     settings_type: ClassVar[type | None] = None
-    """Dataclass of the format's settings; each field with ``metadata["help"]`` or ``metadata["cli"]``
-    is a CLI option (see :mod:`rfr_deploy.cli.options`)."""
+    """Dataclass of the format's settings (None: no settings); every field is a CLI option, named,
+    typed and documented from the field (see :mod:`rfr_deploy.cli.options`)."""
     needs: ClassVar[tuple[str, ...]] = ()
     """Formats that must be exported before this one (whose files it reads from ``request.written``)."""
     needs_sizes: ClassVar[bool] = False

@@ -30,6 +30,7 @@ import torch
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import RfrError
+from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.inputs import ModelCache
 from rfr_deploy.jobs.resume import group_stem
@@ -51,8 +52,8 @@ class GroupTask:
     settings: JobSettings
     config: AdaptConfig
     threads: int = 1
-    exporters: tuple[Any, ...] = ()
-    """The run's exporters (:class:`rfr_deploy.export_protocol.Exporter`); each worker prepares its copies."""
+    exporters: tuple[Exporter, ...] = ()
+    """The run's exporters; each worker prepares its own copies once for the run."""
     sizes: tuple[tuple[int, int], ...] = ()
     """(H, W) of every image of the run, where an exporter plans the run from them (``needs_sizes``)."""
 
@@ -61,7 +62,7 @@ class GroupTask:
 class _WorkerState:
     run_id: str
     models: ModelCache
-    exporters: tuple[Any, ...]
+    exporters: tuple[Exporter, ...]
 
 
 _STATE: dict[str, _WorkerState] = {}
