@@ -34,8 +34,9 @@ from common import environment, write_results
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.images import write_image
-from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.distributed import RayOptions, adapt_and_export_ray
+from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET
 
 

@@ -1,4 +1,5 @@
-"""Errors of the deployment tools, each reported to the user as one line (see :mod:`rfr_deploy.errors`)."""
+"""Errors of the deployment tools, each reported to the user as one line (see :mod:`rfr_deploy.errors`;
+:func:`rfr_deploy.errors.first_line` with :data:`QUOTED_CHARS` shortens a library's message to such a line)."""
 
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ from rfr_deploy.version import __version__
 
 from .errors import QUOTED_CHARS, ExportError, ExportVerificationError
 from .exportable import PRECISIONS, ExportableDenoiser, Precision, example_inputs, input_names
+from .verification import crop_center, reference_output, second_inputs
 
 OUTPUT_NAME = "denoised"
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 6e-2}
@@ -82,7 +83,8 @@ class OnnxExport:
 def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | None = None) -> dict[str, str]:
     """``metadata_props`` describing ``model`` (a :class:`~rfr_deploy.models.denoiser.Denoiser`) for the ONNX file.
 
-    ``noise`` describes the synthetic noise of the adaptation (pipeline's ``noise_desc``);
+    ``noise`` describes the synthetic noise of the adaptation (the manifest's ``noise``, made by
+    :func:`rfr_deploy.jobs.adapt_export.noise_desc`);
     ``sigma`` is the σ/255 that noise-map networks were run with (the runtime's default).
     """
     meta = model.meta
@@ -132,20 +134,7 @@ def export_onnx(
     (default per precision: :data:`DEFAULT_TOLERANCE`). With ``ensemble`` the graph computes the ×8
     flip/rotation self-ensemble (see :mod:`exporters.exportable`) and is verified against PyTorch's.
     """
-    import_optional("onnx", "onnx", "export to ONNX")
-    if precision not in PRECISIONS:
-        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if opset not in OPSETS:
-        raise ExportError(f"ONNX opset {opset} is not supported; use {OPSETS[0]} to {OPSETS[-1]}")
-    require_onnxscript()
-    if example.ndim != 4 or example.shape[1] != model.meta.channels:
-        raise ExportError(
-            f"example must be N×{model.meta.channels}×H×W for this network, got {tuple(example.shape)}"
-        )
-    if model.meta.noise_map and sigma is None:
-        raise ExportError(f"{model.meta.arch} takes a noise level: pass sigma (σ/255) to export it")
-    if precision == "bf16" and opset < 22:
-        raise ExportError(f"bfloat16 convolutions need ONNX opset 22 or later, not {opset}")
+    _check_request(model, example, sigma, opset, precision)
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
     started = time.perf_counter()
     wrapper = ExportableDenoiser(model, precision, ensemble=ensemble).eval()
@@ -156,24 +145,12 @@ def export_onnx(
     path = Path(path)
     with atomic_write(path) as tmp:
         exporter = _export_graph(wrapper, args, names, opset, dynamic, model.entry.pad_multiple, tmp)
-        props = {
-            **(metadata or {}),
-            "precision": precision,
-            "opset": str(opset),
-            "exporter": exporter,
-            "ensemble": "x8" if ensemble else "none",
-            "inputs": ",".join(names),
-            "outputs": OUTPUT_NAME,
-        }
+        props = _graph_props(metadata, precision, opset, exporter, ensemble, names)
         _finish_model(tmp, props)
         error, shapes, verification = None, (), "not requested"
         if verify:
             error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision, ensemble)
-            if error is not None and not error <= tolerance:  # also catches NaN
-                raise ExportVerificationError(
-                    f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
-                    f"(tolerance {tolerance:.3g}); the exported file was not written"
-                )
+            _check_error(model, precision, error, tolerance)
     return OnnxExport(
         path=path,
         opset=opset,
@@ -190,6 +167,47 @@ def export_onnx(
         seconds=time.perf_counter() - started,
         metadata=props,
     )
+
+
+def _check_request(model, example: torch.Tensor, sigma, opset: int, precision: str) -> None:
+    """Refuse, before anything is exported, what cannot be: one line naming the setting."""
+    import_optional("onnx", "onnx", "export to ONNX")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if opset not in OPSETS:
+        raise ExportError(f"ONNX opset {opset} is not supported; use {OPSETS[0]} to {OPSETS[-1]}")
+    require_onnxscript()
+    if example.ndim != 4 or example.shape[1] != model.meta.channels:
+        raise ExportError(
+            f"example must be N×{model.meta.channels}×H×W for this network, got {tuple(example.shape)}"
+        )
+    if model.meta.noise_map and sigma is None:
+        raise ExportError(f"{model.meta.arch} takes a noise level: pass sigma (σ/255) to export it")
+    if precision == "bf16" and opset < 22:
+        raise ExportError(f"bfloat16 convolutions need ONNX opset 22 or later, not {opset}")
+
+
+def _graph_props(
+    metadata, precision: str, opset: int, exporter: str, ensemble: bool, names
+) -> dict[str, str]:
+    """The file's ``metadata_props``: the caller's metadata and how the graph was made."""
+    return {
+        **(metadata or {}),
+        "precision": precision,
+        "opset": str(opset),
+        "exporter": exporter,
+        "ensemble": "x8" if ensemble else "none",
+        "inputs": ",".join(names),
+        "outputs": OUTPUT_NAME,
+    }
+
+
+def _check_error(model, precision: str, error: float | None, tolerance: float) -> None:
+    if error is not None and not error <= tolerance:  # also catches NaN
+        raise ExportVerificationError(
+            f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
+            f"(tolerance {tolerance:.3g}); the exported file was not written"
+        )
 
 
 # --------------------------------------------------------------------------- export
@@ -330,50 +348,6 @@ def _verify(model, path: Path, args, names, dynamic: bool, precision: str, ensem
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
         shapes.append(tuple(inputs[0].shape))
     return worst, tuple(shapes), f"onnxruntime {ort.__version__} CPUExecutionProvider"
-
-
-@torch.no_grad()
-def reference_output(model, inputs, ensemble: bool = False) -> np.ndarray:
-    """PyTorch's output for ``inputs``: one pass, or the ×8 self-ensemble the pipeline writes."""
-    from rfr_deploy.inference import dihedral_mean
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        x = inputs[0].to(device)
-        sigma = inputs[1].to(device) if len(inputs) > 1 else None
-        out = dihedral_mean(lambda t: model(t, sigma), x) if ensemble else model(x, sigma)
-        return out.to("cpu", torch.float64).numpy()
-    finally:
-        model.train(was_training)
-
-
-def second_inputs(args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """A batch of two at an odd size different from the example: catches shapes frozen into the graph."""
-    x = args[0][:1]
-    h, w = x.shape[-2:]
-    h2, w2 = _other_odd(h), _other_odd(w)
-    crop = x[..., :h2, :w2]
-    batch = torch.cat([crop, torch.flip(crop, dims=(-1,))]).contiguous()
-    if len(args) == 1:
-        return (batch,)
-    s = args[1][:1]
-    return (batch, torch.cat([s, 0.5 * s]).contiguous())
-
-
-def _other_odd(n: int) -> int:
-    if n <= 4:
-        return n
-    m = (2 * n) // 3
-    m = m if m % 2 else m - 1
-    return max(3, m)
-
-
-def crop_center(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return x[..., top : top + min(h, size), left : left + min(w, size)]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from rfr_deploy.errors import ConfigError, ImageError, ModelError, first_line
+from rfr_deploy.inference import run_tiled
 from rfr_deploy.memory import available_bytes, side_that_fits
 from rfr_deploy.optional import import_optional
-
-from .tiling import run_tiled
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 NONLOCAL_OPS = {

@@ -28,7 +28,8 @@ from rfr_deploy.files import atomic_write, sha256_file
 
 from .errors import QUOTED_CHARS, ExportError, ExportVerificationError
 from .exportable import ExportableDenoiser, example_inputs, input_names
-from .onnx_export import crop_center, onnx_metadata, reference_output, second_inputs
+from .onnx_export import onnx_metadata
+from .verification import crop_center, reference_output, second_inputs
 
 TOLERANCE = 1e-4
 
@@ -52,12 +53,14 @@ def export_torchscript(
     metadata: dict[str, str] | None = None,
     verify: bool = True,
     tolerance: float = TOLERANCE,
+    ensemble: bool = False,
 ) -> TorchScriptExport:
-    """Trace ``model`` (float32) to ``path`` atomically; verify at the example's size and at a second, odd size."""
+    """Trace ``model`` (float32) to ``path`` atomically; verify at the example's size and at a second, odd size.
+    With ``ensemble`` the module computes the ×8 flip/rotation self-ensemble (:mod:`exporters.exportable`)."""
     if model.meta.noise_map and sigma is None:
         raise ExportError(f"{model.meta.arch} takes a noise level: pass sigma (σ/255) to export it")
     started = time.perf_counter()
-    wrapper = ExportableDenoiser(model, "fp32").eval()
+    wrapper = ExportableDenoiser(model, "fp32", ensemble=ensemble).eval()
     args = example_inputs(model, crop_center(example, 128), sigma)
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -69,18 +72,13 @@ def export_torchscript(
         raise ExportError(
             f"cannot trace the network to TorchScript ({first_line(exc, limit=QUOTED_CHARS)})"
         ) from exc
-    props = {**(metadata or onnx_metadata(model, sigma=sigma)), "precision": "fp32", "format": "torchscript"}
-    extra = {
-        "rfr_deploy.json": json.dumps(props, sort_keys=True),
-        "rfr_deploy.txt": "".join(
-            f"{k}={v}\n"
-            for k, v in {
-                "channels": model.meta.channels,
-                "noise_map": int(model.meta.noise_map),
-                "sigma": props.get("sigma", "") or "",
-            }.items()
-        ),
+    props = {
+        **(metadata or onnx_metadata(model, sigma=sigma)),
+        "precision": "fp32",
+        "format": "torchscript",
+        "ensemble": "x8" if ensemble else "none",
     }
+    extra = _extra_files(model, props)
     error, shapes = None, ()
     path = Path(path)
     with atomic_write(path) as tmp:
@@ -91,7 +89,7 @@ def export_torchscript(
             for inputs in (args, second_inputs(args)):
                 with torch.no_grad():
                     got = loaded(*inputs).double().numpy()
-                error = max(error, float(abs(got - reference_output(model, inputs)).max()))
+                error = max(error, float(abs(got - reference_output(model, inputs, ensemble=ensemble)).max()))
                 shapes.append(tuple(inputs[0].shape))
             if not error <= tolerance:
                 raise ExportVerificationError(
@@ -100,3 +98,16 @@ def export_torchscript(
     return TorchScriptExport(
         path, input_names(model), error, tuple(shapes), sha256_file(path), time.perf_counter() - started
     )
+
+
+def _extra_files(model, props: dict[str, str]) -> dict[str, str]:
+    """The files stored in the module: the metadata as JSON, and ``key=value`` lines for C++ without JSON."""
+    lines = {
+        "channels": model.meta.channels,
+        "noise_map": int(model.meta.noise_map),
+        "sigma": props.get("sigma", "") or "",
+    }
+    return {
+        "rfr_deploy.json": json.dumps(props, sort_keys=True),
+        "rfr_deploy.txt": "".join(f"{k}={v}\n" for k, v in lines.items()),
+    }

@@ -1,8 +1,19 @@
-"""Running a denoiser on whole images: tensors in and out, self-ensemble, tiling."""
+"""Running a denoiser on whole images: tensors in and out, self-ensemble, tiling.
+
+Images too large for one forward pass run in overlapping tiles (:func:`run_tiled`, also used by
+``exporters.onnx_runtime``): each tile is read with ``overlap`` extra pixels on every side that has a
+neighbour, run, and only its core is written back. For a network whose output pixel depends on a
+(2r+1)×(2r+1) window of the input (receptive field 2r+1), an overlap of at least r makes the tiled
+result equal to a whole-image run, up to floating-point rounding: every kept pixel saw the same
+inputs. Tile origins are aligned to ``align`` (the network's ``pad_multiple``) so that networks
+working at reduced resolution (FFDNet's 2×2 pixel unshuffle) see the same sub-pixel grid.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -77,15 +88,58 @@ def _run(model, x: torch.Tensor, sigma: float | None, tile: int | None, overlap:
     h, w = x.shape[-2:]
     if tile is None or (h <= tile and w <= tile):
         return model(x, sigma)
-    if tile <= 2 * overlap:
-        raise ValueError(f"tile ({tile}) must exceed twice the overlap ({overlap})")
-    out = torch.empty_like(x)
-    step = tile - 2 * overlap
-    for y0 in range(0, h, step):
-        for x0 in range(0, w, step):
-            y1, x1 = min(y0 + step, h), min(x0 + step, w)
-            ya, xa = max(0, y0 - overlap), max(0, x0 - overlap)
-            yb, xb = min(h, y1 + overlap), min(w, x1 + overlap)
-            patch = model(x[..., ya:yb, xa:xb], sigma)
-            out[..., y0:y1, x0:x1] = patch[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    return run_tiled(lambda part: model(part, sigma), x, tile, overlap, model.entry.pad_multiple)
+
+
+@dataclass(frozen=True)
+class Tile:
+    read: tuple[slice, slice]
+    """Rows and columns read from the input (core plus overlap)."""
+    write: tuple[slice, slice]
+    """Rows and columns of the output this tile fills (its core)."""
+    keep: tuple[slice, slice]
+    """The core's rows and columns within the tile's own output."""
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
+    """Tiles of at most ``tile``×``tile`` input pixels covering a ``height``×``width`` image."""
+    if overlap < 0 or tile <= 0:
+        raise ValueError("tile must be positive and overlap non-negative")
+    overlap = _round_up(overlap, align)
+    core = tile - 2 * overlap
+    core -= core % align
+    if core <= 0:
+        raise ValueError(f"tile {tile} leaves no core with overlap {overlap} (needs tile > 2 × overlap)")
+    return [
+        Tile(read=(ry, rx), write=(wy, wx), keep=(ky, kx))
+        for ry, wy, ky in _spans(height, core, overlap)
+        for rx, wx, kx in _spans(width, core, overlap)
+    ]
+
+
+def run_tiled(fn: Callable, image, tile: int, overlap: int, align: int = 1):
+    """Apply ``fn`` (``N×C×h×w`` → ``N×C'×h×w``) to ``image`` (``N×C×H×W``) tile by tile.
+
+    ``image`` is a tensor or a NumPy array; the result is of the kind ``fn`` returns."""
+    height, width = image.shape[-2:]
+    out = None
+    for t in plan_tiles(height, width, tile, overlap, align):
+        result = fn(image[..., t.read[0], t.read[1]])
+        if out is None:
+            shape = (*result.shape[:-2], height, width)
+            is_tensor = isinstance(result, torch.Tensor)
+            out = result.new_empty(shape) if is_tensor else np.empty(shape, dtype=result.dtype)
+        out[..., t.write[0], t.write[1]] = result[..., t.keep[0], t.keep[1]]
+    assert out is not None
     return out
+
+
+def _spans(size: int, core: int, overlap: int) -> Iterator[tuple[slice, slice, slice]]:
+    for start in range(0, size, core):
+        stop = min(start + core, size)
+        lo, hi = max(0, start - overlap), min(size, stop + overlap)
+        yield slice(lo, hi), slice(start, stop), slice(start - lo, stop - lo)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple if multiple > 1 else value

@@ -310,10 +310,15 @@ def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
 
 
 def test_every_adaptation_setting_is_an_option():
+    import dataclasses
+
+    from rfr_deploy.adaptation.config import AdaptConfig
     from rfr_deploy.cli.adapt_options import ADAPT_OPTION_NAMES, adapt_options
 
     params = {p.name for p in adapt_options(click.command()(lambda **kw: None)).params}
     assert params == set(ADAPT_OPTION_NAMES)
+    fields = {f.name for f in dataclasses.fields(AdaptConfig)} - {"steps", "seed"}
+    assert set(ADAPT_OPTION_NAMES) == fields and len(ADAPT_OPTION_NAMES) == len(fields)
 
 
 def test_bad_adaptation_settings_are_usage_errors(image_file, weights_file):

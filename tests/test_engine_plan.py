@@ -17,13 +17,14 @@ import pytest
 from click.testing import CliRunner
 
 from exporters import tensorrt_engine
+from exporters.engine_format import EngineExporter
 from exporters.engine_plan import EngineRun
 from exporters.engine_sidecar import EngineProfile, EngineSidecar, RuntimeInfo, compute_profile, sidecar_path
 from exporters.errors import ProfileError
+from exporters.onnx_format import OnnxExporter
 from exporters.tensorrt_engine import EngineOptions
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.jobs import adapt_export as pipeline
 from rfr_deploy.models.registry import create_model
 from rfr_deploy.models.weights import save_weights
 
@@ -166,7 +167,7 @@ def test_images_outside_a_users_base_engine_fail_before_any_adaptation(folder, r
 
 def test_engine_runs_are_planned_only_for_engine_exports(folder, tmp_path, monkeypatch):
     planned = []
-    monkeypatch.setattr(pipeline, "_engine_run", lambda settings, jobs: planned.append(jobs))
+    monkeypatch.setattr(EngineExporter, "prepare", lambda self, sizes: planned.append(sizes))
     result = CliRunner().invoke(
         main,
         ["adapt-and-export", str(folder[0] / "img0.png"), "--weights", str(folder[1]), "--steps", "1"]
@@ -184,13 +185,14 @@ def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, re
     from dataclasses import replace
 
     from rfr_deploy.adaptation.config import AdaptConfig
-    from rfr_deploy.jobs.adapt_export import JobSettings
     from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, run_group
+    from rfr_deploy.jobs.settings import JobSettings
 
     images, weights = folder
     out = tmp_path / "out"
-    settings = JobSettings(weights=str(weights), sigma=25 / 255, formats=("engine",), output_dir=str(out))
-    task = GroupTask("run-1", (), settings, AdaptConfig(steps=1), engine_sizes=tuple(SIZES))
+    settings = JobSettings(weights=str(weights), sigma=25 / 255, output_dir=str(out))
+    exporters = (OnnxExporter(), EngineExporter())
+    task = GroupTask("run-1", (), settings, AdaptConfig(steps=1), exporters=exporters, sizes=tuple(SIZES))
     records = [run_group(replace(task, paths=(str(images / f"img{i}.png"),))) for i in range(3)]
     assert [r["status"] for r in records] == ["done"] * 3, records
     engines = [

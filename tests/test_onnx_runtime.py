@@ -10,10 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from exporters.onnx_export import export_onnx, onnx_metadata
-from exporters.tiling import plan_tiles, run_tiled
 from rfr_deploy.cli import main
 from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.images import read_image, write_image
+from rfr_deploy.inference import plan_tiles, run_tiled
 from rfr_deploy.models.registry import create_model
 
 pytest.importorskip("onnx")

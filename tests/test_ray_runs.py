@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.jobs.adapt_export import JobSettings
+from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.registry import create_model
 from rfr_deploy.models.weights import save_weights
 

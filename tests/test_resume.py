@@ -61,7 +61,7 @@ def test_a_changed_input_or_weights_file_is_not_done(job):
     write_image(job / "in" / "a.png", np.zeros((20, 24, 3), np.float32))
     assert completed_manifest(job / "out", [job / "in" / "a.png"], fingerprint) is None
     from rfr_deploy.adaptation.config import AdaptConfig
-    from rfr_deploy.jobs.adapt_export import JobSettings
+    from rfr_deploy.jobs.settings import JobSettings
 
     settings, config = JobSettings(weights=str(job / "tiny.safetensors")), AdaptConfig()
     first = settings_fingerprint(settings, config)

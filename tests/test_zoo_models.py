@@ -129,7 +129,8 @@ def test_cbdnet_pretraining_uses_its_noise_estimation_loss():
 
 @pytest.mark.parametrize(("noise", "expected"), [("camera", "camera"), ("gaussian", "gaussian")])
 def test_adapt_and_export_follows_the_noise_the_weights_were_trained_on(noise, expected, tmp_path, rng):
-    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+    from rfr_deploy.jobs.adapt_export import adapt_and_export
+    from rfr_deploy.jobs.settings import JobSettings
 
     data = tmp_path / "clean"
     write_image(data / "0.png", rng.random((36, 40, 3)).astype(np.float32))

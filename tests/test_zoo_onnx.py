@@ -14,6 +14,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 pytest.importorskip("onnxscript", reason="onnxscript (torch.export-based ONNX export) is not installed")
 
 from exporters.onnx_export import export_onnx, onnx_metadata  # noqa: E402
+from exporters.onnx_format import OnnxExporter  # noqa: E402
 
 
 def _perturbed(name: str):
@@ -55,7 +56,8 @@ def test_export_matches_pytorch_at_another_size(name, tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_adapt_and_export_runs_every_model_and_verifies_its_onnx(name, tmp_path, rng):
     from rfr_deploy.images import write_image
-    from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+    from rfr_deploy.jobs.adapt_export import adapt_and_export
+    from rfr_deploy.jobs.settings import JobSettings
     from rfr_deploy.models.weights import save_weights
 
     model = _perturbed(name)
@@ -64,9 +66,10 @@ def test_adapt_and_export_runs_every_model_and_verifies_its_onnx(name, tmp_path,
     image = write_image(tmp_path / "noisy.png", rng.random((20, 24, 3)).astype(np.float32))
     out = tmp_path / "out"
     settings = JobSettings(
-        model=name, weights=str(weights), sigma=25 / 255, device="cpu", output_dir=str(out), formats=("onnx",)
+        model=name, weights=str(weights), sigma=25 / 255, device="cpu", output_dir=str(out)
     )
-    (manifest,) = adapt_and_export([image], settings, AdaptConfig(steps=2, warmup=0))
+    config = AdaptConfig(steps=2, warmup=0)
+    (manifest,) = adapt_and_export([image], settings, config, exporters=[OnnxExporter()])
     assert manifest["model"]["name"] == name and len(manifest["losses"]) == 2
     onnx = next(f for f in manifest["files"] if f["role"] == "onnx")
     assert (out / onnx["path"]).is_file() and onnx["max_abs_error"] < 1e-4

@@ -44,54 +44,126 @@ that at M = 40, and whole photographs lost ground between M = 20 and 40."""
 class AdaptConfig:
     """Settings of one adaptation run. Every field maps to a CLI option of the same name."""
 
-    steps: int | None = None
+    steps: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": f"Number of fine-tuning updates M [default: {GAUSSIAN_STEPS} for Gaussian noise "
+            f"({CUDA_GAUSSIAN_STEPS} on CUDA), {CAMERA_STEPS} for camera noise].",
+            "min": 0,
+        },
+    )
     """Number of updates M (over the whole set when several images share one network). None:
     :data:`GAUSSIAN_STEPS` for Gaussian noise, :data:`CAMERA_STEPS` for the camera noise model."""
-    lr: float = 1e-5
+    lr: float = dataclasses.field(default=1e-5, metadata={"help": "Adam learning rate."})
     loss: LossKind = "mse"
-    batch: int = 1
+    batch: int = dataclasses.field(default=1, metadata={"help": "Noise realisations per update.", "min": 1})
     """Noise realisations (and patches, when training on patches) per update."""
-    patch: int | None = None
+    patch: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Train on random square patches of this side (default: whole image when it fits in memory).",
+            "min": 8,
+        },
+    )
     """Side of random square training patches; None trains on the whole image (patches are used
     automatically when a whole image would not fit in memory)."""
     schedule: Schedule = "constant"
-    warmup: int = 10
+    warmup: int = dataclasses.field(
+        default=10, metadata={"help": "Updates over which the learning rate ramps up linearly.", "min": 0}
+    )
     """Updates over which the learning rate ramps up linearly: Adam's first, unnormalised updates
     otherwise cost up to 0.2 dB on some images before the gain appears."""
-    target_ensemble: bool = False
+    target_ensemble: bool = dataclasses.field(
+        default=False, metadata={"help": "×8 self-ensemble for the pseudo-clean target."}
+    )
     """Average the 8 dihedral transforms for the pseudo-clean target (8× one forward pass)."""
-    refresh_every: int = 0
+    refresh_every: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "Recompute the pseudo-clean targets with the adapted network every N updates (0: never).",
+            "min": 0,
+        },
+    )
     """Iterated restore-from-restored: recompute the pseudo-clean targets with the adapted network
     every this many updates (0: never)."""
-    ema: float = 0.0
+    ema: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "Average the weights over the updates (0: last weights only).",
+            "min": 0.0,
+            "max": 1.0,
+            "max_open": True,
+        },
+    )
     """Average the weights over the updates: each update moves the average towards the current
     weights by max(1 − ema, 1/t); 0 keeps only the last weights, values near 1 average every iterate."""
-    interpolation: float | None = None
+    interpolation: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Result = pre-trained + this × (adapted − pre-trained) in weight space, where SURE does "
+            f"not choose it [default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ, "
+            f"else {UNGUARDED_INTERPOLATION:g}].",
+            "min": 0.0,
+            "max": 1.5,
+            "min_open": True,
+        },
+    )
     """Weight-space interpolation of the result where SURE does not choose it: pre-trained +
     interpolation × (adapted − pre-trained). Values below 1 keep part of the pre-trained network,
     which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
     None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
     :data:`UNGUARDED_INTERPOLATION` otherwise."""
-    select: Select = "sure"
+    select: Select = dataclasses.field(
+        default="sure",
+        metadata={
+            "help": "Choose the interpolation per image by Stein's unbiased risk estimate (Gaussian noise); "
+            "'off' uses --interpolation."
+        },
+    )
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
     unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`).
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
     some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', camera
     noise, or gray images with an estimated σ: use ``interpolation``."""
-    recorrupted: float = 0.0
+    recorrupted: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the recorrupted-to-recorrupted term (pairs drawn from the noisy input itself, "
+            "Gaussian noise only; 0: restore-from-restored pairs alone).",
+            "min": 0.0,
+        },
+    )
     """Weight of a recorrupted-to-recorrupted term added to the loss (pairs Y + a·z → Y − z/a drawn
     from the noisy input itself, unbiased for the clean image; Gaussian noise of one level only, see
     :mod:`rfr_deploy.adaptation.recorrupt`). 0 (default) trains on restore-from-restored pairs alone: the term
     helped gray images a little, not colour ones, and biases the SURE selection towards large steps.
     Costs a second forward and backward pass per update."""
-    tune: Tune = "all"
+    tune: Tune = dataclasses.field(
+        default="all",
+        metadata={
+            "help": "What the updates change: every weight ('all'), a per-channel gain and shift after every "
+            "layer ('affine', folded into the weights afterwards), or both."
+        },
+    )
     """What the updates change: 'all' weights (at ``lr``), 'affine' (a per-output-channel gain and
     shift after every layer, at ``affine_lr``, weights frozen; see :mod:`rfr_deploy.adaptation.tuning`) or
     'all+affine' (both, each at its own rate). The affine maps are folded into the weights before
     the network is returned: adapted networks have the pre-trained network's parameters and names."""
-    affine_lr: float = 1e-3
+    affine_lr: float = dataclasses.field(
+        default=1e-3,
+        metadata={
+            "help": "Adam learning rate of the per-channel gains and shifts (--tune affine, all+affine)."
+        },
+    )
     """Adam learning rate of the per-channel gains and shifts (``tune`` 'affine' or 'all+affine')."""
-    checkpoint_every: int | None = None
+    checkpoint_every: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Score the network by SURE every N updates and keep the best (Gaussian noise; 0: the "
+            f"last) [default: steps / {CHECKPOINTS}].",
+            "min": 0,
+        },
+    )
     """Score the network by SURE every this many updates and keep the best (Gaussian noise, where
     SURE applies; see :mod:`rfr_deploy.adaptation.checkpoints`); the interpolation is then chosen between the
     pre-trained network and that checkpoint. 0: only the last update's network is considered.
@@ -99,10 +171,19 @@ class AdaptConfig:
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
-    fast: FastMode = "auto"
+    fast: FastMode = dataclasses.field(
+        default="auto", metadata={"help": "CUDA-graph + mixed-precision updates on GPU."}
+    )
     """Fast step runner: 'auto' uses CUDA graphs on CUDA (eager when capture fails) and channels-last
     weights on CPU; 'on' requires CUDA graphs; 'off' runs the plain eager loop."""
-    amp: AmpMode = "auto"
+    amp: AmpMode = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "Mixed precision of the update. GPU: bf16 where supported, else fp16 with a gradient "
+            "scaler. CPU: bf16 convolutions with fp32 weights and Adam ('bf16': CPUs with AVX512-BF16 or "
+            "AMX only)."
+        },
+    )
     """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler. CPU:
     bf16 convolutions (fp32 weights and Adam) on request ('bf16', native bf16 CPUs only), and for
     'auto' where :data:`rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO` says so."""

@@ -37,7 +37,7 @@ class JobRequest:
     weights: Path
     """The model's random weights."""
     sigma: float
-    """Noise level of the image (grey levels)."""
+    """Noise level of the image ([0, 1] units)."""
     device: torch.device
     formats: tuple[str, ...]
     """Export formats: ('onnx',) where it is installed and the settings ask for it, else none."""

@@ -6,12 +6,14 @@ from typing import Any
 
 import click
 
+from exporters.registry import exporter_formats
 from rfr_deploy.bench.job import JobRequest
 from rfr_deploy.bench.report import plot_report, write_report
 from rfr_deploy.bench.run import run_bench
 from rfr_deploy.bench.settings import DEFAULT_MODELS, BenchSettings
 from rfr_deploy.cli.options import default_of, device_option, emit_json, output_options, reporter_for
-from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
+from rfr_deploy.jobs.adapt_export import adapt_and_export
+from rfr_deploy.jobs.settings import JobSettings
 
 B = BenchSettings
 
@@ -153,9 +155,10 @@ def run_adapt_and_export(request: JobRequest) -> dict[str, Any]:
         sigma=request.sigma,
         device=request.device.type,
         output_dir=str(request.output_dir),
-        formats=request.formats,
     )
-    return adapt_and_export([request.image], job, request.config)[0]
+    formats = exporter_formats()
+    exports = [formats[name]() for name in request.formats]
+    return adapt_and_export([request.image], job, request.config, exporters=exports)[0]
 
 
 def _parse_sizes(values: tuple[str, ...]) -> dict[str, int]:

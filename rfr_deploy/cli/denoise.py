@@ -13,7 +13,8 @@ from rfr_deploy.cli.options import (
     reporter_for,
     sigma_from_grey_levels,
 )
-from rfr_deploy.jobs.adapt_export import JobSettings, denoise_files
+from rfr_deploy.jobs.denoise import denoise_files
+from rfr_deploy.jobs.settings import JobSettings
 
 
 @click.command("denoise")

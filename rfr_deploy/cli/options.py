@@ -1,11 +1,29 @@
-"""Options shared by several sub-commands, and output helpers."""
+"""Options shared by several sub-commands, options generated from settings dataclasses, output helpers.
+
+:func:`field_option` turns a dataclass field into a click option named after it (``refresh_every`` →
+``--refresh-every``), so the CLI's names, types, defaults and help never drift from the library's:
+
+* the type from the annotation: ``Literal[...]`` → a choice, ``int`` / ``float`` → a number (a range
+  with ``metadata`` ``min`` / ``max`` / ``min_open`` / ``max_open``), ``bool`` → a flag
+  (``--name/--no-name``), ``X | None`` → ``X`` with no default shown;
+* the default from the field, the help from ``metadata["help"]``;
+* ``metadata["cli"]``: the option's own spelling where it is not ``--name`` (``("-o", "--output-dir")``,
+  ``"--per-set"`` for a flag without a ``--no-`` form); ``metadata["file"]``: ``"existing"`` or
+  ``"any"`` for a file path; ``metadata["choices"]``: a function returning the names a registry knows
+  (a choice made when the command is built); ``metadata["unit"] == "grey"``: a noise level, given in
+  8-bit grey levels on the command line and passed on in [0, 1] units.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import click
 
@@ -95,6 +113,69 @@ def sigma_from_grey_levels(ctx: click.Context, param: click.Parameter, value: fl
     """Click callback of the noise-level options: given in 8-bit grey levels, passed on in [0, 1] units
     (the unit of everything below the command line)."""
     return None if value is None else sigma_from_grey(value)
+
+
+def field_option(cls: type, name: str) -> Callable[[Callable], Callable]:
+    """The click option that sets field ``name`` of dataclass ``cls`` (see the module's docstring)."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    meta = spec.metadata
+    hint = _without_none(typing.get_type_hints(cls)[name])
+    dashed = name.replace("_", "-")
+    flags = meta.get("cli") or (f"--{dashed}/--no-{dashed}" if hint is bool else f"--{dashed}")
+    flags = (flags,) if isinstance(flags, str) else tuple(flags)
+    if hint is bool and "/" not in flags[0]:  # an on-flag: off by default, nothing to show
+        return click.option(name, *flags, is_flag=True, help=meta.get("help"))
+    kwargs: dict[str, Any] = {"default": spec.default}
+    if spec.default is not None:
+        kwargs["show_default"] = True
+    if hint is bool:
+        kwargs["is_flag"] = True
+    else:
+        kwargs["type"] = _click_type(hint, meta)
+    if meta.get("unit") == "grey":  # a noise level: grey levels on the command line, [0, 1] below it
+        kwargs["callback"] = sigma_from_grey_levels
+        if spec.default is not None:
+            kwargs["default"] = grey_levels(spec.default)
+    return click.option(name, *flags, help=meta.get("help"), **kwargs)
+
+
+def field_options(cls: type, *names: str) -> Callable[[Callable], Callable]:
+    """Options for the fields ``names`` of ``cls`` (every field when none is named), listed in that order."""
+    names = names or tuple(f.name for f in dataclasses.fields(cls))
+
+    def add(f: Callable) -> Callable:
+        for name in reversed(names):
+            f = field_option(cls, name)(f)
+        return f
+
+    return add
+
+
+def settings_from(cls: type, values: Mapping[str, Any]):
+    """``cls`` built from a command's keyword arguments: every field that has an option there."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+def _without_none(hint):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
+
+
+def _click_type(hint, meta: Mapping[str, Any]):
+    if "choices" in meta:  # names known at run time (a registry)
+        return click.Choice(list(meta["choices"]()))
+    if typing.get_origin(hint) is Literal:
+        return click.Choice(list(typing.get_args(hint)))
+    if "file" in meta:
+        return click.Path(exists=meta["file"] == "existing", dir_okay=False)
+    bounds = {k: meta[k] for k in ("min", "max", "min_open", "max_open") if k in meta}
+    if hint is int:
+        return click.IntRange(**bounds) if bounds else int
+    if hint is float:
+        return click.FloatRange(**bounds) if bounds else float
+    return hint
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

@@ -48,14 +48,16 @@ def check_ray_options(
         raise click.UsageError(f"--ray takes 'local' or a cluster address, not the path {ray_address!r}")
 
 
-def run_on_ray(inputs, settings, config, ray_address, cpus_per_image, gpus_per_image, reporter, as_json):
+def run_on_ray(
+    inputs, settings, config, exporters, ray_address, cpus_per_image, gpus_per_image, reporter, as_json
+):
     """Run over Ray, print the summary with --json; exit status 1 when any image failed."""
     from rfr_deploy.jobs.distributed import SUMMARY, RayOptions, adapt_and_export_ray
 
     options = RayOptions(
         address=ray_address, cpus_per_image=cpus_per_image or 1, gpus_per_image=gpus_per_image
     )
-    summary = adapt_and_export_ray(inputs, settings, config, options, reporter)
+    summary = adapt_and_export_ray(inputs, settings, config, options, reporter, exporters)
     if as_json:
         emit_json(summary)
     counts = summary["counts"]

@@ -26,17 +26,19 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.errors import ConfigError, RfrError, first_line
+from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
-from rfr_deploy.jobs.adapt_export import JobSettings, plan_engines
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
+from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.registry import create_model
 from rfr_deploy.optional import import_optional
 from rfr_deploy.progress import Reporter
@@ -72,15 +74,17 @@ def adapt_and_export_ray(
     config: AdaptConfig,
     options: RayOptions,
     reporter: Reporter,
+    exporters: Sequence[Exporter] = (),
 ) -> dict[str, Any]:
-    """Run adapt-and-export over Ray; returns the summary (also written to ``OUT/summary.json``)."""
+    """Run adapt-and-export over Ray; returns the summary (also written to ``OUT/summary.json``).
+    ``exporters`` are those of :func:`rfr_deploy.jobs.adapt_export.adapt_and_export`; each task gets a copy."""
     ray = import_optional("ray", "ray", "spread adapt-and-export over a Ray cluster")
     groups = _groups(inputs, settings)
     create_model(settings.model, weights=settings.weights or "default")  # a bad model or weights: fail now
-    fingerprint = settings_fingerprint(settings, config)
+    fingerprint = settings_fingerprint(settings, config, exporters)
     out_dir = Path(settings.output_dir)
     records: dict[int, dict[str, Any]] = {}
-    sizes = _engine_sizes(inputs, settings, records, groups) if "engine" in settings.formats else None
+    sizes = _run_sizes(inputs, exporters, records, groups) if any(e.needs_sizes for e in exporters) else ()
     todo = _pending(groups, out_dir, fingerprint, records)
     progress = RunProgress(sum(len(g) for g in groups), reporter)
     for record in records.values():
@@ -92,7 +96,9 @@ def adapt_and_export_ray(
     out_dir.mkdir(parents=True, exist_ok=True)
     ray_info: dict[str, Any] = {**asdict(options), "cluster": {}}
     if todo:
-        task = GroupTask(uuid.uuid4().hex, (), settings, config, options.cpus_per_image, sizes)
+        task = GroupTask(
+            uuid.uuid4().hex, (), settings, config, options.cpus_per_image, tuple(exporters), sizes
+        )
         ray_info.update(_run_tasks(ray, options, task, groups, todo, records, progress))
     shutil.rmtree(out_dir / STAGING, ignore_errors=True)
     summary = progress.summary(out_dir, fingerprint, ray_info, [records[i] for i in range(len(groups))])
@@ -164,8 +170,9 @@ def _groups(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
     return groups
 
 
-def _engine_sizes(inputs, settings, records, groups) -> tuple[tuple[int, int], ...]:
-    """(H, W) of every readable input for the run's engine profile (checked now); unreadable groups fail now."""
+def _run_sizes(inputs, exporters, records, groups) -> tuple[tuple[int, int], ...]:
+    """(H, W) of every readable input, for the exporters that plan the run from them (prepared now, so
+    that a run they cannot export fails before any work); unreadable groups fail now."""
     sizes, bad = [], {}
     for path in inputs:
         try:
@@ -177,7 +184,8 @@ def _engine_sizes(inputs, settings, records, groups) -> tuple[tuple[int, int], .
         errors = [bad[p] for p in group if p in bad]
         if errors:
             records[i] = {"inputs": list(group), "status": "failed", "error": errors[0], "seconds": 0.0}
-    plan_engines(settings, sizes)  # a user's base engine that misses an image: fail before any work
+    for exporter in exporters:
+        exporter.prepare(sizes)  # e.g. a user's base engine that misses an image: fail before any work
     return tuple(sizes)
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import AdaptResult
-from rfr_deploy.files import sha256_file
+from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.version import __version__
 
 
 def file_record(role: str, path: Path, out_dir: Path, **extra: Any) -> dict[str, Any]:
@@ -41,3 +48,61 @@ def timings(result: AdaptResult, outputs: float, export: float, total: float) ->
         "export_s": round(export, 4),
         "total_s": round(total, 4),
     }
+
+
+def model_record(settings, model, adapted_sha256: str) -> dict[str, Any]:
+    """The pre-trained network (name, weights and their sha256, metadata) and the adapted weights' sha256."""
+    return {
+        "name": settings.model,
+        "weights": settings.weights or f"packaged default ({model.meta.channels}-channel)",
+        "weights_sha256": model.weights_sha256,
+        "adapted_weights_sha256": adapted_sha256,
+        "meta": json.loads(model.meta.to_json()),
+    }
+
+
+def adaptation_record(config: AdaptConfig, result: AdaptResult) -> dict[str, Any]:
+    """The adaptation settings that ran (defaults resolved) and what the run chose."""
+    return {
+        **dataclasses.asdict(config),
+        "interpolation": result.interpolation,  # the weight that ran (chosen by SURE where it applies)
+        "patch_used": result.patch,
+        "runner": result.runner,
+        "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
+        "checkpoint_used": result.checkpoint_step,
+        "checkpoint_db": {str(m): round(v, 4) for m, v in result.checkpoint_db.items()},
+    }
+
+
+def group_manifest(
+    *, fingerprint: str, jobs, settings, device, model, noise, adaptation, seconds, scores, losses, files
+) -> dict[str, Any]:
+    """The manifest of one group, its keys in their documented order (``seconds``: :func:`timings`)."""
+    return {
+        "rfr_deploy_version": __version__,
+        "settings_sha256": fingerprint,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [input_record(j) for j in jobs],
+        "model": model,
+        "noise": noise,
+        "adaptation": adaptation,
+        "device": str(device),
+        "torch": {
+            "version": torch.__version__,
+            "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads(),
+        },
+        "per_set": settings.per_set,
+        "output_ensemble": settings.output_ensemble,
+        "timings": seconds,
+        "scores": scores,
+        "losses": losses,
+        "files": files,
+    }
+
+
+def write_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Write ``manifest`` to ``path`` atomically (the group's last file), then record the path in it."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    manifest["manifest"] = str(path)

@@ -7,13 +7,14 @@ files into ``OUT`` (same file system: each rename is atomic), the manifest last.
 mid-image therefore leaves nothing in ``OUT`` itself; its staging folder is emptied by the retry
 of the same group (Ray's task retries) and removed by the driver at the end of the run.
 
-A worker process keeps its pre-trained networks and, with ``--format engine``, its engine run
-(:class:`exporters.engine_plan.EngineRun`: the first image on the worker builds the base engine,
-the others refit it) between tasks of the same run.
+A worker process keeps its pre-trained networks and its exporters, prepared once for the run,
+between tasks of the same run: with ``--format engine`` the first image on the worker builds the
+base engine and the others refit it (:class:`exporters.engine_plan.EngineRun`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -29,8 +30,11 @@ import torch
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import RfrError, first_line
-from rfr_deploy.jobs.adapt_export import JobSettings, ModelCache, adapt_and_export, plan_engines
+from rfr_deploy.export_protocol import Exporter
+from rfr_deploy.jobs.adapt_export import adapt_and_export
+from rfr_deploy.jobs.inputs import ModelCache
 from rfr_deploy.jobs.resume import group_stem
+from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET
 
 STAGING = ".rfr-work"
@@ -48,19 +52,21 @@ class GroupTask:
     settings: JobSettings
     config: AdaptConfig
     threads: int = 1
-    engine_sizes: tuple[tuple[int, int], ...] | None = None
-    """(H, W) of every image of the run, for the engine profile (``--format engine`` only)."""
+    exporters: tuple[Exporter, ...] = ()
+    """The run's exporters; each worker prepares its own copies once for the run."""
+    sizes: tuple[tuple[int, int], ...] = ()
+    """(H, W) of every image of the run, where an exporter plans the run from them (``needs_sizes``)."""
 
 
 @dataclass
 class _WorkerState:
     run_id: str
     models: ModelCache
-    engines: Any  # EngineRun or None
+    exporters: tuple[Exporter, ...]
 
 
 _STATE: dict[str, _WorkerState] = {}
-"""This process's networks and engine run, for the run it last worked on."""
+"""This process's networks and prepared exporters, for the run it last worked on."""
 
 
 def staging_dir(out_dir: str | os.PathLike, paths: tuple[str, ...]) -> Path:
@@ -85,7 +91,7 @@ def run_group(task: GroupTask) -> dict[str, Any]:
         staged = dataclasses.replace(task.settings, output_dir=str(staging))
         paths = [Path(p) for p in task.paths]
         manifests = adapt_and_export(
-            paths, staged, task.config, QUIET, models=state.models, engines=state.engines
+            paths, staged, task.config, QUIET, models=state.models, exporters=state.exporters, prepared=True
         )
         manifest = publish(staging, out_dir, f"{group_stem(task.paths)}.json")
         record.update(status="done", **_describe(manifests[0], manifest))
@@ -96,7 +102,8 @@ def run_group(task: GroupTask) -> dict[str, Any]:
         )
     finally:
         if state is not None:
-            _settle_base(state.engines, staging, out_dir)
+            for exporter in state.exporters:  # e.g. a base engine built in staging now lives in OUT
+                exporter.moved(staging, out_dir)
         shutil.rmtree(staging, ignore_errors=True)
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
@@ -117,23 +124,14 @@ def _state_for(task: GroupTask) -> _WorkerState:
     state = _STATE.get("current")
     if state is None or state.run_id != task.run_id:
         device = resolve_device(task.settings.device)
-        engines = None
-        if task.engine_sizes is not None:
-            engines = plan_engines(task.settings, [tuple(s) for s in task.engine_sizes])
+        exporters = copy.deepcopy(task.exporters)
+        for exporter in exporters:
+            exporter.prepare([tuple(s) for s in task.sizes])
         state = _WorkerState(
-            task.run_id, ModelCache(task.settings.model, task.settings.weights, device), engines
+            task.run_id, ModelCache(task.settings.model, task.settings.weights, device), exporters
         )
         _STATE["current"] = state
     return state
-
-
-def _settle_base(engines, staging: Path, out_dir: Path) -> None:
-    """A base engine built into ``staging`` now lives in ``out_dir``, or is gone if the group failed."""
-    base = getattr(engines, "base", None)
-    if base is None or Path(base).parent != staging:
-        return
-    final = out_dir / Path(base).name
-    engines.base = final if final.is_file() else None
 
 
 def gain_db(manifest: dict[str, Any]) -> float | None:

@@ -34,9 +34,10 @@ def group_stem(paths: Sequence[str | os.PathLike]) -> str:
     return first.stem if len(paths) == 1 else f"{first.stem}_set{len(paths)}"
 
 
-def settings_fingerprint(settings: Any, config: Any) -> str:
+def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:
     """sha256 of everything that decides a group's files: job settings (but the output folder),
-    adaptation settings as given, the weights file's content and the rfr-deploy version."""
+    adaptation settings as given, the export formats and their settings, the weights file's content
+    and the rfr-deploy version."""
     job = dataclasses.asdict(settings)
     job.pop("output_dir", None)
     for key in SIGMA_FIELDS:  # recorded in grey levels, as the command line takes them
@@ -46,9 +47,16 @@ def settings_fingerprint(settings: Any, config: Any) -> str:
         "rfr_deploy_version": __version__,
         "settings": job,
         "adaptation": dataclasses.asdict(config),
+        "exports": {e.format: _settings_record(e.settings) for e in exporters},
         "weights_sha256": _weights_sha256(settings.weights),
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _settings_record(settings: Any) -> Any:
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return dataclasses.asdict(settings)
+    return None if settings is None else repr(settings)
 
 
 def completed_manifest(

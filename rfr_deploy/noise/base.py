@@ -34,13 +34,13 @@ def sigma_from_grey(levels: float) -> float:
     return levels / GREY_LEVELS
 
 
-def grey_levels(sigma: float, digits: int = 9) -> float:
-    """σ in 8-bit grey levels (what manifests and reports show) from [0, 1] units.
+def grey_levels(sigma: float | None, digits: int = 9) -> float | None:
+    """σ in 8-bit grey levels (what manifests and reports show) from [0, 1] units; None stays None.
 
     Rounded to ``digits`` decimals, so a level given in grey levels reads back as it was typed
     (25/255 · 255 is 25.000000000000004 in floating point).
     """
-    return round(sigma * GREY_LEVELS, digits)
+    return None if sigma is None else round(sigma * GREY_LEVELS, digits)
 
 
 def check_sigma(value: float, name: str = "sigma") -> float:

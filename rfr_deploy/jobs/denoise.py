@@ -1,0 +1,51 @@
+"""``rfr-deploy denoise``: the pre-trained network's output for each input, without adaptation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rfr_deploy.devices import resolve_device
+from rfr_deploy.files import check_output_dir
+from rfr_deploy.inference import denoise
+from rfr_deploy.jobs.inputs import ModelCache, model_sigma, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.outputs import write_output
+from rfr_deploy.jobs.settings import JobSettings
+from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.progress import QUIET, Reporter
+
+
+def denoise_files(
+    inputs: list[Path],
+    settings: JobSettings,
+    ensemble: bool = False,
+    reporter: Reporter = QUIET,
+) -> list[dict[str, Any]]:
+    """Plain pre-trained output for each input (``rfr-deploy denoise``); returns one record per input."""
+    device = resolve_device(settings.device)
+    out_dir = check_output_dir(settings.output_dir)
+    jobs = read_jobs(inputs, device)
+    models = ModelCache(settings.model, settings.weights, device)
+    models.load_for(jobs)
+    records = []
+    for job in jobs:
+        model = models.get(job.image.channels)
+        set_sigma_levels([job], settings.sigma, estimate=model.meta.noise_map)  # blind networks need no σ
+        t = time.perf_counter()
+        clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
+        seconds = time.perf_counter() - t
+        target = write_output(out_dir, job, "denoised", clean)
+        records.append(
+            {
+                "input": str(job.path),
+                "output": str(target),
+                "model": settings.model,
+                "weights_sha256": model.weights_sha256,
+                "sigma": grey_levels(settings.sigma),
+                "sigma_estimate": grey_levels(job.sigma_estimate, 3),
+                "seconds": round(seconds, 4),
+            }
+        )
+        reporter.result(f"{job.path.name} -> {target} ({seconds:.2f} s)")
+    return records

@@ -1,0 +1,82 @@
+"""The settings of a denoise or adapt-and-export job that are not adaptation hyper-parameters.
+
+The export formats and their settings are not here: the job takes exporter objects
+(:mod:`rfr_deploy.export_protocol`), which the CLI builds from ``--format`` and their own options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rfr_deploy.errors import ConfigError
+from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.noise.build import list_noise_choices
+from rfr_deploy.noise.registry import UnknownSigma
+
+
+@dataclass
+class JobSettings:
+    """Everything of a job that is not an adaptation hyper-parameter; fields are CLI options."""
+
+    model: str = "dncnn"
+    weights: str | None = None
+    """Weights file; None uses the packaged default for the image's channel count."""
+    noise: str = field(
+        default="auto",
+        metadata={
+            "help": "Synthetic noise model: Gaussian, or CBDNet's in-camera model for real photographs; "
+            "'auto' uses what the weights were trained on.",
+            "choices": list_noise_choices,
+        },
+    )
+    """A registered noise model; 'auto': the one the weights were trained on (CBDNet's camera model),
+    Gaussian otherwise."""
+    sigma: float | None = field(
+        default=None,
+        metadata={"help": "Known noise level in grey levels (0-255). Omit when unknown.", "unit": "grey"},
+    )
+    """Known noise level, [0, 1] units (the command line's grey levels / 255); None means unknown."""
+    unknown_sigma: UnknownSigma = field(
+        default="estimate",
+        metadata={
+            "help": "Without --sigma: adapt at the estimated level, or with σ uniform in [low, high] "
+            "(camera noise: CBDNet's random training levels)."
+        },
+    )
+    """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
+    'uniform' with σ drawn uniformly from [sigma_low, sigma_high] (the paper's choice)."""
+    sigma_low: float = field(default=0.0, metadata={"unit": "grey"})
+    sigma_high: float = field(default=50 / 255, metadata={"unit": "grey"})
+    device: str = "auto"
+    output_dir: str = field(default="rfr_out", metadata={"cli": ("-o", "--output-dir")})
+    per_set: bool = field(
+        default=False,
+        metadata={"cli": "--per-set", "help": "Adapt one network on all inputs together and export it once."},
+    )
+    output_ensemble: bool = field(
+        default=False,
+        metadata={"help": "×8 self-ensemble for the written output (exported graphs compute it too)."},
+    )
+    noise_quantization: Literal["auto", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "'auto' clips and rounds the synthetic noisy images like the (8/16-bit) input file."
+        },
+    )
+    """'auto': synthetic noisy images are clipped and rounded like the input file (8/16-bit inputs);
+    'off': unclipped noise (right for float inputs that were never clipped)."""
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "Clean image to score the noisy, pre-trained and adapted results against (one input only).",
+            "file": "existing",
+        },
+    )
+    """Clean image to score against (PSNR/SSIM of noisy, pre-trained and adapted outputs); one input only."""
+
+    def __post_init__(self) -> None:
+        levels = {"sigma": self.sigma, "sigma-low": self.sigma_low, "sigma-high": self.sigma_high}
+        for option, value in levels.items():
+            if value is not None and not (0 <= value <= 1):
+                raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")

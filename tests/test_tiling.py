@@ -1,0 +1,62 @@
+"""The one tiler (rfr_deploy/inference.py), used by PyTorch inference and ONNX Runtime alike: tiles aligned
+to the network's padding multiple, equal to a whole-image run where the overlap covers the receptive field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rfr_deploy.inference import denoise, plan_tiles, run_tiled
+from rfr_deploy.models.registry import create_model
+
+
+def tiny(name: str):
+    torch.manual_seed(0)
+    return create_model(name, weights=None, channels=3, depth=3, features=8).eval()
+
+
+@pytest.fixture
+def noisy():
+    torch.manual_seed(1)
+    return torch.rand(1, 3, 37, 45)
+
+
+@pytest.mark.parametrize("name, sigma", [("dncnn", None), ("ffdnet", 25 / 255)])
+def test_an_image_within_one_tile_is_one_pass(name, sigma, noisy):
+    model = tiny(name)
+    with torch.no_grad():
+        whole = model(noisy, sigma)
+    assert torch.equal(denoise(model, noisy, sigma=sigma), whole)
+    assert torch.equal(denoise(model, noisy, sigma=sigma, tile=45), whole)  # the tile holds the image
+
+
+@pytest.mark.parametrize("name, sigma", [("dncnn", None), ("ffdnet", 25 / 255)])
+def test_tiles_equal_the_whole_image(name, sigma, noisy):
+    model = tiny(name)
+    whole = denoise(model, noisy, sigma=sigma)
+    tiled = denoise(model, noisy, sigma=sigma, tile=24, overlap=8)
+    assert len(plan_tiles(37, 45, 24, 8, model.entry.pad_multiple)) > 4
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+
+
+def test_tiles_of_a_strided_network_must_be_aligned(noisy):
+    """FFDNet works on 2×2 pixel blocks: tiles starting at odd offsets see another grid."""
+    model = tiny("ffdnet")
+    assert model.entry.pad_multiple == 2
+    whole = denoise(model, noisy, sigma=0.1)
+    with torch.no_grad():
+        unaligned = run_tiled(lambda t: model(t, 0.1), noisy, tile=23, overlap=7, align=1)
+    assert float((unaligned - whole).abs().max()) > 1e-4
+    for t in plan_tiles(37, 45, 23, 7, align=2):
+        assert t.read[0].start % 2 == 0 and t.read[1].start % 2 == 0
+
+
+def test_the_tiler_takes_arrays_and_tensors_alike():
+    x = np.arange(2 * 1 * 9 * 13, dtype=np.float32).reshape(2, 1, 9, 13)
+    from_array = run_tiled(lambda t: t * 2, x, tile=6, overlap=1, align=2)
+    from_tensor = run_tiled(lambda t: t * 2, torch.from_numpy(x), tile=6, overlap=1, align=2)
+    assert isinstance(from_array, np.ndarray) and isinstance(from_tensor, torch.Tensor)
+    assert np.array_equal(from_array, x * 2) and np.array_equal(from_tensor.numpy(), x * 2)
+    with pytest.raises(ValueError, match="leaves no core"):
+        plan_tiles(9, 13, 6, 3)
