@@ -63,7 +63,7 @@ def crops_with_networks(args):
     ``args.dataset`` (see :func:`add_crop_arguments`); a fresh network per image."""
     from rfr_deploy.datasets import load_folder
     from rfr_deploy.jobs.evaluate import center_crop
-    from rfr_deploy.models.registry import create_model
+    from rfr_deploy.models.factory import create_model
     from rfr_deploy.shared import shared_path
 
     weights = str(shared_path("weights", args.weights))

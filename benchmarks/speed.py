@@ -23,7 +23,7 @@ from rfr_deploy.bench.run import run_bench
 from rfr_deploy.bench.settings import DEFAULT_MODELS, BenchSettings
 from rfr_deploy.cli.bench import run_adapt_and_export
 from rfr_deploy.errors import MissingDependencyError
-from rfr_deploy.models.registry import list_models
+from rfr_deploy.models.factory import list_models
 from rfr_deploy.progress import Reporter
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -28,7 +28,7 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr, ssim
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.shared import shared_path
 

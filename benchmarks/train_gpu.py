@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.inference import denoise
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.transforms import dihedral
 

@@ -11,7 +11,8 @@ Quick use::
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import AdaptResult, adapt
 from rfr_deploy.errors import ImageError, RfrError, WeightsError
-from rfr_deploy.models.registry import ModelEntry, WeightsMeta, create_model, list_models, register_model
+from rfr_deploy.models.factory import create_model, list_models
+from rfr_deploy.models.registry import ModelEntry, WeightsMeta, register_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level, estimate_sigma
 from rfr_deploy.version import __version__

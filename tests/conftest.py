@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.shared import ENV_VAR, shared_available, shared_path, shared_root
 
 # Unit tests use tiny tensors: one thread avoids oversubscription overhead (several x faster on small CPUs).

@@ -62,7 +62,7 @@ def test_a_set_of_images_of_different_sizes_shares_one_network(tiny_dncnn, noisy
 
 
 def test_noise_map_models_receive_sigma(noisy):
-    from rfr_deploy.models.registry import create_model
+    from rfr_deploy.models.factory import create_model
 
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
     result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=2, lr=1e-3), sigma=25 / 255)
@@ -83,7 +83,7 @@ def test_fast_path_on_cpu_is_refused_clearly(tiny_dncnn, noisy):
 def test_adaptation_does_not_hurt_official_dncnn(shared):
     """A real network on a real image: 10 updates at the paper's learning rate must not lose quality."""
     from rfr_deploy.images import read_image
-    from rfr_deploy.models.registry import create_model
+    from rfr_deploy.models.factory import create_model
 
     model = create_model("dncnn", weights=str(shared("weights", "dncnn", "dncnn_25.pth")))
     clean = to_tensor(read_image(shared("data", "test", "Set12", "08.png")).pixels)[..., 128:224, 128:224]

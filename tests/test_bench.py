@@ -14,7 +14,7 @@ from rfr_deploy.bench.settings import PAPER_SIZE, BenchSettings
 from rfr_deploy.cli import main
 from rfr_deploy.devices import cpu_native_bf16, describe_environment
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 
 TINY = {"size": 16, "steps": 1, "repeats": 2, "warmup": 0}
 

@@ -285,7 +285,7 @@ def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
 
 
 def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
-    from rfr_deploy.models.registry import get_entry
+    from rfr_deploy.models.factory import get_entry
     from rfr_deploy.models.weights import load_weights, packaged_weights_path, read_weights_meta
 
     data = tmp_path / "train"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from exporters.torchscript_export import export_torchscript
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 
 CPP = Path(__file__).resolve().parent.parent / "exporters" / "cpp"
 

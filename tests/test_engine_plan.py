@@ -25,7 +25,7 @@ from exporters.onnx_format import OnnxExporter
 from exporters.tensorrt_engine import EngineOptions
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 
 SIZES = [(24, 20), (16, 40), (32, 28)]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from rfr_deploy.cli import main
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 
 ort = pytest.importorskip("onnxruntime")

@@ -137,7 +137,7 @@ def test_formats_come_with_those_they_need_in_registration_order():
 def test_torchscript_is_a_format(image_file, weights_file, tmp_path, ensemble):
     from rfr_deploy.images import read_image
     from rfr_deploy.inference import denoise, to_tensor
-    from rfr_deploy.models.registry import create_model
+    from rfr_deploy.models.factory import create_model
 
     out = tmp_path / "out"
     extra = ["--format", "torchscript"] + (["--output-ensemble"] if ensemble else [])

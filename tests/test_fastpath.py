@@ -17,7 +17,7 @@ from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clea
 from rfr_deploy.adaptation.recorrupt import make_recorruption
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext, make_optimizer
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 

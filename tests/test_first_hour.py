@@ -15,7 +15,7 @@ import rfr_deploy.jobs.adapt_export as pipeline
 import rfr_deploy.jobs.inputs as job_inputs
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 
 

@@ -18,7 +18,8 @@ from rfr_deploy.cli import main
 from rfr_deploy.errors import WeightsError
 from rfr_deploy.images import write_image
 from rfr_deploy.models import hub
-from rfr_deploy.models.registry import WeightsMeta, create_model
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import read_state_dict
 
 

@@ -11,7 +11,7 @@ import torch
 from exporters.errors import ExportError, ExportVerificationError
 from exporters.onnx_export import DEFAULT_TOLERANCE, export_onnx, onnx_metadata
 from exporters.weight_map import map_weights
-from rfr_deploy.models.registry import create_model, get_entry, list_models
+from rfr_deploy.models.factory import create_model, get_entry, list_models
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

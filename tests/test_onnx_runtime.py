@@ -14,7 +14,7 @@ from rfr_deploy.cli import main
 from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import plan_tiles, run_tiled
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -22,7 +22,7 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.settings import JobSettings
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'rfr-deploy[ray]')")

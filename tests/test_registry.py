@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from rfr_deploy.errors import ModelError
-from rfr_deploy.models.registry import ModelEntry, create_model, get_entry, list_models, register_model
+from rfr_deploy.models.factory import create_model, get_entry, list_models
+from rfr_deploy.models.registry import ModelEntry, register_model
 
 
 def test_list_models_holds_the_dncnn_family():

@@ -14,7 +14,7 @@ from rfr_deploy.cli import main
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.resume import completed_manifest, settings_fingerprint
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights, sorted_header
 from rfr_deploy.optional import import_optional
 

@@ -24,7 +24,7 @@ from exporters.weight_map import WeightMap, map_weights
 from rfr_deploy.cli import main
 from rfr_deploy.errors import MissingDependencyError
 from rfr_deploy.images import write_image
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 
 onnx = pytest.importorskip("onnx")

@@ -23,7 +23,7 @@ from exporters.engine_sidecar import EngineSidecar, RuntimeInfo, TensorSpec, com
 from exporters.errors import EngineMismatchError
 from exporters.tensorrt_refit import refit_from_state_dict, serialize_refitted, unsettable_parameters
 from exporters.weight_map import WeightMap, map_weights
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

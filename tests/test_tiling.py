@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rfr_deploy.inference import denoise, plan_tiles, run_tiled
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 
 
 def tiny(name: str):

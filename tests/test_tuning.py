@@ -24,7 +24,7 @@ from rfr_deploy.adaptation.tuning import (
     prepare_tuning,
 )
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.models.registry import create_model, get_entry, list_models
+from rfr_deploy.models.factory import create_model, get_entry, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
 
 SMALL = {name: {"depth": 3, "features": 8} for name in ("dncnn", "fdncnn", "ffdnet")}

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rfr_deploy.errors import WeightsError
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import read_weights_meta, save_weights
 
 

@@ -10,7 +10,7 @@ from rfr_deploy.adaptation.config import CAMERA_STEPS, GAUSSIAN_STEPS, AdaptConf
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
-from rfr_deploy.models.registry import create_model, get_entry
+from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.weights import read_weights_meta
 from rfr_deploy.models.zoo.cbdnet import cbdnet_loss
 from rfr_deploy.models.zoo.mirnet import _from_official

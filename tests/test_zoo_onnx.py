@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.models.registry import create_model, get_entry, list_models
+from rfr_deploy.models.factory import create_model, get_entry, list_models
 
 pytest.importorskip("onnx", reason="the onnx package is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")

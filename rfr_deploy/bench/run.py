@@ -55,7 +55,7 @@ from rfr_deploy.devices import (
 )
 from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.models.registry import create_model, list_models
+from rfr_deploy.models.factory import create_model, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.transforms import DIHEDRAL

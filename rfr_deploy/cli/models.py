@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from rfr_deploy.cli.options import emit_json
+from rfr_deploy.models.factory import get_entry, list_models
 from rfr_deploy.models.hub import NAMED_WEIGHTS, cache_path
-from rfr_deploy.models.registry import get_entry, list_models
 
 
 @click.command("models")

@@ -39,7 +39,7 @@ from rfr_deploy.images import read_image
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.optional import import_optional
 from rfr_deploy.progress import Reporter
 

@@ -18,7 +18,7 @@ from torch import nn
 from rfr_deploy.errors import ImageError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.models.registry import create_model
+from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.level import estimate_noise_level
 
 

@@ -27,7 +27,8 @@ from rfr_deploy.datasets import load_folder
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import atomic_write
-from rfr_deploy.models.registry import WeightsMeta, create_model, get_entry
+from rfr_deploy.models.factory import create_model, get_entry
+from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.noise.build import build_noise

@@ -22,6 +22,7 @@ import torch
 
 from rfr_deploy.errors import WeightsError, first_line
 from rfr_deploy.models.registry import StateDict, WeightsMeta
+from rfr_deploy.models.weights import read_state_dict
 
 KAIR_RELEASE = "https://github.com/cszn/KAIR/releases/download/v1.0"
 
@@ -190,8 +191,6 @@ def fetch(entry: NamedWeights, progress: bool = False) -> Path:
     A file that does not match the pinned hash is never used: a fresh download is removed again,
     so nothing unverified stays in the cache.
     """
-    from rfr_deploy.models.weights import read_state_dict
-
     path = cache_path(entry)
     if path.is_file():
         _verify(entry, read_state_dict(path), path, f"the cached file {path}")

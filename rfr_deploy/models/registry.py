@@ -1,18 +1,11 @@
-"""The model registry: architectures by name, with the weights that fit them.
+"""The model registry: architectures by name, with the metadata that ties weights to them.
 
-In the style of timm/torchvision::
-
-    from rfr_deploy import create_model, list_models
-    list_models()                       # ['cbdnet', 'dncnn', ...]
-    model = create_model("dncnn", channels=3)          # packaged default weights
-    model = create_model("dncnn", weights="dncnn_25.pth")  # any supported file
-
-An architecture registers a :class:`ModelEntry`: how to build the network,
-whether it predicts the noise (``residual``) or the clean image (``direct``),
-whether it takes a noise-level map, and which packaged weights are its
-defaults. Every weights file is tied to a :class:`WeightsMeta` describing
-channels, σ range, output kind and input range, so a loaded model always knows
-what it was trained for.
+An architecture registers a :class:`ModelEntry` (:func:`register_model`, a duplicate name is an
+error): how to build the network, whether it predicts the noise (``residual``) or the clean image
+(``direct``), whether it takes a noise-level map, and which packaged weights are its defaults. Every
+weights file is tied to a :class:`WeightsMeta` describing channels, σ range, output kind and input
+range, so a loaded model always knows what it was trained for. The zoo (:mod:`rfr_deploy.models.zoo`)
+registers the built-in architectures; :mod:`rfr_deploy.models.factory` builds them by name.
 """
 
 from __future__ import annotations
@@ -109,74 +102,15 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def list_models() -> list[str]:
-    """Names of every registered architecture, sorted."""
-    _load_zoo()
-    return sorted(_REGISTRY)
-
-
-def get_entry(name: str) -> ModelEntry:
-    _load_zoo()
+def registered(name: str) -> ModelEntry:
+    """The entry registered under ``name`` (any case). The zoo registers itself on import:
+    :mod:`rfr_deploy.models.factory` imports it before asking."""
     key = name.lower()
     if key not in _REGISTRY:
         raise ModelError(f"unknown model '{name}'; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[key]
 
 
-def create_model(
-    name: str,
-    weights: str | None = "default",
-    channels: int | None = None,
-    device: str | torch.device = "cpu",
-    **arch_kwargs: Any,
-):
-    """Build a registered model, wrapped as a :class:`rfr_deploy.models.denoiser.Denoiser`.
-
-    ``weights``: ``"default"`` for the weights shipped with the package (chosen by
-    ``channels``), ``None`` for random initialisation, a name of official weights
-    (``kair:dncnn_color_blind``, see :mod:`rfr_deploy.models.hub`; downloaded once), or a path to
-    a weights file in any supported format (safetensors written by rfr-deploy, KAIR ``.pth``,
-    MatConvNet ``.mat``). For files, the architecture is inferred from the weights
-    where the entry knows how.
-    """
-    from rfr_deploy.models.denoiser import Denoiser
-    from rfr_deploy.models.hub import fetch, is_named, named_weights
-    from rfr_deploy.models.weights import load_weights, packaged_weights_path
-
-    entry = get_entry(name)
-    if weights == "default":
-        if channels is None:
-            channels = 3 if 3 in entry.default_weights else 1
-        if channels not in entry.default_weights:
-            raise ModelError(
-                f"model '{entry.name}' ships no default weights for {channels}-channel images; give a weights file (--weights FILE)"
-            )
-        weights = str(packaged_weights_path(entry.default_weights[channels]))
-    if weights is None:
-        if channels is None:
-            raise ModelError("channels must be given to build a model without weights")
-        meta = WeightsMeta(
-            arch=entry.name,
-            channels=channels,
-            arch_kwargs=arch_kwargs,
-            sigma_range=entry.sigma_range,
-            output=entry.output,
-            noise_map=entry.noise_map,
-            noise=entry.default_noise,
-            source="random initialisation",
-        )
-        net = entry.build(channels=channels, **arch_kwargs)
-        return Denoiser(net, meta, entry, weights_sha256=None).to(device)
-    known = None
-    if is_named(weights):  # official weights by name, downloaded once into torch's hub cache
-        named = named_weights(weights)
-        if named.meta.arch != entry.name:
-            raise ModelError(f"{named.name} are weights for model '{named.meta.arch}', not '{entry.name}'")
-        weights, known = str(fetch(named)), named.meta
-    loaded = load_weights(weights, entry, channels=channels, arch_kwargs=arch_kwargs, known=known)
-    return Denoiser(loaded.net, loaded.meta, entry, weights_sha256=loaded.sha256).to(device)
-
-
-def _load_zoo() -> None:
-    # Importing the zoo package registers every architecture exactly once.
-    from rfr_deploy.models import zoo  # noqa: F401
+def registered_names() -> list[str]:
+    """Names of every registered architecture, sorted."""
+    return sorted(_REGISTRY)
