@@ -28,6 +28,7 @@ import numpy as np
 from rfr_deploy.errors import ConfigError, ImageError, ModelError, first_line
 from rfr_deploy.inference import run_tiled
 from rfr_deploy.memory import available_bytes, side_that_fits
+from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.optional import import_optional
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -100,9 +101,9 @@ class OnnxDenoiser:
 
     @property
     def default_sigma(self) -> float | None:
-        """Noise level (grey levels) stored at export for noise-map networks, or None."""
+        """Noise level ([0, 1] units) stored at export for noise-map networks, or None."""
         value = self.metadata.get("sigma", "")
-        return float(value) * 255.0 if value else None
+        return float(value) if value else None
 
     @property
     def default_overlap(self) -> int:
@@ -122,7 +123,7 @@ class OnnxDenoiser:
     ) -> np.ndarray:
         """Denoise ``pixels`` (``H×W×C`` or ``H×W`` float in [0, 1]); returns ``H×W×C`` float32.
 
-        ``sigma``: noise level in grey levels (0-255) for noise-map networks (default:
+        ``sigma``: noise level in [0, 1] units (σ/255) for noise-map networks (default:
         the level stored at export). ``tile``: force tiles of this side (default: only
         when the image exceeds the memory budget); ``overlap`` defaults to half the
         receptive field.
@@ -157,7 +158,7 @@ class OnnxDenoiser:
         feeds = {"noisy": np.ascontiguousarray(batch, dtype=np.float32)}
         if self.noise_map:
             if sigma is None:
-                raise ConfigError("this model takes a noise level: pass sigma (grey levels)")
+                raise ConfigError("this model takes a noise level: pass sigma (σ/255)")
             feeds["sigma"] = np.broadcast_to(
                 np.asarray(sigma, np.float32).reshape(-1), (batch.shape[0],)
             ).copy()
@@ -169,9 +170,9 @@ class OnnxDenoiser:
         level = sigma if sigma is not None else self.default_sigma
         if level is None:
             raise ConfigError("this model takes a noise level and none was stored at export: pass --sigma")
-        if not 0 <= level <= 255:
-            raise ConfigError(f"sigma must be within [0, 255] grey levels, got {level}")
-        return np.array([level / 255.0], dtype=np.float32)
+        if not 0 <= level <= 1:
+            raise ConfigError(f"sigma must be within [0, 255] grey levels, got {grey_levels(level)}")
+        return np.array([level], dtype=np.float32)
 
     def describe(self) -> dict:
         return {

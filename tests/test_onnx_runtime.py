@@ -83,13 +83,13 @@ def test_memory_budget_triggers_tiling(tmp_path, image):
 def test_noise_level_defaults_to_the_exported_one(tmp_path, image):
     model, path = exported(tmp_path, "ffdnet", sigma=20 / 255)
     runner = OnnxDenoiser(path)
-    assert runner.default_sigma == pytest.approx(20)
+    assert runner.default_sigma == pytest.approx(20 / 255)
     np.testing.assert_allclose(runner.denoise(image), torch_output(model, image, 20 / 255), atol=1e-5)
     np.testing.assert_allclose(
-        runner.denoise(image, sigma=40), torch_output(model, image, 40 / 255), atol=1e-5
+        runner.denoise(image, sigma=40 / 255), torch_output(model, image, 40 / 255), atol=1e-5
     )
-    with pytest.raises(ConfigError):
-        runner.denoise(image, sigma=300)
+    with pytest.raises(ConfigError, match="grey levels"):
+        runner.denoise(image, sigma=300 / 255)
 
 
 def test_wrong_channel_count_is_one_line(tmp_path, image):
@@ -136,3 +136,21 @@ def test_infer_command_reports_bad_models_in_one_line(tmp_path, image):
     source = write_image(tmp_path / "a.png", image)
     result = CliRunner().invoke(main, ["infer", str(bogus), str(source)])
     assert result.exit_code == 2 and result.output.startswith("error: ")
+
+
+def test_infer_takes_sigma_in_grey_levels_and_reports_it_so(tmp_path, image):
+    model, path = exported(tmp_path, "ffdnet", sigma=20 / 255)
+    source = write_image(tmp_path / "a.png", image)
+    runs = {}
+    for args in ([], ["--sigma", "40"]):
+        out = tmp_path / f"out{len(args)}"
+        result = CliRunner().invoke(main, ["infer", str(path), str(source), "-o", str(out), "--json", *args])
+        assert result.exit_code == 0, result.output
+        (record,) = json.loads(result.output)
+        runs[record["sigma"]] = read_image(record["output"]).pixels
+    assert set(runs) == {20.0, 40.0}
+    pixels = read_image(source).pixels
+    for level, written in runs.items():
+        expected = np.clip(torch_output(model, pixels, level / 255), 0, 1)
+        np.testing.assert_allclose(written, expected, atol=1 / 255 + 1e-6)
+    assert not np.array_equal(runs[20.0], runs[40.0])

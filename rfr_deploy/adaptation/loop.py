@@ -91,7 +91,7 @@ def adapt(
 ) -> AdaptResult:
     """Adapt ``model`` to ``noisy`` (one ``1×C×H×W`` tensor, or a list for a set of images).
 
-    ``noise`` draws the synthetic noise (see :mod:`rfr_deploy.noise.gaussian`); ``sigma`` is the
+    ``noise`` draws the synthetic noise (a :class:`~rfr_deploy.noise.base.NoiseModel`); ``sigma`` is the
     noise level (σ/255) the noisy input is denoised with when the network takes a
     noise map. ``callback`` receives a :class:`StepInfo` after every update (progress bars,
     snapshots of intermediate results). ``targets`` (one per noisy image, same shapes) replaces

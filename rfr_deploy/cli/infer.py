@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from rfr_deploy.cli.options import emit_json, existing_paths, output_options, reporter_for
+from rfr_deploy.cli.options import (
+    emit_json,
+    existing_paths,
+    output_options,
+    reporter_for,
+    sigma_from_grey_levels,
+)
+from rfr_deploy.noise.base import grey_levels
 
 
 @click.command("infer")
@@ -18,6 +25,7 @@ from rfr_deploy.cli.options import emit_json, existing_paths, output_options, re
     "--sigma",
     type=float,
     default=None,
+    callback=sigma_from_grey_levels,
     help="Noise level in grey levels for noise-map models (default: the level stored at export).",
 )
 @click.option(
@@ -61,7 +69,7 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
                 "output": str(target),
                 "model": str(model),
                 "providers": runner.providers,
-                "sigma": sigma if sigma is not None else runner.default_sigma,
+                "sigma": grey_levels(sigma if sigma is not None else runner.default_sigma),
                 "tile": used_tile,
                 "seconds": round(seconds, 4),
             }

@@ -8,7 +8,7 @@ image directly, and applied to the whole image it denoises about as well as its
 J-invariant reconstruction. Train it with
 ``rfr-deploy pretrain DATA --model dncnn_n2s --objective noise2self``; its weights are
 marked ``noise: self-supervised``. The packaged gray weights were trained that way on BSD400
-at σ = 25 (README, "Models and weights").
+at σ = 25 (benchmarks/README.md, "Packaged weights: how they were trained, what they score").
 """
 
 from __future__ import annotations
