@@ -31,11 +31,11 @@ from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import center_crop
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.camera import ENV_VAR
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.shared import shared_path
+from rfr_deploy.units import grey_levels
 
 FIXED = 0.5
 

@@ -152,7 +152,7 @@ def save(model, path: Path, args, step: int, seconds: float) -> None:
     """The weights so far (written atomically: a run cut short leaves the last complete file)."""
     meta = dataclasses.replace(
         model.meta,
-        sigma_range=(0.0, 50.0),
+        sigma_range=(0.0, 50 / 255),
         source="rfr-deploy benchmarks/train_gpu.py",
         notes=f"{step} steps of batch {args.batch}×{args.patch}² in {seconds:.0f} s, L1, {args.amp} autocast, "
         f"Adam {args.lr:g}→{args.lr_min:g} (cosine over the time), σ ∈ [0, 50]; started from {args.init}",

@@ -28,8 +28,8 @@ import numpy as np
 from rfr_deploy.errors import ConfigError, ImageError, ModelError, first_line
 from rfr_deploy.inference import run_tiled
 from rfr_deploy.memory import available_bytes, side_that_fits
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.optional import import_optional
+from rfr_deploy.units import grey_levels
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 NONLOCAL_OPS = {

@@ -58,7 +58,7 @@ def test_noise_models_declare_their_gaussian_level():
 
 
 def test_grey_level_conversions_read_back_as_typed():
-    from rfr_deploy.noise.base import grey_levels, sigma_from_grey
+    from rfr_deploy.units import grey_levels, sigma_from_grey
 
     for typed in (25.0, 7.97, 63.85, 0.0, 50.0, 12.5):
         assert grey_levels(sigma_from_grey(typed)) == typed

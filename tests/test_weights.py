@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from rfr_deploy.errors import WeightsError
 from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import read_weights_meta, save_weights
 
 
@@ -46,7 +49,7 @@ def test_kair_state_dict_infers_the_architecture(tmp_path, tiny_dncnn):
     torch.save({k: v for k, v in model.net.state_dict().items()}, tmp_path / "dncnn_15.pth")
     loaded = create_model("dncnn", weights=str(tmp_path / "dncnn_15.pth"))
     assert loaded.meta.arch_kwargs == {"depth": 3, "features": 8}
-    assert loaded.meta.sigma_range == (15.0, 15.0)
+    assert loaded.meta.sigma_range == (15 / 255, 15 / 255)
     assert _same_output(model, loaded)
 
 
@@ -157,5 +160,12 @@ def test_shipped_weights_metadata_is_complete():
         model = create_model("dncnn", channels=channels)
         assert model.meta.channels == channels
         assert model.meta.source == "rfr-deploy pretrain"
-        assert model.meta.sigma_range == (0.0, 50.0)
+        assert model.meta.sigma_range == (0.0, 50 / 255)
         assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
+
+
+def test_weights_files_store_the_sigma_range_in_grey_levels_and_load_it_in_unit_range():
+    meta = WeightsMeta(arch="dncnn", channels=3, sigma_range=(5 / 255, 55 / 255))
+    stored = json.loads(meta.to_json())
+    assert stored["sigma_range"] == [5.0, 55.0]
+    assert WeightsMeta.from_json(meta.to_json()) == meta

@@ -14,7 +14,7 @@ from rfr_deploy.cli.options import (
     reporter_for,
     sigma_from_grey_levels,
 )
-from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.units import grey_levels
 
 
 @click.command("infer")

@@ -7,6 +7,7 @@ import click
 from rfr_deploy.cli.options import emit_json
 from rfr_deploy.models.factory import get_entry, list_models
 from rfr_deploy.models.hub import NAMED_WEIGHTS, cache_path
+from rfr_deploy.units import grey_levels
 
 
 @click.command("models")
@@ -31,7 +32,7 @@ def command(as_json):
             "name": w.name,
             "model": w.meta.arch,
             "channels": w.meta.channels,
-            "sigma_range": list(w.meta.sigma_range),
+            "sigma_range": [grey_levels(v) for v in w.meta.sigma_range],
             "output": w.meta.output,
             "url": w.url,
             "license": w.license,

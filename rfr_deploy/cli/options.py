@@ -28,8 +28,8 @@ from typing import Any, Literal
 import click
 
 from rfr_deploy.models.hub import model_for_weights
-from rfr_deploy.noise.base import grey_levels, sigma_from_grey
 from rfr_deploy.progress import Reporter
+from rfr_deploy.units import grey_levels, sigma_from_grey
 
 
 def model_options(f: Callable) -> Callable:

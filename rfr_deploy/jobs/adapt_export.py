@@ -47,9 +47,9 @@ from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.noise.build import build_noise, resolve_noise_kind
 from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
 

@@ -12,8 +12,8 @@ from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import ModelCache, model_sigma, read_jobs, set_sigma_levels
 from rfr_deploy.jobs.outputs import write_output
 from rfr_deploy.jobs.settings import JobSettings
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.units import grey_levels
 
 
 def denoise_files(

@@ -29,10 +29,10 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.noise.build import build_noise, resolve_noise_kind
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.units import grey_levels
 
 SigmaMode = Literal["known", "estimate", "uniform"]
 

@@ -30,9 +30,9 @@ from rfr_deploy.files import atomic_write
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.transforms import DIHEDRAL, dihedral
+from rfr_deploy.units import grey_levels
 
 Objective = Literal["supervised", "noise2self"]
 
@@ -232,7 +232,7 @@ def _weights_meta(config: PretrainConfig, run: Training, step: int) -> WeightsMe
         arch=config.model,
         channels=config.channels,
         arch_kwargs={**model.meta.arch_kwargs},
-        sigma_range=(grey_levels(config.sigma_low), grey_levels(config.sigma_high)),
+        sigma_range=(config.sigma_low, config.sigma_high),
         output=model.meta.output,
         noise_map=model.meta.noise_map,
         noise="self-supervised" if config.objective == "noise2self" else config.noise,

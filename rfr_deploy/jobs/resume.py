@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rfr_deploy.files import sha256_file
-from rfr_deploy.noise.base import grey_levels
+from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
 SIGMA_FIELDS = ("sigma", "sigma_low", "sigma_high")

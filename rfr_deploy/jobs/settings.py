@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.noise.base import grey_levels
 from rfr_deploy.noise.build import list_noise_choices
 from rfr_deploy.noise.registry import UnknownSigma
+from rfr_deploy.units import grey_levels
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch
 from rfr_deploy.errors import WeightsError, first_line
 from rfr_deploy.models.registry import StateDict, WeightsMeta
 from rfr_deploy.models.weights import read_state_dict
+from rfr_deploy.units import sigma_from_grey
 
 KAIR_RELEASE = "https://github.com/cszn/KAIR/releases/download/v1.0"
 
@@ -148,7 +149,7 @@ def _kair(stem, arch, channels, sigma, depth, features, pin) -> NamedWeights:
         arch=arch,
         channels=channels,
         arch_kwargs={"depth": depth, "features": features},
-        sigma_range=(float(sigma[0]), float(sigma[1])),
+        sigma_range=(sigma_from_grey(sigma[0]), sigma_from_grey(sigma[1])),
         output="direct" if direct else "residual",
         noise_map=direct,
         source=f"KAIR release v1.0: {stem}.pth",

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.errors import ModelError
+from rfr_deploy.units import grey_levels, sigma_from_grey
 
 OutputKind = Literal["residual", "direct"]
 NoiseKind = Literal["gaussian", "camera", "self-supervised"]
@@ -32,7 +33,8 @@ class WeightsMeta:
     arch: str
     channels: int
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    sigma_range: tuple[float, float] = (0.0, 55.0)  # in 8-bit grey levels
+    sigma_range: tuple[float, float] = (0.0, 55 / 255)
+    """Noise levels the weights were trained for, [0, 1] units (the files store grey levels)."""
     output: OutputKind = "residual"
     noise_map: bool = False
     input_range: tuple[float, float] = (0.0, 1.0)
@@ -43,6 +45,7 @@ class WeightsMeta:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["arch_kwargs"] = dict(self.arch_kwargs)
+        data["sigma_range"] = [grey_levels(v) for v in self.sigma_range]  # files speak grey levels
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -53,6 +56,8 @@ class WeightsMeta:
         for key in ("sigma_range", "input_range"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
+        if "sigma_range" in data:
+            data["sigma_range"] = tuple(sigma_from_grey(v) for v in data["sigma_range"])
         return cls(**data)
 
 
@@ -71,7 +76,8 @@ class ModelEntry:
     noise_map: bool = False
     pad_multiple: int = 1
     default_noise: NoiseKind = "gaussian"
-    sigma_range: tuple[float, float] = (0.0, 55.0)
+    sigma_range: tuple[float, float] = (0.0, 55 / 255)
+    """Default noise levels of weights without metadata, [0, 1] units."""
     default_weights: Mapping[int, str] = field(default_factory=dict)
     """Channels → file name of packaged weights (``rfr_deploy/data``)."""
     infer_kwargs: Callable[[StateDict], dict[str, Any]] | None = None

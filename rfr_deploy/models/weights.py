@@ -30,6 +30,7 @@ from torch import nn
 from rfr_deploy.errors import ModelError, WeightsError, first_line
 from rfr_deploy.files import atomic_write, sha256_file
 from rfr_deploy.models.registry import ModelEntry, StateDict, WeightsMeta
+from rfr_deploy.units import sigma_from_grey
 
 FORMAT_TAG = "rfr-deploy/1"
 
@@ -284,7 +285,7 @@ def _infer_meta(path: Path, state: StateDict, entry: ModelEntry, arch_kwargs: di
     sigma_range = entry.sigma_range
     match = _SIGMA_IN_NAME.search(path.stem)
     if match and "blind" not in path.stem and not entry.noise_map:
-        s = float(match.group(1))
+        s = sigma_from_grey(float(match.group(1)))
         sigma_range = (s, s)
     return WeightsMeta(
         arch=entry.name,

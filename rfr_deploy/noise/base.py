@@ -12,8 +12,8 @@ that level was estimated from the images. SURE, the recorrupted term and the def
 depend on it. :class:`QuantizedNoise` wraps any model and answers for the model it wraps.
 
 σ is in [0, 1] units everywhere in the package (deepinv's convention): 25 grey levels of an 8-bit
-image is σ = 25/255. Only the command line, and the manifests and reports written for people, speak
-grey levels; :func:`sigma_from_grey` and :func:`grey_levels` convert at those edges.
+image is σ = 25/255. Only the command line, and the manifests, reports and files written for people,
+speak grey levels; :mod:`rfr_deploy.units` converts at those edges.
 """
 
 from __future__ import annotations
@@ -25,22 +25,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-GREY_LEVELS = 255.0
-"""σ = 1 in grey levels of an 8-bit image."""
-
-
-def sigma_from_grey(levels: float) -> float:
-    """σ in [0, 1] units from 8-bit grey levels (the command line's unit): 25 -> 25/255."""
-    return levels / GREY_LEVELS
-
-
-def grey_levels(sigma: float | None, digits: int = 9) -> float | None:
-    """σ in 8-bit grey levels (what manifests and reports show) from [0, 1] units; None stays None.
-
-    Rounded to ``digits`` decimals, so a level given in grey levels reads back as it was typed
-    (25/255 · 255 is 25.000000000000004 in floating point).
-    """
-    return None if sigma is None else round(sigma * GREY_LEVELS, digits)
+from rfr_deploy.units import sigma_from_grey
 
 
 def check_sigma(value: float, name: str = "sigma") -> float:

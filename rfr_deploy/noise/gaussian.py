@@ -12,8 +12,9 @@ import statistics
 import torch
 from torch import nn
 
-from rfr_deploy.noise.base import GREY_LEVELS, GaussianLevel, check_sigma
+from rfr_deploy.noise.base import GaussianLevel, check_sigma
 from rfr_deploy.noise.registry import NoiseSettings, register_noise
+from rfr_deploy.units import GREY_LEVELS
 
 
 class GaussianNoise(nn.Module):

@@ -89,7 +89,7 @@ register_model(
         build=DnCNN,
         output="residual",
         description="DnCNN / CDnCNN: 3x3 conv + ReLU stack predicting the noise (Zhang et al. 2017)",
-        sigma_range=(0.0, 55.0),
+        sigma_range=(0.0, 55 / 255),
         default_weights={1: "dncnn_gray_blind.safetensors", 3: "dncnn_color_blind.safetensors"},
         infer_kwargs=infer_dncnn_kwargs,
         convert_state_dict=_renumber,
@@ -105,7 +105,7 @@ register_model(
         output="direct",
         noise_map=True,
         description="FDnCNN: DnCNN body with a noise-level map input, direct output (KAIR)",
-        sigma_range=(0.0, 75.0),
+        sigma_range=(0.0, 75 / 255),
         infer_kwargs=_infer_fdncnn_kwargs,
         convert_state_dict=_renumber,
     )

@@ -54,7 +54,7 @@ register_model(
         noise_map=True,
         pad_multiple=2,
         description="FFDNet: half-resolution conv stack with a noise-level map, direct output (Zhang et al. 2018)",
-        sigma_range=(0.0, 75.0),
+        sigma_range=(0.0, 75 / 255),
         infer_kwargs=_infer,
         convert_state_dict=_from_kair,
         paper_params=490_000,  # "0.49M" for gray FFDNet: 15 layers, 64 features

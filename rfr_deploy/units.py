@@ -1,0 +1,24 @@
+"""The unit of σ: [0, 1] everywhere in the package (deepinv's convention), 8-bit grey levels at its edges.
+
+25 grey levels of an 8-bit image is σ = 25/255. The command line takes grey levels, and the manifests,
+reports and weights files written for people show them; these two functions convert at those edges.
+"""
+
+from __future__ import annotations
+
+GREY_LEVELS = 255.0
+"""σ = 1 in grey levels of an 8-bit image."""
+
+
+def sigma_from_grey(levels: float) -> float:
+    """σ in [0, 1] units from 8-bit grey levels (the command line's unit): 25 -> 25/255."""
+    return levels / GREY_LEVELS
+
+
+def grey_levels(sigma: float | None, digits: int = 9) -> float | None:
+    """σ in 8-bit grey levels (what manifests and reports show) from [0, 1] units; None stays None.
+
+    Rounded to ``digits`` decimals, so a level given in grey levels reads back as it was typed
+    (25/255 · 255 is 25.000000000000004 in floating point).
+    """
+    return None if sigma is None else round(sigma * GREY_LEVELS, digits)
