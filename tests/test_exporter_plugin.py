@@ -82,7 +82,7 @@ def check_npz(manifest: dict, out, compressed: bool) -> None:
 def test_the_job_exports_a_format_it_knows_nothing_about(npz_format, image_file, weights_file, tmp_path):
     out = tmp_path / "out"
     exporter = NpzExporter()
-    settings = JobSettings(weights=str(weights_file), sigma=25, output_dir=str(out))
+    settings = JobSettings(weights=str(weights_file), sigma=25 / 255, output_dir=str(out))
     (manifest,) = adapt_and_export([image_file], settings, AdaptConfig(steps=1), exporters=[exporter])
     assert exporter.sizes == [(32, 40)]  # prepared with the run's image sizes
     check_npz(manifest, out, compressed=False)
