@@ -13,8 +13,10 @@ from rfr_deploy.adaptation.loop import AdaptResult, adapt
 from rfr_deploy.errors import ImageError, RfrError, WeightsError
 from rfr_deploy.models.factory import create_model, list_models
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta, register_model
+from rfr_deploy.noise.base import NoiseModel
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level, estimate_sigma
+from rfr_deploy.noise.registry import register_noise
 from rfr_deploy.version import __version__
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "GaussianNoise",
     "ImageError",
     "ModelEntry",
+    "NoiseModel",
     "RfrError",
     "UniformSigmaGaussianNoise",
     "WeightsError",
@@ -35,4 +38,5 @@ __all__ = [
     "NoiseLevel",
     "list_models",
     "register_model",
+    "register_noise",
 ]
