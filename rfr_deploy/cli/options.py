@@ -3,9 +3,9 @@
 :func:`field_option` turns a dataclass field into a click option named after it (``refresh_every`` →
 ``--refresh-every``), so the CLI's names, types, defaults and help never drift from the library's:
 
-* the type from the annotation: ``Literal[...]`` → a choice (of its values: ``Literal[1, 3]`` gives an int), ``int`` / ``float`` → a number (a range
-  with ``metadata`` ``min`` / ``max`` / ``min_open`` / ``max_open``), ``bool`` → a flag
-  (``--name/--no-name``), ``X | None`` → ``X`` with no default shown;
+* the type from the annotation: ``Literal[...]`` → a choice of its values (``Literal[1, 3]`` gives an
+  int), ``int`` / ``float`` → a number (a range with ``metadata`` ``min`` / ``max`` / ``min_open`` /
+  ``max_open``), ``bool`` → a flag (``--name/--no-name``), ``X | None`` → ``X`` with no default shown;
 * the default from the field, the help from ``metadata["help"]``;
 * ``metadata["cli"]``: the option's own spelling where it is not ``--name`` (``("-o", "--output-dir")``,
   ``"--per-set"`` for a flag without a ``--no-`` form); ``metadata["file"]``: ``"existing"`` or
