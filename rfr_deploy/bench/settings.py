@@ -15,31 +15,49 @@ PAPER_SIZE = 256
 
 @dataclass
 class BenchSettings:
-    """Settings of ``rfr-deploy bench``; every field is a CLI option."""
+    """Settings of ``rfr-deploy bench``; every field is a CLI option, generated from the field
+    (:func:`rfr_deploy.cli.options.field_option`) but for ``models`` and ``sizes`` (parsed from text)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
-    size: int = PAPER_SIZE
+    size: int = field(default=PAPER_SIZE, metadata={"min": 16})
     sizes: dict[str, int] = field(default_factory=dict)
     """Per-model image side overriding ``size`` (e.g. a heavy network on CPU)."""
-    steps: int = 10
-    """Timed updates per repeat and mode."""
-    repeats: int = 5
-    warmup: int = 2
+    steps: int = field(default=10, metadata={"min": 1, "help": "Timed updates per repeat and mode."})
+    repeats: int = field(default=5, metadata={"min": 1})
+    warmup: int = field(default=2, metadata={"min": 0})
     device: str = "auto"
-    budget: float = 300.0
-    """Seconds per model, shared by its modes and the adapt-and-export job."""
-    job: bool = True
-    job_steps: int = 20
-    job_export: bool = True
+    budget: float = field(
+        default=300.0,
+        metadata={"min": 1.0, "help": "Seconds per model, shared by its modes and the adapt-and-export job."},
+    )
+    job: bool = field(
+        default=True, metadata={"help": "Also time a whole adapt-and-export of one generated image."}
+    )
+    job_steps: int = field(default=20, metadata={"min": 1})
+    job_export: bool = field(
+        default=True,
+        metadata={"help": "Include the verified ONNX export in the job (where onnx is installed)."},
+    )
     """Include the ONNX export (verified with ONNX Runtime) in the job, where onnx is installed."""
-    fit_budget: bool = True
+    fit_budget: bool = field(
+        default=True,
+        metadata={"help": "On CPU, shrink a model's image when its updates would not fit the budget."},
+    )
     """On CPU, shrink the image of a model whose updates would not fit its budget (the size used is reported)."""
-    compile: bool = False
+    compile: bool = field(
+        default=False,
+        metadata={"cli": "--compile", "help": "Also time torch.compile on CPU (compiling takes long)."},
+    )
     """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
-    limits: bool = True
+    limits: bool = field(
+        default=True,
+        metadata={
+            "help": "Measure the device's conv rates (and CUDA copy bandwidth) and count FLOPs per update."
+        },
+    )
     """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
     run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench.limits`)."""
-    threads: int | None = None
+    threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads (default: torch's)."})
     """CPU threads (torch.set_num_threads); None keeps torch's default."""
     seed: int = 0
 

@@ -1,4 +1,8 @@
-"""``rfr-deploy denoise``: the pre-trained network's output, without adaptation."""
+"""``rfr-deploy denoise``: the pre-trained network's output, without adaptation.
+
+Its options are generated from the fields of :class:`~rfr_deploy.jobs.settings.JobSettings` it sets,
+described in this command's own words.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +12,29 @@ from rfr_deploy.cli.options import (
     device_option,
     emit_json,
     existing_paths,
+    field_option,
     model_options,
     output_options,
     reporter_for,
-    sigma_from_grey_levels,
+    settings_from,
 )
 from rfr_deploy.jobs.denoise import denoise_files
 from rfr_deploy.jobs.settings import JobSettings
+
+J = JobSettings
 
 
 @click.command("denoise")
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
-@click.option(
-    "--sigma",
-    type=float,
-    default=None,
-    callback=sigma_from_grey_levels,
-    help="Noise level (grey levels) for noise-map models; estimated if omitted.",
-)
+@field_option(J, "sigma", help="Noise level (grey levels) for noise-map models; estimated if omitted.")
 @click.option("--ensemble", is_flag=True, help="Average the 8 flips/rotations (×8 compute).")
-@click.option("-o", "--output-dir", default="rfr_out", show_default=True, help="Where to write results.")
+@field_option(J, "output_dir", help="Where to write results.")
 @device_option
 @output_options
-def command(inputs, model, weights, sigma, ensemble, output_dir, device, as_json, quiet):
+def command(inputs, ensemble, as_json, quiet, **options):
     """Denoise INPUTS (files or folders) with the pre-trained network."""
-    settings = JobSettings(model=model, weights=weights, sigma=sigma, output_dir=output_dir, device=device)
+    settings = settings_from(JobSettings, options)
     records = denoise_files(
         existing_paths(inputs), settings, ensemble=ensemble, reporter=reporter_for(quiet, as_json)
     )

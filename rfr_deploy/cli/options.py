@@ -3,15 +3,18 @@
 :func:`field_option` turns a dataclass field into a click option named after it (``refresh_every`` →
 ``--refresh-every``), so the CLI's names, types, defaults and help never drift from the library's:
 
-* the type from the annotation: ``Literal[...]`` → a choice, ``int`` / ``float`` → a number (a range
-  with ``metadata`` ``min`` / ``max`` / ``min_open`` / ``max_open``), ``bool`` → a flag
-  (``--name/--no-name``), ``X | None`` → ``X`` with no default shown;
+* the type from the annotation: ``Literal[...]`` → a choice of its values (``Literal[1, 3]`` gives an
+  int), ``int`` / ``float`` → a number (a range with ``metadata`` ``min`` / ``max`` / ``min_open`` /
+  ``max_open``), ``bool`` → a flag (``--name/--no-name``), ``X | None`` → ``X`` with no default shown;
 * the default from the field, the help from ``metadata["help"]``;
 * ``metadata["cli"]``: the option's own spelling where it is not ``--name`` (``("-o", "--output-dir")``,
   ``"--per-set"`` for a flag without a ``--no-`` form); ``metadata["file"]``: ``"existing"`` or
   ``"any"`` for a file path; ``metadata["choices"]``: a function returning the names a registry knows
   (a choice made when the command is built); ``metadata["unit"] == "grey"``: a noise level, given in
   8-bit grey levels on the command line and passed on in [0, 1] units.
+
+A command that describes a field in its own words passes ``help`` to :func:`field_option`. Fields
+parsed from a text of their own (comma-separated lists, ``MODEL=SIZE`` pairs) keep hand-written options.
 """
 
 from __future__ import annotations
@@ -99,26 +102,17 @@ def existing_paths(values: tuple[str, ...]) -> list[Path]:
     return list_images(list(values))
 
 
-def default_of(cls, name: str):
-    """The default of dataclass field ``name``, so CLI defaults never drift from the library's."""
-    return cls.__dataclass_fields__[name].default
-
-
-def grey_default_of(cls, name: str) -> float:
-    """:func:`default_of` for a noise level: the library's [0, 1] default in grey levels."""
-    return grey_levels(default_of(cls, name))
-
-
 def sigma_from_grey_levels(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Click callback of the noise-level options: given in 8-bit grey levels, passed on in [0, 1] units
     (the unit of everything below the command line)."""
     return None if value is None else sigma_from_grey(value)
 
 
-def field_option(cls: type, name: str) -> Callable[[Callable], Callable]:
-    """The click option that sets field ``name`` of dataclass ``cls`` (see the module's docstring)."""
+def field_option(cls: type, name: str, help: str | None = None) -> Callable[[Callable], Callable]:
+    """The click option that sets field ``name`` of dataclass ``cls`` (see the module's docstring);
+    ``help`` replaces the field's own help text where a command describes the field its own way."""
     spec = next(f for f in dataclasses.fields(cls) if f.name == name)
-    meta = spec.metadata
+    meta = {**spec.metadata, **({"help": help} if help is not None else {})}
     hint = _without_none(typing.get_type_hints(cls)[name])
     dashed = name.replace("_", "-")
     flags = meta.get("cli") or (f"--{dashed}/--no-{dashed}" if hint is bool else f"--{dashed}")

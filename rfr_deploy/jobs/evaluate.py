@@ -29,7 +29,7 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.build import build_noise, resolve_noise_kind
+from rfr_deploy.noise.build import build_noise, list_noise_choices, resolve_noise_kind
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.units import grey_levels
@@ -39,27 +39,50 @@ SigmaMode = Literal["known", "estimate", "uniform"]
 
 @dataclass
 class EvalSettings:
-    """Fields map to ``rfr-deploy eval`` options."""
+    """Fields map to ``rfr-deploy eval`` options, generated from them
+    (:func:`rfr_deploy.cli.options.field_option`) but for ``steps`` (a comma-separated list there)."""
 
     model: str = "dncnn"
     weights: str | None = None
-    sigma: float = 25 / 255
+    sigma: float = field(
+        default=25 / 255,
+        metadata={"help": "Level of the Gaussian noise added to the clean images.", "unit": "grey"},
+    )
     """Level of the Gaussian noise added to the clean images (synthetic protocol), [0, 1] units."""
     steps: tuple[int, ...] = (0, 10, 20, 40)
-    sigma_mode: SigmaMode = "known"
+    sigma_mode: SigmaMode = field(
+        default="known",
+        metadata={
+            "help": "Noise the adaptation assumes: true σ, estimated σ, or σ uniform in [0, 50] (real pairs: "
+            "'known' uses the estimate; camera noise: 'uniform' keeps CBDNet's random levels)."
+        },
+    )
     """How adaptation chooses its noise: the true σ, the estimate, or uniform σ ∈ [0, 50/255]."""
-    noise: str = "auto"
+    noise: str = field(default="auto", metadata={"choices": list_noise_choices})
     """A registered noise model; 'auto': the one the weights were trained on (the camera model),
     Gaussian otherwise."""
-    crop: int | None = None
+    crop: int | None = field(
+        default=None, metadata={"min": 16, "help": "Evaluate on the central crop of this side."}
+    )
     """Evaluate on the central crop of this side (faster); None for whole images."""
-    limit: int | None = None
+    limit: int | None = field(default=None, metadata={"min": 1, "help": "Only the first N images."})
     seed: int = 0
     output_ensemble: bool = False
-    score_ensemble: bool = False
+    score_ensemble: bool = field(
+        default=False,
+        metadata={
+            "help": "Also score the ×8 self-ensemble of every checkpoint (reported beside the single pass)."
+        },
+    )
     """Also score the ×8 self-ensemble of every checkpoint, reported beside the single-pass output."""
     device: str = "auto"
-    pairs: bool = False
+    pairs: bool = field(
+        default=False,
+        metadata={
+            "cli": "--pairs",
+            "help": "DATASET holds noisy/ and gt/ pairs (real noise) instead of clean images.",
+        },
+    )
     """The dataset folder holds noisy/ and gt/ pairs (real noise) instead of clean images."""
 
     def __post_init__(self) -> None:

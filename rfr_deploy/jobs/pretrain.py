@@ -10,6 +10,7 @@ objective.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from rfr_deploy.files import atomic_write
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.build import build_noise
+from rfr_deploy.noise.build import build_noise, list_noise_choices
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 from rfr_deploy.units import grey_levels
 
@@ -39,30 +40,45 @@ Objective = Literal["supervised", "noise2self"]
 
 @dataclass
 class PretrainConfig:
-    """Settings of ``rfr-deploy pretrain``; each field is a CLI option of the same name."""
+    """Settings of ``rfr-deploy pretrain``; each field but ``data`` and ``arch_kwargs`` is a CLI option of the
+    same name, generated from the field (:func:`rfr_deploy.cli.options.field_option`)."""
 
     model: str = "dncnn"
-    channels: int = 1
+    channels: Literal[1, 3] = 1
     data: tuple[str, ...] = ()
-    out: str = "runs/pretrain"
-    steps: int = 20_000
-    batch: int = 64
-    patch: int = 48
+    out: str = field(
+        default="runs/pretrain",
+        metadata={
+            "cli": ("-o", "--out"),
+            "help": "Run folder: checkpoint.pt (resumed automatically) and final.safetensors.",
+        },
+    )
+    steps: int = field(default=20_000, metadata={"min": 1})
+    batch: int = field(default=64, metadata={"min": 1})
+    patch: int = field(default=48, metadata={"min": 8})
     lr: float = 1e-4
     lr_min: float = 1e-6
     loss: Literal["l1", "mse"] = "l1"
-    noise: str = "gaussian"
+    noise: str = field(
+        default="gaussian", metadata={"choices": functools.partial(list_noise_choices, auto=False)}
+    )
     """A registered noise model (:func:`rfr_deploy.noise.build.list_noise_choices`), drawn at random levels."""
-    sigma_low: float = 0.0
+    sigma_low: float = field(default=0.0, metadata={"unit": "grey"})
     """Gaussian noise: the range of σ, [0, 1] units (the weights record it in grey levels)."""
-    sigma_high: float = 50 / 255
+    sigma_high: float = field(default=50 / 255, metadata={"unit": "grey"})
     objective: Objective = "supervised"
     seed: int = 0
-    checkpoint_every: int = 500
-    threads: int | None = None
+    checkpoint_every: int = field(default=500, metadata={"min": 1})
+    threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads for PyTorch."})
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda."""
-    init: str | None = None
+    init: str | None = field(
+        default=None,
+        metadata={
+            "file": "existing",
+            "help": "Start from these weights instead of a random initialisation (ignored when resuming).",
+        },
+    )
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
