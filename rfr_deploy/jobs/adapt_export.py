@@ -106,7 +106,9 @@ def adapt_and_export(
             manifests.append(done)
             skipped += len(group)
             continue
-        manifests.append(_run_group(group, settings, config, models, out_dir, reporter, exporters))
+        manifests.append(
+            _run_group(group, settings, config, models, out_dir, reporter, exporters, fingerprint)
+        )
     if skipped:
         reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
     return manifests
@@ -141,10 +143,10 @@ def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
     return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
 
 
-def _run_group(group, settings, config, models, out_dir, reporter, exporters) -> dict[str, Any]:
-    """Adapt one group, write its outputs, weights and exports, and last its manifest."""
+def _run_group(group, settings, config, models, out_dir, reporter, exporters, fingerprint) -> dict[str, Any]:
+    """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
+    ``fingerprint``, the run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`)."""
     started = time.perf_counter()
-    fingerprint = settings_fingerprint(settings, config, exporters)
     run = _adapt_group(group, settings, config, models.get(group[0].image.channels), reporter)
     files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, reporter)
     adapted_sha = _save_adapted_weights(run, settings, out_dir)
