@@ -240,19 +240,17 @@ def _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target: P
         dynamic_shapes = {"noisy": {0: batch, 2: height, 3: width}}
         if "sigma" in names:
             dynamic_shapes["sigma"] = {0: batch}
-    with _quiet():
-        program = torch.onnx.export(
-            wrapper,
-            args,
-            None,
-            input_names=list(names),
-            output_names=[OUTPUT_NAME],
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=dynamic_shapes,
-            optimize=False,
-            verbose=False,
-        )
+    program = _torch_export(
+        wrapper,
+        args,
+        None,
+        names,
+        opset,
+        dynamo=True,
+        dynamic_shapes=dynamic_shapes,
+        optimize=False,
+        verbose=False,
+    )
     model = program.model
     # Fold shape arithmetic, but never an operation on a parameter (e.g. PReLU's slope reshape): the folded
     # result would be a new, anonymous initializer that TensorRT cannot refit by the parameter's name.
@@ -278,17 +276,22 @@ def _export_torchscript(wrapper, args, names, opset, dynamic, target: Path) -> N
         }
         if "sigma" in names:
             axes["sigma"] = {0: "batch"}
+    _torch_export(
+        wrapper, args, str(target), names, opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True
+    )
+
+
+def _torch_export(wrapper, args, target: str | None, names, opset: int, **options):
+    """``torch.onnx.export`` of the wrapper with the graph's input and output names, its logging silenced."""
     with _quiet():
-        torch.onnx.export(
+        return torch.onnx.export(
             wrapper,
             args,
-            str(target),
+            target,
             input_names=list(names),
             output_names=[OUTPUT_NAME],
             opset_version=opset,
-            dynamo=False,
-            dynamic_axes=axes,
-            do_constant_folding=True,
+            **options,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,18 +40,39 @@ class OnnxExporter(Exporter):
         self.settings = settings or OnnxSettings()
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:
-        model, path = request.model, request.target("onnx")
-        report = export_onnx(
-            model,
-            path,
-            example=request.example,
-            sigma=request.sigma,
+        return export_verified(
+            request,
+            export_onnx,
+            role="onnx",
+            extension="onnx",
+            verified="ONNX export verified with ONNX Runtime",
             opset=self.settings.opset,
             precision=self.settings.precision,
-            metadata=onnx_metadata(model, noise=request.noise, sigma=request.sigma),
-            ensemble=request.ensemble,  # the graph computes exactly what the written image shows
         )
-        request.reporter.note(
-            f"ONNX export verified with ONNX Runtime: max |error| {report.max_abs_error:.2e}"
-        )
-        return [ExportedFile("onnx", path, {"max_abs_error": report.max_abs_error})]
+
+
+def export_verified(
+    request: ExportRequest,
+    export: Callable[..., Any],
+    *,
+    role: str,
+    extension: str,
+    verified: str,
+    **options: Any,
+) -> list[ExportedFile]:
+    """Write ``request``'s network to ``<stem>_rfr.<extension>`` with ``export`` (:func:`export_onnx` or
+    :func:`~exporters.torchscript_export.export_torchscript`, given ``options`` too), note the error it
+    measured after ``verified``, and return the file as ``role`` (its manifest record carries the
+    ``max_abs_error``)."""
+    model, path = request.model, request.target(extension)
+    report = export(
+        model,
+        path,
+        example=request.example,
+        sigma=request.sigma,
+        metadata=onnx_metadata(model, noise=request.noise, sigma=request.sigma),
+        ensemble=request.ensemble,  # the file computes exactly what the written image shows
+        **options,
+    )
+    request.reporter.note(f"{verified}: max |error| {report.max_abs_error:.2e}")
+    return [ExportedFile(role, path, {"max_abs_error": report.max_abs_error})]

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -60,7 +60,7 @@ from .tensorrt_runner import (
     require_cuda,
     tensorrt_logger,
 )
-from .weight_map import map_weights
+from .weight_map import WeightMap, map_weights
 
 ENGINE_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 8e-2}
 """Largest accepted |engine − PyTorch fp32|. fp32 engines are built with TF32 off (``CreateConfig(tf32=False)``,
@@ -95,6 +95,21 @@ class EngineArtifact:
     seconds: float
     max_abs_error: float | None
     info: EngineSidecar
+
+
+@dataclass(frozen=True)
+class _MadeEngine:
+    """A built or refitted engine before it is verified and written, with what its sidecar records of it."""
+
+    plan: bytes
+    engine: Any
+    profile: EngineProfile
+    precision: str
+    mode: str  # "built" | "refit"
+    strip_plan: bool
+    weight_map: WeightMap | None = None
+    """None: mapped from the ONNX file when the engine is written."""
+    base_sha: str | None = None
 
 
 def check_engine_support() -> None:
@@ -182,25 +197,14 @@ def build_engine(
             memory_pool_limits=pools,
         )
         plan = bytes(engine_bytes_from_network(network, config=config, save_timing_cache=str(cache)))
-    engine = deserialize(trt, plan)
+    made = _MadeEngine(
+        plan, deserialize(trt, plan), profile, precision, "built", strip_plan=options.strip_plan
+    )
     error = None
     if options.verify and example is not None and not options.strip_plan:
         ensemble = _onnx_props(onnx_path).get("ensemble") == "x8"
-        error = _verify(engine, model, profile, example, sigma, precision, ensemble)
-    return _write(
-        engine_path,
-        plan,
-        engine,
-        model,
-        onnx_path,
-        profile,
-        precision,
-        options,
-        mode="built",
-        seconds=time.perf_counter() - started,
-        error=error,
-        weight_map=None,
-    )
+        error = _verify(made, model, example, sigma, ensemble)
+    return _write(engine_path, made, model, onnx_path, seconds=time.perf_counter() - started, error=error)
 
 
 def refit_engine(
@@ -238,27 +242,22 @@ def refit_engine(
     finish_refit(refitter, base)
     del arrays
     plan = serialize_refitted(trt, engine, info.strip_plan)
+    made = _MadeEngine(
+        plan,
+        engine,
+        info.profile,
+        info.precision,
+        "refit",
+        strip_plan=False,
+        weight_map=weight_map,
+        base_sha=info.engine_sha256,
+    )
     error = None
     if options.verify and example is not None:
         props = _onnx_props(onnx_path) if onnx_path is not None else info.metadata
         ensemble = props.get("ensemble") == "x8"
-        error = _verify(engine, model, info.profile, example, sigma, info.precision, ensemble)
-    return _write(
-        engine_path,
-        plan,
-        engine,
-        model,
-        onnx_path,
-        info.profile,
-        info.precision,
-        options,
-        mode="refit",
-        seconds=time.perf_counter() - started,
-        error=error,
-        weight_map=weight_map,
-        base_sha=info.engine_sha256,
-        strip_plan=False,
-    )
+        error = _verify(made, model, example, sigma, ensemble)
+    return _write(engine_path, made, model, onnx_path, seconds=time.perf_counter() - started, error=error)
 
 
 def _onnx_props(onnx_path) -> dict[str, str]:
@@ -287,7 +286,7 @@ def default_timing_cache(runtime: RuntimeInfo) -> Path:
 
 
 @torch.no_grad()
-def _verify(engine, model, profile: EngineProfile, example, sigma, precision: str, ensemble: bool) -> float:
+def _verify(made: _MadeEngine, model, example, sigma, ensemble: bool) -> float:
     """Largest |engine − PyTorch fp32| on the example (the ×8 self-ensemble for ensemble graphs); raises above
     :data:`ENGINE_TOLERANCE`."""
     import copy
@@ -295,7 +294,7 @@ def _verify(engine, model, profile: EngineProfile, example, sigma, precision: st
     from rfr_deploy.inference import dihedral_mean
 
     device = torch.cuda.current_device()
-    runner = TensorRTDenoiser.from_engine(engine, profile, model.meta.noise_map, device)
+    runner = TensorRTDenoiser.from_engine(made.engine, made.profile, model.meta.noise_map, device)
     x = example.to(runner.device, torch.float32).contiguous()
     here = next(model.parameters()).device == runner.device
     reference_model = (model if here else copy.deepcopy(model).to(runner.device)).eval()
@@ -304,7 +303,7 @@ def _verify(engine, model, profile: EngineProfile, example, sigma, precision: st
     )
     got = runner(x, sigma)
     error = float((got - reference).abs().max())
-    tolerance = ENGINE_TOLERANCE.get(precision, ENGINE_TOLERANCE["fp32"])
+    tolerance = ENGINE_TOLERANCE.get(made.precision, ENGINE_TOLERANCE["fp32"])
     if not error <= tolerance:
         raise ExportVerificationError(
             f"TensorRT engine output differs from PyTorch by {error:.3g} (tolerance {tolerance:.3g}); not written"
@@ -312,43 +311,29 @@ def _verify(engine, model, profile: EngineProfile, example, sigma, precision: st
     return error
 
 
-def _write(
-    engine_path,
-    plan: bytes,
-    engine,
-    model,
-    onnx_path,
-    profile,
-    precision,
-    options,
-    *,
-    mode,
-    seconds,
-    error,
-    weight_map,
-    base_sha=None,
-    strip_plan=None,
-) -> EngineArtifact:
+def _write(engine_path, made: _MadeEngine, model, onnx_path, *, seconds: float, error) -> EngineArtifact:
     import hashlib
 
     trt = import_tensorrt()
     engine_path = Path(engine_path)
+    weight_map = made.weight_map
     if weight_map is None and onnx_path is not None:
         weight_map = map_weights(model.state_dict(), onnx_path)
     metadata = _onnx_props(onnx_path) if onnx_path is not None else {}
+    engine = made.engine
     info = EngineSidecar(
         runtime=current_runtime(),
-        precision=precision,
-        profile=profile,
+        precision=made.precision,
+        profile=made.profile,
         io=[_tensor_spec(trt, engine, engine.get_tensor_name(i)) for i in range(engine.num_io_tensors)],
         refittable=bool(engine.refittable),
-        engine_sha256=hashlib.sha256(plan).hexdigest(),
+        engine_sha256=hashlib.sha256(made.plan).hexdigest(),
         onnx_sha256=sha256_file(onnx_path) if onnx_path is not None else "",
         weights_sha256=model.weights_sha256,
         weight_map=weight_map,
-        mode=mode,
-        strip_plan=options.strip_plan if strip_plan is None else strip_plan,
-        base_engine_sha256=base_sha,
+        mode=made.mode,
+        strip_plan=made.strip_plan,
+        base_engine_sha256=made.base_sha,
         metadata=metadata,
         seconds=round(seconds, 3),
         max_abs_error=error,
@@ -356,9 +341,9 @@ def _write(
     )
     side = sidecar_path(engine_path)
     with atomic_write(engine_path) as engine_tmp, atomic_write(side) as side_tmp:
-        engine_tmp.write_bytes(plan)
+        engine_tmp.write_bytes(made.plan)
         info.write(side_tmp)
-    return EngineArtifact(engine_path, side, mode, seconds, error, info)
+    return EngineArtifact(engine_path, side, made.mode, seconds, error, info)
 
 
 def _tensor_spec(trt, engine, name: str) -> TensorSpec:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
-from .onnx_export import onnx_metadata
+from .onnx_format import export_verified
 from .registry import register_exporter
 from .torchscript_export import export_torchscript
 
@@ -24,16 +24,10 @@ class TorchScriptExporter(Exporter):
         self.settings = settings
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:
-        model, path = request.model, request.target("pt")
-        report = export_torchscript(
-            model,
-            path,
-            example=request.example,
-            sigma=request.sigma,
-            metadata=onnx_metadata(model, noise=request.noise, sigma=request.sigma),
-            ensemble=request.ensemble,  # the module computes exactly what the written image shows
+        return export_verified(
+            request,
+            export_torchscript,
+            role="torchscript",
+            extension="pt",
+            verified="TorchScript export verified with PyTorch",
         )
-        request.reporter.note(
-            f"TorchScript export verified with PyTorch: max |error| {report.max_abs_error:.2e}"
-        )
-        return [ExportedFile("torchscript", path, {"max_abs_error": report.max_abs_error})]

@@ -15,6 +15,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "command_line.h"
 #include "image_io.h"
 
 namespace {
@@ -35,25 +36,19 @@ int usage() {
     return 2;
 }
 
+bool set_threads(const std::string& option, const char* value) {
+    if (option != "--threads") return false;
+    at::set_num_threads(std::stoi(value));
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 4) return usage();
-    const std::string model_path = argv[1], input_path = argv[2], output_path = argv[3];
-    double sigma = -1.0;
-    int raw_h = 0, raw_w = 0, raw_c = 0;
+    rfr::Arguments args;
     try {
-        for (int i = 4; i < argc; ++i) {
-            const std::string arg = argv[i];
-            if (arg == "--sigma" && i + 1 < argc)
-                sigma = std::stod(argv[++i]);
-            else if (arg == "--raw" && i + 1 < argc)
-                rfr::parse_size(argv[++i], raw_h, raw_w, raw_c);
-            else if (arg == "--threads" && i + 1 < argc)
-                at::set_num_threads(std::stoi(argv[++i]));
-            else
-                return usage();
-        }
+        if (!rfr::parse_arguments(argc, argv, args, set_threads)) return usage();
+        const std::string &model_path = args.model, &input_path = args.input, &output_path = args.output;
 
         // The module carries its settings as an extra file (channels, noise_map, sigma = sigma/255).
         torch::jit::ExtraFilesMap extra{{"rfr_deploy.txt", ""}};
@@ -63,7 +58,7 @@ int main(int argc, char** argv) {
         const bool noise_map = settings.count("noise_map") && settings.at("noise_map") == "1";
         const int channels = settings.count("channels") ? std::stoi(settings.at("channels")) : 0;
 
-        const rfr::Image image = rfr::read_image(input_path, raw_h, raw_w, raw_c);
+        const rfr::Image image = rfr::read_image(input_path, args.raw_height, args.raw_width, args.raw_channels);
         if (channels && image.channels != channels) {
             std::cerr << "error: the model takes " << channels << "-channel images, " << input_path << " has "
                       << image.channels << "\n";
@@ -75,7 +70,7 @@ int main(int argc, char** argv) {
 
         std::vector<torch::jit::IValue> inputs{noisy};
         if (noise_map) {
-            double level = sigma;
+            double level = args.sigma;
             if (level < 0 && settings.count("sigma") && !settings.at("sigma").empty())
                 level = std::stod(settings.at("sigma")) * 255.0;
             if (level < 0) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "command_line.h"
 #include "image_io.h"
 #include "sidecar_check.h"
 
@@ -77,20 +78,10 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 4) return usage();
-    const std::string engine_path = argv[1], input_path = argv[2], output_path = argv[3];
-    double sigma = -1.0;
-    int raw_h = 0, raw_w = 0, raw_c = 0;
+    rfr::Arguments args;
     try {
-        for (int i = 4; i < argc; ++i) {
-            const std::string arg = argv[i];
-            if (arg == "--sigma" && i + 1 < argc)
-                sigma = std::stod(argv[++i]);
-            else if (arg == "--raw" && i + 1 < argc)
-                rfr::parse_size(argv[++i], raw_h, raw_w, raw_c);
-            else
-                return usage();
-        }
+        if (!rfr::parse_arguments(argc, argv, args)) return usage();
+        const std::string &engine_path = args.model, &input_path = args.input, &output_path = args.output;
         const std::string sidecar = read_file(engine_path + ".json");
         const std::string plan = read_file(engine_path);
         check_sidecar(sidecar, plan);
@@ -108,7 +99,7 @@ int main(int argc, char** argv) {
             engine->getTensorDataType("denoised") != nvinfer1::DataType::kFLOAT)
             throw std::runtime_error("expected float32 'noisy' and 'denoised' tensors (rfr-deploy engines have them)");
 
-        const rfr::Image image = rfr::read_image(input_path, raw_h, raw_w, raw_c);
+        const rfr::Image image = rfr::read_image(input_path, args.raw_height, args.raw_width, args.raw_channels);
         const std::vector<float> planar = rfr::to_planar(image);
         const size_t bytes = planar.size() * sizeof(float);
 
@@ -122,12 +113,12 @@ int main(int argc, char** argv) {
             throw std::runtime_error("TensorRT refused the I/O buffers");
         float sigma_value = 0.0f;
         if (noise_map) {
-            if (sigma < 0) {
+            if (args.sigma < 0) {
                 const std::string stored = rfr::json_string(sidecar, "sigma");
                 if (stored.empty()) throw std::runtime_error("this engine takes a noise level: pass --sigma S");
-                sigma = std::stod(stored) * 255.0;
+                args.sigma = std::stod(stored) * 255.0;
             }
-            sigma_value = static_cast<float>(sigma / 255.0);
+            sigma_value = static_cast<float>(args.sigma / 255.0);
             nvinfer1::Dims one{};
             one.nbDims = 1;
             one.d[0] = 1;

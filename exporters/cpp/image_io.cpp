@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 
@@ -49,6 +50,23 @@ int parse_positive(const std::string& token, const std::string& path) {
     throw std::runtime_error(path + ": invalid PNM header field '" + token + "'");
 }
 
+// Writes `path` under the name `path.part`, renamed into place once `fill` has written it; a failed write
+// removes the part file.
+void write_atomically(const std::string& path, const std::function<void(std::ofstream&)>& fill) {
+    const std::string tmp = path + ".part";
+    {
+        std::ofstream out(tmp, std::ios::binary);
+        if (!out) throw std::runtime_error(tmp + ": cannot create");
+        fill(out);
+        if (!out) {
+            out.close();
+            std::remove(tmp.c_str());
+            throw std::runtime_error(tmp + ": write failed");
+        }
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename into place");
+}
+
 }  // namespace
 
 Image read_pnm(const std::string& path) {
@@ -76,24 +94,15 @@ Image read_pnm(const std::string& path) {
 void write_pnm(const std::string& path, const Image& image) {
     if (image.channels != 1 && image.channels != 3)
         throw std::runtime_error(path + ": PNM output needs 1 or 3 channels");
-    const std::string tmp = path + ".part";
-    {
-        std::ofstream out(tmp, std::ios::binary);
-        if (!out) throw std::runtime_error(tmp + ": cannot create");
-        out << (image.channels == 1 ? "P5" : "P6") << "\n" << image.width << " " << image.height << "\n255\n";
-        std::vector<unsigned char> bytes(image.pixels.size());
-        for (size_t i = 0; i < bytes.size(); ++i) {
-            const float v = std::round(image.pixels[i] * 255.0f);
-            bytes[i] = static_cast<unsigned char>(std::clamp(v, 0.0f, 255.0f));
-        }
-        out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-        if (!out) {
-            out.close();
-            std::remove(tmp.c_str());
-            throw std::runtime_error(tmp + ": write failed");
-        }
+    std::vector<unsigned char> bytes(image.pixels.size());
+    for (size_t i = 0; i < bytes.size(); ++i) {
+        const float v = std::round(image.pixels[i] * 255.0f);
+        bytes[i] = static_cast<unsigned char>(std::clamp(v, 0.0f, 255.0f));
     }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename into place");
+    write_atomically(path, [&](std::ofstream& out) {
+        out << (image.channels == 1 ? "P5" : "P6") << "\n" << image.width << " " << image.height << "\n255\n";
+        out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    });
 }
 
 Image read_raw(const std::string& path, int height, int width, int channels) {
@@ -113,19 +122,10 @@ Image read_raw(const std::string& path, int height, int width, int channels) {
 }
 
 void write_raw(const std::string& path, const Image& image) {
-    const std::string tmp = path + ".part";
-    {
-        std::ofstream out(tmp, std::ios::binary);
-        if (!out) throw std::runtime_error(tmp + ": cannot create");
+    write_atomically(path, [&](std::ofstream& out) {
         out.write(reinterpret_cast<const char*>(image.pixels.data()),
                   static_cast<std::streamsize>(image.pixels.size() * sizeof(float)));
-        if (!out) {
-            out.close();
-            std::remove(tmp.c_str());
-            throw std::runtime_error(tmp + ": write failed");
-        }
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path + ": cannot rename into place");
+    });
 }
 
 Image read_image(const std::string& path, int raw_height, int raw_width, int raw_channels) {

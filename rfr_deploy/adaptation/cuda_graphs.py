@@ -48,16 +48,7 @@ from typing import Literal
 
 import torch
 
-from rfr_deploy.adaptation.capture_checks import (
-    capture_blockers,
-    default_generator_backup_needed,
-    draws_only_from,
-    generator_registration,
-    no_host_syncs,
-    register_generator,
-    rng_moved,
-    rng_position,
-)
+from rfr_deploy.adaptation import capture_checks
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import has_convolutions
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
@@ -129,8 +120,10 @@ class FastRunner:
         kind = "cuda-graph" if graphs else ("cuda-eager" if self.device.type == "cuda" else "fused-eager")
         self.name = "+".join([kind, self.precision] + (["channels-last"] if self.channels_last else []))
         shapes = training_shapes(self.targets, config.batch, config.patch)
-        self.registration = generator_registration()
-        blockers = capture_blockers(config, self.precision, len(shapes), MAX_GRAPHS, self.registration)
+        self.registration = capture_checks.generator_registration()
+        blockers = capture_checks.capture_blockers(
+            config, self.precision, len(shapes), MAX_GRAPHS, self.registration
+        )
         if graphs and blockers:
             raise CaptureError("; ".join(blockers))
         self._benchmark_before = torch.backends.cudnn.benchmark
@@ -248,7 +241,7 @@ class FastRunner:
             self._check_fresh_noise(statics[0][0], stream)
             for shape, (static, static_noisy) in zip(shapes, statics, strict=True):
                 graph = torch.cuda.CUDAGraph()
-                register_generator(graph, self.generator, self.registration)
+                capture_checks.register_generator(graph, self.generator, self.registration)
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
                     loss = self._update(static, static_noisy)
                 snapshot.restore()
@@ -273,7 +266,7 @@ class FastRunner:
             for _ in range(WARMUP_UPDATES - 1):
                 self._update(static, static_noisy)
             try:
-                with no_host_syncs(self.device):
+                with capture_checks.no_host_syncs(self.device):
                     self._update(static, static_noisy)
             except RuntimeError as exc:
                 if "synchroniz" not in str(exc).lower():
@@ -287,15 +280,15 @@ class FastRunner:
         leaves torch's host generator alone), then across the replay of a captured draw (the
         generator's Philox offset advances). Zero-level noise passes: it still draws."""
         state = self.generator.get_state()
-        problem = draws_only_from(self.generator, lambda: self.noise(static, self.generator))
+        problem = capture_checks.draws_only_from(self.generator, lambda: self.noise(static, self.generator))
         if problem is None:
             graph = torch.cuda.CUDAGraph()
-            register_generator(graph, self.generator, self.registration)
+            capture_checks.register_generator(graph, self.generator, self.registration)
             with torch.cuda.graph(graph, stream=stream):
                 self.noise(static, self.generator)
-            before = rng_position(self.generator)
+            before = capture_checks.rng_position(self.generator)
             graph.replay()
-            if not rng_moved(self.generator, before):
+            if not capture_checks.rng_moved(self.generator, before):
                 problem = "does not advance the generator across a CUDA graph replay"
             del graph
         self.generator.set_state(state)
@@ -313,7 +306,7 @@ class _EntryState:
         self.device = device
         self.stream = torch.cuda.current_stream(device)
         self.default_rng = self.default_backup = None
-        if default_generator_backup_needed():
+        if capture_checks.default_generator_backup_needed():
             index = device.index if device.index is not None else torch.cuda.current_device()
             self.default_rng = torch.cuda.default_generators[index]
             clone = getattr(self.default_rng, "clone_state", None)

@@ -19,7 +19,7 @@ from rfr_deploy.errors import ModelError
 from rfr_deploy.models import zoo  # noqa: F401  (registers every architecture)
 from rfr_deploy.models.denoiser import Denoiser
 from rfr_deploy.models.hub import fetch, is_named, named_weights
-from rfr_deploy.models.registry import ModelEntry, WeightsMeta, registered, registered_names
+from rfr_deploy.models.registry import ModelEntry, registered, registered_names
 from rfr_deploy.models.weights import load_weights, packaged_weights_path
 
 
@@ -61,16 +61,7 @@ def create_model(
     if weights is None:
         if channels is None:
             raise ModelError("channels must be given to build a model without weights")
-        meta = WeightsMeta(
-            arch=entry.name,
-            channels=channels,
-            arch_kwargs=arch_kwargs,
-            sigma_range=entry.sigma_range,
-            output=entry.output,
-            noise_map=entry.noise_map,
-            noise=entry.default_noise,
-            source="random initialisation",
-        )
+        meta = entry.describe_weights(channels, arch_kwargs, source="random initialisation")
         net = entry.build(channels=channels, **arch_kwargs)
         return Denoiser(net, meta, entry, weights_sha256=None).to(device)
     known = None

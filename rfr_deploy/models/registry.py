@@ -96,6 +96,26 @@ class ModelEntry:
     ``sigma_map`` is the true per-pixel noise std (``N×C×H×W``, [0, 1] units), e.g. CBDNet's asymmetric
     noise-estimation loss."""
 
+    def describe_weights(
+        self,
+        channels: int,
+        arch_kwargs: Mapping[str, Any],
+        source: str,
+        sigma_range: tuple[float, float] | None = None,
+    ) -> WeightsMeta:
+        """The metadata of weights for this architecture that carry none of their own: its output kind,
+        noise map and default noise, and its σ range unless ``sigma_range`` ([0, 1] units) is given."""
+        return WeightsMeta(
+            arch=self.name,
+            channels=channels,
+            arch_kwargs=arch_kwargs,
+            sigma_range=self.sigma_range if sigma_range is None else sigma_range,
+            output=self.output,
+            noise_map=self.noise_map,
+            noise=self.default_noise,
+            source=source,
+        )
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 

@@ -282,21 +282,12 @@ def _infer_meta(path: Path, state: StateDict, entry: ModelEntry, arch_kwargs: di
             f"they do not fit '{entry.name}'"
         )
     kwargs = {**inferred, **arch_kwargs}
-    sigma_range = entry.sigma_range
+    sigma_range = None  # the entry's
     match = _SIGMA_IN_NAME.search(path.stem)
     if match and "blind" not in path.stem and not entry.noise_map:
         s = sigma_from_grey(float(match.group(1)))
         sigma_range = (s, s)
-    return WeightsMeta(
-        arch=entry.name,
-        channels=channels,
-        arch_kwargs=kwargs,
-        sigma_range=sigma_range,
-        output=entry.output,
-        noise_map=entry.noise_map,
-        noise=entry.default_noise,
-        source=path.name,
-    )
+    return entry.describe_weights(channels, kwargs, source=path.name, sigma_range=sigma_range)
 
 
 def _load_strict(net: nn.Module, state: StateDict, path: Path, arch: str) -> None:
