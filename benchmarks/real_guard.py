@@ -19,12 +19,19 @@ import os
 import statistics
 
 import torch
+from coloured_sure import draw_residual_probes
 from common import environment, write_results
 
 from rfr_deploy.adaptation.blending import interpolated
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.sure import CANDIDATES, select_interpolation
+from rfr_deploy.adaptation.sure import (
+    CANDIDATES,
+    SureScorer,
+    choose_interpolation,
+    probe_count,
+    select_interpolation,
+)
 from rfr_deploy.datasets import load_pairs
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
@@ -33,17 +40,18 @@ from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.camera import ENV_VAR
-from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.level import estimate_noise_level, residual_level
 from rfr_deploy.shared import shared_path
 from rfr_deploy.units import grey_levels
 
 FIXED = 0.5
 
 
-def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int) -> dict:
+def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int, camera_level: str) -> dict:
     noisy = to_tensor(noisy_pixels)
     level = estimate_noise_level(noisy)
-    noise = build_noise("camera", None, "estimate", [level.sigma], bit_depth=8)  # as adapt-and-export does
+    aim = level.sigma if camera_level == "estimate" else residual_level(noisy, denoise(model, noisy))
+    noise = build_noise("camera", None, "estimate", [aim], bit_depth=8)  # as adapt-and-export does
     origin = [p.detach().clone() for p in model.parameters()]
     config = AdaptConfig(steps=steps, select="off", interpolation=1.0, seed=index)
     result = adapt(model, noisy, noise, config)
@@ -53,11 +61,18 @@ def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int) -> dic
 
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), clean_pixels) for a in CANDIDATES}
     choice = select_interpolation(build, [noisy], (level.low, level.high), None, seed=index)
+    rms, draws = draw_residual_probes([noisy], result.pseudo_clean, index, probe_count([noisy]))
+    scorer = SureScorer([noisy], rms, None, index, draws=draws)
+    coloured = choose_interpolation(build, scorer)
     return {
         "sigma": grey_levels(level.sigma),
+        "camera_level": grey_levels(aim),
+        "residual_rms": grey_levels(rms),
         "psnr": true,
         "sure_db": choice.estimates,
         "picked": choice.interpolation,
+        "coloured_db": coloured.estimates,
+        "coloured_picked": coloured.interpolation,
     }
 
 
@@ -70,8 +85,17 @@ def main() -> None:
     parser.add_argument("--datasets", default="Nam_CBDNet25,SIDD_samples")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument(
+        "--skip", type=int, default=0, help="leave out the first N pairs of each set (held-out runs)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--camera-level",
+        choices=("estimate", "residual"),
+        default="estimate",
+        help="aim the camera noise at the white-noise estimate or at the pre-trained residual's RMS",
+    )
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,13 +103,20 @@ def main() -> None:
     model = create_model(args.model, weights=args.weights, channels=3).eval()
     rows: list[dict] = []
     for dataset in args.datasets.split(","):
-        for index, (n, c) in enumerate(load_pairs(shared_path("data", "real", dataset), limit=args.limit)):
+        pairs = load_pairs(shared_path("data", "real", dataset), limit=args.skip + args.limit)
+        for index, (n, c) in enumerate(pairs[args.skip :], start=args.skip):
             noisy, clean = center_crop(n.pixels, args.crop), center_crop(c.pixels, args.crop)
-            row = {"set": dataset, "name": c.name, **score_pair(model, noisy, clean, index, args.steps)}
+            row = {
+                "set": dataset,
+                "name": c.name,
+                **score_pair(model, noisy, clean, index, args.steps, args.camera_level),
+            }
             gains = {a: v - row["psnr"][0.0] for a, v in row["psnr"].items()}
             print(
                 f"{dataset} {c.name}: σ̂ {row['sigma']:.2f}, fixed {gains[FIXED]:+.3f}, "
-                f"SURE α={row['picked']:g} {gains[row['picked']]:+.3f}, oracle {max(gains.values()):+.3f}",
+                f"SURE α={row['picked']:g} {gains[row['picked']]:+.3f}, "
+                f"coloured (rms {row['residual_rms']:.2f}) α={row['coloured_picked']:g} "
+                f"{gains[row['coloured_picked']]:+.3f}, oracle {max(gains.values()):+.3f}",
                 flush=True,
             )
             rows.append(row)
@@ -94,17 +125,19 @@ def main() -> None:
         "",
         f"Weights `{args.weights}`. Gain over the pre-trained output, mean (worst image).",
         "",
-        f"| set | images | fixed α = {FIXED:g} | SURE's α | oracle α |",
-        "|---|---:|---:|---:|---:|",
+        f"| set | images | fixed α = {FIXED:g} | Gaussian SURE's α | coloured SURE's α | oracle α |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for dataset in args.datasets.split(","):
         sub = [r for r in rows if r["set"] == dataset]
         fixed = [r["psnr"][FIXED] - r["psnr"][0.0] for r in sub]
         sure = [r["psnr"][r["picked"]] - r["psnr"][0.0] for r in sub]
+        coloured = [r["psnr"][r["coloured_picked"]] - r["psnr"][0.0] for r in sub]
         best = [max(r["psnr"].values()) - r["psnr"][0.0] for r in sub]
         lines.append(
             f"| {dataset} | {len(sub)} | {statistics.mean(fixed):+.3f} ({min(fixed):+.3f}) | "
-            f"{statistics.mean(sure):+.3f} ({min(sure):+.3f}) | {statistics.mean(best):+.3f} |"
+            f"{statistics.mean(sure):+.3f} ({min(sure):+.3f}) | "
+            f"{statistics.mean(coloured):+.3f} ({min(coloured):+.3f}) | {statistics.mean(best):+.3f} |"
         )
     name = args.name or f"real_guard_{args.model}_crop{args.crop}"
     write_results(name, {"args": vars(args), "images": rows, "environment": environment()}, "\n".join(lines))

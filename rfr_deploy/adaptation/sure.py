@@ -204,7 +204,9 @@ class SureScorer:
 
     Differences between the scores are then precise (the probes' Monte-Carlo error is shared).
     ``noise_sigma`` is the level of the noise, or a range (low, high) when it is only estimated.
-    ``probes`` per image defaults to :func:`probe_count`; ``clipping``: see :func:`sure_terms`.
+    ``probes`` per image defaults to :func:`probe_count`; ``draws`` (a list of probes per image) replaces
+    the standard-normal ones (e.g. coloured ones, benchmarks/coloured_sure.py);
+    ``clipping``: see :func:`sure_terms`.
     """
 
     def __init__(
@@ -215,12 +217,15 @@ class SureScorer:
         seed: int,
         probes: int | None = None,
         clipping: bool = True,
+        draws: list[list[torch.Tensor]] | None = None,
     ):
         self.images, self.model_sigma, self.clipping = images, model_sigma, clipping
         self.low, self.high = (
             (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
         )
-        self.draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
+        if draws is None:
+            draws = draw_probes(images, seed, probe_count(images) if probes is None else probes)
+        self.draws = draws
 
     def terms(self, net: nn.Module) -> SureTerms:
         """The terms of ``net`` over all the images, weighted by the values each averages over."""

@@ -42,6 +42,7 @@ from rfr_deploy.jobs.manifest import (
     timings,
     write_manifest,
 )
+from rfr_deploy.jobs.noise_aim import residual_aim
 from rfr_deploy.jobs.outputs import output_bit_depth, write_output
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
@@ -181,28 +182,32 @@ def _run_group(group, settings, config, models, out_dir, reporter, exporters, fi
 
 def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, reporter: Reporter) -> _GroupRun:
     """Build the group's synthetic noise, resolve the defaults and adapt, with a progress bar."""
-    first = group[0]
-    device = first.noisy.device
+    first, images = group[0], [j.noisy for j in group]
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
+    sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
+    names = [j.path.name for j in group]
+    unknown = settings.unknown_sigma
+    aim = residual_aim(kind, settings.sigma, unknown, model, images, sigma, config.target_ensemble, names)
     noise = build_noise(
         kind,
         settings.sigma,
         settings.unknown_sigma,
-        [j.sigma_estimate for j in group if j.sigma_estimate is not None],
+        aim.levels if aim else [j.sigma_estimate for j in group if j.sigma_estimate is not None],
         (settings.sigma_low, settings.sigma_high),
         bit_depth=_noise_bit_depth(settings, group),
-    ).to(device)
-    config = resolve_defaults(config, noise, [j.noisy for j in group])
-    sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
+    ).to(first.noisy.device)
+    config = resolve_defaults(config, noise, images)
     label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
     with reporter.bar(config.steps, f"adapting {label}") as update:
 
         def on_step(info: StepInfo) -> None:
             update(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)
 
-        result = adapt(model, [j.noisy for j in group], noise, config, sigma=sigma, callback=on_step)
+        targets = aim.targets if aim else None
+        result = adapt(model, images, noise, config, sigma=sigma, callback=on_step, targets=targets)
     stem = group_stem([j.path for j in group])
-    return _GroupRun(group, model, noise_desc(settings, group, kind), config, result, stem, label)
+    desc = noise_desc(settings, group, kind, aim.levels if aim else None)
+    return _GroupRun(group, model, desc, config, result, stem, label)
 
 
 def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, reporter: Reporter):
@@ -282,8 +287,12 @@ def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None
     return min(depths) if depths <= {8, 16} else None
 
 
-def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[str, Any]:
-    """The manifest's record of the synthetic noise; σ in grey levels, as the command line takes it."""
+def noise_desc(
+    settings: JobSettings, group: list[ImageJob], kind: str, residual_levels: list[float] | None = None
+) -> dict[str, Any]:
+    """The manifest's record of the synthetic noise; σ in grey levels, as the command line takes it.
+    ``residual_levels``: the RMS of each image's pre-trained residual, where the noise aims at it
+    (:mod:`rfr_deploy.jobs.noise_aim`)."""
     if settings.sigma is not None:
         mode = "known"
     else:
@@ -296,5 +305,7 @@ def noise_desc(settings: JobSettings, group: list[ImageJob], kind: str) -> dict[
     }
     if mode == "uniform" and kind == "gaussian":
         desc["sigma_range"] = [grey_levels(settings.sigma_low), grey_levels(settings.sigma_high)]
+    if residual_levels is not None:
+        desc["residual_levels"] = [grey_levels(v, 3) for v in residual_levels]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     return desc

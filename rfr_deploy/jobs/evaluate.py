@@ -27,6 +27,7 @@ from rfr_deploy.devices import describe_environment, resolve_device
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.jobs.noise_aim import residual_aim
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.build import build_noise, list_noise_choices, resolve_noise_kind
@@ -326,7 +327,10 @@ def _score_image(
         # real pairs have no true σ: "known" falls back to the estimate, as adapt-and-export does
         unknown = "uniform" if settings.sigma_mode == "uniform" else "estimate"
         kind = resolve_noise_kind(settings.noise, model.meta.noise)
-        noise = build_noise(kind, known, unknown, [estimate]).to(device)
+        aim = residual_aim(
+            kind, known, unknown, model, [noisy], model_sigma, config.target_ensemble, [clean_img.name]
+        )
+        noise = build_noise(kind, known, unknown, aim.levels if aim else [estimate]).to(device)
 
         def on_step(info: StepInfo) -> None:
             if info.step in checkpoints:
@@ -340,6 +344,7 @@ def _score_image(
             dataclasses.replace(config, steps=max_steps, seed=config.seed + index),
             sigma=model_sigma,
             callback=on_step,
+            targets=aim.targets if aim else None,
         )
     score.seconds = time.perf_counter() - started
     return score

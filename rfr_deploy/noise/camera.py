@@ -340,11 +340,12 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def build_camera(settings: NoiseSettings) -> CameraNoise:
-    """The camera model aimed at the known or estimated level (``unknown_sigma='estimate'``), or with
-    the random levels of CBDNet's training (``'uniform'``, or no level to aim at)."""
+    """The camera model aimed at the known or estimated level (``unknown_sigma='estimate'``; estimated
+    from the pre-trained network's residual, see :func:`~rfr_deploy.noise.level.residual_level`), or
+    with the random levels of CBDNet's training (``'uniform'``, or no level to aim at)."""
     level = settings.level
     random_levels = settings.sigma is None and settings.unknown_sigma == "uniform"
     return CameraNoise(level=None if random_levels or not level else level)
 
 
-register_noise("camera", build_camera)
+register_noise("camera", build_camera, level="residual")

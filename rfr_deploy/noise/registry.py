@@ -19,6 +19,11 @@ from typing import Literal
 from torch import nn
 
 UnknownSigma = Literal["estimate", "uniform"]
+LevelSource = Literal["white", "residual"]
+"""How an unknown level is estimated for a noise model: 'white', the white-noise estimator on the
+noisy image (:func:`~rfr_deploy.noise.level.estimate_noise_level`); 'residual', the RMS of what the
+pre-trained network removes from it (:func:`~rfr_deploy.noise.level.residual_level`), for noise the
+white-noise estimator misreads because it is correlated (camera noise)."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,15 @@ NoiseBuilder = Callable[[NoiseSettings], nn.Module]
 """``builder(settings) -> noise model``."""
 
 _BUILDERS: dict[str, NoiseBuilder] = {}
+_LEVEL_SOURCES: dict[str, LevelSource] = {}
 
 RESERVED = ("auto",)
 """Names that are choices of the command line, not models ('auto': what the weights were trained on)."""
 
 
-def register_noise(name: str, builder: NoiseBuilder) -> None:
-    """Make ``name`` a noise model of ``--noise`` (and of :func:`~rfr_deploy.noise.build.build_noise`).
+def register_noise(name: str, builder: NoiseBuilder, level: LevelSource = "white") -> None:
+    """Make ``name`` a noise model of ``--noise`` (and of :func:`~rfr_deploy.noise.build.build_noise`);
+    ``level`` says how its unknown level is estimated (:data:`LevelSource`).
 
     Raises ValueError when the name is taken (or reserved): a second registration would silently
     replace the first model.
@@ -62,7 +69,18 @@ def register_noise(name: str, builder: NoiseBuilder) -> None:
         raise ValueError(f"a noise model named {name!r} is already registered")
     if not callable(builder):
         raise ValueError(f"the builder of noise model {name!r} must be callable, got {builder!r}")
+    if level not in ("white", "residual"):
+        raise ValueError(
+            f"the level source of noise model {name!r} must be 'white' or 'residual', not {level!r}"
+        )
     _BUILDERS[name] = builder
+    _LEVEL_SOURCES[name] = level
+
+
+def level_source(name: str) -> LevelSource:
+    """How the unknown level of the registered noise model ``name`` is estimated (:data:`LevelSource`)."""
+    get_noise_builder(name)
+    return _LEVEL_SOURCES[name]
 
 
 def get_noise_builder(name: str) -> NoiseBuilder:

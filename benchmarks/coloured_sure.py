@@ -1,0 +1,70 @@
+"""SURE probes for noise that is not white: coloured like the pre-trained network's residual.
+
+Real photographs carry noise that demosaicking and the camera's processing made spatially and
+across-channel correlated, so Gaussian SURE at a white-noise estimate of its level misjudges it (the
+estimator reads such noise 3–10× too low and SURE then prefers networks that keep it;
+benchmarks/results/real_guard_*). For noise of covariance Σ,
+
+    E‖h(Y) − X‖² = E[‖h(Y) − Y‖² − tr Σ + 2 tr(Σ J_h)],     tr(Σ J_h) = E_u[uᵀ J_h u],  u ~ N(0, Σ),
+
+so SURE holds with probes drawn with the noise's own covariance (the Monte-Carlo divergence
+uᵀ(h(Y + εu) − h(Y))/ε). The pre-trained network's residual r = Y − f(Y) is the best picture of the
+noise there is without a clean reference; circular convolution of r with white noise w,
+u = (r ⊛ w)/√(HW), is a Gaussian field with r's own (circular) auto- and cross-channel covariance.
+The probes are returned at unit mean square with the residual's RMS as their level, which is the
+form :class:`~rfr_deploy.adaptation.sure.SureScorer` takes (its ``draws``) (SURE with level s and unit probes z is
+‖h − Y‖² − s² + 2 s² zᵀJz: the coloured formula above).
+
+What the residual holds of the image itself (detail the network removed) makes the level and the
+divergence term a little larger: the choice leans towards the smoother, pre-trained network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def residual_probes(
+    noisy: torch.Tensor, pseudo_clean: torch.Tensor, count: int, generator: torch.Generator
+) -> tuple[float, list[torch.Tensor]]:
+    """The residual's RMS ([0, 1] units) and ``count`` unit-mean-square probes coloured like it.
+
+    ``noisy`` and ``pseudo_clean`` are 1×C×H×W; one white field per probe is shared by the channels,
+    so the probes keep the residual's correlation between channels. Saturated values (0 or 1 in
+    the noisy file) carry no noise and are left out of the residual.
+    """
+    saturated = (noisy == 0.0) | (noisy == 1.0)
+    residual = torch.where(saturated, 0.0, noisy - pseudo_clean).double()
+    residual = residual - residual.mean(dim=(-2, -1), keepdim=True)
+    height, width = residual.shape[-2:]
+    level = float(residual.pow(2).mean().sqrt())
+    if level == 0.0:
+        return 0.0, []
+    spectrum = torch.fft.rfft2(residual)
+    probes = []
+    for _ in range(count):
+        white = torch.randn((height, width), generator=generator, dtype=torch.float64)
+        field = torch.fft.irfft2(spectrum * torch.fft.rfft2(white), s=(height, width))
+        field = field / math.sqrt(height * width)
+        probes.append((field / field.pow(2).mean().sqrt()).to(noisy.dtype))
+    return level, probes
+
+
+def draw_residual_probes(
+    images: Sequence[torch.Tensor], pseudo_clean: Sequence[torch.Tensor], seed: int, count: int
+) -> tuple[float, list[list[torch.Tensor]]]:
+    """:func:`residual_probes` for a set of images: the RMS over all of them and the probes of each.
+
+    Reproducible from ``seed`` (on the CPU generator, then moved to each image's device).
+    """
+    generator = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + 0xC01_0BED) % 2**63)
+    levels, draws = [], []
+    for y, x in zip(images, pseudo_clean, strict=True):
+        level, probes = residual_probes(y.cpu(), x.cpu(), count, generator)
+        levels.append((level**2, y.numel()))
+        draws.append([b.to(y.device) for b in probes])
+    total = sum(n for _, n in levels)
+    return math.sqrt(sum(v * n for v, n in levels) / total), draws
