@@ -178,21 +178,18 @@ def test_default_number_of_updates_follows_the_noise_model():
     assert resolve_defaults(AdaptConfig(), camera, images).interpolation == UNGUARDED_INTERPOLATION
 
 
-def test_a_resolved_config_is_not_resolved_again(tiny_dncnn, noisy, monkeypatch):
-    import rfr_deploy.adaptation.loop as loop
+def test_a_resolved_config_is_left_as_it_is(tiny_dncnn, noisy):
     from rfr_deploy.adaptation.config import resolve_defaults
 
     partial = AdaptConfig(steps=3, lr=1e-3)
     config = resolve_defaults(partial, GaussianNoise(25 / 255), [noisy])
-    assert config.resolved and not partial.resolved
-    expected = adapt(
-        tiny_dncnn(3), noisy, GaussianNoise(25 / 255), partial
-    )  # adapt resolves a partial config
+    assert config != partial and None not in (config.interpolation, config.checkpoint_every)
+    from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 
-    def resolve_again(*args):
-        raise AssertionError("the defaults were resolved a second time")
-
-    monkeypatch.setattr(loop, "resolve_defaults", resolve_again)
+    camera = CameraNoise(CameraResponses.parametric())  # its defaults would differ
+    assert resolve_defaults(config, camera, [noisy]) == config
+    # adapt resolves a partial config itself
+    expected = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), partial)
     assert adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config).losses == expected.losses
 
 

@@ -10,6 +10,8 @@ import torch
 from rfr_deploy.adaptation.config import (
     CHECKPOINTS,
     CUDA_GAUSSIAN_STEPS,
+    GAUSSIAN_EMA,
+    GAUSSIAN_PATCH,
     GAUSSIAN_STEPS,
     AdaptConfig,
     resolve_defaults,
@@ -142,13 +144,20 @@ class _OnCuda:
 
 
 def test_default_budget_and_checkpoints_follow_the_device():
-    cpu = resolve_defaults(AdaptConfig(), GaussianNoise(25 / 255), [torch.zeros(1, 3, 8, 8)])
+    noise, on_cpu = GaussianNoise(25 / 255), [torch.zeros(1, 3, 8, 8)]
+    cpu = resolve_defaults(AdaptConfig(), noise, on_cpu)
     assert (cpu.steps, cpu.checkpoint_every) == (GAUSSIAN_STEPS, GAUSSIAN_STEPS // CHECKPOINTS)
-    cuda = resolve_defaults(AdaptConfig(), GaussianNoise(25 / 255), [_OnCuda()])
+    assert (cpu.patch, cpu.ema) == (GAUSSIAN_PATCH, GAUSSIAN_EMA)  # the CPU's budget: many patch updates
+    cuda = resolve_defaults(AdaptConfig(), noise, [_OnCuda()])
     assert (cuda.steps, cuda.checkpoint_every) == (CUDA_GAUSSIAN_STEPS, CUDA_GAUSSIAN_STEPS // CHECKPOINTS)
-    assert CUDA_GAUSSIAN_STEPS > GAUSSIAN_STEPS
-    given = resolve_defaults(AdaptConfig(steps=8, checkpoint_every=0), GaussianNoise(25 / 255), [_OnCuda()])
+    assert (cuda.patch, cuda.ema) == (None, 0.0)  # whole images
+    given = resolve_defaults(AdaptConfig(steps=8, checkpoint_every=0), noise, [_OnCuda()])
     assert (given.steps, given.checkpoint_every) == (8, 0)
+    # a given M trains on whole images without averaging; given patch and ema are kept with the default M
+    given_m = resolve_defaults(AdaptConfig(steps=8), noise, on_cpu)
+    assert (given_m.patch, given_m.ema) == (None, 0.0)
+    own = resolve_defaults(AdaptConfig(patch=32, ema=0.0), noise, on_cpu)
+    assert (own.steps, own.patch, own.ema) == (GAUSSIAN_STEPS, 32, 0.0)
 
 
 def test_affine_network_copies_keep_their_shared_gains(tiny_dncnn):

@@ -103,9 +103,7 @@ def adapt(
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
     if not images:
         raise ValueError("no images to adapt to")
-    config = config or AdaptConfig()
-    if not config.resolved:  # jobs resolve them beforehand (their progress bars need the steps)
-        config = resolve_defaults(config, noise, images)
+    config = resolve_defaults(config or AdaptConfig(), noise, images)  # jobs' configs come resolved
     model = copy.deepcopy(model).to(images[0].device)
     t0 = time.perf_counter()
     targets = training_targets(model, images, sigma, config.target_ensemble, targets)
