@@ -180,17 +180,18 @@ def test_default_number_of_updates_follows_the_noise_model():
 
 def test_a_resolved_config_is_left_as_it_is(tiny_dncnn, noisy):
     from rfr_deploy.adaptation.config import resolve_defaults
-
-    partial = AdaptConfig(steps=3, lr=1e-3)
-    config = resolve_defaults(partial, GaussianNoise(25 / 255), [noisy])
-    assert config != partial and None not in (config.interpolation, config.checkpoint_every)
     from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 
-    camera = CameraNoise(CameraResponses.parametric())  # its defaults would differ
-    assert resolve_defaults(config, camera, [noisy]) == config
-    # adapt resolves a partial config itself
-    expected = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), partial)
-    assert adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config).losses == expected.losses
+    gaussian, camera = GaussianNoise(25 / 255), CameraNoise(CameraResponses.parametric())
+    budget = resolve_defaults(AdaptConfig(), gaussian, [noisy])  # the CPU's Gaussian budget
+    assert resolve_defaults(AdaptConfig(), camera, [noisy]) != budget  # camera noise would resolve otherwise
+    assert resolve_defaults(budget, camera, [noisy]) == budget
+    partial = AdaptConfig(steps=3, lr=1e-3)
+    config = resolve_defaults(partial, gaussian, [noisy])
+    assert config != partial and None not in (config.interpolation, config.checkpoint_every, config.ema)
+    # adapt resolves a partial config itself, and the same way
+    expected = adapt(tiny_dncnn(3), noisy, gaussian, partial)
+    assert adapt(tiny_dncnn(3), noisy, gaussian, config).losses == expected.losses
 
 
 def test_given_targets_replace_the_pseudo_clean_image(tiny_dncnn, noisy, smooth_image):
