@@ -2,7 +2,7 @@
 
 Real photographs carry noise that demosaicking and the camera's processing made spatially and
 across-channel correlated, so Gaussian SURE at a white-noise estimate of its level misjudges it (the
-estimator reads such noise 3–10× too low and SURE then prefers networks that keep it;
+estimator reads such noise 3–17× too low and SURE then prefers networks that keep it;
 benchmarks/results/real_guard_*). For noise of covariance Σ,
 
     E‖h(Y) − X‖² = E[‖h(Y) − Y‖² − tr Σ + 2 tr(Σ J_h)],     tr(Σ J_h) = E_u[uᵀ J_h u],  u ~ N(0, Σ),
@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from rfr_deploy.adaptation.sure import unsaturated
+
 
 def residual_probes(
     noisy: torch.Tensor, pseudo_clean: torch.Tensor, count: int, generator: torch.Generator
@@ -36,8 +38,7 @@ def residual_probes(
     so the probes keep the residual's correlation between channels. Saturated values (0 or 1 in
     the noisy file) carry no noise and are left out of the residual.
     """
-    saturated = (noisy == 0.0) | (noisy == 1.0)
-    residual = torch.where(saturated, 0.0, noisy - pseudo_clean).double()
+    residual = torch.where(unsaturated(noisy), noisy - pseudo_clean, 0.0).double()
     residual = residual - residual.mean(dim=(-2, -1), keepdim=True)
     height, width = residual.shape[-2:]
     level = float(residual.pow(2).mean().sqrt())

@@ -61,6 +61,8 @@ def test_a_network_that_removes_nothing_gives_no_level_to_aim_at(image_file):
     y = to_tensor(read_image(image_file).pixels)
     with pytest.raises(ImageError, match="noisy.png: the pre-trained network removes nothing"):
         residual_aim("camera", None, "estimate", identity_dncnn(), [y], None, False, ["noisy.png"])
+    with pytest.raises(ImageError, match="^a.png, b.png: the pre-trained network"):  # the median level is 0
+        residual_aim("camera", None, "estimate", identity_dncnn(), [y, y], None, False, ["a.png", "b.png"])
 
 
 def test_a_camera_job_aims_at_the_residual_and_computes_the_targets_once(
@@ -85,9 +87,8 @@ def test_a_camera_job_aims_at_the_residual_and_computes_the_targets_once(
     assert len(calls) == 1, "the job's pseudo-clean target must be the one adaptation trains on"
     noise = json.loads((tmp_path / "o" / "noisy.json").read_text())["noise"]
     assert noise["residual_levels"] == [pytest.approx(expected * 255, abs=1e-3)]
-    assert (
-        noise["mode"] == "estimate" and noise["sigma_estimates"]
-    )  # the white-noise estimate, still recorded
+    # the white-noise estimate is still recorded beside the level the noise aimed at
+    assert noise["mode"] == "estimate" and noise["sigma_estimates"]
 
 
 def test_a_gaussian_job_keeps_the_white_noise_estimate(tmp_path, image_file, weights_file, monkeypatch):

@@ -181,8 +181,8 @@ def residual_level(noisy: torch.Tensor, denoised: torch.Tensor) -> float:
     pre-trained network removes.
 
     Camera noise is spatially correlated after demosaicking and processing, and the white-noise
-    estimator above reads it 3–10× too low (0.3–0.7 grey levels on central 128² crops of the Nam
-    pairs, whose noise has an RMS of 2.4–5.0; 1.9–12 on SIDD, true 8–40). A network trained on camera
+    estimator above reads it 3–17× too low (0.29–0.70 grey levels on central 128² crops of the Nam
+    pairs, whose noise has an RMS of 2.4–5.6; 1.9–12 on SIDD, true 8.6–32). A network trained on camera
     noise removes most of it: the packaged CBDNet's residual RMS was 0.64–1.15× the true noise RMS on
     all 37 real pairs of ``shared/data/real`` (benchmarks/README.md, "Real camera noise").
     """
