@@ -29,11 +29,11 @@ CPU_BF16_AUTO = False
 """Whether ``amp='auto'`` picks bf16 convolutions on CPUs with native bf16 (see the module notes).
 
 False: the quality check fails on the colour network. At the CPU's default Gaussian budget (640
-updates on 64² patches, ``ema`` 0.95, continued to 1280; ``benchmarks/results/budget_*_s25_crop256_p64_bf16.md``,
-4 central 256² crops each, official weights, σ = 25, raw networks) bf16 is 1.8× faster per update and
-adapts the gray DnCNN-B like fp32 (within 0.007 dB at every m), but leaves the colour CDnCNN-B
-0.05-0.10 dB below fp32 at every m, over the 0.01 dB allowed; keeping the first and last convolution
-in fp32 did not help. The earlier check at M = 40 (``bf16_cpu_quality_cbsd68_raw.md``) had found
+updates on 64² patches, ``ema`` 0.95, continued to 1280;
+``benchmarks/results/budget_*_s25_crop256_p64_bf16.md``: 4 central 256² crops each, official
+weights, σ = 25, raw networks) bf16 is 1.8× faster per update and adapts the gray DnCNN-B like fp32
+(within 0.007 dB at every m), but leaves the colour CDnCNN-B 0.05-0.10 dB below fp32 at every m, over
+the 0.01 dB allowed. The earlier check at M = 40 (``bf16_cpu_quality_cbsd68_raw.md``) had found
 0.0138 dB. ``amp='bf16'`` still asks for the bf16 update explicitly."""
 
 
