@@ -3,7 +3,9 @@
 Each image is adapted for M updates (CLI defaults, but returning the last weights θ_M); then every
 interpolation weight α of θ0 + α(θ_M − θ0) is scored twice: against the clean image (PSNR) and by
 Stein's unbiased risk estimate on the noisy image alone (what ``--select sure`` uses). The table
-compares a fixed α, the α SURE picks per image, and the oracle α (best true PSNR per image).
+compares a fixed α, the α SURE picks per image, and the oracle α (best true PSNR per image), and, for
+an unknown σ, the α SURE picks at the estimate σ̂, over the estimator's range, and the α generalised
+cross-validation (no σ at all) picks, all from the same probes.
 
     python benchmarks/interpolation_sweep.py Set12 --weights dncnn/dncnn_gray_blind.pth --crop 128
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import time
 
@@ -28,12 +31,13 @@ from common import (
 from rfr_deploy.adaptation.blending import interpolated
 from rfr_deploy.adaptation.config import GAUSSIAN_STEPS, AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.sure import CANDIDATES, select_interpolation
+from rfr_deploy.adaptation.sure import CANDIDATES, draw_probes, probe_count, sure_terms
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
 from rfr_deploy.noise.gaussian import GaussianNoise
+from rfr_deploy.noise.level import estimate_noise_level
 
 
 def sweep_image(
@@ -47,9 +51,47 @@ def sweep_image(
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)
 
-    choice = select_interpolation(build, [noisy], sigma / 255.0, None, seed=index, candidates=candidates)
+    level = estimate_noise_level(noisy)
+    draws = draw_probes([noisy], index, probe_count([noisy]))[0]
+    levels = (sigma / 255, level.sigma, level.low, level.high)
+    terms = {a: sure_terms(build(a), noisy, None, draws, sigmas=levels) for a in candidates}
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in candidates}
-    return {"psnr": true, "sure_db": choice.estimates, "picked": choice.interpolation}
+    picks = {name: pick(terms, candidates, score) for name, score in _criteria(levels).items()}
+    return {
+        "psnr": true,
+        "sure_db": {a: -10 * math.log10(max(t.mse(sigma / 255), 1e-12)) for a, t in terms.items()},
+        "picked": picks["sure"],
+        "picks": picks,
+        "sigma_hat": [round(v * 255, 3) for v in levels[1:]],
+        "terms": {a: {"residual": t.residual, "divergence": t.divergence} for a, t in terms.items()},
+    }
+
+
+def _criteria(levels: tuple[float, float, float, float]) -> dict:
+    """Estimated MSE (up to a constant) of a candidate, per selection rule: SURE at the true σ, at the
+    estimate σ̂, over the estimator's range (worst end), and generalised cross-validation (no σ)."""
+    known, hat, low, high = levels
+    return {
+        "sure": lambda t: (t.mse(known),),
+        "sure_hat": lambda t: (t.mse(hat),),
+        "sure_range": lambda t: (t.mse(low), t.mse(high)),
+        "gcv": lambda t: (t.gcv(),),
+    }
+
+
+def pick(terms: dict, candidates: tuple[float, ...], score) -> float:
+    """The candidate with the largest worst-case improvement over the first one (ties: nearest 0.5),
+    as :func:`rfr_deploy.adaptation.sure.choose_interpolation` chooses."""
+    reference = score(terms[candidates[0]])
+
+    def gain(a: float) -> float:
+        return min(r - v for r, v in zip(reference, score(terms[a]), strict=True))
+
+    return max(candidates, key=lambda a: (gain(a), -abs(a - 0.5)))
+
+
+def _key(a) -> str:
+    return f"{a:g}" if isinstance(a, float | int) else a
 
 
 def main() -> None:
@@ -77,13 +119,16 @@ def main() -> None:
     rows = {}
     for index, name, pixels, model in crops_with_networks(args):
         rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates)
-        print(name, rows[name]["picked"], flush=True)
+        print(name, rows[name]["picks"], flush=True)
 
     def gains(pick) -> list[float]:
         return [r["psnr"][pick(r)] - r["psnr"][0.0] for r in rows.values()]
 
     policies = {f"fixed α = {a:g}": (lambda r, a=a: a) for a in candidates if a}
     policies["SURE-selected α (--select sure)"] = lambda r: r["picked"]
+    policies["SURE at the estimate σ̂"] = lambda r: r["picks"]["sure_hat"]
+    policies["SURE over σ̂'s range (worst end)"] = lambda r: r["picks"]["sure_range"]
+    policies["GCV (no σ)"] = lambda r: r["picks"]["gcv"]
     policies["oracle α (best true PSNR)"] = lambda r: max(r["psnr"], key=r["psnr"].get)
     summary = {
         name: {"mean_gain_db": statistics.fmean(gains(p)), "worst_gain_db": min(gains(p))}
@@ -96,7 +141,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "summary": summary,
         "images": {
-            n: {k: ({f"{a:g}": v for a, v in d.items()} if isinstance(d, dict) else d) for k, d in r.items()}
+            n: {k: ({_key(a): v for a, v in d.items()} if isinstance(d, dict) else d) for k, d in r.items()}
             for n, r in rows.items()
         },
     }
@@ -119,10 +164,10 @@ def main() -> None:
         "|---|---:|---:|",
         *(f"| {n} | {s['mean_gain_db']:+.3f} | {s['worst_gain_db']:+.3f} |" for n, s in summary.items()),
         "",
-        "| image | picked α | " + " | ".join(f"α={a:g}" for a in candidates) + " |",
-        "|---" * (len(candidates) + 2) + "|",
+        "| image | σ̂ | picked α: SURE, σ̂ range, GCV | " + " | ".join(f"α={a:g}" for a in candidates) + " |",
+        "|---" * (len(candidates) + 3) + "|",
         *(
-            f"| {n} | {r['picked']:g} | "
+            f"| {n} | {r['sigma_hat'][0]:.2f} | {r['picked']:g}, {r['picks']['sure_range']:g}, {r['picks']['gcv']:g} | "
             + " | ".join(
                 f"{r['psnr'][a] - r['psnr'][0.0]:+.3f} (SURE {r['sure_db'][a] - r['sure_db'][0.0]:+.3f})"
                 for a in candidates

@@ -218,6 +218,11 @@ def test_measured_limits_are_positive_rates():
     assert limits.conv_fp32_gflops > 0 and limits.conv_low_gflops > 0 and limits.copy_gbps is None
     assert limits.rate_for("bf16") == limits.conv_low_gflops
     assert limits.rate_for("channels-last") == limits.rate_for("eager") == limits.conv_fp32_gflops
+    assert limits.train_fp32_gflops > 0 and limits.train_low_gflops > 0
+    assert limits.train_rate_for("bf16") == limits.train_low_gflops
+    assert limits.train_rate_for("eager") == limits.train_fp32_gflops
+    no_low = measure_limits(torch.device("cpu"), 16, None, repeats=1)
+    assert no_low.conv_low_gflops is None and no_low.train_low_gflops is None
 
 
 def test_modes_are_shown_against_the_measured_limit(tmp_path):
@@ -225,19 +230,26 @@ def test_modes_are_shown_against_the_measured_limit(tmp_path):
 
     r = _result()  # eager 10 ms, channels-last 4 ms, at 256²
     r.flops_per_update = 2e9
-    slow = Limits(conv_fp32_gflops=400.0, conv_low_gflops=800.0, size=256)
-    fast = Limits(conv_fp32_gflops=1000.0, conv_low_gflops=600.0, size=256)
+    slow = Limits(conv_fp32_gflops=400.0, conv_low_gflops=800.0, size=256, train_fp32_gflops=800.0)
+    fast = Limits(conv_fp32_gflops=1000.0, conv_low_gflops=600.0, size=256, train_fp32_gflops=500.0)
     report = BenchReport(
         BenchSettings(job=False), describe_environment(torch.device("cpu")), [r], [slow, fast]
     )
     best = report.best_limits()
-    assert (best.conv_fp32_gflops, best.conv_low_gflops) == (1000.0, 800.0)
+    assert (best.conv_fp32_gflops, best.conv_low_gflops, best.train_fp32_gflops) == (1000.0, 800.0, 800.0)
+    assert best.train_low_gflops is None
     text = report.to_markdown()
     assert "## Against the machine's limit" in text
-    assert "| dncnn | 256 | 2.0 | eager | 10.00 | 200.0 | 1000.00 | 20.00 % | 1.00x |" in text
-    assert "| dncnn | 256 | 2.0 | channels-last | 4.00 | 500.0 | 1000.00 | 50.00 % | 2.50x |" in text
+    assert (
+        "| dncnn | 256 | 2.0 | eager | 10.00 | 200.0 | 1000.00 | 20.00 % | 1.00x | 800.00 | 25.00 % |" in text
+    )
+    assert (
+        "| dncnn | 256 | 2.0 | channels-last | 4.00 | 500.0 | 1000.00 | 50.00 % | 2.50x | 800.00 | 62.50 % |"
+        in text
+    )
     assert "| dncnn | 256 | 2.0 | paper V100 | 35.00 | 57.1 | 15700.00 |" in text
     data = json.loads(write_report(report, tmp_path / "r.json").read_text())
     rows = data["results"][0]["against_limit"]
     assert [row["mode"] for row in rows] == ["eager", "channels-last", "paper V100"]
     assert rows[1]["fraction"] == pytest.approx(0.5) and len(data["limits"]) == 2
+    assert rows[1]["train_fraction"] == pytest.approx(0.625)

@@ -134,16 +134,17 @@ def test_noise_level_range_narrow_when_estimators_agree():
     level = estimate_noise_level(flat + 25 / 255 * torch.randn(flat.shape, generator=g))
     assert level.sigma == pytest.approx(25 / 255, rel=0.03)
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in AGREED_RANGE))
+    assert level.precise
     # fine random texture inflates the all-patch estimate: the estimators disagree, the range widens
     smooth = smooth.expand(1, 3, 128, 128)
     texture = smooth + 0.2 * torch.randn(smooth.shape, generator=g)
     texture[..., 64:, :] = smooth[..., 64:, :]
     level = estimate_noise_level(texture + 25 / 255 * torch.randn(smooth.shape, generator=g))
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in DISAGREED_RANGE))
-    assert level.low < 25 / 255 < level.high
+    assert level.low < 25 / 255 < level.high and not level.precise
     # gray: the all-patch value and the range below it
     gray = estimate_noise_level(texture[:, :1] + 25 / 255 * torch.randn(1, 1, 128, 128, generator=g))
-    assert (gray.low, gray.high) == pytest.approx((0.9 * gray.sigma, gray.sigma))
+    assert (gray.low, gray.high) == pytest.approx((0.9 * gray.sigma, gray.sigma)) and not gray.precise
 
 
 def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():

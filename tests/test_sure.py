@@ -8,10 +8,19 @@ from torch import nn
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.sure import SureScorer, draw_probes, gaussian_level, select_interpolation, sure_mse
+from rfr_deploy.adaptation.scoring import GcvScorer, gaussian_level, make_scorer
+from rfr_deploy.adaptation.sure import (
+    SureScorer,
+    choose_interpolation,
+    draw_probes,
+    select_interpolation,
+    sure_mse,
+)
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.noise.base import QuantizedNoise
+from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
+from rfr_deploy.noise.level import estimate_noise_level
 
 
 class Blur(nn.Module):
@@ -60,8 +69,6 @@ def test_gaussian_level_known_estimated_and_camera(pair):
     assert gaussian_level(GaussianNoise(20 / 255), [noisy]) == pytest.approx((sigma, sigma))
     assert gaussian_level(QuantizedNoise(GaussianNoise(20 / 255)), [noisy]) == pytest.approx((sigma, sigma))
     # an estimated level is a range around the estimate, as wide as the estimators' agreement allows
-    from rfr_deploy.noise.level import estimate_noise_level
-
     level = estimate_noise_level(noisy)
     low, high = gaussian_level(GaussianNoise(20 / 255, estimated=True), [noisy])
     assert low == pytest.approx(sigma * level.low / level.sigma)
@@ -164,7 +171,7 @@ def test_probe_count_grows_as_images_shrink():
 
 def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncnn, pair):
     from rfr_deploy.adaptation.config import ESTIMATED_GRAY_INTERPOLATION
-    from rfr_deploy.adaptation.sure import gray_with_estimated_level
+    from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 
     _, noisy, _ = pair
     gray = noisy.mean(dim=1, keepdim=True)
@@ -187,7 +194,8 @@ def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncn
     explicit = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, interpolation=0.75))
     assert explicit.interpolation == 0.75
     colour = adapt(tiny_dncnn(3), noisy, estimated, AdaptConfig(steps=2, lr=1e-3))
-    assert colour.sure_db  # SURE still chooses for colour images
+    # colour images keep a selection: SURE where the estimators agree, GCV where they do not
+    assert colour.selected_by == ("sure" if estimate_noise_level(noisy).precise else "gcv") and colour.sure_db
 
 
 def test_sure_on_clipped_8bit_input_accounts_for_the_saturated_values():
@@ -233,3 +241,71 @@ def test_checkpoint_keeper_keeps_the_best_scoring_weights(smooth_image):
     worse.offer(blurred, 5)
     worse.restore(blurred, [torch.tensor(0.9)])
     assert worse.best_step == 0 and float(blurred.weight) == pytest.approx(0.9)
+
+
+# Which estimate scores the candidates: SURE, generalised cross-validation (GCV), or none.
+
+
+def _noisy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    return clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def textured():
+    """A 3×128² image whose right half is fine random texture: the two σ estimators disagree on it."""
+    g = torch.Generator().manual_seed(3)
+    y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    smooth = (0.5 + 0.3 * torch.sin(x / 9) * torch.cos(y / 13)).expand(1, 3, 128, 128)
+    texture = smooth + 0.2 * torch.randn(smooth.shape, generator=g)
+    texture[..., 64:, :] = smooth[..., 64:, :]
+    return _noisy(texture, 25 / 255, 4)
+
+
+def test_gcv_ranks_denoisers_like_the_true_error_without_sigma(smooth_image):
+    clean = to_tensor(smooth_image)
+    sigma = 20 / 255
+    noisy = _noisy(clean, sigma, 1)
+    weights = [0.1, 0.3, 0.6, 0.9]
+    true = [float(((denoise(Blur(w), noisy) - clean) ** 2).mean()) for w in weights]
+    best = weights[true.index(min(true))]
+    # GCV ignores the level it is given (only reports use it); SURE at half the level picks worse
+    gcv = choose_interpolation(lambda a: Blur(a), GcvScorer([noisy], sigma / 2, None, 0), weights)
+    sure = choose_interpolation(lambda a: Blur(a), SureScorer([noisy], sigma / 2, None, 0), weights)
+    assert gcv.interpolation == best and sure.interpolation != best
+    # its estimate of the error itself: GCV − σ̂² with the right σ̂, within the probes' noise
+    terms = GcvScorer([noisy], sigma, None, 0).terms(Blur(best))
+    assert terms.gcv() - sigma**2 == pytest.approx(min(true), abs=0.2 * sigma**2)
+    # the identity (divergence 1) cannot be judged by GCV: never chosen, whatever it is compared with
+    with_identity = choose_interpolation(lambda a: Blur(a), GcvScorer([noisy], sigma, None, 0), [0.0, 0.9])
+    assert with_identity.interpolation == 0.9
+
+
+def test_the_scorer_follows_the_noise_and_the_images(smooth_image, textured):
+    colour = _noisy(to_tensor(smooth_image), 20 / 255, 1)
+    known = make_scorer(GaussianNoise(20 / 255), [colour], None, 0)
+    assert type(known) is SureScorer and known.low == known.high == pytest.approx(20 / 255)
+    estimated = GaussianNoise(25 / 255, estimated=True)
+    assert not estimate_noise_level(textured).precise
+    disagree = make_scorer(estimated, [textured], None, 0)
+    assert isinstance(disagree, GcvScorer) and disagree.criterion == "gcv"
+    flat = _noisy(torch.full((1, 3, 128, 128), 0.5), 25 / 255, 5)
+    assert estimate_noise_level(flat).precise
+    agree = make_scorer(estimated, [flat], None, 0)
+    assert type(agree) is SureScorer and agree.low < 25 / 255 < agree.high
+    assert type(make_scorer(estimated, [flat, textured], None, 0)) is GcvScorer  # one imprecise image
+    gray = textured[:, :1]
+    assert make_scorer(estimated, [gray], None, 0) is None  # the fixed quarter step
+    assert type(make_scorer(UniformSigmaGaussianNoise(), [gray], None, 0)) is SureScorer
+    assert make_scorer(CameraNoise(CameraResponses.parametric()), [colour], None, 0) is None
+
+
+def test_adapt_reports_what_chose_the_result(tiny_dncnn, textured):
+    model = tiny_dncnn(3)
+    config = AdaptConfig(steps=2, lr=1e-3, checkpoint_every=1)
+    gcv = adapt(model, textured, GaussianNoise(25 / 255, estimated=True), config)
+    assert gcv.selected_by == "gcv" and gcv.sure_db and set(gcv.checkpoint_db) == {0, 1, 2}
+    assert adapt(model, textured, GaussianNoise(25 / 255), config).selected_by == "sure"
+    fixed = adapt(
+        tiny_dncnn(1), textured[:, :1].contiguous(), GaussianNoise(25 / 255, estimated=True), config
+    )
+    assert fixed.selected_by is None and fixed.interpolation == 0.25

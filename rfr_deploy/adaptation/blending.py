@@ -4,7 +4,7 @@ towards the pre-trained weights by a fixed weight or the one Stein's unbiased ri
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -30,23 +30,15 @@ class WeightAverage:
 class WeightBlend:
     """Result = pre-trained + α × (trained − pre-trained).
 
-    With a Gaussian ``level`` (range of σ of the noise in ``images``, [0, 1] units) α is chosen by SURE among
+    With a ``scorer`` (SURE, or GCV: :func:`rfr_deploy.adaptation.scoring.make_scorer`) α is chosen among
     :data:`rfr_deploy.adaptation.sure.CANDIDATES`; without one, α is the fixed ``interpolation``.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        images: Sequence[torch.Tensor],
-        sigma: float | None,
-        level: tuple[float, float] | None,
-        interpolation: float,
-        seed: int,
-    ):
+    def __init__(self, model: nn.Module, scorer: SureScorer | None, interpolation: float):
         self.origin = [p.detach().clone() for p in model.parameters()]
         self.interpolation = self.chosen = interpolation
-        self.scorer = SureScorer(images, level, sigma, seed) if level is not None else None
-        """The SURE probes and level of the selection (None: fixed ``interpolation``); checkpoints
+        self.scorer = scorer
+        """The probes and criterion of the selection (None: fixed ``interpolation``); checkpoints
         scored with it can hand their terms to :meth:`result`."""
         self.estimates: dict[float, float] = {}
         self._selected_at: int | None = None

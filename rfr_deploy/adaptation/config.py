@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.sure import gray_with_estimated_level
+from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.tuning import TUNE_CHOICES, Tune
 from rfr_deploy.noise.base import gaussian_level_of
 
@@ -37,7 +37,7 @@ UNGUARDED_INTERPOLATION = 0.5
 """Default interpolation where SURE does not choose it (camera noise, ``select='off'``)."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ, where SURE is not trusted
-(:func:`rfr_deploy.adaptation.sure.gray_with_estimated_level`)."""
+(:func:`rfr_deploy.adaptation.scoring.gray_with_estimated_level`)."""
 CUDA_GAUSSIAN_STEPS = 400
 """Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a
 millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmarks/results/budget_*)
@@ -132,12 +132,13 @@ class AdaptConfig:
     select: Select = dataclasses.field(
         default="sure",
         metadata={
-            "help": "Choose the interpolation per image by Stein's unbiased risk estimate (Gaussian noise); "
-            "'off' uses --interpolation."
+            "help": "Choose the interpolation per image by Stein's unbiased risk estimate (Gaussian noise; "
+            "generalised cross-validation where an estimated σ is uncertain); 'off' uses --interpolation."
         },
     )
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
-    unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`).
+    unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`),
+    or by generalised cross-validation where σ is estimated and uncertain (:mod:`rfr_deploy.adaptation.scoring`).
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
     some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', camera
     noise, or gray images with an estimated σ: use ``interpolation``."""

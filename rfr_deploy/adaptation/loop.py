@@ -31,7 +31,7 @@ from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.recorrupt import make_recorruption
 from rfr_deploy.adaptation.runners import make_runner
-from rfr_deploy.adaptation.sure import gaussian_level
+from rfr_deploy.adaptation.scoring import make_scorer
 from rfr_deploy.adaptation.targets import pseudo_clean, training_patch, training_targets
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
 from rfr_deploy.adaptation.update import StepTimer, UpdateContext
@@ -52,13 +52,16 @@ class AdaptResult:
     patch: int | None = None
     """Training patch side actually used (None: whole images)."""
     interpolation: float = 1.0
-    """Interpolation weight of the returned network (chosen by SURE when ``select='sure'`` applies)."""
+    """Interpolation weight of the returned network (chosen by SURE or GCV when ``select='sure'`` applies)."""
+    selected_by: str | None = None
+    """What chose the checkpoint and the interpolation: 'sure', 'gcv' (:mod:`rfr_deploy.adaptation.scoring`)
+    or None (the fixed interpolation)."""
     sure_db: dict[float, float] = field(default_factory=dict)
-    """SURE estimate (dB) of every candidate weight; empty when no selection ran."""
+    """The selection's estimate (dB) of every candidate weight; empty when no selection ran."""
     checkpoint_step: int | None = None
     """The update whose network was kept (``checkpoint_every``; 0: the pre-trained one); None: the last."""
     checkpoint_db: dict[int, float] = field(default_factory=dict)
-    """SURE estimate (dB) of every scored checkpoint, by update; empty when none were scored."""
+    """The selection's estimate (dB) of every scored checkpoint, by update; empty when none were scored."""
 
     @property
     def mean_step_seconds(self) -> float:
@@ -121,6 +124,7 @@ def adapt(
         runner=run.runner.name,
         patch=run.patch,
         interpolation=run.blend.chosen if config.steps else 0.0,
+        selected_by=run.blend.scorer.criterion if run.blend.scorer is not None and config.steps else None,
         sure_db=run.blend.estimates,
         checkpoint_step=run.keeper.best_step if run.keeper is not None else None,
         checkpoint_db=run.keeper.scores if run.keeper is not None else {},
@@ -137,10 +141,12 @@ class _Run:
         passes = 2 if recorruption is not None else 1  # the recorrupted pair is a second forward/backward
         self.patch = training_patch(model, targets, config, passes)
         self.frozen = prepare_tuning(model, config.tune)
-        level = gaussian_level(noise, images) if config.select == "sure" and config.steps else None
-        self.blend = WeightBlend(model, images, sigma, level, config.interpolation, config.seed)
-        keep = level is not None and config.checkpoint_every
-        self.keeper = CheckpointKeeper(model, self.blend.scorer) if keep else None
+        select = config.select == "sure" and config.steps
+        scorer = make_scorer(noise, images, sigma, config.seed) if select else None
+        self.blend = WeightBlend(model, scorer, config.interpolation)
+        self.keeper = (
+            CheckpointKeeper(model, scorer) if scorer is not None and config.checkpoint_every else None
+        )
         model.train()
         generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
         used = dataclasses.replace(config, patch=self.patch)

@@ -12,7 +12,8 @@ far more precisely than either error, because both see the same Y and the same p
 Adaptation uses it to choose, per image, how far to move from the pre-trained weights towards
 the adapted ones (see :func:`select_interpolation`). The pre-trained network is always one of
 the candidates, so the choice avoids ending below the pre-trained output. It needs Gaussian noise
-of a known or estimated level; camera noise (signal dependent) keeps the fixed interpolation.
+of a known or estimated level; :mod:`rfr_deploy.adaptation.scoring` decides which estimate applies to
+which noise (SURE, generalised cross-validation, or none: the fixed interpolation).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import torch
 from torch import nn
 
 from rfr_deploy.inference import denoise
-from rfr_deploy.noise.base import gaussian_level_of
-from rfr_deploy.noise.level import estimate_noise_level
 
 _PROBE_STREAM = 0x5EED_50BE_0000_0001
 """Offset of the probe generator's seed (see :func:`select_interpolation`)."""
@@ -51,6 +50,18 @@ class SureTerms:
     def mse(self, sigma: float) -> float:
         """Estimated mean squared error for Gaussian noise of level ``sigma`` ([0, 1] units)."""
         return self.residual - sigma**2 + 2.0 * sigma**2 * self.divergence + self.boundary.get(sigma, 0.0)
+
+    def gcv(self) -> float:
+        """Generalised cross-validation, ‖Y − h(Y)‖²/n / (1 − div h/n)² (Craven & Wahba 1979): an
+        estimate of MSE + σ² that needs no σ.
+
+        With r the residual and d the divergence per value, E r = MSE + σ²(1 − 2d), so
+        GCV ≈ MSE(1 + 2d) + σ²(1 − d²): comparing two denoisers it errs by about 2(MSE − σ² d) Δd, which
+        cancels for a Wiener-like shrinkage (MSE = σ² d), where SURE with a σ off by a fraction e errs
+        by 4 e σ² Δd. Infinite for a divergence of 1 (the identity, which GCV cannot judge).
+        """
+        slack = 1.0 - self.divergence
+        return self.residual / slack**2 if slack > 1e-6 else math.inf
 
 
 @torch.no_grad()
@@ -148,49 +159,6 @@ def sure_mse(
     return terms.mse(noise_sigma)
 
 
-def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float] | None:
-    """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) SURE should assume.
-
-    Known σ: that σ (low = high). Estimated σ, or random σ (level unknown): the range
-    :func:`~rfr_deploy.noise.level.estimate_noise_level` gives, the widest over the images, around
-    the level used. Camera noise or any other model that is not white Gaussian
-    (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None): None (SURE for Gaussian noise
-    does not apply), and None when an image shows no noise to estimate (σ̂ = 0: flat or smaller than
-    the estimator's patches). Gray images with an estimated σ: None as well: SURE needs σ to about half a
-    percent, and on a single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
-    """
-    declared = gaussian_level_of(noise)
-    if declared is None:
-        return None
-    if declared.sigma is not None and not declared.estimated:
-        return declared.sigma, declared.sigma
-    if gray_with_estimated_level(noise, images):
-        return None
-    levels = [estimate_noise_level(y) for y in images]
-    if any(v.sigma <= 0.0 for v in levels):
-        return None  # no noise found (a flat or tiny image): no level for SURE to assume
-    low = min(v.low / v.sigma for v in levels)
-    high = max(v.high / v.sigma for v in levels)
-    if declared.sigma is not None:
-        level = declared.sigma
-    else:
-        level = sorted(v.sigma for v in levels)[len(levels) // 2]
-    return level * low, level * high
-
-
-def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
-    """Gray images adapted with a σ estimated from them: SURE's choice is not trusted there.
-
-    With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
-    at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed
-    quarter step (:data:`rfr_deploy.adaptation.config.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
-    gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*).
-    """
-    declared = gaussian_level_of(noise)
-    estimated = declared is not None and declared.sigma is not None and declared.estimated
-    return estimated and all(y.shape[1] == 1 for y in images)
-
-
 @dataclass
 class Selection:
     interpolation: float
@@ -208,6 +176,9 @@ class SureScorer:
     the standard-normal ones (e.g. coloured ones, benchmarks/coloured_sure.py);
     ``clipping``: see :func:`sure_terms`.
     """
+
+    criterion = "sure"
+    """What the scores estimate, for reports and manifests."""
 
     def __init__(
         self,

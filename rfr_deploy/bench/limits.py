@@ -4,6 +4,9 @@
   DnCNN and most of RIDNet) at the bench's image size, batch 1: fp32, and bf16 (fp16 on a GPU
   without bf16). CPU: channels-last, the layout the fast runners use; CUDA: cuDNN with the
   process's settings (TF32 allowed for fp32 convolutions unless turned off, as in the fp32 modes).
+* :func:`conv_train_rate`: the same convolution's forward and backward pass (input and weight
+  gradients), the work an update does per layer: what the update could reach if it were nothing but
+  such layers. Its gap to :func:`conv_rate` is the library's backward kernels, not the update's code.
 * :func:`copy_bandwidth` (CUDA): a device-to-device copy of 1 GiB, bytes read plus written.
 * :func:`update_flops`: floating-point operations of one update's forward and backward pass,
   counted by :class:`torch.utils.flop_counter.FlopCounterMode` on meta tensors (no arithmetic
@@ -38,21 +41,36 @@ class Limits:
     low_precision: str = "bf16"
     copy_gbps: float | None = None
     size: int = 0
+    train_fp32_gflops: float | None = None
+    """Forward + backward of the same convolution in fp32 (:func:`conv_train_rate`); None: not measured."""
+    train_low_gflops: float | None = None
+    """Forward + backward in bf16 (fp16 on a GPU without bf16); None: not measured."""
 
     def rate_for(self, mode: str) -> float | None:
+        """The forward convolution rate of ``mode``'s precision."""
         return self.conv_low_gflops if MODE_PRECISION.get(mode) == "bf16" else self.conv_fp32_gflops
+
+    def train_rate_for(self, mode: str) -> float | None:
+        """The convolution's forward + backward rate of ``mode``'s precision."""
+        return self.train_low_gflops if MODE_PRECISION.get(mode) == "bf16" else self.train_fp32_gflops
 
 
 def measure_limits(device: torch.device, size: int, low: str | None, repeats: int = 5) -> Limits:
-    """Conv rates in fp32 and ``low`` precision ('bf16', 'fp16' or None: skipped), and on CUDA the copy
-    bandwidth."""
+    """Conv rates (forward, and forward + backward) in fp32 and ``low`` precision ('bf16', 'fp16' or
+    None: skipped), and on CUDA the copy bandwidth."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(low or "")
+
+    def rate(measure: Callable[..., float], precision: torch.dtype | None) -> float | None:
+        return round(measure(device, precision, size, repeats), 1) if precision else None
+
     return Limits(
-        conv_fp32_gflops=round(conv_rate(device, torch.float32, size, repeats), 1),
-        conv_low_gflops=round(conv_rate(device, dtype, size, repeats), 1) if dtype else None,
+        conv_fp32_gflops=rate(conv_rate, torch.float32),
+        conv_low_gflops=rate(conv_rate, dtype),
         low_precision=low or "-",
         copy_gbps=round(copy_bandwidth(device, repeats), 1) if device.type == "cuda" else None,
         size=size,
+        train_fp32_gflops=rate(conv_train_rate, torch.float32),
+        train_low_gflops=rate(conv_train_rate, dtype),
     )
 
 
@@ -63,14 +81,35 @@ def conv_flops(size: int, channels: int = CONV_CHANNELS, batch: int = 1) -> floa
 
 def conv_rate(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
     """GFLOP/s of a 3×3 64→64 convolution (forward), median of ``repeats`` timed batches."""
-    conv = nn.Conv2d(CONV_CHANNELS, CONV_CHANNELS, 3, padding=1, bias=False).to(device, dtype)
-    x = torch.randn(1, CONV_CHANNELS, size, size, device=device, dtype=dtype)
-    if device.type == "cpu":
-        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    conv, x = _conv_layer(device, dtype, size)
     with torch.no_grad():
         calls = _calls_per_batch(lambda: conv(x), device)
         seconds = median_seconds(lambda: conv(x), device, calls, repeats)
     return conv_flops(size) / seconds / 1e9
+
+
+def conv_train_rate(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
+    """GFLOP/s of the same convolution's forward pass and its input and weight gradients (3× the
+    forward's FLOPs), median of ``repeats`` timed batches."""
+    conv, x = _conv_layer(device, dtype, size)
+    x.requires_grad_(True)
+    upstream = torch.randn_like(x)
+
+    def step() -> object:
+        return torch.autograd.grad(conv(x), (x, conv.weight), upstream)
+
+    calls = _calls_per_batch(step, device)
+    seconds = median_seconds(step, device, calls, repeats)
+    return 3 * conv_flops(size) / seconds / 1e9
+
+
+def _conv_layer(device: torch.device, dtype: torch.dtype, size: int) -> tuple[nn.Conv2d, torch.Tensor]:
+    """A 3×3 64→64 convolution and a batch-1 input, channels-last on the CPU (the fast runners' layout)."""
+    conv = nn.Conv2d(CONV_CHANNELS, CONV_CHANNELS, 3, padding=1, bias=False).to(device, dtype)
+    x = torch.randn(1, CONV_CHANNELS, size, size, device=device, dtype=dtype)
+    if device.type == "cpu":
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return conv, x
 
 
 def copy_bandwidth(device: torch.device, repeats: int = 5, nbytes: int = 1 << 30) -> float:

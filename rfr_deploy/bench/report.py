@@ -112,11 +112,9 @@ class BenchReport:
         if not self.limits:
             return None
         best = max(self.limits, key=lambda lim: lim.conv_fp32_gflops)
-        low = [lim.conv_low_gflops for lim in self.limits if lim.conv_low_gflops]
-        copies = [lim.copy_gbps for lim in self.limits if lim.copy_gbps]
-        return dataclasses.replace(
-            best, conv_low_gflops=max(low) if low else None, copy_gbps=max(copies) if copies else None
-        )
+        rates = ("conv_low_gflops", "copy_gbps", "train_fp32_gflops", "train_low_gflops")
+        highest = {name: [getattr(lim, name) for lim in self.limits if getattr(lim, name)] for name in rates}
+        return dataclasses.replace(best, **{name: max(v) if v else None for name, v in highest.items()})
 
     def to_dict(self) -> dict[str, Any]:
         device_type = self.environment["device_type"]
@@ -227,6 +225,9 @@ class LimitRow:
     limit_gflops: float | None
     fraction: float | None
     over_eager: float | None
+    train_limit_gflops: float | None = None
+    """The convolution's forward + backward rate in the mode's precision (None: not measured)."""
+    train_fraction: float | None = None
 
 
 def limit_rows(result: ModelResult, limits: Limits | None) -> list[LimitRow]:
@@ -241,10 +242,17 @@ def limit_rows(result: ModelResult, limits: Limits | None) -> list[LimitRow]:
             continue
         gflops = flops / (m.median_ms / 1e3) / 1e9
         limit = limits.rate_for(m.mode) if limits else None
-        fraction = round(gflops / limit, 3) if limit else None
+        train = limits.train_rate_for(m.mode) if limits else None
         rows.append(
             LimitRow(
-                m.mode, m.median_ms, round(gflops, 1), limit, fraction, _round(result.over_eager(m.mode))
+                m.mode,
+                m.median_ms,
+                round(gflops, 1),
+                limit,
+                round(gflops / limit, 3) if limit else None,
+                _round(result.over_eager(m.mode)),
+                train,
+                round(gflops / train, 3) if train else None,
             )
         )
     if result.paper_ms and result.size == PAPER_SIZE:
@@ -263,6 +271,7 @@ def render_limits(report: BenchReport) -> list[str]:
         return []
     measured = "; ".join(
         f"{when}: fp32 {lim.conv_fp32_gflops:g}, {lim.low_precision} {_fmt(lim.conv_low_gflops)} GFLOP/s"
+        f" (forward + backward: {_fmt(lim.train_fp32_gflops)}, {_fmt(lim.train_low_gflops)})"
         + (f", copy {lim.copy_gbps:g} GB/s" if lim.copy_gbps else "")
         for when, lim in zip(("start", "end"), report.limits, strict=False)
     )
@@ -272,20 +281,23 @@ def render_limits(report: BenchReport) -> list[str]:
         "",
         f"- Measured in this run, 3×3 64→64 convolution (forward, batch 1) at {best.size}²: {measured}. "
         "Fractions use the higher of the two measurements of each rate; bf16 modes are compared with "
-        "the bf16 rate, the others with fp32.",
+        "the bf16 rate, the others with fp32. The last two columns: the same layer's forward pass with "
+        "its input and weight gradients, the rate an update made only of such layers could reach.",
         "- FLOPs per update: forward + backward of the network (torch.utils.flop_counter), at the size timed. "
         f"Paper row: the same FLOP count over the paper's time, against the V100's datasheet fp32 peak "
         f"({V100_FP32_TFLOPS:g} TFLOP/s, not measured).",
         "",
-        "| model | size | GFLOP/update | mode | ms/update | GFLOP/s | limit GFLOP/s | fraction of limit | vs eager* |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| model | size | GFLOP/update | mode | ms/update | GFLOP/s | limit GFLOP/s | fraction of limit | vs eager* "
+        "| layer fwd+bwd GFLOP/s | fraction of it |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.results:
         for row in limit_rows(r, best):
             lines.append(
                 f"| {r.model} | {r.size} | {r.flops_per_update / 1e9:.1f} | {row.mode} | {row.ms:.2f} | "
                 f"{row.gflops:.1f} | {_fmt(row.limit_gflops)} | {_fmt(row.fraction and 100 * row.fraction, ' %')} | "
-                f"{_fmt(row.over_eager, 'x')} |"
+                f"{_fmt(row.over_eager, 'x')} | {_fmt(row.train_limit_gflops)} | "
+                f"{_fmt(row.train_fraction and 100 * row.train_fraction, ' %')} |"
             )
     return lines
 

@@ -95,8 +95,8 @@ def run_bench(
 
 
 def bench_limits(device: torch.device, settings: BenchSettings, reporter: Reporter, when: str) -> Limits:
-    """The device's 3×3 64-channel convolution rates in fp32 and bf16 (fp16 on a GPU without bf16),
-    and on CUDA its copy bandwidth, at the bench's image size."""
+    """The device's 3×3 64-channel convolution rates (forward, and forward + backward) in fp32 and bf16
+    (fp16 on a GPU without bf16), and on CUDA its copy bandwidth, at the bench's image size."""
     if device.type == "cuda":
         low = "bf16" if bf16_supported(device) else "fp16"
     else:
@@ -105,7 +105,8 @@ def bench_limits(device: torch.device, settings: BenchSettings, reporter: Report
     copy = f", copy {limits.copy_gbps:g} GB/s" if limits.copy_gbps else ""
     reporter.note(
         f"limits ({when}): 3x3 64-ch conv at {settings.size}² fp32 {limits.conv_fp32_gflops:g} GFLOP/s, "
-        f"{low or 'no bf16'} {limits.conv_low_gflops or '-'} GFLOP/s{copy}"
+        f"{low or 'no bf16'} {limits.conv_low_gflops or '-'} GFLOP/s (forward + backward: "
+        f"{limits.train_fp32_gflops:g}, {limits.train_low_gflops or '-'}){copy}"
     )
     return limits
 

@@ -172,7 +172,11 @@ def _run_group(group, settings, config, models, out_dir, reporter, exporters, fi
     write_manifest(manifest, manifest_path)
     reporter.result(
         f"{run.label}: {run.config.steps} steps in {run.result.total_seconds:.1f} s"
-        + (f", interpolation {run.result.interpolation:g} (SURE)" if run.result.sure_db else "")
+        + (
+            f", interpolation {run.result.interpolation:g} ({run.result.selected_by.upper()})"
+            if run.result.selected_by
+            else ""
+        )
         + " -> "
         + ", ".join(f["path"] for f in files)
         + f", {manifest_path.name}"

@@ -65,7 +65,8 @@ def adaptation_record(config: AdaptConfig, result: AdaptResult) -> dict[str, Any
     """The adaptation settings that ran (defaults resolved) and what the run chose."""
     return {
         **dataclasses.asdict(config),
-        "interpolation": result.interpolation,  # the weight that ran (chosen by SURE where it applies)
+        "interpolation": result.interpolation,  # the weight that ran (chosen by SURE or GCV where one applies)
+        "selected_by": result.selected_by,
         "patch_used": result.patch,
         "runner": result.runner,
         "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},

@@ -20,8 +20,8 @@ from rfr_deploy.units import GREY_LEVELS
 class GaussianNoise(nn.Module):
     """Additive white Gaussian noise of a given level ``sigma`` ([0, 1] units: 25/255 for 25 grey levels).
 
-    ``estimated`` marks a level estimated from the image rather than known (SURE then allows for
-    the estimate's error, see :mod:`rfr_deploy.adaptation.sure`).
+    ``estimated`` marks a level estimated from the image rather than known (the selection then allows
+    for the estimate's error, see :mod:`rfr_deploy.adaptation.scoring`).
     """
 
     def __init__(self, sigma: float, estimated: bool = False):

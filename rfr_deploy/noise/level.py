@@ -62,6 +62,9 @@ class NoiseLevel:
     sigma: float
     low: float
     high: float
+    precise: bool = False
+    """The two estimators agreed (colour images): the narrow :data:`AGREED_RANGE` holds, close enough for
+    SURE. False for gray images and where they disagree."""
 
 
 def estimate_noise_level(image: torch.Tensor) -> NoiseLevel:
@@ -82,7 +85,7 @@ def estimate_noise_level(image: torch.Tensor) -> NoiseLevel:
     weak = estimate_sigma(image)
     agree = abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT
     sigma, (low, high) = (plain, AGREED_RANGE) if agree else (weak, DISAGREED_RANGE)
-    return NoiseLevel(sigma, sigma * low, sigma * high)
+    return NoiseLevel(sigma, sigma * low, sigma * high, precise=agree)
 
 
 @torch.no_grad()

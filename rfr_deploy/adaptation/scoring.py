@@ -1,0 +1,112 @@
+"""Which estimate of the error scores a run's candidates (checkpoints, interpolation weights), by noise.
+
+- Known σ: SURE at that σ (:class:`~rfr_deploy.adaptation.sure.SureScorer`).
+- Estimated (or random) σ on colour images where the two noise-level estimators agree: SURE over the
+  narrow range around the estimate (:attr:`~rfr_deploy.noise.level.NoiseLevel.precise`).
+- Estimated σ on colour images where they disagree (texture, clipping): generalised cross-validation
+  (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
+  (almost) every such image at its pre-trained result; GCV chose as SURE at the true σ did on most of
+  them (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
+- Estimated σ on gray images: none, a fixed quarter step (:func:`gray_with_estimated_level`); gray
+  images with a random σ: SURE over the range below the estimate.
+- Camera noise, or any noise that is not white Gaussian, or an image with no noise found: none (the
+  fixed interpolation applies).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.sure import SureScorer, SureTerms
+from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
+
+
+class GcvScorer(SureScorer):
+    """Scores candidates by generalised cross-validation (:meth:`SureTerms.gcv`) with the same probes for
+    every candidate, as :class:`SureScorer` does. ``noise_sigma``, the estimated level, only turns a
+    score into the PSNR-like figure of reports."""
+
+    criterion = "gcv"
+
+    def worst_gain(self, reference: SureTerms, terms: SureTerms) -> float:
+        """The improvement of ``terms`` over ``reference`` by GCV (both estimate MSE + σ²); −∞ for a
+        candidate GCV cannot judge (:meth:`SureTerms.gcv`), +∞ against such a reference."""
+        score = terms.gcv()
+        return -math.inf if math.isinf(score) else reference.gcv() - score
+
+    def decibels(self, terms: SureTerms) -> float:
+        """A PSNR-like figure: −10 log10 of GCV − σ̂², the estimated mean squared error."""
+        return -10.0 * math.log10(max(terms.gcv() - self.high**2, 1e-12))
+
+
+def make_scorer(
+    noise: nn.Module, images: Sequence[torch.Tensor], model_sigma: float | None, seed: int
+) -> SureScorer | None:
+    """The scorer for a run on ``images`` with ``noise`` (see the module docstring), its probes drawn from
+    ``seed``; None where the fixed interpolation applies."""
+    found = _level_and_estimates(noise, images)
+    if found is None:
+        return None
+    level, estimates = found
+    colour = all(y.shape[1] > 1 for y in images)
+    if estimates and colour and not all(v.precise for v in estimates):
+        return GcvScorer(images, level, model_sigma, seed)
+    return SureScorer(images, level, model_sigma, seed)
+
+
+def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float] | None:
+    """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) SURE should assume.
+
+    Known σ: that σ (low = high). Estimated σ, or random σ (level unknown): the range
+    :func:`~rfr_deploy.noise.level.estimate_noise_level` gives, the widest over the images, around
+    the level used. Camera noise or any other model that is not white Gaussian
+    (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None): None (SURE for Gaussian noise
+    does not apply), and None when an image shows no noise to estimate (σ̂ = 0: flat or smaller than
+    the estimator's patches). Gray images with an estimated σ: None as well: SURE needs σ to about half a
+    percent, and on a single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
+    """
+    found = _level_and_estimates(noise, images)
+    return found[0] if found is not None else None
+
+
+def _level_and_estimates(
+    noise: nn.Module, images: Sequence[torch.Tensor]
+) -> tuple[tuple[float, float], list[NoiseLevel]] | None:
+    """:func:`gaussian_level` and the per-image estimates it came from (none for a known σ)."""
+    declared = gaussian_level_of(noise)
+    if declared is None:
+        return None
+    if declared.sigma is not None and not declared.estimated:
+        return (declared.sigma, declared.sigma), []
+    if gray_with_estimated_level(noise, images):
+        return None
+    estimates = [estimate_noise_level(y) for y in images]
+    if any(v.sigma <= 0.0 for v in estimates):
+        return None  # no noise found (a flat or tiny image): no level for SURE to assume
+    low = min(v.low / v.sigma for v in estimates)
+    high = max(v.high / v.sigma for v in estimates)
+    if declared.sigma is not None:
+        level = declared.sigma
+    else:
+        level = sorted(v.sigma for v in estimates)[len(estimates) // 2]
+    return (level * low, level * high), estimates
+
+
+def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
+    """Gray images adapted with a σ estimated from them: neither SURE's nor GCV's choice is trusted there.
+
+    With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
+    at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed
+    quarter step (:data:`rfr_deploy.adaptation.config.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
+    gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*). GCV, which needs no σ,
+    chose too long steps on textured gray crops (BSD68: one lost 0.13 dB;
+    benchmarks/results/interpolation_sweep_BSD68_s25_crop256_p64_gcv.md).
+    """
+    declared = gaussian_level_of(noise)
+    estimated = declared is not None and declared.sigma is not None and declared.estimated
+    return estimated and all(y.shape[1] == 1 for y in images)
