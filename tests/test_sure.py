@@ -272,6 +272,8 @@ def test_gcv_ranks_denoisers_like_the_true_error_without_sigma(smooth_image):
     gcv = choose_interpolation(lambda a: Blur(a), GcvScorer([noisy], sigma / 2, None, 0), weights)
     sure = choose_interpolation(lambda a: Blur(a), SureScorer([noisy], sigma / 2, None, 0), weights)
     assert gcv.interpolation == best and sure.interpolation != best
+    # reports show −10 log10 GCV (MSE + σ² in dB), ordered like the choice
+    assert gcv.estimates[best] == max(gcv.estimates.values()) < -10 * math.log10(sigma**2)
     # its estimate of the error itself: GCV − σ̂² with the right σ̂, within the probes' noise
     terms = GcvScorer([noisy], sigma, None, 0).terms(Blur(best))
     assert terms.gcv() - sigma**2 == pytest.approx(min(true), abs=0.2 * sigma**2)

@@ -57,7 +57,8 @@ class AdaptResult:
     """What chose the checkpoint and the interpolation: 'sure', 'gcv' (:mod:`rfr_deploy.adaptation.scoring`)
     or None (the fixed interpolation)."""
     sure_db: dict[float, float] = field(default_factory=dict)
-    """The selection's estimate (dB) of every candidate weight; empty when no selection ran."""
+    """The selection's estimate (dB) of every candidate weight (SURE: of the error, a PSNR; GCV: of
+    error + σ², see :class:`~rfr_deploy.adaptation.scoring.GcvScorer`); empty when no selection ran."""
     checkpoint_step: int | None = None
     """The update whose network was kept (``checkpoint_every``; 0: the pre-trained one); None: the last."""
     checkpoint_db: dict[int, float] = field(default_factory=dict)

@@ -28,8 +28,8 @@ from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
 
 class GcvScorer(SureScorer):
     """Scores candidates by generalised cross-validation (:meth:`SureTerms.gcv`) with the same probes for
-    every candidate, as :class:`SureScorer` does. ``noise_sigma``, the estimated level, only turns a
-    score into the PSNR-like figure of reports."""
+    every candidate, as :class:`SureScorer` does. ``noise_sigma`` (the estimated range) only sets the
+    levels of the clipping terms, which GCV does not use."""
 
     criterion = "gcv"
 
@@ -40,8 +40,9 @@ class GcvScorer(SureScorer):
         return -math.inf if math.isinf(score) else reference.gcv() - score
 
     def decibels(self, terms: SureTerms) -> float:
-        """A PSNR-like figure: −10 log10 of GCV − σ̂², the estimated mean squared error."""
-        return -10.0 * math.log10(max(terms.gcv() - self.high**2, 1e-12))
+        """−10 log10 of GCV, the estimate of MSE + σ² (not a PSNR: subtracting an imprecise σ̂² would
+        leave mostly the error of σ̂), within ±120 dB."""
+        return -10.0 * math.log10(min(max(terms.gcv(), 1e-12), 1e12))
 
 
 def make_scorer(
