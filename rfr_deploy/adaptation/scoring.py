@@ -3,10 +3,10 @@
 - Known σ: SURE at that σ (:class:`~rfr_deploy.adaptation.sure.SureScorer`).
 - Estimated (or random) σ on colour images where the two noise-level estimators agree: SURE over the
   narrow range around the estimate (:attr:`~rfr_deploy.noise.level.NoiseLevel.precise`).
-- Estimated σ on colour images where they disagree (texture, clipping): generalised cross-validation
+- Estimated (or random) σ on colour images where they disagree (texture, clipping): generalised cross-validation
   (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
-  (almost) every such image at its pre-trained result; GCV chose as SURE at the true σ did on most of
-  them (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
+  (almost) every such image at its pre-trained result; GCV chose as SURE at the true σ did on half of
+  them and gained on five of six (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
 - Estimated σ on gray images: none, a fixed quarter step (:func:`gray_with_estimated_level`); gray
   images with a random σ: SURE over the range below the estimate.
 - Camera noise, or any noise that is not white Gaussian, or an image with no noise found: none (the
@@ -50,7 +50,7 @@ def make_scorer(
 ) -> SureScorer | None:
     """The scorer for a run on ``images`` with ``noise`` (see the module docstring), its probes drawn from
     ``seed``; None where the fixed interpolation applies."""
-    found = _level_and_estimates(noise, images)
+    found = assumed_level(noise, images)
     if found is None:
         return None
     level, estimates = found
@@ -60,25 +60,19 @@ def make_scorer(
     return SureScorer(images, level, model_sigma, seed)
 
 
-def gaussian_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float] | None:
-    """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) SURE should assume.
+def assumed_level(
+    noise: nn.Module, images: Sequence[torch.Tensor]
+) -> tuple[tuple[float, float], list[NoiseLevel]] | None:
+    """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) the scorer
+    assumes, and the per-image estimates it came from (none for a known σ).
 
     Known σ: that σ (low = high). Estimated σ, or random σ (level unknown): the range
     :func:`~rfr_deploy.noise.level.estimate_noise_level` gives, the widest over the images, around
-    the level used. Camera noise or any other model that is not white Gaussian
-    (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None): None (SURE for Gaussian noise
-    does not apply), and None when an image shows no noise to estimate (σ̂ = 0: flat or smaller than
-    the estimator's patches). Gray images with an estimated σ: None as well: SURE needs σ to about half a
-    percent, and on a single gray image neither estimator is that precise (see :func:`gray_with_estimated_level`).
+    the level used. None where no scorer applies: camera noise or any other model that is not white
+    Gaussian (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None), an image with no
+    noise to estimate (σ̂ = 0: flat or smaller than the estimator's patches), and gray images with
+    an estimated σ (see :func:`gray_with_estimated_level`).
     """
-    found = _level_and_estimates(noise, images)
-    return found[0] if found is not None else None
-
-
-def _level_and_estimates(
-    noise: nn.Module, images: Sequence[torch.Tensor]
-) -> tuple[tuple[float, float], list[NoiseLevel]] | None:
-    """:func:`gaussian_level` and the per-image estimates it came from (none for a known σ)."""
     declared = gaussian_level_of(noise)
     if declared is None:
         return None
