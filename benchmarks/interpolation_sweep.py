@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import statistics
 import time
 
@@ -31,7 +30,15 @@ from common import (
 from rfr_deploy.adaptation.blending import interpolated
 from rfr_deploy.adaptation.config import GAUSSIAN_STEPS, AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.sure import CANDIDATES, draw_probes, probe_count, sure_terms
+from rfr_deploy.adaptation.scoring import GcvScorer
+from rfr_deploy.adaptation.sure import (
+    CANDIDATES,
+    SureScorer,
+    choose_interpolation,
+    draw_probes,
+    probe_count,
+    sure_terms,
+)
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise
@@ -52,14 +59,19 @@ def sweep_image(
         return interpolated(result.model, origin, alpha)
 
     level = estimate_noise_level(noisy)
-    draws = draw_probes([noisy], index, probe_count([noisy]))[0]
+    draws = draw_probes([noisy], index, probe_count([noisy]))
     levels = (sigma / 255, level.sigma, level.low, level.high)
-    terms = {a: sure_terms(build(a), noisy, None, draws, sigmas=levels) for a in candidates}
+    terms = {a: sure_terms(build(a), noisy, None, draws[0], sigmas=levels) for a in candidates}
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in candidates}
-    picks = {name: pick(terms, candidates, score) for name, score in _criteria(levels).items()}
+    # the selection rules the library uses, all on the same terms (none is scored again)
+    choices = {
+        name: choose_interpolation(build, scorer, candidates, known=terms)
+        for name, scorer in _scorers(noisy, levels, draws).items()
+    }
+    picks = {name: c.interpolation for name, c in choices.items()}
     return {
         "psnr": true,
-        "sure_db": {a: -10 * math.log10(max(t.mse(sigma / 255), 1e-12)) for a, t in terms.items()},
+        "sure_db": choices["sure"].estimates,
         "picked": picks["sure"],
         "picks": picks,
         "sigma_hat": [round(v * 255, 3) for v in levels[1:]],
@@ -67,27 +79,16 @@ def sweep_image(
     }
 
 
-def _criteria(levels: tuple[float, float, float, float]) -> dict:
-    """Estimated MSE (up to a constant) of a candidate, per selection rule: SURE at the true σ, at the
-    estimate σ̂, over the estimator's range (worst end), and generalised cross-validation (no σ)."""
+def _scorers(noisy, levels: tuple[float, float, float, float], draws) -> dict[str, SureScorer]:
+    """One scorer per selection rule: SURE at the true σ, at the estimate σ̂, over the estimator's range
+    (worst end), and generalised cross-validation (no σ)."""
     known, hat, low, high = levels
     return {
-        "sure": lambda t: (t.mse(known),),
-        "sure_hat": lambda t: (t.mse(hat),),
-        "sure_range": lambda t: (t.mse(low), t.mse(high)),
-        "gcv": lambda t: (t.gcv(),),
+        "sure": SureScorer([noisy], known, None, 0, draws=draws),
+        "sure_hat": SureScorer([noisy], hat, None, 0, draws=draws),
+        "sure_range": SureScorer([noisy], (low, high), None, 0, draws=draws),
+        "gcv": GcvScorer([noisy], (low, high), None, 0, draws=draws),
     }
-
-
-def pick(terms: dict, candidates: tuple[float, ...], score) -> float:
-    """The candidate with the largest worst-case improvement over the first one (ties: nearest 0.5),
-    as :func:`rfr_deploy.adaptation.sure.choose_interpolation` chooses."""
-    reference = score(terms[candidates[0]])
-
-    def gain(a: float) -> float:
-        return min(r - v for r, v in zip(reference, score(terms[a]), strict=True))
-
-    return max(candidates, key=lambda a: (gain(a), -abs(a - 0.5)))
 
 
 def _key(a) -> str:

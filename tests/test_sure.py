@@ -273,7 +273,7 @@ def test_gcv_ranks_denoisers_like_the_true_error_without_sigma(smooth_image):
     weights = [0.1, 0.3, 0.6, 0.9]
     true = [float(((denoise(Blur(w), noisy) - clean) ** 2).mean()) for w in weights]
     best = weights[true.index(min(true))]
-    # GCV ignores the level it is given (only reports use it); SURE at half the level picks worse
+    # GCV ignores the level it is given; SURE at half the level picks worse
     gcv = choose_interpolation(lambda a: Blur(a), GcvScorer([noisy], sigma / 2, None, 0), weights)
     sure = choose_interpolation(lambda a: Blur(a), SureScorer([noisy], sigma / 2, None, 0), weights)
     assert gcv.interpolation == best and sure.interpolation != best

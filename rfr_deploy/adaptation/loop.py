@@ -125,7 +125,7 @@ def adapt(
         runner=run.runner.name,
         patch=run.patch,
         interpolation=run.blend.chosen if config.steps else 0.0,
-        selected_by=run.blend.scorer.criterion if run.blend.scorer is not None and config.steps else None,
+        selected_by=run.blend.scorer.criterion if run.blend.scorer is not None else None,
         sure_db=run.blend.estimates,
         checkpoint_step=run.keeper.best_step if run.keeper is not None else None,
         checkpoint_db=run.keeper.scores if run.keeper is not None else {},

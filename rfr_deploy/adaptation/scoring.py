@@ -5,7 +5,7 @@
   narrow range around the estimate (:attr:`~rfr_deploy.noise.level.NoiseLevel.precise`).
 - Estimated (or random) σ on colour images where they disagree (texture, clipping): generalised cross-validation
   (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
-  (almost) every such image at its pre-trained result; GCV chose as SURE at the true σ did on half of
+  (almost) every such image at its pre-trained result; GCV chose what SURE at the true σ chose on half of
   them and gained on five of six (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
 - Estimated σ on gray images: none, a fixed quarter step (:func:`gray_with_estimated_level`); gray
   images with a random σ: SURE over the range below the estimate.
