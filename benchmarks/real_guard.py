@@ -19,10 +19,10 @@ import os
 import statistics
 
 import torch
-from coloured_sure import draw_residual_probes
 from common import environment, write_results
 
 from rfr_deploy.adaptation.blending import interpolated
+from rfr_deploy.adaptation.coloured_sure import draw_residual_probes
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import (

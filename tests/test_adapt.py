@@ -160,8 +160,8 @@ def test_invalid_new_settings_are_rejected(kwargs):
 def test_default_number_of_updates_follows_the_noise_model():
     from rfr_deploy.adaptation.config import (
         CAMERA_STEPS,
+        FIXED_INTERPOLATION,
         GAUSSIAN_STEPS,
-        UNGUARDED_INTERPOLATION,
         resolve_defaults,
     )
     from rfr_deploy.noise.base import QuantizedNoise
@@ -175,7 +175,7 @@ def test_default_number_of_updates_follows_the_noise_model():
     assert resolve_defaults(AdaptConfig(), QuantizedNoise(camera), images).steps == CAMERA_STEPS
     assert resolve_defaults(AdaptConfig(steps=7), camera, images).steps == 7
     assert resolve_defaults(AdaptConfig(steps=0), GaussianNoise(25 / 255), images).steps == 0
-    assert resolve_defaults(AdaptConfig(), camera, images).interpolation == UNGUARDED_INTERPOLATION
+    assert resolve_defaults(AdaptConfig(), camera, images).interpolation == FIXED_INTERPOLATION
 
 
 def test_a_resolved_config_is_left_as_it_is(tiny_dncnn, noisy):

@@ -18,7 +18,6 @@ from rfr_deploy.adaptation.sure import (
 )
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.noise.base import QuantizedNoise
-from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.noise.level import estimate_noise_level
 
@@ -289,21 +288,22 @@ def test_gcv_ranks_denoisers_like_the_true_error_without_sigma(smooth_image):
 
 def test_the_scorer_follows_the_noise_and_the_images(smooth_image, textured):
     colour = _noisy(to_tensor(smooth_image), 20 / 255, 1)
-    known = make_scorer(GaussianNoise(20 / 255), [colour], None, 0)
+    known = make_scorer(GaussianNoise(20 / 255), [colour], [colour], None, 0)
     assert type(known) is SureScorer and known.low == known.high == pytest.approx(20 / 255)
     estimated = GaussianNoise(25 / 255, estimated=True)
     assert not estimate_noise_level(textured).precise
-    disagree = make_scorer(estimated, [textured], None, 0)
+    disagree = make_scorer(estimated, [textured], [textured], None, 0)
     assert isinstance(disagree, GcvScorer) and disagree.criterion == "gcv"
     flat = _noisy(torch.full((1, 3, 128, 128), 0.5), 25 / 255, 5)
     assert estimate_noise_level(flat).precise
-    agree = make_scorer(estimated, [flat], None, 0)
+    agree = make_scorer(estimated, [flat], [flat], None, 0)
     assert type(agree) is SureScorer and agree.low < 25 / 255 < agree.high
-    assert type(make_scorer(estimated, [flat, textured], None, 0)) is GcvScorer  # one imprecise image
+    assert (
+        type(make_scorer(estimated, [flat, textured], [flat, textured], None, 0)) is GcvScorer
+    )  # one imprecise image
     gray = textured[:, :1]
-    assert make_scorer(estimated, [gray], None, 0) is None  # the fixed quarter step
-    assert type(make_scorer(UniformSigmaGaussianNoise(), [gray], None, 0)) is SureScorer
-    assert make_scorer(CameraNoise(CameraResponses.parametric()), [colour], None, 0) is None
+    assert make_scorer(estimated, [gray], [gray], None, 0) is None  # the fixed quarter step
+    assert type(make_scorer(UniformSigmaGaussianNoise(), [gray], [gray], None, 0)) is SureScorer
 
 
 def test_adapt_reports_what_chose_the_result(tiny_dncnn, textured):

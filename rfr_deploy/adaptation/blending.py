@@ -30,8 +30,9 @@ class WeightAverage:
 class WeightBlend:
     """Result = pre-trained + α × (trained − pre-trained).
 
-    With a ``scorer`` (SURE, or GCV: :func:`rfr_deploy.adaptation.scoring.make_scorer`) α is chosen among
-    :data:`rfr_deploy.adaptation.sure.CANDIDATES`; without one, α is the fixed ``interpolation``.
+    With a ``scorer`` (SURE, GCV or coloured SURE: :func:`rfr_deploy.adaptation.scoring.make_scorer`) α is
+    chosen among its :meth:`~rfr_deploy.adaptation.sure.SureScorer.candidates`; without one, α is the fixed
+    ``interpolation``.
     """
 
     def __init__(self, model: nn.Module, scorer: SureScorer | None, interpolation: float):
@@ -58,7 +59,10 @@ class WeightBlend:
             return current if self.chosen == 1.0 else interpolated(current, self.origin, self.chosen)
         if step != self._selected_at:
             choice = choose_interpolation(
-                lambda alpha: interpolated(current, self.origin, alpha), self.scorer, known=known
+                lambda alpha: interpolated(current, self.origin, alpha),
+                self.scorer,
+                self.scorer.candidates(self.interpolation),
+                known,
             )
             self.chosen, self.estimates, self._selected_at = choice.interpolation, choice.estimates, step
         return interpolated(current, self.origin, self.chosen)

@@ -33,8 +33,9 @@ GAUSSIAN_PATCH = 64
 GAUSSIAN_EMA = 0.95
 """Weight averaging of the CPU's default Gaussian budget (:data:`GAUSSIAN_STEPS`): single 64² patches
 make noisy updates, and averaging the iterates removes most of that noise."""
-UNGUARDED_INTERPOLATION = 0.5
-"""Default interpolation where SURE does not choose it (camera noise, ``select='off'``)."""
+FIXED_INTERPOLATION = 0.5
+"""Default interpolation where no scorer chooses it (``select='off'``), and for camera noise the
+largest one its guard, coloured SURE, may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ, where SURE is not trusted
 (:func:`rfr_deploy.adaptation.scoring.gray_with_estimated_level`)."""
@@ -45,7 +46,8 @@ and the checkpoint rule keeps the best network along the way."""
 CHECKPOINTS = 4
 """Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
 CAMERA_STEPS = 10
-"""Default M for camera noise (signal dependent: no SURE guard, fixed interpolation). In sixteen of
+"""Default M for camera noise (signal dependent and correlated; coloured SURE may only step back from
+the fixed interpolation). In sixteen of
 the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
 that at M = 40, and whole photographs lost ground between M = 20 and 40."""
 
@@ -117,31 +119,36 @@ class AdaptConfig:
         default=None,
         metadata={
             "help": "Result = pre-trained + this × (adapted − pre-trained) in weight space, where SURE does "
-            f"not choose it [default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ, "
-            f"else {UNGUARDED_INTERPOLATION:g}].",
+            "not choose it; for camera noise the largest weight its guard may keep "
+            f"[default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ, "
+            f"else {FIXED_INTERPOLATION:g}].",
             "min": 0.0,
             "max": 1.5,
             "min_open": True,
         },
     )
     """Weight-space interpolation of the result where SURE does not choose it: pre-trained +
-    interpolation × (adapted − pre-trained). Values below 1 keep part of the pre-trained network,
+    interpolation × (adapted − pre-trained); for camera noise the largest weight coloured SURE may
+    keep (:mod:`rfr_deploy.adaptation.coloured_sure`). Values below 1 keep part of the pre-trained network,
     which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
     None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
-    :data:`UNGUARDED_INTERPOLATION` otherwise."""
+    :data:`FIXED_INTERPOLATION` otherwise."""
     select: Select = dataclasses.field(
         default="sure",
         metadata={
             "help": "Choose the interpolation per image by Stein's unbiased risk estimate (Gaussian noise; "
-            "generalised cross-validation where an estimated σ is uncertain); 'off' uses --interpolation."
+            "generalised cross-validation where an estimated σ is uncertain; for camera noise SURE with "
+            "probes coloured like the residual, up to --interpolation); 'off' uses --interpolation."
         },
     )
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
     unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`),
     or by generalised cross-validation where σ is estimated and uncertain (:mod:`rfr_deploy.adaptation.scoring`).
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
-    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). 'off', camera
-    noise, or gray images with an estimated σ: use ``interpolation``."""
+    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). Camera noise (any
+    noise that is not white Gaussian): SURE with probes coloured like the pre-trained residual chooses
+    among 0, 0.25, … up to ``interpolation`` (:mod:`rfr_deploy.adaptation.coloured_sure`). 'off', or
+    gray images with an estimated σ: use ``interpolation``."""
     recorrupted: float = dataclasses.field(
         default=0.0,
         metadata={
@@ -240,7 +247,7 @@ def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[tor
     """``config`` with the defaults that depend on the noise model and the images filled in where a
     field is None: the budget (``steps``, and with the CPU's Gaussian one ``patch`` and ``ema``; see
     :attr:`AdaptConfig.steps`), ``ema`` (else 0), ``interpolation`` (:data:`ESTIMATED_GRAY_INTERPOLATION`
-    / :data:`UNGUARDED_INTERPOLATION`) and ``checkpoint_every`` (M / :data:`CHECKPOINTS`). A config with
+    / :data:`FIXED_INTERPOLATION`) and ``checkpoint_every`` (M / :data:`CHECKPOINTS`). A config with
     all of them set is returned unchanged."""
     steps, patch, ema = config.steps, config.patch, config.ema
     if steps is None:
@@ -253,7 +260,7 @@ def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[tor
     interpolation, every = config.interpolation, config.checkpoint_every
     if interpolation is None:
         gray_estimate = gray_with_estimated_level(noise, images)
-        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else UNGUARDED_INTERPOLATION
+        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else FIXED_INTERPOLATION
     if every is None:
         every = max(1, steps // CHECKPOINTS) if steps else 0
     return dataclasses.replace(

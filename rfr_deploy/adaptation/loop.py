@@ -52,10 +52,11 @@ class AdaptResult:
     patch: int | None = None
     """Training patch side actually used (None: whole images)."""
     interpolation: float = 1.0
-    """Interpolation weight of the returned network (chosen by SURE or GCV when ``select='sure'`` applies)."""
+    """Interpolation weight of the returned network (chosen by :attr:`selected_by` where ``select='sure'``
+    applies)."""
     selected_by: str | None = None
-    """What chose the checkpoint and the interpolation: 'sure', 'gcv' (:mod:`rfr_deploy.adaptation.scoring`)
-    or None (the fixed interpolation)."""
+    """What chose the checkpoint and the interpolation: 'sure', 'gcv', 'coloured-sure' (the interpolation
+    only; :mod:`rfr_deploy.adaptation.scoring`) or None (the fixed interpolation)."""
     sure_db: dict[float, float] = field(default_factory=dict)
     """The selection's estimate (dB) of every candidate weight (SURE: of the error, a PSNR; GCV: of
     error + σ², see :class:`~rfr_deploy.adaptation.scoring.GcvScorer`); empty when no selection ran."""
@@ -143,11 +144,10 @@ class _Run:
         self.patch = training_patch(model, targets, config, passes)
         self.frozen = prepare_tuning(model, config.tune)
         select = config.select == "sure" and config.steps
-        scorer = make_scorer(noise, images, sigma, config.seed) if select else None
+        scorer = make_scorer(noise, images, targets, sigma, config.seed) if select else None
         self.blend = WeightBlend(model, scorer, config.interpolation)
-        self.keeper = (
-            CheckpointKeeper(model, scorer) if scorer is not None and config.checkpoint_every else None
-        )
+        checkpoints = scorer is not None and scorer.scores_checkpoints and config.checkpoint_every
+        self.keeper = CheckpointKeeper(model, scorer) if checkpoints else None
         model.train()
         generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
         used = dataclasses.replace(config, patch=self.patch)

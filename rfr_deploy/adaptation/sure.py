@@ -13,7 +13,7 @@ Adaptation uses it to choose, per image, how far to move from the pre-trained we
 the adapted ones (see :func:`select_interpolation`). The pre-trained network is always one of
 the candidates, so the choice avoids ending below the pre-trained output. It needs Gaussian noise
 of a known or estimated level; :mod:`rfr_deploy.adaptation.scoring` decides which estimate applies to
-which noise (SURE, generalised cross-validation, or none: the fixed interpolation).
+which noise (SURE, generalised cross-validation, SURE with coloured probes, or none: the fixed interpolation).
 """
 
 from __future__ import annotations
@@ -173,12 +173,14 @@ class SureScorer:
     Differences between the scores are then precise (the probes' Monte-Carlo error is shared).
     ``noise_sigma`` is the level of the noise, or a range (low, high) when it is only estimated.
     ``probes`` per image defaults to :func:`probe_count`; ``draws`` (a list of probes per image) replaces
-    the standard-normal ones (e.g. coloured ones, benchmarks/coloured_sure.py);
+    the standard-normal ones (e.g. coloured ones, :mod:`rfr_deploy.adaptation.coloured_sure`);
     ``clipping``: see :func:`sure_terms`.
     """
 
     criterion = "sure"
     """What the scores estimate, for reports and manifests."""
+    scores_checkpoints = True
+    """Whether the checkpoints along a run are scored too (:mod:`rfr_deploy.adaptation.checkpoints`)."""
 
     def __init__(
         self,
@@ -218,6 +220,11 @@ class SureScorer:
     def decibels(self, terms: SureTerms) -> float:
         """A PSNR-like figure: −10 log10 of the estimated MSE at the upper σ."""
         return -10.0 * math.log10(max(terms.mse(self.high), 1e-12))
+
+    def candidates(self, fixed: float) -> tuple[float, ...]:
+        """The interpolation weights to choose among: all of :data:`CANDIDATES` (``fixed``, the weight
+        used without a scorer, plays no part here)."""
+        return CANDIDATES
 
 
 def select_interpolation(

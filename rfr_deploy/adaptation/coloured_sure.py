@@ -1,4 +1,4 @@
-"""SURE probes for noise that is not white: coloured like the pre-trained network's residual.
+"""SURE for noise that is not white: probes coloured like the pre-trained network's residual.
 
 Real photographs carry noise that demosaicking and the camera's processing made spatially and
 across-channel correlated, so Gaussian SURE at a white-noise estimate of its level misjudges it (the
@@ -11,12 +11,15 @@ so SURE holds with probes drawn with the noise's own covariance (the Monte-Carlo
 uᵀ(h(Y + εu) − h(Y))/ε). The pre-trained network's residual r = Y − f(Y) is the best picture of the
 noise there is without a clean reference; circular convolution of r with white noise w,
 u = (r ⊛ w)/√(HW), is a Gaussian field with r's own (circular) auto- and cross-channel covariance.
-The probes are returned at unit mean square with the residual's RMS as their level, which is the
-form :class:`~rfr_deploy.adaptation.sure.SureScorer` takes (its ``draws``) (SURE with level s and unit probes z is
+The probes are kept at unit mean square with the residual's RMS as their level, the form
+:class:`~rfr_deploy.adaptation.sure.SureScorer` takes (SURE with level s and unit probes z is
 ‖h − Y‖² − s² + 2 s² zᵀJz: the coloured formula above).
 
 What the residual holds of the image itself (detail the network removed) makes the level and the
-divergence term a little larger: the choice leans towards the smoother, pre-trained network.
+divergence term a little larger. On the 37 real pairs of ``shared/data/real`` it still overrated the
+adapted network on Nam's photographs by 0.3–0.8 dB, so it is trusted only to step *back*:
+:class:`ColouredSureScorer` chooses among the weights up to the fixed interpolation, never beyond
+(benchmarks/README.md, "A guard for camera noise").
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from collections.abc import Sequence
 
 import torch
 
-from rfr_deploy.adaptation.sure import unsaturated
+from rfr_deploy.adaptation.sure import CANDIDATES, SureScorer, probe_count, unsaturated
+
+_COLOURED_STREAM = 0xC01_0BED
+"""Offset of the coloured probes' seed (independent of the white probes' stream)."""
 
 
 def residual_probes(
@@ -49,7 +55,6 @@ def residual_probes(
     for _ in range(count):
         white = torch.randn((height, width), generator=generator, dtype=torch.float64)
         field = torch.fft.irfft2(spectrum * torch.fft.rfft2(white), s=(height, width))
-        field = field / math.sqrt(height * width)
         probes.append((field / field.pow(2).mean().sqrt()).to(noisy.dtype))
     return level, probes
 
@@ -61,7 +66,7 @@ def draw_residual_probes(
 
     Reproducible from ``seed`` (on the CPU generator, then moved to each image's device).
     """
-    generator = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + 0xC01_0BED) % 2**63)
+    generator = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + _COLOURED_STREAM) % 2**63)
     levels, draws = [], []
     for y, x in zip(images, pseudo_clean, strict=True):
         level, probes = residual_probes(y.cpu(), x.cpu(), count, generator)
@@ -69,3 +74,33 @@ def draw_residual_probes(
         draws.append([b.to(y.device) for b in probes])
     total = sum(n for _, n in levels)
     return math.sqrt(sum(v * n for v, n in levels) / total), draws
+
+
+class ColouredSureScorer(SureScorer):
+    """SURE with probes coloured like the pre-trained residual (see the module docstring), at the
+    residual's RMS: the guard for camera noise and any other noise that is not white Gaussian.
+
+    It chooses the interpolation only up to the fixed one (:meth:`candidates`) and does not choose
+    checkpoints (:attr:`scores_checkpoints`). :meth:`create` returns None where the residual is zero
+    (nothing to colour the probes with)."""
+
+    criterion = "coloured-sure"
+    scores_checkpoints = False
+
+    @classmethod
+    def create(
+        cls,
+        images: Sequence[torch.Tensor],
+        pseudo_clean: Sequence[torch.Tensor],
+        model_sigma: float | None,
+        seed: int,
+    ) -> ColouredSureScorer | None:
+        level, draws = draw_residual_probes(images, pseudo_clean, seed, probe_count(images))
+        if any(not probes for probes in draws):
+            return None
+        return cls(images, level, model_sigma, seed, draws=draws)
+
+    def candidates(self, fixed: float) -> tuple[float, ...]:
+        """0 (the pre-trained network) and the steps of :data:`~rfr_deploy.adaptation.sure.CANDIDATES`
+        up to the ``fixed`` interpolation, which is always one of them."""
+        return tuple(sorted({a for a in CANDIDATES if a < fixed} | {0.0, fixed}))
