@@ -11,6 +11,8 @@ from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.scoring import make_scorer
 from rfr_deploy.adaptation.sure import choose_interpolation
 from rfr_deploy.inference import denoise, to_tensor
+from rfr_deploy.noise.base import QuantizedNoise, aims_at_residual
+from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 
 
@@ -92,16 +94,31 @@ def test_the_candidates_end_at_the_fixed_interpolation():
     assert scorer.candidates(0.1) == (0.0, 0.1)
 
 
-def test_camera_noise_is_scored_by_coloured_sure(camera_pair):
+def test_only_camera_noise_aimed_at_the_residual_is_scored_by_coloured_sure(camera_pair):
     clean, noisy = camera_pair
-    camera = CameraNoise(CameraResponses.parametric())
-    assert isinstance(make_scorer(camera, [noisy], [clean], None, 0), ColouredSureScorer)
-    assert make_scorer(camera, [noisy], [noisy], None, 0) is None  # no residual: the fixed interpolation
+    aimed = CameraNoise(CameraResponses.parametric(), level=0.05, level_from_residual=True)
+    assert aimed.aims_at_residual() and aims_at_residual(QuantizedNoise(aimed))
+    assert isinstance(make_scorer(QuantizedNoise(aimed), [noisy], [clean], None, 0), ColouredSureScorer)
+    assert make_scorer(aimed, [noisy], [noisy], None, 0) is None  # no residual: the fixed interpolation
+    # random levels, or a given level: the residual is not a picture of the noise
+    for other in (
+        CameraNoise(CameraResponses.parametric()),
+        CameraNoise(CameraResponses.parametric(), level=0.05),
+    ):
+        assert not aims_at_residual(other) and make_scorer(other, [noisy], [clean], None, 0) is None
+
+
+def test_the_camera_builder_says_where_its_level_came_from(monkeypatch):
+    monkeypatch.setattr(CameraResponses, "default", classmethod(lambda cls: CameraResponses.parametric()))
+    assert aims_at_residual(build_noise("camera", None, "estimate", [0.02], bit_depth=8))
+    assert not aims_at_residual(build_noise("camera", 0.02, "estimate", [0.01]))  # a given level
+    assert not aims_at_residual(build_noise("camera", None, "uniform", [0.02]))  # CBDNet's random levels
+    assert not aims_at_residual(build_noise("gaussian", None, "estimate", [0.02]))
 
 
 def test_adapt_with_camera_noise_chooses_only_the_interpolation(tiny_dncnn, smooth_image):
     noisy = to_tensor(smooth_image)
-    camera = CameraNoise(CameraResponses.parametric())
+    camera = CameraNoise(CameraResponses.parametric(), level=0.03, level_from_residual=True)
     result = adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(steps=2, lr=1e-3, checkpoint_every=1))
     assert result.selected_by == "coloured-sure"
     assert set(result.sure_db) == {0.0, 0.25, 0.5} and result.interpolation in result.sure_db

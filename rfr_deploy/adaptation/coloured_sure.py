@@ -78,7 +78,10 @@ def draw_residual_probes(
 
 class ColouredSureScorer(SureScorer):
     """SURE with probes coloured like the pre-trained residual (see the module docstring), at the
-    residual's RMS: the guard for camera noise and any other noise that is not white Gaussian.
+    residual's RMS: the guard for noise aimed at that residual (camera noise at an unknown level,
+    :func:`~rfr_deploy.noise.base.aims_at_residual`). Where the pre-trained network leaves the noise in
+    (Gaussian weights on real photographs) the residual is no picture of it, and the guard would keep
+    the pre-trained network.
 
     It chooses the interpolation only up to the fixed one (:meth:`candidates`) and does not choose
     checkpoints (:attr:`scores_checkpoints`). :meth:`create` returns None where the residual is zero

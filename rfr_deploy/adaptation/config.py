@@ -34,8 +34,9 @@ GAUSSIAN_EMA = 0.95
 """Weight averaging of the CPU's default Gaussian budget (:data:`GAUSSIAN_STEPS`): single 64² patches
 make noisy updates, and averaging the iterates removes most of that noise."""
 FIXED_INTERPOLATION = 0.5
-"""Default interpolation where no scorer chooses it (``select='off'``), and for camera noise the
-largest one its guard, coloured SURE, may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
+"""Default interpolation where no scorer chooses it (``select='off'``, camera noise at a given or random
+level), and for camera noise aimed at the pre-trained residual the largest one its guard, coloured SURE,
+may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ, where SURE is not trusted
 (:func:`rfr_deploy.adaptation.scoring.gray_with_estimated_level`)."""
@@ -46,8 +47,8 @@ and the checkpoint rule keeps the best network along the way."""
 CHECKPOINTS = 4
 """Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
 CAMERA_STEPS = 10
-"""Default M for camera noise (signal dependent and correlated; coloured SURE may only step back from
-the fixed interpolation). In sixteen of
+"""Default M for camera noise (signal dependent and correlated; at an unknown level coloured SURE may only
+step back from the fixed interpolation). In sixteen of
 the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
 that at M = 40, and whole photographs lost ground between M = 20 and 40."""
 
@@ -119,7 +120,7 @@ class AdaptConfig:
         default=None,
         metadata={
             "help": "Result = pre-trained + this × (adapted − pre-trained) in weight space, where SURE does "
-            "not choose it; for camera noise the largest weight its guard may keep "
+            "not choose it; for camera noise at an unknown level the largest weight its guard may keep "
             f"[default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ, "
             f"else {FIXED_INTERPOLATION:g}].",
             "min": 0.0,
@@ -128,8 +129,8 @@ class AdaptConfig:
         },
     )
     """Weight-space interpolation of the result where SURE does not choose it: pre-trained +
-    interpolation × (adapted − pre-trained); for camera noise the largest weight coloured SURE may
-    keep (:mod:`rfr_deploy.adaptation.coloured_sure`). Values below 1 keep part of the pre-trained network,
+    interpolation × (adapted − pre-trained); for camera noise aimed at the pre-trained residual the
+    largest weight coloured SURE may keep (:mod:`rfr_deploy.adaptation.coloured_sure`). Values below 1 keep part of the pre-trained network,
     which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
     None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
     :data:`FIXED_INTERPOLATION` otherwise."""
@@ -137,18 +138,19 @@ class AdaptConfig:
         default="sure",
         metadata={
             "help": "Choose the interpolation per image by Stein's unbiased risk estimate (Gaussian noise; "
-            "generalised cross-validation where an estimated σ is uncertain; for camera noise SURE with "
-            "probes coloured like the residual, up to --interpolation); 'off' uses --interpolation."
+            "generalised cross-validation where an estimated σ is uncertain; for camera noise at an unknown "
+            "level SURE with probes coloured like the residual, up to --interpolation); 'off' uses "
+            "--interpolation."
         },
     )
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
     unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`),
     or by generalised cross-validation where σ is estimated and uncertain (:mod:`rfr_deploy.adaptation.scoring`).
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
-    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). Camera noise (any
-    noise that is not white Gaussian): SURE with probes coloured like the pre-trained residual chooses
-    among 0, 0.25, … up to ``interpolation`` (:mod:`rfr_deploy.adaptation.coloured_sure`). 'off', or
-    gray images with an estimated σ: use ``interpolation``."""
+    some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). Camera noise aimed at
+    the pre-trained residual (its level unknown): SURE with probes coloured like that residual chooses
+    among 0, 0.25, … up to ``interpolation`` (:mod:`rfr_deploy.adaptation.coloured_sure`). 'off', other
+    camera noise, or gray images with an estimated σ: use ``interpolation``."""
     recorrupted: float = dataclasses.field(
         default=0.0,
         metadata={

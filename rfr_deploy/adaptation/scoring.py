@@ -9,12 +9,16 @@
   them and gained on five of six (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
 - Estimated σ on gray images: none, a fixed quarter step (:func:`gray_with_estimated_level`); gray
   images with a random σ: SURE over the range below the estimate.
-- Camera noise, or any other noise that is not white Gaussian: SURE with probes coloured like the
-  pre-trained residual (:class:`~rfr_deploy.adaptation.coloured_sure.ColouredSureScorer`), which may only
-  step back from the fixed interpolation towards the pre-trained network. On the 37 real pairs at
-  128² it removed both SIDD losses of the fixed α = 0.5 (−0.204, −0.168 dB → 0) at the same mean
-  gain (benchmarks/README.md, "A guard for camera noise").
-- An image with no noise found (σ̂ = 0, or a zero residual): none (the fixed interpolation applies).
+- Camera noise aimed at the pre-trained network's residual (its unknown level read from Y − f(Y):
+  :func:`~rfr_deploy.noise.base.aims_at_residual`): SURE with probes coloured like that residual
+  (:class:`~rfr_deploy.adaptation.coloured_sure.ColouredSureScorer`), which may only step back from the
+  fixed interpolation towards the pre-trained network. On the 37 real pairs at 128² it removed both
+  SIDD losses of the fixed α = 0.5 (−0.204, −0.168 dB → 0) at the same mean gain (benchmarks/README.md,
+  "A guard for camera noise").
+- Other noise that is not white Gaussian (camera noise at a given level or CBDNet's random levels,
+  where the residual of a Gaussian-trained network is not a picture of the noise: the guard then
+  threw away +2.8 and +4.7 dB), or an image with no noise found (σ̂ = 0, a zero residual): none
+  (the fixed interpolation applies).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
 from rfr_deploy.adaptation.sure import SureScorer, SureTerms
-from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
 
 
@@ -61,6 +65,8 @@ def make_scorer(
     ``seed``; None where the fixed interpolation applies. ``pseudo_clean`` (the pre-trained network's
     outputs) gives the residual that colours the probes for noise that is not white Gaussian."""
     if gaussian_level_of(noise) is None:
+        if not aims_at_residual(noise):
+            return None
         return ColouredSureScorer.create(images, pseudo_clean, model_sigma, seed)
     found = assumed_level(noise, images)
     if found is None:

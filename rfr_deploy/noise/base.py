@@ -70,11 +70,22 @@ class NoiseModel(Protocol):
         """The level of the noise when it is additive white Gaussian; None for any other noise."""
         ...
 
+    def aims_at_residual(self) -> bool:
+        """Optional: True where the level was aimed at the pre-trained network's residual Y − f(Y), which
+        then stands for the noise of the image (the camera model at an unknown level)."""
+        ...
+
 
 def gaussian_level_of(noise: nn.Module) -> GaussianLevel | None:
     """``noise.gaussian_level()``; None for a module that does not answer it (not known to be Gaussian)."""
     query = getattr(noise, "gaussian_level", None)
     return query() if callable(query) else None
+
+
+def aims_at_residual(noise: nn.Module) -> bool:
+    """``noise.aims_at_residual()``; False for a module that does not answer it."""
+    query = getattr(noise, "aims_at_residual", None)
+    return bool(query()) if callable(query) else False
 
 
 class QuantizedNoise(nn.Module):
@@ -99,6 +110,10 @@ class QuantizedNoise(nn.Module):
     def gaussian_level(self) -> GaussianLevel | None:
         """The wrapped model's (clipping is allowed for where it matters: see :mod:`rfr_deploy.adaptation.sure`)."""
         return gaussian_level_of(self.inner)
+
+    def aims_at_residual(self) -> bool:
+        """The wrapped model's."""
+        return aims_at_residual(self.inner)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels:g}"

@@ -198,15 +198,19 @@ class CameraNoise(nn.Module):
         shot_noise: ShotNoise = "cbdnet",
         jpeg_quality: tuple[float, float] | None = None,
         level: float | None = None,
+        level_from_residual: bool = False,
     ):
         """``level``: RMS of the synthetic noise to aim at ([0, 1] units), e.g. the noise level estimated
         on the photograph being adapted to; each random camera's σ_s and σ_c are then scaled together so
         its noise reaches that level (response curve, mosaic and JPEG stay random). ``None`` keeps the
-        random levels of CBDNet's training, which are far stronger than the noise of most photographs."""
+        random levels of CBDNet's training, which are far stronger than the noise of most photographs.
+        ``level_from_residual``: that level is the RMS of the pre-trained network's residual
+        (:meth:`aims_at_residual`)."""
         super().__init__()
         if level is not None and not level > 0:
             raise ValueError(f"level must be positive, got {level}")
         self.level = None if level is None else float(level)
+        self.level_from_residual = bool(level_from_residual)
         for name, (lo, hi) in (("sigma_s", sigma_s), ("sigma_c", sigma_c)):
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a range 0 <= low <= high, got {(lo, hi)}")
@@ -234,6 +238,11 @@ class CameraNoise(nn.Module):
     def gaussian_level(self) -> GaussianLevel | None:
         """None: signal-dependent noise, not white Gaussian (SURE and the recorrupted term do not apply)."""
         return None
+
+    def aims_at_residual(self) -> bool:
+        """Whether the level was read from the pre-trained network's residual, which then stands for the
+        noise (what the camera-noise guard, coloured SURE, assumes: :mod:`rfr_deploy.adaptation.coloured_sure`)."""
+        return self.level is not None and self.level_from_residual
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraSample:
         """Noisy batch, per-sample σ and the per-pixel noise std map (e.g. CBDNet's training target)."""
@@ -345,7 +354,9 @@ def build_camera(settings: NoiseSettings) -> CameraNoise:
     with the random levels of CBDNet's training (``'uniform'``, or no level to aim at)."""
     level = settings.level
     random_levels = settings.sigma is None and settings.unknown_sigma == "uniform"
-    return CameraNoise(level=None if random_levels or not level else level)
+    if random_levels or not level:
+        return CameraNoise()
+    return CameraNoise(level=level, level_from_residual=settings.sigma is None)  # estimates: residual RMS
 
 
 register_noise("camera", build_camera, level="residual")
