@@ -22,14 +22,12 @@ import torch
 from common import environment, write_results
 
 from rfr_deploy.adaptation.blending import interpolated
-from rfr_deploy.adaptation.coloured_sure import draw_residual_probes
+from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import (
     CANDIDATES,
-    SureScorer,
     choose_interpolation,
-    probe_count,
     select_interpolation,
 )
 from rfr_deploy.datasets import load_pairs
@@ -65,13 +63,14 @@ def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int, camera
 
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), clean_pixels) for a in CANDIDATES}
     choice = select_interpolation(build, [noisy], (level.low, level.high), None, seed=index)
-    rms, draws = draw_residual_probes([noisy], result.pseudo_clean, index, probe_count([noisy]))
-    scorer = SureScorer([noisy], rms, None, index, draws=draws)
-    coloured = choose_interpolation(build, scorer)
+    scorer = ColouredSureScorer.create([noisy], result.pseudo_clean, None, index)
+    coloured = choose_interpolation(
+        build, scorer
+    )  # every candidate: the library caps them, this study does not
     return {
         "sigma": grey_levels(level.sigma),
         "camera_level": grey_levels(aim),
-        "residual_rms": grey_levels(rms),
+        "residual_rms": grey_levels(scorer.high),
         "psnr": true,
         "sure_db": choice.estimates,
         "picked": choice.interpolation,
