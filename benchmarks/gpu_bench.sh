@@ -11,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to PyTorch')"
-python -m pytest tests/test_fastpath.py -q -rs -k cuda
+python -m pytest tests/test_cuda_graphs.py -q -rs
 python benchmarks/speed.py --device cuda --all --steps 50 --repeats 7 --warmup 5 "$@"

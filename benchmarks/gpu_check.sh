@@ -70,7 +70,7 @@ say "device $DEVICE, tiny=$TINY, budget $BUDGET s, output $OUT"
 { nvidia-smi 2>/dev/null || true; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } >>"$LOG" 2>&1
 
 # (a) the fast path's tests: CUDA ones run where a GPU is, the CPU ones everywhere
-step tests 150 "$PY" -m pytest tests/test_fastpath.py tests/test_capture_checks.py tests/test_cpu_runners.py \
+step tests 150 "$PY" -m pytest tests/test_cuda_graphs.py tests/test_fastpath.py tests/test_capture_checks.py tests/test_cpu_runners.py \
     -q -rs -p no:cacheprovider --junitxml="$STAGE/tests.xml"
 
 # (b) the bench, one model per call (each writes its own tables; a slow one cannot cost the others),

@@ -1,17 +1,22 @@
 """Accuracy of the noise-level estimator that unknown-σ adaptation relies on.
 
 For every test set and σ, adds Gaussian noise to the first images (central crops), optionally
-clipped and rounded to 8 bits like a real image file, and compares two estimators of σ: the
+clipped and rounded to 8 bits like a real image file, and compares estimators of σ: the
 patch-covariance eigenvalue rule on all patches (Chen et al. 2015, ``iterations=0``) and the
-same rule on weak-texture patches (``rfr_deploy.noise.level.estimate_sigma``, the default).
+same rule on weak-texture patches (``rfr_deploy.noise.level.estimate_sigma``, the default). With
+``--denoiser`` (weights under ../shared/weights) also the rule on the patches where that network's
+output is flattest (``estimate_sigma_on_flat``) and the smaller of the two, what SURE uses on gray
+images with an unknown σ (``estimate_gray_level``).
 
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12 --file-like
+    python benchmarks/noise_level_accuracy.py --datasets Set12,BSD68 --denoiser dncnn/dncnn_gray_blind.pth
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -21,10 +26,17 @@ from common import environment, write_results
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
-from rfr_deploy.noise.level import estimate_sigma
+from rfr_deploy.noise.level import estimate_gray_level, estimate_sigma, estimate_sigma_on_flat
 from rfr_deploy.shared import shared_path
 
-ESTIMATORS = {"all patches": {"iterations": 0}, "weak-texture patches (default)": {}}
+ESTIMATORS = {
+    "all patches": lambda y, d: estimate_sigma(y, iterations=0),
+    "weak-texture patches (default)": lambda y, d: estimate_sigma(y),
+}
+GUIDED = {
+    "denoiser's flattest patches": estimate_sigma_on_flat,
+    "smaller of weak-texture and flattest (gray SURE)": estimate_gray_level,
+}
 
 
 def main() -> None:
@@ -38,7 +50,13 @@ def main() -> None:
     parser.add_argument(
         "--file-like", action="store_true", help="clip to [0, 1] and round to 8 bits, as a saved image"
     )
+    parser.add_argument(
+        "--denoiser", default=None, help="DnCNN weights under ../shared/weights for the flat-patch rule"
+    )
+    parser.add_argument("--name", default=None)
     args = parser.parse_args()
+    torch.set_num_threads(1)
+    estimators = ESTIMATORS | (GUIDED if args.denoiser else {})
     started = time.perf_counter()
     rows = []
     for dataset in args.datasets.split(","):
@@ -51,8 +69,9 @@ def main() -> None:
             noisy = [add_gaussian_noise(x, sigma / 255, 0, i) for i, x in enumerate(clean)]
             if args.file_like:
                 noisy = [torch.round(y.clamp(0, 1) * 255) / 255 for y in noisy]
-            for name, kwargs in ESTIMATORS.items():
-                ratios = [estimate_sigma(y, **kwargs) / (sigma / 255) for y in noisy]
+            denoised = [denoise_with(args.denoiser, y) for y in noisy]
+            for name, estimator in estimators.items():
+                ratios = [estimator(y, d) / (sigma / 255) for y, d in zip(noisy, denoised, strict=True)]
                 row[name] = {
                     "mean_ratio": statistics.fmean(ratios),
                     "min_ratio": min(ratios),
@@ -60,10 +79,10 @@ def main() -> None:
                     "mean_abs_error_pct": 100 * statistics.fmean(abs(r - 1) for r in ratios),
                 }
             rows.append(row)
-            print(dataset, sigma, {k: round(row[k]["mean_ratio"], 3) for k in ESTIMATORS}, flush=True)
+            print(dataset, sigma, {k: round(row[k]["mean_ratio"], 3) for k in estimators}, flush=True)
     env = environment()
     suffix = "_file" if args.file_like else ""
-    name = f"noise_level_accuracy_crop{args.crop}{suffix}"
+    name = args.name or f"noise_level_accuracy_crop{args.crop}{suffix}"
     payload = {
         "protocol": vars(args),
         "environment": env,
@@ -75,24 +94,40 @@ def main() -> None:
         f"# {name}",
         "",
         f"First {args.limit} images per set, central {args.crop}² crops, Gaussian noise {noise}, seed 0; "
-        f"torch {env['torch']}, {env['device']}; {payload['wall_seconds']:.0f} s.",
+        f"torch {env['torch']}, {env['device']}; {payload['wall_seconds']:.0f} s."
+        + (f" Denoiser for the flat-patch rule: `{args.denoiser}`." if args.denoiser else ""),
         "",
         "σ̂ / σ: mean [min, max] over the images, and the mean absolute error in percent.",
         "",
-        "| set | σ | " + " | ".join(ESTIMATORS) + " |",
-        "|---|---:|" + "---|" * len(ESTIMATORS),
+        "| set | σ | " + " | ".join(estimators) + " |",
+        "|---|---:|" + "---|" * len(estimators),
         *(
             f"| {r['dataset']} | {r['sigma']:g} | "
             + " | ".join(
                 f"{r[k]['mean_ratio']:.3f} [{r[k]['min_ratio']:.3f}, {r[k]['max_ratio']:.3f}], "
                 f"{r[k]['mean_abs_error_pct']:.1f} %"
-                for k in ESTIMATORS
+                for k in estimators
             )
             + " |"
             for r in rows
         ),
     ]
     write_results(name, payload, "\n".join(lines))
+
+
+def denoise_with(weights: str | None, noisy: torch.Tensor) -> torch.Tensor | None:
+    """The official DnCNN ``weights``' output for ``noisy`` (1×C×H×W); None without weights."""
+    if weights is None:
+        return None
+    with torch.no_grad():
+        return _network(weights, noisy.shape[1])(noisy)
+
+
+@functools.lru_cache(maxsize=2)
+def _network(weights: str, channels: int):
+    from rfr_deploy.models.factory import create_model
+
+    return create_model("dncnn", weights=str(shared_path("weights", weights)), channels=channels).eval()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The fast step runners: CPU channels-last path, graph-runner helpers and fallbacks, CUDA graphs on GPU."""
+"""The fast step runners: the CPU channels-last path, the graph runner's helpers and its fallbacks off the GPU."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from runner_helpers import KS, max_diff, params_of, relative_gap, run_updates
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner
@@ -21,49 +22,11 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 
-KS = [0, 1, 5, 3, 2, 7, 4, 6]
-
 
 @pytest.fixture
 def noisy():
     g = torch.Generator().manual_seed(1)
     return torch.rand(1, 3, 24, 20, generator=g)
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
-def _relative_gap(candidate: dict, reference: dict, start: dict) -> float:
-    """Mean |candidate − reference| over the mean distance the reference moved from ``start``.
-
-    Robust to Adam's sign flips: where a gradient component is ~0, summation-order noise can flip
-    the sign of its first updates (a ±lr step on that one weight), which a max norm would flag.
-    """
-    flat = {
-        name: torch.cat([d[k].flatten().float() for k in sorted(d)])
-        for name, d in (("c", candidate), ("r", reference), ("s", start))
-    }
-    moved = float((flat["r"] - flat["s"]).abs().mean())
-    assert moved > 0, "the reference did not train"
-    return float((flat["c"] - flat["r"]).abs().mean()) / moved
-
-
-def _run(runner_cls, model, targets, config, noise=None, steps=6, offsets=None, recorruption=None, **kwargs):
-    model = copy.deepcopy(model).train()
-    generator = torch.Generator(device=targets[0].device).manual_seed(3)
-    context = UpdateContext(
-        model, targets, noise or UniformSigmaGaussianNoise(), config, generator, recorruption
-    )
-    runner = runner_cls(context, **kwargs)
-    losses = [float(runner.step(0, KS[i % len(KS)], offsets)) for i in range(steps)]
-    if hasattr(runner, "finish"):
-        runner.finish()
-    return losses, model, runner
 
 
 @pytest.mark.parametrize(
@@ -75,12 +38,12 @@ def _run(runner_cls, model, targets, config, noise=None, steps=6, offsets=None, 
 )
 def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
     model = tiny_dncnn(3)
-    start = _params(model)
+    start = params_of(model)
     eager = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="off", **kwargs))
     fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", amp="off", **kwargs))
     assert eager.runner == "eager" and fast.runner == "eager+channels-last"
     assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
-    assert _relative_gap(_params(fast.model), _params(eager.model), start) < 1e-2
+    assert relative_gap(params_of(fast.model), params_of(eager.model), start) < 1e-2
     # the network is handed back in the default layout
     assert all(p.is_contiguous() for p in fast.model.parameters())
 
@@ -120,17 +83,17 @@ def test_fast_off_is_exactly_the_eager_loop(tiny_dncnn, noisy):
         float(by_hand.step(0, int(torch.randint(DIHEDRAL, (1,), generator=plan)), None)) for _ in range(4)
     ]
     assert a.losses == losses
-    assert _max_diff(_params(a.model), _params(reference)) == 0.0
+    assert max_diff(params_of(a.model), params_of(reference)) == 0.0
 
 
 def test_channels_last_runner_only_changes_the_layout(tiny_dncnn, noisy):
     config = AdaptConfig(steps=6, lr=1e-3)
-    start = _params(tiny_dncnn(3))
-    eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), [noisy], config)
-    fast_losses, fast_model, runner = _run(ChannelsLastRunner, tiny_dncnn(3), [noisy], config)
+    start = params_of(tiny_dncnn(3))
+    eager_losses, eager_model, _ = run_updates(EagerRunner, tiny_dncnn(3), [noisy], config)
+    fast_losses, fast_model, runner = run_updates(ChannelsLastRunner, tiny_dncnn(3), [noisy], config)
     assert runner.name == "eager+channels-last"
     assert fast_losses == pytest.approx(eager_losses, rel=1e-5)
-    assert _relative_gap(_params(fast_model), _params(eager_model), start) < 1e-2
+    assert relative_gap(params_of(fast_model), params_of(eager_model), start) < 1e-2
     assert all(p.is_contiguous() for p in fast_model.parameters())
 
 
@@ -149,23 +112,23 @@ class _ViewNet(torch.nn.Module):
 
 def test_channels_last_falls_back_to_the_plain_layout_for_contiguous_only_code(noisy):
     config = AdaptConfig(steps=4, lr=1e-3)
-    eager_losses, eager_model, _ = _run(EagerRunner, _ViewNet(), [noisy], config, steps=4)
+    eager_losses, eager_model, _ = run_updates(EagerRunner, _ViewNet(), [noisy], config, steps=4)
     with pytest.warns(UserWarning, match="channels-last layout not used"):
-        losses, model, runner = _run(ChannelsLastRunner, _ViewNet(), [noisy], config, steps=4)
+        losses, model, runner = run_updates(ChannelsLastRunner, _ViewNet(), [noisy], config, steps=4)
     assert runner.name == "eager"
     assert losses == eager_losses
-    assert _max_diff(_params(model), _params(eager_model)) == 0.0
+    assert max_diff(params_of(model), params_of(eager_model)) == 0.0
 
 
 def test_fused_update_matches_eager_with_a_schedule(tiny_dncnn, noisy):
     """FastRunner without graphs (CPU: fp32, fused Adam, channels-last) computes the eager update."""
     config = AdaptConfig(steps=6, lr=1e-3, schedule="cosine", warmup=2)
-    start = _params(tiny_dncnn(3))
-    eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), [noisy], config)
-    fast_losses, fast_model, runner = _run(FastRunner, tiny_dncnn(3), [noisy], config, graphs=False)
+    start = params_of(tiny_dncnn(3))
+    eager_losses, eager_model, _ = run_updates(EagerRunner, tiny_dncnn(3), [noisy], config)
+    fast_losses, fast_model, runner = run_updates(FastRunner, tiny_dncnn(3), [noisy], config, graphs=False)
     assert runner.name == "fused-eager+fp32+channels-last"
     assert fast_losses == pytest.approx(eager_losses, rel=1e-5)
-    assert _relative_gap(_params(fast_model), _params(eager_model), start) < 1e-2
+    assert relative_gap(params_of(fast_model), params_of(eager_model), start) < 1e-2
     assert all(p.is_contiguous() and p.grad is None for p in fast_model.parameters())
 
 
@@ -173,23 +136,23 @@ def test_every_runner_computes_the_recorrupted_term_alike(tiny_dncnn, noisy):
     """The recorrupted-to-recorrupted pair is drawn and scored identically by the eager, channels-last
     and fused runners (patches cut from the noisy image where the pseudo-clean ones are cut)."""
     config = AdaptConfig(steps=5, lr=1e-3, batch=2, patch=16, warmup=2)
-    start = _params(tiny_dncnn(3))
+    start = params_of(tiny_dncnn(3))
     offsets = [(1, 2), (4, 0)]
     term = make_recorruption(GaussianNoise(25 / 255), [noisy], 1.0)
     args = ([noisy * 0.9], config, GaussianNoise(25 / 255), 5, offsets)
-    plain, _, _ = _run(EagerRunner, tiny_dncnn(3), *args)
-    eager_losses, eager_model, _ = _run(EagerRunner, tiny_dncnn(3), *args, recorruption=term)
+    plain, _, _ = run_updates(EagerRunner, tiny_dncnn(3), *args)
+    eager_losses, eager_model, _ = run_updates(EagerRunner, tiny_dncnn(3), *args, recorruption=term)
     assert all(a > b for a, b in zip(eager_losses, plain, strict=True))  # the term is in the loss
     for cls, kw in ((ChannelsLastRunner, {}), (FastRunner, {"graphs": False})):
-        losses, model, _ = _run(cls, tiny_dncnn(3), *args, recorruption=term, **kw)
+        losses, model, _ = run_updates(cls, tiny_dncnn(3), *args, recorruption=term, **kw)
         assert losses == pytest.approx(eager_losses, rel=1e-5), cls.__name__
-        assert _relative_gap(_params(model), _params(eager_model), start) < 1e-2, cls.__name__
+        assert relative_gap(params_of(model), params_of(eager_model), start) < 1e-2, cls.__name__
 
 
 def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):
     """What the graph runner does before capture: updates, then restore, must leave no trace."""
     config = AdaptConfig(steps=5, lr=1e-3, warmup=2)
-    reference, _, _ = _run(FastRunner, tiny_dncnn(3), [noisy], config, steps=5, graphs=False)
+    reference, _, _ = run_updates(FastRunner, tiny_dncnn(3), [noisy], config, steps=5, graphs=False)
 
     model = copy.deepcopy(tiny_dncnn(3)).train()
     generator = torch.Generator().manual_seed(3)
@@ -197,12 +160,12 @@ def test_warm_up_updates_are_undone_exactly(tiny_dncnn, noisy):
         UpdateContext(model, [noisy], UniformSigmaGaussianNoise(), config, generator), graphs=False
     )
     snapshot = UpdateSnapshot(model, runner.optimizer, generator, None)
-    before = _params(model)
+    before = params_of(model)
     for _ in range(3):  # creates Adam's state lazily and moves the weights and the generator
         runner._update(noisy.contiguous(memory_format=torch.channels_last))
-    assert _max_diff(_params(model), before) > 0
+    assert max_diff(params_of(model), before) > 0
     snapshot.restore()
-    assert _max_diff(_params(model), before) == 0.0
+    assert max_diff(params_of(model), before) == 0.0
     assert all(float(s["step"]) == 0 for s in runner.optimizer.state.values())
     losses = [float(runner.step(0, KS[i], None)) for i in range(5)]
     assert losses == reference
@@ -253,7 +216,7 @@ def test_clean_batch_cuts_patches_then_transforms(noisy):
 
 def test_graph_runner_falls_back_on_cpu_and_leaves_the_model_alone(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
-    before = _params(model)
+    before = params_of(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runner = try_graph_runner(
@@ -262,7 +225,7 @@ def test_graph_runner_falls_back_on_cpu_and_leaves_the_model_alone(tiny_dncnn, n
     assert runner is None
     assert len(caught) == 1 and "CUDA graphs not used" in str(caught[0].message)
     assert "\n" not in str(caught[0].message)
-    assert _max_diff(_params(model), before) == 0.0
+    assert max_diff(params_of(model), before) == 0.0
     assert all(p.is_contiguous() for p in model.parameters())
     with pytest.raises(CaptureError, match="need CUDA tensors"):
         FastRunner(
@@ -277,181 +240,3 @@ def test_precision_is_fp32_off_the_gpu():
 
 
 # ---------------------------------------------------------------- CUDA (skipped without a GPU)
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CUDA graphs)")
-
-
-@pytest.fixture(autouse=True)
-def _true_fp32_convolutions():
-    """fp32 comparisons on the GPU: TF32 convolutions would differ between cuDNN algorithms by ~1e-3."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = before
-
-
-def _cuda_pair(tiny_dncnn, noisy, amp: str, steps: int = 6, **config_kwargs):
-    device = torch.device("cuda")
-    target = noisy.to(device)
-    config = AdaptConfig(steps=steps, lr=1e-3, amp=amp, **config_kwargs)
-    model = tiny_dncnn(3).to(device)
-    offsets = [(1, 2)] * config.batch if config.patch else None
-    eager = _run(EagerRunner, model, [target], config, steps=steps, offsets=offsets)
-    graph = _run(FastRunner, model, [target], config, steps=steps, offsets=offsets, graphs=True)
-    return eager, graph, _params(model)
-
-
-@needs_cuda
-def test_cuda_graphs_in_fp32_match_the_eager_loop(tiny_dncnn, noisy):
-    (e_losses, e_model, _), (g_losses, g_model, runner), start = _cuda_pair(tiny_dncnn, noisy, "off")
-    assert runner.name.startswith("cuda-graph+fp32")
-    assert len(runner.graphs) == 0  # released by finish()
-    # same generator state: the replays draw the eager loop's noise
-    assert g_losses == pytest.approx(e_losses, rel=1e-3)
-    assert _relative_gap(_params(g_model), _params(e_model), start) < 1e-2
-
-
-@needs_cuda
-def test_cuda_graphs_with_bf16_autocast_stay_close_to_fp32(tiny_dncnn, noisy):
-    if not torch.cuda.is_bf16_supported():
-        pytest.skip("GPU without bfloat16")
-    (e_losses, _, _), (g_losses, _, runner), _ = _cuda_pair(tiny_dncnn, noisy, "bf16")
-    assert "bf16" in runner.name
-    assert g_losses == pytest.approx(e_losses, rel=5e-2)
-
-
-@needs_cuda
-def test_cuda_graphs_with_fp16_and_a_grad_scaler(tiny_dncnn, noisy):
-    (e_losses, _, _), (g_losses, g_model, runner), start = _cuda_pair(tiny_dncnn, noisy, "fp16")
-    assert "fp16" in runner.name
-    # the first loss precedes any update; later ones may follow steps the scaler skipped on overflow
-    assert g_losses[0] == pytest.approx(e_losses[0], rel=1e-2)
-    assert all(torch.isfinite(p).all() for p in g_model.parameters())
-    assert _max_diff(_params(g_model), start) > 0, "no update was applied"
-
-
-@needs_cuda
-def test_cuda_graphs_replay_the_recorrupted_term(tiny_dncnn, noisy):
-    device = torch.device("cuda")
-    target = noisy.to(device)
-    config = AdaptConfig(steps=6, lr=1e-3, amp="off")
-    term = make_recorruption(GaussianNoise(25 / 255), [target * 1.1], 1.0)
-    model = tiny_dncnn(3).to(device)
-    eager = _run(EagerRunner, model, [target], config, GaussianNoise(25 / 255), recorruption=term)
-    graph = _run(FastRunner, model, [target], config, GaussianNoise(25 / 255), graphs=True, recorruption=term)
-    assert graph[2].name.startswith("cuda-graph")
-    assert graph[0] == pytest.approx(eager[0], rel=1e-3)
-    assert _relative_gap(_params(graph[1]), _params(eager[1]), _params(model)) < 1e-2
-
-
-@needs_cuda
-def test_cuda_graphs_capture_patch_training_and_schedules(tiny_dncnn, noisy):
-    kwargs = {"batch": 2, "patch": 16, "schedule": "cosine", "warmup": 2}
-    (e_losses, _, _), (g_losses, _, _), _ = _cuda_pair(tiny_dncnn, noisy, "off", **kwargs)
-    assert g_losses == pytest.approx(e_losses, rel=1e-3)
-
-
-@needs_cuda
-def test_adapt_uses_graphs_on_cuda_and_two_for_a_non_square_image(tiny_dncnn, noisy):
-    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25 / 255), AdaptConfig(steps=8, lr=1e-3))
-    assert result.runner.startswith("cuda-graph")
-    assert all(p.is_contiguous() for p in result.model.parameters())
-    model = tiny_dncnn(3).cuda()
-    runner = FastRunner(
-        UpdateContext(model, [noisy.cuda()], GaussianNoise(25 / 255), AdaptConfig(), torch.Generator("cuda"))
-    )
-    assert len(runner.graphs) == 2
-    runner.finish()
-
-
-class _HostRandomNoise(torch.nn.Module):
-    """Draws its noise level on the host: a CUDA graph would freeze it."""
-
-    def forward(self, x, generator=None):
-        s = torch.full((x.shape[0],), float(torch.rand(1)) * 0.1, device=x.device)
-        return x + s.view(-1, 1, 1, 1) * torch.ones_like(x), s
-
-
-@needs_cuda
-def test_cuda_noise_frozen_by_capture_is_detected_and_falls_back(tiny_dncnn, noisy):
-    model = tiny_dncnn(3).cuda()
-    before = _params(model)
-    with pytest.warns(UserWarning, match="draws on the host"):
-        runner = try_graph_runner(
-            UpdateContext(model, [noisy.cuda()], _HostRandomNoise(), AdaptConfig(), torch.Generator("cuda"))
-        )
-    assert runner is None
-    assert _max_diff(_params(model), before) == 0.0
-
-
-@needs_cuda
-def test_cuda_zero_level_noise_still_gets_graphs(tiny_dncnn, noisy):
-    """σ = 0 draws (zero times fresh noise): the generator's offset advances, graphs are used."""
-    model = tiny_dncnn(3).cuda()
-    runner = try_graph_runner(
-        UpdateContext(model, [noisy.cuda()], GaussianNoise(0.0), AdaptConfig(), torch.Generator("cuda"))
-    )
-    assert runner is not None and runner.name.startswith("cuda-graph")
-    runner.finish()
-
-
-@needs_cuda
-def test_cuda_radam_with_fp16_is_refused_before_any_capture(tiny_dncnn, noisy):
-    model = tiny_dncnn(3).cuda()
-    before = _params(model)
-    config = AdaptConfig(optimizer="radam", amp="fp16")
-    with pytest.raises(CaptureError, match="RAdam has no fused kernel"):
-        FastRunner(
-            UpdateContext(model, [noisy.cuda()], GaussianNoise(25 / 255), config, torch.Generator("cuda"))
-        )
-    assert _max_diff(_params(model), before) == 0.0
-    # bf16 / fp32 RAdam is capturable (no gradient scaler)
-    runner = FastRunner(
-        UpdateContext(
-            model,
-            [noisy.cuda()],
-            GaussianNoise(25 / 255),
-            AdaptConfig(optimizer="radam", amp="off"),
-            torch.Generator("cuda"),
-        )
-    )
-    assert runner.name.startswith("cuda-graph")
-    runner.finish()
-
-
-class _SyncingNet(torch.nn.Module):
-    """Reads a value on the host in its forward pass: a capture-breaker."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-
-    def forward(self, x, sigma=None):
-        scale = float(x.abs().max())
-        return x - self.conv(x) / max(scale, 1.0)
-
-
-@needs_cuda
-def test_cuda_a_host_sync_in_the_update_is_found_before_capture(noisy):
-    with pytest.warns(UserWarning, match="synchronises with the host"):
-        runner = try_graph_runner(
-            UpdateContext(
-                _SyncingNet().cuda(),
-                [noisy.cuda()],
-                GaussianNoise(25 / 255),
-                AdaptConfig(),
-                torch.Generator("cuda"),
-            )
-        )
-    assert runner is None
-    assert torch.cuda.get_sync_debug_mode() == 0
-
-
-@needs_cuda
-def test_cuda_adapt_times_every_update_with_events(tiny_dncnn, noisy):
-    result = adapt(tiny_dncnn(3), noisy.cuda(), GaussianNoise(25 / 255), AdaptConfig(steps=5, lr=1e-3))
-    assert len(result.step_seconds) == 5 and all(s > 0 for s in result.step_seconds)
-    assert sum(result.step_seconds) < result.total_seconds

@@ -33,7 +33,7 @@ Design of the CUDA-graph runner
 
 The host-side pieces (batch shapes, the warm-up snapshot, device learning rates) live in
 :mod:`rfr_deploy.adaptation.plan` and are tested on the CPU. None of the CUDA code paths can run in CPU-only
-CI; ``tests/test_fastpath.py`` holds the GPU comparison against the eager loop, skipped there, and
+CI; ``tests/test_cuda_graphs.py`` holds the GPU comparison against the eager loop, skipped there, and
 ``benchmarks/gpu_check.sh`` runs it on a GPU.
 
 CPU: the channels-last and bf16 runners live in :mod:`rfr_deploy.adaptation.cpu_runners`.
