@@ -1,4 +1,3 @@
-import dataclasses
 import math
 
 import numpy as np
@@ -174,10 +173,9 @@ def test_probe_count_grows_as_images_shrink():
     assert probe_count([torch.zeros(1, 3, 1024, 1024)]) == 2
 
 
-def test_gray_images_with_an_estimated_level_take_sure_at_the_lower_estimate(tiny_dncnn, pair):
+def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncnn, pair):
     from rfr_deploy.adaptation.config import ESTIMATED_GRAY_INTERPOLATION
     from rfr_deploy.adaptation.scoring import gray_with_estimated_level
-    from rfr_deploy.noise.level import estimate_gray_level
 
     _, noisy, _ = pair
     gray = noisy.mean(dim=1, keepdim=True)
@@ -186,24 +184,18 @@ def test_gray_images_with_an_estimated_level_take_sure_at_the_lower_estimate(tin
     assert gray_with_estimated_level(QuantizedNoise(estimated), [gray])
     assert not gray_with_estimated_level(estimated, [noisy])  # colour keeps SURE over its range
     assert not gray_with_estimated_level(GaussianNoise(20 / 255), [gray])  # known σ keeps SURE
-    # the level comes from the pre-trained output: without it there is none
     assert gaussian_level(estimated, [gray]) is None
-    model = tiny_dncnn(1)
-    pseudo = denoise(model, gray).detach()
-    level = estimate_gray_level(gray, pseudo)
-    assert assumed_level(estimated, [gray], [pseudo]) == ((level, level), [])
-    other = gray.flip(-1) * 0.5 + 0.25
-    low, high = assumed_level(estimated, [gray, other], [pseudo, denoise(model, other).detach()])[0]
-    assert low < high and level in (low, high)
+    assert gaussian_level(GaussianNoise(20 / 255), [gray]) is not None
 
+    model = tiny_dncnn(1)
     result = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3))
-    assert result.selected_by == "sure" and result.sure_db
-    off = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, select="off"))
+    assert result.interpolation == ESTIMATED_GRAY_INTERPOLATION and not result.sure_db
     full = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, select="off", interpolation=1.0))
-    assert off.interpolation == ESTIMATED_GRAY_INTERPOLATION and not off.sure_db
-    for p0, p1, pq in zip(model.parameters(), full.model.parameters(), off.model.parameters(), strict=True):
+    for p0, p1, pq in zip(
+        model.parameters(), full.model.parameters(), result.model.parameters(), strict=True
+    ):
         assert torch.allclose(pq, p0 + ESTIMATED_GRAY_INTERPOLATION * (p1 - p0), atol=1e-6)
-    explicit = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, select="off", interpolation=0.75))
+    explicit = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, interpolation=0.75))
     assert explicit.interpolation == 0.75
     colour = adapt(tiny_dncnn(3), noisy, estimated, AdaptConfig(steps=2, lr=1e-3))
     # colour images keep a selection: SURE where the estimators agree, GCV where they do not
@@ -310,7 +302,7 @@ def test_the_scorer_follows_the_noise_and_the_images(smooth_image, textured):
         type(make_scorer(estimated, [flat, textured], [flat, textured], None, 0)) is GcvScorer
     )  # one imprecise image
     gray = textured[:, :1]
-    assert type(make_scorer(estimated, [gray], [gray], None, 0)) is SureScorer  # at the lower estimate
+    assert make_scorer(estimated, [gray], [gray], None, 0) is None  # the fixed quarter step
     assert type(make_scorer(UniformSigmaGaussianNoise(), [gray], [gray], None, 0)) is SureScorer
 
 
@@ -320,5 +312,7 @@ def test_adapt_reports_what_chose_the_result(tiny_dncnn, textured):
     gcv = adapt(model, textured, GaussianNoise(25 / 255, estimated=True), config)
     assert gcv.selected_by == "gcv" and gcv.sure_db and set(gcv.checkpoint_db) == {0, 1, 2}
     assert adapt(model, textured, GaussianNoise(25 / 255), config).selected_by == "sure"
-    fixed = adapt(model, textured, GaussianNoise(25 / 255), dataclasses.replace(config, select="off"))
-    assert fixed.selected_by is None and fixed.interpolation == 0.5
+    fixed = adapt(
+        tiny_dncnn(1), textured[:, :1].contiguous(), GaussianNoise(25 / 255, estimated=True), config
+    )
+    assert fixed.selected_by is None and fixed.interpolation == 0.25

@@ -38,8 +38,8 @@ FIXED_INTERPOLATION = 0.5
 level), and for camera noise aimed at the pre-trained residual the largest one its guard, coloured SURE,
 may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
-"""Default interpolation for gray images with an estimated σ where no scorer chooses it (``select='off'``;
-:func:`rfr_deploy.adaptation.scoring.gray_with_estimated_level`)."""
+"""Default interpolation for gray images with an estimated σ, where SURE is not trusted
+(:func:`rfr_deploy.adaptation.scoring.gray_with_estimated_level`)."""
 CUDA_GAUSSIAN_STEPS = 400
 """Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a
 millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmarks/results/budget_*)
@@ -121,7 +121,7 @@ class AdaptConfig:
         metadata={
             "help": "Result = pre-trained + this × (adapted − pre-trained) in weight space, where SURE does "
             "not choose it; for camera noise at an unknown level the largest weight its guard may keep "
-            f"[default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ and --select off, "
+            f"[default: {ESTIMATED_GRAY_INTERPOLATION:g} for gray images with an estimated σ, "
             f"else {FIXED_INTERPOLATION:g}].",
             "min": 0.0,
             "max": 1.5,
@@ -132,8 +132,8 @@ class AdaptConfig:
     interpolation × (adapted − pre-trained); for camera noise aimed at the pre-trained residual the
     largest weight coloured SURE may keep (:mod:`rfr_deploy.adaptation.coloured_sure`). Values below 1 keep part of the pre-trained network,
     which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
-    None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ (used only with
-    ``select='off'``), :data:`FIXED_INTERPOLATION` otherwise."""
+    None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
+    :data:`FIXED_INTERPOLATION` otherwise."""
     select: Select = dataclasses.field(
         default="sure",
         metadata={
@@ -145,13 +145,12 @@ class AdaptConfig:
     )
     """'sure': choose the interpolation per image among 0 (pre-trained), 0.25, …, 1.25 by Stein's
     unbiased risk estimate on the noisy input (Gaussian noise only; see :mod:`rfr_deploy.adaptation.sure`),
-    or by generalised cross-validation where σ is estimated and uncertain on colour images; on gray
-    images with an estimated σ SURE takes the lower of two estimates (:mod:`rfr_deploy.adaptation.scoring`).
+    or by generalised cross-validation where σ is estimated and uncertain (:mod:`rfr_deploy.adaptation.scoring`).
     α = 0 is a candidate, so losses are rare on images of 256² and more; SURE's own noise still lets
     some small images lose up to 0.1 dB (benchmarks/results/table2_*crop128*). Camera noise aimed at
     the pre-trained residual (its level unknown): SURE with probes coloured like that residual chooses
-    among 0, 0.25, … up to ``interpolation`` (:mod:`rfr_deploy.adaptation.coloured_sure`). 'off' or other
-    camera noise: use ``interpolation``."""
+    among 0, 0.25, … up to ``interpolation`` (:mod:`rfr_deploy.adaptation.coloured_sure`). 'off', other
+    camera noise, or gray images with an estimated σ: use ``interpolation``."""
     recorrupted: float = dataclasses.field(
         default=0.0,
         metadata={

@@ -7,10 +7,8 @@
   (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
   (almost) every such image at its pre-trained result; GCV chose what SURE at the true σ chose on half of
   them and gained on five of six (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
-- Estimated σ on gray images: SURE at the smaller of two estimates, the weak-texture one and one on
-  the pre-trained output's flattest patches (:func:`~rfr_deploy.noise.level.estimate_gray_level`): no
-  single estimate is precise enough for SURE there, but a low one only makes it cautious
-  (:func:`gray_with_estimated_level`). Gray images with a random σ: SURE over the range below the estimate.
+- Estimated σ on gray images: none, a fixed quarter step (:func:`gray_with_estimated_level`); gray
+  images with a random σ: SURE over the range below the estimate.
 - Camera noise aimed at the pre-trained network's residual (its unknown level read from Y − f(Y):
   :func:`~rfr_deploy.noise.base.aims_at_residual`): SURE with probes coloured like that residual
   (:class:`~rfr_deploy.adaptation.coloured_sure.ColouredSureScorer`), which may only step back from the
@@ -34,7 +32,7 @@ from torch import nn
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
 from rfr_deploy.adaptation.sure import SureScorer, SureTerms
 from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of
-from rfr_deploy.noise.level import NoiseLevel, estimate_gray_level, estimate_noise_level
+from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
 
 
 class GcvScorer(SureScorer):
@@ -70,7 +68,7 @@ def make_scorer(
         if not aims_at_residual(noise):
             return None
         return ColouredSureScorer.create(images, pseudo_clean, model_sigma, seed)
-    found = assumed_level(noise, images, pseudo_clean)
+    found = assumed_level(noise, images)
     if found is None:
         return None
     level, estimates = found
@@ -81,19 +79,17 @@ def make_scorer(
 
 
 def assumed_level(
-    noise: nn.Module, images: Sequence[torch.Tensor], pseudo_clean: Sequence[torch.Tensor] | None = None
+    noise: nn.Module, images: Sequence[torch.Tensor]
 ) -> tuple[tuple[float, float], list[NoiseLevel]] | None:
     """The range (low, high) of the Gaussian level of the noise in ``images`` ([0, 1] units) the scorer
     assumes, and the per-image estimates it came from (none for a known σ).
 
-    Known σ: that σ (low = high). Gray images with an estimated σ: the lowest and highest of
-    :func:`~rfr_deploy.noise.level.estimate_gray_level` over the images, from their pre-trained
-    outputs ``pseudo_clean`` (see :func:`gray_with_estimated_level`; none without them). Estimated σ
-    on colour images, or random σ (level unknown): the range
+    Known σ: that σ (low = high). Estimated σ, or random σ (level unknown): the range
     :func:`~rfr_deploy.noise.level.estimate_noise_level` gives, the widest over the images, around
     the level used. None where no scorer applies: camera noise or any other model that is not white
-    Gaussian (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None), or an image with no
-    noise to estimate (σ̂ = 0: flat or smaller than the estimator's patches).
+    Gaussian (:meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level` is None), an image with no
+    noise to estimate (σ̂ = 0: flat or smaller than the estimator's patches), and gray images with
+    an estimated σ (see :func:`gray_with_estimated_level`).
     """
     declared = gaussian_level_of(noise)
     if declared is None:
@@ -101,10 +97,7 @@ def assumed_level(
     if declared.sigma is not None and not declared.estimated:
         return (declared.sigma, declared.sigma), []
     if gray_with_estimated_level(noise, images):
-        if pseudo_clean is None:
-            return None
-        levels = [estimate_gray_level(y, x) for y, x in zip(images, pseudo_clean, strict=True)]
-        return ((min(levels), max(levels)), []) if min(levels) > 0.0 else None
+        return None
     estimates = [estimate_noise_level(y) for y in images]
     if any(v.sigma <= 0.0 for v in estimates):
         return None  # no noise found (a flat or tiny image): no level for SURE to assume
@@ -118,17 +111,14 @@ def assumed_level(
 
 
 def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
-    """Gray images adapted with a σ estimated from them, where the estimate alone is not trusted.
+    """Gray images adapted with a σ estimated from them: neither SURE's nor GCV's choice is trusted there.
 
-    Textured gray crops make every white-noise estimator read high (BSD68 at σ = 25: up to 27.6 on
-    central 256² crops), and SURE at such a σ took too long a step (one crop lost 0.23 dB); SURE over
-    the range [0.9 σ̂, σ̂] kept (almost) every image at its pre-trained result; GCV, which needs no σ,
-    chose too long steps too (BSD68: one lost 0.13 dB;
-    benchmarks/results/interpolation_sweep_BSD68_s25_crop256_p64_gcv.md). SURE therefore takes the
-    lower of two estimates (:func:`~rfr_deploy.noise.level.estimate_gray_level`, see
-    :func:`assumed_level`), and without a scorer (``select='off'``) the default is a quarter step
-    (:data:`rfr_deploy.adaptation.config.ESTIMATED_GRAY_INTERPOLATION`), which kept 52–100 % of the known-σ
-    gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*).
+    With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
+    at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed
+    quarter step (:data:`rfr_deploy.adaptation.config.ESTIMATED_GRAY_INTERPOLATION`) kept 52–100 % of the known-σ
+    gain with no image below −0.05 dB (benchmarks/results/table3_*fixed025*). GCV, which needs no σ,
+    chose too long steps on textured gray crops (BSD68: one lost 0.13 dB;
+    benchmarks/results/interpolation_sweep_BSD68_s25_crop256_p64_gcv.md).
     """
     declared = gaussian_level_of(noise)
     estimated = declared is not None and declared.sigma is not None and declared.estimated

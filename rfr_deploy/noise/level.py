@@ -149,8 +149,7 @@ def estimate_sigma_on_flat(
     The denoiser tells texture from noise far better than the noisy patches' own gradient energy
     (:func:`estimate_sigma`), so texture inflates this estimate less; its flattest areas are also where
     it smoothed the noise most, which makes the estimate read a little low on images with large flat
-    regions, and so does clipping in flat areas near black or white, which are not left out: for
-    :func:`estimate_gray_level` low is the safe side.
+    regions, and so does clipping in flat areas near black or white, which are not left out.
     """
     x, d = _as_chw(image), _as_chw(denoised)
     if x.shape != d.shape:
@@ -166,14 +165,14 @@ def estimate_sigma_on_flat(
 
 
 def estimate_gray_level(image: torch.Tensor, denoised: torch.Tensor) -> float:
-    """A level for SURE on a gray image with unknown σ: the smaller of the weak-texture estimate
-    (:func:`estimate_sigma`) and the estimate on the denoiser's flattest patches
-    (:func:`estimate_sigma_on_flat`).
+    """The smaller of the weak-texture estimate (:func:`estimate_sigma`) and the estimate on the
+    denoiser's flattest patches (:func:`estimate_sigma_on_flat`).
 
-    Texture makes the first read high (BSD68 test001 at σ = 25: 27.5), the second reads a little low
-    on flat images. A σ too high makes SURE take too long a step (SURE at 27.6 cost that crop
-    0.23 dB), one too low only makes it keep more of the pre-trained network: the smaller is the
-    safe side.
+    Texture makes the first read high, the second reads a little low on flat images. Tried as the
+    level for SURE on gray images with an unknown σ and not shipped: both can read high together
+    (BSD68 at σ = 15: up to 11.7 % on central 256² crops), and SURE then stepped too far (one crop lost
+    0.23 dB; benchmarks/README.md, "Gray images: SURE at the lower of two estimates"). Measured by
+    benchmarks/noise_level_accuracy.py.
     """
     return min(estimate_sigma(image), estimate_sigma_on_flat(image, denoised))
 
