@@ -5,8 +5,8 @@ clipped and rounded to 8 bits like a real image file, and compares estimators of
 patch-covariance eigenvalue rule on all patches (Chen et al. 2015, ``iterations=0``) and the
 same rule on weak-texture patches (``rfr_deploy.noise.level.estimate_sigma``, the default). With
 ``--denoiser`` (weights under ../shared/weights) also the rule on the patches where that network's
-output is flattest (``estimate_sigma_on_flat``) and the smaller of the two, what SURE uses on gray
-images with an unknown σ (``estimate_gray_level``).
+output is flattest (``estimate_sigma_on_flat``) and the smaller of that and the weak-texture one
+(the level stop 29 tried for SURE on gray images with an unknown σ, then withdrew).
 
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12 --file-like
@@ -26,7 +26,7 @@ from common import environment, write_results
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
-from rfr_deploy.noise.level import estimate_gray_level, estimate_sigma, estimate_sigma_on_flat
+from rfr_deploy.noise.level import estimate_sigma, estimate_sigma_on_flat
 from rfr_deploy.shared import shared_path
 
 ESTIMATORS = {
@@ -35,7 +35,7 @@ ESTIMATORS = {
 }
 GUIDED = {
     "denoiser's flattest patches": estimate_sigma_on_flat,
-    "smaller of weak-texture and flattest (gray SURE)": estimate_gray_level,
+    "smaller of weak-texture and flattest": lambda y, d: min(estimate_sigma(y), estimate_sigma_on_flat(y, d)),
 }
 
 

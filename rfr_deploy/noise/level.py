@@ -107,7 +107,8 @@ def estimate_sigma(
     """
     x = _as_chw(image)
     p = min(patch, *x.shape[1:])
-    stride = stride or _stride(x, p, max_patches)
+    if stride is None:
+        stride = _stride(x, p, max_patches)
     cols = F.unfold(x.unsqueeze(0), kernel_size=p, stride=stride)[0].T  # (n, c·p²)
     sigma = _tail_sigma(cols)
     if iterations == 0 or p < 3:
@@ -150,6 +151,9 @@ def estimate_sigma_on_flat(
     (:func:`estimate_sigma`), so texture inflates this estimate less; its flattest areas are also where
     it smoothed the noise most, which makes the estimate read a little low on images with large flat
     regions, and so does clipping in flat areas near black or white, which are not left out.
+    Not used by the adaptation: stop 29 tried SURE at the smaller of this and :func:`estimate_sigma`
+    on gray images and withdrew it (benchmarks/README.md, "Gray images: SURE at the lower of two
+    estimates"); benchmarks/noise_level_accuracy.py measures it.
     """
     x, d = _as_chw(image), _as_chw(denoised)
     if x.shape != d.shape:
@@ -162,19 +166,6 @@ def estimate_sigma_on_flat(
     energy = _gradient_energy(d, p, stride)
     keep = min(cols.shape[0], max(MIN_PATCHES_PER_DIMENSION * cols.shape[1], int(fraction * cols.shape[0])))
     return _tail_sigma(cols[torch.topk(energy, keep, largest=False).indices])
-
-
-def estimate_gray_level(image: torch.Tensor, denoised: torch.Tensor) -> float:
-    """The smaller of the weak-texture estimate (:func:`estimate_sigma`) and the estimate on the
-    denoiser's flattest patches (:func:`estimate_sigma_on_flat`).
-
-    Texture makes the first read high, the second reads a little low on flat images. Tried as the
-    level for SURE on gray images with an unknown σ and not shipped: both can read high together
-    (BSD68 at σ = 15: up to 11.7 % on central 256² crops), and SURE then stepped too far (one crop lost
-    0.23 dB; benchmarks/README.md, "Gray images: SURE at the lower of two estimates"). Measured by
-    benchmarks/noise_level_accuracy.py.
-    """
-    return min(estimate_sigma(image), estimate_sigma_on_flat(image, denoised))
 
 
 def _as_chw(image: torch.Tensor) -> torch.Tensor:
