@@ -36,12 +36,12 @@ def relative_gap(candidate: dict, reference: dict, start: dict) -> float:
 
 
 def run_updates(
-    runner_cls, model, targets, config, noise=None, steps=6, offsets=None, recorruption=None, **kwargs
+    runner_cls, model, targets, config, noise=None, steps=6, offsets=None, noisy_term=None, **kwargs
 ):
     model = copy.deepcopy(model).train()
     generator = torch.Generator(device=targets[0].device).manual_seed(3)
     context = UpdateContext(
-        model, targets, noise or UniformSigmaGaussianNoise(), config, generator, recorruption
+        model, targets, noise or UniformSigmaGaussianNoise(), config, generator, noisy_term
     )
     runner = runner_cls(context, **kwargs)
     losses = [float(runner.step(0, KS[i % len(KS)], offsets)) for i in range(steps)]

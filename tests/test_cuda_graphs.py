@@ -9,7 +9,7 @@ from runner_helpers import max_diff, params_of, relative_gap, run_updates
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cuda_graphs import CaptureError, FastRunner, try_graph_runner
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.recorrupt import make_recorruption
+from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
 from rfr_deploy.noise.gaussian import GaussianNoise
 
@@ -80,11 +80,11 @@ def test_cuda_graphs_replay_the_recorrupted_term(tiny_dncnn, noisy):
     device = torch.device("cuda")
     target = noisy.to(device)
     config = AdaptConfig(steps=6, lr=1e-3, amp="off")
-    term = make_recorruption(GaussianNoise(25 / 255), [target * 1.1], 1.0)
+    term = Recorruption([target * 1.1], level=25 / 255, weight=1.0)
     model = tiny_dncnn(3).to(device)
-    eager = run_updates(EagerRunner, model, [target], config, GaussianNoise(25 / 255), recorruption=term)
+    eager = run_updates(EagerRunner, model, [target], config, GaussianNoise(25 / 255), noisy_term=term)
     graph = run_updates(
-        FastRunner, model, [target], config, GaussianNoise(25 / 255), graphs=True, recorruption=term
+        FastRunner, model, [target], config, GaussianNoise(25 / 255), graphs=True, noisy_term=term
     )
     assert graph[2].name.startswith("cuda-graph")
     assert graph[0] == pytest.approx(eager[0], rel=1e-3)

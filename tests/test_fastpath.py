@@ -15,8 +15,9 @@ from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner
 from rfr_deploy.adaptation.cuda_graphs import CaptureError, FastRunner, resolve_precision, try_graph_runner
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
-from rfr_deploy.adaptation.recorrupt import make_recorruption
+from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.runners import make_runner
+from rfr_deploy.adaptation.sure_loss import SureLoss
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext, make_optimizer
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
@@ -132,19 +133,20 @@ def test_fused_update_matches_eager_with_a_schedule(tiny_dncnn, noisy):
     assert all(p.is_contiguous() and p.grad is None for p in fast_model.parameters())
 
 
-def test_every_runner_computes_the_recorrupted_term_alike(tiny_dncnn, noisy):
-    """The recorrupted-to-recorrupted pair is drawn and scored identically by the eager, channels-last
-    and fused runners (patches cut from the noisy image where the pseudo-clean ones are cut)."""
+@pytest.mark.parametrize("term_cls", [Recorruption, SureLoss])
+def test_every_runner_computes_the_noisy_input_term_alike(tiny_dncnn, noisy, term_cls):
+    """The recorrupted pair and the SURE probe are drawn and scored identically by the eager,
+    channels-last and fused runners (patches cut from the noisy image where the pseudo-clean ones are cut)."""
     config = AdaptConfig(steps=5, lr=1e-3, batch=2, patch=16, warmup=2)
     start = params_of(tiny_dncnn(3))
     offsets = [(1, 2), (4, 0)]
-    term = make_recorruption(GaussianNoise(25 / 255), [noisy], 1.0)
+    term = term_cls([noisy], level=25 / 255, weight=1.0)
     args = ([noisy * 0.9], config, GaussianNoise(25 / 255), 5, offsets)
     plain, _, _ = run_updates(EagerRunner, tiny_dncnn(3), *args)
-    eager_losses, eager_model, _ = run_updates(EagerRunner, tiny_dncnn(3), *args, recorruption=term)
-    assert all(a > b for a, b in zip(eager_losses, plain, strict=True))  # the term is in the loss
+    eager_losses, eager_model, _ = run_updates(EagerRunner, tiny_dncnn(3), *args, noisy_term=term)
+    assert all(a != b for a, b in zip(eager_losses, plain, strict=True))  # the term is in the loss
     for cls, kw in ((ChannelsLastRunner, {}), (FastRunner, {"graphs": False})):
-        losses, model, _ = run_updates(cls, tiny_dncnn(3), *args, recorruption=term, **kw)
+        losses, model, _ = run_updates(cls, tiny_dncnn(3), *args, noisy_term=term, **kw)
         assert losses == pytest.approx(eager_losses, rel=1e-5), cls.__name__
         assert relative_gap(params_of(model), params_of(eager_model), start) < 1e-2, cls.__name__
 

@@ -1,4 +1,4 @@
-"""The recorrupted-to-recorrupted term: its pairs, where it applies, and how it enters the update."""
+"""The terms on the noisy input (recorrupted pairs, SURE): their pairs, where they apply, how they enter the update."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.recorrupt import (
-    RECORRUPTION_SCALE,
-    Recorruption,
-    make_recorruption,
-    recorruption_level,
-)
+from rfr_deploy.adaptation.noisy_input import gaussian_input_level
+from rfr_deploy.adaptation.recorrupt import RECORRUPTION_SCALE, Recorruption
+from rfr_deploy.adaptation.sure_loss import SureLoss
+from rfr_deploy.adaptation.update import make_noisy_term
 from rfr_deploy.noise.base import QuantizedNoise
 from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
@@ -67,16 +65,20 @@ def test_recorrupted_loss_ranks_denoisers_as_the_clean_image_would():
 
 def test_the_term_applies_to_gaussian_noise_of_one_level_only():
     images = [torch.rand(1, 3, 16, 16)]
-    assert recorruption_level(GaussianNoise(25 / 255)) == pytest.approx(SIGMA)
-    assert recorruption_level(GaussianNoise(20 / 255, estimated=True)) == pytest.approx(20 / 255)
-    assert recorruption_level(QuantizedNoise(GaussianNoise(25 / 255))) == pytest.approx(SIGMA)
-    assert recorruption_level(GaussianNoise(0)) is None
-    assert recorruption_level(UniformSigmaGaussianNoise()) is None
-    assert recorruption_level(CameraNoise(CameraResponses.parametric())) is None
-    term = make_recorruption(GaussianNoise(25 / 255), images, 0.5)
-    assert term is not None and term.weight == 0.5 and term.images[0] is images[0]
-    assert make_recorruption(GaussianNoise(25 / 255), images, 0.0) is None
-    assert make_recorruption(UniformSigmaGaussianNoise(), images, 1.0) is None
+    assert gaussian_input_level(GaussianNoise(25 / 255)) == pytest.approx(SIGMA)
+    assert gaussian_input_level(GaussianNoise(20 / 255, estimated=True)) == pytest.approx(20 / 255)
+    assert gaussian_input_level(QuantizedNoise(GaussianNoise(25 / 255))) == pytest.approx(SIGMA)
+    assert gaussian_input_level(GaussianNoise(0)) is None
+    assert gaussian_input_level(UniformSigmaGaussianNoise()) is None
+    assert gaussian_input_level(CameraNoise(CameraResponses.parametric())) is None
+    term = make_noisy_term(GaussianNoise(25 / 255), images, AdaptConfig(recorrupted=0.5))
+    assert isinstance(term, Recorruption) and term.weight == 0.5 and term.images[0] is images[0]
+    assert term.level == pytest.approx(SIGMA) and term.passes == 1
+    sure = make_noisy_term(GaussianNoise(25 / 255), images, AdaptConfig(sure_loss=0.25))
+    assert isinstance(sure, SureLoss) and sure.weight == 0.25 and sure.passes == 2
+    assert make_noisy_term(GaussianNoise(25 / 255), images, AdaptConfig()) is None
+    assert make_noisy_term(UniformSigmaGaussianNoise(), images, AdaptConfig(recorrupted=1.0)) is None
+    assert make_noisy_term(UniformSigmaGaussianNoise(), images, AdaptConfig(sure_loss=1.0)) is None
 
 
 def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
@@ -101,3 +103,7 @@ def test_negative_or_non_finite_weights_are_rejected():
     for bad in (-0.1, math.inf, math.nan):
         with pytest.raises(ValueError, match="recorrupted"):
             AdaptConfig(recorrupted=bad)
+        with pytest.raises(ValueError, match="sure_loss"):
+            AdaptConfig(sure_loss=bad)
+    with pytest.raises(ValueError, match="exclusive"):
+        AdaptConfig(recorrupted=0.5, sure_loss=0.5)

@@ -164,6 +164,18 @@ class AdaptConfig:
     :mod:`rfr_deploy.adaptation.recorrupt`). 0 (default) trains on restore-from-restored pairs alone: the term
     helped gray images a little, not colour ones, and biases the SURE selection towards large steps.
     Costs a second forward and backward pass per update."""
+    sure_loss: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "help": "Weight of Stein's unbiased risk estimate on the noisy input as a loss term (Gaussian "
+            "noise only; not with --recorrupted; 0: restore-from-restored pairs alone).",
+            "min": 0.0,
+        },
+    )
+    """Weight of Stein's unbiased risk estimate of the network on the noisy input, added to the loss
+    (an unbiased estimate of the error against the clean image, GainTuning-style; Gaussian noise of
+    one level only, see :mod:`rfr_deploy.adaptation.sure_loss`). Costs two more forward and backward
+    passes per update. Exclusive with ``recorrupted``."""
     tune: Tune = dataclasses.field(
         default="all",
         metadata={
@@ -229,6 +241,10 @@ class AdaptConfig:
             raise ValueError("interpolation must be in (0, 1.5]")
         if not (self.recorrupted >= 0.0 and math.isfinite(self.recorrupted)):
             raise ValueError("recorrupted must be a finite number >= 0")
+        if not (self.sure_loss >= 0.0 and math.isfinite(self.sure_loss)):
+            raise ValueError("sure_loss must be a finite number >= 0")
+        if self.recorrupted > 0 and self.sure_loss > 0:
+            raise ValueError("recorrupted and sure_loss are exclusive: set one of them")
         if not (self.affine_lr > 0 and math.isfinite(self.affine_lr)):
             raise ValueError("affine_lr must be a positive number")
         if self.tune not in TUNE_CHOICES:

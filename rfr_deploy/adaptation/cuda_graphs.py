@@ -93,7 +93,7 @@ class _Graph:
     input: torch.Tensor
     loss: torch.Tensor
     noisy: torch.Tensor | None = None
-    """Static noisy batch of the recorrupted-to-recorrupted term (None when it is off)."""
+    """Static noisy batch of the term on the noisy input (None when it is off)."""
 
 
 class FastRunner:
@@ -111,7 +111,7 @@ class FastRunner:
             raise CaptureError("CUDA graphs need CUDA tensors")
         config = context.config
         self.model, self.targets, self.noise = context.model, context.targets, context.noise
-        self.generator, self.recorruption = context.generator, context.recorruption
+        self.generator, self.noisy_term = context.generator, context.noisy_term
         self.batch, self.patch, self.use_graphs = config.batch, config.patch, graphs
         self.loss_fn = loss_function(config.loss)
         self.precision = resolve_precision(config.amp, self.device)
@@ -192,13 +192,13 @@ class FastRunner:
         torch.backends.cudnn.benchmark = self._benchmark_before
 
     def _noisy_batch(self, index: int, k: int, offsets) -> torch.Tensor | None:
-        """The noisy batch of the recorrupted-to-recorrupted term, cut like the clean one (None: off)."""
-        if self.recorruption is None:
+        """The noisy batch of the term on the noisy input, cut like the clean one (None: off)."""
+        if self.noisy_term is None:
             return None
-        return self.recorruption.batch(index, k, offsets, self.batch, self.patch)
+        return self.noisy_term.batch(index, k, offsets, self.batch, self.patch)
 
     def _update(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """One update on the clean batch ``x`` (and the noisy batch ``y`` of the recorrupted term):
+        """One update on the clean batch ``x`` (and the noisy batch ``y`` of the term on the noisy input):
         noise, forward, loss, backward, optimizer step."""
         self.optimizer.zero_grad(set_to_none=not self.use_graphs)
         noisy, sigma = self.noise(x, self.generator)
@@ -213,7 +213,7 @@ class FastRunner:
         loss = self.loss_fn(out.float(), x)
         if y is not None:
             with autocast:
-                loss = loss + self.recorruption.loss(self.model, y, self.generator)
+                loss = loss + self.noisy_term.loss(self.model, y, self.generator)
         if self.scaler is None:
             loss.backward()
             self.optimizer.step()
@@ -248,7 +248,7 @@ class FastRunner:
                 self.graphs[shape] = _Graph(graph, static, loss, static_noisy)
 
     def _static_batches(self, index: int, k: int, offsets) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The static clean input of one shape's graph (and its recorrupted noisy batch, if any)."""
+        """The static clean input of one shape's graph (and its noisy batch, if any)."""
         x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
         static = torch.empty(x.shape, device=self.device, memory_format=self.layout)
         static.copy_(x)

@@ -29,12 +29,11 @@ from rfr_deploy.adaptation.blending import WeightAverage, WeightBlend
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
-from rfr_deploy.adaptation.recorrupt import make_recorruption
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.scoring import make_scorer
 from rfr_deploy.adaptation.targets import pseudo_clean, training_patch, training_targets
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
-from rfr_deploy.adaptation.update import StepTimer, UpdateContext
+from rfr_deploy.adaptation.update import StepTimer, UpdateContext, make_noisy_term
 from rfr_deploy.devices import synchronize
 from rfr_deploy.transforms import DIHEDRAL
 
@@ -139,8 +138,8 @@ class _Run:
 
     def __init__(self, model: nn.Module, targets, images, noise: nn.Module, sigma, config: AdaptConfig):
         self.model, self.targets, self.images, self.sigma, self.config = model, targets, images, sigma, config
-        recorruption = make_recorruption(noise, images, config.recorrupted)
-        passes = 2 if recorruption is not None else 1  # the recorrupted pair is a second forward/backward
+        noisy_term = make_noisy_term(noise, images, config)
+        passes = 1 + (noisy_term.passes if noisy_term is not None else 0)
         self.patch = training_patch(model, targets, config, passes)
         self.frozen = prepare_tuning(model, config.tune)
         select = config.select == "sure" and config.steps
@@ -151,7 +150,7 @@ class _Run:
         model.train()
         generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
         used = dataclasses.replace(config, patch=self.patch)
-        self.runner = make_runner(UpdateContext(model, targets, noise, used, generator, recorruption))
+        self.runner = make_runner(UpdateContext(model, targets, noise, used, generator, noisy_term))
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
 

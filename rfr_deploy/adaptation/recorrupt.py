@@ -28,34 +28,22 @@ and target noise, which pulls towards the identity (σ̂ < σ) or towards over-s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.plan import clean_batch
-from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.adaptation.noisy_input import NoisyInputTerm
 
 RECORRUPTION_SCALE = 0.5
 """a: the input carries σ√(1 + a²) = 1.12 σ of noise, the target σ√(1 + 1/a²) = 2.24 σ."""
 
 
 @dataclass
-class Recorruption:
+class Recorruption(NoisyInputTerm):
     """The recorrupted-to-recorrupted term of one run: the noisy images, their noise level, its weight."""
 
-    images: list[torch.Tensor]
-    level: float
-    """σ of the noise in ``images``, [0, 1] units."""
-    weight: float
     scale: float = RECORRUPTION_SCALE
-
-    def batch(
-        self, index: int, k: int, offsets: list[tuple[int, int]] | None, batch: int, patch: int | None
-    ) -> torch.Tensor:
-        """The noisy training batch cut and transformed exactly like the pseudo-clean one."""
-        return clean_batch(self.images[index], k, offsets, batch, patch)
 
     def pair(
         self, y: torch.Tensor, generator: torch.Generator | None
@@ -72,21 +60,3 @@ class Recorruption:
         pair's target is unbiased for the squared error only)."""
         inputs, target, sigma = self.pair(y, generator)
         return self.weight * nn.functional.mse_loss(model(inputs, sigma).float(), target)
-
-
-def recorruption_level(noise: nn.Module) -> float | None:
-    """σ ([0, 1] units) of the noise the pairs are recorrupted with: the level of Gaussian noise,
-    known or estimated; None for every other noise model (random σ, camera noise), where the noise
-    of the input is not white Gaussian of one known level."""
-    declared = gaussian_level_of(noise)
-    if declared is not None and declared.sigma is not None and declared.sigma > 0:
-        return declared.sigma
-    return None
-
-
-def make_recorruption(noise: nn.Module, images: Sequence[torch.Tensor], weight: float) -> Recorruption | None:
-    """The term for a run on ``images`` with ``noise``, or None where it is off or does not apply."""
-    level = recorruption_level(noise)
-    if weight <= 0 or level is None:
-        return None
-    return Recorruption(images=list(images), level=level, weight=weight)

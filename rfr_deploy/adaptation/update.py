@@ -1,7 +1,7 @@
 """One update of the adaptation: what a step runner is given and does, the optimizer, the eager runner.
 
 Every step runner is built from one :class:`UpdateContext` (the network, the training targets, the
-noise, the settings, the generator and the optional recorrupted term) and performs one update per
+noise, the settings, the generator and the optional term on the noisy input) and performs one update per
 :meth:`StepRunner.step` call: cut patches, transform, add noise, forward, backward, Adam.
 :class:`EagerRunner` is the plain PyTorch update; the CPU runners of
 :mod:`rfr_deploy.adaptation.cpu_runners` and the CUDA-graph runner of
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig, LossKind
+from rfr_deploy.adaptation.noisy_input import NoisyInputTerm, gaussian_input_level
 from rfr_deploy.adaptation.plan import clean_batch
 from rfr_deploy.adaptation.recorrupt import Recorruption
+from rfr_deploy.adaptation.sure_loss import SureLoss
 from rfr_deploy.adaptation.tuning import parameter_groups
 
 
@@ -41,8 +43,8 @@ class UpdateContext:
     """The run's settings, with ``patch`` the side actually trained on (None: whole images)."""
     generator: torch.Generator
     """The run's generator, on the targets' device: every noise draw comes from it."""
-    recorruption: Recorruption | None = None
-    """The recorrupted-to-recorrupted term (None: off)."""
+    noisy_term: NoisyInputTerm | None = None
+    """The loss term on the noisy input (:func:`make_noisy_term`; None: off)."""
 
     @property
     def device(self) -> torch.device:
@@ -61,6 +63,21 @@ class StepRunner(Protocol):
     name: str
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor: ...
+
+
+def make_noisy_term(
+    noise: nn.Module, images: Sequence[torch.Tensor], config: AdaptConfig
+) -> NoisyInputTerm | None:
+    """The loss term on the noisy ``images`` that ``config`` asks for (``recorrupted`` or ``sure_loss``),
+    or None where it is off or the noise is not Gaussian of one level."""
+    level = gaussian_input_level(noise)
+    if level is None:
+        return None
+    if config.recorrupted > 0:
+        return Recorruption(list(images), level, config.recorrupted)
+    if config.sure_loss > 0:
+        return SureLoss(list(images), level, config.sure_loss)
+    return None
 
 
 def loss_function(kind: LossKind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -99,7 +116,7 @@ class EagerRunner:
         config = context.config
         self.model, self.targets, self.noise = context.model, context.targets, context.noise
         self.batch, self.patch, self.generator = config.batch, config.patch, context.generator
-        self.recorruption = context.recorruption
+        self.noisy_term = context.noisy_term
         self.loss_fn = loss_function(config.loss)
         self.optimizer, self.scheduler = make_optimizer(self.model, config)
 
@@ -113,10 +130,10 @@ class EagerRunner:
         with self.forward_context():
             out = self.model(noisy, sigma)
         loss = self.loss_fn(out.float(), x)
-        if self.recorruption is not None:
-            y = self.recorruption.batch(index, k, offsets, self.batch, self.patch)
+        if self.noisy_term is not None:
+            y = self.noisy_term.batch(index, k, offsets, self.batch, self.patch)
             with self.forward_context():
-                loss = loss + self.recorruption.loss(self.model, y, self.generator)
+                loss = loss + self.noisy_term.loss(self.model, y, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

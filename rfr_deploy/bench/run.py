@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.recorrupt import make_recorruption
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.update import UpdateContext
 from rfr_deploy.bench.job import JobRunner, time_job
@@ -216,8 +215,7 @@ def time_modes(
             net = copy.deepcopy(model).train()
             generator = torch.Generator(device=device).manual_seed(settings.seed)
             noise = GaussianNoise(SIGMA).to(device)
-            recorruption = make_recorruption(noise, [target], config.recorrupted)
-            context = UpdateContext(net, [target], noise, config, generator, recorruption)
+            context = UpdateContext(net, [target], noise, config, generator)
             live.runner = runner = make_runner(context, live.timing.mode)
             synchronize(device)
             live.timing.setup_s, live.timing.runner = round(time.perf_counter() - t0, 4), runner.name

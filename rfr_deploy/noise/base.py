@@ -8,7 +8,7 @@ graphs replay it (see :mod:`rfr_deploy.adaptation.capture_checks`).
 What the rest of the package needs to know about a model, it asks through
 :meth:`NoiseModel.gaussian_level` (read with :func:`gaussian_level_of`), never through the model's
 class: whether the noise is additive white Gaussian, at which level or range of levels, and whether
-that level was estimated from the images. SURE, the recorrupted term and the default number of updates
+that level was estimated from the images. SURE, the terms on the noisy input and the default number of updates
 depend on it. :class:`QuantizedNoise` wraps any model and answers for the model it wraps.
 
 σ is in [0, 1] units everywhere in the package (deepinv's convention): 25 grey levels of an 8-bit

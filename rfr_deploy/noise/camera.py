@@ -236,7 +236,7 @@ class CameraNoise(nn.Module):
         return noisy, sigma
 
     def gaussian_level(self) -> GaussianLevel | None:
-        """None: signal-dependent noise, not white Gaussian (SURE and the recorrupted term do not apply)."""
+        """None: signal-dependent noise, not white Gaussian (SURE and the terms on the noisy input do not apply)."""
         return None
 
     def aims_at_residual(self) -> bool:
