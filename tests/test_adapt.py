@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -140,6 +142,24 @@ def test_weight_averaging_and_iterated_targets(tiny_dncnn, noisy):
     refreshed = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=6, lr=1e-3, refresh_every=2))
     assert not torch.equal(refreshed.pseudo_clean[0], plain.pseudo_clean[0])
     assert refreshed.losses[:2] == plain.losses[:2] and refreshed.losses[2:] != plain.losses[2:]
+
+
+def test_rounds_restart_from_the_network_the_previous_round_returned(tiny_dncnn, noisy):
+    model, noise = tiny_dncnn(3), GaussianNoise(25 / 255)
+    config = AdaptConfig(steps=3, lr=1e-3, checkpoint_every=1, seed=5)
+    seen = []
+    two = adapt(model, noisy, noise, dataclasses.replace(config, rounds=2), callback=seen.append)
+    first = adapt(model, noisy, noise, config)
+    second = adapt(first.model, noisy, noise, dataclasses.replace(config, seed=6))
+    # round 2 is a plain run from round 1's selected network, on its targets, with the next seed
+    assert two.losses == first.losses + second.losses and len(two.step_seconds) == 6
+    assert _distance(two.model, second.model) == 0 < _distance(two.model, first.model)
+    assert (two.interpolation, two.checkpoint_step) == (second.interpolation, second.checkpoint_step)
+    assert torch.equal(two.pseudo_clean[0], first.pseudo_clean[0])  # f(Y) of the pre-trained network
+    assert not torch.equal(second.pseudo_clean[0], first.pseudo_clean[0])
+    assert [(info.step, info.total) for info in seen] == [(i, 6) for i in range(1, 7)]
+    with pytest.raises(ValueError, match="rounds"):
+        AdaptConfig(rounds=0)
 
 
 def test_radam_runs(tiny_dncnn, noisy):

@@ -94,6 +94,28 @@ def test_affine_tuning_freezes_the_weights_and_gets_its_own_rate(tiny_dncnn):
         prepare_tuning(tiny_dncnn(), "everything")
 
 
+def test_relative_layer_rates_scale_each_weight_by_its_rms(tiny_dncnn):
+    model = tiny_dncnn()
+    with torch.no_grad():
+        model.net.model[0].weight.mul_(4.0)  # one layer with a larger scale than the others
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    rms = torch.tensor([float(p.pow(2).mean().sqrt()) for p in weights])
+    groups = parameter_groups(model, lr=1e-5, affine_lr=1e-3, layer_lr="relative")
+    by_tensor = {id(g["params"][0]): g["lr"] for g in groups if len(g["params"]) == 1}
+    expected = [1e-5 * float(r / rms.median()) for r in rms]
+    assert [by_tensor[id(p)] for p in weights] == pytest.approx(expected)
+    assert max(expected) > 1e-5 > min(expected)  # the scaled layer steps further, a small one less
+    biases = groups[len(weights)]
+    assert biases["lr"] == 1e-5 and {id(p) for p in biases["params"]} == {
+        id(p) for p in model.parameters() if p.ndim == 1
+    }
+    both = tiny_dncnn()
+    prepare_tuning(both, "all+affine")
+    assert parameter_groups(both, lr=1e-5, affine_lr=1e-3, layer_lr="relative")[-1]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="layer_lr"):
+        AdaptConfig(layer_lr="per-channel")
+
+
 def test_affine_adaptation_only_rescales_and_shifts_output_channels(tiny_dncnn):
     model = tiny_dncnn()
     noisy = torch.rand(1, 3, 24, 24)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
-from rfr_deploy.adaptation.tuning import TUNE_CHOICES, Tune
+from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
 from rfr_deploy.noise.base import gaussian_level_of
 
 LossKind = Literal["mse", "l1"]
@@ -103,6 +103,20 @@ class AdaptConfig:
     )
     """Iterated restore-from-restored: recompute the pseudo-clean targets with the adapted network
     every this many updates (0: never)."""
+    rounds: int = dataclasses.field(
+        default=1,
+        metadata={
+            "help": "Restore-from-restored rounds: each round after the first recomputes the pseudo-clean "
+            "targets with the network the previous round returned (after SURE's choice) and adapts that "
+            "network with M more updates.",
+            "min": 1,
+        },
+    )
+    """Restore-from-restored rounds of M updates each. Round r + 1 starts from the network round r
+    returned (its checkpoint and interpolation chosen as usual), recomputes the pseudo-clean targets
+    with it and draws fresh noise (seed + r); given ``targets`` are kept in every round. Unlike
+    ``refresh_every``, the new target comes from the *selected* network, and round r + 1 may step back
+    to it (α = 0 is a candidate again)."""
     ema: float | None = dataclasses.field(
         default=None,
         metadata={
@@ -194,6 +208,15 @@ class AdaptConfig:
         },
     )
     """Adam learning rate of the per-channel gains and shifts (``tune`` 'affine' or 'all+affine')."""
+    layer_lr: LayerLr = dataclasses.field(
+        default="uniform",
+        metadata={
+            "help": "Learning rate per weight tensor: 'uniform' (--lr everywhere) or 'relative' (--lr scaled "
+            "by the layer's weight RMS over the median layer's: equal relative steps)."
+        },
+    )
+    """'uniform': every weight at ``lr``; 'relative': each weight tensor at ``lr`` × its RMS / the median
+    RMS, equal steps relative to each layer's scale (:func:`~rfr_deploy.adaptation.tuning.parameter_groups`)."""
     checkpoint_every: int | None = dataclasses.field(
         default=None,
         metadata={
@@ -249,8 +272,12 @@ class AdaptConfig:
             raise ValueError("affine_lr must be a positive number")
         if self.tune not in TUNE_CHOICES:
             raise ValueError(f"tune must be one of {', '.join(TUNE_CHOICES)}, not {self.tune!r}")
+        if self.layer_lr not in LAYER_LR_CHOICES:
+            raise ValueError(f"layer_lr must be one of {', '.join(LAYER_LR_CHOICES)}, not {self.layer_lr!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
+        if self.rounds < 1:
+            raise ValueError("rounds must be >= 1")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
         if self.select not in ("sure", "off"):

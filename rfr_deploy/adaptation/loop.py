@@ -101,7 +101,9 @@ def adapt(
     snapshots of intermediate results). ``targets`` (one per noisy image, same shapes) replaces
     the pseudo-clean X̃ = f(Y): a stronger teacher's output, or the clean image in an oracle study
     (``target_ensemble`` then does not apply; ``refresh_every`` still recomputes them from the
-    adapted network).
+    adapted network). With ``rounds`` > 1 the result describes the last round (its interpolation,
+    checkpoint and scores, relative to the network the round started from), ``pseudo_clean`` holds
+    the first round's targets and ``losses`` / ``step_seconds`` every update of every round.
     """
     start = time.perf_counter()
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
@@ -109,27 +111,54 @@ def adapt(
         raise ValueError("no images to adapt to")
     config = resolve_defaults(config or AdaptConfig(), noise, images)  # jobs' configs come resolved
     model = copy.deepcopy(model).to(images[0].device)
-    t0 = time.perf_counter()
-    targets = training_targets(model, images, sigma, config.target_ensemble, targets)
-    synchronize(images[0].device)
-    target_seconds = time.perf_counter() - t0
-    run = _Run(model, targets, images, noise, sigma, config)
-    losses, step_seconds = run.updates(callback)
+    first_targets, losses, step_seconds, target_seconds = None, [], [], 0.0
+    for index in range(config.rounds):  # each round starts from the network the previous one returned
+        done = _adapt_round(model, images, noise, sigma, config, targets, index, callback)
+        first_targets = done.targets if first_targets is None else first_targets
+        losses += done.losses
+        step_seconds += done.step_seconds
+        target_seconds += done.target_seconds
+        model = done.model
+    last = done.run  # only the last round's run is kept alive
     return AdaptResult(
-        model=run.finish(),
-        pseudo_clean=targets,
+        model=model,
+        pseudo_clean=first_targets,
         losses=[float(v) for v in torch.stack(losses).float().cpu()] if losses else [],
         step_seconds=step_seconds,
         target_seconds=target_seconds,
         total_seconds=time.perf_counter() - start,
-        runner=run.runner.name,
-        patch=run.patch,
-        interpolation=run.blend.chosen if config.steps else 0.0,
-        selected_by=run.blend.scorer.criterion if run.blend.scorer is not None else None,
-        sure_db=run.blend.estimates,
-        checkpoint_step=run.keeper.best_step if run.keeper is not None else None,
-        checkpoint_db=run.keeper.scores if run.keeper is not None else {},
+        runner=last.runner.name,
+        patch=last.patch,
+        interpolation=last.blend.chosen if config.steps else 0.0,
+        selected_by=last.blend.scorer.criterion if last.blend.scorer is not None else None,
+        sure_db=last.blend.estimates,
+        checkpoint_step=last.keeper.best_step if last.keeper is not None else None,
+        checkpoint_db=last.keeper.scores if last.keeper is not None else {},
     )
+
+
+@dataclass
+class _Round:
+    """One restore-from-restored round: its targets, its run, and the network it returned (eval mode)."""
+
+    targets: list[torch.Tensor]
+    target_seconds: float
+    run: _Run
+    losses: list[torch.Tensor]
+    step_seconds: list[float]
+    model: nn.Module
+
+
+def _adapt_round(model, images, noise, sigma, config: AdaptConfig, given, index: int, callback) -> _Round:
+    """Round ``index``: the pseudo-clean targets from ``model`` (or the ``given`` ones), M updates with
+    seed + ``index``, and the network the run keeps (checkpoint and interpolation chosen as usual)."""
+    t0 = time.perf_counter()
+    targets = training_targets(model, images, sigma, config.target_ensemble, given)
+    synchronize(images[0].device)
+    target_seconds = time.perf_counter() - t0
+    run = _Run(model, targets, images, noise, sigma, dataclasses.replace(config, seed=config.seed + index))
+    losses, step_seconds = run.updates(callback, index * config.steps, config.rounds)
+    return _Round(targets, target_seconds, run, losses, step_seconds, run.finish())
 
 
 class _Run:
@@ -154,8 +183,9 @@ class _Run:
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
 
-    def updates(self, callback) -> tuple[list[torch.Tensor], list[float]]:
-        """Run every update; the losses (device tensors) and the seconds of each update."""
+    def updates(self, callback, before: int = 0, rounds: int = 1) -> tuple[list[torch.Tensor], list[float]]:
+        """Run every update; the losses (device tensors) and the seconds of each update. ``before``
+        updates of earlier rounds (of ``rounds``) count in the steps the callback sees."""
         config, patch = self.config, self.patch
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
@@ -171,7 +201,8 @@ class _Run:
             if callback is not None:
                 # the result network costs a copy (and SURE scores): build it only for callbacks that read it
                 view = functools.partial(self.blend.result, self.current, step + 1)
-                callback(StepInfo(step + 1, config.steps, loss, view, lambda: self.blend.chosen))
+                total = rounds * config.steps
+                callback(StepInfo(before + step + 1, total, loss, view, lambda: self.blend.chosen))
         return losses, timer.seconds()
 
     def _after_update(self, done: int) -> None:

@@ -141,10 +141,38 @@ def finish_tuning(model: nn.Module, frozen: list[str]) -> nn.Module:
     return model
 
 
-def parameter_groups(model: nn.Module, lr: float, affine_lr: float) -> list[dict]:
-    """The optimizer's parameter groups: trainable weights at ``lr``, affine maps at ``affine_lr``."""
+LayerLr = Literal["uniform", "relative"]
+LAYER_LR_CHOICES: tuple[str, ...] = ("uniform", "relative")
+
+
+def parameter_groups(
+    model: nn.Module, lr: float, affine_lr: float, layer_lr: LayerLr = "uniform"
+) -> list[dict]:
+    """The optimizer's parameter groups: trainable weights at ``lr``, affine maps at ``affine_lr``.
+
+    ``layer_lr='relative'`` gives every weight tensor of more than one dimension its own group at
+    ``lr × rms(w) / median rms`` (the median over those tensors), so each layer's steps are the same
+    size relative to its weights. With BatchNorm folded in, a layer's scale is the BN gain the network
+    was trained through, and Adam's fixed-size steps otherwise move small-scaled layers (DnCNN-B's
+    first and last) further in relative terms than the unfolded network's training did. Biases
+    and affine maps keep their rate.
+    """
     affine = affine_parameters(model)
     ids = {id(p) for p in affine}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    groups = [{"params": weights, "lr": lr}] if weights else []
-    return groups + ([{"params": affine, "lr": affine_lr}] if affine else [])
+    groups = _relative_groups(weights, lr) if layer_lr == "relative" else [{"params": weights, "lr": lr}]
+    return [g for g in groups if g["params"]] + ([{"params": affine, "lr": affine_lr}] if affine else [])
+
+
+@torch.no_grad()
+def _relative_groups(weights: list[nn.Parameter], lr: float) -> list[dict]:
+    scaled = [p for p in weights if p.ndim > 1]
+    rms = [float(p.float().pow(2).mean().sqrt()) for p in scaled]
+    reference = float(torch.tensor(rms).median()) if rms else 1.0
+    ids = {id(p) for p in scaled}
+    rest = [p for p in weights if id(p) not in ids]
+    layers = [
+        {"params": [p], "lr": lr * r / reference if reference > 0 else lr}
+        for p, r in zip(scaled, rms, strict=True)
+    ]
+    return layers + [{"params": rest, "lr": lr}]

@@ -89,7 +89,7 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam (or RAdam) over the trainable parameters (:func:`~rfr_deploy.adaptation.tuning.parameter_groups`),
     with the warm-up and schedule of ``config``."""
-    groups = parameter_groups(model, config.lr, config.affine_lr)
+    groups = parameter_groups(model, config.lr, config.affine_lr, config.layer_lr)
     if config.optimizer == "radam":
         adam_kwargs.pop("fused", None)  # RAdam has no fused kernel
         optimizer: torch.optim.Optimizer = torch.optim.RAdam(groups, **adam_kwargs)
