@@ -116,7 +116,8 @@ class AdaptConfig:
     returned (its checkpoint and interpolation chosen as usual), recomputes the pseudo-clean targets
     with it and draws fresh noise (seed + r); given ``targets`` are kept in every round. Unlike
     ``refresh_every``, the new target comes from the *selected* network, and round r + 1 may step back
-    to it (α = 0 is a candidate again)."""
+    to it (α = 0 is a candidate again). At the CPU default's budget on Set12 crops (2 rounds of 320)
+    it gained less than one round of 640 (benchmarks/README.md, "Layer-relative learning rates and rounds")."""
     ema: float | None = dataclasses.field(
         default=None,
         metadata={
@@ -216,7 +217,8 @@ class AdaptConfig:
         },
     )
     """'uniform': every weight at ``lr``; 'relative': each weight tensor at ``lr`` × its RMS / the median
-    RMS, equal steps relative to each layer's scale (:func:`~rfr_deploy.adaptation.tuning.parameter_groups`)."""
+    RMS, equal steps relative to each layer's scale (:func:`~rfr_deploy.adaptation.tuning.parameter_groups`;
+    measured in benchmarks/README.md, "Layer-relative learning rates and rounds")."""
     checkpoint_every: int | None = dataclasses.field(
         default=None,
         metadata={
