@@ -189,6 +189,7 @@ class _Run:
         config, patch = self.config, self.patch
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
+        total = rounds * config.steps  # the steps the callback counts, over every round
         timer = StepTimer(self.targets[0].device)  # CUDA events: no host synchronisation per update
         for step, index in enumerate(image_order(len(self.targets), config.steps, plan)):
             k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
@@ -201,7 +202,6 @@ class _Run:
             if callback is not None:
                 # the result network costs a copy (and SURE scores): build it only for callbacks that read it
                 view = functools.partial(self.blend.result, self.current, step + 1)
-                total = rounds * config.steps
                 callback(StepInfo(before + step + 1, total, loss, view, lambda: self.blend.chosen))
         return losses, timer.seconds()
 
