@@ -144,11 +144,11 @@ def test_weight_averaging_and_iterated_targets(tiny_dncnn, noisy):
     assert refreshed.losses[:2] == plain.losses[:2] and refreshed.losses[2:] != plain.losses[2:]
 
 
-def test_rounds_restart_from_the_network_the_previous_round_returned(tiny_dncnn, noisy):
+def test_rounds_split_the_updates_and_restart_from_the_network_the_previous_round_returned(tiny_dncnn, noisy):
     model, noise = tiny_dncnn(3), GaussianNoise(25 / 255)
     config = AdaptConfig(steps=3, lr=1e-3, checkpoint_every=1, seed=5)
     seen = []
-    two = adapt(model, noisy, noise, dataclasses.replace(config, rounds=2), callback=seen.append)
+    two = adapt(model, noisy, noise, dataclasses.replace(config, steps=6, rounds=2), callback=seen.append)
     first = adapt(model, noisy, noise, config)
     second = adapt(first.model, noisy, noise, dataclasses.replace(config, seed=6))
     # round 2 is a plain run from round 1's selected network, on its targets, with the next seed
@@ -157,9 +157,20 @@ def test_rounds_restart_from_the_network_the_previous_round_returned(tiny_dncnn,
     assert (two.interpolation, two.checkpoint_step) == (second.interpolation, second.checkpoint_step)
     assert torch.equal(two.pseudo_clean[0], first.pseudo_clean[0])  # f(Y) of the pre-trained network
     assert not torch.equal(second.pseudo_clean[0], first.pseudo_clean[0])
+    # the callback counts the M updates across rounds, so "the network after M updates" is the last round's
     assert [(info.step, info.total) for info in seen] == [(i, 6) for i in range(1, 7)]
+    assert _distance(seen[-1].model, two.model) == 0
     with pytest.raises(ValueError, match="rounds"):
         AdaptConfig(rounds=0)
+
+
+def test_rounds_share_the_updates_that_do_not_divide():
+    from rfr_deploy.adaptation.loop import round_steps
+
+    assert (
+        round_steps(640, 2) == [320, 320] and round_steps(7, 3) == [3, 2, 2] and round_steps(1, 2) == [1, 0]
+    )
+    assert sum(round_steps(641, 4)) == 641
 
 
 def test_radam_runs(tiny_dncnn, noisy):

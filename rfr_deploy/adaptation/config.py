@@ -106,18 +106,18 @@ class AdaptConfig:
     rounds: int = dataclasses.field(
         default=1,
         metadata={
-            "help": "Restore-from-restored rounds: each round after the first recomputes the pseudo-clean "
-            "targets with the network the previous round returned (after SURE's choice) and adapts that "
-            "network with M more updates.",
+            "help": "Split the M updates into this many restore-from-restored rounds: each round after the "
+            "first recomputes the pseudo-clean targets with the network the previous round returned (after "
+            "SURE's choice) and adapts that network.",
             "min": 1,
         },
     )
-    """Restore-from-restored rounds of M updates each. Round r + 1 starts from the network round r
-    returned (its checkpoint and interpolation chosen as usual), recomputes the pseudo-clean targets
-    with it and draws fresh noise (seed + r); given ``targets`` are kept in every round. Unlike
-    ``refresh_every``, the new target comes from the *selected* network, and round r + 1 may step back
-    to it (α = 0 is a candidate again). At the CPU default's budget on Set12 crops (2 rounds of 320)
-    it gained less than one round of 640 (benchmarks/README.md, "Layer-relative learning rates and rounds")."""
+    """Restore-from-restored rounds sharing the M updates (M / rounds each). Round r + 1 starts from
+    the network round r returned (its checkpoint and interpolation chosen as usual), recomputes the
+    pseudo-clean targets with it and draws fresh noise (seed + r); given ``targets`` are kept in every
+    round. Unlike ``refresh_every``, the new target comes from the *selected* network, and round r + 1
+    may step back to it (α = 0 is a candidate again). Measured in benchmarks/README.md,
+    "Layer-relative learning rates and rounds"."""
     ema: float | None = dataclasses.field(
         default=None,
         metadata={

@@ -101,9 +101,10 @@ def adapt(
     snapshots of intermediate results). ``targets`` (one per noisy image, same shapes) replaces
     the pseudo-clean X̃ = f(Y): a stronger teacher's output, or the clean image in an oracle study
     (``target_ensemble`` then does not apply; ``refresh_every`` still recomputes them from the
-    adapted network). With ``rounds`` > 1 the result describes the last round (its interpolation,
-    checkpoint and scores, relative to the network the round started from), ``pseudo_clean`` holds
-    the first round's targets and ``losses`` / ``step_seconds`` every update of every round.
+    adapted network). With ``rounds`` > 1 the M updates are split over the rounds, the callback counts
+    them 1 … M across rounds, the result describes the last round (its interpolation, checkpoint and
+    scores, relative to the network the round started from), ``pseudo_clean`` holds the first round's
+    targets and ``losses`` / ``step_seconds`` every update of every round.
     """
     start = time.perf_counter()
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
@@ -112,8 +113,12 @@ def adapt(
     config = resolve_defaults(config or AdaptConfig(), noise, images)  # jobs' configs come resolved
     model = copy.deepcopy(model).to(images[0].device)
     first_targets, losses, step_seconds, target_seconds = None, [], [], 0.0
-    for index in range(config.rounds):  # each round starts from the network the previous one returned
-        done = _adapt_round(model, images, noise, sigma, config, targets, index, callback)
+    for index, steps in enumerate(round_steps(config.steps, config.rounds)):
+        # each round starts from the network the previous one returned
+        round_config = dataclasses.replace(config, steps=steps, seed=config.seed + index)
+        done = _adapt_round(
+            model, images, noise, sigma, round_config, targets, len(losses), config.steps, callback
+        )
         first_targets = done.targets if first_targets is None else first_targets
         losses += done.losses
         step_seconds += done.step_seconds
@@ -129,7 +134,7 @@ def adapt(
         total_seconds=time.perf_counter() - start,
         runner=last.runner.name,
         patch=last.patch,
-        interpolation=last.blend.chosen if config.steps else 0.0,
+        interpolation=last.blend.chosen if last.config.steps else 0.0,
         selected_by=last.blend.scorer.criterion if last.blend.scorer is not None else None,
         sure_db=last.blend.estimates,
         checkpoint_step=last.keeper.best_step if last.keeper is not None else None,
@@ -149,15 +154,24 @@ class _Round:
     model: nn.Module
 
 
-def _adapt_round(model, images, noise, sigma, config: AdaptConfig, given, index: int, callback) -> _Round:
-    """Round ``index``: the pseudo-clean targets from ``model`` (or the ``given`` ones), M updates with
-    seed + ``index``, and the network the run keeps (checkpoint and interpolation chosen as usual)."""
+def round_steps(steps: int, rounds: int) -> list[int]:
+    """How many of the ``steps`` updates each of the ``rounds`` rounds makes (the first ones one more
+    where they do not divide)."""
+    return [steps // rounds + (1 if r < steps % rounds else 0) for r in range(rounds)]
+
+
+def _adapt_round(
+    model, images, noise, sigma, config: AdaptConfig, given, before: int, total: int, callback
+) -> _Round:
+    """One round of ``config.steps`` updates: the pseudo-clean targets from ``model`` (or the ``given``
+    ones), the updates, and the network the run keeps (checkpoint and interpolation chosen as usual).
+    ``before`` updates of earlier rounds, of ``total``, count in the steps the callback sees."""
     t0 = time.perf_counter()
     targets = training_targets(model, images, sigma, config.target_ensemble, given)
     synchronize(images[0].device)
     target_seconds = time.perf_counter() - t0
-    run = _Run(model, targets, images, noise, sigma, dataclasses.replace(config, seed=config.seed + index))
-    losses, step_seconds = run.updates(callback, index * config.steps, config.rounds)
+    run = _Run(model, targets, images, noise, sigma, config)
+    losses, step_seconds = run.updates(callback, before, total)
     return _Round(targets, target_seconds, run, losses, step_seconds, run.finish())
 
 
@@ -183,13 +197,15 @@ class _Run:
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
 
-    def updates(self, callback, before: int = 0, rounds: int = 1) -> tuple[list[torch.Tensor], list[float]]:
+    def updates(
+        self, callback, before: int = 0, total: int | None = None
+    ) -> tuple[list[torch.Tensor], list[float]]:
         """Run every update; the losses (device tensors) and the seconds of each update. ``before``
-        updates of earlier rounds (of ``rounds``) count in the steps the callback sees."""
+        updates of earlier rounds, of ``total`` (default: this run's), count in the steps the callback sees."""
         config, patch = self.config, self.patch
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
-        total = rounds * config.steps  # the steps the callback counts, over every round
+        total = config.steps if total is None else total
         timer = StepTimer(self.targets[0].device)  # CUDA events: no host synchronisation per update
         for step, index in enumerate(image_order(len(self.targets), config.steps, plan)):
             k = int(torch.randint(DIHEDRAL, (1,), generator=plan))
