@@ -167,9 +167,9 @@ def test_rounds_split_the_updates_and_restart_from_the_network_the_previous_roun
 def test_rounds_share_the_updates_that_do_not_divide():
     from rfr_deploy.adaptation.loop import round_steps
 
-    assert (
-        round_steps(640, 2) == [320, 320] and round_steps(7, 3) == [3, 2, 2] and round_steps(1, 2) == [1, 0]
-    )
+    assert round_steps(640, 2) == [320, 320]
+    assert round_steps(7, 3) == [3, 2, 2]
+    assert round_steps(1, 2) == [1, 0]
     assert sum(round_steps(641, 4)) == 641
 
 

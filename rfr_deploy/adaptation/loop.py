@@ -197,15 +197,12 @@ class _Run:
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
 
-    def updates(
-        self, callback, before: int = 0, total: int | None = None
-    ) -> tuple[list[torch.Tensor], list[float]]:
+    def updates(self, callback, before: int, total: int) -> tuple[list[torch.Tensor], list[float]]:
         """Run every update; the losses (device tensors) and the seconds of each update. ``before``
-        updates of earlier rounds, of ``total`` (default: this run's), count in the steps the callback sees."""
+        updates of earlier rounds, of ``total``, count in the steps the callback sees."""
         config, patch = self.config, self.patch
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
-        total = config.steps if total is None else total
         timer = StepTimer(self.targets[0].device)  # CUDA events: no host synchronisation per update
         for step, index in enumerate(image_order(len(self.targets), config.steps, plan)):
             k = int(torch.randint(DIHEDRAL, (1,), generator=plan))

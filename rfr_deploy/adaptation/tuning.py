@@ -16,14 +16,14 @@ refit names do not change. A layer without a bias gets the gain alone (a shift w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 Tune = Literal["all", "affine", "all+affine"]
-TUNE_CHOICES: tuple[str, ...] = ("all", "affine", "all+affine")
+TUNE_CHOICES: tuple[str, ...] = get_args(Tune)
 
 _LAYERS = (nn.Conv2d, nn.Conv1d, nn.Linear, nn.ConvTranspose2d)
 
@@ -142,7 +142,7 @@ def finish_tuning(model: nn.Module, frozen: list[str]) -> nn.Module:
 
 
 LayerLr = Literal["uniform", "relative"]
-LAYER_LR_CHOICES: tuple[str, ...] = ("uniform", "relative")
+LAYER_LR_CHOICES: tuple[str, ...] = get_args(LayerLr)
 
 
 def parameter_groups(
