@@ -243,3 +243,22 @@ def test_given_targets_must_match_the_noisy_images(tiny_dncnn, noisy):
         )
     with pytest.raises(ValueError, match="one tensor per noisy image"):
         adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1), targets=[noisy, noisy])
+
+
+def test_the_callback_after_the_last_update_sees_the_checkpoint_adapt_returns(tiny_dncnn, noisy, monkeypatch):
+    from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
+
+    offer = CheckpointKeeper.offer
+    # only update 1 may be kept, so the returned network is not the last update's weights
+    monkeypatch.setattr(CheckpointKeeper, "offer", lambda self, m, step: step == 1 and offer(self, m, step))
+    model, seen = tiny_dncnn(3), {}
+    result = adapt(
+        model,
+        noisy,
+        GaussianNoise(25 / 255),
+        AdaptConfig(steps=4, lr=1e-2, checkpoint_every=1),
+        callback=lambda info: seen.update({info.step: (info.model, info.interpolation())}),
+    )
+    assert result.checkpoint_step in (0, 1)
+    assert seen[4][0] is result.model and seen[4][1] == result.interpolation
+    assert _distance(seen[3][0], result.model) > 0  # update 3's network: the last weights, not the kept ones

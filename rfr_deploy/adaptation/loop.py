@@ -75,7 +75,9 @@ class StepInfo:
     total: int
     loss: torch.Tensor
     network: Callable[[], nn.Module]
-    """The network as the run would return it now (averaged, interpolated); built only when asked for."""
+    """The network as the run would return it now (averaged, interpolated); built only when asked for.
+    After the last update it is the network ``adapt`` returns (the best checkpoint where they are scored).
+    It may be the run's own network: read it within the callback, copy it to keep it."""
     interpolation: Callable[[], float] = lambda: 1.0
     """The interpolation weight of the network last built by ``model`` (chosen by SURE by default)."""
 
@@ -196,6 +198,7 @@ class _Run:
         self.runner = make_runner(UpdateContext(model, targets, noise, used, generator, noisy_term))
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
+        self._finished: nn.Module | None = None
 
     def updates(self, callback, before: int, total: int) -> tuple[list[torch.Tensor], list[float]]:
         """Run every update; the losses (device tensors) and the seconds of each update. ``before``
@@ -213,10 +216,17 @@ class _Run:
             losses.append(loss)
             self._after_update(step + 1)
             if callback is not None:
-                # the result network costs a copy (and SURE scores): build it only for callbacks that read it
-                view = functools.partial(self.blend.result, self.current, step + 1)
+                view = self._view(step + 1)
                 callback(StepInfo(before + step + 1, total, loss, view, lambda: self.blend.chosen))
         return losses, timer.seconds()
+
+    def _view(self, done: int) -> Callable[[], nn.Module]:
+        """How to build the network the run would return after ``done`` updates; callbacks that read it pay
+        for the copy (and SURE scores). After the last update it is the network :meth:`finish` returns
+        (the best checkpoint where they are scored), so what a callback scores then is what the run returns."""
+        if done == self.config.steps:
+            return self.finish
+        return functools.partial(self.blend.result, self.current, done)
 
     def _after_update(self, done: int) -> None:
         config = self.config
@@ -231,7 +241,13 @@ class _Run:
 
     def finish(self) -> nn.Module:
         """The network the run returns (in eval mode): the best checkpoint where they were scored, else
-        the last network, interpolated with the pre-trained one (no updates: the pre-trained network)."""
+        the last network, interpolated with the pre-trained one (no updates: the pre-trained network).
+        Built once, after the last update; later calls return the same network."""
+        if self._finished is None:
+            self._finished = self._build_result()
+        return self._finished
+
+    def _build_result(self) -> nn.Module:
         finish = getattr(self.runner, "finish", None)  # fast runners: the network back in its plain layout
         if finish is not None:
             finish()

@@ -104,6 +104,9 @@ class ImageScore:
     """×8 self-ensemble PSNR per checkpoint (``score_ensemble``)."""
     interpolation: dict[int, float] = field(default_factory=dict)
     """Interpolation weight the adaptation returned at each checkpoint (chosen by SURE by default)."""
+    checkpoint: int | None = None
+    """The update whose weights the adaptation returned after all its updates (the best-SURE checkpoint,
+    0: the pre-trained weights); None where no checkpoints were scored."""
 
 
 @dataclass
@@ -150,6 +153,7 @@ class EvalReport:
                     "ssim": {str(k): round(v, 5) for k, v in s.ssim.items()},
                     "ensemble_psnr": {str(k): round(v, 4) for k, v in s.ensemble_psnr.items()},
                     "interpolation": {str(k): v for k, v in s.interpolation.items()},
+                    "checkpoint": s.checkpoint,
                 }
                 for s in self.images
             ],
@@ -337,7 +341,7 @@ def _score_image(
                 record(info.step, info.model)
                 score.interpolation[info.step] = info.interpolation()
 
-        adapt(
+        result = adapt(
             model,
             noisy,
             noise,
@@ -346,5 +350,6 @@ def _score_image(
             callback=on_step,
             targets=aim.targets if aim else None,
         )
+        score.checkpoint = result.checkpoint_step
     score.seconds = time.perf_counter() - started
     return score
