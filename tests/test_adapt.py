@@ -97,7 +97,9 @@ def test_adaptation_does_not_hurt_official_dncnn(shared):
 
 
 def _distance(a, b):
-    return sum(float((p - q).abs().sum()) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    return sum(
+        float((p - q).detach().abs().sum()) for p, q in zip(a.parameters(), b.parameters(), strict=True)
+    )
 
 
 def test_interpolation_moves_part_of_the_way_from_the_pretrained_weights(tiny_dncnn, noisy):
