@@ -36,7 +36,8 @@ E = EvalSettings
     "steps_text",
     default=",".join(map(str, E.steps)),
     show_default=True,
-    help="Comma-separated values of M.",
+    help="Comma-separated values of M: one adaptation of max(M) updates, scored after each M; the last is"
+    " scored on the network adapt-and-export returns (its best-SURE checkpoint).",
 )
 @field_options(E, "sigma_mode", "noise", "pairs", "crop", "limit")
 @adapt_options

@@ -51,6 +51,8 @@ class EvalSettings:
     )
     """Level of the Gaussian noise added to the clean images (synthetic protocol), [0, 1] units."""
     steps: tuple[int, ...] = (0, 10, 20, 40)
+    """The M scored: one adaptation of max(M) updates, scored after each; the last M is scored on the
+    network ``adapt`` returns (its best-SURE checkpoint, with α chosen on it)."""
     sigma_mode: SigmaMode = field(
         default="known",
         metadata={
