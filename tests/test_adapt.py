@@ -247,12 +247,24 @@ def test_given_targets_must_match_the_noisy_images(tiny_dncnn, noisy):
         adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1), targets=[noisy, noisy])
 
 
-def test_the_callback_after_the_last_update_sees_the_checkpoint_adapt_returns(tiny_dncnn, noisy, monkeypatch):
+def _keep_no_checkpoint_after(monkeypatch, last_kept: int, offered: dict) -> None:
+    """Make the checkpoint keeper keep nothing offered after update ``last_kept`` (0: nothing at all);
+    ``offered`` collects a copy of the weights offered at each update."""
     from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 
     offer = CheckpointKeeper.offer
-    # only update 1 may be kept, so the returned network is not the last update's weights
-    monkeypatch.setattr(CheckpointKeeper, "offer", lambda self, m, step: step == 1 and offer(self, m, step))
+
+    def patched(self, model, step):
+        offered[step] = [p.detach().clone() for p in model.parameters()]
+        if step > last_kept:
+            self.best_gain = float("inf")
+        offer(self, model, step)
+
+    monkeypatch.setattr(CheckpointKeeper, "offer", patched)
+
+
+def test_the_callback_after_the_last_update_sees_the_network_adapt_returns(tiny_dncnn, noisy, monkeypatch):
+    _keep_no_checkpoint_after(monkeypatch, 1, offered := {})
     model, seen = tiny_dncnn(3), {}
     result = adapt(
         model,
@@ -261,6 +273,19 @@ def test_the_callback_after_the_last_update_sees_the_checkpoint_adapt_returns(ti
         AdaptConfig(steps=4, lr=1e-2, checkpoint_every=1),
         callback=lambda info: seen.update({info.step: (info.model, info.interpolation())}),
     )
-    assert result.checkpoint_step in (0, 1)
+    assert set(offered) == {1, 2, 3, 4} and result.checkpoint_step in (0, 1, 4)
     assert seen[4][0] is result.model and seen[4][1] == result.interpolation
-    assert _distance(seen[3][0], result.model) > 0  # update 3's network: the last weights, not the kept ones
+    assert _distance(seen[3][0], result.model) > 0  # update 3's network: a copy built then
+
+
+def test_the_last_weights_at_their_own_interpolation_when_no_checkpoint_wins_at_full_step(
+    tiny_dncnn, noisy, monkeypatch
+):
+    _keep_no_checkpoint_after(monkeypatch, 0, offered := {})
+    model = tiny_dncnn(3)
+    result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=3, lr=1e-2, checkpoint_every=1))
+    # no checkpoint beat the pre-trained network at α = 1: SURE's α on the last weights decides (0 included)
+    assert result.checkpoint_step == 3 and set(result.sure_db) == {0.0, 0.25, 0.5, 0.75, 1.0, 1.25}
+    alpha = result.interpolation
+    for p0, p3, p in zip(model.parameters(), offered[3], result.model.parameters(), strict=True):
+        assert torch.allclose(p, p0 + alpha * (p3 - p0), atol=1e-6)

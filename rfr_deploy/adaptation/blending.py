@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.sure import SureScorer, SureTerms, choose_interpolation
+from rfr_deploy.adaptation.sure import Selection, SureScorer, SureTerms, choose_interpolation
 
 
 class WeightAverage:
@@ -37,12 +37,22 @@ class WeightBlend:
 
     def __init__(self, model: nn.Module, scorer: SureScorer | None, interpolation: float):
         self.origin = [p.detach().clone() for p in model.parameters()]
-        self.interpolation = self.chosen = interpolation
+        self.interpolation = interpolation
         self.scorer = scorer
         """The probes and criterion of the selection (None: fixed ``interpolation``); checkpoints
         scored with it can hand their terms to :meth:`result`."""
-        self.estimates: dict[float, float] = {}
+        self.selection = Selection(interpolation, {})
+        """The last selection (its α, the estimate of every candidate, the chosen one's estimated gain);
+        with no scorer, the fixed ``interpolation``."""
         self._selected_at: int | None = None
+
+    @property
+    def chosen(self) -> float:
+        return self.selection.interpolation
+
+    @property
+    def estimates(self) -> dict[float, float]:
+        return self.selection.estimates
 
     def result(
         self, current: nn.Module, step: int, known: Mapping[float, SureTerms] | None = None
@@ -55,16 +65,15 @@ class WeightBlend:
         α of these weights (α = 0 and the kept checkpoint), not scored again.
         """
         if self.scorer is None:
-            self.chosen = self.interpolation
             return current if self.chosen == 1.0 else interpolated(current, self.origin, self.chosen)
         if step != self._selected_at:
-            choice = choose_interpolation(
+            self.selection = choose_interpolation(
                 lambda alpha: interpolated(current, self.origin, alpha),
                 self.scorer,
                 self.scorer.candidates(self.interpolation),
                 known,
             )
-            self.chosen, self.estimates, self._selected_at = choice.interpolation, choice.estimates, step
+            self._selected_at = step
         return interpolated(current, self.origin, self.chosen)
 
 

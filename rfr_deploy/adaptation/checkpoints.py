@@ -5,7 +5,9 @@ target too well (benchmarks/results/budget_*): a long budget without a rule that
 checkpoint gives the gain back. Every ``checkpoint_every`` updates the current network is scored by
 SURE with one fixed set of probes (so differences between checkpoints are precise) and the best
 weights are kept; the pre-trained network is the reference, so a run whose every checkpoint scores
-worse keeps the pre-trained weights (the interpolation selection then still applies).
+worse keeps the pre-trained weights. Checkpoints are compared at full step (α = 1); the run then weighs
+the kept one at its best interpolation against the last weights at theirs
+(``rfr_deploy.adaptation.loop._Run``): a last network that loses at α = 1 can still gain at α = 0.25.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class CheckpointKeeper:
         self.best_gain = 0.0
         self.best_step = 0
         self.best: list[torch.Tensor] | None = None
-        self.best_terms = self.reference
+        self.best_terms = self.last_terms = self.reference
         self.scores: dict[int, float] = {0: scorer.decibels(self.reference)}
         """SURE estimate (dB) of every checkpoint, by update; 0 is the pre-trained network."""
 
@@ -34,6 +36,7 @@ class CheckpointKeeper:
         """Score ``model`` after ``step`` updates; keep a copy of its weights if it is the best so far."""
         terms = self.scorer.terms(model)
         self.scores[step] = self.scorer.decibels(terms)
+        self.last_terms = terms
         gain = self.scorer.worst_gain(self.reference, terms)
         if gain > self.best_gain:
             self.best_gain, self.best_step, self.best_terms = gain, step, terms
@@ -46,7 +49,8 @@ class CheckpointKeeper:
         for p, w in zip(model.parameters(), weights, strict=True):
             p.copy_(w)
 
-    def known_terms(self) -> dict[float, SureTerms]:
-        """The SURE terms of the interpolation's ends after :meth:`restore`: α = 0 (pre-trained) and
-        α = 1 (the kept weights), so the selection does not score them again."""
-        return {0.0: self.reference, 1.0: self.best_terms}
+    def known_terms(self, last: bool = False) -> dict[float, SureTerms]:
+        """The SURE terms of the interpolation's ends: α = 0 (pre-trained) and α = 1 (the kept weights
+        after :meth:`restore`, or with ``last`` the weights offered last), so the selection does not
+        score them again."""
+        return {0.0: self.reference, 1.0: self.last_terms if last else self.best_terms}

@@ -229,7 +229,8 @@ class AdaptConfig:
     )
     """Score the network by SURE every this many updates and keep the best (Gaussian noise, where
     SURE applies; see :mod:`rfr_deploy.adaptation.checkpoints`); the interpolation is then chosen between the
-    pre-trained network and that checkpoint. 0: only the last update's network is considered.
+    pre-trained network and that checkpoint, and between it and the last update's network, and SURE keeps
+    the better of the two. 0: only the last update's network is considered.
     None: M / :data:`CHECKPOINTS`."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""

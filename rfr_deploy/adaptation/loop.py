@@ -60,7 +60,9 @@ class AdaptResult:
     """The selection's estimate (dB) of every candidate weight (SURE: of the error, a PSNR; GCV: of
     error + σ², see :class:`~rfr_deploy.adaptation.scoring.GcvScorer`); empty when no selection ran."""
     checkpoint_step: int | None = None
-    """The update whose network was kept (``checkpoint_every``; 0: the pre-trained one); None: the last."""
+    """The update whose weights the returned network interpolates: the best checkpoint (``checkpoint_every``;
+    0: the pre-trained one) or the last update, whichever the scorer prefers at its own interpolation;
+    None where no checkpoints were scored (the last)."""
     checkpoint_db: dict[int, float] = field(default_factory=dict)
     """The selection's estimate (dB) of every scored checkpoint, by update; empty when none were scored."""
 
@@ -139,7 +141,7 @@ def adapt(
         interpolation=last.blend.chosen if last.config.steps else 0.0,
         selected_by=last.blend.scorer.criterion if last.blend.scorer is not None else None,
         sure_db=last.blend.estimates,
-        checkpoint_step=last.keeper.best_step if last.keeper is not None else None,
+        checkpoint_step=last.kept_step,
         checkpoint_db=last.keeper.scores if last.keeper is not None else {},
     )
 
@@ -199,6 +201,8 @@ class _Run:
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
         self._finished: nn.Module | None = None
+        self.kept_step: int | None = None
+        """The update whose weights the run returned (interpolated); None where no checkpoints were scored."""
 
     def updates(self, callback, before: int, total: int) -> tuple[list[torch.Tensor], list[float]]:
         """Run every update; the losses (device tensors) and the seconds of each update. ``before``
@@ -251,11 +255,29 @@ class _Run:
         finish = getattr(self.runner, "finish", None)  # fast runners: the network back in its plain layout
         if finish is not None:
             finish()
-        model, blend, keeper = self.current, self.blend, self.keeper
-        if keeper is not None:
-            keeper.restore(model, blend.origin)  # the weights of update best_step (0: the pre-trained ones)
-            model = blend.result(model, keeper.best_step, known=keeper.known_terms())
+        model = self.current
+        if self.keeper is not None:
+            model = self._kept_or_last(model)
         elif self.config.steps:
-            model = blend.result(model, self.config.steps)
+            model = self.blend.result(model, self.config.steps)
         finish_tuning(model, self.frozen)
         return model.eval()
+
+    def _kept_or_last(self, model: nn.Module) -> nn.Module:
+        """The best checkpoint and the last weights, each at the interpolation the scorer picks for it,
+        whichever the scorer prefers. Checkpoints are compared at α = 1, where a small gain can hide
+        behind a loss; the last weights at α < 1 may still beat the pre-trained network (α = 0 is one of
+        their candidates). Sets :attr:`kept_step`."""
+        blend, keeper, steps = self.blend, self.keeper, self.config.steps
+        last = blend.result(model, steps, known=keeper.known_terms(last=True))
+        self.kept_step = steps
+        if keeper.best_step in (0, steps):
+            return last
+        on_last = blend.selection
+        keeper.restore(model, blend.origin)  # the weights of update best_step
+        kept = blend.result(model, keeper.best_step, known=keeper.known_terms())
+        if blend.selection.gain >= on_last.gain:
+            self.kept_step = keeper.best_step
+            return kept
+        blend.selection = on_last
+        return last

@@ -165,6 +165,9 @@ class Selection:
     """The chosen weight: result = pre-trained + interpolation × (adapted − pre-trained)."""
     estimates: dict[float, float]
     """SURE estimate (PSNR-like, dB: −10 log10 of the estimated MSE at the upper σ) of every candidate."""
+    gain: float = 0.0
+    """The chosen network's estimated MSE improvement over the first candidate, at the worst end of the σ
+    range (:meth:`SureScorer.worst_gain`; 0 for the first candidate itself)."""
 
 
 class SureScorer:
@@ -261,7 +264,7 @@ def choose_interpolation(
     worst_gain = {a: scorer.worst_gain(reference, terms[a]) for a in candidates}
     estimates = {a: scorer.decibels(terms[a]) for a in candidates}
     best = max(candidates, key=lambda a: (worst_gain[a], -abs(a - 0.5)))
-    return Selection(best, estimates)
+    return Selection(best, estimates, worst_gain[best])
 
 
 PROBE_ELEMENTS = 4 * 256 * 256
