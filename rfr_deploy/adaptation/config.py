@@ -222,8 +222,8 @@ class AdaptConfig:
     checkpoint_every: int | None = dataclasses.field(
         default=None,
         metadata={
-            "help": "Score the network by SURE every N updates and keep the best (Gaussian noise; 0: the "
-            f"last) [default: steps / {CHECKPOINTS}].",
+            "help": "Score the network by SURE every N updates; the best and the last compete, each at its "
+            f"own interpolation (Gaussian noise; 0: the last only) [default: steps / {CHECKPOINTS}].",
             "min": 0,
         },
     )

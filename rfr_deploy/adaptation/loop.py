@@ -78,7 +78,7 @@ class StepInfo:
     loss: torch.Tensor
     network: Callable[[], nn.Module]
     """The network as the run would return it now (averaged, interpolated); built only when asked for.
-    After the last update it is the network ``adapt`` returns (the best checkpoint where they are scored).
+    After the last update it is the network ``adapt`` returns (:attr:`AdaptResult.checkpoint_step`).
     It may be the run's own network: read it within the callback, copy it to keep it."""
     interpolation: Callable[[], float] = lambda: 1.0
     """The interpolation weight of the network last built by ``model`` (chosen by SURE by default)."""
@@ -226,8 +226,8 @@ class _Run:
 
     def _view(self, done: int) -> Callable[[], nn.Module]:
         """How to build the network the run would return after ``done`` updates; callbacks that read it pay
-        for the copy (and SURE scores). After the last update it is the network :meth:`finish` returns
-        (the best checkpoint where they are scored), so what a callback scores then is what the run returns."""
+        for the copy (and SURE scores). After the last update it is the network :meth:`finish` returns, so
+        what a callback scores then is what the run returns."""
         if done == self.config.steps:
             return self.finish
         return functools.partial(self.blend.result, self.current, done)
@@ -244,8 +244,9 @@ class _Run:
             self.keeper.offer(self.current, done)
 
     def finish(self) -> nn.Module:
-        """The network the run returns (in eval mode): the best checkpoint where they were scored, else
-        the last network, interpolated with the pre-trained one (no updates: the pre-trained network).
+        """The network the run returns (in eval mode): the last weights, or where checkpoints were scored
+        the better of the best one and the last (:meth:`_kept_or_last`), interpolated with the pre-trained
+        weights (no updates: the pre-trained network).
         Built once, after the last update; later calls return the same network."""
         if self._finished is None:
             self._finished = self._build_result()
