@@ -247,8 +247,8 @@ def test_given_targets_must_match_the_noisy_images(tiny_dncnn, noisy):
         adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1), targets=[noisy, noisy])
 
 
-def _keep_no_checkpoint_after(monkeypatch, last_kept: int, offered: dict) -> None:
-    """Make the checkpoint keeper keep nothing offered after update ``last_kept`` (0: nothing at all);
+def _force_kept_checkpoint(monkeypatch, kept: int, offered: dict) -> None:
+    """Make the checkpoint keeper keep update ``kept`` whatever its score (0: the pre-trained network);
     ``offered`` collects a copy of the weights offered at each update."""
     from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 
@@ -256,15 +256,14 @@ def _keep_no_checkpoint_after(monkeypatch, last_kept: int, offered: dict) -> Non
 
     def patched(self, model, step):
         offered[step] = [p.detach().clone() for p in model.parameters()]
-        if step > last_kept:
-            self.best_gain = float("inf")
+        self.best_gain = float("-inf") if step == kept else float("inf")
         offer(self, model, step)
 
     monkeypatch.setattr(CheckpointKeeper, "offer", patched)
 
 
 def test_the_callback_after_the_last_update_sees_the_network_adapt_returns(tiny_dncnn, noisy, monkeypatch):
-    _keep_no_checkpoint_after(monkeypatch, 1, offered := {})
+    _force_kept_checkpoint(monkeypatch, 1, offered := {})
     model, seen = tiny_dncnn(3), {}
     result = adapt(
         model,
@@ -273,15 +272,19 @@ def test_the_callback_after_the_last_update_sees_the_network_adapt_returns(tiny_
         AdaptConfig(steps=4, lr=1e-2, checkpoint_every=1),
         callback=lambda info: seen.update({info.step: (info.model, info.interpolation())}),
     )
-    assert set(offered) == {1, 2, 3, 4} and result.checkpoint_step in (0, 1, 4)
+    assert set(offered) == {1, 2, 3, 4} and result.checkpoint_step in (1, 4)
     assert seen[4][0] is result.model and seen[4][1] == result.interpolation
     assert _distance(seen[3][0], result.model) > 0  # update 3's network: a copy built then
+    # the returned network interpolates the weights of the update it reports, at the α it reports
+    alpha, kept = result.interpolation, offered[result.checkpoint_step]
+    for p0, pk, p in zip(model.parameters(), kept, result.model.parameters(), strict=True):
+        assert torch.allclose(p, p0 + alpha * (pk - p0), atol=1e-6)
 
 
 def test_the_last_weights_at_their_own_interpolation_when_no_checkpoint_wins_at_full_step(
     tiny_dncnn, noisy, monkeypatch
 ):
-    _keep_no_checkpoint_after(monkeypatch, 0, offered := {})
+    _force_kept_checkpoint(monkeypatch, 0, offered := {})
     model = tiny_dncnn(3)
     result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=3, lr=1e-2, checkpoint_every=1))
     # no checkpoint beat the pre-trained network at α = 1: SURE's α on the last weights decides (0 included)
@@ -289,3 +292,21 @@ def test_the_last_weights_at_their_own_interpolation_when_no_checkpoint_wins_at_
     alpha = result.interpolation
     for p0, p3, p in zip(model.parameters(), offered[3], result.model.parameters(), strict=True):
         assert torch.allclose(p, p0 + alpha * (p3 - p0), atol=1e-6)
+
+
+def test_the_last_weights_win_when_the_scorer_prefers_them_to_the_kept_checkpoint(
+    tiny_dncnn, noisy, monkeypatch
+):
+    import rfr_deploy.adaptation.blending as blending
+    from rfr_deploy.adaptation.sure import Selection
+
+    _force_kept_checkpoint(monkeypatch, 1, offered := {})
+    # the selection on the last weights (asked first) claims the larger gain
+    picks = iter([Selection(0.5, {0.5: 30.0}, gain=2.0), Selection(0.25, {0.25: 29.0}, gain=1.0)])
+    monkeypatch.setattr(blending, "choose_interpolation", lambda *a, **k: next(picks))
+    model = tiny_dncnn(3)
+    result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=4, lr=1e-2, checkpoint_every=1))
+    assert next(picks, None) is None  # both were asked: the kept update 1 and the last
+    assert (result.checkpoint_step, result.interpolation, result.sure_db) == (4, 0.5, {0.5: 30.0})
+    for p0, p4, p in zip(model.parameters(), offered[4], result.model.parameters(), strict=True):
+        assert torch.allclose(p, p0 + 0.5 * (p4 - p0), atol=1e-6)

@@ -54,6 +54,10 @@ class WeightBlend:
     def estimates(self) -> dict[float, float]:
         return self.selection.estimates
 
+    def keep(self, selection: Selection, step: int) -> None:
+        """Make ``selection``, made earlier for the weights after ``step`` updates, the current one again."""
+        self.selection, self._selected_at = selection, step
+
     def result(
         self, current: nn.Module, step: int, known: Mapping[float, SureTerms] | None = None
     ) -> nn.Module:

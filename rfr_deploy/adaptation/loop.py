@@ -60,8 +60,9 @@ class AdaptResult:
     """The selection's estimate (dB) of every candidate weight (SURE: of the error, a PSNR; GCV: of
     error + σ², see :class:`~rfr_deploy.adaptation.scoring.GcvScorer`); empty when no selection ran."""
     checkpoint_step: int | None = None
-    """The update whose weights the returned network interpolates: the best checkpoint (``checkpoint_every``;
-    0: the pre-trained one) or the last update, whichever the scorer prefers at its own interpolation;
+    """The update whose weights the returned network interpolates: the best trained checkpoint
+    (``checkpoint_every``) or the last update, whichever the scorer prefers at its own interpolation
+    (where no trained checkpoint beat the pre-trained network, the last update: its α may be 0);
     None where no checkpoints were scored (the last)."""
     checkpoint_db: dict[int, float] = field(default_factory=dict)
     """The selection's estimate (dB) of every scored checkpoint, by update; empty when none were scored."""
@@ -280,5 +281,5 @@ class _Run:
         if blend.selection.gain >= on_last.gain:
             self.kept_step = keeper.best_step
             return kept
-        blend.selection = on_last
+        blend.keep(on_last, steps)
         return last

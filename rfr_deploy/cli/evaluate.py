@@ -37,7 +37,7 @@ E = EvalSettings
     default=",".join(map(str, E.steps)),
     show_default=True,
     help="Comma-separated values of M: one adaptation of max(M) updates, scored after each M; the last is"
-    " scored on the network adapt-and-export returns (its best-SURE checkpoint).",
+    " scored on the network adapt-and-export returns.",
 )
 @field_options(E, "sigma_mode", "noise", "pairs", "crop", "limit")
 @adapt_options

@@ -52,7 +52,7 @@ class EvalSettings:
     """Level of the Gaussian noise added to the clean images (synthetic protocol), [0, 1] units."""
     steps: tuple[int, ...] = (0, 10, 20, 40)
     """The M scored: one adaptation of max(M) updates, scored after each; the last M is scored on the
-    network ``adapt`` returns (its best-SURE checkpoint, with α chosen on it)."""
+    network ``adapt`` returns."""
     sigma_mode: SigmaMode = field(
         default="known",
         metadata={
@@ -107,8 +107,8 @@ class ImageScore:
     interpolation: dict[int, float] = field(default_factory=dict)
     """Interpolation weight the adaptation returned at each checkpoint (chosen by SURE by default)."""
     checkpoint: int | None = None
-    """The update whose weights the adaptation returned after all its updates (the best-SURE checkpoint,
-    0: the pre-trained weights); None where no checkpoints were scored."""
+    """:attr:`~rfr_deploy.adaptation.loop.AdaptResult.checkpoint_step` of the adaptation: the update whose
+    weights the returned network interpolates; None where no checkpoints were scored."""
 
 
 @dataclass
