@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-job", action="store_true")
     parser.add_argument("--no-fit-budget", action="store_true")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (CPU)")
+    parser.add_argument(
+        "--unfused", action="store_true", help="also time bf16 without the fused convolution + ReLU (CPU)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-limits", action="store_true", help="skip the conv-rate and FLOP measurements")
     parser.add_argument("--name", default=None, help="results file stem (default: speed_<device>)")
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         job_steps=args.job_steps,
         fit_budget=not args.no_fit_budget,
         compile=args.compile,
+        unfused=args.unfused,
         limits=not args.no_limits,
         threads=args.threads,
     )

@@ -8,6 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from rfr_deploy.adaptation import cpu_runners
+from rfr_deploy.bench.limits import Limits
 from rfr_deploy.bench.report import BenchReport, ModelResult, ModeTiming, default_mode, write_report
 from rfr_deploy.bench.run import fitted_size, run_bench, time_modes
 from rfr_deploy.bench.settings import PAPER_SIZE, BenchSettings
@@ -17,6 +19,20 @@ from rfr_deploy.errors import ConfigError
 from rfr_deploy.models.factory import create_model
 
 TINY = {"size": 16, "steps": 1, "repeats": 2, "warmup": 0}
+
+
+@pytest.fixture(autouse=True)
+def fp32_cpu_default(monkeypatch):
+    """The reports below compare the CPU's default fast path, channels-last fp32, with eager; on a CPU
+    where ``amp='auto'`` means bf16 (AMX) that default would be the bf16 mode instead."""
+    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO_UNITS", ())
+
+
+def test_the_cpu_default_mode_is_bf16_where_auto_picks_it(monkeypatch):
+    assert default_mode("cpu") == "channels-last" and default_mode("cuda") == "amp+graphs"
+    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO_UNITS", ("AMX",))
+    monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda: "AMX")
+    assert default_mode("cpu") == "bf16"
 
 
 def test_cpu_bench_times_eager_and_the_fast_path_and_lists_missing_models():
@@ -38,6 +54,17 @@ def test_cpu_bench_times_eager_and_the_fast_path_and_lists_missing_models():
     assert dncnn.fast_over_eager("cpu") == pytest.approx(sum(paired) / 2)  # median of two
     assert dncnn.speedup_vs_paper is None  # the paper timed 256×256 only
     assert report.environment["device_type"] == "cpu" and report.environment["cpu_threads"] >= 1
+
+
+@pytest.mark.skipif(not cpu_native_bf16(), reason="bf16 is timed only on CPUs with native bf16")
+def test_cpu_bench_times_the_unfused_bf16_update_on_request():
+    report = run_bench(BenchSettings(models=("dncnn",), job=False, limits=False, unfused=True, **TINY))
+    modes = report.results[0].modes
+    assert [m.mode for m in modes] == ["eager", "channels-last", "bf16", "bf16-unfused"]
+    assert [m.runner for m in modes][2:] == ["eager+channels-last+bf16", "eager+channels-last+bf16-unfused"]
+    assert all(m.error is None and m.updates == 2 for m in modes)
+    limits = Limits(conv_fp32_gflops=1.0, conv_low_gflops=2.0, train_fp32_gflops=3.0, train_low_gflops=4.0)
+    assert limits.rate_for("bf16-unfused") == 2.0 and limits.train_rate_for("bf16-unfused") == 4.0
 
 
 def test_a_spent_budget_stops_every_mode_after_one_timed_update():
@@ -226,8 +253,6 @@ def test_measured_limits_are_positive_rates():
 
 
 def test_modes_are_shown_against_the_measured_limit(tmp_path):
-    from rfr_deploy.bench.limits import Limits
-
     r = _result()  # eager 10 ms, channels-last 4 ms, at 256²
     r.flops_per_update = 2e9
     slow = Limits(conv_fp32_gflops=400.0, conv_low_gflops=800.0, size=256, train_fp32_gflops=800.0)

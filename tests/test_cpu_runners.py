@@ -24,7 +24,7 @@ def noisy():
 
 def _train(cls, model, target, steps=4):
     model = copy.deepcopy(model).train()
-    config = AdaptConfig(steps=steps, lr=1e-3, warmup=0)
+    config = AdaptConfig(steps=steps, lr=1e-3, warmup=0, fp32_tail=0.0)
     runner = cls(
         UpdateContext(model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1))
     )
@@ -54,6 +54,20 @@ def test_bf16_runner_runs_convolutions_in_bf16_and_keeps_fp32_state(tiny_dncnn, 
     assert moved > 0 and gap < moved  # the bf16 updates go where the fp32 ones go, roughly
 
 
+def test_bf16_runner_runs_the_last_share_of_updates_in_fp32(tiny_dncnn, noisy):
+    model = tiny_dncnn(3)
+    seen: list[torch.dtype] = []
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # not fused: no ReLU after it
+    last.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    config = AdaptConfig(steps=8, lr=1e-3, warmup=0, fp32_tail=0.25)
+    runner = Bf16Runner(UpdateContext(model, [noisy], GaussianNoise(25 / 255), config, torch.Generator()))
+    for k in range(8):
+        runner.step(0, k, None)
+    assert seen == [torch.bfloat16] * 6 + [torch.float32] * 2
+    with pytest.raises(ValueError, match="fp32_tail"):
+        AdaptConfig(fp32_tail=1.5)
+
+
 def test_fp32_runners_are_untouched_by_the_autocast_hook(tiny_dncnn, noisy):
     a, _, _ = _train(EagerRunner, tiny_dncnn(3), noisy)
     b, _, _ = _train(ChannelsLastRunner, tiny_dncnn(3), noisy)
@@ -62,14 +76,17 @@ def test_fp32_runners_are_untouched_by_the_autocast_hook(tiny_dncnn, noisy):
 
 def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda: None)
     assert cpu_precision("auto") == cpu_precision("off") == cpu_precision("fp16") == "fp32"
     with pytest.raises(ConfigError, match="no native bfloat16"):
         cpu_precision("bf16")
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
     assert cpu_precision("bf16") == "bf16" and cpu_precision("off") == "fp32"
-    for auto in (False, True):
-        monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO", auto)
-        assert cpu_precision("auto") == ("bf16" if auto else "fp32")
+    for units, auto in (("AVX512-BF16", "fp32"), ("AMX", "bf16")):  # auto: bf16 where it was measured
+        monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda units=units: units)
+        assert cpu_precision("auto") == auto and cpu_precision("off") == "fp32"
+    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO_UNITS", ())
+    assert cpu_precision("auto") == "fp32"
 
 
 def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
@@ -93,6 +110,9 @@ def test_make_runner_builds_a_named_mode(tiny_dncnn, noisy):
 
     assert type(make_runner(context(), "eager")) is EagerRunner
     assert type(make_runner(context(), "channels-last")) is ChannelsLastRunner
+    unfused = make_runner(context(), "bf16-unfused")
+    assert type(unfused) is Bf16Runner and unfused.name == "eager+channels-last+bf16-unfused"
+    assert not unfused._pairs
     assert make_runner(context(), "amp").name == "fused-eager+fp32+channels-last"  # no graphs, CPU: fp32
     with pytest.raises(ValueError, match="unknown runner mode"):
         make_runner(context(), "turbo")

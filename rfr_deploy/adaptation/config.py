@@ -250,7 +250,20 @@ class AdaptConfig:
     )
     """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler. CPU:
     bf16 convolutions (fp32 weights and Adam) on request ('bf16', native bf16 CPUs only), and for
-    'auto' where :data:`rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO` says so."""
+    'auto' on the CPUs :data:`rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO_UNITS` names (AMX)."""
+
+    fp32_tail: float = dataclasses.field(
+        default=0.25,
+        metadata={
+            "help": "CPU bf16 updates only: the share of each round's last updates run in fp32 (bf16 alone "
+            "leaves the weights fitted to bf16 arithmetic)."
+        },
+    )
+    """With bf16 updates on a CPU (:class:`~rfr_deploy.adaptation.cpu_runners.Bf16Runner`): the share of
+    each round's updates, at its end, run in fp32. Updates in bf16 alone fit the weights to bf16
+    arithmetic, and the fp32 network they return denoises worse (CDnCNN-B, 4 CBSD68 crops, 640
+    updates: -0.105 dB against fp32's -0.016); the last quarter in fp32 brings it back (-0.018;
+    ``benchmarks/results/bf16_tail_CBSD68_s25_crop256.md``). 0: bf16 to the end; 1: fp32 throughout."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
@@ -281,6 +294,8 @@ class AdaptConfig:
             raise ValueError("checkpoint_every must be >= 0")
         if self.rounds < 1:
             raise ValueError("rounds must be >= 1")
+        if not (0.0 <= self.fp32_tail <= 1.0):
+            raise ValueError("fp32_tail must be in [0, 1]")
         if self.refresh_every < 0:
             raise ValueError("refresh_every must be >= 0")
         if self.select not in ("sure", "off"):

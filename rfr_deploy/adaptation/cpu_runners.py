@@ -7,34 +7,43 @@ gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of second
 
 :class:`Bf16Runner` adds bf16 autocast: the convolutions (forward and backward) run in bfloat16
 on oneDNN's AVX512-BF16 / AMX kernels, while the master weights, their gradients, Adam's moments
-and the loss stay fp32. It is chosen by ``amp='bf16'`` on a CPU with native bf16, and would be
-by ``amp='auto'`` there if :data:`CPU_BF16_AUTO` said the quality check had passed (faster, and the
-adaptation gain within 0.01 dB of fp32's): it has not, see there. Whether the CPU has native bf16:
-:func:`rfr_deploy.devices.cpu_native_bf16`.
+and the loss stay fp32; each convolution and the ReLU after it run as one oneDNN call
+(:mod:`rfr_deploy.adaptation.fused_conv_relu`: 1.15× on DnCNN, AMX CPU,
+``benchmarks/results/speed_cpu_amx.md``); the last share of the updates
+(:attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`) runs in fp32, so that the fp32 network
+returned is fitted to fp32 arithmetic. It is chosen by ``amp='bf16'`` on a CPU with native bf16, and
+by ``amp='auto'`` on the CPUs :data:`CPU_BF16_AUTO_UNITS` names (faster there, and the adaptation gain
+measured within 0.01 dB of fp32's).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.fused_conv_relu import find_pairs, fused_conv_relu, fusion_available
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
-from rfr_deploy.devices import cpu_native_bf16
+from rfr_deploy.devices import cpu_bf16_units, cpu_native_bf16
 from rfr_deploy.errors import ConfigError, first_line
 
-CPU_BF16_AUTO = False
-"""Whether ``amp='auto'`` picks bf16 convolutions on CPUs with native bf16 (see the module notes).
+CPU_BF16_AUTO_UNITS: tuple[str, ...] = ("AMX",)
+"""The CPUs, by bf16 units (:func:`rfr_deploy.devices.cpu_bf16_units`), on which ``amp='auto'`` picks the
+bf16 update.
 
-False: the quality check fails on the colour network. At the CPU's default Gaussian budget (640
-updates on 64² patches, ``ema`` 0.95, continued to 1280;
-``benchmarks/results/budget_*_s25_crop256_p64_bf16.md``: 4 central 256² crops each, official
-weights, σ = 25, raw networks) bf16 is 1.8× faster per update and adapts the gray DnCNN-B like fp32
-(within 0.007 dB at every m), but leaves the colour CDnCNN-B 0.05-0.10 dB below fp32 at every m, over
-the 0.01 dB allowed. The earlier check at M = 40 (``bf16_cpu_quality_cbsd68_raw.md``) had found
-0.0138 dB. ``amp='bf16'`` still asks for the bf16 update explicitly."""
+AMX: measured through the CLI defaults (640 updates on 64² patches, ``ema`` 0.95, SURE, the last
+quarter of the updates in fp32: :attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`), first 4
+central 256² crops, σ = 25, official weights, bf16 and fp32 on the same AMX machine: Set12 +0.1212 /
++0.1214 dB, CBSD68 +0.0246 / +0.0250, McMaster +0.2433 / +0.2417, Kodak24 +0.0536 / +0.0546, each within
+the 0.01 dB allowed (``benchmarks/results/table2_s25_crop256_*_bf16tail.md`` against ``*_ema_amx.md``),
+and the whole adaptation 1.58-1.73× faster. Without the fp32 tail bf16 had
+left the colour network 0.05-0.10 dB below fp32 (``budget_CBSD68_s25_crop256_p64_bf16.md``).
+AVX512-BF16 without AMX (the AMD EPYC of the earlier measurements): not yet measured with the fp32
+tail, so fp32 stays its default. ``amp='bf16'`` asks for bf16 on any CPU with native bf16."""
 
 
 def cpu_precision(amp: str) -> str:
@@ -43,7 +52,7 @@ def cpu_precision(amp: str) -> str:
         if not cpu_native_bf16():
             raise ConfigError("amp='bf16' but this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
         return "bf16"
-    return "bf16" if amp == "auto" and CPU_BF16_AUTO and cpu_native_bf16() else "fp32"
+    return "bf16" if amp == "auto" and cpu_bf16_units() in CPU_BF16_AUTO_UNITS else "fp32"
 
 
 def cpu_fast_runner(context: UpdateContext) -> ChannelsLastRunner | None:
@@ -74,32 +83,71 @@ class ChannelsLastRunner(EagerRunner):
         super().__init__(context)
         self._checked = False
 
+    def fallbacks(self) -> list[tuple[str, Callable[[], None]]]:
+        """What the first update may undo, in order, if it fails: (what, how)."""
+        return [("channels-last layout", self._drop_channels_last)]
+
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
         if self._checked:
             return super().step(index, k, offsets)
-        # A network whose code assumes contiguous activations (``view``) fails on the first update,
-        # before the optimizer step: redo that update in the default layout.
+        # A network whose code assumes contiguous activations (``view``), or a oneDNN call this CPU
+        # lacks, fails on the first update, before the optimizer step: undo the speed-ups one by
+        # one and redo that update.
         state = self.generator.get_state()
-        try:
-            loss = super().step(index, k, offsets)
-        except RuntimeError as exc:
-            warnings.warn(f"channels-last layout not used: {first_line(exc)}", stacklevel=2)
-            self.finish()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.generator.set_state(state)
-            self.name = self.name.replace("+channels-last", "")
-            loss = super().step(index, k, offsets)
+        for what, undo in [*self.fallbacks(), (None, None)]:
+            try:
+                loss = super().step(index, k, offsets)
+                break
+            except RuntimeError as exc:
+                if undo is None:
+                    raise
+                warnings.warn(f"{what} not used: {first_line(exc)}", stacklevel=2)
+                undo()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.generator.set_state(state)
         self._checked = True
         return loss
+
+    def _drop_channels_last(self) -> None:
+        self.finish()
+        self.name = self.name.replace("+channels-last", "")
 
     def finish(self) -> None:
         self.model.to(memory_format=torch.contiguous_format)
 
 
 class Bf16Runner(ChannelsLastRunner):
-    """The channels-last update with the convolutions under bf16 autocast (fp32 weights, Adam, loss)."""
+    """The channels-last update with the convolutions under bf16 autocast (fp32 weights, Adam, loss),
+    each convolution + ReLU pair in one oneDNN call (:mod:`~rfr_deploy.adaptation.fused_conv_relu`)."""
 
     name = "eager+channels-last+bf16"
 
+    def __init__(self, context: UpdateContext, fuse: bool = True):
+        super().__init__(context)
+        self._pairs = find_pairs(self.model) if fuse and fusion_available() else []
+        if not fuse:
+            self.name += "-unfused"
+        steps = context.config.steps  # None (an unresolved config): no tail, bf16 throughout
+        self._bf16_updates = steps - round(steps * context.config.fp32_tail) if steps else math.inf
+        self._done = 0
+
+    def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
+        loss = super().step(index, k, offsets)
+        self._done += 1
+        return loss
+
+    def fallbacks(self) -> list[tuple[str, Callable[[], None]]]:
+        fused = [("fused convolution + ReLU", self._unfuse)] if self._pairs else []
+        return [*fused, *super().fallbacks()]
+
+    def _unfuse(self) -> None:
+        self._pairs.clear()
+        self.name += "-unfused"
+
     def forward_context(self) -> contextlib.AbstractContextManager:
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        if self._done >= self._bf16_updates:  # the fp32 tail (AdaptConfig.fp32_tail)
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+        stack.enter_context(fused_conv_relu(self._pairs))
+        return stack

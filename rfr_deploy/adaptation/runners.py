@@ -17,9 +17,19 @@ from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, cp
 from rfr_deploy.adaptation.cuda_graphs import FastRunner, try_graph_runner
 from rfr_deploy.adaptation.update import EagerRunner, StepRunner, UpdateContext
 
-MODES = ("eager", "channels-last", "bf16", "channels-last+compile", "graphs-fp32", "amp", "amp+graphs")
+MODES = (
+    "eager",
+    "channels-last",
+    "bf16",
+    "bf16-unfused",
+    "channels-last+compile",
+    "graphs-fp32",
+    "amp",
+    "amp+graphs",
+)
 """Runners by name: the eager update; on CPU channels-last weights, with bf16 convolutions, or under
-``torch.compile``; the fused update in fp32 with CUDA graphs, in mixed precision without and with them."""
+``torch.compile``, or with bf16 convolutions but each convolution and its ReLU in two oneDNN calls
+(what the fusion gains); the fused update in fp32 with CUDA graphs, in mixed precision without and with them."""
 
 
 def make_runner(context: UpdateContext, mode: str | None = None) -> StepRunner:
@@ -36,8 +46,8 @@ def make_runner(context: UpdateContext, mode: str | None = None) -> StepRunner:
         return EagerRunner(context)
     if mode == "channels-last":
         return ChannelsLastRunner(context)
-    if mode == "bf16":
-        return Bf16Runner(context)
+    if mode in ("bf16", "bf16-unfused"):
+        return Bf16Runner(context, fuse=mode == "bf16")
     if mode == "channels-last+compile":
         runner = ChannelsLastRunner(dataclasses.replace(context, model=torch.compile(context.model)))
         runner.name = "eager+channels-last+compile"

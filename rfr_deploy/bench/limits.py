@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 CONV_CHANNELS = 64
-MODE_PRECISION = {"bf16": "bf16", "amp": "bf16", "amp+graphs": "bf16"}
+MODE_PRECISION = {"bf16": "bf16", "bf16-unfused": "bf16", "amp": "bf16", "amp+graphs": "bf16"}
 """Precision of the convolutions of each bench mode (the others run fp32)."""
 
 

@@ -118,6 +118,8 @@ def bench_model(
     modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
     if device.type == "cpu" and not cpu_native_bf16():
         modes.remove("bf16")  # emulated bf16 is slower than fp32: not a mode worth timing
+    if settings.unfused and "bf16" in modes:
+        modes.append("bf16-unfused")
     if settings.compile and device.type == "cpu":
         modes.append("channels-last+compile")
     share = settings.budget / (len(modes) + int(settings.job))
@@ -205,7 +207,8 @@ def time_modes(
     device, deadline = target.device, time.perf_counter() + budget
     plan = torch.Generator().manual_seed(settings.seed)
     ks = torch.randint(DIHEDRAL, (64,), generator=plan).tolist()
-    config = AdaptConfig(steps=settings.warmup + settings.steps * settings.repeats, seed=settings.seed)
+    steps = settings.warmup + settings.steps * settings.repeats
+    config = AdaptConfig(steps=steps, seed=settings.seed, fp32_tail=0.0)  # bf16 modes: bf16 throughout
     lives = [_Live(ModeTiming(mode)) for mode in modes]
     benchmark_before = torch.backends.cudnn.benchmark
     for live in lives:

@@ -49,6 +49,11 @@ class BenchSettings:
         metadata={"cli": "--compile", "help": "Also time torch.compile on CPU (compiling takes long)."},
     )
     """Also time ``torch.compile`` with channels-last (CPU only; compiling takes tens of seconds)."""
+    unfused: bool = field(
+        default=False,
+        metadata={"help": "Also time the bf16 update without fusing each convolution with its ReLU (CPU)."},
+    )
+    """Also time the bf16 update with convolution and ReLU as separate oneDNN calls (what the fusion gains)."""
     limits: bool = field(
         default=True,
         metadata={
