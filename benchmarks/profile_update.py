@@ -34,7 +34,7 @@ def profile_mode(model_name: str, mode: str, size: int, updates: int, top: int) 
         model,
         [target],
         GaussianNoise(25 / 255),
-        AdaptConfig(steps=1000, seed=0, fp32_tail=0.0),
+        AdaptConfig(steps=1000, seed=0, fp32_tail=0),
         torch.Generator().manual_seed(0),
     )
     runner = make_runner(context, mode)

@@ -24,7 +24,7 @@ def noisy():
 
 def _train(cls, model, target, steps=4):
     model = copy.deepcopy(model).train()
-    config = AdaptConfig(steps=steps, lr=1e-3, warmup=0, fp32_tail=0.0)
+    config = AdaptConfig(steps=steps, lr=1e-3, warmup=0, fp32_tail=0)
     runner = cls(
         UpdateContext(model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1))
     )
@@ -54,18 +54,31 @@ def test_bf16_runner_runs_convolutions_in_bf16_and_keeps_fp32_state(tiny_dncnn, 
     assert moved > 0 and gap < moved  # the bf16 updates go where the fp32 ones go, roughly
 
 
-def test_bf16_runner_runs_the_last_share_of_updates_in_fp32(tiny_dncnn, noisy):
+def test_bf16_runner_runs_the_last_updates_in_fp32(tiny_dncnn, noisy):
     model = tiny_dncnn(3)
     seen: list[torch.dtype] = []
     last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # not fused: no ReLU after it
     last.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-    config = AdaptConfig(steps=8, lr=1e-3, warmup=0, fp32_tail=0.25)
+    config = AdaptConfig(steps=8, lr=1e-3, warmup=0, fp32_tail=3)
     runner = Bf16Runner(UpdateContext(model, [noisy], GaussianNoise(25 / 255), config, torch.Generator()))
     for k in range(8):
         runner.step(0, k, None)
-    assert seen == [torch.bfloat16] * 6 + [torch.float32] * 2
+    assert seen == [torch.bfloat16] * 5 + [torch.float32] * 3
     with pytest.raises(ValueError, match="fp32_tail"):
-        AdaptConfig(fp32_tail=1.5)
+        AdaptConfig(fp32_tail=-1)
+
+
+def test_a_round_no_longer_than_the_fp32_tail_gets_the_fp32_runner(tiny_dncnn, noisy, monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+
+    def runner(steps):
+        config = AdaptConfig(steps=steps, amp="bf16", fp32_tail=10)
+        return make_runner(
+            UpdateContext(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
+        )
+
+    assert type(runner(10)) is ChannelsLastRunner and type(runner(11)) is Bf16Runner
+    assert cpu_runners.bf16_updates(AdaptConfig(steps=None, fp32_tail=10)) == float("inf")
 
 
 def test_fp32_runners_are_untouched_by_the_autocast_hook(tiny_dncnn, noisy):
@@ -91,7 +104,7 @@ def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
 
 def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
-    config = AdaptConfig(steps=2, amp="bf16")
+    config = AdaptConfig(steps=2, amp="bf16", fp32_tail=0)
 
     def context(config):
         return UpdateContext(tiny_dncnn(3), [noisy], GaussianNoise(25 / 255), config, torch.Generator())
@@ -120,7 +133,9 @@ def test_make_runner_builds_a_named_mode(tiny_dncnn, noisy):
 
 def test_adapt_with_bf16_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)  # emulated where not native
-    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=3, lr=1e-3, amp="bf16"))
+    result = adapt(
+        tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=3, lr=1e-3, amp="bf16", fp32_tail=1)
+    )
     assert result.runner == "eager+channels-last+bf16"
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in result.model.parameters())
     assert len(result.step_seconds) == 3

@@ -95,7 +95,7 @@ def test_only_plain_zero_padded_convolutions_before_a_relu_in_a_sequential_are_p
 
 
 def _bf16_runner(model, target):
-    config = AdaptConfig(steps=3, lr=1e-3, warmup=0, fp32_tail=0.0)
+    config = AdaptConfig(steps=3, lr=1e-3, warmup=0, fp32_tail=0)
     context = UpdateContext(
         model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1)
     )

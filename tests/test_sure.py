@@ -238,13 +238,13 @@ def test_checkpoint_keeper_keeps_the_best_scoring_weights(smooth_image):
     assert keeper.best_step == 10 and set(keeper.scores) == {0, 10, 20}
     assert keeper.scores[10] > keeper.scores[20] > keeper.scores[0]
     keeper.restore(model, origin)
-    assert float(model.weight) == pytest.approx(0.9)
+    assert float(model.weight.detach()) == pytest.approx(0.9)
 
     worse = CheckpointKeeper(Blur(0.9), scorer)  # nothing offered beats the reference: keep it
     blurred = Blur(0.0)
     worse.offer(blurred, 5)
     worse.restore(blurred, [torch.tensor(0.9)])
-    assert worse.best_step == 0 and float(blurred.weight) == pytest.approx(0.9)
+    assert worse.best_step == 0 and float(blurred.weight.detach()) == pytest.approx(0.9)
 
 
 # Which estimate scores the candidates: SURE, generalised cross-validation (GCV), or none.

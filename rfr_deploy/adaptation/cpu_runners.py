@@ -9,9 +9,9 @@ gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of second
 on oneDNN's AVX512-BF16 / AMX kernels, while the master weights, their gradients, Adam's moments
 and the loss stay fp32; each convolution and the ReLU after it run as one oneDNN call
 (:mod:`rfr_deploy.adaptation.fused_conv_relu`: 1.15× on DnCNN, AMX CPU,
-``benchmarks/results/speed_cpu_amx.md``); the last share of the updates
-(:attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`) runs in fp32, so that the fp32 network
-returned is fitted to fp32 arithmetic. It is chosen by ``amp='bf16'`` on a CPU with native bf16, and
+``benchmarks/results/speed_cpu_amx.md``); the last updates of a round
+(:attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`, 160) run in fp32, so that the fp32 network
+returned is fitted to fp32 arithmetic (a round no longer than that gets the fp32 runner). It is chosen by ``amp='bf16'`` on a CPU with native bf16, and
 by ``amp='auto'`` on the CPUs :data:`CPU_BF16_AUTO_UNITS` names (faster there, and the adaptation gain
 measured within 0.01 dB of fp32's).
 """
@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.fused_conv_relu import find_pairs, fused_conv_relu, fusion_available
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
 from rfr_deploy.devices import cpu_bf16_units, cpu_native_bf16
@@ -35,13 +36,14 @@ CPU_BF16_AUTO_UNITS: tuple[str, ...] = ("AMX",)
 """The CPUs, by bf16 units (:func:`rfr_deploy.devices.cpu_bf16_units`), on which ``amp='auto'`` picks the
 bf16 update.
 
-AMX: measured through the CLI defaults (640 updates on 64² patches, ``ema`` 0.95, SURE, the last
-quarter of the updates in fp32: :attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`), first 4
+AMX: measured through the CLI defaults (640 updates on 64² patches, ``ema`` 0.95, SURE, the last 160
+updates in fp32: :attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`), first 4
 central 256² crops, σ = 25, official weights, bf16 and fp32 on the same AMX machine: Set12 +0.1212 /
 +0.1214 dB, CBSD68 +0.0246 / +0.0250, McMaster +0.2433 / +0.2417, Kodak24 +0.0536 / +0.0546, each within
 the 0.01 dB allowed (``benchmarks/results/table2_s25_crop256_*_bf16tail.md`` against ``*_ema_amx.md``),
-and the whole adaptation 1.58-1.73× faster. Without the fp32 tail bf16 had
-left the colour network 0.05-0.10 dB below fp32 (``budget_CBSD68_s25_crop256_p64_bf16.md``).
+and the whole adaptation 1.58-1.73× faster. The camera default (10 updates) runs in fp32 throughout.
+Without the fp32 tail bf16 had left the colour network 0.05-0.10 dB below fp32
+(``budget_CBSD68_s25_crop256_p64_bf16.md``).
 AVX512-BF16 without AMX (the AMD EPYC of the earlier measurements): not yet measured with the fp32
 tail, so fp32 stays its default. ``amp='bf16'`` asks for bf16 on any CPU with native bf16."""
 
@@ -60,8 +62,14 @@ def cpu_fast_runner(context: UpdateContext) -> ChannelsLastRunner | None:
     convolutional networks, else None."""
     if context.device.type != "cpu" or not has_convolutions(context.model):
         return None
-    runner = Bf16Runner if cpu_precision(context.config.amp) == "bf16" else ChannelsLastRunner
-    return runner(context)
+    bf16 = cpu_precision(context.config.amp) == "bf16" and bf16_updates(context.config) > 0
+    return Bf16Runner(context) if bf16 else ChannelsLastRunner(context)
+
+
+def bf16_updates(config: AdaptConfig) -> float:
+    """How many of a round's updates a bf16 runner runs in bf16: all but the last ``fp32_tail``
+    (all of them where ``steps`` is not set)."""
+    return math.inf if config.steps is None else max(0, config.steps - config.fp32_tail)
 
 
 def has_convolutions(model: nn.Module) -> bool:
@@ -127,8 +135,7 @@ class Bf16Runner(ChannelsLastRunner):
         self._pairs = find_pairs(self.model) if fuse and fusion_available() else []
         if not fuse:
             self.name += "-unfused"
-        steps = context.config.steps  # None (an unresolved config): no tail, bf16 throughout
-        self._bf16_updates = steps - round(steps * context.config.fp32_tail) if steps else math.inf
+        self._bf16_updates = bf16_updates(context.config)
         self._done = 0
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:

@@ -208,7 +208,7 @@ def time_modes(
     plan = torch.Generator().manual_seed(settings.seed)
     ks = torch.randint(DIHEDRAL, (64,), generator=plan).tolist()
     steps = settings.warmup + settings.steps * settings.repeats
-    config = AdaptConfig(steps=steps, seed=settings.seed, fp32_tail=0.0)  # bf16 modes: bf16 throughout
+    config = AdaptConfig(steps=steps, seed=settings.seed, fp32_tail=0)  # bf16 modes: bf16 throughout
     lives = [_Live(ModeTiming(mode)) for mode in modes]
     benchmark_before = torch.backends.cudnn.benchmark
     for live in lives:
