@@ -99,7 +99,7 @@ def test_relative_layer_rates_scale_each_weight_by_its_rms(tiny_dncnn):
     with torch.no_grad():
         model.net.model[0].weight.mul_(4.0)  # one layer with a larger scale than the others
     weights = [p for p in model.parameters() if p.ndim > 1]
-    rms = torch.tensor([float(p.pow(2).mean().sqrt()) for p in weights])
+    rms = torch.tensor([float(p.detach().pow(2).mean().sqrt()) for p in weights])
     groups = parameter_groups(model, lr=1e-5, affine_lr=1e-3, layer_lr="relative")
     by_tensor = {id(g["params"][0]): g["lr"] for g in groups if len(g["params"]) == 1}
     expected = [1e-5 * float(r / rms.median()) for r in rms]

@@ -1,9 +1,9 @@
 """Convolution + ReLU pairs run as one oneDNN call in the CPU bf16 update.
 
 Unfused, the ReLU after each convolution reads and rewrites the whole activation the convolution has
-just written. On CPUs whose bf16 convolutions run on AMX tiles those memory-bound passes cost as much
-as a third of the update (DnCNN at 256²: ``benchmarks/results/speed_cpu_dncnn256_amx.md``). oneDNN can
-apply the ReLU to the accumulator before the output is written (its post-op, exposed as
+just written. On CPUs whose bf16 convolutions run on AMX tiles those memory-bound passes cost as
+much as a third of the update (DnCNN at 256²: ``benchmarks/results/profile_update_dncnn256_amx.md``).
+oneDNN can apply the ReLU to the accumulator before the output is written (its post-op, exposed as
 ``torch.ops.mkldnn._convolution_pointwise``, which has no autograd formula), so
 :class:`ConvReLUFunction` pairs that forward with the backward PyTorch's own ReLU and convolution
 nodes compute: ``threshold_backward`` on the saved output, then ``convolution_backward``.
@@ -11,7 +11,8 @@ nodes compute: ``threshold_backward`` on the saved output, then ``convolution_ba
 The fusion is temporary: :func:`fused_conv_relu` swaps the pairs of every ``nn.Sequential`` for
 :class:`FusedConvReLU` only while the update's forward pass runs, and puts the original modules back
 before it returns. The autograd graph it recorded needs no module, so the backward pass, the weights,
-the state dict and every copy of the network (checkpoints, scoring, export) never see it.
+the state dict and every copy of the network (checkpoints, scoring, export) never see it. Forward
+hooks registered on a fused pair's modules do not fire during those forward passes.
 """
 
 from __future__ import annotations
