@@ -39,9 +39,12 @@ bf16 update.
 AMX: measured through the CLI defaults (640 updates on 64² patches, ``ema`` 0.95, SURE, the last 160
 updates in fp32: :attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`), first 4
 central 256² crops, σ = 25, official weights, bf16 and fp32 on the same AMX machine: Set12 +0.1212 /
-+0.1214 dB, CBSD68 +0.0246 / +0.0250, McMaster +0.2433 / +0.2417, Kodak24 +0.0536 / +0.0546, each within
-the 0.01 dB allowed (``benchmarks/results/table2_s25_crop256_*_bf16tail.md`` against ``*_ema_amx.md``),
-and the whole adaptation 1.58-1.73× faster. The camera default (10 updates) runs in fp32 throughout.
++0.1214 dB, CBSD68 +0.0246 / +0.0250, McMaster +0.2433 / +0.2417, Kodak24 +0.0536 / +0.0546; σ
+estimated: Set12 +0.0670 / +0.0676, CBSD68 +0.0184 / +0.0249. Each mean is within the 0.01 dB allowed
+(``benchmarks/results/table{2,3}_s25_crop256_*_bf16tail.md`` against ``*_amx.md``), and the whole
+adaptation is 1.58-1.89× faster. What bf16 gives up: checkpoints from its bf16 part score poorly in
+fp32, so the keeper chooses among the last weights only (CBSD68 101085, σ estimated: −0.022 against
+fp32's +0.002 from update 320). The camera default (10 updates) runs in fp32 throughout.
 Without the fp32 tail bf16 had left the colour network 0.05-0.10 dB below fp32
 (``budget_CBSD68_s25_crop256_p64_bf16.md``).
 AVX512-BF16 without AMX (the AMD EPYC of the earlier measurements): not yet measured with the fp32
