@@ -13,6 +13,7 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner
 from rfr_deploy.adaptation.fused_conv_relu import ConvReLUFunction, find_pairs, fusion_available
 from rfr_deploy.adaptation.update import UpdateContext
+from rfr_deploy.devices import cpu_native_bf16
 from rfr_deploy.noise.gaussian import GaussianNoise
 
 needs_onednn = pytest.mark.skipif(
@@ -94,17 +95,19 @@ def test_only_plain_zero_padded_convolutions_before_a_relu_in_a_sequential_are_p
     assert [p.conv_key for p in find_pairs(model)] == ["6"]
 
 
-def _bf16_runner(model, target):
+def _bf16_runner(model, target, fuse=True):
     config = AdaptConfig(steps=3, lr=1e-3, warmup=0, fp32_tail=0)
     context = UpdateContext(
         model, [target], GaussianNoise(25 / 255), config, torch.Generator().manual_seed(1)
     )
-    return Bf16Runner(context)
+    return Bf16Runner(context, fuse=fuse)
 
 
 @needs_onednn
-def test_bf16_runner_fuses_and_trains_like_the_unfused_update(tiny_dncnn, monkeypatch):
-    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+@pytest.mark.skipif(
+    not cpu_native_bf16(), reason="oneDNN's fused bf16 convolution needs a CPU with native bf16"
+)
+def test_bf16_runner_fuses_and_trains_like_the_unfused_update(tiny_dncnn):
     target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     calls = []
     original = ConvReLUFunction.forward
@@ -115,13 +118,10 @@ def test_bf16_runner_fuses_and_trains_like_the_unfused_update(tiny_dncnn, monkey
 
     fused_model, plain_model = tiny_dncnn(3), tiny_dncnn(3)
     fused = _bf16_runner(fused_model, target)
-    plain = _bf16_runner(plain_model, target)
-    plain._pairs.clear()
-    monkeypatch.setattr(ConvReLUFunction, "forward", staticmethod(spy))
-    try:
+    plain = _bf16_runner(plain_model, target, fuse=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ConvReLUFunction, "forward", staticmethod(spy))
         fused_losses = [float(fused.step(0, k, None)) for k in range(3)]
-    except RuntimeError as exc:  # oneDNN's bf16 kernels need AVX-512 (emulated bf16 is not enough)
-        pytest.skip(f"oneDNN cannot run bf16 convolutions here: {exc}")
     assert fused._pairs, "the fused path fell back"
     plain_losses = [float(plain.step(0, k, None)) for k in range(3)]
     assert len(calls) == 3 * 2 and set(calls) == {torch.bfloat16}  # two pairs per update, in bf16
@@ -141,8 +141,7 @@ def test_bf16_runner_falls_back_to_unfused_layers_when_the_fused_call_fails(tiny
     model, reference_model = tiny_dncnn(3), tiny_dncnn(3)
     runner = _bf16_runner(model, target)
     runner._pairs[:] = find_pairs(runner.model)  # as on a build with the fused call
-    reference = _bf16_runner(reference_model, target)
-    reference._pairs.clear()
+    reference = _bf16_runner(reference_model, target, fuse=False)
     monkeypatch.setattr(ConvReLUFunction, "forward", staticmethod(broken))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -104,14 +104,15 @@ class ChannelsLastRunner(EagerRunner):
         # A network whose code assumes contiguous activations (``view``), or a oneDNN call this CPU
         # lacks, fails on the first update, before the optimizer step: undo the speed-ups one by
         # one and redo that update.
-        state = self.generator.get_state()
-        for what, undo in [*self.fallbacks(), (None, None)]:
+        state, fallbacks = self.generator.get_state(), self.fallbacks()
+        while True:
             try:
                 loss = super().step(index, k, offsets)
                 break
             except RuntimeError as exc:
-                if undo is None:
+                if not fallbacks:
                     raise
+                what, undo = fallbacks.pop(0)
                 warnings.warn(f"{what} not used: {first_line(exc)}", stacklevel=2)
                 undo()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -135,9 +136,9 @@ class Bf16Runner(ChannelsLastRunner):
 
     def __init__(self, context: UpdateContext, fuse: bool = True):
         super().__init__(context)
-        self._pairs = find_pairs(self.model) if fuse and fusion_available() else []
+        self._pairs = find_pairs(self.model) if fusion_available() else []
         if not fuse:
-            self.name += "-unfused"
+            self._unfuse()
         self._bf16_updates = bf16_updates(context.config)
         self._done = 0
 

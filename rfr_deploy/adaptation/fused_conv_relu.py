@@ -63,23 +63,30 @@ class FusedConvReLU(nn.Module):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.conv = conv
+        self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, dtype = self.conv, cpu_autocast_dtype() or x.dtype
         bias = None if conv.bias is None else conv.bias.to(dtype)
         with torch.autocast("cpu", enabled=False):
-            return ConvReLUFunction.apply(
-                x.to(dtype), conv.weight.to(dtype), bias,
-                list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-            )  # fmt: skip
+            return ConvReLUFunction.apply(x.to(dtype), conv.weight.to(dtype), bias, *self.geometry)
 
 
-def cpu_autocast_dtype() -> torch.dtype | None:
-    """The dtype of the enclosing CPU autocast region, None outside one."""
-    try:
+if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+
+    def cpu_autocast_dtype() -> torch.dtype | None:
+        """The dtype of the enclosing CPU autocast region, None outside one."""
         return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
-    except TypeError:  # torch < 2.4: the per-device functions
+
+else:  # the per-device functions of older releases
+
+    def cpu_autocast_dtype() -> torch.dtype | None:
+        """The dtype of the enclosing CPU autocast region, None outside one."""
         return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
+_SKIP = nn.Identity()
+"""What stands in the ReLU's place while its convolution's fused module runs."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class _Pair:
     parent: nn.Sequential
     conv_key: str
     relu_key: str
+    relu: nn.Module
     fused: FusedConvReLU
 
 
@@ -101,7 +109,7 @@ def find_pairs(model: nn.Module) -> list[_Pair]:
         for conv_key, relu_key in zip(keys, keys[1:], strict=False):
             conv, relu = parent._modules[conv_key], parent._modules[relu_key]
             if _fusable(conv) and type(relu) is nn.ReLU:
-                pairs.append(_Pair(parent, conv_key, relu_key, FusedConvReLU(conv)))
+                pairs.append(_Pair(parent, conv_key, relu_key, relu, FusedConvReLU(conv)))
     return pairs
 
 
@@ -112,12 +120,10 @@ def _fusable(conv: nn.Module | None) -> bool:
 @contextlib.contextmanager
 def fused_conv_relu(pairs: list[_Pair]) -> Iterator[None]:
     """Runs the block with each pair of ``pairs`` replaced by its fused module, then restores them."""
-    originals = [(p.parent._modules[p.conv_key], p.parent._modules[p.relu_key]) for p in pairs]
-    identity = nn.Identity()
     for p in pairs:
-        p.parent._modules[p.conv_key], p.parent._modules[p.relu_key] = p.fused, identity
+        p.parent._modules[p.conv_key], p.parent._modules[p.relu_key] = p.fused, _SKIP
     try:
         yield
     finally:
-        for p, (conv, relu) in zip(pairs, originals, strict=True):
-            p.parent._modules[p.conv_key], p.parent._modules[p.relu_key] = conv, relu
+        for p in pairs:
+            p.parent._modules[p.conv_key], p.parent._modules[p.relu_key] = p.fused.conv, p.relu
