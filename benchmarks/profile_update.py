@@ -24,20 +24,25 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.gaussian import GaussianNoise
 
 
-def profile_mode(model_name: str, mode: str, size: int, updates: int, top: int) -> dict:
-    """Warm-up, then ``updates`` timed updates without and ``updates`` with the profiler."""
+def update_context(model_name: str, size: int, **config) -> UpdateContext:
+    """The bench's update: a random full-size ``model_name``, one generated ``size``² RGB image, σ = 25,
+    bf16 modes in bf16 throughout; ``config`` overrides further ``AdaptConfig`` fields."""
     torch.manual_seed(0)
     model = create_model(model_name, weights=None, channels=3).train()
     clean, _ = synthetic_image(size, seed=0)
     target = torch.from_numpy(clean).permute(2, 0, 1)[None].contiguous()
-    context = UpdateContext(
+    return UpdateContext(
         model,
         [target],
         GaussianNoise(25 / 255),
-        AdaptConfig(steps=1000, seed=0, fp32_tail=0),
+        AdaptConfig(steps=1000, seed=0, fp32_tail=0, **config),
         torch.Generator().manual_seed(0),
     )
-    runner = make_runner(context, mode)
+
+
+def profile_mode(model_name: str, mode: str, size: int, updates: int, top: int) -> dict:
+    """Warm-up, then ``updates`` timed updates without and ``updates`` with the profiler."""
+    runner = make_runner(update_context(model_name, size), mode)
     for k in range(2):
         runner.step(0, k, None)
     start = time.perf_counter()

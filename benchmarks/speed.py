@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unfused", action="store_true", help="also time bf16 without the fused convolution + ReLU (CPU)"
     )
+    parser.add_argument(
+        "--no-keep-memory", action="store_true", help="let glibc unmap and trim freed memory (its defaults)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-limits", action="store_true", help="skip the conv-rate and FLOP measurements")
     parser.add_argument("--name", default=None, help="results file stem (default: speed_<device>)")
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         compile=args.compile,
         unfused=args.unfused,
         limits=not args.no_limits,
+        keep_memory=not args.no_keep_memory,
         threads=args.threads,
     )
     report = run_bench(settings, Reporter(), run_job=run_adapt_and_export)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from rfr_deploy.errors import ConfigError
+from rfr_deploy.heap import freed_memory_kept
 from rfr_deploy.version import __version__
 
 
@@ -84,6 +85,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "freed_memory": "kept in the process" if freed_memory_kept() else "the C library's defaults",
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -68,6 +68,8 @@ def test_a_changed_input_or_weights_file_is_not_done(job):
     assert (
         settings_fingerprint(JobSettings(weights=settings.weights, output_dir="elsewhere"), config) == first
     )
+    assert settings_fingerprint(settings, AdaptConfig(keep_memory=False)) == first  # same files either way
+    assert settings_fingerprint(settings, AdaptConfig(lr=2e-5)) != first
     model = create_model("dncnn", weights=None, channels=3, depth=2, features=8)
     save_weights(job / "tiny.safetensors", model.net, model.meta)  # same path, other weights
     assert settings_fingerprint(settings, config) != first

@@ -13,6 +13,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
+from rfr_deploy.heap import keep_freed_memory
 from rfr_deploy.noise.base import gaussian_level_of
 
 LossKind = Literal["mse", "l1"]
@@ -268,6 +269,18 @@ class AdaptConfig:
     ``real_noise_cbdnet_crop128_guard_sidd_bf16share.md``): the refit needs a number of updates, not a
     share of the run. 0: bf16 to the end."""
 
+    keep_memory: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "CPU: keep the memory an update frees in the process (glibc), so the next update does "
+            "not page-fault it back in; the process keeps its peak size until it exits."
+        },
+    )
+    """On the CPU, :func:`rfr_deploy.heap.keep_freed_memory` as a job, an adaptation or an update runner
+    starts (:func:`apply_keep_memory`): glibc stops unmapping and trimming freed blocks, process-wide and
+    for the rest of the process. DnCNN's bf16 update at 512² went from 1,260 to 662 ms
+    (``benchmarks/results/freed_memory_cpu_amx.md``)."""
+
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
             raise ValueError("steps must be >= 0")
@@ -337,3 +350,10 @@ def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[tor
         interpolation=interpolation,
         checkpoint_every=every,
     )
+
+
+def apply_keep_memory(config: AdaptConfig, device: torch.device) -> None:
+    """``config.keep_memory`` on a CPU ``device``: keep freed memory in the process from now on
+    (:func:`rfr_deploy.heap.keep_freed_memory`, once per process)."""
+    if device.type == "cpu" and config.keep_memory:
+        keep_freed_memory()

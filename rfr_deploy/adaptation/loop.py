@@ -27,7 +27,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.blending import WeightAverage, WeightBlend
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
-from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig, apply_keep_memory, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.scoring import make_scorer
@@ -116,6 +116,7 @@ def adapt(
     if not images:
         raise ValueError("no images to adapt to")
     config = resolve_defaults(config or AdaptConfig(), noise, images)  # jobs' configs come resolved
+    apply_keep_memory(config, images[0].device)
     model = copy.deepcopy(model).to(images[0].device)
     first_targets, losses, step_seconds, target_seconds = None, [], [], 0.0
     for index, steps in enumerate(round_steps(config.steps, config.rounds)):

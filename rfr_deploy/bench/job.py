@@ -74,7 +74,9 @@ def time_job(
             weights = Path(tmp) / f"{name}_random.safetensors"
             save_weights(weights, model.net, model.meta)
             device = next(model.parameters()).device
-            config = AdaptConfig(steps=settings.job_steps, seed=settings.seed)
+            config = AdaptConfig(
+                steps=settings.job_steps, seed=settings.seed, keep_memory=settings.keep_memory
+            )
             request = JobRequest(name, image, weights, SIGMA, device, formats, Path(tmp) / "out", config)
             t0 = time.perf_counter()
             manifest = run_job(request)

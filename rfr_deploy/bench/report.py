@@ -162,7 +162,8 @@ def render_markdown(report: BenchReport) -> str:
         "",
         f"- Device: {env['device']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
         f"{env['cpu_threads']} CPU threads ({env['cpu_count']} cores, load average {env['load_average']} "
-        f"at the start), Python {env['python']}, {env['date']}",
+        f"at the start), Python {env['python']}, {env['date']}"
+        + (f"; freed CPU memory: {env['freed_memory']}" if "freed_memory" in env else ""),
         "- One update = noise draw, forward, loss, backward, Adam step on one RGB image (batch 1), "
         "random dihedral transform; default full-size network with random weights.",
         f"- Timing: {s.warmup} warm-up updates, then up to {s.repeats} repeats × {s.steps} updates per mode "

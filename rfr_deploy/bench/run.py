@@ -53,6 +53,7 @@ from rfr_deploy.devices import (
     synchronize,
 )
 from rfr_deploy.errors import ConfigError, first_line
+from rfr_deploy.heap import keep_freed_memory
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
@@ -74,6 +75,8 @@ def run_bench(
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    if device.type == "cpu" and settings.keep_memory:
+        keep_freed_memory()
     environment = describe_environment(device)
     reporter.note(
         f"bench on {environment['device']} (torch {environment['torch']}, "
@@ -208,7 +211,8 @@ def time_modes(
     plan = torch.Generator().manual_seed(settings.seed)
     ks = torch.randint(DIHEDRAL, (64,), generator=plan).tolist()
     steps = settings.warmup + settings.steps * settings.repeats
-    config = AdaptConfig(steps=steps, seed=settings.seed, fp32_tail=0)  # bf16 modes: bf16 throughout
+    # fp32_tail=0: the bf16 modes run in bf16 throughout
+    config = AdaptConfig(steps=steps, seed=settings.seed, fp32_tail=0, keep_memory=settings.keep_memory)
     lives = [_Live(ModeTiming(mode)) for mode in modes]
     benchmark_before = torch.backends.cudnn.benchmark
     for live in lives:

@@ -62,6 +62,12 @@ class BenchSettings:
     )
     """Measure the device's convolution rates (and CUDA copy bandwidth) at the start and the end of the
     run, and count each model's FLOPs per update (:mod:`rfr_deploy.bench.limits`)."""
+    keep_memory: bool = field(
+        default=True,
+        metadata={"help": "CPU: keep the memory updates free in the process (glibc), as adapt does."},
+    )
+    """On the CPU, keep freed memory in the process from the start of the run (:mod:`rfr_deploy.heap`),
+    as ``adapt`` does by default: every mode, limit and job is timed without re-faulting its tensors."""
     threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads (default: torch's)."})
     """CPU threads (torch.set_num_threads); None keeps torch's default."""
     seed: int = 0

@@ -43,7 +43,7 @@ B = BenchSettings
 @field_options(B, "steps", "repeats", "warmup")
 @device_option
 @field_options(B, "budget", "job", "job_steps", "job_export", "fit_budget")
-@field_options(B, "compile", "unfused", "limits", "threads", "seed")
+@field_options(B, "compile", "unfused", "limits", "keep_memory", "threads", "seed")
 @click.option(
     "--plot", type=click.Path(dir_okay=False), default=None, help="Bar chart PNG (needs matplotlib)."
 )

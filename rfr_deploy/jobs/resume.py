@@ -25,6 +25,8 @@ from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
 SIGMA_FIELDS = ("sigma", "sigma_low", "sigma_high")
+PROCESS_FIELDS = ("keep_memory",)
+"""Adaptation settings that decide how the process runs, not what it writes: left out of the fingerprint."""
 """Job settings that hold a noise level ([0, 1] units)."""
 
 
@@ -36,8 +38,8 @@ def group_stem(paths: Sequence[str | os.PathLike]) -> str:
 
 def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:
     """sha256 of everything that decides a group's files: job settings (but the output folder),
-    adaptation settings as given, the export formats and their settings, the weights file's content
-    and the rfr-deploy version."""
+    adaptation settings as given (but :data:`PROCESS_FIELDS`), the export formats and their settings,
+    the weights file's content and the rfr-deploy version."""
     job = dataclasses.asdict(settings)
     job.pop("output_dir", None)
     for key in SIGMA_FIELDS:  # recorded in grey levels, as the command line takes them
@@ -46,7 +48,7 @@ def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = 
     document = {
         "rfr_deploy_version": __version__,
         "settings": job,
-        "adaptation": dataclasses.asdict(config),
+        "adaptation": {k: v for k, v in dataclasses.asdict(config).items() if k not in PROCESS_FIELDS},
         "exports": {e.format: _settings_record(e.settings) for e in exporters},
         "weights_sha256": _weights_sha256(settings.weights),
     }

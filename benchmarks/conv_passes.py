@@ -1,0 +1,89 @@
+"""The three passes of one convolution, timed apart: forward, input gradient, weight gradient.
+
+What bounds the CPU update against the bench's forward convolution rate: the update's convolutions
+run forward once and backward twice (input and weight gradients, the first layer's input gradient
+excepted), so a slow backward kernel caps the whole update. Same layer as the bench's limits
+(3×3, 64→64, batch 1, channels-last; :mod:`rfr_deploy.bench.limits`), each pass through
+``aten.convolution_backward`` with one output asked for, median of ``--repeats`` timed batches.
+
+    python benchmarks/conv_passes.py --size 256 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import environment, write_results
+
+from rfr_deploy.bench.limits import conv_flops, median_seconds
+from rfr_deploy.heap import keep_freed_memory
+
+PASSES = ("forward", "input gradient", "weight gradient")
+
+
+def time_passes(dtype: torch.dtype, size: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of each pass of a 3×3 64→64 convolution on a ``size``² image in ``dtype``."""
+    shape, cl = (1, 64, size, size), torch.channels_last
+    x = torch.randn(shape).to(dtype).contiguous(memory_format=cl)
+    grad = torch.randn(shape).to(dtype).contiguous(memory_format=cl)
+    weight = (0.05 * torch.randn(64, 64, 3, 3)).to(dtype).contiguous(memory_format=cl)
+
+    def backward(mask: list[bool]) -> object:
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask
+        )
+
+    calls = {
+        "forward": lambda: torch.nn.functional.conv2d(x, weight, None, 1, 1),
+        "input gradient": lambda: backward([True, False, False]),
+        "weight gradient": lambda: backward([False, True, False]),
+    }
+    device = torch.device("cpu")
+    return {
+        name: round(conv_flops(size) / median_seconds(call, device, 10, repeats) / 1e9, 1)
+        for name, call in calls.items()
+    }
+
+
+def to_markdown(data: dict) -> str:
+    a = data["args"]
+    lines = [
+        f"# One convolution's three passes: 3×3 64→64 at {a['size']}², batch 1, CPU",
+        "",
+        f"- {data['environment']['device']}; torch {data['environment']['torch']}; {a['threads']} threads.",
+        f"- GFLOP/s per pass (each pass is 2·64·64·9·{a['size']}² FLOPs), median of {a['repeats']} batches of "
+        "10 calls; channels-last tensors, freed memory kept.",
+        "",
+        "| precision | " + " | ".join(PASSES) + " | weight gradient / forward |",
+        "|---|" + "---:|" * (len(PASSES) + 1),
+    ]
+    for precision, rates in data["rates"].items():
+        cells = " | ".join(f"{rates[p]:g}" for p in PASSES)
+        lines.append(f"| {precision} | {cells} | {rates['weight gradient'] / rates['forward']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="conv_passes_cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    keep_freed_memory()
+    precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    rates = {name: time_passes(dtype, args.size, args.repeats) for name, dtype in precisions.items()}
+    data = {"args": vars(args), "environment": environment(), "rates": rates}
+    written = write_results(args.name, data, to_markdown(data))
+    print(to_markdown(data))
+    print("wrote", ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()

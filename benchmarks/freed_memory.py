@@ -1,0 +1,187 @@
+"""What keeping freed memory in the process (``AdaptConfig.keep_memory``, :mod:`rfr_deploy.heap`) saves.
+
+Each case (model, runner mode or ``inference`` for one denoising pass, image side) runs twice, in fresh processes, because the setting cannot
+be undone: once with glibc's defaults, once with freed memory kept. Each process runs the bench's
+update (random full-size network, generated RGB image, σ = 25), ``--warmup`` updates and then
+``--repeats`` rounds of ``--steps`` timed updates, counting minor page faults over the timed ones.
+The two run back to back, default first, ``--pairs`` times. ``--job`` also times the README's Quick start job
+(``rfr-deploy adapt-and-export --sample``) both ways.
+
+    python benchmarks/freed_memory.py --cases dncnn:bf16:256,dncnn:bf16:512 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from common import environment, write_results
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CASES = "dncnn:eager:256,dncnn:channels-last:256,dncnn:bf16:256,dncnn:bf16:512,ridnet:bf16:256"
+
+
+def faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_case(model: str, mode: str, size: int, keep: bool, warmup: int, steps: int, repeats: int) -> dict:
+    """One process's measurement: median ms per update (or per denoising pass, mode ``inference``) over
+    rounds, minor page faults per update."""
+    name, step = _inference(model, size, keep) if mode == "inference" else _updates(model, mode, size, keep)
+    for k in range(warmup):
+        step(k)
+    rounds, start_faults = [], faults()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for k in range(steps):
+            step(k)
+        rounds.append(1e3 * (time.perf_counter() - t0) / steps)
+    return {
+        "ms_per_update": round(statistics.median(rounds), 1),
+        "faults_per_update": round((faults() - start_faults) / (steps * repeats)),
+        "runner": name,
+    }
+
+
+def _updates(model: str, mode: str, size: int, keep: bool) -> tuple[str, Callable[[int], object]]:
+    from profile_update import update_context
+
+    from rfr_deploy.adaptation.runners import make_runner
+
+    runner = make_runner(update_context(model, size, keep_memory=keep), mode)
+    return runner.name, lambda k: runner.step(0, k % 8, None)
+
+
+def _inference(model: str, size: int, keep: bool) -> tuple[str, Callable[[int], object]]:
+    """One denoising pass of a random full-size ``model`` over a ``size``² RGB image (fp32, no tiling)."""
+    from rfr_deploy.heap import keep_freed_memory
+    from rfr_deploy.inference import denoise
+    from rfr_deploy.models.factory import create_model
+
+    if keep:
+        keep_freed_memory()
+    net = create_model(model, weights=None, channels=3).eval()
+    noisy = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return "denoise", lambda k: denoise(net, noisy, sigma=25 / 255)
+
+
+def run_child(args: argparse.Namespace, case: str, keep: bool) -> dict:
+    command = [sys.executable, __file__, "--child", case, "--threads", str(args.threads)]
+    command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    out = subprocess.run(command + (["--keep"] if keep else []), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """Median ms per update and page faults per update over a case's processes run one way."""
+    return {
+        "ms_per_update": round(statistics.median(r["ms_per_update"] for r in runs), 1),
+        "faults_per_update": round(statistics.median(r["faults_per_update"] for r in runs)),
+    }
+
+
+def time_job(keep: bool, threads: int) -> dict:
+    """Wall time, page faults and peak memory of the Quick start job, in a fresh process."""
+    command = [sys.executable, "-c", "from rfr_deploy.cli import main; main()"]
+    command += ["adapt-and-export", "--sample", "--quiet"] + ([] if keep else ["--no-keep-memory"])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        child = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"the Quick start job failed (wait status {status})")
+    return {
+        "seconds": round(seconds, 1),
+        "faults": usage.ru_minflt,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+    }
+
+
+def to_markdown(data: dict) -> str:
+    a, env = data["args"], data["environment"]
+    lines = [
+        "# Keeping freed memory in the process: CPU updates with and without (glibc)",
+        "",
+        f"- {env['device']}; torch {env['torch']}; {a['threads']} threads; {env['platform']}.",
+        f"- Per case {a['pairs']} pairs of fresh processes, back to back: glibc's defaults, then freed "
+        f"memory kept. Each: {a['warmup']} warm-up updates, {a['repeats']} rounds × {a['steps']} timed "
+        "updates, median ms per round, minor page faults per timed update; the table gives the median "
+        "over the processes of each kind, the JSON file every process.",
+        "",
+        "| model | mode | size | default ms | kept ms | speed-up | default faults/update | kept faults/update |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["cases"]:
+        d, k = r["default"], r["kept"]
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['size']} | {d['ms_per_update']} | {k['ms_per_update']} | "
+            f"{d['ms_per_update'] / k['ms_per_update']:.2f}x | {d['faults_per_update']:,.0f} | "
+            f"{k['faults_per_update']:,.0f} |"
+        )
+    if data.get("job"):
+        d, k = data["job"]["default"], data["job"]["kept"]
+        lines += [
+            "",
+            "Quick start job (`rfr-deploy adapt-and-export --sample`, whole process):",
+            "",
+            "| freed memory | seconds | minor page faults | peak RSS MB |",
+            "|---|---:|---:|---:|",
+            f"| C library's defaults | {d['seconds']} | {d['faults']:,} | {d['peak_rss_mb']} |",
+            f"| kept | {k['seconds']} | {k['faults']:,} | {k['peak_rss_mb']} |",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated MODEL:MODE:SIZE")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=2, help="default/kept process pairs per case")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--job", action="store_true", help="also time the Quick start job both ways")
+    parser.add_argument("--name", default="freed_memory_cpu")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        model, mode, size = args.child.split(":")
+        print(json.dumps(time_case(model, mode, int(size), args.keep, args.warmup, args.steps, args.repeats)))
+        return
+    cases = []
+    for case in filter(None, args.cases.split(",")):
+        model, mode, size = case.split(":")
+        runs = {"default": [], "kept": []}
+        for _ in range(args.pairs):
+            runs["default"].append(run_child(args, case, False))
+            runs["kept"].append(run_child(args, case, True))
+            print(f"{case}: {runs['default'][-1]} -> {runs['kept'][-1]}", file=sys.stderr)
+        row = {"model": model, "mode": mode, "size": int(size), "runs": runs}
+        cases.append({**row, **{way: median_run(r) for way, r in runs.items()}})
+    data = {"args": vars(args), "environment": environment(), "cases": cases}
+    if args.job:
+        data["job"] = {"default": time_job(False, args.threads), "kept": time_job(True, args.threads)}
+    written = write_results(args.name, data, to_markdown(data))
+    print(to_markdown(data))
+    print("wrote", ", ".join(str(p) for p in written), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
