@@ -24,12 +24,12 @@ import resource, sys, torch
 from rfr_deploy.heap import keep_freed_memory
 kept = sys.argv[1] == "keep" and keep_freed_memory()
 faults = []
-for _ in range(16):
+for _ in range(24):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 << 20)  # 64 MiB: above the largest mmap threshold glibc sets for itself
     del x
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(kept, sum(faults[8:]))  # the first few grow the heap past what small blocks took
+print(kept, sum(faults[16:]))  # the first few grow the heap past what small blocks took
 """
 
 
