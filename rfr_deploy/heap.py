@@ -39,7 +39,10 @@ def keep_freed_memory() -> bool:
     global _kept
     if _kept or glibc_version() is None:
         return _kept
-    mallopt = ctypes.CDLL(None).mallopt
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no symbols of the process to look in (a static interpreter)
+        return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
     return _kept
