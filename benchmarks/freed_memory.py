@@ -1,11 +1,12 @@
 """What keeping freed memory in the process (``AdaptConfig.keep_memory``, :mod:`rfr_deploy.heap`) saves.
 
-Each case (model, runner mode or ``inference`` for one denoising pass, image side) runs twice, in fresh processes, because the setting cannot
-be undone: once with glibc's defaults, once with freed memory kept. Each process runs the bench's
-update (random full-size network, generated RGB image, σ = 25), ``--warmup`` updates and then
-``--repeats`` rounds of ``--steps`` timed updates, counting minor page faults over the timed ones.
-The two run back to back, default first, ``--pairs`` times. ``--job`` also times the README's Quick start job
-(``rfr-deploy adapt-and-export --sample``) both ways.
+Each case (model, runner mode or ``inference`` for one denoising pass, image side) runs twice, in
+fresh processes, because the setting cannot be undone: once with glibc's defaults, once with freed
+memory kept. Each process runs the bench's update (random full-size network, generated RGB image,
+σ = 25), ``--warmup`` updates and then ``--repeats`` rounds of ``--steps`` timed updates, counting
+minor page faults over the timed ones. The two run back to back, default first, ``--pairs`` times.
+``--job`` also times the README's Quick start job (``rfr-deploy adapt-and-export --sample``) both
+ways, or with ``--job-clean`` a job on that image with seeded noise added.
 
     python benchmarks/freed_memory.py --cases dncnn:bf16:256,dncnn:bf16:512 --threads 2
 """
@@ -91,23 +92,51 @@ def median_run(runs: list[dict]) -> dict:
     }
 
 
-def time_job(keep: bool, threads: int) -> dict:
-    """Wall time, page faults and peak memory of the Quick start job, in a fresh process."""
-    command = [sys.executable, "-c", "from rfr_deploy.cli import main; main()"]
-    command += ["adapt-and-export", "--sample", "--quiet"] + ([] if keep else ["--no-keep-memory"])
+def time_job(keep: bool, threads: int, clean: Path | None, sigma: float) -> dict:
+    """Wall time, page faults and peak memory of one adapt-and-export in a fresh process: the Quick
+    start's (``--sample``), or on ``clean`` with seeded Gaussian noise of ``sigma`` grey levels."""
+    command = [sys.executable, "-c", "from rfr_deploy.cli import main; main()", "adapt-and-export", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
+        if clean is None:
+            command.append("--sample")
+        else:
+            command += [
+                str(write_noisy(clean, sigma, Path(tmp) / f"{clean.stem}_noisy.png")),
+                "--sigma",
+                f"{sigma:g}",
+            ]
         t0 = time.perf_counter()
-        child = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            command + ([] if keep else ["--no-keep-memory"]), cwd=tmp, env=env, stdout=subprocess.DEVNULL
+        )
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - t0
     if status != 0:
-        raise RuntimeError(f"the Quick start job failed (wait status {status})")
+        raise RuntimeError(f"the job failed (wait status {status}): {' '.join(command)}")
     return {
         "seconds": round(seconds, 1),
         "faults": usage.ru_minflt,
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
     }
+
+
+def median_job(runs: list[dict]) -> dict:
+    """Median seconds, page faults and peak memory over a job's processes run one way."""
+    return {
+        key: round(statistics.median(r[key] for r in runs), 1) for key in ("seconds", "faults", "peak_rss_mb")
+    }
+
+
+def write_noisy(clean: Path, sigma: float, path: Path) -> Path:
+    """``clean`` plus Gaussian noise of ``sigma`` grey levels (seed 0), as an 8-bit PNG at ``path``."""
+    import numpy as np
+
+    from rfr_deploy.images import read_image, write_image
+
+    pixels = read_image(clean).pixels
+    noise = np.random.default_rng(0).standard_normal(pixels.shape).astype(np.float32)
+    return write_image(path, np.clip(pixels + sigma / 255 * noise, 0, 1))
 
 
 def to_markdown(data: dict) -> str:
@@ -116,14 +145,17 @@ def to_markdown(data: dict) -> str:
         "# Keeping freed memory in the process: CPU updates with and without (glibc)",
         "",
         f"- {env['device']}; torch {env['torch']}; {a['threads']} threads; {env['platform']}.",
-        f"- Per case {a['pairs']} pairs of fresh processes, back to back: glibc's defaults, then freed "
-        f"memory kept. Each: {a['warmup']} warm-up updates, {a['repeats']} rounds × {a['steps']} timed "
-        "updates, median ms per round, minor page faults per timed update; the table gives the median "
-        "over the processes of each kind, the JSON file every process.",
-        "",
-        "| model | mode | size | default ms | kept ms | speed-up | default faults/update | kept faults/update |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"- Per case (and job) {a['pairs']} pairs of fresh processes, back to back: glibc's defaults, then "
+        f"freed memory kept. Each case: {a['warmup']} warm-up updates, {a['repeats']} rounds × {a['steps']} "
+        "timed updates, median ms per round, minor page faults per timed update. The tables give the "
+        "median over the processes of each kind, the JSON file every process.",
     ]
+    if data["cases"]:
+        lines += [
+            "",
+            "| model | mode | size | default ms | kept ms | speed-up | default faults/update | kept faults/update |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
     for r in data["cases"]:
         d, k = r["default"], r["kept"]
         lines.append(
@@ -135,12 +167,13 @@ def to_markdown(data: dict) -> str:
         d, k = data["job"]["default"], data["job"]["kept"]
         lines += [
             "",
-            "Quick start job (`rfr-deploy adapt-and-export --sample`, whole process):",
+            f"Job (`rfr-deploy adapt-and-export {data['job']['input']}`, seeded noise added to a clean image "
+            "unless --sample; whole process):",
             "",
             "| freed memory | seconds | minor page faults | peak RSS MB |",
             "|---|---:|---:|---:|",
-            f"| C library's defaults | {d['seconds']} | {d['faults']:,} | {d['peak_rss_mb']} |",
-            f"| kept | {k['seconds']} | {k['faults']:,} | {k['peak_rss_mb']} |",
+            f"| C library's defaults | {d['seconds']} | {d['faults']:,.0f} | {d['peak_rss_mb']:.0f} |",
+            f"| kept | {k['seconds']} | {k['faults']:,.0f} | {k['peak_rss_mb']:.0f} |",
         ]
     return "\n".join(lines)
 
@@ -156,6 +189,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2, help="default/kept process pairs per case")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--job", action="store_true", help="also time the Quick start job both ways")
+    parser.add_argument(
+        "--job-clean", type=Path, default=None, help="the job on this clean image, noise added"
+    )
+    parser.add_argument("--job-sigma", type=float, default=25.0, help="grey levels of the job's added noise")
     parser.add_argument("--name", default="freed_memory_cpu")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
@@ -177,7 +214,13 @@ def main() -> None:
         cases.append({**row, **{way: median_run(r) for way, r in runs.items()}})
     data = {"args": vars(args), "environment": environment(), "cases": cases}
     if args.job:
-        data["job"] = {"default": time_job(False, args.threads), "kept": time_job(True, args.threads)}
+        jobs: dict[str, list[dict]] = {"default": [], "kept": []}
+        for _ in range(args.pairs):
+            for way, runs in jobs.items():
+                runs.append(time_job(way == "kept", args.threads, args.job_clean, args.job_sigma))
+        where = "--sample" if args.job_clean is None else f"{args.job_clean.name} --sigma {args.job_sigma:g}"
+        data["job"] = {way: median_job(runs) for way, runs in jobs.items()}
+        data["job"].update(runs=jobs, input=where)
     written = write_results(args.name, data, to_markdown(data))
     print(to_markdown(data))
     print("wrote", ", ".join(str(p) for p in written), file=sys.stderr)
