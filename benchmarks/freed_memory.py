@@ -1,6 +1,7 @@
 """What keeping freed memory in the process (``AdaptConfig.keep_memory``, :mod:`rfr_deploy.heap`) saves.
 
-Each case (model, runner mode or ``inference`` for one denoising pass, image side) runs twice, in
+Each case (model; runner mode, ``inference`` for one denoising pass or ``pretrain`` for the steps of
+``rfr-deploy pretrain`` on the folder ``--train-data``; image or patch side) runs twice, in
 fresh processes, because the setting cannot be undone: once with glibc's defaults, once with freed
 memory kept. Each process runs the bench's update (random full-size network, generated RGB image,
 σ = 25), ``--warmup`` updates and then ``--repeats`` rounds of ``--steps`` timed updates, counting
@@ -36,9 +37,12 @@ def faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_case(model: str, mode: str, size: int, keep: bool, warmup: int, steps: int, repeats: int) -> dict:
+def time_case(args: argparse.Namespace, model: str, mode: str, size: int) -> dict:
     """One process's measurement: median ms per update (or per denoising pass, mode ``inference``) over
     rounds, minor page faults per update."""
+    keep, warmup, steps, repeats = args.keep, args.warmup, args.steps, args.repeats
+    if mode == "pretrain":
+        return _time_pretraining(model, size, args)
     name, step = _inference(model, size, keep) if mode == "inference" else _updates(model, mode, size, keep)
     for k in range(warmup):
         step(k)
@@ -77,9 +81,43 @@ def _inference(model: str, size: int, keep: bool) -> tuple[str, Callable[[int], 
     return "denoise", lambda k: denoise(net, noisy, sigma=25 / 255)
 
 
+def _time_pretraining(model: str, patch: int, args: argparse.Namespace) -> dict:
+    """``rfr-deploy pretrain``'s steps (gray, its default batch, ``patch``² patches from the folder
+    ``args.train_data``), timed by its progress callback: median ms per step over rounds of
+    ``args.steps`` steps after ``args.warmup``, minor page faults per timed step."""
+    from rfr_deploy.heap import keep_freed_memory
+    from rfr_deploy.jobs import pretrain as pretraining
+
+    keep, warmup, steps, repeats = args.keep, args.warmup, args.steps, args.repeats
+    if warmup < 1 or not args.train_data:
+        raise ValueError("pretrain cases need --warmup >= 1 and --train-data")
+    if not keep:  # pretrain keeps freed memory on the CPU: measure it without by making that a no-op
+        pretraining.keep_freed_memory = lambda: False
+    else:
+        keep_freed_memory()
+    marks: list[tuple[float, int]] = []
+    total = warmup + steps * repeats
+    with tempfile.TemporaryDirectory() as tmp:
+        config = pretraining.PretrainConfig(
+            model=model, data=(args.train_data,), out=tmp, steps=total, patch=patch,
+            device="cpu", checkpoint_every=total + 1,
+        )  # fmt: skip
+        pretraining.pretrain(
+            config, progress=lambda step, _n, _loss: marks.append((time.perf_counter(), faults()))
+        )
+    ends = marks[warmup - 1 :: steps]  # the time and page faults after the warm-up and after each round
+    rounds = [1e3 * (b[0] - a[0]) / steps for a, b in zip(ends, ends[1:], strict=False)]
+    return {
+        "ms_per_update": round(statistics.median(rounds), 1),
+        "faults_per_update": round((ends[-1][1] - ends[0][1]) / (steps * repeats)),
+        "runner": "pretrain",
+    }
+
+
 def run_child(args: argparse.Namespace, case: str, keep: bool) -> dict:
     command = [sys.executable, __file__, "--child", case, "--threads", str(args.threads)]
     command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+    command += ["--train-data", args.train_data] if args.train_data else []
     out = subprocess.run(command + (["--keep"] if keep else []), capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -186,6 +224,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-data", default=None, help="folder of clean images for pretrain cases")
     parser.add_argument("--pairs", type=int, default=2, help="default/kept process pairs per case")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--job", action="store_true", help="also time the Quick start job both ways")
@@ -200,7 +239,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.child:
         model, mode, size = args.child.split(":")
-        print(json.dumps(time_case(model, mode, int(size), args.keep, args.warmup, args.steps, args.repeats)))
+        print(json.dumps(time_case(args, model, mode, int(size))))
         return
     cases = []
     for case in filter(None, args.cases.split(",")):

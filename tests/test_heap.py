@@ -16,6 +16,8 @@ from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.update import UpdateContext
 from rfr_deploy.jobs import adapt_export
 from rfr_deploy.jobs import denoise as denoise_job
+from rfr_deploy.jobs import pretrain as pretraining
+from rfr_deploy.jobs.pretrain import PretrainConfig
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.noise.gaussian import GaussianNoise
 
@@ -97,9 +99,16 @@ def test_the_job_keeps_memory_before_it_reads_the_images(
     assert ("kept" in keep_calls) is keep
 
 
-def test_the_denoise_job_keeps_memory_on_the_cpu(monkeypatch, image_file, weights_file, tmp_path):
+def test_the_denoise_and_pretrain_jobs_keep_memory_on_the_cpu(
+    monkeypatch, image_file, weights_file, tmp_path
+):
     calls = []
-    monkeypatch.setattr(denoise_job, "keep_freed_memory", lambda: calls.append("kept") or True)
+    for job in (denoise_job, pretraining):
+        monkeypatch.setattr(job, "keep_freed_memory", lambda: calls.append("kept") or True)
     settings = JobSettings(weights=str(weights_file), sigma=25 / 255, output_dir=str(tmp_path / "out"))
     (record,) = denoise_job.denoise_files([image_file], settings)
     assert calls == ["kept"] and record["output"].endswith(".png")
+    config = PretrainConfig(
+        data=(str(image_file.parent),), out=str(tmp_path / "run"), steps=1, batch=2, patch=16, device="cpu"
+    )
+    assert pretraining.pretrain(config).exists() and calls == ["kept", "kept"]

@@ -28,6 +28,7 @@ from rfr_deploy.datasets import load_folder
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import atomic_write
+from rfr_deploy.heap import keep_freed_memory
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
@@ -165,13 +166,17 @@ class Training:
 
 
 def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None] | None = None) -> Path:
-    """Train (or resume training) and write ``<out>/final.safetensors``; returns its path."""
+    """Train (or resume training) and write ``<out>/final.safetensors``; returns its path. On the CPU the
+    process keeps the memory it frees (:func:`rfr_deploy.heap.keep_freed_memory`)."""
     _check_objective(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _start(config, resolve_device(config.device))
+    device = resolve_device(config.device)
+    if device.type == "cpu":  # each step's batch of activations reuses the last one's memory
+        keep_freed_memory()
+    run = _start(config, device)
     step, history = _resume(out / "checkpoint.pt", run, config)
     if step == 0 and config.init:
         _warm_start(run.model, config)
