@@ -141,6 +141,18 @@ def test_adapt_with_bf16_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeyp
     assert len(result.step_seconds) == 3
 
 
+def test_checkpoints_of_the_bf16_updates_before_an_fp32_tail_are_not_scored(tiny_dncnn, noisy, monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)  # emulated where not native
+
+    def scored(tail: int, amp: str = "bf16") -> list[int]:
+        config = AdaptConfig(steps=6, lr=1e-3, amp=amp, fp32_tail=tail, checkpoint_every=2)
+        return sorted(adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config).checkpoint_db)
+
+    assert scored(tail=3) == [0, 4, 6]  # updates 1-3 in bf16: the checkpoint after 2 is fitted to bf16
+    assert scored(tail=2) == [0, 6]  # 4 is the last bf16 update; the last network is always scored
+    assert scored(tail=0) == scored(tail=0, amp="off") == [0, 2, 4, 6]  # bf16 throughout, or fp32
+
+
 def test_step_timer_on_the_cpu_times_each_update():
     timer = StepTimer(torch.device("cpu"))
     for n in (1, 2, 3):

@@ -232,7 +232,8 @@ class AdaptConfig:
     SURE applies; see :mod:`rfr_deploy.adaptation.checkpoints`); the interpolation is then chosen between the
     pre-trained network and that checkpoint, and between it and the last update's network, and SURE keeps
     the better of the two. 0: only the last update's network is considered.
-    None: M / :data:`CHECKPOINTS`."""
+    None: M / :data:`CHECKPOINTS`. With bf16 updates on the CPU and an fp32 tail (``fp32_tail``), the
+    checkpoints of the bf16 part are skipped: they are fitted to bf16 arithmetic and score poorly in fp32."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0

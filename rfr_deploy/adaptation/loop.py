@@ -200,6 +200,9 @@ class _Run:
         generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
         used = dataclasses.replace(config, patch=self.patch)
         self.runner = make_runner(UpdateContext(model, targets, noise, used, generator, noisy_term))
+        self._worth_scoring: Callable[[int], bool] = getattr(
+            self.runner, "scores_checkpoint", lambda done: True
+        )
         self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
         self._finished: nn.Module | None = None
@@ -242,8 +245,14 @@ class _Run:
         if config.refresh_every and done % config.refresh_every == 0 and done < config.steps:
             for target, y in zip(self.targets, self.images, strict=True):  # in place: runners hold these
                 target.copy_(pseudo_clean(self.current, y, self.sigma, config.target_ensemble))
-        if self.keeper is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+        if self.keeper is not None and self._checkpoint_due(done):
             self.keeper.offer(self.current, done)
+
+    def _checkpoint_due(self, done: int) -> bool:
+        """Every ``checkpoint_every`` updates and after the last, but for those the runner says are not
+        worth scoring (:meth:`~rfr_deploy.adaptation.cpu_runners.Bf16Runner.scores_checkpoint`)."""
+        config = self.config
+        return done == config.steps or (done % config.checkpoint_every == 0 and self._worth_scoring(done))
 
     def finish(self) -> nn.Module:
         """The network the run returns (in eval mode): the last weights, or where checkpoints were scored

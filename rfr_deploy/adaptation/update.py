@@ -57,7 +57,9 @@ class StepRunner(Protocol):
     ``offsets`` holds one (y, x) patch origin per batch element when training on patches.
     Returns the loss as a device tensor (not synchronised).
     A runner may also define ``finish()``, called once after the last update to hand the
-    network back in its plain form (fast runners change the weights' memory layout).
+    network back in its plain form (fast runners change the weights' memory layout), and
+    ``scores_checkpoint(done)``, False where the network after ``done`` updates is not worth scoring
+    as a checkpoint (the bf16 updates before an fp32 tail).
     """
 
     name: str
