@@ -140,7 +140,7 @@ class Bf16Runner(ChannelsLastRunner):
         if not fuse:
             self._unfuse()
         self._bf16_updates = bf16_updates(context.config)
-        self.steps = context.config.steps or 0
+        self._steps = context.config.steps or 0
         self._done = 0
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
@@ -153,7 +153,7 @@ class Bf16Runner(ChannelsLastRunner):
         updates an fp32 tail follows. Those weights are fitted to bf16 arithmetic and score poorly in
         fp32 (none was kept in the 24 crops of ``benchmarks/results/table{2,3}_*_bf16tail.md``), and
         each score is 1 + probes whole-image passes."""
-        return done > self._bf16_updates or self._bf16_updates >= self.steps
+        return done > self._bf16_updates or self._bf16_updates >= self._steps
 
     def fallbacks(self) -> list[tuple[str, Callable[[], None]]]:
         fused = [("fused convolution + ReLU", self._unfuse)] if self._pairs else []
