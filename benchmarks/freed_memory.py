@@ -30,6 +30,8 @@ import torch
 from common import environment, write_results
 
 HERE = Path(__file__).resolve().parent
+CASE_KEYS = ("ms_per_update", "faults_per_update")
+JOB_KEYS = ("seconds", "faults", "peak_rss_mb")
 DEFAULT_CASES = "dncnn:eager:256,dncnn:channels-last:256,dncnn:bf16:256,dncnn:bf16:512,ridnet:bf16:256"
 
 
@@ -122,12 +124,9 @@ def run_child(args: argparse.Namespace, case: str, keep: bool) -> dict:
     return json.loads(out.stdout)
 
 
-def median_run(runs: list[dict]) -> dict:
-    """Median ms per update and page faults per update over a case's processes run one way."""
-    return {
-        "ms_per_update": round(statistics.median(r["ms_per_update"] for r in runs), 1),
-        "faults_per_update": round(statistics.median(r["faults_per_update"] for r in runs)),
-    }
+def median_of(runs: list[dict], keys: tuple[str, ...], digits: int = 1) -> dict:
+    """Median of each of ``keys`` over the processes of one kind (a case's or a job's)."""
+    return {key: round(statistics.median(r[key] for r in runs), digits) for key in keys}
 
 
 def time_job(keep: bool, threads: int, clean: Path | None, sigma: float) -> dict:
@@ -156,13 +155,6 @@ def time_job(keep: bool, threads: int, clean: Path | None, sigma: float) -> dict
         "seconds": round(seconds, 1),
         "faults": usage.ru_minflt,
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
-    }
-
-
-def median_job(runs: list[dict]) -> dict:
-    """Median seconds, page faults and peak memory over a job's processes run one way."""
-    return {
-        key: round(statistics.median(r[key] for r in runs), 1) for key in ("seconds", "faults", "peak_rss_mb")
     }
 
 
@@ -250,7 +242,7 @@ def main() -> None:
             runs["kept"].append(run_child(args, case, True))
             print(f"{case}: {runs['default'][-1]} -> {runs['kept'][-1]}", file=sys.stderr)
         row = {"model": model, "mode": mode, "size": int(size), "runs": runs}
-        cases.append({**row, **{way: median_run(r) for way, r in runs.items()}})
+        cases.append({**row, **{way: median_of(r, CASE_KEYS) for way, r in runs.items()}})
     data = {"args": vars(args), "environment": environment(), "cases": cases}
     if args.job:
         jobs: dict[str, list[dict]] = {"default": [], "kept": []}
@@ -258,7 +250,7 @@ def main() -> None:
             for way, runs in jobs.items():
                 runs.append(time_job(way == "kept", args.threads, args.job_clean, args.job_sigma))
         where = "--sample" if args.job_clean is None else f"{args.job_clean.name} --sigma {args.job_sigma:g}"
-        data["job"] = {way: median_job(runs) for way, runs in jobs.items()}
+        data["job"] = {way: median_of(runs, JOB_KEYS) for way, runs in jobs.items()}
         data["job"].update(runs=jobs, input=where)
     written = write_results(args.name, data, to_markdown(data))
     print(to_markdown(data))

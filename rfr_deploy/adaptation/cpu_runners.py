@@ -140,7 +140,9 @@ class Bf16Runner(ChannelsLastRunner):
         if not fuse:
             self._unfuse()
         self._bf16_updates = bf16_updates(context.config)
-        self._steps = context.config.steps or 0
+        tail_follows = self._bf16_updates < (context.config.steps or 0)
+        self._first_scored = self._bf16_updates + 1 if tail_follows else 0
+        """The first update whose network is worth scoring (:meth:`scores_checkpoint`)."""
         self._done = 0
 
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
@@ -153,7 +155,7 @@ class Bf16Runner(ChannelsLastRunner):
         updates an fp32 tail follows. Those weights are fitted to bf16 arithmetic and score poorly in
         fp32 (none was kept in the 24 crops of ``benchmarks/results/table{2,3}_*_bf16tail.md``), and
         each score is 1 + probes whole-image passes."""
-        return done > self._bf16_updates or self._bf16_updates >= self._steps
+        return done >= self._first_scored
 
     def fallbacks(self) -> list[tuple[str, Callable[[], None]]]:
         fused = [("fused convolution + ReLU", self._unfuse)] if self._pairs else []
