@@ -43,23 +43,63 @@ def cpu_native_bf16() -> bool:
 
 def cpu_bf16_units() -> str | None:
     """'AMX' (matrix tiles: bf16 convolutions several times faster than fp32), 'AVX512-BF16' (vector
-    dot products: about twice), or None (bf16 emulated, slower than fp32)."""
+    dot products: twice fp32's rate on AMD, below it on Intel) or None (bf16 emulated): what the CPU
+    has, as far as oneDNN's ISA cap (:func:`onednn_bf16_units`) lets its convolutions use it."""
     for name, units in (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16")):
-        if getattr(torch.cpu, name, lambda: False)():
+        if getattr(torch.cpu, name, lambda: False)() and units in onednn_bf16_units():
             return units
+    return None
+
+
+_ALL_BF16_UNITS = ("AMX", "AVX512-BF16")
+
+_ONEDNN_CAPPED_UNITS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"), ()
+    ),
+    **dict.fromkeys(("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_2_512"), ("AVX512-BF16",)),
+}
+"""The bf16 units left by the values of oneDNN's ``*_MAX_CPU_ISA`` (its dispatcher-control guide) that
+rule out AMX; every other value (DEFAULT, the AMX ones, a later release's name) leaves them all."""
+
+
+def onednn_bf16_units() -> tuple[str, ...]:
+    """The bf16 units oneDNN may use by the ``ONEDNN_MAX_CPU_ISA`` (else ``DNNL_MAX_CPU_ISA``)
+    environment variable, which oneDNN reads once, at its first use."""
+    setting = onednn_isa_setting()
+    return _ONEDNN_CAPPED_UNITS.get(setting[1].upper(), _ALL_BF16_UNITS) if setting else _ALL_BF16_UNITS
+
+
+def onednn_isa_setting() -> tuple[str, str] | None:
+    """The environment variable that caps oneDNN's ISA and its value, None where neither is set."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if os.environ.get(name, "").strip():
+            return name, os.environ[name].strip()
     return None
 
 
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    return read_cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor as the processor reports it ('GenuineIntel', 'AuthenticAMD'; Linux:
+    /proc/cpuinfo), '' where unknown."""
+    return read_cpuinfo("vendor_id")
+
+
+def read_cpuinfo(field: str, path: str = "/proc/cpuinfo") -> str:
+    """The first value of ``field`` in /proc/cpuinfo, '' where there is none."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == field:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
 
 
 def synchronize(device: torch.device) -> None:
@@ -72,7 +112,9 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     units = cpu_bf16_units() or "no native bf16"
-    return f"CPU ({cpu_model()}, {units}, {torch.get_num_threads()} threads)"
+    cap = onednn_isa_setting()
+    capped = f" under {cap[0]}={cap[1]}" if cap else ""
+    return f"CPU ({cpu_model()}, {units}{capped}, {torch.get_num_threads()} threads)"
 
 
 def describe_environment(device: torch.device) -> dict[str, Any]:

@@ -24,13 +24,13 @@ TINY = {"size": 16, "steps": 1, "repeats": 2, "warmup": 0}
 @pytest.fixture(autouse=True)
 def fp32_cpu_default(monkeypatch):
     """The reports below compare the CPU's default fast path, channels-last fp32, with eager; on a CPU
-    where ``amp='auto'`` means bf16 (AMX) that default would be the bf16 mode instead."""
-    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO_UNITS", ())
+    where ``amp='auto'`` means bf16 (AMX, AMD's AVX512-BF16) that default would be the bf16 mode instead."""
+    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO", ())
 
 
 def test_the_cpu_default_mode_is_bf16_where_auto_picks_it(monkeypatch):
     assert default_mode("cpu") == "channels-last" and default_mode("cuda") == "amp+graphs"
-    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO_UNITS", ("AMX",))
+    monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO", (("AMX", None),))
     monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda: "AMX")
     assert default_mode("cpu") == "bf16"
 

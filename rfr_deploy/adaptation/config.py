@@ -252,7 +252,8 @@ class AdaptConfig:
     )
     """Mixed precision of the fast path: bf16 where supported, else fp16 with a gradient scaler. CPU:
     bf16 convolutions (fp32 weights and Adam) on request ('bf16', native bf16 CPUs only), and for
-    'auto' on the CPUs :data:`rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO_UNITS` names (AMX)."""
+    'auto' on the CPUs :data:`rfr_deploy.adaptation.cpu_runners.CPU_BF16_AUTO` names (AMX, AMD's
+    AVX512-BF16)."""
 
     fp32_tail: int = dataclasses.field(
         default=160,

@@ -12,7 +12,7 @@ and the loss stay fp32; each convolution and the ReLU after it run as one oneDNN
 ``benchmarks/results/speed_cpu_amx.md``); the last updates of a round
 (:attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`, 160) run in fp32, so that the fp32 network
 returned is fitted to fp32 arithmetic (a round no longer than that gets the fp32 runner). It is chosen by ``amp='bf16'`` on a CPU with native bf16, and
-by ``amp='auto'`` on the CPUs :data:`CPU_BF16_AUTO_UNITS` names (faster there, and the adaptation gain
+by ``amp='auto'`` on the CPUs :data:`CPU_BF16_AUTO` names (faster there, and the adaptation gain
 measured within 0.01 dB of fp32's).
 """
 
@@ -29,26 +29,33 @@ from torch import nn
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.fused_conv_relu import find_pairs, fused_conv_relu, fusion_available
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
-from rfr_deploy.devices import cpu_bf16_units, cpu_native_bf16
+from rfr_deploy.devices import cpu_bf16_units, cpu_native_bf16, cpu_vendor
 from rfr_deploy.errors import ConfigError, first_line
 
-CPU_BF16_AUTO_UNITS: tuple[str, ...] = ("AMX",)
-"""The CPUs, by bf16 units (:func:`rfr_deploy.devices.cpu_bf16_units`), on which ``amp='auto'`` picks the
-bf16 update.
+CPU_BF16_AUTO: tuple[tuple[str, str | None], ...] = (("AMX", None), ("AVX512-BF16", "AuthenticAMD"))
+"""The CPUs on which ``amp='auto'`` picks the bf16 update: (bf16 units as
+:func:`rfr_deploy.devices.cpu_bf16_units` names them, vendor as :func:`rfr_deploy.devices.cpu_vendor`
+reports it, None for any). Each is a CPU where bf16 was measured faster and its adaptation gain within
+0.01 dB of fp32's, through the CLI defaults (640 updates on 64² patches, ``ema`` 0.95, SURE, the last
+160 updates in fp32: :attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`), first 4 central 256²
+crops, σ = 25, official weights (``benchmarks/results/table{2,3}_s25_crop256_*``).
 
-AMX: measured through the CLI defaults (640 updates on 64² patches, ``ema`` 0.95, SURE, the last 160
-updates in fp32: :attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`), first 4
-central 256² crops, σ = 25, official weights, bf16 and fp32 on the same AMX machine: Set12 +0.1212 /
-+0.1214 dB, CBSD68 +0.0246 / +0.0250, McMaster +0.2433 / +0.2417, Kodak24 +0.0536 / +0.0546; σ
-estimated: Set12 +0.0670 / +0.0676, CBSD68 +0.0184 / +0.0249. Each mean is within the 0.01 dB allowed
-(``benchmarks/results/table{2,3}_s25_crop256_*_bf16tail.md`` against ``*_amx.md``), and the whole
-adaptation is 1.58-1.89× faster. What bf16 gives up: checkpoints from its bf16 part score poorly in
-fp32, so the keeper chooses among the last weights only (CBSD68 101085, σ estimated: −0.022 against
-fp32's +0.002 from update 320). The camera default (10 updates) runs in fp32 throughout.
-Without the fp32 tail bf16 had left the colour network 0.05-0.10 dB below fp32
-(``budget_CBSD68_s25_crop256_p64_bf16.md``).
-AVX512-BF16 without AMX (the AMD EPYC of the earlier measurements): not yet measured with the fp32
-tail, so fp32 stays its default. ``amp='bf16'`` asks for bf16 on any CPU with native bf16."""
+AMX (Intel Xeon, 2 cores): bf16 / fp32 gain Set12 +0.1212 / +0.1214 dB, CBSD68 +0.0246 / +0.0250,
+McMaster +0.2433 / +0.2417, Kodak24 +0.0536 / +0.0546; σ estimated: Set12 +0.0670 / +0.0676, CBSD68
++0.0184 / +0.0249 (``*_bf16tail.md`` against ``*_amx.md``); the whole adaptation 1.58-1.89× faster.
+What bf16 gives up: checkpoints from its bf16 part score poorly in fp32, so the keeper chooses among
+the last weights only (CBSD68 101085, σ estimated: −0.022 against fp32's +0.002 from update 320).
+
+AVX512-BF16 without AMX: the gain with oneDNN's AVX512-BF16 kernels (the same machine under
+``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``, ``*_bf16tail_avx512bf16.md``): Set12 +0.1236, CBSD68 +0.0200,
+McMaster +0.2435, Kodak24 +0.0522; σ estimated Set12 +0.0671, CBSD68 +0.0182, each within 0.01 dB of
+fp32's above. Speed is the vendor's: on the AMD EPYC of the earlier tables those kernels run a 3×3
+64→64 convolution at 2× the fp32 rate (398 against 199 GFLOP/s) and the 64² update in 0.096 s against
+0.176 s on one thread (``budget_*_s25_crop256_p64_bf16.md``); on the Intel Xeon under the cap at 0.64× (230 against
+360, ``conv_passes_cpu_cap_avx512bf16.md``), the 64² update 89 ms against 61 ms in fp32
+(``speed_cpu_cap_avx512bf16_64.md``). So AMD's AVX512-BF16 gets bf16, Intel's (Cooper Lake, or an
+AMX CPU capped below AMX) keeps fp32. The camera default (10 updates) runs in fp32 throughout;
+``amp='bf16'`` asks for bf16 on any CPU with native bf16."""
 
 
 def cpu_precision(amp: str) -> str:
@@ -57,7 +64,13 @@ def cpu_precision(amp: str) -> str:
         if not cpu_native_bf16():
             raise ConfigError("amp='bf16' but this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
         return "bf16"
-    return "bf16" if amp == "auto" and cpu_bf16_units() in CPU_BF16_AUTO_UNITS else "fp32"
+    return "bf16" if amp == "auto" and bf16_picked_by_auto() else "fp32"
+
+
+def bf16_picked_by_auto() -> bool:
+    """Whether this CPU (its bf16 units and vendor) is one :data:`CPU_BF16_AUTO` names."""
+    units = cpu_bf16_units()
+    return any(units == u and vendor in (None, cpu_vendor()) for u, vendor in CPU_BF16_AUTO)
 
 
 def cpu_fast_runner(context: UpdateContext) -> ChannelsLastRunner | None:
