@@ -84,9 +84,13 @@ def cpu_model() -> str:
 
 
 def cpu_vendor() -> str:
-    """The CPU's vendor as the processor reports it ('GenuineIntel', 'AuthenticAMD'; Linux:
-    /proc/cpuinfo), '' where unknown."""
-    return read_cpuinfo("vendor_id")
+    """The CPU's vendor as the processor reports it ('GenuineIntel', 'AuthenticAMD'): Linux's
+    /proc/cpuinfo, else the platform module's processor string (Windows names it), '' where unknown."""
+    vendor = read_cpuinfo("vendor_id")
+    if not vendor:
+        processor = platform.processor()
+        vendor = next((name for name in ("AuthenticAMD", "GenuineIntel") if name in processor), "")
+    return vendor
 
 
 def read_cpuinfo(field: str, path: str = "/proc/cpuinfo") -> str:

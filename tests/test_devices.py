@@ -72,5 +72,15 @@ def test_read_cpuinfo_takes_the_first_value_of_a_field(tmp_path):
     assert devices.read_cpuinfo("vendor_id", str(tmp_path / "missing")) == ""
 
 
+def test_cpu_vendor_falls_back_on_the_platform_processor_string(monkeypatch):
+    monkeypatch.setattr(devices, "read_cpuinfo", lambda field: "")
+    monkeypatch.setattr(
+        devices.platform, "processor", lambda: "AMD64 Family 25 Model 17 Stepping 1, AuthenticAMD"
+    )
+    assert devices.cpu_vendor() == "AuthenticAMD"
+    monkeypatch.setattr(devices.platform, "processor", lambda: "arm")
+    assert devices.cpu_vendor() == ""
+
+
 def test_cpu_model_is_a_name_not_empty():
     assert devices.cpu_model().strip()
