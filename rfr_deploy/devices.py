@@ -45,13 +45,15 @@ def cpu_bf16_units() -> str | None:
     """'AMX' (matrix tiles: bf16 convolutions several times faster than fp32), 'AVX512-BF16' (vector
     dot products: twice fp32's rate on AMD, below it on Intel) or None (bf16 emulated): what the CPU
     has, as far as oneDNN's ISA cap (:func:`onednn_bf16_units`) lets its convolutions use it."""
-    for name, units in (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16")):
-        if getattr(torch.cpu, name, lambda: False)() and units in onednn_bf16_units():
+    for probe, units in _BF16_UNIT_PROBES:
+        if getattr(torch.cpu, probe, lambda: False)() and units in onednn_bf16_units():
             return units
     return None
 
 
-_ALL_BF16_UNITS = ("AMX", "AVX512-BF16")
+_BF16_UNIT_PROBES = (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
+"""torch.cpu's probe for each kind of bf16 unit, the fastest first."""
+_ALL_BF16_UNITS = tuple(units for _, units in _BF16_UNIT_PROBES)
 
 _ONEDNN_CAPPED_UNITS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -45,6 +49,14 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _kept = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
+    return _kept
+
+
+def keep_freed_memory_on(device: torch.device, wanted: bool = True) -> bool:
+    """:func:`keep_freed_memory` where ``device`` is the CPU and ``wanted`` (a job's or an adaptation's
+    ``keep_memory``); whether freed memory is kept."""
+    if device.type == "cpu" and wanted:
+        return keep_freed_memory()
     return _kept
 
 

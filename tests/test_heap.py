@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from rfr_deploy import heap
-from rfr_deploy.adaptation import config as config_module
 from rfr_deploy.adaptation import runners
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
@@ -64,9 +63,9 @@ def test_other_c_libraries_are_left_alone(monkeypatch):
 
 @pytest.fixture
 def keep_calls(monkeypatch):
-    """Records each call of keep_freed_memory made through the adaptation settings."""
+    """Records each call of keep_freed_memory (through :func:`rfr_deploy.heap.keep_freed_memory_on`)."""
     calls: list[str] = []
-    monkeypatch.setattr(config_module, "keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append("kept") or True)
     return calls
 
 
@@ -103,8 +102,7 @@ def test_the_denoise_and_pretrain_jobs_keep_memory_on_the_cpu(
     monkeypatch, image_file, weights_file, tmp_path
 ):
     calls = []
-    for job in (denoise_job, pretraining):
-        monkeypatch.setattr(job, "keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append("kept") or True)
     settings = JobSettings(weights=str(weights_file), sigma=25 / 255, output_dir=str(tmp_path / "out"))
     (record,) = denoise_job.denoise_files([image_file], settings)
     assert calls == ["kept"] and record["output"].endswith(".png")

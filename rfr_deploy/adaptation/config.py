@@ -13,7 +13,6 @@ from torch import nn
 
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
-from rfr_deploy.heap import keep_freed_memory
 from rfr_deploy.noise.base import gaussian_level_of
 
 LossKind = Literal["mse", "l1"]
@@ -279,7 +278,7 @@ class AdaptConfig:
         },
     )
     """On the CPU, :func:`rfr_deploy.heap.keep_freed_memory` as a job, an adaptation or an update runner
-    starts (:func:`apply_keep_memory`): glibc stops unmapping and trimming freed blocks, process-wide and
+    starts (:func:`rfr_deploy.heap.keep_freed_memory_on`): glibc stops unmapping and trimming freed blocks, process-wide and
     for the rest of the process. DnCNN's bf16 update at 512² went from 1,260 to 662 ms
     (``benchmarks/results/freed_memory_cpu_amx.md``)."""
 
@@ -352,10 +351,3 @@ def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[tor
         interpolation=interpolation,
         checkpoint_every=every,
     )
-
-
-def apply_keep_memory(config: AdaptConfig, device: torch.device) -> None:
-    """``config.keep_memory`` on a CPU ``device``: keep freed memory in the process from now on
-    (:func:`rfr_deploy.heap.keep_freed_memory`, once per process)."""
-    if device.type == "cpu" and config.keep_memory:
-        keep_freed_memory()

@@ -27,7 +27,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.blending import WeightAverage, WeightBlend
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
-from rfr_deploy.adaptation.config import AdaptConfig, apply_keep_memory, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.scoring import make_scorer
@@ -35,6 +35,7 @@ from rfr_deploy.adaptation.targets import pseudo_clean, training_patch, training
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
 from rfr_deploy.adaptation.update import StepTimer, UpdateContext, make_noisy_term
 from rfr_deploy.devices import synchronize
+from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.transforms import DIHEDRAL
 
 
@@ -116,7 +117,7 @@ def adapt(
     if not images:
         raise ValueError("no images to adapt to")
     config = resolve_defaults(config or AdaptConfig(), noise, images)  # jobs' configs come resolved
-    apply_keep_memory(config, images[0].device)
+    keep_freed_memory_on(images[0].device, config.keep_memory)
     model = copy.deepcopy(model).to(images[0].device)
     first_targets, losses, step_seconds, target_seconds = None, [], [], 0.0
     for index, steps in enumerate(round_steps(config.steps, config.rounds)):

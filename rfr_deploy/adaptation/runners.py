@@ -13,10 +13,10 @@ import dataclasses
 
 import torch
 
-from rfr_deploy.adaptation.config import apply_keep_memory
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, cpu_fast_runner
 from rfr_deploy.adaptation.cuda_graphs import FastRunner, try_graph_runner
 from rfr_deploy.adaptation.update import EagerRunner, StepRunner, UpdateContext
+from rfr_deploy.heap import keep_freed_memory_on
 
 MODES = (
     "eager",
@@ -40,9 +40,9 @@ def make_runner(context: UpdateContext, mode: str | None = None) -> StepRunner:
     'on' makes that an error). CPU: the eager update with channels-last weights ('auto'), with bf16
     convolutions where ``amp`` asks for them (:func:`~rfr_deploy.adaptation.cpu_runners.cpu_precision`).
     'off': the eager update. On the CPU, ``config.keep_memory`` first keeps the memory updates free
-    in the process (:func:`~rfr_deploy.adaptation.config.apply_keep_memory`).
+    in the process (:func:`~rfr_deploy.heap.keep_freed_memory_on`).
     """
-    apply_keep_memory(context.config, context.device)
+    keep_freed_memory_on(context.device, context.config.keep_memory)
     if mode is None:
         return _configured_runner(context)
     if mode == "eager":

@@ -53,7 +53,7 @@ from rfr_deploy.devices import (
     synchronize,
 )
 from rfr_deploy.errors import ConfigError, first_line
-from rfr_deploy.heap import keep_freed_memory
+from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
@@ -75,8 +75,7 @@ def run_bench(
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if device.type == "cpu" and settings.keep_memory:
-        keep_freed_memory()
+    keep_freed_memory_on(device, settings.keep_memory)
     environment = describe_environment(device)
     reporter.note(
         f"bench on {environment['device']} (torch {environment['torch']}, "

@@ -18,12 +18,13 @@ from typing import Any
 
 from torch import nn
 
-from rfr_deploy.adaptation.config import AdaptConfig, apply_keep_memory, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.export_protocol import Exporter, ExportRequest
 from rfr_deploy.files import check_output_dir
+from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import (
     ImageJob,
@@ -90,7 +91,8 @@ def adapt_and_export(
         exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
     _check_request(inputs, settings)
     out_dir = check_output_dir(settings.output_dir)
-    apply_keep_memory(config, device)  # before the first image is read: every phase reuses freed memory
+    # before the first image is read: every phase reuses the memory the last one freed
+    keep_freed_memory_on(device, config.keep_memory)
     jobs = read_jobs(inputs, device)
     if settings.per_set and len({j.image.channels for j in jobs}) > 1:
         raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")

@@ -8,7 +8,7 @@ from typing import Any
 
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.files import check_output_dir
-from rfr_deploy.heap import keep_freed_memory
+from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import ModelCache, model_sigma, read_jobs, set_sigma_levels
 from rfr_deploy.jobs.outputs import write_output
@@ -27,8 +27,7 @@ def denoise_files(
     On the CPU the process keeps the memory it frees (:func:`rfr_deploy.heap.keep_freed_memory`)."""
     device = resolve_device(settings.device)
     out_dir = check_output_dir(settings.output_dir)
-    if device.type == "cpu":  # each large image's activations reuse the last one's memory (rfr_deploy.heap)
-        keep_freed_memory()
+    keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
     jobs = read_jobs(inputs, device)
     models = ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)

@@ -28,7 +28,7 @@ from rfr_deploy.datasets import load_folder
 from rfr_deploy.devices import resolve_device
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import atomic_write
-from rfr_deploy.heap import keep_freed_memory
+from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
@@ -174,8 +174,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    if device.type == "cpu":  # each step's batch of activations reuses the last one's memory
-        keep_freed_memory()
+    keep_freed_memory_on(device)  # each step's batch of activations reuses the last one's memory
     run = _start(config, device)
     step, history = _resume(out / "checkpoint.pt", run, config)
     if step == 0 and config.init:

@@ -25,9 +25,9 @@ from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
 SIGMA_FIELDS = ("sigma", "sigma_low", "sigma_high")
+"""Job settings that hold a noise level ([0, 1] units)."""
 PROCESS_FIELDS = ("keep_memory",)
 """Adaptation settings that decide how the process runs, not what it writes: left out of the fingerprint."""
-"""Job settings that hold a noise level ([0, 1] units)."""
 
 
 def group_stem(paths: Sequence[str | os.PathLike]) -> str:
