@@ -1,4 +1,4 @@
-"""``rfr-deploy bench``: settings, CPU timing modes, budgets, missing models, reports (no timing assertions)."""
+"""``rfr-deploy bench``: settings, CPU timing modes, budgets, unknown models, reports (no timing assertions)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from rfr_deploy.adaptation import cpu_runners
+from rfr_deploy.bench import run as bench_run
 from rfr_deploy.bench.limits import Limits
 from rfr_deploy.bench.report import BenchReport, ModelResult, ModeTiming, default_mode, write_report
 from rfr_deploy.bench.run import fitted_size, run_bench, time_modes
@@ -35,11 +36,10 @@ def test_the_cpu_default_mode_is_bf16_where_auto_picks_it(monkeypatch):
     assert default_mode("cpu") == "bf16"
 
 
-def test_cpu_bench_times_eager_and_the_fast_path_and_lists_missing_models():
-    report = run_bench(BenchSettings(models=("dncnn", "no-such-net"), job=False, **TINY))
-    dncnn, missing = report.results
-    assert missing.status == "missing (not registered)" and not missing.modes
-    assert dncnn.status == "ok" and dncnn.size == 16 and dncnn.params == 668_227  # full-size CDnCNN-B
+def test_cpu_bench_times_eager_and_the_fast_path():
+    report = run_bench(BenchSettings(models=("dncnn",), job=False, **TINY))
+    (dncnn,) = report.results
+    assert dncnn.size == 16 and dncnn.params == 668_227  # full-size CDnCNN-B
     bf16 = cpu_native_bf16()
     assert [m.mode for m in dncnn.modes] == ["eager", "channels-last"] + (["bf16"] if bf16 else [])
     assert [m.runner for m in dncnn.modes][:2] == ["eager", "eager+channels-last"]
@@ -113,13 +113,14 @@ def test_summary_figures_compare_with_the_paper_only_at_its_size():
 
 
 def test_reports_render_as_markdown_and_json(tmp_path):
-    settings = BenchSettings(models=("dncnn", "ridnet", "nope"), job=False)
-    missing = ModelResult("nope", status="missing (not registered)")
+    settings = BenchSettings(models=("dncnn", "ridnet", "mirnet"), job=False)
+    untimed = ModelResult("mirnet", params=1, modes=[ModeTiming("eager", error="failed: out of memory")])
     report = BenchReport(
-        settings, describe_environment(torch.device("cpu")), [_result(), _result("ridnet"), missing]
+        settings, describe_environment(torch.device("cpu")), [_result(), _result("ridnet"), untimed]
     )
     text = report.to_markdown()
-    assert "| nope | | 256 | missing (not registered) |" in text
+    assert "| mirnet | 1 | 256 | eager |  | failed: out of memory |" in text
+    assert "| mirnet | 256 | none timed | - |" in text
     assert "failed: no GPU" in text and "8.75x" in text  # 35 ms / 4 ms
     data = json.loads(write_report(report, tmp_path / "r.json").read_text())
     assert data["paper"]["seconds_per_update_v100"]["mirnet"] == pytest.approx(0.666)
@@ -129,7 +130,14 @@ def test_reports_render_as_markdown_and_json(tmp_path):
 
 
 def test_invalid_settings_are_rejected():
-    for kwargs in ({"size": 8}, {"steps": 0}, {"budget": 0}, {"models": ()}, {"sizes": {"mirnet": 4}}):
+    for kwargs in (
+        {"size": 8},
+        {"steps": 0},
+        {"budget": 0},
+        {"models": ()},
+        {"sizes": {"mirnet": 4}},
+        {"models": ("dncnn",), "sizes": {"dncnm": 64}},
+    ):
         with pytest.raises(ConfigError):
             BenchSettings(**kwargs)
 
@@ -147,7 +155,7 @@ def test_cli_bench_json_output_plot_and_job(tmp_path):
         [
             "bench",
             "--models",
-            "dncnn,nope",
+            "dncnn",
             "--size",
             "16",
             "--size-for",
@@ -172,12 +180,25 @@ def test_cli_bench_json_output_plot_and_job(tmp_path):
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    dncnn, nope = data["results"]
-    assert dncnn["size"] == 24 and nope["status"] == "missing (not registered)"
+    (dncnn,) = data["results"]
+    assert dncnn["size"] == 24
     default = "eager+channels-last" + ("+bf16" if default_mode("cpu") == "bf16" else "")
     assert dncnn["job_s"] is not None and f"1 updates ({default}), output (no" in dncnn["job_note"]
     assert out.read_text().startswith("# rfr-deploy speed benchmark (cpu)")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bench_rejects_an_unknown_model_before_timing_anything(monkeypatch):
+    def fail(*args):
+        raise AssertionError("the bench measured its limits before checking the model names")
+
+    monkeypatch.setattr(bench_run, "bench_limits", fail)
+    result = CliRunner().invoke(main, ["bench", "--models", "dncnn,dncnm", "--no-job", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert (
+        result.output.startswith("error: unknown model 'dncnm'; available: ")
+        and result.output.count("\n") == 1
+    )
 
 
 def test_cli_bench_rejects_a_malformed_size():

@@ -52,7 +52,6 @@ class ModeTiming:
 @dataclass
 class ModelResult:
     model: str
-    status: str = "ok"
     size: int = PAPER_SIZE
     params: int | None = None
     modes: list[ModeTiming] = field(default_factory=list)
@@ -179,9 +178,6 @@ def render_markdown(report: BenchReport) -> str:
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.results:
-        if r.status != "ok":
-            lines.append(f"| {r.model} | | {r.size} | {r.status} | | | | | | | |")
-            continue
         for m in r.modes:
             if m.median_ms is None:
                 lines.append(
@@ -204,7 +200,7 @@ def render_markdown(report: BenchReport) -> str:
     for r in report.results:
         best = r.fastest
         lines.append(
-            f"| {r.model} | {r.size} | {best.mode if best else r.status} | {_fmt(best and best.median_ms)} | "
+            f"| {r.model} | {r.size} | {best.mode if best else 'none timed'} | {_fmt(best and best.median_ms)} | "
             f"{_fmt(r.paper_ms)} | {_fmt(r.speedup_vs_paper, 'x')} | {_fmt(r.fast_over_eager(device_type), 'x')} | "
             f"{r.job_note or '-'} | {r.note or '-'} |"
         )

@@ -55,7 +55,7 @@ from rfr_deploy.devices import (
 from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.models.factory import create_model, list_models
+from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.transforms import DIHEDRAL
@@ -72,6 +72,8 @@ def run_bench(
     (``rfr-deploy bench`` passes :func:`rfr_deploy.cli.bench.run_adapt_and_export`)."""
     if settings.job and run_job is None:
         raise ConfigError("timing the whole job (job=True) needs a job runner: run_bench(..., run_job=...)")
+    for name in settings.models:
+        get_entry(name)  # an unknown name fails here, before any timing
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -81,15 +83,8 @@ def run_bench(
         f"bench on {environment['device']} (torch {environment['torch']}, "
         f"CUDA {environment['cuda']}, cuDNN {environment['cudnn']}, {environment['cpu_threads']} CPU threads)"
     )
-    registered = set(list_models())
     limits = [bench_limits(device, settings, reporter, "start")] if settings.limits else []
-    results = []
-    for name in settings.models:
-        if name not in registered:
-            results.append(ModelResult(name, status="missing (not registered)", size=settings.size_of(name)))
-            reporter.note(f"{name}: missing (not registered)")
-            continue
-        results.append(bench_model(name, settings, device, reporter, run_job))
+    results = [bench_model(name, settings, device, reporter, run_job) for name in settings.models]
     if settings.limits:
         limits.append(bench_limits(device, settings, reporter, "end"))
     return BenchReport(settings, environment, results, limits)

@@ -81,6 +81,8 @@ class BenchSettings:
             raise ConfigError("budget must be a positive number of seconds")
         if not self.models:
             raise ConfigError("no models to benchmark")
+        if unused := sorted(set(self.sizes) - set(self.models)):
+            raise ConfigError(f"a size is given for {', '.join(unused)}, which is not benchmarked")
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads must be >= 1")
 

@@ -30,7 +30,7 @@ B = BenchSettings
     "--models",
     default=",".join(DEFAULT_MODELS),
     show_default=True,
-    help="Comma-separated model names; unregistered names are listed as missing.",
+    help="Comma-separated model names (`rfr-deploy models` lists them).",
 )
 @field_options(B, "size")
 @click.option(
