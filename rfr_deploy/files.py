@@ -49,7 +49,8 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         with tempfile.TemporaryFile(dir=existing, prefix=".rfr-write-check."):
             pass
     except OSError as exc:
-        raise ConfigError(f"cannot write into the output folder {existing} ({exc.strerror or exc})") from exc
+        where = "" if existing == path else f": its nearest existing parent {existing} takes no files"
+        raise ConfigError(f"cannot write into the output folder {path}{where} ({exc.strerror or exc})") from exc
     return path
 
 

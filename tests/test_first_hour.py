@@ -77,6 +77,7 @@ def test_an_unusable_output_folder_is_one_error_before_any_work(
     result = invoke(command, image_file, "--weights", weights_file, "--sigma", 25, "-o", target[where])
     words = {"file": "is a file", "under_file": "lies under", "read_only": "Permission denied"}
     assert_one_error(result, words[where])
+    assert str(target[where]) in result.output  # the folder asked for, not only the parent that failed
     assert blocker.read_text() == "not a folder"
 
 
