@@ -50,7 +50,9 @@ def check_output_dir(path: str | os.PathLike) -> Path:
             pass
     except OSError as exc:
         where = "" if existing == path else f": its nearest existing parent {existing} takes no files"
-        raise ConfigError(f"cannot write into the output folder {path}{where} ({exc.strerror or exc})") from exc
+        raise ConfigError(
+            f"cannot write into the output folder {path}{where} ({exc.strerror or exc})"
+        ) from exc
     return path
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.memory import available_bytes, bytes_per_pixel
 from rfr_deploy.transforms import DIHEDRAL, dihedral, dihedral_inverse
 
@@ -103,18 +104,31 @@ class Tile:
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
     """Tiles of at most ``tile``×``tile`` input pixels covering a ``height``×``width`` image."""
-    if overlap < 0 or tile <= 0:
-        raise ValueError("tile must be positive and overlap non-negative")
+    core = tile_core(tile, overlap, align)
     overlap = _round_up(overlap, align)
-    core = tile - 2 * overlap
-    core -= core % align
-    if core <= 0:
-        raise ValueError(f"tile {tile} leaves no core with overlap {overlap} (needs tile > 2 × overlap)")
     return [
         Tile(read=(ry, rx), write=(wy, wx), keep=(ky, kx))
         for ry, wy, ky in _spans(height, core, overlap)
         for rx, wx, kx in _spans(width, core, overlap)
     ]
+
+
+def tile_core(tile: int, overlap: int, align: int = 1) -> int:
+    """Side of the part of each ``tile`` that is written (the core, a multiple of ``align``) once
+    ``overlap`` pixels, rounded up to ``align``, are read on each side; :class:`ConfigError` when none
+    is left."""
+    if overlap < 0 or tile <= 0:
+        raise ConfigError("tile must be positive and overlap non-negative")
+    rounded = _round_up(overlap, align)
+    core = tile - 2 * rounded
+    core -= core % align
+    if core <= 0:
+        need = 2 * rounded + align
+        raise ConfigError(
+            f"tiles of {tile} pixels leave nothing to write with an overlap of {rounded} on each side: "
+            f"give a tile of at least {need} or a smaller overlap"
+        )
+    return core
 
 
 def run_tiled(fn: Callable, image, tile: int, overlap: int, align: int = 1):

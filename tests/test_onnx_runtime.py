@@ -130,6 +130,29 @@ def test_infer_command_writes_images_and_json(tmp_path, image):
     assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
 
 
+def test_infer_refuses_a_tile_too_small_for_its_overlap_before_any_image(tmp_path, image):
+    _, path = exported(tmp_path, "dncnn")
+    small = write_image(tmp_path / "in" / "a.png", image[:16, :16])  # fits one tile: no tiling of its own
+    large = write_image(tmp_path / "in" / "b.png", image)
+    out = tmp_path / "out"
+    args = ["infer", str(path), str(small), str(large), "-o", str(out), "--tile", "16", "--overlap", "8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: tiles of 16 pixels leave nothing to write with an overlap of 8")
+    assert not out.exists()
+
+
+def test_infer_warns_that_sigma_is_ignored_by_a_network_without_a_noise_map(tmp_path, image):
+    model, path = exported(tmp_path, "dncnn")
+    source = write_image(tmp_path / "a.png", image)
+    args = ["infer", str(path), str(source), "-o", str(tmp_path), "--sigma", "10", "--json"]
+    with pytest.warns(UserWarning, match="--sigma is ignored: dncnn.onnx takes no noise level"):
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)
+    assert record["sigma"] is None
+
+
 def test_infer_command_reports_bad_models_in_one_line(tmp_path, image):
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"not a model")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.inference import denoise, plan_tiles, run_tiled
 from rfr_deploy.models.factory import create_model
 
@@ -58,5 +59,5 @@ def test_the_tiler_takes_arrays_and_tensors_alike():
     from_tensor = run_tiled(lambda t: t * 2, torch.from_numpy(x), tile=6, overlap=1, align=2)
     assert isinstance(from_array, np.ndarray) and isinstance(from_tensor, torch.Tensor)
     assert np.array_equal(from_array, x * 2) and np.array_equal(from_tensor.numpy(), x * 2)
-    with pytest.raises(ValueError, match="leaves no core"):
+    with pytest.raises(ConfigError, match="give a tile of at least 7 or a smaller overlap"):
         plan_tiles(9, 13, 6, 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from rfr_deploy.cli.options import (
     reporter_for,
     sigma_from_grey_levels,
 )
+from rfr_deploy.inference import tile_core
 from rfr_deploy.units import grey_levels
 
 
@@ -52,6 +54,10 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
 
     reporter = reporter_for(quiet, as_json)
     runner = OnnxDenoiser(model)
+    if tile is not None:  # before the first image: a folder's later, larger images would hit it mid-run
+        tile_core(tile, runner.default_overlap if overlap is None else overlap, runner.pad_multiple)
+    if sigma is not None and not runner.noise_map:
+        warnings.warn(f"--sigma is ignored: {Path(model).name} takes no noise level", stacklevel=1)
     out_dir = Path(output_dir)
     records = []
     for path in existing_paths(inputs):
@@ -69,7 +75,9 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
                 "output": str(target),
                 "model": str(model),
                 "providers": runner.providers,
-                "sigma": grey_levels(sigma if sigma is not None else runner.default_sigma),
+                "sigma": grey_levels(sigma if sigma is not None else runner.default_sigma)
+                if runner.noise_map
+                else None,
                 "tile": used_tile,
                 "seconds": round(seconds, 4),
             }
