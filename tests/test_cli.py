@@ -186,6 +186,40 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
     assert all(i["checkpoint"] in (1, 2, 3) for i in report["images"])
 
 
+def test_eval_scores_adapt_and_exports_own_budget_by_default(
+    tmp_path, smooth_image, weights_file, monkeypatch
+):
+    from rfr_deploy.adaptation import config
+
+    monkeypatch.setattr(config, "GAUSSIAN_STEPS", 4)  # the CPU's default Gaussian budget, made tiny
+    data = tmp_path / "set"
+    write_image(data / "a.png", smooth_image)
+    result = run("eval", data, "--weights", weights_file, "--warmup", 0, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["settings"]["steps"] == [0, 4] and set(report["mean"]) == {"0", "4"}
+    adapt = report["adapt"]
+    assert (adapt["steps"], adapt["patch"], adapt["ema"]) == (4, config.GAUSSIAN_PATCH, config.GAUSSIAN_EMA)
+    assert report["images"][0]["psnr"]["4"] != report["images"][0]["psnr"]["0"]
+    # intermediate M are scored along the same run; an M past the default budget is refused
+    result = run("eval", data, "--weights", weights_file, "--warmup", 0, "--steps", "2,default", "--json")
+    assert set(json.loads(result.output)["mean"]) == {"0", "2", "4"}
+    result = CliRunner().invoke(
+        main, ["eval", str(data), "--weights", str(weights_file), "--steps", "0,8,default"]
+    )
+    assert (
+        result.exit_code == 2
+        and result.output == "error: --steps 8 is beyond the default budget of 4 updates\n"
+    )
+
+
+@pytest.mark.parametrize("steps", ["", "0,ten", "-1,default", "0,1.5"])
+def test_eval_refuses_malformed_steps(tmp_path, smooth_image, steps):
+    write_image(tmp_path / "set" / "a.png", smooth_image)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "set"), "--steps", steps])
+    assert result.exit_code == 2 and "--steps" in result.output and "default" in result.output
+
+
 def test_eval_on_real_noise_pairs_adapts_with_camera_noise(tmp_path, smooth_image, weights_file, rng):
     data = tmp_path / "pairs"
     for i in range(2):

@@ -1,7 +1,8 @@
 """``rfr-deploy eval``: PSNR/SSIM before and after adaptation on a dataset (the paper's Table 2-5).
 
 Its options are generated from the fields of :class:`~rfr_deploy.jobs.evaluate.EvalSettings` and
-:class:`~rfr_deploy.adaptation.config.AdaptConfig`; ``--steps`` is a comma-separated list of M.
+:class:`~rfr_deploy.adaptation.config.AdaptConfig`; ``--steps`` is a comma-separated list of M, where
+``default`` stands for adapt-and-export's own budget.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from rfr_deploy.cli.options import (
     field_options,
     model_options,
     output_options,
-    parse_int_list,
     reporter_for,
     settings_from,
 )
 from rfr_deploy.files import atomic_write
-from rfr_deploy.jobs.evaluate import EvalSettings, evaluate
+from rfr_deploy.jobs.evaluate import DEFAULT_BUDGET, EvalSettings, evaluate
 
 E = EvalSettings
 
@@ -36,8 +36,9 @@ E = EvalSettings
     "steps_text",
     default=",".join(map(str, E.steps)),
     show_default=True,
-    help="Comma-separated values of M: one adaptation of max(M) updates, scored after each M; the last is"
-    " scored on the network adapt-and-export returns.",
+    help=f"Comma-separated values of M, '{DEFAULT_BUDGET}' for the budget adapt-and-export takes when given"
+    " none (see its --steps): one adaptation, scored after each M; the last is scored on the network"
+    " adapt-and-export returns. The paper's protocol: 0,10,20,40.",
 )
 @field_options(E, "sigma_mode", "noise", "pairs", "crop", "limit")
 @adapt_options
@@ -49,9 +50,9 @@ E = EvalSettings
 @output_options
 def command(dataset, steps_text, markdown, as_json, quiet, **options):
     """Score the pre-trained and adapted network on DATASET (a folder of clean images, or pairs)."""
-    steps = parse_int_list(steps_text, "--steps")
-    settings = settings_from(EvalSettings, {**options, "steps": tuple(steps)})
-    config = adapt_config(max(steps), settings.seed, options)
+    steps = parse_steps(steps_text)
+    settings = settings_from(EvalSettings, {**options, "steps": steps})
+    config = adapt_config(None if DEFAULT_BUDGET in steps else max(steps), settings.seed, options)
     report = evaluate(dataset, settings, config, reporter=reporter_for(quiet, as_json))
     if markdown:
         with atomic_write(Path(markdown)) as tmp:
@@ -60,3 +61,18 @@ def command(dataset, steps_text, markdown, as_json, quiet, **options):
         emit_json(report.to_dict())
     else:
         click.echo(report.to_markdown())
+
+
+def parse_steps(text: str) -> tuple[int | str, ...]:
+    """``--steps``: non-negative integers and at most one ``default``, comma-separated."""
+    words = [w.strip().lower() for w in text.split(",") if w.strip()]
+    try:
+        steps = [w if w == DEFAULT_BUDGET else int(w) for w in words]
+    except ValueError:
+        steps = []
+    if not steps or any(m != DEFAULT_BUDGET and m < 0 for m in steps):
+        raise click.BadParameter(
+            f"expected non-negative integers or '{DEFAULT_BUDGET}', comma-separated; got {text!r}",
+            param_hint="--steps",
+        )
+    return tuple(dict.fromkeys(steps))

@@ -86,16 +86,6 @@ def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def parse_int_list(text: str, name: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from exc
-    if not values or any(v < 0 for v in values):
-        raise click.BadParameter("expected non-negative integers", param_hint=name)
-    return sorted(set(values))
-
-
 def existing_paths(values: tuple[str, ...]) -> list[Path]:
     from rfr_deploy.images import list_images
 
