@@ -114,18 +114,20 @@ def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 
 
 def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and directories (non-recursive) into a sorted list of image paths."""
-    paths: list[Path] = []
+    """Expand files and directories (non-recursive) into a list of image paths, each folder's sorted; a
+    file named twice (``a.png ./a.png``, or a file and its folder) is listed once, where it first came."""
+    paths: dict[Path, Path] = {}
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.suffix.lower() in SUPPORTED_SUFFIXES and q.is_file())
             if not found:
                 raise ImageError(f"{p}: directory holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
-            paths.extend(found)
+            for q in found:
+                paths.setdefault(q.resolve(), q)
         else:
-            paths.append(p)
-    return paths
+            paths.setdefault(p.resolve(), p)
+    return list(paths.values())
 
 
 # --------------------------------------------------------------------------- decoders

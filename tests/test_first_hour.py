@@ -81,6 +81,19 @@ def test_an_unusable_output_folder_is_one_error_before_any_work(
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize("command", ["adapt-and-export", "denoise"])
+def test_two_inputs_that_would_write_the_same_files_are_one_error_before_any_work(
+    tmp_path, image_file, weights_file, command, no_long_work
+):
+    twin = tmp_path / "elsewhere" / image_file.name
+    twin.parent.mkdir()
+    twin.write_bytes(image_file.read_bytes())
+    out = tmp_path / "out"
+    result = invoke(command, image_file, twin, "--weights", weights_file, "--sigma", 25, "-o", out)
+    assert_one_error(result, str(image_file), str(twin), "would both write", str(out / "noisy"))
+    assert not out.exists()
+
+
 def test_missing_weights_are_reported_before_the_sigma_estimate(image_file, tmp_path, no_long_work):
     result = invoke("adapt-and-export", image_file, "--weights", tmp_path / "missing.pth", "-o", tmp_path)
     assert_one_error(result, "weights file not found")

@@ -1,10 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image as PILImage
 
 from rfr_deploy.errors import ImageError, ResourceError
-from rfr_deploy.images import quantize, read_image, write_image
+from rfr_deploy.images import list_images, quantize, read_image, write_image
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
@@ -157,6 +159,13 @@ def test_image_too_large(tmp_path, smooth_image):
 def test_directory_is_not_an_image(tmp_path):
     with pytest.raises(ImageError, match="is a directory"):
         read_image(tmp_path)
+
+
+def test_a_file_named_twice_is_listed_once_where_it_first_came(tmp_path, smooth_image):
+    write_image(tmp_path / "d" / "a.png", smooth_image)
+    b = write_image(tmp_path / "d" / "b.png", smooth_image)
+    again = f"{tmp_path}/d/../d/a.png"
+    assert list_images([b, again, tmp_path / "d"]) == [b, Path(again)]
 
 
 def test_failed_write_leaves_no_file(tmp_path, smooth_image):

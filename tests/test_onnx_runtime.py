@@ -142,6 +142,15 @@ def test_infer_refuses_a_tile_too_small_for_its_overlap_before_any_image(tmp_pat
     assert not out.exists()
 
 
+def test_infer_refuses_two_images_that_would_write_the_same_file(tmp_path, image):
+    _, path = exported(tmp_path, "dncnn")
+    png = write_image(tmp_path / "in" / "a.png", image)
+    jpg = write_image(tmp_path / "in" / "a.jpg", image)
+    result = CliRunner().invoke(main, ["infer", str(path), str(tmp_path / "in"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert f"error: {jpg} and {png} would both write {tmp_path / 'out' / 'a_onnx.png'}" in result.output
+
+
 def test_infer_warns_that_sigma_is_ignored_by_a_network_without_a_noise_map(tmp_path, image):
     model, path = exported(tmp_path, "dncnn")
     source = write_image(tmp_path / "a.png", image)

@@ -16,6 +16,7 @@ from rfr_deploy.cli.options import (
     sigma_from_grey_levels,
 )
 from rfr_deploy.inference import tile_core
+from rfr_deploy.jobs.outputs import check_distinct_names, output_name
 from rfr_deploy.units import grey_levels
 
 
@@ -59,14 +60,15 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
     if sigma is not None and not runner.noise_map:
         warnings.warn(f"--sigma is ignored: {Path(model).name} takes no noise level", stacklevel=1)
     out_dir = Path(output_dir)
+    paths = existing_paths(inputs)
+    check_distinct_names(((p, output_name(p, "onnx")) for p in paths), out_dir)
     records = []
-    for path in existing_paths(inputs):
+    for path in paths:
         image = read_image(path)
         started = time.perf_counter()
         clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap)
         seconds = time.perf_counter() - started
-        suffix = ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
-        target = out_dir / f"{path.stem}_onnx{suffix}"
+        target = out_dir / output_name(path, "onnx")
         write_image(target, clean, bit_depth=16 if image.bit_depth >= 16 else 8)
         used_tile = tile or runner.tile_for(image.height, image.width)
         records.append(

@@ -46,7 +46,7 @@ from rfr_deploy.jobs.manifest import (
 from rfr_deploy.jobs.noise_aim import residual_aim
 from rfr_deploy.jobs.outputs import output_bit_depth, write_output
 from rfr_deploy.jobs.reference import score_against_reference
-from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
+from rfr_deploy.jobs.resume import completed_manifest, group_stem, plan_groups, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.build import build_noise, resolve_noise_kind
@@ -124,8 +124,7 @@ def _check_request(inputs: list[Path], settings: JobSettings) -> None:
             "--sigma 0: restore-from-restored trains on synthetic noise of the image's level, and at σ = 0 "
             "there is none; give the noise level, or use `rfr-deploy denoise` for a noise-free image"
         )
-    if settings.reference and (len(inputs) != 1 or settings.per_set):
-        raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
+    plan_groups(inputs, settings)
 
 
 def _set_levels(groups: list[list[ImageJob]], settings: JobSettings, models: ModelCache) -> None:

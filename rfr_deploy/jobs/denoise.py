@@ -11,7 +11,7 @@ from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import ModelCache, model_sigma, read_jobs, set_sigma_levels
-from rfr_deploy.jobs.outputs import write_output
+from rfr_deploy.jobs.outputs import check_distinct_names, output_name, write_output
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.units import grey_levels
@@ -27,6 +27,7 @@ def denoise_files(
     On the CPU the process keeps the memory it frees (:func:`rfr_deploy.heap.keep_freed_memory`)."""
     device = resolve_device(settings.device)
     out_dir = check_output_dir(settings.output_dir)
+    check_distinct_names(((p, output_name(p, "denoised")) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
     jobs = read_jobs(inputs, device)
     models = ModelCache(settings.model, settings.weights, device)

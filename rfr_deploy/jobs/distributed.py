@@ -37,7 +37,7 @@ from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
-from rfr_deploy.jobs.resume import completed_manifest, group_stem, settings_fingerprint
+from rfr_deploy.jobs.resume import completed_manifest, plan_groups, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.optional import import_optional
@@ -79,7 +79,7 @@ def adapt_and_export_ray(
     """Run adapt-and-export over Ray; returns the summary (also written to ``OUT/summary.json``).
     ``exporters`` are those of :func:`rfr_deploy.jobs.adapt_export.adapt_and_export`; each task gets a copy."""
     ray = import_optional("ray", "ray", "spread adapt-and-export over a Ray cluster")
-    groups = _groups(inputs, settings)
+    groups = plan_groups(inputs, settings)
     create_model(settings.model, weights=settings.weights or "default")  # a bad model or weights: fail now
     fingerprint = settings_fingerprint(settings, config, exporters)
     out_dir = Path(settings.output_dir)
@@ -154,20 +154,6 @@ class RunProgress:
     def _tally(self) -> str:
         c = self.counts
         return f"done {c['done']}, failed {c['failed']}, skipped {c['skipped']}, {self.images_per_minute():.1f} images/min"
-
-
-def _groups(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
-    if settings.reference and (len(inputs) != 1 or settings.per_set):
-        raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
-    groups = [tuple(str(p) for p in inputs)] if settings.per_set else [(str(p),) for p in inputs]
-    stems: dict[str, str] = {}
-    for group in groups:
-        other = stems.setdefault(group_stem(group), group[0])
-        if other != group[0]:
-            raise ConfigError(
-                f"{other} and {group[0]} would write the same files in {settings.output_dir}; rename one"
-            )
-    return groups
 
 
 def _run_sizes(inputs, exporters, records, groups) -> tuple[tuple[int, int], ...]:

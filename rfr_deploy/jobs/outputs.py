@@ -3,10 +3,13 @@ input's bit depth (8 or 16 bits)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import Image, write_image
 from rfr_deploy.inference import to_pixels
 from rfr_deploy.jobs.inputs import ImageJob
@@ -14,10 +17,25 @@ from rfr_deploy.jobs.inputs import ImageJob
 
 def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) -> Path:
     """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``; returns its path."""
-    suffix = ".tif" if job.path.suffix.lower() in (".tif", ".tiff") else ".png"
-    target = out_dir / f"{job.path.stem}_{tag}{suffix}"
+    target = out_dir / output_name(job.path, tag)
     write_image(target, to_pixels(clean), bit_depth=output_bit_depth(job.image))
     return target
+
+
+def output_name(path: Path, tag: str) -> str:
+    """``<stem>_<tag>.tif`` for a TIFF input, else ``<stem>_<tag>.png``."""
+    suffix = ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
+    return f"{path.stem}_{tag}{suffix}"
+
+
+def check_distinct_names(named: Iterable[tuple[object, str]], out_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, two inputs (``(input, name of its output)`` pairs) whose outputs would
+    take the same name in ``out_dir``: e.g. ``a/img.png`` and ``b/img.png``, or ``img.png`` and ``img.jpg``."""
+    first: dict[str, object] = {}
+    for source, name in named:
+        other = first.setdefault(name, source)
+        if other != source:
+            raise ConfigError(f"{other} and {source} would both write {Path(out_dir) / name}; rename one")
 
 
 def output_bit_depth(image: Image) -> int:

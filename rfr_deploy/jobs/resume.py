@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import sha256_file
+from rfr_deploy.jobs.outputs import check_distinct_names
 from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
@@ -34,6 +36,18 @@ def group_stem(paths: Sequence[str | os.PathLike]) -> str:
     """The name every output of a group starts with: the image's stem, or ``<first>_set<N>`` for a set."""
     first = Path(paths[0])
     return first.stem if len(paths) == 1 else f"{first.stem}_set{len(paths)}"
+
+
+def plan_groups(inputs: Sequence[Path], settings: Any) -> list[tuple[str, ...]]:
+    """The groups of a job's ``inputs`` (each image alone, or the whole set with ``settings.per_set``),
+    refused before any work where ``--reference`` cannot apply or two groups would write the same files."""
+    if settings.reference and (len(inputs) != 1 or settings.per_set):
+        raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
+    groups = [tuple(str(p) for p in inputs)] if settings.per_set else [(str(p),) for p in inputs]
+    check_distinct_names(
+        ((g[0], f"{group_stem(g)}.json") for g in groups), settings.output_dir
+    )  # the manifest
+    return groups
 
 
 def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:
