@@ -6,6 +6,8 @@ reports and weights files written for people show them; these two functions conv
 
 from __future__ import annotations
 
+from rfr_deploy.errors import ConfigError
+
 GREY_LEVELS = 255.0
 """σ = 1 in grey levels of an 8-bit image."""
 
@@ -22,3 +24,15 @@ def grey_levels(sigma: float | None, digits: int = 9) -> float | None:
     (25/255 · 255 is 25.000000000000004 in floating point).
     """
     return None if sigma is None else round(sigma * GREY_LEVELS, digits)
+
+
+def check_levels(levels: dict[str, float | None], low: str = "sigma-low", high: str = "sigma-high") -> None:
+    """:class:`ConfigError` naming the first option of ``levels`` (option name → σ in [0, 1] units, None
+    for unset) outside [0, 1], or ``low`` above ``high`` where both are given."""
+    for option, value in levels.items():
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")
+    if levels.get(low) is not None and levels.get(high) is not None and levels[low] > levels[high]:
+        raise ConfigError(
+            f"--{low} {grey_levels(levels[low]):g} is above --{high} {grey_levels(levels[high]):g}"
+        )

@@ -116,6 +116,22 @@ def test_usage_errors_are_one_error_line(args):
     assert "Usage:" not in result.output
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--sigma-low", 60, "--sigma-high", 10], ["--sigma-low 60 is above --sigma-high 10"]),
+        (["--sigma-high", 300], ["--sigma-high must be within [0, 255] grey levels, got 300"]),
+        (["--lr", -1], ["lr must be a positive number"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["adapt-and-export", "pretrain"])
+def test_settings_out_of_range_are_one_error_line(tmp_path, image_file, command, args, words):
+    extra = ["--unknown-sigma", "uniform"] if command == "adapt-and-export" else []
+    result = invoke(command, image_file.parent, *args, *extra, "-o", tmp_path / "out")
+    assert_one_error(result, *words)
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_sigma_estimate_is_skipped_when_sigma_is_given_or_unused(
     tmp_path, image_file, weights_file, monkeypatch
 ):

@@ -33,7 +33,7 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.build import build_noise, list_noise_choices, resolve_noise_kind
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
-from rfr_deploy.units import grey_levels
+from rfr_deploy.units import check_levels, grey_levels
 
 SigmaMode = Literal["known", "estimate", "uniform"]
 DEFAULT_BUDGET = "default"
@@ -98,8 +98,8 @@ class EvalSettings:
             m != DEFAULT_BUDGET and not (isinstance(m, int) and m >= 0) for m in self.steps
         ):
             raise ConfigError(f"steps must be non-negative integers or '{DEFAULT_BUDGET}', got {self.steps}")
-        if not self.pairs and not 0 <= self.sigma <= 1:
-            raise ConfigError(f"--sigma must be within [0, 255] grey levels, got {grey_levels(self.sigma)}")
+        if not self.pairs:
+            check_levels({"sigma": self.sigma})
 
 
 def add_gaussian_noise(clean: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.build import build_noise, list_noise_choices
 from rfr_deploy.transforms import DIHEDRAL, dihedral
-from rfr_deploy.units import grey_levels
+from rfr_deploy.units import check_levels, grey_levels
 
 Objective = Literal["supervised", "noise2self"]
 
@@ -87,9 +87,11 @@ class PretrainConfig:
             raise ConfigError("pretrain needs at least one folder of clean training images")
         if self.steps < 1 or self.batch < 1 or self.patch < 8:
             raise ConfigError("steps and batch must be >= 1 and patch >= 8")
-        for option, value in (("sigma-low", self.sigma_low), ("sigma-high", self.sigma_high)):
-            if not 0 <= value <= 1:
-                raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")
+        check_levels({"sigma-low": self.sigma_low, "sigma-high": self.sigma_high})
+        if not (self.lr > 0 and 0 <= self.lr_min <= self.lr):
+            raise ConfigError(
+                f"--lr must be a positive number and --lr-min within [0, --lr]; got {self.lr:g} and {self.lr_min:g}"
+            )
 
 
 class PatchSampler:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.build import list_noise_choices
 from rfr_deploy.noise.registry import UnknownSigma
-from rfr_deploy.units import grey_levels
+from rfr_deploy.units import check_levels
 
 
 @dataclass
@@ -46,8 +45,13 @@ class JobSettings:
     )
     """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
     'uniform' with σ drawn uniformly from [sigma_low, sigma_high] (the paper's choice)."""
-    sigma_low: float = field(default=0.0, metadata={"unit": "grey"})
-    sigma_high: float = field(default=50 / 255, metadata={"unit": "grey"})
+    sigma_low: float = field(
+        default=0.0, metadata={"unit": "grey", "help": "Lowest σ of --unknown-sigma uniform, in grey levels."}
+    )
+    sigma_high: float = field(
+        default=50 / 255,
+        metadata={"unit": "grey", "help": "Highest σ of --unknown-sigma uniform, in grey levels."},
+    )
     device: str = "auto"
     output_dir: str = field(default="rfr_out", metadata={"cli": ("-o", "--output-dir")})
     per_set: bool = field(
@@ -76,7 +80,4 @@ class JobSettings:
     """Clean image to score against (PSNR/SSIM of noisy, pre-trained and adapted outputs); one input only."""
 
     def __post_init__(self) -> None:
-        levels = {"sigma": self.sigma, "sigma-low": self.sigma_low, "sigma-high": self.sigma_high}
-        for option, value in levels.items():
-            if value is not None and not (0 <= value <= 1):
-                raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")
+        check_levels({"sigma": self.sigma, "sigma-low": self.sigma_low, "sigma-high": self.sigma_high})
