@@ -13,7 +13,7 @@ import argparse
 import os
 
 import torch
-from common import environment, write_results
+from common import add_real_arguments, environment, write_results
 
 from rfr_deploy.datasets import load_pairs
 from rfr_deploy.inference import denoise, to_tensor
@@ -43,11 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="cbdnet")
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--datasets", default="Nam_CBDNet25,SIDD_samples")
-    parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1)
+    add_real_arguments(parser, crop=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault(ENV_VAR, str(shared_path("data", "noise", "CBDNet_CRF")))

@@ -58,6 +58,16 @@ def add_crop_arguments(parser, steps: int) -> None:
     parser.add_argument("--steps", type=int, default=steps)
 
 
+def add_real_arguments(parser, crop: int) -> None:
+    """The arguments of the real-noise studies: a network for camera noise, its weights, the sets of pairs
+    under shared/data/real, the crop side, CPU threads."""
+    parser.add_argument("--model", default="cbdnet")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--datasets", default="Nam_CBDNet25,SIDD_samples")
+    parser.add_argument("--crop", type=int, default=crop)
+    parser.add_argument("--threads", type=int, default=1)
+
+
 def crops_with_networks(args):
     """(index, name, pixels of the central crop, pre-trained network in eval mode) for each image of
     ``args.dataset`` (see :func:`add_crop_arguments`); a fresh network per image."""

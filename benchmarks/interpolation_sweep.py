@@ -95,7 +95,7 @@ def _key(a) -> str:
     return f"{a:g}" if isinstance(a, float | int) else a
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -112,15 +112,11 @@ def main() -> None:
         help="AdaptConfig fields that differ from the CLI defaults, e.g. 'recorrupted=0.5'",
     )
     parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
-    args = parser.parse_args()
-    candidates = tuple(float(a) for a in args.candidates.split(","))
-    overrides = parse_overrides(args.adapt)
-    config = AdaptConfig(steps=args.steps, lr=args.lr, **overrides, select="off", interpolation=1.0)
-    started = time.perf_counter()
-    rows = {}
-    for index, name, pixels, model in crops_with_networks(args):
-        rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates)
-        print(name, rows[name]["picks"], flush=True)
+    return parser.parse_args()
+
+
+def summarise(rows: dict, candidates: tuple[float, ...]) -> dict[str, dict[str, float]]:
+    """Mean and worst gain of each way to pick α: fixed, SURE (and its variants), GCV, the oracle."""
 
     def gains(pick) -> list[float]:
         return [r["psnr"][pick(r)] - r["psnr"][0.0] for r in rows.values()]
@@ -131,25 +127,14 @@ def main() -> None:
     policies["SURE over σ̂'s range (worst end)"] = lambda r: r["picks"]["sure_range"]
     policies["GCV (no σ)"] = lambda r: r["picks"]["gcv"]
     policies["oracle α (best true PSNR)"] = lambda r: max(r["psnr"], key=r["psnr"].get)
-    summary = {
+    return {
         name: {"mean_gain_db": statistics.fmean(gains(p)), "worst_gain_db": min(gains(p))}
         for name, p in policies.items()
     }
-    payload = {
-        "protocol": vars(args),
-        "adapt": dataclasses.asdict(config),
-        "environment": environment(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "summary": summary,
-        "images": {
-            n: {k: ({_key(a): v for a, v in d.items()} if isinstance(d, dict) else d) for k, d in r.items()}
-            for n, r in rows.items()
-        },
-    }
-    name = (
-        args.name
-        or f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_{crop_words(args.crop)[0]}_lr{args.lr:g}"
-    )
+
+
+def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[float, ...]) -> str:
+    summary = payload["summary"]
     lines = [
         f"# {name}",
         "",
@@ -177,7 +162,35 @@ def main() -> None:
             for n, r in rows.items()
         ),
     ]
-    write_results(name, payload, "\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    candidates = tuple(float(a) for a in args.candidates.split(","))
+    overrides = parse_overrides(args.adapt)
+    config = AdaptConfig(steps=args.steps, lr=args.lr, **overrides, select="off", interpolation=1.0)
+    started = time.perf_counter()
+    rows = {}
+    for index, name, pixels, model in crops_with_networks(args):
+        rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates)
+        print(name, rows[name]["picks"], flush=True)
+    payload = {
+        "protocol": vars(args),
+        "adapt": dataclasses.asdict(config),
+        "environment": environment(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "summary": summarise(rows, candidates),
+        "images": {
+            n: {k: ({_key(a): v for a, v in d.items()} if isinstance(d, dict) else d) for k, d in r.items()}
+            for n, r in rows.items()
+        },
+    }
+    name = (
+        args.name
+        or f"interpolation_sweep_{args.dataset}_s{args.sigma:g}_{crop_words(args.crop)[0]}_lr{args.lr:g}"
+    )
+    write_results(name, payload, to_markdown(name, args, payload, rows, candidates))
 
 
 if __name__ == "__main__":

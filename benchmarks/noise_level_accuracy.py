@@ -39,7 +39,7 @@ GUIDED = {
 }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -54,41 +54,29 @@ def main() -> None:
         "--denoiser", default=None, help="DnCNN weights under ../shared/weights for the flat-patch rule"
     )
     parser.add_argument("--name", default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    estimators = ESTIMATORS | (GUIDED if args.denoiser else {})
-    started = time.perf_counter()
-    rows = []
-    for dataset in args.datasets.split(","):
-        clean = [
-            to_tensor(center_crop(item.pixels, args.crop))
-            for item in load_folder(shared_path("data", "test", dataset), limit=args.limit)
-        ]
-        for sigma in (float(s) for s in args.sigmas.split(",")):
-            row = {"dataset": dataset, "sigma": sigma, "images": len(clean)}
-            noisy = [add_gaussian_noise(x, sigma / 255, 0, i) for i, x in enumerate(clean)]
-            if args.file_like:
-                noisy = [torch.round(y.clamp(0, 1) * 255) / 255 for y in noisy]
-            denoised = [denoise_with(args.denoiser, y) for y in noisy]
-            for name, estimator in estimators.items():
-                ratios = [estimator(y, d) / (sigma / 255) for y, d in zip(noisy, denoised, strict=True)]
-                row[name] = {
-                    "mean_ratio": statistics.fmean(ratios),
-                    "min_ratio": min(ratios),
-                    "max_ratio": max(ratios),
-                    "mean_abs_error_pct": 100 * statistics.fmean(abs(r - 1) for r in ratios),
-                }
-            rows.append(row)
-            print(dataset, sigma, {k: round(row[k]["mean_ratio"], 3) for k in estimators}, flush=True)
-    env = environment()
-    suffix = "_file" if args.file_like else ""
-    name = args.name or f"noise_level_accuracy_crop{args.crop}{suffix}"
-    payload = {
-        "protocol": vars(args),
-        "environment": env,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "rows": rows,
-    }
+    return parser.parse_args()
+
+
+def score_level(args, estimators: dict, dataset: str, clean: list[torch.Tensor], sigma: float) -> dict:
+    """σ̂/σ of every estimator over the noisy versions of ``clean`` at grey level ``sigma``."""
+    row = {"dataset": dataset, "sigma": sigma, "images": len(clean)}
+    noisy = [add_gaussian_noise(x, sigma / 255, 0, i) for i, x in enumerate(clean)]
+    if args.file_like:
+        noisy = [torch.round(y.clamp(0, 1) * 255) / 255 for y in noisy]
+    denoised = [denoise_with(args.denoiser, y) for y in noisy]
+    for name, estimator in estimators.items():
+        ratios = [estimator(y, d) / (sigma / 255) for y, d in zip(noisy, denoised, strict=True)]
+        row[name] = {
+            "mean_ratio": statistics.fmean(ratios),
+            "min_ratio": min(ratios),
+            "max_ratio": max(ratios),
+            "mean_abs_error_pct": 100 * statistics.fmean(abs(r - 1) for r in ratios),
+        }
+    return row
+
+
+def to_markdown(name: str, args, payload: dict, estimators: dict) -> str:
+    env = payload["environment"]
     noise = "clipped and rounded to 8 bits" if args.file_like else "unclipped (the benchmark protocol)"
     lines = [
         f"# {name}",
@@ -109,10 +97,35 @@ def main() -> None:
                 for k in estimators
             )
             + " |"
-            for r in rows
+            for r in payload["rows"]
         ),
     ]
-    write_results(name, payload, "\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    estimators = ESTIMATORS | (GUIDED if args.denoiser else {})
+    started = time.perf_counter()
+    rows = []
+    for dataset in args.datasets.split(","):
+        clean = [
+            to_tensor(center_crop(item.pixels, args.crop))
+            for item in load_folder(shared_path("data", "test", dataset), limit=args.limit)
+        ]
+        for sigma in (float(s) for s in args.sigmas.split(",")):
+            rows.append(score_level(args, estimators, dataset, clean, sigma))
+            print(dataset, sigma, {k: round(rows[-1][k]["mean_ratio"], 3) for k in estimators}, flush=True)
+    suffix = "_file" if args.file_like else ""
+    name = args.name or f"noise_level_accuracy_crop{args.crop}{suffix}"
+    payload = {
+        "protocol": vars(args),
+        "environment": environment(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+    }
+    write_results(name, payload, to_markdown(name, args, payload, estimators))
 
 
 def denoise_with(weights: str | None, noisy: torch.Tensor) -> torch.Tensor | None:

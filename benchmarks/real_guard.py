@@ -19,7 +19,7 @@ import os
 import statistics
 
 import torch
-from common import environment, write_results
+from common import add_real_arguments, environment, write_results
 
 from rfr_deploy.adaptation.blending import interpolated
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
@@ -79,20 +79,16 @@ def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int, camera
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="cbdnet")
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--datasets", default="Nam_CBDNet25,SIDD_samples")
-    parser.add_argument("--crop", type=int, default=128)
+    add_real_arguments(parser, crop=128)
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument(
         "--skip", type=int, default=0, help="leave out the first N pairs of each set (held-out runs)"
     )
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--camera-level",
         choices=("estimate", "residual"),
@@ -100,29 +96,21 @@ def main() -> None:
         help="aim the camera noise at the white-noise estimate or at the pre-trained residual's RMS",
     )
     parser.add_argument("--name", default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault(ENV_VAR, str(shared_path("data", "noise", "CBDNet_CRF")))
-    model = create_model(args.model, weights=args.weights, channels=3).eval()
-    rows: list[dict] = []
-    for dataset in args.datasets.split(","):
-        pairs = load_pairs(shared_path("data", "real", dataset), limit=args.skip + args.limit)
-        for index, (n, c) in enumerate(pairs[args.skip :], start=args.skip):
-            noisy, clean = center_crop(n.pixels, args.crop), center_crop(c.pixels, args.crop)
-            row = {
-                "set": dataset,
-                "name": c.name,
-                **score_pair(model, noisy, clean, index, args.steps, args.camera_level),
-            }
-            gains = {a: v - row["psnr"][0.0] for a, v in row["psnr"].items()}
-            print(
-                f"{dataset} {c.name}: σ̂ {row['sigma']:.2f}, fixed {gains[FIXED]:+.3f}, "
-                f"SURE α={row['picked']:g} {gains[row['picked']]:+.3f}, "
-                f"coloured (rms {row['residual_rms']:.2f}) α={row['coloured_picked']:g} "
-                f"{gains[row['coloured_picked']]:+.3f}, oracle {max(gains.values()):+.3f}",
-                flush=True,
-            )
-            rows.append(row)
+    return parser.parse_args()
+
+
+def report_pair(dataset: str, name: str, row: dict) -> None:
+    gains = {a: v - row["psnr"][0.0] for a, v in row["psnr"].items()}
+    print(
+        f"{dataset} {name}: σ̂ {row['sigma']:.2f}, fixed {gains[FIXED]:+.3f}, "
+        f"SURE α={row['picked']:g} {gains[row['picked']]:+.3f}, "
+        f"coloured (rms {row['residual_rms']:.2f}) α={row['coloured_picked']:g} "
+        f"{gains[row['coloured_picked']]:+.3f}, oracle {max(gains.values()):+.3f}",
+        flush=True,
+    )
+
+
+def to_markdown(args, rows: list[dict]) -> str:
     lines = [
         f"# Camera-noise guard: Gaussian SURE at the estimated level ({args.model}, {args.crop}² crops, M = {args.steps})",
         "",
@@ -142,9 +130,26 @@ def main() -> None:
             f"{statistics.mean(sure):+.3f} ({min(sure):+.3f}) | "
             f"{statistics.mean(coloured):+.3f} ({min(coloured):+.3f}) | {statistics.mean(best):+.3f} |"
         )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault(ENV_VAR, str(shared_path("data", "noise", "CBDNet_CRF")))
+    model = create_model(args.model, weights=args.weights, channels=3).eval()
+    rows: list[dict] = []
+    for dataset in args.datasets.split(","):
+        pairs = load_pairs(shared_path("data", "real", dataset), limit=args.skip + args.limit)
+        for index, (n, c) in enumerate(pairs[args.skip :], start=args.skip):
+            noisy, clean = center_crop(n.pixels, args.crop), center_crop(c.pixels, args.crop)
+            score = score_pair(model, noisy, clean, index, args.steps, args.camera_level)
+            rows.append({"set": dataset, "name": c.name, **score})
+            report_pair(dataset, c.name, rows[-1])
+    markdown = to_markdown(args, rows)
     name = args.name or f"real_guard_{args.model}_crop{args.crop}"
-    write_results(name, {"args": vars(args), "images": rows, "environment": environment()}, "\n".join(lines))
-    print("\n".join(lines))
+    write_results(name, {"args": vars(args), "images": rows, "environment": environment()}, markdown)
+    print(markdown)
 
 
 if __name__ == "__main__":

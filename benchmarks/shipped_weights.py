@@ -32,7 +32,7 @@ ROWS = (
 )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -40,7 +40,42 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N images of each set (Set12 has 12)")
     parser.add_argument("--name", default="shipped_weights")
     parser.add_argument("--models", default=None, help="only these zoo models, e.g. rdn,dncnn_n2s")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def score_pretrained(dataset: str, network, weights, sigma: float, limit: int | None) -> dict[str, float]:
+    """Mean PSNR / SSIM of ``network`` with ``weights`` (no adaptation) on ``dataset`` at grey level ``sigma``."""
+    settings = EvalSettings(
+        model=network.model, weights=str(weights), sigma=sigma / 255, steps=(0,), limit=limit, device="cpu"
+    )
+    report = evaluate(shared_path("data", "test", dataset), settings, AdaptConfig(steps=0))
+    return {"psnr": round(report.mean("psnr", 0), 3), "ssim": round(report.mean("ssim", 0), 4)}
+
+
+def to_markdown(args, payload: dict) -> str:
+    lines = [
+        "# Packaged weights vs the official DnCNN ones (pre-trained output, M = 0)",
+        "",
+        f"Seeded Gaussian noise (seed 0), {'first ' + str(args.limit) + ' images' if args.limit else 'whole sets'}; "
+        f"PSNR (dB) / SSIM of 8-bit outputs. `python benchmarks/shipped_weights.py {' '.join(sys.argv[1:])}`, "
+        f"{payload['wall_seconds']:.0f} s on {payload['environment']['device']}.",
+        "",
+        "| set | model | σ | packaged (rfr-deploy pretrain) | official DnCNN | official weights |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in payload["rows"]:
+        ours, theirs = row["packaged"], row[row["official_name"]]
+        lines.append(
+            f"| {row['dataset']} | {row['model']} | {row['sigma']:g} | {ours['psnr']:.2f} / {ours['ssim']:.4f} | "
+            f"{theirs['psnr']:.2f} / {theirs['ssim']:.4f} | {row['official_name']} |"
+        )
+    meta = payload["packaged_weights"]
+    lines += ["", "Training of the packaged weights:", ""] + [f"- {k}: {v}" for k, v in meta.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
     started = time.perf_counter()
     chosen = [r for r in ROWS if not args.models or r[1].model in args.models.split(",")]
     rows, meta = [], {}
@@ -56,25 +91,9 @@ def main() -> None:
                 "model": packaged.model,
                 "sigma": sigma,
                 "official_name": official_name,
+                "packaged": score_pretrained(dataset, packaged, packaged_path, sigma, args.limit),
+                official_name: score_pretrained(dataset, official, official.path(sigma), sigma, args.limit),
             }
-            candidates = {
-                "packaged": (packaged, packaged_path),
-                official_name: (official, official.path(sigma)),
-            }
-            for label, (network, weights) in candidates.items():
-                settings = EvalSettings(
-                    model=network.model,
-                    weights=str(weights),
-                    sigma=sigma / 255,
-                    steps=(0,),
-                    limit=args.limit,
-                    device="cpu",
-                )
-                report = evaluate(shared_path("data", "test", dataset), settings, AdaptConfig(steps=0))
-                row[label] = {
-                    "psnr": round(report.mean("psnr", 0), 3),
-                    "ssim": round(report.mean("ssim", 0), 4),
-                }
             rows.append(row)
             print(row, flush=True)
     payload = {
@@ -85,24 +104,7 @@ def main() -> None:
         "environment": environment(),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    lines = [
-        "# Packaged weights vs the official DnCNN ones (pre-trained output, M = 0)",
-        "",
-        f"Seeded Gaussian noise (seed 0), {'first ' + str(args.limit) + ' images' if args.limit else 'whole sets'}; "
-        f"PSNR (dB) / SSIM of 8-bit outputs. `python benchmarks/shipped_weights.py {' '.join(sys.argv[1:])}`, "
-        f"{payload['wall_seconds']:.0f} s on {payload['environment']['device']}.",
-        "",
-        "| set | model | σ | packaged (rfr-deploy pretrain) | official DnCNN | official weights |",
-        "|---|---|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        ours, theirs = row["packaged"], row[row["official_name"]]
-        lines.append(
-            f"| {row['dataset']} | {row['model']} | {row['sigma']:g} | {ours['psnr']:.2f} / {ours['ssim']:.4f} | "
-            f"{theirs['psnr']:.2f} / {theirs['ssim']:.4f} | {row['official_name']} |"
-        )
-    lines += ["", "Training of the packaged weights:", ""] + [f"- {k}: {v}" for k, v in meta.items()]
-    write_results(args.name, payload, "\n".join(lines))
+    write_results(args.name, payload, to_markdown(args, payload))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from rfr_deploy.progress import Reporter
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = BenchSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-limits", action="store_true", help="skip the conv-rate and FLOP measurements")
     parser.add_argument("--name", default=None, help="results file stem (default: speed_<device>)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def settings_from(args: argparse.Namespace) -> BenchSettings:
     models = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     if args.all:
         models += [m for m in list_models() if m not in models]
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.size_for:
         name, _, value = text.partition("=")
         sizes[name.strip().lower()] = int(value)
-    settings = BenchSettings(
+    return BenchSettings(
         models=tuple(models),
         size=args.size,
         sizes=sizes,
@@ -82,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         keep_memory=not args.no_keep_memory,
         threads=args.threads,
     )
-    report = run_bench(settings, Reporter(), run_job=run_adapt_and_export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run_bench(settings_from(args), Reporter(), run_job=run_adapt_and_export)
     stem = args.out_dir / (args.name or f"speed_{report.environment['device_type']}")
     written = [write_report(report, stem.with_suffix(".md")), write_report(report, stem.with_suffix(".json"))]
     try:

@@ -24,7 +24,7 @@ from rfr_deploy.progress import Reporter
 from rfr_deploy.shared import shared_path
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -41,8 +41,39 @@ def main() -> None:
         "--setting", action="append", required=True, help="AdaptConfig overrides, e.g. lr=2e-5,warmup=10"
     )
     parser.add_argument("--tag", default="")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def run_setting(args, dataset, weights: str, steps: tuple[int, ...], text: str) -> tuple[str, dict]:
+    """One row of the study: the evaluation with the overrides ``text``; its key and its report."""
+    config = AdaptConfig(steps=max(steps), **parse_overrides(text))
+    settings = EvalSettings(
+        model=args.model,
+        weights=weights,
+        sigma=args.sigma / 255,
+        steps=steps,
+        sigma_mode=args.sigma_mode,
+        crop=args.crop,
+        limit=args.limit,
+        output_ensemble=args.output_ensemble,
+        device="cpu",
+    )
+    started = time.perf_counter()
+    result = evaluate(dataset, settings, config, reporter=Reporter()).to_dict()
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    key = f"{describe(dataclasses.asdict(config))} | sigma_mode={args.sigma_mode}" + (
+        " | output_ensemble" if args.output_ensemble else ""
+    )
+    print(
+        f"{key}: base {result['mean']['0']['psnr']:.3f} dB, gains {result['mean_gain_db']}, "
+        f"worst {result['worst_gain_db']}, {result['wall_seconds']:.0f} s",
+        flush=True,
+    )
+    return key, result
+
+
+def main() -> None:
+    args = parse_args()
     dataset = shared_path("data", "test", args.dataset) if "/" not in args.dataset else args.dataset
     weights = (
         str(shared_path("weights", args.weights))
@@ -55,35 +86,8 @@ def main() -> None:
     )
     path = RESULTS / f"{name}.json"
     data = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    reporter = Reporter()
     for text in args.setting:
-        config = AdaptConfig(steps=max(steps), **parse_overrides(text))
-        settings = EvalSettings(
-            model=args.model,
-            weights=weights,
-            sigma=args.sigma / 255,
-            steps=steps,
-            sigma_mode=args.sigma_mode,
-            crop=args.crop,
-            limit=args.limit,
-            output_ensemble=args.output_ensemble,
-            device="cpu",
-        )
-        started = time.perf_counter()
-        report = evaluate(dataset, settings, config, reporter=reporter)
-        result = report.to_dict()
-        result["wall_seconds"] = round(time.perf_counter() - started, 1)
-        key = f"{describe(dataclasses.asdict(config))} | sigma_mode={args.sigma_mode}" + (
-            " | output_ensemble" if args.output_ensemble else ""
-        )
-        data["runs"][key] = result
-        gains = result["mean_gain_db"]
-        worst = result["worst_gain_db"]
-        print(
-            f"{key}: base {result['mean']['0']['psnr']:.3f} dB, gains {gains}, worst {worst}, "
-            f"{result['wall_seconds']:.0f} s",
-            flush=True,
-        )
+        key, data["runs"][key] = run_setting(args, dataset, weights, steps, text)
         data["environment"] = environment()
         data["protocol"] = {
             "dataset": str(dataset),
@@ -117,10 +121,11 @@ PAPER = {
 
 def describe(adapt: dict) -> str:
     """'lr=1e-05,warmup=10,interpolation=0.5': the settings of a run that differ from the paper's."""
+    given = {key: adapt.get(key, value) for key, value in PAPER.items()}
     changed = [
-        f"{key}={adapt.get(key, value):g}" if isinstance(value, float) else f"{key}={adapt.get(key, value)}"
-        for key, value in PAPER.items()
-        if adapt.get(key, value) != value
+        f"{key}={'auto' if v is None else format(v, 'g') if isinstance(v, float) else v}"
+        for key, v in given.items()
+        if v != PAPER[key]
     ]
     return ",".join(changed) or "paper (lr=1e-05)"
 

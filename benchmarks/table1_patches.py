@@ -81,7 +81,7 @@ def run_model(name: str, weights: str, patches: list[np.ndarray], sigma: float, 
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -96,17 +96,48 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=25)
     parser.add_argument("--steps", type=int, default=GAUSSIAN_STEPS)
     parser.add_argument("--name", default="table1_patches", help="results file name under benchmarks/results")
-    args = parser.parse_args()
-    config = AdaptConfig(steps=args.steps)
-    images = load_folder(shared_path("data", "test", args.dataset), limit=args.patches)
+    return parser.parse_args()
+
+
+def textured_patches(dataset: str, count: int, size: int) -> list:
+    """The most textured ``size``² patch of each of the first ``count`` images: recurrence matters most there."""
     patches = []
-    for item in images:  # the most textured patch of each image: recurrence matters most there
+    for item in load_folder(shared_path("data", "test", dataset), limit=count):
         h, w = item.pixels.shape[:2]
-        s = args.size
         candidates = [
-            item.pixels[y : y + s, x : x + s] for y in range(0, h - s, s) for x in range(0, w - s, s)
+            item.pixels[y : y + size, x : x + size]
+            for y in range(0, h - size, size)
+            for x in range(0, w - size, size)
         ]
         patches.append(max(candidates, key=lambda p: float(p.std())).copy())
+    return patches
+
+
+def to_markdown(args, payload: dict) -> str:
+    lines = [
+        "# Table 1: k identical patches",
+        "",
+        f"{args.patches} patches of {args.size}² from {args.dataset} (most textured per image; gray models see their BT.601 luma), σ = {args.sigma:g}, "
+        f"M = {args.steps}, device {payload['environment']['device']}.",
+        "",
+        "PSNR dB (SSIM): each denoised copy alone / average of the k copies / after adaptation.",
+        "",
+        "| model | " + " | ".join(f"k={k}" for k in KS) + " |",
+        "|---" * (len(KS) + 1) + "|",
+    ]
+    for spec, rows in payload["results"].items():
+        cells = [
+            f"{r['pretrained']['psnr']:.2f} / {r['average']['psnr']:.2f} / {r['adapted']['psnr']:.2f}"
+            for r in (rows[k] for k in KS)
+        ]
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    config = AdaptConfig(steps=args.steps)
+    patches = textured_patches(args.dataset, args.patches, args.size)
     results = {}
     started = time.perf_counter()
     for spec in args.models.split(","):
@@ -124,24 +155,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
-    lines = [
-        "# Table 1: k identical patches",
-        "",
-        f"{args.patches} patches of {args.size}² from {args.dataset} (most textured per image; gray models see their BT.601 luma), σ = {args.sigma:g}, "
-        f"M = {args.steps}, device {payload['environment']['device']}.",
-        "",
-        "PSNR dB (SSIM): each denoised copy alone / average of the k copies / after adaptation.",
-        "",
-        "| model | " + " | ".join(f"k={k}" for k in KS) + " |",
-        "|---" * (len(KS) + 1) + "|",
-    ]
-    for spec, rows in results.items():
-        cells = [
-            f"{r['pretrained']['psnr']:.2f} / {r['average']['psnr']:.2f} / {r['adapted']['psnr']:.2f}"
-            for r in (rows[k] for k in KS)
-        ]
-        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
-    write_results(args.name, payload, "\n".join(lines))
+    write_results(args.name, payload, to_markdown(args, payload))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def score_image(
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -110,43 +110,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
     parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    alphas = tuple(float(a) for a in args.alphas.split(","))
-    lrs = tuple(float(v) for v in args.lrs.split(","))
     try:
-        weights = {t.strip(): mix_weight(t.strip()) for t in args.targets.split(",")}
+        args.target_weights = {t.strip(): mix_weight(t.strip()) for t in args.targets.split(",")}
     except ValueError as error:
         parser.error(f"unknown target {error}: choose from {', '.join(TARGETS)} (0 ≤ B ≤ 1)")
-    overrides = parse_overrides(args.adapt)
-    runs = {
-        f"{t} lr {lr:g}": (
-            weight,
-            AdaptConfig(steps=args.steps, lr=lr, **overrides, select="off", interpolation=1.0),
-        )
-        for t, weight in weights.items()
-        for lr in lrs
-    }
-    started = time.perf_counter()
-    rows = {}
-    for index, name, pixels, model in crops_with_networks(args):
-        rows[name] = score_image(model, index, pixels, args.sigma, runs, alphas)
-        print(name, " ".join(f"{k}: {best_gain(rows[name][k]):+.3f}" for k in runs), flush=True)
+    return args
 
+
+def summarise(rows: dict, runs: dict, alphas: tuple[float, ...]) -> dict:
+    """Per run: mean and worst gain at each α and at the best α of each image."""
     summary = {}
     for key in runs:
         at = {f"α = {a:g}": [r[key][f"{a:g}"] for r in rows.values()] for a in alphas}
         at["oracle α"] = [best_gain(r[key]) for r in rows.values()]
         summary[key] = {name: {"mean": statistics.fmean(v), "worst": min(v)} for name, v in at.items()}
-    payload = {
-        "protocol": vars(args),
-        "adapt": {k: dataclasses.asdict(c) for k, (_, c) in runs.items()},
-        "environment": environment(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "summary": summary,
-        "images": rows,
-    }
-    name = args.name or f"target_ceiling_{args.dataset}_s{args.sigma:g}_{crop_words(args.crop)[0]}"
+    return summary
+
+
+def to_markdown(name: str, args, payload: dict, rows: dict, runs: dict, alphas: tuple[float, ...]) -> str:
     columns = [f"α = {a:g}" for a in alphas] + ["oracle α"]
     lines = [
         f"# {name}",
@@ -165,7 +146,7 @@ def main() -> None:
         "|---" + "|---:" * len(columns) + "|",
         *(
             f"| {key} | " + " | ".join(f"{s[c]['mean']:+.3f} ({s[c]['worst']:+.3f})" for c in columns) + " |"
-            for key, s in summary.items()
+            for key, s in payload["summary"].items()
         ),
         "",
         "Per image, best α of each run (α = 0 included):",
@@ -179,7 +160,39 @@ def main() -> None:
             for n, r in rows.items()
         ),
     ]
-    write_results(name, payload, "\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    alphas = tuple(float(a) for a in args.alphas.split(","))
+    lrs = tuple(float(v) for v in args.lrs.split(","))
+    overrides = parse_overrides(args.adapt)
+    runs = {
+        f"{t} lr {lr:g}": (
+            weight,
+            AdaptConfig(steps=args.steps, lr=lr, **overrides, select="off", interpolation=1.0),
+        )
+        for t, weight in args.target_weights.items()
+        for lr in lrs
+    }
+    started = time.perf_counter()
+    rows = {}
+    for index, name, pixels, model in crops_with_networks(args):
+        rows[name] = score_image(model, index, pixels, args.sigma, runs, alphas)
+        print(name, " ".join(f"{k}: {best_gain(rows[name][k]):+.3f}" for k in runs), flush=True)
+    payload = {
+        "protocol": {k: v for k, v in vars(args).items() if k != "target_weights"},
+        "adapt": {k: dataclasses.asdict(c) for k, (_, c) in runs.items()},
+        "environment": environment(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "summary": summarise(rows, runs, alphas),
+        "images": rows,
+    }
+    name = args.name or f"target_ceiling_{args.dataset}_s{args.sigma:g}_{crop_words(args.crop)[0]}"
+    write_results(name, payload, to_markdown(name, args, payload, rows, runs, alphas))
 
 
 if __name__ == "__main__":
