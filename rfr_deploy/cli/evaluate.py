@@ -64,7 +64,7 @@ def command(dataset, steps_text, markdown, as_json, quiet, **options):
 
 
 def parse_steps(text: str) -> tuple[int | str, ...]:
-    """``--steps``: non-negative integers and at most one ``default``, comma-separated."""
+    """``--steps``: non-negative integers and ``default``, comma-separated; a repeated value counts once."""
     words = [w.strip().lower() for w in text.split(",") if w.strip()]
     try:
         steps = [w if w == DEFAULT_BUDGET else int(w) for w in words]
