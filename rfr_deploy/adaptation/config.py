@@ -78,12 +78,14 @@ class AdaptConfig:
     patch: int | None = dataclasses.field(
         default=None,
         metadata={
-            "help": "Train on random square patches of this side (default: whole image when it fits in memory).",
+            "help": f"Train on random square patches of this side [default: {GAUSSIAN_PATCH} with the CPU's "
+            "default Gaussian budget, else the whole image where it fits in memory].",
             "min": 8,
         },
     )
-    """Side of random square training patches; None trains on the whole image (patches are used
-    automatically when a whole image would not fit in memory)."""
+    """Side of random square training patches; None: :data:`GAUSSIAN_PATCH` with the CPU's default Gaussian
+    budget (``steps`` None too), else the whole image (patches are used automatically when a whole image
+    would not fit in memory)."""
     schedule: Schedule = "constant"
     warmup: int = dataclasses.field(
         default=10, metadata={"help": "Updates over which the learning rate ramps up linearly.", "min": 0}
