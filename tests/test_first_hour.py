@@ -94,6 +94,15 @@ def test_two_inputs_that_would_write_the_same_files_are_one_error_before_any_wor
     assert not out.exists()
 
 
+def test_a_reference_of_another_shape_is_one_error_before_any_work(
+    tmp_path, image_file, weights_file, no_long_work
+):
+    other = write_image(tmp_path / "ref.png", np.zeros((8, 8, 3), dtype=np.float32))
+    args = ["adapt-and-export", image_file, "--weights", weights_file, "--sigma", 25, "-o", tmp_path / "out"]
+    assert_one_error(invoke(*args, "--reference", other), str(other), "reference is (8, 8, 3)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_weights_are_reported_before_the_sigma_estimate(image_file, tmp_path, no_long_work):
     result = invoke("adapt-and-export", image_file, "--weights", tmp_path / "missing.pth", "-o", tmp_path)
     assert_one_error(result, "weights file not found")

@@ -52,6 +52,42 @@ def test_a_rerun_skips_done_images_and_redoes_changed_or_incomplete_ones(job):
     assert [m["adaptation"]["steps"] for m in json.loads(changed.stdout)] == [3, 3]
 
 
+def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_again(job, monkeypatch):
+    from rfr_deploy.jobs import adapt_export, inputs
+
+    held, most, estimated = set(), [0], []
+    load, release = inputs.ImageJob.load, inputs.ImageJob.release
+
+    def tracked_load(self, device):
+        held.add(self.path)
+        most[0] = max(most[0], len(held))
+        return load(self, device)
+
+    def tracked_release(self):
+        held.discard(self.path)
+        release(self)
+
+    monkeypatch.setattr(inputs.ImageJob, "load", tracked_load)
+    monkeypatch.setattr(inputs.ImageJob, "release", tracked_release)
+    real_levels = adapt_export.set_sigma_levels
+    monkeypatch.setattr(
+        adapt_export,
+        "set_sigma_levels",
+        lambda jobs, *a, **k: estimated.extend(jobs) or real_levels(jobs, *a, **k),
+    )
+    write_image(job / "in" / "c.png", np.random.default_rng(1).random((20, 24, 3)).astype(np.float32))
+    for command in (
+        run,
+        lambda j: CliRunner().invoke(main, ["denoise", str(j / "in"), "-o", str(j / "plain")]),
+    ):
+        result = command(job)
+        assert result.exit_code == 0, result.output
+        assert most[0] == 1 and not held  # every image let go; never two at once
+    assert len(estimated) == 3
+    (job / "out" / "b_rfr.png").unlink()  # b is redone; a and c are read (checked) but not estimated again
+    assert run(job).exit_code == 0 and [j.path.name for j in estimated[3:]] == ["b.png"]
+
+
 def test_a_changed_input_or_weights_file_is_not_done(job):
     assert run(job, "--quiet").exit_code == 0
     manifest = json.loads((job / "out" / "a.json").read_text())

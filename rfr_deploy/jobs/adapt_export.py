@@ -30,6 +30,7 @@ from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
     check_estimated_level,
+    loaded,
     model_sigma,
     read_jobs,
     set_sigma,
@@ -45,7 +46,7 @@ from rfr_deploy.jobs.manifest import (
 )
 from rfr_deploy.jobs.noise_aim import residual_aim
 from rfr_deploy.jobs.outputs import output_bit_depth, write_output
-from rfr_deploy.jobs.reference import score_against_reference
+from rfr_deploy.jobs.reference import read_reference, score_against_reference
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, plan_groups, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
@@ -89,50 +90,66 @@ def adapt_and_export(
     device = resolve_device(settings.device)
     for exporter in exporters:
         exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
-    _check_request(inputs, settings)
+    path_groups = _plan(inputs, settings)
     out_dir = check_output_dir(settings.output_dir)
     # before the first image is read: every phase reuses the memory the last one freed
     keep_freed_memory_on(device, config.keep_memory)
-    jobs = read_jobs(inputs, device)
-    if settings.per_set and len({j.image.channels for j in jobs}) > 1:
-        raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
+    fingerprint = settings_fingerprint(settings, config, exporters)
+    done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
+    todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
     models = models or ModelCache(settings.model, settings.weights, device)
-    models.load_for(jobs)
+    jobs = _read_inputs(inputs, settings, models, device, todo)
     if not prepared:
         for exporter in exporters:
-            exporter.prepare([(j.image.height, j.image.width) for j in jobs])
+            exporter.prepare([(j.info.height, j.info.width) for j in jobs])
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
-    _set_levels(groups, settings, models)
-    manifests, fingerprint, skipped = [], settings_fingerprint(settings, config, exporters), 0
-    for group in groups:
-        done = completed_manifest(out_dir, [j.path for j in group], fingerprint)
-        if done is not None:
-            manifests.append(done)
-            skipped += len(group)
-            continue
-        manifests.append(
-            _run_group(group, settings, config, models, out_dir, reporter, exporters, fingerprint)
-        )
-    if skipped:
+    _check_levels([g for g, m in zip(groups, done, strict=True) if m is None], settings, models)
+    manifests = []
+    for group, manifest in zip(groups, done, strict=True):
+        if manifest is None:
+            with loaded(group, device):
+                manifest = _run_group(
+                    group, settings, config, models, out_dir, reporter, exporters, fingerprint
+                )
+        manifests.append(manifest)
+    if skipped := sum(len(g) for g, m in zip(groups, done, strict=True) if m is not None):
         reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
     return manifests
 
 
-def _check_request(inputs: list[Path], settings: JobSettings) -> None:
+def _read_inputs(inputs, settings: JobSettings, models: ModelCache, device, todo: set[str]) -> list[ImageJob]:
+    """Every input read once, before any long work (one image held at a time); the weights and σ (known,
+    or estimated where anything uses the estimate) of the inputs ``todo``, those of groups not done yet."""
+    channels: set[int] = set()
+
+    def visit(job: ImageJob) -> None:
+        channels.add(job.info.channels)
+        if settings.per_set and len(channels) > 1:
+            raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
+        if settings.reference:  # one input only (plan_groups): its reference must fit before it adapts
+            read_reference(settings.reference, job)
+        if str(job.path) in todo:
+            model = models.get(job.info.channels)
+            kind = resolve_noise_kind(settings.noise, model.meta.noise)
+            set_sigma_levels([job], settings.sigma, estimate=_uses_estimate(settings, model, kind))
+
+    return read_jobs(inputs, device, visit)
+
+
+def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
+    """The groups of paths to adapt (:func:`~rfr_deploy.jobs.resume.plan_groups`), once the request is checked."""
     if settings.sigma == 0:
         raise ConfigError(
             "--sigma 0: restore-from-restored trains on synthetic noise of the image's level, and at σ = 0 "
             "there is none; give the noise level, or use `rfr-deploy denoise` for a noise-free image"
         )
-    plan_groups(inputs, settings)
+    return plan_groups(inputs, settings)
 
 
-def _set_levels(groups: list[list[ImageJob]], settings: JobSettings, models: ModelCache) -> None:
-    """Each job's σ (known, or estimated where anything uses the estimate), before any adaptation."""
+def _check_levels(groups: list[list[ImageJob]], settings: JobSettings, models: ModelCache) -> None:
+    """Each group that adapts at the estimated level has one (σ = 0 is an error), before any adaptation."""
     for group in groups:
-        model = models.get(group[0].image.channels)
-        kind = resolve_noise_kind(settings.noise, model.meta.noise)
-        set_sigma_levels(group, settings.sigma, estimate=_uses_estimate(settings, model, kind))
+        kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
         if settings.sigma is None and settings.unknown_sigma == "estimate" and kind == "gaussian":
             check_estimated_level(group)
 
@@ -150,7 +167,7 @@ def _run_group(group, settings, config, models, out_dir, reporter, exporters, fi
     """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
     ``fingerprint``, the run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`)."""
     started = time.perf_counter()
-    run = _adapt_group(group, settings, config, models.get(group[0].image.channels), reporter)
+    run = _adapt_group(group, settings, config, models.get(group[0].info.channels), reporter)
     files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, reporter)
     adapted_sha = _save_adapted_weights(run, settings, out_dir)
     files.append(file_record("weights", out_dir / f"{run.stem}_rfr.safetensors", out_dir))
@@ -234,7 +251,7 @@ def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, reporte
                 clean,
                 sigma=sigma,
                 ensemble=settings.output_ensemble,
-                bit_depth=output_bit_depth(job.image),
+                bit_depth=output_bit_depth(job.info),
             )
             reporter.result(
                 "PSNR against the reference: noisy {noisy[psnr]:.2f} dB, pre-trained {pretrained[psnr]:.2f} dB, "
@@ -289,7 +306,7 @@ def _export(run: _GroupRun, settings, out_dir: Path, reporter, exporters) -> lis
 def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None:
     if settings.noise_quantization == "off":
         return None
-    depths = {j.image.bit_depth for j in group}
+    depths = {j.info.bit_depth for j in group}
     return min(depths) if depths <= {8, 16} else None
 
 

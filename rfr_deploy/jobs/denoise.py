@@ -10,7 +10,7 @@ from rfr_deploy.devices import resolve_device
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
-from rfr_deploy.jobs.inputs import ModelCache, model_sigma, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.inputs import ModelCache, loaded, model_sigma, read_jobs, set_sigma_levels
 from rfr_deploy.jobs.outputs import check_distinct_names, output_name, write_output
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET, Reporter
@@ -34,12 +34,13 @@ def denoise_files(
     models.load_for(jobs)
     records = []
     for job in jobs:
-        model = models.get(job.image.channels)
-        set_sigma_levels([job], settings.sigma, estimate=model.meta.noise_map)  # blind networks need no σ
-        t = time.perf_counter()
-        clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
-        seconds = time.perf_counter() - t
-        target = write_output(out_dir, job, "denoised", clean)
+        model = models.get(job.info.channels)
+        with loaded([job], device):  # one image in memory at a time
+            set_sigma_levels([job], settings.sigma, estimate=model.meta.noise_map)  # blind networks need no σ
+            t = time.perf_counter()
+            clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
+            seconds = time.perf_counter() - t
+            target = write_output(out_dir, job, "denoised", clean)
         records.append(
             {
                 "input": str(job.path),

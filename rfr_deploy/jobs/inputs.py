@@ -7,7 +7,9 @@ images and networks that use it, and never when ``--sigma`` gives the level.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +24,46 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.level import estimate_noise_level
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a job keeps of an image between its reads: its size, channels and bit depth."""
+
+    height: int
+    width: int
+    channels: int
+    bit_depth: int
+
+
 @dataclass
 class ImageJob:
-    """One input prepared for denoising or adaptation."""
+    """One input prepared for denoising or adaptation. Its pixels (``image``, and ``noisy`` on the
+    device) are held only between :meth:`load` and :meth:`release`, so that a folder of thousands of
+    images is never in memory at once; ``info`` stays."""
 
     path: Path
-    image: Image
-    noisy: torch.Tensor
+    info: ImageInfo | None = None
+    image: Image | None = None
+    noisy: torch.Tensor | None = None
     sigma_estimate: float | None = None
     """σ estimated from the image ([0, 1] units); None where nothing uses it."""
     sigma_used: float | None = None
     """σ given to noise-map networks ([0, 1] units): the known level, else the estimate."""
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def load(self, device: torch.device) -> ImageJob:
+        """Decode the image (again) onto ``device``; :class:`ImageError` if it changed since it was first read."""
+        if self.noisy is None:
+            image = read_image(self.path)
+            info = ImageInfo(image.height, image.width, image.channels, image.bit_depth)
+            if self.info is not None and info != self.info:
+                raise ImageError(
+                    f"{self.path}: the image changed while the job ran ({self.info} before, {info} now)"
+                )
+            self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
+        return self
+
+    def release(self) -> None:
+        self.image = self.noisy = None
 
 
 class ModelCache:
@@ -53,15 +83,34 @@ class ModelCache:
     def load_for(self, jobs: list[ImageJob]) -> None:
         """Load (and so check) the weights every job needs, before any long work."""
         for job in jobs:
-            self.get(job.image.channels)
+            self.get(job.info.channels)
 
 
-def read_jobs(paths: list[Path], device: torch.device) -> list[ImageJob]:
+def read_jobs(
+    paths: list[Path], device: torch.device, visit: Callable[[ImageJob], None] | None = None
+) -> list[ImageJob]:
+    """A job for each path: every image is decoded now (an unreadable one fails before any long work),
+    handed to ``visit`` while its pixels are held (e.g. to estimate σ), and let go."""
     jobs = []
     for path in paths:
-        image = read_image(path)
-        jobs.append(ImageJob(path=path, image=image, noisy=to_tensor(image.pixels, device)))
+        job = ImageJob(path).load(device)
+        try:
+            if visit is not None:
+                visit(job)
+        finally:
+            job.release()
+        jobs.append(job)
     return jobs
+
+
+@contextlib.contextmanager
+def loaded(jobs: list[ImageJob], device: torch.device) -> Iterator[list[ImageJob]]:
+    """``jobs`` with their pixels held for the duration of the block."""
+    try:
+        yield [job.load(device) for job in jobs]
+    finally:
+        for job in jobs:
+            job.release()
 
 
 def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, estimate: bool) -> None:

@@ -30,10 +30,10 @@ def input_record(job) -> dict[str, Any]:
     return {
         "path": str(job.path),
         "sha256": sha256_file(job.path),
-        "height": job.image.height,
-        "width": job.image.width,
-        "channels": job.image.channels,
-        "bit_depth": job.image.bit_depth,
+        "height": job.info.height,
+        "width": job.info.width,
+        "channels": job.info.channels,
+        "bit_depth": job.info.bit_depth,
     }
 
 

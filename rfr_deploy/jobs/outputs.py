@@ -12,13 +12,13 @@ import torch
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import Image, write_image
 from rfr_deploy.inference import to_pixels
-from rfr_deploy.jobs.inputs import ImageJob
+from rfr_deploy.jobs.inputs import ImageInfo, ImageJob
 
 
 def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) -> Path:
     """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``; returns its path."""
     target = out_dir / output_name(job.path, tag)
-    write_image(target, to_pixels(clean), bit_depth=output_bit_depth(job.image))
+    write_image(target, to_pixels(clean), bit_depth=output_bit_depth(job.info))
     return target
 
 
@@ -38,6 +38,6 @@ def check_distinct_names(named: Iterable[tuple[object, str]], out_dir: str | os.
             raise ConfigError(f"{other} and {source} would both write {Path(out_dir) / name}; rename one")
 
 
-def output_bit_depth(image: Image) -> int:
+def output_bit_depth(image: Image | ImageInfo) -> int:
     """16 for 16-bit and float inputs, else 8."""
     return 16 if image.bit_depth >= 16 else 8

@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from rfr_deploy.errors import ImageError
@@ -27,11 +28,7 @@ def score_against_reference(
 
     Outputs are rounded to the input's bit depth first, as the written files are.
     """
-    reference = read_image(reference_path).pixels
-    if reference.shape != job.image.pixels.shape:
-        raise ImageError(
-            f"{reference_path}: reference is {reference.shape}, the input {job.image.pixels.shape}"
-        )
+    reference = read_reference(reference_path, job)
     pretrained = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble)
     images = {"noisy": job.image.pixels, "pretrained": to_pixels(pretrained), "adapted": to_pixels(adapted)}
     scores: dict[str, Any] = {"reference": str(reference_path)}
@@ -39,6 +36,16 @@ def score_against_reference(
         pixels = quantize(pixels, bit_depth)
         scores[name] = {"psnr": round(psnr(pixels, reference), 4), "ssim": round(ssim(pixels, reference), 5)}
     return scores
+
+
+def read_reference(reference_path: str, job) -> np.ndarray:
+    """The pixels of the clean reference of ``job`` (loaded); :class:`ImageError` where their shape differs."""
+    reference = read_image(reference_path).pixels
+    if reference.shape != job.image.pixels.shape:
+        raise ImageError(
+            f"{reference_path}: reference is {reference.shape}, the input {job.image.pixels.shape}"
+        )
+    return reference
 
 
 def sample_paths() -> tuple[Path, Path]:
