@@ -11,8 +11,12 @@ class Reporter:
     """Progress bars (tqdm) and one-line notes on stderr unless ``quiet``; result lines on stdout
     unless ``results`` is off (``--json``, whose document is then all that stdout holds)."""
 
-    def __init__(self, quiet: bool = False, results: bool = True):
-        self.quiet, self.results = quiet, results
+    def __init__(self, quiet: bool = False, results: bool = True, place: str = ""):
+        self.quiet, self.results, self.place = quiet, results, place
+
+    def within(self, place: str) -> Reporter:
+        """This reporter, its bars labelled with ``place`` (e.g. " [3/1000]": where a run of many stands)."""
+        return Reporter(self.quiet, self.results, place)
 
     def note(self, message: str) -> None:
         """Progress, warnings and anything else that is not a result: stderr."""
@@ -32,7 +36,8 @@ class Reporter:
             return
         from tqdm import tqdm
 
-        with tqdm(total=total, desc=description, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        desc = description + self.place
+        with tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
 
             def update(step: int, loss: float | None = None) -> None:
                 bar.update(step - bar.n)

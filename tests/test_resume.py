@@ -83,6 +83,8 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
         result = command(job)
         assert result.exit_code == 0, result.output
         assert most[0] == 1 and not held  # every image let go; never two at once
+        if command is run:  # each adaptation's bar says where the run stands
+            assert "adapting a.png [1/3]" in result.stderr and "adapting c.png [3/3]" in result.stderr
     assert len(estimated) == 3
     (job / "out" / "b_rfr.png").unlink()  # b is redone; a and c are read (checked) but not estimated again
     assert run(job).exit_code == 0 and [j.path.name for j in estimated[3:]] == ["b.png"]

@@ -103,13 +103,16 @@ def adapt_and_export(
         for exporter in exporters:
             exporter.prepare([(j.info.height, j.info.width) for j in jobs])
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
-    _check_levels([g for g, m in zip(groups, done, strict=True) if m is None], settings, models)
+    todo_groups = [g for g, m in zip(groups, done, strict=True) if m is None]
+    _check_levels(todo_groups, settings, models)
     manifests = []
     for group, manifest in zip(groups, done, strict=True):
         if manifest is None:
+            count = len(todo_groups)
+            place = f" [{todo_groups.index(group) + 1}/{count}]" if count > 1 else ""
             with loaded(group, device):
                 manifest = _run_group(
-                    group, settings, config, models, out_dir, reporter, exporters, fingerprint
+                    group, settings, config, models, out_dir, reporter.within(place), exporters, fingerprint
                 )
         manifests.append(manifest)
     if skipped := sum(len(g) for g, m in zip(groups, done, strict=True) if m is not None):
