@@ -105,11 +105,11 @@ def adapt_and_export(
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     todo_groups = [g for g, m in zip(groups, done, strict=True) if m is None]
     _check_levels(todo_groups, settings, models)
-    manifests = []
+    manifests, started = [], 0
     for group, manifest in zip(groups, done, strict=True):
         if manifest is None:
-            count = len(todo_groups)
-            place = f" [{todo_groups.index(group) + 1}/{count}]" if count > 1 else ""
+            started += 1
+            place = f" [{started}/{len(todo_groups)}]" if len(todo_groups) > 1 else ""
             with loaded(group, device):
                 manifest = _run_group(
                     group, settings, config, models, out_dir, reporter.within(place), exporters, fingerprint

@@ -34,7 +34,7 @@ class ImageInfo:
     bit_depth: int
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
 class ImageJob:
     """One input prepared for denoising or adaptation. Its pixels (``image``, and ``noisy`` on the
     device) are held only between :meth:`load` and :meth:`release`, so that a folder of thousands of
