@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
-from .onnx_export import export_onnx, onnx_metadata
+from .errors import ExportError
+from .onnx_export import OPSETS, export_onnx, onnx_metadata
 from .registry import register_exporter
 
 Precision = Literal["fp32", "fp16"]
@@ -27,6 +28,10 @@ class OnnxSettings:
     """'fp16' computes in float16 inside the graph, with float32 inputs and outputs."""
     opset: int = 18
     """ONNX opset of the graph (17 to 23)."""
+
+    def __post_init__(self) -> None:  # before any adaptation, not when the first graph is exported
+        if self.opset not in OPSETS:
+            raise ExportError(f"ONNX opset {self.opset} is not supported; use {OPSETS[0]} to {OPSETS[-1]}")
 
 
 @register_exporter

@@ -103,6 +103,14 @@ def test_a_reference_of_another_shape_is_one_error_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unsupported_onnx_opset_is_one_error_before_any_work(
+    tmp_path, image_file, weights_file, no_long_work
+):
+    args = ["adapt-and-export", image_file, "--weights", weights_file, "--sigma", 25, "-o", tmp_path / "out"]
+    assert_one_error(invoke(*args, "--format", "onnx", "--opset", 5), "ONNX opset 5 is not supported")
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_weights_are_reported_before_the_sigma_estimate(image_file, tmp_path, no_long_work):
     result = invoke("adapt-and-export", image_file, "--weights", tmp_path / "missing.pth", "-o", tmp_path)
     assert_one_error(result, "weights file not found")
