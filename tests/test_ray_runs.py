@@ -170,3 +170,12 @@ def test_a_killed_worker_leaves_no_partial_file_and_its_image_is_retried(cluster
     assert (tmp_path / "out" / "img0_rfr.png").read_bytes() == (
         tmp_path / "seq" / "img0_rfr.png"
     ).read_bytes()
+
+
+def test_two_inputs_that_would_write_the_same_files_are_refused_before_ray_starts(data, tmp_path):
+    twin = tmp_path / "elsewhere" / "img0.png"
+    twin.parent.mkdir()
+    twin.write_bytes((data / "in" / "img0.png").read_bytes())
+    result = invoke(data, tmp_path / "out", [str(data / "in" / "img0.png"), str(twin)], "--ray", "local")
+    assert result.exit_code == 2 and "would both write" in result.output and str(twin) in result.output
+    assert not (tmp_path / "out").exists()
