@@ -26,13 +26,12 @@ def grey_levels(sigma: float | None, digits: int = 9) -> float | None:
     return None if sigma is None else round(sigma * GREY_LEVELS, digits)
 
 
-def check_levels(levels: dict[str, float | None], low: str = "sigma-low", high: str = "sigma-high") -> None:
+def check_levels(levels: dict[str, float | None]) -> None:
     """:class:`ConfigError` naming the first option of ``levels`` (option name → σ in [0, 1] units, None
-    for unset) outside [0, 1], or ``low`` above ``high`` where both are given."""
+    for unset) outside [0, 1], or ``--sigma-low`` above ``--sigma-high`` where both are given."""
     for option, value in levels.items():
         if value is not None and not 0 <= value <= 1:
             raise ConfigError(f"--{option} must be within [0, 255] grey levels, got {grey_levels(value)}")
-    if levels.get(low) is not None and levels.get(high) is not None and levels[low] > levels[high]:
-        raise ConfigError(
-            f"--{low} {grey_levels(levels[low]):g} is above --{high} {grey_levels(levels[high]):g}"
-        )
+    low, high = levels.get("sigma-low"), levels.get("sigma-high")
+    if low is not None and high is not None and low > high:
+        raise ConfigError(f"--sigma-low {grey_levels(low):g} is above --sigma-high {grey_levels(high):g}")

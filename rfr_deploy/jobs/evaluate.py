@@ -147,11 +147,7 @@ def evaluate(
     with reporter.bar(len(pairs), f"evaluating {dataset.name}") as update:
         for index in range(len(pairs)):
             run = first if index == 0 else prepare(index)
-            if (run.config.steps, run.config.patch, run.config.ema) != (
-                first.config.steps,
-                first.config.patch,
-                first.config.ema,
-            ):
+            if run.budget != first.budget:
                 raise ConfigError(
                     f"the default budget differs between {first.name} and {run.name}: give --steps"
                 )
@@ -203,9 +199,15 @@ class ImageRun:
     estimate: float
     model_sigma: float | None
     config: AdaptConfig
+    started: float
+    """When its preparation began (perf_counter): the image's seconds count from there."""
     noise: torch.nn.Module | None = None
     targets: list[torch.Tensor] | None = None
-    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def budget(self) -> tuple[int | None, int | None, float | None]:
+        """What the default budget resolved to for this image: M, patch side and weight averaging."""
+        return self.config.steps, self.config.patch, self.config.ema
 
 
 def _prepare_image(model, index, noisy_img, clean_img, settings, config, device) -> ImageRun:
@@ -220,9 +222,7 @@ def _prepare_image(model, index, noisy_img, clean_img, settings, config, device)
     estimate = estimate_noise_level(noisy).sigma
     known = true_sigma if settings.sigma_mode == "known" else None
     model_sigma = (known if known is not None else estimate) if model.meta.noise_map else None
-    run = ImageRun(
-        clean_img.name, model, noisy, clean_img.pixels, estimate, model_sigma, config, started=started
-    )
+    run = ImageRun(clean_img.name, model, noisy, clean_img.pixels, estimate, model_sigma, config, started)
     if config.steps == 0:
         return run
     # real pairs have no true σ: "known" falls back to the estimate, as adapt-and-export does

@@ -44,9 +44,8 @@ def plan_groups(inputs: Sequence[Path], settings: Any) -> list[tuple[str, ...]]:
     if settings.reference and (len(inputs) != 1 or settings.per_set):
         raise ConfigError("--reference scores a single input image; give exactly one input without --per-set")
     groups = [tuple(str(p) for p in inputs)] if settings.per_set else [(str(p),) for p in inputs]
-    check_distinct_names(
-        ((g[0], f"{group_stem(g)}.json") for g in groups), settings.output_dir
-    )  # the manifest
+    manifests = ((g[0], f"{group_stem(g)}.json") for g in groups)  # every group's files start with its stem
+    check_distinct_names(manifests, settings.output_dir)
     return groups
 
 
