@@ -45,9 +45,16 @@ class MissingDependencyError(RfrError):
 
 
 class PartialFailure(RfrError):
-    """A run finished, but some of its images failed (each is listed in the run's summary)."""
+    """A run finished, but some of its images failed (each is listed in the run's summary).
+
+    ``results``: what the run returns where it finishes cleanly, the failed groups' records included
+    (e.g. for ``--json``)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results if results is not None else []
 
 
 def first_line(error: object, *, typed: bool = False, limit: int | None = None) -> str:

@@ -23,6 +23,11 @@ class Reporter:
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    def error(self, message: str) -> None:
+        """A failure the run goes on after (e.g. one image of a folder): ``error: message`` on stderr,
+        shown even with ``--quiet``."""
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
     def result(self, message: str) -> None:
         """A result line (scores, files written): stdout, kept by ``--quiet``."""
         if self.results:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import struct
 
@@ -11,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from rfr_deploy.cli import main
-from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.errors import ImageError, MissingDependencyError
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs.resume import completed_manifest, settings_fingerprint
 from rfr_deploy.models.factory import create_model
@@ -88,6 +89,60 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
     assert len(estimated) == 3
     (job / "out" / "b_rfr.png").unlink()  # b is redone; a and c are read (checked) but not estimated again
     assert run(job).exit_code == 0 and [j.path.name for j in estimated[3:]] == ["b.png"]
+
+
+def failing_outputs(monkeypatch, name: str, error: Exception) -> None:
+    """Writing the adapted output of the input ``name`` raises ``error``."""
+    from rfr_deploy.jobs import adapt_export
+
+    real = adapt_export.write_output
+
+    def write_output(out_dir, job, *args):
+        if job.path.name == name:
+            raise error
+        return real(out_dir, job, *args)
+
+    monkeypatch.setattr(adapt_export, "write_output", write_output)
+
+
+def test_an_image_that_fails_mid_run_is_named_and_the_run_goes_on_and_a_rerun_redoes_it(job, monkeypatch):
+    failing_outputs(monkeypatch, "a.png", RuntimeError("the exporter rejected it"))
+    result = run(job, "--json")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert f"error: {job / 'in' / 'a.png'}: RuntimeError: the exporter rejected it" in lines
+    assert lines[-1].startswith("error: 1 of 2 image(s) failed (named above)")
+    failed, done = json.loads(result.stdout)  # --json lists every group, the failed one's record too
+    assert failed["status"] == "failed" and failed["inputs"] == [str(job / "in" / "a.png")]
+    assert done["inputs"][0]["path"].endswith("b.png") and (job / "out" / "b.json").is_file()
+    assert not (job / "out" / "a.json").exists()
+    monkeypatch.undo()
+    again = run(job)
+    assert again.exit_code == 0, again.output
+    assert "skipped 1 image(s)" in again.stderr and (job / "out" / "a.json").is_file()
+
+
+def test_a_full_output_folder_stops_the_run_in_one_line(job, monkeypatch):
+    full = OSError(errno.ENOSPC, "No space left on device", str(job / "out" / "a_rfr.png"))
+    failing_outputs(monkeypatch, "a.png", full)
+    result = run(job)
+    assert result.exit_code == 3
+    assert result.stderr.splitlines()[-1] == f"error: {job / 'out' / 'a_rfr.png'}: No space left on device"
+    assert "b.png" not in result.stderr and "Traceback" not in result.output  # b was never started
+
+
+def test_one_image_that_fails_is_the_run_s_own_error_and_gpu_memory_is_one_line(job, monkeypatch):
+    args = ["adapt-and-export", str(job / "in" / "a.png"), "--weights", str(job / "tiny.safetensors")]
+    args += ["--steps", "1", "-o", str(job / "out"), "--quiet"]
+    failing_outputs(monkeypatch, "a.png", ImageError("a.png: changed during the run"))
+    result = CliRunner().invoke(main, args)
+    assert (result.exit_code, result.stderr) == (2, "error: a.png: changed during the run\n")
+    failing_outputs(
+        monkeypatch, "a.png", torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+    )
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: out of GPU memory (CUDA out of memory. Tried to allocate 2 GiB)")
 
 
 def test_a_changed_input_or_weights_file_is_not_done(job):

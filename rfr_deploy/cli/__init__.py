@@ -12,7 +12,7 @@ import warnings
 
 import click
 
-from rfr_deploy.errors import RfrError
+from rfr_deploy.errors import RfrError, first_line
 from rfr_deploy.version import __version__
 
 
@@ -38,8 +38,19 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except MemoryError:
+            click.echo("error: out of memory; adaptation needs less with a smaller --patch", err=True)
+            sys.exit(3)
+        except OSError as exc:  # the file system refused: e.g. the output folder is full or read-only
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or first_line(exc)}", err=True)
+            sys.exit(3)
+        except RuntimeError as exc:  # torch.OutOfMemoryError: the GPU's memory
+            if type(exc).__name__ != "OutOfMemoryError":
+                raise
             click.echo(
-                "error: out of memory; use a smaller --patch, or --device cpu for large images", err=True
+                f"error: out of GPU memory ({first_line(exc, limit=160)}); adaptation needs less with a "
+                "smaller --patch, and --device cpu uses the host's memory",
+                err=True,
             )
             sys.exit(3)
         except KeyboardInterrupt:

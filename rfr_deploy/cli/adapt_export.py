@@ -24,6 +24,7 @@ from rfr_deploy.cli.options import (
     settings_from,
 )
 from rfr_deploy.cli.ray_options import check_ray_options, ray_options, run_on_ray
+from rfr_deploy.errors import PartialFailure
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.reference import sample_paths
 from rfr_deploy.jobs.settings import JobSettings
@@ -58,7 +59,12 @@ def run(inputs, sample, ray_address, cpus_per_image, gpus_per_image, as_json, qu
             paths, settings, config, exporters, ray_address, cpus_per_image, gpus_per_image, reporter, as_json
         )
         return
-    manifests = adapt_and_export(paths, settings, config, reporter=reporter, exporters=exporters)
+    try:
+        manifests = adapt_and_export(paths, settings, config, reporter=reporter, exporters=exporters)
+    except PartialFailure as failure:  # the manifests, and a record for each group that failed
+        if as_json:
+            emit_json(failure.results)
+        raise
     if as_json:
         emit_json(manifests)
 

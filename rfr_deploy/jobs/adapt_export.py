@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ from torch import nn
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
 from rfr_deploy.devices import resolve_device
-from rfr_deploy.errors import ConfigError, ImageError
+from rfr_deploy.errors import ConfigError, ImageError, PartialFailure
 from rfr_deploy.export_protocol import Exporter, ExportRequest
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
+from rfr_deploy.jobs.failures import failure_record, stops_the_run
 from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
@@ -105,19 +107,46 @@ def adapt_and_export(
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     todo_groups = [g for g, m in zip(groups, done, strict=True) if m is None]
     _check_levels(todo_groups, settings, models)
-    manifests, started = [], 0
+    run = partial(
+        _run_group,
+        settings=settings,
+        config=config,
+        models=models,
+        out_dir=out_dir,
+        exporters=exporters,
+        fingerprint=fingerprint,
+    )
+    results, failed, started = [], 0, 0
     for group, manifest in zip(groups, done, strict=True):
         if manifest is None:
             started += 1
-            place = f" [{started}/{len(todo_groups)}]" if len(todo_groups) > 1 else ""
-            with loaded(group, device):
-                manifest = _run_group(
-                    group, settings, config, models, out_dir, reporter.within(place), exporters, fingerprint
-                )
-        manifests.append(manifest)
+            manifest = _run_isolated(run, group, device, reporter, started, len(todo_groups))
+            failed += len(group) if manifest.get("status") == "failed" else 0
+        results.append(manifest)
     if skipped := sum(len(g) for g, m in zip(groups, done, strict=True) if m is not None):
         reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
-    return manifests
+    if failed:
+        raise PartialFailure(
+            f"{failed} of {len(jobs)} image(s) failed (named above); the others are in {out_dir}. "
+            "The same command again redoes only what failed",
+            results,
+        )
+    return results
+
+
+def _run_isolated(run, group: list[ImageJob], device, reporter: Reporter, number: int, count: int):
+    """``run`` on one group of ``count`` to do (its manifest). Where there are others, a failure is
+    named in one line and the run goes on (its record is returned): :mod:`rfr_deploy.jobs.failures`."""
+    started = time.perf_counter()
+    try:
+        with loaded(group, device):
+            return run(group, reporter=reporter.within(f" [{number}/{count}]" if count > 1 else ""))
+    except Exception as exc:
+        if count == 1 or stops_the_run(exc):
+            raise
+        record = failure_record([str(j.path) for j in group], exc, time.perf_counter() - started)
+    reporter.error(record["error"])
+    return record
 
 
 def _read_inputs(inputs, settings: JobSettings, models: ModelCache, device, todo: set[str]) -> list[ImageJob]:
@@ -166,7 +195,9 @@ def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
     return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
 
 
-def _run_group(group, settings, config, models, out_dir, reporter, exporters, fingerprint) -> dict[str, Any]:
+def _run_group(
+    group, *, settings, config, models, out_dir, reporter, exporters, fingerprint
+) -> dict[str, Any]:
     """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
     ``fingerprint``, the run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`)."""
     started = time.perf_counter()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -119,7 +118,7 @@ class RunProgress:
     def count(self, record: dict[str, Any]) -> None:
         self.counts[record["status"]] += len(record["inputs"])
         if record["status"] == "failed":  # shown even with --quiet: the one line naming the image
-            print(f"error: {record['error']}", file=sys.stderr, flush=True)
+            self.reporter.error(record["error"])
 
     def update(self, record: dict[str, Any]) -> None:
         self.count(record)

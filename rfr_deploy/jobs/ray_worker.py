@@ -29,9 +29,10 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.devices import resolve_device
-from rfr_deploy.errors import RfrError, first_line
+from rfr_deploy.errors import RfrError
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
+from rfr_deploy.jobs.failures import failure_message
 from rfr_deploy.jobs.inputs import ModelCache
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
@@ -96,10 +97,7 @@ def run_group(task: GroupTask) -> dict[str, Any]:
         manifest = publish(staging, out_dir, f"{group_stem(task.paths)}.json")
         record.update(status="done", **_describe(manifests[0], manifest))
     except Exception as exc:  # isolate the group: any failure is reported, the run goes on
-        message = first_line(exc, typed=not isinstance(exc, RfrError))
-        record.update(
-            status="failed", error=message if task.paths[0] in message else f"{task.paths[0]}: {message}"
-        )
+        record.update(status="failed", error=failure_message(task.paths, exc))
     finally:
         if state is not None:
             for exporter in state.exporters:  # e.g. a base engine built in staging now lives in OUT
