@@ -1,6 +1,8 @@
 """The command line, end to end on tiny images and tiny models."""
 
 import json
+import subprocess
+import sys
 
 import click
 import numpy as np
@@ -343,6 +345,28 @@ def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
     assert (
         wrong.exit_code == 2 and "3-channel" in wrong.output and len(wrong.output.strip().splitlines()) == 1
     )
+    assert not (tmp_path / "r2").exists()  # refused before the output folder was made
+
+
+def test_pretrain_refuses_unusable_data_before_any_output_and_a_divergence_is_one_line(
+    tmp_path, smooth_image, monkeypatch
+):
+    from rfr_deploy.jobs import pretrain
+
+    (tmp_path / "empty").mkdir()
+    write_image(tmp_path / "small" / "0.png", smooth_image[:8, :8])
+    for data, message in (("empty", "no images found"), ("small", "no training image of at least 16×16")):
+        result = run("pretrain", tmp_path / data, "-o", tmp_path / "run", "--patch", 16, "--steps", 1)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert "pretraining" not in result.stderr  # no progress bar before the data is checked
+        assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(pretrain.Training, "loss", lambda self, clean: self.model(clean).sum() * float("nan"))
+    args = ["pretrain", tmp_path / "small", "-o", tmp_path / "run", "--patch", 8, "--steps", 1, "-q"]
+    result = run(*args, "--channels", 3)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: training diverged at step 1 (loss nan); lower the learning rate\n",
+    )
 
 
 def test_every_adaptation_setting_is_an_option():
@@ -419,3 +443,16 @@ def test_sample_and_inputs_are_exclusive(image_file):
     assert result.exit_code == 2 and "either INPUTS or --sample" in result.output
     result = CliRunner().invoke(main, ["adapt-and-export"])
     assert result.exit_code == 2 and "--sample" in result.output
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    script = (
+        "import click\nfrom rfr_deploy.cli import main\n"
+        "@main.command('flood')\ndef flood():\n    while True:\n        click.echo('x' * 1000)\n"
+        "main(['flood'])\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)
+    process.stdout.close()  # like `rfr-deploy models | head -1`
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""  # no traceback, no "error: Broken pipe"

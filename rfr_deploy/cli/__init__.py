@@ -7,6 +7,7 @@ printed as one line (``error: ...``) with exit code 2, never as a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -40,6 +41,9 @@ class _Group(click.Group):
         except MemoryError:
             click.echo("error: out of memory; adaptation needs less with a smaller --patch", err=True)
             sys.exit(3)
+        except BrokenPipeError:  # e.g. `rfr-deploy models | head -1`: the reader is gone, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+            sys.exit(141)  # as a process the pipe's signal ended (128 + SIGPIPE)
         except OSError as exc:  # the file system refused: e.g. the output folder is full or read-only
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or first_line(exc)}", err=True)

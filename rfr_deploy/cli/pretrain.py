@@ -5,6 +5,8 @@ Its options are generated from the fields of :class:`~rfr_deploy.jobs.pretrain.P
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from rfr_deploy.cli.options import (
@@ -34,8 +36,15 @@ def command(as_json, quiet, **options):
     """Train MODEL on folders of clean images DATA; resumes from OUT/checkpoint.pt when present."""
     config = settings_from(PretrainConfig, options)
     reporter = reporter_for(quiet, as_json)
-    with reporter.bar(config.steps, f"pretraining {config.model}") as update:
-        final = pretrain(config, progress=lambda step, total, loss: update(step, loss))
+    with contextlib.ExitStack() as stack:
+        bar = []  # opened at the first step: the training images are read and checked before
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if not bar:
+                bar.append(stack.enter_context(reporter.bar(total, f"pretraining {config.model}")))
+            bar[0](step, loss)
+
+        final = pretrain(config, progress=progress)
     if as_json:
         emit_json({"weights": str(final)})
     else:

@@ -173,14 +173,14 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     _check_objective(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     keep_freed_memory_on(device)  # each step's batch of activations reuses the last one's memory
-    run = _start(config, device)
-    step, history = _resume(out / "checkpoint.pt", run, config)
-    if step == 0 and config.init:
+    run = _start(config, device)  # reads the training images: none usable is an error, before OUT is made
+    if config.init:  # weights that do not fit are an error before OUT is made; a checkpoint replaces them
         _warm_start(run.model, config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    step, history = _resume(out / "checkpoint.pt", run, config)
     started = time.perf_counter()
     step = _train(run, config, out, step, history, progress)
     final = out / "final.safetensors"
@@ -239,7 +239,7 @@ def _train(
         step += 1
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise RuntimeError(f"training diverged at step {step} (loss {value}); lower the learning rate")
+            raise ConfigError(f"training diverged at step {step} (loss {value}); lower the learning rate")
         history.append(value)
         if progress is not None:
             progress(step, config.steps, value)
