@@ -138,7 +138,7 @@ def test_usage_errors_are_one_error_line(args):
     [
         (["--sigma-low", 60, "--sigma-high", 10], ["--sigma-low 60 is above --sigma-high 10"]),
         (["--sigma-high", 300], ["--sigma-high must be within [0, 255] grey levels, got 300"]),
-        (["--lr", -1], ["lr must be a positive number"]),
+        (["--lr", -1], ["--lr must be a positive number"]),
     ],
 )
 @pytest.mark.parametrize("command", ["adapt-and-export", "pretrain"])

@@ -286,37 +286,37 @@ class AdaptConfig:
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 0:
-            raise ValueError("steps must be >= 0")
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("lr must be a positive number")
+            raise ValueError(f"lr must be a positive number, got {self.lr:g}")
         if self.batch < 1:
-            raise ValueError("batch must be >= 1")
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.patch is not None and self.patch < 8:
-            raise ValueError("patch must be at least 8 pixels")
+            raise ValueError(f"patch must be at least 8 pixels, got {self.patch}")
         if self.ema is not None and not (0.0 <= self.ema < 1.0):
-            raise ValueError("ema must be in [0, 1)")
+            raise ValueError(f"ema must be in [0, 1), got {self.ema:g}")
         if self.interpolation is not None and not (0.0 < self.interpolation <= 1.5):
-            raise ValueError("interpolation must be in (0, 1.5]")
+            raise ValueError(f"interpolation must be in (0, 1.5], got {self.interpolation:g}")
         if not (self.recorrupted >= 0.0 and math.isfinite(self.recorrupted)):
-            raise ValueError("recorrupted must be a finite number >= 0")
+            raise ValueError(f"recorrupted must be a finite number >= 0, got {self.recorrupted:g}")
         if not (self.sure_loss >= 0.0 and math.isfinite(self.sure_loss)):
-            raise ValueError("sure_loss must be a finite number >= 0")
+            raise ValueError(f"sure_loss must be a finite number >= 0, got {self.sure_loss:g}")
         if self.recorrupted > 0 and self.sure_loss > 0:
             raise ValueError("recorrupted and sure_loss are exclusive: set one of them")
         if not (self.affine_lr > 0 and math.isfinite(self.affine_lr)):
-            raise ValueError("affine_lr must be a positive number")
+            raise ValueError(f"affine_lr must be a positive number, got {self.affine_lr:g}")
         if self.tune not in TUNE_CHOICES:
             raise ValueError(f"tune must be one of {', '.join(TUNE_CHOICES)}, not {self.tune!r}")
         if self.layer_lr not in LAYER_LR_CHOICES:
             raise ValueError(f"layer_lr must be one of {', '.join(LAYER_LR_CHOICES)}, not {self.layer_lr!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
-            raise ValueError("checkpoint_every must be >= 0")
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.rounds < 1:
-            raise ValueError("rounds must be >= 1")
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.fp32_tail < 0:
-            raise ValueError("fp32_tail must be >= 0")
+            raise ValueError(f"fp32_tail must be >= 0, got {self.fp32_tail}")
         if self.refresh_every < 0:
-            raise ValueError("refresh_every must be >= 0")
+            raise ValueError(f"refresh_every must be >= 0, got {self.refresh_every}")
         if self.select not in ("sure", "off"):
             raise ValueError(f"select must be 'sure' or 'off', not {self.select!r}")
         if self.optimizer not in ("adam", "radam"):

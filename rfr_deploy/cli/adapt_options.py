@@ -7,6 +7,7 @@ read from the dataclass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,5 +32,7 @@ def adapt_config(steps: int | None, seed: int, options: Mapping[str, Any]) -> Ad
     """Build the ``AdaptConfig`` from the command's keyword arguments; a bad value is a usage error."""
     try:
         return AdaptConfig(steps=steps, seed=seed, **{name: options[name] for name in ADAPT_OPTION_NAMES})
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    except ValueError as exc:  # the library names fields ("sure_loss"); the user typed options
+        fields = "|".join(sorted((*ADAPT_OPTION_NAMES, "steps"), key=len, reverse=True))
+        message = re.sub(rf"\b({fields})\b", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
+        raise click.UsageError(message) from exc

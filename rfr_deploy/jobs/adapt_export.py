@@ -224,7 +224,8 @@ def _run_group(
     manifest_path = out_dir / f"{run.stem}.json"
     write_manifest(manifest, manifest_path)
     reporter.result(
-        f"{run.label}: {run.config.steps} steps in {run.result.total_seconds:.1f} s"
+        f"{run.label}: {run.config.steps} step{'' if run.config.steps == 1 else 's'}"
+        + f" in {run.result.total_seconds:.1f} s"
         + (
             f", interpolation {run.result.interpolation:g} ({run.result.selected_by.upper()})"
             if run.result.selected_by
