@@ -56,6 +56,17 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """``path`` (given as ``option``) as a file that can be written, checked before any work: its folder
+    as :func:`check_output_dir` checks one."""
+    path = Path(path)
+    try:
+        check_output_dir(path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{option} {path}: {exc}") from exc
+    return path
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -203,3 +203,37 @@ def test_result_lines_go_to_stdout_and_json_keeps_stdout_clean(tmp_path, image_f
     assert plain.exit_code == 0 and "noisy_denoised.png" in plain.stdout and plain.stderr == ""
     as_json = invoke(*common, "--json")
     assert json.loads(as_json.stdout)[0]["output"].endswith("noisy_denoised.png")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", ".", "--markdown", "{blocker}/table.md"],
+        ["bench", "--models", "dncnn", "--output", "{blocker}/bench.md"],
+        ["bench", "--models", "dncnn", "--plot", "{blocker}/bench.png"],
+    ],
+    ids=["eval-markdown", "bench-output", "bench-plot"],
+)
+def test_a_report_file_that_cannot_be_written_is_refused_before_any_work(tmp_path, args, monkeypatch):
+    import rfr_deploy.cli.bench as bench_cli
+    import rfr_deploy.cli.evaluate as eval_cli
+
+    def refuse(*a, **k):
+        raise AssertionError("the evaluation or the bench started")
+
+    monkeypatch.setattr(eval_cli, "evaluate", refuse)
+    monkeypatch.setattr(bench_cli, "run_bench", refuse)
+    (tmp_path / "blocker").write_text("a file where the report's folder should be")
+    result = invoke(*[a.format(blocker=tmp_path / "blocker") for a in args])
+    assert_one_error(result, args[-2], "blocker is a file")
+
+
+def test_a_plot_without_matplotlib_is_refused_before_the_bench(tmp_path, monkeypatch):
+    import sys
+
+    import rfr_deploy.cli.bench as bench_cli
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    monkeypatch.setattr(bench_cli, "run_bench", lambda *a, **k: pytest.fail("the bench started"))
+    result = invoke("bench", "--models", "dncnn", "--plot", tmp_path / "bench.png")
+    assert_one_error(result, "matplotlib", "rfr-deploy[plot]")

@@ -19,8 +19,10 @@ from rfr_deploy.cli.options import (
     reporter_for,
     settings_from,
 )
+from rfr_deploy.files import check_output_file
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.settings import JobSettings
+from rfr_deploy.optional import import_optional
 
 B = BenchSettings
 
@@ -61,6 +63,11 @@ def command(models, sizes, plot, output, as_json, quiet, **options):
     CPU: eager, channels-last, and bf16 convolutions where the CPU has native bf16. Each mode is
     also shown as GFLOP/s and as a fraction of the conv rate measured in the same run. Random weights of each model's full-size configuration.
     """
+    for path, option in ((output, "--output"), (plot, "--plot")):
+        if path:
+            check_output_file(path, option)
+    if plot:
+        import_optional("matplotlib", "plot", "plot benchmark results")  # missing: say so before timing
     names = tuple(m.strip().lower() for m in models.split(",") if m.strip())
     settings = settings_from(BenchSettings, {**options, "models": names, "sizes": _parse_sizes(sizes)})
     report = run_bench(settings, reporter_for(quiet, as_json), run_job=run_adapt_and_export)

@@ -21,7 +21,7 @@ from rfr_deploy.cli.options import (
     reporter_for,
     settings_from,
 )
-from rfr_deploy.files import atomic_write
+from rfr_deploy.files import atomic_write, check_output_file
 from rfr_deploy.jobs.evaluate import DEFAULT_BUDGET, EvalSettings, evaluate
 
 E = EvalSettings
@@ -51,6 +51,8 @@ E = EvalSettings
 def command(dataset, steps_text, markdown, as_json, quiet, **options):
     """Score the pre-trained and adapted network on DATASET (a folder of clean images, or pairs)."""
     steps = parse_steps(steps_text)
+    if markdown:
+        check_output_file(markdown, "--markdown")
     settings = settings_from(EvalSettings, {**options, "steps": steps})
     config = adapt_config(None if DEFAULT_BUDGET in steps else max(steps), settings.seed, options)
     report = evaluate(dataset, settings, config, reporter=reporter_for(quiet, as_json))
