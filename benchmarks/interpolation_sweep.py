@@ -48,25 +48,34 @@ from rfr_deploy.noise.level import estimate_noise_level
 
 
 def sweep_image(
-    model, index: int, pixels: np.ndarray, sigma: float, config: AdaptConfig, candidates: tuple[float, ...]
+    model,
+    index: int,
+    pixels: np.ndarray,
+    sigma: float,
+    config: AdaptConfig,
+    candidates: tuple[float, ...],
+    adapt_at: str = "true",
 ) -> dict:
+    """``adapt_at``: the level of the synthetic noise, the true σ or the estimate σ̂ (what adapt-and-export
+    does when no --sigma is given)."""
     clean = to_tensor(pixels)
     noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
-    result = adapt(model, noisy, GaussianNoise(sigma / 255), dataclasses.replace(config, seed=index))
+    level = estimate_noise_level(noisy)
+    noise = GaussianNoise(sigma / 255) if adapt_at == "true" else GaussianNoise(level.sigma, estimated=True)
+    result = adapt(model, noisy, noise, dataclasses.replace(config, seed=index))
 
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)
 
-    level = estimate_noise_level(noisy)
     draws = draw_probes([noisy], index, probe_count([noisy]))
     levels = (sigma / 255, level.sigma, level.low, level.high)
     terms = {a: sure_terms(build(a), noisy, None, draws[0], sigmas=levels) for a in candidates}
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in candidates}
     # the selection rules the library uses, all on the same terms (none is scored again)
+    scorers = _scorers(noisy, levels, draws)
     choices = {
-        name: choose_interpolation(build, scorer, candidates, known=terms)
-        for name, scorer in _scorers(noisy, levels, draws).items()
+        name: choose_interpolation(build, scorer, candidates, known=terms) for name, scorer in scorers.items()
     }
     picks = {name: c.interpolation for name, c in choices.items()}
     return {
@@ -74,6 +83,10 @@ def sweep_image(
         "sure_db": choices["sure"].estimates,
         "picked": picks["sure"],
         "picks": picks,
+        "gains": {  # each rule's estimate of each α's improvement over α = 0 (its worst end)
+            name: {a: scorer.worst_gain(terms[candidates[0]], terms[a]) for a in candidates}
+            for name, scorer in scorers.items()
+        },
         "sigma_hat": [round(v * 255, 3) for v in levels[1:]],
         "terms": {a: {"residual": t.residual, "divergence": t.divergence} for a, t in terms.items()},
     }
@@ -86,6 +99,7 @@ def _scorers(noisy, levels: tuple[float, float, float, float], draws) -> dict[st
     return {
         "sure": SureScorer([noisy], known, None, 0, draws=draws),
         "sure_hat": SureScorer([noisy], hat, None, 0, draws=draws),
+        "sure_low": SureScorer([noisy], low, None, 0, draws=draws),
         "sure_range": SureScorer([noisy], (low, high), None, 0, draws=draws),
         "gcv": GcvScorer([noisy], (low, high), None, 0, draws=draws),
     }
@@ -111,6 +125,12 @@ def parse_args() -> argparse.Namespace:
         default="",
         help="AdaptConfig fields that differ from the CLI defaults, e.g. 'recorrupted=0.5'",
     )
+    parser.add_argument(
+        "--adapt-sigma",
+        choices=("true", "estimate"),
+        default="true",
+        help="level of the synthetic noise: the true σ, or the estimate σ̂ (adapt-and-export without --sigma)",
+    )
     parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
     return parser.parse_args()
 
@@ -126,6 +146,11 @@ def summarise(rows: dict, candidates: tuple[float, ...]) -> dict[str, dict[str, 
     policies["SURE at the estimate σ̂"] = lambda r: r["picks"]["sure_hat"]
     policies["SURE over σ̂'s range (worst end)"] = lambda r: r["picks"]["sure_range"]
     policies["GCV (no σ)"] = lambda r: r["picks"]["gcv"]
+    guards = {"SURE at σ̂": "sure_hat", "SURE at σ̂'s low end": "sure_low", "GCV": "gcv", "SURE at σ": "sure"}
+    for label, rule in guards.items():  # a fixed quarter step, or none where the rule says it loses
+        policies[f"α = 0.25 unless {label} says it loses"] = lambda r, g=rule: (
+            0.25 if r["gains"][g][0.25] > 0 else 0.0
+        )
     policies["oracle α (best true PSNR)"] = lambda r: max(r["psnr"], key=r["psnr"].get)
     return {
         name: {"mean_gain_db": statistics.fmean(gains(p)), "worst_gain_db": min(gains(p))}
@@ -139,7 +164,9 @@ def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[fl
         f"# {name}",
         "",
         f"{args.dataset}, first {len(rows)} images, {crop_words(args.crop)[1]}, weights `{args.weights}`, "
-        f"σ = {args.sigma:g}, M = {args.steps}, Adam lr {args.lr:g}"
+        f"σ = {args.sigma:g}"
+        + (" (the network adapted at the estimate σ̂)" if args.adapt_sigma == "estimate" else "")
+        + f", M = {args.steps}, Adam lr {args.lr:g}"
         + (f", {args.adapt}" if args.adapt else "")
         + f" (defaults otherwise); {payload['environment']['device']}, "
         f"torch {payload['environment']['torch']}; {payload['wall_seconds']:.0f} s.",
@@ -173,7 +200,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = {}
     for index, name, pixels, model in crops_with_networks(args):
-        rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates)
+        rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates, args.adapt_sigma)
         print(name, rows[name]["picks"], flush=True)
     payload = {
         "protocol": vars(args),

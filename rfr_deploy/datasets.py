@@ -39,9 +39,22 @@ def load_folder(
     return out
 
 
-def load_pairs(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[NamedImage, NamedImage]]:
-    """Noisy/clean pairs from ``folder/noisy`` and ``folder/gt`` (or ``clean``), matched by sorted order
-    after removing the ``NOISY_``/``GT_`` style prefixes."""
+@dataclass(frozen=True)
+class ImageSource:
+    """Where one image of a dataset comes from: the clean file and, in a set of real-noise pairs, its noisy
+    file. Read with :func:`read_source` when its turn comes, so that a set is never held whole."""
+
+    name: str
+    clean: Path
+    noisy: Path | None = None
+
+
+def dataset_sources(folder: str | os.PathLike, pairs: bool, limit: int | None = None) -> list[ImageSource]:
+    """The images of ``folder``: clean images (sorted by name), or with ``pairs`` noisy/clean pairs from
+    ``folder/noisy`` and ``folder/gt`` (or ``clean``), matched by name after removing the
+    ``NOISY_``/``GT_`` style prefixes and suffixes (natural order)."""
+    if not pairs:
+        return [ImageSource(p.stem, p) for p in image_files(folder)[:limit]]
     folder = Path(folder)
     noisy_dir = folder / "noisy"
     clean_dir = next((folder / n for n in ("gt", "clean", "GT") if (folder / n).is_dir()), None)
@@ -52,13 +65,23 @@ def load_pairs(folder: str | os.PathLike, limit: int | None = None) -> list[tupl
     keys = sorted(set(noisy) & set(clean), key=_natural)
     if not keys:
         raise ImageError(f"{folder}: no matching noisy/clean file names")
-    pairs = []
-    for key in keys[:limit]:
-        n, c = read_image(noisy[key]).pixels, read_image(clean[key]).pixels
-        if n.shape != c.shape:
-            raise ImageError(f"{noisy[key]}: shape {n.shape} differs from its clean image {c.shape}")
-        pairs.append((NamedImage(key, n), NamedImage(key, c)))
-    return pairs
+    return [ImageSource(key, clean[key], noisy[key]) for key in keys[:limit]]
+
+
+def read_source(source: ImageSource) -> tuple[NamedImage | None, NamedImage]:
+    """The (noisy, clean) images of ``source``; noisy is None for a clean image alone."""
+    clean = read_image(source.clean).pixels
+    if source.noisy is None:
+        return None, NamedImage(source.name, clean)
+    noisy = read_image(source.noisy).pixels
+    if noisy.shape != clean.shape:
+        raise ImageError(f"{source.noisy}: shape {noisy.shape} differs from its clean image {clean.shape}")
+    return NamedImage(source.name, noisy), NamedImage(source.name, clean)
+
+
+def load_pairs(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[NamedImage, NamedImage]]:
+    """Every noisy/clean pair of ``folder`` (:func:`dataset_sources`), read now."""
+    return [read_source(s) for s in dataset_sources(folder, pairs=True, limit=limit)]
 
 
 def convert_channels(pixels: np.ndarray, channels: int) -> np.ndarray:

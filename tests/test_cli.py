@@ -215,6 +215,43 @@ def test_eval_scores_adapt_and_exports_own_budget_by_default(
     )
 
 
+def test_eval_reads_every_image_before_adapting_and_holds_one_at_a_time(
+    tmp_path, smooth_image, weights_file, monkeypatch
+):
+    import weakref
+
+    from rfr_deploy.jobs import evaluate
+
+    data = tmp_path / "set"
+    for i in range(3):
+        write_image(data / f"{i}.png", np.roll(smooth_image, 3 * i, axis=1))
+    (data / "3.png").write_bytes(b"not a png")  # the last one: found before any adaptation
+    monkeypatch.setattr(evaluate, "adapt", lambda *a, **k: pytest.fail("adaptation started"))
+    result = run("eval", data, "--weights", weights_file, "--steps", "0,1", "-q")
+    assert result.exit_code == 2 and "3.png" in result.stderr
+    (data / "3.png").unlink()
+    monkeypatch.undo()
+    read, score = evaluate.read_source, evaluate._score_image
+    decoded, most = [], [0]
+
+    def tracked_read(source):
+        images = read(source)
+        decoded.append(weakref.ref(images[1].pixels))
+        return images
+
+    def tracked_score(image_run, *args):
+        most[0] = max(most[0], sum(ref() is not None for ref in decoded))
+        return score(image_run, *args)
+
+    monkeypatch.setattr(evaluate, "read_source", tracked_read)
+    monkeypatch.setattr(evaluate, "_score_image", tracked_score)
+    result = run("eval", data, "--weights", weights_file, "--steps", "0,1", "--crop", 16, "-q")
+    assert result.exit_code == 0, result.output
+    assert len(decoded) == 6 and most[0] == 0  # each read twice; whole images let go once cropped
+    result = run("eval", data, "--weights", weights_file, "--steps", "0,1", "-q")
+    assert result.exit_code == 0 and most[0] == 1  # uncropped: the image being scored, no other
+
+
 @pytest.mark.parametrize("steps", ["", "0,ten", "-1,default", "0,1.5"])
 def test_eval_refuses_malformed_steps(tmp_path, smooth_image, steps):
     write_image(tmp_path / "set" / "a.png", smooth_image)

@@ -21,7 +21,7 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import StepInfo, adapt
-from rfr_deploy.datasets import NamedImage, load_folder, load_pairs
+from rfr_deploy.datasets import ImageSource, NamedImage, dataset_sources, read_source
 from rfr_deploy.devices import describe_environment, resolve_device
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import quantize
@@ -126,13 +126,15 @@ def evaluate(
     dataset = Path(dataset)
     models: dict[int, torch.nn.Module] = {}
     started = time.perf_counter()
-    pairs = _load(dataset, settings)
+    sources = dataset_sources(dataset, settings.pairs, settings.limit)
+    for source in sources:  # every image decoded once before any long work, one at a time
+        _read(source, settings)
     checkpoints = sorted({m for m in settings.steps if m != DEFAULT_BUDGET} | {0})
     budget = None if DEFAULT_BUDGET in settings.steps else checkpoints[-1]
     config = dataclasses.replace(config, steps=budget)
 
     def prepare(index: int) -> ImageRun:
-        noisy_img, clean_img = pairs[index]
+        noisy_img, clean_img = _read(sources[index], settings)
         channels = clean_img.pixels.shape[2]
         if channels not in models:
             models[channels] = create_model(
@@ -140,21 +142,22 @@ def evaluate(
             ).eval()
         return _prepare_image(models[channels], index, noisy_img, clean_img, settings, config, device)
 
-    first = prepare(0)  # the default budget is known before any long work: check the M asked for
-    if beyond := [m for m in checkpoints if m > first.config.steps]:
-        raise ConfigError(f"--steps {beyond[0]} is beyond the default budget of {first.config.steps} updates")
+    first: ImageRun | None = prepare(0)  # the default budget is known before any long work
+    resolved, budget, first_name = first.config, first.budget, first.name
+    if beyond := [m for m in checkpoints if m > resolved.steps]:
+        raise ConfigError(f"--steps {beyond[0]} is beyond the default budget of {resolved.steps} updates")
     scores = []
-    with reporter.bar(len(pairs), f"evaluating {dataset.name}") as update:
-        for index in range(len(pairs)):
-            run = first if index == 0 else prepare(index)
-            if run.budget != first.budget:
+    with reporter.bar(len(sources), f"evaluating {dataset.name}") as update:
+        for index in range(len(sources)):
+            run, first = first or prepare(index), None  # one image held at a time
+            if run.budget != budget:
                 raise ConfigError(
-                    f"the default budget differs between {first.name} and {run.name}: give --steps"
+                    f"the default budget differs between {first_name} and {run.name}: give --steps"
                 )
             scores.append(_score_image(run, settings, checkpoints))
+            del run  # let the image go before the next one is read
             update(index + 1, None)
     kinds = sorted({resolve_noise_kind(settings.noise, m.meta.noise) for m in models.values()})
-    resolved = first.config
     return EvalReport(
         dataset=str(dataset),
         settings={
@@ -172,19 +175,17 @@ def evaluate(
     )
 
 
-def _load(dataset: Path, settings: EvalSettings) -> list[tuple[NamedImage | None, NamedImage]]:
-    if settings.pairs:
-        return [
-            (
-                NamedImage(n.name, center_crop(n.pixels, settings.crop)),
-                NamedImage(c.name, center_crop(c.pixels, settings.crop)),
-            )
-            for n, c in load_pairs(dataset, limit=settings.limit)
-        ]
-    return [
-        (None, NamedImage(c.name, center_crop(c.pixels, settings.crop)))
-        for c in load_folder(dataset, limit=settings.limit)
-    ]
+def _read(source: ImageSource, settings: EvalSettings) -> tuple[NamedImage | None, NamedImage]:
+    """The (noisy, clean) images of ``source``, cropped as ``settings`` asks (a copy: the whole image is
+    let go)."""
+
+    def cropped(image: NamedImage | None) -> NamedImage | None:
+        if image is None:
+            return None
+        return NamedImage(image.name, np.ascontiguousarray(center_crop(image.pixels, settings.crop)))
+
+    noisy, clean = read_source(source)
+    return cropped(noisy), cropped(clean)
 
 
 @dataclass
