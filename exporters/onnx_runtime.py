@@ -133,10 +133,7 @@ class OnnxDenoiser:
             array = array[:, :, None]
         if array.ndim != 3:
             raise ImageError(f"expected an H×W×C image, got an array of shape {array.shape}")
-        if self.channels and array.shape[2] != self.channels:
-            raise ImageError(
-                f"this model takes {self.channels}-channel images, got {array.shape[2]} channel(s)"
-            )
+        self.check_channels(array.shape[2])
         batch = np.ascontiguousarray(array.transpose(2, 0, 1)[None])
         sigma_vector = self._sigma_vector(sigma)
         h, w = array.shape[:2]
@@ -152,6 +149,15 @@ class OnnxDenoiser:
                 self.pad_multiple,
             )
         return np.ascontiguousarray(out[0].transpose(1, 2, 0))
+
+    def check_channels(self, channels: int, where: str = "") -> None:
+        """An :class:`ImageError` (prefixed with ``where``, e.g. the image's path) for an image of
+        ``channels`` channels that this model does not take."""
+        if self.channels and channels != self.channels:
+            raise ImageError(
+                f"{where}{': ' if where else ''}this model takes {self.channels}-channel images, "
+                f"got {channels} channel(s)"
+            )
 
     def run(self, batch: np.ndarray, sigma: np.ndarray | None = None) -> np.ndarray:
         """One forward pass: ``N×C×H×W`` float32 → ``N×C×H×W`` float32 (``sigma``: N values of σ/255)."""

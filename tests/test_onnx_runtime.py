@@ -142,6 +142,25 @@ def test_infer_refuses_a_tile_too_small_for_its_overlap_before_any_image(tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "bad, problem",
+    [("gray", "this model takes 3-channel images, got 1"), ("corrupt", "not an image file")],
+)
+def test_infer_checks_every_image_of_a_folder_before_the_first_is_denoised(tmp_path, image, bad, problem):
+    _, path = exported(tmp_path, "dncnn")  # a colour network
+    write_image(tmp_path / "in" / "a.png", image)
+    culprit = tmp_path / "in" / "b.png"
+    if bad == "gray":
+        write_image(culprit, image[:, :, :1])
+    else:
+        culprit.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["infer", str(path), str(tmp_path / "in"), "-o", str(out)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {culprit}: {problem}")
+    assert not out.exists()  # a.png, first in the folder, was not denoised
+
+
 def test_infer_refuses_two_images_that_would_write_the_same_file(tmp_path, image):
     _, path = exported(tmp_path, "dncnn")
     png = write_image(tmp_path / "in" / "a.png", image)

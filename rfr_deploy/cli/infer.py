@@ -15,6 +15,8 @@ from rfr_deploy.cli.options import (
     reporter_for,
     sigma_from_grey_levels,
 )
+from rfr_deploy.files import check_output_dir
+from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import tile_core
 from rfr_deploy.jobs.outputs import check_distinct_names, output_name
 from rfr_deploy.units import grey_levels
@@ -51,7 +53,6 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
     execution provider is used: TensorRT, CUDA (onnxruntime-gpu), else CPU.
     """
     from exporters.onnx_runtime import OnnxDenoiser
-    from rfr_deploy.images import read_image, write_image
 
     reporter = reporter_for(quiet, as_json)
     runner = OnnxDenoiser(model)
@@ -62,28 +63,31 @@ def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
     out_dir = Path(output_dir)
     paths = existing_paths(inputs)
     check_distinct_names(((p, output_name(p, "onnx")) for p in paths), out_dir)
-    records = []
-    for path in paths:
-        image = read_image(path)
-        started = time.perf_counter()
-        clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap)
-        seconds = time.perf_counter() - started
-        target = out_dir / output_name(path, "onnx")
-        write_image(target, clean, bit_depth=16 if image.bit_depth >= 16 else 8)
-        used_tile = tile or runner.tile_for(image.height, image.width)
-        records.append(
-            {
-                "input": str(path),
-                "output": str(target),
-                "model": str(model),
-                "providers": runner.providers,
-                "sigma": grey_levels(sigma if sigma is not None else runner.default_sigma)
-                if runner.noise_map
-                else None,
-                "tile": used_tile,
-                "seconds": round(seconds, 4),
-            }
-        )
-        reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
+    check_output_dir(out_dir)
+    for path in paths:  # every input decoded and checked before the first is denoised, one at a time
+        runner.check_channels(read_image(path).pixels.shape[2], str(path))
+    records = [_infer_one(runner, path, out_dir, sigma, tile, overlap, reporter) for path in paths]
     if as_json:
         emit_json(records)
+
+
+def _infer_one(runner, path: Path, out_dir: Path, sigma, tile, overlap, reporter) -> dict:
+    """Denoise ``path`` and write ``<stem>_onnx.png``; returns its record."""
+    image = read_image(path)
+    started = time.perf_counter()
+    clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap)
+    seconds = time.perf_counter() - started
+    target = out_dir / output_name(path, "onnx")
+    write_image(target, clean, bit_depth=16 if image.bit_depth >= 16 else 8)
+    reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
+    return {
+        "input": str(path),
+        "output": str(target),
+        "model": str(runner.path),
+        "providers": runner.providers,
+        "sigma": grey_levels(sigma if sigma is not None else runner.default_sigma)
+        if runner.noise_map
+        else None,
+        "tile": tile or runner.tile_for(image.height, image.width),
+        "seconds": round(seconds, 4),
+    }
