@@ -124,13 +124,17 @@ def test_bad_images_give_one_line_errors(tmp_path, weights_file, content, messag
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_gray_image_with_color_weights_is_a_clear_error(tmp_path, smooth_image, weights_file):
-    path = write_image(tmp_path / "gray.png", smooth_image[:, :, :1])
-    result = CliRunner().invoke(
-        main, ["denoise", str(path), "--weights", str(weights_file), "-o", str(tmp_path)]
-    )
-    assert result.exit_code == 2
-    assert "weights are for 3-channel images, but the input has 1" in result.output
+@pytest.mark.parametrize("command", ["denoise", "adapt-and-export"])
+def test_gray_image_with_color_weights_is_a_clear_error_naming_the_image(
+    tmp_path, smooth_image, weights_file, command
+):
+    write_image(tmp_path / "in" / "a.png", smooth_image)
+    path = write_image(tmp_path / "in" / "gray.png", smooth_image[:, :, :1])
+    args = [command, str(tmp_path / "in"), "--weights", str(weights_file), "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, [*args, "--sigma", "25"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert f"weights are for 3-channel images, but the input has 1 channel(s): {path}" in result.output
+    assert not (tmp_path / "out").exists()  # a.png, first in the folder, was not processed
 
 
 def test_mismatched_weights_give_one_line_errors(tmp_path, image_file):

@@ -161,7 +161,7 @@ def _read_inputs(inputs, settings: JobSettings, models: ModelCache, device, todo
         if settings.reference:  # one input only (plan_groups): its reference must fit before it adapts
             read_reference(settings.reference, job)
         if str(job.path) in todo:
-            model = models.get(job.info.channels)
+            model = models.get(job.info.channels, job.path)
             kind = resolve_noise_kind(settings.noise, model.meta.noise)
             set_sigma_levels([job], settings.sigma, estimate=_uses_estimate(settings, model, kind))
 

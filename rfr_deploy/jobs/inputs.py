@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfr_deploy.errors import ImageError
+from rfr_deploy.errors import ImageError, WeightsError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
@@ -73,17 +73,24 @@ class ModelCache:
         self.model, self.weights, self.device = model, weights, device
         self._models: dict[int, nn.Module] = {}
 
-    def get(self, channels: int) -> nn.Module:
+    def get(self, channels: int, image: Path | None = None) -> nn.Module:
+        """The network for images of ``channels`` channels, loaded on first use; weights that do not fit
+        such images are a :class:`WeightsError` that names ``image``, the input that needs them."""
         if channels not in self._models:
             weights = self.weights or "default"
-            model = create_model(self.model, weights=weights, channels=channels, device=self.device)
+            try:
+                model = create_model(self.model, weights=weights, channels=channels, device=self.device)
+            except WeightsError as exc:
+                if image is None:
+                    raise
+                raise WeightsError(f"{exc}: {image}") from exc
             self._models[channels] = model.eval()
         return self._models[channels]
 
     def load_for(self, jobs: list[ImageJob]) -> None:
         """Load (and so check) the weights every job needs, before any long work."""
         for job in jobs:
-            self.get(job.info.channels)
+            self.get(job.info.channels, job.path)
 
 
 def read_jobs(
