@@ -84,6 +84,7 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
         result = command(job)
         assert result.exit_code == 0, result.output
         assert most[0] == 1 and not held  # every image let go; never two at once
+        assert "checking 3 inputs" in result.stderr  # the pass before any work shows its progress
         if command is run:  # each adaptation's bar says where the run stands
             assert "adapting a.png [1/3]" in result.stderr and "adapting c.png [3/3]" in result.stderr
     assert len(estimated) == 3

@@ -100,7 +100,7 @@ def adapt_and_export(
     done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
     todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
     models = models or ModelCache(settings.model, settings.weights, device)
-    jobs = _read_inputs(inputs, settings, models, device, todo)
+    jobs = _read_inputs(inputs, settings, models, device, todo, reporter)
     if not prepared:
         for exporter in exporters:
             exporter.prepare([(j.info.height, j.info.width) for j in jobs])
@@ -149,7 +149,9 @@ def _run_isolated(run, group: list[ImageJob], device, reporter: Reporter, number
     return record
 
 
-def _read_inputs(inputs, settings: JobSettings, models: ModelCache, device, todo: set[str]) -> list[ImageJob]:
+def _read_inputs(
+    inputs, settings: JobSettings, models: ModelCache, device, todo: set[str], reporter: Reporter
+) -> list[ImageJob]:
     """Every input read once, before any long work (one image held at a time); the weights and σ (known,
     or estimated where anything uses the estimate) of the inputs ``todo``, those of groups not done yet."""
     channels: set[int] = set()
@@ -165,7 +167,7 @@ def _read_inputs(inputs, settings: JobSettings, models: ModelCache, device, todo
             kind = resolve_noise_kind(settings.noise, model.meta.noise)
             set_sigma_levels([job], settings.sigma, estimate=_uses_estimate(settings, model, kind))
 
-    return read_jobs(inputs, device, visit)
+    return read_jobs(inputs, device, visit, reporter)
 
 
 def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:

@@ -29,7 +29,7 @@ def denoise_files(
     out_dir = check_output_dir(settings.output_dir)
     check_distinct_names(((p, output_name(p, "denoised")) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
-    jobs = read_jobs(inputs, device)
+    jobs = read_jobs(inputs, device, reporter=reporter)
     models = ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)
     records = []

@@ -22,6 +22,7 @@ from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.progress import QUIET, Reporter
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,25 @@ class ModelCache:
 
 
 def read_jobs(
-    paths: list[Path], device: torch.device, visit: Callable[[ImageJob], None] | None = None
+    paths: list[Path],
+    device: torch.device,
+    visit: Callable[[ImageJob], None] | None = None,
+    reporter: Reporter = QUIET,
 ) -> list[ImageJob]:
     """A job for each path: every image is decoded now (an unreadable one fails before any long work),
-    handed to ``visit`` while its pixels are held (e.g. to estimate σ), and let go."""
+    handed to ``visit`` while its pixels are held (e.g. to estimate σ), and let go. A folder's pass
+    shows a progress bar."""
     jobs = []
-    for path in paths:
-        job = ImageJob(path).load(device)
-        try:
-            if visit is not None:
-                visit(job)
-        finally:
-            job.release()
-        jobs.append(job)
+    with reporter.bar(len(paths) if len(paths) > 1 else 0, f"checking {len(paths)} inputs") as update:
+        for path in paths:
+            job = ImageJob(path).load(device)
+            try:
+                if visit is not None:
+                    visit(job)
+            finally:
+                job.release()
+            jobs.append(job)
+            update(len(jobs), None)
     return jobs
 
 
