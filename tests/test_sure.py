@@ -10,6 +10,7 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.scoring import GcvScorer, assumed_level, make_scorer
 from rfr_deploy.adaptation.sure import (
+    CANDIDATES,
     SureScorer,
     choose_interpolation,
     draw_probes,
@@ -173,7 +174,50 @@ def test_probe_count_grows_as_images_shrink():
     assert probe_count([torch.zeros(1, 3, 1024, 1024)]) == 2
 
 
-def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncnn, pair):
+def test_the_level_a_wiener_like_denoiser_implies_is_the_noise_level():
+    from rfr_deploy.adaptation.residual_level import residual_level
+
+    sigma = 0.08
+    flat = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
+    draws = draw_probes([flat], 0, 4)
+    # a 3×3 box blur on a flat image: divergence 1/9 and residual σ²(1 − 1/9) per value
+    assert residual_level(Blur(1.0), [flat], draws, sigma) == pytest.approx(sigma, rel=0.03)
+    assert residual_level(Blur(0.0), [flat], draws, sigma) is None  # the identity: divergence 1
+    dark = (0.02 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    assert residual_level(Blur(1.0), [dark], draws, sigma) is None  # every value within 2σ of 0: clipped
+
+
+def test_gray_images_with_an_estimated_level_are_scored_at_the_blind_network_s_own_level():
+    from rfr_deploy.adaptation.residual_level import RANGE, residual_level
+
+    sigma = 0.08
+    gray = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
+    estimated = GaussianNoise(0.09, estimated=True)  # the weak-texture estimate, 12 % high
+    scorer = make_scorer(estimated, [gray], [gray], None, 0, pretrained=Blur(1.0))
+    level = residual_level(Blur(1.0), [gray], scorer.draws, 0.09)
+    assert type(scorer) is SureScorer and (scorer.low, scorer.high) == (
+        level * (1 - RANGE),
+        level * (1 + RANGE),
+    )
+    assert scorer.low < sigma < scorer.high
+    assert (
+        make_scorer(estimated, [gray], [gray], 0.09, 0, pretrained=Blur(1.0)) is None
+    )  # a noise-map network
+    assert make_scorer(estimated, [gray], [gray], None, 0) is None  # no network: the fixed quarter step
+
+
+def test_adapt_scores_a_gray_image_with_an_estimated_level_at_the_pretrained_network_s_level(smooth_image):
+    from rfr_deploy.models.factory import create_model
+
+    model = create_model("dncnn", weights="default", channels=1)  # the packaged blind gray network
+    gray = _noisy(to_tensor(smooth_image[:, :, :1]), 25 / 255, 4)
+    result = adapt(model, gray, GaussianNoise(27 / 255, estimated=True), AdaptConfig(steps=2, lr=1e-3))
+    assert result.selected_by == "sure" and set(result.sure_db) == set(CANDIDATES)
+
+
+def test_gray_images_with_an_estimated_level_and_no_level_of_their_own_take_a_fixed_quarter_step(
+    tiny_dncnn, pair
+):
     from rfr_deploy.adaptation.config import ESTIMATED_GRAY_INTERPOLATION
     from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 
@@ -187,7 +231,8 @@ def test_gray_images_with_an_estimated_level_take_a_fixed_quarter_step(tiny_dncn
     assert gaussian_level(estimated, [gray]) is None
     assert gaussian_level(GaussianNoise(20 / 255), [gray]) is not None
 
-    model = tiny_dncnn(1)
+    model = tiny_dncnn(1)  # random weights: its residual implies no level (divergence above 1)
+    assert make_scorer(estimated, [gray], [gray], None, 0, pretrained=model) is None
     result = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3))
     assert result.interpolation == ESTIMATED_GRAY_INTERPOLATION and not result.sure_db
     full = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, select="off", interpolation=1.0))

@@ -7,8 +7,10 @@
   (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
   (almost) every such image at its pre-trained result; GCV chose what SURE at the true σ chose on half of
   them and gained on five of six (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
-- Estimated σ on gray images: none, a fixed quarter step (:func:`gray_with_estimated_level`); gray
-  images with a random σ: SURE over the range below the estimate.
+- Estimated σ on gray images: SURE over ±1 % around the level the pre-trained blind network's own
+  residual implies (:mod:`rfr_deploy.adaptation.residual_level`); with a noise-map network, none (a
+  fixed quarter step, :func:`gray_with_estimated_level`). Gray images with a random σ: SURE over the
+  range below the estimate.
 - Camera noise aimed at the pre-trained network's residual (its unknown level read from Y − f(Y):
   :func:`~rfr_deploy.noise.base.aims_at_residual`): SURE with probes coloured like that residual
   (:class:`~rfr_deploy.adaptation.coloured_sure.ColouredSureScorer`), which may only step back from the
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
+from rfr_deploy.adaptation.residual_level import residual_level_scorer
 from rfr_deploy.adaptation.sure import SureScorer, SureTerms
 from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
@@ -60,14 +63,20 @@ def make_scorer(
     pseudo_clean: Sequence[torch.Tensor],
     model_sigma: float | None,
     seed: int,
+    pretrained: nn.Module | None = None,
 ) -> SureScorer | None:
     """The scorer for a run on ``images`` with ``noise`` (see the module docstring), its probes drawn from
     ``seed``; None where the fixed interpolation applies. ``pseudo_clean`` (the pre-trained network's
-    outputs) gives the residual that colours the probes for noise that is not white Gaussian."""
-    if gaussian_level_of(noise) is None:
+    outputs) gives the residual that colours the probes for noise that is not white Gaussian;
+    ``pretrained`` (the network itself) the level of gray images with an estimated σ."""
+    declared = gaussian_level_of(noise)
+    if declared is None:
         if not aims_at_residual(noise):
             return None
         return ColouredSureScorer.create(images, pseudo_clean, model_sigma, seed)
+    if gray_with_estimated_level(noise, images):
+        blind = pretrained if model_sigma is None else None
+        return residual_level_scorer(blind, images, declared.sigma, seed)
     found = assumed_level(noise, images)
     if found is None:
         return None
@@ -111,7 +120,8 @@ def assumed_level(
 
 
 def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
-    """Gray images adapted with a σ estimated from them: neither SURE's nor GCV's choice is trusted there.
+    """Gray images adapted with a σ estimated from them: SURE at the weak-texture estimate's range is not
+    trusted there, nor GCV (a blind network's own level is: :mod:`rfr_deploy.adaptation.residual_level`).
 
     With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
     at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed

@@ -73,6 +73,7 @@ def sure_terms(
     epsilon: float = 1e-3,
     sigmas: Sequence[float] = (),
     clipping: bool = True,
+    where: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> SureTerms:
     """The data terms of SURE: mean squared residual ‖Y − h(Y)‖²/n and divergence per value.
 
@@ -86,13 +87,20 @@ def sure_terms(
     negative on photographs with a few percent of saturated values. The terms then average over the
     unsaturated values only (:func:`unsaturated`), and Stein's identity on the truncated range adds
     its boundary term (:func:`clipping_correction`); the result estimates the error on those values,
-    which stands for the whole image (benchmarks/results/sure_clipping_*).
+    which stands for the whole image (benchmarks/results/sure_clipping_*). ``where`` replaces that
+    choice: the values to average over, from the input and the output (e.g. away from 0 and 1,
+    :mod:`rfr_deploy.adaptation.residual_level`).
     """
     if not probes:
         probes = (torch.randn_like(noisy),)
-    keep = unsaturated(noisy) if clipping else torch.ones_like(noisy, dtype=torch.bool)
-    count = int(keep.sum())
     out = denoise(model, noisy, sigma=model_sigma)
+    if where is not None:
+        keep = where(noisy, out)
+    else:
+        keep = unsaturated(noisy) if clipping else torch.ones_like(noisy, dtype=torch.bool)
+    count = int(keep.sum())
+    if count == 0:  # ``where`` kept no value: nothing to average
+        return SureTerms(0.0, 0.0, 0, {s: 0.0 for s in sigmas})
     divergence = 0.0
     for b in probes:
         b = b * keep  # a probe on the kept values only: the same expectation, less variance
