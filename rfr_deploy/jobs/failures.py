@@ -3,8 +3,8 @@
 Both ways of running a folder isolate failures: the sequential job (:mod:`rfr_deploy.jobs.adapt_export`)
 and the Ray driver (:mod:`rfr_deploy.jobs.distributed`). Inputs are checked before any long work, so
 what fails here is what the checks cannot foresee: memory for one large image, an exporter that rejects
-one network, a file changed during the run. A full or read-only output folder stops the run instead:
-every later group would fail the same way.
+one network, a file changed during the run. In the sequential job a full or read-only output folder
+stops the run instead (:func:`stops_the_run`): every later group would fail the same way.
 """
 
 from __future__ import annotations
