@@ -6,7 +6,9 @@ patch-covariance eigenvalue rule on all patches (Chen et al. 2015, ``iterations=
 same rule on weak-texture patches (``rfr_deploy.noise.level.estimate_sigma``, the default). With
 ``--denoiser`` (weights under ../shared/weights) also the rule on the patches where that network's
 output is flattest (``estimate_sigma_on_flat``) and the smaller of that and the weak-texture one
-(the level stop 29 tried for SURE on gray images with an unknown σ, then withdrew).
+(the level stop 29 tried for SURE on gray images with an unknown σ, then withdrew), and the level that
+network's own residual and divergence imply (``rfr_deploy.adaptation.residual_level``, what SURE
+assumes for gray images with an unknown σ since stop 42; ``--crop 0``: whole images).
 
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12 --file-like
@@ -23,6 +25,8 @@ import time
 import torch
 from common import environment, write_results
 
+from rfr_deploy.adaptation.residual_level import residual_level
+from rfr_deploy.adaptation.sure import draw_probes, probe_count
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
@@ -81,7 +85,9 @@ def to_markdown(name: str, args, payload: dict, estimators: dict) -> str:
     lines = [
         f"# {name}",
         "",
-        f"First {args.limit} images per set, central {args.crop}² crops, Gaussian noise {noise}, seed 0; "
+        f"First {args.limit} images per set, "
+        + (f"central {args.crop}² crops" if args.crop else "whole images")
+        + f", Gaussian noise {noise}, seed 0; "
         f"torch {env['torch']}, {env['device']}; {payload['wall_seconds']:.0f} s."
         + (f" Denoiser for the flat-patch rule: `{args.denoiser}`." if args.denoiser else ""),
         "",
@@ -103,15 +109,25 @@ def to_markdown(name: str, args, payload: dict, estimators: dict) -> str:
     return "\n".join(lines)
 
 
+def own_level(weights: str, noisy: torch.Tensor) -> float:
+    """The level the network ``weights``' residual and divergence imply on ``noisy``, with the probes
+    adapt-and-export draws (seed 0); 0 where it implies none."""
+    draws = draw_probes([noisy], 0, probe_count([noisy]))
+    level = residual_level(_network(weights, noisy.shape[1]), [noisy], draws, estimate_sigma(noisy))
+    return level or 0.0
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
     estimators = ESTIMATORS | (GUIDED if args.denoiser else {})
+    if args.denoiser:
+        estimators["network's own level (stop 42)"] = lambda y, d: own_level(args.denoiser, y)
     started = time.perf_counter()
     rows = []
     for dataset in args.datasets.split(","):
         clean = [
-            to_tensor(center_crop(item.pixels, args.crop))
+            to_tensor(center_crop(item.pixels, args.crop or None))
             for item in load_folder(shared_path("data", "test", dataset), limit=args.limit)
         ]
         for sigma in (float(s) for s in args.sigmas.split(",")):

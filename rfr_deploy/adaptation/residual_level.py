@@ -6,9 +6,10 @@ pre-trained network alone with the SURE probes (:func:`~rfr_deploy.adaptation.su
 Only values whose denoised level lies more than :data:`MARGIN` rough estimates from 0 and 1 count:
 clipping truncates the noise near them.
 
-On the first 12 whole Set12 and 20 whole BSD68 images, σ = 15, 25, 50, with unclipped and with
-clipped and quantised noise, its mean absolute error was 0.8–2.5 %; the weak-texture estimate's
-(:func:`~rfr_deploy.noise.level.estimate_noise_level`) was 0.9–10 %. SURE's choice of the
+On the first 12 whole Set12 and BSD68 images, σ = 15, 25, 50, with unclipped and with clipped and
+quantised noise, its mean absolute error was 0.7–2.3 %; the all-patch estimate's
+(:func:`~rfr_deploy.noise.level.estimate_noise_level` on gray images, the level the network trains
+at) was 0.9–10.8 % (benchmarks/results/noise_level_accuracy_whole_gray_own*.md). SURE's choice of the
 interpolation moves by a tenth of a dB for a few percent of σ: with this level and a ±1 % range
 it kept 0.078 of SURE-at-the-true-σ's 0.096 dB on Set12 and lost on no image, where the fixed quarter
 step kept 0.063 and lost 0.069 on one (benchmarks/README.md, "Gray images with an unknown σ").

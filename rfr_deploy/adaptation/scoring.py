@@ -120,7 +120,7 @@ def assumed_level(
 
 
 def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
-    """Gray images adapted with a σ estimated from them: SURE at the weak-texture estimate's range is not
+    """Gray images adapted with a σ estimated from them: SURE at the all-patch estimate's range is not
     trusted there, nor GCV (a blind network's own level is: :mod:`rfr_deploy.adaptation.residual_level`).
 
     With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
