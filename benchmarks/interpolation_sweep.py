@@ -29,6 +29,7 @@ from common import (
 
 from rfr_deploy.adaptation.blending import interpolated
 from rfr_deploy.adaptation.config import GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.adaptation.implied_level import implied_level, tolerance_band
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.scoring import GcvScorer
 from rfr_deploy.adaptation.sure import (
@@ -46,6 +47,12 @@ from rfr_deploy.metrics import psnr
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.noise.level import estimate_noise_level
 
+ADAPTED_AT = {
+    "true": "",
+    "estimate": " (the network adapted at the estimate σ̂)",
+    "own": " (the network adapted at the level its own residual implies)",
+}
+
 
 def sweep_image(
     model,
@@ -56,20 +63,23 @@ def sweep_image(
     candidates: tuple[float, ...],
     adapt_at: str = "true",
 ) -> dict:
-    """``adapt_at``: the level of the synthetic noise, the true σ or the estimate σ̂ (what adapt-and-export
-    does when no --sigma is given)."""
+    """``adapt_at``: the level of the synthetic noise: the true σ, the estimate σ̂ (what adapt-and-export
+    does when no --sigma is given), or the level the pre-trained network's own residual implies
+    (:func:`~rfr_deploy.adaptation.implied_level.implied_level`)."""
     clean = to_tensor(pixels)
     noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
     level = estimate_noise_level(noisy)
-    noise = GaussianNoise(sigma / 255) if adapt_at == "true" else GaussianNoise(level.sigma, estimated=True)
+    draws = draw_probes([noisy], index, probe_count([noisy]))
+    own = implied_level(model, [noisy], draws, level.sigma) or level.sigma
+    at = {"true": sigma / 255, "estimate": level.sigma, "own": own}[adapt_at]
+    noise = GaussianNoise(at, estimated=adapt_at != "true")
     result = adapt(model, noisy, noise, dataclasses.replace(config, seed=index))
 
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)
 
-    draws = draw_probes([noisy], index, probe_count([noisy]))
-    levels = (sigma / 255, level.sigma, level.low, level.high)
+    levels = (sigma / 255, level.sigma, level.low, level.high, *tolerance_band(own))
     terms = {a: sure_terms(build(a), noisy, None, draws[0], sigmas=levels) for a in candidates}
     true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in candidates}
     # the selection rules the library uses, all on the same terms (none is scored again)
@@ -87,20 +97,23 @@ def sweep_image(
             name: {a: scorer.worst_gain(terms[candidates[0]], terms[a]) for a in candidates}
             for name, scorer in scorers.items()
         },
-        "sigma_hat": [round(v * 255, 3) for v in levels[1:]],
+        "sigma_hat": [round(v * 255, 3) for v in levels[1:4]],
+        "own_level": round(own * 255, 3),
         "terms": {a: {"residual": t.residual, "divergence": t.divergence} for a, t in terms.items()},
     }
 
 
-def _scorers(noisy, levels: tuple[float, float, float, float], draws) -> dict[str, SureScorer]:
+def _scorers(noisy, levels: tuple[float, ...], draws) -> dict[str, SureScorer]:
     """One scorer per selection rule: SURE at the true σ, at the estimate σ̂, over the estimator's range
-    (worst end), and generalised cross-validation (no σ)."""
-    known, hat, low, high = levels
+    (worst end), over ±1 % around the network's own level (the rule for gray images with σ estimated),
+    and generalised cross-validation (no σ)."""
+    known, hat, low, high, own_low, own_high = levels
     return {
         "sure": SureScorer([noisy], known, None, 0, draws=draws),
         "sure_hat": SureScorer([noisy], hat, None, 0, draws=draws),
         "sure_low": SureScorer([noisy], low, None, 0, draws=draws),
         "sure_range": SureScorer([noisy], (low, high), None, 0, draws=draws),
+        "sure_own": SureScorer([noisy], (own_low, own_high), None, 0, draws=draws),
         "gcv": GcvScorer([noisy], (low, high), None, 0, draws=draws),
     }
 
@@ -127,9 +140,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--adapt-sigma",
-        choices=("true", "estimate"),
+        choices=("true", "estimate", "own"),
         default="true",
-        help="level of the synthetic noise: the true σ, or the estimate σ̂ (adapt-and-export without --sigma)",
+        help="level of the synthetic noise: the true σ, the estimate σ̂ (adapt-and-export without --sigma), "
+        "or the level the pre-trained network's residual implies",
     )
     parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
     return parser.parse_args()
@@ -145,6 +159,9 @@ def summarise(rows: dict, candidates: tuple[float, ...]) -> dict[str, dict[str, 
     policies["SURE-selected α (--select sure)"] = lambda r: r["picked"]
     policies["SURE at the estimate σ̂"] = lambda r: r["picks"]["sure_hat"]
     policies["SURE over σ̂'s range (worst end)"] = lambda r: r["picks"]["sure_range"]
+    policies["SURE over ±1 % around the network's own level (gray, σ estimated)"] = lambda r: r["picks"][
+        "sure_own"
+    ]
     policies["GCV (no σ)"] = lambda r: r["picks"]["gcv"]
     guards = {"SURE at σ̂": "sure_hat", "SURE at σ̂'s low end": "sure_low", "GCV": "gcv", "SURE at σ": "sure"}
     for label, rule in guards.items():  # a fixed quarter step, or none where the rule says it loses
@@ -165,7 +182,7 @@ def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[fl
         "",
         f"{args.dataset}, first {len(rows)} images, {crop_words(args.crop)[1]}, weights `{args.weights}`, "
         f"σ = {args.sigma:g}"
-        + (" (the network adapted at the estimate σ̂)" if args.adapt_sigma == "estimate" else "")
+        + ADAPTED_AT[args.adapt_sigma]
         + f", M = {args.steps}, Adam lr {args.lr:g}"
         + (f", {args.adapt}" if args.adapt else "")
         + f" (defaults otherwise); {payload['environment']['device']}, "
@@ -177,10 +194,13 @@ def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[fl
         "|---|---:|---:|",
         *(f"| {n} | {s['mean_gain_db']:+.3f} | {s['worst_gain_db']:+.3f} |" for n, s in summary.items()),
         "",
-        "| image | σ̂ | picked α: SURE, σ̂ range, GCV | " + " | ".join(f"α={a:g}" for a in candidates) + " |",
-        "|---" * (len(candidates) + 3) + "|",
+        "| image | σ̂ | own level | picked α: SURE, σ̂ range, own level, GCV | "
+        + " | ".join(f"α={a:g}" for a in candidates)
+        + " |",
+        "|---" * (len(candidates) + 4) + "|",
         *(
-            f"| {n} | {r['sigma_hat'][0]:.2f} | {r['picked']:g}, {r['picks']['sure_range']:g}, {r['picks']['gcv']:g} | "
+            f"| {n} | {r['sigma_hat'][0]:.2f} | {r['own_level']:.2f} | {r['picked']:g}, "
+            f"{r['picks']['sure_range']:g}, {r['picks']['sure_own']:g}, {r['picks']['gcv']:g} | "
             + " | ".join(
                 f"{r['psnr'][a] - r['psnr'][0.0]:+.3f} (SURE {r['sure_db'][a] - r['sure_db'][0.0]:+.3f})"
                 for a in candidates

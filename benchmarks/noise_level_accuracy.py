@@ -7,7 +7,7 @@ same rule on weak-texture patches (``rfr_deploy.noise.level.estimate_sigma``, th
 ``--denoiser`` (weights under ../shared/weights) also the rule on the patches where that network's
 output is flattest (``estimate_sigma_on_flat``) and the smaller of that and the weak-texture one
 (the level stop 29 tried for SURE on gray images with an unknown σ, then withdrew), and the level that
-network's own residual and divergence imply (``rfr_deploy.adaptation.residual_level``, what SURE
+network's own residual and divergence imply (``rfr_deploy.adaptation.implied_level``, what SURE
 assumes for gray images with an unknown σ since stop 42; ``--crop 0``: whole images).
 
     python benchmarks/noise_level_accuracy.py --crop 256 --limit 12
@@ -25,7 +25,7 @@ import time
 import torch
 from common import environment, write_results
 
-from rfr_deploy.adaptation.residual_level import residual_level
+from rfr_deploy.adaptation.implied_level import implied_level
 from rfr_deploy.adaptation.sure import draw_probes, probe_count
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.inference import to_tensor
@@ -113,7 +113,7 @@ def own_level(weights: str, noisy: torch.Tensor) -> float:
     """The level the network ``weights``' residual and divergence imply on ``noisy``, with the probes
     adapt-and-export draws (seed 0); 0 where it implies none."""
     draws = draw_probes([noisy], 0, probe_count([noisy]))
-    level = residual_level(_network(weights, noisy.shape[1]), [noisy], draws, estimate_sigma(noisy))
+    level = implied_level(_network(weights, noisy.shape[1]), [noisy], draws, estimate_sigma(noisy))
     return level or 0.0
 
 

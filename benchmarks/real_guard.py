@@ -34,12 +34,13 @@ from rfr_deploy.datasets import load_pairs
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import center_crop
-from rfr_deploy.jobs.noise_aim import residual_aim
+from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.camera import ENV_VAR
 from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.shared import shared_path
 from rfr_deploy.units import grey_levels
 
@@ -49,13 +50,15 @@ FIXED = 0.5
 def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int, camera_level: str) -> dict:
     noisy = to_tensor(noisy_pixels)
     level = estimate_noise_level(noisy)
-    aim, targets = level.sigma, None  # the white-noise estimate the job used before stop 24
-    if camera_level == "residual":  # the job's rule now, with its pseudo-clean targets
-        residual = residual_aim("camera", None, "estimate", model, [noisy], None, False, ["pair"])
-        aim, targets = residual.levels[0], residual.targets
-    noise = build_noise("camera", None, "estimate", [aim], bit_depth=8)  # as adapt-and-export does
-    origin = [p.detach().clone() for p in model.parameters()]
     config = AdaptConfig(steps=steps, select="off", interpolation=1.0, seed=index)
+    if camera_level == "residual":  # the job's rule now, with its pseudo-clean targets
+        settings = NoiseSettings(None, "estimate", (level.sigma,))
+        aimed = aim_noise("camera", settings, model, [noisy], None, config, ["pair"], bit_depth=8)
+        aim, targets, noise = aimed.levels["residual_levels"][0], aimed.targets, aimed.noise
+    else:  # the white-noise estimate the job used before stop 24
+        aim, targets = level.sigma, None
+        noise = build_noise("camera", None, "estimate", [aim], bit_depth=8)
+    origin = [p.detach().clone() for p in model.parameters()]
     result = adapt(model, noisy, noise, config, targets=targets)
 
     def build(alpha: float):

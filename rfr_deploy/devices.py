@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -25,6 +26,28 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"unknown device '{name}' (use auto, cpu or cuda)") from exc
+
+
+def threads_field() -> Any:
+    """The ``threads`` field of a settings dataclass, and so the ``--threads`` option generated from it
+    (:func:`use_threads` applies it)."""
+    return dataclasses.field(
+        default=None,
+        metadata={
+            "min": 1,
+            "help": "CPU threads for PyTorch [default: one per core]. Fewer leave cores to other work; more "
+            "threads than free cores can make the work many times slower.",
+        },
+    )
+
+
+def use_threads(threads: int | None) -> None:
+    """Run PyTorch's CPU work on ``threads`` threads; None keeps its default (one per core). Fewer leave
+    cores to other work: more threads than free cores can make an update many times slower."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
 
 def bf16_supported(device: torch.device) -> bool:

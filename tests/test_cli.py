@@ -7,6 +7,7 @@ import sys
 import click
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from rfr_deploy.cli import main
@@ -156,6 +157,22 @@ def test_unknown_export_format_is_rejected(image_file, weights_file):
     assert result.exit_code == 2 and "unknown export format" in result.output
 
 
+def test_threads_sets_pytorch_s_cpu_threads_for_the_run(tmp_path, image_file, weights_file):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = tmp_path / "o"
+        result = run(
+            "adapt-and-export", image_file, "--weights", weights_file, "--steps", 1, "--threads", 1, "-o", out
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "noisy.json").read_text())["torch"]["threads"] == 1
+        result = run("denoise", image_file, "--weights", weights_file, "--threads", 0, "-o", tmp_path / "d")
+        assert result.exit_code == 2 and "--threads" in result.output and not (tmp_path / "d").exists()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file):
     data = tmp_path / "set"
     for i in range(2):
@@ -182,6 +199,7 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
     assert set(report["mean"]) == {"0", "2", "3"} and len(report["images"]) == 2
     assert report["adapt"]["interpolation"] == 0.25 and report["adapt"]["warmup"] == 1
     assert report["images"][0]["noisy_psnr"] < 25
+    assert all(i["noise_sigma"] == 25 for i in report["images"])  # the known level adaptation drew at
     assert report["environment"]["torch"] and report["wall_seconds"] > 0
     table = (tmp_path / "t.md").read_text()
     assert "| **mean** |" in table and "interpolation=0.25" in table and "σ = 25" in table

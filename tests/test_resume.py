@@ -163,6 +163,7 @@ def test_a_changed_input_or_weights_file_is_not_done(job):
         settings_fingerprint(JobSettings(weights=settings.weights, output_dir="elsewhere"), config) == first
     )
     assert settings_fingerprint(settings, AdaptConfig(keep_memory=False)) == first  # same files either way
+    assert settings_fingerprint(JobSettings(weights=settings.weights, threads=1), config) == first
     assert settings_fingerprint(settings, AdaptConfig(lr=2e-5)) != first
     model = create_model("dncnn", weights=None, channels=3, depth=2, features=8)
     save_weights(job / "tiny.safetensors", model.net, model.meta)  # same path, other weights
@@ -197,4 +198,6 @@ def test_ray_resources_need_ray_and_ray_takes_an_address(job):
     assert result.exit_code == 2 and "--cpus-per-image and --gpus-per-image need --ray" in result.output
     result = run(job, "--ray", str(job / "in"))
     assert result.exit_code == 2 and "--ray takes 'local' or a cluster address" in result.output
+    result = run(job, "--ray", "local", "--threads", "2")
+    assert result.exit_code == 2 and "with --ray, --cpus-per-image sets each task's threads" in result.output
     assert not (job / "out").exists()

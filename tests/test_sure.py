@@ -175,35 +175,47 @@ def test_probe_count_grows_as_images_shrink():
 
 
 def test_the_level_a_wiener_like_denoiser_implies_is_the_noise_level():
-    from rfr_deploy.adaptation.residual_level import residual_level
+    from rfr_deploy.adaptation.implied_level import implied_level
 
     sigma = 0.08
     flat = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
     draws = draw_probes([flat], 0, 4)
     # a 3×3 box blur on a flat image: divergence 1/9 and residual σ²(1 − 1/9) per value
-    assert residual_level(Blur(1.0), [flat], draws, sigma) == pytest.approx(sigma, rel=0.03)
-    assert residual_level(Blur(0.0), [flat], draws, sigma) is None  # the identity: divergence 1
+    assert implied_level(Blur(1.0), [flat], draws, sigma) == pytest.approx(sigma, rel=0.03)
+    assert implied_level(Blur(0.0), [flat], draws, sigma) is None  # the identity: divergence 1
     dark = (0.02 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
-    assert residual_level(Blur(1.0), [dark], draws, sigma) is None  # every value within 2σ of 0: clipped
+    assert implied_level(Blur(1.0), [dark], draws, sigma) is None  # every value within 2σ of 0: clipped
 
 
 def test_gray_images_with_an_estimated_level_are_scored_at_the_blind_network_s_own_level():
-    from rfr_deploy.adaptation.residual_level import RANGE, residual_level
+    from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_level
 
     sigma = 0.08
     gray = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
     estimated = GaussianNoise(0.09, estimated=True)  # the weak-texture estimate, 12 % high
     scorer = make_scorer(estimated, [gray], [gray], None, 0, pretrained=Blur(1.0))
-    level = residual_level(Blur(1.0), [gray], scorer.draws, 0.09)
+    level = implied_level(Blur(1.0), [gray], scorer.draws, 0.09)
     assert type(scorer) is SureScorer and (scorer.low, scorer.high) == (
-        level * (1 - RANGE),
-        level * (1 + RANGE),
+        level * (1 - TOLERANCE),
+        level * (1 + TOLERANCE),
     )
     assert scorer.low < sigma < scorer.high
     assert (
         make_scorer(estimated, [gray], [gray], 0.09, 0, pretrained=Blur(1.0)) is None
     )  # a noise-map network
     assert make_scorer(estimated, [gray], [gray], None, 0) is None  # no network: the fixed quarter step
+
+
+def test_a_level_with_a_known_tolerance_is_scored_over_that_band_alone():
+    from rfr_deploy.noise.base import QuantizedNoise
+
+    gray = 0.5 + 0.08 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    implied = GaussianNoise(0.08, tolerance=0.01)  # what a job aims gray images at
+    assert implied.gaussian_level().estimated
+    for noise in (implied, QuantizedNoise(implied)):
+        scorer = make_scorer(noise, [gray], [gray], None, 0)  # no network: nothing is computed again
+        assert type(scorer) is SureScorer
+        assert (scorer.low, scorer.high) == pytest.approx((0.08 * 0.99, 0.08 * 1.01))
 
 
 def test_adapt_scores_a_gray_image_with_an_estimated_level_at_the_pretrained_network_s_level(smooth_image):

@@ -7,8 +7,11 @@
   (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
   (almost) every such image at its pre-trained result; GCV chose what SURE at the true σ chose on half of
   them and gained on five of six (benchmarks/results/interpolation_sweep_*_p64_gcv.md).
-- Estimated σ on gray images: SURE over ±1 % around the level the pre-trained blind network's own
-  residual implies (:mod:`rfr_deploy.adaptation.residual_level`); with a noise-map network, none (a
+- An estimated σ whose error is known to be small (:attr:`~rfr_deploy.noise.base.GaussianLevel.tolerance`:
+  the level a blind network implies, which jobs train gray images at, :mod:`rfr_deploy.jobs.noise_aim`):
+  SURE over that band.
+- Other estimated σ on gray images: SURE over ±1 % around the level the pre-trained blind network's own
+  residual implies (:mod:`rfr_deploy.adaptation.implied_level`); with a noise-map network, none (a
   fixed quarter step, :func:`gray_with_estimated_level`). Gray images with a random σ: SURE over the
   range below the estimate.
 - Camera noise aimed at the pre-trained network's residual (its unknown level read from Y − f(Y):
@@ -32,7 +35,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
-from rfr_deploy.adaptation.residual_level import residual_level_scorer
+from rfr_deploy.adaptation.implied_level import implied_level_scorer, tolerance_band
 from rfr_deploy.adaptation.sure import SureScorer, SureTerms
 from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
@@ -74,9 +77,11 @@ def make_scorer(
         if not aims_at_residual(noise):
             return None
         return ColouredSureScorer.create(images, pseudo_clean, model_sigma, seed)
+    if declared.sigma is not None and declared.tolerance is not None:
+        return SureScorer(images, tolerance_band(declared.sigma, declared.tolerance), model_sigma, seed)
     if gray_with_estimated_level(noise, images):
         blind = pretrained if model_sigma is None else None
-        return residual_level_scorer(blind, images, declared.sigma, seed)
+        return implied_level_scorer(blind, images, declared.sigma, seed)
     found = assumed_level(noise, images)
     if found is None:
         return None
@@ -121,7 +126,7 @@ def assumed_level(
 
 def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
     """Gray images adapted with a σ estimated from them: SURE at the all-patch estimate's range is not
-    trusted there, nor GCV (a blind network's own level is: :mod:`rfr_deploy.adaptation.residual_level`).
+    trusted there, nor GCV (a blind network's own level is: :mod:`rfr_deploy.adaptation.implied_level`).
 
     With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
     at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed

@@ -89,7 +89,7 @@ def sure_terms(
     its boundary term (:func:`clipping_correction`); the result estimates the error on those values,
     which stands for the whole image (benchmarks/results/sure_clipping_*). ``where`` replaces that
     choice: the values to average over, from the input and the output (e.g. away from 0 and 1,
-    :mod:`rfr_deploy.adaptation.residual_level`).
+    :mod:`rfr_deploy.adaptation.implied_level`).
     """
     if not probes:
         probes = (torch.randn_like(noisy),)

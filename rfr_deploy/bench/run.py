@@ -51,6 +51,7 @@ from rfr_deploy.devices import (
     describe_environment,
     resolve_device,
     synchronize,
+    use_threads,
 )
 from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.heap import keep_freed_memory_on
@@ -75,8 +76,7 @@ def run_bench(
     for name in settings.models:
         get_entry(name)  # an unknown name fails here, before any timing
     device = resolve_device(settings.device)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    use_threads(settings.threads)
     keep_freed_memory_on(device, settings.keep_memory)
     environment = describe_environment(device)
     reporter.note(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rfr_deploy.devices import threads_field
 from rfr_deploy.errors import ConfigError
 
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
@@ -68,8 +69,8 @@ class BenchSettings:
     )
     """On the CPU, keep freed memory in the process from the start of the run (:mod:`rfr_deploy.heap`),
     as ``adapt`` does by default: every mode, limit and job is timed without re-faulting its tensors."""
-    threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads (default: torch's)."})
-    """CPU threads (torch.set_num_threads); None keeps torch's default."""
+    threads: int | None = threads_field()
+    """CPU threads (:func:`rfr_deploy.devices.use_threads`); None keeps torch's default."""
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ def run(inputs, sample, ray_address, cpus_per_image, gpus_per_image, as_json, qu
         raise click.UsageError(
             "give one or more INPUTS (files or folders), or --sample for the bundled demo image"
         )
-    check_ray_options(ray_address, cpus_per_image, gpus_per_image)
+    check_ray_options(ray_address, cpus_per_image, gpus_per_image, options["threads"])
     config = adapt_config(options["steps"], options["seed"], options)
     settings = settings_from(JobSettings, options)
     exporters = exporters_from(options)
@@ -82,6 +82,7 @@ OPTIONS = (
     field_options(AdaptConfig, "seed"),
     adapt_options,
     device_option,
+    field_options(J, "threads"),
     export_options,
     field_options(J, "per_set", "output_dir"),
     ray_options,

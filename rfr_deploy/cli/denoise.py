@@ -13,6 +13,7 @@ from rfr_deploy.cli.options import (
     emit_json,
     existing_paths,
     field_option,
+    field_options,
     model_options,
     output_options,
     reporter_for,
@@ -31,6 +32,7 @@ J = JobSettings
 @click.option("--ensemble", is_flag=True, help="Average the 8 flips/rotations (×8 compute).")
 @field_option(J, "output_dir", help="Where to write results.")
 @device_option
+@field_options(J, "threads")
 @output_options
 def command(inputs, ensemble, as_json, quiet, **options):
     """Denoise INPUTS (files or folders) with the pre-trained network."""

@@ -44,6 +44,7 @@ E = EvalSettings
 @adapt_options
 @field_options(E, "output_ensemble", "score_ensemble", "seed")
 @device_option
+@field_options(E, "threads")
 @click.option(
     "--markdown", type=click.Path(dir_okay=False), default=None, help="Also write the table to this file."
 )

@@ -40,10 +40,14 @@ def ray_options(f: Callable) -> Callable:
 
 
 def check_ray_options(
-    ray_address: str | None, cpus_per_image: int | None, gpus_per_image: float | None
+    ray_address: str | None, cpus_per_image: int | None, gpus_per_image: float | None, threads: int | None
 ) -> None:
     if ray_address is None and (cpus_per_image is not None or gpus_per_image is not None):
         raise click.UsageError("--cpus-per-image and --gpus-per-image need --ray")
+    if ray_address is not None and threads is not None:
+        raise click.UsageError(
+            "--threads is for a run on this machine; with --ray, --cpus-per-image sets each task's threads"
+        )
     if ray_address not in (None, "local", "auto") and Path(ray_address).exists():
         raise click.UsageError(f"--ray takes 'local' or a cluster address, not the path {ray_address!r}")
 

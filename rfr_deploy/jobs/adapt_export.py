@@ -21,7 +21,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
-from rfr_deploy.devices import resolve_device
+from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.errors import ConfigError, ImageError, PartialFailure
 from rfr_deploy.export_protocol import Exporter, ExportRequest
 from rfr_deploy.files import check_output_dir
@@ -46,13 +46,14 @@ from rfr_deploy.jobs.manifest import (
     timings,
     write_manifest,
 )
-from rfr_deploy.jobs.noise_aim import residual_aim
+from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.jobs.outputs import output_bit_depth, write_output
 from rfr_deploy.jobs.reference import read_reference, score_against_reference
 from rfr_deploy.jobs.resume import completed_manifest, group_stem, plan_groups, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.build import build_noise, resolve_noise_kind
+from rfr_deploy.noise.build import resolve_noise_kind
+from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
@@ -90,6 +91,7 @@ def adapt_and_export(
     (:mod:`rfr_deploy.jobs.resume`). ``models`` and ``prepared`` let a worker reuse its networks and its
     exporters, prepared once for the whole run (:mod:`rfr_deploy.jobs.ray_worker`)."""
     device = resolve_device(settings.device)
+    use_threads(settings.threads)
     for exporter in exporters:
         exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
     path_groups = _plan(inputs, settings)
@@ -245,17 +247,15 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, repor
     first, images = group[0], [j.noisy for j in group]
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
     sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
-    names = [j.path.name for j in group]
-    unknown = settings.unknown_sigma
-    aim = residual_aim(kind, settings.sigma, unknown, model, images, sigma, config.target_ensemble, names)
-    noise = build_noise(
-        kind,
+    choices = NoiseSettings(
         settings.sigma,
         settings.unknown_sigma,
-        aim.levels if aim else [j.sigma_estimate for j in group if j.sigma_estimate is not None],
+        tuple(j.sigma_estimate for j in group if j.sigma_estimate is not None),
         (settings.sigma_low, settings.sigma_high),
-        bit_depth=_noise_bit_depth(settings, group),
-    ).to(first.noisy.device)
+    )
+    names = [j.path.name for j in group]
+    aim = aim_noise(kind, choices, model, images, sigma, config, names, _noise_bit_depth(settings, group))
+    noise = aim.noise.to(first.noisy.device)
     config = resolve_defaults(config, noise, images)
     label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
     with reporter.bar(config.steps, f"adapting {label}") as update:
@@ -263,10 +263,9 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, repor
         def on_step(info: StepInfo) -> None:
             update(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)
 
-        targets = aim.targets if aim else None
-        result = adapt(model, images, noise, config, sigma=sigma, callback=on_step, targets=targets)
+        result = adapt(model, images, noise, config, sigma=sigma, callback=on_step, targets=aim.targets)
     stem = group_stem([j.path for j in group])
-    desc = noise_desc(settings, group, kind, aim.levels if aim else None)
+    desc = noise_desc(settings, group, kind, aim.levels)
     return _GroupRun(group, model, desc, config, result, stem, label)
 
 
@@ -348,11 +347,11 @@ def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None
 
 
 def noise_desc(
-    settings: JobSettings, group: list[ImageJob], kind: str, residual_levels: list[float] | None = None
+    settings: JobSettings, group: list[ImageJob], kind: str, levels: dict[str, list[float]] | None = None
 ) -> dict[str, Any]:
     """The manifest's record of the synthetic noise; σ in grey levels, as the command line takes it.
-    ``residual_levels``: the RMS of each image's pre-trained residual, where the noise aims at it
-    (:mod:`rfr_deploy.jobs.noise_aim`)."""
+    ``levels``: the levels read from the pre-trained network that the noise aims at, by name
+    (:attr:`~rfr_deploy.jobs.noise_aim.AimedNoise.levels`)."""
     if settings.sigma is not None:
         mode = "known"
     else:
@@ -365,7 +364,7 @@ def noise_desc(
     }
     if mode == "uniform" and kind == "gaussian":
         desc["sigma_range"] = [grey_levels(settings.sigma_low), grey_levels(settings.sigma_high)]
-    if residual_levels is not None:
-        desc["residual_levels"] = [grey_levels(v, 3) for v in residual_levels]
+    for name, values in (levels or {}).items():
+        desc[name] = [grey_levels(v, 3) for v in values]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     return desc

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rfr_deploy.devices import resolve_device
+from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
@@ -26,6 +26,7 @@ def denoise_files(
     """Plain pre-trained output for each input (``rfr-deploy denoise``); returns one record per input.
     On the CPU the process keeps the memory it frees (:func:`rfr_deploy.heap.keep_freed_memory`)."""
     device = resolve_device(settings.device)
+    use_threads(settings.threads)
     out_dir = check_output_dir(settings.output_dir)
     check_distinct_names(((p, output_name(p, "denoised")) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory

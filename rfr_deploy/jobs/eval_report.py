@@ -18,6 +18,9 @@ class ImageScore:
     ssim: dict[int, float] = field(default_factory=dict)
     sigma_estimate: float = 0.0
     """[0, 1] units (reported in grey levels)."""
+    noise_sigma: float | None = None
+    """The one level adaptation's Gaussian noise drew at ([0, 1] units): the known σ, the estimate, or the
+    level the network implies (:mod:`rfr_deploy.jobs.noise_aim`); None for other noise or no adaptation."""
     seconds: float = 0.0
     ensemble_psnr: dict[int, float] = field(default_factory=dict)
     """×8 self-ensemble PSNR per checkpoint (``score_ensemble``)."""
@@ -67,6 +70,7 @@ class EvalReport:
                     "name": s.name,
                     "noisy_psnr": round(s.noisy_psnr, 4),
                     "sigma_estimate": grey_levels(s.sigma_estimate, 3),
+                    "noise_sigma": grey_levels(s.noise_sigma, 3),
                     "seconds": round(s.seconds, 3),
                     "psnr": {str(k): round(v, 4) for k, v in s.psnr.items()},
                     "ssim": {str(k): round(v, 5) for k, v in s.ssim.items()},

@@ -22,16 +22,18 @@ import torch
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.datasets import ImageSource, NamedImage, dataset_sources, read_source
-from rfr_deploy.devices import describe_environment, resolve_device
+from rfr_deploy.devices import describe_environment, resolve_device, threads_field, use_threads
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.eval_report import EvalReport, ImageScore
-from rfr_deploy.jobs.noise_aim import residual_aim
+from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.metrics import psnr, ssim
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.build import build_noise, list_noise_choices, resolve_noise_kind
+from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.noise.build import list_noise_choices, resolve_noise_kind
 from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.units import check_levels, grey_levels
 
@@ -84,6 +86,9 @@ class EvalSettings:
     )
     """Also score the ×8 self-ensemble of every checkpoint, reported beside the single-pass output."""
     device: str = "auto"
+    threads: int | None = threads_field()
+    """PyTorch's CPU threads (:func:`rfr_deploy.devices.use_threads`); None keeps its default. Decides how
+    the process runs, not what it writes (left out of the resume fingerprint)."""
     pairs: bool = field(
         default=False,
         metadata={
@@ -123,6 +128,7 @@ def evaluate(
 ) -> EvalReport:
     """Run the synthetic (or, with ``settings.pairs``, real-noise) protocol on a folder."""
     device = resolve_device(settings.device)
+    use_threads(settings.threads)
     dataset = Path(dataset)
     models: dict[int, torch.nn.Module] = {}
     started = time.perf_counter()
@@ -229,10 +235,11 @@ def _prepare_image(model, index, noisy_img, clean_img, settings, config, device)
     # real pairs have no true σ: "known" falls back to the estimate, as adapt-and-export does
     unknown = "uniform" if settings.sigma_mode == "uniform" else "estimate"
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
-    aim = residual_aim(kind, known, unknown, model, [noisy], model_sigma, config.target_ensemble, [run.name])
-    run.noise = build_noise(kind, known, unknown, aim.levels if aim else [estimate]).to(device)
-    run.targets = aim.targets if aim else None
-    run.config = resolve_defaults(dataclasses.replace(config, seed=config.seed + index), run.noise, [noisy])
+    config = dataclasses.replace(config, seed=config.seed + index)
+    choices = NoiseSettings(known, unknown, (estimate,))
+    aim = aim_noise(kind, choices, model, [noisy], model_sigma, config, [run.name])
+    run.noise, run.targets = aim.noise.to(device), aim.targets
+    run.config = resolve_defaults(config, run.noise, [noisy])
     return run
 
 
@@ -244,6 +251,8 @@ def _score_image(run: ImageRun, settings: EvalSettings, checkpoints: list[int]) 
         noisy_psnr=psnr(np.clip(to_pixels(run.noisy), 0, 1), run.reference),
         sigma_estimate=run.estimate,
     )
+    level = gaussian_level_of(run.noise) if run.noise is not None else None
+    score.noise_sigma = level.sigma if level is not None else None
 
     def record(m: int, net) -> None:
         out = denoise(net, run.noisy, sigma=run.model_sigma, ensemble=settings.output_ensemble)

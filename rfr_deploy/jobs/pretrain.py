@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.devices import resolve_device
+from rfr_deploy.devices import resolve_device, threads_field, use_threads
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import atomic_write
 from rfr_deploy.heap import keep_freed_memory_on
@@ -70,7 +70,7 @@ class PretrainConfig:
     objective: Objective = "supervised"
     seed: int = 0
     checkpoint_every: int = field(default=500, metadata={"min": 1})
-    threads: int | None = field(default=None, metadata={"min": 1, "help": "CPU threads for PyTorch."})
+    threads: int | None = threads_field()
     device: str = "auto"
     """auto (CUDA when available), cpu or cuda."""
     init: str | None = field(
@@ -171,8 +171,7 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     """Train (or resume training) and write ``<out>/final.safetensors``; returns its path. On the CPU the
     process keeps the memory it frees (:func:`rfr_deploy.heap.keep_freed_memory`)."""
     _check_objective(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    use_threads(config.threads)
     device = resolve_device(config.device)
     keep_freed_memory_on(device)  # each step's batch of activations reuses the last one's memory
     run = _start(config, device)  # reads the training images: none usable is an error, before OUT is made

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.devices import resolve_device
+from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.errors import RfrError
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
@@ -84,7 +82,7 @@ def run_group(task: GroupTask) -> dict[str, Any]:
     record: dict[str, Any] = {"inputs": list(task.paths), "node": socket.gethostname(), "pid": os.getpid()}
     state = None
     try:
-        torch.set_num_threads(task.threads)
+        use_threads(task.threads)
         state = _state_for(task)
         shutil.rmtree(staging, ignore_errors=True)  # what a killed attempt left
         staging.mkdir(parents=True)

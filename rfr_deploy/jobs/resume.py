@@ -30,6 +30,8 @@ SIGMA_FIELDS = ("sigma", "sigma_low", "sigma_high")
 """Job settings that hold a noise level ([0, 1] units)."""
 PROCESS_FIELDS = ("keep_memory",)
 """Adaptation settings that decide how the process runs, not what it writes: left out of the fingerprint."""
+JOB_PROCESS_FIELDS = ("output_dir", "threads")
+"""Job settings left out of the fingerprint: where the files go, and how the process runs."""
 
 
 def group_stem(paths: Sequence[str | os.PathLike]) -> str:
@@ -50,11 +52,12 @@ def plan_groups(inputs: Sequence[Path], settings: Any) -> list[tuple[str, ...]]:
 
 
 def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:
-    """sha256 of everything that decides a group's files: job settings (but the output folder),
+    """sha256 of everything that decides a group's files: job settings (but :data:`JOB_PROCESS_FIELDS`),
     adaptation settings as given (but :data:`PROCESS_FIELDS`), the export formats and their settings,
     the weights file's content and the rfr-deploy version."""
     job = dataclasses.asdict(settings)
-    job.pop("output_dir", None)
+    for key in JOB_PROCESS_FIELDS:
+        job.pop(key, None)
     for key in SIGMA_FIELDS:  # recorded in grey levels, as the command line takes them
         if job.get(key) is not None:
             job[key] = grey_levels(job[key])

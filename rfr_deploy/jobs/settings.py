@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rfr_deploy.devices import threads_field
 from rfr_deploy.noise.build import list_noise_choices
 from rfr_deploy.noise.registry import UnknownSigma
 from rfr_deploy.units import check_levels
@@ -39,8 +40,9 @@ class JobSettings:
     unknown_sigma: UnknownSigma = field(
         default="estimate",
         metadata={
-            "help": "Without --sigma: adapt at the estimated level, or with σ uniform in [low, high] "
-            "(camera noise: CBDNet's random training levels)."
+            "help": "Without --sigma: adapt at the estimated level (gray images with a blind network: the "
+            "level its own output implies), or with σ uniform in [low, high] (camera noise: CBDNet's random "
+            "training levels)."
         },
     )
     """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
@@ -53,6 +55,9 @@ class JobSettings:
         metadata={"unit": "grey", "help": "Highest σ of --unknown-sigma uniform, in grey levels."},
     )
     device: str = "auto"
+    threads: int | None = threads_field()
+    """PyTorch's CPU threads (:func:`rfr_deploy.devices.use_threads`); None keeps its default. Decides how
+    the process runs, not what it writes (left out of the resume fingerprint)."""
     output_dir: str = field(default="rfr_out", metadata={"cli": ("-o", "--output-dir")})
     per_set: bool = field(
         default=False,

@@ -50,6 +50,10 @@ class GaussianLevel:
     """σ drawn per sample, uniformly in [low, high]; False: every sample gets one level (low == high)."""
     estimated: bool = False
     """That one level was estimated from the images rather than known (SURE allows for its error)."""
+    tolerance: float | None = None
+    """The relative error of an estimated level, where it is known to be small (the level a blind
+    network implies: ±1 %, :mod:`rfr_deploy.adaptation.implied_level`); SURE then assumes only that
+    band. None: the estimator's own range applies."""
 
     @property
     def sigma(self) -> float | None:

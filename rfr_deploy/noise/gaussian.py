@@ -21,13 +21,15 @@ class GaussianNoise(nn.Module):
     """Additive white Gaussian noise of a given level ``sigma`` ([0, 1] units: 25/255 for 25 grey levels).
 
     ``estimated`` marks a level estimated from the image rather than known (the selection then allows
-    for the estimate's error, see :mod:`rfr_deploy.adaptation.scoring`).
+    for the estimate's error, see :mod:`rfr_deploy.adaptation.scoring`), ``tolerance`` that estimate's
+    relative error where it is known to be small (:attr:`~rfr_deploy.noise.base.GaussianLevel.tolerance`).
     """
 
-    def __init__(self, sigma: float, estimated: bool = False):
+    def __init__(self, sigma: float, estimated: bool = False, tolerance: float | None = None):
         super().__init__()
         self.sigma = check_sigma(sigma)
-        self.estimated = estimated
+        self.estimated = estimated or tolerance is not None
+        self.tolerance = tolerance
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None
@@ -36,10 +38,11 @@ class GaussianNoise(nn.Module):
         return x + s.view(-1, 1, 1, 1) * _randn_like(x, generator), s
 
     def gaussian_level(self) -> GaussianLevel:
-        return GaussianLevel(self.sigma, self.sigma, estimated=self.estimated)
+        return GaussianLevel(self.sigma, self.sigma, estimated=self.estimated, tolerance=self.tolerance)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}" + (", estimated" if self.estimated else "")
+        estimated = f", estimated ±{self.tolerance:.0%}" if self.tolerance is not None else ", estimated"
+        return f"sigma={self.sigma:g}" + (estimated if self.estimated else "")
 
 
 class UniformSigmaGaussianNoise(nn.Module):
@@ -83,7 +86,7 @@ def build_gaussian(settings: NoiseSettings) -> nn.Module:
         return GaussianNoise(settings.sigma)
     if settings.unknown_sigma == "uniform":
         return UniformSigmaGaussianNoise(*settings.sigma_range)
-    return GaussianNoise(statistics.median(settings.estimates), estimated=True)
+    return GaussianNoise(statistics.median(settings.estimates), estimated=True, tolerance=settings.tolerance)
 
 
 register_noise("gaussian", build_gaussian)

@@ -39,6 +39,9 @@ class NoiseSettings:
     """The levels estimated from the images adapted to (none where nothing needed them)."""
     sigma_range: tuple[float, float] = (0.0, 50 / 255)
     """The range of the random levels of 'uniform'."""
+    tolerance: float | None = None
+    """The relative error of ``estimates`` where it is known to be small (levels a blind network
+    implies, :attr:`~rfr_deploy.noise.base.GaussianLevel.tolerance`); None otherwise."""
 
     @property
     def level(self) -> float | None:

@@ -8,11 +8,12 @@ clipping truncates the noise near them.
 
 On the first 12 whole Set12 and BSD68 images, σ = 15, 25, 50, with unclipped and with clipped and
 quantised noise, its mean absolute error was 0.7–2.3 %; the all-patch estimate's
-(:func:`~rfr_deploy.noise.level.estimate_noise_level` on gray images, the level the network trains
-at) was 0.9–10.8 % (benchmarks/results/noise_level_accuracy_whole_gray_own*.md). SURE's choice of the
-interpolation moves by a tenth of a dB for a few percent of σ: with this level and a ±1 % range
-it kept 0.078 of SURE-at-the-true-σ's 0.096 dB on Set12 and lost on no image, where the fixed quarter
-step kept 0.063 and lost 0.069 on one (benchmarks/README.md, "Gray images with an unknown σ").
+(:func:`~rfr_deploy.noise.level.estimate_noise_level` on gray images) was 0.9–10.8 %
+(benchmarks/results/noise_level_accuracy_whole_gray_own*.md). SURE's choice of the interpolation moves
+by a tenth of a dB for a few percent of σ, so gray images with an estimated σ are scored over
+±:data:`TOLERANCE` around this level; since stop 43 they also train at it
+(:mod:`rfr_deploy.jobs.noise_aim`; benchmarks/README.md, "Gray images: train at the level the
+network implies").
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from rfr_deploy.adaptation.sure import SureScorer, combine, draw_probes, probe_c
 
 MARGIN = 2.0
 """Values count where the denoised level lies more than this many rough σ from 0 and 1."""
-RANGE = 0.01
-"""SURE's σ range around the level: ±1 %."""
+TOLERANCE = 0.01
+"""The relative error SURE allows the implied level: it scores over ±1 % around it."""
 
 
-def residual_level(
+def implied_level(
     model: nn.Module, images: Sequence[torch.Tensor], draws: Sequence[Sequence[torch.Tensor]], rough: float
 ) -> float | None:
     """σ ([0, 1] units) that ``model``'s residual and divergence on ``images`` imply (see the module
@@ -54,16 +55,32 @@ def residual_level(
     return math.sqrt(terms.residual / (1.0 - terms.divergence))
 
 
-def residual_level_scorer(
+def implied_levels(
+    model: nn.Module, images: Sequence[torch.Tensor], rough: Sequence[float], seed: int
+) -> list[float | None]:
+    """:func:`implied_level` of each image on its own, with the probes a :class:`SureScorer` of that
+    image alone draws from ``seed``; ``rough`` holds the images' rough levels."""
+    return [
+        implied_level(model, [y], draw_probes([y], seed, probe_count([y])), r)
+        for y, r in zip(images, rough, strict=True)
+    ]
+
+
+def tolerance_band(level: float, tolerance: float = TOLERANCE) -> tuple[float, float]:
+    """The σ range (low, high) within ``tolerance`` of ``level``."""
+    return level * (1.0 - tolerance), level * (1.0 + tolerance)
+
+
+def implied_level_scorer(
     model: nn.Module | None, images: Sequence[torch.Tensor], rough: float, seed: int
 ) -> SureScorer | None:
-    """SURE over ±:data:`RANGE` around :func:`residual_level` of the pre-trained ``model`` (a blind one:
-    a noise-map network's output depends on the level it is given), with the probes drawn from ``seed``;
-    None without a model or a level (the fixed interpolation applies)."""
+    """SURE over ±:data:`TOLERANCE` around :func:`implied_level` of the pre-trained ``model`` (a blind
+    one: a noise-map network's output depends on the level it is given) on all of ``images``, with the
+    probes drawn from ``seed``; None without a model or a level (the fixed interpolation applies)."""
     if model is None:
         return None
     draws = draw_probes(images, seed, probe_count(images))
-    level = residual_level(model, images, draws, rough)
+    level = implied_level(model, images, draws, rough)
     if level is None:
         return None
-    return SureScorer(images, (level * (1.0 - RANGE), level * (1.0 + RANGE)), None, seed, draws=draws)
+    return SureScorer(images, tolerance_band(level), None, seed, draws=draws)
