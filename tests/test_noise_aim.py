@@ -145,6 +145,16 @@ def test_gaussian_noise_on_gray_images_aims_at_the_level_a_blind_network_implies
     assert abs(level - estimate_noise_level(y).sigma) > 1e-4  # not the white-noise estimate again
 
 
+def test_a_set_of_gray_images_aims_at_the_median_of_their_implied_levels(gray_file):
+    y, model = to_tensor(read_image(gray_file).pixels), packaged_gray()
+    louder = (y + 0.06 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    aimed = aim("gaussian", model, [y, louder], names=("a.png", "b.png"))
+    levels = aimed.levels["implied_levels"]
+    rough = [estimate_noise_level(v).sigma for v in (y, louder)]
+    assert levels == implied_levels(model, [y, louder], rough, CONFIG.seed) and levels[1] > levels[0]
+    assert gaussian_level_of(aimed.noise).sigma == pytest.approx((levels[0] + levels[1]) / 2)
+
+
 def test_the_implied_level_is_only_read_for_an_estimated_level_and_a_blind_network(gray_file):
     y, model = to_tensor(read_image(gray_file).pixels), packaged_gray()
     estimate = estimate_noise_level(y).sigma
