@@ -28,7 +28,7 @@ from common import environment, write_results
 from rfr_deploy.adaptation.implied_level import implied_level
 from rfr_deploy.adaptation.sure import draw_probes, probe_count
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.inference import to_tensor
+from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise, center_crop
 from rfr_deploy.noise.level import estimate_sigma, estimate_sigma_on_flat
 from rfr_deploy.shared import shared_path
@@ -55,7 +55,10 @@ def parse_args() -> argparse.Namespace:
         "--file-like", action="store_true", help="clip to [0, 1] and round to 8 bits, as a saved image"
     )
     parser.add_argument(
-        "--denoiser", default=None, help="DnCNN weights under ../shared/weights for the flat-patch rule"
+        "--denoiser", default=None, help="weights under ../shared/weights for the network-guided rules"
+    )
+    parser.add_argument(
+        "--model", default="dncnn", help="architecture of --denoiser (a noise-map one is given σ̂)"
     )
     parser.add_argument("--name", default=None)
     return parser.parse_args()
@@ -67,7 +70,7 @@ def score_level(args, estimators: dict, dataset: str, clean: list[torch.Tensor],
     noisy = [add_gaussian_noise(x, sigma / 255, 0, i) for i, x in enumerate(clean)]
     if args.file_like:
         noisy = [torch.round(y.clamp(0, 1) * 255) / 255 for y in noisy]
-    denoised = [denoise_with(args.denoiser, y) for y in noisy]
+    denoised = [denoise_with(args, y) for y in noisy]
     for name, estimator in estimators.items():
         ratios = [estimator(y, d) / (sigma / 255) for y, d in zip(noisy, denoised, strict=True)]
         row[name] = {
@@ -109,12 +112,24 @@ def to_markdown(name: str, args, payload: dict, estimators: dict) -> str:
     return "\n".join(lines)
 
 
-def own_level(weights: str, noisy: torch.Tensor) -> float:
-    """The level the network ``weights``' residual and divergence imply on ``noisy``, with the probes
-    adapt-and-export draws (seed 0); 0 where it implies none."""
+FIXED_POINT_STEPS = 4
+"""A noise-map network's implied level depends on the level its map is given: starting from the
+all-patch estimate (the CLI's map), the map is set to the level implied this many times."""
+
+
+def own_level(args, noisy: torch.Tensor) -> float:
+    """The level the network's residual and divergence imply on ``noisy``, with the probes
+    adapt-and-export draws (seed 0); for a noise-map network the fixed point of :data:`FIXED_POINT_STEPS`
+    steps; 0 where it implies none."""
+    net = _network(args.model, args.denoiser, noisy.shape[1])
     draws = draw_probes([noisy], 0, probe_count([noisy]))
-    level = implied_level(_network(weights, noisy.shape[1]), [noisy], draws, estimate_sigma(noisy))
-    return level or 0.0
+    rough = estimate_sigma(noisy)
+    if not net.meta.noise_map:
+        return implied_level(net, [noisy], draws, rough) or 0.0
+    level = estimate_sigma(noisy, iterations=0)
+    for _ in range(FIXED_POINT_STEPS):
+        level = implied_level(net, [noisy], draws, rough, model_sigma=level) or level
+    return level
 
 
 def main() -> None:
@@ -122,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(1)
     estimators = ESTIMATORS | (GUIDED if args.denoiser else {})
     if args.denoiser:
-        estimators["network's own level (stop 42)"] = lambda y, d: own_level(args.denoiser, y)
+        estimators["network's own level (stop 42)"] = lambda y, d: own_level(args, y)
     started = time.perf_counter()
     rows = []
     for dataset in args.datasets.split(","):
@@ -144,19 +159,20 @@ def main() -> None:
     write_results(name, payload, to_markdown(name, args, payload, estimators))
 
 
-def denoise_with(weights: str | None, noisy: torch.Tensor) -> torch.Tensor | None:
-    """The official DnCNN ``weights``' output for ``noisy`` (1×C×H×W); None without weights."""
-    if weights is None:
+def denoise_with(args, noisy: torch.Tensor) -> torch.Tensor | None:
+    """The ``--denoiser`` network's output for ``noisy`` (1×C×H×W; a noise-map network is given the
+    all-patch estimate, as the CLI does); None without weights."""
+    if args.denoiser is None:
         return None
-    with torch.no_grad():
-        return _network(weights, noisy.shape[1])(noisy)
+    net = _network(args.model, args.denoiser, noisy.shape[1])
+    return denoise(net, noisy, sigma=estimate_sigma(noisy, iterations=0) if net.meta.noise_map else None)
 
 
 @functools.lru_cache(maxsize=2)
-def _network(weights: str, channels: int):
+def _network(model: str, weights: str, channels: int):
     from rfr_deploy.models.factory import create_model
 
-    return create_model("dncnn", weights=str(shared_path("weights", weights)), channels=channels).eval()
+    return create_model(model, weights=str(shared_path("weights", weights)), channels=channels).eval()
 
 
 if __name__ == "__main__":

@@ -187,6 +187,27 @@ def test_the_level_a_wiener_like_denoiser_implies_is_the_noise_level():
     assert implied_level(Blur(1.0), [dark], draws, sigma) is None  # every value within 2σ of 0: clipped
 
 
+class MapBlur(Blur):
+    """A noise-map 'network': blurs more for a higher level it is given (w = σ / 0.08, at most 1)."""
+
+    def forward(self, x, sigma=None):
+        self.weight.data.fill_(min(sigma / 0.08, 1.0))
+        return super().forward(x)
+
+
+def test_a_noise_map_network_implies_a_level_for_the_level_it_is_given():
+    from rfr_deploy.adaptation.implied_level import implied_level
+
+    sigma = 0.08
+    flat = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
+    draws = draw_probes([flat], 0, 4)
+    # fully blurred at the true level: the box blur's level (test above); lightly blurred, less noise
+    # is removed and the Wiener identity reads the level lower
+    matched = implied_level(MapBlur(1.0), [flat], draws, sigma, model_sigma=sigma)
+    assert matched == pytest.approx(sigma, rel=0.03)
+    assert implied_level(MapBlur(1.0), [flat], draws, sigma, model_sigma=sigma / 4) < 0.9 * matched
+
+
 def test_gray_images_with_an_estimated_level_are_scored_at_the_blind_network_s_own_level():
     from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_level
 

@@ -33,18 +33,24 @@ TOLERANCE = 0.01
 
 
 def implied_level(
-    model: nn.Module, images: Sequence[torch.Tensor], draws: Sequence[Sequence[torch.Tensor]], rough: float
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    draws: Sequence[Sequence[torch.Tensor]],
+    rough: float,
+    model_sigma: float | None = None,
 ) -> float | None:
     """σ ([0, 1] units) that ``model``'s residual and divergence on ``images`` imply (see the module
     docstring), with the probes ``draws`` and the rough level ``rough``; None where no value lies far
-    enough from 0 and 1, or the divergence leaves nothing to divide by."""
+    enough from 0 and 1, or the divergence leaves nothing to divide by. ``model_sigma``: the level a
+    noise-map network is given (its output, and so the level implied, depends on it)."""
     margin = MARGIN * rough
 
     def away_from_the_ends(noisy: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return (out > margin) & (out < 1.0 - margin)
 
     parts = [
-        sure_terms(model, y, None, b, where=away_from_the_ends) for y, b in zip(images, draws, strict=True)
+        sure_terms(model, y, model_sigma, b, where=away_from_the_ends)
+        for y, b in zip(images, draws, strict=True)
     ]
     parts = [p for p in parts if p.count]
     if not parts:
