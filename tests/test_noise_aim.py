@@ -87,8 +87,10 @@ def test_a_camera_job_aims_at_the_residual_and_computes_the_targets_once(
     tmp_path, image_file, weights_file, tiny_dncnn, monkeypatch
 ):
     built, calls = [], []
-    build = noise_aim_module.build_noise
-    monkeypatch.setattr(noise_aim_module, "build_noise", lambda *a, **k: built.append(a) or build(*a, **k))
+    build = noise_aim_module.build_noise_from
+    monkeypatch.setattr(
+        noise_aim_module, "build_noise_from", lambda *a, **k: built.append(a) or build(*a, **k)
+    )
     pseudo_clean = targets_module.pseudo_clean
     monkeypatch.setattr(
         targets_module, "pseudo_clean", lambda *a, **k: calls.append(1) or pseudo_clean(*a, **k)
@@ -100,7 +102,8 @@ def test_a_camera_job_aims_at_the_residual_and_computes_the_targets_once(
 
     y = to_tensor(read_image(image_file).pixels)
     expected = residual_level(y, denoise(tiny_dncnn(3), y))
-    kind, sigma, unknown, levels = built[-1][:4]
+    kind, chosen = built[-1][:2]
+    sigma, unknown, levels = chosen.sigma, chosen.unknown_sigma, chosen.estimates
     assert (kind, sigma, unknown) == ("camera", None, "estimate") and levels == (pytest.approx(expected),)
     assert len(calls) == 1, "the job's pseudo-clean target must be the one adaptation trains on"
     noise = json.loads((tmp_path / "o" / "noisy.json").read_text())["noise"]
@@ -111,14 +114,16 @@ def test_a_camera_job_aims_at_the_residual_and_computes_the_targets_once(
 
 def test_a_gaussian_job_keeps_the_white_noise_estimate(tmp_path, image_file, weights_file, monkeypatch):
     built = []
-    build = noise_aim_module.build_noise
-    monkeypatch.setattr(noise_aim_module, "build_noise", lambda *a, **k: built.append(a) or build(*a, **k))
+    build = noise_aim_module.build_noise_from
+    monkeypatch.setattr(
+        noise_aim_module, "build_noise_from", lambda *a, **k: built.append(a) or build(*a, **k)
+    )
     settings = JobSettings(
         weights=str(weights_file), noise="gaussian", device="cpu", output_dir=str(tmp_path / "o")
     )
     adapt_and_export([image_file], settings, AdaptConfig(steps=1, lr=1e-3, warmup=0))
     y = to_tensor(read_image(image_file).pixels)
-    assert built[-1][3] == (pytest.approx(estimate_noise_level(y).sigma),)  # a colour image
+    assert built[-1][1].estimates == (pytest.approx(estimate_noise_level(y).sigma),)  # a colour image
     noise = json.loads((tmp_path / "o" / "noisy.json").read_text())["noise"]
     assert "residual_levels" not in noise and "implied_levels" not in noise
 

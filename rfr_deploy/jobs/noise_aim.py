@@ -35,7 +35,7 @@ from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_levels
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.targets import training_targets
 from rfr_deploy.errors import ImageError
-from rfr_deploy.noise.build import build_noise
+from rfr_deploy.noise.build import build_noise_from
 from rfr_deploy.noise.level import residual_level
 from rfr_deploy.noise.registry import NoiseSettings, level_source
 
@@ -63,19 +63,11 @@ def aim_noise(
     bit_depth: int | None = None,
 ) -> AimedNoise:
     """The noise ``kind`` for a run on ``images`` (see the module docstring); ``settings`` holds the
-    job's choices and white-noise estimates, ``model_sigma`` and ``config`` (its ensemble and seed) are
+    job's choices and white-noise estimates (one per image), ``model_sigma`` and ``config`` (its ensemble and seed) are
     those of the run, ``names`` label the images in errors, ``bit_depth`` quantises like the input."""
 
     def build(chosen: NoiseSettings) -> nn.Module:
-        return build_noise(
-            kind,
-            chosen.sigma,
-            chosen.unknown_sigma,
-            chosen.estimates,
-            chosen.sigma_range,
-            bit_depth,
-            chosen.tolerance,
-        )
+        return build_noise_from(kind, chosen, bit_depth)
 
     if settings.sigma is not None or settings.unknown_sigma != "estimate":
         return AimedNoise(build(settings))
@@ -90,8 +82,7 @@ def aim_noise(
     noise = build(settings)
     if model_sigma is not None or not gray_with_estimated_level(noise, images):
         return AimedNoise(noise)
-    rough = settings.estimates if len(settings.estimates) == len(images) else [settings.level] * len(images)
-    implied = implied_levels(model, images, rough, config.seed)
+    implied = implied_levels(model, images, settings.estimates, config.seed)  # one estimate per image
     if any(v is None for v in implied):
         return AimedNoise(noise)  # the white-noise estimate, scored by the fixed quarter step
     aimed = dataclasses.replace(settings, estimates=tuple(implied), tolerance=TOLERANCE)

@@ -48,18 +48,20 @@ def build_noise(
     sigma_estimates: Sequence[float],
     sigma_range: tuple[float, float] = (0.0, 50 / 255),
     bit_depth: int | None = None,
-    tolerance: float | None = None,
 ) -> nn.Module:
     """The synthetic noise adaptation draws from: the registered model ``kind`` built from the choices
     (σ in [0, 1] units: known ``sigma``, else the estimates or random levels in ``sigma_range``, see
-    :class:`~rfr_deploy.noise.registry.NoiseSettings`, whose ``tolerance`` is the estimates' known
-    relative error). With ``bit_depth`` the synthetic noisy images are clipped and quantized like the
-    input file.
+    :class:`~rfr_deploy.noise.registry.NoiseSettings`). With ``bit_depth`` the synthetic noisy images
+    are clipped and quantized like the input file.
     """
+    settings = NoiseSettings(sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range))
+    return build_noise_from(kind, settings, bit_depth)
+
+
+def build_noise_from(kind: str, settings: NoiseSettings, bit_depth: int | None = None) -> nn.Module:
+    """:func:`build_noise` from the job's :class:`~rfr_deploy.noise.registry.NoiseSettings` as they are
+    (their ``tolerance`` included)."""
     if kind == AUTO:
         raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
-    settings = NoiseSettings(
-        sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range), tolerance=tolerance
-    )
     noise = get_noise_builder(kind)(settings)
     return QuantizedNoise(noise, bit_depth) if bit_depth else noise
