@@ -68,8 +68,8 @@ def add_real_arguments(parser, crop: int) -> None:
     parser.add_argument("--threads", type=int, default=1)
 
 
-def crops_with_networks(args):
-    """(index, name, pixels of the central crop, pre-trained network in eval mode) for each image of
+def crops_with_networks(args, model: str = "dncnn"):
+    """(index, name, pixels of the central crop, pre-trained ``model`` in eval mode) for each image of
     ``args.dataset`` (see :func:`add_crop_arguments`); a fresh network per image."""
     from rfr_deploy.datasets import load_folder
     from rfr_deploy.jobs.evaluate import center_crop
@@ -83,7 +83,7 @@ def crops_with_networks(args):
             index,
             item.name,
             pixels,
-            create_model("dncnn", weights=weights, channels=pixels.shape[2]).eval(),
+            create_model(model, weights=weights, channels=pixels.shape[2]).eval(),
         )
 
 

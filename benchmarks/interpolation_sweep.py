@@ -44,13 +44,15 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
+from rfr_deploy.models.factory import get_entry
 from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.level import estimate_noise_level, estimate_sigma
 
 ADAPTED_AT = {
     "true": "",
     "estimate": " (the network adapted at the estimate σ̂)",
     "own": " (the network adapted at the level its own residual implies)",
+    "weak": " (the network adapted, and its noise map set, at the weak-texture estimate)",
 }
 
 
@@ -64,26 +66,30 @@ def sweep_image(
     adapt_at: str = "true",
 ) -> dict:
     """``adapt_at``: the level of the synthetic noise: the true σ, the estimate σ̂ (what adapt-and-export
-    does when no --sigma is given), or the level the pre-trained network's own residual implies
-    (:func:`~rfr_deploy.adaptation.implied_level.implied_level`)."""
+    does when no --sigma is given), the level the pre-trained network's own residual implies
+    (:func:`~rfr_deploy.adaptation.implied_level.implied_level`), or the weak-texture estimate. A
+    noise-map network's map is set to the level of the synthetic noise."""
     clean = to_tensor(pixels)
     noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
     level = estimate_noise_level(noisy)
+    weak = estimate_sigma(noisy)
     draws = draw_probes([noisy], index, probe_count([noisy]))
-    own = implied_level(model, [noisy], draws, level.sigma) or level.sigma
-    at = {"true": sigma / 255, "estimate": level.sigma, "own": own}[adapt_at]
+    stated = {"true": sigma / 255, "estimate": level.sigma, "weak": weak}
+    given = stated[adapt_at] if model.meta.noise_map else None  # "own" is refused for noise-map networks
+    own = implied_level(model, [noisy], draws, level.sigma, given) or level.sigma
+    at = own if adapt_at == "own" else stated[adapt_at]
     noise = GaussianNoise(at, estimated=adapt_at != "true")
-    result = adapt(model, noisy, noise, dataclasses.replace(config, seed=index))
+    result = adapt(model, noisy, noise, dataclasses.replace(config, seed=index), given)
 
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)
 
     levels = (sigma / 255, level.sigma, level.low, level.high, *tolerance_band(own))
-    terms = {a: sure_terms(build(a), noisy, None, draws[0], sigmas=levels) for a in candidates}
-    true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy))), pixels) for a in candidates}
+    terms = {a: sure_terms(build(a), noisy, given, draws[0], sigmas=levels) for a in candidates}
+    true = {a: psnr(quantize(to_pixels(denoise(build(a), noisy, sigma=given))), pixels) for a in candidates}
     # the selection rules the library uses, all on the same terms (none is scored again)
-    scorers = _scorers(noisy, levels, draws)
+    scorers = _scorers(noisy, levels, draws, given)
     choices = {
         name: choose_interpolation(build, scorer, candidates, known=terms) for name, scorer in scorers.items()
     }
@@ -99,22 +105,24 @@ def sweep_image(
         },
         "sigma_hat": [round(v * 255, 3) for v in levels[1:4]],
         "own_level": round(own * 255, 3),
+        "weak_level": round(weak * 255, 3),
+        "map_level": None if given is None else round(given * 255, 3),
         "terms": {a: {"residual": t.residual, "divergence": t.divergence} for a, t in terms.items()},
     }
 
 
-def _scorers(noisy, levels: tuple[float, ...], draws) -> dict[str, SureScorer]:
+def _scorers(noisy, levels: tuple[float, ...], draws, given: float | None) -> dict[str, SureScorer]:
     """One scorer per selection rule: SURE at the true σ, at the estimate σ̂, over the estimator's range
     (worst end), over ±1 % around the network's own level (the rule for gray images with σ estimated),
     and generalised cross-validation (no σ)."""
     known, hat, low, high, own_low, own_high = levels
     return {
-        "sure": SureScorer([noisy], known, None, 0, draws=draws),
-        "sure_hat": SureScorer([noisy], hat, None, 0, draws=draws),
-        "sure_low": SureScorer([noisy], low, None, 0, draws=draws),
-        "sure_range": SureScorer([noisy], (low, high), None, 0, draws=draws),
-        "sure_own": SureScorer([noisy], (own_low, own_high), None, 0, draws=draws),
-        "gcv": GcvScorer([noisy], (low, high), None, 0, draws=draws),
+        "sure": SureScorer([noisy], known, given, 0, draws=draws),
+        "sure_hat": SureScorer([noisy], hat, given, 0, draws=draws),
+        "sure_low": SureScorer([noisy], low, given, 0, draws=draws),
+        "sure_range": SureScorer([noisy], (low, high), given, 0, draws=draws),
+        "sure_own": SureScorer([noisy], (own_low, own_high), given, 0, draws=draws),
+        "gcv": GcvScorer([noisy], (low, high), given, 0, draws=draws),
     }
 
 
@@ -140,10 +148,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--adapt-sigma",
-        choices=("true", "estimate", "own"),
+        choices=tuple(ADAPTED_AT),
         default="true",
-        help="level of the synthetic noise: the true σ, the estimate σ̂ (adapt-and-export without --sigma), "
-        "or the level the pre-trained network's residual implies",
+        help="level of the synthetic noise (and of a noise-map network's map): the true σ, the estimate σ̂ "
+        "(adapt-and-export without --sigma), the level the pre-trained network's residual implies, or the "
+        "weak-texture estimate",
+    )
+    parser.add_argument(
+        "--model", default="dncnn", help="registered model name (ffdnet: a noise-map network)"
     )
     parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
     return parser.parse_args()
@@ -194,12 +206,12 @@ def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[fl
         "|---|---:|---:|",
         *(f"| {n} | {s['mean_gain_db']:+.3f} | {s['worst_gain_db']:+.3f} |" for n, s in summary.items()),
         "",
-        "| image | σ̂ | own level | picked α: SURE, σ̂ range, own level, GCV | "
+        "| image | σ̂ | weak-texture σ̂ | own level | picked α: SURE, σ̂ range, own level, GCV | "
         + " | ".join(f"α={a:g}" for a in candidates)
         + " |",
-        "|---" * (len(candidates) + 4) + "|",
+        "|---" * (len(candidates) + 5) + "|",
         *(
-            f"| {n} | {r['sigma_hat'][0]:.2f} | {r['own_level']:.2f} | {r['picked']:g}, "
+            f"| {n} | {r['sigma_hat'][0]:.2f} | {r['weak_level']:.2f} | {r['own_level']:.2f} | {r['picked']:g}, "
             f"{r['picks']['sure_range']:g}, {r['picks']['sure_own']:g}, {r['picks']['gcv']:g} | "
             + " | ".join(
                 f"{r['psnr'][a] - r['psnr'][0.0]:+.3f} (SURE {r['sure_db'][a] - r['sure_db'][0.0]:+.3f})"
@@ -214,12 +226,16 @@ def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[fl
 
 def main() -> None:
     args = parse_args()
+    if args.adapt_sigma == "own" and get_entry(args.model).noise_map:
+        raise SystemExit(
+            f"error: --adapt-sigma own: {args.model} takes a noise map, so it implies no level of its own"
+        )
     candidates = tuple(float(a) for a in args.candidates.split(","))
     overrides = parse_overrides(args.adapt)
     config = AdaptConfig(steps=args.steps, lr=args.lr, **overrides, select="off", interpolation=1.0)
     started = time.perf_counter()
     rows = {}
-    for index, name, pixels, model in crops_with_networks(args):
+    for index, name, pixels, model in crops_with_networks(args, args.model):
         rows[name] = sweep_image(model, index, pixels, args.sigma, config, candidates, args.adapt_sigma)
         print(name, rows[name]["picks"], flush=True)
     payload = {

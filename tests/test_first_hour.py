@@ -154,7 +154,7 @@ def test_the_sigma_estimate_is_skipped_when_sigma_is_given_or_unused(
 ):
     calls = []
     real = job_inputs.estimate_noise_level
-    monkeypatch.setattr(job_inputs, "estimate_noise_level", lambda y: calls.append(1) or real(y))
+    monkeypatch.setattr(job_inputs, "estimate_noise_level", lambda y, *a: calls.append(1) or real(y, *a))
     out = tmp_path / "out"
     adapt = ["adapt-and-export", image_file, "--weights", weights_file, "--steps", 1, "-o", out, "--json"]
     assert invoke(*adapt, "--sigma", 25).exit_code == 0 and calls == []

@@ -144,7 +144,7 @@ def test_estimate_on_the_denoisers_flattest_patches_sees_past_faint_texture():
 
 
 def test_noise_level_range_narrow_when_estimators_agree():
-    from rfr_deploy.noise.level import AGREED_RANGE, DISAGREED_RANGE, estimate_noise_level
+    from rfr_deploy.noise.level import AGREED_RANGE, DISAGREED_RANGE, estimate_noise_level, estimate_sigma
 
     g = torch.Generator().manual_seed(3)
     y, x = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
@@ -161,9 +161,14 @@ def test_noise_level_range_narrow_when_estimators_agree():
     level = estimate_noise_level(texture + 25 / 255 * torch.randn(smooth.shape, generator=g))
     assert (level.low, level.high) == pytest.approx(tuple(level.sigma * r for r in DISAGREED_RANGE))
     assert level.low < 25 / 255 < level.high and not level.precise
-    # gray: the all-patch value and the range below it
-    gray = estimate_noise_level(texture[:, :1] + 25 / 255 * torch.randn(1, 1, 128, 128, generator=g))
+    # gray: the all-patch value and the range below it; told to a noise-map network, the weak-texture one
+    noisy_gray = texture[:, :1] + 25 / 255 * torch.randn(1, 1, 128, 128, generator=g)
+    gray = estimate_noise_level(noisy_gray)
     assert (gray.low, gray.high) == pytest.approx((0.9 * gray.sigma, gray.sigma)) and not gray.precise
+    mapped = estimate_noise_level(noisy_gray, noise_map=True)
+    assert mapped.sigma == estimate_sigma(noisy_gray) and not mapped.precise
+    assert (mapped.low, mapped.high) == pytest.approx(tuple(mapped.sigma * r for r in DISAGREED_RANGE))
+    assert abs(mapped.sigma - 25 / 255) < abs(gray.sigma - 25 / 255)  # texture inflates the all-patch value
 
 
 def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():

@@ -20,8 +20,9 @@ from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
 from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import gaussian_level_of
-from rfr_deploy.noise.level import estimate_noise_level, residual_level
+from rfr_deploy.noise.level import estimate_noise_level, estimate_sigma, residual_level
 from rfr_deploy.noise.registry import NoiseSettings, level_source, register_noise
 
 CONFIG = AdaptConfig(steps=2, lr=1e-3, warmup=0)
@@ -189,3 +190,27 @@ def test_a_gray_job_trains_and_scores_at_the_implied_level_computed_once(tmp_pat
         pytest.approx(estimate_noise_level(y).sigma * 255, abs=1e-3)
     ]
     assert manifest["adaptation"]["selected_by"] == "sure"
+
+
+def test_a_gray_noise_map_job_is_told_the_weak_texture_estimate_and_scored_at_what_it_implies(
+    tmp_path, gray_file, monkeypatch
+):
+    told = []
+    real = scoring_module.implied_level_scorer
+    monkeypatch.setattr(scoring_module, "implied_level_scorer", lambda *a: told.append(a[-1]) or real(*a))
+    torch.manual_seed(0)
+    ffdnet = create_model("ffdnet", weights=None, channels=1, depth=3, features=8)
+    save_weights(tmp_path / "ffdnet.safetensors", ffdnet.net, ffdnet.meta)
+    settings = JobSettings(
+        model="ffdnet",
+        weights=str(tmp_path / "ffdnet.safetensors"),
+        device="cpu",
+        output_dir=str(tmp_path / "o"),
+    )
+    adapt_and_export([gray_file], settings, CONFIG)
+    y = to_tensor(read_image(gray_file).pixels)
+    weak = estimate_sigma(y)
+    assert weak != pytest.approx(estimate_noise_level(y).sigma, abs=1e-4)  # not the all-patch value
+    manifest = json.loads((tmp_path / "o" / "gray.json").read_text())
+    assert manifest["noise"]["sigma_estimates"] == [pytest.approx(weak * 255, abs=1e-3)]
+    assert told == [pytest.approx(weak)]  # the scorer reads the level implied for the map's level

@@ -221,10 +221,20 @@ def test_gray_images_with_an_estimated_level_are_scored_at_the_blind_network_s_o
         level * (1 + TOLERANCE),
     )
     assert scorer.low < sigma < scorer.high
-    assert (
-        make_scorer(estimated, [gray], [gray], 0.09, 0, pretrained=Blur(1.0)) is None
-    )  # a noise-map network
     assert make_scorer(estimated, [gray], [gray], None, 0) is None  # no network: the fixed quarter step
+
+
+def test_a_noise_map_network_is_scored_at_the_level_it_implies_for_the_level_it_is_told():
+    from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_level
+
+    sigma = 0.08
+    gray = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
+    estimated = GaussianNoise(0.09, estimated=True)  # the map's level, 12 % high
+    scorer = make_scorer(estimated, [gray], [gray], 0.09, 0, pretrained=MapBlur(1.0))
+    level = implied_level(MapBlur(1.0), [gray], scorer.draws, 0.09, model_sigma=0.09)
+    assert type(scorer) is SureScorer and scorer.model_sigma == 0.09
+    assert (scorer.low, scorer.high) == (level * (1 - TOLERANCE), level * (1 + TOLERANCE))
+    assert scorer.low < sigma < scorer.high
 
 
 def test_a_level_with_a_known_tolerance_is_scored_over_that_band_alone():

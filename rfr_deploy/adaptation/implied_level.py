@@ -78,15 +78,19 @@ def tolerance_band(level: float, tolerance: float = TOLERANCE) -> tuple[float, f
 
 
 def implied_level_scorer(
-    model: nn.Module | None, images: Sequence[torch.Tensor], rough: float, seed: int
+    model: nn.Module | None,
+    images: Sequence[torch.Tensor],
+    rough: float,
+    seed: int,
+    model_sigma: float | None = None,
 ) -> SureScorer | None:
-    """SURE over ±:data:`TOLERANCE` around :func:`implied_level` of the pre-trained ``model`` (a blind
-    one: a noise-map network's output depends on the level it is given) on all of ``images``, with the
-    probes drawn from ``seed``; None without a model or a level (the fixed interpolation applies)."""
+    """SURE over ±:data:`TOLERANCE` around :func:`implied_level` of the pre-trained ``model`` on all of
+    ``images`` (a noise-map network told ``model_sigma``), with the probes drawn from ``seed``; None
+    without a model or a level (the fixed interpolation applies)."""
     if model is None:
         return None
     draws = draw_probes(images, seed, probe_count(images))
-    level = implied_level(model, images, draws, rough)
+    level = implied_level(model, images, draws, rough, model_sigma)
     if level is None:
         return None
-    return SureScorer(images, tolerance_band(level), None, seed, draws=draws)
+    return SureScorer(images, tolerance_band(level), model_sigma, seed, draws=draws)

@@ -167,7 +167,7 @@ def _read_inputs(
         if str(job.path) in todo:
             model = models.get(job.info.channels, job.path)
             kind = resolve_noise_kind(settings.noise, model.meta.noise)
-            set_sigma_levels([job], settings.sigma, estimate=_uses_estimate(settings, model, kind))
+            set_sigma_levels([job], settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
 
     return read_jobs(inputs, device, visit, reporter)
 

@@ -226,7 +226,7 @@ def _prepare_image(model, index, noisy_img, clean_img, settings, config, device)
     else:
         noisy = to_tensor(noisy_img.pixels, device)
         true_sigma = None
-    estimate = estimate_noise_level(noisy).sigma
+    estimate = estimate_noise_level(noisy, model.meta.noise_map).sigma
     known = true_sigma if settings.sigma_mode == "known" else None
     model_sigma = (known if known is not None else estimate) if model.meta.noise_map else None
     run = ImageRun(clean_img.name, model, noisy, clean_img.pixels, estimate, model_sigma, config, started)

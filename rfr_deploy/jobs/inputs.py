@@ -127,12 +127,13 @@ def loaded(jobs: list[ImageJob], device: torch.device) -> Iterator[list[ImageJob
             job.release()
 
 
-def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, estimate: bool) -> None:
-    """Fill in each job's σ ([0, 1] units): the known ``sigma``, or (with ``estimate``) the level estimated
-    from the image."""
+def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module, estimate: bool) -> None:
+    """Fill in each job's σ ([0, 1] units) for ``model``: the known ``sigma``, or (with ``estimate``) the
+    level estimated from the image (the one to tell a noise-map network, see
+    :func:`~rfr_deploy.noise.level.estimate_noise_level`)."""
     for job in jobs:
         if estimate and sigma is None:
-            job.sigma_estimate = estimate_noise_level(job.noisy).sigma
+            job.sigma_estimate = estimate_noise_level(job.noisy, model.meta.noise_map).sigma
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
 
 

@@ -17,7 +17,10 @@
   +0.045 to +0.048 dB and the worst image from −0.078 to −0.029 (benchmarks/README.md, "Gray images:
   train at the level the network implies").
 
-Everything else is built from the white-noise estimates the job made (or the known level).
+Everything else is built from the white-noise estimates the job made (or the known level). A noise-map
+network on gray images is told, and trains at, the weak-texture estimate
+(:func:`~rfr_deploy.noise.level.estimate_noise_level`); the level it implies for that map depends on the
+map, so SURE reads it where it scores (:func:`~rfr_deploy.adaptation.scoring.make_scorer`).
 """
 
 from __future__ import annotations

@@ -70,15 +70,26 @@ class NoiseLevel:
     SURE. False for gray images and where they disagree."""
 
 
-def estimate_noise_level(image: torch.Tensor) -> NoiseLevel:
+def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseLevel:
     """σ of the Gaussian noise in ``image`` with an honest range, from two estimators.
 
-    Gray images: the all-patch value with :data:`GRAY_RANGE`. Colour images: the all-patch estimate is precise when no texture inflates it; the weak-texture estimate is
-    robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the all-patch
-    value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
-    weak-texture value with :data:`DISAGREED_RANGE`. SURE's choice between networks is sensitive to σ (see
-    :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
-    """
+    Colour images: the all-patch estimate is precise when no texture inflates it; the weak-texture
+    estimate is robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the
+    all-patch value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
+    weak-texture value with :data:`DISAGREED_RANGE`. SURE's choice between networks is sensitive to σ
+    (see :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
+
+    Gray images: the all-patch value with :data:`GRAY_RANGE`, or, for the map of a noise-map network
+    (``noise_map``), the weak-texture value with :data:`DISAGREED_RANGE`. A blind network's level is
+    read from the network itself (:mod:`rfr_deploy.adaptation.implied_level`) and this only seeds it;
+    a noise-map network is told this level. On the first 12 whole Set12 and BSD68 images at σ = 15, 25
+    and 50 the weak-texture value's mean error was 0.6–2.6 %, the all-patch value's 0.9–10.8 %
+    (benchmarks/results/noise_level_accuracy_whole_gray_ffdnet.md); told it, official FFDNet denoised
+    whole Set12 at σ = 25 0.02 dB better and the first 12 BSD68 images at σ = 15 0.22 dB better
+    (benchmarks/README.md, "A noise-map network with an unknown σ")."""
+    if noise_map and image.shape[-3] == 1:
+        weak = estimate_sigma(image)
+        return NoiseLevel(weak, weak * DISAGREED_RANGE[0], weak * DISAGREED_RANGE[1])
     plain = estimate_sigma(image, iterations=0)
     if image.shape[-3] == 1:
         # Gray: textured crops fool both estimators alike (BSD68 test001 at σ = 25 reads 27.6 with
