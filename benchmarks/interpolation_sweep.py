@@ -44,7 +44,7 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
-from rfr_deploy.models.factory import get_entry
+from rfr_deploy.models.factory import get_entry, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.noise.level import estimate_noise_level, estimate_sigma
 
@@ -155,10 +155,16 @@ def parse_args() -> argparse.Namespace:
         "weak-texture estimate",
     )
     parser.add_argument(
-        "--model", default="dncnn", help="registered model name (ffdnet: a noise-map network)"
+        "--model",
+        default="dncnn",
+        choices=list_models(),
+        help="registered model name (ffdnet, fdncnn: noise-map networks)",
     )
     parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.adapt_sigma == "own" and get_entry(args.model).noise_map:
+        parser.error(f"--adapt-sigma own: {args.model} takes a noise map, so it implies no level of its own")
+    return args
 
 
 def summarise(rows: dict, candidates: tuple[float, ...]) -> dict[str, dict[str, float]]:
@@ -226,10 +232,6 @@ def to_markdown(name: str, args, payload: dict, rows: dict, candidates: tuple[fl
 
 def main() -> None:
     args = parse_args()
-    if args.adapt_sigma == "own" and get_entry(args.model).noise_map:
-        raise SystemExit(
-            f"error: --adapt-sigma own: {args.model} takes a noise map, so it implies no level of its own"
-        )
     candidates = tuple(float(a) for a in args.candidates.split(","))
     overrides = parse_overrides(args.adapt)
     config = AdaptConfig(steps=args.steps, lr=args.lr, **overrides, select="off", interpolation=1.0)
