@@ -37,9 +37,8 @@ def denoise_files(
     for job in jobs:
         model = models.get(job.info.channels)
         with loaded([job], device):  # one image in memory at a time
-            set_sigma_levels(
-                [job], settings.sigma, model, estimate=model.meta.noise_map
-            )  # blind networks need no σ
+            # blind networks need no σ
+            set_sigma_levels([job], settings.sigma, model, estimate=model.meta.noise_map)
             t = time.perf_counter()
             clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
             seconds = time.perf_counter() - t

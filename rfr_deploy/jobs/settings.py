@@ -41,8 +41,8 @@ class JobSettings:
         default="estimate",
         metadata={
             "help": "Without --sigma: adapt at the estimated level (gray images with a blind network: the "
-            "level its own output implies), or with σ uniform in [low, high] (camera noise: CBDNet's random "
-            "training levels)."
+            "level its own output implies; with a noise-map network: the weak-texture estimate, also its "
+            "map), or with σ uniform in [low, high] (camera noise: CBDNet's random training levels)."
         },
     )
     """With unknown σ: 'estimate' adapts with Gaussian noise at the estimated level,
