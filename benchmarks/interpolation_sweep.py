@@ -46,7 +46,7 @@ from rfr_deploy.jobs.evaluate import add_gaussian_noise
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import get_entry, list_models
 from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.level import estimate_noise_level, estimate_sigma
+from rfr_deploy.noise.level import estimate_noise_level
 
 ADAPTED_AT = {
     "true": "",
@@ -73,7 +73,7 @@ def sweep_image(
     noisy = add_gaussian_noise(clean, sigma / 255, seed=0, index=index)
     origin = [p.detach().clone() for p in model.parameters()]
     level = estimate_noise_level(noisy)
-    weak = estimate_sigma(noisy)
+    weak = estimate_noise_level(noisy, noise_map=True).sigma  # what a job tells a noise-map network
     draws = draw_probes([noisy], index, probe_count([noisy]))
     stated = {"true": sigma / 255, "estimate": level.sigma, "weak": weak}
     given = stated[adapt_at] if model.meta.noise_map else None  # "own" is refused for noise-map networks

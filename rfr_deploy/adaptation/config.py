@@ -38,8 +38,8 @@ FIXED_INTERPOLATION = 0.5
 level), and for camera noise aimed at the pre-trained residual the largest one its guard, coloured SURE,
 may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
-"""Default interpolation for gray images with an estimated σ where SURE does not choose it: a noise-map
-network, a network whose residual implies no level, or ``select='off'``
+"""Default interpolation for gray images with an estimated σ where SURE does not choose it: a network
+whose residual implies no level, or ``select='off'``
 (:func:`rfr_deploy.adaptation.scoring.gray_with_estimated_level`, :mod:`rfr_deploy.adaptation.implied_level`)."""
 CUDA_GAUSSIAN_STEPS = 400
 """Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a

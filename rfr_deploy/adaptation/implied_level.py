@@ -1,4 +1,5 @@
-"""The noise level a blind Gaussian denoiser's own output implies, for gray images with an unknown σ.
+"""The noise level a Gaussian denoiser's own output implies, for gray images with an unknown σ (a
+noise-map network's, for the level its map is told).
 
 For a Wiener-like shrinkage the error per value is σ² times the divergence per value d (MSE = σ² d),
 and the mean squared residual is E r = MSE + σ²(1 − 2d) (Stein); so σ² = r / (1 − d), read off the

@@ -87,7 +87,8 @@ def aim_noise(
         return AimedNoise(noise)
     implied = implied_levels(model, images, settings.estimates, config.seed)  # one estimate per image
     if any(v is None for v in implied):
-        return AimedNoise(noise)  # the white-noise estimate, scored by the fixed quarter step
+        # the white-noise estimate: the scorer reads a level off all the images, if there is one
+        return AimedNoise(noise)
     aimed = dataclasses.replace(settings, estimates=tuple(implied), tolerance=TOLERANCE)
     return AimedNoise(build(aimed), levels={"implied_levels": implied})
 
