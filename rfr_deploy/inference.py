@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rfr_deploy.errors import ConfigError
+from rfr_deploy.layout import run_channels_last
 from rfr_deploy.memory import available_bytes, bytes_per_pixel
 from rfr_deploy.transforms import DIHEDRAL, dihedral, dihedral_inverse
 
@@ -47,21 +48,28 @@ def denoise(
     ensemble: bool = False,
     tile: int | None = None,
     overlap: int = 32,
+    channels_last: bool | None = None,
 ) -> torch.Tensor:
     """Clean estimate of ``noisy`` (``N×C×H×W``). ``sigma`` in [0, 1] units for noise-map models.
 
     ``ensemble`` averages the 8 dihedral transforms (×8 compute). ``tile`` forces
     tiles of that size; by default the image is tiled only when one pass would
-    not fit in memory.
+    not fit in memory. ``channels_last``: the layout of the pass
+    (:func:`rfr_deploy.layout.run_channels_last`; None: channels-last for convolutional networks on the CPU).
     """
     was_training = model.training
     model.eval()
     try:
         if tile is None:
             tile = auto_tile(model, noisy)
-        if ensemble:
-            return dihedral_mean(lambda x: _run(model, x, sigma, tile, overlap), noisy)
-        return _run(model, noisy, sigma, tile, overlap)
+
+        def compute(layout: torch.memory_format) -> torch.Tensor:
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return _run(model, x.contiguous(memory_format=layout), sigma, tile, overlap)
+
+            return dihedral_mean(run, noisy) if ensemble else run(noisy)
+
+        return run_channels_last(model, noisy, compute, channels_last)
     finally:
         model.train(was_training)
 

@@ -95,6 +95,65 @@ def test_only_plain_zero_padded_convolutions_before_a_relu_in_a_sequential_are_p
     assert [p.conv_key for p in find_pairs(model)] == ["6"]
 
 
+@needs_onednn
+def test_a_pair_can_run_its_backward_convolution_in_bf16():
+    """The fp32 tail's pairs: fp32 forward, bf16 backward convolution, fp32 gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 10, 10, requires_grad=True)
+    weight, bias = torch.randn(6, 4, 3, 3, requires_grad=True), torch.randn(6, requires_grad=True)
+    geometry = ([1, 1], [1, 1], [1, 1], 1)
+
+    def gradients(backward_dtype):
+        x.grad = weight.grad = bias.grad = None
+        out = ConvReLUFunction.apply(x, weight, bias, *geometry, backward_dtype)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        return out.detach(), [t.grad.clone() for t in (x, weight, bias)]
+
+    fp32_out, fp32_grads = gradients(None)
+    out, grads = gradients(torch.bfloat16)
+    assert torch.equal(out, fp32_out) and out.dtype == torch.float32  # the forward pass is untouched
+    grad = torch.ops.aten.threshold_backward(torch.linspace(-1, 1, out.numel()).view_as(out), out, 0)
+    bf16 = [t.detach().to(torch.bfloat16) for t in (grad, x, weight)]
+    expected = torch.ops.aten.convolution_backward(
+        *bf16, [6], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True]
+    )  # fmt: skip
+    for got, want, fp32 in zip(grads, expected, fp32_grads, strict=True):
+        assert got.dtype == torch.float32 and torch.equal(got, want.float())
+        assert not torch.equal(got, fp32)  # bf16 rounding shows
+        torch.testing.assert_close(got, fp32, rtol=0.05, atol=0.05 * float(fp32.abs().max()))
+
+
+@needs_onednn
+@pytest.mark.skipif(
+    not cpu_native_bf16(), reason="oneDNN's fused bf16 convolution needs a CPU with native bf16"
+)
+@pytest.mark.parametrize("tail_backward", ["bf16", "fp32"])
+def test_the_fp32_tail_keeps_its_forward_in_fp32_and_runs_the_pairs_backward_as_asked(
+    tiny_dncnn, monkeypatch, tail_backward
+):
+    calls: list[tuple[int, torch.dtype, torch.dtype | None]] = []
+    original, done = ConvReLUFunction.forward, [0]
+
+    def spy(ctx, x, *args):
+        calls.append((done[0], x.dtype, args[-1]))
+        return original(ctx, x, *args)
+
+    monkeypatch.setattr(ConvReLUFunction, "forward", staticmethod(spy))
+    target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    config = AdaptConfig(steps=4, lr=1e-3, warmup=0, fp32_tail=2, tail_backward=tail_backward)
+    runner = Bf16Runner(
+        UpdateContext(tiny_dncnn(3), [target], GaussianNoise(25 / 255), config, torch.Generator())
+    )
+    for k in range(4):
+        done[0] = k
+        runner.step(0, k, None)
+    head = [(k, torch.bfloat16, None) for k in (0, 1) for _ in range(2)]  # two pairs per update
+    tail = [(k, torch.float32, torch.bfloat16) for k in (2, 3) for _ in range(2)]
+    assert calls == head + (tail if tail_backward == "bf16" else [])  # fp32: the tail runs unfused
+    with pytest.raises(ValueError, match="tail_backward"):
+        AdaptConfig(tail_backward="fp16")
+
+
 def _bf16_runner(model, target, fuse=True):
     config = AdaptConfig(steps=3, lr=1e-3, warmup=0, fp32_tail=0)
     context = UpdateContext(

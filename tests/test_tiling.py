@@ -28,8 +28,10 @@ def test_an_image_within_one_tile_is_one_pass(name, sigma, noisy):
     model = tiny(name)
     with torch.no_grad():
         whole = model(noisy, sigma)
-    assert torch.equal(denoise(model, noisy, sigma=sigma), whole)
-    assert torch.equal(denoise(model, noisy, sigma=sigma, tile=45), whole)  # the tile holds the image
+    default_layout = denoise(model, noisy, sigma=sigma, channels_last=False)
+    assert torch.equal(default_layout, whole)
+    assert torch.equal(denoise(model, noisy, sigma=sigma, tile=45, channels_last=False), whole)  # one tile
+    assert torch.equal(denoise(model, noisy, sigma=sigma, tile=45), denoise(model, noisy, sigma=sigma))
 
 
 @pytest.mark.parametrize("name, sigma", [("dncnn", None), ("ffdnet", 25 / 255)])

@@ -273,6 +273,21 @@ class AdaptConfig:
     ``real_noise_cbdnet_crop128_guard_sidd_bf16share.md``): the refit needs a number of updates, not a
     share of the run. 0: bf16 to the end."""
 
+    tail_backward: Literal["bf16", "fp32"] = dataclasses.field(
+        default="bf16",
+        metadata={
+            "help": "CPU bf16 updates only: the precision of the fp32 tail's backward convolutions (each "
+            "convolution + ReLU pair's); its forward pass, which the returned weights fit, stays fp32."
+        },
+    )
+    """The dtype of the backward convolutions of the ``fp32_tail`` updates (those of the convolution + ReLU
+    pairs :mod:`~rfr_deploy.adaptation.fused_conv_relu` runs as one call; other layers stay fp32). The
+    tail's forward pass is what refits the weights to fp32 arithmetic: with bf16 gradients the last 160 of
+    640 updates bring CDnCNN-B on 4 CBSD68 crops to -0.016 dB against -0.019 with fp32 ones
+    (``benchmarks/results/bf16_tail_backward_CBSD68_s25_crop256.md``), the CLI defaults' gains on stop 38's
+    crops stay within 0.0023 dB (``table{2,3}_*_tailbwd_*``), and a tail update on a 64² patch takes 39
+    instead of 60 ms on an AMX CPU (``tail_backward_cpu_amx.md``). 'fp32': the whole tail in fp32."""
+
     keep_memory: bool = dataclasses.field(
         default=True,
         metadata={
@@ -316,6 +331,8 @@ class AdaptConfig:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.fp32_tail < 0:
             raise ValueError(f"fp32_tail must be >= 0, got {self.fp32_tail}")
+        if self.tail_backward not in ("bf16", "fp32"):
+            raise ValueError(f"tail_backward must be 'bf16' or 'fp32', not {self.tail_backward!r}")
         if self.refresh_every < 0:
             raise ValueError(f"refresh_every must be >= 0, got {self.refresh_every}")
         if self.select not in ("sure", "off"):

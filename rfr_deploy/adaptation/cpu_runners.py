@@ -10,8 +10,10 @@ on oneDNN's AVX512-BF16 / AMX kernels, while the master weights, their gradients
 and the loss stay fp32; each convolution and the ReLU after it run as one oneDNN call
 (:mod:`rfr_deploy.adaptation.fused_conv_relu`: 1.15× on DnCNN, AMX CPU,
 ``benchmarks/results/speed_cpu_amx.md``); the last updates of a round
-(:attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`, 160) run in fp32, so that the fp32 network
-returned is fitted to fp32 arithmetic (a round no longer than that gets the fp32 runner). It is chosen by ``amp='bf16'`` on a CPU with native bf16, and
+(:attr:`~rfr_deploy.adaptation.config.AdaptConfig.fp32_tail`, 160) run their forward pass in fp32, so
+that the fp32 network returned is fitted to fp32 arithmetic (a round no longer than that gets the fp32
+runner); their convolution + ReLU pairs still run the backward convolutions in bf16
+(:attr:`~rfr_deploy.adaptation.config.AdaptConfig.tail_backward`). It is chosen by ``amp='bf16'`` on a CPU with native bf16, and
 by ``amp='auto'`` on the CPUs :data:`CPU_BF16_AUTO` names (faster there, and the adaptation gain
 measured within 0.01 dB of fp32's).
 """
@@ -24,13 +26,13 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.fused_conv_relu import find_pairs, fused_conv_relu, fusion_available
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
 from rfr_deploy.devices import cpu_bf16_units, cpu_native_bf16, cpu_vendor
 from rfr_deploy.errors import ConfigError, first_line
+from rfr_deploy.layout import has_convolutions
 
 CPU_BF16_AUTO: tuple[tuple[str, str | None], ...] = (("AMX", None), ("AVX512-BF16", "AuthenticAMD"))
 """The CPUs on which ``amp='auto'`` picks the bf16 update: (bf16 units as
@@ -86,10 +88,6 @@ def bf16_updates(config: AdaptConfig) -> float:
     """How many of a round's updates a bf16 runner runs in bf16: all but the last ``fp32_tail``
     (all of them where ``steps`` is not set)."""
     return math.inf if config.steps is None else max(0, config.steps - config.fp32_tail)
-
-
-def has_convolutions(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 class ChannelsLastRunner(EagerRunner):
@@ -153,6 +151,7 @@ class Bf16Runner(ChannelsLastRunner):
         if not fuse:
             self._unfuse()
         self._bf16_updates = bf16_updates(context.config)
+        self._tail_backward = context.config.tail_backward
         tail_follows = self._bf16_updates < (context.config.steps or 0)
         self._first_scored = self._bf16_updates + 1 if tail_follows else 0
         """The first update whose network is worth scoring (:meth:`scores_checkpoint`)."""
@@ -179,8 +178,9 @@ class Bf16Runner(ChannelsLastRunner):
         self.name += "-unfused"
 
     def forward_context(self) -> contextlib.AbstractContextManager:
-        if self._done >= self._bf16_updates:  # the fp32 tail (AdaptConfig.fp32_tail)
-            return contextlib.nullcontext()
+        if self._done >= self._bf16_updates:  # the fp32 tail (AdaptConfig.fp32_tail, tail_backward)
+            bf16_grads = self._tail_backward == "bf16"
+            return fused_conv_relu(self._pairs, torch.bfloat16) if bf16_grads else contextlib.nullcontext()
         stack = contextlib.ExitStack()
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
         stack.enter_context(fused_conv_relu(self._pairs))

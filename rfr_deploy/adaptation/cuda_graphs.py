@@ -50,11 +50,11 @@ import torch
 
 from rfr_deploy.adaptation import capture_checks
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cpu_runners import has_convolutions
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
 from rfr_deploy.adaptation.update import UpdateContext, loss_function, make_optimizer
 from rfr_deploy.devices import bf16_supported
 from rfr_deploy.errors import first_line
+from rfr_deploy.layout import has_convolutions
 
 Precision = Literal["bf16", "fp16", "fp32"]
 WARMUP_UPDATES = 3

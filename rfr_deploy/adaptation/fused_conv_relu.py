@@ -6,7 +6,10 @@ much as a third of the update (DnCNN at 256²: ``benchmarks/results/profile_upda
 oneDNN can apply the ReLU to the accumulator before the output is written (its post-op, exposed as
 ``torch.ops.mkldnn._convolution_pointwise``, which has no autograd formula), so
 :class:`ConvReLUFunction` pairs that forward with the backward PyTorch's own ReLU and convolution
-nodes compute: ``threshold_backward`` on the saved output, then ``convolution_backward``.
+nodes compute: ``threshold_backward`` on the saved output, then ``convolution_backward``. That backward
+convolution can run in another dtype than the forward pass (``backward_dtype``): the fp32 tail of the
+bf16 update (:attr:`~rfr_deploy.adaptation.config.AdaptConfig.tail_backward`) runs fp32 forward passes
+with bf16 gradients.
 
 The fusion is temporary: :func:`fused_conv_relu` swaps the pairs of every ``nn.Sequential`` for
 :class:`FusedConvReLU` only while the update's forward pass runs, and puts the original modules back
@@ -31,16 +34,18 @@ def fusion_available() -> bool:
 
 
 class ConvReLUFunction(torch.autograd.Function):
-    """``relu(conv2d(x, weight, bias))`` in one oneDNN call; the backward of the two unfused ops."""
+    """``relu(conv2d(x, weight, bias))`` in one oneDNN call; the backward of the two unfused ops, its
+    convolution in ``backward_dtype`` where given (the gradients come back in the inputs' dtypes)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, padding, stride, dilation, groups):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, padding, stride, dilation, groups, backward_dtype=None):  # type: ignore[override]
         y = torch.ops.mkldnn._convolution_pointwise(
             x, weight, bias, padding, stride, dilation, groups, "relu", [], ""
         )
         ctx.save_for_backward(x, weight, y)
         ctx.geometry = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None
+        ctx.backward_dtype = backward_dtype or x.dtype
         return y
 
     @staticmethod
@@ -48,28 +53,36 @@ class ConvReLUFunction(torch.autograd.Function):
         x, weight, y = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.geometry
         grad = torch.ops.aten.threshold_backward(grad, y, 0)
+        dtype = ctx.backward_dtype
         wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]] if ctx.has_bias else None,
+        grads = torch.ops.aten.convolution_backward(
+            grad.to(dtype), x.to(dtype), weight.to(dtype), [weight.shape[0]] if ctx.has_bias else None,
             stride, padding, dilation, False, [0, 0], groups, wanted,
         )  # fmt: skip
-        return grad_x, grad_w, grad_b, None, None, None, None
+        grad_x, grad_w, grad_b = (
+            None if g is None else g.to(t.dtype) for g, t in zip(grads, (x, weight, weight), strict=True)
+        )
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 class FusedConvReLU(nn.Module):
     """Stands in for ``conv`` and the ReLU after it. Computes in CPU autocast's dtype where autocast is
-    on, else in the input's (a block that turns autocast off, such as the SURE loss, gets fp32)."""
+    on, else in the input's (a block that turns autocast off, such as the SURE loss, gets fp32); the
+    backward convolution in :attr:`backward_dtype` where set (:func:`fused_conv_relu`)."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.conv = conv
         self.geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        self.backward_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, dtype = self.conv, cpu_autocast_dtype() or x.dtype
         bias = None if conv.bias is None else conv.bias.to(dtype)
         with torch.autocast("cpu", enabled=False):
-            return ConvReLUFunction.apply(x.to(dtype), conv.weight.to(dtype), bias, *self.geometry)
+            return ConvReLUFunction.apply(
+                x.to(dtype), conv.weight.to(dtype), bias, *self.geometry, self.backward_dtype
+            )
 
 
 if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
@@ -118,9 +131,11 @@ def _fusable(conv: nn.Module | None) -> bool:
 
 
 @contextlib.contextmanager
-def fused_conv_relu(pairs: list[_Pair]) -> Iterator[None]:
-    """Runs the block with each pair of ``pairs`` replaced by its fused module, then restores them."""
+def fused_conv_relu(pairs: list[_Pair], backward_dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Runs the block with each pair of ``pairs`` replaced by its fused module, then restores them.
+    ``backward_dtype``: the dtype of the pairs' backward convolutions (None: that of the forward pass)."""
     for p in pairs:
+        p.fused.backward_dtype = backward_dtype
         p.parent._modules[p.conv_key], p.parent._modules[p.relu_key] = p.fused, _SKIP
     try:
         yield

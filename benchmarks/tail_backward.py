@@ -1,0 +1,107 @@
+"""The CPU bf16 runner's three kinds of update, timed in interleaved rounds: a bf16 update, and an
+update of the fp32 tail with its convolution + ReLU pairs' backward in fp32 or in bf16
+(``AdaptConfig.tail_backward``). Full-size DnCNN with random weights, one generated image of the
+given size per case (gray and colour), σ = 25, freed memory kept.
+
+    python benchmarks/tail_backward.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import environment, write_results
+
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.cpu_runners import Bf16Runner
+from rfr_deploy.adaptation.update import UpdateContext
+from rfr_deploy.bench.run import synthetic_image
+from rfr_deploy.heap import keep_freed_memory
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.noise.gaussian import GaussianNoise
+
+STEPS = 10**7
+KINDS = {"bf16": ("bf16", 0), "tail, fp32 backward": ("fp32", STEPS), "tail, bf16 backward": ("bf16", STEPS)}
+"""Update kind → (tail_backward, fp32_tail): a tail as long as the run makes every update a tail update."""
+
+
+def make_runner(channels: int, size: int, tail_backward: str, fp32_tail: int) -> Bf16Runner:
+    torch.manual_seed(0)
+    model = create_model("dncnn", weights=None, channels=channels).train()
+    clean, _ = synthetic_image(size, seed=0)
+    target = torch.from_numpy(clean).permute(2, 0, 1)[None, :channels].contiguous()
+    config = AdaptConfig(steps=STEPS, seed=0, fp32_tail=fp32_tail, tail_backward=tail_backward)
+    return Bf16Runner(UpdateContext(model, [target], GaussianNoise(25 / 255), config, torch.Generator()))
+
+
+def time_case(channels: int, size: int, rounds: int, updates: int) -> dict:
+    """Median ms per update of each kind in :data:`KINDS`."""
+    runners = {kind: make_runner(channels, size, *setting) for kind, setting in KINDS.items()}
+    for runner in runners.values():  # warm-up
+        for k in range(3):
+            runner.step(0, k, None)
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(rounds):
+        for kind, runner in runners.items():
+            start = time.perf_counter()
+            for k in range(updates):
+                runner.step(0, k % 8, None)
+            times[kind].append(1e3 * (time.perf_counter() - start) / updates)
+    return {
+        "channels": channels,
+        "size": size,
+        "ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
+        "runners": {k: r.name for k, r in runners.items()},
+    }
+
+
+def to_markdown(data: dict) -> str:
+    a = data["args"]
+    lines = [
+        "# The CPU bf16 runner's updates: bf16, and the fp32 tail with an fp32 or a bf16 backward",
+        "",
+        f"- {data['environment']['device']}; torch {data['environment']['torch']}; {a['threads']} threads.",
+        f"- Full-size DnCNN, random weights, batch 1, σ = 25; median of {a['rounds']} rounds of {a['updates']} "
+        "updates per kind, the kinds interleaved; freed memory kept.",
+        "",
+        "| channels | size | " + " | ".join(f"{k} ms" for k in KINDS) + " | tail: fp32 → bf16 backward |",
+        "|---:|---:|" + "---:|" * (len(KINDS) + 1),
+    ]
+    for r in data["cases"]:
+        ms = r["ms"]
+        cells = " | ".join(f"{ms[k]}" for k in KINDS)
+        speed_up = ms["tail, fp32 backward"] / ms["tail, bf16 backward"]
+        lines.append(f"| {r['channels']} | {r['size']}² | {cells} | {speed_up:.2f}× |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cases", default="1:64,3:64,3:256", help="comma-separated channels:size")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--updates", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="tail_backward_cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    keep_freed_memory()
+    cases = []
+    for case in filter(None, args.cases.split(",")):
+        channels, size = (int(v) for v in case.split(":"))
+        cases.append(time_case(channels, size, args.rounds, args.updates))
+        print(cases[-1], flush=True)
+    data = {"args": vars(args), "environment": environment(), "cases": cases}
+    written = write_results(args.name, data, to_markdown(data))
+    print(to_markdown(data))
+    print("wrote", ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()
