@@ -260,12 +260,14 @@ class AdaptConfig:
     fp32_tail: int = dataclasses.field(
         default=160,
         metadata={
-            "help": "CPU bf16 updates only: the last this many updates of each round run in fp32 (all of a "
-            "shorter round); bf16 alone leaves the weights fitted to bf16 arithmetic."
+            "help": "CPU bf16 updates only: the last this many updates of each round run their forward pass "
+            "in fp32 (all of a shorter round; backward: --tail-backward); bf16 alone leaves the weights "
+            "fitted to bf16 arithmetic."
         },
     )
     """With bf16 updates on a CPU (:class:`~rfr_deploy.adaptation.cpu_runners.Bf16Runner`): how many of
-    each round's last updates run in fp32 (a round of at most this many runs in fp32 throughout). Updates
+    each round's last updates run in fp32 (a round of at most this many runs in fp32 throughout; since
+    stop 45 their convolution + ReLU pairs compute the gradients in bf16, ``tail_backward``). Updates
     in bf16 alone fit the weights to bf16 arithmetic, and the fp32 network they return denoises worse
     (CDnCNN-B, 4 CBSD68 crops, 640 updates: -0.105 dB against fp32's -0.016); the last 160 in fp32 bring
     it back (-0.018; ``benchmarks/results/bf16_tail_CBSD68_s25_crop256.md``). Two fp32 updates after
