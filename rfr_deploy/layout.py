@@ -11,8 +11,9 @@ AMX ran 1.07-1.23× faster so on both cores and 1.04-1.18× on one, for every zo
 :func:`run_channels_last` puts the network's weights in that layout for one computation and back
 afterwards, so weights, state dicts and exports never see it (a network already in channels-last
 layout, e.g. during an update on the channels-last runner, is left as it is). A network whose code
-assumes NCHW activations (``view`` on them) fails there; where the default layout then succeeds, its
-architecture runs in the default layout from that call on, with one warning.
+assumes NCHW activations (``view`` on them), or whose weights cannot take that layout (5-D ones), fails
+there; where the default layout then succeeds, its architecture runs in the default layout from that
+call on, with one warning.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def run_channels_last(
     if not wanted or name in _DEFAULT_LAYOUT_ONLY:
         return compute(torch.contiguous_format)
     converted = not in_channels_last(model)
-    if converted:
-        model.to(memory_format=torch.channels_last)
     try:
+        if converted:  # raises for a 5-D weight (Conv3d): half-converted weights are put back below
+            model.to(memory_format=torch.channels_last)
         return compute(torch.channels_last).contiguous()
     except RuntimeError as exc:
         failure = exc

@@ -87,6 +87,28 @@ def test_a_network_that_needs_nchw_falls_back_once_with_a_warning():
     assert layouts == [torch.contiguous_format]  # remembered: not tried in channels-last again
 
 
+class _WithVolumeWeights(nn.Module):
+    """A 5-D weight (``Conv3d``), which channels-last (a 4-D layout) refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.volume = nn.Conv3d(1, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x) + self.volume(x[:, None])[:, 0]
+
+
+def test_a_network_with_weights_channels_last_cannot_hold_runs_in_the_default_layout():
+    model, x = _WithVolumeWeights(), torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+        with pytest.warns(UserWarning, match="channels-last layout not used for _WithVolumeWeights"):
+            got = run_channels_last(model, x, lambda fmt: model(x.contiguous(memory_format=fmt)))
+    assert torch.equal(got, expected)
+    assert all(p.is_contiguous() for p in model.parameters())  # the half-converted weights are back
+
+
 def test_an_error_of_both_layouts_is_raised_and_not_remembered():
     model = tiny("dncnn")
 
