@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,38 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> tuple[Path,
     with atomic_write(md_path) as tmp:
         tmp.write_text(markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def report(name: str, data: dict[str, Any], markdown: str) -> None:
+    """Write the results files (:func:`write_results`), then print ``markdown`` and where they went."""
+    written = write_results(name, data, markdown)
+    print(markdown)
+    print("wrote", ", ".join(str(p) for p in written))
+
+
+def use_threads(args) -> None:
+    """Set torch's CPU threads to ``args.threads`` where given, and record the number in use there."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+
+
+def interleaved_ms(
+    calls: Mapping[str, Callable[[int], object]], rounds: int, repeats: int
+) -> dict[str, float]:
+    """Median ms per call of each of ``calls`` (called with the repeat's index) over ``rounds`` rounds of
+    ``repeats`` calls, the callables interleaved round by round so that drift in the machine's speed
+    falls on all of them alike."""
+    times: dict[str, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            start = time.perf_counter()
+            for k in range(repeats):
+                call(k)
+            times[key].append(1e3 * (time.perf_counter() - start) / repeats)
+    return {key: round(statistics.median(v), 2) for key, v in times.items()}
 
 
 def parse_overrides(text: str) -> dict[str, Any]:

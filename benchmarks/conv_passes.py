@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import environment, write_results
+from common import environment, report, use_threads
 
 from rfr_deploy.bench.limits import conv_flops, median_seconds
 from rfr_deploy.heap import keep_freed_memory
@@ -73,16 +73,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default="conv_passes_cpu")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
+    use_threads(args)
     keep_freed_memory()
     precisions = {"fp32": torch.float32, "bf16": torch.bfloat16}
     rates = {name: time_passes(dtype, args.size, args.repeats) for name, dtype in precisions.items()}
     data = {"args": vars(args), "environment": environment(), "rates": rates}
-    written = write_results(args.name, data, to_markdown(data))
-    print(to_markdown(data))
-    print("wrote", ", ".join(str(p) for p in written))
+    report(args.name, data, to_markdown(data))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,9 @@ CLI does). Also the largest difference between the two outputs.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from common import environment, write_results
+from common import environment, interleaved_ms, report, use_threads
 
 from rfr_deploy.heap import keep_freed_memory
 from rfr_deploy.inference import denoise
@@ -28,21 +26,17 @@ CASES = (
 LAYOUTS = {"default": False, "channels-last": True}
 
 
-def time_case(name: str, channels: int, size: int, rounds: int, calls: int) -> dict:
+def time_case(name: str, channels: int, size: int, rounds: int, repeats: int) -> dict:
     """Median ms per pass in each layout of :data:`LAYOUTS`, interleaved round by round."""
     torch.manual_seed(0)
     model = create_model(name, weights=None, channels=channels).eval()
     noisy = torch.rand(1, channels, size, size)
     sigma = 25 / 255 if model.needs_sigma else None
     outputs = {k: denoise(model, noisy, sigma=sigma, channels_last=v) for k, v in LAYOUTS.items()}  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in LAYOUTS}
-    for _ in range(rounds):
-        for key, wanted in LAYOUTS.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                denoise(model, noisy, sigma=sigma, channels_last=wanted)
-            times[key].append(1e3 * (time.perf_counter() - start) / calls)
-    ms = {k: round(statistics.median(v), 1) for k, v in times.items()}
+    calls = {
+        k: lambda _, v=v: denoise(model, noisy, sigma=sigma, channels_last=v) for k, v in LAYOUTS.items()
+    }
+    ms = interleaved_ms(calls, rounds, repeats)
     return {
         "model": name,
         "channels": channels,
@@ -83,9 +77,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default="inference_layout_cpu")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
+    use_threads(args)
     keep_freed_memory()
     cases = []
     for case in filter(None, args.cases.split(",")):
@@ -93,9 +85,7 @@ def main() -> None:
         cases.append(time_case(name, int(channels), int(size), args.rounds, args.calls))
         print(cases[-1], flush=True)
     data = {"args": vars(args), "environment": environment(), "cases": cases}
-    written = write_results(args.name, data, to_markdown(data))
-    print(to_markdown(data))
-    print("wrote", ", ".join(str(p) for p in written))
+    report(args.name, data, to_markdown(data))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import time
 
 import torch
-from common import environment, write_results
+from common import environment, report, use_threads
 from torch.profiler import ProfilerActivity, profile
 
 from rfr_deploy.adaptation.config import AdaptConfig
@@ -110,18 +110,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
+    use_threads(args)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     data = {
         "args": vars(args),
         "environment": environment(),
         "modes": [profile_mode(args.model, m, args.size, args.updates, args.top) for m in modes],
     }
-    written = write_results(args.name or f"profile_update_{args.model}{args.size}", data, to_markdown(data))
-    print(to_markdown(data))
-    print("wrote", ", ".join(str(p) for p in written))
+    report(args.name or f"profile_update_{args.model}{args.size}", data, to_markdown(data))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,9 @@ given size per case (gray and colour), σ = 25, freed memory kept.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from common import environment, write_results
+from common import environment, interleaved_ms, report, use_threads
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner
@@ -43,17 +41,12 @@ def time_case(channels: int, size: int, rounds: int, updates: int) -> dict:
     for runner in runners.values():  # warm-up
         for k in range(3):
             runner.step(0, k, None)
-    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    for _ in range(rounds):
-        for kind, runner in runners.items():
-            start = time.perf_counter()
-            for k in range(updates):
-                runner.step(0, k % 8, None)
-            times[kind].append(1e3 * (time.perf_counter() - start) / updates)
+    calls = {kind: lambda k, r=runner: r.step(0, k % 8, None) for kind, runner in runners.items()}
+    ms = interleaved_ms(calls, rounds, updates)
     return {
         "channels": channels,
         "size": size,
-        "ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
+        "ms": ms,
         "runners": {k: r.name for k, r in runners.items()},
     }
 
@@ -88,9 +81,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default="tail_backward_cpu")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.threads = torch.get_num_threads()
+    use_threads(args)
     keep_freed_memory()
     cases = []
     for case in filter(None, args.cases.split(",")):
@@ -98,9 +89,7 @@ def main() -> None:
         cases.append(time_case(channels, size, args.rounds, args.updates))
         print(cases[-1], flush=True)
     data = {"args": vars(args), "environment": environment(), "cases": cases}
-    written = write_results(args.name, data, to_markdown(data))
-    print(to_markdown(data))
-    print("wrote", ", ".join(str(p) for p in written))
+    report(args.name, data, to_markdown(data))
 
 
 if __name__ == "__main__":

@@ -151,7 +151,8 @@ class Bf16Runner(ChannelsLastRunner):
         if not fuse:
             self._unfuse()
         self._bf16_updates = bf16_updates(context.config)
-        self._tail_backward = context.config.tail_backward
+        self._tail_grads = torch.bfloat16 if context.config.tail_backward == "bf16" else None
+        """The dtype of the fp32 tail's pair gradients; None: the whole tail in fp32, unfused."""
         tail_follows = self._bf16_updates < (context.config.steps or 0)
         self._first_scored = self._bf16_updates + 1 if tail_follows else 0
         """The first update whose network is worth scoring (:meth:`scores_checkpoint`)."""
@@ -179,8 +180,8 @@ class Bf16Runner(ChannelsLastRunner):
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         if self._done >= self._bf16_updates:  # the fp32 tail (AdaptConfig.fp32_tail, tail_backward)
-            bf16_grads = self._tail_backward == "bf16"
-            return fused_conv_relu(self._pairs, torch.bfloat16) if bf16_grads else contextlib.nullcontext()
+            grads = self._tail_grads
+            return contextlib.nullcontext() if grads is None else fused_conv_relu(self._pairs, grads)
         stack = contextlib.ExitStack()
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
         stack.enter_context(fused_conv_relu(self._pairs))
