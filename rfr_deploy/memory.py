@@ -3,8 +3,9 @@
 Networks differ too much (plain stacks, U-Nets, attention) for a formula, so a
 small probe measures them: a forward pass on a 64×64 input records the largest
 activation (inference) or every tensor autograd saves for the backward pass
-(training), and scales linearly with the pixel count. :func:`side_that_fits` turns
-bytes per pixel and a budget into a tile or patch side.
+(training), and scales linearly with the pixel count. The result depends only on the network's
+structure, so it is measured once per structure in a process (an adaptation asks before each of its
+whole-image passes). :func:`side_that_fits` turns bytes per pixel and a budget into a tile or patch side.
 """
 
 from __future__ import annotations
@@ -16,10 +17,27 @@ import torch
 from torch import nn
 
 _PROBE = 64
+_MEASURED: dict[tuple, float] = {}
+"""Bytes per pixel by :func:`_structure`."""
 
 
-def bytes_per_pixel(model: nn.Module, channels: int, training: bool, sigma: float = 0.1) -> float:
+def bytes_per_pixel(model: nn.Module, channels: int, training: bool) -> float:
     """Approximate bytes of activations per input pixel, for inference or for a training step."""
+    key = _structure(model, channels, training)
+    if key not in _MEASURED:
+        _MEASURED[key] = _measure(model, channels, training)
+    return _MEASURED[key]
+
+
+def _structure(model: nn.Module, channels: int, training: bool) -> tuple:
+    """What the probe's result depends on: the network's class, its modules' classes and mode, the
+    shape, dtype, device and trainability of each parameter, the input channels, and the pass."""
+    modules = tuple((type(m).__module__, type(m).__qualname__, m.training) for m in model.modules())
+    params = tuple((tuple(p.shape), p.dtype, str(p.device), p.requires_grad) for p in model.parameters())
+    return modules, params, channels, training
+
+
+def _measure(model: nn.Module, channels: int, training: bool, sigma: float = 0.1) -> float:
     device = next(model.parameters()).device
     x = torch.rand(1, channels, _PROBE, _PROBE, device=device)
     pixels = _PROBE * _PROBE

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.shared import ENV_VAR, shared_available, shared_path, shared_root
 
@@ -70,3 +71,12 @@ def weights_file(tmp_path, tiny_dncnn):
     path = tmp_path / "tiny.safetensors"
     save_weights(path, model.net, model.meta)
     return path
+
+
+@pytest.fixture
+def pair(smooth_image):
+    """(clean, noisy, σ): ``smooth_image`` with white Gaussian noise of level 20/255."""
+    clean = to_tensor(smooth_image)
+    sigma = 20 / 255
+    noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    return clean, noisy, sigma

@@ -87,6 +87,19 @@ def test_fp32_runners_are_untouched_by_the_autocast_hook(tiny_dncnn, noisy):
     assert a == pytest.approx(b, rel=1e-5)
 
 
+def test_the_cpu_runners_take_adams_fused_kernel_where_torch_has_it(tiny_dncnn, noisy, monkeypatch):
+    assert not cpu_runners.cpu_fused_adam("2.3.1") and cpu_runners.cpu_fused_adam("2.4.0")
+    assert cpu_runners.cpu_fused_adam("2.13.0+cpu")
+    for cls in (ChannelsLastRunner, Bf16Runner):
+        _, _, runner = _train(cls, tiny_dncnn(3), noisy, steps=2)
+        assert runner.optimizer.defaults["fused"] is (True if cpu_runners.cpu_fused_adam() else None)
+    _, _, eager = _train(EagerRunner, tiny_dncnn(3), noisy, steps=2)
+    assert not eager.optimizer.defaults["fused"]  # the plain update stays the bench's baseline
+    monkeypatch.setattr(cpu_runners, "cpu_fused_adam", lambda: False)
+    _, _, older = _train(ChannelsLastRunner, tiny_dncnn(3), noisy, steps=2)
+    assert not older.optimizer.defaults["fused"]
+
+
 def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: False)
     monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda: None)

@@ -3,14 +3,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from sure_helpers import Blur, gaussian_level, noisy_copy
 from torch import nn
 
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
-from rfr_deploy.adaptation.scoring import GcvScorer, assumed_level, make_scorer
+from rfr_deploy.adaptation.scoring import GcvScorer, make_scorer
 from rfr_deploy.adaptation.sure import (
-    CANDIDATES,
     SureScorer,
     choose_interpolation,
     draw_probes,
@@ -21,26 +21,6 @@ from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.noise.base import QuantizedNoise
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 from rfr_deploy.noise.level import estimate_noise_level
-
-
-class Blur(nn.Module):
-    """A linear denoiser: (1 − w)·y + w·(3×3 box blur of y), called like the zoo's denoisers."""
-
-    def __init__(self, weight: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.tensor(weight))
-
-    def forward(self, x, sigma=None):
-        blurred = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        return torch.lerp(x, blurred, self.weight)
-
-
-@pytest.fixture
-def pair(smooth_image):
-    clean = to_tensor(smooth_image)
-    sigma = 20 / 255
-    noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
-    return clean, noisy, sigma
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
@@ -62,11 +42,6 @@ def test_sure_ranks_denoisers_like_the_true_error(pair):
     assert choice.interpolation == weights[true.index(min(true))]
     assert set(choice.estimates) == set(weights)
     assert all(math.isfinite(v) for v in choice.estimates.values())
-
-
-def gaussian_level(noise, images):
-    found = assumed_level(noise, images)
-    return found[0] if found is not None else None
 
 
 def test_gaussian_level_known_estimated_and_camera(pair):
@@ -174,122 +149,6 @@ def test_probe_count_grows_as_images_shrink():
     assert probe_count([torch.zeros(1, 3, 1024, 1024)]) == 2
 
 
-def test_the_level_a_wiener_like_denoiser_implies_is_the_noise_level():
-    from rfr_deploy.adaptation.implied_level import implied_level
-
-    sigma = 0.08
-    flat = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
-    draws = draw_probes([flat], 0, 4)
-    # a 3×3 box blur on a flat image: divergence 1/9 and residual σ²(1 − 1/9) per value
-    assert implied_level(Blur(1.0), [flat], draws, sigma) == pytest.approx(sigma, rel=0.03)
-    assert implied_level(Blur(0.0), [flat], draws, sigma) is None  # the identity: divergence 1
-    dark = (0.02 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
-    assert implied_level(Blur(1.0), [dark], draws, sigma) is None  # every value within 2σ of 0: clipped
-
-
-class MapBlur(Blur):
-    """A noise-map 'network': blurs more for a higher level it is given (w = σ / 0.08, at most 1)."""
-
-    def forward(self, x, sigma=None):
-        self.weight.data.fill_(min(sigma / 0.08, 1.0))
-        return super().forward(x)
-
-
-def test_a_noise_map_network_implies_a_level_for_the_level_it_is_given():
-    from rfr_deploy.adaptation.implied_level import implied_level
-
-    sigma = 0.08
-    flat = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
-    draws = draw_probes([flat], 0, 4)
-    # fully blurred at the true level: the box blur's level (test above); lightly blurred, less noise
-    # is removed and the Wiener identity reads the level lower
-    matched = implied_level(MapBlur(1.0), [flat], draws, sigma, model_sigma=sigma)
-    assert matched == pytest.approx(sigma, rel=0.03)
-    assert implied_level(MapBlur(1.0), [flat], draws, sigma, model_sigma=sigma / 4) < 0.9 * matched
-
-
-def test_gray_images_with_an_estimated_level_are_scored_at_the_blind_network_s_own_level():
-    from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_level
-
-    sigma = 0.08
-    gray = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
-    estimated = GaussianNoise(0.09, estimated=True)  # the weak-texture estimate, 12 % high
-    scorer = make_scorer(estimated, [gray], [gray], None, 0, pretrained=Blur(1.0))
-    level = implied_level(Blur(1.0), [gray], scorer.draws, 0.09)
-    assert type(scorer) is SureScorer and (scorer.low, scorer.high) == (
-        level * (1 - TOLERANCE),
-        level * (1 + TOLERANCE),
-    )
-    assert scorer.low < sigma < scorer.high
-    assert make_scorer(estimated, [gray], [gray], None, 0) is None  # no network: the fixed quarter step
-
-
-def test_a_noise_map_network_is_scored_at_the_level_it_implies_for_the_level_it_is_told():
-    from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_level
-
-    sigma = 0.08
-    gray = 0.5 + sigma * torch.randn(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
-    estimated = GaussianNoise(0.09, estimated=True)  # the map's level, 12 % high
-    scorer = make_scorer(estimated, [gray], [gray], 0.09, 0, pretrained=MapBlur(1.0))
-    level = implied_level(MapBlur(1.0), [gray], scorer.draws, 0.09, model_sigma=0.09)
-    assert type(scorer) is SureScorer and scorer.model_sigma == 0.09
-    assert (scorer.low, scorer.high) == (level * (1 - TOLERANCE), level * (1 + TOLERANCE))
-    assert scorer.low < sigma < scorer.high
-
-
-def test_a_level_with_a_known_tolerance_is_scored_over_that_band_alone():
-    from rfr_deploy.noise.base import QuantizedNoise
-
-    gray = 0.5 + 0.08 * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(2))
-    implied = GaussianNoise(0.08, tolerance=0.01)  # what a job aims gray images at
-    assert implied.gaussian_level().estimated
-    for noise in (implied, QuantizedNoise(implied)):
-        scorer = make_scorer(noise, [gray], [gray], None, 0)  # no network: nothing is computed again
-        assert type(scorer) is SureScorer
-        assert (scorer.low, scorer.high) == pytest.approx((0.08 * 0.99, 0.08 * 1.01))
-
-
-def test_adapt_scores_a_gray_image_with_an_estimated_level_at_the_pretrained_network_s_level(smooth_image):
-    from rfr_deploy.models.factory import create_model
-
-    model = create_model("dncnn", weights="default", channels=1)  # the packaged blind gray network
-    gray = _noisy(to_tensor(smooth_image[:, :, :1]), 25 / 255, 4)
-    result = adapt(model, gray, GaussianNoise(27 / 255, estimated=True), AdaptConfig(steps=2, lr=1e-3))
-    assert result.selected_by == "sure" and set(result.sure_db) == set(CANDIDATES)
-
-
-def test_gray_images_with_an_estimated_level_and_no_level_of_their_own_take_a_fixed_quarter_step(
-    tiny_dncnn, pair
-):
-    from rfr_deploy.adaptation.config import ESTIMATED_GRAY_INTERPOLATION
-    from rfr_deploy.adaptation.scoring import gray_with_estimated_level
-
-    _, noisy, _ = pair
-    gray = noisy.mean(dim=1, keepdim=True)
-    estimated = GaussianNoise(20 / 255, estimated=True)
-    assert gray_with_estimated_level(estimated, [gray])
-    assert gray_with_estimated_level(QuantizedNoise(estimated), [gray])
-    assert not gray_with_estimated_level(estimated, [noisy])  # colour keeps SURE over its range
-    assert not gray_with_estimated_level(GaussianNoise(20 / 255), [gray])  # known σ keeps SURE
-    assert gaussian_level(estimated, [gray]) is None
-    assert gaussian_level(GaussianNoise(20 / 255), [gray]) is not None
-
-    model = tiny_dncnn(1)  # random weights: its residual implies no level (divergence above 1)
-    assert make_scorer(estimated, [gray], [gray], None, 0, pretrained=model) is None
-    result = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3))
-    assert result.interpolation == ESTIMATED_GRAY_INTERPOLATION and not result.sure_db
-    full = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, select="off", interpolation=1.0))
-    for p0, p1, pq in zip(
-        model.parameters(), full.model.parameters(), result.model.parameters(), strict=True
-    ):
-        assert torch.allclose(pq, p0 + ESTIMATED_GRAY_INTERPOLATION * (p1 - p0), atol=1e-6)
-    explicit = adapt(model, gray, estimated, AdaptConfig(steps=2, lr=1e-3, interpolation=0.75))
-    assert explicit.interpolation == 0.75
-    colour = adapt(tiny_dncnn(3), noisy, estimated, AdaptConfig(steps=2, lr=1e-3))
-    # colour images keep a selection: SURE where the estimators agree, GCV where they do not
-    assert colour.selected_by == ("sure" if estimate_noise_level(noisy).precise else "gcv") and colour.sure_db
-
-
 def test_sure_on_clipped_8bit_input_accounts_for_the_saturated_values():
     # a 96×96 image with dark and bright areas: about a tenth of the noisy 8-bit values clip to 0 or 255
     y, x = np.mgrid[0:96, 0:96].astype(np.float32)
@@ -338,10 +197,6 @@ def test_checkpoint_keeper_keeps_the_best_scoring_weights(smooth_image):
 # Which estimate scores the candidates: SURE, generalised cross-validation (GCV), or none.
 
 
-def _noisy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    return clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture
 def textured():
     """A 3×128² image whose right half is fine random texture: the two σ estimators disagree on it."""
@@ -350,13 +205,13 @@ def textured():
     smooth = (0.5 + 0.3 * torch.sin(x / 9) * torch.cos(y / 13)).expand(1, 3, 128, 128)
     texture = smooth + 0.2 * torch.randn(smooth.shape, generator=g)
     texture[..., 64:, :] = smooth[..., 64:, :]
-    return _noisy(texture, 25 / 255, 4)
+    return noisy_copy(texture, 25 / 255, 4)
 
 
 def test_gcv_ranks_denoisers_like_the_true_error_without_sigma(smooth_image):
     clean = to_tensor(smooth_image)
     sigma = 20 / 255
-    noisy = _noisy(clean, sigma, 1)
+    noisy = noisy_copy(clean, sigma, 1)
     weights = [0.1, 0.3, 0.6, 0.9]
     true = [float(((denoise(Blur(w), noisy) - clean) ** 2).mean()) for w in weights]
     best = weights[true.index(min(true))]
@@ -375,14 +230,14 @@ def test_gcv_ranks_denoisers_like_the_true_error_without_sigma(smooth_image):
 
 
 def test_the_scorer_follows_the_noise_and_the_images(smooth_image, textured):
-    colour = _noisy(to_tensor(smooth_image), 20 / 255, 1)
+    colour = noisy_copy(to_tensor(smooth_image), 20 / 255, 1)
     known = make_scorer(GaussianNoise(20 / 255), [colour], [colour], None, 0)
     assert type(known) is SureScorer and known.low == known.high == pytest.approx(20 / 255)
     estimated = GaussianNoise(25 / 255, estimated=True)
     assert not estimate_noise_level(textured).precise
     disagree = make_scorer(estimated, [textured], [textured], None, 0)
     assert isinstance(disagree, GcvScorer) and disagree.criterion == "gcv"
-    flat = _noisy(torch.full((1, 3, 128, 128), 0.5), 25 / 255, 5)
+    flat = noisy_copy(torch.full((1, 3, 128, 128), 0.5), 25 / 255, 5)
     assert estimate_noise_level(flat).precise
     agree = make_scorer(estimated, [flat], [flat], None, 0)
     assert type(agree) is SureScorer and agree.low < 25 / 255 < agree.high

@@ -63,3 +63,30 @@ def test_the_tiler_takes_arrays_and_tensors_alike():
     assert np.array_equal(from_array, x * 2) and np.array_equal(from_tensor.numpy(), x * 2)
     with pytest.raises(ConfigError, match="give a tile of at least 7 or a smaller overlap"):
         plan_tiles(9, 13, 6, 3)
+
+
+def test_memory_per_pixel_is_measured_once_per_network_structure(tiny_dncnn):
+    from rfr_deploy import memory
+
+    memory._MEASURED.clear()
+    passes = []
+
+    def counted(channels: int = 3, features: int = 8):
+        torch.manual_seed(0)
+        model = create_model("dncnn", weights=None, channels=channels, depth=3, features=features)
+        model.register_forward_pre_hook(lambda *_: passes.append(1))
+        return model
+
+    first = memory.bytes_per_pixel(counted(), 3, training=False)
+    assert first > 0 and len(passes) == 1
+    other_weights = counted()
+    with torch.no_grad():
+        for p in other_weights.parameters():
+            p.mul_(2.0)
+    assert memory.bytes_per_pixel(other_weights, 3, training=False) == first and len(passes) == 1
+    wider = memory.bytes_per_pixel(counted(features=16), 3, training=False)  # another structure
+    assert len(passes) == 2 and wider == pytest.approx(2 * first)
+    trained = memory.bytes_per_pixel(counted(), 3, training=True)
+    frozen = counted()
+    next(frozen.parameters()).requires_grad_(False)  # what autograd saves may change: measured again
+    assert memory.bytes_per_pixel(frozen, 3, training=True) <= trained and len(passes) == 4

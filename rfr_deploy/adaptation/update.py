@@ -120,7 +120,11 @@ class EagerRunner:
         self.batch, self.patch, self.generator = config.batch, config.patch, context.generator
         self.noisy_term = context.noisy_term
         self.loss_fn = loss_function(config.loss)
-        self.optimizer, self.scheduler = make_optimizer(self.model, config)
+        self.optimizer, self.scheduler = make_optimizer(self.model, config, **self.adam_options())
+
+    def adam_options(self) -> dict[str, bool]:
+        """Implementation options for Adam (none: PyTorch's default, the plain update's baseline)."""
+        return {}
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         """Context of the network's forward passes (autocast in :class:`~rfr_deploy.adaptation.cpu_runners.Bf16Runner`)."""

@@ -1,0 +1,91 @@
+"""The ``pretrain`` command end to end on tiny images: checkpoints, resuming, starting from weights,
+refusing unusable data."""
+
+import json
+
+import numpy as np
+from cli_helpers import run
+from click.testing import CliRunner
+
+from rfr_deploy.cli import main
+from rfr_deploy.images import write_image
+
+
+def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
+    data = tmp_path / "train"
+    for i in range(3):
+        write_image(data / f"{i}.png", np.roll(smooth_image, 5 * i, axis=0))
+    out = tmp_path / "run"
+    common = [
+        "pretrain",
+        data,
+        "--channels",
+        3,
+        "-o",
+        out,
+        "--batch",
+        2,
+        "--patch",
+        16,
+        "--checkpoint-every",
+        2,
+        "--quiet",
+    ]
+    assert run(*common, "--steps", 2).exit_code == 0
+    from rfr_deploy.jobs.pretrain import checkpoint_step
+
+    assert checkpoint_step(out) == 2
+    result = run(*common, "--steps", 4, "--json")
+    assert result.exit_code == 0, result.output
+    assert checkpoint_step(out) == 4
+    from rfr_deploy.models.weights import read_weights_meta
+
+    meta, extra = read_weights_meta(json.loads(result.output)["weights"])
+    assert meta.arch == "dncnn" and meta.channels == 3 and extra["training"]["steps_done"] == 4
+
+
+def test_pretrain_can_start_from_existing_weights(tmp_path, smooth_image):
+    from rfr_deploy.models.factory import get_entry
+    from rfr_deploy.models.weights import load_weights, packaged_weights_path, read_weights_meta
+
+    data = tmp_path / "train"
+    write_image(data / "0.png", smooth_image)
+    init = packaged_weights_path("dncnn_color_blind.safetensors")
+    args = ["pretrain", data, "--channels", 3, "-o", tmp_path / "run", "--batch", 1, "--patch", 16]
+    result = run(*args, "--steps", 1, "--lr", 1e-12, "--lr-min", 1e-13, "--init", init, "--json")
+    assert result.exit_code == 0, result.output
+    entry = get_entry("dncnn")
+    trained = load_weights(json.loads(result.output)["weights"], entry).net.state_dict()
+    start = load_weights(init, entry).net.state_dict()
+    assert max(float((trained[k] - start[k]).abs().max()) for k in start) < 1e-6
+    meta, _ = read_weights_meta(json.loads(result.output)["weights"])
+    assert "started from dncnn_color_blind.safetensors" in meta.notes
+    wrong = CliRunner().invoke(
+        main,
+        [str(a) for a in [*args, "-o", tmp_path / "r2", "--channels", 1, "--steps", 1, "--init", init, "-q"]],
+    )
+    assert (
+        wrong.exit_code == 2 and "3-channel" in wrong.output and len(wrong.output.strip().splitlines()) == 1
+    )
+    assert not (tmp_path / "r2").exists()  # refused before the output folder was made
+
+
+def test_pretrain_refuses_unusable_data_before_any_output_and_a_divergence_is_one_line(
+    tmp_path, smooth_image, monkeypatch
+):
+    from rfr_deploy.jobs import pretrain
+
+    (tmp_path / "empty").mkdir()
+    write_image(tmp_path / "small" / "0.png", smooth_image[:8, :8])
+    for data, message in (("empty", "no images found"), ("small", "no training image of at least 16×16")):
+        result = run("pretrain", tmp_path / data, "-o", tmp_path / "run", "--patch", 16, "--steps", 1)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert "pretraining" not in result.stderr  # no progress bar before the data is checked
+        assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(pretrain.Training, "loss", lambda self, clean: self.model(clean).sum() * float("nan"))
+    args = ["pretrain", tmp_path / "small", "-o", tmp_path / "run", "--patch", 8, "--steps", 1, "-q"]
+    result = run(*args, "--channels", 3)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: training diverged at step 1 (loss nan); lower the learning rate\n",
+    )
