@@ -65,6 +65,46 @@ def interleaved_ms(
     return {key: round(statistics.median(v), 2) for key, v in times.items()}
 
 
+def update_context(model_name: str, size: int, channels: int = 3, **config):
+    """The bench's update: a random full-size ``model_name`` (seed 0), the first ``channels`` channels of
+    one generated ``size``² image, σ = 25; ``config`` overrides :class:`AdaptConfig` fields (by default
+    1000 steps, seed 0, no fp32 tail: bf16 modes in bf16 throughout)."""
+    import torch
+
+    from rfr_deploy.adaptation.config import AdaptConfig
+    from rfr_deploy.adaptation.update import UpdateContext
+    from rfr_deploy.bench.run import synthetic_image
+    from rfr_deploy.models.factory import create_model
+    from rfr_deploy.noise.gaussian import GaussianNoise
+
+    torch.manual_seed(0)
+    model = create_model(model_name, weights=None, channels=channels).train()
+    clean, _ = synthetic_image(size, seed=0)
+    target = torch.from_numpy(clean).permute(2, 0, 1)[None, :channels].contiguous()
+    settings = AdaptConfig(**{"steps": 1000, "seed": 0, "fp32_tail": 0, **config})
+    return UpdateContext(model, [target], GaussianNoise(25 / 255), settings, torch.Generator().manual_seed(0))
+
+
+def add_case_arguments(parser, rounds: int, name: str) -> None:
+    """The arguments of the interleaved update timings: ``--cases`` (channels:size, comma-separated),
+    ``--rounds``, ``--updates`` per round, ``--threads`` and the results' ``--name``."""
+    parser.add_argument("--cases", default="1:64,3:64,3:256", help="comma-separated channels:size")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--updates", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default=name)
+
+
+def time_cases(args, time_case: Callable[[int, int, int, int], dict]) -> list[dict]:
+    """``time_case(channels, size, rounds, updates)`` for each of ``args.cases``, each printed as it lands."""
+    cases = []
+    for case in filter(None, args.cases.split(",")):
+        channels, size = (int(v) for v in case.split(":"))
+        cases.append(time_case(channels, size, args.rounds, args.updates))
+        print(cases[-1], flush=True)
+    return cases
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
     """'lr=2e-5,warmup=10,schedule=cosine' → typed keyword arguments for AdaptConfig."""
     out: dict[str, Any] = {}

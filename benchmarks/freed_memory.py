@@ -62,7 +62,7 @@ def time_case(args: argparse.Namespace, model: str, mode: str, size: int) -> dic
 
 
 def _updates(model: str, mode: str, size: int, keep: bool) -> tuple[str, Callable[[int], object]]:
-    from profile_update import update_context
+    from common import update_context
 
     from rfr_deploy.adaptation.runners import make_runner
 

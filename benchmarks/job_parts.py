@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-from common import environment, interleaved_ms, report, use_threads
+from common import (
+    add_case_arguments,
+    environment,
+    interleaved_ms,
+    report,
+    time_cases,
+    update_context,
+    use_threads,
+)
 
 from rfr_deploy import memory
-from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner
-from rfr_deploy.adaptation.update import UpdateContext
-from rfr_deploy.bench.run import synthetic_image
 from rfr_deploy.heap import keep_freed_memory
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.gaussian import GaussianNoise
 
 STEPS = 10**7
 
@@ -34,12 +37,7 @@ class DefaultAdamBf16Runner(Bf16Runner):
 
 
 def make_runner(cls: type[Bf16Runner], channels: int, size: int) -> Bf16Runner:
-    torch.manual_seed(0)
-    model = create_model("dncnn", weights=None, channels=channels).train()
-    clean, _ = synthetic_image(size, seed=0)
-    target = torch.from_numpy(clean).permute(2, 0, 1)[None, :channels].contiguous()
-    config = AdaptConfig(steps=STEPS, seed=0, fp32_tail=0)
-    return cls(UpdateContext(model, [target], GaussianNoise(25 / 255), config, torch.Generator()))
+    return cls(update_context("dncnn", size, channels, steps=STEPS))
 
 
 def time_case(channels: int, size: int, rounds: int, updates: int) -> dict:
@@ -102,19 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cases", default="1:64,3:64,3:256", help="comma-separated channels:size")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--updates", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--name", default="cpu_job_parts")
+    add_case_arguments(parser, rounds=7, name="cpu_job_parts")
     args = parser.parse_args()
     use_threads(args)
     keep_freed_memory()
-    cases = []
-    for case in filter(None, args.cases.split(",")):
-        channels, size = (int(v) for v in case.split(":"))
-        cases.append(time_case(channels, size, args.rounds, args.updates))
-        print(cases[-1], flush=True)
+    cases = time_cases(args, time_case)
     probes = [time_probe(channels, args.rounds) for channels in (1, 3)]
     data = {"args": vars(args), "environment": environment(), "cases": cases, "probes": probes}
     report(args.name, data, to_markdown(data))

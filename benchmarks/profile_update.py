@@ -12,32 +12,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-from common import environment, report, use_threads
+from common import environment, report, update_context, use_threads
 from torch.profiler import ProfilerActivity, profile
 
-from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.runners import make_runner
-from rfr_deploy.adaptation.update import UpdateContext
-from rfr_deploy.bench.run import synthetic_image
-from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.gaussian import GaussianNoise
-
-
-def update_context(model_name: str, size: int, **config) -> UpdateContext:
-    """The bench's update: a random full-size ``model_name``, one generated ``size``² RGB image, σ = 25,
-    bf16 modes in bf16 throughout; ``config`` overrides further ``AdaptConfig`` fields."""
-    torch.manual_seed(0)
-    model = create_model(model_name, weights=None, channels=3).train()
-    clean, _ = synthetic_image(size, seed=0)
-    target = torch.from_numpy(clean).permute(2, 0, 1)[None].contiguous()
-    return UpdateContext(
-        model,
-        [target],
-        GaussianNoise(25 / 255),
-        AdaptConfig(steps=1000, seed=0, fp32_tail=0, **config),
-        torch.Generator().manual_seed(0),
-    )
 
 
 def profile_mode(model_name: str, mode: str, size: int, updates: int, top: int) -> dict:
