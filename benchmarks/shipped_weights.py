@@ -1,7 +1,7 @@
 """PSNR/SSIM of the pre-trained networks alone (M = 0): the packaged Gaussian weights next to official ones.
 
 Seeded Gaussian noise (the Table 2 protocol) on Set12 (gray) and CBSD68 (colour) at σ = 15/25/50;
-the packaged weights from ``rfr_deploy/data`` (trained by ``rfr-deploy pretrain``: gray/colour blind
+the packaged weights from ``rfr_deploy/data`` (trained on this project's CPU: gray/colour blind
 DnCNN, colour blind RDN, the Noise2Self DnCNN for σ = 25) and the official DnCNN-B / CDnCNN-B /
 DnCNN-S from ``shared/weights``.
 
@@ -60,7 +60,7 @@ def to_markdown(args, payload: dict) -> str:
         f"PSNR (dB) / SSIM of 8-bit outputs. `python benchmarks/shipped_weights.py {' '.join(sys.argv[1:])}`, "
         f"{payload['wall_seconds']:.0f} s on {payload['environment']['device']}.",
         "",
-        "| set | model | σ | packaged (rfr-deploy pretrain) | official DnCNN | official weights |",
+        "| set | model | σ | packaged | official DnCNN | official weights |",
         "|---|---|---:|---:|---:|---|",
     ]
     for row in payload["rows"]:

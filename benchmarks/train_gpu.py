@@ -12,6 +12,9 @@ short still leaves weights), and prints one JSON line: steps, seconds, and PSNR 
 packed test images of the new and the packaged weights.
 
     python benchmarks/train_gpu.py gray --seconds 180 --out $OUT     # on the GPU machine
+
+It runs on a CPU too (``--device cpu``; bf16 autocast pays on CPUs with AMX or AVX512-BF16): the packaged
+weights of stop 46 were trained so, 70 minutes per network on one core of an AMX CPU (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def train(args) -> dict:
         optimizer.step()
         step += 1
         if step % 100 == 0:
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 raise RuntimeError(f"training diverged at step {step}")
         if time.perf_counter() - last_save > args.save_every:
