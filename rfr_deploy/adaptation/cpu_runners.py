@@ -117,7 +117,7 @@ class ChannelsLastRunner(EagerRunner):
 
     def adam_options(self) -> dict[str, bool]:
         """Adam's fused CPU kernel where this torch has it: one pass over each parameter instead of a
-        dozen ``_foreach`` passes (0.75 against 1.57 ms per DnCNN step on 2 cores,
+        dozen ``_foreach`` passes (0.82 against 1.88 ms per DnCNN step on 2 cores,
         ``benchmarks/results/cpu_job_parts_amx.md``); same update up to rounding."""
         return {"fused": True} if cpu_fused_adam() else {}
 
