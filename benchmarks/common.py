@@ -85,6 +85,21 @@ def update_context(model_name: str, size: int, channels: int = 3, **config):
     return UpdateContext(model, [target], GaussianNoise(25 / 255), settings, torch.Generator().manual_seed(0))
 
 
+def time_updates(
+    runners: Mapping[str, Any],
+    rounds: int,
+    updates: int,
+    extra: Mapping[str, Callable[[int], object]] | None = None,
+) -> dict[str, float]:
+    """Median ms per update of each of ``runners`` (step runners, three warm-up updates each), and per call
+    of each of ``extra``, all interleaved round by round (:func:`interleaved_ms`)."""
+    for runner in runners.values():
+        for k in range(3):
+            runner.step(0, k, None)
+    calls = {key: lambda k, r=runner: r.step(0, k % 8, None) for key, runner in runners.items()}
+    return interleaved_ms({**calls, **(extra or {})}, rounds, updates)
+
+
 def add_case_arguments(parser, rounds: int, name: str) -> None:
     """The arguments of the interleaved update timings: ``--cases`` (channels:size, comma-separated),
     ``--rounds``, ``--updates`` per round, ``--threads`` and the results' ``--name``."""

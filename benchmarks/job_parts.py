@@ -17,6 +17,7 @@ from common import (
     interleaved_ms,
     report,
     time_cases,
+    time_updates,
     update_context,
     use_threads,
 )
@@ -46,12 +47,9 @@ def time_case(channels: int, size: int, rounds: int, updates: int) -> dict:
         "default": make_runner(DefaultAdamBf16Runner, channels, size),
         "fused": make_runner(Bf16Runner, channels, size),
     }
-    for runner in runners.values():  # warm-up; leaves gradients for the step-only timing
-        for k in range(3):
-            runner.step(0, k, None)
-    calls = {f"update, {kind} Adam": lambda k, r=r: r.step(0, k % 8, None) for kind, r in runners.items()}
-    calls |= {f"step, {kind} Adam": lambda k, r=r: r.optimizer.step() for kind, r in runners.items()}
-    ms = interleaved_ms(calls, rounds, updates)
+    steps = {f"step, {kind} Adam": lambda k, r=r: r.optimizer.step() for kind, r in runners.items()}
+    updated = {f"update, {kind} Adam": r for kind, r in runners.items()}  # warm-up leaves the gradients
+    ms = time_updates(updated, rounds, updates, extra=steps)
     return {
         "channels": channels,
         "size": size,

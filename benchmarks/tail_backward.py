@@ -13,9 +13,9 @@ import argparse
 from common import (
     add_case_arguments,
     environment,
-    interleaved_ms,
     report,
     time_cases,
+    time_updates,
     update_context,
     use_threads,
 )
@@ -38,11 +38,7 @@ def make_runner(channels: int, size: int, tail_backward: str, fp32_tail: int) ->
 def time_case(channels: int, size: int, rounds: int, updates: int) -> dict:
     """Median ms per update of each kind in :data:`KINDS`."""
     runners = {kind: make_runner(channels, size, *setting) for kind, setting in KINDS.items()}
-    for runner in runners.values():  # warm-up
-        for k in range(3):
-            runner.step(0, k, None)
-    calls = {kind: lambda k, r=runner: r.step(0, k % 8, None) for kind, runner in runners.items()}
-    ms = interleaved_ms(calls, rounds, updates)
+    ms = time_updates(runners, rounds, updates)
     return {
         "channels": channels,
         "size": size,
