@@ -78,10 +78,11 @@ _BF16_UNIT_PROBES = (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_suppor
 """torch.cpu's probe for each kind of bf16 unit, the fastest first."""
 _ALL_BF16_UNITS = tuple(units for _, units in _BF16_UNIT_PROBES)
 
+_ONEDNN_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+"""The values of oneDNN's ``*_MAX_CPU_ISA`` that rule out its AVX-512 kernels."""
+
 _ONEDNN_CAPPED_UNITS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(
-        ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"), ()
-    ),
+    **dict.fromkeys((*_ONEDNN_BELOW_AVX512, "AVX512_CORE", "AVX512_CORE_VNNI"), ()),
     **dict.fromkeys(("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_2_512"), ("AVX512-BF16",)),
 }
 """The bf16 units left by the values of oneDNN's ``*_MAX_CPU_ISA`` (its dispatcher-control guide) that
@@ -93,6 +94,15 @@ def onednn_bf16_units() -> tuple[str, ...]:
     environment variable, which oneDNN reads once, at its first use."""
     setting = onednn_isa_setting()
     return _ONEDNN_CAPPED_UNITS.get(setting[1].upper(), _ALL_BF16_UNITS) if setting else _ALL_BF16_UNITS
+
+
+def cpu_avx512() -> bool:
+    """Whether oneDNN may run AVX-512 kernels here: the CPU has AVX-512 (AMD's Zen 4 and later, Intel's
+    Xeons since Skylake) and ``ONEDNN_MAX_CPU_ISA`` does not cap oneDNN below it."""
+    probe = getattr(torch.cpu, "_is_avx512_supported", None)
+    has = probe() if probe else torch.backends.cpu.get_cpu_capability() == "AVX512"
+    setting = onednn_isa_setting()
+    return bool(has) and not (setting and setting[1].upper() in _ONEDNN_BELOW_AVX512)
 
 
 def onednn_isa_setting() -> tuple[str, str] | None:

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from rfr_deploy.adaptation import cpu_runners
+from rfr_deploy.adaptation.cpu_runners import FusedAdamRunner
 from rfr_deploy.bench import run as bench_run
 from rfr_deploy.bench.limits import Limits
 from rfr_deploy.bench.report import BenchReport, ModelResult, ModeTiming, default_mode, write_report
@@ -25,12 +26,18 @@ TINY = {"size": 16, "steps": 1, "repeats": 2, "warmup": 0}
 @pytest.fixture(autouse=True)
 def fp32_cpu_default(monkeypatch):
     """The reports below compare the CPU's default fast path, channels-last fp32, with eager; on a CPU
-    where ``amp='auto'`` means bf16 (AMX, AMD's AVX512-BF16) that default would be the bf16 mode instead."""
+    where ``amp='auto'`` means bf16 (AMX, AMD's AVX512-BF16) that default would be the bf16 mode instead,
+    and on one without AVX-512 the default layout with fused Adam."""
     monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO", ())
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: True)
 
 
 def test_the_cpu_default_mode_is_bf16_where_auto_picks_it(monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda: None)
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: True)
     assert default_mode("cpu") == "channels-last" and default_mode("cuda") == "amp+graphs"
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: False)  # no fast channels-last weight gradient
+    assert default_mode("cpu") == "fused-adam"
     monkeypatch.setattr(cpu_runners, "CPU_BF16_AUTO", (("AMX", None),))
     monkeypatch.setattr(cpu_runners, "cpu_bf16_units", lambda: "AMX")
     assert default_mode("cpu") == "bf16"
@@ -54,6 +61,15 @@ def test_cpu_bench_times_eager_and_the_fast_path():
     assert dncnn.fast_over_eager("cpu") == pytest.approx(sum(paired) / 2)  # median of two
     assert dncnn.speedup_vs_paper is None  # the paper timed 256×256 only
     assert report.environment["device_type"] == "cpu" and report.environment["cpu_threads"] >= 1
+
+
+def test_without_avx512_the_cpu_bench_also_times_the_default_layout_with_fused_adam(monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: False)  # as on AMD's Zen 2
+    report = run_bench(BenchSettings(models=("dncnn",), job=False, limits=False, **TINY))
+    (dncnn,) = report.results
+    assert [m.mode for m in dncnn.modes][:3] == ["eager", "fused-adam", "channels-last"]
+    assert dncnn.modes[1].runner == FusedAdamRunner.name and dncnn.modes[1].error is None
+    assert dncnn.fast_over_eager("cpu") == dncnn.over_eager("fused-adam") is not None
 
 
 @pytest.mark.skipif(not cpu_native_bf16(), reason="bf16 is timed only on CPUs with native bf16")

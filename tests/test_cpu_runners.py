@@ -9,7 +9,7 @@ import torch
 
 from rfr_deploy.adaptation import cpu_runners
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, cpu_precision
+from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, FusedAdamRunner, cpu_precision
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.update import EagerRunner, StepTimer, UpdateContext
@@ -70,6 +70,7 @@ def test_bf16_runner_runs_the_last_updates_in_fp32(tiny_dncnn, noisy):
 
 def test_a_round_no_longer_than_the_fp32_tail_gets_the_fp32_runner(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: True)  # native bf16 comes with AVX-512
 
     def runner(steps):
         config = AdaptConfig(steps=steps, amp="bf16", fp32_tail=10)
@@ -90,7 +91,7 @@ def test_fp32_runners_are_untouched_by_the_autocast_hook(tiny_dncnn, noisy):
 def test_the_cpu_runners_take_adams_fused_kernel_where_torch_has_it(tiny_dncnn, noisy, monkeypatch):
     assert not cpu_runners.cpu_fused_adam("2.3.1") and cpu_runners.cpu_fused_adam("2.4.0")
     assert cpu_runners.cpu_fused_adam("2.13.0+cpu")
-    for cls in (ChannelsLastRunner, Bf16Runner):
+    for cls in (FusedAdamRunner, ChannelsLastRunner, Bf16Runner):
         _, _, runner = _train(cls, tiny_dncnn(3), noisy, steps=2)
         assert runner.optimizer.defaults["fused"] is (True if cpu_runners.cpu_fused_adam() else None)
     _, _, eager = _train(EagerRunner, tiny_dncnn(3), noisy, steps=2)
@@ -123,6 +124,7 @@ def test_cpu_precision_follows_amp_and_the_cpu(monkeypatch):
 
 def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: True)
     config = AdaptConfig(steps=2, amp="bf16", fp32_tail=0)
 
     def context(config):
@@ -130,6 +132,9 @@ def test_make_runner_picks_bf16_on_request(tiny_dncnn, noisy, monkeypatch):
 
     assert type(make_runner(context(config))) is Bf16Runner
     assert type(make_runner(context(AdaptConfig(amp="off")))) is ChannelsLastRunner
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: False)  # as on an AVX2-only CPU
+    assert not cpu_runners.channels_last_updates_pay()
+    assert type(make_runner(context(AdaptConfig(amp="off")))) is FusedAdamRunner
     off = AdaptConfig(amp="bf16", fast="off")  # fast='off' is the plain eager loop whatever amp says
     assert type(make_runner(context(off))) is EagerRunner
 
@@ -141,6 +146,7 @@ def test_make_runner_builds_a_named_mode(tiny_dncnn, noisy):
         )
 
     assert type(make_runner(context(), "eager")) is EagerRunner
+    assert type(make_runner(context(), "fused-adam")) is FusedAdamRunner
     assert type(make_runner(context(), "channels-last")) is ChannelsLastRunner
     unfused = make_runner(context(), "bf16-unfused")
     assert type(unfused) is Bf16Runner and unfused.name == "eager+channels-last+bf16-unfused"

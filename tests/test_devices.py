@@ -84,3 +84,22 @@ def test_cpu_vendor_falls_back_on_the_platform_processor_string(monkeypatch):
 
 def test_cpu_model_is_a_name_not_empty():
     assert devices.cpu_model().strip()
+
+
+@pytest.mark.parametrize(
+    ("avx512", "cap", "usable"),
+    [
+        (True, None, True),
+        (True, "AVX2", False),  # oneDNN held below AVX-512
+        (True, "avx512_core", True),
+        (True, "AVX512_CORE_AMX", True),
+        (False, None, False),  # an AVX2-only CPU such as AMD's Zen 2
+        (False, "DEFAULT", False),
+    ],
+)
+def test_cpu_avx512_needs_the_instructions_and_no_onednn_cap_below_them(monkeypatch, avx512, cap, usable):
+    uncap_onednn(monkeypatch)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: avx512, raising=False)
+    if cap:
+        monkeypatch.setenv("DNNL_MAX_CPU_ISA", cap)
+    assert devices.cpu_avx512() is usable

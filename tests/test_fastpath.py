@@ -10,8 +10,9 @@ import pytest
 import torch
 from runner_helpers import KS, max_diff, params_of, relative_gap, run_updates
 
+from rfr_deploy.adaptation import cpu_runners
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner
+from rfr_deploy.adaptation.cpu_runners import ChannelsLastRunner, FusedAdamRunner
 from rfr_deploy.adaptation.cuda_graphs import CaptureError, FastRunner, resolve_precision, try_graph_runner
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.plan import DeviceLearningRates, UpdateSnapshot, clean_batch, training_shapes
@@ -37,19 +38,22 @@ def noisy():
         {"steps": 5, "lr": 1e-3, "batch": 3, "patch": 16, "schedule": "cosine", "warmup": 2, "loss": "l1"},
     ],
 )
-def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs):
+@pytest.mark.parametrize(("avx512", "runner"), [(True, "eager+channels-last"), (False, FusedAdamRunner.name)])
+def test_cpu_fast_path_matches_the_eager_loop(tiny_dncnn, noisy, kwargs, monkeypatch, avx512, runner):
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: avx512)  # channels-last where AVX-512 runs
     model = tiny_dncnn(3)
     start = params_of(model)
     eager = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="off", **kwargs))
     fast = adapt(model, noisy, UniformSigmaGaussianNoise(), AdaptConfig(fast="auto", amp="off", **kwargs))
-    assert eager.runner == "eager" and fast.runner == "eager+channels-last"
+    assert eager.runner == "eager" and fast.runner == runner
     assert fast.losses == pytest.approx(eager.losses, rel=1e-5)
     assert relative_gap(params_of(fast.model), params_of(eager.model), start) < 1e-2
     # the network is handed back in the default layout
     assert all(p.is_contiguous() for p in fast.model.parameters())
 
 
-def test_cpu_fast_path_serves_noise_map_networks(noisy):
+def test_cpu_fast_path_serves_noise_map_networks(noisy, monkeypatch):
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: True)
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
     config = AdaptConfig(steps=3, lr=1e-3, amp="off")  # fp32 (amp='auto' may mean bf16 on this CPU)
     eager = adapt(
@@ -111,18 +115,12 @@ class _ViewNet(torch.nn.Module):
         return x - y.view(y.shape[0], -1).view_as(y)
 
 
-class _SameAdamEager(EagerRunner):
-    """The plain update with the channels-last runner's Adam (its fused CPU kernel where torch has it)."""
-
-    adam_options = ChannelsLastRunner.adam_options
-
-
 def test_channels_last_falls_back_to_the_plain_layout_for_contiguous_only_code(noisy):
     config = AdaptConfig(steps=4, lr=1e-3)
-    eager_losses, eager_model, _ = run_updates(_SameAdamEager, _ViewNet(), [noisy], config, steps=4)
+    eager_losses, eager_model, _ = run_updates(FusedAdamRunner, _ViewNet(), [noisy], config, steps=4)
     with pytest.warns(UserWarning, match="channels-last layout not used"):
         losses, model, runner = run_updates(ChannelsLastRunner, _ViewNet(), [noisy], config, steps=4)
-    assert runner.name == "eager"
+    assert runner.name == FusedAdamRunner.name  # the same update as FusedAdamRunner's
     assert losses == eager_losses
     assert max_diff(params_of(model), params_of(eager_model)) == 0.0
 

@@ -13,11 +13,14 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.cpu_runners import Bf16Runner
 from rfr_deploy.adaptation.fused_conv_relu import ConvReLUFunction, find_pairs, fusion_available
 from rfr_deploy.adaptation.update import UpdateContext
-from rfr_deploy.devices import cpu_native_bf16
 from rfr_deploy.noise.gaussian import GaussianNoise
 
 needs_onednn = pytest.mark.skipif(
     not fusion_available(), reason="this PyTorch build has no oneDNN fused convolution"
+)
+needs_fused_bf16 = pytest.mark.skipif(
+    not fusion_available(torch.bfloat16),
+    reason="oneDNN's fused bf16 convolution needs AVX512BW/VL/DQ or AVX-NE-CONVERT, which this CPU lacks",
 )
 
 
@@ -63,7 +66,7 @@ def test_fusion_is_recorded_in_the_graph_and_undone_before_the_block_returns():
     assert list(model) == before  # restored on errors too
 
 
-@needs_onednn
+@needs_fused_bf16
 def test_fused_pairs_follow_autocast_and_compute_in_fp32_where_a_block_turns_it_off():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
     x = torch.randn(1, 1, 8, 8)
@@ -123,10 +126,7 @@ def test_a_pair_can_run_its_backward_convolution_in_bf16():
         torch.testing.assert_close(got, fp32, rtol=0.05, atol=0.05 * float(fp32.abs().max()))
 
 
-@needs_onednn
-@pytest.mark.skipif(
-    not cpu_native_bf16(), reason="oneDNN's fused bf16 convolution needs a CPU with native bf16"
-)
+@needs_fused_bf16
 @pytest.mark.parametrize("tail_backward", ["bf16", "fp32"])
 def test_the_fp32_tail_keeps_its_forward_in_fp32_and_runs_the_pairs_backward_as_asked(
     tiny_dncnn, monkeypatch, tail_backward
@@ -162,10 +162,7 @@ def _bf16_runner(model, target, fuse=True):
     return Bf16Runner(context, fuse=fuse)
 
 
-@needs_onednn
-@pytest.mark.skipif(
-    not cpu_native_bf16(), reason="oneDNN's fused bf16 convolution needs a CPU with native bf16"
-)
+@needs_fused_bf16
 def test_bf16_runner_fuses_and_trains_like_the_unfused_update(tiny_dncnn):
     target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     calls = []
@@ -213,3 +210,30 @@ def test_bf16_runner_falls_back_to_unfused_layers_when_the_fused_call_fails(tiny
     assert losses == [float(reference.step(0, k, None)) for k in range(2)]
     for a, b in zip(model.state_dict().values(), reference_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_cpu_that_cannot_run_the_fused_bf16_call_gets_the_unfused_update_without_a_warning(
+    tiny_dncnn, monkeypatch
+):
+    """As on an AVX2-only CPU (AMD Zen 2), where oneDNN refuses bf16 fused convolutions."""
+
+    def refuse(x, *args):
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError(
+                "mkldnn_convolution: bf16 path needs the cpu support avx_ne_convert or avx512bw"
+            )
+        return torch.relu(torch.conv2d(x, *args[:1]))
+
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)
+    monkeypatch.setattr(fused_conv_relu, "conv_relu", refuse)
+    fusion_available.cache_clear()
+    try:
+        assert fusion_available() and not fusion_available(torch.bfloat16)
+        target = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            runner = _bf16_runner(tiny_dncnn(3), target)
+            runner.step(0, 0, None)
+        assert runner._pairs == [] and runner.name == "eager+channels-last+bf16"
+    finally:
+        fusion_available.cache_clear()

@@ -1,8 +1,10 @@
-"""CPU step runners: the eager update with channels-last weights, in fp32 or with bf16 convolutions.
+"""CPU step runners: the eager update with fused Adam, with channels-last weights, in fp32 or with bf16
+convolutions.
 
 :class:`ChannelsLastRunner` is the eager update with the network in channels-last layout, which
-oneDNN's convolutions prefer: 1.1-1.4× faster for every zoo network in
-``benchmarks/results/speed_cpu.md``. ``torch.compile`` on top of it is not used: no steady-state
+oneDNN's AVX-512 convolutions prefer: 1.1-1.4× faster for every zoo network in
+``benchmarks/results/speed_cpu.md``; on CPUs without AVX-512 the update keeps the default layout
+(:class:`FusedAdamRunner`, :func:`channels_last_updates_pay`). ``torch.compile`` on top of it is not used: no steady-state
 gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of seconds of compilation.
 
 :class:`Bf16Runner` adds bf16 autocast: the convolutions (forward and backward) run in bfloat16
@@ -31,7 +33,7 @@ from torch.torch_version import TorchVersion
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.fused_conv_relu import find_pairs, fused_conv_relu, fusion_available
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
-from rfr_deploy.devices import cpu_bf16_units, cpu_native_bf16, cpu_vendor
+from rfr_deploy.devices import cpu_avx512, cpu_bf16_units, cpu_native_bf16, cpu_vendor
 from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.layout import has_convolutions
 
@@ -85,13 +87,15 @@ def bf16_picked_by_auto() -> bool:
     return any(units == u and vendor in (None, cpu_vendor()) for u, vendor in CPU_BF16_AUTO)
 
 
-def cpu_fast_runner(context: UpdateContext) -> ChannelsLastRunner | None:
-    """The channels-last runner (bf16 where :func:`cpu_precision` says so) for CPU tensors and
-    convolutional networks, else None."""
+def cpu_fast_runner(context: UpdateContext) -> FusedAdamRunner | None:
+    """For CPU tensors and convolutional networks, the bf16 runner where :func:`cpu_precision` says so,
+    else the channels-last one where :func:`channels_last_updates_pay`, else the default layout with
+    fused Adam; None for other tensors and networks."""
     if context.device.type != "cpu" or not has_convolutions(context.model):
         return None
-    bf16 = cpu_precision(context.config.amp) == "bf16" and bf16_updates(context.config) > 0
-    return Bf16Runner(context) if bf16 else ChannelsLastRunner(context)
+    if cpu_precision(context.config.amp) == "bf16" and bf16_updates(context.config) > 0:
+        return Bf16Runner(context)
+    return ChannelsLastRunner(context) if channels_last_updates_pay() else FusedAdamRunner(context)
 
 
 def bf16_updates(config: AdaptConfig) -> float:
@@ -100,8 +104,33 @@ def bf16_updates(config: AdaptConfig) -> float:
     return math.inf if config.steps is None else max(0, config.steps - config.fp32_tail)
 
 
-class ChannelsLastRunner(EagerRunner):
-    """The eager update with the network's weights in channels-last (NHWC) layout.
+def channels_last_updates_pay() -> bool:
+    """Whether the update runs faster with channels-last weights on this CPU: where oneDNN may use
+    AVX-512 (:func:`~rfr_deploy.devices.cpu_avx512`; 1.1-1.4× on the AMD EPYC with AVX512-BF16 and the
+    Intel Xeon with AMX of ``benchmarks/results/speed_cpu*.md``). Below AVX-512 oneDNN has no fast NHWC
+    weight-gradient kernel: on an AVX2-only AMD EPYC (Zen 2) a 3×3 64→64 convolution's weight gradient at
+    256² ran at 29.8 GFLOP/s in channels-last against 121.4 in the default layout
+    (``conv_passes_cpu_zen2.md``), and DnCNN's update at 0.46× the default layout's speed at 256², 0.92×
+    at 64² (``speed_cpu_zen2*.md``). Whole-image passes keep channels-last there (:mod:`rfr_deploy.layout`):
+    forward convolutions have no such gap (``inference_layout_cpu_zen2.md``)."""
+    return cpu_avx512()
+
+
+class FusedAdamRunner(EagerRunner):
+    """The eager update with Adam's fused CPU kernel where this torch has it: one pass over each
+    parameter instead of a dozen ``_foreach`` passes (0.82 against 1.88 ms per DnCNN step on 2 cores,
+    ``benchmarks/results/cpu_job_parts_amx.md``); same update up to rounding. In the default layout, it is
+    what ``fast='auto'`` runs on CPUs where channels-last updates do not pay
+    (:func:`channels_last_updates_pay`)."""
+
+    name = "eager+fused-adam" if cpu_fused_adam() else "eager"
+
+    def adam_options(self) -> dict[str, bool]:
+        return {"fused": True} if cpu_fused_adam() else {}
+
+
+class ChannelsLastRunner(FusedAdamRunner):
+    """The eager update (fused Adam) with the network's weights in channels-last (NHWC) layout.
 
     oneDNN then runs every convolution, forward and backward, in NHWC without per-layer
     reorders; the arithmetic is the same up to summation order. :meth:`finish` hands the
@@ -114,12 +143,6 @@ class ChannelsLastRunner(EagerRunner):
         context.model.to(memory_format=torch.channels_last)
         super().__init__(context)
         self._checked = False
-
-    def adam_options(self) -> dict[str, bool]:
-        """Adam's fused CPU kernel where this torch has it: one pass over each parameter instead of a
-        dozen ``_foreach`` passes (0.82 against 1.88 ms per DnCNN step on 2 cores,
-        ``benchmarks/results/cpu_job_parts_amx.md``); same update up to rounding."""
-        return {"fused": True} if cpu_fused_adam() else {}
 
     def fallbacks(self) -> list[tuple[str, Callable[[], None]]]:
         """What the first update may undo, in order, if it fails: (what, how)."""
@@ -149,7 +172,7 @@ class ChannelsLastRunner(EagerRunner):
 
     def _drop_channels_last(self) -> None:
         self.finish()
-        self.name = self.name.replace("+channels-last", "")
+        self.name = self.name.replace("+channels-last", "+fused-adam" if cpu_fused_adam() else "")
 
     def finish(self) -> None:
         self.model.to(memory_format=torch.contiguous_format)
@@ -163,7 +186,7 @@ class Bf16Runner(ChannelsLastRunner):
 
     def __init__(self, context: UpdateContext, fuse: bool = True):
         super().__init__(context)
-        self._pairs = find_pairs(self.model) if fusion_available() else []
+        self._pairs = find_pairs(self.model) if fusion_available(torch.bfloat16) else []
         if not fuse:
             self._unfuse()
         self._bf16_updates = bf16_updates(context.config)

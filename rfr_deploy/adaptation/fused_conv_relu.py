@@ -21,6 +21,7 @@ hooks registered on a fused pair's modules do not fire during those forward pass
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,9 +29,26 @@ import torch
 from torch import nn
 
 
-def fusion_available() -> bool:
-    """Whether this PyTorch build has oneDNN's fused convolution (``mkldnn._convolution_pointwise``)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+@functools.cache
+def fusion_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's fused convolution (``mkldnn._convolution_pointwise``) runs here in ``dtype``: the
+    PyTorch build has it, and the CPU has what its ``dtype`` kernels need (bf16: AVX512BW/VL/DQ or
+    AVX-NE-CONVERT, so not an AVX2-only CPU such as AMD's Zen 2). Tried once per dtype on a 4² image."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return False
+    x, weight = torch.zeros(1, 1, 4, 4, dtype=dtype), torch.zeros(1, 1, 3, 3, dtype=dtype)
+    try:
+        conv_relu(x, weight, None, [1, 1], [1, 1], [1, 1], 1)
+    except RuntimeError:
+        return False
+    return True
+
+
+def conv_relu(x, weight, bias, padding, stride, dilation, groups) -> torch.Tensor:
+    """``relu(conv2d(x, weight, bias))`` as one oneDNN call (no autograd formula)."""
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, padding, stride, dilation, groups, "relu", [], ""
+    )
 
 
 class ConvReLUFunction(torch.autograd.Function):
@@ -39,9 +57,7 @@ class ConvReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding, stride, dilation, groups, backward_dtype=None):  # type: ignore[override]
-        y = torch.ops.mkldnn._convolution_pointwise(
-            x, weight, bias, padding, stride, dilation, groups, "relu", [], ""
-        )
+        y = conv_relu(x, weight, bias, padding, stride, dilation, groups)
         ctx.save_for_backward(x, weight, y)
         ctx.geometry = (stride, padding, dilation, groups)
         ctx.has_bias = bias is not None

@@ -13,13 +13,14 @@ import dataclasses
 
 import torch
 
-from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, cpu_fast_runner
+from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, FusedAdamRunner, cpu_fast_runner
 from rfr_deploy.adaptation.cuda_graphs import FastRunner, try_graph_runner
 from rfr_deploy.adaptation.update import EagerRunner, StepRunner, UpdateContext
 from rfr_deploy.heap import keep_freed_memory_on
 
 MODES = (
     "eager",
+    "fused-adam",
     "channels-last",
     "bf16",
     "bf16-unfused",
@@ -28,7 +29,8 @@ MODES = (
     "amp",
     "amp+graphs",
 )
-"""Runners by name: the eager update; on CPU channels-last weights, with bf16 convolutions, or under
+"""Runners by name: the eager update; on CPU with fused Adam in the default layout, channels-last weights,
+with bf16 convolutions, or under
 ``torch.compile``, or with bf16 convolutions but each convolution and its ReLU in two oneDNN calls
 (what the fusion gains); the fused update in fp32 with CUDA graphs, in mixed precision without and with them."""
 
@@ -37,7 +39,8 @@ def make_runner(context: UpdateContext, mode: str | None = None) -> StepRunner:
     """The step runner of ``mode`` (one of :data:`MODES`), or with None the one ``config.fast`` picks.
 
     ``fast``: CUDA: CUDA graphs with mixed precision ('auto' falls back to eager when capture fails,
-    'on' makes that an error). CPU: the eager update with channels-last weights ('auto'), with bf16
+    'on' makes that an error). CPU ('auto'): the eager update with fused Adam, with channels-last weights where
+    that pays (:func:`~rfr_deploy.adaptation.cpu_runners.channels_last_updates_pay`), with bf16
     convolutions where ``amp`` asks for them (:func:`~rfr_deploy.adaptation.cpu_runners.cpu_precision`).
     'off': the eager update. On the CPU, ``config.keep_memory`` first keeps the memory updates free
     in the process (:func:`~rfr_deploy.heap.keep_freed_memory_on`).
@@ -47,6 +50,8 @@ def make_runner(context: UpdateContext, mode: str | None = None) -> StepRunner:
         return _configured_runner(context)
     if mode == "eager":
         return EagerRunner(context)
+    if mode == "fused-adam":
+        return FusedAdamRunner(context)
     if mode == "channels-last":
         return ChannelsLastRunner(context)
     if mode in ("bf16", "bf16-unfused"):

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.cpu_runners import channels_last_updates_pay
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.update import UpdateContext
 from rfr_deploy.bench.job import JobRunner, time_job
@@ -115,6 +116,8 @@ def bench_model(
     modes = list(GPU_MODES if device.type == "cuda" else CPU_MODES)
     if device.type == "cpu" and not cpu_native_bf16():
         modes.remove("bf16")  # emulated bf16 is slower than fp32: not a mode worth timing
+    if device.type == "cpu" and not channels_last_updates_pay():
+        modes.insert(1, "fused-adam")  # what adapt runs where channels-last updates are slower
     if settings.unfused and "bf16" in modes:
         modes.append("bf16-unfused")
     if settings.compile and device.type == "cpu":
