@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.cpu_runners import channels_last_updates_pay, cpu_fused_adam
 from rfr_deploy.inference import denoise
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
@@ -88,7 +89,13 @@ def starting_model(args, channels: int, device: torch.device):
     torch.manual_seed(args.seed)
     start_from = {"weights": None} if args.init == "scratch" else {}  # default: the packaged weights
     model = create_model("dncnn", channels=channels, device=device, **start_from)
-    return model.train().to(memory_format=torch.channels_last)
+    return model.train().to(memory_format=training_layout(device))
+
+
+def training_layout(device: torch.device) -> torch.memory_format:
+    """Channels-last on a GPU and on CPUs where it speeds up training (AVX-512), else the default layout."""
+    fast = device.type == "cuda" or channels_last_updates_pay()
+    return torch.channels_last if fast else torch.contiguous_format
 
 
 def train(args) -> dict:
@@ -100,8 +107,10 @@ def train(args) -> dict:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     patches = DevicePatches(pack, device, args.patch, generator)
     packaged = create_model("dncnn", channels=channels, device=device).eval()
-    model = starting_model(args, channels, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type == "cuda")
+    model, layout = starting_model(args, channels, device), training_layout(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=args.lr, fused=device.type == "cuda" or cpu_fused_adam()
+    )
     dtype = torch.bfloat16 if args.amp == "bf16" else None
     out = args.out / f"dncnn_{args.kind}_blind.safetensors"
     start = last_save = time.perf_counter()
@@ -111,7 +120,7 @@ def train(args) -> dict:
         for group in optimizer.param_groups:  # Adam's first sign-like steps would wreck warm-started weights
             group["lr"] = ramp * cosine_lr(elapsed / args.seconds, args.lr, args.lr_min)
         clean = dihedral(patches.sample(args.batch), int(torch.randint(8, (1,))))
-        clean = clean.contiguous(memory_format=torch.channels_last)
+        clean = clean.contiguous(memory_format=layout)
         sigma = torch.rand(args.batch, device=device, generator=generator) * (50 / 255)
         noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, device=device, generator=generator)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):

@@ -89,3 +89,20 @@ def test_pretrain_refuses_unusable_data_before_any_output_and_a_divergence_is_on
         2,
         "error: training diverged at step 1 (loss nan); lower the learning rate\n",
     )
+
+
+def test_pretraining_on_the_cpu_takes_channels_last_only_where_it_pays(tmp_path, smooth_image, monkeypatch):
+    """On AVX2-only CPUs channels-last weight gradients are several times slower (cpu_runners)."""
+    import torch
+
+    from rfr_deploy.jobs import pretrain
+    from rfr_deploy.jobs.pretrain import PretrainConfig
+
+    write_image(tmp_path / "a.png", smooth_image)
+    config = PretrainConfig(data=(str(tmp_path),), out=str(tmp_path / "run"), steps=1, batch=2, patch=16)
+    for pays in (True, False):
+        monkeypatch.setattr(pretrain, "channels_last_updates_pay", lambda pays=pays: pays)
+        model = pretrain._start(config, torch.device("cpu")).model
+        weight = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1)  # 64 → 64
+        assert weight.is_contiguous(memory_format=torch.channels_last) is pays
+        assert weight.is_contiguous() is not pays

@@ -4,8 +4,9 @@ convolutions.
 :class:`ChannelsLastRunner` is the eager update with the network in channels-last layout, which
 oneDNN's AVX-512 convolutions prefer: 1.1-1.4× faster for every zoo network in
 ``benchmarks/results/speed_cpu.md``; on CPUs without AVX-512 the update keeps the default layout
-(:class:`FusedAdamRunner`, :func:`channels_last_updates_pay`). ``torch.compile`` on top of it is not used: no steady-state
-gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of seconds of compilation.
+(:class:`FusedAdamRunner`, :func:`channels_last_updates_pay`). ``torch.compile`` on top of it is not
+used: no steady-state gain (``benchmarks/results/speed_cpu_compile.md``) for seconds to tens of seconds
+of compilation.
 
 :class:`Bf16Runner` adds bf16 autocast: the convolutions (forward and backward) run in bfloat16
 on oneDNN's AVX512-BF16 / AMX kernels, while the master weights, their gradients, Adam's moments
@@ -110,7 +111,7 @@ def channels_last_updates_pay() -> bool:
     Intel Xeon with AMX of ``benchmarks/results/speed_cpu*.md``). Below AVX-512 oneDNN has no fast NHWC
     weight-gradient kernel: on an AVX2-only AMD EPYC (Zen 2) a 3×3 64→64 convolution's weight gradient at
     256² ran at 29.8 GFLOP/s in channels-last against 121.4 in the default layout
-    (``conv_passes_cpu_zen2.md``), and DnCNN's update at 0.46× the default layout's speed at 256², 0.92×
+    (``conv_passes_cpu_zen2.md``), and DnCNN's update at 0.46× the default layout's speed at 256², 0.92-0.93×
     at 64² (``speed_cpu_zen2*.md``). Whole-image passes keep channels-last there (:mod:`rfr_deploy.layout`):
     forward convolutions have no such gap (``inference_layout_cpu_zen2.md``)."""
     return cpu_avx512()

@@ -3,7 +3,7 @@
 Without a mode it picks what ``config.fast`` asks for on the targets' device (what ``adapt`` runs);
 with one of :data:`MODES` it builds exactly that runner (the modes the bench times side by side).
 The runners themselves: :class:`~rfr_deploy.adaptation.update.EagerRunner`,
-:mod:`rfr_deploy.adaptation.cpu_runners` (channels-last, bf16) and
+:mod:`rfr_deploy.adaptation.cpu_runners` (fused Adam, channels-last, bf16) and
 :mod:`rfr_deploy.adaptation.cuda_graphs` (fused mixed precision, CUDA graphs).
 """
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.cpu_runners import channels_last_updates_pay
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.devices import resolve_device, threads_field, use_threads
 from rfr_deploy.errors import ConfigError
@@ -207,7 +208,7 @@ def _start(config: PretrainConfig, device: torch.device) -> Training:
         device
     )
     model.train()
-    if device.type == "cpu":
+    if device.type == "cpu" and channels_last_updates_pay():  # not on AVX2-only CPUs: slow weight gradient
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
