@@ -48,10 +48,22 @@ class SKFF(nn.Module):
         self.fcs = nn.ModuleList(nn.Conv2d(hidden, features, 1, bias=False) for _ in range(height))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(feats, dim=1)  # N × height × C × H × W
-        z = self.conv_du(stacked.sum(dim=1).mean(dim=(2, 3), keepdim=True))
-        weights = torch.softmax(torch.stack([fc(z) for fc in self.fcs], dim=1), dim=1)
-        return (stacked * weights).sum(dim=1)
+        # The streams are added one by one rather than stacked into an N × height × C × H × W tensor and
+        # reduced over its second dimension: that reduction ran at a fraction of memory speed on
+        # channels-last streams (a tenth of a MIRNet pass at 128² on an AVX2 CPU).
+        z = self.conv_du(_total(feats).mean(dim=(2, 3), keepdim=True))
+        weights = torch.softmax(
+            torch.stack([fc(z) for fc in self.fcs], dim=1), dim=1
+        )  # N × height × C × 1 × 1
+        return _total([f * weights[:, i] for i, f in enumerate(feats)])
+
+
+def _total(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of same-shaped tensors, in order."""
+    total = tensors[0]
+    for t in tensors[1:]:
+        total = total + t
+    return total
 
 
 class SpatialAttention(nn.Module):
