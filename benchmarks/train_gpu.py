@@ -89,7 +89,7 @@ def starting_model(args, channels: int, device: torch.device):
     torch.manual_seed(args.seed)
     start_from = {"weights": None} if args.init == "scratch" else {}  # default: the packaged weights
     model = create_model("dncnn", channels=channels, device=device, **start_from)
-    return model.train().to(memory_format=training_layout(device))
+    return model.train()
 
 
 def training_layout(device: torch.device) -> torch.memory_format:
@@ -107,7 +107,8 @@ def train(args) -> dict:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     patches = DevicePatches(pack, device, args.patch, generator)
     packaged = create_model("dncnn", channels=channels, device=device).eval()
-    model, layout = starting_model(args, channels, device), training_layout(device)
+    layout = training_layout(device)
+    model = starting_model(args, channels, device).to(memory_format=layout)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=args.lr, fused=device.type == "cuda" or cpu_fused_adam()
     )

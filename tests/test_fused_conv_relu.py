@@ -212,6 +212,7 @@ def test_bf16_runner_falls_back_to_unfused_layers_when_the_fused_call_fails(tiny
         assert torch.equal(a, b)
 
 
+@needs_onednn
 def test_a_cpu_that_cannot_run_the_fused_bf16_call_gets_the_unfused_update_without_a_warning(
     tiny_dncnn, monkeypatch
 ):

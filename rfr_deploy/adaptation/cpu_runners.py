@@ -111,7 +111,7 @@ def channels_last_updates_pay() -> bool:
     Intel Xeon with AMX of ``benchmarks/results/speed_cpu*.md``). Below AVX-512 oneDNN has no fast NHWC
     weight-gradient kernel: on an AVX2-only AMD EPYC (Zen 2) a 3×3 64→64 convolution's weight gradient at
     256² ran at 29.8 GFLOP/s in channels-last against 121.4 in the default layout
-    (``conv_passes_cpu_zen2.md``), and DnCNN's update at 0.46× the default layout's speed at 256², 0.92-0.93×
+    (``conv_passes_cpu_zen2.md``), and DnCNN's update at 0.46× the default layout's speed at 256², 0.93×
     at 64² (``speed_cpu_zen2*.md``). Whole-image passes keep channels-last there (:mod:`rfr_deploy.layout`):
     forward convolutions have no such gap (``inference_layout_cpu_zen2.md``)."""
     return cpu_avx512()
@@ -173,7 +173,7 @@ class ChannelsLastRunner(FusedAdamRunner):
 
     def _drop_channels_last(self) -> None:
         self.finish()
-        self.name = self.name.replace("+channels-last", "+fused-adam" if cpu_fused_adam() else "")
+        self.name = self.name.replace(ChannelsLastRunner.name, FusedAdamRunner.name)
 
     def finish(self) -> None:
         self.model.to(memory_format=torch.contiguous_format)

@@ -4,7 +4,8 @@
   DnCNN and most of RIDNet) at the bench's image size, batch 1: fp32, and bf16 (fp16 on a GPU
   without bf16). CPU: the faster of the two memory layouts, channels-last and the default (on an
   AVX2-only CPU the default layout's weight gradient is 4× faster, on AVX-512 CPUs channels-last
-  is the faster throughout); CUDA: cuDNN with the process's settings (TF32 allowed for fp32 convolutions unless turned off, as in the fp32 modes).
+  is the faster throughout); CUDA: cuDNN with the process's settings (TF32 allowed for fp32
+  convolutions unless turned off, as in the fp32 modes).
 * :func:`conv_train_rate`: the same convolution's forward and backward pass (input and weight
   gradients), the work an update does per layer: what the update could reach if it were nothing but
   such layers. Its gap to :func:`conv_rate` is the library's backward kernels, not the update's code.
