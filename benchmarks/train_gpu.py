@@ -98,14 +98,29 @@ def training_layout(device: torch.device) -> torch.memory_format:
     return torch.channels_last if fast else torch.contiguous_format
 
 
+def train_step(model, optimizer, patches, batch: int, layout, dtype) -> torch.Tensor:
+    """One step of the paper's recipe: a batch of flipped/rotated patches, σ uniform in [0, 50], L1."""
+    clean = dihedral(patches.sample(batch), int(torch.randint(8, (1,))))
+    clean = clean.contiguous(memory_format=layout)
+    generator, device = patches.generator, clean.device
+    sigma = torch.rand(batch, device=device, generator=generator) * (50 / 255)
+    noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, device=device, generator=generator)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        restored = model(noisy, sigma)
+    loss = nn.functional.l1_loss(restored.float(), clean)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train(args) -> dict:
     device = torch.device(
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     channels = CHANNELS[args.kind]
     pack = np.load(args.pack / f"train_{args.kind}.npz")["images"]
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    patches = DevicePatches(pack, device, args.patch, generator)
+    patches = DevicePatches(pack, device, args.patch, torch.Generator(device=device).manual_seed(args.seed))
     packaged = create_model("dncnn", channels=channels, device=device).eval()
     layout = training_layout(device)
     model = starting_model(args, channels, device).to(memory_format=layout)
@@ -120,16 +135,7 @@ def train(args) -> dict:
         ramp = min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else 1.0
         for group in optimizer.param_groups:  # Adam's first sign-like steps would wreck warm-started weights
             group["lr"] = ramp * cosine_lr(elapsed / args.seconds, args.lr, args.lr_min)
-        clean = dihedral(patches.sample(args.batch), int(torch.randint(8, (1,))))
-        clean = clean.contiguous(memory_format=layout)
-        sigma = torch.rand(args.batch, device=device, generator=generator) * (50 / 255)
-        noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, device=device, generator=generator)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            restored = model(noisy, sigma)
-        loss = nn.functional.l1_loss(restored.float(), clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, optimizer, patches, args.batch, layout, dtype)
         step += 1
         if step % 100 == 0:
             losses.append(float(loss.detach()))
