@@ -28,11 +28,10 @@ import logging
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rfr_deploy.errors import first_line
@@ -42,9 +41,10 @@ from rfr_deploy.version import __version__
 
 from .errors import QUOTED_CHARS, ExportError, ExportVerificationError
 from .exportable import PRECISIONS, ExportableDenoiser, Precision, example_inputs, input_names
-from .verification import crop_center, reference_output, second_inputs
+from .onnx_check import OUTPUT_NAME, Check, Written, finish_graph, load_graph
+from .onnx_reuse import GraphReuse
+from .verification import crop_center
 
-OUTPUT_NAME = "denoised"
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 6e-2}
 """Largest accepted |ONNX Runtime − PyTorch fp32| on [0, 1] images, per export precision."""
 VERIFY_SIZE = 192
@@ -78,6 +78,8 @@ class OnnxExport:
     sha256: str
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
+    graph: str = "captured"
+    """'captured' (exported from the network) or 'reused' (an earlier export's graph with these weights)."""
 
 
 def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | None = None) -> dict[str, str]:
@@ -122,6 +124,7 @@ def export_onnx(
     verify: bool = True,
     tolerance: float | None = None,
     ensemble: bool = False,
+    reuse: GraphReuse | None = None,
 ) -> OnnxExport:
     """Export ``model`` to ``path`` (atomically) and check the file with ONNX Runtime.
 
@@ -133,40 +136,60 @@ def export_onnx(
     largest difference to the float32 PyTorch model exceeds ``tolerance``
     (default per precision: :data:`DEFAULT_TOLERANCE`). With ``ensemble`` the graph computes the ×8
     flip/rotation self-ensemble (see :mod:`exporters.exportable`) and is verified against PyTorch's.
+    With ``reuse`` (one per run), a network of the architecture exported before takes that graph with its
+    own weights instead of a new capture (:mod:`exporters.onnx_reuse`), verified on the example (the
+    graph's sizes were verified with the first).
     """
     _check_request(model, example, sigma, opset, precision)
     tolerance = DEFAULT_TOLERANCE[precision] if tolerance is None else float(tolerance)
     started = time.perf_counter()
-    wrapper = ExportableDenoiser(model, precision, ensemble=ensemble).eval()
     # Dynamic graphs are captured and verified at a centre crop (symbolic sizes: the crop only saves time);
     # a static graph is fixed to the shape it is captured at, so it takes the example's own size.
     args = example_inputs(model, crop_center(example, VERIFY_SIZE) if dynamic else example, sigma)
     names = input_names(model)
     path = Path(path)
+    options = (precision, opset, dynamic, ensemble, names, None if dynamic else tuple(example.shape))
+    check = Check(model, args, names, dynamic, precision, ensemble, tolerance if verify else None)
     with atomic_write(path) as tmp:
-        exporter = _export_graph(wrapper, args, names, opset, dynamic, model.entry.pad_multiple, tmp)
-        props = _graph_props(metadata, precision, opset, exporter, ensemble, names)
-        _finish_model(tmp, props)
-        error, shapes, verification = None, (), "not requested"
-        if verify:
-            error, shapes, verification = _verify(model, tmp, args, names, dynamic, precision, ensemble)
-            _check_error(model, precision, error, tolerance)
+        written, reused = _write_graph(check, tmp, metadata, opset, reuse, options)
     return OnnxExport(
         path=path,
         opset=opset,
         precision=precision,
         input_names=names,
         output_names=(OUTPUT_NAME,),
-        max_abs_error=error,
+        max_abs_error=written.error,
         tolerance=tolerance,
-        verified_shapes=shapes,
-        exporter=exporter,
-        verification=verification,
+        verified_shapes=written.shapes,
+        exporter=written.props["exporter"],
+        verification=written.verification,
         dynamic=dynamic,
         sha256=sha256_file(path),
         seconds=time.perf_counter() - started,
-        metadata=props,
+        metadata=written.props,
+        graph="reused" if reused else "captured",
     )
+
+
+def _write_graph(
+    check: Check, target: Path, metadata, opset: int, reuse: GraphReuse | None, options: tuple
+) -> tuple[Written, bool]:
+    """Write ``check.model``'s graph to ``target`` and verify it: ``reuse``'s graph with the model's weights
+    where one matches, else a fresh capture (kept by ``reuse`` once verified); (written, whether reused)."""
+    model = check.model
+    made = reuse.fill(model, options) if reuse is not None else None
+    if made is not None:
+        try:
+            return finish_graph(*made, target, metadata, opset, replace(check, sizes_verified=True)), True
+        except ExportVerificationError:  # not expected: capture afresh rather than fail the export
+            reuse.forget()
+    wrapper = ExportableDenoiser(model, check.precision, ensemble=check.ensemble).eval()
+    pad = model.entry.pad_multiple
+    exporter = _export_graph(wrapper, check.args, check.names, opset, check.dynamic, pad, target)
+    written = finish_graph(load_graph(target), exporter, target, metadata, opset, check)
+    if reuse is not None and written.error is not None:  # only a verified graph is reused
+        reuse.keep(model, options, written.proto, exporter)
+    return written, False
 
 
 def _check_request(model, example: torch.Tensor, sigma, opset: int, precision: str) -> None:
@@ -185,29 +208,6 @@ def _check_request(model, example: torch.Tensor, sigma, opset: int, precision: s
         raise ExportError(f"{model.meta.arch} takes a noise level: pass sigma (σ/255) to export it")
     if precision == "bf16" and opset < 22:
         raise ExportError(f"bfloat16 convolutions need ONNX opset 22 or later, not {opset}")
-
-
-def _graph_props(
-    metadata, precision: str, opset: int, exporter: str, ensemble: bool, names
-) -> dict[str, str]:
-    """The file's ``metadata_props``: the caller's metadata and how the graph was made."""
-    return {
-        **(metadata or {}),
-        "precision": precision,
-        "opset": str(opset),
-        "exporter": exporter,
-        "ensemble": "x8" if ensemble else "none",
-        "inputs": ",".join(names),
-        "outputs": OUTPUT_NAME,
-    }
-
-
-def _check_error(model, precision: str, error: float | None, tolerance: float) -> None:
-    if error is not None and not error <= tolerance:  # also catches NaN
-        raise ExportVerificationError(
-            f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
-            f"(tolerance {tolerance:.3g}); the exported file was not written"
-        )
 
 
 # --------------------------------------------------------------------------- export
@@ -293,64 +293,6 @@ def _torch_export(wrapper, args, target: str | None, names, opset: int, **option
             opset_version=opset,
             **options,
         )
-
-
-def _finish_model(path: Path, props: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load_model(str(path))
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = str(key), str(value)
-    proto.producer_name = "rfr-deploy"
-    proto.producer_version = __version__
-    proto.doc_string = (
-        "Image denoiser exported by rfr-deploy. Input 'noisy': N x C x H x W float32 in [0, 1]"
-        + ("; input 'sigma': N float32, noise level / 255" if "sigma" in props.get("inputs", "") else "")
-        + ". Output 'denoised': N x C x H x W float32."
-    )
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except Exception as exc:
-        raise ExportError(
-            f"the exported ONNX graph is invalid ({first_line(exc, limit=QUOTED_CHARS)})"
-        ) from exc
-    onnx.save_model(proto, str(path))
-
-
-# --------------------------------------------------------------------------- verification
-
-
-def _verify(model, path: Path, args, names, dynamic: bool, precision: str, ensemble: bool):
-    """(max abs error, verified input shapes, description); error None when ONNX Runtime cannot run it."""
-    ort = import_optional("onnxruntime", "onnx", "verify the ONNX export")
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        if precision == "bf16" and "NOT_IMPLEMENTED" in str(exc):
-            # ONNX Runtime's CPU provider has no bfloat16 Conv; the TensorRT build verifies these.
-            return None, (), "skipped: ONNX Runtime (CPU) cannot run bfloat16 convolutions"
-        raise ExportError(
-            f"ONNX Runtime cannot load the exported model ({first_line(exc, limit=QUOTED_CHARS)})"
-        ) from exc
-    runs = [args]
-    if dynamic:
-        runs.append(second_inputs(args))
-    worst, shapes = 0.0, []
-    for inputs in runs:
-        got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
-        want = reference_output(model, inputs, ensemble=ensemble)
-        if got.shape != want.shape:
-            raise ExportVerificationError(
-                f"exported model returns shape {got.shape} for input {tuple(inputs[0].shape)}, expected {want.shape}"
-            )
-        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
-        shapes.append(tuple(inputs[0].shape))
-    return worst, tuple(shapes), f"onnxruntime {ort.__version__} CPUExecutionProvider"
 
 
 # --------------------------------------------------------------------------- helpers

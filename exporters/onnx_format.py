@@ -10,6 +10,7 @@ from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
 from .errors import ExportError
 from .onnx_export import OPSETS, export_onnx, onnx_metadata
+from .onnx_reuse import GraphReuse
 from .registry import register_exporter
 
 Precision = Literal["fp32", "fp16"]
@@ -36,13 +37,16 @@ class OnnxSettings:
 
 @register_exporter
 class OnnxExporter(Exporter):
-    """Writes ``<stem>_rfr.onnx``; its manifest record carries the measured ``max_abs_error``."""
+    """Writes ``<stem>_rfr.onnx``; its manifest record carries the measured ``max_abs_error`` and whether
+    the graph was ``captured`` from the network or ``reused`` from the run's first export."""
 
     format = "onnx"
     settings_type = OnnxSettings
 
     def __init__(self, settings: OnnxSettings | None = None):
         self.settings = settings or OnnxSettings()
+        self.graphs = GraphReuse()
+        """The run's graph, reused for every network after the first (:mod:`exporters.onnx_reuse`)."""
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:
         return export_verified(
@@ -53,6 +57,7 @@ class OnnxExporter(Exporter):
             verified="ONNX export verified with ONNX Runtime",
             opset=self.settings.opset,
             precision=self.settings.precision,
+            reuse=self.graphs,
         )
 
 
@@ -79,5 +84,6 @@ def export_verified(
         ensemble=request.ensemble,  # the file computes exactly what the written image shows
         **options,
     )
-    request.reporter.note(f"{verified}: max |error| {report.max_abs_error:.2e}")
-    return [ExportedFile(role, path, {"max_abs_error": report.max_abs_error})]
+    reused = " (the graph of the run's first export, with these weights)" if report.graph == "reused" else ""
+    request.reporter.note(f"{verified}: max |error| {report.max_abs_error:.2e}{reused}")
+    return [ExportedFile(role, path, {"max_abs_error": report.max_abs_error, "graph": report.graph})]

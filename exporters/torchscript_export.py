@@ -42,6 +42,8 @@ class TorchScriptExport:
     verified_shapes: tuple[tuple[int, ...], ...]
     sha256: str
     seconds: float
+    graph: str = "captured"
+    """Traced from the network for every file (the ONNX export may reuse a graph: ``OnnxExport.graph``)."""
 
 
 def export_torchscript(

@@ -1,4 +1,5 @@
-"""``adapt-and-export --format onnx`` end to end: the written ONNX model reproduces the written output image."""
+"""``adapt-and-export --format onnx`` end to end: the written ONNX model reproduces the written output image,
+for one image and for every image of a folder."""
 
 from __future__ import annotations
 
@@ -81,3 +82,35 @@ def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng
         unseen = rng.random((h, w, 3), dtype=np.float32)
         want = to_pixels(denoise(adapted, to_tensor(unseen), ensemble=ensemble))
         assert grey_levels(run_onnx(session, unseen), want) <= 1
+
+
+def test_a_folder_run_captures_one_graph_and_every_file_computes_its_own_output(
+    tmp_path, smooth_image, rng, monkeypatch
+):
+    """Later images reuse the run's first graph (exporters.onnx_reuse) with their own weights and metadata."""
+    import exporters.onnx_export as onnx_export
+
+    captures, capture = [], onnx_export._export_graph
+    monkeypatch.setattr(onnx_export, "_export_graph", lambda *a: captures.append(a) or capture(*a))
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, model.net, model.meta)
+    for name in ("a", "b", "c"):
+        noisy = np.clip(smooth_image + 0.1 * rng.standard_normal(smooth_image.shape), 0, 1)
+        write_image(tmp_path / "in" / f"{name}.png", noisy)
+    out = tmp_path / "out"
+    job = ["adapt-and-export", str(tmp_path / "in"), "--weights", str(weights), "-o", str(out)]
+    options = ["--sigma", "25", "--steps", "2", "--format", "onnx", "--json", "--quiet"]
+    result = CliRunner().invoke(main, [*job, *options])
+    assert result.exit_code == 0, result.output
+    manifests = json.loads(result.stdout)
+    onnx_records = [next(f for f in m["files"] if f["role"] == "onnx") for m in manifests]
+    assert sorted(r["graph"] for r in onnx_records) == ["captured", "reused", "reused"] and len(captures) == 1
+    for record, manifest in zip(onnx_records, manifests, strict=True):
+        name = record["path"].removesuffix("_rfr.onnx")
+        session = ort.InferenceSession(str(out / record["path"]), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        assert meta["model.weights_sha256"] == manifest["model"]["adapted_weights_sha256"]
+        pixels = read_image(tmp_path / "in" / f"{name}.png").pixels
+        assert grey_levels(run_onnx(session, pixels), read_image(out / f"{name}_rfr.png").pixels) <= 1
+    assert len({r["path"] for r in onnx_records}) == 3

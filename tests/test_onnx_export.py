@@ -117,11 +117,11 @@ def test_metadata_describes_the_model_and_its_input(tmp_path):
 
 
 def test_failed_verification_raises_one_line_and_writes_nothing(tmp_path, monkeypatch):
-    import exporters.onnx_export as onnx_export
+    import exporters.onnx_check as onnx_check
 
-    real = onnx_export.reference_output
+    real = onnx_check.reference_output
     monkeypatch.setattr(
-        onnx_export, "reference_output", lambda model, inputs, **kw: real(model, inputs, **kw) + 0.1
+        onnx_check, "reference_output", lambda model, inputs, **kw: real(model, inputs, **kw) + 0.1
     )
     model = tiny_model("dncnn")
     with pytest.raises(ExportVerificationError) as info:
