@@ -80,3 +80,19 @@ def pair(smooth_image):
     sigma = 20 / 255
     noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
     return clean, noisy, sigma
+
+
+@pytest.fixture
+def captures(monkeypatch):
+    """Counts the graphs captured from a network (``torch.onnx.export`` runs)."""
+    import exporters.onnx_export as onnx_export
+
+    calls = []
+    capture = onnx_export._export_graph
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return capture(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "_export_graph", counted)
+    return calls

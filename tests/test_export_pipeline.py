@@ -85,13 +85,9 @@ def test_exported_onnx_reproduces_the_adapted_output(tmp_path, smooth_image, rng
 
 
 def test_a_folder_run_captures_one_graph_and_every_file_computes_its_own_output(
-    tmp_path, smooth_image, rng, monkeypatch
+    tmp_path, smooth_image, rng, captures
 ):
     """Later images reuse the run's first graph (exporters.onnx_reuse) with their own weights and metadata."""
-    import exporters.onnx_export as onnx_export
-
-    captures, capture = [], onnx_export._export_graph
-    monkeypatch.setattr(onnx_export, "_export_graph", lambda *a: captures.append(a) or capture(*a))
     model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
     weights = tmp_path / "tiny.safetensors"
     save_weights(weights, model.net, model.meta)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import exporters.onnx_export as onnx_export
 from exporters.onnx_export import export_onnx
 from exporters.onnx_reuse import GraphReuse
 from exporters.weight_map import WeightMap
@@ -16,20 +15,6 @@ from rfr_deploy.models.factory import create_model
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
-
-
-@pytest.fixture
-def captures(monkeypatch):
-    """Counts the graphs captured from a network (``torch.onnx.export`` runs)."""
-    calls = []
-    capture = onnx_export._export_graph
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return capture(*args, **kwargs)
-
-    monkeypatch.setattr(onnx_export, "_export_graph", counted)
-    return calls
 
 
 def tiny(seed: int, features: int = 8):
@@ -85,7 +70,7 @@ def test_another_structure_or_other_export_options_are_captured_afresh(tmp_path,
 
 
 def test_a_tensor_no_initializer_holds_must_equal_the_templates(tmp_path, captures):
-    """Buffers outside the state dict are baked into a graph: a network whose differ gets its own graph."""
+    """Buffers outside the state dict are baked into a graph: a network whose buffers differ gets its own."""
     reuse, x = GraphReuse(), torch.rand(1, 3, 20, 24)
     models = [tiny(0), tiny(1), tiny(2)]
     for model in models:
