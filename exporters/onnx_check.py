@@ -36,6 +36,12 @@ class Check:
     sizes_verified: bool = False
     """The graph's sizes were verified before (a reused graph): the example alone checks the weights."""
 
+    def graph_options(self, opset: int) -> tuple:
+        """What the graph depends on besides the network: precision, opset, dynamic sizes (else the
+        example's shape, which a static graph is fixed to), ensemble and input names."""
+        shape = None if self.dynamic else tuple(self.args[0].shape)
+        return (self.precision, opset, self.dynamic, shape, self.ensemble, self.names)
+
 
 @dataclass(frozen=True)
 class Written:
@@ -49,7 +55,9 @@ class Written:
     verification: str
 
 
-def graph_props(metadata, precision: str, opset: int, exporter: str, ensemble: bool, names) -> dict[str, str]:
+def _graph_props(
+    metadata, precision: str, opset: int, exporter: str, ensemble: bool, names
+) -> dict[str, str]:
     """The file's ``metadata_props``: the caller's metadata and how the graph was made."""
     return {
         **(metadata or {}),
@@ -62,7 +70,7 @@ def graph_props(metadata, precision: str, opset: int, exporter: str, ensemble: b
     }
 
 
-def check_error(model, precision: str, error: float | None, tolerance: float) -> None:
+def _check_error(model, precision: str, error: float | None, tolerance: float) -> None:
     if error is not None and not error <= tolerance:  # also catches NaN
         raise ExportVerificationError(
             f"ONNX export of {model.meta.arch} ({precision}) differs from PyTorch by {error:.3g} "
@@ -72,12 +80,12 @@ def check_error(model, precision: str, error: float | None, tolerance: float) ->
 
 def finish_graph(proto, exporter: str, path: Path, metadata, opset: int, check: Check) -> Written:
     """Write ``proto`` (made by ``exporter``) to ``path`` with its metadata, then verify it."""
-    props = graph_props(metadata, check.precision, opset, exporter, check.ensemble, check.names)
-    write_model(proto, path, props)
+    props = _graph_props(metadata, check.precision, opset, exporter, check.ensemble, check.names)
+    _write_model(proto, path, props)
     if check.tolerance is None:
         return Written(proto, props, None, (), "not requested")
-    error, shapes, verification = verify_with_onnxruntime(check, path)
-    check_error(check.model, check.precision, error, check.tolerance)
+    error, shapes, verification = _verify_with_onnxruntime(check, path)
+    _check_error(check.model, check.precision, error, check.tolerance)
     return Written(proto, props, error, shapes, verification)
 
 
@@ -88,7 +96,7 @@ def load_graph(path: Path):
     return onnx.load_model(str(path))
 
 
-def write_model(proto, path: Path, props: dict[str, str]) -> None:
+def _write_model(proto, path: Path, props: dict[str, str]) -> None:
     """Give ``proto`` its metadata, check it (ONNX's full check) and save it to ``path``."""
     import onnx
 
@@ -112,7 +120,7 @@ def write_model(proto, path: Path, props: dict[str, str]) -> None:
     onnx.save_model(proto, str(path))
 
 
-def verify_with_onnxruntime(check: Check, path: Path):
+def _verify_with_onnxruntime(check: Check, path: Path):
     """(max abs error, verified input shapes, description) of the graph at ``path`` against
     ``check.model``; error None when ONNX Runtime cannot run it."""
     model, args, names, precision = check.model, check.args, check.names, check.precision

@@ -148,10 +148,9 @@ def export_onnx(
     args = example_inputs(model, crop_center(example, VERIFY_SIZE) if dynamic else example, sigma)
     names = input_names(model)
     path = Path(path)
-    options = (precision, opset, dynamic, ensemble, names, None if dynamic else tuple(example.shape))
     check = Check(model, args, names, dynamic, precision, ensemble, tolerance if verify else None)
     with atomic_write(path) as tmp:
-        written, reused = _write_graph(check, tmp, metadata, opset, reuse, options)
+        written, reused = _write_graph(check, tmp, metadata, opset, reuse)
     return OnnxExport(
         path=path,
         opset=opset,
@@ -172,11 +171,11 @@ def export_onnx(
 
 
 def _write_graph(
-    check: Check, target: Path, metadata, opset: int, reuse: GraphReuse | None, options: tuple
+    check: Check, target: Path, metadata, opset: int, reuse: GraphReuse | None
 ) -> tuple[Written, bool]:
     """Write ``check.model``'s graph to ``target`` and verify it: ``reuse``'s graph with the model's weights
     where one matches, else a fresh capture (kept by ``reuse`` once verified); (written, whether reused)."""
-    model = check.model
+    model, options = check.model, check.graph_options(opset)
     made = reuse.fill(model, options) if reuse is not None else None
     if made is not None:
         try:

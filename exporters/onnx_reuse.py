@@ -45,10 +45,9 @@ class GraphReuse:
     def fill(self, model, options: tuple) -> tuple[Any, str] | None:
         """(the template graph holding ``model``'s weights, the template's exporter), or None when no
         template matches ``model`` and the export ``options``."""
-        template = self._template
-        if template is None or template.signature != signature(model, options):
+        template, state = self._template, model.state_dict()
+        if template is None or template.signature != signature(model, state, options):
             return None
-        state = model.state_dict()
         fixed = _fixed_tensors(model, state, template.weights)
         if fixed.keys() != template.fixed.keys() or not all(
             torch.equal(fixed[k].cpu(), v) for k, v in template.fixed.items()
@@ -62,7 +61,7 @@ class GraphReuse:
         weights = map_weights(state, proto)
         fixed = _fixed_tensors(model, state, weights)
         self._template = _Template(
-            signature=signature(model, options),
+            signature=signature(model, state, options),
             proto=proto,
             weights=weights,
             fixed={k: v.detach().cpu().clone() for k, v in fixed.items()},
@@ -73,12 +72,12 @@ class GraphReuse:
         self._template = None
 
 
-def signature(model, options: tuple) -> str:
+def signature(model, state, options: tuple) -> str:
     """What the graph depends on besides the weights' values: the module tree with its settings, the
-    state dict's names, shapes and dtypes, and the export ``options``."""
+    names, shapes and dtypes of its ``state`` dict, and the export ``options``."""
     digest = hashlib.sha256()
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n{options!r}".encode())
-    for key, tensor in model.state_dict().items():
+    for key, tensor in state.items():
         digest.update(f"\n{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return digest.hexdigest()
 
