@@ -29,6 +29,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ class OnnxExport:
     seconds: float
     metadata: dict[str, str] = field(default_factory=dict)
     graph: str = "captured"
-    """'captured' (exported from the network) or 'reused' (an earlier export's graph with these weights)."""
+    """'captured' (exported from the network), 'reused' (this run's earlier graph with these weights) or
+    'cached' (an earlier run's graph from the graph cache, with these weights)."""
 
 
 def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | None = None) -> dict[str, str]:
@@ -150,7 +152,7 @@ def export_onnx(
     path = Path(path)
     check = Check(model, args, names, dynamic, precision, ensemble, tolerance if verify else None)
     with atomic_write(path) as tmp:
-        written, reused = _write_graph(check, tmp, metadata, opset, reuse)
+        written, graph = _write_graph(check, tmp, metadata, opset, reuse)
     return OnnxExport(
         path=path,
         opset=opset,
@@ -166,20 +168,25 @@ def export_onnx(
         sha256=sha256_file(path),
         seconds=time.perf_counter() - started,
         metadata=written.props,
-        graph="reused" if reused else "captured",
+        graph=graph,
     )
 
 
 def _write_graph(
     check: Check, target: Path, metadata, opset: int, reuse: GraphReuse | None
-) -> tuple[Written, bool]:
+) -> tuple[Written, str]:
     """Write ``check.model``'s graph to ``target`` and verify it: ``reuse``'s graph with the model's weights
-    where one matches, else a fresh capture (kept by ``reuse`` once verified); (written, whether reused)."""
+    where one matches, else a fresh capture (kept by ``reuse`` once verified); (written, where the graph
+    came from: ``captured``, ``reused`` or ``cached``)."""
     model, options = check.model, check.graph_options(opset)
     made = reuse.fill(model, options) if reuse is not None else None
     if made is not None:
+        proto, exporter, source = made
         try:
-            return finish_graph(*made, target, metadata, opset, replace(check, sizes_verified=True)), True
+            written = finish_graph(
+                proto, exporter, target, metadata, opset, replace(check, sizes_verified=True)
+            )
+            return written, source
         except ExportVerificationError:  # not expected: capture afresh rather than fail the export
             reuse.forget()
     wrapper = ExportableDenoiser(model, check.precision, ensemble=check.ensemble).eval()
@@ -188,7 +195,7 @@ def _write_graph(
     written = finish_graph(load_graph(target), exporter, target, metadata, opset, check)
     if reuse is not None and written.error is not None:  # only a verified graph is reused
         reuse.keep(model, options, written.proto, exporter)
-    return written, False
+    return written, "captured"
 
 
 def _check_request(model, example: torch.Tensor, sigma, opset: int, precision: str) -> None:
@@ -298,10 +305,16 @@ def _torch_export(wrapper, args, target: str | None, names, opset: int, **option
 
 
 def require_onnxscript() -> None:
-    """onnxscript at least :data:`ONNXSCRIPT_MIN`, or a one-line error before anything is exported."""
-    onnxscript = import_optional("onnxscript", "onnx", "export to ONNX with torch.export")
+    """onnxscript at least :data:`ONNXSCRIPT_MIN`, or a one-line error before anything is exported.
 
-    version = getattr(onnxscript, "__version__", "0")
+    Read from the package's metadata, not imported: the import takes about a second, which an export whose
+    graph comes from the graph cache does not otherwise spend."""
+    try:
+        version = metadata.version("onnxscript")
+    except metadata.PackageNotFoundError:  # not installed as a distribution (a source tree on the path)
+        version = getattr(
+            import_optional("onnxscript", "onnx", "export to ONNX with torch.export"), "__version__", "0"
+        )
     numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
     if numbers < ONNXSCRIPT_MIN:
         floor = ".".join(map(str, ONNXSCRIPT_MIN))

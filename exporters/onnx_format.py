@@ -10,6 +10,7 @@ from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
 from .errors import ExportError
 from .onnx_export import OPSETS, export_onnx, onnx_metadata
+from .onnx_graph_cache import GraphCache, default_graph_cache
 from .onnx_reuse import GraphReuse
 from .registry import register_exporter
 
@@ -29,6 +30,12 @@ class OnnxSettings:
     """'fp16' computes in float16 inside the graph, with float32 inputs and outputs."""
     opset: int = 18
     """ONNX opset of the graph (17 to 23)."""
+    graph_cache: bool = field(
+        default=True,
+        metadata={"help": "Keep verified graphs in $XDG_CACHE_HOME/rfr-deploy/onnx-graphs for later runs."},
+    )
+    """Reuse a graph an earlier run captured and verified (:mod:`exporters.onnx_graph_cache`), with the
+    adapted weights; a run whose architecture and settings are new captures it and keeps it there."""
 
     def __post_init__(self) -> None:  # before any adaptation, not when the first graph is exported
         if self.opset not in OPSETS:
@@ -38,15 +45,17 @@ class OnnxSettings:
 @register_exporter
 class OnnxExporter(Exporter):
     """Writes ``<stem>_rfr.onnx``; its manifest record carries the measured ``max_abs_error`` and whether
-    the graph was ``captured`` from the network or ``reused`` from the run's first export."""
+    the graph was ``captured`` from the network, ``reused`` from the run's first export or ``cached`` by an
+    earlier run."""
 
     format = "onnx"
     settings_type = OnnxSettings
 
     def __init__(self, settings: OnnxSettings | None = None):
         self.settings = settings or OnnxSettings()
-        self.graphs = GraphReuse()
-        """The run's graph, reused for every network after the first (:mod:`exporters.onnx_reuse`)."""
+        self.graphs = GraphReuse(GraphCache(default_graph_cache()) if self.settings.graph_cache else None)
+        """The run's graph, reused for every network after the first (:mod:`exporters.onnx_reuse`), and
+        with ``graph_cache`` taken from and kept for other runs."""
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:
         return export_verified(
@@ -84,6 +93,9 @@ def export_verified(
         ensemble=request.ensemble,  # the file computes exactly what the written image shows
         **options,
     )
-    reused = " (the graph of the run's first export, with these weights)" if report.graph == "reused" else ""
-    request.reporter.note(f"{verified}: max |error| {report.max_abs_error:.2e}{reused}")
+    source = {
+        "reused": " (the graph of the run's first export, with these weights)",
+        "cached": " (a graph an earlier run captured, from the graph cache, with these weights)",
+    }.get(report.graph, "")
+    request.reporter.note(f"{verified}: max |error| {report.max_abs_error:.2e}{source}")
     return [ExportedFile(role, path, {"max_abs_error": report.max_abs_error, "graph": report.graph})]

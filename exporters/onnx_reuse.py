@@ -12,63 +12,64 @@ example as a fresh export is (not again at the second size: that checks the grap
 were verified with the template). What the initializers do not hold must match the template's: tensors the graph
 folded in (no initializer carries them) and buffers outside the state dict. A network that differs in
 any of this is captured afresh, and so is one whose reused graph fails verification.
+
+With a :class:`~exporters.onnx_graph_cache.GraphCache` (``--format onnx``'s default), the template is also
+kept on disk, and a run's first network takes an earlier run's graph from there before it is captured.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .onnx_graph_cache import GraphCache, GraphTemplate
 from .weight_map import WeightMap, map_weights
 
 
-@dataclass
-class _Template:
-    signature: str
-    proto: Any
-    """The verified ``onnx.ModelProto`` (its metadata is rewritten for every file)."""
-    weights: WeightMap
-    fixed: dict[str, torch.Tensor]
-    """Tensors the initializers do not hold, as the graph has them baked in."""
-    exporter: str
-
-
 class GraphReuse:
-    """Holds one verified graph for later exports of the same architecture (one run: one architecture)."""
+    """Holds one verified graph for later exports of the same architecture (one run: one architecture),
+    and with a ``cache``, keeps it for later runs and looks there before a capture."""
 
-    def __init__(self) -> None:
-        self._template: _Template | None = None
+    def __init__(self, cache: GraphCache | None = None) -> None:
+        self.cache = cache
+        self._template: GraphTemplate | None = None
 
-    def fill(self, model, options: tuple) -> tuple[Any, str] | None:
-        """(the template graph holding ``model``'s weights, the template's exporter), or None when no
-        template matches ``model`` and the export ``options``."""
-        template, state = self._template, model.state_dict()
-        if template is None or template.signature != signature(model, state, options):
+    def fill(self, model, options: tuple) -> tuple[Any, str, str] | None:
+        """(the template graph holding ``model``'s weights, the template's exporter, where the template came
+        from: ``reused`` from this run or ``cached`` by an earlier one), or None when no template matches
+        ``model`` and the export ``options``."""
+        state = model.state_dict()
+        key, template, source = signature(model, state, options), self._template, "reused"
+        if template is None or template.signature != key:
+            template, source = (self.cache.load(key) if self.cache is not None else None), "cached"
+            if template is None:
+                return None
+            self._template = template
+        if _fixed_digests(model, state, template.weights) != template.fixed:
             return None
-        fixed = _fixed_tensors(model, state, template.weights)
-        if fixed.keys() != template.fixed.keys() or not all(
-            torch.equal(fixed[k].cpu(), v) for k, v in template.fixed.items()
-        ):
-            return None
-        return _with_weights(template.proto, template.weights.arrays(state)), template.exporter
+        return _with_weights(template.proto, template.weights.arrays(state)), template.exporter, source
 
     def keep(self, model, options: tuple, proto, exporter: str) -> None:
-        """Remember ``proto``, a verified export of ``model`` with ``options``, as the template."""
+        """Remember ``proto``, a verified export of ``model`` with ``options``, as the template (and in the
+        cache)."""
         state = model.state_dict()
         weights = map_weights(state, proto)
-        fixed = _fixed_tensors(model, state, weights)
-        self._template = _Template(
+        self._template = GraphTemplate(
             signature=signature(model, state, options),
             proto=proto,
             weights=weights,
-            fixed={k: v.detach().cpu().clone() for k, v in fixed.items()},
+            fixed=_fixed_digests(model, state, weights),
             exporter=exporter,
         )
+        if self.cache is not None:
+            self.cache.store(self._template)
 
     def forget(self) -> None:
+        """Drop the template (its graph failed verification), from the cache too."""
+        if self._template is not None and self.cache is not None:
+            self.cache.remove(self._template.signature)
         self._template = None
 
 
@@ -82,11 +83,19 @@ def signature(model, state, options: tuple) -> str:
     return digest.hexdigest()
 
 
-def _fixed_tensors(model, state, weights: WeightMap) -> dict[str, torch.Tensor]:
-    """The state entries no initializer holds, and the buffers outside the state dict."""
-    fixed = {k: v.detach() for k, v in state.items() if k not in weights.names}
-    fixed.update({k: v.detach() for k, v in model.named_buffers() if k not in state})
-    return fixed
+def _fixed_digests(model, state, weights: WeightMap) -> dict[str, str]:
+    """A digest of each state entry no initializer holds and of each buffer outside the state dict."""
+    fixed = {k: v for k, v in state.items() if k not in weights.names}
+    fixed.update({k: v for k, v in model.named_buffers() if k not in state})
+    return {k: _tensor_digest(v) for k, v in fixed.items()}
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of ``tensor``'s dtype, shape and bytes."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{flat.dtype}:{tuple(tensor.shape)}:".encode())
+    digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _with_weights(template, arrays):

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 
-from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.files import atomic_write, cache_folder, sha256_file
 from rfr_deploy.optional import import_optional
 from rfr_deploy.version import __version__
 
@@ -279,10 +279,9 @@ def _onnx_precision(onnx_path, requested: str) -> str:
 def default_timing_cache(runtime: RuntimeInfo) -> Path:
     """One timing cache per TensorRT version *and* GPU: timings of one GPU are wrong for another, and
     Polygraphy merges a loaded cache with ``ignore_mismatch=True`` instead of refusing it."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     gpu = re.sub(r"[^A-Za-z0-9.]+", "-", runtime.gpu_name).strip("-") or "gpu"
     capability = runtime.compute_capability.replace(".", "")
-    return root / "rfr-deploy" / f"tensorrt-{runtime.tensorrt_version}-{gpu}-sm{capability}.timing"
+    return cache_folder() / f"tensorrt-{runtime.tensorrt_version}-{gpu}-sm{capability}.timing"
 
 
 @torch.no_grad()

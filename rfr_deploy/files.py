@@ -75,6 +75,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def cache_folder() -> Path:
+    """rfr-deploy's folder of caches: ``$XDG_CACHE_HOME/rfr-deploy`` (default ``~/.cache/rfr-deploy``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rfr-deploy"
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

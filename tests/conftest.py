@@ -20,6 +20,15 @@ def pytest_configure(config):
     )
 
 
+@pytest.fixture(autouse=True)
+def own_cache_folder(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty ``$XDG_CACHE_HOME``: nothing is written to the user's caches (ONNX
+    graphs, TensorRT timings), and no test sees a graph an earlier test cached."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture
 def shared():
     """Path helper into the shared data; skips the test where the folder is absent."""

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from rfr_deploy.adaptation import cpu_runners
 from rfr_deploy.adaptation.cpu_runners import FusedAdamRunner
 from rfr_deploy.bench import run as bench_run
+from rfr_deploy.bench.job import time_job
 from rfr_deploy.bench.limits import Limits
 from rfr_deploy.bench.report import BenchReport, ModelResult, ModeTiming, default_mode, write_report
 from rfr_deploy.bench.run import fitted_size, run_bench, time_modes
@@ -315,3 +316,22 @@ def test_modes_are_shown_against_the_measured_limit(tmp_path):
     assert [row["mode"] for row in rows] == ["eager", "channels-last", "paper V100"]
     assert rows[1]["fraction"] == pytest.approx(0.5) and len(data["limits"]) == 2
     assert rows[1]["train_fraction"] == pytest.approx(0.625)
+
+
+def test_the_job_note_says_whether_the_timed_export_captured_its_graph(tiny_dncnn):
+    """A graph from the graph cache skips the capture, most of an export's time: the note names the source."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    requests = []
+
+    def run_job(request):
+        requests.append(request)
+        files = [{"role": "image"}, {"role": "onnx", "graph": "cached"}]
+        return {"adaptation": {"runner": "eager"}, "files": files}
+
+    noisy = torch.rand(16, 16, 3).numpy()
+    seconds, note = time_job(
+        "dncnn", tiny_dncnn(3), noisy, BenchSettings(models=("dncnn",)), run_job, 60.0, None
+    )
+    assert requests[0].formats == ("onnx",) and seconds is not None
+    assert note.endswith("updates (eager), output + ONNX export (graph cached)")

@@ -110,3 +110,36 @@ def test_a_folder_run_captures_one_graph_and_every_file_computes_its_own_output(
         pixels = read_image(tmp_path / "in" / f"{name}.png").pixels
         assert grey_levels(run_onnx(session, pixels), read_image(out / f"{name}_rfr.png").pixels) <= 1
     assert len({r["path"] for r in onnx_records}) == 3
+
+
+def test_a_later_run_takes_the_graph_from_the_graph_cache(
+    image_file, weights_file, tmp_path, captures, own_cache_folder
+):
+    """A run keeps its verified graph in $XDG_CACHE_HOME; the next one fills it with its own weights
+    (exporters.onnx_graph_cache); --no-graph-cache neither reads nor writes it."""
+    job = [
+        "adapt-and-export",
+        str(image_file),
+        "--weights",
+        str(weights_file),
+        "--sigma",
+        "25",
+        "--steps",
+        "2",
+    ]
+    entries = own_cache_folder / "rfr-deploy" / "onnx-graphs"
+    graphs, kept = [], []
+    for run, options in enumerate((["--no-graph-cache"], [], [], ["--no-graph-cache"])):
+        out = tmp_path / f"out{run}"
+        result = CliRunner().invoke(
+            main, [*job, "--format", "onnx", "--json", "--quiet", "-o", str(out), *options]
+        )
+        assert result.exit_code == 0, result.output
+        (record,) = [f for f in json.loads(result.stdout)[0]["files"] if f["role"] == "onnx"]
+        graphs.append(record["graph"])
+        kept.append(len(list(entries.glob("*.json"))))
+        session = ort.InferenceSession(str(out / record["path"]), providers=["CPUExecutionProvider"])
+        pixels = read_image(image_file).pixels
+        assert grey_levels(run_onnx(session, pixels), read_image(out / "noisy_rfr.png").pixels) <= 1
+    assert graphs == ["captured", "captured", "cached", "captured"] and kept == [0, 1, 1, 1]
+    assert len(captures) == 3

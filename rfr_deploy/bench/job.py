@@ -83,8 +83,11 @@ def time_job(
             seconds = time.perf_counter() - t0
     except Exception as exc:  # reported in the table
         return None, f"failed: {first_line(exc)}"
-    exported = (
-        " + ONNX export" if formats else (" (no ONNX export)" if have_onnx else " (no ONNX: not installed)")
+    graph = next((f.get("graph") for f in manifest["files"] if f["role"] == "onnx"), None)
+    exported = (  # a graph from the cache of an earlier run skips the capture: say which one was timed
+        f" + ONNX export (graph {graph})"
+        if formats
+        else (" (no ONNX export)" if have_onnx else " (no ONNX: not installed)")
     )
     runner = manifest["adaptation"]["runner"]
     return round(seconds, 3), f"{seconds:.2f} s: {settings.job_steps} updates ({runner}), output{exported}"
