@@ -23,6 +23,8 @@ from pathlib import Path
 
 from common import environment, report
 
+from exporters.onnx_export import REUSED_VERIFY_SIZE
+
 MODELS = "dncnn,ffdnet,cbdnet,ridnet,rdn,mirnet"
 RUNS = ("first process (captured)", "second process (cached)")
 
@@ -87,8 +89,9 @@ def to_markdown(data: dict) -> str:
         f"- {data['environment']['device']}; torch {data['environment']['torch']}.",
         "- `exporters.onnx_export.export_onnx` with `GraphReuse(GraphCache(folder))`, dynamic sizes, fp32, "
         f"full-size networks with random weights, example {a['size']}² (RGB); two new processes per network "
-        "share an empty cache folder. Each export verified with ONNX Runtime on the example, the captured "
-        "graph also at a second, odd size (batch 2).",
+        "share an empty cache folder. Each export verified with ONNX Runtime: the captured graph on the example "
+        "and at a second, odd size (batch 2), the cached one on a centre crop of at most "
+        f"{a.get('reused_verify_size', a['size'])}².",
         "- Export s: the export call alone; process s: the whole process, start-up and imports included. "
         "Speed-up: the first export's time over the second's. Entry: the cache's files for the network "
         "(its graph without the weights, and a JSON record).",
@@ -132,11 +135,9 @@ def main() -> None:
         for name in filter(None, args.models.split(",")):
             models.append(time_model(name, args, Path(tmp)))
             print(models[-1], flush=True)
-    data = {
-        "args": {k: v for k, v in vars(args).items() if k in ("models", "size", "threads", "name")},
-        "environment": environment(),
-        "models": models,
-    }
+    settings = {k: v for k, v in vars(args).items() if k in ("models", "size", "threads", "name")}
+    settings["reused_verify_size"] = min(args.size, REUSED_VERIFY_SIZE)
+    data = {"args": settings, "environment": environment(), "models": models}
     report(args.name, data, to_markdown(data))
 
 

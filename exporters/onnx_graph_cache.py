@@ -5,7 +5,7 @@ it costs a new process more than a warm one. :class:`~exporters.onnx_reuse.Graph
 verified graph for its later images; :class:`GraphCache` keeps it for later runs, in
 ``$XDG_CACHE_HOME/rfr-deploy/onnx-graphs`` (:func:`default_graph_cache`), next to the TensorRT timing
 caches. The first export in a new process, captured → from the cache (2-core AMD EPYC, 192² example):
-DnCNN 7.5 → 2.0 s, MIRNet 92 → 14 s (``benchmarks/results/onnx_graph_cache_cpu_zen2.md``).
+DnCNN 7.7 → 1.4 s, MIRNet 90 → 4.1 s (``benchmarks/results/onnx_graph_cache_cpu_zen2_crop64.md``).
 
 One entry per graph signature (module tree, state-dict names, shapes and dtypes, export options) and
 versions of torch, onnx, onnxscript and rfr-deploy: ``<key>.onnx``, the graph whose weight initializers are

@@ -7,9 +7,10 @@ export's time; ONNX Runtime's verification is the rest (2-core AMD EPYC, second 
 
 :class:`GraphReuse` keeps the last graph that passed verification with its weight map
 (:mod:`exporters.weight_map`). A later network whose structure and export options match is written as
-that graph with its own values in the initializers, then checked and verified with ONNX Runtime on the
-example as a fresh export is (not again at the second size: that checks the graph's dynamic sizes, which
-were verified with the template). What the initializers do not hold must match the template's: tensors the graph
+that graph with its own values in the initializers, then checked and verified with ONNX Runtime against
+PyTorch as a fresh export is, on a smaller centre crop of the example (at most 64², which checks every
+weight) and not again at the second size (that checks the graph's dynamic sizes, which were verified with
+the template). What the initializers do not hold must match the template's: tensors the graph
 folded in (no initializer carries them) and buffers outside the state dict. A network that differs in
 any of this is captured afresh, and so is one whose reused graph fails verification.
 

@@ -103,3 +103,15 @@ def test_an_unverified_graph_is_never_reused(tmp_path, captures):
         for i in range(2)
     ]
     assert graphs == ["captured", "captured"] and len(captures) == 2
+
+
+def test_a_reused_dynamic_graph_is_verified_on_a_smaller_crop_a_static_one_at_its_shape(tmp_path, captures):
+    """Every weight takes part at any size: the reused graph's weights are checked on at most 64²."""
+    x = torch.rand(1, 3, 80, 96)
+    for dynamic, shape in ((True, (1, 3, 64, 64)), (False, (1, 3, 80, 96))):
+        reuse = GraphReuse()
+        export_onnx(tiny(0), tmp_path / "a.onnx", example=x, reuse=reuse, dynamic=dynamic)
+        report = export_onnx(tiny(1), tmp_path / "b.onnx", example=x, reuse=reuse, dynamic=dynamic)
+        assert (
+            report.graph == "reused" and report.verified_shapes == (shape,) and report.max_abs_error <= 1e-4
+        )
