@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from common import environment, report
+from onnx_reuse import export_parser
 
 from exporters.onnx_export import REUSED_VERIFY_SIZE
 
-MODELS = "dncnn,ffdnet,cbdnet,ridnet,rdn,mirnet"
 RUNS = ("first process (captured)", "second process (cached)")
 
 
@@ -113,15 +113,7 @@ def to_markdown(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", default=MODELS, help="comma-separated network names")
-    parser.add_argument(
-        "--size", type=int, default=192, help="example side (the verification crop's at most)"
-    )
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--name", default="onnx_graph_cache_cpu")
+    parser = export_parser(__doc__, "onnx_graph_cache_cpu")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)

@@ -82,17 +82,20 @@ def to_markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def export_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options of the export benchmarks (this one and ``onnx_graph_cache.py``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=MODELS, help="comma-separated network names")
     parser.add_argument(
         "--size", type=int, default=192, help="example side (the verification crop's at most)"
     )
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--name", default="onnx_reuse_cpu")
-    args = parser.parse_args()
+    parser.add_argument("--name", default=name)
+    return parser
+
+
+def main() -> None:
+    args = export_parser(__doc__, "onnx_reuse_cpu").parse_args()
     use_threads(args)
     keep_freed_memory()
     models = []

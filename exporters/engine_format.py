@@ -1,8 +1,9 @@
 """``--format engine``: a TensorRT engine per adapted network, one build per run (:mod:`exporters.engine_plan`).
 
 The engine is parsed from the group's ONNX export (the 'onnx' format runs first). The first network of
-a run is built into a refittable engine whose profile covers every image of the run; later networks
-are refitted into it (or, with ``engine_from``, into a user's base engine). TensorRT, Polygraphy and a
+a run is built into a refittable engine whose profile covers every image of the run (or refits the one an
+earlier run built and kept in the engine cache); later networks are refitted into it (or, with
+``engine_from``, into a user's base engine). TensorRT, Polygraphy and a
 GPU are checked before any input is read.
 """
 
@@ -16,6 +17,7 @@ from rfr_deploy.errors import ConfigError
 from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
 from . import tensorrt_engine
+from .engine_cache import EngineCache, default_engine_cache
 from .engine_plan import EngineRun
 from .errors import ExportError
 from .onnx_format import Precision, precision_field
@@ -50,6 +52,14 @@ class EngineSettings:
         default=None, metadata={"help": "TensorRT timing cache file.", "file": "any"}
     )
     """TensorRT timing cache file, reused across builds."""
+    engine_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep built engines in $XDG_CACHE_HOME/rfr-deploy/tensorrt-engines for later runs."
+        },
+    )
+    """Refit a base engine an earlier run built for the same graph, profile and GPU instead of building one
+    (:mod:`exporters.engine_cache`); a run that builds keeps its base engine there."""
 
     def options(self) -> tensorrt_engine.EngineOptions:
         """The engine's shape range and timing cache (sizes checked: one line for a malformed one)."""
@@ -79,7 +89,8 @@ class EngineExporter(Exporter):
 
     def prepare(self, sizes: Sequence[tuple[int, int]]) -> None:
         """One engine for the whole run: its profile covers every input (checked now, before any adaptation)."""
-        self.run = EngineRun(sizes, self.settings.options(), self.settings.engine_from)
+        cache = EngineCache(default_engine_cache()) if self.settings.engine_cache else None
+        self.run = EngineRun(sizes, self.settings.options(), self.settings.engine_from, cache=cache)
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:
         if self.run is None:

@@ -1,4 +1,5 @@
-"""One engine per run: which network builds, which are refitted, and the profile covering every image.
+"""One engine per run: which network builds, which are refitted, and the profile covering every image; one
+build per graph, profile and GPU across runs (the engine cache).
 
 TensorRT is not needed: the build and refit functions are replaced by recorders that
 write a placeholder file and say what they were asked. Real builds and refits run in
@@ -14,13 +15,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from exporters import tensorrt_engine
+from exporters.engine_cache import EngineCache, engine_key
 from exporters.engine_format import EngineExporter
 from exporters.engine_plan import EngineRun
 from exporters.engine_sidecar import EngineProfile, EngineSidecar, RuntimeInfo, compute_profile, sidecar_path
-from exporters.errors import ProfileError
+from exporters.errors import EngineMismatchError, ProfileError
+from exporters.onnx_export import export_onnx
 from exporters.onnx_format import OnnxExporter
 from exporters.tensorrt_engine import EngineOptions
 from rfr_deploy.cli import main
@@ -29,6 +33,7 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 
 SIZES = [(24, 20), (16, 40), (32, 28)]
+L4 = RuntimeInfo("10.16.0.72", "NVIDIA L4", "8.9")
 
 
 class Recorder:
@@ -130,6 +135,7 @@ def recorder(monkeypatch):
     monkeypatch.setattr(tensorrt_engine, "check_engine_support", lambda: None)
     monkeypatch.setattr(tensorrt_engine, "build_engine", recorder.build)
     monkeypatch.setattr(tensorrt_engine, "refit_engine", recorder.refit)
+    monkeypatch.setattr(tensorrt_engine, "current_runtime", lambda: L4)
     return recorder
 
 
@@ -180,7 +186,9 @@ def test_engine_runs_are_planned_only_for_engine_exports(folder, tmp_path, monke
 # --------------------------------------------------------------------------- a Ray worker's engine run
 
 
-def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, recorder, tmp_path):
+def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(
+    folder, recorder, tmp_path, own_cache_folder
+):
     """What one Ray worker process does with --format engine (the task function, run here without Ray)."""
     from dataclasses import replace
 
@@ -206,4 +214,97 @@ def test_a_worker_builds_one_engine_and_refits_it_for_its_next_images(folder, re
     assert all(recorder.calls[0][2].contains(1, h, w) for h, w in SIZES)  # the run's profile, not one image's
     assert (out / "img0_rfr.engine").read_bytes() == b"built" and not any((out / STAGING).iterdir())
     again = run_group(replace(task, run_id="run-2", paths=(str(images / "img1.png"),)))
-    assert again["status"] == "done" and recorder.calls[-1][0] == "built"  # a new run plans its own engine
+    # A new run plans its own engine: it refits the copy the engine cache kept, not the first run's file.
+    cached = next((own_cache_folder / "rfr-deploy" / "tensorrt-engines").glob("*.engine"))
+    assert again["status"] == "done" and recorder.calls[-1] == ("refit", "img1_rfr.engine", cached.name)
+
+
+# --------------------------------------------------------------------------- the engine cache, across runs
+
+
+def engines(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [next(f for f in m["files"] if f["role"] == "engine") for m in json.loads(result.stdout)]
+
+
+def test_a_later_run_refits_the_engine_an_earlier_run_built(folder, recorder, tmp_path, own_cache_folder):
+    first = engines(adapt_and_export(*folder, tmp_path / "out1"))
+    second = engines(adapt_and_export(*folder, tmp_path / "out2"))
+    (entry,) = (own_cache_folder / "rfr-deploy" / "tensorrt-engines").glob("*.engine")
+    assert [e["mode"] for e in first] == ["built", "refit", "refit"]
+    assert [e["mode"] for e in second] == ["refit"] * 3 and all(Path(e["base"]) == entry for e in second)
+    assert entry.read_bytes() == (tmp_path / "out1" / "img0_rfr.engine").read_bytes()
+    assert [c[0] for c in recorder.calls] == ["built"] + ["refit"] * 5
+
+
+def test_another_profile_or_no_engine_cache_builds(folder, recorder, tmp_path, own_cache_folder):
+    runs = [
+        engines(adapt_and_export(*folder, tmp_path / "out1")),
+        engines(adapt_and_export(*folder, tmp_path / "out2", "--engine-max-size", "64x64")),
+        engines(adapt_and_export(*folder, tmp_path / "out3", "--no-engine-cache")),
+    ]
+    assert [run[0]["mode"] for run in runs] == ["built", "built", "built"]
+    assert len(list((own_cache_folder / "rfr-deploy" / "tensorrt-engines").glob("*.engine"))) == 2
+
+
+def exported(tmp_path, seed: int):
+    torch.manual_seed(seed)
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8).eval()
+    onnx_path = tmp_path / f"net{seed}.onnx"
+    export_onnx(model, onnx_path, example=torch.rand(1, 3, 24, 24))
+    return model, onnx_path
+
+
+def test_a_cached_engine_that_cannot_be_refitted_is_removed_and_the_run_builds(tmp_path):
+    cache, recorded = EngineCache(tmp_path / "cache"), Recorder()
+    runs = []
+    for seed, refit_fails in ((0, False), (1, True), (2, False)):
+        refit = recorded.refit
+        if refit_fails:  # e.g. the cached file no longer matches its sidecar
+
+            def refit(base, engine_path, **kwargs):
+                raise EngineMismatchError(f"{base}: the engine file does not match its sidecar")
+
+        run = EngineRun(
+            SIZES, EngineOptions(), build=recorded.build, refit=refit, cache=cache, runtime=lambda: L4
+        )
+        model, onnx_path = exported(tmp_path, seed)
+        runs.append(
+            run.export(model, onnx_path, tmp_path / f"{seed}.engine", example=None, precision="fp32").mode
+        )
+    assert runs == ["built", "built", "refit"]
+    assert [c[:2] for c in recorded.calls] == [
+        ("built", "0.engine"),
+        ("built", "1.engine"),
+        ("refit", "2.engine"),
+    ]
+    assert len(list((tmp_path / "cache").glob("*.engine"))) == 1
+
+
+def test_the_key_ignores_weight_values_but_not_the_graph_profile_or_gpu(tmp_path):
+    (model_a, onnx_a), (_, onnx_b) = exported(tmp_path, 0), exported(tmp_path, 1)
+    parameters = set(model_a.state_dict())
+    profile, other = compute_profile(SIZES), compute_profile(SIZES, max_hw=(64, 64))
+
+    def key(onnx_path, profile=profile, runtime=L4, precision="fp32"):
+        return engine_key(onnx_path, parameters, profile, precision, EngineOptions(), runtime)
+
+    assert key(onnx_a) == key(onnx_b)  # other weights: the same engine, refitted
+    h100 = RuntimeInfo("10.16.0.72", "NVIDIA H100 80GB HBM3", "9.0")
+    assert (
+        len(
+            {
+                key(onnx_a),
+                key(onnx_a, profile=other),
+                key(onnx_a, runtime=h100),
+                key(onnx_a, precision="fp16"),
+            }
+        )
+        == 4
+    )
+    torch.manual_seed(0)
+    wider = create_model("dncnn", weights=None, channels=3, depth=3, features=16).eval()
+    export_onnx(wider, tmp_path / "wider.onnx", example=torch.rand(1, 3, 24, 24))
+    assert engine_key(
+        tmp_path / "wider.onnx", set(wider.state_dict()), profile, "fp32", EngineOptions(), L4
+    ) != key(onnx_a)

@@ -1,0 +1,103 @@
+"""Refittable base engines kept across runs, so that a later run refits instead of building.
+
+A run with ``--format engine`` builds one refittable engine for its first network and refits it for the
+rest (:mod:`exporters.engine_plan`); the build times kernels for every layer and costs more than the
+adaptation. :class:`EngineCache` keeps that base engine (with its sidecar) in
+``$XDG_CACHE_HOME/rfr-deploy/tensorrt-engines`` (:func:`default_engine_cache`), and a later run whose first
+network has the same graph, precision, profile and build options, on the same TensorRT version and GPU,
+refits the cached engine instead of building one. The refit is verified against PyTorch as every refit is;
+a cached engine that cannot be refitted or fails verification is removed and the run builds.
+
+An entry's key (:func:`engine_key`) covers the ONNX graph without its weights' values (nodes, inputs,
+outputs, every initializer's name, type and shape, and the values of the initializers that hold no
+parameter of the network: those are built into the engine), the precision, the profile, the build
+options that shape the engine, and the TensorRT version and GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rfr_deploy.files import atomic_write, cache_folder
+from rfr_deploy.version import __version__
+
+from .engine_sidecar import sidecar_path
+
+FORMAT = 1
+"""Version of the key's layout; a change makes every older entry a miss."""
+
+
+def default_engine_cache() -> Path:
+    """``$XDG_CACHE_HOME/rfr-deploy/tensorrt-engines`` (default ``~/.cache/rfr-deploy/tensorrt-engines``)."""
+    return cache_folder() / "tensorrt-engines"
+
+
+@dataclass(frozen=True)
+class EngineCache:
+    """A folder of refittable base engines with their sidecars, one per :func:`engine_key`."""
+
+    folder: Path
+
+    def find(self, key: str) -> Path | None:
+        """The cached engine of ``key`` (with its sidecar), or None."""
+        engine = self.folder / f"{key}.engine"
+        return engine if engine.is_file() and sidecar_path(engine).is_file() else None
+
+    def keep(self, key: str, engine: Path) -> None:
+        """Copy ``engine`` and its sidecar in as ``key`` (best effort: a cache that cannot be written only
+        means the next run builds again)."""
+        target = self.folder / f"{key}.engine"
+        with contextlib.suppress(OSError):
+            with atomic_write(target) as tmp:
+                shutil.copyfile(engine, tmp)
+            with atomic_write(
+                sidecar_path(target)
+            ) as tmp:  # last: an entry is complete once its sidecar exists
+                shutil.copyfile(sidecar_path(engine), tmp)
+
+    def remove(self, key: str) -> None:
+        """Drop the entry of ``key`` (it could not be refitted, or failed verification)."""
+        engine = self.folder / f"{key}.engine"
+        for path in (sidecar_path(engine), engine):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def engine_key(onnx_path, parameters: set[str], profile, precision: str, options, runtime) -> str:
+    """The entry a base engine built from ``onnx_path`` is kept under: the graph without the values of
+    the initializers named in ``parameters`` (the network's weights, which a refit replaces), the
+    ``precision``, the ``profile``, the build ``options`` that shape the engine (an
+    :class:`~exporters.tensorrt_engine.EngineOptions`) and the ``runtime`` (TensorRT version and GPU)."""
+    described = {
+        "format": FORMAT,
+        "rfr-deploy": __version__,
+        "graph": graph_digest(onnx_path, parameters),
+        "precision": precision,
+        "profile": profile.to_json(),
+        "strip_plan": options.strip_plan,
+        "workspace_mb": options.workspace_mb,
+        "runtime": [runtime.tensorrt_version, runtime.gpu_name, runtime.compute_capability],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def graph_digest(onnx_path, parameters: set[str]) -> str:
+    """SHA-256 of the graph at ``onnx_path`` with the initializers named in ``parameters`` reduced to their
+    name, type and shape (metadata and documentation left out)."""
+    import onnx
+
+    graph = onnx.load_model(str(onnx_path), load_external_data=False).graph
+    for initializer in graph.initializer:
+        if initializer.name in parameters:
+            initializer.CopyFrom(
+                onnx.TensorProto(
+                    name=initializer.name, data_type=initializer.data_type, dims=initializer.dims
+                )
+            )
+    graph.doc_string = ""
+    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()
