@@ -27,6 +27,7 @@ from rfr_deploy.files import atomic_write, cache_folder
 from rfr_deploy.version import __version__
 
 from .engine_sidecar import sidecar_path
+from .onnx_graph_cache import clear_values
 
 FORMAT = 1
 """Version of the key's layout; a change makes every older entry a miss."""
@@ -92,12 +93,6 @@ def graph_digest(onnx_path, parameters: set[str]) -> str:
     import onnx
 
     graph = onnx.load_model(str(onnx_path), load_external_data=False).graph
-    for initializer in graph.initializer:
-        if initializer.name in parameters:
-            initializer.CopyFrom(
-                onnx.TensorProto(
-                    name=initializer.name, data_type=initializer.data_type, dims=initializer.dims
-                )
-            )
+    clear_values(graph, parameters)
     graph.doc_string = ""
     return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()

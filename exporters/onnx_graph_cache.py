@@ -126,14 +126,20 @@ def _without_weights(proto, weights: WeightMap):
     """A copy of ``proto`` whose initializers that hold weights keep their name, type and shape but no values."""
     import onnx
 
-    mapped = set(weights.names.values())
     stripped = onnx.ModelProto()
     stripped.CopyFrom(proto)
-    for initializer in stripped.graph.initializer:
-        if initializer.name in mapped:
+    clear_values(stripped.graph, set(weights.names.values()))
+    return stripped
+
+
+def clear_values(graph, names: set[str]) -> None:
+    """Reduce the initializers of ``graph`` named in ``names`` to their name, type and shape (in place)."""
+    import onnx
+
+    for initializer in graph.initializer:
+        if initializer.name in names:
             initializer.CopyFrom(
                 onnx.TensorProto(
-                    name=initializer.name, data_type=initializer.data_type, dims=list(initializer.dims)
+                    name=initializer.name, data_type=initializer.data_type, dims=initializer.dims
                 )
             )
-    return stripped
