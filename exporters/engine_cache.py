@@ -11,7 +11,7 @@ a cached engine that cannot be refitted or fails verification is removed and the
 An entry's key (:func:`engine_key`) covers the ONNX graph without its weights' values (nodes, inputs,
 outputs, every initializer's name, type and shape, and the values of the initializers that hold no
 parameter of the network: those are built into the engine), the precision, the profile, the build
-options that shape the engine, and the TensorRT version and GPU.
+options that shape the engine and the code that builds it, and the TensorRT version and GPU.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rfr_deploy.files import atomic_write, cache_folder
+from rfr_deploy.files import atomic_write, cache_folder, source_digest
 from rfr_deploy.version import __version__
 
 from .engine_sidecar import sidecar_path
@@ -83,6 +83,7 @@ def engine_key(onnx_path, parameters: set[str], profile, precision: str, options
         "strip_plan": options.strip_plan,
         "workspace_mb": options.workspace_mb,
         "runtime": [runtime.tensorrt_version, runtime.gpu_name, runtime.compute_capability],
+        "builder": source_digest([Path(__file__).with_name("tensorrt_engine.py")]),  # its build settings
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
 

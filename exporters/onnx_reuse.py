@@ -21,9 +21,13 @@ kept on disk, and a run's first network takes an earlier run's graph from there 
 from __future__ import annotations
 
 import hashlib
+import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from rfr_deploy.files import source_digest
 
 from .onnx_graph_cache import GraphCache, GraphTemplate
 from .weight_map import WeightMap, map_weights
@@ -75,13 +79,24 @@ class GraphReuse:
 
 
 def signature(model, state, options: tuple) -> str:
-    """What the graph depends on besides the weights' values: the module tree with its settings, the
-    names, shapes and dtypes of its ``state`` dict, and the export ``options``."""
+    """What the graph depends on besides the weights' values: the module tree with its settings and the
+    source of its module classes and of the exported wrapper, the names, shapes and dtypes of its ``state``
+    dict, and the export ``options``."""
     digest = hashlib.sha256()
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n{options!r}".encode())
+    digest.update(_graph_code_digest(model).encode())
     for key, tensor in state.items():
         digest.update(f"\n{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return digest.hexdigest()
+
+
+def _graph_code_digest(model) -> str:
+    """Digest of the code a captured graph comes from: the files defining ``model``'s module classes
+    (torch's own excepted: its version keys the cache) and this package's wrapper and exporter."""
+    classes = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
+    files = {inspect.getsourcefile(c) for c in classes} - {None}
+    here = Path(__file__).parent
+    return source_digest([*files, here / "exportable.py", here / "onnx_export.py"])
 
 
 def _fixed_digests(model, state, weights: WeightMap) -> dict[str, str]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rfr_deploy.errors import ConfigError
@@ -73,6 +74,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def source_digest(paths: Iterable[str | os.PathLike]) -> str:
+    """SHA-256 over the contents of the source files at ``paths`` (in name order, locations left out; each
+    file read once per process): a cache keyed by it misses after any change to that code, released or not."""
+    digest = hashlib.sha256()
+    for path in sorted({Path(p) for p in paths}, key=lambda p: (p.name, str(p))):
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=512)
+def _file_digest(path: Path) -> str:
+    return sha256_file(path)
 
 
 def cache_folder() -> Path:

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import exporters.onnx_graph_cache as graph_cache
+import exporters.onnx_reuse as onnx_reuse
 from exporters.onnx_export import export_onnx
 from exporters.onnx_graph_cache import GraphCache
 from exporters.onnx_reuse import GraphReuse
 from exporters.weight_map import WeightMap
+from rfr_deploy.files import source_digest
 from rfr_deploy.models.factory import create_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -96,3 +98,21 @@ def test_a_cache_that_cannot_be_written_costs_a_capture_not_the_export(tmp_path,
     ]
     assert [r.graph for r in reports] == ["captured", "captured"] and len(captures) == 2
     assert all(r.max_abs_error <= 1e-4 for r in reports)
+
+
+def test_the_source_digest_follows_the_files_contents_not_their_location(tmp_path):
+    for folder, text in (("a", "x = 1\n"), ("b", "x = 1\n"), ("c", "x = 2\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "net.py").write_text(text)
+    a, b, c = (source_digest([tmp_path / f / "net.py"]) for f in "abc")
+    assert a == b != c
+
+
+def test_edited_network_code_misses_the_entry(tmp_path, captures, monkeypatch):
+    """A graph comes from code as much as from the module tree: a changed forward() must not reuse it,
+    even where the version number stayed (a development tree)."""
+    cache, x = GraphCache(tmp_path / "cache"), torch.rand(1, 3, 20, 24)
+    export_in_a_new_run(tiny(0), tmp_path / "a.onnx", cache, x)
+    monkeypatch.setattr(onnx_reuse, "_graph_code_digest", lambda model: "the network's file, edited")
+    report = export_in_a_new_run(tiny(1), tmp_path / "b.onnx", cache, x)
+    assert report.graph == "captured" and len(captures) == 2
