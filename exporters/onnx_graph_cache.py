@@ -7,8 +7,8 @@ verified graph for its later images; :class:`GraphCache` keeps it for later runs
 caches. The first export in a new process, captured → from the cache (2-core AMD EPYC, 192² example):
 DnCNN 7.7 → 1.4 s, MIRNet 90 → 4.1 s (``benchmarks/results/onnx_graph_cache_cpu_zen2_crop64.md``).
 
-One entry per graph signature (module tree, state-dict names, shapes and dtypes, export options) and
-versions of torch, onnx, onnxscript and rfr-deploy: ``<key>.onnx``, the graph whose weight initializers are
+One entry per graph signature (module tree, state-dict names, shapes and dtypes, export options, and the
+contents of the source files the graph comes from) and versions of torch, onnx, onnxscript and rfr-deploy: ``<key>.onnx``, the graph whose weight initializers are
 left empty (only the tensors the graph folded in keep their values, so an entry is small), and
 ``<key>.json``, its weight map, the digests of the tensors no initializer holds, its exporter and the
 graph file's SHA-256. An entry whose graph does not match that digest is not used. A graph taken from
