@@ -56,9 +56,8 @@ class EngineCache:
         with contextlib.suppress(OSError):
             with atomic_write(target) as tmp:
                 shutil.copyfile(engine, tmp)
-            with atomic_write(
-                sidecar_path(target)
-            ) as tmp:  # last: an entry is complete once its sidecar exists
+            # The sidecar last: an entry is complete once its sidecar exists.
+            with atomic_write(sidecar_path(target)) as tmp:
                 shutil.copyfile(sidecar_path(engine), tmp)
 
     def remove(self, key: str) -> None:

@@ -8,12 +8,13 @@ caches. The first export in a new process, captured → from the cache (2-core A
 DnCNN 7.7 → 1.4 s, MIRNet 90 → 4.1 s (``benchmarks/results/onnx_graph_cache_cpu_zen2_crop64.md``).
 
 One entry per graph signature (module tree, state-dict names, shapes and dtypes, export options, and the
-contents of the source files the graph comes from) and versions of torch, onnx, onnxscript and rfr-deploy: ``<key>.onnx``, the graph whose weight initializers are
-left empty (only the tensors the graph folded in keep their values, so an entry is small), and
-``<key>.json``, its weight map, the digests of the tensors no initializer holds, its exporter and the
-graph file's SHA-256. An entry whose graph does not match that digest is not used. A graph taken from
-the cache is filled with the network's weights and verified like any reused graph; one that fails is
-removed. A cache that cannot be read or written costs a capture, never an export.
+contents of the source files the graph comes from) and versions of torch, onnx, onnxscript and
+rfr-deploy: ``<key>.onnx``, the graph whose weight initializers are left empty (only the tensors the graph
+folded in keep their values, so an entry is small), and ``<key>.json``, its weight map, the digests of the
+tensors no initializer holds, its exporter and the graph file's SHA-256. An entry whose graph does not
+match that digest is not used. A graph taken from the cache is filled with the network's weights and
+verified like any reused graph; one that fails is removed. A cache that cannot be read or written costs a
+capture, never an export.
 """
 
 from __future__ import annotations
