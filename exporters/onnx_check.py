@@ -55,17 +55,15 @@ class Written:
     verification: str
 
 
-def _graph_props(
-    metadata, precision: str, opset: int, exporter: str, ensemble: bool, names
-) -> dict[str, str]:
+def _graph_props(metadata, opset: int, exporter: str, check: Check) -> dict[str, str]:
     """The file's ``metadata_props``: the caller's metadata and how the graph was made."""
     return {
         **(metadata or {}),
-        "precision": precision,
+        "precision": check.precision,
         "opset": str(opset),
         "exporter": exporter,
-        "ensemble": "x8" if ensemble else "none",
-        "inputs": ",".join(names),
+        "ensemble": "x8" if check.ensemble else "none",
+        "inputs": ",".join(check.names),
         "outputs": OUTPUT_NAME,
     }
 
@@ -80,7 +78,7 @@ def _check_error(model, precision: str, error: float | None, tolerance: float) -
 
 def finish_graph(proto, exporter: str, path: Path, metadata, opset: int, check: Check) -> Written:
     """Write ``proto`` (made by ``exporter``) to ``path`` with its metadata, then verify it."""
-    props = _graph_props(metadata, check.precision, opset, exporter, check.ensemble, check.names)
+    props = _graph_props(metadata, opset, exporter, check)
     _write_model(proto, path, props)
     if check.tolerance is None:
         return Written(proto, props, None, (), "not requested")

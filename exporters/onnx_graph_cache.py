@@ -10,7 +10,7 @@ DnCNN 7.7 → 1.4 s, MIRNet 90 → 4.1 s (``benchmarks/results/onnx_graph_cache_
 One entry per graph signature (module tree, state-dict names, shapes and dtypes, export options, and the
 contents of the source files the graph comes from) and versions of torch, onnx, onnxscript and
 rfr-deploy: ``<key>.onnx``, the graph whose weight initializers are left empty (only the tensors the graph
-folded in keep their values, so an entry is small), and ``<key>.json``, its weight map, the digests of the
+folded in keep their values, so an entry is small), and ``<key>.json``, its weight map, a digest of the
 tensors no initializer holds, its exporter and the graph file's SHA-256. An entry whose graph does not
 match that digest is not used. A graph taken from the cache is filled with the network's weights and
 verified like any reused graph; one that fails is removed. A cache that cannot be read or written costs a
@@ -32,8 +32,9 @@ from rfr_deploy.version import __version__
 
 from .weight_map import WeightMap
 
-FORMAT = 1
-"""Version of the entries' layout; a change makes every older entry a miss."""
+FORMAT = 2
+"""Version of the entries' layout; a change makes every older entry a miss (2: one digest of the fixed
+tensors instead of one per tensor)."""
 
 
 @dataclass
@@ -44,8 +45,9 @@ class GraphTemplate:
     proto: Any
     """The verified ``onnx.ModelProto``; from the cache, its weight initializers are empty until filled."""
     weights: WeightMap
-    fixed: dict[str, str]
-    """Digest of every tensor the initializers do not hold, as the graph has it baked in."""
+    fixed: str
+    """Digest of the tensors the initializers do not hold, as the graph has them baked in
+    (:func:`rfr_deploy.models.hub.tensors_sha256`)."""
     exporter: str
 
 
@@ -74,7 +76,7 @@ class GraphCache:
                 signature=signature,
                 proto=onnx.load_model_from_string(data),
                 weights=WeightMap.from_json(entry["weights"]),
-                fixed=dict(entry["fixed"]),
+                fixed=str(entry["fixed"]),
                 exporter=str(entry["exporter"]),
             )
         except Exception:  # a missing, partly written or foreign entry is a miss, never an error

@@ -25,9 +25,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rfr_deploy.files import source_digest
+from rfr_deploy.models.hub import tensors_sha256
 
 from .onnx_graph_cache import GraphCache, GraphTemplate
 from .weight_map import WeightMap, map_weights
@@ -52,7 +51,7 @@ class GraphReuse:
             if template is None:
                 return None
             self._template = template
-        if _fixed_digests(model, state, template.weights) != template.fixed:
+        if _fixed_digest(model, state, template.weights) != template.fixed:
             return None
         return _with_weights(template.proto, template.weights.arrays(state)), template.exporter, source
 
@@ -65,7 +64,7 @@ class GraphReuse:
             signature=signature(model, state, options),
             proto=proto,
             weights=weights,
-            fixed=_fixed_digests(model, state, weights),
+            fixed=_fixed_digest(model, state, weights),
             exporter=exporter,
         )
         if self.cache is not None:
@@ -99,19 +98,11 @@ def _graph_code_digest(model) -> str:
     return source_digest([*files, here / "exportable.py", here / "onnx_export.py"])
 
 
-def _fixed_digests(model, state, weights: WeightMap) -> dict[str, str]:
-    """A digest of each state entry no initializer holds and of each buffer outside the state dict."""
+def _fixed_digest(model, state, weights: WeightMap) -> str:
+    """One digest of the state entries no initializer holds and of the buffers outside the state dict."""
     fixed = {k: v for k, v in state.items() if k not in weights.names}
     fixed.update({k: v for k, v in model.named_buffers() if k not in state})
-    return {k: _tensor_digest(v) for k, v in fixed.items()}
-
-
-def _tensor_digest(tensor: torch.Tensor) -> str:
-    """SHA-256 of ``tensor``'s dtype, shape and bytes."""
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    digest = hashlib.sha256(f"{flat.dtype}:{tuple(tensor.shape)}:".encode())
-    digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_sha256(fixed)
 
 
 def _with_weights(template, arrays):

@@ -76,18 +76,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def source_digest(paths: Iterable[str | os.PathLike]) -> str:
-    """SHA-256 over the contents of the source files at ``paths`` (in name order, locations left out; each
-    file read once per process): a cache keyed by it misses after any change to that code, released or not."""
-    digest = hashlib.sha256()
-    for path in sorted({Path(p) for p in paths}, key=lambda p: (p.name, str(p))):
-        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
-    return digest.hexdigest()
+def sha256_file_cached(path: str | os.PathLike) -> str:
+    """:func:`sha256_file`, read again only when the file's size or modification time has changed."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=512)
-def _file_digest(path: Path) -> str:
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
+
+
+def source_digest(paths: Iterable[str | os.PathLike]) -> str:
+    """SHA-256 over the contents of the source files at ``paths`` (in name order, locations left out): a
+    cache keyed by it misses after any change to that code, released or not."""
+    digest = hashlib.sha256()
+    for path in sorted({Path(p) for p in paths}, key=lambda p: (p.name, str(p))):
+        digest.update(f"{path.name}:{sha256_file_cached(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def cache_folder() -> Path:

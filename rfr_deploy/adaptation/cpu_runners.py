@@ -112,8 +112,9 @@ def channels_last_updates_pay() -> bool:
     weight-gradient kernel: on an AVX2-only AMD EPYC (Zen 2) a 3×3 64→64 convolution's weight gradient at
     256² ran at 29.8 GFLOP/s in channels-last against 121.4 in the default layout
     (``conv_passes_cpu_zen2.md``), and DnCNN's update at 0.46× the default layout's speed at 256², 0.93×
-    at 64², RIDNet's at 0.51× and MIRNet's at 0.62× at 256² (``speed_cpu_zen2*.md``). Whole-image passes keep channels-last there (:mod:`rfr_deploy.layout`):
-    forward convolutions have no such gap (``inference_layout_cpu_zen2.md``)."""
+    at 64², RIDNet's at 0.51× and MIRNet's at 0.62× at 256² (``speed_cpu_zen2*.md``). Whole-image passes
+    keep channels-last there (:mod:`rfr_deploy.layout`): forward convolutions have no such gap
+    (``inference_layout_cpu_zen2.md``)."""
     return cpu_avx512()
 
 

@@ -12,7 +12,6 @@ skip such groups; a changed setting, input or weights file redoes them.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.files import sha256_file
+from rfr_deploy.files import sha256_file, sha256_file_cached
 from rfr_deploy.jobs.outputs import check_distinct_names
 from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
@@ -113,10 +112,4 @@ def _still_there(out_dir: Path, record: dict[str, Any]) -> bool:
 def _weights_sha256(weights: str | None) -> str | None:
     if not weights or not Path(weights).is_file():
         return None
-    stat = Path(weights).stat()
-    return _cached_sha256(str(Path(weights).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
+    return sha256_file_cached(weights)
