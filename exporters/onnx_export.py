@@ -54,7 +54,8 @@ static exports (``dynamic=False``) at the example's own size, which their graph 
 REUSED_VERIFY_SIZE = 64
 """A reused or cached dynamic graph is verified on a centre crop of at most this side: its sizes were verified
 with the graph it was captured as, and every weight takes part in the output at any size, so a smaller crop
-checks the weights as well (MIRNet, 2-core CPU: 192² took 11 of a reuse's 12 s)."""
+checks the weights as well (MIRNet, 2-core CPU, under cProfile: verification at 192² took 10.8 of a reuse's
+11.9 s; ``benchmarks/results/profile_export_mirnet_reused*.md``)."""
 OPSETS = range(17, 24)
 """ONNX opsets the exporter accepts (17 to 23)."""
 ONNXSCRIPT_MIN = (0, 5)
@@ -316,8 +317,8 @@ def _torch_export(wrapper, args, target: str | None, names, opset: int, **option
 def require_onnxscript() -> None:
     """onnxscript at least :data:`ONNXSCRIPT_MIN`, or a one-line error before anything is exported.
 
-    Read from the package's metadata, not imported: the import takes about a second, which an export whose
-    graph comes from the graph cache does not otherwise spend."""
+    Read from the package's metadata, not imported: the import takes about half a second, which an export
+    whose graph comes from the graph cache does not otherwise spend."""
     try:
         version = metadata.version("onnxscript")
     except metadata.PackageNotFoundError:  # not installed as a distribution (a source tree on the path)
