@@ -55,16 +55,17 @@ def profile_export(args: argparse.Namespace) -> dict:
     torch.export.export = counted
     reuse = GraphReuse(GraphCache(Path(args.cache)) if args.cache else None)
     example = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    out = Path(tempfile.mkdtemp(prefix="rfr-profile-export-"))
-    for seed in range(2 if args.warm else 1):
-        torch.manual_seed(seed)
-        model = create_model(args.model, weights=None, channels=3).eval()
-        sigma = 25 / 255 if model.meta.noise_map else None
-        profiler = cProfile.Profile() if seed == int(args.warm) else None
-        started = time.perf_counter()
-        with profiler or contextlib.nullcontext():
-            made = export_onnx(model, out / f"{seed}.onnx", example=example, sigma=sigma, reuse=reuse)
-        seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="rfr-profile-export-") as out:
+        for seed in range(2 if args.warm else 1):
+            torch.manual_seed(seed)
+            model = create_model(args.model, weights=None, channels=3).eval()
+            sigma = 25 / 255 if model.meta.noise_map else None
+            profiler = cProfile.Profile() if seed == int(args.warm) else None
+            started = time.perf_counter()
+            with profiler or contextlib.nullcontext():
+                target = Path(out) / f"{seed}.onnx"
+                made = export_onnx(model, target, example=example, sigma=sigma, reuse=reuse)
+            seconds = time.perf_counter() - started
     stats = pstats.Stats(profiler).stats
     stages = {label: _cumulative(stats, suffix, name) for label, suffix, name in STAGES}
     return {"graph": made.graph, "seconds": round(seconds, 2), "export_calls": calls, "stages": stages}
