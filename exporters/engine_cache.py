@@ -7,6 +7,8 @@ adaptation. :class:`EngineCache` keeps that base engine (with its sidecar) in
 network has the same graph, precision, profile and build options, on the same TensorRT version and GPU,
 refits the cached engine instead of building one. The refit is verified against PyTorch as every refit is;
 a cached engine that cannot be refitted or fails verification is removed and the run builds.
+A hit marks its entry used, and keeping one trims the cache folder, least recently used entry first
+(:mod:`rfr_deploy.caches`).
 
 An entry's key (:func:`engine_key`) covers the ONNX graph without its weights' values (nodes, inputs,
 outputs, every initializer's name, type and shape, and the values of the initializers that hold no
@@ -23,7 +25,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rfr_deploy.files import atomic_write, cache_folder, source_digest
+from rfr_deploy.caches import kind_folder, mark_used, trim_cache
+from rfr_deploy.files import atomic_write, source_digest
 from rfr_deploy.version import __version__
 
 from .engine_sidecar import sidecar_path
@@ -35,7 +38,7 @@ FORMAT = 1
 
 def default_engine_cache() -> Path:
     """``$XDG_CACHE_HOME/rfr-deploy/tensorrt-engines`` (default ``~/.cache/rfr-deploy/tensorrt-engines``)."""
-    return cache_folder() / "tensorrt-engines"
+    return kind_folder("tensorrt-engines")
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,17 @@ class EngineCache:
     """A folder of refittable base engines with their sidecars, one per :func:`engine_key`."""
 
     folder: Path
+    limit: int | None = None
+    """Bytes the cache folder around ``folder`` may hold after a store (:func:`rfr_deploy.caches.trim_cache`;
+    :func:`rfr_deploy.caches.cache_limit` for a run's); None: no limit."""
 
     def find(self, key: str) -> Path | None:
         """The cached engine of ``key`` (with its sidecar), or None."""
         engine = self.folder / f"{key}.engine"
-        return engine if engine.is_file() and sidecar_path(engine).is_file() else None
+        if not (engine.is_file() and sidecar_path(engine).is_file()):
+            return None
+        mark_used((engine, sidecar_path(engine)))
+        return engine
 
     def keep(self, key: str, engine: Path) -> None:
         """Copy ``engine`` and its sidecar in as ``key`` (best effort: a cache that cannot be written only
@@ -59,6 +68,7 @@ class EngineCache:
             # The sidecar last: an entry is complete once its sidecar exists.
             with atomic_write(sidecar_path(target)) as tmp:
                 shutil.copyfile(sidecar_path(engine), tmp)
+            trim_cache(self.folder.parent, self.limit, keep=(target, sidecar_path(target)))
 
     def remove(self, key: str) -> None:
         """Drop the entry of ``key`` (it could not be refitted, or failed verification)."""

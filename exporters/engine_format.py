@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rfr_deploy.caches import cache_limit
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
@@ -89,7 +90,7 @@ class EngineExporter(Exporter):
 
     def prepare(self, sizes: Sequence[tuple[int, int]]) -> None:
         """One engine for the whole run: its profile covers every input (checked now, before any adaptation)."""
-        cache = EngineCache(default_engine_cache()) if self.settings.engine_cache else None
+        cache = EngineCache(default_engine_cache(), cache_limit()) if self.settings.engine_cache else None
         self.run = EngineRun(sizes, self.settings.options(), self.settings.engine_from, cache=cache)
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rfr_deploy.caches import cache_limit
 from rfr_deploy.export_protocol import ExportedFile, Exporter, ExportRequest
 
 from .errors import ExportError
@@ -53,7 +54,8 @@ class OnnxExporter(Exporter):
 
     def __init__(self, settings: OnnxSettings | None = None):
         self.settings = settings or OnnxSettings()
-        self.graphs = GraphReuse(GraphCache(default_graph_cache()) if self.settings.graph_cache else None)
+        cache = GraphCache(default_graph_cache(), cache_limit()) if self.settings.graph_cache else None
+        self.graphs = GraphReuse(cache)
         """The run's graph, reused for every network after the first (:mod:`exporters.onnx_reuse`), and
         with ``graph_cache`` taken from and kept for other runs."""
 

@@ -14,7 +14,8 @@ folded in keep their values, so an entry is small), and ``<key>.json``, its weig
 tensors no initializer holds, its exporter and the graph file's SHA-256. An entry whose graph does not
 match that digest is not used. A graph taken from the cache is filled with the network's weights and
 verified like any reused graph; one that fails is removed. A cache that cannot be read or written costs a
-capture, never an export.
+capture, never an export. A hit marks its entry used, and a store trims the cache folder, least
+recently used entry first (:mod:`rfr_deploy.caches`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rfr_deploy.files import atomic_write, cache_folder
+from rfr_deploy.caches import kind_folder, mark_used, trim_cache
+from rfr_deploy.files import atomic_write
 from rfr_deploy.version import __version__
 
 from .weight_map import WeightMap
@@ -53,7 +55,7 @@ class GraphTemplate:
 
 def default_graph_cache() -> Path:
     """``$XDG_CACHE_HOME/rfr-deploy/onnx-graphs`` (default ``~/.cache/rfr-deploy/onnx-graphs``)."""
-    return cache_folder() / "onnx-graphs"
+    return kind_folder("onnx-graphs")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class GraphCache:
     """A folder of verified graphs, one per signature and software versions."""
 
     folder: Path
+    limit: int | None = None
+    """Bytes the cache folder around ``folder`` may hold after a store (:func:`rfr_deploy.caches.trim_cache`;
+    :func:`rfr_deploy.caches.cache_limit` for a run's); None: no limit."""
 
     def load(self, signature: str) -> GraphTemplate | None:
         """The cached template of ``signature``, or None (absent, unreadable or not matching its digest)."""
@@ -72,6 +77,7 @@ class GraphCache:
                 return None
             import onnx
 
+            mark_used((graph, record))
             return GraphTemplate(
                 signature=signature,
                 proto=onnx.load_model_from_string(data),
@@ -99,6 +105,7 @@ class GraphCache:
                 tmp.write_bytes(data)
             with atomic_write(record) as tmp:  # written last: an entry is complete once its record exists
                 tmp.write_text(json.dumps(entry), encoding="utf-8")
+            trim_cache(self.folder.parent, self.limit, keep=(graph, record))
 
     def remove(self, signature: str) -> None:
         """Drop the entry of ``signature`` (its graph failed verification)."""

@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 import torch
 
-from rfr_deploy.files import atomic_write, cache_folder, sha256_file
+from rfr_deploy.caches import kind_folder
+from rfr_deploy.files import atomic_write, sha256_file
 from rfr_deploy.optional import import_optional
 from rfr_deploy.version import __version__
 
@@ -281,7 +282,7 @@ def default_timing_cache(runtime: RuntimeInfo) -> Path:
     Polygraphy merges a loaded cache with ``ignore_mismatch=True`` instead of refusing it."""
     gpu = re.sub(r"[^A-Za-z0-9.]+", "-", runtime.gpu_name).strip("-") or "gpu"
     capability = runtime.compute_capability.replace(".", "")
-    return cache_folder() / f"tensorrt-{runtime.tensorrt_version}-{gpu}-sm{capability}.timing"
+    return kind_folder("tensorrt-timing") / f"tensorrt-{runtime.tensorrt_version}-{gpu}-sm{capability}.timing"
 
 
 @torch.no_grad()

@@ -303,7 +303,13 @@ def test_refused_shapes_and_addresses_raise(refused):
 def test_timing_caches_are_kept_apart_per_tensorrt_version_and_gpu(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     h100 = tensorrt_engine.default_timing_cache(HERE)
-    assert h100 == tmp_path / "rfr-deploy" / "tensorrt-10.16.0.72-NVIDIA-H100-80GB-HBM3-sm90.timing"
+    assert (
+        h100
+        == tmp_path
+        / "rfr-deploy"
+        / "tensorrt-timing"
+        / "tensorrt-10.16.0.72-NVIDIA-H100-80GB-HBM3-sm90.timing"
+    )
     others = [
         RuntimeInfo(HERE.tensorrt_version, "NVIDIA L4", "8.9"),
         RuntimeInfo(HERE.tensorrt_version, HERE.gpu_name, "9.1"),

@@ -16,6 +16,9 @@ import click
 from rfr_deploy.errors import RfrError, first_line
 from rfr_deploy.version import __version__
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+"""What click ≥ 8.2 raises for a group given no command (8.1 prints the help itself)."""
+
 
 class _Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -24,6 +27,9 @@ class _Group(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # `rfr-deploy` alone: its help, not an error line
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"error: {_usage_message(exc)}", err=True)
             sys.exit(exc.exit_code)
@@ -80,9 +86,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from rfr_deploy.cli import adapt_export, bench, denoise, evaluate, infer, models, pretrain
+    from rfr_deploy.cli import adapt_export, bench, cache, denoise, evaluate, infer, models, pretrain
 
-    for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models):
+    for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models, cache):
         main.add_command(module.command)
 
 

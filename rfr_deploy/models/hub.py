@@ -181,9 +181,14 @@ def named_weights(name: str) -> NamedWeights:
     return NAMED_WEIGHTS[name]
 
 
+def checkpoint_folder() -> Path:
+    """torch's hub cache of checkpoints (``$TORCH_HOME/hub/checkpoints``), where named weights are downloaded."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def cache_path(entry: NamedWeights) -> Path:
     """Where the file of ``entry`` lives once downloaded (or may be placed by hand)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / entry.filename
+    return checkpoint_folder() / entry.filename
 
 
 def fetch(entry: NamedWeights, progress: bool = False) -> Path:
