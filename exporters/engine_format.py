@@ -106,7 +106,7 @@ class EngineExporter(Exporter):
             precision=self.settings.precision,
             sigma=request.sigma,
         )
-        base = {"base": str(self.run.base)} if engine.mode == "refit" else {}
+        base = {"base": str(self.run.refitted_from)} if engine.mode == "refit" else {}
         timing = {"seconds": round(engine.seconds, 3), "max_abs_error": engine.max_abs_error}
         return [
             ExportedFile("engine", engine.path, {"mode": engine.mode, **base, **timing}),

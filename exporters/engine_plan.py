@@ -10,7 +10,9 @@ engine is refitted for every image instead; its profile must cover them all. Bot
 checked when the run is planned, before any adaptation.
 
 With an :class:`~exporters.engine_cache.EngineCache`, the first network refits a base engine an earlier run
-built for the same graph, profile and GPU instead of building one, and a built base is kept there.
+built for the same graph, profile and GPU instead of building one, and a built base is kept there. Either
+way the run's later networks refit its own first engine, never the cache entry, which another process may
+trim or clear meanwhile.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class EngineRun:
                 batch=options.batch,
             )
         self._build, self._refit = build, refit
+        self.refitted_from: Path | None = None
+        """The engine the last network was refitted from (None after a build)."""
 
     def next_mode(self) -> str:
         """'built' for the first network of a run without a base engine, 'refit' for every other."""
@@ -71,11 +75,14 @@ class EngineRun:
         if cached is not None:
             try:
                 artifact = self._refit_from(cached, model, onnx_path, engine_path, example, sigma)
-                self.base = cached
+                # The run's later networks refit its own first engine, as after a build: the cache entry
+                # may be trimmed or cleared by another process while this run goes on.
+                self.base = Path(artifact.path)
                 return artifact
             except (EngineMismatchError, ExportError):  # not expected: build rather than fail the export
                 self.cache.remove(key)
         build = self._build or _default("build_engine")
+        self.refitted_from = None
         artifact = build(
             onnx_path,
             engine_path,
@@ -93,6 +100,7 @@ class EngineRun:
 
     def _refit_from(self, base, model, onnx_path, engine_path, example, sigma):
         refit = self._refit or _default("refit_engine")
+        self.refitted_from = Path(base)
         return refit(
             base,
             engine_path,

@@ -232,7 +232,9 @@ def test_a_later_run_refits_the_engine_an_earlier_run_built(folder, recorder, tm
     second = engines(adapt_and_export(*folder, tmp_path / "out2"))
     (entry,) = (own_cache_folder / "rfr-deploy" / "tensorrt-engines").glob("*.engine")
     assert [e["mode"] for e in first] == ["built", "refit", "refit"]
-    assert [e["mode"] for e in second] == ["refit"] * 3 and all(Path(e["base"]) == entry for e in second)
+    assert [e["mode"] for e in second] == ["refit"] * 3 and Path(second[0]["base"]) == entry
+    # later networks refit the run's own first engine: the cache entry may be trimmed meanwhile
+    assert all(Path(e["base"]) == tmp_path / "out2" / "img0_rfr.engine" for e in second[1:])
     assert entry.read_bytes() == (tmp_path / "out1" / "img0_rfr.engine").read_bytes()
     assert [c[0] for c in recorder.calls] == ["built"] + ["refit"] * 5
 
