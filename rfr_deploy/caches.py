@@ -1,10 +1,10 @@
 """What rfr-deploy keeps between runs in its cache folder, and how the folder stays bounded.
 
-The folder (:func:`rfr_deploy.files.cache_folder`, ``$XDG_CACHE_HOME/rfr-deploy``) holds one subfolder per
-kind of entry (:data:`KINDS`): verified ONNX graphs without their weights (``onnx-graphs``,
-:mod:`exporters.onnx_graph_cache`), refittable TensorRT base engines (``tensorrt-engines``,
-:mod:`exporters.engine_cache`) and TensorRT timing caches (``tensorrt-timing``). An entry is the files of
-one key: ``<key>.onnx`` with ``<key>.json``, ``<key>.engine`` with ``<key>.engine.json``, one
+The folder (:func:`rfr_deploy.files.cache_folder`: ``$RFR_DEPLOY_CACHE_DIR``, else
+``$XDG_CACHE_HOME/rfr-deploy``) holds one subfolder per kind of entry (:data:`KINDS`): verified ONNX graphs
+without their weights (``onnx-graphs``, :mod:`exporters.onnx_graph_cache`), refittable TensorRT base
+engines (``tensorrt-engines``, :mod:`exporters.engine_cache`) and TensorRT timing caches
+(``tensorrt-timing``). An entry is the files of one key: ``<key>.onnx`` with ``<key>.json``, ``<key>.engine`` with ``<key>.engine.json``, one
 ``<name>.timing``. A file whose name starts with a dot is a write in progress (or one a killed process left).
 
 Entries are used least-recently-first: a hit touches its files (:func:`mark_used`), and a cache that

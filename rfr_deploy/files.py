@@ -98,7 +98,10 @@ def source_digest(paths: Iterable[str | os.PathLike]) -> str:
 
 
 def cache_folder() -> Path:
-    """rfr-deploy's folder of caches: ``$XDG_CACHE_HOME/rfr-deploy`` (default ``~/.cache/rfr-deploy``)."""
+    """rfr-deploy's folder of caches: ``$RFR_DEPLOY_CACHE_DIR`` where set, else ``$XDG_CACHE_HOME/rfr-deploy``
+    (default ``~/.cache/rfr-deploy``)."""
+    if os.environ.get("RFR_DEPLOY_CACHE_DIR"):
+        return Path(os.environ["RFR_DEPLOY_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rfr-deploy"
 
 

@@ -26,6 +26,8 @@ def own_cache_folder(tmp_path_factory, monkeypatch):
     graphs, TensorRT timings), and no test sees a graph an earlier test cached."""
     folder = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    for variable in ("RFR_DEPLOY_CACHE_DIR", "RFR_DEPLOY_CACHE_SIZE"):  # the user's own settings
+        monkeypatch.delenv(variable, raising=False)
     return folder
 
 

@@ -159,6 +159,14 @@ def test_cache_list_shows_each_kind_and_every_entry_as_json(root, monkeypatch, t
     ]
 
 
+def test_the_folder_can_be_set_on_its_own(monkeypatch, tmp_path, own_cache_folder):
+    assert kind_folder("onnx-graphs") == own_cache_folder / "rfr-deploy" / "onnx-graphs"  # $XDG_CACHE_HOME
+    monkeypatch.setenv("RFR_DEPLOY_CACHE_DIR", str(tmp_path / "fast-disk"))
+    put(None, "tensorrt-timing", "t.timing", 10)
+    assert (tmp_path / "fast-disk" / "tensorrt-timing" / "t.timing").is_file()
+    assert run("cache", "list").output.startswith(f"{tmp_path / 'fast-disk'} (holds at most")
+
+
 def test_cache_clear_removes_what_it_is_asked_to(root, monkeypatch, tmp_path):
     fake_entries(root)
     result = run("cache", "clear", "--kind", "onnx-graphs", "--unused-days", 1, "--json")

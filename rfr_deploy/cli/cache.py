@@ -29,7 +29,7 @@ WEIGHTS = "weights"
 @click.pass_context
 def command(ctx: click.Context) -> None:
     """List (the default) or clear what rfr-deploy keeps between runs: ONNX graphs, TensorRT engines and
-    timing caches (in $XDG_CACHE_HOME/rfr-deploy, trimmed to $RFR_DEPLOY_CACHE_SIZE, default 10G), and
+    timing caches (in $RFR_DEPLOY_CACHE_DIR, default ~/.cache/rfr-deploy, trimmed to $RFR_DEPLOY_CACHE_SIZE, default 10G), and
     the official weights downloaded by name."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(list_command)
