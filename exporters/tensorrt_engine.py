@@ -79,7 +79,7 @@ class EngineOptions:
     """Height×width range of the optimisation profile; defaults from the example image (see compute_profile)."""
     batch: tuple[int, int, int] = (1, 1, 1)
     timing_cache: str | None = None
-    """Timing cache file; default ``$XDG_CACHE_HOME/rfr-deploy/tensorrt-<version>-<gpu>-sm<cc>.timing``."""
+    """Timing cache file; default ``<cache folder>/tensorrt-timing/tensorrt-<version>-<gpu>-sm<cc>.timing``."""
     strip_plan: bool = False
     """Leave the refittable weights out of the built plan (smaller files; must be refitted before use). Refits
     of a stripped base are written with their weights (and stay refittable), so they run as they are."""
