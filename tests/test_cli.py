@@ -14,7 +14,7 @@ from rfr_deploy.cli import main
 from rfr_deploy.files import sha256_file
 from rfr_deploy.images import read_image, write_image
 
-COMMANDS = ["denoise", "adapt-and-export", "eval", "pretrain", "bench", "models", "infer", "cache"]
+COMMANDS = ["denoise", "adapt-and-export", "eval", "pretrain", "bench", "models", "infer", "cache", "env"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["cache", "list"], ["cache", "clear"]])

@@ -10,11 +10,20 @@ The runners themselves: :class:`~rfr_deploy.adaptation.update.EagerRunner`,
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
-from rfr_deploy.adaptation.cpu_runners import Bf16Runner, ChannelsLastRunner, FusedAdamRunner, cpu_fast_runner
-from rfr_deploy.adaptation.cuda_graphs import FastRunner, try_graph_runner
+from rfr_deploy.adaptation.config import CUDA_GAUSSIAN_STEPS, GAUSSIAN_PATCH, GAUSSIAN_STEPS, AdaptConfig
+from rfr_deploy.adaptation.cpu_runners import (
+    Bf16Runner,
+    ChannelsLastRunner,
+    FusedAdamRunner,
+    channels_last_updates_pay,
+    cpu_fast_runner,
+    cpu_precision,
+)
+from rfr_deploy.adaptation.cuda_graphs import FastRunner, resolve_precision, try_graph_runner
 from rfr_deploy.adaptation.update import EagerRunner, StepRunner, UpdateContext
 from rfr_deploy.heap import keep_freed_memory_on
 
@@ -84,3 +93,20 @@ def _configured_runner(context: UpdateContext) -> StepRunner:
         if runner is not None:
             return runner
     return EagerRunner(context)
+
+
+def default_update(device: torch.device) -> dict[str, Any]:
+    """What ``adapt`` runs on ``device`` with the defaults (``fast='auto'``, ``amp='auto'``) for a
+    convolutional network and Gaussian noise: the runner's name, its precision and the default budget
+    (``rfr-deploy env``)."""
+    defaults = AdaptConfig()
+    if device.type == "cuda":
+        precision = resolve_precision(defaults.amp, device)
+        runner = f"cuda-graph+{precision}+channels-last (the eager update where capture fails)"
+        return {"runner": runner, "precision": precision, "steps": CUDA_GAUSSIAN_STEPS, "patch": None}
+    precision = cpu_precision(defaults.amp)
+    if precision == "bf16":
+        runner = f"{Bf16Runner.name} (the last {defaults.fp32_tail} updates in fp32)"
+    else:
+        runner = (ChannelsLastRunner if channels_last_updates_pay() else FusedAdamRunner).name
+    return {"runner": runner, "precision": precision, "steps": GAUSSIAN_STEPS, "patch": GAUSSIAN_PATCH}

@@ -86,9 +86,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from rfr_deploy.cli import adapt_export, bench, cache, denoise, evaluate, infer, models, pretrain
+    from rfr_deploy.cli import adapt_export, bench, cache, denoise, env, evaluate, infer, models, pretrain
 
-    for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models, cache):
+    for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models, cache, env):
         main.add_command(module.command)
 
 
