@@ -169,7 +169,9 @@ def test_the_folder_can_be_set_on_its_own(monkeypatch, tmp_path, own_cache_folde
 
 def test_cache_clear_removes_what_it_is_asked_to(root, monkeypatch, tmp_path):
     fake_entries(root)
-    result = run("cache", "clear", "--kind", "onnx-graphs", "--unused-days", 1, "--json")
+    result = run(
+        "cache", "clear", "--kind", "onnx-graphs", "--kind", "onnx-graphs", "--unused-days", 1, "--json"
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     assert [e["key"] for e in document["removed"]] == ["a"] and document["freed_bytes"] == 1024

@@ -29,8 +29,8 @@ WEIGHTS = "weights"
 @click.pass_context
 def command(ctx: click.Context) -> None:
     """List (the default) or clear what rfr-deploy keeps between runs: ONNX graphs, TensorRT engines and
-    timing caches (in $RFR_DEPLOY_CACHE_DIR, default ~/.cache/rfr-deploy, trimmed to $RFR_DEPLOY_CACHE_SIZE, default 10G), and
-    the official weights downloaded by name."""
+    timing caches (in $RFR_DEPLOY_CACHE_DIR, default ~/.cache/rfr-deploy, trimmed to
+    $RFR_DEPLOY_CACHE_SIZE, default 10G), and the official weights downloaded by name."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(list_command)
 
@@ -39,7 +39,8 @@ def command(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with every entry.")
 def list_command(as_json: bool) -> None:
     """Show each kind's entries and size, and the downloaded weights."""
-    limit, entries = cache_limit(), list_entries() + downloaded_weights()
+    limit = cache_limit()
+    entries = sorted(list_entries() + downloaded_weights(), key=lambda e: e.last_used)
     if as_json:
         emit_json(
             {
@@ -77,7 +78,7 @@ def list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with the entries removed.")
 def clear_command(kinds: tuple[str, ...], unused_days: float | None, quiet: bool, as_json: bool) -> None:
     """Remove cached entries: a later run captures, builds or downloads them again."""
-    kinds = kinds or tuple(KINDS)
+    kinds = tuple(dict.fromkeys(kinds)) or tuple(KINDS)  # each kind once, however often it is named
     if unused_days is not None and WEIGHTS in kinds:
         raise ConfigError(f"--unused-days does not apply to {WEIGHTS}: their files do not record use")
     entries = list_entries(kinds=[k for k in kinds if k in KINDS])
