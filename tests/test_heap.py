@@ -13,7 +13,7 @@ from rfr_deploy.adaptation import runners
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.update import UpdateContext
-from rfr_deploy.jobs import adapt_export
+from rfr_deploy.jobs import adapt_export, preparation
 from rfr_deploy.jobs import denoise as denoise_job
 from rfr_deploy.jobs import pretrain as pretraining
 from rfr_deploy.jobs.pretrain import PretrainConfig
@@ -85,13 +85,13 @@ def test_update_runners_and_adapt_keep_memory_unless_told_not_to(keep_calls, tin
 def test_the_job_keeps_memory_before_it_reads_the_images(
     monkeypatch, keep_calls, image_file, weights_file, tmp_path, keep
 ):
-    real_read_jobs = adapt_export.read_jobs
+    real_read_jobs = preparation.read_jobs
 
     def read_jobs(*args):
         keep_calls.append("read")
         return real_read_jobs(*args)
 
-    monkeypatch.setattr(adapt_export, "read_jobs", read_jobs)
+    monkeypatch.setattr(preparation, "read_jobs", read_jobs)
     settings = JobSettings(weights=str(weights_file), sigma=25 / 255, output_dir=str(tmp_path / "out"))
     adapt_export.adapt_and_export([image_file], settings, AdaptConfig(steps=1, keep_memory=keep))
     assert keep_calls[:2] == (["kept", "read"] if keep else ["read"])

@@ -54,7 +54,7 @@ def test_a_rerun_skips_done_images_and_redoes_changed_or_incomplete_ones(job):
 
 
 def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_again(job, monkeypatch):
-    from rfr_deploy.jobs import adapt_export, inputs
+    from rfr_deploy.jobs import inputs, preparation
 
     held, most, estimated = set(), [0], []
     load, release = inputs.ImageJob.load, inputs.ImageJob.release
@@ -70,9 +70,9 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
 
     monkeypatch.setattr(inputs.ImageJob, "load", tracked_load)
     monkeypatch.setattr(inputs.ImageJob, "release", tracked_release)
-    real_levels = adapt_export.set_sigma_levels
+    real_levels = preparation.set_sigma_levels
     monkeypatch.setattr(
-        adapt_export,
+        preparation,
         "set_sigma_levels",
         lambda jobs, *a, **k: estimated.extend(jobs) or real_levels(jobs, *a, **k),
     )

@@ -8,6 +8,8 @@ when it is called (at import for ``rfr-deploy``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from rfr_deploy.adaptation.config import AdaptConfig
@@ -25,7 +27,7 @@ from rfr_deploy.cli.options import (
 )
 from rfr_deploy.cli.ray_options import check_ray_options, ray_options, run_on_ray
 from rfr_deploy.errors import PartialFailure
-from rfr_deploy.jobs.adapt_export import adapt_and_export
+from rfr_deploy.jobs.adapt_export import adapt_and_export, plan_adapt_and_export
 from rfr_deploy.jobs.reference import sample_paths
 from rfr_deploy.jobs.settings import JobSettings
 
@@ -33,7 +35,9 @@ J = JobSettings
 NOISE_OPTIONS = ("noise", "sigma", "unknown_sigma", "noise_quantization", "sigma_low", "sigma_high")
 
 
-def run(inputs, sample, ray_address, cpus_per_image, gpus_per_image, as_json, quiet, **options) -> None:
+def run(
+    inputs, sample, dry_run, ray_address, cpus_per_image, gpus_per_image, as_json, quiet, **options
+) -> None:
     """Adapt the pre-trained network to each of INPUTS (files or folders) and export the result.
 
     Writes <stem>_rfr.png (adapted output), <stem>_rfr.safetensors (adapted weights), the requested
@@ -54,6 +58,13 @@ def run(inputs, sample, ray_address, cpus_per_image, gpus_per_image, as_json, qu
     exporters = exporters_from(options)
     reporter = reporter_for(quiet, as_json)
     paths = existing_paths(inputs)
+    if dry_run:  # with --ray too: its driver skips and plans the same groups
+        plan = plan_adapt_and_export(paths, settings, config, reporter=reporter, exporters=exporters)
+        if as_json:
+            emit_json(plan)
+        else:
+            click.echo("\n".join(describe_plan_lines(plan)))
+        return
     if ray_address is not None:
         run_on_ray(
             paths, settings, config, exporters, ray_address, cpus_per_image, gpus_per_image, reporter, as_json
@@ -69,10 +80,44 @@ def run(inputs, sample, ray_address, cpus_per_image, gpus_per_image, as_json, qu
         emit_json(manifests)
 
 
+def describe_plan_lines(plan: dict) -> list[str]:
+    """``--dry-run``'s text: a line per group, then what the run would write and where."""
+    lines = []
+    for group in plan["groups"]:
+        images = group["images"]
+        names = [Path(i["path"]).name for i in images]
+        shown_names = ", ".join(names[:3] + (["…"] if len(names) > 3 else []))
+        label = names[0] if len(names) == 1 else f"set of {len(names)} images ({shown_names})"
+        if group["status"] == "done":
+            lines.append(f"{label}: done with these settings ({group['manifest']})")
+            continue
+        first, levels = images[0], sorted({i["sigma"] for i in images if i["sigma"] is not None})
+        shown = "–".join(f"{v:g}" for v in dict.fromkeys((levels[0], levels[-1]))) if levels else ""
+        sigma = f"σ {shown} ({first['sigma_from']})" if shown else ""
+        sizes = " / ".join(dict.fromkeys(f"{i['height']}×{i['width']}" for i in images))
+        size = f"{sizes}, {first['channels']} channel(s)"
+        lines.append(
+            ", ".join(p for p in (f"{label}: {size}", sigma, f"{group['noise']} noise: to adapt") if p)
+        )
+    todo = sum(g["status"] != "done" for g in plan["groups"])
+    formats = ", ".join(["image + weights", *plan["formats"]])
+    lines.append(
+        f"dry run: {todo} of {len(plan['groups'])} group(s) to adapt on {plan['device']}, writing {formats} "
+        f"to {plan['output_dir']}; nothing was written"
+    )
+    return lines
+
+
 OPTIONS = (
     click.argument("inputs", nargs=-1),
     click.option(
         "--sample", is_flag=True, help="Run on the bundled sample image (scored against its clean reference)."
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Check the inputs, weights, output folder and export settings, print what the run would do, "
+        "and stop before adapting (nothing is written).",
     ),
     field_options(J, "reference"),
     model_options,

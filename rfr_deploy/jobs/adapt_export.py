@@ -21,22 +21,16 @@ from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
-from rfr_deploy.devices import resolve_device, use_threads
-from rfr_deploy.errors import ConfigError, ImageError, PartialFailure
+from rfr_deploy.errors import PartialFailure
 from rfr_deploy.export_protocol import Exporter, ExportRequest
-from rfr_deploy.files import check_output_dir
-from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.failures import failure_record, stops_the_run
 from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
-    check_estimated_level,
     loaded,
     model_sigma,
-    read_jobs,
     set_sigma,
-    set_sigma_levels,
 )
 from rfr_deploy.jobs.manifest import (
     adaptation_record,
@@ -48,8 +42,9 @@ from rfr_deploy.jobs.manifest import (
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.jobs.outputs import output_bit_depth, write_output
-from rfr_deploy.jobs.reference import read_reference, score_against_reference
-from rfr_deploy.jobs.resume import completed_manifest, group_stem, plan_groups, settings_fingerprint
+from rfr_deploy.jobs.preparation import describe_plan, prepare_run
+from rfr_deploy.jobs.reference import score_against_reference
+from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.build import resolve_noise_kind
@@ -90,50 +85,47 @@ def adapt_and_export(
     ``--format``: ``exporters.registry``). Groups done before with these inputs and settings are skipped
     (:mod:`rfr_deploy.jobs.resume`). ``models`` and ``prepared`` let a worker reuse its networks and its
     exporters, prepared once for the whole run (:mod:`rfr_deploy.jobs.ray_worker`)."""
-    device = resolve_device(settings.device)
-    use_threads(settings.threads)
-    for exporter in exporters:
-        exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
-    path_groups = _plan(inputs, settings)
-    out_dir = check_output_dir(settings.output_dir)
-    # before the first image is read: every phase reuses the memory the last one freed
-    keep_freed_memory_on(device, config.keep_memory)
-    fingerprint = settings_fingerprint(settings, config, exporters)
-    done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
-    todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
-    models = models or ModelCache(settings.model, settings.weights, device)
-    jobs = _read_inputs(inputs, settings, models, device, todo, reporter)
-    if not prepared:
-        for exporter in exporters:
-            exporter.prepare([(j.info.height, j.info.width) for j in jobs])
-    groups = [jobs] if settings.per_set else [[j] for j in jobs]
-    todo_groups = [g for g, m in zip(groups, done, strict=True) if m is None]
-    _check_levels(todo_groups, settings, models)
+    prepared_run = prepare_run(inputs, settings, config, reporter, models, exporters, prepared)
+    groups, done, out_dir = prepared_run.groups, prepared_run.done, prepared_run.out_dir
+    todo_groups = prepared_run.todo
     run = partial(
         _run_group,
         settings=settings,
         config=config,
-        models=models,
+        models=prepared_run.models,
         out_dir=out_dir,
         exporters=exporters,
-        fingerprint=fingerprint,
+        fingerprint=prepared_run.fingerprint,
     )
     results, failed, started = [], 0, 0
     for group, manifest in zip(groups, done, strict=True):
         if manifest is None:
             started += 1
-            manifest = _run_isolated(run, group, device, reporter, started, len(todo_groups))
+            manifest = _run_isolated(run, group, prepared_run.device, reporter, started, len(todo_groups))
             failed += len(group) if manifest.get("status") == "failed" else 0
         results.append(manifest)
     if skipped := sum(len(g) for g, m in zip(groups, done, strict=True) if m is not None):
         reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
     if failed:
         raise PartialFailure(
-            f"{failed} of {len(jobs)} image(s) failed (named above); the others are in {out_dir}. "
+            f"{failed} of {len(prepared_run.jobs)} image(s) failed (named above); the others are in {out_dir}. "
             "The same command again redoes only what failed",
             results,
         )
     return results
+
+
+def plan_adapt_and_export(
+    inputs: list[Path],
+    settings: JobSettings,
+    config: AdaptConfig,
+    reporter: Reporter = QUIET,
+    exporters: Sequence[Exporter] = (),
+) -> dict[str, Any]:
+    """What :func:`adapt_and_export` would do with these arguments, once every check it makes before
+    adapting has passed (``--dry-run``: :func:`~rfr_deploy.jobs.preparation.describe_plan`); writes nothing."""
+    run = prepare_run(inputs, settings, config, reporter, None, exporters, prepared=False)
+    return describe_plan(run, settings, exporters)
 
 
 def _run_isolated(run, group: list[ImageJob], device, reporter: Reporter, number: int, count: int):
@@ -149,54 +141,6 @@ def _run_isolated(run, group: list[ImageJob], device, reporter: Reporter, number
         record = failure_record([str(j.path) for j in group], exc, time.perf_counter() - started)
     reporter.error(record["error"])
     return record
-
-
-def _read_inputs(
-    inputs, settings: JobSettings, models: ModelCache, device, todo: set[str], reporter: Reporter
-) -> list[ImageJob]:
-    """Every input read once, before any long work (one image held at a time); the weights and σ (known,
-    or estimated where anything uses the estimate) of the inputs ``todo``, those of groups not done yet."""
-    channels: set[int] = set()
-
-    def visit(job: ImageJob) -> None:
-        channels.add(job.info.channels)
-        if settings.per_set and len(channels) > 1:
-            raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
-        if settings.reference:  # one input only (plan_groups): its reference must fit before it adapts
-            read_reference(settings.reference, job)
-        if str(job.path) in todo:
-            model = models.get(job.info.channels, job.path)
-            kind = resolve_noise_kind(settings.noise, model.meta.noise)
-            set_sigma_levels([job], settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
-
-    return read_jobs(inputs, device, visit, reporter)
-
-
-def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
-    """The groups of paths to adapt (:func:`~rfr_deploy.jobs.resume.plan_groups`), once the request is checked."""
-    if settings.sigma == 0:
-        raise ConfigError(
-            "--sigma 0: restore-from-restored trains on synthetic noise of the image's level, and at σ = 0 "
-            "there is none; give the noise level, or use `rfr-deploy denoise` for a noise-free image"
-        )
-    return plan_groups(inputs, settings)
-
-
-def _check_levels(groups: list[list[ImageJob]], settings: JobSettings, models: ModelCache) -> None:
-    """Each group that adapts at the estimated level has one (σ = 0 is an error), before any adaptation."""
-    for group in groups:
-        kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
-        if settings.sigma is None and settings.unknown_sigma == "estimate" and kind == "gaussian":
-            check_estimated_level(group)
-
-
-def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
-    """Whether anything uses the σ estimate: the noise map of the network, or the synthetic noise
-    (Gaussian noise at the estimated level, camera noise aimed at it; with uniform Gaussian σ, the
-    manifest's record that SURE's level range is read from)."""
-    if settings.sigma is not None:
-        return False
-    return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
 
 
 def _run_group(

@@ -1,0 +1,167 @@
+"""What adapt-and-export checks and reads before any adaptation, and the plan ``--dry-run`` prints from it.
+
+:func:`prepare_run` is the start of every run: the exporters' checks, the groups of inputs, the output
+folder, the groups done before with the same settings (skipped), every input read once (one held at a
+time), the weights and σ of the groups still to do, the exporters prepared for the run's sizes, and the
+estimated levels checked. A run that passes it fails later only for what the adaptation itself meets.
+:func:`describe_plan` turns a prepared run into the record ``--dry-run`` prints instead of adapting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.devices import resolve_device, use_threads
+from rfr_deploy.errors import ConfigError, ImageError
+from rfr_deploy.export_protocol import Exporter
+from rfr_deploy.files import check_output_dir
+from rfr_deploy.heap import keep_freed_memory_on
+from rfr_deploy.jobs.inputs import ImageJob, ModelCache, check_estimated_level, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.reference import read_reference
+from rfr_deploy.jobs.resume import completed_manifest, group_stem, plan_groups, settings_fingerprint
+from rfr_deploy.jobs.settings import JobSettings
+from rfr_deploy.noise.build import resolve_noise_kind
+from rfr_deploy.progress import Reporter
+from rfr_deploy.units import grey_levels
+
+
+@dataclass
+class PreparedRun:
+    """A run checked and read, ready to adapt its groups."""
+
+    device: torch.device
+    out_dir: Path
+    fingerprint: str
+    """The run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`."""
+    models: ModelCache
+    jobs: list[ImageJob]
+    groups: list[list[ImageJob]]
+    done: list[dict[str, Any] | None]
+    """Per group, the manifest of an earlier run with the same inputs and settings (skipped), or None."""
+
+    @property
+    def todo(self) -> list[list[ImageJob]]:
+        return [g for g, m in zip(self.groups, self.done, strict=True) if m is None]
+
+
+def prepare_run(
+    inputs: list[Path],
+    settings: JobSettings,
+    config: AdaptConfig,
+    reporter: Reporter,
+    models: ModelCache | None,
+    exporters: Sequence[Exporter],
+    prepared: bool,
+) -> PreparedRun:
+    """Everything a run does before its first adaptation (see the module's docstring); ``prepared``:
+    the exporters were prepared for the whole run already (a Ray worker's)."""
+    device = resolve_device(settings.device)
+    use_threads(settings.threads)
+    for exporter in exporters:
+        exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
+    path_groups = _plan(inputs, settings)
+    out_dir = check_output_dir(settings.output_dir)
+    # before the first image is read: every phase reuses the memory the last one freed
+    keep_freed_memory_on(device, config.keep_memory)
+    fingerprint = settings_fingerprint(settings, config, exporters)
+    done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
+    todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
+    models = models or ModelCache(settings.model, settings.weights, device)
+    jobs = _read_inputs(inputs, settings, models, device, todo, reporter)
+    if not prepared:
+        for exporter in exporters:
+            exporter.prepare([(j.info.height, j.info.width) for j in jobs])
+    groups = [jobs] if settings.per_set else [[j] for j in jobs]
+    run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, done)
+    _check_levels(run.todo, settings, models)
+    return run
+
+
+def describe_plan(run: PreparedRun, settings: JobSettings, exporters: Sequence[Exporter]) -> dict[str, Any]:
+    """What the prepared ``run`` would do: per group its images (size, channels, the σ it adapts at, in
+    grey levels, and where that comes from), its synthetic noise, and whether it is done already."""
+    groups = []
+    for group, manifest in zip(run.groups, run.done, strict=True):
+        record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
+        if manifest is None:
+            model = run.models.get(group[0].info.channels)
+            record.update(status="to adapt", noise=resolve_noise_kind(settings.noise, model.meta.noise))
+        else:
+            stem = group_stem([j.path for j in group])
+            record.update(status="done", manifest=str(run.out_dir / f"{stem}.json"))
+        groups.append(record)
+    return {
+        "output_dir": str(run.out_dir),
+        "device": str(run.device),
+        "formats": [e.format for e in exporters],
+        "groups": groups,
+    }
+
+
+def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
+    sigma, source = settings.sigma, "given"
+    if sigma is None:
+        sigma, source = job.sigma_estimate, "estimated" if job.sigma_estimate is not None else None
+    return {
+        "path": str(job.path),
+        "height": job.info.height,
+        "width": job.info.width,
+        "channels": job.info.channels,
+        "sigma": grey_levels(sigma, 3),
+        "sigma_from": source,
+    }
+
+
+def _read_inputs(
+    inputs, settings: JobSettings, models: ModelCache, device, todo: set[str], reporter: Reporter
+) -> list[ImageJob]:
+    """Every input read once, before any long work (one image held at a time); the weights and σ (known,
+    or estimated where anything uses the estimate) of the inputs ``todo``, those of groups not done yet."""
+    channels: set[int] = set()
+
+    def visit(job: ImageJob) -> None:
+        channels.add(job.info.channels)
+        if settings.per_set and len(channels) > 1:
+            raise ImageError("--per-set needs images with the same number of channels (all gray or all RGB)")
+        if settings.reference:  # one input only (plan_groups): its reference must fit before it adapts
+            read_reference(settings.reference, job)
+        if str(job.path) in todo:
+            model = models.get(job.info.channels, job.path)
+            kind = resolve_noise_kind(settings.noise, model.meta.noise)
+            set_sigma_levels([job], settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
+
+    return read_jobs(inputs, device, visit, reporter)
+
+
+def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
+    """The groups of paths to adapt (:func:`~rfr_deploy.jobs.resume.plan_groups`), once the request is checked."""
+    if settings.sigma == 0:
+        raise ConfigError(
+            "--sigma 0: restore-from-restored trains on synthetic noise of the image's level, and at σ = 0 "
+            "there is none; give the noise level, or use `rfr-deploy denoise` for a noise-free image"
+        )
+    return plan_groups(inputs, settings)
+
+
+def _check_levels(groups: list[list[ImageJob]], settings: JobSettings, models: ModelCache) -> None:
+    """Each group that adapts at the estimated level has one (σ = 0 is an error), before any adaptation."""
+    for group in groups:
+        kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
+        if settings.sigma is None and settings.unknown_sigma == "estimate" and kind == "gaussian":
+            check_estimated_level(group)
+
+
+def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
+    """Whether anything uses the σ estimate: the noise map of the network, or the synthetic noise
+    (Gaussian noise at the estimated level, camera noise aimed at it; with uniform Gaussian σ, the
+    manifest's record that SURE's level range is read from)."""
+    if settings.sigma is not None:
+        return False
+    return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
