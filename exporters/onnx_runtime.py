@@ -32,6 +32,12 @@ from rfr_deploy.optional import import_optional
 from rfr_deploy.units import grey_levels
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDERS = {
+    "tensorrt": PREFERRED_PROVIDERS[0],
+    "cuda": PREFERRED_PROVIDERS[1],
+    "cpu": PREFERRED_PROVIDERS[2],
+}
+"""The providers by the short names ``rfr-deploy infer --provider`` takes."""
 NONLOCAL_OPS = {
     "GlobalAveragePool",
     "GlobalMaxPool",
@@ -50,7 +56,8 @@ class OnnxDenoiser:
     """An exported rfr-deploy denoiser loaded in ONNX Runtime.
 
     ``providers``: ONNX Runtime execution providers in order of preference (default:
-    the best installed of :data:`PREFERRED_PROVIDERS`). ``memory_budget``: bytes one
+    the best installed of :data:`PREFERRED_PROVIDERS`, falling back to the CPU where a GPU provider
+    cannot start; given ones must start, the first of them running the graph). ``memory_budget``: bytes one
     forward pass may use before the image is tiled (default: a quarter of the free
     RAM, at most 4 GiB, on CPU; 2 GiB on GPU providers). ``threads``: intra-op
     threads of the CPU provider (default: ONNX Runtime's choice).
@@ -76,13 +83,16 @@ class OnnxDenoiser:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
         except Exception as exc:
-            if wanted == ["CPUExecutionProvider"]:
+            if providers or wanted == ["CPUExecutionProvider"]:
                 raise ModelError(
-                    f"{self.path}: ONNX Runtime cannot load this model ({first_line(exc)})"
+                    f"{self.path}: ONNX Runtime cannot load this model with {', '.join(wanted)} "
+                    f"({first_line(exc)})"
                 ) from exc
             # A GPU provider listed as available may still lack its libraries (CUDA, TensorRT): use the CPU.
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.providers: list[str] = self.session.get_providers()
+        if providers and self.providers[0] != wanted[0]:  # ONNX Runtime dropped it (its libraries missing)
+            raise ModelError(f"{self.path}: {wanted[0]} did not start; ONNX Runtime runs {self.providers[0]}")
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_names = [i.name for i in self.session.get_inputs()]
         if "noisy" not in self.input_names or self.session.get_outputs()[0].name != "denoised":
@@ -191,6 +201,23 @@ class OnnxDenoiser:
             "receptive_field": self.receptive_field,
             "exact_tiles": self.exact_tiles,
         }
+
+
+def providers_for(name: str, available: Sequence[str] | None = None) -> list[str] | None:
+    """The providers of ``--provider name`` ('auto': None, the best installed), the CPU behind a GPU one
+    for the operators it lacks; :class:`ModelError` where ONNX Runtime (``available``: its providers)
+    does not offer it."""
+    if name == "auto":
+        return None
+    if available is None:
+        available = import_optional("onnxruntime", "onnx", "run ONNX models").get_available_providers()
+    provider = PROVIDERS[name]
+    if provider not in available:
+        raise ModelError(
+            f"--provider {name}: this ONNX Runtime offers {', '.join(available)} "
+            "(CUDA and TensorRT come with onnxruntime-gpu: pip install 'rfr-deploy[gpu]')"
+        )
+    return list(dict.fromkeys([provider, "CPUExecutionProvider"]))
 
 
 def choose_providers(available: Sequence[str]) -> list[str]:

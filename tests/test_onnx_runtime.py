@@ -11,16 +11,16 @@ from click.testing import CliRunner
 
 from exporters.onnx_export import export_onnx, onnx_metadata
 from rfr_deploy.cli import main
-from rfr_deploy.errors import ConfigError, ImageError
+from rfr_deploy.errors import ConfigError, ImageError, ModelError
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import plan_tiles, run_tiled
 from rfr_deploy.models.factory import create_model
 
 pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from exporters.onnx_runtime import OnnxDenoiser, choose_providers
+from exporters.onnx_runtime import OnnxDenoiser, choose_providers, providers_for  # noqa: E402
 
 
 def exported(tmp_path, name: str, sigma: float | None = None, channels: int = 3):
@@ -205,3 +205,58 @@ def test_infer_takes_sigma_in_grey_levels_and_reports_it_so(tmp_path, image):
         expected = np.clip(torch_output(model, pixels, level / 255), 0, 1)
         np.testing.assert_allclose(written, expected, atol=1 / 255 + 1e-6)
     assert not np.array_equal(runs[20.0], runs[40.0])
+
+
+def test_providers_by_name_keep_the_cpu_behind_a_gpu_one_and_refuse_what_is_not_installed():
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("auto", gpu) is None  # the best installed, with the fallback to the CPU
+    assert providers_for("cuda", gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers_for("cpu", gpu) == ["CPUExecutionProvider"]
+    with pytest.raises(
+        ModelError, match="--provider tensorrt: this ONNX Runtime offers CPUExecutionProvider"
+    ):
+        providers_for("tensorrt", ["CPUExecutionProvider"])
+
+
+def test_infer_runs_on_the_provider_and_threads_it_is_given(tmp_path, image, monkeypatch):
+    _, path = exported(tmp_path, "dncnn")
+    source = write_image(tmp_path / "a.png", image)
+    result = CliRunner().invoke(
+        main,
+        [
+            "infer",
+            str(path),
+            str(source),
+            "-o",
+            str(tmp_path / "out"),
+            "--provider",
+            "cpu",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["providers"] == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    result = CliRunner().invoke(
+        main, ["infer", str(path), str(source), "-o", str(tmp_path / "o2"), "--provider", "cuda"]
+    )
+    assert result.exit_code == 2 and result.output.startswith("error: --provider cuda: ")
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")  # ONNX Runtime's own, for the unavailable CUDA
+def test_a_named_provider_that_does_not_start_is_an_error_not_a_quiet_fallback(tmp_path, monkeypatch):
+    _, path = exported(tmp_path, "dncnn")
+
+    class DroppingSession(ort.InferenceSession):  # as ONNX Runtime does when CUDA's libraries are missing
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", DroppingSession)
+    with pytest.raises(
+        ModelError, match="CUDAExecutionProvider did not start; ONNX Runtime runs CPUExecutionProvider"
+    ):
+        OnnxDenoiser(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert OnnxDenoiser(path).providers == ["CPUExecutionProvider"]  # 'auto' keeps its quiet fallback

@@ -45,17 +45,27 @@ from rfr_deploy.units import grey_levels
     default=None,
     help="Tile overlap in pixels (default: half the receptive field, exact for local networks).",
 )
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "tensorrt", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="ONNX Runtime execution provider; 'auto': the best installed (TensorRT, CUDA, CPU).",
+)
+@click.option(
+    "--threads", type=click.IntRange(1), default=None, help="CPU provider threads (default: ONNX Runtime's)."
+)
 @output_options
-def command(model, inputs, output_dir, sigma, tile, overlap, as_json, quiet):
+def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, as_json, quiet):
     """Denoise INPUTS (files or folders) with the exported MODEL.onnx through ONNX Runtime.
 
     Writes <stem>_onnx.png (or .tif for TIFF inputs) at the input's bit depth. The best installed
-    execution provider is used: TensorRT, CUDA (onnxruntime-gpu), else CPU.
+    execution provider is used (TensorRT, CUDA with onnxruntime-gpu, else CPU) unless --provider names one.
     """
-    from exporters.onnx_runtime import OnnxDenoiser
+    from exporters.onnx_runtime import OnnxDenoiser, providers_for
 
     reporter = reporter_for(quiet, as_json)
-    runner = OnnxDenoiser(model)
+    runner = OnnxDenoiser(model, providers=providers_for(provider), threads=threads)
     if tile is not None:  # before the first image: a folder's later, larger images would hit it mid-run
         tile_core(tile, runner.default_overlap if overlap is None else overlap, runner.pad_multiple)
     if sigma is not None and not runner.noise_map:
