@@ -12,8 +12,8 @@
 #       (conv rates, copy bandwidth), then one whole adapt-and-export per model (20 updates, ONNX);
 #   (c) with the time left, the packaged DnCNN gray and colour weights trained on the GPU (data on
 #       the device, bf16, σ ∈ [0, 50], L1, Adam 1e-4 → 1e-6, flips/rotations), half the time each.
-# What comes back ($OUT, at most 8 files): gpu_check.log, results.tar (tests, bench tables, training
-# summaries; rewritten after every step, so a cut-short run still returns what was done),
+# What comes back ($OUT, at most 8 files): gpu_check.log, results.tar (rfr-deploy env, tests, bench tables,
+# training summaries; rewritten after every step, so a cut-short run still returns what was done),
 # dncnn_gray_blind.safetensors, dncnn_color_blind.safetensors (rewritten every minute of training).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +68,10 @@ fi
 [ -f gpu_pack/train_gray.npz ] || say "warning: gpu_pack/ missing (run benchmarks/pack_gpu_data.py and carry it): no training"
 say "device $DEVICE, tiny=$TINY, budget $BUDGET s, output $OUT"
 { nvidia-smi 2>/dev/null || true; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } >>"$LOG" 2>&1
+
+# What rfr-deploy sees there (versions, the device, the default update it runs, ONNX Runtime's providers)
+timeout 60 "$PY" -c "from rfr_deploy.cli import main; main()" env --json >"$STAGE/env.json" 2>>"$LOG"
+say "env: rc=$?"
 
 # (a) the fast path's tests: CUDA ones run where a GPU is, the CPU ones everywhere
 step tests 150 "$PY" -m pytest tests/test_cuda_graphs.py tests/test_fastpath.py tests/test_capture_checks.py tests/test_cpu_runners.py \
