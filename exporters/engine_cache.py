@@ -3,7 +3,7 @@
 A run with ``--format engine`` builds one refittable engine for its first network and refits it for the
 rest (:mod:`exporters.engine_plan`); the build times kernels for every layer and costs more than the
 adaptation. :class:`EngineCache` keeps that base engine (with its sidecar) in
-``$XDG_CACHE_HOME/rfr-deploy/tensorrt-engines`` (:func:`default_engine_cache`), and a later run whose first
+``<cache folder>/tensorrt-engines`` (:func:`default_engine_cache`), and a later run whose first
 network has the same graph, precision, profile and build options, on the same TensorRT version and GPU,
 refits the cached engine instead of building one. The refit is verified against PyTorch as every refit is;
 a cached engine that cannot be refitted or fails verification is removed and the run builds.
@@ -37,7 +37,7 @@ FORMAT = 1
 
 
 def default_engine_cache() -> Path:
-    """``$XDG_CACHE_HOME/rfr-deploy/tensorrt-engines`` (default ``~/.cache/rfr-deploy/tensorrt-engines``)."""
+    """``tensorrt-engines`` in the cache folder (:func:`rfr_deploy.files.cache_folder`; default ``~/.cache/rfr-deploy``)."""
     return kind_folder("tensorrt-engines")
 
 

@@ -55,9 +55,7 @@ class EngineSettings:
     """TensorRT timing cache file, reused across builds."""
     engine_cache: bool = field(
         default=True,
-        metadata={
-            "help": "Keep built engines in $XDG_CACHE_HOME/rfr-deploy/tensorrt-engines for later runs."
-        },
+        metadata={"help": "Keep built engines in the cache folder for later runs (rfr-deploy cache list)."},
     )
     """Refit a base engine an earlier run built for the same graph, profile and GPU instead of building one
     (:mod:`exporters.engine_cache`); a run that builds keeps its base engine there."""

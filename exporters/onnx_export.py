@@ -29,7 +29,6 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ import torch
 
 from rfr_deploy.errors import first_line
 from rfr_deploy.files import atomic_write, sha256_file
-from rfr_deploy.optional import import_optional
+from rfr_deploy.optional import import_optional, installed_version
 from rfr_deploy.version import __version__
 
 from .errors import QUOTED_CHARS, ExportError, ExportVerificationError
@@ -319,12 +318,9 @@ def require_onnxscript() -> None:
 
     Read from the package's metadata, not imported: the import takes about half a second, which an export
     whose graph comes from the graph cache does not otherwise spend."""
-    try:
-        version = metadata.version("onnxscript")
-    except metadata.PackageNotFoundError:  # not installed as a distribution (a source tree on the path)
-        version = getattr(
-            import_optional("onnxscript", "onnx", "export to ONNX with torch.export"), "__version__", "0"
-        )
+    version = installed_version("onnxscript") or getattr(  # else a source tree on the path: import it
+        import_optional("onnxscript", "onnx", "export to ONNX with torch.export"), "__version__", "0"
+    )
     numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
     if numbers < ONNXSCRIPT_MIN:
         floor = ".".join(map(str, ONNXSCRIPT_MIN))

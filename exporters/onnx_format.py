@@ -33,7 +33,7 @@ class OnnxSettings:
     """ONNX opset of the graph (17 to 23)."""
     graph_cache: bool = field(
         default=True,
-        metadata={"help": "Keep verified graphs in $XDG_CACHE_HOME/rfr-deploy/onnx-graphs for later runs."},
+        metadata={"help": "Keep verified graphs in the cache folder for later runs (rfr-deploy cache list)."},
     )
     """Reuse a graph an earlier run captured and verified (:mod:`exporters.onnx_graph_cache`), with the
     adapted weights; a run whose architecture and settings are new captures it and keeps it there."""

@@ -3,7 +3,7 @@
 A capture (``torch.export``, its decompositions, constant folding) is most of an ONNX export's time, and
 it costs a new process more than a warm one. :class:`~exporters.onnx_reuse.GraphReuse` keeps a run's
 verified graph for its later images; :class:`GraphCache` keeps it for later runs, in
-``$XDG_CACHE_HOME/rfr-deploy/onnx-graphs`` (:func:`default_graph_cache`), next to the TensorRT timing
+``<cache folder>/onnx-graphs`` (:func:`default_graph_cache`), next to the TensorRT timing
 caches. The first export in a new process, captured → from the cache (2-core AMD EPYC, 192² example):
 DnCNN 7.7 → 1.4 s, MIRNet 90 → 4.1 s (``benchmarks/results/onnx_graph_cache_cpu_zen2_crop64.md``).
 
@@ -24,12 +24,12 @@ import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from rfr_deploy.caches import kind_folder, mark_used, trim_cache
 from rfr_deploy.files import atomic_write
+from rfr_deploy.optional import installed_version
 from rfr_deploy.version import __version__
 
 from .weight_map import WeightMap
@@ -54,7 +54,7 @@ class GraphTemplate:
 
 
 def default_graph_cache() -> Path:
-    """``$XDG_CACHE_HOME/rfr-deploy/onnx-graphs`` (default ``~/.cache/rfr-deploy/onnx-graphs``)."""
+    """``onnx-graphs`` in the cache folder (:func:`rfr_deploy.files.cache_folder`; default ``~/.cache/rfr-deploy``)."""
     return kind_folder("onnx-graphs")
 
 
@@ -126,10 +126,7 @@ def _entry_key(signature: str) -> str:
 
 
 def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
+    return installed_version(package) or "absent"
 
 
 def _without_weights(proto, weights: WeightMap):

@@ -160,9 +160,9 @@ def test_opsets_outside_17_to_23_are_refused_as_the_message_says(tmp_path, opset
 def test_an_onnxscript_without_should_fold_is_refused_rather_than_falling_back(tmp_path, monkeypatch):
     import exporters.onnx_export as onnx_export
 
-    installed = onnx_export.metadata.version
+    installed = onnx_export.installed_version
     monkeypatch.setattr(
-        onnx_export.metadata, "version", lambda name: "0.4.2" if name == "onnxscript" else installed(name)
+        onnx_export, "installed_version", lambda name: "0.4.2" if name == "onnxscript" else installed(name)
     )
     with pytest.raises(ExportError, match=r"onnxscript 0.4.2 is too old .* needs onnxscript >= 0.5"):
         export_onnx(tiny_model("dncnn"), tmp_path / "m.onnx", example=torch.rand(1, 3, 16, 16))

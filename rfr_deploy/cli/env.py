@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from typing import Any
 
 import click
@@ -14,6 +13,7 @@ from rfr_deploy.cli.options import device_option, emit_json
 from rfr_deploy.devices import describe_environment, resolve_device
 from rfr_deploy.errors import first_line
 from rfr_deploy.files import cache_folder
+from rfr_deploy.optional import installed_version
 
 PACKAGES = {
     "onnx": ("onnx",),
@@ -75,7 +75,7 @@ def collect(device_name: str) -> dict[str, Any]:
 def package_info(module: str, distributions: tuple[str, ...]) -> dict[str, Any]:
     """The installed version of ``module`` (None if absent); for :data:`IMPORTED` modules, the import's
     failure where it fails, and ONNX Runtime's execution providers."""
-    version = next((v for v in map(_version, distributions) if v is not None), None)
+    version = installed_version(*distributions)
     info: dict[str, Any] = {"version": version}
     if version is None or module not in IMPORTED:
         return info
@@ -87,13 +87,6 @@ def package_info(module: str, distributions: tuple[str, ...]) -> dict[str, Any]:
     if module == "onnxruntime":
         info["providers"] = list(imported.get_available_providers())
     return info
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _shown(info: dict[str, Any]) -> str:

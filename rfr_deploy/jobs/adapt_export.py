@@ -85,30 +85,31 @@ def adapt_and_export(
     ``--format``: ``exporters.registry``). Groups done before with these inputs and settings are skipped
     (:mod:`rfr_deploy.jobs.resume`). ``models`` and ``prepared`` let a worker reuse its networks and its
     exporters, prepared once for the whole run (:mod:`rfr_deploy.jobs.ray_worker`)."""
-    prepared_run = prepare_run(inputs, settings, config, reporter, models, exporters, prepared)
-    groups, done, out_dir = prepared_run.groups, prepared_run.done, prepared_run.out_dir
-    todo_groups = prepared_run.todo
+    ready = prepare_run(inputs, settings, config, reporter, models, exporters, prepared)
+    out_dir, count = ready.out_dir, len(ready.todo)
     run = partial(
         _run_group,
         settings=settings,
         config=config,
-        models=prepared_run.models,
+        models=ready.models,
         out_dir=out_dir,
         exporters=exporters,
-        fingerprint=prepared_run.fingerprint,
+        fingerprint=ready.fingerprint,
     )
-    results, failed, started = [], 0, 0
-    for group, manifest in zip(groups, done, strict=True):
+    results, failed, skipped, started = [], 0, 0, 0
+    for group, manifest in zip(ready.groups, ready.done, strict=True):
         if manifest is None:
             started += 1
-            manifest = _run_isolated(run, group, prepared_run.device, reporter, started, len(todo_groups))
+            manifest = _run_isolated(run, group, ready.device, reporter, started, count)
             failed += len(group) if manifest.get("status") == "failed" else 0
+        else:
+            skipped += len(group)
         results.append(manifest)
-    if skipped := sum(len(g) for g, m in zip(groups, done, strict=True) if m is not None):
+    if skipped:
         reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
     if failed:
         raise PartialFailure(
-            f"{failed} of {len(prepared_run.jobs)} image(s) failed (named above); the others are in {out_dir}. "
+            f"{failed} of {len(ready.jobs)} image(s) failed (named above); the others are in {out_dir}. "
             "The same command again redoes only what failed",
             results,
         )
