@@ -197,7 +197,7 @@ def test_a_gray_noise_map_job_is_told_the_weak_texture_estimate_and_scored_at_wh
 ):
     told = []
     real = scoring_module.implied_level_scorer
-    monkeypatch.setattr(scoring_module, "implied_level_scorer", lambda *a: told.append(a[-1]) or real(*a))
+    monkeypatch.setattr(scoring_module, "implied_level_scorer", lambda *a: told.append(a[4]) or real(*a))
     torch.manual_seed(0)
     ffdnet = create_model("ffdnet", weights=None, channels=1, depth=3, features=8)
     save_weights(tmp_path / "ffdnet.safetensors", ffdnet.net, ffdnet.meta)

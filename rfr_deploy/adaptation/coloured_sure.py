@@ -97,11 +97,12 @@ class ColouredSureScorer(SureScorer):
         pseudo_clean: Sequence[torch.Tensor],
         model_sigma: float | None,
         seed: int,
+        regions: Sequence[torch.Tensor | None] | None = None,
     ) -> ColouredSureScorer | None:
         level, draws = draw_residual_probes(images, pseudo_clean, seed, probe_count(images))
         if any(not probes for probes in draws):
             return None
-        return cls(images, level, model_sigma, seed, draws=draws)
+        return cls(images, level, model_sigma, seed, draws=draws, regions=regions)
 
     def candidates(self, fixed: float) -> tuple[float, ...]:
         """0 (the pre-trained network) and the steps of :data:`~rfr_deploy.adaptation.sure.CANDIDATES`

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
+from rfr_deploy.adaptation.scoring_windows import SCORE_PIXELS
 from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
 from rfr_deploy.noise.base import gaussian_level_of
 
@@ -236,6 +237,18 @@ class AdaptConfig:
     the better of the two. 0: only the last update's network is considered.
     None: M / :data:`CHECKPOINTS`. With bf16 updates on the CPU and an fp32 tail (``fp32_tail``), the
     checkpoints of the bf16 part are skipped: they are fitted to bf16 arithmetic and score poorly in fp32."""
+    score_pixels: int = dataclasses.field(
+        default=SCORE_PIXELS,
+        metadata={
+            "help": "Score images larger than this many pixels on windows spread over them that cover about "
+            "this many, instead of whole (0: always whole).",
+            "min": 0,
+        },
+    )
+    """Images with more pixels than this are scored (SURE, GCV, coloured SURE: checkpoints and
+    interpolation) on windows covering about this many, one per cell of a grid over the image, instead of
+    whole: each score costs 1 + probes forward passes, which on photographs of several megapixels cost far
+    more than the updates (:mod:`rfr_deploy.adaptation.scoring_windows`). 0: whole images always."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
     seed: int = 0
@@ -329,6 +342,8 @@ class AdaptConfig:
             raise ValueError(f"layer_lr must be one of {', '.join(LAYER_LR_CHOICES)}, not {self.layer_lr!r}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.score_pixels < 0:
+            raise ValueError(f"score_pixels must be >= 0, got {self.score_pixels}")
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.fp32_tail < 0:

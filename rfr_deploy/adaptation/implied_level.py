@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
 from rfr_deploy.adaptation.sure import SureScorer, combine, draw_probes, probe_count, sure_terms
 
 MARGIN = 2.0
@@ -39,19 +40,21 @@ def implied_level(
     draws: Sequence[Sequence[torch.Tensor]],
     rough: float,
     model_sigma: float | None = None,
+    regions: Sequence[torch.Tensor | None] | None = None,
 ) -> float | None:
     """σ ([0, 1] units) that ``model``'s residual and divergence on ``images`` imply (see the module
     docstring), with the probes ``draws`` and the rough level ``rough``; None where no value lies far
     enough from 0 and 1, or the divergence leaves nothing to divide by. ``model_sigma``: the level a
-    noise-map network is given (its output, and so the level implied, depends on it)."""
+    noise-map network is given (its output, and so the level implied, depends on it); ``regions``: the
+    part of each image to average over (:class:`~rfr_deploy.adaptation.sure.SureScorer`)."""
     margin = MARGIN * rough
 
     def away_from_the_ends(noisy: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return (out > margin) & (out < 1.0 - margin)
 
     parts = [
-        sure_terms(model, y, model_sigma, b, where=away_from_the_ends)
-        for y, b in zip(images, draws, strict=True)
+        sure_terms(model, y, model_sigma, b, where=away_from_the_ends, region=r)
+        for y, b, r in zip(images, draws, regions or [None] * len(images), strict=True)
     ]
     parts = [p for p in parts if p.count]
     if not parts:
@@ -63,14 +66,18 @@ def implied_level(
 
 
 def implied_levels(
-    model: nn.Module, images: Sequence[torch.Tensor], rough: Sequence[float], seed: int
+    model: nn.Module, images: Sequence[torch.Tensor], rough: Sequence[float], seed: int, pixels: int = 0
 ) -> list[float | None]:
     """:func:`implied_level` of each image on its own, with the probes a :class:`SureScorer` of that
-    image alone draws from ``seed``; ``rough`` holds the images' rough levels."""
-    return [
-        implied_level(model, [y], draw_probes([y], seed, probe_count([y])), r)
-        for y, r in zip(images, rough, strict=True)
-    ]
+    image alone draws from ``seed``; ``rough`` holds the images' rough levels. An image with more than
+    ``pixels`` pixels (0: no limit) is read on its scoring windows
+    (:func:`~rfr_deploy.adaptation.scoring_windows.sample_for_scoring`)."""
+    levels = []
+    for y, r in zip(images, rough, strict=True):
+        sample = sample_for_scoring([y], [y], pixels, seed, alignment(model))
+        draws = draw_probes(sample.images, seed, probe_count(sample.images))
+        levels.append(implied_level(model, sample.images, draws, r, regions=sample.regions))
+    return levels
 
 
 def tolerance_band(level: float, tolerance: float = TOLERANCE) -> tuple[float, float]:
@@ -84,14 +91,15 @@ def implied_level_scorer(
     rough: float,
     seed: int,
     model_sigma: float | None = None,
+    regions: Sequence[torch.Tensor | None] | None = None,
 ) -> SureScorer | None:
     """SURE over ±:data:`TOLERANCE` around :func:`implied_level` of the pre-trained ``model`` on all of
-    ``images`` (a noise-map network told ``model_sigma``), with the probes drawn from ``seed``; None
-    without a model or a level (the fixed interpolation applies)."""
+    ``images`` (a noise-map network told ``model_sigma``; ``regions`` as in :func:`implied_level`), with the
+    probes drawn from ``seed``; None without a model or a level (the fixed interpolation applies)."""
     if model is None:
         return None
     draws = draw_probes(images, seed, probe_count(images))
-    level = implied_level(model, images, draws, rough, model_sigma)
+    level = implied_level(model, images, draws, rough, model_sigma, regions)
     if level is None:
         return None
-    return SureScorer(images, tolerance_band(level), model_sigma, seed, draws=draws)
+    return SureScorer(images, tolerance_band(level), model_sigma, seed, draws=draws, regions=regions)

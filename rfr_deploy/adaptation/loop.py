@@ -193,7 +193,11 @@ class _Run:
         self.patch = training_patch(model, targets, config, passes)
         self.frozen = prepare_tuning(model, config.tune)
         select = config.select == "sure" and config.steps
-        scorer = make_scorer(noise, images, targets, sigma, config.seed, pretrained=model) if select else None
+        scorer = (
+            make_scorer(noise, images, targets, sigma, config.seed, model, config.score_pixels)
+            if select
+            else None
+        )
         self.blend = WeightBlend(model, scorer, config.interpolation)
         checkpoints = scorer is not None and scorer.scores_checkpoints and config.checkpoint_every
         self.keeper = CheckpointKeeper(model, scorer) if checkpoints else None

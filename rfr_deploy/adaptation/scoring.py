@@ -39,6 +39,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
 from rfr_deploy.adaptation.implied_level import implied_level_scorer, tolerance_band
+from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
 from rfr_deploy.adaptation.sure import SureScorer, SureTerms
 from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
@@ -70,28 +71,34 @@ def make_scorer(
     model_sigma: float | None,
     seed: int,
     pretrained: nn.Module | None = None,
+    pixels: int = 0,
 ) -> SureScorer | None:
     """The scorer for a run on ``images`` with ``noise`` (see the module docstring), its probes drawn from
     ``seed``; None where the fixed interpolation applies. ``pseudo_clean`` (the pre-trained network's
     outputs) gives the residual that colours the probes for noise that is not white Gaussian;
-    ``pretrained`` (the network itself) the level of gray images with an estimated σ."""
+    ``pretrained`` (the network itself) the level of gray images with an estimated σ. Images with more
+    than ``pixels`` pixels (0: no limit) are scored on windows covering about that many
+    (:mod:`rfr_deploy.adaptation.scoring_windows`); noise levels are still estimated on whole images."""
+    sample = sample_for_scoring(images, pseudo_clean, pixels, seed, alignment(pretrained))
+    scored, regions = sample.images, sample.regions
     declared = gaussian_level_of(noise)
     if declared is None:
         if not aims_at_residual(noise):
             return None
-        return ColouredSureScorer.create(images, pseudo_clean, model_sigma, seed)
+        return ColouredSureScorer.create(scored, sample.pseudo_clean, model_sigma, seed, regions)
     if declared.sigma is not None and declared.tolerance is not None:
-        return SureScorer(images, tolerance_band(declared.sigma, declared.tolerance), model_sigma, seed)
+        band = tolerance_band(declared.sigma, declared.tolerance)
+        return SureScorer(scored, band, model_sigma, seed, regions=regions)
     if gray_with_estimated_level(noise, images):
-        return implied_level_scorer(pretrained, images, declared.sigma, seed, model_sigma)
+        return implied_level_scorer(pretrained, scored, declared.sigma, seed, model_sigma, regions)
     found = assumed_level(noise, images)
     if found is None:
         return None
     level, estimates = found
     colour = all(y.shape[1] > 1 for y in images)
     if estimates and colour and not all(v.precise for v in estimates):
-        return GcvScorer(images, level, model_sigma, seed)
-    return SureScorer(images, level, model_sigma, seed)
+        return GcvScorer(scored, level, model_sigma, seed, regions=regions)
+    return SureScorer(scored, level, model_sigma, seed, regions=regions)
 
 
 def assumed_level(

@@ -74,6 +74,7 @@ def sure_terms(
     sigmas: Sequence[float] = (),
     clipping: bool = True,
     where: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    region: torch.Tensor | None = None,
 ) -> SureTerms:
     """The data terms of SURE: mean squared residual ‖Y − h(Y)‖²/n and divergence per value.
 
@@ -89,7 +90,9 @@ def sure_terms(
     its boundary term (:func:`clipping_correction`); the result estimates the error on those values,
     which stands for the whole image (benchmarks/results/sure_clipping_*). ``where`` replaces that
     choice: the values to average over, from the input and the output (e.g. away from 0 and 1,
-    :mod:`rfr_deploy.adaptation.implied_level`).
+    :mod:`rfr_deploy.adaptation.implied_level`). ``region`` (a bool mask that broadcasts to ``noisy``)
+    restricts all of it to a part of the image: a scoring window cut with a margin
+    (:mod:`rfr_deploy.adaptation.scoring_windows`), whose probes are then zero on the margin.
     """
     if not probes:
         probes = (torch.randn_like(noisy),)
@@ -98,6 +101,10 @@ def sure_terms(
         keep = where(noisy, out)
     else:
         keep = unsaturated(noisy) if clipping else torch.ones_like(noisy, dtype=torch.bool)
+    within = noisy.numel()
+    if region is not None:
+        keep = keep & region
+        within = int(region.expand_as(noisy).sum())
     count = int(keep.sum())
     if count == 0:  # ``where`` kept no value: nothing to average
         return SureTerms(0.0, 0.0, 0, {s: 0.0 for s in sigmas})
@@ -107,8 +114,8 @@ def sure_terms(
         shifted = denoise(model, noisy + epsilon * b, sigma=model_sigma)
         divergence += float((b * (shifted - out)).double().sum()) / epsilon
     residual = float((((noisy - out) * keep).double() ** 2).sum()) / count
-    clipped = count < noisy.numel()
-    boundary = {s: clipping_correction(out, s) / count if clipped else 0.0 for s in sigmas}
+    clipped = count < within
+    boundary = {s: clipping_correction(out, s, region) / count if clipped else 0.0 for s in sigmas}
     return SureTerms(residual, divergence / len(probes) / count, count, boundary)
 
 
@@ -119,13 +126,13 @@ def unsaturated(noisy: torch.Tensor) -> torch.Tensor:
     return keep if bool(keep.any()) else torch.ones_like(keep)
 
 
-def clipping_correction(out: torch.Tensor, sigma: float) -> float:
+def clipping_correction(out: torch.Tensor, sigma: float, region: torch.Tensor | None = None) -> float:
     """Σ of the boundary terms of Stein's identity for Y = clip(X + N, 0, 1), restricted to 0 < Y < 1.
 
     For one value, E[(h − X)² 1(0 < Y < 1)] = E[((h − Y)² − σ² + 2σ² ∂h/∂Y) 1(0 < Y < 1)]
     + σ² φ_σ(X)(2h⁰ − X) + σ² φ_σ(1 − X)(2(1 − h¹) − (1 − X)), with φ_σ the density of N and h⁰, h¹
     the output where Y is clipped to 0 and 1. The clean X is taken as the (clamped) output and h⁰, h¹
-    as h itself; values far from 0 and 1 add nothing.
+    as h itself; values far from 0 and 1 add nothing. ``region``: the values summed over (None: all).
     """
     if sigma <= 0:
         return 0.0
@@ -136,6 +143,8 @@ def clipping_correction(out: torch.Tensor, sigma: float) -> float:
         return torch.exp(-0.5 * (t / sigma) ** 2) / (sigma * math.sqrt(2.0 * math.pi))
 
     terms = density(x) * (2.0 * h - x) + density(1.0 - x) * (2.0 * (1.0 - h) - (1.0 - x))
+    if region is not None:
+        terms = terms * region
     return float(sigma**2 * terms.sum())
 
 
@@ -185,7 +194,8 @@ class SureScorer:
     ``noise_sigma`` is the level of the noise, or a range (low, high) when it is only estimated.
     ``probes`` per image defaults to :func:`probe_count`; ``draws`` (a list of probes per image) replaces
     the standard-normal ones (e.g. coloured ones, :mod:`rfr_deploy.adaptation.coloured_sure`);
-    ``clipping``: see :func:`sure_terms`.
+    ``clipping``: see :func:`sure_terms`; ``regions`` (one per image, None: all of it): the part of each
+    image the scores average over (windows of a large image, :mod:`rfr_deploy.adaptation.scoring_windows`).
     """
 
     criterion = "sure"
@@ -202,8 +212,10 @@ class SureScorer:
         probes: int | None = None,
         clipping: bool = True,
         draws: list[list[torch.Tensor]] | None = None,
+        regions: Sequence[torch.Tensor | None] | None = None,
     ):
         self.images, self.model_sigma, self.clipping = images, model_sigma, clipping
+        self.regions = list(regions) if regions is not None else [None] * len(images)
         self.low, self.high = (
             (noise_sigma, noise_sigma) if isinstance(noise_sigma, float | int) else noise_sigma
         )
@@ -215,8 +227,16 @@ class SureScorer:
         """The terms of ``net`` over all the images, weighted by the values each averages over."""
         return combine(
             [
-                sure_terms(net, y, self.model_sigma, b, sigmas=(self.low, self.high), clipping=self.clipping)
-                for y, b in zip(self.images, self.draws, strict=True)
+                sure_terms(
+                    net,
+                    y,
+                    self.model_sigma,
+                    b,
+                    sigmas=(self.low, self.high),
+                    clipping=self.clipping,
+                    region=r,
+                )
+                for y, b, r in zip(self.images, self.draws, self.regions, strict=True)
             ]
         )
 

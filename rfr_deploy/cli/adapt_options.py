@@ -19,8 +19,8 @@ from rfr_deploy.cli.options import field_options
 ADAPT_OPTION_NAMES = (
     *("lr", "loss", "batch", "patch", "schedule", "warmup", "interpolation", "select", "ema"),
     *("refresh_every", "rounds", "recorrupted", "sure_loss", "tune", "affine_lr", "layer_lr"),
-    *("checkpoint_every", "optimizer", "target_ensemble", "fast", "amp", "fp32_tail", "tail_backward"),
-    "keep_memory",
+    *("checkpoint_every", "score_pixels", "optimizer", "target_ensemble", "fast", "amp", "fp32_tail"),
+    *("tail_backward", "keep_memory"),
 )
 """Every ``AdaptConfig`` field but ``steps`` and ``seed`` (each command places those), in the order
 ``--help`` lists them; tests/test_cli.py checks that no field is missing."""

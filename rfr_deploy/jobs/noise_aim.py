@@ -85,7 +85,9 @@ def aim_noise(
     noise = build(settings)
     if model_sigma is not None or not gray_with_estimated_level(noise, images):
         return AimedNoise(noise)
-    implied = implied_levels(model, images, settings.estimates, config.seed)  # one estimate per image
+    implied = implied_levels(
+        model, images, settings.estimates, config.seed, config.score_pixels
+    )  # one per image
     if any(v is None for v in implied):
         # the white-noise estimate: the scorer reads a level off all the images, if there is one
         return AimedNoise(noise)
