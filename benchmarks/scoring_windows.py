@@ -7,6 +7,7 @@ against the clean mosaic. Reports the job's timings, the PSNRs and what the scor
 
     python scoring_windows.py --pixels 0,524288 --threads 2 --name scoring_windows_kodak_mosaic3x3
     python scoring_windows.py compare WHOLE.json WINDOWS.json NAME   # two `rfr-deploy eval --json` runs
+    python scoring_windows.py manifests NAME A.json B.json   # `adapt-and-export --json` runs of one image
 """
 
 from __future__ import annotations
@@ -71,13 +72,19 @@ def summarise(pixels: int, manifest: dict) -> dict:
     }
 
 
-def render(rows: list[dict], args, shape: tuple[int, ...]) -> str:
-    lines = [
+def mosaic_header(args, shape: tuple[int, ...]) -> list[str]:
+    return [
         f"# A {shape[1]}×{shape[0]} mosaic of {args.dataset} ({args.rows} × {args.cols} images), σ = {args.sigma:g} "
         f"({args.sigma_mode}), whole against windowed scoring",
         "",
         f"Weights `{args.weights}`; `rfr-deploy adapt-and-export` defaults otherwise, {args.threads} threads, "
         "one fresh process per row. `--score-pixels 0` scores the whole image.",
+    ]
+
+
+def render(rows: list[dict], header: list[str]) -> str:
+    lines = [
+        *header,
         "",
         "| --score-pixels | adapt (s) | job (s) | updates (s) | pre-trained (dB) | adapted (dB) | gain (dB) | α (by) | checkpoint |",
         "|---:|---:|---:|---:|---:|---:|---:|---|---:|",
@@ -121,9 +128,30 @@ def compare_evals(whole_file: str, windows_file: str, name: str) -> None:
     report(name, data, "\n".join(lines))
 
 
+def tabulate_manifests(name: str, files: list[str]) -> None:
+    """The same table from ``adapt-and-export --json`` documents of one image run elsewhere, one per
+    ``--score-pixels`` value (each with its own ``--reference``)."""
+    manifests = [json.loads(Path(f).read_text())[0] for f in files]
+    rows = [summarise(m["adaptation"]["score_pixels"], m) for m in manifests]
+    first = manifests[0]
+    header = [
+        f"# {Path(first['inputs'][0]['path']).name} ({first['inputs'][0]['width']}×{first['inputs'][0]['height']}), "
+        "whole against windowed scoring",
+        "",
+        f"`rfr-deploy adapt-and-export` with model `{first['model']['name']}` ({first['model']['weights']}), noise "
+        f"{first['noise']['kind']}, {first['torch']['threads']} threads, from "
+        + ", ".join(f"`{Path(f).name}`" for f in files)
+        + ". `--score-pixels 0` scores the whole image.",
+    ]
+    report(name, {"manifests": files, "rows": rows, "environment": environment()}, render(rows, header))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["compare"]:
         compare_evals(*sys.argv[2:5])
+        return
+    if sys.argv[1:2] == ["manifests"]:
+        tabulate_manifests(sys.argv[2], sys.argv[3:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="Kodak24")
@@ -151,7 +179,7 @@ def main() -> None:
             )
             rows.append(summarise(pixels, manifest))
     data = {"args": vars(args), "shape": list(clean.shape), "rows": rows, "environment": environment()}
-    report(args.name, data, render(rows, args, clean.shape))
+    report(args.name, data, render(rows, mosaic_header(args, clean.shape)))
 
 
 if __name__ == "__main__":

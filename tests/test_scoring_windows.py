@@ -40,11 +40,11 @@ def test_windows_of_a_narrow_image_keep_to_its_height():
 def test_small_images_and_no_limit_are_scored_whole():
     small, large = torch.rand(1, 3, 40, 50), torch.rand(1, 3, 300, 400)
     sample = sample_for_scoring([small, large], [small, large], 0, seed=0)
-    assert sample.whole and sample.images[1] is large
+    assert sample.regions == [None, None] and sample.images[1] is large
     sample = sample_for_scoring([small, large], [small, large], 300 * 400, seed=0)
-    assert sample.whole
+    assert sample.regions == [None, None]
     sample = sample_for_scoring([small, large], [small, large], 2000, seed=0)
-    assert not sample.whole and sample.regions[0] is None and len(sample.images) == 2
+    assert sample.regions[0] is None and sample.regions[1] is not None and len(sample.images) == 2
     cut, region = sample.images[1], sample.regions[1]
     assert region.shape[-2:] == cut.shape[-2:] and int(region.sum()) == WINDOW * WINDOW
     assert max(cut.shape[-2:]) <= WINDOW + 2 * MARGIN

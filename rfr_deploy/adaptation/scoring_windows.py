@@ -26,8 +26,8 @@ import torch
 
 SCORE_PIXELS = 2**19
 """Images with more pixels than this are scored on windows covering about this many (512k: more than
-any image of the test sets in ``shared/data``, the largest being Kodak24's 768×512 = 393k, so every
-published figure scores whole images)."""
+every image in ``shared/data`` but SIDD's 1024² sample, which the studies use as crops; Kodak24's
+768×512 = 393k are scored whole)."""
 WINDOW = 256
 """Side of a scoring window (its region; the cut is up to 2 × :data:`MARGIN` wider)."""
 MARGIN = 32
@@ -45,11 +45,6 @@ class ScoringSample:
     images: list[torch.Tensor]
     pseudo_clean: list[torch.Tensor]
     regions: list[torch.Tensor | None]
-
-    @property
-    def whole(self) -> bool:
-        """Whether every image is scored whole."""
-        return all(r is None for r in self.regions)
 
 
 def sample_for_scoring(
