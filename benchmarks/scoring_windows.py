@@ -123,8 +123,13 @@ def compare_evals(whole_file: str, windows_file: str, name: str) -> None:
     means = [
         f"{d['mean_gain_db'][step]:+.3f} (worst {d['worst_gain_db'][step]:+.3f})" for d in (whole, windows)
     ]
-    lines += ["", f"Mean gain: whole {means[0]}, windows {means[1]}."]
-    data = {"whole": whole_file, "windows": windows_file, "mean_gain_db": means}
+    seconds = [sum(i["seconds"] for i in d["images"]) / len(d["images"]) for d in (whole, windows)]
+    lines += [
+        "",
+        f"Mean gain: whole {means[0]}, windows {means[1]}. "
+        f"Mean seconds per image: whole {seconds[0]:.0f}, windows {seconds[1]:.0f}.",
+    ]
+    data = {"whole": whole_file, "windows": windows_file, "mean_gain_db": means, "mean_seconds": seconds}
     report(name, data, "\n".join(lines))
 
 
