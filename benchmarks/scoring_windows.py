@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,8 +27,10 @@ from rfr_deploy.images import list_images, read_image, write_image
 from rfr_deploy.shared import shared_path
 
 
-def build_mosaic(folder: Path, rows: int, cols: int) -> np.ndarray:
-    """The first rows × cols images of ``folder`` that have the first image's shape, tiled row by row."""
+def build_mosaic(folder: Path, rows: int, cols: int, cycle: bool = False) -> np.ndarray:
+    """The first rows × cols images of ``folder`` that have the first image's shape, tiled row by row.
+    ``cycle`` starts over, mirrored left to right, when the folder has too few (for a size, not a
+    quality figure: the repeats recur under the update's own flips)."""
     tiles: list[np.ndarray] = []
     for path in list_images([folder]):
         pixels = read_image(path).pixels
@@ -35,23 +38,54 @@ def build_mosaic(folder: Path, rows: int, cols: int) -> np.ndarray:
             tiles.append(pixels)
         if len(tiles) == rows * cols:
             break
+    distinct = len(tiles)
+    while cycle and distinct and len(tiles) < rows * cols:
+        tiles.append(tiles[len(tiles) % distinct][:, ::-1])
     if len(tiles) < rows * cols:
         raise SystemExit(f"{folder}: only {len(tiles)} images of one shape, {rows * cols} needed")
     return np.concatenate([np.concatenate(tiles[r * cols : (r + 1) * cols], axis=1) for r in range(rows)])
 
 
+def add_noise(clean: np.ndarray, args) -> np.ndarray:
+    """Seeded Gaussian noise of σ = ``args.sigma`` grey levels, or CBDNet's camera noise (a random camera
+    of its model) scaled to that RMS."""
+    if args.noise == "gaussian":
+        rng = np.random.default_rng(args.seed)
+        return clean + rng.normal(0.0, args.sigma / 255.0, clean.shape).astype(np.float32)
+    import torch
+
+    from rfr_deploy.noise.camera import CameraNoise
+
+    x = torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1)[None]
+    noisy, _ = CameraNoise(level=args.sigma / 255.0)(x, torch.Generator().manual_seed(args.seed))
+    return noisy[0].permute(1, 2, 0).numpy()
+
+
 def run_job(noisy: Path, clean: Path, out: Path, pixels: int, args) -> dict:
-    """One ``adapt-and-export`` in a fresh process; its manifest."""
+    """One ``adapt-and-export`` in a fresh process; its manifest, with the process's peak resident
+    memory added (``peak_rss_mb``, from ``wait4``)."""
     command = [
         *("rfr-deploy", "adapt-and-export", str(noisy), "--reference", str(clean), "-o", str(out)),
-        *("--weights", str(shared_path("weights", *args.weights.split("/")))),
+        *(
+            ("--model", args.model)
+            if args.model
+            else ("--weights", str(shared_path("weights", *args.weights.split("/"))))
+        ),
         *("--score-pixels", str(pixels), "--threads", str(args.threads), "--json"),
     ]
     if args.sigma_mode == "known":
         command += ["--sigma", str(args.sigma)]
     print(" ".join(command), file=sys.stderr)
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)[0]
+    with tempfile.TemporaryFile("w+") as stdout:
+        job = subprocess.Popen(command, stdout=stdout)
+        _, status, usage = os.wait4(job.pid, 0)
+        job.returncode = os.waitstatus_to_exitcode(status)
+        if job.returncode:
+            raise SystemExit(f"{command[1]} exited with {job.returncode}")
+        stdout.seek(0)
+        manifest = json.loads(stdout.read())[0]
+    manifest["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return manifest
 
 
 def summarise(pixels: int, manifest: dict) -> dict:
@@ -61,6 +95,10 @@ def summarise(pixels: int, manifest: dict) -> dict:
         "adapt_s": timings["adapt_s"],
         "total_s": timings["total_s"],
         "steps": adaptation["steps"],
+        "patch_used": adaptation.get("patch_used"),
+        "noise_level_s": timings.get("noise_level_s"),
+        "pseudo_clean_s": timings["pseudo_clean_s"],
+        "output_s": timings["output_s"],
         "step_mean_s": timings["step_mean_s"],
         "pretrained_psnr": scores["pretrained"]["psnr"],
         "adapted_psnr": scores["adapted"]["psnr"],
@@ -69,15 +107,27 @@ def summarise(pixels: int, manifest: dict) -> dict:
         "selected_by": adaptation["selected_by"],
         "checkpoint_used": adaptation.get("checkpoint_used"),
         "sure_db": adaptation.get("sure_db"),
+        "peak_rss_mb": manifest.get("peak_rss_mb"),
     }
 
 
 def mosaic_header(args, shape: tuple[int, ...]) -> list[str]:
     return [
-        f"# A {shape[1]}×{shape[0]} mosaic of {args.dataset} ({args.rows} × {args.cols} images), σ = {args.sigma:g} "
+        f"# A {shape[1]}×{shape[0]} mosaic of {args.dataset} ({args.rows} × {args.cols} images), "
+        + ("camera noise of RMS " if args.noise == "camera" else "σ = ")
+        + f"{args.sigma:g} "
         f"({args.sigma_mode}), whole against windowed scoring",
         "",
-        f"Weights `{args.weights}`; `rfr-deploy adapt-and-export` defaults otherwise, {args.threads} threads, "
+        *(
+            [
+                "Images repeat, mirrored, to fill the grid (`--cycle`): a size for timing, not a quality figure.",
+                "",
+            ]
+            if args.cycle
+            else []
+        ),
+        (f"Packaged `{args.model}`" if args.model else f"Weights `{args.weights}`")
+        + f"; `rfr-deploy adapt-and-export` defaults otherwise, {args.threads} threads, "
         "one fresh process per row. `--score-pixels 0` scores the whole image.",
     ]
 
@@ -86,14 +136,17 @@ def render(rows: list[dict], header: list[str]) -> str:
     lines = [
         *header,
         "",
-        "| --score-pixels | adapt (s) | job (s) | updates (s) | pre-trained (dB) | adapted (dB) | gain (dB) | α (by) | checkpoint |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| --score-pixels | adapt (s) | job (s) | updates (s) | level (s) | target (s) | output (s) | peak memory (MB) "
+        "| pre-trained (dB) | adapted (dB) | gain (dB) | α (by) | checkpoint | patch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
+        phases = [r.get(k) for k in ("noise_level_s", "pseudo_clean_s", "output_s", "peak_rss_mb")]
         lines.append(
             f"| {r['score_pixels']} | {r['adapt_s']:.1f} | {r['total_s']:.1f} | {r['steps'] * r['step_mean_s']:.1f} "
-            f"| {r['pretrained_psnr']:.3f} | {r['adapted_psnr']:.3f} | {r['gain_db']:+.3f} "
-            f"| {r['interpolation']:g} ({r['selected_by']}) | {r['checkpoint_used']} |"
+            + "".join("| – " if t is None else f"| {t:.0f} " if t > 999 else f"| {t:.1f} " for t in phases)
+            + f"| {r['pretrained_psnr']:.3f} | {r['adapted_psnr']:.3f} | {r['gain_db']:+.3f} "
+            f"| {r['interpolation']:g} ({r['selected_by']}) | {r['checkpoint_used']} | {r.get('patch_used', '–')} |"
         )
     return "\n".join(lines)
 
@@ -162,7 +215,12 @@ def main() -> None:
     parser.add_argument("--dataset", default="Kodak24")
     parser.add_argument("--rows", type=int, default=3)
     parser.add_argument("--cols", type=int, default=3)
-    parser.add_argument("--sigma", type=float, default=25.0)
+    parser.add_argument("--cycle", action="store_true", help="repeat images (mirrored) to fill the grid")
+    parser.add_argument(
+        "--sigma", type=float, default=25.0, help="σ, or the camera noise's RMS (grey levels)"
+    )
+    parser.add_argument("--noise", choices=("gaussian", "camera"), default="gaussian")
+    parser.add_argument("--model", help="a packaged model (its default weights) instead of --weights")
     parser.add_argument("--sigma-mode", choices=("estimate", "known"), default="estimate")
     parser.add_argument("--weights", default="dncnn/dncnn_color_blind.pth", help="under shared/weights")
     parser.add_argument("--pixels", default="0,524288", help="comma-separated --score-pixels values")
@@ -170,9 +228,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="scoring_windows_kodak_mosaic3x3")
     args = parser.parse_args()
-    clean = build_mosaic(shared_path("data", "test", args.dataset), args.rows, args.cols)
-    rng = np.random.default_rng(args.seed)
-    noisy = clean + rng.normal(0.0, args.sigma / 255.0, clean.shape).astype(np.float32)
+    clean = build_mosaic(shared_path("data", "test", args.dataset), args.rows, args.cols, args.cycle)
+    noisy = add_noise(clean, args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

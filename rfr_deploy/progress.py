@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 
 class Reporter:
@@ -34,22 +34,44 @@ class Reporter:
             print(message, flush=True)
 
     @contextlib.contextmanager
-    def bar(self, total: int, description: str) -> Iterator[Callable[[int, float | None], None]]:
-        """Yields ``update(step, loss)``; shows a bar of ``total`` steps."""
-        if self.quiet or total <= 0:
-            yield lambda step, loss=None: None
+    def bar(self, total: int | None, description: str) -> Iterator[Progress]:
+        """Yields a :class:`Progress` drawn as a bar of ``total`` steps (None: not known yet, see
+        :meth:`Progress.stage`; 0: nothing to show)."""
+        if self.quiet or (total is not None and total <= 0):
+            yield Progress()
             return
         from tqdm import tqdm
 
         desc = description + self.place
         with tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+            yield _BarProgress(bar, desc)
 
-            def update(step: int, loss: float | None = None) -> None:
-                bar.update(step - bar.n)
-                if loss is not None:
-                    bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
 
-            yield update
+class Progress:
+    """How long work moves its bar: ``progress(step, loss)`` after each step, ``progress.stage(text)``
+    when work without steps starts (a whole-image pass, scoring) so the bar says what it waits for.
+    This base class shows nothing (``--quiet``, ``--json``)."""
+
+    def __call__(self, step: int, loss: float | None = None) -> None:
+        """``step`` steps of the total are done; ``loss`` is shown beside them."""
+
+    def stage(self, text: str, total: int | None = None) -> None:
+        """What the work is now; ``total`` sets the number of steps where it was not known (or changed)."""
+
+
+class _BarProgress(Progress):
+    def __init__(self, bar, description: str):
+        self._bar, self._description = bar, description
+
+    def __call__(self, step: int, loss: float | None = None) -> None:
+        self._bar.update(step - self._bar.n)
+        if loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.3e}", refresh=False)
+
+    def stage(self, text: str, total: int | None = None) -> None:
+        if total is not None and total != self._bar.total:
+            self._bar.reset(total=total)
+        self._bar.set_description_str(f"{self._description}: {text}")
 
 
 QUIET = Reporter(quiet=True, results=False)

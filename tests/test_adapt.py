@@ -238,6 +238,19 @@ def test_given_targets_replace_the_pseudo_clean_image(tiny_dncnn, noisy, smooth_
     assert oracle.losses != default.losses
 
 
+def test_stages_name_the_work_between_updates_and_the_updates_total(tiny_dncnn, noisy):
+    config, told = AdaptConfig(steps=3, lr=1e-3, rounds=2), []
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config, stage=lambda *a: told.append(a))
+    one_round = [("pseudo-clean target", None), ("updating", 3), ("choosing the network to keep", None)]
+    assert told == one_round * 2
+    told.clear()
+    given = result.pseudo_clean
+    adapt(
+        tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config, targets=given, stage=lambda *a: told.append(a)
+    )
+    assert told == one_round[1:] * 2, "given targets take no pass"
+
+
 def test_given_targets_must_match_the_noisy_images(tiny_dncnn, noisy):
     with pytest.raises(ValueError, match="one tensor per noisy image"):
         adapt(

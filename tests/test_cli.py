@@ -216,6 +216,31 @@ def test_reference_scores_noisy_pretrained_and_adapted(tmp_path, image_file, wei
     assert 10 < scores["noisy"]["psnr"] < 30
 
 
+def test_the_reference_score_reuses_the_pretrained_output_the_targets_are(
+    tmp_path, image_file, weights_file, smooth_image, monkeypatch
+):
+    import rfr_deploy.jobs.reference as reference_module
+
+    passes = []
+    monkeypatch.setattr(reference_module, "denoise", _counting(reference_module.denoise, passes))
+    reference = write_image(tmp_path / "clean.png", smooth_image)
+    scores = []
+    for out, extra in (("reused", ()), ("refreshed", ("--refresh-every", 1))):
+        args = ("--reference", reference, "--steps", 2, "-o", tmp_path / out, "-q", *extra)
+        assert run("adapt-and-export", image_file, "--weights", weights_file, *args).exit_code == 0
+        scores.append(json.loads((tmp_path / out / "noisy.json").read_text())["scores"]["pretrained"])
+    assert len(passes) == 1, "targets refreshed by the adapted network are not the pre-trained output"
+    assert scores[0] == scores[1]
+
+
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return counted
+
+
 def test_integer_inputs_get_quantized_synthetic_noise(tmp_path, image_file, weights_file):
     out = tmp_path / "out"
     assert (

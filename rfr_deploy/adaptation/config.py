@@ -81,13 +81,16 @@ class AdaptConfig:
         default=None,
         metadata={
             "help": f"Train on random square patches of this side [default: {GAUSSIAN_PATCH} with the CPU's "
-            "default Gaussian budget, else the whole image where it fits in memory].",
+            "default Gaussian budget, else the whole image up to 524,288 pixels (larger ones: 720² patches), "
+            "smaller where memory is short].",
             "min": 8,
         },
     )
     """Side of random square training patches; None: :data:`GAUSSIAN_PATCH` with the CPU's default Gaussian
-    budget (``steps`` None too), else the whole image (patches are used automatically when a whole image
-    would not fit in memory)."""
+    budget (``steps`` None too), else the whole image up to
+    :data:`~rfr_deploy.adaptation.targets.WHOLE_IMAGE_PIXELS` and patches of about that many pixels on
+    larger ones, smaller where a training step would not fit in memory
+    (:func:`~rfr_deploy.adaptation.targets.training_patch`)."""
     schedule: Schedule = "constant"
     warmup: int = dataclasses.field(
         default=10, metadata={"help": "Updates over which the learning rate ramps up linearly.", "min": 0}

@@ -98,6 +98,7 @@ def adapt(
     sigma: float | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     targets: Sequence[torch.Tensor] | None = None,
+    stage: Callable[[str, int | None], None] | None = None,
 ) -> AdaptResult:
     """Adapt ``model`` to ``noisy`` (one ``1×C×H×W`` tensor, or a list for a set of images).
 
@@ -110,7 +111,8 @@ def adapt(
     adapted network). With ``rounds`` > 1 the M updates are split over the rounds, the callback counts
     them 1 … M across rounds, the result describes the last round (its interpolation, checkpoint and
     scores, relative to the network the round started from), ``pseudo_clean`` holds the first round's
-    targets and ``losses`` / ``step_seconds`` every update of every round.
+    targets and ``losses`` / ``step_seconds`` every update of every round. ``stage(text, total)`` hears
+    what starts: the target pass, the updates (``total`` = M), choosing the network to keep.
     """
     start = time.perf_counter()
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
@@ -124,7 +126,7 @@ def adapt(
         # each round starts from the network the previous one returned
         round_config = dataclasses.replace(config, steps=steps, seed=config.seed + index)
         done = _adapt_round(
-            model, images, noise, sigma, round_config, targets, len(losses), config.steps, callback
+            model, images, noise, sigma, round_config, targets, (len(losses), config.steps), callback, stage
         )
         first_targets = done.targets if first_targets is None else first_targets
         losses += done.losses
@@ -168,17 +170,22 @@ def round_steps(steps: int, rounds: int) -> list[int]:
 
 
 def _adapt_round(
-    model, images, noise, sigma, config: AdaptConfig, given, before: int, total: int, callback
+    model, images, noise, sigma, config: AdaptConfig, given, counted: tuple[int, int], callback, stage
 ) -> _Round:
     """One round of ``config.steps`` updates: the pseudo-clean targets from ``model`` (or the ``given``
     ones), the updates, and the network the run keeps (checkpoint and interpolation chosen as usual).
-    ``before`` updates of earlier rounds, of ``total``, count in the steps the callback sees."""
+    ``counted`` = (updates of earlier rounds, all updates): the steps the callback sees."""
+    stage = stage or (lambda text, total=None: None)
+    if given is None:
+        stage("pseudo-clean target", None)
     t0 = time.perf_counter()
     targets = training_targets(model, images, sigma, config.target_ensemble, given)
     synchronize(images[0].device)
     target_seconds = time.perf_counter() - t0
     run = _Run(model, targets, images, noise, sigma, config)
-    losses, step_seconds = run.updates(callback, before, total)
+    stage("updating", counted[1])
+    losses, step_seconds = run.updates(callback, *counted)
+    stage("choosing the network to keep", None)
     return _Round(targets, target_seconds, run, losses, step_seconds, run.finish())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,6 +14,12 @@ from rfr_deploy.memory import available_bytes, bytes_per_pixel, side_that_fits
 
 TRAINING_MEMORY_FRACTION = 0.5
 """Share of the free memory a training step may use before it trains on patches."""
+WHOLE_IMAGE_PIXELS = 1 << 19
+"""The largest image (pixels) whole-image updates take whole; larger ones train on random patches of
+about this many pixels (:func:`training_patch`). Until stop 52 the limit was free memory alone, so the
+same command trained on different patches on machines with more or less memory free, and a whole
+12-megapixel photograph's updates cost whatever the memory allowed. Every image of ``../shared``'s
+test and real-noise sets but SIDD's 1024² ``NOISY_3`` is within it (Kodak24's 768×512 included)."""
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
@@ -39,18 +46,24 @@ def training_targets(
 def training_patch(
     model: nn.Module, targets: list[torch.Tensor], config: AdaptConfig, passes: int
 ) -> int | None:
-    """The side of the square training patches: ``config.patch``, or where None the largest patch whose
-    training step (``passes`` forward/backward passes of ``config.batch``) fits in memory, or None
-    (whole images); never more than the smallest target's side."""
-    patch = config.patch or _patch_that_fits(model, targets, config.batch * passes)
+    """The side of the square training patches: ``config.patch``; where None, None (whole images) for
+    images of at most :data:`WHOLE_IMAGE_PIXELS`, the side of that many pixels for larger ones, and in
+    either case a smaller side where a training step (``passes`` forward/backward passes of
+    ``config.batch``) would not fit in memory. Never more than the smallest target's side."""
+    patch = config.patch or _default_patch(model, targets, config.batch * passes)
     if patch is not None:
         patch = min(patch, *(min(t.shape[-2:]) for t in targets))
     return patch
 
 
-def _patch_that_fits(model, targets: list[torch.Tensor], batch: int) -> int | None:
-    """None when whole images fit in memory for a training step, else the largest square patch that does."""
+def _default_patch(model, targets: list[torch.Tensor], batch: int) -> int | None:
     largest = max(t.shape[-2] * t.shape[-1] for t in targets)
+    capped = _round_down(math.isqrt(WHOLE_IMAGE_PIXELS), 8) if largest > WHOLE_IMAGE_PIXELS else None
     per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * batch
     budget = TRAINING_MEMORY_FRACTION * available_bytes(targets[0].device)
-    return side_that_fits(per_pixel, largest, budget, multiple=8, smallest=32)
+    pixels = largest if capped is None else capped * capped
+    return side_that_fits(per_pixel, pixels, budget, multiple=8, smallest=32) or capped
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return value - value % multiple

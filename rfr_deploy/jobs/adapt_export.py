@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
@@ -49,7 +50,7 @@ from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.build import resolve_noise_kind
 from rfr_deploy.noise.registry import NoiseSettings
-from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.progress import QUIET, Progress, Reporter
 from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
@@ -68,6 +69,24 @@ class _GroupRun:
     result: AdaptResult
     stem: str
     label: str
+    sigma: float | None
+    """The noise level the network was told while adapting (its pseudo-clean targets were made with it)."""
+    before_adapting: tuple[float, float]
+    """Seconds spent on reading the noise level from the network and on the pseudo-clean targets that
+    needed (:func:`~rfr_deploy.jobs.noise_aim.aim_noise`)."""
+
+    def pretrained_output(self, index: int, sigma: float | None, ensemble: bool) -> torch.Tensor | None:
+        """Image ``index``'s pre-trained output as the adaptation computed it (its pseudo-clean target),
+        where that is the output asked for (same ``sigma``, same ``ensemble``, never refreshed), else None."""
+        targets, config = self.result.pseudo_clean, self.config
+        if (
+            targets is None
+            or config.refresh_every
+            or config.target_ensemble != ensemble
+            or sigma != self.sigma
+        ):
+            return None
+        return targets[index]
 
 
 def adapt_and_export(
@@ -150,8 +169,14 @@ def _run_group(
     """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
     ``fingerprint``, the run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`)."""
     started = time.perf_counter()
-    run = _adapt_group(group, settings, config, models.get(group[0].info.channels), reporter)
-    files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, reporter)
+    with reporter.bar(None, f"adapting {_label(group)}") as progress:
+        run = _adapt_group(group, settings, config, models.get(group[0].info.channels), progress)
+        files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, progress)
+    if scores is not None:
+        reporter.result(
+            "PSNR against the reference: noisy {noisy[psnr]:.2f} dB, pre-trained {pretrained[psnr]:.2f} dB, "
+            "adapted {adapted[psnr]:.2f} dB".format(**scores)
+        )
     adapted_sha = _save_adapted_weights(run, settings, out_dir)
     files.append(file_record("weights", out_dir / f"{run.stem}_rfr.safetensors", out_dir))
     t = time.perf_counter()
@@ -165,7 +190,9 @@ def _run_group(
         model=model_record(settings, run.model, adapted_sha),
         noise=run.noise,
         adaptation=adaptation_record(run.config, run.result),
-        seconds=timings(run.result, outputs_seconds, export_seconds, time.perf_counter() - started),
+        seconds=timings(
+            run.result, outputs_seconds, export_seconds, time.perf_counter() - started, *run.before_adapting
+        ),
         scores=scores,
         losses=[round(v, 8) for v in run.result.losses],
         files=files,
@@ -187,8 +214,12 @@ def _run_group(
     return manifest
 
 
-def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, reporter: Reporter) -> _GroupRun:
-    """Build the group's synthetic noise, resolve the defaults and adapt, with a progress bar."""
+def _label(group: list[ImageJob]) -> str:
+    return group[0].path.name if len(group) == 1 else f"set of {len(group)} images"
+
+
+def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progress: Progress) -> _GroupRun:
+    """Build the group's synthetic noise, resolve the defaults and adapt, moving ``progress``."""
     first, images = group[0], [j.noisy for j in group]
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
     sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
@@ -199,32 +230,36 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, repor
         (settings.sigma_low, settings.sigma_high),
     )
     names = [j.path.name for j in group]
+    progress.stage("noise level")
+    start = time.perf_counter()
     aim = aim_noise(kind, choices, model, images, sigma, config, names, _noise_bit_depth(settings, group))
+    aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
     config = resolve_defaults(config, noise, images)
-    label = first.path.name if len(group) == 1 else f"set of {len(group)} images"
-    with reporter.bar(config.steps, f"adapting {label}") as update:
 
-        def on_step(info: StepInfo) -> None:
-            update(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)
+    def on_step(info: StepInfo) -> None:
+        progress(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)
 
-        result = adapt(model, images, noise, config, sigma=sigma, callback=on_step, targets=aim.targets)
+    result = adapt(model, images, noise, config, sigma, on_step, targets=aim.targets, stage=progress.stage)
     stem = group_stem([j.path for j in group])
     desc = noise_desc(settings, group, kind, aim.levels)
-    return _GroupRun(group, model, desc, config, result, stem, label)
+    before = (aim_seconds - aim.target_seconds, aim.target_seconds)
+    return _GroupRun(group, model, desc, config, result, stem, _label(group), sigma, before)
 
 
-def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, reporter: Reporter):
+def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, progress: Progress):
     """The adapted output of each image (scored against the reference where one is given); returns
     their manifest records, the seconds the outputs took and the scores."""
     files: list[dict[str, Any]] = []
     seconds, scores = 0.0, None
-    for job in run.jobs:
+    for index, job in enumerate(run.jobs):
+        progress.stage(f"output of {job.path.name}" if len(run.jobs) > 1 else "output")
         t = time.perf_counter()
         sigma = model_sigma(run.model, job)
         clean = denoise(run.result.model, job.noisy, sigma=sigma, ensemble=settings.output_ensemble)
         seconds += time.perf_counter() - t
         if settings.reference:
+            progress.stage("scoring against the reference")
             scores = score_against_reference(
                 settings.reference,
                 run.model,
@@ -233,10 +268,7 @@ def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, reporte
                 sigma=sigma,
                 ensemble=settings.output_ensemble,
                 bit_depth=output_bit_depth(job.info),
-            )
-            reporter.result(
-                "PSNR against the reference: noisy {noisy[psnr]:.2f} dB, pre-trained {pretrained[psnr]:.2f} dB, "
-                "adapted {adapted[psnr]:.2f} dB".format(**scores)
+                pretrained=run.pretrained_output(index, sigma, settings.output_ensemble),
             )
         target = write_output(out_dir, job, "rfr", clean)
         files.append(file_record("output", target, out_dir, source=str(job.path)))

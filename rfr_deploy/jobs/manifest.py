@@ -37,10 +37,15 @@ def input_record(job) -> dict[str, Any]:
     }
 
 
-def timings(result: AdaptResult, outputs: float, export: float, total: float) -> dict[str, float]:
+def timings(
+    result: AdaptResult, outputs: float, export: float, total: float, level: float = 0.0, targets: float = 0.0
+) -> dict[str, float]:
+    """The manifest's seconds; ``level``: reading the noise level from the network before adapting,
+    ``targets``: the pseudo-clean targets where that computed them (they count in ``pseudo_clean_s``)."""
     steps = result.step_seconds
     return {
-        "pseudo_clean_s": round(result.target_seconds, 4),
+        "noise_level_s": round(level, 4),
+        "pseudo_clean_s": round(result.target_seconds + targets, 4),
         "adapt_s": round(result.total_seconds, 4),
         "step_mean_s": round(result.mean_step_seconds, 5),
         "step_median_s": round(statistics.median(steps), 5) if steps else 0.0,

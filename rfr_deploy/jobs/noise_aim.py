@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_levels
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.targets import training_targets
+from rfr_deploy.devices import synchronize
 from rfr_deploy.errors import ImageError
 from rfr_deploy.noise.build import build_noise_from
 from rfr_deploy.noise.level import residual_level
@@ -53,6 +55,8 @@ class AimedNoise:
     levels: dict[str, list[float]] = field(default_factory=dict)
     """The levels read from the network ([0, 1] units), one per image, by the manifest's name for them:
     ``residual_levels`` (RMS of Y − X̃) or ``implied_levels``; empty where none were read."""
+    target_seconds: float = 0.0
+    """The seconds ``targets`` took."""
 
 
 def aim_noise(
@@ -75,12 +79,16 @@ def aim_noise(
     if settings.sigma is not None or settings.unknown_sigma != "estimate":
         return AimedNoise(build(settings))
     if level_source(kind) == "residual":
+        start = time.perf_counter()
         targets = training_targets(model, list(images), model_sigma, config.target_ensemble, None)
+        synchronize(images[0].device)
+        seconds = time.perf_counter() - start
         levels = _residual_levels(kind, images, targets, names)
         return AimedNoise(
             build(dataclasses.replace(settings, estimates=tuple(levels))),
             targets,
             {"residual_levels": levels},
+            seconds,
         )
     noise = build(settings)
     if model_sigma is not None or not gray_with_estimated_level(noise, images):

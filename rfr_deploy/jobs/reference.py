@@ -23,13 +23,17 @@ def score_against_reference(
     sigma: float | None,
     ensemble: bool,
     bit_depth: int,
+    pretrained: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """PSNR/SSIM of the noisy input, the pre-trained output and the adapted output against a clean image.
 
-    Outputs are rounded to the input's bit depth first, as the written files are.
+    Outputs are rounded to the input's bit depth first, as the written files are. ``pretrained`` is the
+    pre-trained output where the caller has it (the adaptation's pseudo-clean target): computed here
+    otherwise.
     """
     reference = read_reference(reference_path, job)
-    pretrained = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble)
+    if pretrained is None:
+        pretrained = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble)
     images = {"noisy": job.image.pixels, "pretrained": to_pixels(pretrained), "adapted": to_pixels(adapted)}
     scores: dict[str, Any] = {"reference": str(reference_path)}
     for name, pixels in images.items():
