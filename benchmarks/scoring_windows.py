@@ -3,9 +3,13 @@
 Builds a mosaic of test images of one size (Kodak24's landscape ones by default: 3 × 3 of 768×512 is
 2304×1536, 3.5 megapixels), adds seeded Gaussian noise, writes it as an 8-bit PNG, and runs
 ``rfr-deploy adapt-and-export`` on it once per ``--pixels`` value, each in a fresh process, scored
-against the clean mosaic. Reports the job's timings, the PSNRs and what the scorer chose.
+against the clean mosaic. Reports the job's timings (its phases too), its peak memory, the PSNRs and
+what the scorer chose. ``--cycle`` repeats images, mirrored, for mosaics larger than a set;
+``--noise camera`` adds CBDNet's camera noise at an RMS of ``--sigma`` instead of Gaussian noise.
 
     python scoring_windows.py --pixels 0,524288 --threads 2 --name scoring_windows_kodak_mosaic3x3
+    python scoring_windows.py --rows 8 --cols 4 --cycle --noise camera --sigma 10 --model cbdnet \
+        --pixels 524288 --name scoring_windows_kodak_mosaic8x4_camera   # 12.6 MP, CBDNet's camera noise
     python scoring_windows.py compare WHOLE.json WINDOWS.json NAME   # two `rfr-deploy eval --json` runs
     python scoring_windows.py manifests NAME A.json B.json   # `adapt-and-export --json` runs of one image
 """
