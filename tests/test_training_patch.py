@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 
 import rfr_deploy.adaptation.targets as targets_module
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.targets import WHOLE_IMAGE_PIXELS, training_patch
+from rfr_deploy.adaptation.targets import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, training_patch
 from rfr_deploy.memory import bytes_per_pixel
 
 
@@ -14,6 +16,7 @@ def _patch(model, height, width, free, monkeypatch, **config):
 
 
 @pytest.mark.parametrize("free", [1 << 40, 1 << 50])
+@pytest.mark.filterwarnings("error")  # and without a warning
 def test_whole_image_updates_take_the_same_patches_on_any_machine_with_the_memory(
     tiny_dncnn, monkeypatch, free
 ):
@@ -21,6 +24,7 @@ def test_whole_image_updates_take_the_same_patches_on_any_machine_with_the_memor
     assert _patch(model, 512, 1024, free, monkeypatch) is None  # within the limit: the whole image
     assert _patch(model, 724, 724, free, monkeypatch) is None and WHOLE_IMAGE_PIXELS >= 724 * 724
     assert _patch(model, 3072, 4096, free, monkeypatch) == 720  # larger: 720² ≈ the limit, whatever is free
+    assert LARGE_IMAGE_PATCH == 720 == math.isqrt(WHOLE_IMAGE_PIXELS) // 8 * 8
     assert _patch(model, 600, 4096, free, monkeypatch) == 600  # never more than the image's short side
 
 
@@ -28,9 +32,11 @@ def test_short_memory_still_shrinks_the_patch(tiny_dncnn, monkeypatch):
     model = tiny_dncnn(3)
     per_pixel = bytes_per_pixel(model, 3, training=True)
     free = int(2 * per_pixel * 400 * 400)  # the step may use half of it: 400² pixels
-    side = _patch(model, 3072, 4096, free, monkeypatch)
+    with pytest.warns(UserWarning, match=r"the result depends on the memory free; --patch makes it"):
+        side = _patch(model, 3072, 4096, free, monkeypatch)
     assert side is not None and 384 <= side <= 400 and side % 8 == 0
-    assert _patch(model, 512, 512, free, monkeypatch) == side
+    with pytest.warns(UserWarning, match=rf"training on {side}² patches"):
+        assert _patch(model, 512, 512, free, monkeypatch) == side
 
 
 def test_a_given_patch_is_kept(tiny_dncnn, monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +20,9 @@ about this many pixels (:func:`training_patch`). Until stop 52 the limit was fre
 same command trained on different patches on machines with more or less memory free, and a whole
 12-megapixel photograph's updates cost whatever the memory allowed. Every image of ``../shared``'s
 test and real-noise sets but SIDD's 1024² ``NOISY_3`` is within it (Kodak24's 768×512 included)."""
+LARGE_IMAGE_PATCH = 720
+"""The patch side of whole-image updates on images over :data:`WHOLE_IMAGE_PIXELS`: its square root,
+rounded down to a multiple of 8."""
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
@@ -58,12 +61,16 @@ def training_patch(
 
 def _default_patch(model, targets: list[torch.Tensor], batch: int) -> int | None:
     largest = max(t.shape[-2] * t.shape[-1] for t in targets)
-    capped = _round_down(math.isqrt(WHOLE_IMAGE_PIXELS), 8) if largest > WHOLE_IMAGE_PIXELS else None
+    capped = LARGE_IMAGE_PATCH if largest > WHOLE_IMAGE_PIXELS else None
     per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * batch
     budget = TRAINING_MEMORY_FRACTION * available_bytes(targets[0].device)
     pixels = largest if capped is None else capped * capped
-    return side_that_fits(per_pixel, pixels, budget, multiple=8, smallest=32) or capped
-
-
-def _round_down(value: int, multiple: int) -> int:
-    return value - value % multiple
+    side = side_that_fits(per_pixel, pixels, budget, multiple=8, smallest=32)
+    if side is not None:
+        warnings.warn(
+            f"training on {side}² patches, what the memory free now allows for this network (the default: "
+            f"whole images up to {WHOLE_IMAGE_PIXELS:,} pixels, {LARGE_IMAGE_PATCH}² patches beyond), so the result depends "
+            "on the memory free; --patch makes it reproducible",
+            stacklevel=4,
+        )
+    return side or capped
