@@ -12,6 +12,8 @@ what the scorer chose. ``--cycle`` repeats images, mirrored, for mosaics larger 
         --pixels 524288 --name scoring_windows_kodak_mosaic8x4_camera   # 12.6 MP, CBDNet's camera noise
     python scoring_windows.py compare WHOLE.json WINDOWS.json NAME   # two `rfr-deploy eval --json` runs
     python scoring_windows.py manifests NAME A.json B.json   # `adapt-and-export --json` runs of one image
+    python scoring_windows.py exactness NAME      # windows against the whole image, packaged networks
+    python scoring_windows.py step-memory NAME    # what a training step needs per pixel
 """
 
 from __future__ import annotations
@@ -214,53 +216,12 @@ def window_exactness(name: str, image: str = "NOISY_3.png", models: str = "dncnn
     network: the output of the cut (with its margin) against the whole image's output in the window."""
     import torch
 
-    from rfr_deploy.adaptation.scoring_windows import SCORE_PIXELS, cut_window, window_origins
-    from rfr_deploy.adaptation.sure import combine, sure_terms
     from rfr_deploy.inference import to_tensor
-    from rfr_deploy.models.factory import create_model
 
     noisy = to_tensor(read_image(shared_path("data", "real", "SIDD_samples", "noisy", image)).pixels)
     probe = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(1))
-    level, sure_models = 10 / 255, ("cbdnet", "ridnet")  # SURE's estimate at one level, on both routes
-    rows = []
-    for arch in models.split(","):
-        model = create_model(arch, channels=3).eval()
-        align = model.entry.pad_multiple
-        generator = torch.Generator().manual_seed(0)
-        origins = window_origins(*noisy.shape[-2:], SCORE_PIXELS, generator, align)
-        diffs, residuals, on_cuts, on_whole = [], [], [], []
-        with torch.no_grad():
-            whole = model(noisy, None)
-            for top, left, size in origins:
-                cut, region = cut_window(noisy, top, left, size, align)
-                out = model(noisy[cut], None)
-                inside = region.expand_as(out)
-                diffs.append((out - whole[cut])[inside])
-                residuals.append((noisy[cut] - out)[inside])
-                if arch in sure_models:
-                    on_cuts.append(
-                        sure_terms(model, noisy[cut], None, [probe[cut]], sigmas=(level,), region=region)
-                    )
-                    placed = torch.zeros_like(noisy, dtype=torch.bool)
-                    placed[cut] = region.expand_as(out)
-                    on_whole.append(
-                        sure_terms(model, noisy, None, [probe * placed], sigmas=(level,), region=placed)
-                    )
-        diff, residual = torch.cat(diffs), torch.cat(residuals)
-        sure_db = None
-        if on_cuts:
-            estimates = [combine(terms).mse(level) for terms in (on_cuts, on_whole)]
-            sure_db = 10 * math.log10(estimates[1] / estimates[0])  # PSNR estimate on cuts minus exact
-        rows.append(
-            {
-                "sure_psnr_diff_db": sure_db,
-                "model": arch,
-                "windows": len(origins),
-                "max_abs_diff": float(diff.abs().max()),
-                "rms_diff": float(diff.pow(2).mean().sqrt()),
-                "rms_residual": float(residual.pow(2).mean().sqrt()),
-            }
-        )
+    sure_models = ("cbdnet", "ridnet")  # SURE's estimate on both routes, too
+    rows = [_exactness_row(arch, noisy, probe, arch in sure_models) for arch in models.split(",")]
     lines = [
         f"# Scoring windows against the whole image: SIDD {image}, packaged networks",
         "",
@@ -282,9 +243,80 @@ def window_exactness(name: str, image: str = "NOISY_3.png", models: str = "dncnn
     report(name, {"image": image, "rows": rows, "environment": environment()}, "\n".join(lines))
 
 
+def _exactness_row(arch: str, noisy, probe, with_sure: bool, level: float = 10 / 255) -> dict:
+    """One packaged network's differences, cut against whole, over the windows a job places on ``noisy``;
+    ``with_sure``: SURE's PSNR estimate at ``level`` on both routes too."""
+    import torch
+
+    from rfr_deploy.adaptation.scoring_windows import SCORE_PIXELS, cut_window, window_origins
+    from rfr_deploy.adaptation.sure import combine, sure_terms
+    from rfr_deploy.models.factory import create_model
+
+    model = create_model(arch, channels=3).eval()
+    align = model.entry.pad_multiple
+    origins = window_origins(*noisy.shape[-2:], SCORE_PIXELS, torch.Generator().manual_seed(0), align)
+    diffs, residuals, on_cuts, on_whole = [], [], [], []
+    with torch.no_grad():
+        whole = model(noisy, None)
+        for top, left, size in origins:
+            cut, region = cut_window(noisy, top, left, size, align)
+            out = model(noisy[cut], None)
+            inside = region.expand_as(out)
+            diffs.append((out - whole[cut])[inside])
+            residuals.append((noisy[cut] - out)[inside])
+            if with_sure:
+                on_cuts.append(
+                    sure_terms(model, noisy[cut], None, [probe[cut]], sigmas=(level,), region=region)
+                )
+                placed = torch.zeros_like(noisy, dtype=torch.bool)
+                placed[cut] = inside
+                on_whole.append(
+                    sure_terms(model, noisy, None, [probe * placed], sigmas=(level,), region=placed)
+                )
+    diff, residual = torch.cat(diffs), torch.cat(residuals)
+    estimates = [combine(terms).mse(level) for terms in (on_cuts, on_whole)] if with_sure else None
+    return {
+        "sure_psnr_diff_db": 10 * math.log10(estimates[1] / estimates[0]) if estimates else None,
+        "model": arch,
+        "windows": len(origins),
+        "max_abs_diff": float(diff.abs().max()),
+        "rms_diff": float(diff.pow(2).mean().sqrt()),
+        "rms_residual": float(residual.pow(2).mean().sqrt()),
+    }
+
+
+def step_memory(name: str, models: str = "dncnn,cbdnet,ridnet") -> None:
+    """What a training step of each packaged colour network needs per pixel (the probe
+    :func:`~rfr_deploy.memory.bytes_per_pixel` that sizes whole-image updates), and so a 720² step."""
+    from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH
+    from rfr_deploy.memory import bytes_per_pixel
+    from rfr_deploy.models.factory import create_model
+
+    rows = []
+    for arch in models.split(","):
+        per_pixel = bytes_per_pixel(create_model(arch, channels=3).train(), 3, training=True)
+        rows.append(
+            {"model": arch, "bytes_per_pixel": per_pixel, "step_gb": per_pixel * LARGE_IMAGE_PATCH**2 / 1e9}
+        )
+    lines = [
+        "# The memory of one training step, packaged colour networks",
+        "",
+        f"`rfr_deploy.memory.bytes_per_pixel(..., training=True)`; a step on a {LARGE_IMAGE_PATCH}² patch, "
+        "batch 1, one pass. The default patch needs twice this free (`TRAINING_MEMORY_FRACTION` = 0.5).",
+        "",
+        f"| network | bytes per pixel | GB for a {LARGE_IMAGE_PATCH}² step |",
+        "|---|---:|---:|",
+        *(f"| {r['model']} | {r['bytes_per_pixel']:,.0f} | {r['step_gb']:.1f} |" for r in rows),
+    ]
+    report(name, {"rows": rows, "environment": environment()}, "\n".join(lines))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["exactness"]:
         window_exactness(*sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["step-memory"]:
+        step_memory(*sys.argv[2:])
         return
     if sys.argv[1:2] == ["compare"]:
         compare_evals(*sys.argv[2:5])

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import rfr_deploy.adaptation.targets as targets_module
-from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.adaptation.targets import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, training_patch
+from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
+from rfr_deploy.adaptation.targets import training_patch
 from rfr_deploy.memory import bytes_per_pixel
 
 

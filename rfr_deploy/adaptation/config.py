@@ -46,6 +46,13 @@ CUDA_GAUSSIAN_STEPS = 400
 """Default M for Gaussian noise on a CUDA device, where an update of DnCNN at 256² costs about a
 millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmarks/results/budget_*)
 and the checkpoint rule keeps the best network along the way."""
+WHOLE_IMAGE_PIXELS = 1 << 19
+"""The largest image (pixels) whole-image updates take whole; larger ones train on random patches of
+about this many pixels (:func:`~rfr_deploy.adaptation.targets.training_patch`), not of whatever size the
+memory free allows, which made results differ between machines (benchmarks/README.md, stop 52)."""
+LARGE_IMAGE_PATCH = 720
+"""The patch side of whole-image updates on images over :data:`WHOLE_IMAGE_PIXELS`: its square root,
+rounded down to a multiple of 8."""
 CHECKPOINTS = 4
 """Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
 CAMERA_STEPS = 10
@@ -81,14 +88,14 @@ class AdaptConfig:
         default=None,
         metadata={
             "help": f"Train on random square patches of this side [default: {GAUSSIAN_PATCH} with the CPU's "
-            "default Gaussian budget, else the whole image up to 524,288 pixels (larger ones: 720² patches), "
-            "smaller where memory is short].",
+            f"default Gaussian budget, else the whole image up to {WHOLE_IMAGE_PIXELS:,} pixels (larger ones: "
+            f"{LARGE_IMAGE_PATCH}² patches), smaller where memory is short].",
             "min": 8,
         },
     )
     """Side of random square training patches; None: :data:`GAUSSIAN_PATCH` with the CPU's default Gaussian
     budget (``steps`` None too), else the whole image up to
-    :data:`~rfr_deploy.adaptation.targets.WHOLE_IMAGE_PIXELS` and patches of about that many pixels on
+    :data:`WHOLE_IMAGE_PIXELS` and patches of about that many pixels on
     larger ones, smaller where a training step would not fit in memory
     (:func:`~rfr_deploy.adaptation.targets.training_patch`)."""
     schedule: Schedule = "constant"

@@ -8,21 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
 from rfr_deploy.inference import denoise
 from rfr_deploy.memory import available_bytes, bytes_per_pixel, side_that_fits
 
 TRAINING_MEMORY_FRACTION = 0.5
 """Share of the free memory a training step may use before it trains on patches."""
-WHOLE_IMAGE_PIXELS = 1 << 19
-"""The largest image (pixels) whole-image updates take whole; larger ones train on random patches of
-about this many pixels (:func:`training_patch`). Until stop 52 the limit was free memory alone, so the
-same command trained on different patches on machines with more or less memory free, and a whole
-12-megapixel photograph's updates cost whatever the memory allowed. Every image of ``../shared``'s
-test and real-noise sets but SIDD's 1024² ``NOISY_3`` is within it (Kodak24's 768×512 included)."""
-LARGE_IMAGE_PATCH = 720
-"""The patch side of whole-image updates on images over :data:`WHOLE_IMAGE_PIXELS`: its square root,
-rounded down to a multiple of 8."""
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:

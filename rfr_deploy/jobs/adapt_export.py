@@ -68,7 +68,6 @@ class _GroupRun:
     """The adaptation settings with their defaults resolved."""
     result: AdaptResult
     stem: str
-    label: str
     sigma: float | None
     """The noise level the network was told while adapting (its pseudo-clean targets were made with it)."""
     before_adapting: tuple[float, float]
@@ -200,7 +199,7 @@ def _run_group(
     manifest_path = out_dir / f"{run.stem}.json"
     write_manifest(manifest, manifest_path)
     reporter.result(
-        f"{run.label}: {run.config.steps} step{'' if run.config.steps == 1 else 's'}"
+        f"{_label(run.jobs)}: {run.config.steps} step{'' if run.config.steps == 1 else 's'}"
         + f" in {run.result.total_seconds:.1f} s"
         + (
             f", interpolation {run.result.interpolation:g} ({run.result.selected_by.upper()})"
@@ -244,7 +243,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progr
     stem = group_stem([j.path for j in group])
     desc = noise_desc(settings, group, kind, aim.levels)
     before = (aim_seconds - aim.target_seconds, aim.target_seconds)
-    return _GroupRun(group, model, desc, config, result, stem, _label(group), sigma, before)
+    return _GroupRun(group, model, desc, config, result, stem, sigma, before)
 
 
 def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, progress: Progress):
