@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -180,3 +183,31 @@ def crops_with_networks(args, model: str = "dncnn"):
 def crop_words(crop: int) -> tuple[str, str]:
     """(tag for file names, words for the table header) of a ``--crop`` value (0: whole images)."""
     return (f"crop{crop}", f"central {crop}² crops") if crop else ("whole", "whole images")
+
+
+def run_json_job(command: list[str]) -> dict[str, Any]:
+    """The first record of ``command``'s ``--json`` output (an ``rfr-deploy`` job), run in a fresh
+    process, with the process's peak resident memory added (``peak_rss_mb``, from ``wait4``)."""
+    with tempfile.TemporaryFile("w+") as stdout:
+        job = subprocess.Popen(command, stdout=stdout)
+        _, status, usage = os.wait4(job.pid, 0)
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"{' '.join(command[:3])}: exited with {os.waitstatus_to_exitcode(status)}")
+        stdout.seek(0)
+        manifest = json.loads(stdout.read())[0]
+    manifest["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return manifest
+
+
+def job_outcome(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a job's manifest (run with ``--reference``) says it gained and chose."""
+    scores, adaptation = manifest["scores"], manifest["adaptation"]
+    return {
+        "pretrained_psnr": scores["pretrained"]["psnr"],
+        "adapted_psnr": scores["adapted"]["psnr"],
+        "gain_db": scores["adapted"]["psnr"] - scores["pretrained"]["psnr"],
+        "interpolation": adaptation["interpolation"],
+        "selected_by": adaptation["selected_by"],
+        "patch_used": adaptation.get("patch_used"),
+        "peak_rss_mb": manifest.get("peak_rss_mb"),
+    }

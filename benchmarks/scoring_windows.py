@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import environment, report
+from common import environment, job_outcome, report, run_json_job
 
 from rfr_deploy.images import list_images, read_image, write_image
 from rfr_deploy.shared import shared_path
@@ -83,38 +81,23 @@ def run_job(noisy: Path, clean: Path, out: Path, pixels: int, args) -> dict:
     if args.sigma_mode == "known":
         command += ["--sigma", str(args.sigma)]
     print(" ".join(command), file=sys.stderr)
-    with tempfile.TemporaryFile("w+") as stdout:
-        job = subprocess.Popen(command, stdout=stdout)
-        _, status, usage = os.wait4(job.pid, 0)
-        job.returncode = os.waitstatus_to_exitcode(status)
-        if job.returncode:
-            raise SystemExit(f"{command[1]} exited with {job.returncode}")
-        stdout.seek(0)
-        manifest = json.loads(stdout.read())[0]
-    manifest["peak_rss_mb"] = usage.ru_maxrss / 1024
-    return manifest
+    return run_json_job(command)
 
 
 def summarise(pixels: int, manifest: dict) -> dict:
-    timings, scores, adaptation = manifest["timings"], manifest["scores"], manifest["adaptation"]
+    timings, adaptation = manifest["timings"], manifest["adaptation"]
     return {
         "score_pixels": pixels,
         "adapt_s": timings["adapt_s"],
         "total_s": timings["total_s"],
         "steps": adaptation["steps"],
-        "patch_used": adaptation.get("patch_used"),
         "noise_level_s": timings.get("noise_level_s"),
         "pseudo_clean_s": timings["pseudo_clean_s"],
         "output_s": timings["output_s"],
         "step_mean_s": timings["step_mean_s"],
-        "pretrained_psnr": scores["pretrained"]["psnr"],
-        "adapted_psnr": scores["adapted"]["psnr"],
-        "gain_db": scores["adapted"]["psnr"] - scores["pretrained"]["psnr"],
-        "interpolation": adaptation["interpolation"],
-        "selected_by": adaptation["selected_by"],
+        **job_outcome(manifest),
         "checkpoint_used": adaptation.get("checkpoint_used"),
         "sure_db": adaptation.get("sure_db"),
-        "peak_rss_mb": manifest.get("peak_rss_mb"),
     }
 
 
@@ -302,7 +285,8 @@ def step_memory(name: str, models: str = "dncnn,cbdnet,ridnet") -> None:
         "# The memory of one training step, packaged colour networks",
         "",
         f"`rfr_deploy.memory.bytes_per_pixel(..., training=True)`; a step on a {LARGE_IMAGE_PATCH}² patch, "
-        "batch 1, one pass. The default patch needs twice this free (`TRAINING_MEMORY_FRACTION` = 0.5).",
+        "batch 1, one pass, each saved tensor counted once (since stop 53). A step that needs more than half the "
+        "free memory (`TRAINING_MEMORY_FRACTION` = 0.5) runs in tiles.",
         "",
         f"| network | bytes per pixel | GB for a {LARGE_IMAGE_PATCH}² step |",
         "|---|---:|---:|",

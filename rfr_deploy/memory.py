@@ -2,8 +2,8 @@
 
 Networks differ too much (plain stacks, U-Nets, attention) for a formula, so a
 small probe measures them: a forward pass on a 64×64 input records the largest
-activation (inference) or every tensor autograd saves for the backward pass
-(training), and scales linearly with the pixel count. The result depends only on the network's
+activation (inference) or the memory of the tensors autograd saves for the backward pass, each
+storage once (training), and scales linearly with the pixel count. The result depends only on the network's
 structure, so it is measured once per structure in a process (an adaptation asks before each of its
 whole-image passes). :func:`side_that_fits` turns bytes per pixel and a budget into a tile or patch side.
 """
@@ -42,18 +42,19 @@ def _measure(model: nn.Module, channels: int, training: bool, sigma: float = 0.1
     x = torch.rand(1, channels, _PROBE, _PROBE, device=device)
     pixels = _PROBE * _PROBE
     if training:
-        saved = 0
+        saved: dict[int, int] = {}  # bytes by storage: a tensor saved by two layers (a ReLU's output is
+        # the next convolution's input) or a view of another is held once
 
         def pack(t: torch.Tensor):
-            nonlocal saved
-            saved += t.numel() * t.element_size()
+            storage = t.untyped_storage()
+            saved[storage.data_ptr()] = storage.nbytes()
             return t
 
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(x.requires_grad_(False), sigma)
             out.float().mean().backward()
         model.zero_grad(set_to_none=True)
-        return 2.0 * saved / pixels  # saved activations, plus their gradients at the peak of backward
+        return 2.0 * sum(saved.values()) / pixels  # saved activations, plus gradients at the peak of backward
     largest = 0
 
     def hook(_m, _i, out):

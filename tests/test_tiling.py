@@ -90,3 +90,19 @@ def test_memory_per_pixel_is_measured_once_per_network_structure(tiny_dncnn):
     frozen = counted()
     next(frozen.parameters()).requires_grad_(False)  # what autograd saves may change: measured again
     assert memory.bytes_per_pixel(frozen, 3, training=True) <= trained and len(passes) == 4
+
+
+def test_a_training_step_counts_each_saved_tensor_once():
+    from rfr_deploy import memory
+
+    class Square(torch.nn.Module):  # y = w·x saves x; y·y saves y twice, one storage
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, sigma=None):
+            y = x * self.w
+            return y * y
+
+    # x and y (counting each save: x, y, y), 4 bytes a pixel each, twice (the gradients at the peak of backward)
+    assert memory.bytes_per_pixel(Square(), 1, training=True) == 2 * (4 + 4)

@@ -1,18 +1,27 @@
 import math
+import warnings
 
 import pytest
 import torch
 
 import rfr_deploy.adaptation.targets as targets_module
 from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
-from rfr_deploy.adaptation.targets import training_patch
+from rfr_deploy.adaptation.scoring_windows import MARGIN
+from rfr_deploy.adaptation.targets import TrainingLayout, training_layout
+from rfr_deploy.adaptation.tiles import SMALLEST_CORE
 from rfr_deploy.memory import bytes_per_pixel
 
 
-def _patch(model, height, width, free, monkeypatch, **config):
+def _layout(model, height, width, free, monkeypatch, tiles=True, **config) -> TrainingLayout:
     monkeypatch.setattr(targets_module, "available_bytes", lambda device: free)
     target = torch.empty(1, 3, height, width)
-    return training_patch(model, [target], AdaptConfig(steps=10, **config), passes=1)
+    return training_layout(model, [target], AdaptConfig(steps=10, **config), passes=1, tiles=tiles)
+
+
+def _patch(model, height, width, free, monkeypatch, **config) -> int | None:
+    layout = _layout(model, height, width, free, monkeypatch, **config)
+    assert layout.tile is None
+    return layout.patch
 
 
 @pytest.mark.parametrize("free", [1 << 40, 1 << 50])
@@ -28,16 +37,35 @@ def test_whole_image_updates_take_the_same_patches_on_any_machine_with_the_memor
     assert _patch(model, 600, 4096, free, monkeypatch) == 600  # never more than the image's short side
 
 
-def test_short_memory_still_shrinks_the_patch(tiny_dncnn, monkeypatch):
+def test_short_memory_splits_the_update_into_tiles_of_what_fits(tiny_dncnn, monkeypatch):
     model = tiny_dncnn(3)
     per_pixel = bytes_per_pixel(model, 3, training=True)
-    free = int(2 * per_pixel * 400 * 400)  # the step may use half of it: 400² pixels
+    free = int(2 * per_pixel * 400 * 400) + 64  # the step may use half of it: 400² pixels with the margins
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        large = _layout(model, 3072, 4096, free, monkeypatch)
+        whole = _layout(model, 512, 512, free, monkeypatch)
+    assert large.patch == 720 and whole.patch is None  # the patch of any machine with the memory
+    assert large.tile == whole.tile == 400  # tiles of 400² pixels with their margins
+    tight = _layout(model, 512, 512, 1024, monkeypatch)  # nothing fits: the smallest tile
+    assert tight == TrainingLayout(None, SMALLEST_CORE + 2 * MARGIN)
+
+
+def test_without_tiles_short_memory_shrinks_the_patch(tiny_dncnn, monkeypatch):
+    model = tiny_dncnn(3)
+    per_pixel = bytes_per_pixel(model, 3, training=True)
+    free = int(2 * per_pixel * 400 * 400)
     with pytest.warns(UserWarning, match=r"the result depends on the memory free; --patch makes it"):
-        side = _patch(model, 3072, 4096, free, monkeypatch)
-    assert side is not None and 384 <= side <= 400 and side % 8 == 0
+        layout = _layout(model, 3072, 4096, free, monkeypatch, tiles=False)
+    side = layout.patch
+    assert layout.tile is None and side is not None and 384 <= side <= 400 and side % 8 == 0
     with pytest.warns(UserWarning, match=rf"training on {side}² patches"):
-        assert _patch(model, 512, 512, free, monkeypatch) == side
+        assert _layout(model, 512, 512, free, monkeypatch, tiles=False).patch == side
+    assert _layout(model, 3072, 4096, free, monkeypatch, tiles=False, patch=600).patch == 600  # given: kept
 
 
 def test_a_given_patch_is_kept(tiny_dncnn, monkeypatch):
     assert _patch(tiny_dncnn(3), 3072, 4096, 1 << 40, monkeypatch, patch=96) == 96
+    assert _layout(tiny_dncnn(3), 3072, 4096, 1 << 20, monkeypatch, patch=96) == TrainingLayout(
+        96, SMALLEST_CORE + 2 * MARGIN
+    )

@@ -48,7 +48,7 @@ millisecond by its FLOP count: the gain keeps growing well past M = 40 (benchmar
 and the checkpoint rule keeps the best network along the way."""
 WHOLE_IMAGE_PIXELS = 1 << 19
 """The largest image (pixels) whole-image updates take whole; larger ones train on random patches of
-about this many pixels (:func:`~rfr_deploy.adaptation.targets.training_patch`), not of whatever size the
+about this many pixels (:func:`~rfr_deploy.adaptation.targets.training_layout`), not of whatever size the
 memory free allows, which made results differ between machines (benchmarks/README.md, stop 52)."""
 LARGE_IMAGE_PATCH = 720
 """The patch side of whole-image updates on images over :data:`WHOLE_IMAGE_PIXELS`: its square root,
@@ -89,15 +89,15 @@ class AdaptConfig:
         metadata={
             "help": f"Train on random square patches of this side [default: {GAUSSIAN_PATCH} with the CPU's "
             f"default Gaussian budget, else the whole image up to {WHOLE_IMAGE_PIXELS:,} pixels (larger ones: "
-            f"{LARGE_IMAGE_PATCH}² patches), smaller where memory is short].",
+            f"{LARGE_IMAGE_PATCH}² patches)]. Where an update does not fit in memory it runs in tiles.",
             "min": 8,
         },
     )
     """Side of random square training patches; None: :data:`GAUSSIAN_PATCH` with the CPU's default Gaussian
     budget (``steps`` None too), else the whole image up to
     :data:`WHOLE_IMAGE_PIXELS` and patches of about that many pixels on
-    larger ones, smaller where a training step would not fit in memory
-    (:func:`~rfr_deploy.adaptation.targets.training_patch`)."""
+    larger ones. A training step that would not fit in memory runs in tiles
+    (:func:`~rfr_deploy.adaptation.targets.training_layout`, :mod:`~rfr_deploy.adaptation.tiles`)."""
     schedule: Schedule = "constant"
     warmup: int = dataclasses.field(
         default=10, metadata={"help": "Updates over which the learning rate ramps up linearly.", "min": 0}

@@ -67,7 +67,11 @@ class CaptureError(RuntimeError):
 
 
 def try_graph_runner(context: UpdateContext) -> FastRunner | None:
-    """The CUDA-graph :class:`FastRunner`, or None (with a one-line warning) where it cannot be used."""
+    """The CUDA-graph :class:`FastRunner`, or None (with a one-line warning) where it cannot be used.
+    Updates in tiles (``context.tile``, where one would not fit in device memory) run eagerly."""
+    if context.tile is not None:
+        warnings.warn(f"CUDA graphs not used: the updates run in {context.tile}² tiles", stacklevel=2)
+        return None
     try:
         return FastRunner(context, graphs=True)
     except Exception as exc:  # any failure means: use the eager loop

@@ -31,7 +31,7 @@ from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.runners import make_runner
 from rfr_deploy.adaptation.scoring import make_scorer
-from rfr_deploy.adaptation.targets import pseudo_clean, training_patch, training_targets
+from rfr_deploy.adaptation.targets import pseudo_clean, training_layout, training_targets
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
 from rfr_deploy.adaptation.update import StepTimer, UpdateContext, make_noisy_term
 from rfr_deploy.devices import synchronize
@@ -51,6 +51,9 @@ class AdaptResult:
     runner: str = "eager"
     patch: int | None = None
     """Training patch side actually used (None: whole images)."""
+    tile: int | None = None
+    """Side of the tiles each update was computed in where it did not fit in memory in one pass
+    (:mod:`~rfr_deploy.adaptation.tiles`); None: one pass."""
     interpolation: float = 1.0
     """Interpolation weight of the returned network (chosen by :attr:`selected_by` where ``select='sure'``
     applies)."""
@@ -142,7 +145,8 @@ def adapt(
         target_seconds=target_seconds,
         total_seconds=time.perf_counter() - start,
         runner=last.runner.name,
-        patch=last.patch,
+        patch=last.layout.patch,
+        tile=last.layout.tile,
         interpolation=last.blend.chosen if last.config.steps else 0.0,
         selected_by=last.blend.scorer.criterion if last.blend.scorer is not None else None,
         sure_db=last.blend.estimates,
@@ -197,7 +201,7 @@ class _Run:
         self.model, self.targets, self.images, self.sigma, self.config = model, targets, images, sigma, config
         noisy_term = make_noisy_term(noise, images, config)
         passes = 1 + (noisy_term.passes if noisy_term is not None else 0)
-        self.patch = training_patch(model, targets, config, passes)
+        self.layout = training_layout(model, targets, config, passes, tiles=noisy_term is None)
         self.frozen = prepare_tuning(model, config.tune)
         select = config.select == "sure" and config.steps
         scorer = (
@@ -210,8 +214,9 @@ class _Run:
         self.keeper = CheckpointKeeper(model, scorer) if checkpoints else None
         model.train()
         generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
-        used = dataclasses.replace(config, patch=self.patch)
-        self.runner = make_runner(UpdateContext(model, targets, noise, used, generator, noisy_term))
+        used = dataclasses.replace(config, patch=self.layout.patch)
+        context = UpdateContext(model, targets, noise, used, generator, noisy_term, self.layout.tile)
+        self.runner = make_runner(context)
         self._worth_scoring: Callable[[int], bool] = getattr(
             self.runner, "scores_checkpoint", lambda done: True
         )
@@ -224,7 +229,7 @@ class _Run:
     def updates(self, callback, before: int, total: int) -> tuple[list[torch.Tensor], list[float]]:
         """Run every update; the losses (device tensors) and the seconds of each update. ``before``
         updates of earlier rounds, of ``total``, count in the steps the callback sees."""
-        config, patch = self.config, self.patch
+        config, patch = self.config, self.layout.patch
         plan = torch.Generator().manual_seed(config.seed)
         losses: list[torch.Tensor] = []
         timer = StepTimer(self.targets[0].device)  # CUDA events: no host synchronisation per update

@@ -110,12 +110,17 @@ def cut_window(
     """The slices that cut a window of ``size`` at (top, left) with :data:`MARGIN` around it inside
     ``image``, and the window's region within the cut (a 1×1×h×w bool mask)."""
     height, width = image.shape[-2:]
-    margin = math.ceil(MARGIN / align) * align
+    margin = aligned_margin(align)
     y0, x0 = max(0, top - margin), max(0, left - margin)
     y1, x1 = min(height, top + size[0] + margin), min(width, left + size[1] + margin)
     region = torch.zeros((1, 1, y1 - y0, x1 - x0), dtype=torch.bool, device=image.device)
     region[..., top - y0 : top - y0 + size[0], left - x0 : left - x0 + size[1]] = True
     return (Ellipsis, slice(y0, y1), slice(x0, x1)), region
+
+
+def aligned_margin(align: int = 1) -> int:
+    """:data:`MARGIN` rounded up to a multiple of ``align``."""
+    return math.ceil(MARGIN / align) * align
 
 
 def _clamp(value: int, upper: int) -> int:

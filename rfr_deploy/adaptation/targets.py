@@ -1,14 +1,18 @@
-"""What the updates train on: the pseudo-clean targets X̃ = f(Y) and the side of the training patches."""
+"""What the updates train on: the pseudo-clean targets X̃ = f(Y), the side of the training patches and
+of the tiles an update is computed in."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
+from rfr_deploy.adaptation.scoring_windows import alignment
+from rfr_deploy.adaptation.tiles import tile_side
 from rfr_deploy.inference import denoise
 from rfr_deploy.memory import available_bytes, bytes_per_pixel, side_that_fits
 
@@ -37,31 +41,43 @@ def training_targets(
     return [t.detach().to(device=y.device, dtype=y.dtype).clone() for t, y in zip(given, images, strict=True)]
 
 
-def training_patch(
-    model: nn.Module, targets: list[torch.Tensor], config: AdaptConfig, passes: int
-) -> int | None:
-    """The side of the square training patches: ``config.patch``; where None, None (whole images) for
-    images of at most :data:`WHOLE_IMAGE_PIXELS`, the side of that many pixels for larger ones, and in
-    either case a smaller side where a training step (``passes`` forward/backward passes of
-    ``config.batch``) would not fit in memory. Never more than the smallest target's side."""
-    patch = config.patch or _default_patch(model, targets, config.batch * passes)
+@dataclass(frozen=True)
+class TrainingLayout:
+    """What one update trains on."""
+
+    patch: int | None
+    """Side of the square training patches; None: whole images."""
+    tile: int | None = None
+    """Side of the tiles an update's batch is computed in (:mod:`~rfr_deploy.adaptation.tiles`) where it
+    would not fit in memory in one pass; None: one pass."""
+
+
+def training_layout(
+    model: nn.Module, targets: list[torch.Tensor], config: AdaptConfig, passes: int, tiles: bool = True
+) -> TrainingLayout:
+    """The patch side: ``config.patch``; where None, None (whole images) for images of at most
+    :data:`WHOLE_IMAGE_PIXELS`, :data:`LARGE_IMAGE_PATCH` for larger ones; never more than the smallest
+    target's side. Where a training step (``passes`` forward/backward passes of ``config.batch``) would
+    not fit in memory, the update runs in tiles that do (``tiles``; the gradient is the same for networks
+    of a bounded receptive field), or without tiles on smaller patches, with a warning, unless the patch
+    was given."""
+    largest = max(t.shape[-2] * t.shape[-1] for t in targets)
+    patch = config.patch or (LARGE_IMAGE_PATCH if largest > WHOLE_IMAGE_PIXELS else None)
     if patch is not None:
         patch = min(patch, *(min(t.shape[-2:]) for t in targets))
-    return patch
-
-
-def _default_patch(model, targets: list[torch.Tensor], batch: int) -> int | None:
-    largest = max(t.shape[-2] * t.shape[-1] for t in targets)
-    capped = LARGE_IMAGE_PATCH if largest > WHOLE_IMAGE_PIXELS else None
-    per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * batch
+    per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * config.batch * passes
     budget = TRAINING_MEMORY_FRACTION * available_bytes(targets[0].device)
-    pixels = largest if capped is None else capped * capped
-    side = side_that_fits(per_pixel, pixels, budget, multiple=8, smallest=32)
-    if side is not None:
-        warnings.warn(
-            f"training on {side}² patches, what the memory free now allows for this network (the default: "
-            f"whole images up to {WHOLE_IMAGE_PIXELS:,} pixels, {LARGE_IMAGE_PATCH}² patches beyond), so the result depends "
-            "on the memory free; --patch makes it reproducible",
-            stacklevel=4,
-        )
-    return side or capped
+    fits = side_that_fits(per_pixel, patch * patch if patch else largest, budget, multiple=8, smallest=32)
+    if fits is None:
+        return TrainingLayout(patch)
+    if tiles:
+        return TrainingLayout(patch, tile_side(fits, alignment(model)))
+    if config.patch:
+        return TrainingLayout(patch)
+    warnings.warn(
+        f"training on {fits}² patches, what the memory free now allows for this network (the default: "
+        f"whole images up to {WHOLE_IMAGE_PIXELS:,} pixels, {LARGE_IMAGE_PATCH}² patches beyond), so the "
+        "result depends on the memory free; --patch makes it reproducible",
+        stacklevel=3,
+    )
+    return TrainingLayout(fits)

@@ -25,8 +25,11 @@ from rfr_deploy.adaptation.config import AdaptConfig, LossKind
 from rfr_deploy.adaptation.noisy_input import NoisyInputTerm, gaussian_input_level
 from rfr_deploy.adaptation.plan import clean_batch
 from rfr_deploy.adaptation.recorrupt import Recorruption
+from rfr_deploy.adaptation.scoring_windows import alignment
 from rfr_deploy.adaptation.sure_loss import SureLoss
+from rfr_deploy.adaptation.tiles import tiled_backward, training_tiles
 from rfr_deploy.adaptation.tuning import parameter_groups
+from rfr_deploy.inference import Tile
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class UpdateContext:
     """The run's generator, on the targets' device: every noise draw comes from it."""
     noisy_term: NoisyInputTerm | None = None
     """The loss term on the noisy input (:func:`make_noisy_term`; None: off)."""
+    tile: int | None = None
+    """Side of the tiles each update's batch is computed in (:mod:`~rfr_deploy.adaptation.tiles`; not with
+    ``noisy_term``); None: in one pass."""
 
     @property
     def device(self) -> torch.device:
@@ -110,7 +116,8 @@ def make_optimizer(
 
 
 class EagerRunner:
-    """The plain PyTorch update: cut patches, transform, add noise, forward, backward, Adam."""
+    """The plain PyTorch update: cut patches, transform, add noise, forward, backward (in tiles where
+    ``context.tile`` is set), Adam."""
 
     name = "eager"
 
@@ -119,6 +126,9 @@ class EagerRunner:
         self.model, self.targets, self.noise = context.model, context.targets, context.noise
         self.batch, self.patch, self.generator = config.batch, config.patch, context.generator
         self.noisy_term = context.noisy_term
+        self.tile, self._tiles = context.tile, {}
+        if self.tile is not None and self.noisy_term is not None:
+            raise ValueError("tiled updates do not take a loss term on the noisy input")
         self.loss_fn = loss_function(config.loss)
         self.optimizer, self.scheduler = make_optimizer(self.model, config, **self.adam_options())
 
@@ -133,6 +143,19 @@ class EagerRunner:
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
         x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
         noisy, sigma = self.noise(x, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.tile is not None:
+            loss = tiled_backward(
+                self.model, noisy, sigma, x, self._grid(x), self.loss_fn, self.forward_context
+            )
+        else:
+            loss = self._backward(index, k, offsets, x, noisy, sigma)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss
+
+    def _backward(self, index, k, offsets, x: torch.Tensor, noisy: torch.Tensor, sigma) -> torch.Tensor:
+        """The loss of one pass over the whole batch (plus the noisy input's term), backpropagated."""
         with self.forward_context():
             out = self.model(noisy, sigma)
         loss = self.loss_fn(out.float(), x)
@@ -140,11 +163,15 @@ class EagerRunner:
             y = self.noisy_term.batch(index, k, offsets, self.batch, self.patch)
             with self.forward_context():
                 loss = loss + self.noisy_term.loss(self.model, y, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
         return loss.detach()
+
+    def _grid(self, x: torch.Tensor) -> list[Tile]:
+        """The tiles of a batch of ``x``'s height and width (one grid per shape: a transform may transpose)."""
+        shape = tuple(x.shape[-2:])
+        if shape not in self._tiles:
+            self._tiles[shape] = training_tiles(*shape, self.tile, alignment(self.model))
+        return self._tiles[shape]
 
 
 class StepTimer:

@@ -73,6 +73,7 @@ def adaptation_record(config: AdaptConfig, result: AdaptResult) -> dict[str, Any
         "interpolation": result.interpolation,  # the weight that ran (chosen by SURE or GCV where one applies)
         "selected_by": result.selected_by,
         "patch_used": result.patch,
+        "tile_used": result.tile,  # the tiles each update was computed in where it did not fit whole
         "runner": result.runner,
         "sure_db": {f"{a:g}": round(v, 4) for a, v in result.sure_db.items()},
         "checkpoint_used": result.checkpoint_step,

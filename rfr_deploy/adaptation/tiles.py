@@ -1,0 +1,68 @@
+"""Updates whose batch does not fit in memory, computed tile by tile: the whole batch's gradient.
+
+A training step on a whole image, or on a large patch, keeps every layer's activations for the
+backward pass: about 11 kB per pixel for DnCNN, 15 kB for CBDNet and 32 kB for RIDNet by the probe of
+:func:`rfr_deploy.memory.bytes_per_pixel` (``benchmarks/results/training_step_memory.md``). Where that
+does not fit in half the free memory, the update used to train on smaller patches, whose side
+depended on the memory free at that moment, so the same command and seed trained different networks on
+different machines. Instead, the batch is now split into tiles that fit: the noise is drawn once for the whole batch (the same draw as without tiles), each tile is read
+with :data:`~rfr_deploy.adaptation.scoring_windows.MARGIN` extra pixels on every side inside the batch
+(the tiles of inference, :func:`rfr_deploy.inference.plan_tiles`), its loss is taken over its own
+pixels, and the backward passes accumulate into one gradient before the one optimizer step.
+
+For a network whose output depends on at most MARGIN pixels on each side (DnCNN, FFDNet, FDnCNN) the
+tile's output at its own pixels is the batch's, and so is every activation those outputs depend on: the
+accumulated gradient is the batch's, up to the order of the sums, whatever the tile side. Networks with
+global pooling (RIDNet's and MIRNet's channel attention) see each tile's statistics instead of the
+batch's, as they do in tiled inference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.scoring_windows import MARGIN, aligned_margin
+from rfr_deploy.inference import Tile, plan_tiles
+
+SMALLEST_CORE = 64
+"""The smallest side of a tile's own pixels (the core, within its margins)."""
+
+
+def tile_side(fits: int, align: int) -> int:
+    """The side of the tiles (core and margins) an update that fits ``fits``² pixels is computed in:
+    ``fits``, but at least a core of :data:`SMALLEST_CORE` (a multiple of ``align``) within its margins."""
+    return max(fits, 2 * aligned_margin(align) + SMALLEST_CORE + (-SMALLEST_CORE) % align)
+
+
+def training_tiles(height: int, width: int, side: int, align: int = 1) -> list[Tile]:
+    """The tiles of a height×width batch: cores that partition it, each read with :data:`MARGIN` (rounded
+    up to ``align``) extra pixels on every side inside the batch (:func:`rfr_deploy.inference.plan_tiles`,
+    the tiler of inference)."""
+    return plan_tiles(height, width, side, MARGIN, align)
+
+
+def tiled_backward(
+    model: nn.Module,
+    noisy: torch.Tensor,
+    sigma: torch.Tensor,
+    clean: torch.Tensor,
+    tiles: list[Tile],
+    loss_fn: Callable[..., torch.Tensor],
+    forward_context: Callable[[], contextlib.AbstractContextManager],
+) -> torch.Tensor:
+    """Accumulate into the parameters' gradients the gradient of ``loss_fn(model(noisy, sigma), clean)``
+    (a mean over the batch), one tile at a time; returns the loss (detached)."""
+    count = clean.numel()
+    total = torch.zeros((), device=clean.device)
+    for tile in tiles:
+        with forward_context():
+            out = model(noisy[(..., *tile.read)], sigma)
+        own = out.float()[(..., *tile.keep)]
+        part = loss_fn(own, clean[(..., *tile.write)], reduction="sum") / count
+        part.backward()
+        total += part.detach()
+    return total
