@@ -61,7 +61,9 @@ def test_an_update_short_of_memory_runs_in_tiles_and_trains_the_same_network(tin
     roomy = adapt(model, noisy, GaussianNoise(0.1), config)
     free = int(2 * bytes_per_pixel(model, 3, training=True) * 100 * 100)  # the step fits 100² pixels
     monkeypatch.setattr(targets_module, "available_bytes", lambda device: free)
-    short = adapt(model, noisy, GaussianNoise(0.1), config)
+    stages = []
+    short = adapt(model, noisy, GaussianNoise(0.1), config, stage=lambda text, total: stages.append(text))
+    assert "updating in 128² tiles" in stages  # what the progress bar shows
     assert roomy.tile is None and roomy.patch is None
     assert short.tile == SMALLEST_CORE + 2 * MARGIN and short.patch is None  # the whole image, in 4 × 4 tiles
     assert short.losses == pytest.approx(roomy.losses, rel=1e-5)

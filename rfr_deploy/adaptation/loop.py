@@ -187,7 +187,8 @@ def _adapt_round(
     synchronize(images[0].device)
     target_seconds = time.perf_counter() - t0
     run = _Run(model, targets, images, noise, sigma, config)
-    stage("updating", counted[1])
+    tile = run.layout.tile
+    stage("updating" if tile is None else f"updating in {tile}² tiles", counted[1])
     losses, step_seconds = run.updates(callback, *counted)
     stage("choosing the network to keep", None)
     return _Round(targets, target_seconds, run, losses, step_seconds, run.finish())

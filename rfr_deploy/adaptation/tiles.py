@@ -12,9 +12,11 @@ pixels, and the backward passes accumulate into one gradient before the one opti
 
 For a network whose output depends on at most MARGIN pixels on each side (DnCNN, FFDNet, FDnCNN) the
 tile's output at its own pixels is the batch's, and so is every activation those outputs depend on: the
-accumulated gradient is the batch's, up to the order of the sums, whatever the tile side. Networks with
-global pooling (RIDNet's and MIRNet's channel attention) see each tile's statistics instead of the
-batch's, as they do in tiled inference.
+accumulated gradient is the batch's, up to the order of the sums, whatever the tile side. The packaged
+CBDNet's adaptation to SIDD's 512² pairs gave the one-pass result to the fourth decimal of a dB, in
+1.14-1.29× the time. Networks with global pooling (RIDNet's and MIRNet's channel attention) see each
+tile's statistics instead of the batch's, as they do in tiled inference: the packaged RIDNet's gain
+moved by +0.007 dB (``benchmarks/results/tiled_updates_sidd_*.md``).
 """
 
 from __future__ import annotations
