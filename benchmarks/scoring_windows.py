@@ -13,7 +13,6 @@ what the scorer chose. ``--cycle`` repeats images, mirrored, for mosaics larger 
     python scoring_windows.py compare WHOLE.json WINDOWS.json NAME   # two `rfr-deploy eval --json` runs
     python scoring_windows.py manifests NAME A.json B.json   # `adapt-and-export --json` runs of one image
     python scoring_windows.py exactness NAME      # windows against the whole image, packaged networks
-    python scoring_windows.py step-memory NAME    # what a training step needs per pixel
 """
 
 from __future__ import annotations
@@ -268,39 +267,10 @@ def _exactness_row(arch: str, noisy, probe, with_sure: bool, level: float = 10 /
     }
 
 
-def step_memory(name: str, models: str = "dncnn,cbdnet,ridnet") -> None:
-    """What a training step of each packaged colour network needs per pixel (the probe
-    :func:`~rfr_deploy.memory.bytes_per_pixel` that sizes whole-image updates), and so a 720² step."""
-    from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH
-    from rfr_deploy.memory import bytes_per_pixel
-    from rfr_deploy.models.factory import create_model
-
-    rows = []
-    for arch in models.split(","):
-        per_pixel = bytes_per_pixel(create_model(arch, channels=3).train(), 3, training=True)
-        rows.append(
-            {"model": arch, "bytes_per_pixel": per_pixel, "step_gb": per_pixel * LARGE_IMAGE_PATCH**2 / 1e9}
-        )
-    lines = [
-        "# The memory of one training step, packaged colour networks",
-        "",
-        f"`rfr_deploy.memory.bytes_per_pixel(..., training=True)`; a step on a {LARGE_IMAGE_PATCH}² patch, "
-        "batch 1, one pass, each saved tensor counted once (since stop 53). A step that needs more than half the "
-        "free memory (`TRAINING_MEMORY_FRACTION` = 0.5) runs in tiles.",
-        "",
-        f"| network | bytes per pixel | GB for a {LARGE_IMAGE_PATCH}² step |",
-        "|---|---:|---:|",
-        *(f"| {r['model']} | {r['bytes_per_pixel']:,.0f} | {r['step_gb']:.1f} |" for r in rows),
-    ]
-    report(name, {"rows": rows, "environment": environment()}, "\n".join(lines))
-
-
 def main() -> None:
     if sys.argv[1:2] == ["exactness"]:
         window_exactness(*sys.argv[2:])
         return
-    if sys.argv[1:2] == ["step-memory"]:
-        step_memory(*sys.argv[2:])
         return
     if sys.argv[1:2] == ["compare"]:
         compare_evals(*sys.argv[2:5])

@@ -15,12 +15,15 @@ the manifest says was used. Each job's other options come from ``--job`` (one st
     python tiled_updates.py --pairs real/SIDD_samples --names NOISY_0,NOISY_1 --job "--model cbdnet \
         --noise camera" --layouts whole,tiles:256,patch:256 --name tiled_updates_sidd_cbdnet
     python tiled_updates.py job N ARGS...   # one adapt-and-export whose training steps fit N² pixels
+    python tiled_updates.py step-memory NAME   # the probe's bytes per pixel against a measured step
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -109,9 +112,69 @@ def render(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def step_peak(arch: str, side: int) -> dict:
+    """In this process: the growth of its peak resident memory over one training step of the packaged
+    colour ``arch`` on a ``side``² image, per pixel, and the probe's estimate."""
+    import resource
+
+    import torch
+
+    from rfr_deploy.memory import bytes_per_pixel
+    from rfr_deploy.models.factory import create_model
+
+    model = create_model(arch, channels=3).train()
+    probe = bytes_per_pixel(model, 3, training=True)
+    clean = torch.rand(1, 3, side, side)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = model(clean + 0.05 * torch.randn_like(clean), torch.full((1,), 0.05))
+    torch.nn.functional.mse_loss(out, clean).backward()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "model": arch,
+        "side": side,
+        "probe_bytes_per_pixel": probe,
+        "measured_bytes_per_pixel": (after - before) / side**2,
+    }
+
+
+def step_memory(name: str, models: str = "dncnn,cbdnet,ridnet", side: str = "512") -> None:
+    """The probe (:func:`rfr_deploy.memory.bytes_per_pixel`) that decides whether an update runs in tiles,
+    against what one step measured, each network in a fresh process."""
+    from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH
+
+    rows = []
+    for arch in models.split(","):
+        command = [sys.executable, __file__, "step-peak", arch, side]
+        rows.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
+    lines = [
+        "# The memory of one training step, packaged colour networks",
+        "",
+        "The probe: `rfr_deploy.memory.bytes_per_pixel(..., training=True)`, each storage autograd saves counted "
+        "once (since stop 53), times the factor for the gradients at the peak of backward. Measured: the growth "
+        f"of a fresh process's peak resident memory over one step on a {side}² image (forward, MSE, backward; "
+        "batch 1). A step that needs more than half the free memory (`TRAINING_MEMORY_FRACTION` = 0.5) runs in tiles.",
+        "",
+        f"| network | probe (bytes per pixel) | measured | probe / measured | probe for a {LARGE_IMAGE_PATCH}² step (GB) |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {r['model']} | {r['probe_bytes_per_pixel']:,.0f} | {r['measured_bytes_per_pixel']:,.0f} "
+            f"| {r['probe_bytes_per_pixel'] / r['measured_bytes_per_pixel']:.2f} "
+            f"| {r['probe_bytes_per_pixel'] * LARGE_IMAGE_PATCH**2 / 1e9:.1f} |"
+            for r in rows
+        ),
+    ]
+    report(name, {"rows": rows, "environment": environment()}, "\n".join(lines))
+
+
 def main() -> None:
     if sys.argv[1:2] == ["job"]:
         run_constrained(int(sys.argv[2]), sys.argv[3:])
+        return
+    if sys.argv[1:2] == ["step-peak"]:
+        print(json.dumps(step_peak(sys.argv[2], int(sys.argv[3]))))
+        return
+    if sys.argv[1:2] == ["step-memory"]:
+        step_memory(*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

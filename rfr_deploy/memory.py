@@ -17,6 +17,12 @@ import torch
 from torch import nn
 
 _PROBE = 64
+SAVED_TO_PEAK = 1.25
+"""A training step's peak over the activations autograd saves for it: they, plus the gradients in flight
+at the peak of backward. With it the probe is 1.22× (DnCNN), 2.35× (CBDNet) and 1.31× (RIDNet) the
+growth of a fresh process's peak memory over one step on a 512² image
+(``benchmarks/results/training_step_memory.md``); until stop 53 it counted a tensor saved by two layers
+twice and doubled the sum, 3.2-5.1× that growth."""
 _MEASURED: dict[tuple, float] = {}
 """Bytes per pixel by :func:`_structure`."""
 
@@ -54,7 +60,7 @@ def _measure(model: nn.Module, channels: int, training: bool, sigma: float = 0.1
             out = model(x.requires_grad_(False), sigma)
             out.float().mean().backward()
         model.zero_grad(set_to_none=True)
-        return 2.0 * sum(saved.values()) / pixels  # saved activations, plus gradients at the peak of backward
+        return SAVED_TO_PEAK * sum(saved.values()) / pixels
     largest = 0
 
     def hook(_m, _i, out):

@@ -104,5 +104,5 @@ def test_a_training_step_counts_each_saved_tensor_once():
             y = x * self.w
             return y * y
 
-    # x and y (counting each save: x, y, y), 4 bytes a pixel each, twice (the gradients at the peak of backward)
-    assert memory.bytes_per_pixel(Square(), 1, training=True) == 2 * (4 + 4)
+    # x and y (counting each save: x, y, y), 4 bytes a pixel each, and the gradients at the peak of backward
+    assert memory.bytes_per_pixel(Square(), 1, training=True) == memory.SAVED_TO_PEAK * (4 + 4)
