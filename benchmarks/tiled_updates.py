@@ -62,7 +62,7 @@ def run_job(noisy: Path, clean: Path, layout: str, args, out: Path) -> dict:
 def crop_pair(folder: Path, name: str, crop: int, into: Path) -> tuple[Path, Path]:
     """The noisy image ``name`` of a pair folder and its reference, cropped to the central ``crop``² (0:
     whole) and written to ``into`` (the noisy pixels as they are: no new noise)."""
-    reference = name.replace("NOISY", "GT")
+    reference = name.replace("NOISY", "GT").replace("_noise", "_gt")  # SIDD_samples, Nam_CBDNet25
     paths = []
     for sub, stem in (("noisy", name), ("gt", reference)):
         source = next((folder / sub).glob(f"{stem}.*"))

@@ -63,7 +63,7 @@ def tiled_backward(
     for tile in tiles:
         with forward_context():
             out = model(noisy[(..., *tile.read)], sigma)
-        own = out.float()[(..., *tile.keep)]
+        own = out[(..., *tile.keep)].float()
         part = loss_fn(own, clean[(..., *tile.write)], reduction="sum") / count
         part.backward()
         total += part.detach()
