@@ -38,7 +38,7 @@ def input_record(job) -> dict[str, Any]:
 
 
 def timings(
-    result: AdaptResult, outputs: float, export: float, total: float, level: float = 0.0, targets: float = 0.0
+    result: AdaptResult, outputs: float, export: float, total: float, level: float, targets: float
 ) -> dict[str, float]:
     """The manifest's seconds; ``level``: reading the noise level from the network before adapting,
     ``targets``: the pseudo-clean targets where that computed them (they count in ``pseudo_clean_s``)."""
