@@ -30,7 +30,8 @@ def _recorrupted(shape, seed):
     clean = _clean(shape)
     g = torch.Generator().manual_seed(seed)
     noisy = clean + SIGMA * torch.randn(clean.shape, generator=g)
-    return clean, *Recorruption([noisy], level=SIGMA, weight=1.0).pair(noisy, g)
+    drawn = Recorruption([noisy], level=SIGMA, weight=1.0).draw(noisy, g)
+    return clean, drawn["input"], drawn["target"], drawn["sigma"]
 
 
 def test_pair_errors_are_uncorrelated_with_the_prescribed_levels():

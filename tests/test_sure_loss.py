@@ -39,7 +39,7 @@ FILTERS = {
 }
 
 
-def test_the_risk_estimates_the_error_against_the_clean_image():
+def test_the_term_estimates_the_error_against_the_clean_image():
     clean, noisy = _pair((64, 1, 64, 64), seed=1)
     term = SureLoss([noisy], level=SIGMA, weight=1.0)
     g = torch.Generator().manual_seed(2)
@@ -48,7 +48,7 @@ def test_the_risk_estimates_the_error_against_the_clean_image():
         f = _Filter(weight)
         with torch.no_grad():
             true.append(float(((f(noisy) - clean) ** 2).mean()))
-            estimated.append(float(term.risk(f, noisy, g)))
+            estimated.append(float(term.loss(f, noisy, g)))
     assert estimated == pytest.approx(true, abs=0.02 * SIGMA**2)  # SURE's own noise: ~1 % of σ²
     assert sorted(range(3), key=true.__getitem__) == sorted(range(3), key=estimated.__getitem__)
     # the data term alone would rank the identity best (zero residual): SURE does not

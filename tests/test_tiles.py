@@ -9,18 +9,21 @@ from cli_helpers import run
 import rfr_deploy.adaptation.targets as targets_module
 import rfr_deploy.adaptation.tiles as tiles_module
 from rfr_deploy import AdaptConfig, GaussianNoise, adapt
+from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.scoring_windows import MARGIN
+from rfr_deploy.adaptation.sure_loss import SureLoss
 from rfr_deploy.adaptation.tiles import SMALLEST_CORE
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.memory import bytes_per_pixel
+from rfr_deploy.transforms import dihedral
 
 
-def _gradient(model, target, tile, k):
+def _gradient(model, target, tile, k, term=None):
     model = copy.deepcopy(model)
     config = AdaptConfig(steps=1, warmup=0, lr=1e-30)  # the gradient, not the step
     context = UpdateContext(
-        model, [target], GaussianNoise(0.1), config, torch.Generator().manual_seed(1), None, tile
+        model, [target], GaussianNoise(0.1), config, torch.Generator().manual_seed(1), term, tile
     )
     loss = EagerRunner(context).step(0, k, None)
     return float(loss), torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -40,19 +43,29 @@ def test_tiled_update_has_the_whole_batch_gradient(tiny_dncnn, k, monkeypatch):
     assert not torch.allclose(_gradient(model, target, 32, k)[1], whole, rtol=1e-4, atol=1e-7)
 
 
-def test_tiles_refuse_a_term_on_the_noisy_input(tiny_dncnn):
-    model, target = tiny_dncnn(3), torch.rand(1, 3, 40, 40)
-    context = UpdateContext(
-        model,
-        [target],
-        GaussianNoise(0.1),
-        AdaptConfig(steps=1),
-        torch.Generator(),
-        noisy_term=object(),
-        tile=32,
+@pytest.mark.parametrize("term", [Recorruption, SureLoss])
+def test_a_term_on_the_noisy_input_adds_the_same_gradient_in_tiles(tiny_dncnn, term):
+    model, target = tiny_dncnn(3), torch.rand(1, 3, 90, 130)
+    noisy = target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
+    made = term([noisy], level=0.1, weight=0.5)
+    loss, whole = _gradient(model, target, None, 1, made)
+    without_term = _gradient(model, target, None, 1)[1]
+    assert not torch.allclose(whole, without_term, rtol=1e-3, atol=1e-6)  # the term is in the gradient
+    tiled_loss, tiled = _gradient(model, target, 70, 1, made)
+    assert tiled_loss == pytest.approx(loss, rel=1e-5)
+    assert torch.allclose(tiled, whole, rtol=1e-4, atol=1e-7)
+    # and the one-pass update's loss is the restore-from-restored loss plus the term's own
+    assert loss == pytest.approx(
+        _gradient(model, target, None, 1)[0] + _term_loss(model, made, noisy), rel=1e-5
     )
-    with pytest.raises(ValueError, match="tiled updates"):
-        EagerRunner(context)
+
+
+def _term_loss(model, term, noisy) -> float:
+    """The term's loss as the update computed it: its draws follow the synthetic noise's in the generator."""
+    generator = torch.Generator().manual_seed(1)
+    GaussianNoise(0.1)(dihedral(noisy, 1), generator)
+    with torch.no_grad():
+        return float(term.loss(model, dihedral(noisy, 1), generator))
 
 
 def test_an_update_short_of_memory_runs_in_tiles_and_trains_the_same_network(tiny_dncnn, monkeypatch):

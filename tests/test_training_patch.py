@@ -12,10 +12,10 @@ from rfr_deploy.adaptation.tiles import SMALLEST_CORE
 from rfr_deploy.memory import bytes_per_pixel
 
 
-def _layout(model, height, width, free, monkeypatch, tiles=True, **config) -> TrainingLayout:
+def _layout(model, height, width, free, monkeypatch, **config) -> TrainingLayout:
     monkeypatch.setattr(targets_module, "available_bytes", lambda device: free)
     target = torch.empty(1, 3, height, width)
-    return training_layout(model, [target], AdaptConfig(steps=10, **config), passes=1, tiles=tiles)
+    return training_layout(model, [target], AdaptConfig(steps=10, **config), passes=1)
 
 
 def _patch(model, height, width, free, monkeypatch, **config) -> int | None:
@@ -49,19 +49,6 @@ def test_short_memory_splits_the_update_into_tiles_of_what_fits(tiny_dncnn, monk
     assert large.tile == whole.tile == 400  # tiles of 400² pixels with their margins
     tight = _layout(model, 512, 512, 1024, monkeypatch)  # nothing fits: the smallest tile
     assert tight == TrainingLayout(None, SMALLEST_CORE + 2 * MARGIN)
-
-
-def test_without_tiles_short_memory_shrinks_the_patch(tiny_dncnn, monkeypatch):
-    model = tiny_dncnn(3)
-    per_pixel = bytes_per_pixel(model, 3, training=True)
-    free = int(2 * per_pixel * 400 * 400)
-    with pytest.warns(UserWarning, match=r"the result depends on the memory free; --patch makes it"):
-        layout = _layout(model, 3072, 4096, free, monkeypatch, tiles=False)
-    side = layout.patch
-    assert layout.tile is None and side is not None and 384 <= side <= 400 and side % 8 == 0
-    with pytest.warns(UserWarning, match=rf"training on {side}² patches"):
-        assert _layout(model, 512, 512, free, monkeypatch, tiles=False).patch == side
-    assert _layout(model, 3072, 4096, free, monkeypatch, tiles=False, patch=600).patch == 600  # given: kept
 
 
 def test_a_given_patch_is_kept(tiny_dncnn, monkeypatch):

@@ -202,7 +202,7 @@ class _Run:
         self.model, self.targets, self.images, self.sigma, self.config = model, targets, images, sigma, config
         noisy_term = make_noisy_term(noise, images, config)
         passes = 1 + (noisy_term.passes if noisy_term is not None else 0)
-        self.layout = training_layout(model, targets, config, passes, tiles=noisy_term is None)
+        self.layout = training_layout(model, targets, config, passes)
         self.frozen = prepare_tuning(model, config.tune)
         select = config.select == "sure" and config.steps
         scorer = (

@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.noisy_input import NoisyInputTerm
+from rfr_deploy.adaptation.tiles import cut, own_pixels, window
+from rfr_deploy.inference import Tile
 
 RECORRUPTION_SCALE = 0.5
 """a: the input carries σ√(1 + a²) = 1.12 σ of noise, the target σ√(1 + 1/a²) = 2.24 σ."""
@@ -45,18 +47,17 @@ class Recorruption(NoisyInputTerm):
 
     scale: float = RECORRUPTION_SCALE
 
-    def pair(
-        self, y: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input, target, input noise level per sample) recorrupted from the noisy batch ``y``."""
+    def draw(self, y: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """The pair recorrupted from the noisy batch ``y``: input, target and the input's noise level per
+        sample."""
         z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype) * self.level
         sigma = torch.full(
             (y.shape[0],), self.level * math.sqrt(1.0 + self.scale**2), device=y.device, dtype=y.dtype
         )
-        return y + self.scale * z, y - z / self.scale, sigma
+        return {"input": y + self.scale * z, "target": y - z / self.scale, "sigma": sigma}
 
-    def loss(self, model: nn.Module, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Weighted MSE of the model on a pair drawn from ``y`` (MSE whatever the main loss: the
-        pair's target is unbiased for the squared error only)."""
-        inputs, target, sigma = self.pair(y, generator)
-        return self.weight * nn.functional.mse_loss(model(inputs, sigma).float(), target)
+    def summed(self, model: nn.Module, drawn: dict[str, torch.Tensor], tile: Tile | None) -> torch.Tensor:
+        """Weighted squared error of the model on the pair, over ``tile``'s pixels (squared whatever the
+        main loss: the pair's target is unbiased for the squared error only)."""
+        out = own_pixels(model(window(drawn["input"], tile), drawn["sigma"]), tile).float()
+        return self.weight * ((out - cut(drawn["target"], tile)) ** 2).sum()

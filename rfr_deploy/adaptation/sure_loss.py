@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.noisy_input import NoisyInputTerm
+from rfr_deploy.adaptation.tiles import cut, own_pixels, window
+from rfr_deploy.inference import Tile
 
 SURE_LOSS_EPSILON = 1e-3
 """ε of the finite-difference divergence, [0, 1] units (the value of the SURE selection)."""
@@ -36,18 +38,22 @@ class SureLoss(NoisyInputTerm):
     epsilon: float = SURE_LOSS_EPSILON
     passes: ClassVar[int] = 2
 
-    def risk(self, model: nn.Module, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Monte-Carlo SURE of ``model`` on the noisy batch ``y``: an unbiased estimate of its mean
-        squared error against the clean batch (one probe drawn from ``generator``)."""
+    def draw(self, y: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """The noisy batch ``y``, its copy shifted along one probe b ~ N(0, 1), and the level per sample."""
         sigma = torch.full((y.shape[0],), self.level, device=y.device, dtype=y.dtype)
         probe = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        with torch.autocast(y.device.type, enabled=False):
-            out = model(y, sigma).float()
-            shifted = model(y + self.epsilon * probe, sigma).float()
-        variance = self.level**2
-        divergence = (probe * (shifted - out)).mean() / self.epsilon
-        return ((out - y) ** 2).mean() - variance + 2.0 * variance * divergence
+        return {"y": y, "probe": probe, "shifted": y + self.epsilon * probe, "sigma": sigma}
 
-    def loss(self, model: nn.Module, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """The weighted risk estimate on ``y``."""
-        return self.weight * self.risk(model, y, generator)
+    def summed(self, model: nn.Module, drawn: dict[str, torch.Tensor], tile: Tile | None) -> torch.Tensor:
+        """The weighted Monte-Carlo SURE of ``model`` summed over ``tile``'s pixels, without its constant
+        −σ² per pixel (:attr:`constant`): ‖f(Y) − Y‖² + 2σ² b·(f(Y + εb) − f(Y)) / ε."""
+        sigma = drawn["sigma"]
+        with torch.autocast(sigma.device.type, enabled=False):
+            out = own_pixels(model(window(drawn["y"], tile), sigma), tile).float()
+            shifted = own_pixels(model(window(drawn["shifted"], tile), sigma), tile).float()
+        divergence = (cut(drawn["probe"], tile) * (shifted - out)).sum() / self.epsilon
+        return self.weight * (((out - cut(drawn["y"], tile)) ** 2).sum() + 2.0 * self.level**2 * divergence)
+
+    @property
+    def constant(self) -> float:
+        return -self.weight * self.level**2

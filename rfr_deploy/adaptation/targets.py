@@ -3,7 +3,6 @@ of the tiles an update is computed in."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from rfr_deploy.inference import denoise
 from rfr_deploy.memory import available_bytes, bytes_per_pixel, side_that_fits
 
 TRAINING_MEMORY_FRACTION = 0.5
-"""Share of the free memory a training step may use before it trains on patches."""
+"""Share of the free memory a training step may use before it is computed in tiles."""
 
 
 def pseudo_clean(model, noisy: torch.Tensor, sigma: float | None, ensemble: bool) -> torch.Tensor:
@@ -53,14 +52,13 @@ class TrainingLayout:
 
 
 def training_layout(
-    model: nn.Module, targets: list[torch.Tensor], config: AdaptConfig, passes: int, tiles: bool = True
+    model: nn.Module, targets: list[torch.Tensor], config: AdaptConfig, passes: int
 ) -> TrainingLayout:
     """The patch side: ``config.patch``; where None, None (whole images) for images of at most
     :data:`WHOLE_IMAGE_PIXELS`, :data:`LARGE_IMAGE_PATCH` for larger ones; never more than the smallest
     target's side. Where a training step (``passes`` forward/backward passes of ``config.batch``) would
-    not fit in memory, the update runs in tiles that do (``tiles``; the gradient is the same for networks
-    of a bounded receptive field), or without tiles on smaller patches, with a warning, unless the patch
-    was given."""
+    not fit in memory, the update runs in tiles that do: the same gradient for networks of a bounded
+    receptive field, so the memory free decides the time, not the network trained."""
     largest = max(t.shape[-2] * t.shape[-1] for t in targets)
     patch = config.patch or (LARGE_IMAGE_PATCH if largest > WHOLE_IMAGE_PIXELS else None)
     if patch is not None:
@@ -68,16 +66,4 @@ def training_layout(
     per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * config.batch * passes
     budget = TRAINING_MEMORY_FRACTION * available_bytes(targets[0].device)
     fits = side_that_fits(per_pixel, patch * patch if patch else largest, budget, multiple=8, smallest=32)
-    if fits is None:
-        return TrainingLayout(patch)
-    if tiles:
-        return TrainingLayout(patch, tile_side(fits, alignment(model)))
-    if config.patch:
-        return TrainingLayout(patch)
-    warnings.warn(
-        f"training on {fits}² patches, what the memory free now allows for this network (the default: "
-        f"whole images up to {WHOLE_IMAGE_PIXELS:,} pixels, {LARGE_IMAGE_PATCH}² patches beyond), so the "
-        "result depends on the memory free; --patch makes it reproducible",
-        stacklevel=3,
-    )
-    return TrainingLayout(fits)
+    return TrainingLayout(patch, None if fits is None else tile_side(fits, alignment(model)))

@@ -8,7 +8,9 @@ depended on the memory free at that moment, so the same command and seed trained
 different machines. Instead, the batch is now split into tiles that fit: the noise is drawn once for the whole batch (the same draw as without tiles), each tile is read
 with :data:`~rfr_deploy.adaptation.scoring_windows.MARGIN` extra pixels on every side inside the batch
 (the tiles of inference, :func:`rfr_deploy.inference.plan_tiles`), its loss is taken over its own
-pixels, and the backward passes accumulate into one gradient before the one optimizer step.
+pixels, and the backward passes accumulate into one gradient before the one optimizer step. The
+optional terms on the noisy input (:mod:`rfr_deploy.adaptation.noisy_input`) draw once per update too and
+add their tile's share, so no setting trains on patches sized by the memory free.
 
 For a network whose output depends on at most MARGIN pixels on each side (DnCNN, FFDNet, FDnCNN) the
 tile's output at its own pixels is the batch's, and so is every activation those outputs depend on: the
@@ -21,11 +23,9 @@ moved by +0.007 dB (``benchmarks/results/tiled_updates_sidd_*.md``).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from rfr_deploy.adaptation.scoring_windows import MARGIN, aligned_margin
 from rfr_deploy.inference import Tile, plan_tiles
@@ -47,24 +47,33 @@ def training_tiles(height: int, width: int, side: int, align: int = 1) -> list[T
     return plan_tiles(height, width, side, MARGIN, align)
 
 
-def tiled_backward(
-    model: nn.Module,
-    noisy: torch.Tensor,
-    sigma: torch.Tensor,
-    clean: torch.Tensor,
-    tiles: list[Tile],
-    loss_fn: Callable[..., torch.Tensor],
-    forward_context: Callable[[], contextlib.AbstractContextManager],
-) -> torch.Tensor:
-    """Accumulate into the parameters' gradients the gradient of ``loss_fn(model(noisy, sigma), clean)``
-    (a mean over the batch), one tile at a time; returns the loss (detached)."""
-    count = clean.numel()
-    total = torch.zeros((), device=clean.device)
+def window(batch: torch.Tensor, tile: Tile | None) -> torch.Tensor:
+    """What the network reads of ``batch`` for ``tile``: its core and margins (None: the whole batch)."""
+    return batch if tile is None else batch[(..., *tile.read)]
+
+
+def own_pixels(out: torch.Tensor, tile: Tile | None) -> torch.Tensor:
+    """The tile's own pixels (its core) within the network's output on its :func:`window`."""
+    return out if tile is None else out[(..., *tile.keep)]
+
+
+def cut(batch: torch.Tensor, tile: Tile | None) -> torch.Tensor:
+    """The tile's own pixels of a batch-sized tensor (a target, a probe)."""
+    return batch if tile is None else batch[(..., *tile.write)]
+
+
+PixelSum = Callable[[Tile | None], torch.Tensor]
+"""A loss term summed over the pixels of a tile (None: the whole batch), its forward passes run on the
+tile's :func:`window`."""
+
+
+def backward_by_tile(parts: Sequence[PixelSum], tiles: Sequence[Tile | None], count: int) -> torch.Tensor:
+    """Accumulate into the parameters' gradients the gradient of the sum of ``parts`` over the batch
+    divided by ``count`` (a mean over the batch's ``count`` values), one tile at a time (``[None]``: in
+    one pass); returns that loss (detached)."""
+    losses = []
     for tile in tiles:
-        with forward_context():
-            out = model(noisy[(..., *tile.read)], sigma)
-        own = out[(..., *tile.keep)].float()
-        part = loss_fn(own, clean[(..., *tile.write)], reduction="sum") / count
+        part = sum((summed(tile) for summed in parts[1:]), parts[0](tile)) / count
         part.backward()
-        total += part.detach()
-    return total
+        losses.append(part.detach())
+    return sum(losses[1:], losses[0])

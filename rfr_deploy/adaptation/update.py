@@ -27,7 +27,7 @@ from rfr_deploy.adaptation.plan import clean_batch
 from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.scoring_windows import alignment
 from rfr_deploy.adaptation.sure_loss import SureLoss
-from rfr_deploy.adaptation.tiles import tiled_backward, training_tiles
+from rfr_deploy.adaptation.tiles import PixelSum, backward_by_tile, cut, own_pixels, training_tiles, window
 from rfr_deploy.adaptation.tuning import parameter_groups
 from rfr_deploy.inference import Tile
 
@@ -49,8 +49,8 @@ class UpdateContext:
     noisy_term: NoisyInputTerm | None = None
     """The loss term on the noisy input (:func:`make_noisy_term`; None: off)."""
     tile: int | None = None
-    """Side of the tiles each update's batch is computed in (:mod:`~rfr_deploy.adaptation.tiles`; not with
-    ``noisy_term``); None: in one pass."""
+    """Side of the tiles each update's batch is computed in (:mod:`~rfr_deploy.adaptation.tiles`); None: in
+    one pass."""
 
     @property
     def device(self) -> torch.device:
@@ -127,8 +127,6 @@ class EagerRunner:
         self.batch, self.patch, self.generator = config.batch, config.patch, context.generator
         self.noisy_term = context.noisy_term
         self.tile, self._tiles = context.tile, {}
-        if self.tile is not None and self.noisy_term is not None:
-            raise ValueError("tiled updates do not take a loss term on the noisy input")
         self.loss_fn = loss_function(config.loss)
         self.optimizer, self.scheduler = make_optimizer(self.model, config, **self.adam_options())
 
@@ -143,28 +141,36 @@ class EagerRunner:
     def step(self, index: int, k: int, offsets: list[tuple[int, int]] | None) -> torch.Tensor:
         x = clean_batch(self.targets[index], k, offsets, self.batch, self.patch)
         noisy, sigma = self.noise(x, self.generator)
+        parts = [self._restored_part(noisy, sigma, x)]
+        term = self.noisy_term
+        if term is not None:
+            drawn = term.draw(term.batch(index, k, offsets, self.batch, self.patch), self.generator)
+            parts.append(self._noisy_part(drawn))
         self.optimizer.zero_grad(set_to_none=True)
-        if self.tile is not None:
-            loss = tiled_backward(
-                self.model, noisy, sigma, x, self._grid(x), self.loss_fn, self.forward_context
-            )
-        else:
-            loss = self._backward(index, k, offsets, x, noisy, sigma)
+        tiles = self._grid(x) if self.tile is not None else [None]
+        loss = backward_by_tile(parts, tiles, x.numel())
         self.optimizer.step()
         self.scheduler.step()
-        return loss
+        return loss if term is None else loss + term.constant
 
-    def _backward(self, index, k, offsets, x: torch.Tensor, noisy: torch.Tensor, sigma) -> torch.Tensor:
-        """The loss of one pass over the whole batch (plus the noisy input's term), backpropagated."""
-        with self.forward_context():
-            out = self.model(noisy, sigma)
-        loss = self.loss_fn(out.float(), x)
-        if self.noisy_term is not None:
-            y = self.noisy_term.batch(index, k, offsets, self.batch, self.patch)
+    def _restored_part(self, noisy: torch.Tensor, sigma: torch.Tensor, x: torch.Tensor) -> PixelSum:
+        """The restore-from-restored loss on (``noisy``, ``x``), summed over a tile's pixels."""
+
+        def summed(tile: Tile | None) -> torch.Tensor:
             with self.forward_context():
-                loss = loss + self.noisy_term.loss(self.model, y, self.generator)
-        loss.backward()
-        return loss.detach()
+                out = self.model(window(noisy, tile), sigma)
+            return self.loss_fn(own_pixels(out, tile).float(), cut(x, tile), reduction="sum")
+
+        return summed
+
+    def _noisy_part(self, drawn: dict[str, torch.Tensor]) -> PixelSum:
+        """The term on the noisy input, with its draws ``drawn``, summed over a tile's pixels."""
+
+        def summed(tile: Tile | None) -> torch.Tensor:
+            with self.forward_context():
+                return self.noisy_term.summed(self.model, drawn, tile)
+
+        return summed
 
     def _grid(self, x: torch.Tensor) -> list[Tile]:
         """The tiles of a batch of ``x``'s height and width (one grid per shape: a transform may transpose)."""
