@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,13 +130,14 @@ class OnnxDenoiser:
         sigma: float | None = None,
         tile: int | None = None,
         overlap: int | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Denoise ``pixels`` (``H×W×C`` or ``H×W`` float in [0, 1]); returns ``H×W×C`` float32.
 
         ``sigma``: noise level in [0, 1] units (σ/255) for noise-map networks (default:
         the level stored at export). ``tile``: force tiles of this side (default: only
         when the image exceeds the memory budget); ``overlap`` defaults to half the
-        receptive field.
+        receptive field. ``on_tile(done, total)`` hears of each tile done.
         """
         array = np.asarray(pixels, dtype=np.float32)
         if array.ndim == 2:
@@ -157,6 +158,7 @@ class OnnxDenoiser:
                 tile,
                 self.default_overlap if overlap is None else overlap,
                 self.pad_multiple,
+                on_tile,
             )
         return np.ascontiguousarray(out[0].transpose(1, 2, 0))
 

@@ -5,12 +5,15 @@ The folder (:func:`rfr_deploy.files.cache_folder`: ``$RFR_DEPLOY_CACHE_DIR``, el
 without their weights (``onnx-graphs``, :mod:`exporters.onnx_graph_cache`), refittable TensorRT base
 engines (``tensorrt-engines``, :mod:`exporters.engine_cache`) and TensorRT timing caches
 (``tensorrt-timing``). An entry is the files of one key: ``<key>.onnx`` with ``<key>.json``, ``<key>.engine`` with ``<key>.engine.json``, one
-``<name>.timing``. A file whose name starts with a dot is a write in progress (or one a killed process left).
+``<name>.timing``. A file whose name starts with a dot and ends in ``.part`` and such a suffix's last part
+(:func:`rfr_deploy.files.atomic_write`'s temporary names) is a write in progress, or one a killed process left.
+Other files in these folders (a README, an editor's backup) are no entries: they are never listed or removed.
 
 Entries are used least-recently-first: a hit touches its files (:func:`mark_used`), and a cache that
 stores an entry then trims the whole folder (:func:`trim_cache`) to the size ``RFR_DEPLOY_CACHE_SIZE``
 sets (:func:`cache_limit`; default 10 GiB, ``0`` for no limit), oldest entries first, never the one just
-stored and never a write younger than an hour. ``rfr-deploy cache`` lists and clears the folder.
+stored and never a write younger than an hour (:func:`in_progress`). ``rfr-deploy cache`` lists and clears
+the folder, and spares such writes too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rfr_deploy.errors import ConfigError
+from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.files import cache_folder
 
 KINDS: dict[str, tuple[str, ...]] = {
@@ -65,27 +68,31 @@ def kind_folder(kind: str, root: Path | None = None) -> Path:
 
 def list_entries(root: Path | None = None, kinds: Iterable[str] = KINDS) -> list[CacheEntry]:
     """The entries of ``kinds`` in ``root``, least recently used first; files outside the known kinds'
-    folders are never listed, so they are never trimmed or cleared."""
+    folders, and files in them that are not entries of their kind, are never listed, so they are never
+    trimmed or cleared."""
     entries: list[CacheEntry] = []
     for kind in kinds:
         groups: dict[tuple[str, bool], list[tuple[Path, os.stat_result]]] = {}
         with contextlib.suppress(OSError):
             for path in kind_folder(kind, root).iterdir():
                 with contextlib.suppress(OSError):  # removed meanwhile by another process
-                    if path.is_file():
-                        key, partial = _key(kind, path.name)
-                        groups.setdefault((key, partial), []).append((path, path.stat()))
+                    found = _key(kind, path.name)
+                    if found is not None and path.is_file():
+                        groups.setdefault(found, []).append((path, path.stat()))
         entries += [_entry(kind, key, partial, files) for (key, partial), files in groups.items()]
     return sorted(entries, key=lambda e: (e.last_used, e.kind, e.key))
 
 
-def _key(kind: str, name: str) -> tuple[str, bool]:
+def _key(kind: str, name: str) -> tuple[str, bool] | None:
+    """The key of the file ``name`` in ``kind``'s folder and whether it is a partial write; None for a
+    file that is neither an entry's nor a write of one in progress."""
     if name.startswith("."):
-        return name, True
+        partial = any(name.endswith(".part." + suffix.rpartition(".")[2]) for suffix in KINDS[kind])
+        return (name, True) if partial else None
     for suffix in KINDS[kind]:
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)], False
-    return name, False
+    return None
 
 
 def _entry(kind: str, key: str, partial: bool, files: list[tuple[Path, os.stat_result]]) -> CacheEntry:
@@ -97,6 +104,29 @@ def _entry(kind: str, key: str, partial: bool, files: list[tuple[Path, os.stat_r
         last_used=max(stat.st_mtime for _, stat in files),
         partial=partial,
     )
+
+
+def in_progress(entry: CacheEntry, now: float | None = None) -> bool:
+    """Whether ``entry`` is a partial write younger than :data:`PARTIAL_GRACE_SECONDS`: another process may
+    still be writing it, so neither trimming nor ``rfr-deploy cache clear`` removes it."""
+    return entry.partial and entry.last_used > (time.time() if now is None else now) - PARTIAL_GRACE_SECONDS
+
+
+def checked_folder(root: Path | None = None) -> Path:
+    """``root`` (default: the cache folder) where it and its kinds' folders can be listed (or do not exist
+    yet: an empty cache); a :class:`ConfigError` naming what set it where one is a file or unreadable."""
+    root = root or cache_folder()
+    origin = "RFR_DEPLOY_CACHE_DIR" if os.environ.get("RFR_DEPLOY_CACHE_DIR") else "the cache folder"
+    for folder in (root, *(root / kind for kind in KINDS)):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{origin}: {folder} is a file, not a folder")
+        try:
+            os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{origin}: cannot list {folder} ({exc.strerror or first_line(exc)})") from exc
+    return root
 
 
 def mark_used(paths: Iterable[Path]) -> None:
@@ -125,12 +155,12 @@ def trim_cache(root: Path, limit: int | None, keep: Iterable[Path] = ()) -> list
         return []
     entries = list_entries(root)
     total = sum(e.size for e in entries)
-    kept, young = set(keep), time.time() - PARTIAL_GRACE_SECONDS
+    kept, now = set(keep), time.time()
     removed = []
     for entry in entries:
         if total <= limit:
             break
-        if kept.intersection(entry.files) or (entry.partial and entry.last_used > young):
+        if kept.intersection(entry.files) or in_progress(entry, now):
             continue
         total -= remove_entry(entry)
         removed.append(entry)

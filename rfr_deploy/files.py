@@ -1,14 +1,17 @@
-"""Files on disk: atomic writes and content hashes."""
+"""Files on disk: atomic writes, content hashes and strict JSON text."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rfr_deploy.errors import ConfigError
 
@@ -109,3 +112,19 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def json_text(data: Any, **options: Any) -> str:
+    """``data`` as strict JSON: infinite or NaN numbers (the PSNR of identical images, a score an image
+    too small to have) as null, which every JSON parser reads (``json.dumps`` would write ``Infinity``)."""
+    return json.dumps(_finite(data), allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

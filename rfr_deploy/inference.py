@@ -139,14 +139,25 @@ def tile_core(tile: int, overlap: int, align: int = 1) -> int:
     return core
 
 
-def run_tiled(fn: Callable, image, tile: int, overlap: int, align: int = 1):
-    """Apply ``fn`` (``N×C×h×w`` → ``N×C'×h×w``) to ``image`` (``N×C×H×W``) tile by tile.
+def run_tiled(
+    fn: Callable,
+    image,
+    tile: int,
+    overlap: int,
+    align: int = 1,
+    on_tile: Callable[[int, int], None] | None = None,
+):
+    """Apply ``fn`` (``N×C×h×w`` → ``N×C'×h×w``) to ``image`` (``N×C×H×W``) tile by tile; ``on_tile(done,
+    total)`` hears of each tile done (a progress bar).
 
     ``image`` is a tensor or a NumPy array; the result is of the kind ``fn`` returns."""
     height, width = image.shape[-2:]
     out = None
-    for t in plan_tiles(height, width, tile, overlap, align):
+    tiles = plan_tiles(height, width, tile, overlap, align)
+    for done, t in enumerate(tiles, 1):
         result = fn(image[..., t.read[0], t.read[1]])
+        if on_tile is not None:
+            on_tile(done, len(tiles))
         if out is None:
             shape = (*result.shape[:-2], height, width)
             is_tensor = isinstance(result, torch.Tensor)

@@ -5,6 +5,7 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import adapt
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.inference import denoise, to_tensor
 from rfr_deploy.metrics import psnr
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
@@ -78,7 +79,7 @@ def test_invalid_settings_are_rejected():
 
 
 def test_fast_path_on_cpu_is_refused_clearly(tiny_dncnn, noisy):
-    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
         adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=1, fast="on"))
 
 

@@ -204,3 +204,39 @@ def test_a_bad_cache_size_stops_an_export_before_any_work(monkeypatch, tmp_path,
     assert result.exit_code == 2 and result.output.startswith("error: RFR_DEPLOY_CACHE_SIZE must be a size")
     assert not out.exists()
     assert run("cache", "list").exit_code == 2
+
+
+def test_files_that_are_not_entries_of_their_kind_are_never_listed_or_cleared(root):
+    readme = put(root, "onnx-graphs", "README.txt", 10, age_hours=100)
+    hidden = put(root, "onnx-graphs", ".DS_Store", 10, age_hours=100)
+    foreign = put(root, "tensorrt-engines", ".x.1.part.onnx", 10, age_hours=100)  # another kind's write
+    put(root, "onnx-graphs", "a.onnx", 10, age_hours=100)
+    assert [e.key for e in list_entries(root)] == ["a"]
+    assert run("cache", "clear").output.startswith("removed 1 entry (10 B)")
+    assert trim_cache(root, limit=0) == [] and readme.exists() and hidden.exists() and foreign.exists()
+
+
+def test_cache_clear_spares_partial_files_that_may_still_be_being_written(root):
+    young = put(root, "onnx-graphs", ".k2.a1b2.part.onnx", 7, age_hours=0.1)
+    stale = put(root, "onnx-graphs", ".k3.c3d4.part.json", 5, age_hours=2)
+    put(root, "tensorrt-engines", "e.engine", 100, age_hours=0.1)
+    document = json.loads(run("cache", "clear", "--json").output)
+    assert sorted(e["key"] for e in document["removed"]) == [".k3.c3d4.part.json", "e"]
+    assert [(e["key"], e["partial"]) for e in document["kept"]] == [(".k2.a1b2.part.onnx", True)]
+    assert young.exists() and not stale.exists()
+    result = run("cache", "clear")
+    assert result.output == (
+        "removed 0 entries (0 B) of onnx-graphs, tensorrt-engines, tensorrt-timing; "
+        "kept 1 entry still being written (partial, under an hour old)\n"
+    )
+    assert young.exists()
+
+
+@pytest.mark.parametrize("command", [("list",), ("list", "--json"), ("clear",)])
+def test_a_cache_folder_that_is_a_file_is_a_one_line_error(monkeypatch, tmp_path, command):
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("RFR_DEPLOY_CACHE_DIR", str(tmp_path / "cache"))
+    result = run("cache", *command)
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: RFR_DEPLOY_CACHE_DIR: {tmp_path / 'cache'} is a file, not a folder\n"
+    assert (tmp_path / "cache").read_text() == "not a folder"

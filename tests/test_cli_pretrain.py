@@ -2,8 +2,10 @@
 refusing unusable data."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_helpers import run
 from click.testing import CliRunner
 
@@ -89,6 +91,12 @@ def test_pretrain_refuses_unusable_data_before_any_output_and_a_divergence_is_on
         2,
         "error: training diverged at step 1 (loss nan); lower the learning rate\n",
     )
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
+    result = run(*args, "--channels", 3, "-o", tmp_path / "made" / "run")
+    assert result.exit_code == 2 and not (tmp_path / "made").exists()  # nor the parents it made
+    (tmp_path / "kept").mkdir()
+    assert run(*args, "--channels", 3, "-o", tmp_path / "kept").exit_code == 2
+    assert (tmp_path / "kept").is_dir()  # a folder the run did not make stays
 
 
 def test_pretraining_on_the_cpu_takes_channels_last_only_where_it_pays(tmp_path, smooth_image, monkeypatch):
@@ -106,3 +114,60 @@ def test_pretraining_on_the_cpu_takes_channels_last_only_where_it_pays(tmp_path,
         weight = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1)  # 64 → 64
         assert weight.is_contiguous(memory_format=torch.channels_last) is pays
         assert weight.is_contiguous() is not pays
+
+
+def test_pretrain_starts_from_plain_weights_of_its_default_architecture(tmp_path, smooth_image):
+    """Weights that record no architecture settings (a plain state dict) are compared by their tensors."""
+    import torch
+
+    from rfr_deploy.models.factory import create_model
+
+    write_image(tmp_path / "train" / "0.png", smooth_image)
+    args = ["pretrain", tmp_path / "train", "--batch", 1, "--patch", 16, "--steps", 1, "-q"]
+    torch.save(create_model("dncnn", weights=None, channels=1).net.state_dict(), tmp_path / "plain.pth")
+    result = run(*args, "-o", tmp_path / "run", "--init", tmp_path / "plain.pth")
+    assert result.exit_code == 0, result.output
+    small = create_model("dncnn", weights=None, channels=1, depth=3, features=8).net.state_dict()
+    torch.save(small, tmp_path / "small.pth")
+    result = run(*args, "-o", tmp_path / "r2", "--init", tmp_path / "small.pth")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        f"error: {tmp_path / 'small.pth'}: weights have depth=3, features=8, "
+        "but the run trains 'dncnn' with depth=20, features=64\n",
+    )
+    assert not (tmp_path / "r2").exists()
+
+
+def test_pretrain_starts_from_official_weights_that_fit(tmp_path, smooth_image, shared):
+    from rfr_deploy.models.factory import get_entry
+    from rfr_deploy.models.weights import load_weights
+
+    write_image(tmp_path / "train" / "0.png", smooth_image)
+    args = ["pretrain", tmp_path / "train", "--batch", 1, "--patch", 16, "--steps", 1, "--json"]
+    for model, name in (("dncnn", "dncnn/dncnn_gray_blind.pth"), ("ffdnet", "ffdnet/ffdnet_gray.pth")):
+        init = shared("weights", *name.split("/"))
+        if not init.is_file():
+            pytest.skip(f"{init} not found")
+        out = tmp_path / model
+        result = run(*args, "-o", out, "--model", model, "--init", init, "--lr", 1e-12, "--lr-min", 0)
+        assert result.exit_code == 0, result.output
+        entry = get_entry(model)
+        trained = load_weights(json.loads(result.output)["weights"], entry).net.state_dict()
+        start = load_weights(init, entry).net.state_dict()
+        assert max(float((trained[k] - start[k]).abs().max()) for k in start) < 1e-6
+    result = run(*args, "-o", tmp_path / "r", "--init", shared("weights", "dncnn", "dncnn_25.pth"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "depth=17" in result.stderr and "depth=20" in result.stderr and "features" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_pretrain_refuses_an_output_folder_it_cannot_write_before_reading_images(tmp_path):
+    (tmp_path / "empty").mkdir()  # reading the images first would fail with "no images found"
+    (tmp_path / "afile").write_text("")
+    outs = [(tmp_path / "afile" / "sub", "lies under"), (tmp_path / "afile", "is a file")]
+    if Path("/proc").is_dir():
+        outs.append((Path("/proc/x"), "cannot write into the output folder /proc/x"))
+    for out, message in outs:
+        result = run("pretrain", tmp_path / "empty", "-o", out, "--steps", 1, "-q")
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, (out, result.output)
+        assert result.stderr.startswith("error: ") and message in result.stderr

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from rfr_deploy.adaptation import cpu_runners
 from rfr_deploy.images import write_image
 from tests.cli_helpers import run
 
@@ -76,3 +79,42 @@ def test_a_dry_run_makes_the_runs_checks(tmp_path, image_file, weights_file):
     )
     assert result.exit_code == 2 and result.output.startswith("error: ") and "broken.png" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def _refused(tmp_path, *args) -> str:
+    """The one line a dry run refuses ``args`` with (exit 2, nothing written)."""
+    result = run("adapt-and-export", *args, "--device", "cpu", "--dry-run", "-o", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+    return result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--fast", "on"), "fast='on' (--fast on) needs a CUDA device"),
+        (("--amp", "bf16"), "amp='bf16' but this CPU has no native bfloat16"),
+        (("--noise", "camera", "--recorrupted", 0.5), "--recorrupted needs Gaussian noise of one level"),
+        (("--unknown-sigma", "uniform", "--sure-loss", 0.5), "not Gaussian noise of a random σ"),
+    ],
+)
+def test_a_dry_run_refuses_updates_this_run_cannot_make(
+    tmp_path, image_file, weights_file, options, message, monkeypatch
+):
+    monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: False)  # any CPU: as one without bf16
+    assert message in _refused(tmp_path, image_file, "--weights", weights_file, *options)
+
+
+def test_a_dry_run_refuses_outputs_that_would_collide(tmp_path, image_file, weights_file, smooth_image):
+    other = write_image(tmp_path / "other" / "noisy.jpg", smooth_image)
+    line = _refused(tmp_path, image_file, other, "--weights", weights_file, "--sigma", 25, "--per-set")
+    assert f"would both write {tmp_path / 'o' / 'noisy_rfr.png'}" in line  # one adapted image per input
+    (tmp_path / "o" / "noisy_rfr.onnx").mkdir(parents=True)  # a folder where an export goes
+    result = run(
+        "adapt-and-export", image_file, "--weights", weights_file, "--sigma", 25, "-o", tmp_path / "o"
+    )
+    assert (
+        result.exit_code == 2 and "noisy_rfr.onnx is a folder, where this run writes a file" in result.output
+    )
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["noisy_rfr.onnx"]  # refused before adapting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -128,6 +129,19 @@ def test_infer_command_writes_images_and_json(tmp_path, image):
     written = read_image(records[0]["output"]).pixels
     expected = np.clip(np.round(torch_output(model, read_image(source).pixels) * 255), 0, 255) / 255
     assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image):
+    _, path = exported(tmp_path, "dncnn")
+    source = write_image(tmp_path / "in" / "a.png", image)
+    args = ["infer", str(path), str(source), "-o", str(tmp_path / "out"), "--tile", "32"]
+    shown = CliRunner().invoke(main, args)
+    assert shown.exit_code == 0, shown.output
+    assert "denoising 1 image(s): a.png: tile 1/" in shown.stderr
+    assert re.search(r"a\.png: tile (\d+)/\1:", shown.stderr)  # up to the last tile
+    assert "a.png ->" in shown.stdout and "tile" not in shown.stdout  # results stay on stdout
+    quiet = CliRunner().invoke(main, [*args, "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
 def test_infer_refuses_a_tile_too_small_for_its_overlap_before_any_image(tmp_path, image):

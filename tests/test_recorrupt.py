@@ -13,6 +13,7 @@ from rfr_deploy.adaptation.noisy_input import gaussian_input_level
 from rfr_deploy.adaptation.recorrupt import RECORRUPTION_SCALE, Recorruption
 from rfr_deploy.adaptation.sure_loss import SureLoss
 from rfr_deploy.adaptation.update import make_noisy_term
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.base import QuantizedNoise
 from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
@@ -78,8 +79,11 @@ def test_the_term_applies_to_gaussian_noise_of_one_level_only():
     sure = make_noisy_term(GaussianNoise(25 / 255), images, AdaptConfig(sure_loss=0.25))
     assert isinstance(sure, SureLoss) and sure.weight == 0.25 and sure.passes == 2
     assert make_noisy_term(GaussianNoise(25 / 255), images, AdaptConfig()) is None
-    assert make_noisy_term(UniformSigmaGaussianNoise(), images, AdaptConfig(recorrupted=1.0)) is None
-    assert make_noisy_term(UniformSigmaGaussianNoise(), images, AdaptConfig(sure_loss=1.0)) is None
+    assert make_noisy_term(UniformSigmaGaussianNoise(), images, AdaptConfig()) is None
+    camera = CameraNoise(CameraResponses.parametric())
+    for noise, option in ((UniformSigmaGaussianNoise(), "recorrupted"), (camera, "sure_loss")):
+        with pytest.raises(ConfigError, match=rf"{option} needs Gaussian noise of one level"):
+            make_noisy_term(noise, images, AdaptConfig(**{option: 1.0}))
 
 
 def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
@@ -94,10 +98,14 @@ def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
     assert with_term.losses == again.losses
     p1, p2 = (torch.cat([p.flatten() for p in r.model.parameters()]) for r in (plain, with_term))
     assert not torch.equal(p1, p2)
-    # camera noise: the term does not apply and the run is the plain one
+    # camera noise: the term does not describe it, refused before any work
     camera = CameraNoise(CameraResponses.parametric())
-    runs = [adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(recorrupted=w, **base)) for w in (0.0, 1.0)]
-    assert runs[0].losses == runs[1].losses
+    with pytest.raises(ConfigError, match="recorrupted needs Gaussian noise"):
+        adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(recorrupted=1.0, **base), stage=_no_stage)
+
+
+def _no_stage(text, total):
+    raise AssertionError(f"work started before the settings were checked: {text}")
 
 
 def test_negative_or_non_finite_weights_are_rejected():

@@ -56,3 +56,8 @@ def test_a_given_patch_is_kept(tiny_dncnn, monkeypatch):
     assert _layout(tiny_dncnn(3), 3072, 4096, 1 << 20, monkeypatch, patch=96) == TrainingLayout(
         96, SMALLEST_CORE + 2 * MARGIN
     )
+
+
+def test_images_smaller_than_the_smallest_patch_train_whole(tiny_dncnn, monkeypatch):
+    assert _patch(tiny_dncnn(3), 7, 13, 1 << 40, monkeypatch, patch=8) is None  # no 8² patch fits in 7 rows
+    assert _patch(tiny_dncnn(3), 8, 13, 1 << 40, monkeypatch, patch=64) == 8

@@ -7,7 +7,8 @@ import torch
 from rfr_deploy.errors import WeightsError
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.registry import WeightsMeta
-from rfr_deploy.models.weights import read_weights_meta, save_weights
+from rfr_deploy.models.weights import ChannelsError, read_weights_meta, save_weights
+from tests.cli_helpers import run
 
 
 def _same_output(a, b, channels=1):
@@ -89,8 +90,77 @@ def test_weights_for_another_model_are_rejected(tmp_path, tiny_dncnn):
 
 def test_channel_mismatch_is_reported(tmp_path, tiny_dncnn):
     torch.save(tiny_dncnn(3).net.state_dict(), tmp_path / "w.pth")
-    with pytest.raises(WeightsError, match="3-channel images, but the input has 1"):
+    with pytest.raises(ChannelsError, match="3-channel images, but the input has 1"):
         create_model("dncnn", weights=str(tmp_path / "w.pth"), channels=1)
+    # Only this error is about the input (a caller may name the image); the others are about the file alone.
+    with pytest.raises(WeightsError, match=r"nofile\.pth: weights file not found$") as info:
+        create_model("dncnn", weights=str(tmp_path / "nofile.pth"), channels=1)
+    assert not isinstance(info.value, ChannelsError)
+
+
+def with_metadata(path, **changes):
+    """``path``, a safetensors file written by rfr-deploy, rewritten with ``changes`` to its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        metadata, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    metadata["rfr_deploy"] = json.dumps({**json.loads(metadata["rfr_deploy"]), **changes})
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"arch_kwargs": {"depth": -3}},
+            "invalid architecture settings for 'dncnn' (depth=-3): depth must be at",
+        ),
+        (
+            {"arch_kwargs": {"depth": 3, "width": 8}},
+            "invalid architecture settings for 'dncnn' (depth=3, width=8)",
+        ),
+        ({"output": "weird"}, 'invalid metadata: output is "weird", not "residual" or "direct"'),
+        (
+            {"noise": "pink"},
+            'invalid metadata: noise is "pink", not "gaussian" or "camera" or "self-supervised"',
+        ),
+        ({"noise_map": "yes"}, 'invalid metadata: noise_map is "yes", not true or false'),
+        (
+            {"noise_map": True},
+            "invalid metadata: noise_map is true, but 'dncnn' does not take a noise-level map",
+        ),
+        ({"channels": 0}, "invalid metadata: channels must be a positive whole number"),
+        ({"sigma_range": 5}, "unreadable rfr-deploy metadata"),
+    ],
+)
+def test_metadata_with_invalid_values_is_a_one_line_error(tmp_path, weights_file, changes, message):
+    with_metadata(weights_file, **changes)
+    with pytest.raises(WeightsError) as info:
+        create_model("dncnn", weights=str(weights_file))
+    assert str(info.value).startswith(f"{weights_file}: {message}") and "\n" not in str(info.value)
+
+
+def test_invalid_metadata_is_refused_where_it_is_read_on_its_own(weights_file):
+    with pytest.raises(WeightsError, match='output is "weird"'):
+        read_weights_meta(with_metadata(weights_file, output="weird"))
+
+
+def test_a_torchscript_export_is_named_in_one_line_without_torch_warning(tmp_path, tiny_dncnn, image_file):
+    net = tiny_dncnn(3).net.eval()
+    exported = tmp_path / "out" / "noisy_rfr.pt"
+    exported.parent.mkdir()
+    torch.jit.save(torch.jit.trace(net, torch.rand(1, 3, 8, 8)), str(exported))
+    result = run("denoise", image_file, "--weights", exported, "-o", tmp_path / "o")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(
+        f"error: {exported}: a TorchScript export (a traced network, not weights)"
+    )
+    assert "pass the .safetensors weights that adapt-and-export writes beside it" in result.output
+    save_weights(exported.with_suffix(".safetensors"), net, tiny_dncnn(3).meta)  # as adapt-and-export does
+    with pytest.raises(WeightsError, match=f"pass {exported.with_suffix('.safetensors')} instead"):
+        create_model("dncnn", weights=str(exported))
 
 
 def test_non_finite_weights_are_rejected(tmp_path, tiny_dncnn):

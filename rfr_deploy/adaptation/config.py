@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.plan import SMALLEST_PATCH
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.scoring_windows import SCORE_PIXELS
 from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
@@ -57,9 +58,9 @@ CHECKPOINTS = 4
 """Default number of scored checkpoints per run (``checkpoint_every`` None: every M/4 updates)."""
 CAMERA_STEPS = 10
 """Default M for camera noise (signal dependent and correlated; at an unknown level coloured SURE may only
-step back from the fixed interpolation). In sixteen of
-the eighteen real-noise rows of benchmarks/results/real_noise_* the mean gain at M = 10 was at least
-that at M = 40, and whole photographs lost ground between M = 20 and 40."""
+step back from the fixed interpolation). In sixteen of the eighteen real-noise rows of
+benchmarks/results/real_noise_* the mean gain at M = 10 was at least that at M = 40, and whole
+photographs lost ground between M = 20 and 40."""
 
 
 @dataclass
@@ -90,14 +91,13 @@ class AdaptConfig:
             "help": f"Train on random square patches of this side [default: {GAUSSIAN_PATCH} with the CPU's "
             f"default Gaussian budget, else the whole image up to {WHOLE_IMAGE_PIXELS:,} pixels (larger ones: "
             f"{LARGE_IMAGE_PATCH}² patches)]. Where an update does not fit in memory it runs in tiles.",
-            "min": 8,
+            "min": SMALLEST_PATCH,
         },
     )
     """Side of random square training patches; None: :data:`GAUSSIAN_PATCH` with the CPU's default Gaussian
-    budget (``steps`` None too), else the whole image up to
-    :data:`WHOLE_IMAGE_PIXELS` and patches of about that many pixels on
-    larger ones. A training step that would not fit in memory runs in tiles
-    (:func:`~rfr_deploy.adaptation.targets.training_layout`, :mod:`~rfr_deploy.adaptation.tiles`)."""
+    budget (``steps`` None too), else the whole image up to :data:`WHOLE_IMAGE_PIXELS` and patches of about
+    that many pixels on larger ones; at least :data:`SMALLEST_PATCH`. A training step that would not fit in
+    memory runs in tiles (:func:`~rfr_deploy.adaptation.targets.training_layout`, :mod:`~rfr_deploy.adaptation.tiles`)."""
     schedule: Schedule = "constant"
     warmup: int = dataclasses.field(
         default=10, metadata={"help": "Updates over which the learning rate ramps up linearly.", "min": 0}
@@ -159,10 +159,10 @@ class AdaptConfig:
     )
     """Weight-space interpolation of the result where SURE does not choose it: pre-trained +
     interpolation × (adapted − pre-trained); for camera noise aimed at the pre-trained residual the
-    largest weight coloured SURE may keep (:mod:`rfr_deploy.adaptation.coloured_sure`). Values below 1 keep part of the pre-trained network,
-    which removes most losses on images with little self-similarity (see benchmarks/results/study_*).
-    None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an estimated σ,
-    :data:`FIXED_INTERPOLATION` otherwise."""
+    largest weight coloured SURE may keep (:mod:`rfr_deploy.adaptation.coloured_sure`). Values below 1 keep
+    part of the pre-trained network, which removes most losses on images with little self-similarity (see
+    benchmarks/results/study_*). None: :data:`ESTIMATED_GRAY_INTERPOLATION` for gray images with an
+    estimated σ, :data:`FIXED_INTERPOLATION` otherwise."""
     select: Select = dataclasses.field(
         default="sure",
         metadata={
@@ -332,8 +332,8 @@ class AdaptConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr:g}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
-        if self.patch is not None and self.patch < 8:
-            raise ValueError(f"patch must be at least 8 pixels, got {self.patch}")
+        if self.patch is not None and self.patch < SMALLEST_PATCH:
+            raise ValueError(f"patch must be at least {SMALLEST_PATCH} pixels, got {self.patch}")
         if self.ema is not None and not (0.0 <= self.ema < 1.0):
             raise ValueError(f"ema must be in [0, 1), got {self.ema:g}")
         if self.interpolation is not None and not (0.0 < self.interpolation <= 1.5):

@@ -29,11 +29,11 @@ from rfr_deploy.adaptation.blending import WeightAverage, WeightBlend
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
-from rfr_deploy.adaptation.runners import make_runner
+from rfr_deploy.adaptation.runners import check_update_settings, make_runner
 from rfr_deploy.adaptation.scoring import make_scorer
 from rfr_deploy.adaptation.targets import pseudo_clean, training_layout, training_targets
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
-from rfr_deploy.adaptation.update import StepTimer, UpdateContext, make_noisy_term
+from rfr_deploy.adaptation.update import StepTimer, UpdateContext, check_noisy_term, make_noisy_term
 from rfr_deploy.devices import synchronize
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.transforms import DIHEDRAL
@@ -118,11 +118,7 @@ def adapt(
     what starts: the target pass, the updates (``total`` = M), choosing the network to keep.
     """
     start = time.perf_counter()
-    images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
-    if not images:
-        raise ValueError("no images to adapt to")
-    config = resolve_defaults(config or AdaptConfig(), noise, images)  # jobs' configs come resolved
-    keep_freed_memory_on(images[0].device, config.keep_memory)
+    images, config = _checked_start(noisy, noise, config)
     model = copy.deepcopy(model).to(images[0].device)
     first_targets, losses, step_seconds, target_seconds = None, [], [], 0.0
     for index, steps in enumerate(round_steps(config.steps, config.rounds)):
@@ -153,6 +149,20 @@ def adapt(
         checkpoint_step=last.kept_step,
         checkpoint_db=last.keeper.scores if last.keeper is not None else {},
     )
+
+
+def _checked_start(
+    noisy, noise: nn.Module, config: AdaptConfig | None
+) -> tuple[list[torch.Tensor], AdaptConfig]:
+    """The images and the resolved settings (jobs' configs come resolved), checked before any work."""
+    images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
+    if not images:
+        raise ValueError("no images to adapt to")
+    config = resolve_defaults(config or AdaptConfig(), noise, images)
+    check_update_settings(config, images[0].device)
+    check_noisy_term(noise, config)
+    keep_freed_memory_on(images[0].device, config.keep_memory)
+    return images, config
 
 
 @dataclass

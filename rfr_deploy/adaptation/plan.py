@@ -17,6 +17,9 @@ from torch import nn
 
 from rfr_deploy.transforms import dihedral
 
+SMALLEST_PATCH = 8
+"""The smallest side of training patches (an image smaller than the patches trains whole)."""
+
 
 def clean_batch(
     target: torch.Tensor, k: int, offsets: list[tuple[int, int]] | None, batch: int, patch: int | None

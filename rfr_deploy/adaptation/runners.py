@@ -25,6 +25,7 @@ from rfr_deploy.adaptation.cpu_runners import (
 )
 from rfr_deploy.adaptation.cuda_graphs import FastRunner, resolve_precision, try_graph_runner
 from rfr_deploy.adaptation.update import EagerRunner, StepRunner, UpdateContext
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.heap import keep_freed_memory_on
 
 MODES = (
@@ -87,12 +88,23 @@ def _configured_runner(context: UpdateContext) -> StepRunner:
         if fast == "on":
             raise RuntimeError("fast path requested (fast='on') but CUDA graph capture failed")
     elif fast == "on":
-        raise RuntimeError("fast path requested (fast='on') but it needs a CUDA device")
+        check_update_settings(context.config, context.device)
     else:
         runner = cpu_fast_runner(context)
         if runner is not None:
             return runner
     return EagerRunner(context)
+
+
+def check_update_settings(config: AdaptConfig, device: torch.device) -> None:
+    """Refuse what the updates cannot run on ``device``, before any work: ``fast='on'`` (CUDA graphs)
+    without CUDA, ``amp='bf16'`` on a CPU without native bf16."""
+    if config.fast == "on" and device.type != "cuda":
+        raise ConfigError(
+            f"fast='on' (--fast on) needs a CUDA device, and this run is on the {device.type}: use auto"
+        )
+    if device.type == "cpu":
+        cpu_precision(config.amp)
 
 
 def default_update(device: torch.device) -> dict[str, Any]:

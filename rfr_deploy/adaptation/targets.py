@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
+from rfr_deploy.adaptation.plan import SMALLEST_PATCH
 from rfr_deploy.adaptation.scoring_windows import alignment
 from rfr_deploy.adaptation.tiles import tile_side
 from rfr_deploy.inference import denoise
@@ -56,13 +57,14 @@ def training_layout(
 ) -> TrainingLayout:
     """The patch side: ``config.patch``; where None, None (whole images) for images of at most
     :data:`WHOLE_IMAGE_PIXELS`, :data:`LARGE_IMAGE_PATCH` for larger ones; never more than the smallest
-    target's side. Where a training step (``passes`` forward/backward passes of ``config.batch``) would
+    target's side (whole images where that is under :data:`SMALLEST_PATCH`). Where a training step (``passes`` forward/backward passes of ``config.batch``) would
     not fit in memory, the update runs in tiles that do: the same gradient for networks of a bounded
     receptive field, so the memory free decides the time, not the network trained."""
     largest = max(t.shape[-2] * t.shape[-1] for t in targets)
     patch = config.patch or (LARGE_IMAGE_PATCH if largest > WHOLE_IMAGE_PIXELS else None)
     if patch is not None:
         patch = min(patch, *(min(t.shape[-2:]) for t in targets))
+        patch = patch if patch >= SMALLEST_PATCH else None  # an image smaller than any patch: whole images
     per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * config.batch * passes
     budget = TRAINING_MEMORY_FRACTION * available_bytes(targets[0].device)
     fits = side_that_fits(per_pixel, patch * patch if patch else largest, budget, multiple=8, smallest=32)

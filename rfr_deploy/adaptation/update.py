@@ -29,6 +29,7 @@ from rfr_deploy.adaptation.scoring_windows import alignment
 from rfr_deploy.adaptation.sure_loss import SureLoss
 from rfr_deploy.adaptation.tiles import PixelSum, backward_by_tile, cut, own_pixels, training_tiles, window
 from rfr_deploy.adaptation.tuning import parameter_groups
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.inference import Tile
 
 
@@ -77,15 +78,26 @@ def make_noisy_term(
     noise: nn.Module, images: Sequence[torch.Tensor], config: AdaptConfig
 ) -> NoisyInputTerm | None:
     """The loss term on the noisy ``images`` that ``config`` asks for (``recorrupted`` or ``sure_loss``),
-    or None where it is off or the noise is not Gaussian of one level."""
-    level = gaussian_input_level(noise)
-    if level is None:
-        return None
+    or None where it is off (:func:`check_noisy_term`: only for Gaussian noise of one level)."""
+    level = check_noisy_term(noise, config)
     if config.recorrupted > 0:
         return Recorruption(list(images), level, config.recorrupted)
     if config.sure_loss > 0:
         return SureLoss(list(images), level, config.sure_loss)
     return None
+
+
+def check_noisy_term(noise: nn.Module, config: AdaptConfig) -> float | None:
+    """The level of the noise a term on the noisy input sees (:func:`gaussian_input_level`); a
+    :class:`~rfr_deploy.errors.ConfigError` where ``config`` asks for a term and the noise is not Gaussian
+    of one level (camera noise, random σ), whose input no such term describes."""
+    level = gaussian_input_level(noise)
+    if level is None and (config.recorrupted > 0 or config.sure_loss > 0):
+        option = "recorrupted" if config.recorrupted > 0 else "sure_loss"
+        raise ConfigError(
+            f"{option} needs Gaussian noise of one level (a given or estimated σ), not {type(noise).__name__}"
+        )
+    return level
 
 
 def loss_function(kind: LossKind) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

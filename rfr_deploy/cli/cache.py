@@ -12,7 +12,9 @@ from rfr_deploy.caches import (
     LIMIT_VARIABLE,
     CacheEntry,
     cache_limit,
+    checked_folder,
     format_bytes,
+    in_progress,
     list_entries,
     remove_entry,
 )
@@ -40,6 +42,7 @@ def command(ctx: click.Context) -> None:
 def list_command(as_json: bool) -> None:
     """Show each kind's entries and size, and the downloaded weights."""
     limit = cache_limit()
+    checked_folder()
     entries = sorted(list_entries() + downloaded_weights(), key=lambda e: e.last_used)
     if as_json:
         emit_json(
@@ -77,20 +80,32 @@ def list_command(as_json: bool) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document with the entries removed.")
 def clear_command(kinds: tuple[str, ...], unused_days: float | None, quiet: bool, as_json: bool) -> None:
-    """Remove cached entries: a later run captures, builds or downloads them again."""
+    """Remove cached entries: a later run captures, builds or downloads them again. Files still being
+    written (partial files younger than an hour) stay: another process may be writing them."""
     kinds = tuple(dict.fromkeys(kinds)) or tuple(KINDS)  # each kind once, however often it is named
     if unused_days is not None and WEIGHTS in kinds:
         raise ConfigError(f"--unused-days does not apply to {WEIGHTS}: their files do not record use")
+    if any(k in KINDS for k in kinds):
+        checked_folder()
     entries = list_entries(kinds=[k for k in kinds if k in KINDS])
     entries += downloaded_weights() if WEIGHTS in kinds else []
+    now = time.time()
     if unused_days is not None:
-        before = time.time() - unused_days * 86400
-        entries = [e for e in entries if e.last_used < before]
+        entries = [e for e in entries if e.last_used < now - unused_days * 86400]
+    kept = [e for e in entries if in_progress(e, now)]
+    entries = [e for e in entries if not in_progress(e, now)]
     freed = sum(remove_entry(e) for e in entries)
     if as_json:
-        emit_json({"removed": [describe(e) for e in entries], "freed_bytes": freed})
+        emit_json(
+            {
+                "removed": [describe(e) for e in entries],
+                "freed_bytes": freed,
+                "kept": [describe(e) for e in kept],
+            }
+        )
     elif not quiet:
-        click.echo(f"removed {_count(entries)} ({format_bytes(freed)}) of {', '.join(kinds)}")
+        spared = f"; kept {_count(kept)} still being written (partial, under an hour old)" if kept else ""
+        click.echo(f"removed {_count(entries)} ({format_bytes(freed)}) of {', '.join(kinds)}{spared}")
 
 
 def downloaded_weights() -> list[CacheEntry]:

@@ -76,16 +76,27 @@ def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, 
     check_output_dir(out_dir)
     for path in paths:  # every input decoded and checked before the first is denoised, one at a time
         runner.check_channels(read_image(path).pixels.shape[2], str(path))
-    records = [_infer_one(runner, path, out_dir, sigma, tile, overlap, reporter) for path in paths]
+    records = []
+    with reporter.bar(len(paths), f"denoising {len(paths)} image(s)") as progress:
+        for done, path in enumerate(paths):
+            records.append(_infer_one(runner, path, out_dir, (sigma, tile, overlap), reporter, progress))
+            progress(done + 1)
     if as_json:
         emit_json(records)
 
 
-def _infer_one(runner, path: Path, out_dir: Path, sigma, tile, overlap, reporter) -> dict:
-    """Denoise ``path`` and write ``<stem>_onnx.png``; returns its record."""
+def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) -> dict:
+    """Denoise ``path`` with ``settings`` (σ, tile, overlap) and write ``<stem>_onnx.png``; returns its
+    record. ``progress`` shows the image, and its tiles where it is tiled."""
+    sigma, tile, overlap = settings
     image = read_image(path)
+    progress.stage(path.name)
+
+    def on_tile(done: int, total: int) -> None:
+        progress.stage(f"{path.name}: tile {done}/{total}")
+
     started = time.perf_counter()
-    clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap)
+    clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap, on_tile=on_tile)
     seconds = time.perf_counter() - started
     target = out_dir / output_name(path, "onnx")
     write_image(target, clean, bit_depth=16 if image.bit_depth >= 16 else 8)

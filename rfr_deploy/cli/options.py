@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ from typing import Any, Literal
 
 import click
 
+from rfr_deploy.files import json_text
 from rfr_deploy.models.hub import model_for_weights
 from rfr_deploy.progress import Reporter
 from rfr_deploy.units import grey_levels, sigma_from_grey
@@ -83,7 +83,7 @@ def reporter_for(quiet: bool, as_json: bool) -> Reporter:
 
 
 def emit_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    click.echo(json_text(data, indent=2, default=str))
 
 
 def existing_paths(values: tuple[str, ...]) -> list[Path]:

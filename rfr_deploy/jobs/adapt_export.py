@@ -42,7 +42,7 @@ from rfr_deploy.jobs.manifest import (
     write_manifest,
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
-from rfr_deploy.jobs.outputs import output_bit_depth, write_output
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, output_bit_depth, write_output
 from rfr_deploy.jobs.preparation import describe_plan, prepare_run
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
@@ -269,7 +269,7 @@ def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, progres
                 bit_depth=output_bit_depth(job.info),
                 pretrained=run.pretrained_output(index, sigma, settings.output_ensemble),
             )
-        target = write_output(out_dir, job, "rfr", clean)
+        target = write_output(out_dir, job, ADAPTED_TAG, clean)
         files.append(file_record("output", target, out_dir, source=str(job.path)))
     return files, seconds, scores
 

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfr_deploy.errors import ImageError, WeightsError
+from rfr_deploy.errors import ImageError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.weights import ChannelsError
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 
@@ -75,16 +76,17 @@ class ModelCache:
         self._models: dict[int, nn.Module] = {}
 
     def get(self, channels: int, image: Path | None = None) -> nn.Module:
-        """The network for images of ``channels`` channels, loaded on first use; weights that do not fit
-        such images are a :class:`WeightsError` that names ``image``, the input that needs them."""
+        """The network for images of ``channels`` channels, loaded on first use; weights for another
+        channel count are a :class:`~rfr_deploy.models.weights.ChannelsError` that names ``image``, the
+        input that needs them."""
         if channels not in self._models:
             weights = self.weights or "default"
             try:
                 model = create_model(self.model, weights=weights, channels=channels, device=self.device)
-            except WeightsError as exc:
+            except ChannelsError as exc:
                 if image is None:
                     raise
-                raise WeightsError(f"{exc}: {image}") from exc
+                raise ChannelsError(f"{exc}: {image}") from exc
             self._models[channels] = model.eval()
         return self._models[channels]
 

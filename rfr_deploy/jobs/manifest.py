@@ -13,7 +13,7 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import AdaptResult
-from rfr_deploy.files import atomic_write, sha256_file
+from rfr_deploy.files import atomic_write, json_text, sha256_file
 from rfr_deploy.version import __version__
 
 
@@ -111,5 +111,5 @@ def group_manifest(
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     """Write ``manifest`` to ``path`` atomically (the group's last file), then record the path in it."""
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.write_text(json_text(manifest, indent=2))
     manifest["manifest"] = str(path)

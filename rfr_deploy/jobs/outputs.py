@@ -14,6 +14,9 @@ from rfr_deploy.images import Image, write_image
 from rfr_deploy.inference import to_pixels
 from rfr_deploy.jobs.inputs import ImageInfo, ImageJob
 
+ADAPTED_TAG = "rfr"
+"""What adapt-and-export's files add to their group's stem: ``<stem>_rfr.png``, ``.safetensors``, ``.onnx``…"""
+
 
 def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) -> Path:
     """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``; returns its path."""

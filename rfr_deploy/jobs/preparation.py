@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.runners import check_update_settings
 from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.export_protocol import Exporter
@@ -25,7 +26,13 @@ from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.jobs.inputs import ImageJob, ModelCache, check_estimated_level, read_jobs, set_sigma_levels
 from rfr_deploy.jobs.reference import read_reference
-from rfr_deploy.jobs.resume import completed_manifest, group_stem, plan_groups, settings_fingerprint
+from rfr_deploy.jobs.resume import (
+    check_output_names,
+    completed_manifest,
+    group_stem,
+    plan_groups,
+    settings_fingerprint,
+)
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.noise.build import resolve_noise_kind
 from rfr_deploy.progress import Reporter
@@ -66,12 +73,16 @@ def prepare_run(
     use_threads(settings.threads)
     for exporter in exporters:
         exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
+    check_update_settings(config, device)
     path_groups = _plan(inputs, settings)
     out_dir = check_output_dir(settings.output_dir)
     # before the first image is read: every phase reuses the memory the last one freed
     keep_freed_memory_on(device, config.keep_memory)
     fingerprint = settings_fingerprint(settings, config, exporters)
     done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
+    for group, manifest in zip(path_groups, done, strict=True):
+        if manifest is None:
+            check_output_names(out_dir, group)
     todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
     models = models or ModelCache(settings.model, settings.weights, device)
     jobs = _read_inputs(inputs, settings, models, device, todo, reporter)
@@ -80,7 +91,7 @@ def prepare_run(
             exporter.prepare([(j.info.height, j.info.width) for j in jobs])
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, done)
-    _check_levels(run.todo, settings, models)
+    _check_groups(run.todo, settings, config, models)
     return run
 
 
@@ -150,12 +161,26 @@ def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
     return plan_groups(inputs, settings)
 
 
-def _check_levels(groups: list[list[ImageJob]], settings: JobSettings, models: ModelCache) -> None:
-    """Each group that adapts at the estimated level has one (σ = 0 is an error), before any adaptation."""
+def _check_groups(
+    groups: list[list[ImageJob]], settings: JobSettings, config: AdaptConfig, models: ModelCache
+) -> None:
+    """Each group that adapts at the estimated level has one (σ = 0 is an error), and a loss term on the
+    noisy input has the Gaussian noise of one level it needs, before any adaptation."""
+    term = "--recorrupted" if config.recorrupted > 0 else "--sure-loss" if config.sure_loss > 0 else None
     for group in groups:
         kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
-        if settings.sigma is None and settings.unknown_sigma == "estimate" and kind == "gaussian":
+        estimated = settings.sigma is None and settings.unknown_sigma == "estimate"
+        if estimated and kind == "gaussian":
             check_estimated_level(group)
+        if term and (kind != "gaussian" or not (estimated or settings.sigma is not None)):
+            noise = (
+                f"{kind} noise"
+                if kind != "gaussian"
+                else "Gaussian noise of a random σ (--unknown-sigma uniform)"
+            )
+            raise ConfigError(
+                f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
+            )
 
 
 def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:

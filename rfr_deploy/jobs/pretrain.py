@@ -9,13 +9,14 @@ objective.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +28,17 @@ from torch import nn
 from rfr_deploy.adaptation.cpu_runners import channels_last_updates_pay
 from rfr_deploy.datasets import load_folder
 from rfr_deploy.devices import resolve_device, threads_field, use_threads
-from rfr_deploy.errors import ConfigError
-from rfr_deploy.files import atomic_write
+from rfr_deploy.errors import ConfigError, WeightsError, first_line
+from rfr_deploy.files import atomic_write, check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
+from rfr_deploy.jobs.pretrain_resume import (
+    architecture_of,
+    check_same_architecture,
+    check_same_training,
+    not_resumable,
+    read_checkpoint,
+    resolved_folders,
+)
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
@@ -146,7 +155,8 @@ class Training:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.CosineAnnealingLR
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    """The cosine schedule over ``config.steps`` (:func:`cosine_schedule`)."""
     sampler: PatchSampler
     noise: nn.Module
     generator: torch.Generator
@@ -172,17 +182,17 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     """Train (or resume training) and write ``<out>/final.safetensors``; returns its path. On the CPU the
     process keeps the memory it frees (:func:`rfr_deploy.heap.keep_freed_memory`)."""
     _check_objective(config)
+    out = check_output_dir(config.out)
     use_threads(config.threads)
     device = resolve_device(config.device)
     keep_freed_memory_on(device)  # each step's batch of activations reuses the last one's memory
     run = _start(config, device)  # reads the training images: none usable is an error, before OUT is made
     if config.init:  # weights that do not fit are an error before OUT is made; a checkpoint replaces them
         _warm_start(run.model, config)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    step, history = _resume(out / "checkpoint.pt", run, config)
-    started = time.perf_counter()
-    step = _train(run, config, out, step, history, progress)
+    with _removed_if_left_empty(out):
+        step, history, config = _resume(out / "checkpoint.pt", run, config)
+        started = time.perf_counter()
+        step = _train(run, config, out, step, history, progress)
     final = out / "final.safetensors"
     train_info = {
         "config": _recorded(config),
@@ -211,9 +221,7 @@ def _start(config: PretrainConfig, device: torch.device) -> Training:
     if device.type == "cpu" and channels_last_updates_pay():  # not on AVX2-only CPUs: slow weight gradient
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.steps, eta_min=config.lr_min
-    )
+    scheduler = cosine_schedule(optimizer, config)
     sampler = PatchSampler(config.data, config.channels, config.patch, config.seed)
     noise = build_pretraining_noise(config).to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -289,16 +297,57 @@ def _init_note(config: PretrainConfig) -> str:
 
 
 def _warm_start(model, config: PretrainConfig) -> None:
-    """Start from the parameters of ``config.init`` (a fresh optimizer; a checkpoint takes precedence)."""
+    """Start from the parameters of ``config.init`` (a fresh optimizer; a checkpoint takes precedence).
+    Weights that record no architecture settings (official ``.pth``, ``.mat``) load where their tensors
+    are those of the run's network; others are refused, naming the settings that differ."""
     from rfr_deploy.models.weights import load_weights
 
-    loaded = load_weights(config.init, get_entry(config.model), channels=config.channels)
-    if loaded.meta.arch_kwargs != model.meta.arch_kwargs:
-        raise ConfigError(
-            f"{config.init}: weights have architecture settings {loaded.meta.arch_kwargs}, "
-            f"the run uses {model.meta.arch_kwargs}"
-        )
-    model.net.load_state_dict(loaded.net.state_dict())
+    entry = get_entry(config.model)
+    loaded = load_weights(config.init, entry, channels=config.channels)
+    theirs = architecture_of(entry, loaded.meta, loaded.net)
+    check_same_architecture(config.init, theirs, architecture_of(entry, model.meta, model.net), config.model)
+    try:
+        model.net.load_state_dict(loaded.net.state_dict())
+    except RuntimeError as exc:
+        raise WeightsError(
+            f"{config.init}: weights do not fit the '{config.model}' network ({first_line(exc)})"
+        ) from exc
+
+
+def cosine_lr(config: PretrainConfig, step: int) -> float:
+    """The learning rate after ``step`` updates: a cosine from ``lr`` down to ``lr_min`` over
+    ``config.steps`` updates, held at ``lr_min`` beyond."""
+    done = min(step, config.steps) / config.steps
+    return config.lr_min + (config.lr - config.lr_min) * (1 + math.cos(math.pi * done)) / 2
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, config: PretrainConfig, step: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's learning rate schedule in closed form, set at ``step``: a resumed run goes on along the
+    cosine over its whole length, also where ``--steps`` extends it beyond the checkpointed run's."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_lr(config, s) / config.lr, last_epoch=step - 1
+    )
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(out: Path) -> Iterator[None]:
+    """Make the run folder ``out`` and its missing parents; where the run fails, remove those it made
+    and left empty (a run that diverges before its first checkpoint leaves no folder behind)."""
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: a checkpoint was written
+                break
+        raise
 
 
 def _save_checkpoint(
@@ -307,10 +356,10 @@ def _save_checkpoint(
     state = {
         "model": run.model.net.state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
         "generator": run.generator.get_state(),
         "sampler": json.dumps(run.sampler.rng.bit_generator.state),
         "config": json.dumps(_recorded(config), sort_keys=True),
+        "data_folders": json.dumps(resolved_folders(config.data)),
         "step": step,
         "history": torch.tensor(history, dtype=torch.float32),
     }
@@ -318,28 +367,28 @@ def _save_checkpoint(
         torch.save(state, tmp)
 
 
-def _resume(path: Path, run: Training, config: PretrainConfig) -> tuple[int, list[float]]:
-    if not path.is_file():
-        return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = json.loads(state["config"])
-    for key in ("model", "channels", "patch", "objective", "noise"):
-        if saved.get(key) != getattr(config, key):
-            raise ConfigError(
-                f"{path}: checkpoint was trained with {key}={saved.get(key)!r}, not {getattr(config, key)!r}"
-            )
-    run.model.net.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    # A longer run resumes with a cosine schedule stretched to the new length.
-    run.scheduler.T_max = config.steps
-    run.generator.set_state(state["generator"])
-    run.sampler.rng.bit_generator.state = json.loads(state["sampler"])
-    return int(state["step"]), [float(v) for v in state["history"]]
+def _resume(path: Path, run: Training, config: PretrainConfig) -> tuple[int, list[float], PretrainConfig]:
+    """The step, loss history and settings to go on from: a fresh start where ``path`` does not exist,
+    else its checkpoint's, trained with this run's settings but for ``--steps`` and how the process runs
+    (:func:`~rfr_deploy.jobs.pretrain_resume.check_same_training`), and started from its own ``--init``."""
+    state = read_checkpoint(path)
+    if state is None:
+        return 0, [], config
+    check_same_training(path, state, _recorded(config))
+    step = state["step"]
+    try:
+        run.model.net.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.generator.set_state(state["generator"])
+        run.sampler.rng.bit_generator.state = json.loads(state["sampler"])
+        history = [float(v) for v in state["history"]]
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise not_resumable(path, first_line(exc, typed=True, limit=120)) from exc
+    run.scheduler = cosine_schedule(run.optimizer, config, step)
+    return step, history, dataclasses.replace(config, init=state["config"].get("init"))
 
 
 def checkpoint_step(out: str | os.PathLike) -> int:
-    path = Path(out) / "checkpoint.pt"
-    if not path.is_file():
-        return 0
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    """The step of the checkpoint in the run folder ``out``; 0 where there is none."""
+    state = read_checkpoint(Path(out) / "checkpoint.pt")
+    return 0 if state is None else state["step"]

@@ -12,6 +12,7 @@ skip such groups; a changed setting, input or weights file redoes them.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import sha256_file, sha256_file_cached
-from rfr_deploy.jobs.outputs import check_distinct_names
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, check_distinct_names, output_name
 from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
@@ -47,7 +48,22 @@ def plan_groups(inputs: Sequence[Path], settings: Any) -> list[tuple[str, ...]]:
     groups = [tuple(str(p) for p in inputs)] if settings.per_set else [(str(p),) for p in inputs]
     manifests = ((g[0], f"{group_stem(g)}.json") for g in groups)  # every group's files start with its stem
     check_distinct_names(manifests, settings.output_dir)
+    if settings.per_set:  # one group, an adapted image per input
+        check_distinct_names(((p, output_name(p, ADAPTED_TAG)) for p in inputs), settings.output_dir)
     return groups
+
+
+def check_output_names(out_dir: Path, group: Sequence[str]) -> None:
+    """Refuse, before any work, a folder where the group writes a file: its manifest, or any
+    ``<stem>_rfr.*`` (adapted image, weights, exports)."""
+    stem = group_stem(group)
+    taken = [out_dir / f"{stem}.json", *out_dir.glob(f"{glob.escape(stem)}_{ADAPTED_TAG}.*")]
+    taken += [out_dir / output_name(Path(p), ADAPTED_TAG) for p in group]
+    for path in taken:
+        if path.is_dir():
+            raise ConfigError(
+                f"{path} is a folder, where this run writes a file; move it or choose another -o"
+            )
 
 
 def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:

@@ -18,10 +18,12 @@ import json
 import os
 import re
 import struct
+import warnings
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -29,10 +31,14 @@ from torch import nn
 
 from rfr_deploy.errors import ModelError, WeightsError, first_line
 from rfr_deploy.files import atomic_write, sha256_file
-from rfr_deploy.models.registry import ModelEntry, StateDict, WeightsMeta
+from rfr_deploy.models.registry import ModelEntry, NoiseKind, OutputKind, StateDict, WeightsMeta
 from rfr_deploy.units import sigma_from_grey
 
 FORMAT_TAG = "rfr-deploy/1"
+
+
+class ChannelsError(WeightsError):
+    """Weights that are fine but for images of another channel count than the input's."""
 
 
 @dataclass
@@ -59,44 +65,66 @@ def load_weights(
     """``known``: the metadata of a plain state dict whose origin is known (named weights,
     :mod:`rfr_deploy.models.hub`), used instead of inferring it from the tensors and the file name."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: weights file is empty")
-    suffix = path.suffix.lower()
-    meta: WeightsMeta | None = None
-    try:
-        if suffix == ".safetensors":
-            state, meta = _read_safetensors(path)
-        elif suffix in (".pth", ".pt", ".ckpt", ".bin"):
-            state = read_state_dict(path)
-        elif suffix == ".mat":
-            state = read_matconvnet(path)
-        else:
-            raise WeightsError(f"{path}: unknown weights format '{suffix}' (use .safetensors, .pth or .mat)")
-    except WeightsError:
-        raise
-    except Exception as exc:
-        raise WeightsError(f"{path}: cannot read weights ({first_line(exc)})") from exc
-
+    state, meta = _read_any(path)
     if meta is not None and meta.arch != entry.name:
         raise WeightsError(f"{path}: these weights are for model '{meta.arch}', not '{entry.name}'")
     if meta is None:
         if entry.convert_state_dict is not None:
             state = entry.convert_state_dict(state)
         meta = known or _infer_meta(path, state, entry, arch_kwargs or {})
-    elif arch_kwargs:
-        meta = dataclasses.replace(meta, arch_kwargs={**meta.arch_kwargs, **arch_kwargs})
+    else:
+        _check_meta(path, meta, entry)
+        if arch_kwargs:
+            meta = dataclasses.replace(meta, arch_kwargs={**meta.arch_kwargs, **arch_kwargs})
     if channels is not None and channels != meta.channels:
-        raise WeightsError(
+        raise ChannelsError(
             f"{path}: weights are for {meta.channels}-channel images, but the input has {channels} channel(s)"
         )
-    try:
-        net = entry.build(channels=meta.channels, **meta.arch_kwargs)
-    except TypeError as exc:
-        raise WeightsError(f"{path}: invalid architecture settings for '{entry.name}' ({exc})") from exc
+    net = _build(path, entry, meta)
     _load_strict(net, state, path, entry.name)
     return LoadedWeights(net=net, meta=meta, sha256=sha256_file(path))
+
+
+def _read_any(path: Path) -> tuple[StateDict, WeightsMeta | None]:
+    """The tensors of the file at ``path`` in whichever format its suffix names, and its rfr-deploy metadata."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: weights file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            return _read_safetensors(path)
+        if suffix in (".pth", ".pt", ".ckpt", ".bin"):
+            return read_state_dict(path), None
+        if suffix == ".mat":
+            return read_matconvnet(path), None
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot read weights ({first_line(exc)})") from exc
+    raise WeightsError(f"{path}: unknown weights format '{suffix}' (use .safetensors, .pth or .mat)")
+
+
+def _check_meta(path: Path, meta: WeightsMeta, entry: ModelEntry) -> None:
+    """Metadata that contradicts the architecture: a noise-level input the network lacks, or the reverse."""
+    if meta.noise_map != entry.noise_map:
+        takes = "takes" if entry.noise_map else "does not take"
+        raise WeightsError(
+            f"{path}: invalid metadata: noise_map is {json.dumps(meta.noise_map)}, "
+            f"but '{entry.name}' {takes} a noise-level map"
+        )
+
+
+def _build(path: Path, entry: ModelEntry, meta: WeightsMeta) -> nn.Module:
+    """The bare network of ``entry`` for ``meta``; settings the architecture refuses are a :class:`WeightsError`."""
+    try:
+        return entry.build(channels=meta.channels, **meta.arch_kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        settings = ", ".join(f"{k}={v!r}" for k, v in dict(meta.arch_kwargs).items()) or "its defaults"
+        raise WeightsError(
+            f"{path}: invalid architecture settings for '{entry.name}' ({settings}): {first_line(exc)}"
+        ) from exc
 
 
 def save_weights(
@@ -144,7 +172,7 @@ def read_weights_meta(path: str | os.PathLike) -> tuple[WeightsMeta, dict[str, A
         metadata = fh.metadata() or {}
     if "rfr_deploy" not in metadata:
         raise WeightsError(f"{path}: not a weights file written by rfr-deploy (no metadata)")
-    return WeightsMeta.from_json(metadata["rfr_deploy"]), json.loads(metadata.get("extra", "{}"))
+    return _parse_meta(path, metadata["rfr_deploy"]), json.loads(metadata.get("extra", "{}"))
 
 
 # --------------------------------------------------------------------------- readers
@@ -156,8 +184,31 @@ def _read_safetensors(path: Path) -> tuple[StateDict, WeightsMeta | None]:
     with safe_open(str(path), framework="pt") as fh:
         metadata = fh.metadata() or {}
         state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    meta = WeightsMeta.from_json(metadata["rfr_deploy"]) if "rfr_deploy" in metadata else None
+    meta = _parse_meta(path, metadata["rfr_deploy"]) if "rfr_deploy" in metadata else None
     return state, meta
+
+
+def _parse_meta(path: str | os.PathLike, text: str) -> WeightsMeta:
+    """The rfr-deploy metadata of a safetensors file, its fields of fixed values checked."""
+    try:
+        meta = WeightsMeta.from_json(text)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable rfr-deploy metadata ({first_line(exc)})") from exc
+    checks = (
+        ("output", meta.output, get_args(OutputKind)),
+        ("noise", meta.noise, get_args(NoiseKind)),
+        ("noise_map", meta.noise_map, (True, False)),
+    )
+    for name, value, allowed in checks:
+        if type(value) is not type(allowed[0]) or value not in allowed:
+            choices = " or ".join(json.dumps(a) for a in allowed)
+            raise WeightsError(f"{path}: invalid metadata: {name} is {json.dumps(value)}, not {choices}")
+    if type(meta.channels) is not int or meta.channels < 1 or not isinstance(meta.arch_kwargs, dict):
+        raise WeightsError(
+            f"{path}: invalid metadata: channels must be a positive whole number and arch_kwargs an object"
+            f" (channels {json.dumps(meta.channels)}, arch_kwargs {json.dumps(meta.arch_kwargs)})"
+        )
+    return meta
 
 
 _STATE_DICT_FORM = (
@@ -167,8 +218,19 @@ _STATE_DICT_FORM = (
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
     """The tensors of a ``.pth``/``.pt`` state dict, read without unpickling anything but tensors."""
+    if _is_torchscript(path):
+        beside = Path(path).with_suffix(".safetensors")
+        instead = (
+            beside if beside.is_file() else "the .safetensors weights that adapt-and-export writes beside it"
+        )
+        raise WeightsError(
+            f"{path}: a TorchScript export (a traced network, not weights) cannot be loaded as weights; "
+            f"pass {instead} instead"
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # every problem is reported below, in one line
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         # torch's own message advises weights_only=False, which would run whatever code the file holds.
         what = (
@@ -184,6 +246,16 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: not a plain state dict; {_STATE_DICT_FORM}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip whose top folder holds ``constants.pkl``, as torch.load
+    checks (``torch.serialization._is_torchscript_zip``) before handing such files to ``torch.jit.load``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.partition("/")[2] == "constants.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def read_matconvnet(path: str | os.PathLike) -> StateDict:
