@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,22 +51,63 @@ class ImageSource:
 
 
 def dataset_sources(folder: str | os.PathLike, pairs: bool, limit: int | None = None) -> list[ImageSource]:
-    """The images of ``folder``: clean images (sorted by name), or with ``pairs`` noisy/clean pairs from
-    ``folder/noisy`` and ``folder/gt`` (or ``clean``), matched by name after removing the
-    ``NOISY_``/``GT_`` style prefixes and suffixes (natural order)."""
-    if not pairs:
-        return [ImageSource(p.stem, p) for p in image_files(folder)[:limit]]
+    """The images of ``folder``: clean images (sorted by name), or with ``pairs`` the noisy/clean pairs of
+    :func:`pair_sources` (files without a partner left out)."""
+    if pairs:
+        return pair_sources(folder).sources[:limit]
+    files = image_files(folder)
+    return [ImageSource(name, p) for name, p in zip(unique_names(files), files, strict=True)][:limit]
+
+
+def unique_names(files: list[Path]) -> list[str]:
+    """The name each of ``files`` is reported under: its stem, or its whole file name where another file
+    has the same stem (``a.png`` and ``a.jpg``). Both are kept rather than refused: they are different
+    images (a JPEG is not its PNG), so a researcher wants both rows, each telling which it is, while every
+    other row keeps the bare stem that tables of earlier runs use."""
+    stems = Counter(p.stem for p in files)
+    return [p.name if stems[p.stem] > 1 else p.stem for p in files]
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """The pairs of a real-noise folder, and the files left out for want of a partner."""
+
+    sources: list[ImageSource]
+    noisy_alone: list[Path]
+    """Noisy files whose name matches no clean file (left out)."""
+    clean_alone: list[Path]
+    """Clean files whose name matches no noisy file (left out)."""
+
+
+def pair_sources(folder: str | os.PathLike) -> PairSet:
+    """The noisy/clean pairs of ``folder/noisy`` and ``folder/gt`` (or ``clean``), matched by name after
+    removing the ``NOISY_``/``GT_`` style prefixes and suffixes (natural order). Two files of one folder
+    with the same name (``1.png``, ``NOISY_1.jpg``) are an :class:`ImageError`: which pair is meant is
+    not known."""
     folder = Path(folder)
     noisy_dir = folder / "noisy"
     clean_dir = next((folder / n for n in ("gt", "clean", "GT") if (folder / n).is_dir()), None)
     if not noisy_dir.is_dir() or clean_dir is None:
         raise ImageError(f"{folder}: expected sub-folders 'noisy' and 'gt' (or 'clean')")
-    noisy = {_pair_key(p): p for p in image_files(noisy_dir)}
-    clean = {_pair_key(p): p for p in image_files(clean_dir)}
+    noisy, clean = _by_pair_key(noisy_dir), _by_pair_key(clean_dir)
     keys = sorted(set(noisy) & set(clean), key=_natural)
     if not keys:
         raise ImageError(f"{folder}: no matching noisy/clean file names")
-    return [ImageSource(key, clean[key], noisy[key]) for key in keys[:limit]]
+    return PairSet(
+        [ImageSource(key, clean[key], noisy[key]) for key in keys],
+        [noisy[k] for k in sorted(set(noisy) - set(clean), key=_natural)],
+        [clean[k] for k in sorted(set(clean) - set(noisy), key=_natural)],
+    )
+
+
+def _by_pair_key(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in image_files(folder):
+        if (other := found.setdefault(_pair_key(path), path)) != path:
+            raise ImageError(
+                f"{folder}: {other.name} and {path.name} both match the pair name {_pair_key(path)!r}"
+            )
+    return found
 
 
 def read_source(source: ImageSource) -> tuple[NamedImage | None, NamedImage]:

@@ -335,3 +335,24 @@ def test_the_job_note_says_whether_the_timed_export_captured_its_graph(tiny_dncn
     )
     assert requests[0].formats == ("onnx",) and seconds is not None
     assert note.endswith("updates (eager), output + ONNX export (graph cached)")
+
+
+def test_cli_bench_times_a_model_named_twice_once(monkeypatch):
+    timed = []
+    monkeypatch.setattr(bench_run, "bench_model", lambda name, *args: timed.append(name) or ModelResult(name))
+    args = ["bench", "--models", "dncnn,ridnet,DnCNN", "--no-job", "--no-limits", "--device", "cpu", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert timed == ["dncnn", "ridnet"]
+    assert [r["model"] for r in json.loads(result.stdout)["results"]] == ["dncnn", "ridnet"]
+
+
+def test_unfused_without_native_bf16_is_ignored_with_a_warning(monkeypatch):
+    monkeypatch.setattr(bench_run, "cpu_native_bf16", lambda: False)
+    settings = BenchSettings(models=("dncnn",), job=False, limits=False, unfused=True, **TINY)
+    with pytest.warns(UserWarning, match="--unfused is ignored: this CPU has no native bf16"):
+        report = run_bench(settings)
+    assert "bf16-unfused" not in [m.mode for m in report.results[0].modes]
+    assert bench_run.ignored_options(settings, torch.device("cuda"))[0].startswith("--unfused is ignored")
+    monkeypatch.setattr(bench_run, "cpu_native_bf16", lambda: True)
+    assert bench_run.ignored_options(settings, torch.device("cpu")) == []

@@ -185,3 +185,42 @@ def test_eval_scores_the_self_ensemble_beside_the_single_pass(tmp_path, smooth_i
     assert image["ensemble_psnr"]["0"] != image["psnr"]["0"]
     gain = report["ensemble_gain_db"]["0"]
     assert gain == pytest.approx(image["ensemble_psnr"]["0"] - image["psnr"]["0"], abs=1e-3)
+
+
+def test_eval_names_files_that_share_a_stem_by_their_whole_name(tmp_path, smooth_image, weights_file):
+    data = tmp_path / "set"
+    for name in ("a.png", "a.jpg", "b.png"):
+        write_image(data / name, smooth_image)
+    result = run("eval", data, "--weights", weights_file, "--steps", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert [i["name"] for i in json.loads(result.stdout)["images"]] == ["a.jpg", "a.png", "b"]
+    table = run("eval", data, "--weights", weights_file, "--steps", "0", "-q").stdout
+    assert "| a.jpg |" in table and "| a.png |" in table and "| b |" in table
+
+
+def test_eval_pairs_warns_of_files_without_a_partner_and_counts_the_pairs(
+    tmp_path, smooth_image, weights_file
+):
+    data = tmp_path / "pairs"
+    write_image(data / "noisy" / "NOISY_1.png", smooth_image)
+    write_image(data / "gt" / "GT_1.png", smooth_image)
+    write_image(data / "noisy" / "NOISY_2.png", smooth_image)
+    write_image(data / "gt" / "GT_3.png", smooth_image)
+    left = r"evaluating 1 pair\(s\); left out, .*: noisy/NOISY_2\.png, gt/GT_3\.png"
+    with pytest.warns(UserWarning, match=left):
+        result = run("eval", data, "--pairs", "--weights", weights_file, "--steps", "0", "--json")
+    report = json.loads(result.stdout)
+    assert [i["name"] for i in report["images"]] == ["1"]
+    assert report["left_out"] == ["noisy/NOISY_2.png", "gt/GT_3.png"]
+    with pytest.warns(UserWarning, match=left):
+        table = run("eval", data, "--pairs", "--weights", weights_file, "--steps", "0", "-q").stdout
+    assert "1 real noise pair (2 files without a partner left out)" in table.splitlines()[0]
+
+
+def test_eval_pairs_refuses_two_files_that_match_one_name(tmp_path, smooth_image, weights_file):
+    data = tmp_path / "pairs"
+    for name in ("noisy/NOISY_1.png", "noisy/1_noisy.png", "gt/GT_1.png"):
+        write_image(data / name, smooth_image)
+    result = CliRunner().invoke(main, ["eval", str(data), "--pairs", "--weights", str(weights_file)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: ") and "1_noisy.png and NOISY_1.png" in result.output

@@ -118,3 +118,17 @@ def test_a_dry_run_refuses_outputs_that_would_collide(tmp_path, image_file, weig
         result.exit_code == 2 and "noisy_rfr.onnx is a folder, where this run writes a file" in result.output
     )
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["noisy_rfr.onnx"]  # refused before adapting
+
+
+def test_a_folder_that_is_its_own_output_folder_is_not_read_again(tmp_path, image_file, weights_file):
+    folder = image_file.parent
+    common = ("--weights", weights_file, "--sigma", 25, "--steps", 1, "-o", folder)
+    assert run("adapt-and-export", folder, *common, "--quiet").exit_code == 0
+    assert (folder / "noisy_rfr.png").is_file()
+    with pytest.warns(UserWarning, match=r"skipping 1 image\(s\) in .* \(noisy_rfr\.png\)"):
+        result = run("adapt-and-export", folder, *common, "--dry-run", "--json")
+    groups = json.loads(result.stdout)["groups"]
+    assert [g["images"][0]["path"] for g in groups] == [str(image_file)] and groups[0]["status"] == "done"
+    # an adapted image given without its source is an input like any other
+    alone = run("adapt-and-export", folder / "noisy_rfr.png", *common, "--dry-run", "--json")
+    assert json.loads(alone.stdout)["groups"][0]["status"] == "to adapt"

@@ -6,10 +6,12 @@ import json
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import rfr_deploy.cli.env as env
 from rfr_deploy import AdaptConfig, GaussianNoise, adapt
 from rfr_deploy.adaptation.runners import default_update
+from rfr_deploy.cli import main
 from tests.cli_helpers import run
 
 
@@ -54,3 +56,18 @@ def test_a_package_that_is_installed_but_cannot_be_imported_says_why(monkeypatch
     assert info["version"] == pytest.__version__ and "rfr_no_such_module" in info["error"]
     assert env._shown(info).startswith(f"{pytest.__version__} (cannot be imported: ")
     assert env.package_info("rfr_no_such_module", ("nothing-by-this-name",)) == {"version": None}
+
+
+def test_env_reports_an_invalid_cache_size_instead_of_failing(monkeypatch, own_cache_folder):
+    monkeypatch.setenv("RFR_DEPLOY_CACHE_SIZE", "bogus")
+    result = run("env", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["environment"]["device_type"] == "cpu" and set(report["packages"]) == set(env.PACKAGES)
+    assert report["cache"]["limit_bytes"] is None
+    assert report["cache"]["limit_error"].startswith("RFR_DEPLOY_CACHE_SIZE must be a size")
+    text = run("env", "--device", "cpu")
+    assert text.exit_code == 0 and text.stdout.startswith("rfr-deploy ")
+    assert "its limit is not known: RFR_DEPLOY_CACHE_SIZE must be a size" in text.stdout.splitlines()[-1]
+    refused = CliRunner().invoke(main, ["cache", "list"])  # other commands still refuse it
+    assert refused.exit_code == 2 and refused.output.startswith("error: RFR_DEPLOY_CACHE_SIZE")

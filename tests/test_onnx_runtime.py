@@ -131,17 +131,35 @@ def test_infer_command_writes_images_and_json(tmp_path, image):
     assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
 
 
-def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image):
+def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image, recwarn):
+    from PIL import Image
+
     _, path = exported(tmp_path, "dncnn")
-    source = write_image(tmp_path / "in" / "a.png", image)
+    source = tmp_path / "in" / "a.png"  # with alpha: read when checked and again when denoised
+    source.parent.mkdir()
+    rgba = np.concatenate([image, np.ones_like(image[..., :1])], axis=2)
+    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(source)
     args = ["infer", str(path), str(source), "-o", str(tmp_path / "out"), "--tile", "32"]
     shown = CliRunner().invoke(main, args)
     assert shown.exit_code == 0, shown.output
+    assert [str(w.message) for w in recwarn].count("a.png: alpha channel dropped") == 1
     assert "denoising 1 image(s): a.png: tile 1/" in shown.stderr
     assert re.search(r"a\.png: tile (\d+)/\1:", shown.stderr)  # up to the last tile
     assert "a.png ->" in shown.stdout and "tile" not in shown.stdout  # results stay on stdout
     quiet = CliRunner().invoke(main, [*args, "--quiet"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("name", ["dncnn", "ffdnet"])  # with and without a noise-level input
+def test_infer_refuses_a_noise_level_out_of_range_whatever_the_model(tmp_path, image, name):
+    _, path = exported(tmp_path, name, sigma=30 / 255 if name == "ffdnet" else None)
+    source = write_image(tmp_path / "in" / "a.png", image)
+    result = CliRunner().invoke(
+        main, ["infer", str(path), str(source), "-o", str(tmp_path / "o"), "--sigma", "300"]
+    )
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: --sigma must be within [0, 255] grey levels, got 300")
+    assert not (tmp_path / "o").exists()
 
 
 def test_infer_refuses_a_tile_too_small_for_its_overlap_before_any_image(tmp_path, image):

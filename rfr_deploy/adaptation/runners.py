@@ -98,10 +98,16 @@ def _configured_runner(context: UpdateContext) -> StepRunner:
 
 def check_update_settings(config: AdaptConfig, device: torch.device) -> None:
     """Refuse what the updates cannot run on ``device``, before any work: ``fast='on'`` (CUDA graphs)
-    without CUDA, ``amp='bf16'`` on a CPU without native bf16."""
+    without CUDA, ``amp='fp16'`` on the CPU (no fast fp16 kernels: the updates would run in fp32),
+    ``amp='bf16'`` on a CPU without native bf16."""
     if config.fast == "on" and device.type != "cuda":
         raise ConfigError(
             f"fast='on' (--fast on) needs a CUDA device, and this run is on the {device.type}: use auto"
+        )
+    if config.amp == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "amp='fp16' (--amp fp16) needs a GPU (no fast fp16 kernels on a CPU: the updates would run in "
+            "fp32), and this run is on the cpu: use auto, bf16 or off, or --device cuda"
         )
     if device.type == "cpu":
         cpu_precision(config.amp)

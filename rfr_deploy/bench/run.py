@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -79,6 +80,8 @@ def run_bench(
     device = resolve_device(settings.device)
     use_threads(settings.threads)
     keep_freed_memory_on(device, settings.keep_memory)
+    for message in ignored_options(settings, device):  # said before any timing
+        warnings.warn(message, stacklevel=2)
     environment = describe_environment(device)
     reporter.note(
         f"bench on {environment['device']} (torch {environment['torch']}, "
@@ -89,6 +92,23 @@ def run_bench(
     if settings.limits:
         limits.append(bench_limits(device, settings, reporter, "end"))
     return BenchReport(settings, environment, results, limits)
+
+
+def ignored_options(settings: BenchSettings, device: torch.device) -> list[str]:
+    """Warnings for the modes ``settings`` asks for that cannot run on ``device``: each is left out, as
+    the bf16 mode is on a CPU without native bf16, and the other modes are timed."""
+    ignored = []
+    if settings.unfused and device.type != "cpu":
+        ignored.append(
+            f"--unfused is ignored: the unfused bf16 update is a CPU mode, not a {device.type} one"
+        )
+    elif settings.unfused and not cpu_native_bf16():
+        ignored.append(
+            "--unfused is ignored: this CPU has no native bf16, so no bf16 update is timed to compare with"
+        )
+    if settings.compile and device.type != "cpu":
+        ignored.append("--compile is ignored: torch.compile is timed on the CPU only")
+    return ignored
 
 
 def bench_limits(device: torch.device, settings: BenchSettings, reporter: Reporter, when: str) -> Limits:

@@ -74,6 +74,7 @@ class BenchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.models = tuple(dict.fromkeys(self.models))  # a model named twice is timed once, in its place
         if self.size < 16 or any(v < 16 for v in self.sizes.values()):
             raise ConfigError("image sizes must be at least 16 pixels")
         if self.steps < 1 or self.repeats < 1 or self.warmup < 0 or self.job_steps < 1:

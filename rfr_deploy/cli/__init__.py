@@ -81,6 +81,9 @@ def _usage_message(exc: click.ClickException) -> str:
 def main() -> None:
     """Make a pre-trained denoiser better on the image in front of it (restore-from-restored),
     then export the adapted network to ONNX and TensorRT."""
+    warnings.filterwarnings(
+        "once", category=UserWarning
+    )  # e.g. an input's alpha, read when checked and again
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
 

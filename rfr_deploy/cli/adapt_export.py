@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from rfr_deploy.adaptation.config import AdaptConfig
-from rfr_deploy.cli.adapt_options import adapt_config, adapt_options
+from rfr_deploy.cli.adapt_options import adapt_config, adapt_options, check_adapt_options
 from rfr_deploy.cli.exports import export_options, exporters_from
 from rfr_deploy.cli.options import (
     device_option,
@@ -26,7 +27,7 @@ from rfr_deploy.cli.options import (
     settings_from,
 )
 from rfr_deploy.cli.ray_options import check_ray_options, ray_options, run_on_ray
-from rfr_deploy.errors import PartialFailure
+from rfr_deploy.errors import ConfigError, PartialFailure
 from rfr_deploy.jobs.adapt_export import adapt_and_export, plan_adapt_and_export
 from rfr_deploy.jobs.reference import sample_paths
 from rfr_deploy.jobs.settings import JobSettings
@@ -53,9 +54,11 @@ def run(
             "give one or more INPUTS (files or folders), or --sample for the bundled demo image"
         )
     check_ray_options(ray_address, cpus_per_image, gpus_per_image, options["threads"])
+    given = given_options(click.get_current_context())
     config = adapt_config(options["steps"], options["seed"], options)
+    check_options(options, given, config)
     settings = settings_from(JobSettings, options)
-    exporters = exporters_from(options)
+    exporters = exporters_from(options, given)
     reporter = reporter_for(quiet, as_json)
     paths = existing_paths(inputs)
     if dry_run:  # with --ray too: its driver skips and plans the same groups
@@ -78,6 +81,29 @@ def run(
         raise
     if as_json:
         emit_json(manifests)
+
+
+def given_options(ctx: click.Context) -> dict[str, str]:
+    """The options given on the command line, not left at their defaults: keyword → the flag as typed
+    (``--no-graph-cache`` for a flag's off form)."""
+    defaults = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    given = {}
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and ctx.get_parameter_source(param.name) not in defaults:
+            off = bool(param.secondary_opts) and ctx.params.get(param.name) is False
+            given[param.name] = max(param.secondary_opts if off else param.opts, key=len)
+    return given
+
+
+def check_options(options: dict, given: dict[str, str], config: AdaptConfig) -> None:
+    """Refuse what the run would not follow, before any input is read: an empty output folder name (the
+    current folder, unasked), ``--unknown-sigma`` with ``--sigma`` (it is for an unknown level), and the
+    adaptation settings :func:`~rfr_deploy.cli.adapt_options.check_adapt_options` refuses."""
+    if not options["output_dir"]:
+        raise ConfigError("-o/--output-dir is empty: name a folder (-o . for the current one)")
+    if options["sigma"] is not None and "unknown_sigma" in given:
+        raise ConfigError("--unknown-sigma is for a run without --sigma (an unknown level): drop one of them")
+    check_adapt_options(config)
 
 
 def describe_plan_lines(plan: dict) -> list[str]:

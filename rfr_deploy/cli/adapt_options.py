@@ -15,6 +15,7 @@ import click
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.cli.options import field_options
+from rfr_deploy.errors import ConfigError
 
 ADAPT_OPTION_NAMES = (
     *("lr", "loss", "batch", "patch", "schedule", "warmup", "interpolation", "select", "ema"),
@@ -37,3 +38,14 @@ def adapt_config(steps: int | None, seed: int, options: Mapping[str, Any]) -> Ad
         fields = "|".join(sorted((*ADAPT_OPTION_NAMES, "steps"), key=len, reverse=True))
         message = re.sub(rf"\b({fields})\b", lambda m: "--" + m.group(1).replace("_", "-"), str(exc))
         raise click.UsageError(message) from exc
+
+
+def check_adapt_options(config: AdaptConfig) -> None:
+    """Refuse settings the adaptation would not follow, before any work: fewer updates than rounds (a
+    round without updates). What the run's device cannot do is refused where the device is known
+    (:func:`~rfr_deploy.adaptation.runners.check_update_settings`)."""
+    if config.steps is not None and config.rounds > 1 and config.steps < config.rounds:
+        raise ConfigError(
+            f"--rounds {config.rounds} needs at least one update per round, and --steps is {config.steps}: "
+            f"give --steps {config.rounds} or more, or fewer --rounds"
+        )

@@ -11,7 +11,7 @@ from rfr_deploy.adaptation.runners import default_update
 from rfr_deploy.caches import cache_limit, format_bytes, list_entries
 from rfr_deploy.cli.options import device_option, emit_json
 from rfr_deploy.devices import describe_environment, resolve_device
-from rfr_deploy.errors import first_line
+from rfr_deploy.errors import ConfigError, first_line
 from rfr_deploy.files import cache_folder
 from rfr_deploy.optional import installed_version
 
@@ -51,8 +51,7 @@ def command(device: str, as_json: bool) -> None:
         f"default update (--fast auto, --amp auto): {update['runner']}, {update['precision']}; "
         f"Gaussian noise: {update['steps']} updates{patches}",
         "packages: " + ", ".join(f"{name} {_shown(info)}" for name, info in report["packages"].items()),
-        f"cache: {cache['folder']}, {format_bytes(cache['bytes'])} of at most "
-        + ("no limit" if cache["limit_bytes"] is None else format_bytes(cache["limit_bytes"])),
+        f"cache: {cache['folder']}, {format_bytes(cache['bytes'])}{_limit_shown(cache)}",
     ]
     click.echo("\n".join(lines))
 
@@ -64,12 +63,20 @@ def collect(device_name: str) -> dict[str, Any]:
         "environment": describe_environment(device),
         "default_update": default_update(device),
         "packages": {name: package_info(name, dists) for name, dists in PACKAGES.items()},
-        "cache": {
-            "folder": str(cache_folder()),
-            "bytes": sum(e.size for e in list_entries()),
-            "limit_bytes": cache_limit(),
-        },
+        "cache": cache_info(),
     }
+
+
+def cache_info() -> dict[str, Any]:
+    """The cache folder, the bytes its entries hold and their limit. An invalid ``RFR_DEPLOY_CACHE_SIZE``,
+    which every other command refuses, is reported here (``limit_error``, the limit None) rather than
+    raised: people run ``env`` when something is wrong, and it should show everything it can."""
+    info: dict[str, Any] = {"folder": str(cache_folder()), "bytes": sum(e.size for e in list_entries())}
+    try:
+        info["limit_bytes"] = cache_limit()
+    except ConfigError as exc:
+        info["limit_bytes"], info["limit_error"] = None, str(exc)
+    return info
 
 
 def package_info(module: str, distributions: tuple[str, ...]) -> dict[str, Any]:
@@ -87,6 +94,14 @@ def package_info(module: str, distributions: tuple[str, ...]) -> dict[str, Any]:
     if module == "onnxruntime":
         info["providers"] = list(imported.get_available_providers())
     return info
+
+
+def _limit_shown(cache: dict[str, Any]) -> str:
+    if "limit_error" in cache:
+        return f"; its limit is not known: {cache['limit_error']}"
+    return " of at most " + (
+        "no limit" if cache["limit_bytes"] is None else format_bytes(cache["limit_bytes"])
+    )
 
 
 def _shown(info: dict[str, Any]) -> str:

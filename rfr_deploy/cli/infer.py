@@ -18,8 +18,11 @@ from rfr_deploy.cli.options import (
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import tile_core
-from rfr_deploy.jobs.outputs import check_distinct_names, output_name
+from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name
 from rfr_deploy.units import grey_levels
+
+INFERRED_TAG = "onnx"
+"""What ``rfr-deploy infer`` adds to an input's stem: ``<stem>_onnx.png``."""
 
 
 @click.command("infer")
@@ -71,8 +74,8 @@ def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, 
     if sigma is not None and not runner.noise_map:
         warnings.warn(f"--sigma is ignored: {Path(model).name} takes no noise level", stacklevel=1)
     out_dir = Path(output_dir)
-    paths = existing_paths(inputs)
-    check_distinct_names(((p, output_name(p, "onnx")) for p in paths), out_dir)
+    paths = drop_earlier_outputs(existing_paths(inputs), out_dir, INFERRED_TAG)
+    check_distinct_names(((p, output_name(p, INFERRED_TAG)) for p in paths), out_dir)
     check_output_dir(out_dir)
     for path in paths:  # every input decoded and checked before the first is denoised, one at a time
         runner.check_channels(read_image(path).pixels.shape[2], str(path))
@@ -98,7 +101,7 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
     started = time.perf_counter()
     clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap, on_tile=on_tile)
     seconds = time.perf_counter() - started
-    target = out_dir / output_name(path, "onnx")
+    target = out_dir / output_name(path, INFERRED_TAG)
     write_image(target, clean, bit_depth=16 if image.bit_depth >= 16 else 8)
     reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
     return {

@@ -32,7 +32,7 @@ import click
 from rfr_deploy.files import json_text
 from rfr_deploy.models.hub import model_for_weights
 from rfr_deploy.progress import Reporter
-from rfr_deploy.units import grey_levels, sigma_from_grey
+from rfr_deploy.units import GREY_LEVELS, grey_levels, sigma_from_grey
 
 
 def model_options(f: Callable) -> Callable:
@@ -94,7 +94,12 @@ def existing_paths(values: tuple[str, ...]) -> list[Path]:
 
 def sigma_from_grey_levels(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Click callback of the noise-level options: given in 8-bit grey levels, passed on in [0, 1] units
-    (the unit of everything below the command line)."""
+    (the unit of everything below the command line); refused outside [0, 255] whatever the command does
+    with it."""
+    if value is not None and not 0 <= value <= GREY_LEVELS:  # NaN too
+        raise click.UsageError(
+            f"{param.opts[0]} must be within [0, {GREY_LEVELS:g}] grey levels, got {value:g}", ctx
+        )
     return None if value is None else sigma_from_grey(value)
 
 

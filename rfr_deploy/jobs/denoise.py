@@ -11,10 +11,13 @@ from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import ModelCache, loaded, model_sigma, read_jobs, set_sigma_levels
-from rfr_deploy.jobs.outputs import check_distinct_names, output_name, write_output
+from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name, write_output
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.units import grey_levels
+
+DENOISED_TAG = "denoised"
+"""What ``rfr-deploy denoise`` adds to an input's stem: ``<stem>_denoised.png``."""
 
 
 def denoise_files(
@@ -28,7 +31,8 @@ def denoise_files(
     device = resolve_device(settings.device)
     use_threads(settings.threads)
     out_dir = check_output_dir(settings.output_dir)
-    check_distinct_names(((p, output_name(p, "denoised")) for p in inputs), out_dir)
+    inputs = drop_earlier_outputs(inputs, out_dir, DENOISED_TAG)
+    check_distinct_names(((p, output_name(p, DENOISED_TAG)) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
     jobs = read_jobs(inputs, device, reporter=reporter)
     models = ModelCache(settings.model, settings.weights, device)
@@ -42,7 +46,7 @@ def denoise_files(
             t = time.perf_counter()
             clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
             seconds = time.perf_counter() - t
-            target = write_output(out_dir, job, "denoised", clean)
+            target = write_output(out_dir, job, DENOISED_TAG, clean)
         records.append(
             {
                 "input": str(job.path),

@@ -35,6 +35,7 @@ from rfr_deploy.errors import ConfigError, RfrError, first_line
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
 from rfr_deploy.jobs.resume import completed_manifest, plan_groups, settings_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
@@ -78,6 +79,7 @@ def adapt_and_export_ray(
     """Run adapt-and-export over Ray; returns the summary (also written to ``OUT/summary.json``).
     ``exporters`` are those of :func:`rfr_deploy.jobs.adapt_export.adapt_and_export`; each task gets a copy."""
     ray = import_optional("ray", "ray", "spread adapt-and-export over a Ray cluster")
+    inputs = drop_earlier_outputs(inputs, settings.output_dir, ADAPTED_TAG)
     groups = plan_groups(inputs, settings)
     create_model(settings.model, weights=settings.weights or "default")  # a bad model or weights: fail now
     fingerprint = settings_fingerprint(settings, config, exporters)

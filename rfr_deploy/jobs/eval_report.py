@@ -37,6 +37,8 @@ class EvalReport:
     settings: dict[str, Any]
     adapt: dict[str, Any]
     images: list[ImageScore]
+    left_out: list[str] = field(default_factory=list)
+    """Files of a set of pairs left out for want of a partner (``noisy/NAME``, ``gt/NAME``)."""
     environment: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
@@ -58,6 +60,7 @@ class EvalReport:
             "adapt": self.adapt,
             "environment": self.environment,
             "wall_seconds": round(self.wall_seconds, 1),
+            "left_out": self.left_out,
             "mean": {
                 str(m): {"psnr": round(self.mean("psnr", m), 4), "ssim": round(self.mean("ssim", m), 5)}
                 for m in steps
@@ -91,6 +94,12 @@ class EvalReport:
             "ensemble_worst_gain_db": {str(m): round(min(self.ensemble_gains(m)), 4) for m in steps},
         }
 
+    def _pairs_shown(self) -> str:
+        """How many pairs the table holds, and the files left out for want of a partner."""
+        left = f" ({len(self.left_out)} files without a partner left out)" if self.left_out else ""
+        count = len(self.images)
+        return f"{count} real noise pair{'' if count == 1 else 's'}{left}"
+
     def to_markdown(self) -> str:
         steps = sorted(self.images[0].psnr) if self.images else []
         s, a = self.settings, self.adapt
@@ -104,7 +113,7 @@ class EvalReport:
             + (f" (first {s['limit']})" if s.get("limit") else "")
             + (f", central {s['crop']}² crops" if s.get("crop") else ", whole images")
             + f"; model `{s['model']}`, weights `{s.get('weights') or 'packaged'}`; "
-            + ("real noise pairs" if s.get("pairs") else f"Gaussian σ = {s['sigma']:g}, seed {s['seed']}")
+            + (self._pairs_shown() if s.get("pairs") else f"Gaussian σ = {s['sigma']:g}, seed {s['seed']}")
             + (
                 f"; adaptation noise: {s['noise']}"
                 if s.get("pairs") or s.get("noise") != "gaussian"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,7 +22,7 @@ import torch
 
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import StepInfo, adapt
-from rfr_deploy.datasets import ImageSource, NamedImage, dataset_sources, read_source
+from rfr_deploy.datasets import ImageSource, NamedImage, dataset_sources, pair_sources, read_source
 from rfr_deploy.devices import describe_environment, resolve_device, threads_field, use_threads
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import quantize
@@ -132,7 +133,7 @@ def evaluate(
     dataset = Path(dataset)
     models: dict[int, torch.nn.Module] = {}
     started = time.perf_counter()
-    sources = dataset_sources(dataset, settings.pairs, settings.limit)
+    sources, left_out = _sources(dataset, settings)
     for source in sources:  # every image decoded once before any long work, one at a time
         _read(source, settings)
     checkpoints = sorted({m for m in settings.steps if m != DEFAULT_BUDGET} | {0})
@@ -176,9 +177,28 @@ def evaluate(
             dataclasses.replace(config, steps=resolved.steps, patch=resolved.patch, ema=resolved.ema)
         ),
         images=scores,
+        left_out=left_out,
         environment=describe_environment(device),
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def _sources(dataset: Path, settings: EvalSettings) -> tuple[list[ImageSource], list[str]]:
+    """The images to evaluate, and the files of a set of pairs left out for want of a partner (as
+    ``noisy/NAME``, ``gt/NAME``), of which a warning tells: the table alone would not show them."""
+    if not settings.pairs:
+        return dataset_sources(dataset, False, settings.limit), []
+    found = pair_sources(dataset)
+    sources = found.sources[: settings.limit]
+    left_out = [str(p.relative_to(dataset)) for p in (*found.noisy_alone, *found.clean_alone)]
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f", … ({len(left_out)} in all)" if len(left_out) > 5 else "")
+        warnings.warn(
+            f"{dataset}: evaluating {len(sources)} pair(s); left out, no file of the same name in the other "
+            f"folder: {shown}",
+            stacklevel=3,
+        )
+    return sources, left_out
 
 
 def _read(source: ImageSource, settings: EvalSettings) -> tuple[NamedImage | None, NamedImage]:

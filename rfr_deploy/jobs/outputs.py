@@ -4,6 +4,7 @@ input's bit depth (8 or 16 bits)."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +40,25 @@ def check_distinct_names(named: Iterable[tuple[object, str]], out_dir: str | os.
         other = first.setdefault(name, source)
         if other != source:
             raise ConfigError(f"{other} and {source} would both write {Path(out_dir) / name}; rename one")
+
+
+def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str) -> list[Path]:
+    """``paths`` but the images an earlier run over them wrote into ``out_dir``: ``<stem>_<tag>.*`` there
+    beside an input ``<stem>.*`` (a folder that is its own output folder is read again on the next run;
+    ``x_rfr.png`` given without ``x.png`` is kept, to be adapted again). Warns of what it drops."""
+    out, stems = Path(out_dir).resolve(), {p.stem for p in paths}
+    dropped = [
+        p
+        for p in paths
+        if p.stem.endswith(f"_{tag}") and p.stem[: -len(tag) - 1] in stems and p.parent.resolve() == out
+    ]
+    if dropped:
+        warnings.warn(
+            f"skipping {len(dropped)} image(s) in {out_dir} that a run over these inputs wrote "
+            f"({dropped[0].name}{', …' if len(dropped) > 1 else ''})",
+            stacklevel=2,
+        )
+    return [p for p in paths if p not in dropped]
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:

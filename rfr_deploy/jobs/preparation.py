@@ -25,6 +25,7 @@ from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.jobs.inputs import ImageJob, ModelCache, check_estimated_level, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.reference import read_reference
 from rfr_deploy.jobs.resume import (
     check_output_names,
@@ -74,6 +75,7 @@ def prepare_run(
     for exporter in exporters:
         exporter.check()  # e.g. TensorRT, Polygraphy and a GPU: fail before any work is done
     check_update_settings(config, device)
+    inputs = drop_earlier_outputs(inputs, settings.output_dir, ADAPTED_TAG)
     path_groups = _plan(inputs, settings)
     out_dir = check_output_dir(settings.output_dir)
     # before the first image is read: every phase reuses the memory the last one freed
