@@ -49,6 +49,7 @@ def denoise(
     tile: int | None = None,
     overlap: int = 32,
     channels_last: bool | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Clean estimate of ``noisy`` (``N×C×H×W``). ``sigma`` in [0, 1] units for noise-map models.
 
@@ -56,6 +57,7 @@ def denoise(
     tiles of that size; by default the image is tiled only when one pass would
     not fit in memory. ``channels_last``: the layout of the pass
     (:func:`rfr_deploy.layout.run_channels_last`; None: channels-last for convolutional networks on the CPU).
+    ``on_tile(done, total)`` hears of each tile of a tiled pass done (a progress bar).
     """
     was_training = model.training
     model.eval()
@@ -65,7 +67,7 @@ def denoise(
 
         def compute(layout: torch.memory_format) -> torch.Tensor:
             def run(x: torch.Tensor) -> torch.Tensor:
-                return _run(model, x.contiguous(memory_format=layout), sigma, tile, overlap)
+                return _run(model, x.contiguous(memory_format=layout), sigma, (tile, overlap), on_tile)
 
             return dihedral_mean(run, noisy) if ensemble else run(noisy)
 
@@ -93,11 +95,13 @@ def auto_tile(model, noisy: torch.Tensor) -> int | None:
     return max(128, side - side % 32)
 
 
-def _run(model, x: torch.Tensor, sigma: float | None, tile: int | None, overlap: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
+def _run(
+    model, x: torch.Tensor, sigma: float | None, tiling: tuple[int | None, int], on_tile
+) -> torch.Tensor:
+    (tile, overlap), (h, w) = tiling, x.shape[-2:]
     if tile is None or (h <= tile and w <= tile):
         return model(x, sigma)
-    return run_tiled(lambda part: model(part, sigma), x, tile, overlap, model.entry.pad_multiple)
+    return run_tiled(lambda part: model(part, sigma), x, tile, overlap, model.entry.pad_multiple, on_tile)
 
 
 @dataclass(frozen=True)

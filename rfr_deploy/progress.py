@@ -58,6 +58,11 @@ class Progress:
     def stage(self, text: str, total: int | None = None) -> None:
         """What the work is now; ``total`` sets the number of steps where it was not known (or changed)."""
 
+    def tiles_of(self, text: str):
+        """An ``on_tile(done, total)`` callback (tiled passes, :func:`rfr_deploy.inference.run_tiled`) that
+        shows ``text: tile done/total`` as the stage."""
+        return lambda done, total: self.stage(f"{text}: tile {done}/{total}")
+
 
 class _BarProgress(Progress):
     def __init__(self, bar, description: str):

@@ -287,3 +287,13 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
     process.stdout.close()  # like `rfr-deploy models | head -1`
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""  # no traceback, no "error: Broken pipe"
+
+
+def test_denoise_shows_each_image_on_stderr_and_results_on_stdout(tmp_path, image_file, weights_file):
+    args = ["denoise", image_file, "--weights", weights_file, "-o", tmp_path / "out"]
+    shown = run(*args)
+    assert shown.exit_code == 0, shown.output
+    assert "denoising 1 image(s): noisy.png" in shown.stderr
+    assert shown.stdout.startswith("noisy.png -> ") and "denoising" not in shown.stdout
+    quiet = run(*args, "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout.startswith("noisy.png -> ")

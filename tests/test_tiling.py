@@ -106,3 +106,17 @@ def test_a_training_step_counts_each_saved_tensor_once():
 
     # x and y (counting each save: x, y, y), 4 bytes a pixel each, and the gradients at the peak of backward
     assert memory.bytes_per_pixel(Square(), 1, training=True) == memory.SAVED_TO_PEAK * (4 + 4)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_tiled_pass_reports_each_tile(noisy, ensemble):
+    model, heard = tiny("dncnn"), []
+    tiled = denoise(model, noisy, tile=24, overlap=8, ensemble=ensemble, on_tile=lambda *a: heard.append(a))
+    total = len(plan_tiles(37, 45, 24, 8))
+    passes = 8 if ensemble else 1
+    assert len(heard) == passes * total > passes  # transposed passes tile the transposed image: same count
+    assert heard[:total] == [(done, total) for done in range(1, total + 1)]
+    assert torch.equal(tiled, denoise(model, noisy, tile=24, overlap=8, ensemble=ensemble))
+    heard.clear()
+    denoise(model, noisy, on_tile=lambda *a: heard.append(a))  # one pass: nothing to report
+    assert heard == []

@@ -94,11 +94,8 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
     sigma, tile, overlap = settings
     image = read_image(path)
     progress.stage(path.name)
-
-    def on_tile(done: int, total: int) -> None:
-        progress.stage(f"{path.name}: tile {done}/{total}")
-
     started = time.perf_counter()
+    on_tile = progress.tiles_of(path.name)
     clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap, on_tile=on_tile)
     seconds = time.perf_counter() - started
     target = out_dir / output_name(path, INFERRED_TAG)

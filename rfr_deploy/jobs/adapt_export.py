@@ -252,10 +252,12 @@ def _write_outputs(run: _GroupRun, settings: JobSettings, out_dir: Path, progres
     files: list[dict[str, Any]] = []
     seconds, scores = 0.0, None
     for index, job in enumerate(run.jobs):
-        progress.stage(f"output of {job.path.name}" if len(run.jobs) > 1 else "output")
+        stage = f"output of {job.path.name}" if len(run.jobs) > 1 else "output"
+        progress.stage(stage)
         t = time.perf_counter()
         sigma = model_sigma(run.model, job)
-        clean = denoise(run.result.model, job.noisy, sigma=sigma, ensemble=settings.output_ensemble)
+        ensemble, on_tile = settings.output_ensemble, progress.tiles_of(stage)
+        clean = denoise(run.result.model, job.noisy, sigma=sigma, ensemble=ensemble, on_tile=on_tile)
         seconds += time.perf_counter() - t
         if settings.reference:
             progress.stage("scoring against the reference")

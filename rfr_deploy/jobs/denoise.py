@@ -38,25 +38,36 @@ def denoise_files(
     models = ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)
     records = []
-    for job in jobs:
-        model = models.get(job.info.channels)
-        with loaded([job], device):  # one image in memory at a time
-            # blind networks need no σ
-            set_sigma_levels([job], settings.sigma, model, estimate=model.meta.noise_map)
-            t = time.perf_counter()
-            clean = denoise(model, job.noisy, sigma=model_sigma(model, job), ensemble=ensemble)
-            seconds = time.perf_counter() - t
-            target = write_output(out_dir, job, DENOISED_TAG, clean)
-        records.append(
-            {
-                "input": str(job.path),
-                "output": str(target),
-                "model": settings.model,
-                "weights_sha256": model.weights_sha256,
-                "sigma": grey_levels(settings.sigma),
-                "sigma_estimate": grey_levels(job.sigma_estimate, 3),
-                "seconds": round(seconds, 4),
-            }
-        )
-        reporter.result(f"{job.path.name} -> {target} ({seconds:.2f} s)")
+    with reporter.bar(len(jobs), f"denoising {len(jobs)} image(s)") as progress:
+        for done, job in enumerate(jobs, 1):
+            records.append(_denoise_one(job, models, settings, ensemble, (out_dir, device), progress))
+            reporter.result(f"{job.path.name} -> {records[-1]['output']} ({records[-1]['seconds']:.2f} s)")
+            progress(done)
     return records
+
+
+def _denoise_one(
+    job, models: ModelCache, settings: JobSettings, ensemble: bool, where, progress
+) -> dict[str, Any]:
+    """Denoise one input and write ``<stem>_denoised.png`` into ``where`` = (output folder, device); returns
+    its record. ``progress`` shows the image, and its tiles where it is tiled."""
+    out_dir, device = where
+    model = models.get(job.info.channels)
+    progress.stage(job.path.name)
+    with loaded([job], device):  # one image in memory at a time
+        # blind networks need no σ
+        set_sigma_levels([job], settings.sigma, model, estimate=model.meta.noise_map)
+        t = time.perf_counter()
+        sigma, on_tile = model_sigma(model, job), progress.tiles_of(job.path.name)
+        clean = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble, on_tile=on_tile)
+        seconds = time.perf_counter() - t
+        target = write_output(out_dir, job, DENOISED_TAG, clean)
+    return {
+        "input": str(job.path),
+        "output": str(target),
+        "model": settings.model,
+        "weights_sha256": model.weights_sha256,
+        "sigma": grey_levels(settings.sigma),
+        "sigma_estimate": grey_levels(job.sigma_estimate, 3),
+        "seconds": round(seconds, 4),
+    }
