@@ -233,18 +233,18 @@ def term_gradients(
     )
 
 
+SUBCOMMANDS = {
+    "job": lambda fits, *argv: run_constrained(int(fits), list(argv)),
+    "step-peak": lambda arch, side: print(json.dumps(step_peak(arch, int(side)))),
+    "term-gradients": term_gradients,
+    "step-memory": step_memory,
+}
+"""The helper subcommands (``python tiled_updates.py NAME ARGS...``); anything else is a layout study."""
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["job"]:
-        run_constrained(int(sys.argv[2]), sys.argv[3:])
-        return
-    if sys.argv[1:2] == ["step-peak"]:
-        print(json.dumps(step_peak(sys.argv[2], int(sys.argv[3]))))
-        return
-    if sys.argv[1:2] == ["term-gradients"]:
-        term_gradients(*sys.argv[2:])
-        return
-    if sys.argv[1:2] == ["step-memory"]:
-        step_memory(*sys.argv[2:])
+    if sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS:
+        SUBCOMMANDS[sys.argv[1]](*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -57,9 +57,10 @@ def training_layout(
 ) -> TrainingLayout:
     """The patch side: ``config.patch``; where None, None (whole images) for images of at most
     :data:`WHOLE_IMAGE_PIXELS`, :data:`LARGE_IMAGE_PATCH` for larger ones; never more than the smallest
-    target's side (whole images where that is under :data:`SMALLEST_PATCH`). Where a training step (``passes`` forward/backward passes of ``config.batch``) would
-    not fit in memory, the update runs in tiles that do: the same gradient for networks of a bounded
-    receptive field, so the memory free decides the time, not the network trained."""
+    target's side (whole images where that is under :data:`SMALLEST_PATCH`). Where a training step
+    (``passes`` forward/backward passes of ``config.batch``) would not fit in memory, the update runs in
+    tiles that do: the same gradient for networks of a bounded receptive field, so the memory free
+    decides the time, not the network trained."""
     largest = max(t.shape[-2] * t.shape[-1] for t in targets)
     patch = config.patch or (LARGE_IMAGE_PATCH if largest > WHOLE_IMAGE_PIXELS else None)
     if patch is not None:

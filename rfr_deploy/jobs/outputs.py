@@ -47,7 +47,7 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
     beside an input ``<stem>.*`` (a folder that is its own output folder is read again on the next run;
     ``x_rfr.png`` given without ``x.png`` is kept, to be adapted again). Warns of what it drops."""
     out, stems = Path(out_dir).resolve(), {p.stem for p in paths}
-    dropped = [
+    dropped = [  # the stem tests first: a path is resolved only where they hold
         p
         for p in paths
         if p.stem.endswith(f"_{tag}") and p.stem[: -len(tag) - 1] in stems and p.parent.resolve() == out
@@ -58,7 +58,8 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
             f"({dropped[0].name}{', …' if len(dropped) > 1 else ''})",
             stacklevel=2,
         )
-    return [p for p in paths if p not in dropped]
+    skipped = set(dropped)  # thousands of inputs: one lookup each
+    return [p for p in paths if p not in skipped]
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:

@@ -82,9 +82,7 @@ def prepare_run(
     keep_freed_memory_on(device, config.keep_memory)
     fingerprint = settings_fingerprint(settings, config, exporters)
     done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
-    for group, manifest in zip(path_groups, done, strict=True):
-        if manifest is None:
-            check_output_names(out_dir, group)
+    check_output_names(out_dir, (g for g, m in zip(path_groups, done, strict=True) if m is None))
     todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
     models = models or ModelCache(settings.model, settings.weights, device)
     jobs = _read_inputs(inputs, settings, models, device, todo, reporter)

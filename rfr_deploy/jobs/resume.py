@@ -12,11 +12,10 @@ skip such groups; a changed setting, input or weights file redoes them.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +52,18 @@ def plan_groups(inputs: Sequence[Path], settings: Any) -> list[tuple[str, ...]]:
     return groups
 
 
-def check_output_names(out_dir: Path, group: Sequence[str]) -> None:
-    """Refuse, before any work, a folder where the group writes a file: its manifest, or any
-    ``<stem>_rfr.*`` (adapted image, weights, exports)."""
-    stem = group_stem(group)
-    taken = [out_dir / f"{stem}.json", *out_dir.glob(f"{glob.escape(stem)}_{ADAPTED_TAG}.*")]
-    taken += [out_dir / output_name(Path(p), ADAPTED_TAG) for p in group]
-    for path in taken:
-        if path.is_dir():
+def check_output_names(out_dir: Path, groups: Iterable[Sequence[str]]) -> None:
+    """Refuse, before any work, a folder where one of ``groups`` writes a file: its manifest, or any
+    ``<stem>_rfr.*`` (adapted images, weights, exports). The output folder is listed once, whatever the
+    number of groups."""
+    folders = {e.name for e in os.scandir(out_dir) if e.is_dir()} if out_dir.is_dir() else set()
+    for group in groups if folders else ():
+        stem = group_stem(group)
+        names = {f"{stem}.json", *(output_name(Path(p), ADAPTED_TAG) for p in group)}
+        taken = sorted(n for n in folders if n in names or n.startswith(f"{stem}_{ADAPTED_TAG}."))
+        if taken:
             raise ConfigError(
-                f"{path} is a folder, where this run writes a file; move it or choose another -o"
+                f"{out_dir / taken[0]} is a folder, where this run writes a file; move it or choose another -o"
             )
 
 
