@@ -10,7 +10,9 @@ from cli_helpers import run
 from click.testing import CliRunner
 
 from rfr_deploy.cli import main
+from rfr_deploy.errors import WeightsError
 from rfr_deploy.images import write_image
+from rfr_deploy.models.weights import read_weights_meta
 
 
 def test_pretrain_trains_checkpoints_and_resumes(tmp_path, smooth_image):
@@ -116,49 +118,58 @@ def test_pretraining_on_the_cpu_takes_channels_last_only_where_it_pays(tmp_path,
         assert weight.is_contiguous() is not pays
 
 
-def test_pretrain_starts_from_plain_weights_of_its_default_architecture(tmp_path, smooth_image):
-    """Weights that record no architecture settings (a plain state dict) are compared by their tensors."""
+def test_pretrain_trains_the_network_of_the_weights_it_starts_from(tmp_path, smooth_image):
+    """Weights that record no architecture settings (a plain state dict) are read by their tensors; the
+    run trains that network, and resuming its checkpoint (without --init) goes on with it."""
     import torch
 
+    from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
     from rfr_deploy.models.factory import create_model
 
     write_image(tmp_path / "train" / "0.png", smooth_image)
-    args = ["pretrain", tmp_path / "train", "--batch", 1, "--patch", 16, "--steps", 1, "-q"]
-    torch.save(create_model("dncnn", weights=None, channels=1).net.state_dict(), tmp_path / "plain.pth")
-    result = run(*args, "-o", tmp_path / "run", "--init", tmp_path / "plain.pth")
-    assert result.exit_code == 0, result.output
+    args = ["pretrain", tmp_path / "train", "--batch", 1, "--patch", 16, "-q", "-o", tmp_path / "run"]
     small = create_model("dncnn", weights=None, channels=1, depth=3, features=8).net.state_dict()
     torch.save(small, tmp_path / "small.pth")
-    result = run(*args, "-o", tmp_path / "r2", "--init", tmp_path / "small.pth")
-    assert (result.exit_code, result.stderr) == (
-        2,
-        f"error: {tmp_path / 'small.pth'}: weights have depth=3, features=8, "
-        "but the run trains 'dncnn' with depth=20, features=64\n",
-    )
+    result = run(*args, "--steps", 1, "--init", tmp_path / "small.pth")
+    assert result.exit_code == 0, result.output
+    assert read_weights_meta(tmp_path / "run" / "final.safetensors")[0].arch_kwargs == {
+        "depth": 3,
+        "features": 8,
+    }
+    assert run(*args, "--steps", 2).exit_code == 0
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert trained["step"] == 2 and trained["model"].keys() == small.keys()
+    asked = PretrainConfig(
+        data=(str(tmp_path / "train"),), out=str(tmp_path / "r2"), steps=1, batch=1, patch=16,
+        init=str(tmp_path / "small.pth"), arch_kwargs={"depth": 5},
+    )  # fmt: skip
+    with pytest.raises(
+        WeightsError, match=r"small.pth: weights have depth=3, but the run trains 'dncnn' with depth=5$"
+    ):
+        pretrain(asked)
     assert not (tmp_path / "r2").exists()
 
 
-def test_pretrain_starts_from_official_weights_that_fit(tmp_path, smooth_image, shared):
+def test_pretrain_starts_from_official_weights(tmp_path, smooth_image, shared):
     from rfr_deploy.models.factory import get_entry
     from rfr_deploy.models.weights import load_weights
 
     write_image(tmp_path / "train" / "0.png", smooth_image)
     args = ["pretrain", tmp_path / "train", "--batch", 1, "--patch", 16, "--steps", 1, "--json"]
-    for model, name in (("dncnn", "dncnn/dncnn_gray_blind.pth"), ("ffdnet", "ffdnet/ffdnet_gray.pth")):
+    cases = (("dncnn", "dncnn/dncnn_gray_blind.pth", {}), ("ffdnet", "ffdnet/ffdnet_gray.pth", {}))
+    for model, name, arch in (*cases, ("dncnn", "dncnn/dncnn_25.pth", {"depth": 17})):  # DnCNN-S: 17 layers
         init = shared("weights", *name.split("/"))
         if not init.is_file():
             pytest.skip(f"{init} not found")
-        out = tmp_path / model
+        out = tmp_path / name.replace("/", "_")
         result = run(*args, "-o", out, "--model", model, "--init", init, "--lr", 1e-12, "--lr-min", 0)
         assert result.exit_code == 0, result.output
         entry = get_entry(model)
-        trained = load_weights(json.loads(result.output)["weights"], entry).net.state_dict()
+        weights = json.loads(result.output)["weights"]
+        assert read_weights_meta(weights)[0].arch_kwargs == arch
+        trained = load_weights(weights, entry).net.state_dict()
         start = load_weights(init, entry).net.state_dict()
         assert max(float((trained[k] - start[k]).abs().max()) for k in start) < 1e-6
-    result = run(*args, "-o", tmp_path / "r", "--init", shared("weights", "dncnn", "dncnn_25.pth"))
-    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-    assert "depth=17" in result.stderr and "depth=20" in result.stderr and "features" not in result.stderr
-    assert not (tmp_path / "r").exists()
 
 
 def test_pretrain_refuses_an_output_folder_it_cannot_write_before_reading_images(tmp_path):

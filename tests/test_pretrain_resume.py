@@ -12,6 +12,7 @@ from cli_helpers import run
 from rfr_deploy.images import write_image
 from rfr_deploy.jobs import pretrain
 from rfr_deploy.jobs.pretrain import PretrainConfig, checkpoint_step
+from rfr_deploy.jobs.pretrain_resume import read_checkpoint
 from rfr_deploy.models.weights import read_weights_meta
 
 
@@ -96,7 +97,8 @@ def test_a_longer_run_resumes_along_the_cosine_over_its_new_length(tmp_path, dat
     long = dataclasses.replace(short, steps=10)
     cpu = torch.device("cpu")
     resumed = pretrain._start(long, cpu)
-    step, _history, _config = pretrain._resume(tmp_path / "run" / "checkpoint.pt", resumed, long)
+    path = tmp_path / "run" / "checkpoint.pt"
+    step, _history, _config = pretrain._resume(path, read_checkpoint(path), resumed, long)
     fresh = pretrain._start(long, cpu)
     for _ in range(step):
         fresh.optimizer.step()

@@ -32,12 +32,11 @@ from rfr_deploy.errors import ConfigError, WeightsError, first_line
 from rfr_deploy.files import atomic_write, check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.jobs.pretrain_resume import (
-    architecture_of,
-    check_same_architecture,
     check_same_training,
     not_resumable,
     read_checkpoint,
     resolved_folders,
+    run_architecture,
 )
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
@@ -87,7 +86,8 @@ class PretrainConfig:
         default=None,
         metadata={
             "file": "existing",
-            "help": "Start from these weights instead of a random initialisation (ignored when resuming).",
+            "help": "Start from these weights instead of a random initialisation, and train their network (e.g. the "
+            "17 layers of official DnCNN-S); ignored when resuming.",
         },
     )
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -186,11 +186,16 @@ def pretrain(config: PretrainConfig, progress: Callable[[int, int, float], None]
     use_threads(config.threads)
     device = resolve_device(config.device)
     keep_freed_memory_on(device)  # each step's batch of activations reuses the last one's memory
+    state = read_checkpoint(out / "checkpoint.pt")  # a checkpoint replaces --init
+    arch_kwargs, init = run_architecture(
+        config.init, config.model, config.channels, config.arch_kwargs, state
+    )
+    config = dataclasses.replace(config, arch_kwargs=arch_kwargs)
     run = _start(config, device)  # reads the training images: none usable is an error, before OUT is made
-    if config.init:  # weights that do not fit are an error before OUT is made; a checkpoint replaces them
-        _warm_start(run.model, config)
+    if init is not None:
+        _warm_start(run.model, init, config)
     with _removed_if_left_empty(out):
-        step, history, config = _resume(out / "checkpoint.pt", run, config)
+        step, history, config = _resume(out / "checkpoint.pt", state, run, config)
         started = time.perf_counter()
         step = _train(run, config, out, step, history, progress)
     final = out / "final.safetensors"
@@ -296,18 +301,10 @@ def _init_note(config: PretrainConfig) -> str:
     return f"; started from {Path(config.init).name}" + (f" ({before})" if before else "")
 
 
-def _warm_start(model, config: PretrainConfig) -> None:
-    """Start from the parameters of ``config.init`` (a fresh optimizer; a checkpoint takes precedence).
-    Weights that record no architecture settings (official ``.pth``, ``.mat``) load where their tensors
-    are those of the run's network; others are refused, naming the settings that differ."""
-    from rfr_deploy.models.weights import load_weights
-
-    entry = get_entry(config.model)
-    loaded = load_weights(config.init, entry, channels=config.channels)
-    theirs = architecture_of(entry, loaded.meta, loaded.net)
-    check_same_architecture(config.init, theirs, architecture_of(entry, model.meta, model.net), config.model)
+def _warm_start(model, init: nn.Module, config: PretrainConfig) -> None:
+    """Start from the parameters of ``init``, the network of ``config.init`` (a fresh optimizer)."""
     try:
-        model.net.load_state_dict(loaded.net.state_dict())
+        model.net.load_state_dict(init.state_dict())
     except RuntimeError as exc:
         raise WeightsError(
             f"{config.init}: weights do not fit the '{config.model}' network ({first_line(exc)})"
@@ -367,11 +364,13 @@ def _save_checkpoint(
         torch.save(state, tmp)
 
 
-def _resume(path: Path, run: Training, config: PretrainConfig) -> tuple[int, list[float], PretrainConfig]:
-    """The step, loss history and settings to go on from: a fresh start where ``path`` does not exist,
-    else its checkpoint's, trained with this run's settings but for ``--steps`` and how the process runs
-    (:func:`~rfr_deploy.jobs.pretrain_resume.check_same_training`), and started from its own ``--init``."""
-    state = read_checkpoint(path)
+def _resume(
+    path: Path, state: dict[str, Any] | None, run: Training, config: PretrainConfig
+) -> tuple[int, list[float], PretrainConfig]:
+    """The step, loss history and settings to go on from: a fresh start where there is no checkpoint
+    (``state``, read from ``path``), else its own, trained with this run's settings but for ``--steps`` and
+    how the process runs (:func:`~rfr_deploy.jobs.pretrain_resume.check_same_training`), and started from
+    its own ``--init``."""
     if state is None:
         return 0, [], config
     check_same_training(path, state, _recorded(config))

@@ -1,5 +1,5 @@
 """What ``rfr-deploy pretrain`` starts from, checked before it trains: the checkpoint of a run to resume
-(readable, and trained with the same settings), or weights to warm-start from (of the same architecture).
+(readable, and trained with the same settings), or weights to warm-start from (whose network it trains).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from rfr_deploy.errors import ConfigError, WeightsError, first_line
+from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta
+from rfr_deploy.models.weights import load_weights
 
 CHECKPOINT_KEYS = ("model", "optimizer", "generator", "sampler", "config", "step", "history")
 """What a checkpoint of ``rfr-deploy pretrain`` holds (older ones also hold a scheduler state, unused)."""
@@ -102,6 +104,28 @@ def _shown(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def run_architecture(
+    init: str | None, model: str, channels: int, asked: dict[str, Any], state: dict[str, Any] | None
+) -> tuple[dict[str, Any], torch.nn.Module | None]:
+    """The architecture settings the run trains, and the network to warm-start from (None where none).
+
+    A checkpoint (``state``) goes on with the settings it records. A warm start trains the network of its
+    ``init`` weights: the settings the run leaves open are theirs (``dncnn_25.pth`` trains the official
+    17-layer DnCNN-S), and those it asks for (``asked``) must be theirs too."""
+    if state is not None:
+        return {**state["config"].get("arch_kwargs", {}), **asked}, None
+    if not init:
+        return dict(asked), None
+    entry = get_entry(model)
+    loaded = load_weights(init, entry, channels=channels)
+    theirs = architecture_of(entry, loaded.meta, loaded.net)
+    check_same_architecture(init, {key: theirs.get(key) for key in asked}, asked, model)
+    default = create_model(model, weights=None, channels=channels)
+    ours = architecture_of(entry, default.meta, default.net)
+    adopted = {key: value for key, value in theirs.items() if ours.get(key) != value}
+    return {**adopted, **asked}, loaded.net
+
+
 def architecture_of(entry: ModelEntry, meta: WeightsMeta, net: torch.nn.Module) -> dict[str, Any]:
     """The architecture settings of ``net`` in full: the entry's defaults, those ``meta`` records, and
     those read off its tensors (weights that record none, e.g. official ``.pth`` files, are compared by
@@ -123,7 +147,7 @@ def architecture_of(entry: ModelEntry, meta: WeightsMeta, net: torch.nn.Module) 
 
 
 def check_same_architecture(init: str, theirs: dict[str, Any], ours: dict[str, Any], model: str) -> None:
-    """Refuse weights to warm-start from whose architecture settings differ from the run's, naming them."""
+    """Refuse weights to warm-start from whose architecture settings differ from those the run asks for."""
     differ = sorted(key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key))
     if differ:
         raise WeightsError(
