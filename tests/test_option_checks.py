@@ -151,6 +151,21 @@ def test_unknown_sigma_with_a_given_sigma_is_refused(tmp_path, image_file, weigh
     assert result.exit_code == 0, result.output
 
 
+def test_a_sigma_range_without_random_levels_is_refused(tmp_path, image_file, weights_file):
+    line = _refused(tmp_path, image_file, weights_file, "--sigma-high", 30)  # _dry_run gives --sigma 25
+    assert line == (
+        "error: --sigma-high bounds the random levels of --unknown-sigma uniform, which this run does not "
+        "draw: drop it (--sigma is a known level)"
+    )
+    common = ["adapt-and-export", image_file, "--weights", weights_file, "-o", tmp_path / "u", "--dry-run"]
+    result = run(*common, "--sigma-low", 5, "--sigma-high", 30)
+    assert result.exit_code == 2 and result.stderr == (
+        "error: --sigma-low/--sigma-high bound the random levels of --unknown-sigma uniform, which this run "
+        "does not draw: add --unknown-sigma uniform or drop them\n"
+    )
+    assert run(*common, "--sigma-low", 5, "--sigma-high", 30, "--unknown-sigma", "uniform").exit_code == 0
+
+
 def test_fewer_updates_than_rounds_are_refused(tmp_path, image_file, weights_file):
     line = _refused(tmp_path, image_file, weights_file, "--rounds", 5, "--steps", 1)
     assert line.startswith("error: --rounds 5 needs at least one update per round, and --steps is 1")

@@ -97,12 +97,26 @@ def given_options(ctx: click.Context) -> dict[str, str]:
 
 def check_options(options: dict, given: dict[str, str], config: AdaptConfig) -> None:
     """Refuse what the run would not follow, before any input is read: an empty output folder name (the
-    current folder, unasked), ``--unknown-sigma`` with ``--sigma`` (it is for an unknown level), and the
-    adaptation settings :func:`~rfr_deploy.cli.adapt_options.check_adapt_options` refuses."""
+    current folder, unasked), ``--unknown-sigma`` with ``--sigma`` (it is for an unknown level), a σ range
+    without ``--unknown-sigma uniform`` (the only levels it bounds), and the adaptation settings
+    :func:`~rfr_deploy.cli.adapt_options.check_adapt_options` refuses."""
     if not options["output_dir"]:
         raise ConfigError("-o/--output-dir is empty: name a folder (-o . for the current one)")
     if options["sigma"] is not None and "unknown_sigma" in given:
         raise ConfigError("--unknown-sigma is for a run without --sigma (an unknown level): drop one of them")
+    bounds = [given[key] for key in ("sigma_low", "sigma_high") if key in given]
+    if bounds and options["unknown_sigma"] != "uniform":
+        them = "them" if len(bounds) > 1 else "it"
+        known = options["sigma"] is not None
+        raise ConfigError(
+            f"{'/'.join(bounds)} bound{'' if len(bounds) > 1 else 's'} the random levels of --unknown-sigma "
+            "uniform, which this run does not draw: "
+            + (
+                f"drop {them} (--sigma is a known level)"
+                if known
+                else f"add --unknown-sigma uniform or drop {them}"
+            )
+        )
     check_adapt_options(config)
 
 
