@@ -48,6 +48,8 @@ NONLOCAL_OPS = {
     "Softmax",
 }
 """Operators whose output depends on the whole image: tiles of such graphs are close, not exact."""
+UNSHUFFLE_PERM = [0, 1, 3, 5, 2, 4]
+"""The Transpose of a pixel unshuffle lowered to Reshape (N, C, H/b, b, W/b, b) + Transpose + Reshape."""
 DEFAULT_CPU_BUDGET = 4 << 30
 DEFAULT_GPU_BUDGET = 2 << 30
 
@@ -229,25 +231,61 @@ def choose_providers(available: Sequence[str]) -> list[str]:
 
 
 def _graph_locality(path: Path) -> tuple[int, bool]:
-    """(receptive field read off the Conv nodes, whether tiling is exact)."""
+    """(receptive field read off the graph, whether tiling is exact).
+
+    Each tensor carries how far its pixels reach into the input beyond one pixel (its span, in input
+    pixels) and how many input pixels one of its pixels steps over (its stride): a convolution or pool
+    widens the span by its kernel's extent times the stride it runs at, a strided one multiplies the
+    stride; branches that meet take the widest span. A resize is counted as reaching one more of its
+    input's pixels (a bound, not the exact reach)."""
     import onnx
 
     graph = onnx.load_model(str(path), load_external_data=False).graph
-    scale = 1
-    reach = 0
+    kernels = {i.name: max(i.dims[2:]) for i in graph.initializer if len(i.dims) >= 3}
+    nodes = [
+        (node, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}) for node in graph.node
+    ]
+    # The exporter lowers a pixel unshuffle to Reshape + Transpose + Reshape: its block is that of the
+    # DepthToSpace shuffle that undoes it (FFDNet), unknown without one.
+    shuffle = max(
+        (int(attrs["blocksize"]) for node, attrs in nodes if node.op_type == "DepthToSpace"), default=0
+    )
+    reach = {i.name: (0, 1) for i in graph.input}
     exact = True
-    for node in graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type in ("DepthToSpace", "SpaceToDepth"):
-            scale = max(scale, int(attrs.get("blocksize", 1)))
-        elif node.op_type in NONLOCAL_OPS:
-            exact = False
-        elif node.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool"):
-            kernel = attrs.get("kernel_shape") or [3]
-            dilation = attrs.get("dilations") or [1]
-            reach += (max(kernel) - 1) * max(dilation) // 1
-    # Convolutions at reduced resolution reach `scale` times further in input pixels (conservative).
-    return 1 + reach * scale, exact
+    for node, attrs in nodes:
+        known = [reach[name] for name in node.input if name in reach]
+        if not known:  # constants
+            continue
+        op = node.op_type
+        if op == "Transpose" and list(attrs.get("perm", ())) == UNSHUFFLE_PERM:
+            op, attrs = "SpaceToDepth", {"blocksize": max(shuffle, 1)}
+            exact = exact and shuffle > 0
+        exact = exact and op not in NONLOCAL_OPS
+        weight = kernels.get(node.input[1]) if len(node.input) > 1 else None
+        span, stride = max(s for s, _ in known), max(t for _, t in known)
+        for name in node.output:
+            reach[name] = _node_reach(op, attrs, weight, span, stride)
+    span = max((reach[o.name][0] for o in graph.output if o.name in reach), default=0)
+    return 1 + span, exact
+
+
+def _node_reach(op: str, attrs: dict, weight_kernel: int | None, span: int, stride: int) -> tuple[int, int]:
+    """(span, stride) of one node's output, from those of its widest input (see :func:`_graph_locality`)."""
+    kernel = max(attrs.get("kernel_shape") or [weight_kernel or 1])
+    extent = (kernel - 1) * max(attrs.get("dilations") or [1])
+    step = max(attrs.get("strides") or [1])
+    block = int(attrs.get("blocksize", 1))
+    if op in ("Conv", "MaxPool", "AveragePool", "LpPool"):
+        return span + extent * stride, stride * step
+    if op == "ConvTranspose":
+        return span + -(-extent // step) * stride, max(1, stride // step)
+    if op == "SpaceToDepth":
+        return span + (block - 1) * stride, stride * block
+    if op == "DepthToSpace":
+        return span, max(1, stride // block)
+    if op in ("Resize", "Upsample"):
+        return span + stride, stride
+    return span, stride
 
 
 def _bytes_per_pixel(path: Path) -> float:

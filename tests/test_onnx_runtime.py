@@ -58,12 +58,30 @@ def test_whole_image_matches_pytorch(tmp_path, image):
 def test_tiles_with_half_receptive_field_overlap_equal_the_whole_image(tmp_path, image, name, sigma):
     _, path = exported(tmp_path, name, sigma=sigma)
     runner = OnnxDenoiser(path)
-    # 4 convolutions of 3×3: receptive field 9 (doubled at FFDNet's half resolution).
-    assert runner.receptive_field == (9 if name == "dncnn" else 17) and runner.exact_tiles
+    # 4 convolutions of 3×3: receptive field 9; FFDNet's run at half resolution, behind a 2×2 unshuffle.
+    assert runner.receptive_field == (9 if name == "dncnn" else 1 + 1 + 4 * 2 * 2) and runner.exact_tiles
     whole = runner.denoise(image)
     tiled = runner.denoise(image, tile=24)
     assert len(plan_tiles(53, 47, 24, runner.default_overlap, runner.pad_multiple)) > 4
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_strided_layers_widen_the_overlap_of_exact_tiles(tmp_path, rng):
+    """CBDNet's U-Net pools twice and upsamples back: its layers at quarter resolution reach four
+    times further in input pixels, which the overlap read off the graph must cover."""
+    torch.manual_seed(0)
+    model = create_model("cbdnet", weights=None, channels=3, features=8, estimator_features=8).eval()
+    path = tmp_path / "cbdnet.onnx"
+    export_onnx(model, path, example=torch.rand(1, 3, 64, 64), metadata=onnx_metadata(model, noise={}))
+    probe = torch.rand(1, 3, 161, 161, requires_grad=True)
+    model(probe)[0, :, 80, 80].sum().backward()
+    rows = torch.nonzero(probe.grad[0].abs().sum(0).sum(1))
+    reach = max(80 - int(rows.min()), int(rows.max()) - 80)
+    runner = OnnxDenoiser(path)
+    assert runner.exact_tiles and reach <= runner.default_overlap < 2 * reach
+    pixels = rng.random((200, 190, 3), dtype=np.float32)
+    assert len(plan_tiles(200, 190, 160, runner.default_overlap, runner.pad_multiple)) == 16
+    np.testing.assert_allclose(runner.denoise(pixels, tile=160), runner.denoise(pixels), atol=1e-5)
 
 
 def test_too_small_an_overlap_shows_seams(tmp_path, image):
