@@ -111,6 +111,8 @@ class _MadeEngine:
     weight_map: WeightMap | None = None
     """None: mapped from the ONNX file when the engine is written."""
     base_sha: str | None = None
+    metadata: dict[str, str] | None = None
+    """The sidecar's description of the network; None: the ONNX file's metadata when it is written."""
 
 
 def check_engine_support() -> None:
@@ -252,13 +254,20 @@ def refit_engine(
         strip_plan=False,
         weight_map=weight_map,
         base_sha=info.engine_sha256,
+        metadata=None if onnx_path is not None else _refitted_metadata(info.metadata, model),
     )
     error = None
     if options.verify and example is not None:
-        props = _onnx_props(onnx_path) if onnx_path is not None else info.metadata
+        props = _onnx_props(onnx_path) if onnx_path is not None else made.metadata
         ensemble = props.get("ensemble") == "x8"
         error = _verify(made, model, example, sigma, ensemble)
     return _write(engine_path, made, model, onnx_path, seconds=time.perf_counter() - started, error=error)
+
+
+def _refitted_metadata(base: dict[str, str], model) -> dict[str, str]:
+    """What a sidecar says of a network refitted from its state dict: the base engine's graph (σ, ensemble,
+    architecture, noise), with ``model``'s own weights."""
+    return {**base, "model.weights_sha256": model.weights_sha256 or "", "model.meta": model.meta.to_json()}
 
 
 def _onnx_props(onnx_path) -> dict[str, str]:
@@ -319,7 +328,7 @@ def _write(engine_path, made: _MadeEngine, model, onnx_path, *, seconds: float, 
     weight_map = made.weight_map
     if weight_map is None and onnx_path is not None:
         weight_map = map_weights(model.state_dict(), onnx_path)
-    metadata = _onnx_props(onnx_path) if onnx_path is not None else {}
+    metadata = made.metadata if made.metadata is not None else _onnx_props(onnx_path)
     engine = made.engine
     info = EngineSidecar(
         runtime=current_runtime(),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import EngineMismatchError
 from .tensorrt_runner import tensorrt_logger
-from .weight_map import WeightMap
+from .weight_map import BF16, WeightMap
 
 
 def check_weight_maps(base: WeightMap | None, new: WeightMap | None, base_path: Path) -> None:
@@ -52,9 +52,18 @@ def refit_from_state_dict(trt, refitter, weight_map: WeightMap, state, base: Pat
     except (KeyError, ValueError) as exc:
         raise EngineMismatchError(f"the weights do not fit the engine {base} ({exc})") from exc
     for name, array in arrays.items():
-        if not refitter.set_named_weights(name, trt.Weights(array)):
+        if not refitter.set_named_weights(name, tensorrt_weights(trt, array, weight_map.dtypes[name])):
             raise EngineMismatchError(f"TensorRT rejected the new weights '{name}' for {base}")
     return arrays
+
+
+def tensorrt_weights(trt, array, dtype: str):
+    """``trt.Weights`` over ``array`` (which must outlive them). TensorRT's bindings convert NumPy arrays of
+    float32, float16 and integer types only; bf16 weights (raw bits, :meth:`WeightMap.arrays`) are given
+    by data type, address and count."""
+    if dtype == BF16:
+        return trt.Weights(trt.bfloat16, array.ctypes.data, array.size)
+    return trt.Weights(array)
 
 
 def refit_from_onnx(trt, refitter, onnx_path, base: Path) -> None:

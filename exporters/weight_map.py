@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+BF16 = "bfloat16"
+"""The dtype name of bf16 initializers (NumPy reads them through ``ml_dtypes``, which ONNX loads)."""
+
 
 @dataclass(frozen=True)
 class WeightMap:
@@ -58,20 +61,29 @@ class WeightMap:
 
     def arrays(self, state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """ONNX initializer name → contiguous array of ``state``'s values, in the initializer's dtype and shape.
+        NumPy has no bfloat16: bf16 initializers (dtype ``bfloat16``) get their raw bits, as ``uint16``.
 
-        Raises :class:`KeyError` naming a missing parameter and :class:`ValueError` on a shape mismatch.
+        Raises :class:`KeyError` naming a missing parameter and :class:`ValueError` on a shape mismatch
+        or a dtype this map cannot produce.
         """
         out: dict[str, np.ndarray] = {}
         for key, onnx_name in self.names.items():
             if key not in state:
                 raise KeyError(key)
-            array = state[key].detach().to("cpu", torch.float32).numpy()
-            shape = tuple(self.shapes[onnx_name])
-            if array.size != int(np.prod(shape, dtype=np.int64)):
-                raise ValueError(f"{key} has shape {tuple(array.shape)}, the engine expects {shape}")
-            out[onnx_name] = np.ascontiguousarray(
-                array.reshape(shape).astype(np.dtype(self.dtypes[onnx_name]))
-            )
+            tensor, shape = state[key].detach().cpu(), tuple(self.shapes[onnx_name])
+            if tensor.numel() != int(np.prod(shape, dtype=np.int64)):
+                raise ValueError(f"{key} has shape {tuple(tensor.shape)}, the engine expects {shape}")
+            dtype = self.dtypes[onnx_name]
+            if dtype == BF16:
+                array = tensor.to(torch.bfloat16).view(torch.uint16).numpy()
+            else:
+                try:
+                    array = tensor.to(torch.float32).numpy().astype(np.dtype(dtype))
+                except TypeError as exc:
+                    raise ValueError(
+                        f"{key}: the engine holds it as {dtype}, which NumPy does not know"
+                    ) from exc
+            out[onnx_name] = np.ascontiguousarray(array.reshape(shape))
         return out
 
 

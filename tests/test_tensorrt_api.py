@@ -251,7 +251,7 @@ def bound_names(version: str) -> dict[str, set[str]]:
             bound[name] |= members.get(base, set())
             stack.extend(bases.get(base, []))
     bound["tensorrt"] = {m[5] for m in heads if m[4] == "m"} | set(
-        re.findall(r"\bm\.def\(\s*\"(\w+)\"", sources)
+        re.findall(r"\bm\.(?:def|attr)\(\s*\"(\w+)\"", sources)  # m.attr("bfloat16") = DataType::kBF16
     )
     return bound
 

@@ -10,6 +10,7 @@ test_tensorrt_engine.py on a machine with TensorRT and a GPU.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import sys
 import types
@@ -88,18 +89,36 @@ class FakeEngine:
         return b"stripped again" if "EXCLUDE_WEIGHTS" in config.flags else b"plan with weights"
 
 
+class FakeWeights:
+    """``trt.Weights`` as TensorRT's bindings build it (pyFoundationalTypes.cpp): from a NumPy array of a
+    type ``utils::type`` converts (anything else is a ValueError), or from a data type, address and count."""
+
+    NUMPY = {"float32", "float16", "int64", "int32", "int8", "bool", "uint8"}
+    ITEMSIZE = {"BF16": 2}
+
+    def __init__(self, *args):
+        if len(args) == 1:
+            if args[0].dtype.name not in self.NUMPY:
+                raise ValueError(f"Could not implicitly convert NumPy data type: {args[0].dtype}")
+            self.dtype, self.values = args[0].dtype.name, np.array(args[0])
+        else:
+            dtype, address, count = args
+            raw = (ctypes.c_uint8 * (count * self.ITEMSIZE[dtype])).from_address(address)
+            self.dtype, self.values = dtype, np.frombuffer(bytes(raw), dtype=np.uint16)
+
+
 class FakeRefitter:
     def __init__(self, engine, logger, refittable, accept=True):
         self.engine, self.logger = engine, logger
         self.refittable = refittable
         self.accept = accept
-        self.set: dict[str, np.ndarray] = {}
+        self.set: dict[str, FakeWeights] = {}
 
     def get_all_weights(self):
         return list(self.refittable)
 
     def set_named_weights(self, name, weights):
-        self.set[name] = np.array(weights)
+        self.set[name] = weights
         return self.accept
 
     def get_missing_weights(self):
@@ -128,7 +147,7 @@ def fake_tensorrt() -> types.ModuleType:
             return FakeEngine(plan)
 
     trt.Logger, trt.Runtime = Logger, Runtime
-    trt.Weights = lambda array: array
+    trt.Weights, trt.bfloat16 = FakeWeights, "BF16"
     trt.SerializationFlag = types.SimpleNamespace(
         EXCLUDE_WEIGHTS="EXCLUDE_WEIGHTS", INCLUDE_REFIT="INCLUDE_REFIT"
     )
@@ -188,11 +207,28 @@ def test_a_state_dict_refit_sets_every_parameter_or_fails(trt, exported, tmp_pat
     assert set(refitter.set) == set(weight_map.names.values())
     for key, name in weight_map.names.items():
         np.testing.assert_array_equal(
-            refitter.set[name].reshape(-1), adapted.state_dict()[key].numpy().reshape(-1)
+            refitter.set[name].values.reshape(-1), adapted.state_dict()[key].numpy().reshape(-1)
         )
     rejecting = FakeRefitter(None, None, set(weight_map.names.values()), accept=False)
     with pytest.raises(EngineMismatchError, match="rejected the new weights"):
         refit_from_state_dict(trt, rejecting, weight_map, adapted.state_dict(), tmp_path)
+
+
+def test_a_state_dict_refit_of_a_bf16_engine_gives_tensorrt_the_bits(trt, tmp_path):
+    """NumPy has no bfloat16 that TensorRT's bindings convert: the refit passes raw bf16 bits by address."""
+    path = tmp_path / "bf16.onnx"
+    export_onnx(tiny(), path, example=torch.rand(1, 3, 16, 16), precision="bf16", opset=22, verify=False)
+    weight_map = WeightMap.from_json(
+        map_weights(tiny().state_dict(), path).to_json()
+    )  # as a sidecar holds it
+    assert set(weight_map.dtypes.values()) == {"bfloat16"}
+    adapted = tiny(seed=7).state_dict()
+    refitter = FakeRefitter(None, None, set(weight_map.names.values()))
+    refit_from_state_dict(trt, refitter, weight_map, adapted, tmp_path)
+    for key, name in weight_map.names.items():
+        assert refitter.set[name].dtype == "BF16"
+        bits = adapted[key].to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+        np.testing.assert_array_equal(refitter.set[name].values, bits.reshape(-1))
 
 
 # --------------------------------------------------------------------------- refits of weight-stripped bases
@@ -209,7 +245,7 @@ def test_refitted_plans_keep_their_weights_and_refittability(trt):
         serialize_refitted(trt, failing, base_stripped=False)
 
 
-def write_base(tmp_path, weight_map: WeightMap, plan: bytes, strip_plan: bool):
+def write_base(tmp_path, weight_map: WeightMap, plan: bytes, strip_plan: bool, metadata=None):
     base = tmp_path / "base.engine"
     base.write_bytes(plan)
     EngineSidecar(
@@ -224,6 +260,7 @@ def write_base(tmp_path, weight_map: WeightMap, plan: bytes, strip_plan: bool):
         weight_map=weight_map,
         mode="built",
         strip_plan=strip_plan,
+        metadata=metadata or {},
     ).write(sidecar_path(base))
     return base
 
@@ -240,6 +277,26 @@ def test_a_refit_of_a_stripped_base_is_written_runnable(trt, exported, tmp_path)
     assert written.strip_plan is False and written.mode == "refit"
     assert written.engine_sha256 == hashlib.sha256(b"plan with weights").hexdigest()
     assert written.base_engine_sha256 == hashlib.sha256(b"stripped base plan").hexdigest()
+
+
+def test_a_state_dict_refit_keeps_the_base_s_description_of_its_graph(trt, exported, tmp_path):
+    """σ, the ensemble and the architecture come from the base's graph (the C++ sample reads its σ there, a
+    later refit its ensemble); the weights are the refitted network's."""
+    _, _, weight_map = exported
+    trt.Refitter = lambda engine, logger: FakeRefitter(engine, logger, set(weight_map.names.values()))
+    graph = {"ensemble": "x8", "sigma": "0.1", "model.name": "dncnn", "model.weights_sha256": "base"}
+    base = write_base(tmp_path, weight_map, b"base plan", strip_plan=False, metadata=graph)
+    options = tensorrt_engine.EngineOptions(refit_from="state_dict", verify=False)
+    adapted = tiny(seed=3)
+    first = tensorrt_engine.refit_engine(base, tmp_path / "b.engine", model=adapted, options=options)
+    again = tensorrt_engine.refit_engine(first.path, tmp_path / "c.engine", model=adapted, options=options)
+    for refit in (first, again):
+        metadata = EngineSidecar.read(refit.sidecar).metadata
+        assert metadata == {
+            **graph,
+            "model.weights_sha256": adapted.weights_sha256 or "",
+            "model.meta": adapted.meta.to_json(),
+        }
 
 
 # --------------------------------------------------------------------------- one logger
