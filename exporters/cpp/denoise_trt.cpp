@@ -100,6 +100,12 @@ int main(int argc, char** argv) {
             throw std::runtime_error("expected float32 'noisy' and 'denoised' tensors (rfr-deploy engines have them)");
 
         const rfr::Image image = rfr::read_image(input_path, args.raw_height, args.raw_width, args.raw_channels);
+        const int64_t channels = engine->getTensorShape("noisy").d[1];  // fixed at export: C of N×C×H×W
+        if (channels > 0 && image.channels != channels) {
+            std::cerr << "error: the engine takes " << channels << "-channel images, " << input_path << " has "
+                      << image.channels << "\n";
+            return 2;
+        }
         const std::vector<float> planar = rfr::to_planar(image);
         const size_t bytes = planar.size() * sizeof(float);
 
