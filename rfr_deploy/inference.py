@@ -25,6 +25,8 @@ from rfr_deploy.transforms import DIHEDRAL, dihedral, dihedral_inverse
 
 MEMORY_FRACTION = 0.5
 """Share of the free memory a single forward pass may use before the image is tiled."""
+GLOBAL_OVERLAP = 32
+"""The tile overlap of networks that pool over the whole image, whose tiles are approximate whatever it is."""
 
 
 def to_tensor(pixels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -47,7 +49,7 @@ def denoise(
     sigma: float | None = None,
     ensemble: bool = False,
     tile: int | None = None,
-    overlap: int = 32,
+    overlap: int | None = None,
     channels_last: bool | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
@@ -55,7 +57,8 @@ def denoise(
 
     ``ensemble`` averages the 8 dihedral transforms (×8 compute). ``tile`` forces
     tiles of that size; by default the image is tiled only when one pass would
-    not fit in memory. ``channels_last``: the layout of the pass
+    not fit in memory, in tiles overlapping by ``overlap`` (default :func:`tile_overlap`).
+    ``channels_last``: the layout of the pass
     (:func:`rfr_deploy.layout.run_channels_last`; None: channels-last for convolutional networks on the CPU).
     ``on_tile(done, total)`` hears of each tile of a tiled pass done (a progress bar).
     """
@@ -63,7 +66,7 @@ def denoise(
     model.eval()
     try:
         if tile is None:
-            tile = auto_tile(model, noisy)
+            tile = auto_tile(model, noisy, overlap)
 
         def compute(layout: torch.memory_format) -> torch.Tensor:
             def run(x: torch.Tensor) -> torch.Tensor:
@@ -84,23 +87,33 @@ def dihedral_mean(run, noisy: torch.Tensor) -> torch.Tensor:
     return out / DIHEDRAL
 
 
-def auto_tile(model, noisy: torch.Tensor) -> int | None:
-    """Tile size that keeps a forward pass within :data:`MEMORY_FRACTION` of free memory, or None."""
+def tile_overlap(model) -> int:
+    """The overlap of ``model``'s tiles: its reach (:attr:`~rfr_deploy.models.denoiser.Denoiser.reach`), so
+    that tiles equal a whole-image pass; :data:`GLOBAL_OVERLAP` for networks with whole-image statistics."""
+    return GLOBAL_OVERLAP if model.entry.global_statistics else model.reach
+
+
+def auto_tile(model, noisy: torch.Tensor, overlap: int | None = None) -> int | None:
+    """Tile size that keeps a forward pass within :data:`MEMORY_FRACTION` of free memory, or None; at least
+    128 pixels, and a core of 64 within the ``overlap`` (default :func:`tile_overlap`) on each side."""
     h, w = noisy.shape[-2:]
     per_pixel = bytes_per_pixel(model, noisy.shape[1], training=False) * noisy.shape[0]
     budget = MEMORY_FRACTION * available_bytes(noisy.device)
     if per_pixel * h * w <= budget:
         return None
     side = int(math.sqrt(budget / per_pixel))
-    return max(128, side - side % 32)
+    grid = model.entry.pad_multiple
+    smallest = 2 * _round_up(tile_overlap(model) if overlap is None else overlap, grid) + _round_up(64, grid)
+    return max(128, smallest, side - side % 32)
 
 
 def _run(
-    model, x: torch.Tensor, sigma: float | None, tiling: tuple[int | None, int], on_tile
+    model, x: torch.Tensor, sigma: float | None, tiling: tuple[int | None, int | None], on_tile
 ) -> torch.Tensor:
     (tile, overlap), (h, w) = tiling, x.shape[-2:]
     if tile is None or (h <= tile and w <= tile):
         return model(x, sigma)
+    overlap = tile_overlap(model) if overlap is None else overlap
     return run_tiled(lambda part: model(part, sigma), x, tile, overlap, model.entry.pad_multiple, on_tile)
 
 

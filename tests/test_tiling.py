@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.inference import denoise, plan_tiles, run_tiled
-from rfr_deploy.models.factory import create_model
+from rfr_deploy.inference import GLOBAL_OVERLAP, denoise, plan_tiles, run_tiled, tile_overlap
+from rfr_deploy.models.factory import create_model, get_entry, list_models
 
 
 def tiny(name: str):
@@ -120,3 +120,42 @@ def test_a_tiled_pass_reports_each_tile(noisy, ensemble):
     heard.clear()
     denoise(model, noisy, on_tile=lambda *a: heard.append(a))  # one pass: nothing to report
     assert heard == []
+
+
+def _measured_reach(model, side: int) -> int:
+    """The farthest input pixel (rows or columns from the centre) the centre output pixel depends on."""
+    probe = torch.rand(1, model.channels, side, side, requires_grad=True)
+    model(probe, 0.1 if model.needs_sigma else None)[0, :, side // 2, side // 2].sum().backward()
+    used = torch.nonzero(probe.grad[0].abs().sum(0))
+    return int((used - side // 2).abs().max())
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if not get_entry(n).global_statistics])
+def test_tiles_of_every_local_network_overlap_by_its_reach_and_equal_the_whole_image(name):
+    """The reach counted off the layers bounds what autograd measures (DnCNN's chain: equal), and tiles
+    overlapping by it give the whole image's output."""
+    entry = get_entry(name)
+    torch.manual_seed(0)
+    model = create_model(name, weights=None, channels=1 if name == "dncnn_n2s" else 3, **entry.test_kwargs)
+    model.eval()
+    overlap = tile_overlap(model)
+    assert overlap == model.reach and _measured_reach(model, 2 * overlap + 9) <= overlap
+    if name == "dncnn":
+        assert overlap == len([m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)])
+    grid = entry.pad_multiple
+    margins = 2 * (-(-overlap // grid) * grid)
+    tile = 2 * margins + 8 * grid  # a core of margins + 8 * grid: two tiles a side on an image past one
+    torch.manual_seed(1)
+    noisy = torch.rand(1, model.channels, tile + 8 * grid, tile + 4 * grid)
+    sigma = 0.1 if model.needs_sigma else None
+    assert len(plan_tiles(*noisy.shape[-2:], tile, overlap, grid)) == 4
+    torch.testing.assert_close(
+        denoise(model, noisy, sigma, tile=tile), denoise(model, noisy, sigma), atol=1e-5, rtol=0
+    )
+
+
+def test_networks_with_whole_image_statistics_keep_the_default_overlap():
+    for name in ("ridnet", "mirnet"):
+        entry = get_entry(name)
+        model = create_model(name, weights=None, channels=3, **entry.test_kwargs)
+        assert entry.global_statistics and tile_overlap(model) == GLOBAL_OVERLAP != model.reach

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta
@@ -57,6 +58,24 @@ class Denoiser(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @property
+    def reach(self) -> int:
+        """How many input pixels on each side an output pixel may depend on, bounded from the layers: every
+        convolution and pool taken in series, at the network's coarsest grid (``pad_multiple``, whose own
+        block adds ``pad_multiple - 1``). Tiles overlapping this much equal a whole-image pass, for networks
+        without whole-image statistics (:attr:`~rfr_deploy.models.registry.ModelEntry.global_statistics`)."""
+        layers = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
+        reach = sum(_layer_reach(m) for m in self.net.modules() if isinstance(m, layers))
+        grid = self.entry.pad_multiple
+        return reach * grid + grid - 1
+
+
+def _layer_reach(layer: nn.Module) -> int:
+    """Input pixels a layer's output pixel reads on its farther side: half an odd kernel's extent, an even
+    kernel's whole extent (its window is not centred)."""
+    kernels, dilations = _pair(layer.kernel_size), _pair(getattr(layer, "dilation", 1))
+    return max((k - 1) * d // 2 if k % 2 else (k - 1) * d for k, d in zip(kernels, dilations, strict=True))
 
 
 def sigma_tensor(sigma: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,9 @@ class ModelEntry:
     description: str
     noise_map: bool = False
     pad_multiple: int = 1
+    global_statistics: bool = False
+    """Whether the network pools over the whole image (channel attention): its tiles see their own
+    statistics, close to but not a whole-image pass whatever their overlap."""
     default_noise: NoiseKind = "gaussian"
     sigma_range: tuple[float, float] = (0.0, 55 / 255)
     """Default noise levels of weights without metadata, [0, 1] units."""

@@ -289,6 +289,7 @@ register_model(
         build=MIRNet,
         output="direct",
         pad_multiple=4,  # 2 ** (height - 1) for the default height of 3
+        global_statistics=True,  # channel attention and selective kernel fusion pool over the image
         description="MIRNet: multi-scale residual blocks with dual attention and selective kernel fusion "
         "(Zamir et al. 2020)",
         default_noise="camera",

@@ -138,6 +138,7 @@ register_model(
         name="ridnet",
         build=RIDNet,
         output="direct",
+        global_statistics=True,  # feature attention pools each block's features over the image
         description="RIDNet: enhancement attention modules with merge-and-run units and feature attention "
         "(Anwar & Barnes 2019)",
         default_noise="camera",
