@@ -211,12 +211,23 @@ def _connect(ray, address: str) -> bool:
     return True
 
 
-def _gpus_per_image(options: RayOptions, settings: JobSettings, cluster_gpus: float) -> float:
+def _gpus_per_image(options: RayOptions, settings: JobSettings, cluster: dict[str, float]) -> float:
+    """The GPUs each task holds; :class:`ConfigError` where a task would ask for more GPUs or CPUs than the
+    cluster has (Ray would wait for them for ever)."""
+    cluster_gpus = cluster.get("GPU", 0)
     if settings.device == "cuda" and cluster_gpus == 0:
         raise ConfigError("--device cuda, but the Ray cluster has no GPU")
+    if options.cpus_per_image > cluster.get("CPU", 0):
+        raise ConfigError(
+            f"--cpus-per-image {options.cpus_per_image}, but the Ray cluster has {cluster.get('CPU', 0):g} CPUs"
+        )
     if options.gpus_per_image is not None:
         if options.gpus_per_image > 0 and settings.device == "cpu":
             raise ConfigError("--gpus-per-image with --device cpu: the tasks would hold GPUs they do not use")
+        if options.gpus_per_image > cluster_gpus:
+            raise ConfigError(
+                f"--gpus-per-image {options.gpus_per_image:g}, but the Ray cluster has {cluster_gpus:g} GPUs"
+            )
         return options.gpus_per_image
     return 1.0 if cluster_gpus > 0 and settings.device != "cpu" else 0.0
 
@@ -226,7 +237,7 @@ def _run_tasks(ray, options: RayOptions, task: GroupTask, groups, todo, records,
     started = _connect(ray, options.address)
     try:
         cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        gpus = _gpus_per_image(options, task.settings, cluster.get("GPU", 0))
+        gpus = _gpus_per_image(options, task.settings, cluster)
         remote = ray.remote(run_group).options(
             num_cpus=options.cpus_per_image,
             num_gpus=gpus,
