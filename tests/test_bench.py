@@ -356,3 +356,11 @@ def test_unfused_without_native_bf16_is_ignored_with_a_warning(monkeypatch):
     assert bench_run.ignored_options(settings, torch.device("cuda"))[0].startswith("--unfused is ignored")
     monkeypatch.setattr(bench_run, "cpu_native_bf16", lambda: True)
     assert bench_run.ignored_options(settings, torch.device("cpu")) == []
+
+
+def test_cli_bench_quiet_still_prints_its_report(monkeypatch):
+    monkeypatch.setattr(bench_run, "bench_model", lambda name, *args: ModelResult(name))
+    args = ["bench", "--models", "dncnn", "--no-job", "--no-limits", "--device", "cpu", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# rfr-deploy speed benchmark") and result.stderr == ""

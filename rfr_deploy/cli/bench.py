@@ -77,7 +77,7 @@ def command(models, sizes, plot, output, as_json, quiet, **options):
         plot_report(report, plot)
     if as_json:
         emit_json(report.to_dict())
-    elif not quiet:
+    else:  # --quiet silences the progress, not the result
         click.echo(report.to_markdown(), nl=False)
 
 
