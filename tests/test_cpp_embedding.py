@@ -131,3 +131,18 @@ def test_errors_are_reported_in_one_line(denoise_cpu, tmp_path, rng):
     (tmp_path / "short.ppm").write_bytes(b"P6\n8 8\n255\n\x00\x01")
     done = run(denoise_cpu, tmp_path / "g.pt", tmp_path / "short.ppm", tmp_path / "out.pgm")
     assert done.returncode == 1 and "truncated" in done.stderr and not (tmp_path / "out.pgm").exists()
+
+
+def test_options_may_come_anywhere_and_help_is_not_an_error(denoise_cpu, tmp_path, rng):
+    model = tiny("dncnn", 1)
+    export_torchscript(model, tmp_path / "g.pt", example=torch.rand(1, 1, 24, 24))
+    write_pnm(tmp_path / "in.pgm", (rng.random((8, 9, 1)) * 255).round())
+    done = run(denoise_cpu, "--threads", 1, tmp_path / "g.pt", tmp_path / "in.pgm", tmp_path / "out.pgm")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.pgm").read_bytes().startswith(b"P5")
+    done = run(denoise_cpu, "--help")
+    assert (done.returncode, done.stderr) == (0, "") and done.stdout.startswith(
+        "usage: rfr_denoise_cpu MODEL.pt"
+    )
+    done = run(denoise_cpu, tmp_path / "g.pt", tmp_path / "in.pgm")  # two operands
+    assert done.returncode == 2 and done.stderr.startswith("usage: ")

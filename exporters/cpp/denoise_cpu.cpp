@@ -31,9 +31,9 @@ std::unordered_map<std::string, std::string> parse_key_values(const std::string&
     return out;
 }
 
-int usage() {
-    std::cerr << "usage: rfr_denoise_cpu MODEL.pt INPUT OUTPUT [--sigma S] [--raw HxWxC] [--threads N]\n";
-    return 2;
+int usage(std::ostream& out, int status) {
+    out << "usage: rfr_denoise_cpu MODEL.pt INPUT OUTPUT [--sigma S] [--raw HxWxC] [--threads N]\n";
+    return status;
 }
 
 bool set_threads(const std::string& option, const char* value) {
@@ -47,7 +47,8 @@ bool set_threads(const std::string& option, const char* value) {
 int main(int argc, char** argv) {
     rfr::Arguments args;
     try {
-        if (!rfr::parse_arguments(argc, argv, args, set_threads)) return usage();
+        if (!rfr::parse_arguments(argc, argv, args, set_threads)) return usage(std::cerr, 2);
+        if (args.help) return usage(std::cout, 0);
         const std::string &model_path = args.model, &input_path = args.input, &output_path = args.output;
 
         // The module carries its settings as an extra file (channels, noise_map, sigma = sigma/255).

@@ -70,9 +70,9 @@ struct DeviceBuffer {
     DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-int usage() {
-    std::cerr << "usage: rfr_denoise_trt MODEL.engine INPUT OUTPUT [--sigma S] [--raw HxWxC]\n";
-    return 2;
+int usage(std::ostream& out, int status) {
+    out << "usage: rfr_denoise_trt MODEL.engine INPUT OUTPUT [--sigma S] [--raw HxWxC]\n";
+    return status;
 }
 
 }  // namespace
@@ -80,7 +80,8 @@ int usage() {
 int main(int argc, char** argv) {
     rfr::Arguments args;
     try {
-        if (!rfr::parse_arguments(argc, argv, args)) return usage();
+        if (!rfr::parse_arguments(argc, argv, args)) return usage(std::cerr, 2);
+        if (args.help) return usage(std::cout, 0);
         const std::string &engine_path = args.model, &input_path = args.input, &output_path = args.output;
         const std::string sidecar = read_file(engine_path + ".json");
         const std::string plan = read_file(engine_path);
