@@ -182,10 +182,11 @@ def summarise(rows: dict, candidates: tuple[float, ...]) -> dict[str, dict[str, 
     ]
     policies["GCV (no σ)"] = lambda r: r["picks"]["gcv"]
     guards = {"SURE at σ̂": "sure_hat", "SURE at σ̂'s low end": "sure_low", "GCV": "gcv", "SURE at σ": "sure"}
-    for label, rule in guards.items():  # a fixed quarter step, or none where the rule says it loses
-        policies[f"α = 0.25 unless {label} says it loses"] = lambda r, g=rule: (
-            0.25 if r["gains"][g][0.25] > 0 else 0.0
-        )
+    if 0.25 in candidates:  # a fixed quarter step, or none where the rule says it loses
+        for label, rule in guards.items():
+            policies[f"α = 0.25 unless {label} says it loses"] = lambda r, g=rule: (
+                0.25 if r["gains"][g][0.25] > 0 else 0.0
+            )
     policies["oracle α (best true PSNR)"] = lambda r: max(r["psnr"], key=r["psnr"].get)
     return {
         name: {"mean_gain_db": statistics.fmean(gains(p)), "worst_gain_db": min(gains(p))}

@@ -18,14 +18,23 @@ from rfr_deploy.adaptation.config import AdaptConfig
 
 
 def main(
-    sigma_mode: str = "known", default_name: str = "table2_known_sigma", title: str = "Table 2: known σ"
+    description: str = __doc__,
+    sigma_modes: tuple[str, ...] = ("known",),
+    name: str = "table2_known_sigma",
+    title: str = "Table 2: known σ",
+    networks: str | None = None,
 ) -> None:
+    """Run the table. Scripts for other tables give their own ``description``, the σ modes they offer (a
+    ``--sigma-mode`` option where there are several, the first the default), the results ``name`` and
+    ``title`` (``{mode}`` is filled in) and their default ``networks``."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    if len(sigma_modes) > 1:
+        parser.add_argument("--sigma-mode", choices=sigma_modes, default=sigma_modes[0])
     parser.add_argument("--datasets", default=",".join(COLOR_SETS + GRAY_SETS))
     parser.add_argument(
-        "--networks", default=None, help='e.g. CDnCNN-B,DnCNN-B,DnCNN-S,"RDN (ours)","DnCNN-N2S (ours)"'
+        "--networks", default=networks, help='e.g. CDnCNN-B,DnCNN-B,DnCNN-S,"RDN (ours)","DnCNN-N2S (ours)"'
     )
     parser.add_argument("--sigmas", default="15,25,40")
     parser.add_argument("--steps", default="0,10,20,40")
@@ -34,13 +43,14 @@ def main(
     parser.add_argument(
         "--score-ensemble", action="store_true", help="also score the ×8 self-ensemble of every checkpoint"
     )
-    parser.add_argument("--name", default=default_name, help="results file name under benchmarks/results")
+    parser.add_argument("--name", default=None, help="results file name under benchmarks/results")
     parser.add_argument(
         "--adapt",
         default="",
         help="AdaptConfig fields that differ from the CLI defaults, e.g. 'select=off,interpolation=0.25'",
     )
     args = parser.parse_args()
+    sigma_mode = getattr(args, "sigma_mode", sigma_modes[0])
     cells = plan(
         [float(s) for s in args.sigmas.split(",")],
         args.datasets.split(","),
@@ -48,8 +58,8 @@ def main(
     )
     steps = tuple(int(s) for s in args.steps.split(","))
     run_table(
-        args.name,
-        title,
+        args.name or name.format(mode=sigma_mode),
+        title.format(mode=sigma_mode),
         cells,
         sigma_mode,
         AdaptConfig(**parse_overrides(args.adapt)),

@@ -9,21 +9,16 @@ Same grid as Table 2 with blind networks only; the adaptation either draws σ un
 
 from __future__ import annotations
 
-import sys
-
 import table2_known_sigma
 
 
 def main() -> None:
-    mode = "estimate"
-    if "--sigma-mode" in sys.argv:
-        i = sys.argv.index("--sigma-mode")
-        mode = sys.argv[i + 1]
-        del sys.argv[i : i + 2]
-    if "--networks" not in sys.argv:
-        sys.argv += ["--networks", "CDnCNN-B,DnCNN-B"]
     table2_known_sigma.main(
-        sigma_mode=mode, default_name=f"table3_unknown_sigma_{mode}", title=f"Table 3: unknown σ ({mode})"
+        description=__doc__,
+        sigma_modes=("estimate", "uniform"),
+        name="table3_unknown_sigma_{mode}",
+        title="Table 3: unknown σ ({mode})",
+        networks="CDnCNN-B,DnCNN-B",
     )
 
 
