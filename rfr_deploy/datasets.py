@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rfr_deploy.errors import ImageError
-from rfr_deploy.images import SUPPORTED_SUFFIXES, read_image
+from rfr_deploy.images import is_listed_image, read_image
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a directory")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES and p.is_file())
+    files = sorted(p for p in folder.iterdir() if is_listed_image(p))
     if not files:
         raise ImageError(f"{folder}: no images found")
     return files

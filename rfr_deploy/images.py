@@ -2,10 +2,13 @@
 
 Images travel through the library as float32 ``H×W×C`` arrays in [0, 1]
 (``C`` = 1 or 3). Supported on disk: PNG (8/16-bit, via Pillow and pypng),
-TIFF (8/16-bit integer and 32-bit float, via tifffile) and JPEG; gray, gray+alpha,
-RGB, RGBA and palette images. Alpha is dropped with a warning, palettes are
-expanded. Writes go to a temporary name and are renamed into place, so an
-interrupted run never leaves a half-written file.
+TIFF (8/16-bit integer and 32-bit float, via tifffile; compressions tifffile cannot
+decode without ``imagecodecs`` through Pillow) and JPEG; gray, gray+alpha, RGB, RGBA
+and palette images. The decoder follows the file's signature, not its name; alpha is
+dropped with a warning, palettes are expanded, EXIF orientation is applied (JPEG,
+8-bit PNG). Writes go to a temporary name and are renamed into place, so an
+interrupted run never leaves a half-written file; a folder's hidden files (such as
+the temporary files of a run that was killed) are not read as images.
 """
 
 from __future__ import annotations
@@ -56,11 +59,11 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: is a directory, not an image")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty")
-    suffix = path.suffix.lower()
     try:
-        if suffix in (".tif", ".tiff"):
+        kind = _signature(path)
+        if kind == "tiff":
             array, depth = _read_tiff(path, max_pixels)
-        elif suffix == ".png" and _png_bit_depth(path) == 16:
+        elif kind == "png" and _png_bit_depth(path) == 16:
             array, depth = _read_png16(path, max_pixels)
         else:
             array, depth = _read_pillow(path, max_pixels)
@@ -74,13 +77,17 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
-    """Write float ``H×W×C`` pixels in [0, 1] (clipped) atomically. 16-bit for PNG and TIFF only."""
+    """Write float ``H×W×C`` pixels in [0, 1] atomically: 8 or 16-bit integers (clipped), or with
+    ``bit_depth`` 32 as they are (float32, TIFF only). Formats without the depth take the next one down
+    (16-bit for PNG, 8-bit for JPEG and BMP)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ImageError(f"{path}: unsupported output format '{suffix}' (use .png, .tif or .jpg)")
-    if bit_depth not in (8, 16):
-        raise ImageError(f"{path}: bit depth must be 8 or 16, not {bit_depth}")
+    if bit_depth not in (8, 16, 32):
+        raise ImageError(f"{path}: bit depth must be 8, 16 or 32, not {bit_depth}")
+    if bit_depth == 32 and suffix not in (".tif", ".tiff"):
+        bit_depth = 16
     if bit_depth == 16 and suffix in (".jpg", ".jpeg", ".bmp"):
         bit_depth = 8
     pixels = np.asarray(pixels, dtype=np.float32)
@@ -88,9 +95,12 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8)
         pixels = pixels[:, :, None]
     if not np.isfinite(pixels).all():
         raise ImageError(f"{path}: refusing to write an image with non-finite values")
-    scale = 65535.0 if bit_depth == 16 else 255.0
-    dtype = np.uint16 if bit_depth == 16 else np.uint8
-    quantised = np.clip(np.round(pixels * scale), 0, scale).astype(dtype)
+    if bit_depth == 32:
+        quantised = np.ascontiguousarray(pixels)
+    else:
+        scale = 65535.0 if bit_depth == 16 else 255.0
+        dtype = np.uint16 if bit_depth == 16 else np.uint8
+        quantised = np.clip(np.round(pixels * scale), 0, scale).astype(dtype)
     with atomic_write(path) as tmp:
         if suffix in (".tif", ".tiff"):
             import tifffile
@@ -108,7 +118,10 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8)
 
 
 def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """Round to the grid of an integer image of ``bit_depth`` bits, as a written file would."""
+    """Round to the grid of an integer image of ``bit_depth`` bits, as a written file would (32: float, as
+    it is)."""
+    if bit_depth == 32:
+        return np.asarray(pixels, dtype=np.float32)
     scale = 65535.0 if bit_depth == 16 else 255.0
     return (np.clip(np.round(np.asarray(pixels) * scale), 0, scale) / scale).astype(np.float32)
 
@@ -120,7 +133,7 @@ def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in SUPPORTED_SUFFIXES and q.is_file())
+            found = sorted(q for q in p.iterdir() if is_listed_image(q))
             if not found:
                 raise ImageError(f"{p}: directory holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
             for q in found:
@@ -130,11 +143,29 @@ def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
     return list(paths.values())
 
 
+def is_listed_image(path: Path) -> bool:
+    """Whether a folder's ``path`` is one of its images: a file with an image suffix, not hidden (the
+    temporary ``.<stem>.*.part.png`` of an interrupted write, macOS's ``._`` files)."""
+    return path.suffix.lower() in SUPPORTED_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
 # --------------------------------------------------------------------------- decoders
+
+
+def _signature(path: Path) -> str:
+    """'png', 'tiff' or 'other', from the file's first bytes (a 16-bit PNG named .jpg is still a PNG)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic and BigTIFF
+        return "tiff"
+    return "other"
 
 
 def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
     from PIL import Image as PILImage
+    from PIL import ImageOps
 
     PILImage.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
     try:
@@ -148,6 +179,7 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             im.load()
         except OSError as exc:
             raise ImageError(f"{path}: image data is truncated or corrupt ({first_line(exc)})") from exc
+        im = ImageOps.exif_transpose(im)  # a camera's rotated JPEG, as viewers show it
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             mode = im.mode
@@ -188,8 +220,10 @@ def _read_png16(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
     except png.FormatError as exc:
         raise ImageError(f"{path}: image data is truncated or corrupt ({first_line(exc)})") from exc
-    planes = info["planes"]
+    planes, bits = info["planes"], info["bitdepth"]
     array = array.reshape(height, width, planes)
+    if bits < 16:  # an sBIT chunk: pypng shifted the samples down to its depth
+        array = np.round(array * (65535 / ((1 << bits) - 1))).astype(np.uint16)
     return _channels_last(array, path), 16
 
 
@@ -200,16 +234,25 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
-            if len(tif.pages) > 1 and "S" not in axes and series.ndim > 2:
+            images = [s for s in tif.series if not getattr(s.keyframe, "is_reduced", False)]  # not thumbnails
+            if (len(tif.pages) > 1 and "S" not in axes and series.ndim > 2) or len(images) > 1:
                 raise ImageError(
                     f"{path}: multi-page TIFF ({len(tif.pages)} pages); expected a single 2-D image"
                 )
             page = tif.pages[0]
             _check_size(path, int(page.imagelength) * int(page.imagewidth), max_pixels)
-            array = series.asarray()
+            try:
+                array = series.asarray()
+            except ValueError as exc:  # a compression (LZW, JPEG) tifffile decodes only with imagecodecs
+                if "imagecodecs" not in str(exc):
+                    raise
+                return _read_pillow_tiff(path, max_pixels, exc, int(tif.pages[0].bitspersample))
             extra = tuple(int(e) for e in (getattr(page, "extrasamples", ()) or ()))
+            inverted = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
     except tifffile.TiffFileError as exc:
         raise ImageError(f"{path}: not a valid TIFF file ({first_line(exc)})") from exc
+    if inverted and array.dtype.kind == "u":  # 0 is white: store as 0 is black
+        array = np.iinfo(array.dtype).max - array
     if array.ndim == 3 and axes.endswith("SYX"):
         array = np.moveaxis(array, 0, -1)  # planar configuration
     if array.dtype == np.uint8:
@@ -226,6 +269,18 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             f"{path}: {array.shape[2]} channels; expected 1 (gray) or 3 (RGB), with an optional alpha"
         )
     return _channels_last(array, path), depth
+
+
+def _read_pillow_tiff(path: Path, max_pixels: int, cause: Exception, bits: int) -> tuple[np.ndarray, int]:
+    """A TIFF of ``bits`` per sample that tifffile cannot decode here, through Pillow where it reads all
+    the bits (8-bit, 16-bit gray: it keeps 8 of 16-bit colour); else the one-line error naming the cure."""
+    try:
+        array, depth = _read_pillow(path, max_pixels)
+    except ImageError:
+        array, depth = None, 0
+    if array is None or depth != bits:
+        raise ImageError(f"{path}: cannot decode image ({first_line(cause)}: pip install imagecodecs)")
+    return array, depth
 
 
 def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:

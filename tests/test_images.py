@@ -191,3 +191,87 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, smooth_image, monkey
 def test_unsupported_output_format(tmp_path, smooth_image):
     with pytest.raises(ImageError, match="unsupported output format"):
         write_image(tmp_path / "out.webp", smooth_image)
+
+
+def test_a_png_with_an_sbit_chunk_is_read_at_full_scale(tmp_path, rng):
+    """pypng shifts 12 significant bits of a 16-bit PNG down to 12 bits: they are scaled back to 16."""
+    import png
+
+    data = (rng.random((6, 7)) * 4095).round().astype(np.uint16)
+    with open(tmp_path / "a.png", "wb") as fh:
+        png.Writer(7, 6, greyscale=True, bitdepth=12).write(fh, data.tolist())  # stored as 16 with sBIT 12
+    image = read_image(tmp_path / "a.png")
+    assert image.bit_depth == 16
+    np.testing.assert_allclose(image.pixels[:, :, 0], data / 4095, atol=1e-5)
+
+
+def test_exif_orientation_is_applied(tmp_path, smooth_image):
+    pixels = (smooth_image * 255).astype(np.uint8)
+    im = PILImage.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    im.save(tmp_path / "a.jpg", exif=exif.tobytes(), quality=100)
+    image = read_image(tmp_path / "a.jpg")
+    assert image.pixels.shape == (pixels.shape[1], pixels.shape[0], 3)
+    expected = np.rot90(pixels, k=-1) / 255
+    assert np.abs(image.pixels - expected).mean() < 0.02
+
+
+def test_the_decoder_follows_the_signature_not_the_name(tmp_path, rng):
+    data = (rng.random((5, 4, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.png", data)  # a 16-bit RGB TIFF named .png
+    image = read_image(tmp_path / "a.png")
+    assert image.bit_depth == 16
+    np.testing.assert_allclose(image.pixels, data / 65535, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode, bits", [("L", 8), ("RGB", 8), ("I;16", 16)])
+def test_tiffs_tifffile_cannot_decode_here_are_read_through_pillow(tmp_path, rng, mode, bits, monkeypatch):
+    """LZW needs imagecodecs in tifffile (not installed here: checked either way by a stand-in)."""
+    shape = {"L": (6, 7), "RGB": (6, 7, 3), "I;16": (6, 7)}[mode]
+    data = (rng.random(shape) * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)
+    PILImage.fromarray(data).save(tmp_path / "a.tif", compression="tiff_lzw")
+
+    def needs_imagecodecs(self, *args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", needs_imagecodecs)
+    image = read_image(tmp_path / "a.tif")
+    assert image.bit_depth == bits
+    np.testing.assert_allclose(image.pixels.reshape(shape), data / (2**bits - 1), atol=1e-7)
+    tifffile.imwrite(tmp_path / "b.tif", (rng.random((6, 7, 3)) * 65535).astype(np.uint16))  # Pillow: 8 bits
+    with pytest.raises(
+        ImageError, match=r"b.tif: cannot decode image \(.*imagecodecs.*: pip install imagecodecs\)$"
+    ):
+        read_image(tmp_path / "b.tif")
+
+
+def test_a_miniswhite_tiff_is_read_with_black_at_zero(tmp_path):
+    data = np.array([[0, 255], [100, 200]], dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", data, photometric="miniswhite")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif").pixels[:, :, 0] * 255, 255 - data)
+
+
+def test_a_tiff_of_two_images_of_different_sizes_is_refused(tmp_path):
+    with tifffile.TiffWriter(tmp_path / "a.tif") as tif:
+        tif.write(np.zeros((8, 8), np.uint8))
+        tif.write(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ImageError, match="multi-page TIFF"):
+        read_image(tmp_path / "a.tif")
+
+
+def test_float_images_are_written_as_float_tiffs_unclipped(tmp_path, rng):
+    pixels = (rng.random((4, 5, 1)) * 1.2 - 0.1).astype(np.float32)
+    write_image(tmp_path / "a.tif", pixels, bit_depth=32)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"), pixels[:, :, 0])
+    write_image(tmp_path / "a.png", pixels, bit_depth=32)  # PNG has no float: 16 bits
+    assert read_image(tmp_path / "a.png").bit_depth == 16
+    np.testing.assert_array_equal(quantize(pixels, 32), pixels)
+
+
+def test_hidden_files_of_a_folder_are_not_images(tmp_path, smooth_image):
+    """A killed run's temporary file (``.<stem>.XXXX.part.png``) or macOS's ``._a.png`` is not an input."""
+    write_image(tmp_path / "a.png", smooth_image)
+    (tmp_path / ".a_denoised.k3j2x9.part.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")
+    assert list_images([tmp_path]) == [tmp_path / "a.png"]

@@ -210,3 +210,18 @@ def test_ray_tasks_asking_for_more_than_the_cluster_has_are_refused():
         == 0.25
     )
     assert _gpus_per_image(RayOptions(address="local"), settings, {"CPU": 8, "GPU": 2}) == 1.0
+
+
+@pytest.mark.parametrize("command, tag", [("denoise", "denoised"), ("adapt-and-export", "rfr")])
+def test_an_output_name_a_folder_holds_is_refused_before_any_work(
+    tmp_path, image_file, weights_file, command, tag
+):
+    out = tmp_path / "out"
+    (out / f"{image_file.stem}_{tag}.png").mkdir(parents=True)
+    steps = ["--steps", 1] if command == "adapt-and-export" else []
+    result = run(command, image_file, "--weights", weights_file, "--sigma", 25, "-o", out, *steps)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {out / f'{image_file.stem}_{tag}.png'} is a folder, where this run writes a file; "
+        "move it or choose another -o\n"
+    )

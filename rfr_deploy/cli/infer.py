@@ -18,7 +18,7 @@ from rfr_deploy.cli.options import (
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import tile_core
-from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name
+from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_bit_depth, output_name
 from rfr_deploy.units import grey_levels
 
 INFERRED_TAG = "onnx"
@@ -99,7 +99,7 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
     clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap, on_tile=on_tile)
     seconds = time.perf_counter() - started
     target = out_dir / output_name(path, INFERRED_TAG)
-    write_image(target, clean, bit_depth=16 if image.bit_depth >= 16 else 8)
+    write_image(target, clean, bit_depth=output_bit_depth(image))
     reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
     return {
         "input": str(path),

@@ -1,5 +1,5 @@
 """The images a job writes next to its manifest: ``<stem>_<tag>.png`` (``.tif`` for TIFF inputs), at the
-input's bit depth (8 or 16 bits)."""
+input's bit depth (8 or 16 bits, float for float TIFFs)."""
 
 from __future__ import annotations
 
@@ -34,12 +34,26 @@ def output_name(path: Path, tag: str) -> str:
 
 def check_distinct_names(named: Iterable[tuple[object, str]], out_dir: str | os.PathLike) -> None:
     """Refuse, before any work, two inputs (``(input, name of its output)`` pairs) whose outputs would
-    take the same name in ``out_dir``: e.g. ``a/img.png`` and ``b/img.png``, or ``img.png`` and ``img.jpg``."""
+    take the same name in ``out_dir`` (e.g. ``a/img.png`` and ``b/img.png``, or ``img.png`` and
+    ``img.jpg``), and an output name a folder there holds."""
     first: dict[str, object] = {}
+    folders = folders_in(Path(out_dir))
     for source, name in named:
         other = first.setdefault(name, source)
         if other != source:
             raise ConfigError(f"{other} and {source} would both write {Path(out_dir) / name}; rename one")
+        if name in folders:
+            raise taken_by_folder(Path(out_dir) / name)
+
+
+def folders_in(out_dir: Path) -> set[str]:
+    """The names of the folders in ``out_dir`` (none where it does not exist yet), listed once."""
+    return {e.name for e in os.scandir(out_dir) if e.is_dir()} if out_dir.is_dir() else set()
+
+
+def taken_by_folder(path: Path) -> ConfigError:
+    """The error for an output file name ``path`` that a folder holds."""
+    return ConfigError(f"{path} is a folder, where this run writes a file; move it or choose another -o")
 
 
 def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str) -> list[Path]:
@@ -63,5 +77,6 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:
-    """16 for 16-bit and float inputs, else 8."""
-    return 16 if image.bit_depth >= 16 else 8
+    """The input's depth: 16 for 16-bit, 32 for float (a float TIFF, unclipped; 16-bit where the output
+    format has no float), else 8."""
+    return image.bit_depth if image.bit_depth in (16, 32) else 8

@@ -21,7 +21,13 @@ from typing import Any
 
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import sha256_file, sha256_file_cached
-from rfr_deploy.jobs.outputs import ADAPTED_TAG, check_distinct_names, output_name
+from rfr_deploy.jobs.outputs import (
+    ADAPTED_TAG,
+    check_distinct_names,
+    folders_in,
+    output_name,
+    taken_by_folder,
+)
 from rfr_deploy.units import grey_levels
 from rfr_deploy.version import __version__
 
@@ -56,15 +62,13 @@ def check_output_names(out_dir: Path, groups: Iterable[Sequence[str]]) -> None:
     """Refuse, before any work, a folder where one of ``groups`` writes a file: its manifest, or any
     ``<stem>_rfr.*`` (adapted images, weights, exports). The output folder is listed once, whatever the
     number of groups."""
-    folders = {e.name for e in os.scandir(out_dir) if e.is_dir()} if out_dir.is_dir() else set()
+    folders = folders_in(out_dir)
     for group in groups if folders else ():
         stem = group_stem(group)
         names = {f"{stem}.json", *(output_name(Path(p), ADAPTED_TAG) for p in group)}
         taken = sorted(n for n in folders if n in names or n.startswith(f"{stem}_{ADAPTED_TAG}."))
         if taken:
-            raise ConfigError(
-                f"{out_dir / taken[0]} is a folder, where this run writes a file; move it or choose another -o"
-            )
+            raise taken_by_folder(out_dir / taken[0])
 
 
 def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:
