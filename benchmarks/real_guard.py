@@ -59,7 +59,7 @@ def score_pair(model, noisy_pixels, clean_pixels, index: int, steps: int, camera
         aim, targets = level.sigma, None
         noise = build_noise("camera", None, "estimate", [aim], bit_depth=8)
     origin = [p.detach().clone() for p in model.parameters()]
-    result = adapt(model, noisy, noise, config, targets=targets)
+    result = adapt(model, noisy, noise, config, pseudo_clean=targets)
 
     def build(alpha: float):
         return interpolated(result.model, origin, alpha)

@@ -167,6 +167,18 @@ def test_rounds_split_the_updates_and_restart_from_the_network_the_previous_roun
         AdaptConfig(rounds=0)
 
 
+def test_a_given_first_round_target_leaves_later_rounds_their_own(tiny_dncnn, noisy):
+    """A job that computed X̃ = f(Y) to aim its noise hands it over for the first round only; ``targets``
+    (a teacher, an oracle) hold for every round."""
+    model, noise = tiny_dncnn(3), GaussianNoise(25 / 255)
+    config = AdaptConfig(steps=6, lr=1e-3, rounds=2, seed=5)
+    computed = adapt(model, noisy, noise, config)
+    handed = adapt(model, noisy, noise, config, pseudo_clean=computed.pseudo_clean)
+    assert _distance(handed.model, computed.model) == 0 and handed.losses == computed.losses
+    teacher = adapt(model, noisy, noise, config, targets=computed.pseudo_clean)
+    assert _distance(teacher.model, computed.model) > 0  # round 2 kept training towards f(Y)
+
+
 def test_rounds_share_the_updates_that_do_not_divide():
     from rfr_deploy.adaptation.loop import round_steps
 

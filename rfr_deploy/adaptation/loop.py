@@ -102,6 +102,7 @@ def adapt(
     callback: Callable[[StepInfo], None] | None = None,
     targets: Sequence[torch.Tensor] | None = None,
     stage: Callable[[str, int | None], None] | None = None,
+    pseudo_clean: Sequence[torch.Tensor] | None = None,
 ) -> AdaptResult:
     """Adapt ``model`` to ``noisy`` (one ``1×C×H×W`` tensor, or a list for a set of images).
 
@@ -116,6 +117,8 @@ def adapt(
     scores, relative to the network the round started from), ``pseudo_clean`` holds the first round's
     targets and ``losses`` / ``step_seconds`` every update of every round. ``stage(text, total)`` hears
     what starts: the target pass, the updates (``total`` = M), choosing the network to keep.
+    ``pseudo_clean``: the first round's X̃ = f(Y), already computed by the caller as that round would
+    (e.g. to read the noise level off the residual); later rounds compute their own.
     """
     start = time.perf_counter()
     images, config = _checked_start(noisy, noise, config)
@@ -124,8 +127,9 @@ def adapt(
     for index, steps in enumerate(round_steps(config.steps, config.rounds)):
         # each round starts from the network the previous one returned
         round_config = dataclasses.replace(config, steps=steps, seed=config.seed + index)
+        given = targets if targets is not None or index > 0 else pseudo_clean
         done = _adapt_round(
-            model, images, noise, sigma, round_config, targets, (len(losses), config.steps), callback, stage
+            model, images, noise, sigma, round_config, given, (len(losses), config.steps), callback, stage
         )
         first_targets = done.targets if first_targets is None else first_targets
         losses += done.losses

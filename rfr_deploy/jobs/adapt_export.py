@@ -239,7 +239,9 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progr
     def on_step(info: StepInfo) -> None:
         progress(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)
 
-    result = adapt(model, images, noise, config, sigma, on_step, targets=aim.targets, stage=progress.stage)
+    result = adapt(
+        model, images, noise, config, sigma, on_step, stage=progress.stage, pseudo_clean=aim.targets
+    )
     stem = group_stem([j.path for j in group])
     desc = noise_desc(settings, group, kind, aim.levels)
     before = (aim_seconds - aim.target_seconds, aim.target_seconds)

@@ -229,7 +229,8 @@ class ImageRun:
     started: float
     """When its preparation began (perf_counter): the image's seconds count from there."""
     noise: torch.nn.Module | None = None
-    targets: list[torch.Tensor] | None = None
+    pseudo_clean: list[torch.Tensor] | None = None
+    """X̃ = f(Y) where aiming the noise computed it: the first round's targets."""
 
     @property
     def budget(self) -> tuple[int | None, int | None, float | None]:
@@ -258,7 +259,7 @@ def _prepare_image(model, index, noisy_img, clean_img, settings, config, device)
     config = dataclasses.replace(config, seed=config.seed + index)
     choices = NoiseSettings(known, unknown, (estimate,))
     aim = aim_noise(kind, choices, model, [noisy], model_sigma, config, [run.name])
-    run.noise, run.targets = aim.noise.to(device), aim.targets
+    run.noise, run.pseudo_clean = aim.noise.to(device), aim.targets
     run.config = resolve_defaults(config, run.noise, [noisy])
     return run
 
@@ -298,7 +299,7 @@ def _score_image(run: ImageRun, settings: EvalSettings, checkpoints: list[int]) 
             run.config,
             sigma=run.model_sigma,
             callback=on_step,
-            targets=run.targets,
+            pseudo_clean=run.pseudo_clean,
         )
         score.checkpoint = result.checkpoint_step
     score.seconds = time.perf_counter() - run.started
