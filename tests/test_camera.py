@@ -211,6 +211,20 @@ def test_level_scales_each_random_camera_to_the_requested_rms(level):
         CameraNoise(GAMMA, level=0.0)
 
 
+def test_a_camera_aimed_at_a_level_develops_the_clean_image_once_per_draw(monkeypatch):
+    """The trial draw that scales the noise and the draw returned share the clean image's development
+    (response curve, demosaicing, JPEG): it does not depend on the noise levels."""
+    noise = CameraNoise(level=0.05, jpeg_quality=(70, 90))
+    developed = []
+    real = CameraNoise._develop
+    monkeypatch.setattr(CameraNoise, "_develop", lambda self, *a: developed.append(1) or real(self, *a))
+    x = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(0))
+    noisy, sigma = noise(x, torch.Generator().manual_seed(1))
+    assert len(developed) == 1 and sigma == pytest.approx([0.05, 0.05], rel=0.1)
+    sample = noise.sample(x, torch.Generator().manual_seed(1))
+    assert len(developed) == 2 and torch.equal(sample.noisy, noisy) and torch.equal(sample.sigma, sigma)
+
+
 def test_build_noise_aims_the_camera_at_the_known_or_estimated_level():
     from rfr_deploy.noise.build import build_noise
 

@@ -186,6 +186,16 @@ class CameraSample(NamedTuple):
     through demosaicing, clipping and the response curve (JPEG ignored)."""
 
 
+class _Developed(NamedTuple):
+    """What the cameras make of the clean image, whatever their noise levels (computed once per draw)."""
+
+    clean: torch.Tensor  # the input in the working dtype
+    irradiance: torch.Tensor
+    sites: torch.Tensor | None  # Bayer sites (colour images)
+    linear: torch.Tensor  # irradiance through the mosaic and demosaicing
+    out: torch.Tensor  # and through the response curve and JPEG
+
+
 class CameraNoise(nn.Module):
     """Realistic camera noise; ``forward(x, generator) -> (noisy, sigma)`` (a :class:`~rfr_deploy.noise.base.NoiseModel`)."""
 
@@ -232,7 +242,8 @@ class CameraNoise(nn.Module):
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        noisy, sigma, _ = self.apply(x, self.draw_at_level(x, generator), generator)
+        params, developed = self._draw_developed(x, generator)
+        noisy, sigma, _ = self.apply(x, params, generator, developed=developed)
         return noisy, sigma
 
     def gaussian_level(self) -> GaussianLevel | None:
@@ -246,7 +257,8 @@ class CameraNoise(nn.Module):
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraSample:
         """Noisy batch, per-sample σ and the per-pixel noise std map (e.g. CBDNet's training target)."""
-        return CameraSample(*self.apply(x, self.draw_at_level(x, generator), generator, with_map=True))
+        params, developed = self._draw_developed(x, generator)
+        return CameraSample(*self.apply(x, params, generator, with_map=True, developed=developed))
 
     def draw_at_level(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraParams:
         """:meth:`draw`, then (with ``level``) σ_s, σ_c scaled so each camera's noise RMS on ``x`` is ``level``.
@@ -256,13 +268,22 @@ class CameraNoise(nn.Module):
         scales linearly with them away from clipping and the response curve is smooth, so this lands within
         a few percent. No host synchronisation (usable inside CUDA graphs).
         """
+        return self._draw_developed(x, generator)[0]
+
+    def _draw_developed(
+        self, x: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[CameraParams, _Developed | None]:
+        """:meth:`draw_at_level`'s cameras, and their clean image where the trial developed it (the
+        noise's scaling leaves it as it is)."""
         params = self.draw(x, generator)
         if self.level is None:
-            return params
+            return params, None
+        developed = self._develop(x, params)
         raw = (params.sigma_s.square() + params.sigma_c.square()).mean(dim=1, keepdim=True).sqrt()
         params = _scaled(params, self.level / raw.clamp_min(1e-6))
-        _, trial, _ = self.apply(x, params, generator)
-        return _scaled(params, (self.level / trial.to(raw.dtype).clamp_min(1e-6)).view(-1, 1, 1, 1))
+        _, trial, _ = self.apply(x, params, generator, developed=developed)
+        scale = (self.level / trial.to(raw.dtype).clamp_min(1e-6)).view(-1, 1, 1, 1)
+        return _scaled(params, scale), developed
 
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> CameraParams:
         """A random camera per sample of ``x`` (only its shape, device and dtype are used)."""
@@ -287,44 +308,48 @@ class CameraNoise(nn.Module):
         params: CameraParams,
         generator: torch.Generator | None = None,
         with_map: bool = False,
+        developed: _Developed | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Noisy ``x`` for the cameras ``params``: ``(noisy, sigma, sigma_map or None)``."""
+        """Noisy ``x`` for the cameras ``params``: ``(noisy, sigma, sigma_map or None)``; ``developed``:
+        what these cameras make of ``x`` without noise, where it is known."""
         _check(x)
-        clean = x.to(_work_dtype(x))
-        c = clean.shape[1]
-        gauss = torch.randn(clean.shape, device=clean.device, dtype=clean.dtype, generator=generator)
-        irradiance = _lookup(self.icrf, params.curve, clean)
+        gauss = torch.randn(x.shape, device=x.device, dtype=_work_dtype(x), generator=generator)
+        developed = developed if developed is not None else self._develop(x, params)
+        clean, irradiance, sites = developed.clean, developed.irradiance, developed.sites
         if self.shot_noise == "cbdnet":
             shot = params.sigma_s * irradiance
         else:
             shot = params.sigma_s * irradiance.clamp_min(0).sqrt()
         std = (shot.square() + params.sigma_c.square()).sqrt()
-        noisy_irradiance = (irradiance + std * gauss).clamp(0, 1)
-        linear_clean, linear_noisy, linear_std = irradiance, noisy_irradiance, std
-        if c == 3:
-            sites = bayer_sites(params.pattern, clean.shape[2], clean.shape[3])
-
-            def camera(image: torch.Tensor) -> torch.Tensor:
-                demosaicked = demosaic(mosaic(image, sites), sites).clamp(0, 1)
-                return torch.where(params.mosaic, demosaicked, image)
-
-            linear_clean, linear_noisy = camera(irradiance), camera(noisy_irradiance)
-            if with_map:
-                variance = demosaic(mosaic(std.square(), sites), sites, variance=True)
-                linear_std = torch.where(params.mosaic, variance.sqrt(), std)
-        out_clean = _lookup(self.crf, params.curve, linear_clean)
+        linear_noisy = _through_mosaic((irradiance + std * gauss).clamp(0, 1), params, sites)
         out_noisy = _lookup(self.crf, params.curve, linear_noisy)
         if params.quality is not None:
-            out_clean = jpeg_round_trip(out_clean, params.quality)
             out_noisy = jpeg_round_trip(out_noisy, params.quality)
-        noise = out_noisy - out_clean
+        noise = out_noisy - developed.out
         sigma = noise.square().flatten(1).mean(dim=1).sqrt()
-        sigma_map = None
-        if with_map:
-            high = _lookup(self.crf, params.curve, linear_clean + linear_std)
-            low = _lookup(self.crf, params.curve, linear_clean - linear_std)
-            sigma_map = (0.5 * (high - low)).to(x.dtype)
+        sigma_map = self._sigma_map(developed, params, std).to(x.dtype) if with_map else None
         return (clean + noise).to(x.dtype), sigma.to(x.dtype), sigma_map
+
+    def _develop(self, x: torch.Tensor, params: CameraParams) -> _Developed:
+        clean = x.to(_work_dtype(x))
+        irradiance = _lookup(self.icrf, params.curve, clean)
+        sites = bayer_sites(params.pattern, clean.shape[2], clean.shape[3]) if clean.shape[1] == 3 else None
+        linear = _through_mosaic(irradiance, params, sites)
+        out = _lookup(self.crf, params.curve, linear)
+        if params.quality is not None:
+            out = jpeg_round_trip(out, params.quality)
+        return _Developed(clean, irradiance, sites, linear, out)
+
+    def _sigma_map(self, developed: _Developed, params: CameraParams, std: torch.Tensor) -> torch.Tensor:
+        """The std of the noise at the output, from ±1σ of the raw noise through demosaicing, clipping and
+        the response curve (JPEG ignored)."""
+        linear_std = std
+        if developed.sites is not None:
+            variance = demosaic(mosaic(std.square(), developed.sites), developed.sites, variance=True)
+            linear_std = torch.where(params.mosaic, variance.sqrt(), std)
+        high = _lookup(self.crf, params.curve, developed.linear + linear_std)
+        low = _lookup(self.crf, params.curve, developed.linear - linear_std)
+        return 0.5 * (high - low)
 
     def extra_repr(self) -> str:
         jpeg = f", jpeg_quality={self.jpeg_quality}" if self.jpeg_quality else ""
@@ -333,6 +358,14 @@ class CameraNoise(nn.Module):
             f"mosaic_probability={self.mosaic_probability:g}, shot_noise={self.shot_noise!r}{jpeg}"
             + (f", level={self.level:.4g}" if self.level is not None else "")
         )
+
+
+def _through_mosaic(image: torch.Tensor, params: CameraParams, sites: torch.Tensor | None) -> torch.Tensor:
+    """A colour ``image`` mosaicked on each camera's Bayer ``sites`` and demosaicked (where the camera
+    has a mosaic); gray images as they are."""
+    if sites is None:
+        return image
+    return torch.where(params.mosaic, demosaic(mosaic(image, sites), sites).clamp(0, 1), image)
 
 
 def _scaled(params: CameraParams, factor: torch.Tensor) -> CameraParams:
