@@ -7,15 +7,15 @@ import torch
 from cli_helpers import run
 
 import rfr_deploy.adaptation.targets as targets_module
-import rfr_deploy.adaptation.tiles as tiles_module
+import rfr_deploy.adaptation.update as update_module
 from rfr_deploy import AdaptConfig, GaussianNoise, adapt
 from rfr_deploy.adaptation.recorrupt import Recorruption
-from rfr_deploy.adaptation.scoring_windows import MARGIN
 from rfr_deploy.adaptation.sure_loss import SureLoss
-from rfr_deploy.adaptation.tiles import SMALLEST_CORE
+from rfr_deploy.adaptation.tiles import SMALLEST_CORE, tile_margin
 from rfr_deploy.adaptation.update import EagerRunner, UpdateContext
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.memory import bytes_per_pixel
+from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.transforms import dihedral
 
 
@@ -32,15 +32,37 @@ def _gradient(model, target, tile, k, term=None):
 @pytest.mark.parametrize("k", [0, 1])  # k = 1 transposes the batch: its own grid
 def test_tiled_update_has_the_whole_batch_gradient(tiny_dncnn, k, monkeypatch):
     model, target = tiny_dncnn(3), torch.rand(1, 3, 90, 130)
+    margin = tile_margin(model)  # the tiny DnCNN's reach: its 3 layers of 3×3
+    assert margin == model.reach == 3
     loss, whole = _gradient(model, target, None, k)
-    for tile in (70, 100):  # tiles' cores of 6 and 36 pixels within 32-pixel margins
+    for tile in (2 * margin + 6, 2 * margin + 36):  # tiles' cores of 6 and 36 pixels within the margins
         tiled_loss, tiled = _gradient(model, target, tile, k)
         assert tiled_loss == pytest.approx(loss, rel=1e-5)
         assert torch.allclose(tiled, whole, rtol=1e-4, atol=1e-7)
-    # the margin (at least the tiny DnCNN's receptive radius, 3) is what makes it exact
-    assert MARGIN >= 3
-    monkeypatch.setattr(tiles_module, "MARGIN", 0)
+    # the margin is what makes it exact
+    monkeypatch.setattr(update_module, "tile_margin", lambda model: margin - 1)
     assert not torch.allclose(_gradient(model, target, 32, k)[1], whole, rtol=1e-4, atol=1e-7)
+
+
+def test_tiles_of_a_network_reaching_beyond_32_pixels_give_its_gradient(monkeypatch):
+    """CBDNet's U-Net reaches 48 pixels through its quarter-resolution layers: read with the network's
+    reach, its tiles give the one-pass gradient; read with 32 pixels, as before, they did not."""
+    torch.manual_seed(0)
+    model = create_model("cbdnet", weights=None, channels=3, **get_entry("cbdnet").test_kwargs)
+    with torch.no_grad():
+        for p in model.parameters():  # weights large enough for the far pixels to count
+            p.add_(0.1 * torch.randn_like(p))
+    target = torch.rand(1, 3, 300, 280, generator=torch.Generator().manual_seed(4))
+    loss, whole = _gradient(model, target, None, 0)
+
+    def errors(tile: int) -> tuple[float, float]:
+        """The relative errors of the tiled update's loss and gradient."""
+        tiled_loss, tiled = _gradient(model, target, tile, 0)
+        return abs(tiled_loss / loss - 1), float((tiled - whole).norm() / whole.norm())
+
+    assert max(errors(SMALLEST_CORE + 2 * tile_margin(model))) < 1e-5  # 264: cores of 64 in margins of 100
+    monkeypatch.setattr(update_module, "tile_margin", lambda model: 32)
+    assert min(errors(SMALLEST_CORE + 2 * 32)) > 5e-6
 
 
 @pytest.mark.parametrize("term", [Recorruption, SureLoss])
@@ -51,7 +73,7 @@ def test_a_term_on_the_noisy_input_adds_the_same_gradient_in_tiles(tiny_dncnn, t
     loss, whole = _gradient(model, target, None, 1, made)
     without_term = _gradient(model, target, None, 1)[1]
     assert not torch.allclose(whole, without_term, rtol=1e-3, atol=1e-6)  # the term is in the gradient
-    tiled_loss, tiled = _gradient(model, target, 70, 1, made)
+    tiled_loss, tiled = _gradient(model, target, 2 * tile_margin(model) + 6, 1, made)
     assert tiled_loss == pytest.approx(loss, rel=1e-5)
     assert torch.allclose(tiled, whole, rtol=1e-4, atol=1e-7)
     # and the one-pass update's loss is the restore-from-restored loss plus the term's own
@@ -76,9 +98,9 @@ def test_an_update_short_of_memory_runs_in_tiles_and_trains_the_same_network(tin
     monkeypatch.setattr(targets_module, "available_bytes", lambda device: free)
     stages = []
     short = adapt(model, noisy, GaussianNoise(0.1), config, stage=lambda text, total: stages.append(text))
-    assert "updating in 128² tiles" in stages  # what the progress bar shows
+    assert "updating in 96² tiles" in stages  # what the progress bar shows: 100² to a multiple of 8
     assert roomy.tile is None and roomy.patch is None
-    assert short.tile == SMALLEST_CORE + 2 * MARGIN and short.patch is None  # the whole image, in 4 × 4 tiles
+    assert short.tile == 96 and short.patch is None  # the whole image, in 3 × 3 tiles of cores of 90
     assert short.losses == pytest.approx(roomy.losses, rel=1e-5)
     for a, b in zip(short.model.parameters(), roomy.model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-7)
@@ -95,5 +117,8 @@ def test_the_job_records_the_tiles_and_writes_the_same_output(tmp_path, weights_
         assert run(*args, "--quiet").exit_code == 0
         manifest = json.loads((out / "noisy.json").read_text())
         outputs[name] = (read_image(out / "noisy_rfr.png").pixels, manifest["adaptation"]["tile_used"])
-    assert outputs["roomy"][1] is None and outputs["short"][1] == SMALLEST_CORE + 2 * MARGIN
+    margin = tile_margin(
+        create_model("dncnn", weights=weights_file)
+    )  # the step fits no pixel: the smallest tile
+    assert outputs["roomy"][1] is None and outputs["short"][1] == SMALLEST_CORE + 2 * margin
     assert np.abs(outputs["roomy"][0] - outputs["short"][0]).max() <= 1 / 255 + 1e-6

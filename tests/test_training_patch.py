@@ -6,9 +6,8 @@ import torch
 
 import rfr_deploy.adaptation.targets as targets_module
 from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
-from rfr_deploy.adaptation.scoring_windows import MARGIN
 from rfr_deploy.adaptation.targets import TrainingLayout, training_layout
-from rfr_deploy.adaptation.tiles import SMALLEST_CORE
+from rfr_deploy.adaptation.tiles import SMALLEST_CORE, tile_margin
 from rfr_deploy.memory import bytes_per_pixel
 
 
@@ -48,13 +47,13 @@ def test_short_memory_splits_the_update_into_tiles_of_what_fits(tiny_dncnn, monk
     assert large.patch == 720 and whole.patch is None  # the patch of any machine with the memory
     assert large.tile == whole.tile == 400  # tiles of 400² pixels with their margins
     tight = _layout(model, 512, 512, 1024, monkeypatch)  # nothing fits: the smallest tile
-    assert tight == TrainingLayout(None, SMALLEST_CORE + 2 * MARGIN)
+    assert tight == TrainingLayout(None, SMALLEST_CORE + 2 * tile_margin(model))
 
 
 def test_a_given_patch_is_kept(tiny_dncnn, monkeypatch):
     assert _patch(tiny_dncnn(3), 3072, 4096, 1 << 40, monkeypatch, patch=96) == 96
-    assert _layout(tiny_dncnn(3), 3072, 4096, 1 << 20, monkeypatch, patch=96) == TrainingLayout(
-        96, SMALLEST_CORE + 2 * MARGIN
+    assert _layout(tiny_dncnn(3), 3072, 4096, 1024, monkeypatch, patch=96) == TrainingLayout(
+        96, SMALLEST_CORE + 2 * tile_margin(tiny_dncnn(3))
     )
 
 

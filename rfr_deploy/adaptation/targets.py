@@ -12,7 +12,7 @@ from torch import nn
 from rfr_deploy.adaptation.config import LARGE_IMAGE_PATCH, WHOLE_IMAGE_PIXELS, AdaptConfig
 from rfr_deploy.adaptation.plan import SMALLEST_PATCH
 from rfr_deploy.adaptation.scoring_windows import alignment
-from rfr_deploy.adaptation.tiles import tile_side
+from rfr_deploy.adaptation.tiles import tile_margin, tile_side
 from rfr_deploy.inference import denoise
 from rfr_deploy.memory import available_bytes, bytes_per_pixel, side_that_fits
 
@@ -69,4 +69,6 @@ def training_layout(
     per_pixel = bytes_per_pixel(model, targets[0].shape[1], training=True) * config.batch * passes
     budget = TRAINING_MEMORY_FRACTION * available_bytes(targets[0].device)
     fits = side_that_fits(per_pixel, patch * patch if patch else largest, budget, multiple=8, smallest=32)
-    return TrainingLayout(patch, None if fits is None else tile_side(fits, alignment(model)))
+    return TrainingLayout(
+        patch, None if fits is None else tile_side(fits, alignment(model), tile_margin(model))
+    )

@@ -27,7 +27,15 @@ from rfr_deploy.adaptation.plan import clean_batch
 from rfr_deploy.adaptation.recorrupt import Recorruption
 from rfr_deploy.adaptation.scoring_windows import alignment
 from rfr_deploy.adaptation.sure_loss import SureLoss
-from rfr_deploy.adaptation.tiles import PixelSum, backward_by_tile, cut, own_pixels, training_tiles, window
+from rfr_deploy.adaptation.tiles import (
+    PixelSum,
+    backward_by_tile,
+    cut,
+    own_pixels,
+    tile_margin,
+    training_tiles,
+    window,
+)
 from rfr_deploy.adaptation.tuning import parameter_groups
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.inference import Tile
@@ -188,7 +196,9 @@ class EagerRunner:
         """The tiles of a batch of ``x``'s height and width (one grid per shape: a transform may transpose)."""
         shape = tuple(x.shape[-2:])
         if shape not in self._tiles:
-            self._tiles[shape] = training_tiles(*shape, self.tile, alignment(self.model))
+            self._tiles[shape] = training_tiles(
+                *shape, self.tile, alignment(self.model), tile_margin(self.model)
+            )
         return self._tiles[shape]
 
 
