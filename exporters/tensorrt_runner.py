@@ -129,8 +129,15 @@ class TensorRTDenoiser:
         self.noise_map = noise_map
         self.tensor_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
 
+    @property
+    def default_sigma(self) -> float | None:
+        """The noise level (σ/255) stored at export for noise-map engines (the sidecar's ``sigma``), or None."""
+        value = self.sidecar.metadata.get("sigma", "") if self.sidecar is not None else ""
+        return float(value) if value else None
+
     def __call__(self, noisy, sigma=None):
-        """``noisy``: ``N×C×H×W`` float32 CUDA tensor on the runner's device, in [0, 1]; ``sigma``: σ/255."""
+        """``noisy``: ``N×C×H×W`` float32 CUDA tensor on the runner's device, in [0, 1]; ``sigma``: σ/255
+        (default: :attr:`default_sigma`, as ONNX Runtime's runner and the C++ sample take it)."""
         import torch
 
         if not (noisy.is_cuda and noisy.dtype == torch.float32 and noisy.ndim == 4):
@@ -139,6 +146,7 @@ class TensorRTDenoiser:
             raise ConfigError(f"the engine runs on {self.device}, the input is on {noisy.device}")
         n, _, h, w = noisy.shape
         self.profile.check(n, h, w)
+        sigma = self.default_sigma if sigma is None else sigma
         if self.noise_map and sigma is None:
             raise ConfigError("this engine takes a noise level: pass sigma (σ/255)")
         with torch.cuda.device(self.device):

@@ -422,3 +422,15 @@ def test_builds_are_refittable_strongly_typed_full_fp32_with_a_per_gpu_cache(
     assert calls["network"] == (str(onnx_path), True)
     assert built.mode == "built" and built.path.read_bytes() == b"built plan"
     assert EngineSidecar.read(built.sidecar).profile == profile
+
+
+def test_a_noise_map_engine_defaults_to_the_level_stored_at_export(exported, tmp_path):
+    """As ONNX Runtime's runner and the C++ sample do: the sidecar's sigma (σ/255)."""
+    _, _, weight_map = exported
+    runner = tensorrt_runner.TensorRTDenoiser.__new__(tensorrt_runner.TensorRTDenoiser)
+    for metadata, level in (({"sigma": "0.1"}, 0.1), ({"sigma": ""}, None), ({}, None)):
+        base = write_base(tmp_path, weight_map, b"plan", strip_plan=False, metadata=metadata)
+        runner.sidecar = EngineSidecar.read(sidecar_path(base))
+        assert runner.default_sigma == level
+    runner.sidecar = None  # an engine wrapped before it is written (verification)
+    assert runner.default_sigma is None
