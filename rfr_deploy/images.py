@@ -179,7 +179,7 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             im.load()
         except OSError as exc:
             raise ImageError(f"{path}: image data is truncated or corrupt ({first_line(exc)})") from exc
-        im = ImageOps.exif_transpose(im)  # a camera's rotated JPEG, as viewers show it
+        ImageOps.exif_transpose(im, in_place=True)  # a camera's rotated JPEG, as viewers show it
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             mode = im.mode
