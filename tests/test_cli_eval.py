@@ -224,3 +224,18 @@ def test_eval_pairs_refuses_two_files_that_match_one_name(tmp_path, smooth_image
     result = CliRunner().invoke(main, ["eval", str(data), "--pairs", "--weights", str(weights_file)])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert result.output.startswith("error: ") and "1_noisy.png and NOISY_1.png" in result.output
+
+
+def test_the_test_noise_is_not_the_stream_the_adaptation_draws_from():
+    """eval adapts image ``index`` with seed ``seed + index``, the seed of its training noise: the test noise
+    of that image must come from another stream (it used to be the first update's noise)."""
+    import torch
+
+    from rfr_deploy.jobs.evaluate import add_gaussian_noise
+
+    zeros = torch.zeros(1, 1, 32, 32)
+    for index in range(3):
+        test = add_gaussian_noise(zeros, 1.0, seed=0, index=index)
+        training = torch.randn(zeros.shape, generator=torch.Generator().manual_seed(0 + index))
+        assert abs(float((test * training).mean())) < 0.2  # uncorrelated (they were equal)
+        assert torch.equal(test, add_gaussian_noise(zeros, 1.0, seed=0, index=index))  # reproducible

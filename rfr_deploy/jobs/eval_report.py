@@ -111,9 +111,13 @@ class EvalReport:
         context = [
             f"Dataset `{self.dataset}`"
             + (f" (first {s['limit']})" if s.get("limit") else "")
-            + (f", central {s['crop']}² crops" if s.get("crop") else ", whole images")
+            + (f", central crops of at most {s['crop']}²" if s.get("crop") else ", whole images")
             + f"; model `{s['model']}`, weights `{s.get('weights') or 'packaged'}`; "
-            + (self._pairs_shown() if s.get("pairs") else f"Gaussian σ = {s['sigma']:g}, seed {s['seed']}")
+            + (
+                self._pairs_shown()
+                if s.get("pairs")
+                else f"Gaussian σ = {s['sigma']:g} (unclipped), seed {s['seed']}"
+            )
             + (
                 f"; adaptation noise: {s['noise']}"
                 if s.get("pairs") or s.get("noise") != "gaussian"
@@ -121,6 +125,8 @@ class EvalReport:
             )
             + ".",
             f"Adaptation: {listed}.",
+            "PSNR on 8-bit outputs, colour over R, G and B together; SSIM (11×11 Gaussian window) the mean of"
+            " the channels'.",
             f"{self.environment.get('device', '?')}, torch {self.environment.get('torch', '?')}, "
             f"rfr-deploy {self.environment.get('rfr_deploy', '?')}; wall time {self.wall_seconds:.0f} s.",
             "",

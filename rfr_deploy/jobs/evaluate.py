@@ -108,10 +108,17 @@ class EvalSettings:
             check_levels({"sigma": self.sigma})
 
 
+TEST_NOISE_STREAM = 0x7E57_0015E
+"""Mixed into the seed of the test noise, so that it is not the stream the adaptation of the same image
+draws its training noise from (``seed + index``: before stop 55 the first update's noise on the CPU was
+the test noise itself)."""
+
+
 def add_gaussian_noise(clean: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:
     """Reproducible AWGN of level ``sigma`` ([0, 1] units) for image ``index`` of a dataset (independent
-    of evaluation order)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    of evaluation order), unclipped as in the DnCNN protocol, from a stream of its own."""
+    mixed = ((seed * 1_000_003 + index) * 0x9E3779B97F4A7C15 + TEST_NOISE_STREAM) % 2**63
+    g = torch.Generator().manual_seed(mixed)
     return clean + sigma * torch.randn(clean.shape, generator=g)
 
 
@@ -269,7 +276,7 @@ def _score_image(run: ImageRun, settings: EvalSettings, checkpoints: list[int]) 
     the network the adaptation returns."""
     score = ImageScore(
         name=run.name,
-        noisy_psnr=psnr(np.clip(to_pixels(run.noisy), 0, 1), run.reference),
+        noisy_psnr=psnr(to_pixels(run.noisy), run.reference),  # the input the networks see, unclipped
         sigma_estimate=run.estimate,
     )
     level = gaussian_level_of(run.noise) if run.noise is not None else None
