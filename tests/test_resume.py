@@ -123,6 +123,29 @@ def test_an_image_that_fails_mid_run_is_named_and_the_run_goes_on_and_a_rerun_re
     assert "skipped 1 image(s)" in again.stderr and (job / "out" / "a.json").is_file()
 
 
+def test_a_redo_stopped_halfway_is_redone_whatever_the_files_it_left(job, monkeypatch):
+    """A rerun with other settings that stops after rewriting some of a group's files (a weights file keeps
+    its size) must not leave them under the old manifest; nor the temporary files of a killed write."""
+    from rfr_deploy.jobs import adapt_export
+
+    assert run(job, "--quiet").exit_code == 0
+    leftover = job / "out" / ".a_rfr.k3j2x9.part.safetensors"  # what a killed write leaves
+    leftover.write_bytes(b"half")
+    real = adapt_export._save_adapted_weights
+
+    def stopped_after_the_weights(run_, settings, out_dir):
+        real(run_, settings, out_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapt_export, "_save_adapted_weights", stopped_after_the_weights)
+    assert run(job, "--steps", "3").exit_code == 130  # a's image and weights rewritten, then stopped
+    monkeypatch.undo()
+    assert not (job / "out" / "a.json").exists() and not leftover.exists()
+    again = run(job)  # the first settings again: a is redone, b (untouched) skipped
+    assert again.exit_code == 0 and "skipped 1 image(s)" in again.stderr
+    assert json.loads((job / "out" / "a.json").read_text())["adaptation"]["steps"] == 2
+
+
 def test_a_full_output_folder_stops_the_run_in_one_line(job, monkeypatch):
     full = OSError(errno.ENOSPC, "No space left on device", str(job / "out" / "a_rfr.png"))
     failing_outputs(monkeypatch, "a.png", full)

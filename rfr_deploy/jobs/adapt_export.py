@@ -42,7 +42,7 @@ from rfr_deploy.jobs.manifest import (
     write_manifest,
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
-from rfr_deploy.jobs.outputs import ADAPTED_TAG, output_bit_depth, write_output
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, clear_group, output_bit_depth, write_output
 from rfr_deploy.jobs.preparation import describe_plan, prepare_run
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
@@ -167,9 +167,10 @@ def _run_group(
 ) -> dict[str, Any]:
     """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
     ``fingerprint``, the run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`)."""
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     with reporter.bar(None, f"adapting {_label(group)}") as progress:
         run = _adapt_group(group, settings, config, models.get(group[0].info.channels), progress)
+        clear_group(out_dir, run.stem, began)
         files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, progress)
     if scores is not None:
         reporter.result(

@@ -3,6 +3,8 @@ input's bit depth (8 or 16 bits, float for float TIFFs)."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import warnings
 from collections.abc import Iterable
@@ -74,6 +76,21 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
         )
     skipped = set(dropped)  # thousands of inputs: one lookup each
     return [p for p in paths if p not in skipped]
+
+
+def clear_group(out_dir: Path, stem: str, before: float) -> None:
+    """Before a group that is redone writes anything into ``out_dir``: remove its manifest, which would
+    otherwise describe the new files as its own should the run stop halfway (the resume check compares
+    sizes, which a weights file keeps), and the temporary files an earlier write of the group's files left
+    when its process was killed (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, last changed before
+    ``before``, a ``time.time()``)."""
+    (out_dir / f"{stem}.json").unlink(missing_ok=True)
+    escaped = glob.escape(stem)
+    for pattern in (f".{escaped}.*.part.json", f".{escaped}_{ADAPTED_TAG}*.part*"):
+        for leftover in out_dir.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < before:
+                    leftover.unlink()
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:

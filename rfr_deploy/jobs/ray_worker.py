@@ -111,6 +111,9 @@ def publish(staging: Path, out_dir: Path, manifest_name: str) -> Path:
     if not manifest.is_file():
         raise RfrError(f"{staging}: the group wrote no manifest {manifest_name}")
     files = sorted(p for p in staging.iterdir() if p.is_file() and p not in (manifest, staging / OWNER_FILE))
+    (out_dir / manifest_name).unlink(
+        missing_ok=True
+    )  # not to describe the new files should this stop halfway
     for path in [*files, manifest]:
         os.replace(path, out_dir / path.name)
     return out_dir / manifest_name
