@@ -310,3 +310,13 @@ def test_the_key_ignores_weight_values_but_not_the_graph_profile_or_gpu(tmp_path
     assert engine_key(
         tmp_path / "wider.onnx", set(wider.state_dict()), profile, "fp32", EngineOptions(), L4
     ) != key(onnx_a)
+
+
+def test_ray_tasks_carry_only_the_sizes_the_engine_profile_depends_on(rng):
+    from exporters.engine_sidecar import compute_profile
+    from rfr_deploy.jobs.distributed import deciding_sizes
+
+    sizes = [(int(h), int(w)) for h, w in rng.integers(20, 900, size=(500, 2))]
+    few = deciding_sizes(sizes)
+    assert len(few) <= 6 and set(few) <= set(sizes) and deciding_sizes([]) == ()
+    assert compute_profile(list(few)) == compute_profile(sizes)

@@ -44,6 +44,8 @@ from rfr_deploy.optional import import_optional
 from rfr_deploy.progress import Reporter
 
 SUMMARY = "summary.json"
+COLLECT_SECONDS = 0.5
+"""How often the driver collects the tasks that are done (all of them at once)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,18 @@ def _run_sizes(inputs, exporters, records, groups) -> tuple[tuple[int, int], ...
             records[i] = {"inputs": list(group), "status": "failed", "error": errors[0], "seconds": 0.0}
     for exporter in exporters:
         exporter.prepare(sizes)  # e.g. a user's base engine that misses an image: fail before any work
-    return tuple(sizes)
+    return deciding_sizes(sizes)
+
+
+def deciding_sizes(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The few of ``sizes`` an engine profile depends on (the extremes of height, width and area,
+    :func:`exporters.engine_sidecar.compute_profile`), which every task carries instead of every image's
+    size (they were all checked by then)."""
+    if not sizes:
+        return ()
+    keys = (lambda s: s[0], lambda s: s[1], lambda s: s[0] * s[1])
+    chosen = {pick(sizes, key=key) for key in keys for pick in (min, max)}
+    return tuple(sorted(chosen))
 
 
 def _pending(groups, out_dir: Path, fingerprint: str, records: dict[int, dict]) -> list[int]:
@@ -254,8 +267,9 @@ def _run_tasks(ray, options: RayOptions, task: GroupTask, groups, todo, records,
 
 def _collect(ray, pending: dict, records: dict[int, dict], progress: RunProgress) -> None:
     """Wait for every task; a task whose retries ran out (its worker kept dying) is a failed group."""
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+    waiting = list(pending)
+    while waiting:  # all that are done every COLLECT_SECONDS: one wait per task cost O(tasks) each
+        ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=COLLECT_SECONDS)
         for ref in ready:
             index, group = pending.pop(ref)
             try:
