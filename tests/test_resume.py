@@ -146,6 +146,29 @@ def test_a_redo_stopped_halfway_is_redone_whatever_the_files_it_left(job, monkey
     assert json.loads((job / "out" / "a.json").read_text())["adaptation"]["steps"] == 2
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(job, monkeypatch):
+    """A batch scheduler's SIGTERM: the line says so, exit 143, no temporary file left, and the handler
+    the process had before is back."""
+    import os
+    import signal
+
+    from rfr_deploy.files import atomic_write
+    from rfr_deploy.jobs import outputs
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def write_image(path, *args, **kwargs):
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(b"half an image")
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the output is being written
+
+    monkeypatch.setattr(outputs, "write_image", write_image)
+    result = run(job)
+    assert (result.exit_code, result.stderr.splitlines()[-1]) == (143, "terminated")
+    assert [p.name for p in (job / "out").glob(".*")] == [] and not (job / "out" / "a.json").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_a_full_output_folder_stops_the_run_in_one_line(job, monkeypatch):
     full = OSError(errno.ENOSPC, "No space left on device", str(job / "out" / "a_rfr.png"))
     failing_outputs(monkeypatch, "a.png", full)

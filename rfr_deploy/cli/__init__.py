@@ -8,7 +8,9 @@ printed as one line (``error: ...``) with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -20,11 +22,22 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 """What click ≥ 8.2 raises for a group given no command (8.1 prints the help itself)."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler ending the job, ``kill``), handled as Ctrl-C is: the file being written
+    is removed, the line says so, exit 143 (128 + SIGTERM)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
 class _Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Click's usage errors, like every other error, as one line ``error: ...`` (exit 2), no usage text."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        handled = threading.current_thread() is threading.main_thread()  # signals reach the main thread
+        before = signal.signal(signal.SIGTERM, _terminate) if handled else None
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _NO_ARGS_IS_HELP as exc:  # `rfr-deploy` alone: its help, not an error line
@@ -36,6 +49,9 @@ class _Group(click.Group):
         except click.Abort:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if handled:
+                signal.signal(signal.SIGTERM, before)
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
@@ -63,9 +79,10 @@ class _Group(click.Group):
                 err=True,
             )
             sys.exit(3)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            click.echo("terminated" if terminated else "interrupted", err=True)
+            sys.exit(143 if terminated else 130)
 
 
 def _usage_message(exc: click.ClickException) -> str:
