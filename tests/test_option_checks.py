@@ -225,3 +225,20 @@ def test_an_output_name_a_folder_holds_is_refused_before_any_work(
         f"error: {out / f'{image_file.stem}_{tag}.png'} is a folder, where this run writes a file; "
         "move it or choose another -o\n"
     )
+
+
+def test_every_unreadable_input_of_a_folder_is_named_in_one_line(tmp_path, image_file, weights_file):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(image_file.read_bytes())
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        (folder / name).write_bytes(b"")
+    result = run(
+        "adapt-and-export", folder, "--weights", weights_file, "--sigma", 25, "-o", tmp_path / "o", "-q"
+    )
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr == (
+        f"error: 4 inputs cannot be read: {folder / 'a.png'}: file is empty; {folder / 'b.png'}: file is empty; "
+        f"{folder / 'c.png'}: file is empty; …\n"
+    )
+    assert not (tmp_path / "o").exists()

@@ -102,20 +102,29 @@ def read_jobs(
     visit: Callable[[ImageJob], None] | None = None,
     reporter: Reporter = QUIET,
 ) -> list[ImageJob]:
-    """A job for each path: every image is decoded now (an unreadable one fails before any long work),
-    handed to ``visit`` while its pixels are held (e.g. to estimate σ), and let go. A folder's pass
-    shows a progress bar."""
-    jobs = []
+    """A job for each path: every image is decoded now, handed to ``visit`` while its pixels are held
+    (e.g. to estimate σ), and let go. Unreadable images fail before any long work, all of them named in
+    one :class:`ImageError` (one rerun finds them all). A folder's pass shows a progress bar."""
+    jobs, unreadable = [], []
     with reporter.bar(len(paths) if len(paths) > 1 else 0, f"checking {len(paths)} inputs") as update:
-        for path in paths:
-            job = ImageJob(path).load(device)
+        for done, path in enumerate(paths, 1):
             try:
-                if visit is not None:
+                job = ImageJob(path).load(device)
+            except ImageError as exc:
+                unreadable.append(exc)
+                continue
+            try:
+                if visit is not None and not unreadable:
                     visit(job)
             finally:
                 job.release()
             jobs.append(job)
-            update(len(jobs), None)
+            update(done, None)
+    if len(unreadable) == 1:
+        raise unreadable[0]
+    if unreadable:
+        shown = "; ".join(str(e) for e in unreadable[:3]) + ("; …" if len(unreadable) > 3 else "")
+        raise ImageError(f"{len(unreadable)} inputs cannot be read: {shown}")
     return jobs
 
 
