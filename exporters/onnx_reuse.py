@@ -33,48 +33,62 @@ from .weight_map import WeightMap, map_weights
 
 
 class GraphReuse:
-    """Holds one verified graph for later exports of the same architecture (one run: one architecture),
-    and with a ``cache``, keeps it for later runs and looks there before a capture."""
+    """Holds the verified graphs of a run for later exports of the same architecture (a folder of gray and
+    colour images has two), and with a ``cache``, keeps them for later runs and looks there before a
+    capture."""
+
+    KEPT = 4
+    """Templates held at most (the least recently used goes first)."""
 
     def __init__(self, cache: GraphCache | None = None) -> None:
         self.cache = cache
-        self._template: GraphTemplate | None = None
+        self._templates: dict[str, GraphTemplate] = {}  # by signature, least recently used first
+        self._last: str | None = None
 
     def fill(self, model, options: tuple) -> tuple[Any, str, str] | None:
         """(the template graph holding ``model``'s weights, the template's exporter, where the template came
         from: ``reused`` from this run or ``cached`` by an earlier one), or None when no template matches
         ``model`` and the export ``options``."""
         state = model.state_dict()
-        key, template, source = signature(model, state, options), self._template, "reused"
-        if template is None or template.signature != key:
+        key = signature(model, state, options)
+        template, source = self._templates.pop(key, None), "reused"
+        if template is None:
             template, source = (self.cache.load(key) if self.cache is not None else None), "cached"
             if template is None:
                 return None
-            self._template = template
+        self._hold(template)
         if _fixed_digest(model, state, template.weights) != template.fixed:
             return None
         return _with_weights(template.proto, template.weights.arrays(state)), template.exporter, source
 
     def keep(self, model, options: tuple, proto, exporter: str) -> None:
-        """Remember ``proto``, a verified export of ``model`` with ``options``, as the template (and in the
+        """Remember ``proto``, a verified export of ``model`` with ``options``, as a template (and in the
         cache)."""
         state = model.state_dict()
         weights = map_weights(state, proto)
-        self._template = GraphTemplate(
+        template = GraphTemplate(
             signature=signature(model, state, options),
             proto=proto,
             weights=weights,
             fixed=_fixed_digest(model, state, weights),
             exporter=exporter,
         )
+        self._hold(template)
         if self.cache is not None:
-            self.cache.store(self._template)
+            self.cache.store(template)
 
     def forget(self) -> None:
-        """Drop the template (its graph failed verification), from the cache too."""
-        if self._template is not None and self.cache is not None:
-            self.cache.remove(self._template.signature)
-        self._template = None
+        """Drop the template last filled or kept (its graph failed verification), from the cache too."""
+        if self._last is not None and self._templates.pop(self._last, None) and self.cache is not None:
+            self.cache.remove(self._last)
+        self._last = None
+
+    def _hold(self, template: GraphTemplate) -> None:
+        self._templates.pop(template.signature, None)
+        self._templates[template.signature] = template  # the most recently used last
+        while len(self._templates) > self.KEPT:
+            del self._templates[next(iter(self._templates))]
+        self._last = template.signature
 
 
 def signature(model, state, options: tuple) -> str:

@@ -69,6 +69,22 @@ def test_another_structure_or_other_export_options_are_captured_afresh(tmp_path,
     assert reports[-1].verified_shapes == ((1, 3, 20, 16),)
 
 
+def test_a_run_alternating_two_architectures_captures_each_once(tmp_path, captures):
+    """A folder of gray and colour images switches networks; without the graph cache each switch used to
+    capture again (one template held)."""
+    reuse = GraphReuse()
+    graphs = []
+    for i, channels in enumerate((3, 1, 1, 3, 1)):
+        torch.manual_seed(i)
+        model = create_model("dncnn", weights=None, channels=channels, depth=3, features=8).eval()
+        x = torch.rand(1, channels, 20, 24)
+        graphs.append(export_onnx(model, tmp_path / f"{i}.onnx", example=x, reuse=reuse).graph)
+    assert graphs == ["captured", "captured", "reused", "reused", "reused"] and len(captures) == 2
+    for i in range(GraphReuse.KEPT + 1):  # more architectures than it holds: the oldest goes
+        reuse.keep(tiny(i, features=8 + i), (), onnx.load(tmp_path / "0.onnx"), "test")
+    assert len(reuse._templates) == GraphReuse.KEPT
+
+
 def test_a_tensor_no_initializer_holds_must_equal_the_templates(tmp_path, captures):
     """Buffers outside the state dict are baked into a graph: a network whose buffers differ gets its own."""
     reuse, x = GraphReuse(), torch.rand(1, 3, 20, 24)
