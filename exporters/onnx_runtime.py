@@ -236,12 +236,13 @@ def _graph_locality(path: Path) -> tuple[int, bool]:
     Each tensor carries how far its pixels reach into the input beyond one pixel (its span, in input
     pixels) and how many input pixels one of its pixels steps over (its stride): a convolution or pool
     widens the span by its kernel's extent times the stride it runs at, a strided one multiplies the
-    stride; branches that meet take the widest span. A resize is counted as reaching one more of its
-    input's pixels (a bound, not the exact reach)."""
+    stride; branches that meet take the widest span. A resize divides the stride by its constant scale
+    and is counted as reaching one more of its input's pixels (a bound, not the exact reach)."""
     import onnx
 
     graph = onnx.load_model(str(path), load_external_data=False).graph
     kernels = {i.name: max(i.dims[2:]) for i in graph.initializer if len(i.dims) >= 3}
+    scales = _small_constants(graph)
     nodes = [
         (node, {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}) for node in graph.node
     ]
@@ -261,6 +262,9 @@ def _graph_locality(path: Path) -> tuple[int, bool]:
             op, attrs = "SpaceToDepth", {"blocksize": max(shuffle, 1)}
             exact = exact and shuffle > 0
         exact = exact and op not in NONLOCAL_OPS
+        if op in ("Resize", "Upsample"):  # scales: Resize's third input, Upsample's second
+            factors = scales.get(node.input[2 if op == "Resize" else 1]) if len(node.input) > 1 else None
+            attrs = {"factor": float(max(factors[-2:]))} if factors is not None and factors.size >= 2 else {}
         weight = kernels.get(node.input[1]) if len(node.input) > 1 else None
         span, stride = max(s for s, _ in known), max(t for _, t in known)
         for name in node.output:
@@ -284,8 +288,29 @@ def _node_reach(op: str, attrs: dict, weight_kernel: int | None, span: int, stri
     if op == "DepthToSpace":
         return span, max(1, stride // block)
     if op in ("Resize", "Upsample"):
-        return span + stride, stride
+        factor = attrs.get("factor")
+        return span + stride, stride if not factor else max(1, round(stride / factor))
     return span, stride
+
+
+def _small_constants(graph) -> dict[str, np.ndarray]:
+    """The graph's constants of at most 8 values (a resize's scales), by name, as arrays."""
+    from onnx import numpy_helper
+
+    found = {
+        i.name: numpy_helper.to_array(i)
+        for i in graph.initializer
+        if int(np.prod(i.dims)) <= 8 and i.data_type in (1, 11)  # float, double
+    }
+    for node in graph.node:
+        value = node.attribute[0] if node.op_type == "Constant" and node.attribute else None
+        if value is not None and value.name == "value_floats" and len(value.floats) <= 8:
+            found[node.output[0]] = np.asarray(value.floats, dtype=np.float32)
+        elif value is not None and value.name == "value" and value.t.data_type in (1, 11):
+            array = numpy_helper.to_array(value.t)
+            if array.size <= 8:
+                found[node.output[0]] = array
+    return found
 
 
 def _bytes_per_pixel(path: Path) -> float:
