@@ -17,7 +17,7 @@ from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import plan_tiles, run_tiled
 from rfr_deploy.models.factory import create_model
 
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
@@ -310,3 +310,24 @@ def test_a_named_provider_that_does_not_start_is_an_error_not_a_quiet_fallback(t
     ):
         OnnxDenoiser(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert OnnxDenoiser(path).providers == ["CPUExecutionProvider"]  # 'auto' keeps its quiet fallback
+
+
+def test_a_resize_brings_the_stride_back_by_its_scale(tmp_path):
+    """A strided convolution, a 2× resize back, a convolution: the last one runs at full resolution."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporters.onnx_runtime import _graph_locality
+
+    weight = numpy_helper.from_array(np.zeros((1, 1, 3, 3), np.float32), "w")
+    scales = helper.make_node("Constant", [], ["scales"], value_floats=[1.0, 1.0, 2.0, 2.0])
+    nodes = [
+        helper.make_node("Conv", ["noisy", "w"], ["down"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+        scales,
+        helper.make_node("Resize", ["down", "", "scales"], ["up"], mode="linear"),
+        helper.make_node("Conv", ["up", "w"], ["denoised"], kernel_shape=[3, 3], pads=[1] * 4),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 8, 8]) for n in ("noisy", "denoised")]
+    graph = helper.make_graph(nodes, "g", [io[0]], [io[1]], initializer=[weight])
+    onnx.save(helper.make_model(graph), tmp_path / "g.onnx")
+    # 2 (the strided 3×3) + 2 (the resize: one pixel at stride 2) + 2 (the last 3×3, at stride 1 again)
+    assert _graph_locality(tmp_path / "g.onnx") == (1 + 2 + 2 + 2, False)
