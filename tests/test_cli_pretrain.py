@@ -182,3 +182,22 @@ def test_pretrain_refuses_an_output_folder_it_cannot_write_before_reading_images
         result = run("pretrain", tmp_path / "empty", "-o", out, "--steps", 1, "-q")
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, (out, result.output)
         assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_each_patch_of_a_batch_gets_its_own_flip_or_rotation(tmp_path, rng):
+    """The paper's recipe augments every patch; one transform per batch left each update's 64 patches in
+    one orientation."""
+    import torch
+
+    from rfr_deploy.jobs.pretrain import PatchSampler
+    from rfr_deploy.transforms import DIHEDRAL, dihedral
+
+    pixels = np.round(rng.random((16, 16, 1)) * 255) / 255  # its 8 transforms all differ
+    write_image(tmp_path / "a.png", pixels.astype(np.float32))
+    batch = PatchSampler((str(tmp_path),), 1, patch=16, seed=0).sample(64)
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    transforms = [dihedral(image, k) for k in range(DIHEDRAL)]
+    seen = [
+        next(k for k, t in enumerate(transforms) if torch.allclose(patch, t[0], atol=1e-6)) for patch in batch
+    ]
+    assert len(set(seen)) == DIHEDRAL  # 64 patches: every transform among them

@@ -105,7 +105,8 @@ class PretrainConfig:
 
 
 class PatchSampler:
-    """Random training patches with random dihedral transforms, drawn from images held as uint8."""
+    """Random training patches, each with its own random dihedral transform, drawn from images held as
+    uint8."""
 
     def __init__(self, folders: tuple[str, ...], channels: int, patch: int, seed: int):
         self.images: list[np.ndarray] = []
@@ -129,7 +130,8 @@ class PatchSampler:
             x = self.rng.integers(0, im.shape[1] - p + 1)
             out[i] = im[y : y + p, x : x + p]
         t = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
-        return dihedral(t, int(self.rng.integers(DIHEDRAL)))
+        transforms = self.rng.integers(DIHEDRAL, size=batch)
+        return torch.cat([dihedral(t[i : i + 1], int(k)) for i, k in enumerate(transforms)])
 
 
 def build_pretraining_noise(config: PretrainConfig) -> nn.Module:
