@@ -35,7 +35,7 @@ from rfr_deploy.adaptation.cpu_runners import channels_last_updates_pay, cpu_fus
 from rfr_deploy.inference import denoise
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.transforms import dihedral
+from rfr_deploy.transforms import DIHEDRAL, dihedral
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANNELS = {"gray": 1, "color": 3}
@@ -99,10 +99,13 @@ def training_layout(device: torch.device) -> torch.memory_format:
 
 
 def train_step(model, optimizer, patches, batch: int, layout, dtype) -> torch.Tensor:
-    """One step of the paper's recipe: a batch of flipped/rotated patches, σ uniform in [0, 50], L1."""
-    clean = dihedral(patches.sample(batch), int(torch.randint(8, (1,))))
-    clean = clean.contiguous(memory_format=layout)
-    generator, device = patches.generator, clean.device
+    """One step of the paper's recipe: a batch of patches, each flipped/rotated its own way, σ uniform in
+    [0, 50], L1."""
+    patch = patches.sample(batch)
+    generator, device = patches.generator, patch.device
+    transforms = torch.randint(DIHEDRAL, (batch,), device=device, generator=generator)
+    every = torch.stack([dihedral(patch, k) for k in range(DIHEDRAL)])  # 8×B×C×p×p, p×p square
+    clean = every[transforms, torch.arange(batch, device=device)].contiguous(memory_format=layout)
     sigma = torch.rand(batch, device=device, generator=generator) * (50 / 255)
     noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, device=device, generator=generator)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
