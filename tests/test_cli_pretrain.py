@@ -201,3 +201,16 @@ def test_each_patch_of_a_batch_gets_its_own_flip_or_rotation(tmp_path, rng):
         next(k for k, t in enumerate(transforms) if torch.allclose(patch, t[0], atol=1e-6)) for patch in batch
     ]
     assert len(set(seen)) == DIHEDRAL  # 64 patches: every transform among them
+
+
+def test_a_sigma_range_with_camera_noise_is_refused(tmp_path, smooth_image):
+    """Camera noise draws CBDNet's random camera levels: a Gaussian σ range would be silently ignored."""
+    write_image(tmp_path / "train" / "0.png", smooth_image)
+    args = ["pretrain", tmp_path / "train", "--noise", "camera", "--channels", 3, "-o", tmp_path / "run"]
+    result = run(*args, "--sigma-high", 30)
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --sigma-high bounds Gaussian noise levels; --noise camera draws CBDNet's random camera "
+        "levels: drop it\n",
+    )
+    assert not (tmp_path / "run").exists()

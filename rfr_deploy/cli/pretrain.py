@@ -9,6 +9,7 @@ import contextlib
 
 import click
 
+from rfr_deploy.cli.adapt_export import given_options
 from rfr_deploy.cli.options import (
     device_option,
     emit_json,
@@ -17,6 +18,7 @@ from rfr_deploy.cli.options import (
     reporter_for,
     settings_from,
 )
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.jobs.pretrain import PretrainConfig, pretrain
 
 P = PretrainConfig
@@ -34,6 +36,14 @@ TRAINING_OPTIONS = (
 @output_options
 def command(as_json, quiet, **options):
     """Train MODEL on folders of clean images DATA; resumes from OUT/checkpoint.pt when present."""
+    bounds = [
+        flag for key, flag in given_options(click.get_current_context()).items() if key.startswith("sigma_")
+    ]
+    if bounds and options["noise"] == "camera":  # CBDNet's random camera levels, not a σ range
+        raise ConfigError(
+            f"{'/'.join(bounds)} bound{'' if len(bounds) > 1 else 's'} Gaussian noise levels; --noise camera "
+            "draws CBDNet's random camera levels: drop " + ("them" if len(bounds) > 1 else "it")
+        )
     config = settings_from(PretrainConfig, options)
     reporter = reporter_for(quiet, as_json)
     with contextlib.ExitStack() as stack:
