@@ -60,10 +60,10 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: file is empty")
     try:
-        kind = _signature(path)
+        kind, png_depth = _signature(path)
         if kind == "tiff":
             array, depth = _read_tiff(path, max_pixels)
-        elif kind == "png" and _png_bit_depth(path) == 16:
+        elif kind == "png" and png_depth == 16:
             array, depth = _read_png16(path, max_pixels)
         else:
             array, depth = _read_pillow(path, max_pixels)
@@ -152,15 +152,16 @@ def is_listed_image(path: Path) -> bool:
 # --------------------------------------------------------------------------- decoders
 
 
-def _signature(path: Path) -> str:
-    """'png', 'tiff' or 'other', from the file's first bytes (a 16-bit PNG named .jpg is still a PNG)."""
+def _signature(path: Path) -> tuple[str, int]:
+    """('png', bit depth), ('tiff', 0) or ('other', 0), from the file's first bytes (a 16-bit PNG named
+    .jpg is still a PNG)."""
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head == b"\x89PNG\r\n\x1a\n":
-        return "png"
+        head = fh.read(26)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png", head[24] if len(head) == 26 else 8  # IHDR's bit depth; a short file: Pillow says why
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic and BigTIFF
-        return "tiff"
-    return "other"
+        return "tiff", 0
+    return "other", 0
 
 
 def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
@@ -200,14 +201,6 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         else:
             raise ImageError(f"{path}: unsupported image mode '{mode}'")
     return _channels_last(array, path), depth
-
-
-def _png_bit_depth(path: Path) -> int:
-    with open(path, "rb") as fh:
-        head = fh.read(26)
-    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n":
-        return 8  # let the main decoder produce the error
-    return head[24]
 
 
 def _read_png16(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:

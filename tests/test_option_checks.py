@@ -196,20 +196,19 @@ def test_an_empty_output_folder_is_refused(tmp_path, image_file, weights_file, m
 
 def test_ray_tasks_asking_for_more_than_the_cluster_has_are_refused():
     """Ray would wait for ever for a GPU or CPUs no node has (a local cluster without a GPU)."""
-    from rfr_deploy.jobs.distributed import RayOptions, _gpus_per_image
+    from rfr_deploy.jobs.distributed import RayOptions, _task_gpus
     from rfr_deploy.jobs.settings import JobSettings
 
     cpu_only, settings = {"CPU": 2.0}, JobSettings()
     with pytest.raises(ConfigError, match=r"^--gpus-per-image 0.25, but the Ray cluster has 0 GPUs$"):
-        _gpus_per_image(RayOptions(address="local", gpus_per_image=0.25), settings, cpu_only)
+        _task_gpus(RayOptions(address="local", gpus_per_image=0.25), settings, cpu_only)
     with pytest.raises(ConfigError, match=r"^--cpus-per-image 4, but the Ray cluster has 2 CPUs$"):
-        _gpus_per_image(RayOptions(address="local", cpus_per_image=4), settings, cpu_only)
-    assert _gpus_per_image(RayOptions(address="local", cpus_per_image=2), settings, cpu_only) == 0.0
+        _task_gpus(RayOptions(address="local", cpus_per_image=4), settings, cpu_only)
+    assert _task_gpus(RayOptions(address="local", cpus_per_image=2), settings, cpu_only) == 0.0
     assert (
-        _gpus_per_image(RayOptions(address="local", gpus_per_image=0.25), settings, {"CPU": 8, "GPU": 1})
-        == 0.25
+        _task_gpus(RayOptions(address="local", gpus_per_image=0.25), settings, {"CPU": 8, "GPU": 1}) == 0.25
     )
-    assert _gpus_per_image(RayOptions(address="local"), settings, {"CPU": 8, "GPU": 2}) == 1.0
+    assert _task_gpus(RayOptions(address="local"), settings, {"CPU": 8, "GPU": 2}) == 1.0
 
 
 @pytest.mark.parametrize("command, tag", [("denoise", "denoised"), ("adapt-and-export", "rfr")])

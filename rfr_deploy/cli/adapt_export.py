@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.cli.adapt_options import adapt_config, adapt_options, check_adapt_options
@@ -21,6 +20,7 @@ from rfr_deploy.cli.options import (
     emit_json,
     existing_paths,
     field_options,
+    given_options,
     model_options,
     output_options,
     reporter_for,
@@ -81,18 +81,6 @@ def run(
         raise
     if as_json:
         emit_json(manifests)
-
-
-def given_options(ctx: click.Context) -> dict[str, str]:
-    """The options given on the command line, not left at their defaults: keyword → the flag as typed
-    (``--no-graph-cache`` for a flag's off form)."""
-    defaults = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-    given = {}
-    for param in ctx.command.params:
-        if isinstance(param, click.Option) and ctx.get_parameter_source(param.name) not in defaults:
-            off = bool(param.secondary_opts) and ctx.params.get(param.name) is False
-            given[param.name] = max(param.secondary_opts if off else param.opts, key=len)
-    return given
 
 
 def check_options(options: dict, given: dict[str, str], config: AdaptConfig) -> None:

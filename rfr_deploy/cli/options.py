@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import click
+from click.core import ParameterSource
 
 from rfr_deploy.files import json_text
 from rfr_deploy.models.hub import model_for_weights
@@ -169,3 +170,15 @@ def _click_type(hint, meta: Mapping[str, Any]):
 
 def parse_formats(text: str) -> tuple[str, ...]:
     return tuple(f.strip().lower() for f in text.split(",") if f.strip() and f.strip().lower() != "none")
+
+
+def given_options(ctx: click.Context) -> dict[str, str]:
+    """The options given on the command line, not left at their defaults: keyword → the flag as typed
+    (``--no-graph-cache`` for a flag's off form)."""
+    defaults = (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    given = {}
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and ctx.get_parameter_source(param.name) not in defaults:
+            off = bool(param.secondary_opts) and ctx.params.get(param.name) is False
+            given[param.name] = max(param.secondary_opts if off else param.opts, key=len)
+    return given

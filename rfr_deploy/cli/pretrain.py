@@ -9,11 +9,11 @@ import contextlib
 
 import click
 
-from rfr_deploy.cli.adapt_export import given_options
 from rfr_deploy.cli.options import (
     device_option,
     emit_json,
     field_options,
+    given_options,
     output_options,
     reporter_for,
     settings_from,

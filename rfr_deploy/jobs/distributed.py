@@ -224,7 +224,7 @@ def _connect(ray, address: str) -> bool:
     return True
 
 
-def _gpus_per_image(options: RayOptions, settings: JobSettings, cluster: dict[str, float]) -> float:
+def _task_gpus(options: RayOptions, settings: JobSettings, cluster: dict[str, float]) -> float:
     """The GPUs each task holds; :class:`ConfigError` where a task would ask for more GPUs or CPUs than the
     cluster has (Ray would wait for them for ever)."""
     cluster_gpus = cluster.get("GPU", 0)
@@ -250,7 +250,7 @@ def _run_tasks(ray, options: RayOptions, task: GroupTask, groups, todo, records,
     started = _connect(ray, options.address)
     try:
         cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        gpus = _gpus_per_image(options, task.settings, cluster)
+        gpus = _task_gpus(options, task.settings, cluster)
         remote = ray.remote(run_group).options(
             num_cpus=options.cpus_per_image,
             num_gpus=gpus,
