@@ -47,6 +47,7 @@ def test_pretrain_with_camera_noise_then_reload_and_adapt(name, tmp_path, rng):
     final = pretrain(config)
     meta, _ = read_weights_meta(final)
     assert meta.arch == name and meta.noise == "camera"
+    assert meta.sigma_range == pytest.approx((0.0, np.hypot(0.16, 0.06)))  # the raw std's, not Gaussian σ's
     model = create_model(name, weights=str(final))
     assert model.meta.arch_kwargs == config.arch_kwargs
     noisy = torch.rand(1, 3, 19, 22)

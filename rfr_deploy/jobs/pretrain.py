@@ -264,12 +264,12 @@ def _train(
 
 
 def _weights_meta(config: PretrainConfig, run: Training, step: int) -> WeightsMeta:
-    model = run.model
+    model, noise = run.model, run.noise  # camera noise: its raw std's range, not a Gaussian σ's
     return WeightsMeta(
         arch=config.model,
         channels=config.channels,
         arch_kwargs={**model.meta.arch_kwargs},
-        sigma_range=(config.sigma_low, config.sigma_high),
+        sigma_range=noise.std_range() if hasattr(noise, "std_range") else (config.sigma_low, config.sigma_high),
         output=model.meta.output,
         noise_map=model.meta.noise_map,
         noise="self-supervised" if config.objective == "noise2self" else config.noise,

@@ -34,7 +34,8 @@ class WeightsMeta:
     channels: int
     arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
     sigma_range: tuple[float, float] = (0.0, 55 / 255)
-    """Noise levels the weights were trained for, [0, 1] units (the files store grey levels)."""
+    """Noise levels the weights were trained for, [0, 1] units (the files store grey levels): Gaussian σ, or
+    for camera noise the range of the raw noise's std."""
     output: OutputKind = "residual"
     noise_map: bool = False
     input_range: tuple[float, float] = (0.0, 1.0)

@@ -250,6 +250,10 @@ class CameraNoise(nn.Module):
         """None: signal-dependent noise, not white Gaussian (SURE and the terms on the noisy input do not apply)."""
         return None
 
+    def std_range(self) -> tuple[float, float]:
+        """The raw noise's std over the drawn levels, [0, 1] units: σ_c at black to √(σ_s² + σ_c²) at white."""
+        return self.sigma_c[0], float(np.hypot(self.sigma_s[1], self.sigma_c[1]))
+
     def aims_at_residual(self) -> bool:
         """Whether the level was read from the pre-trained network's residual, which then stands for the
         noise (what the camera-noise guard, coloured SURE, assumes: :mod:`rfr_deploy.adaptation.coloured_sure`)."""
