@@ -264,12 +264,13 @@ def _train(
 
 
 def _weights_meta(config: PretrainConfig, run: Training, step: int) -> WeightsMeta:
-    model, noise = run.model, run.noise  # camera noise: its raw std's range, not a Gaussian σ's
+    model, noise = run.model, run.noise
+    levels = noise.std_range() if hasattr(noise, "std_range") else (config.sigma_low, config.sigma_high)
     return WeightsMeta(
         arch=config.model,
         channels=config.channels,
         arch_kwargs={**model.meta.arch_kwargs},
-        sigma_range=noise.std_range() if hasattr(noise, "std_range") else (config.sigma_low, config.sigma_high),
+        sigma_range=levels,  # camera noise: its raw std's range, not a Gaussian σ's
         output=model.meta.output,
         noise_map=model.meta.noise_map,
         noise="self-supervised" if config.objective == "noise2self" else config.noise,
