@@ -146,6 +146,18 @@ def test_a_redo_stopped_halfway_is_redone_whatever_the_files_it_left(job, monkey
     assert json.loads((job / "out" / "a.json").read_text())["adaptation"]["steps"] == 2
 
 
+def test_a_redone_set_clears_the_temporary_files_its_member_images_left(job):
+    """A per-set group writes one output per member image, named after the member, not the set."""
+    import os
+
+    assert run(job, "--per-set", "--quiet").exit_code == 0
+    leftover = job / "out" / ".b_rfr.k3j2x9.part.png"  # a killed write of member b's output
+    leftover.write_bytes(b"half")
+    os.utime(leftover, (1, 1))
+    assert run(job, "--per-set", "--steps", "3", "--quiet").exit_code == 0
+    assert not leftover.exists()
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does(job, monkeypatch):
     """A batch scheduler's SIGTERM: the line says so, exit 143, no temporary file left, and the handler
     the process had before is back."""

@@ -170,7 +170,7 @@ def _run_group(
     started, began = time.perf_counter(), time.time()
     with reporter.bar(None, f"adapting {_label(group)}") as progress:
         run = _adapt_group(group, settings, config, models.get(group[0].info.channels), progress)
-        clear_group(out_dir, run.stem, began)
+        clear_group(out_dir, run.stem, [j.path.stem for j in group], began)
         files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, progress)
     if scores is not None:
         reporter.result(

@@ -78,15 +78,16 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
     return [p for p in paths if p not in skipped]
 
 
-def clear_group(out_dir: Path, stem: str, before: float) -> None:
+def clear_group(out_dir: Path, stem: str, members: Iterable[str], before: float) -> None:
     """Before a group that is redone writes anything into ``out_dir``: remove its manifest, which would
     otherwise describe the new files as its own should the run stop halfway (the resume check compares
     sizes, which a weights file keeps), and the temporary files an earlier write of the group's files left
-    when its process was killed (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, last changed before
-    ``before``, a ``time.time()``)."""
+    when its process was killed (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, and each member
+    image's ``.<member>_rfr*.part.*``, last changed before ``before``, a ``time.time()``)."""
     (out_dir / f"{stem}.json").unlink(missing_ok=True)
-    escaped = glob.escape(stem)
-    for pattern in (f".{escaped}.*.part.json", f".{escaped}_{ADAPTED_TAG}*.part*"):
+    patterns = {f".{glob.escape(stem)}.*.part.json"}
+    patterns.update(f".{glob.escape(name)}_{ADAPTED_TAG}*.part*" for name in (stem, *members))
+    for pattern in patterns:
         for leftover in out_dir.glob(pattern):
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < before:
