@@ -6,7 +6,7 @@ TIFF (8/16-bit integer and 32-bit float, via tifffile; compressions tifffile can
 decode without ``imagecodecs`` through Pillow) and JPEG; gray, gray+alpha, RGB, RGBA
 and palette images. The decoder follows the file's signature, not its name; alpha is
 dropped with a warning, palettes are expanded, EXIF orientation is applied (JPEG,
-8-bit PNG). Writes go to a temporary name and are renamed into place, so an
+8-bit PNG, TIFF). Writes go to a temporary name and are renamed into place, so an
 interrupted run never leaves a half-written file; a folder's hidden files (such as
 the temporary files of a run that was killed) are not read as images.
 """
@@ -242,12 +242,15 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
                 return _read_pillow_tiff(path, max_pixels, exc, int(tif.pages[0].bitspersample))
             extra = tuple(int(e) for e in (getattr(page, "extrasamples", ()) or ()))
             inverted = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
+            orientation = page.tags.get("Orientation")
     except tifffile.TiffFileError as exc:
         raise ImageError(f"{path}: not a valid TIFF file ({first_line(exc)})") from exc
     if inverted and array.dtype.kind == "u":  # 0 is white: store as 0 is black
         array = np.iinfo(array.dtype).max - array
     if array.ndim == 3 and axes.endswith("SYX"):
         array = np.moveaxis(array, 0, -1)  # planar configuration
+    if orientation is not None:
+        array = _oriented(array, int(orientation.value))
     if array.dtype == np.uint8:
         depth = 8
     elif array.dtype == np.uint16:
@@ -262,6 +265,23 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             f"{path}: {array.shape[2]} channels; expected 1 (gray) or 3 (RGB), with an optional alpha"
         )
     return _channels_last(array, path), depth
+
+
+_ORIENTATIONS = {  # a TIFF's Orientation tag (EXIF's): stored rows and columns as a viewer shows them
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _oriented(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` (``H×W[×C]``) turned as its Orientation tag says, as Pillow turns JPEGs and other TIFFs."""
+    turn = _ORIENTATIONS.get(orientation)
+    return array if turn is None else np.ascontiguousarray(turn(array))
 
 
 def _read_pillow_tiff(path: Path, max_pixels: int, cause: Exception, bits: int) -> tuple[np.ndarray, int]:

@@ -217,6 +217,18 @@ def test_exif_orientation_is_applied(tmp_path, smooth_image):
     assert np.abs(image.pixels - expected).mean() < 0.02
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiffs_orientation_tag_turns_it_as_pillow_turns_it(tmp_path, rng, orientation):
+    """tifffile returns the stored rows; the image reads as viewers (and Pillow's fallback) show it."""
+    data = (rng.random((4, 6, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", data, photometric="rgb", extratags=[(274, 3, 1, orientation, True)])
+    from PIL import ImageOps
+
+    shown = np.asarray(ImageOps.exif_transpose(PILImage.open(tmp_path / "a.tif")))
+    assert shown.shape[:2] == ((4, 6) if orientation < 5 else (6, 4))
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif").pixels * 255, shown)
+
+
 def test_the_decoder_follows_the_signature_not_the_name(tmp_path, rng):
     data = (rng.random((5, 4, 3)) * 65535).astype(np.uint16)
     tifffile.imwrite(tmp_path / "a.png", data)  # a 16-bit RGB TIFF named .png
