@@ -14,6 +14,7 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.jobs.adapt_export import JobSettings, adapt_and_export
 from rfr_deploy.noise.base import GaussianLevel, gaussian_level_of
 from rfr_deploy.noise.build import build_noise, list_noise_choices
+from rfr_deploy.noise.gaussian import build_gaussian
 from rfr_deploy.noise.registry import NoiseSettings, register_noise
 
 TOY = "laplace-toy"
@@ -100,3 +101,32 @@ def test_a_job_adapts_with_the_registered_noise_end_to_end(tmp_path, image_file,
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(torch.isfinite(after[k]).all() for k in after)
+
+
+GAUSSIAN_COPY = "gaussian-copy"
+register_noise(GAUSSIAN_COPY, build_gaussian)
+
+
+def test_a_jobs_checks_ask_the_noise_model_what_it_draws_not_its_name(tmp_path, image_file, weights_file):
+    """White Gaussian noise under another name is checked and recorded as Gaussian noise is."""
+    from rfr_deploy.errors import ConfigError, ImageError
+    from rfr_deploy.images import write_image
+    from rfr_deploy.jobs.adapt_export import plan_adapt_and_export
+
+    def settings(noise, **kwargs):
+        return JobSettings(
+            weights=str(weights_file), noise=noise, device="cpu", output_dir=str(tmp_path), **kwargs
+        )
+
+    recorrupted = AdaptConfig(steps=2, recorrupted=0.5)
+    plan_adapt_and_export([image_file], settings(GAUSSIAN_COPY, sigma=0.1), recorrupted)  # one level: taken
+    with pytest.raises(
+        ConfigError, match=f"--recorrupted needs Gaussian noise of one level .*not {TOY} noise"
+    ):
+        plan_adapt_and_export([image_file], settings(TOY, sigma=0.1), recorrupted)
+    flat = write_image(tmp_path / "flat.png", torch.full((24, 24, 3), 0.5).numpy())
+    with pytest.raises(ImageError, match="no noise level can be estimated"):  # σ = 0 would not adapt at all
+        plan_adapt_and_export([flat], settings(GAUSSIAN_COPY), AdaptConfig(steps=2))
+    uniform = settings(GAUSSIAN_COPY, unknown_sigma="uniform", sigma_low=5 / 255, sigma_high=30 / 255)
+    [manifest] = adapt_and_export([image_file], uniform, AdaptConfig(steps=2, lr=1e-3))
+    assert manifest["noise"]["sigma_range"] == [5, 30]  # the levels it drew, from the model

@@ -48,6 +48,7 @@ from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
+from rfr_deploy.noise.base import gaussian_level_of
 from rfr_deploy.noise.build import resolve_noise_kind
 from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Progress, Reporter
@@ -244,7 +245,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progr
         model, images, noise, config, sigma, on_step, stage=progress.stage, pseudo_clean=aim.targets
     )
     stem = group_stem([j.path for j in group])
-    desc = noise_desc(settings, group, kind, aim.levels)
+    desc = noise_desc(settings, group, kind, noise, aim.levels)
     before = (aim_seconds - aim.target_seconds, aim.target_seconds)
     return _GroupRun(group, model, desc, config, result, stem, sigma, before)
 
@@ -328,9 +329,13 @@ def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None
 
 
 def noise_desc(
-    settings: JobSettings, group: list[ImageJob], kind: str, levels: dict[str, list[float]] | None = None
+    settings: JobSettings,
+    group: list[ImageJob],
+    kind: str,
+    noise: nn.Module,
+    levels: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """The manifest's record of the synthetic noise; σ in grey levels, as the command line takes it.
+    """The manifest's record of the synthetic ``noise``; σ in grey levels, as the command line takes it.
     ``levels``: the levels read from the pre-trained network that the noise aims at, by name
     (:attr:`~rfr_deploy.jobs.noise_aim.AimedNoise.levels`)."""
     if settings.sigma is not None:
@@ -343,8 +348,9 @@ def noise_desc(
         "sigma": grey_levels(settings.sigma),
         "sigma_estimates": [grey_levels(j.sigma_estimate, 3) for j in group],
     }
-    if mode == "uniform" and kind == "gaussian":
-        desc["sigma_range"] = [grey_levels(settings.sigma_low), grey_levels(settings.sigma_high)]
+    drawn = gaussian_level_of(noise)
+    if drawn is not None and drawn.random:  # Gaussian noise of random levels
+        desc["sigma_range"] = [grey_levels(drawn.low), grey_levels(drawn.high)]
     for name, values in (levels or {}).items():
         desc[name] = [grey_levels(v, 3) for v in values]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)

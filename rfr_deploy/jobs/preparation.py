@@ -35,9 +35,14 @@ from rfr_deploy.jobs.resume import (
     settings_fingerprint,
 )
 from rfr_deploy.jobs.settings import JobSettings
-from rfr_deploy.noise.build import resolve_noise_kind
+from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.noise.build import build_noise, resolve_noise_kind
+from rfr_deploy.noise.registry import level_source
 from rfr_deploy.progress import Reporter
 from rfr_deploy.units import grey_levels
+
+PROBE_LEVEL = 25 / 255
+"""The level a noise model is built at to ask what it draws, where the job's σ is not known yet."""
 
 
 @dataclass
@@ -170,17 +175,27 @@ def _check_groups(
     for group in groups:
         kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
         estimated = settings.sigma is None and settings.unknown_sigma == "estimate"
-        if estimated and kind == "gaussian":
+        if estimated and level_source(kind) == "white":
             check_estimated_level(group)
-        if term and (kind != "gaussian" or not (estimated or settings.sigma is not None)):
-            noise = (
-                f"{kind} noise"
-                if kind != "gaussian"
-                else "Gaussian noise of a random σ (--unknown-sigma uniform)"
-            )
+        if term and not _one_gaussian_level(kind, settings):
+            raise ConfigError(_needs_one_level(term, f"{kind} noise"))
+        if term and not (estimated or settings.sigma is not None):
             raise ConfigError(
-                f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
+                _needs_one_level(term, "Gaussian noise of a random σ (--unknown-sigma uniform)")
             )
+
+
+def _one_gaussian_level(kind: str, settings: JobSettings) -> bool:
+    """Whether the noise ``kind`` draws white Gaussian noise of one level with the job's σ (the model is
+    asked, :meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level`; built at a stand-in level where σ is
+    to be estimated)."""
+    level = settings.sigma if settings.sigma is not None else PROBE_LEVEL
+    probe = gaussian_level_of(build_noise(kind, level, "estimate", ()))
+    return probe is not None and probe.sigma is not None
+
+
+def _needs_one_level(term: str, noise: str) -> str:
+    return f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
 
 
 def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
@@ -189,4 +204,4 @@ def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
     manifest's record that SURE's level range is read from)."""
     if settings.sigma is not None:
         return False
-    return model.meta.noise_map or settings.unknown_sigma == "estimate" or kind == "gaussian"
+    return model.meta.noise_map or settings.unknown_sigma == "estimate" or level_source(kind) == "white"
