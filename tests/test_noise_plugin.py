@@ -130,3 +130,20 @@ def test_a_jobs_checks_ask_the_noise_model_what_it_draws_not_its_name(tmp_path, 
     uniform = settings(GAUSSIAN_COPY, unknown_sigma="uniform", sigma_low=5 / 255, sigma_high=30 / 255)
     [manifest] = adapt_and_export([image_file], uniform, AdaptConfig(steps=2, lr=1e-3))
     assert manifest["noise"]["sigma_range"] == [5, 30]  # the levels it drew, from the model
+
+
+def test_weights_trained_with_a_registered_model_name_it_and_adapt_with_it(tmp_path, tiny_dncnn):
+    import dataclasses
+
+    from rfr_deploy.errors import ConfigError
+    from rfr_deploy.models.factory import create_model
+    from rfr_deploy.models.weights import save_weights
+    from rfr_deploy.noise.build import resolve_noise_kind
+
+    model = tiny_dncnn(1)
+    save_weights(tmp_path / "w.safetensors", model.net, dataclasses.replace(model.meta, noise=TOY))
+    loaded = create_model("dncnn", weights=str(tmp_path / "w.safetensors"))
+    assert loaded.meta.noise == TOY and resolve_noise_kind("auto", loaded.meta.noise) == TOY
+    assert resolve_noise_kind("auto", "self-supervised") == "gaussian"
+    with pytest.raises(ConfigError, match="trained with noise 'pink', which is not registered here"):
+        resolve_noise_kind("auto", "pink")  # a plug-in this process has not imported

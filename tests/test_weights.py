@@ -122,9 +122,10 @@ def with_metadata(path, **changes):
             "invalid architecture settings for 'dncnn' (depth=3, width=8)",
         ),
         ({"output": "weird"}, 'invalid metadata: output is "weird", not "residual" or "direct"'),
+        ({"noise": 3}, "invalid metadata: noise is 3, not a noise model's name"),
         (
-            {"noise": "pink"},
-            'invalid metadata: noise is "pink", not "gaussian" or "camera" or "self-supervised"',
+            {"output": "direct"},
+            'invalid metadata: output is "direct", but \'dncnn\' predicts the noise ("residual")',
         ),
         ({"noise_map": "yes"}, 'invalid metadata: noise_map is "yes", not true or false'),
         (
@@ -168,6 +169,15 @@ def test_non_finite_weights_are_rejected(tmp_path, tiny_dncnn):
     state["model.0.weight"][0, 0, 0, 0] = float("nan")
     torch.save(state, tmp_path / "w.pth")
     with pytest.raises(WeightsError, match="non-finite"):
+        create_model("dncnn", weights=str(tmp_path / "w.pth"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.complex64])
+def test_weights_that_are_not_real_numbers_are_rejected(tmp_path, tiny_dncnn, dtype):
+    """load_state_dict would cast them (bool weights to 0/1, complex ones to their real part)."""
+    state = {k: v.to(dtype) for k, v in tiny_dncnn(1).net.state_dict().items()}
+    torch.save(state, tmp_path / "w.pth")
+    with pytest.raises(WeightsError, match=f"model.0.weight holds {dtype}, not torch.float32"):
         create_model("dncnn", weights=str(tmp_path / "w.pth"))
 
 

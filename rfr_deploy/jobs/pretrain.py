@@ -41,7 +41,7 @@ from rfr_deploy.jobs.pretrain_resume import (
 from rfr_deploy.models.factory import create_model, get_entry
 from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.build import build_noise, list_noise_choices
+from rfr_deploy.noise.build import SELF_SUPERVISED, build_noise, list_noise_choices
 from rfr_deploy.transforms import DIHEDRAL, dihedral
 from rfr_deploy.units import check_levels, grey_levels
 
@@ -273,7 +273,7 @@ def _weights_meta(config: PretrainConfig, run: Training, step: int) -> WeightsMe
         sigma_range=levels,  # camera noise: its raw std's range, not a Gaussian σ's
         output=model.meta.output,
         noise_map=model.meta.noise_map,
-        noise="self-supervised" if config.objective == "noise2self" else config.noise,
+        noise=SELF_SUPERVISED if config.objective == "noise2self" else config.noise,
         source="rfr-deploy pretrain",
         notes=f"{step} steps of batch {config.batch}×{config.patch}², {config.loss}, Adam {config.lr:g}→{config.lr_min:g}"
         + (f", {run.noise2self!r}" if run.noise2self is not None else "")

@@ -23,7 +23,9 @@ from rfr_deploy.errors import ModelError
 from rfr_deploy.units import grey_levels, sigma_from_grey
 
 OutputKind = Literal["residual", "direct"]
-NoiseKind = Literal["gaussian", "camera", "self-supervised"]
+NoiseKind = str
+"""The noise weights were trained with: a registered noise model's name (``'gaussian'``, ``'camera'``, or one a
+plug-in registers: :func:`~rfr_deploy.noise.registry.register_noise`), or ``'self-supervised'``."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from torch import nn
 
 from rfr_deploy.errors import ModelError, WeightsError, first_line
 from rfr_deploy.files import atomic_write, sha256_file
-from rfr_deploy.models.registry import ModelEntry, NoiseKind, OutputKind, StateDict, WeightsMeta
+from rfr_deploy.models.registry import ModelEntry, OutputKind, StateDict, WeightsMeta
 from rfr_deploy.units import sigma_from_grey
 
 FORMAT_TAG = "rfr-deploy/1"
@@ -107,7 +107,13 @@ def _read_any(path: Path) -> tuple[StateDict, WeightsMeta | None]:
 
 
 def _check_meta(path: Path, meta: WeightsMeta, entry: ModelEntry) -> None:
-    """Metadata that contradicts the architecture: a noise-level input the network lacks, or the reverse."""
+    """Metadata that contradicts the architecture: a noise-level input the network lacks, or the reverse;
+    an output (noise or clean image) other than the network's."""
+    if meta.output != entry.output:
+        raise WeightsError(
+            f"{path}: invalid metadata: output is {json.dumps(meta.output)}, but '{entry.name}' predicts "
+            f"{'the noise' if entry.output == 'residual' else 'the clean image'} ({json.dumps(entry.output)})"
+        )
     if meta.noise_map != entry.noise_map:
         takes = "takes" if entry.noise_map else "does not take"
         raise WeightsError(
@@ -196,13 +202,16 @@ def _parse_meta(path: str | os.PathLike, text: str) -> WeightsMeta:
         raise WeightsError(f"{path}: unreadable rfr-deploy metadata ({first_line(exc)})") from exc
     checks = (
         ("output", meta.output, get_args(OutputKind)),
-        ("noise", meta.noise, get_args(NoiseKind)),
         ("noise_map", meta.noise_map, (True, False)),
     )
     for name, value, allowed in checks:
         if type(value) is not type(allowed[0]) or value not in allowed:
             choices = " or ".join(json.dumps(a) for a in allowed)
             raise WeightsError(f"{path}: invalid metadata: {name} is {json.dumps(value)}, not {choices}")
+    if not isinstance(meta.noise, str) or not meta.noise:
+        raise WeightsError(
+            f"{path}: invalid metadata: noise is {json.dumps(meta.noise)}, not a noise model's name"
+        )
     if type(meta.channels) is not int or meta.channels < 1 or not isinstance(meta.arch_kwargs, dict):
         raise WeightsError(
             f"{path}: invalid metadata: channels must be a positive whole number and arch_kwargs an object"
@@ -378,6 +387,11 @@ def _load_strict(net: nn.Module, state: StateDict, path: Path, arch: str) -> Non
             raise WeightsError(
                 f"{path}: weights do not match the '{arch}' architecture: {key} has shape "
                 f"{tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the network"
+            )
+        if state[key].is_floating_point() != tensor.is_floating_point():  # bool, int or complex weights
+            raise WeightsError(
+                f"{path}: weights do not match the '{arch}' architecture: {key} holds {state[key].dtype}, "
+                f"not {tensor.dtype}"
             )
         if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
             raise WeightsError(f"{path}: weights contain non-finite values in {key}")

@@ -17,11 +17,14 @@ from rfr_deploy.noise import gaussian  # noqa: F401  (registers "gaussian")
 from rfr_deploy.noise import camera  # noqa: F401  (registers "camera")
 
 # isort: on
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.base import QuantizedNoise
 from rfr_deploy.noise.registry import NoiseSettings, UnknownSigma, get_noise_builder, list_noise_models
 
 AUTO = "auto"
 """The --noise choice that follows what the weights were trained on."""
+SELF_SUPERVISED = "self-supervised"
+"""What weights trained without clean images record as their noise (they saw Gaussian noise)."""
 
 
 def list_noise_choices(auto: bool = True) -> tuple[str, ...]:
@@ -33,12 +36,20 @@ def resolve_noise_kind(choice: str, trained_on: str) -> str:
     """The adaptation noise for ``choice``: 'auto' follows what the weights were trained on.
 
     Weights trained with a registered noise model (``WeightsMeta.noise``, e.g. CBDNet's in-camera model
-    'camera') adapt with it; everything else (self-supervised training on Gaussian noise) adapts with
-    Gaussian noise.
+    'camera') adapt with it; self-supervised weights (trained on Gaussian noise) with Gaussian noise.
+    ConfigError for weights trained with a noise model not registered in this process.
     """
-    if choice == AUTO:
-        return trained_on if trained_on in list_noise_models() else "gaussian"
-    return choice
+    if choice != AUTO:
+        return choice
+    if trained_on == SELF_SUPERVISED:
+        return "gaussian"
+    if trained_on not in list_noise_models():
+        raise ConfigError(
+            f"the weights were trained with noise {trained_on!r}, which is not registered here "
+            f"(registered: {', '.join(list_noise_models())}); import the module that registers it, "
+            "or choose the noise with --noise"
+        )
+    return trained_on
 
 
 def build_noise(
