@@ -127,7 +127,10 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
-    """Add an architecture to the registry. Raises :class:`ValueError` on duplicate names."""
+    """Add an architecture to the registry. Raises :class:`ValueError` on duplicate names, and on names
+    that are not lower case (they are looked up in any case, so 'DnCNN' would be a second 'dncnn')."""
+    if entry.name != entry.name.lower() or not entry.name:
+        raise ValueError(f"model names are lower case: register '{entry.name.lower()}', not '{entry.name}'")
     if entry.name in _REGISTRY:
         raise ValueError(f"model '{entry.name}' is already registered")
     _REGISTRY[entry.name] = entry
