@@ -216,6 +216,31 @@ def test_matconvnet_release_equals_kair_conversion(shared, pth, mat):
         assert torch.equal(a(x), b(x))
 
 
+def _write_matconvnet_v5(path, net):
+    """``net``'s convolutions as a MatConvNet simplenn release saved by MATLAB v5 (filters H×W×in×out)."""
+    import scipy.io
+
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    layers = []
+    for i, conv in enumerate(convs):
+        weights = np.empty((1, 2), dtype=object)
+        weights[0, 0] = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+        weights[0, 1] = conv.bias.detach().numpy().reshape(-1, 1)
+        layers += [{"type": "conv", "weights": weights}] + ([{"type": "relu"}] if i < len(convs) - 1 else [])
+    cells = np.empty((1, len(layers)), dtype=object)
+    cells[0, :] = layers
+    scipy.io.savemat(path, {"net": {"layers": cells}})
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_matconvnet_v5_files_load_gray_and_colour(tmp_path, tiny_dncnn, channels):
+    """A gray first layer is H×W×1×F: its input axis must survive reading."""
+    model = tiny_dncnn(channels)
+    _write_matconvnet_v5(tmp_path / "w.mat", model.net)
+    loaded = create_model("dncnn", weights=str(tmp_path / "w.mat"))
+    assert loaded.meta.channels == channels and _same_output(model, loaded, channels)
+
+
 @pytest.mark.parametrize(
     ("name", "file", "channels", "depth"),
     [

@@ -322,18 +322,25 @@ def _matconvnet_layers_hdf5(path: Path) -> list[tuple[str, tuple[np.ndarray, np.
 def _matconvnet_layers_v5(path: Path) -> list[tuple[str, tuple[np.ndarray, np.ndarray] | None]]:
     import scipy.io
 
-    mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+    # Not squeezed: that would drop a gray first layer's input axis (H×W×1×F), not only trailing ones.
+    mat = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=False)
     if "net" not in mat:
         raise WeightsError(f"{path}: not a MatConvNet network file (no 'net')")
     out = []
-    for layer in np.atleast_1d(mat["net"].layers):
-        kind = str(layer.type)
+    for cell in np.asarray(_only(mat["net"]).layers).reshape(-1):
+        layer = _only(cell)
+        kind = str(np.asarray(layer.type).reshape(-1)[0])
         if kind == "conv":
-            w, b = layer.weights
+            w, b = np.asarray(layer.weights).reshape(-1)[:2]
             out.append((kind, (_matlab_to_torch_conv(np.asarray(w)), np.asarray(b))))
         else:
             out.append((kind, None))
     return out
+
+
+def _only(value):
+    """The one element of a MATLAB 1×1 struct or cell as scipy reads it unsqueezed (an object array)."""
+    return np.asarray(value).reshape(-1)[0] if isinstance(value, np.ndarray) else value
 
 
 def _matlab_to_torch_conv(w: np.ndarray) -> np.ndarray:
