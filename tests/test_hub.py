@@ -157,3 +157,37 @@ def test_every_pin_matches_the_shared_copy_and_its_metadata_fits(shared, entry, 
     sigma = 0.1 if entry.meta.noise_map else None
     with torch.no_grad():
         assert torch.isfinite(model(x, sigma)).all()
+
+
+def test_a_damaged_cached_file_is_downloaded_again_or_named_when_offline(tiny_release):
+    entry, model, stop = tiny_release
+    path = hub.cache_path(entry)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 half a download")
+    assert same_output(model, create_model("dncnn", weights="kair:tiny"))  # replaced by a verified copy
+    assert cache_files(entry) == ["tiny.pth"]
+    path.write_bytes(b"PK\x03\x04 half a download")
+    stop()
+    with pytest.raises(WeightsError) as info:
+        create_model("dncnn", weights="kair:tiny")
+    assert str(info.value).startswith(f"the cached file {path} does not hold the weights kair:tiny (")
+    assert "; cannot download kair:tiny (" in str(info.value) and entry.url in str(info.value)
+
+
+def test_a_failed_download_leaves_the_file_another_process_finished(tiny_release, served, monkeypatch):
+    entry, model, _ = tiny_release
+    real = torch.hub.download_url_to_file
+
+    def finished_elsewhere_then_failed(url, dst, progress=True):
+        hub.cache_path(entry).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(
+            served[1] / "tiny.pth", hub.cache_path(entry)
+        )  # another process's verified download lands
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", finished_elsewhere_then_failed)
+    with pytest.raises(WeightsError, match="cannot download kair:tiny"):
+        hub.fetch(entry)
+    assert cache_files(entry) == ["tiny.pth"]  # the other process's file stays, no temporary file left
+    monkeypatch.setattr(torch.hub, "download_url_to_file", real)
+    assert same_output(model, create_model("dncnn", weights="kair:tiny"))

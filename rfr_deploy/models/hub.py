@@ -11,7 +11,6 @@ channels, σ range, residual or direct output), so a loaded model knows what it 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -21,7 +20,8 @@ from pathlib import Path
 import torch
 
 from rfr_deploy.errors import WeightsError, first_line
-from rfr_deploy.models.registry import StateDict, WeightsMeta
+from rfr_deploy.files import atomic_write
+from rfr_deploy.models.registry import WeightsMeta
 from rfr_deploy.models.weights import read_state_dict
 from rfr_deploy.units import sigma_from_grey
 
@@ -194,36 +194,50 @@ def cache_path(entry: NamedWeights) -> Path:
 def fetch(entry: NamedWeights, progress: bool = False) -> Path:
     """The verified local file of ``entry``, downloaded into the hub cache on first use.
 
-    A file that does not match the pinned hash is never used: a fresh download is removed again,
-    so nothing unverified stays in the cache.
+    A download goes to a temporary name and is renamed into place only once its tensors match the
+    pinned hash, so the cache never holds an unverified file and a concurrent download's file is never
+    removed. A cached file that does not verify (a wrong file placed by hand, a damaged copy) is replaced
+    by a fresh download.
     """
     path = cache_path(entry)
-    if path.is_file():
-        _verify(entry, read_state_dict(path), path, f"the cached file {path}")
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     by_hand = f"download {entry.url} and place it at {path}"
+    damaged = None
+    if path.is_file():
+        try:
+            return _verified(entry, path, f"the cached file {path}")
+        except WeightsError as exc:
+            damaged = first_line(exc).split(";")[0] + "; "
     try:
-        torch.hub.download_url_to_file(entry.url, str(path), progress=progress)
-    except Exception as exc:  # offline, HTTP errors, a full disk: the helper removes its partial file
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        raise WeightsError(f"cannot download {entry.name} ({_reason(exc)}); {by_hand}") from None
-    try:
-        _verify(entry, read_state_dict(path), path, f"the file downloaded from {entry.url}")
-    except WeightsError:
-        path.unlink()
-        raise
+        with atomic_write(path) as tmp:
+            try:
+                torch.hub.download_url_to_file(entry.url, str(tmp), progress=progress)
+            except Exception as exc:  # offline, HTTP errors, a full disk
+                raise WeightsError(
+                    f"{damaged or ''}cannot download {entry.name} ({_reason(exc)}); {by_hand}"
+                ) from None
+            _verified(entry, tmp, f"the file downloaded from {entry.url}")
+    except OSError as exc:  # the cache folder cannot be written
+        raise WeightsError(
+            f"cannot store {entry.name} in {path.parent} ({_reason(exc)}); {by_hand}"
+        ) from None
     return path
 
 
-def _verify(entry: NamedWeights, state: StateDict, path: Path, what: str) -> None:
-    got = tensors_sha256(state)
-    if got != entry.tensors_sha256:
-        raise WeightsError(
-            f"{what} does not hold the weights {entry.name} (tensor hash {got[:12]}…, pinned "
-            f"{entry.tensors_sha256[:12]}…); download {entry.url} and place it at {path}"
-        )
+def _verified(entry: NamedWeights, file: Path, what: str) -> Path:
+    """``file`` when its tensors are those of ``entry``; else the one-line error naming ``what`` and the cure."""
+    try:
+        state = read_state_dict(file)
+    except WeightsError as exc:
+        state, reason = None, first_line(exc).removeprefix(f"{file}: ")
+    if state is not None:
+        got = tensors_sha256(state)
+        if got == entry.tensors_sha256:
+            return file
+        reason = f"tensor hash {got[:12]}…, pinned {entry.tensors_sha256[:12]}…"
+    raise WeightsError(
+        f"{what} does not hold the weights {entry.name} ({reason}); download {entry.url} and place it at "
+        f"{cache_path(entry)}"
+    )
 
 
 def _reason(exc: BaseException) -> str:
