@@ -93,6 +93,15 @@ def test_quantized_noise_looks_like_an_integer_file():
     assert torch.allclose(s, torch.full((2,), 25 / 255))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_quantized_noise_at_16_bits_keeps_a_half_precision_batch_finite(dtype):
+    from rfr_deploy.noise.base import QuantizedNoise
+
+    x = torch.full((1, 1, 8, 8), 0.99, dtype=dtype)
+    noisy, _ = QuantizedNoise(GaussianNoise(0.05), bit_depth=16)(x, torch.Generator().manual_seed(0))
+    assert noisy.dtype == dtype and torch.isfinite(noisy).all() and float(noisy.max()) == 1.0
+
+
 @pytest.mark.parametrize("sigma", [5, 25])
 def test_estimate_sigma_ignores_natural_texture(shared, sigma):
     # on textured photographs the all-patch covariance reads texture as noise (BSD68 at σ = 5:

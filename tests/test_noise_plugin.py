@@ -44,6 +44,8 @@ BUILT: list[NoiseSettings] = []
 
 
 def build_laplace(settings: NoiseSettings) -> LaplaceNoise:
+    if settings.sigma is None and settings.unknown_sigma == "uniform":
+        raise ValueError(f"{TOY} noise has no random levels")
     BUILT.append(settings)
     return LaplaceNoise(settings.level)
 
@@ -124,6 +126,10 @@ def test_a_jobs_checks_ask_the_noise_model_what_it_draws_not_its_name(tmp_path, 
         ConfigError, match=f"--recorrupted needs Gaussian noise of one level .*not {TOY} noise"
     ):
         plan_adapt_and_export([image_file], settings(TOY, sigma=0.1), recorrupted)
+    with pytest.raises(
+        ConfigError, match=f"--noise {TOY}: {TOY} noise has no random levels"
+    ):  # before adapting
+        plan_adapt_and_export([image_file], settings(TOY, unknown_sigma="uniform"), AdaptConfig(steps=2))
     flat = write_image(tmp_path / "flat.png", torch.full((24, 24, 3), 0.5).numpy())
     with pytest.raises(ImageError, match="no noise level can be estimated"):  # σ = 0 would not adapt at all
         plan_adapt_and_export([flat], settings(GAUSSIAN_COPY), AdaptConfig(steps=2))
@@ -147,3 +153,10 @@ def test_weights_trained_with_a_registered_model_name_it_and_adapt_with_it(tmp_p
     assert resolve_noise_kind("auto", "self-supervised") == "gaussian"
     with pytest.raises(ConfigError, match="trained with noise 'pink', which is not registered here"):
         resolve_noise_kind("auto", "pink")  # a plug-in this process has not imported
+
+
+def test_the_camera_model_takes_levels_in_unit_range_only():
+    with pytest.raises(ValueError, match=r"level is in \[0, 1\] units, got 25"):
+        build_noise("camera", 25.0, "estimate", [])
+    with pytest.raises(ValueError, match="camera noise of level 0 draws no noise"):
+        build_noise("camera", 0.0, "estimate", [])  # not CBDNet's random levels

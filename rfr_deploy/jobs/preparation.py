@@ -20,7 +20,7 @@ from torch import nn
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.runners import check_update_settings
 from rfr_deploy.devices import resolve_device, use_threads
-from rfr_deploy.errors import ConfigError, ImageError
+from rfr_deploy.errors import ConfigError, ImageError, first_line
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
@@ -177,25 +177,26 @@ def _check_groups(
         estimated = settings.sigma is None and settings.unknown_sigma == "estimate"
         if estimated and level_source(kind) == "white":
             check_estimated_level(group)
-        if term and not _one_gaussian_level(kind, settings):
-            raise ConfigError(_needs_one_level(term, f"{kind} noise"))
-        if term and not (estimated or settings.sigma is not None):
+        drawn = gaussian_level_of(_probe_noise(kind, settings))
+        if term and (drawn is None or drawn.random):
+            noise = (
+                f"{kind} noise" if drawn is None else "Gaussian noise of a random σ (--unknown-sigma uniform)"
+            )
             raise ConfigError(
-                _needs_one_level(term, "Gaussian noise of a random σ (--unknown-sigma uniform)")
+                f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
             )
 
 
-def _one_gaussian_level(kind: str, settings: JobSettings) -> bool:
-    """Whether the noise ``kind`` draws white Gaussian noise of one level with the job's σ (the model is
-    asked, :meth:`~rfr_deploy.noise.base.NoiseModel.gaussian_level`; built at a stand-in level where σ is
-    to be estimated)."""
-    level = settings.sigma if settings.sigma is not None else PROBE_LEVEL
-    probe = gaussian_level_of(build_noise(kind, level, "estimate", ()))
-    return probe is not None and probe.sigma is not None
-
-
-def _needs_one_level(term: str, noise: str) -> str:
-    return f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
+def _probe_noise(kind: str, settings: JobSettings) -> nn.Module:
+    """The noise ``kind`` built from the job's choices (at a stand-in level where σ is to be estimated),
+    to ask what it draws; a :class:`ConfigError` where the model refuses the choices."""
+    estimates = (PROBE_LEVEL,) if settings.sigma is None else ()
+    try:
+        return build_noise(
+            kind, settings.sigma, settings.unknown_sigma, estimates, (settings.sigma_low, settings.sigma_high)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--noise {kind}: {first_line(exc)}") from None
 
 
 def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:

@@ -109,7 +109,8 @@ class QuantizedNoise(nn.Module):
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         noisy, sigma = self.inner(x, generator)
-        return torch.round(noisy.clamp(0.0, 1.0) * self.levels) / self.levels, sigma
+        work = noisy.float() if noisy.dtype == torch.float16 else noisy  # 65535 overflows float16
+        return (torch.round(work.clamp(0.0, 1.0) * self.levels) / self.levels).to(noisy.dtype), sigma
 
     def gaussian_level(self) -> GaussianLevel | None:
         """The wrapped model's (clipping is allowed for where it matters: see :mod:`rfr_deploy.adaptation.sure`)."""

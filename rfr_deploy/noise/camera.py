@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.noise.base import GaussianLevel
+from rfr_deploy.noise.base import GaussianLevel, check_sigma
 from rfr_deploy.noise.isp import bayer_sites, demosaic, jpeg_round_trip, mosaic
 from rfr_deploy.noise.registry import NoiseSettings, register_noise
 
@@ -217,8 +217,8 @@ class CameraNoise(nn.Module):
         ``level_from_residual``: that level is the RMS of the pre-trained network's residual
         (:meth:`aims_at_residual`)."""
         super().__init__()
-        if level is not None and not level > 0:
-            raise ValueError(f"level must be positive, got {level}")
+        if level is not None and not check_sigma(level, "level") > 0:
+            raise ValueError("level must be positive: camera noise of level 0 draws no noise")
         self.level = None if level is None else float(level)
         self.level_from_residual = bool(level_from_residual)
         for name, (lo, hi) in (("sigma_s", sigma_s), ("sigma_c", sigma_c)):
@@ -391,7 +391,7 @@ def build_camera(settings: NoiseSettings) -> CameraNoise:
     with the random levels of CBDNet's training (``'uniform'``, or no level to aim at)."""
     level = settings.level
     random_levels = settings.sigma is None and settings.unknown_sigma == "uniform"
-    if random_levels or not level:
+    if random_levels or level is None:
         return CameraNoise()
     return CameraNoise(level=level, level_from_residual=settings.sigma is None)  # estimates: residual RMS
 
