@@ -14,12 +14,6 @@ from rfr_deploy.shared import ENV_VAR, shared_available, shared_path, shared_roo
 torch.set_num_threads(1)
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "needs_shared: test reads ../shared (skipped with a reason where absent)"
-    )
-
-
 @pytest.fixture(autouse=True)
 def own_cache_folder(tmp_path_factory, monkeypatch):
     """Every test gets its own empty ``$XDG_CACHE_HOME``: nothing is written to the user's caches (ONNX

@@ -48,6 +48,26 @@ def test_patches_batches_schedules_and_losses(tiny_dncnn, noisy, loss):
     config = AdaptConfig(steps=3, lr=1e-3, loss=loss, batch=3, patch=16, schedule="cosine", warmup=1)
     result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config)
     assert result.patch == 16 and len(result.losses) == 3
+    mse = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), dataclasses.replace(config, loss="mse"))
+    # the same draws: a mean absolute error of residuals below 1 exceeds their mean square
+    assert result.losses == mse.losses if loss == "mse" else result.losses[0] > mse.losses[0]
+
+
+def test_the_optimiser_and_its_schedule_are_those_configured(tiny_dncnn):
+    import math
+
+    from rfr_deploy.adaptation.update import make_optimizer
+
+    config = AdaptConfig(steps=6, lr=1e-3, warmup=2, schedule="cosine", optimizer="radam")
+    optimizer, scheduler = make_optimizer(tiny_dncnn(3), config)
+    assert isinstance(optimizer, torch.optim.RAdam)
+    rates = []
+    for _ in range(config.steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    cosine = [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]
+    assert rates == pytest.approx([0.5e-3, 1e-3] + [1e-3 * c for c in cosine])
 
 
 def test_a_set_of_images_of_different_sizes_shares_one_network(tiny_dncnn, noisy):
@@ -68,8 +88,11 @@ def test_noise_map_models_receive_sigma(noisy):
     from rfr_deploy.models.factory import create_model
 
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    expected = denoise(model, noisy, sigma=25 / 255)
+    assert not torch.allclose(expected, denoise(model, noisy, sigma=50 / 255))  # the map matters
     result = adapt(model, noisy, GaussianNoise(25 / 255), AdaptConfig(steps=2, lr=1e-3), sigma=25 / 255)
     assert len(result.losses) == 2
+    torch.testing.assert_close(result.pseudo_clean[0], expected)  # targets denoised at the σ given
 
 
 def test_invalid_settings_are_rejected():

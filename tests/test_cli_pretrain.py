@@ -156,11 +156,16 @@ def test_pretrain_starts_from_official_weights(tmp_path, smooth_image, shared):
 
     write_image(tmp_path / "train" / "0.png", smooth_image)
     args = ["pretrain", tmp_path / "train", "--batch", 1, "--patch", 16, "--steps", 1, "--json"]
-    cases = (("dncnn", "dncnn/dncnn_gray_blind.pth", {}), ("ffdnet", "ffdnet/ffdnet_gray.pth", {}))
-    for model, name, arch in (*cases, ("dncnn", "dncnn/dncnn_25.pth", {"depth": 17})):  # DnCNN-S: 17 layers
-        init = shared("weights", *name.split("/"))
-        if not init.is_file():
-            pytest.skip(f"{init} not found")
+    cases = (
+        ("dncnn", "dncnn/dncnn_gray_blind.pth", {}),
+        ("ffdnet", "ffdnet/ffdnet_gray.pth", {}),
+        ("dncnn", "dncnn/dncnn_25.pth", {"depth": 17}),  # DnCNN-S: 17 layers
+    )
+    missing = [str(shared("weights", name)) for _, name, _ in cases if not shared("weights", name).is_file()]
+    if missing:
+        pytest.skip(f"not found: {', '.join(missing)}")
+    for model, name, arch in cases:
+        init = shared("weights", name)
         out = tmp_path / name.replace("/", "_")
         result = run(*args, "-o", out, "--model", model, "--init", init, "--lr", 1e-12, "--lr-min", 0)
         assert result.exit_code == 0, result.output

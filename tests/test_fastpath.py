@@ -243,6 +243,3 @@ def test_graph_runner_falls_back_on_cpu_and_leaves_the_model_alone(tiny_dncnn, n
 def test_precision_is_fp32_off_the_gpu():
     for amp in ("auto", "bf16", "fp16", "off"):
         assert resolve_precision(amp, torch.device("cpu")) == "fp32"
-
-
-# ---------------------------------------------------------------- CUDA (skipped without a GPU)

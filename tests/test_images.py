@@ -43,7 +43,9 @@ def test_gray_alpha_becomes_gray(tmp_path):
 
 def test_palette_images_are_expanded(tmp_path, smooth_image):
     PILImage.fromarray((smooth_image * 255).astype(np.uint8)).convert("P").save(tmp_path / "p.png")
-    assert read_image(tmp_path / "p.png").channels == 3
+    image = read_image(tmp_path / "p.png")
+    expected = np.asarray(PILImage.open(tmp_path / "p.png").convert("RGB"))  # each index's palette colour
+    assert image.channels == 3 and np.array_equal(image.pixels * 255, expected)
 
 
 def test_sixteen_bit_gray_png_keeps_precision(tmp_path):

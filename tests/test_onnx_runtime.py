@@ -92,11 +92,14 @@ def test_too_small_an_overlap_shows_seams(tmp_path, image):
     assert np.abs(seams - whole).max() > 1e-4
 
 
-def test_memory_budget_triggers_tiling(tmp_path, image):
+def test_memory_budget_triggers_tiling(tmp_path, rng):
     _, path = exported(tmp_path, "dncnn")
-    runner = OnnxDenoiser(path, memory_budget=10_000)
-    assert runner.tile_for(53, 47) is not None
-    np.testing.assert_allclose(runner.denoise(image), OnnxDenoiser(path).denoise(image), atol=1e-6)
+    image = rng.random((230, 200, 3), dtype=np.float32)  # larger than the smallest tile (2 overlaps + 64)
+    runner, tiles = OnnxDenoiser(path, memory_budget=10_000), []
+    assert runner.tile_for(230, 200) is not None
+    tiled = runner.denoise(image, on_tile=lambda done, total: tiles.append(total))
+    assert len(tiles) > 1  # the budget, not a forced tile, split it
+    np.testing.assert_allclose(tiled, OnnxDenoiser(path).denoise(image), atol=1e-6)
 
 
 def test_noise_level_defaults_to_the_exported_one(tmp_path, image):
