@@ -48,3 +48,8 @@ def run_updates(
     if hasattr(runner, "finish"):
         runner.finish()
     return losses, model, runner
+
+
+def refuse_work(text: str, total) -> None:
+    """An ``adapt`` stage callback that fails the test: work started before the settings were checked."""
+    raise AssertionError(f"work started before the settings were checked: {text}")

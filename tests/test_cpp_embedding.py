@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from exporters.torchscript_export import export_torchscript
-from rfr_deploy.models.factory import create_model
+from tests.model_helpers import perturbed_model, torch_output
 
 CPP = Path(__file__).resolve().parent.parent / "exporters" / "cpp"
 
@@ -51,24 +51,13 @@ def denoise_cpu(tmp_path_factory) -> Path:
 
 
 def tiny(name: str, channels: int):
-    torch.manual_seed(3)
-    model = create_model(name, weights=None, channels=channels, depth=4, features=8).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model
+    return perturbed_model(name, channels, depth=4, seed=3)
 
 
 def write_pnm(path: Path, pixels: np.ndarray) -> None:
     h, w, c = pixels.shape
     header = f"{'P5' if c == 1 else 'P6'}\n# written by the test\n{w} {h}\n255\n".encode()
     path.write_bytes(header + pixels.astype(np.uint8).tobytes())
-
-
-def torch_output(model, pixels: np.ndarray, sigma: float | None) -> np.ndarray:
-    with torch.no_grad():
-        out = model(torch.from_numpy(pixels).permute(2, 0, 1)[None], sigma)
-    return out[0].permute(1, 2, 0).numpy()
 
 
 def run(binary: Path, *args) -> subprocess.CompletedProcess:

@@ -22,14 +22,11 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from exporters.onnx_runtime import OnnxDenoiser, choose_providers, providers_for  # noqa: E402
+from tests.model_helpers import perturbed_model, torch_output  # noqa: E402
 
 
 def exported(tmp_path, name: str, sigma: float | None = None, channels: int = 3):
-    torch.manual_seed(0)
-    model = create_model(name, weights=None, channels=channels, depth=4, features=8).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
+    model = perturbed_model(name, channels, depth=4)
     path = tmp_path / f"{name}.onnx"
     meta = onnx_metadata(model, noise={}, sigma=sigma)
     export_onnx(model, path, example=torch.rand(1, channels, 24, 24), sigma=sigma, metadata=meta)
@@ -39,12 +36,6 @@ def exported(tmp_path, name: str, sigma: float | None = None, channels: int = 3)
 @pytest.fixture
 def image(rng):
     return rng.random((53, 47, 3), dtype=np.float32)
-
-
-def torch_output(model, pixels, sigma=None):
-    with torch.no_grad():
-        out = model(torch.from_numpy(pixels).permute(2, 0, 1)[None], sigma)
-    return out[0].permute(1, 2, 0).numpy()
 
 
 def test_whole_image_matches_pytorch(tmp_path, image):

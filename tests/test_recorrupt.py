@@ -17,6 +17,7 @@ from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.base import QuantizedNoise
 from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
+from tests.runner_helpers import refuse_work
 
 SIGMA = 25 / 255
 
@@ -101,11 +102,7 @@ def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
     # camera noise: the term does not describe it, refused before any work
     camera = CameraNoise(CameraResponses.parametric())
     with pytest.raises(ConfigError, match="recorrupted needs Gaussian noise"):
-        adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(recorrupted=1.0, **base), stage=_no_stage)
-
-
-def _no_stage(text, total):
-    raise AssertionError(f"work started before the settings were checked: {text}")
+        adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(recorrupted=1.0, **base), stage=refuse_work)
 
 
 def test_negative_or_non_finite_weights_are_rejected():

@@ -12,6 +12,7 @@ from rfr_deploy.adaptation.sure_loss import SureLoss
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 from rfr_deploy.noise.gaussian import GaussianNoise
+from tests.runner_helpers import refuse_work
 
 SIGMA = 25 / 255
 
@@ -95,7 +96,7 @@ def test_adapt_adds_the_term_reproducibly(tiny_dncnn):
     assert not torch.equal(p1, p2)
     camera = CameraNoise(CameraResponses.parametric())  # the term does not describe it: refused up front
     with pytest.raises(ConfigError, match=r"sure_loss needs Gaussian noise of one level .*, not CameraNoise"):
-        adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(sure_loss=1.0, **base), stage=_no_stage)
+        adapt(tiny_dncnn(3), noisy, camera, AdaptConfig(sure_loss=1.0, **base), stage=refuse_work)
 
 
 def _no_stage(text, total):

@@ -32,17 +32,13 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
 from exporters.onnx_export import export_onnx  # noqa: E402
+from tests.model_helpers import perturbed_model  # noqa: E402
 
 HERE = RuntimeInfo("10.8.0.43", "NVIDIA H100 80GB HBM3", "9.0")
 
 
 def tiny(depth: int = 3, seed: int = 0, channels: int = 3):
-    torch.manual_seed(seed)
-    model = create_model("dncnn", weights=None, channels=channels, depth=depth, features=8).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model
+    return perturbed_model("dncnn", channels, depth, seed)
 
 
 # --------------------------------------------------------------------------- profiles

@@ -24,22 +24,17 @@ from exporters.engine_sidecar import EngineSidecar, RuntimeInfo, TensorSpec, com
 from exporters.errors import EngineMismatchError
 from exporters.tensorrt_refit import refit_from_state_dict, serialize_refitted, unsettable_parameters
 from exporters.weight_map import WeightMap, map_weights
-from rfr_deploy.models.factory import create_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 from exporters.onnx_export import export_onnx
+from tests.model_helpers import perturbed_model
 
 HERE = RuntimeInfo("10.16.0.72", "NVIDIA H100 80GB HBM3", "9.0")
 
 
 def tiny(seed: int = 0):
-    torch.manual_seed(seed)
-    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model
+    return perturbed_model(seed=seed)
 
 
 # --------------------------------------------------------------------------- stand-ins
