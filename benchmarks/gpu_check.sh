@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 20): one call of a GPU machine, at most 12 minutes, results under $OUT.
+# The prepared GPU check (issue 20): one call of a GPU machine, within a budget of 560 s for all its
+# steps (one device command may run 600 s), results under $OUT.
 #
 #   python benchmarks/pack_gpu_data.py          # here, once: writes gpu_pack/ (git-ignored, ~30 MB)
 #   bash benchmarks/gpu_check.sh                # there, carrying gpu_pack (see benchmarks/README.md)
@@ -12,7 +13,7 @@
 #       (conv rates, copy bandwidth), then one whole adapt-and-export per model (20 updates, ONNX);
 #   (c) with the time left, the packaged DnCNN gray and colour weights trained on the GPU (data on
 #       the device, bf16, σ ∈ [0, 50], L1, Adam 1e-4 → 1e-6, flips/rotations), half the time each.
-# What comes back ($OUT, at most 8 files): gpu_check.log, results.tar (rfr-deploy env, tests, bench tables,
+# What comes back ($OUT, four files): gpu_check.log, results.tar (rfr-deploy env, tests, bench tables,
 # training summaries; rewritten after every step, so a cut-short run still returns what was done),
 # dncnn_gray_blind.safetensors, dncnn_color_blind.safetensors (rewritten every minute of training).
 set -uo pipefail

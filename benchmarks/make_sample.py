@@ -11,6 +11,7 @@ version adds Gaussian noise of σ = 25 grey levels (seed 0) and is stored as
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ SEED = 0
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     from skimage import data
 
     clean = data.rocket()[150:406, 384:640].astype(np.float32) / 255.0

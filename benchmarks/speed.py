@@ -22,7 +22,7 @@ from rfr_deploy.bench.report import plot_report, write_report
 from rfr_deploy.bench.run import run_bench
 from rfr_deploy.bench.settings import DEFAULT_MODELS, BenchSettings
 from rfr_deploy.cli.bench import run_adapt_and_export
-from rfr_deploy.errors import MissingDependencyError
+from rfr_deploy.errors import ConfigError, MissingDependencyError, RfrError, first_line
 from rfr_deploy.models.factory import list_models
 from rfr_deploy.progress import Reporter
 
@@ -64,7 +64,9 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         models += [m for m in list_models() if m not in models]
     sizes = {}
     for text in args.size_for:
-        name, _, value = text.partition("=")
+        name, sep, value = text.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ConfigError(f"--size-for: expected MODEL=SIZE, got {text!r}")
         sizes[name.strip().lower()] = int(value)
     return BenchSettings(
         models=tuple(models),
@@ -88,7 +90,11 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    report = run_bench(settings_from(args), Reporter(), run_job=run_adapt_and_export)
+    try:
+        report = run_bench(settings_from(args), Reporter(), run_job=run_adapt_and_export)
+    except RfrError as exc:  # bad settings, an unknown model: one line, as the CLI says it
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 2
     stem = args.out_dir / (args.name or f"speed_{report.environment['device_type']}")
     written = [write_report(report, stem.with_suffix(".md")), write_report(report, stem.with_suffix(".json"))]
     try:

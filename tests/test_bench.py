@@ -318,6 +318,35 @@ def test_modes_are_shown_against_the_measured_limit(tmp_path):
     assert rows[1]["train_fraction"] == pytest.approx(0.625)
 
 
+def test_a_model_timed_at_another_size_is_compared_with_the_limit_measured_at_its_size():
+    small = _result("mirnet", size=64)  # --size-for mirnet=64, or shrunk to fit the budget
+    small.flops_per_update = 1e9
+    small.modes[1].error = "failed: out of memory"  # after its rounds so far: shown, not hidden
+    at_256 = Limits(conv_fp32_gflops=1000.0, conv_low_gflops=None, size=256, when="start")
+    at_64 = Limits(conv_fp32_gflops=250.0, conv_low_gflops=None, size=64, when="for mirnet")
+    report = BenchReport(
+        BenchSettings(job=False), describe_environment(torch.device("cpu")), [small], [at_256, at_64]
+    )
+    assert report.best_limits(64).conv_fp32_gflops == 250.0 and report.best_limits().size == 256
+    text = report.to_markdown()
+    assert "| mirnet | 64 | 1.0 | eager | 10.00 | 100.0 | 250.00 | 40.00 % |" in text
+    assert "start at 256²: fp32 1000, no bf16 rate GFLOP/s" in text and "for mirnet at 64²: fp32 250" in text
+    assert "| channels-last (failed: out of memory after 3 rounds) |" in text
+
+
+def test_the_bench_measures_the_limit_again_at_a_models_own_size(monkeypatch):
+    measured = []
+
+    def limits_at(device, size, reporter, when):
+        measured.append((size, when))
+        return Limits(conv_fp32_gflops=1.0, conv_low_gflops=None, size=size, when=when)
+
+    monkeypatch.setattr(bench_run, "bench_limits", limits_at)
+    sizes = {"dncnn": 24}
+    run_bench(BenchSettings(models=("dncnn", "ridnet"), sizes=sizes, job=False, **TINY | {"budget": 60}))
+    assert measured == [(16, "start"), (24, "for dncnn"), (16, "end")]
+
+
 def test_the_job_note_says_whether_the_timed_export_captured_its_graph(tiny_dncnn):
     """A graph from the graph cache skips the capture, most of an export's time: the note names the source."""
     pytest.importorskip("onnxruntime")

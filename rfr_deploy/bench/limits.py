@@ -2,9 +2,10 @@
 
 * :func:`conv_rate`: throughput of a 3×3, 64→64-channel convolution (the layer that makes up
   DnCNN and most of RIDNet) at the bench's image size, batch 1: fp32, and bf16 (fp16 on a GPU
-  without bf16). CPU: the faster of the two memory layouts, channels-last and the default (on an
+  without bf16), in the faster of the two memory layouts, channels-last and the default (on an
   AVX2-only CPU the default layout's weight gradient is 4× faster, on AVX-512 CPUs channels-last
-  is the faster throughout); CUDA: cuDNN with the process's settings (TF32 allowed for fp32
+  is the faster throughout; on CUDA the mixed-precision modes run channels-last). CUDA: cuDNN
+  autotuned, as the modes with CUDA graphs and mixed precision run it (TF32 allowed for fp32
   convolutions unless turned off, as in the fp32 modes).
 * :func:`conv_train_rate`: the same convolution's forward and backward pass (input and weight
   gradients), the work an update does per layer: what the update could reach if it were nothing but
@@ -48,6 +49,8 @@ class Limits:
     """Forward + backward of the same convolution in fp32 (:func:`conv_train_rate`); None: not measured."""
     train_low_gflops: float | None = None
     """Forward + backward in bf16 (fp16 on a GPU without bf16); None: not measured."""
+    when: str = ""
+    """When in the run it was measured ('start', 'end', or 'for MODEL' at a model's own size)."""
 
     def rate_for(self, mode: str) -> float | None:
         """The forward convolution rate of ``mode``'s precision."""
@@ -66,15 +69,20 @@ def measure_limits(device: torch.device, size: int, low: str | None, repeats: in
     def rate(measure: Callable[..., float], precision: torch.dtype | None) -> float | None:
         return round(measure(device, precision, size, repeats), 1) if precision else None
 
-    return Limits(
-        conv_fp32_gflops=rate(conv_rate, torch.float32),
-        conv_low_gflops=rate(conv_rate, dtype),
-        low_precision=low or "-",
-        copy_gbps=round(copy_bandwidth(device, repeats), 1) if device.type == "cuda" else None,
-        size=size,
-        train_fp32_gflops=rate(conv_train_rate, torch.float32),
-        train_low_gflops=rate(conv_train_rate, dtype),
-    )
+    autotuning = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = autotuning or device.type == "cuda"  # as the fast modes run cuDNN
+    try:
+        return Limits(
+            conv_fp32_gflops=rate(conv_rate, torch.float32),
+            conv_low_gflops=rate(conv_rate, dtype),
+            low_precision=low or "-",
+            copy_gbps=round(copy_bandwidth(device, repeats), 1) if device.type == "cuda" else None,
+            size=size,
+            train_fp32_gflops=rate(conv_train_rate, torch.float32),
+            train_low_gflops=rate(conv_train_rate, dtype),
+        )
+    finally:
+        torch.backends.cudnn.benchmark = autotuning
 
 
 def conv_flops(size: int, channels: int = CONV_CHANNELS, batch: int = 1) -> float:
@@ -114,15 +122,11 @@ def _input_and_weight_gradients(conv: nn.Conv2d, x: torch.Tensor, upstream: torc
 
 
 def _conv_layers(device: torch.device, dtype: torch.dtype, size: int) -> list[tuple[nn.Conv2d, torch.Tensor]]:
-    """A 3×3 64→64 convolution and a batch-1 input: on the CPU once in channels-last layout and once in
-    the default one, on CUDA in the default one."""
+    """A 3×3 64→64 convolution and a batch-1 input, once in channels-last layout and once in the default one."""
     conv = nn.Conv2d(CONV_CHANNELS, CONV_CHANNELS, 3, padding=1, bias=False).to(device, dtype)
     x = torch.randn(1, CONV_CHANNELS, size, size, device=device, dtype=dtype)
-    layers = [(conv, x)]
-    if device.type == "cpu":
-        cl = torch.channels_last
-        layers.insert(0, (copy.deepcopy(conv).to(memory_format=cl), x.contiguous(memory_format=cl)))
-    return layers
+    cl = torch.channels_last
+    return [(copy.deepcopy(conv).to(memory_format=cl), x.contiguous(memory_format=cl)), (conv, x)]
 
 
 def copy_bandwidth(device: torch.device, repeats: int = 5, nbytes: int = 1 << 30) -> float:

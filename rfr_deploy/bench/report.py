@@ -106,15 +106,19 @@ class BenchReport:
     environment: dict[str, Any]
     results: list[ModelResult]
     limits: list[Limits] = field(default_factory=list)
-    """The device's measured rates at the start and at the end of the run."""
+    """The device's measured rates at the start and at the end of the run, and at the size of each model
+    timed at another size."""
 
-    def best_limits(self) -> Limits | None:
-        """The highest rate of each kind measured during the run (the fractions' denominators)."""
-        if not self.limits:
+    def best_limits(self, size: int | None = None) -> Limits | None:
+        """The highest rate of each kind measured during the run at ``size``² (default: the bench's size),
+        the denominators of the fractions of the models timed at that size."""
+        size = self.settings.size if size is None else size
+        measured = [lim for lim in self.limits if lim.size == size]
+        if not measured:
             return None
-        best = max(self.limits, key=lambda lim: lim.conv_fp32_gflops)
+        best = max(measured, key=lambda lim: lim.conv_fp32_gflops)
         rates = ("conv_low_gflops", "copy_gbps", "train_fp32_gflops", "train_low_gflops")
-        highest = {name: [getattr(lim, name) for lim in self.limits if getattr(lim, name)] for name in rates}
+        highest = {name: [getattr(lim, name) for lim in measured if getattr(lim, name)] for name in rates}
         return dataclasses.replace(best, **{name: max(v) if v else None for name, v in highest.items()})
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,7 +131,8 @@ class BenchReport:
                 speedup_vs_paper=_round(r.speedup_vs_paper),
                 fast_over_eager=_round(r.fast_over_eager(device_type)),
                 fastest_mode=r.fastest.mode if r.fastest else None,
-                against_limit=[dataclasses.asdict(row) for row in limit_rows(r, self.best_limits())],
+                fast_mode=default_mode(device_type),
+                against_limit=[dataclasses.asdict(row) for row in limit_rows(r, self.best_limits(r.size))],
             )
             results.append(row)
         return {
@@ -186,8 +191,9 @@ def render_markdown(report: BenchReport) -> str:
                     f"| {r.model} | {r.params:,} | {r.size} | {m.mode} | {m.runner} | {m.error} | | | | | |"
                 )
                 continue
+            mode = f"{m.mode} ({m.error} after {m.repeats} rounds)" if m.error else m.mode
             lines.append(
-                f"| {r.model} | {r.params:,} | {r.size} | {m.mode} | {m.runner} | {m.median_ms:.2f} | "
+                f"| {r.model} | {r.params:,} | {r.size} | {mode} | {m.runner} | {m.median_ms:.2f} | "
                 f"{m.min_ms:.2f} | {m.max_ms:.2f} | {m.updates} | {_fmt(m.first_update_ms)} | {m.setup_s:.2f} |"
             )
     fast = default_mode(device_type)
@@ -265,22 +271,22 @@ def limit_rows(result: ModelResult, limits: Limits | None) -> list[LimitRow]:
 
 def render_limits(report: BenchReport) -> list[str]:
     """The "against the machine's limit" section (empty when no limits were measured)."""
-    best = report.best_limits()
-    if best is None:
+    if not report.limits:
         return []
     measured = "; ".join(
-        f"{when}: fp32 {lim.conv_fp32_gflops:g}, {lim.low_precision} {_fmt(lim.conv_low_gflops)} GFLOP/s"
-        f" (forward + backward: {_fmt(lim.train_fp32_gflops)}, {_fmt(lim.train_low_gflops)})"
+        f"{lim.when or 'measured'} at {lim.size}²: fp32 {lim.conv_fp32_gflops:g}, "
+        + (f"{lim.low_precision} {lim.conv_low_gflops:g}" if lim.conv_low_gflops else "no bf16 rate")
+        + f" GFLOP/s (forward + backward: {_fmt(lim.train_fp32_gflops)}, {_fmt(lim.train_low_gflops)})"
         + (f", copy {lim.copy_gbps:g} GB/s" if lim.copy_gbps else "")
-        for when, lim in zip(("start", "end"), report.limits, strict=False)
+        for lim in report.limits
     )
     lines = [
         "",
         "## Against the machine's limit",
         "",
         f"- Measured in this run, 3×3 64→64 convolution (forward, batch 1; on a CPU each rate in the faster "
-        f"of channels-last and the default layout) at {best.size}²: {measured}. "
-        "Fractions use the higher of the two measurements of each rate; bf16 modes are compared with "
+        f"of channels-last and the default layout): {measured}. "
+        "Each model's fractions use the higher measurement of each rate at its own size; bf16 modes are compared with "
         "the bf16 rate, the others with fp32. The last two columns: the same layer's forward pass with "
         "its input and weight gradients, the rate an update made only of such layers could reach.",
         "- FLOPs per update: forward + backward of the network (torch.utils.flop_counter), at the size timed. "
@@ -292,7 +298,7 @@ def render_limits(report: BenchReport) -> list[str]:
         "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report.results:
-        for row in limit_rows(r, best):
+        for row in limit_rows(r, report.best_limits(r.size)):
             lines.append(
                 f"| {r.model} | {r.size} | {r.flops_per_update / 1e9:.1f} | {row.mode} | {row.ms:.2f} | "
                 f"{row.gflops:.1f} | {_fmt(row.limit_gflops)} | {_fmt(row.fraction and 100 * row.fraction, ' %')} | "

@@ -87,10 +87,15 @@ def run_bench(
         f"bench on {environment['device']} (torch {environment['torch']}, "
         f"CUDA {environment['cuda']}, cuDNN {environment['cudnn']}, {environment['cpu_threads']} CPU threads)"
     )
-    limits = [bench_limits(device, settings, reporter, "start")] if settings.limits else []
-    results = [bench_model(name, settings, device, reporter, run_job) for name in settings.models]
+    limits = [bench_limits(device, settings.size, reporter, "start")] if settings.limits else []
+    results = []
+    for name in settings.models:
+        results.append(bench_model(name, settings, device, reporter, run_job))
+        size = results[-1].size
+        if settings.limits and all(lim.size != size for lim in limits):  # its fractions need its own size's
+            limits.append(bench_limits(device, size, reporter, f"for {name}"))
     if settings.limits:
-        limits.append(bench_limits(device, settings, reporter, "end"))
+        limits.append(bench_limits(device, settings.size, reporter, "end"))
     return BenchReport(settings, environment, results, limits)
 
 
@@ -111,17 +116,17 @@ def ignored_options(settings: BenchSettings, device: torch.device) -> list[str]:
     return ignored
 
 
-def bench_limits(device: torch.device, settings: BenchSettings, reporter: Reporter, when: str) -> Limits:
+def bench_limits(device: torch.device, size: int, reporter: Reporter, when: str) -> Limits:
     """The device's 3×3 64-channel convolution rates (forward, and forward + backward) in fp32 and bf16
-    (fp16 on a GPU without bf16), and on CUDA its copy bandwidth, at the bench's image size."""
+    (fp16 on a GPU without bf16), and on CUDA its copy bandwidth, at ``size``² (``when``: a label)."""
     if device.type == "cuda":
         low = "bf16" if bf16_supported(device) else "fp16"
     else:
         low = "bf16" if cpu_native_bf16() else None
-    limits = measure_limits(device, settings.size, low)
+    limits = dataclasses.replace(measure_limits(device, size, low), when=when)
     copy = f", copy {limits.copy_gbps:g} GB/s" if limits.copy_gbps else ""
     reporter.note(
-        f"limits ({when}): 3x3 64-ch conv at {settings.size}² fp32 {limits.conv_fp32_gflops:g} GFLOP/s, "
+        f"limits ({when}): 3x3 64-ch conv at {size}² fp32 {limits.conv_fp32_gflops:g} GFLOP/s, "
         f"{low or 'no bf16'} {limits.conv_low_gflops or '-'} GFLOP/s (forward + backward: "
         f"{limits.train_fp32_gflops:g}, {limits.train_low_gflops or '-'}){copy}"
     )
@@ -180,7 +185,7 @@ def fitted_size(model, size: int, settings: BenchSettings, share: float, probe: 
     if timing.median_ms is None:
         return size
     per_pixel = timing.min_ms / 1e3 / probe**2  # the least disturbed of two updates
-    side = int((share / ((max(1, settings.warmup) + 1) * per_pixel)) ** 0.5)
+    side = int((share / ((settings.warmup + 1) * per_pixel)) ** 0.5)
     return max(probe, min(size, side - side % 16))
 
 
@@ -246,7 +251,7 @@ def time_modes(
             live.cudnn_benchmark = torch.backends.cudnn.benchmark
             counter = iter(range(1 << 30))
             live.update = lambda r=runner, c=counter: r.step(0, ks[next(c) % len(ks)], None)
-            for i in range(max(1, settings.warmup)):
+            for i in range(settings.warmup):
                 t0 = time.perf_counter()
                 live.update()
                 synchronize(device)

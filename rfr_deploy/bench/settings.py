@@ -25,7 +25,13 @@ class BenchSettings:
     """Per-model image side overriding ``size`` (e.g. a heavy network on CPU)."""
     steps: int = field(default=10, metadata={"min": 1, "help": "Timed updates per repeat and mode."})
     repeats: int = field(default=5, metadata={"min": 1})
-    warmup: int = field(default=2, metadata={"min": 0})
+    warmup: int = field(
+        default=2,
+        metadata={
+            "min": 0,
+            "help": "Untimed updates per mode before its rounds (the first one's time is shown).",
+        },
+    )
     device: str = "auto"
     budget: float = field(
         default=300.0,
