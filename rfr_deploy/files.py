@@ -25,7 +25,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    suffix = f".part{path.suffix}"
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=_temporary_prefix(path.stem, suffix), suffix=suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -36,6 +39,18 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+NAME_MAX = 255
+"""The longest file name, in bytes, of the common Linux and macOS file systems."""
+
+
+def _temporary_prefix(stem: str, suffix: str) -> str:
+    """``.<stem>.`` for a temporary name (``mkstemp`` adds 8 characters and ``suffix``), the stem cut short
+    where the whole name would pass :data:`NAME_MAX` bytes, although the target's own name fits."""
+    room = NAME_MAX - len(b"..") - 8 - len(suffix.encode())
+    cut = stem.encode()[:room].decode(errors="ignore")
+    return f".{cut}."
 
 
 def check_output_dir(path: str | os.PathLike) -> Path:

@@ -289,3 +289,22 @@ def test_hidden_files_of_a_folder_are_not_images(tmp_path, smooth_image):
     (tmp_path / ".a_denoised.k3j2x9.part.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07")
     assert list_images([tmp_path]) == [tmp_path / "a.png"]
+
+
+def test_a_file_whose_name_fits_is_written_however_long_its_name(tmp_path, smooth_image):
+    """The temporary name adds a random part and '.part': it is cut short, not the target's name."""
+    target = tmp_path / ("é" * 100 + "b" * 40 + "_rfr.png")  # 254 bytes
+    write_image(target, smooth_image)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_an_input_whose_outputs_would_have_too_long_a_name_is_refused_before_any_work(tmp_path, smooth_image):
+    from tests.cli_helpers import run
+
+    image = write_image(tmp_path / "in" / ("b" * 245 + ".png"), smooth_image)
+    result = run("adapt-and-export", image, "--sigma", 25, "--steps", 1, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert (
+        "would be a 261-byte name, over the 255 bytes a file name may have; rename the input" in result.output
+    )
+    assert not (tmp_path / "out").exists()

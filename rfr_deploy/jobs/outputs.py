@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from rfr_deploy.errors import ConfigError
+from rfr_deploy.files import NAME_MAX
 from rfr_deploy.images import Image, write_image
 from rfr_deploy.inference import to_pixels
 from rfr_deploy.jobs.inputs import ImageInfo, ImageJob
@@ -41,11 +42,22 @@ def check_distinct_names(named: Iterable[tuple[object, str]], out_dir: str | os.
     first: dict[str, object] = {}
     folders = folders_in(Path(out_dir))
     for source, name in named:
+        check_name_length(name, source)
         other = first.setdefault(name, source)
         if other != source:
             raise ConfigError(f"{other} and {source} would both write {Path(out_dir) / name}; rename one")
         if name in folders:
             raise taken_by_folder(Path(out_dir) / name)
+
+
+def check_name_length(name: str, source: object) -> None:
+    """Refuse, before any work, an output ``name`` (written for ``source``) longer than a file name may be."""
+    size = len(name.encode())
+    if size > NAME_MAX:
+        raise ConfigError(
+            f"{source}: its output {name[:24]}…{name[-24:]} would be a {size}-byte name, over the {NAME_MAX} "
+            "bytes a file name may have; rename the input"
+        )
 
 
 def folders_in(out_dir: Path) -> set[str]:

@@ -24,6 +24,7 @@ from rfr_deploy.files import sha256_file, sha256_file_cached
 from rfr_deploy.jobs.outputs import (
     ADAPTED_TAG,
     check_distinct_names,
+    check_name_length,
     folders_in,
     output_name,
     taken_by_folder,
@@ -60,11 +61,15 @@ def plan_groups(inputs: Sequence[Path], settings: Any) -> list[tuple[str, ...]]:
 
 def check_output_names(out_dir: Path, groups: Iterable[Sequence[str]]) -> None:
     """Refuse, before any work, a folder where one of ``groups`` writes a file: its manifest, or any
-    ``<stem>_rfr.*`` (adapted images, weights, exports). The output folder is listed once, whatever the
-    number of groups."""
+    ``<stem>_rfr.*`` (adapted images, weights, exports); and a group whose longest file name
+    (``<stem>_rfr.safetensors``, as long as an engine's sidecar) is longer than a file name may be. The
+    output folder is listed once, whatever the number of groups."""
     folders = folders_in(out_dir)
-    for group in groups if folders else ():
+    for group in groups:
         stem = group_stem(group)
+        check_name_length(f"{stem}_{ADAPTED_TAG}.safetensors", group[0])
+        if not folders:
+            continue
         names = {f"{stem}.json", *(output_name(Path(p), ADAPTED_TAG) for p in group)}
         taken = sorted(n for n in folders if n in names or n.startswith(f"{stem}_{ADAPTED_TAG}."))
         if taken:
