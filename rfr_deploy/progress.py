@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 
 
@@ -36,13 +37,18 @@ class Reporter:
     @contextlib.contextmanager
     def bar(self, total: int | None, description: str) -> Iterator[Progress]:
         """Yields a :class:`Progress` drawn as a bar of ``total`` steps (None: not known yet, see
-        :meth:`Progress.stage`; 0: nothing to show)."""
+        :meth:`Progress.stage`; 0: nothing to show). Where stderr is not a terminal (a log file, a pipe),
+        whole lines instead (:class:`_LineProgress`), so that the log reads line by line and an error
+        after it starts a line of its own."""
         if self.quiet or (total is not None and total <= 0):
             yield Progress()
             return
+        desc = description + self.place
+        if not sys.stderr.isatty():
+            yield _LineProgress(desc, total)
+            return
         from tqdm import tqdm
 
-        desc = description + self.place
         with tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
             yield _BarProgress(bar, desc)
 
@@ -77,6 +83,36 @@ class _BarProgress(Progress):
         if total is not None and total != self._bar.total:
             self._bar.reset(total=total)
         self._bar.set_description_str(f"{self._description}: {text}")
+
+
+LINE_SECONDS = 10.0
+"""Where progress goes to a log rather than a terminal: the least time between two lines of steps."""
+
+
+class _LineProgress(Progress):
+    """Progress as whole lines on stderr, for logs: each stage, and the steps every :data:`LINE_SECONDS`."""
+
+    def __init__(self, description: str, total: int | None):
+        self._description, self._total = description, total
+        self._last = time.monotonic()
+
+    def __call__(self, step: int, loss: float | None = None) -> None:
+        if time.monotonic() - self._last < LINE_SECONDS:
+            return
+        shown = f" (loss {loss:.3e})" if loss is not None else ""
+        self._line(f"{step}/{self._total or '?'}{shown}")
+
+    def stage(self, text: str, total: int | None = None) -> None:
+        self._total = total if total is not None else self._total
+        self._line(text)
+
+    def tiles_of(self, text: str):
+        """Tiles like steps: a line every :data:`LINE_SECONDS` at most."""
+        return lambda done, total: self(done) if done < total else self._line(f"{text}: {total} tiles")
+
+    def _line(self, text: str) -> None:
+        self._last = time.monotonic()
+        print(f"{self._description}: {text}", file=sys.stderr, flush=True)
 
 
 QUIET = Reporter(quiet=True, results=False)

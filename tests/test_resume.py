@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from rfr_deploy import progress
 from rfr_deploy.cli import main
 from rfr_deploy.errors import ImageError, MissingDependencyError
 from rfr_deploy.images import write_image
@@ -77,6 +78,7 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
         lambda jobs, *a, **k: estimated.extend(jobs) or real_levels(jobs, *a, **k),
     )
     write_image(job / "in" / "c.png", np.random.default_rng(1).random((20, 24, 3)).astype(np.float32))
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # stderr is a log here: every step a line
     for command in (
         run,
         lambda j: CliRunner().invoke(main, ["denoise", str(j / "in"), "-o", str(j / "plain")]),
@@ -84,7 +86,7 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
         result = command(job)
         assert result.exit_code == 0, result.output
         assert most[0] == 1 and not held  # every image let go; never two at once
-        assert "checking 3 inputs" in result.stderr  # the pass before any work shows its progress
+        assert "checking 3 inputs: 3/3" in result.stderr  # the pass before any work shows its progress
         if command is run:  # each adaptation's bar says where the run stands
             assert "adapting a.png [1/3]" in result.stderr and "adapting c.png [3/3]" in result.stderr
     assert len(estimated) == 3
