@@ -1,4 +1,5 @@
-"""Choosing the compute device, what it can do (native bfloat16), and a record of the environment."""
+"""Choosing the compute device, what it can do (native bfloat16), and a record of the environment; the
+settings every command shares about them (threads, random seeds)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device '{name}' (use auto, cpu or cuda)") from exc
 
 
+MAX_THREADS = 1024
+"""The most threads ``--threads`` takes: far more than any machine has cores; thousands of threads fail
+to start or crash the OpenMP runtime."""
+
+
 def threads_field() -> Any:
     """The ``threads`` field of a settings dataclass, and so the ``--threads`` option generated from it
     (:func:`use_threads` applies it)."""
@@ -35,18 +41,28 @@ def threads_field() -> Any:
         default=None,
         metadata={
             "min": 1,
+            "max": MAX_THREADS,
             "help": "CPU threads for PyTorch [default: one per core]. Fewer leave cores to other work; more "
             "threads than free cores can make the work many times slower.",
         },
     )
 
 
+SEED_MAX = 2**62
+"""The largest seed (torch's generators take signed 64-bit seeds; runs add small offsets to theirs)."""
+
+
+def seed_field() -> Any:
+    """The ``seed`` field of a settings dataclass (default 0; 0 to :data:`SEED_MAX`)."""
+    return dataclasses.field(default=0, metadata={"min": 0, "max": SEED_MAX})
+
+
 def use_threads(threads: int | None) -> None:
     """Run PyTorch's CPU work on ``threads`` threads; None keeps its default (one per core). Fewer leave
     cores to other work: more threads than free cores can make an update many times slower."""
     if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        if not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(f"--threads must be within [1, {MAX_THREADS}], got {threads}")
         torch.set_num_threads(threads)
 
 

@@ -298,3 +298,26 @@ def test_denoise_shows_each_image_on_stderr_and_results_on_stdout(tmp_path, imag
     assert shown.stdout.startswith("noisy.png -> ") and "denoising" not in shown.stdout
     quiet = run(*args, "--quiet")
     assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout.startswith("noisy.png -> ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("denoise", "x.png", "--threads", 100000), "'--threads': 100000 is not in the range 1<=x<=1024"),
+        (("infer", "m.onnx", "x.png", "--threads", 5000), "'--threads': 5000 is not in the range 1<=x<=1024"),
+        (
+            ("adapt-and-export", "--sample", "--seed", 2**64),
+            "'--seed': 18446744073709551616 is not in the range",
+        ),
+        (("bench", "--models", "dncnn", "--plot", "speed.txt"), "--plot speed.txt: matplotlib writes .avif"),
+        (("cache", "clear", "--unused-days", "nan"), "--unused-days must be a number of days, got nan"),
+    ],
+)
+def test_values_the_work_would_fail_on_are_refused_in_one_line(tmp_path, args, message):
+    """Thousands of threads crash the OpenMP runtime, a seed over 63 bits overflows torch's generator,
+    matplotlib refuses the plot's format only after the whole bench: all said before any work."""
+    if "--plot" in args:
+        pytest.importorskip("matplotlib")
+    result = run(*args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ") and message in result.output

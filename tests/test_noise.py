@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -190,3 +191,35 @@ def test_auto_noise_follows_the_training_noise_and_explicit_choices_win():
     assert resolve_noise_kind("camera", "gaussian") == "camera"
     with pytest.raises(ValueError, match="resolved noise kind"):
         build_noise("auto", 25 / 255, "estimate", [25 / 255])
+
+
+def _noisy_colour(sigma: float, size: int = 96) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size] / size
+    clean = np.stack([0.3 + 0.4 * x, 0.5 + 0.2 * np.sin(6 * y), 0.7 - 0.4 * x * y], axis=2)
+    noise = np.random.default_rng(0).standard_normal(clean.shape) * sigma / 255
+    return np.clip(np.round((clean + noise) * 255), 0, 255).astype(np.uint8)
+
+
+def test_a_4_2_0_jpeg_reads_its_noise_from_the_luma():
+    """Chroma subsampling leaves half a colour patch's dimensions without noise: the colour estimate
+    read σ = 25 as about 1, and a noise-map network was told so."""
+    import io
+
+    from PIL import Image
+
+    from rfr_deploy.noise.level import estimate_noise_level
+
+    buffer = io.BytesIO()
+    Image.fromarray(_noisy_colour(25)).save(buffer, "JPEG", quality=90, subsampling=2)
+    jpeg = torch.from_numpy(np.asarray(Image.open(buffer)).copy()).permute(2, 0, 1).float() / 255
+    level = estimate_noise_level(jpeg)
+    assert 255 * level.sigma == pytest.approx(25, rel=0.15) and not level.precise
+    png = torch.from_numpy(_noisy_colour(25)).permute(2, 0, 1).float() / 255  # white noise: as before
+    assert 255 * estimate_noise_level(png).sigma == pytest.approx(25, rel=0.05)
+
+
+def test_a_grey_image_stored_as_rgb_reads_as_grey():
+    from rfr_deploy.noise.level import estimate_noise_level
+
+    grey = torch.from_numpy(_noisy_colour(25)[:, :, :1]).permute(2, 0, 1).float() / 255
+    assert estimate_noise_level(grey.expand(3, -1, -1)) == estimate_noise_level(grey)

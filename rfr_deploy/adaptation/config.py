@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -15,6 +14,7 @@ from rfr_deploy.adaptation.plan import SMALLEST_PATCH
 from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.scoring_windows import SCORE_PIXELS
 from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
+from rfr_deploy.devices import seed_field
 from rfr_deploy.noise.base import gaussian_level_of
 
 LossKind = Literal["mse", "l1"]
@@ -63,7 +63,7 @@ benchmarks/results/real_noise_* the mean gain at M = 10 was at least that at M =
 photographs lost ground between M = 20 and 40."""
 
 
-@dataclass
+@dataclasses.dataclass
 class AdaptConfig:
     """Settings of one adaptation run. Every field maps to a CLI option of the same name."""
 
@@ -261,7 +261,7 @@ class AdaptConfig:
     more than the updates (:mod:`rfr_deploy.adaptation.scoring_windows`). 0: whole images always."""
     optimizer: Literal["adam", "radam"] = "adam"
     """Adam, or RAdam (Adam with the variance of its first steps rectified)."""
-    seed: int = 0
+    seed: int = seed_field()
     fast: FastMode = dataclasses.field(
         default="auto", metadata={"help": "CUDA-graph + mixed-precision updates on GPU."}
     )

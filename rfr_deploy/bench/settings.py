@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rfr_deploy.devices import threads_field
+from rfr_deploy.devices import MAX_THREADS, seed_field, threads_field
 from rfr_deploy.errors import ConfigError
 
 DEFAULT_MODELS = ("dncnn", "ridnet", "mirnet")
@@ -77,7 +77,7 @@ class BenchSettings:
     as ``adapt`` does by default: every mode, limit and job is timed without re-faulting its tensors."""
     threads: int | None = threads_field()
     """CPU threads (:func:`rfr_deploy.devices.use_threads`); None keeps torch's default."""
-    seed: int = 0
+    seed: int = seed_field()
 
     def __post_init__(self) -> None:
         self.models = tuple(dict.fromkeys(self.models))  # a model named twice is timed once, in its place
@@ -91,8 +91,8 @@ class BenchSettings:
             raise ConfigError("no models to benchmark")
         if unused := sorted(set(self.sizes) - set(self.models)):
             raise ConfigError(f"a size is given for {', '.join(unused)}, which is not benchmarked")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError("threads must be >= 1")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be within [1, {MAX_THREADS}]")
 
     def size_of(self, model: str) -> int:
         return self.sizes.get(model, self.size)

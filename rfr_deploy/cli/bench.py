@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from rfr_deploy.cli.options import (
     reporter_for,
     settings_from,
 )
+from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import check_output_file
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.settings import JobSettings
@@ -70,6 +72,7 @@ def command(models, sizes, plot, output, as_json, quiet, **options):
             check_output_file(path, option)
     if plot:
         import_optional("matplotlib", "plot", "plot benchmark results")  # missing: say so before timing
+        check_plot_format(plot)
     names = tuple(m.strip().lower() for m in models.split(",") if m.strip())
     settings = settings_from(BenchSettings, {**options, "models": names, "sizes": _parse_sizes(sizes)})
     report = run_bench(settings, reporter_for(quiet, as_json), run_job=run_adapt_and_export)
@@ -95,6 +98,15 @@ def run_adapt_and_export(request: JobRequest) -> dict[str, Any]:
     formats = exporter_formats()
     exports = [formats[name]() for name in request.formats]
     return adapt_and_export([request.image], job, request.config, exporters=exports)[0]
+
+
+def check_plot_format(path: str) -> None:
+    """A :class:`ConfigError` for a ``--plot`` file whose suffix matplotlib cannot write, before any timing."""
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    if Path(path).suffix.lower().lstrip(".") not in formats:
+        raise ConfigError(f"--plot {path}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}")
 
 
 def _parse_sizes(values: tuple[str, ...]) -> dict[str, int]:

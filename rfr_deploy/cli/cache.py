@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 
@@ -83,6 +84,8 @@ def clear_command(kinds: tuple[str, ...], unused_days: float | None, quiet: bool
     """Remove cached entries: a later run captures, builds or downloads them again. Files still being
     written (partial files younger than an hour) stay: another process may be writing them."""
     kinds = tuple(dict.fromkeys(kinds)) or tuple(KINDS)  # each kind once, however often it is named
+    if unused_days is not None and math.isnan(unused_days):
+        raise ConfigError("--unused-days must be a number of days, got nan")
     if unused_days is not None and WEIGHTS in kinds:
         raise ConfigError(f"--unused-days does not apply to {WEIGHTS}: their files do not record use")
     if any(k in KINDS for k in kinds):

@@ -15,6 +15,7 @@ from rfr_deploy.cli.options import (
     reporter_for,
     sigma_from_grey_levels,
 )
+from rfr_deploy.devices import MAX_THREADS
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import tile_core
@@ -56,7 +57,10 @@ INFERRED_TAG = "onnx"
     help="ONNX Runtime execution provider; 'auto': the best installed (TensorRT, CUDA, CPU).",
 )
 @click.option(
-    "--threads", type=click.IntRange(1), default=None, help="CPU provider threads (default: ONNX Runtime's)."
+    "--threads",
+    type=click.IntRange(1, MAX_THREADS),
+    default=None,
+    help="CPU provider threads (default: ONNX Runtime's).",
 )
 @output_options
 def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, as_json, quiet):

@@ -23,7 +23,7 @@ import torch
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.datasets import ImageSource, NamedImage, dataset_sources, pair_sources, read_source
-from rfr_deploy.devices import describe_environment, resolve_device, threads_field, use_threads
+from rfr_deploy.devices import describe_environment, resolve_device, seed_field, threads_field, use_threads
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
@@ -77,7 +77,7 @@ class EvalSettings:
     )
     """Evaluate on the central crop of this side (faster); None for whole images."""
     limit: int | None = field(default=None, metadata={"min": 1, "help": "Only the first N images."})
-    seed: int = 0
+    seed: int = seed_field()
     output_ensemble: bool = False
     score_ensemble: bool = field(
         default=False,

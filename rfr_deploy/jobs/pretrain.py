@@ -27,7 +27,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.cpu_runners import channels_last_updates_pay
 from rfr_deploy.datasets import load_folder
-from rfr_deploy.devices import resolve_device, threads_field, use_threads
+from rfr_deploy.devices import resolve_device, seed_field, threads_field, use_threads
 from rfr_deploy.errors import ConfigError, WeightsError, first_line
 from rfr_deploy.files import atomic_write, check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
@@ -77,7 +77,7 @@ class PretrainConfig:
     """Gaussian noise: the range of σ, [0, 1] units (the weights record it in grey levels)."""
     sigma_high: float = field(default=50 / 255, metadata={"unit": "grey"})
     objective: Objective = "supervised"
-    seed: int = 0
+    seed: int = seed_field()
     checkpoint_every: int = field(default=500, metadata={"min": 1})
     threads: int | None = threads_field()
     device: str = "auto"

@@ -51,6 +51,17 @@ DISAGREED_RANGE = (0.9, 1.03)
 can still read up to 10 % high on textured gray crops."""
 
 
+CHROMA_DROPPED = 0.25
+"""A colour estimate below this fraction of the luma estimate (:func:`luma_sigma`) means the colour
+patches have directions without noise: the chroma was subsampled (a 4:2:0 JPEG: half the dimensions of
+a colour patch) or smoothed in the camera, and the colour estimate, read off the smallest eigenvalues,
+collapses (σ = 25 read as about 1 on Kodak24 crops); the luma estimate is used. White noise read 0.54–1.2
+of the luma estimate at σ ≥ 5 on CBSD68 and McMaster crops, 4:2:0 JPEGs at σ ≥ 10 at most 0.24
+(benchmarks/results/jpeg_noise_level.md)."""
+
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights, as JPEG's YCbCr uses."""
+
 GRAY_RANGE = (0.9, 1.0)
 """Relative range for gray images, around the all-patch estimate (see :func:`estimate_noise_level`)."""
 
@@ -76,7 +87,8 @@ def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseL
     Colour images: the all-patch estimate is precise when no texture inflates it; the weak-texture
     estimate is robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the
     all-patch value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
-    weak-texture value with :data:`DISAGREED_RANGE`. SURE's choice between networks is sensitive to σ
+    weak-texture value with :data:`DISAGREED_RANGE`; where both read far below the luma's level
+    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. SURE's choice between networks is sensitive to σ
     (see :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
 
     Gray images: the all-patch value with :data:`GRAY_RANGE`, or, for the map of a noise-map network
@@ -87,6 +99,8 @@ def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseL
     (benchmarks/results/noise_level_accuracy_whole_gray_ffdnet.md); told it, official FFDNet denoised
     whole Set12 at σ = 25 0.02 dB better and the first 12 BSD68 images at σ = 15 0.22 dB better
     (benchmarks/README.md, "A noise-map network with an unknown σ")."""
+    if image.shape[-3] == 3 and _grey_in_colour(image):  # a grey image stored as RGB: its noise is grey
+        return estimate_noise_level(_as_chw(image)[:1], noise_map)
     if noise_map and image.shape[-3] == 1:
         weak = estimate_sigma(image)
         return NoiseLevel(weak, weak * DISAGREED_RANGE[0], weak * DISAGREED_RANGE[1])
@@ -97,9 +111,28 @@ def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseL
         # which texture can only inflate, has kept every image within 0.02 dB of the pre-trained one.
         return NoiseLevel(plain, plain * GRAY_RANGE[0], plain * GRAY_RANGE[1])
     weak = estimate_sigma(image)
+    luma = luma_sigma(image)
+    if max(plain, weak) < CHROMA_DROPPED * luma:  # chroma without its noise: the luma's level
+        return NoiseLevel(luma, luma * DISAGREED_RANGE[0], luma * DISAGREED_RANGE[1])
     agree = abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT
     sigma, (low, high) = (plain, AGREED_RANGE) if agree else (weak, DISAGREED_RANGE)
     return NoiseLevel(sigma, sigma * low, sigma * high, precise=agree)
+
+
+def _grey_in_colour(image: torch.Tensor) -> bool:
+    """Whether the three channels of ``image`` are one (a grey image saved as RGB, or a grey palette)."""
+    x = _as_chw(image)
+    return bool(torch.equal(x[0], x[1]) and torch.equal(x[1], x[2]))
+
+
+@torch.no_grad()
+def luma_sigma(image: torch.Tensor) -> float:
+    """σ of white Gaussian noise of equal level in each channel of the colour ``image`` (C×H×W or
+    1×C×H×W), read on its luma alone (the weak-texture estimate): the luma of such noise has σ times
+    the norm of :data:`LUMA`. Unlike the colour estimate it holds where the chroma lost its noise."""
+    x = _as_chw(image)
+    weights = x.new_tensor(LUMA).view(3, 1, 1)
+    return estimate_sigma((x * weights).sum(dim=0, keepdim=True)) / float(weights.norm())
 
 
 @torch.no_grad()
