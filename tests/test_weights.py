@@ -274,3 +274,24 @@ def test_weights_files_store_the_sigma_range_in_grey_levels_and_load_it_in_unit_
     stored = json.loads(meta.to_json())
     assert stored["sigma_range"] == [5.0, 55.0]
     assert WeightsMeta.from_json(meta.to_json()) == meta
+
+
+def test_a_weights_file_brings_its_architecture_without_model(tmp_path, image_file):
+    """--model defaults to dncnn; the file's metadata, or the network its tensors fit, decide otherwise."""
+    from rfr_deploy.models.factory import model_for_weights
+
+    ffdnet = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "any.safetensors", ffdnet.net, ffdnet.meta)
+    torch.save(ffdnet.net.state_dict(), tmp_path / "ffdnet_mine.pth")  # its tensors also fit an FDnCNN
+    fdncnn = create_model("fdncnn", weights=None, channels=1, depth=3, features=8)
+    torch.save(fdncnn.net.state_dict(), tmp_path / "plain.pth")
+    assert model_for_weights(None, str(tmp_path / "any.safetensors")) == "ffdnet"
+    assert model_for_weights(None, str(tmp_path / "ffdnet_mine.pth")) == "ffdnet"
+    assert model_for_weights(None, str(tmp_path / "plain.pth")) == "fdncnn"
+    assert model_for_weights("rdn", str(tmp_path / "plain.pth")) == "rdn"  # --model given: taken
+    assert model_for_weights(None, str(tmp_path / "missing.pth")) == "dncnn"  # loading it says why
+    result = run(
+        "denoise", image_file, "--weights", tmp_path / "ffdnet_mine.pth", "-o", tmp_path / "o", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["model"] == "ffdnet"

@@ -31,7 +31,7 @@ import click
 from click.core import ParameterSource
 
 from rfr_deploy.files import json_text
-from rfr_deploy.models.hub import model_for_weights
+from rfr_deploy.models.factory import model_for_weights
 from rfr_deploy.progress import Reporter
 from rfr_deploy.units import GREY_LEVELS, grey_levels, sigma_from_grey
 

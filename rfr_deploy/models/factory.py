@@ -11,16 +11,17 @@ Importing this module imports the zoo, which registers every architecture
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from rfr_deploy.errors import ModelError
+from rfr_deploy.errors import ModelError, WeightsError
 from rfr_deploy.models import zoo  # noqa: F401  (registers every architecture)
 from rfr_deploy.models.denoiser import Denoiser
 from rfr_deploy.models.hub import fetch, is_named, named_weights
 from rfr_deploy.models.registry import ModelEntry, registered, registered_names
-from rfr_deploy.models.weights import load_weights, packaged_weights_path
+from rfr_deploy.models.weights import load_weights, packaged_weights_path, read_any
 
 
 def list_models() -> list[str]:
@@ -31,6 +32,38 @@ def list_models() -> list[str]:
 def get_entry(name: str) -> ModelEntry:
     """The entry registered as ``name`` (any case); importing this module has loaded the zoo."""
     return registered(name)
+
+
+def model_for_weights(model: str | None, weights: str | None, default: str = "dncnn") -> str:
+    """The architecture to build: ``model`` when given; else the one named weights or a weights file's
+    rfr-deploy metadata record; else, for a plain state dict or a MatConvNet release, ``default`` where
+    it fits, or the first registered architecture it fits as a network for gray or RGB images, those
+    whose names the file's name holds first (KAIR names its files after their architecture, and an
+    FFDNet's tensors also fit a 12-channel FDnCNN); else ``default`` (whose error names why)."""
+    if model is not None:
+        return model
+    if weights in (None, "default"):
+        return default
+    if is_named(weights):
+        return named_weights(weights).meta.arch
+    try:
+        _, meta = read_any(Path(weights))
+    except (WeightsError, OSError):
+        return default  # loading it names the problem
+    if meta is not None:
+        return meta.arch
+    stem = Path(weights).stem.lower()
+    named = sorted(registered_names(), key=lambda name: (name not in stem, -len(name)))
+    fits = (name for name in (default, *named) if _fits(weights, registered(name)))
+    return next(fits, default)
+
+
+def _fits(weights: str, entry: ModelEntry) -> bool:
+    """Whether the file at ``weights`` loads into ``entry``'s network for gray or RGB images."""
+    try:
+        return load_weights(weights, entry).meta.channels in (1, 3)
+    except WeightsError:
+        return False
 
 
 def create_model(

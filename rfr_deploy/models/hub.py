@@ -168,13 +168,6 @@ def is_named(weights: str | os.PathLike | None) -> bool:
     return isinstance(weights, str) and weights.split(":", 1)[0] in {n.split(":")[0] for n in NAMED_WEIGHTS}
 
 
-def model_for_weights(model: str | None, weights: str | None, default: str = "dncnn") -> str:
-    """The model to build: ``model`` when given, else the architecture of named ``weights``, else ``default``."""
-    if model is not None:
-        return model
-    return named_weights(weights).meta.arch if is_named(weights) else default
-
-
 def named_weights(name: str) -> NamedWeights:
     if name not in NAMED_WEIGHTS:
         raise WeightsError(f"unknown named weights '{name}'; available: {', '.join(sorted(NAMED_WEIGHTS))}")

@@ -64,7 +64,7 @@ def load_weights(
     """``known``: the metadata of a plain state dict whose origin is known (named weights,
     :mod:`rfr_deploy.models.hub`), used instead of inferring it from the tensors and the file name."""
     path = Path(path)
-    state, meta = _read_any(path)
+    state, meta = read_any(path)
     if meta is not None and meta.arch != entry.name:
         raise WeightsError(f"{path}: these weights are for model '{meta.arch}', not '{entry.name}'")
     if meta is None:
@@ -84,7 +84,7 @@ def load_weights(
     return LoadedWeights(net=net, meta=meta, sha256=sha256_file(path))
 
 
-def _read_any(path: Path) -> tuple[StateDict, WeightsMeta | None]:
+def read_any(path: Path) -> tuple[StateDict, WeightsMeta | None]:
     """The tensors of the file at ``path`` in whichever format its suffix names, and its rfr-deploy metadata."""
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
