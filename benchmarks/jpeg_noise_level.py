@@ -1,0 +1,153 @@
+"""The noise level of colour images whose chroma lost its noise (4:2:0 JPEGs), and what it costs.
+
+Central crops of colour test images get white Gaussian noise of σ (clipped, 8-bit), and are stored as
+PNG or as JPEG with 4:2:0 chroma subsampling (Pillow's default, and most cameras'). Per image and
+kind: the colour estimate the library used before stop 56 (the patch-covariance rule on colour
+patches: all patches, or the weak-texture ones where the two disagree), the luma estimate
+(``rfr_deploy.noise.level.luma_sigma``) and ``estimate_noise_level`` (the luma's where the colour
+estimate is below ``CHROMA_DROPPED`` of it); and official FFDNet colour told each level, against the
+clean crop, with the best level of a grid for comparison, and official blind CDnCNN-B.
+
+    python benchmarks/jpeg_noise_level.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import statistics
+
+import numpy as np
+import torch
+from common import environment, report
+
+from rfr_deploy.datasets import load_folder
+from rfr_deploy.metrics import psnr
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.noise.level import AGREEMENT, CHROMA_DROPPED, estimate_noise_level, estimate_sigma, luma_sigma
+from rfr_deploy.shared import shared_path
+
+GRID = (5, 10, 15, 20, 25, 30, 35, 40, 50, 60)
+"""Levels (grey levels) FFDNet is told, to find the best one per image."""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default="Kodak24,CBSD68")
+    parser.add_argument("--limit", type=int, default=4, help="images per set")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--sigmas", default="10,25,50", help="grey levels")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args()
+
+
+def colour_estimate(x: torch.Tensor) -> float:
+    """The colour estimate as before stop 56: the all-patch value where the two agree, else the weak-texture one."""
+    plain, weak = estimate_sigma(x, iterations=0), estimate_sigma(x)
+    return plain if abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT else weak
+
+
+def stored(noisy: np.ndarray, kind: str, quality: int) -> torch.Tensor:
+    """``noisy`` (H×W×3 uint8) as read back from a PNG (exact) or a 4:2:0 JPEG."""
+    if kind == "jpeg420":
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(noisy).save(buffer, "JPEG", quality=quality, subsampling=2)
+        buffer.seek(0)
+        noisy = np.asarray(Image.open(buffer).convert("RGB"))
+    return torch.from_numpy(noisy.copy()).permute(2, 0, 1).float() / 255
+
+
+def measure(clean: np.ndarray, x: torch.Tensor, networks) -> dict:
+    ffdnet, cdncnn = networks
+    reference = torch.from_numpy(clean).permute(2, 0, 1)[None]
+    old, luma, new = colour_estimate(x), luma_sigma(x), estimate_noise_level(x).sigma
+
+    def told(level: float) -> float:
+        with torch.no_grad():
+            return psnr(ffdnet(x[None], torch.tensor([level])).clamp(0, 1), reference)
+
+    grid = {s: told(s / 255) for s in GRID}
+    with torch.no_grad():
+        blind = psnr(cdncnn(x[None]).clamp(0, 1), reference)
+    best = max(grid, key=grid.get)
+    return {
+        "old": 255 * old,
+        "luma": 255 * luma,
+        "new": 255 * new,
+        "psnr_old": told(old),
+        "psnr_new": told(new),
+        "best_sigma": best,
+        "psnr_best": grid[best],
+        "psnr_cdncnn": blind,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    weights = shared_path("weights")
+    networks = (
+        create_model("ffdnet", weights=str(weights / "ffdnet" / "ffdnet_color.pth")).eval(),
+        create_model("dncnn", weights=str(weights / "dncnn" / "dncnn_color_blind.pth")).eval(),
+    )
+    rng, rows, c = np.random.default_rng(0), [], args.crop
+    for name in args.datasets.split(","):
+        for image in load_folder(shared_path("data", "test", name), channels=3, limit=args.limit):
+            h, w = image.pixels.shape[:2]
+            clean = image.pixels[h // 2 - c // 2 : h // 2 + c // 2, w // 2 - c // 2 : w // 2 + c // 2]
+            clean = np.ascontiguousarray(clean, dtype=np.float32)
+            for sigma in (int(s) for s in args.sigmas.split(",")):
+                noisy = np.clip(np.round(clean * 255 + rng.standard_normal(clean.shape) * sigma), 0, 255)
+                for kind in ("png", "jpeg420"):
+                    x = stored(noisy.astype(np.uint8), kind, args.quality)
+                    rows.append({"set": name, "image": image.name, "sigma": sigma, "kind": kind})
+                    rows[-1].update(measure(clean, x, networks))
+                    print(rows[-1], flush=True)
+    report(
+        "jpeg_noise_level",
+        {"args": vars(args), "environment": environment(), "rows": rows},
+        render(args, rows),
+    )
+
+
+def _mean(group: list[dict], key: str) -> float:
+    return statistics.fmean(r[key] for r in group)
+
+
+def render(args: argparse.Namespace, rows: list[dict]) -> str:
+    lines = [
+        "# The noise level of 4:2:0 JPEGs (chroma without its noise)",
+        "",
+        f"- {args.limit} images of each of {args.datasets}, central {args.crop}² crops, white Gaussian noise "
+        f"clipped to 8 bits, stored as PNG or JPEG (quality {args.quality}, 4:2:0). Levels in grey levels.",
+        f"- old: the colour estimate used before stop 56; luma: `luma_sigma`; new: `estimate_noise_level` (the "
+        f"luma's where old < {CHROMA_DROPPED} × luma). PSNR: official FFDNet colour told the level, against "
+        "the clean crop; best: the best level of a grid "
+        f"{GRID}; CDnCNN-B: the official blind network.",
+        "",
+        "| σ | stored as | old σ̂ (mean) | luma σ̂ | new σ̂ | old/luma (max) | FFDNet at old dB | at new dB | at best dB "
+        "| CDnCNN-B dB | new switched to luma |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sigma in sorted({r["sigma"] for r in rows}):
+        for kind in ("png", "jpeg420"):
+            group = [r for r in rows if r["sigma"] == sigma and r["kind"] == kind]
+            mean = functools.partial(_mean, group)
+            ratio = max(r["old"] / max(r["luma"], 1e-9) for r in group)
+            switched = sum(abs(r["new"] - r["luma"]) < 1e-9 for r in group)
+            lines.append(
+                f"| {sigma} | {kind} | {mean('old'):.2f} | {mean('luma'):.2f} | {mean('new'):.2f} | {ratio:.2f} | "
+                f"{mean('psnr_old'):.2f} | {mean('psnr_new'):.2f} | {mean('psnr_best'):.2f} | "
+                f"{mean('psnr_cdncnn'):.2f} | {switched} of {len(group)} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
