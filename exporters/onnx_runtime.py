@@ -152,7 +152,7 @@ class OnnxDenoiser:
         h, w = array.shape[:2]
         tile = tile or self.tile_for(h, w)
         if tile is None or (h <= tile and w <= tile):
-            out = self.run(batch, sigma_vector)
+            out = self.run(_edge_padded(batch, self.pad_multiple), sigma_vector)[..., :h, :w]
         else:
             out = run_tiled(
                 lambda x: self.run(x, sigma_vector),
@@ -330,3 +330,13 @@ def _cpu_budget() -> int:
 def _static_dim(shape: Sequence, index: int) -> int | None:
     value = shape[index] if len(shape) > index else None
     return value if isinstance(value, int) else None
+
+
+def _edge_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
+    """``batch`` padded to a multiple of ``multiple`` by repeating its edge where it is too small for the
+    graph's reflect padding (a side of 1 with a multiple of 2), as the PyTorch model pads it; else as is."""
+    h, w = batch.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if min(h, w) > max(pad_h, pad_w):
+        return batch
+    return np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")

@@ -49,7 +49,18 @@ def _other_odd(n: int) -> int:
     return max(3, m)
 
 
+SMALLEST_EXAMPLE = 16
+"""The least side of an export's example input: a smaller image (a 1-pixel row) is edge-padded to it, as
+the graph's reflect padding needs a side of at least the network's ``pad_multiple`` (8 at most)."""
+
+
 def crop_center(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size``² crop of ``x`` (``…×H×W``), an image smaller than :data:`SMALLEST_EXAMPLE`
+    in a side edge-padded to it."""
     h, w = x.shape[-2:]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return x[..., top : top + min(h, size), left : left + min(w, size)]
+    crop = x[..., top : top + min(h, size), left : left + min(w, size)]
+    short_h, short_w = max(0, SMALLEST_EXAMPLE - crop.shape[-2]), max(0, SMALLEST_EXAMPLE - crop.shape[-1])
+    if not (short_h or short_w):
+        return crop
+    return torch.nn.functional.pad(crop, (0, short_w, 0, short_h), mode="replicate")

@@ -107,8 +107,13 @@ class _LineProgress(Progress):
         self._line(text)
 
     def tiles_of(self, text: str):
-        """Tiles like steps: a line every :data:`LINE_SECONDS` at most."""
-        return lambda done, total: self(done) if done < total else self._line(f"{text}: {total} tiles")
+        """Tiles like steps: a line every :data:`LINE_SECONDS` at most, and one when the last is done."""
+
+        def on_tile(done: int, total: int) -> None:
+            if done == total or time.monotonic() - self._last >= LINE_SECONDS:
+                self._line(f"{text}: tile {done}/{total}")
+
+        return on_tile
 
     def _line(self, text: str) -> None:
         self._last = time.monotonic()

@@ -143,9 +143,12 @@ def test_infer_command_writes_images_and_json(tmp_path, image):
     assert np.abs(written - expected).max() <= 1 / 255 + 1e-6
 
 
-def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image, recwarn):
+def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image, recwarn, monkeypatch):
     from PIL import Image
 
+    from rfr_deploy import progress
+
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # stderr is a log here: a line every tile
     _, path = exported(tmp_path, "dncnn")
     source = tmp_path / "in" / "a.png"  # with alpha: read when checked and again when denoised
     source.parent.mkdir()
@@ -156,7 +159,7 @@ def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image, recwarn):
     assert shown.exit_code == 0, shown.output
     assert [str(w.message) for w in recwarn].count("a.png: alpha channel dropped") == 1
     assert "denoising 1 image(s): a.png: tile 1/" in shown.stderr
-    assert re.search(r"a\.png: tile (\d+)/\1:", shown.stderr)  # up to the last tile
+    assert re.search(r"a\.png: tile (\d+)/\1$", shown.stderr, re.MULTILINE)  # up to the last tile
     assert "a.png ->" in shown.stdout and "tile" not in shown.stdout  # results stay on stdout
     quiet = CliRunner().invoke(main, [*args, "--quiet"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
@@ -325,3 +328,25 @@ def test_a_resize_brings_the_stride_back_by_its_scale(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "g.onnx")
     # 2 (the strided 3×3) + 2 (the resize: one pixel at stride 2) + 2 (the last 3×3, at stride 1 again)
     assert _graph_locality(tmp_path / "g.onnx") == (1 + 2 + 2 + 2, False)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 1)])
+def test_a_one_pixel_side_is_padded_as_pytorch_pads_it(tmp_path, rng, shape):
+    """Reflect padding needs a side of 2: the graph refused a 1-pixel row, which PyTorch edge-pads."""
+    model, path = exported(tmp_path, "ffdnet", sigma=20 / 255)
+    image = rng.random((*shape, 3), dtype=np.float32)
+    out = OnnxDenoiser(path).denoise(image)
+    np.testing.assert_allclose(out, torch_output(model, image, 20 / 255), atol=1e-5)
+
+
+def test_an_export_verifies_on_an_image_with_a_one_pixel_side(tmp_path):
+    """Its example is edge-padded to a side the graph's reflect padding takes (it failed after adapting)."""
+    model = perturbed_model("ffdnet", 1)
+    meta = onnx_metadata(model, noise={}, sigma=25 / 255)
+    report = export_onnx(
+        model, tmp_path / "a.onnx", example=torch.rand(1, 1, 1, 9), sigma=25 / 255, metadata=meta
+    )
+    assert report.max_abs_error < 1e-4 and len(report.verified_shapes) >= 2
+    row = np.random.default_rng(0).random((1, 9, 1), dtype=np.float32)
+    out = OnnxDenoiser(tmp_path / "a.onnx").denoise(row)
+    np.testing.assert_allclose(out, torch_output(model, row, 25 / 255), atol=1e-5)
