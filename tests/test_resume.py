@@ -160,6 +160,18 @@ def test_a_redone_set_clears_the_temporary_files_its_member_images_left(job):
     assert not leftover.exists()
 
 
+def test_a_redone_group_removes_the_exports_its_earlier_manifest_listed(job):
+    """An ONNX export of other weights must not stay beside the new ones, unlisted."""
+    pytest.importorskip("onnxruntime")
+    assert run(job, "--format", "onnx", "--quiet").exit_code == 0
+    assert (job / "out" / "a_rfr.onnx").is_file()
+    (job / "out" / "a_rfr.notes.txt").write_text("mine")  # not listed by the manifest: kept
+    assert run(job, "--steps", "3", "--quiet").exit_code == 0
+    assert not (job / "out" / "a_rfr.onnx").exists() and (job / "out" / "a_rfr.notes.txt").is_file()
+    listed = {f["path"] for f in json.loads((job / "out" / "a.json").read_text())["files"]}
+    assert listed == {"a_rfr.png", "a_rfr.safetensors"}
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does(job, monkeypatch):
     """A batch scheduler's SIGTERM: the line says so, exit 143, no temporary file left, and the handler
     the process had before is back."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import warnings
 from collections.abc import Iterable
@@ -93,10 +94,15 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
 def clear_group(out_dir: Path, stem: str, members: Iterable[str], before: float) -> None:
     """Before a group that is redone writes anything into ``out_dir``: remove its manifest, which would
     otherwise describe the new files as its own should the run stop halfway (the resume check compares
-    sizes, which a weights file keeps), and the temporary files an earlier write of the group's files left
-    when its process was killed (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, and each member
-    image's ``.<member>_rfr*.part.*``, last changed before ``before``, a ``time.time()``)."""
-    (out_dir / f"{stem}.json").unlink(missing_ok=True)
+    sizes, which a weights file keeps), with the files it lists there (an export of a format this run does
+    not write would stay beside the new weights, from other ones), and the temporary files an earlier
+    write of the group's files left when its process was killed (``.<stem>.*.part.json``,
+    ``.<stem>_rfr*.part.*``, and each member image's ``.<member>_rfr*.part.*``, last changed before
+    ``before``, a ``time.time()``)."""
+    manifest = out_dir / f"{stem}.json"
+    for name in _listed_files(manifest, (stem, *members)):
+        (out_dir / name).unlink(missing_ok=True)
+    manifest.unlink(missing_ok=True)
     patterns = {f".{glob.escape(stem)}.*.part.json"}
     patterns.update(f".{glob.escape(name)}_{ADAPTED_TAG}*.part*" for name in (stem, *members))
     for pattern in patterns:
@@ -104,6 +110,18 @@ def clear_group(out_dir: Path, stem: str, members: Iterable[str], before: float)
             with contextlib.suppress(FileNotFoundError):
                 if leftover.stat().st_mtime < before:
                     leftover.unlink()
+
+
+def _listed_files(manifest: Path, stems: Iterable[str]) -> list[str]:
+    """The names of the files in its own folder that ``manifest`` lists, of the group's ``stems``
+    (``<stem>_rfr.*``: nothing else is ever removed); none where it is missing or unreadable."""
+    try:
+        records = json.loads(manifest.read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    prefixes = tuple(f"{s}_{ADAPTED_TAG}." for s in stems)
+    names = [str(r.get("path", "")) for r in records if isinstance(r, dict)]
+    return [n for n in names if n.startswith(prefixes) and os.sep not in n and (os.altsep or os.sep) not in n]
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:
