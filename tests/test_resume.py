@@ -172,6 +172,15 @@ def test_a_redone_group_removes_the_exports_its_earlier_manifest_listed(job):
     assert listed == {"a_rfr.png", "a_rfr.safetensors"}
 
 
+def test_json_says_which_groups_this_run_did_and_which_it_skipped(job):
+    first = json.loads(run(job, "--json").stdout)
+    assert [m["status"] for m in first] == ["done", "done"]
+    (job / "out" / "b.json").unlink()  # b is redone, a was done before
+    again = json.loads(run(job, "--json").stdout)
+    assert [m["status"] for m in again] == ["skipped", "done"]
+    assert again[0]["created"] == first[0]["created"]  # the manifest written then
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does(job, monkeypatch):
     """A batch scheduler's SIGTERM: the line says so, exit 143, no temporary file left, and the handler
     the process had before is back."""

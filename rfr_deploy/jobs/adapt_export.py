@@ -98,7 +98,9 @@ def adapt_and_export(
     exporters: Sequence[Exporter] = (),
     prepared: bool = False,
 ) -> list[dict[str, Any]]:
-    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests.
+    """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests,
+    each with its ``status``: 'done' (this run), 'skipped' (done before with these settings: the manifest
+    written then) or 'failed' (:mod:`rfr_deploy.jobs.failures`).
 
     ``exporters`` write the exports of each adapted network, in their order (the CLI builds them from
     ``--format``: ``exporters.registry``). Groups done before with these inputs and settings are skipped
@@ -121,9 +123,10 @@ def adapt_and_export(
             started += 1
             manifest = _run_isolated(run, group, ready.device, reporter, started, count)
             failed += len(group) if manifest.get("status") == "failed" else 0
+            results.append({"status": "done", **manifest})
         else:
             skipped += len(group)
-        results.append(manifest)
+            results.append({**manifest, "status": "skipped"})
     if skipped:
         reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
     if failed:
