@@ -93,9 +93,15 @@ def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | Non
 
     ``noise`` describes the synthetic noise of the adaptation (the manifest's ``noise``, made by
     :func:`rfr_deploy.jobs.adapt_export.noise_desc`);
-    ``sigma`` is the σ/255 that noise-map networks were run with (the runtime's default).
+    ``sigma`` is the σ/255 that noise-map networks were run with (the runtime's default; only they have
+    a ``sigma`` input, which ``sigma.units`` describes). ``noise`` records σ in grey levels, as the
+    command line and the manifest do.
     """
     meta = model.meta
+    level = {
+        "sigma": "" if sigma is None else repr(float(sigma)),
+        "sigma.units": "sigma/255, one value per batch item (input 'sigma', shape [N])",
+    }
     return {
         "rfr_deploy.version": __version__,
         "model.name": meta.arch,
@@ -107,8 +113,7 @@ def onnx_metadata(model, noise: dict[str, Any] | None = None, sigma: float | Non
         "model.weights_sha256": model.weights_sha256 or "",
         "model.meta": meta.to_json(),
         "noise": json.dumps(noise or {}, sort_keys=True, default=str),
-        "sigma": "" if sigma is None else repr(float(sigma)),
-        "sigma.units": "sigma/255, one value per batch item (input 'sigma', shape [N])",
+        **(level if meta.noise_map else {}),
         "input.layout": "NCHW",
         "input.dtype": "float32",
         "input.range": "[0, 1]",

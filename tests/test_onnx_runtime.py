@@ -42,6 +42,7 @@ def test_whole_image_matches_pytorch(tmp_path, image):
     model, path = exported(tmp_path, "dncnn")
     runner = OnnxDenoiser(path)
     assert runner.providers[-1] == "CPUExecutionProvider" and runner.metadata["model.name"] == "dncnn"
+    assert "sigma" not in runner.metadata and "sigma.units" not in runner.metadata  # it has no σ input
     np.testing.assert_allclose(runner.denoise(image), torch_output(model, image), atol=1e-5)
 
 
@@ -96,7 +97,9 @@ def test_memory_budget_triggers_tiling(tmp_path, rng):
 def test_noise_level_defaults_to_the_exported_one(tmp_path, image):
     model, path = exported(tmp_path, "ffdnet", sigma=20 / 255)
     runner = OnnxDenoiser(path)
-    assert runner.default_sigma == pytest.approx(20 / 255)
+    assert (
+        runner.default_sigma == pytest.approx(20 / 255) and "input 'sigma'" in runner.metadata["sigma.units"]
+    )
     np.testing.assert_allclose(runner.denoise(image), torch_output(model, image, 20 / 255), atol=1e-5)
     np.testing.assert_allclose(
         runner.denoise(image, sigma=40 / 255), torch_output(model, image, 40 / 255), atol=1e-5
