@@ -120,6 +120,10 @@ def test_errors_are_reported_in_one_line(denoise_cpu, tmp_path, rng):
     (tmp_path / "short.ppm").write_bytes(b"P6\n8 8\n255\n\x00\x01")
     done = run(denoise_cpu, tmp_path / "g.pt", tmp_path / "short.ppm", tmp_path / "out.pgm")
     assert done.returncode == 1 and "truncated" in done.stderr and not (tmp_path / "out.pgm").exists()
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a format the sample does not read
+    done = run(denoise_cpu, tmp_path / "g.pt", tmp_path / "photo.png", tmp_path / "out.pgm")
+    assert done.stderr.count("\n") == 1 and "photo.png: not a .pgm/.ppm/.pnm image" in done.stderr
+    assert "(convert PNG or JPEG to PPM first)" in done.stderr
 
 
 def test_options_may_come_anywhere_and_help_is_not_an_error(denoise_cpu, tmp_path, rng):

@@ -107,7 +107,8 @@ void write_pnm(const std::string& path, const Image& image) {
 
 Image read_raw(const std::string& path, int height, int width, int channels) {
     if (height <= 0 || width <= 0 || (channels != 1 && channels != 3))
-        throw std::runtime_error(path + ": raw input needs --raw HxWxC with C = 1 or 3");
+        throw std::runtime_error(path + ": not a .pgm/.ppm/.pnm image; other inputs are raw float32, sized by --raw "
+                                        "HxWxC with C = 1 or 3 (convert PNG or JPEG to PPM first)");
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw std::runtime_error(path + ": cannot open");
     Image image{height, width, channels, {}};
