@@ -124,11 +124,13 @@ def make_optimizer(
     else:
         optimizer = torch.optim.Adam(groups, **adam_kwargs)
 
+    warmup = min(config.warmup, (config.steps or 0) // 4)  # a short run reaches its learning rate
+
     def factor(step: int) -> float:
-        if config.warmup and step < config.warmup:
-            return (step + 1) / config.warmup
-        if config.schedule == "cosine" and config.steps > config.warmup:
-            t = (step - config.warmup) / (config.steps - config.warmup)
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "cosine" and config.steps > warmup:
+            t = (step - warmup) / (config.steps - warmup)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
         return 1.0
 
