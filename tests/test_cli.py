@@ -321,3 +321,12 @@ def test_values_the_work_would_fail_on_are_refused_in_one_line(tmp_path, args, m
     result = run(*args)
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert result.output.startswith("error: ") and message in result.output
+
+
+def test_denoise_says_a_sigma_the_network_does_not_take_is_ignored(tmp_path, image_file, weights_file):
+    with pytest.warns(UserWarning, match="--sigma is ignored: dncnn takes no noise level"):
+        result = run(
+            "denoise", image_file, "--weights", weights_file, "--sigma", 25, "-o", tmp_path / "o", "--json"
+        )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["sigma"] is None  # the output does not depend on it

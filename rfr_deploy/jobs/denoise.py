@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def denoise_files(
     jobs = read_jobs(inputs, device, reporter=reporter)
     models = ModelCache(settings.model, settings.weights, device)
     models.load_for(jobs)
+    if settings.sigma is not None and not any(models.get(j.info.channels).meta.noise_map for j in jobs):
+        warnings.warn(f"--sigma is ignored: {settings.model} takes no noise level", UserWarning, stacklevel=2)
     records = []
     with reporter.bar(len(jobs), f"denoising {len(jobs)} image(s)") as progress:
         for done, job in enumerate(jobs, 1):
@@ -67,7 +70,7 @@ def _denoise_one(
         "output": str(target),
         "model": settings.model,
         "weights_sha256": model.weights_sha256,
-        "sigma": grey_levels(settings.sigma),
+        "sigma": grey_levels(settings.sigma) if model.meta.noise_map else None,
         "sigma_estimate": grey_levels(job.sigma_estimate, 3),
         "seconds": round(seconds, 4),
     }
