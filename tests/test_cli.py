@@ -55,7 +55,9 @@ def test_adapt_and_export_writes_outputs_and_a_manifest(tmp_path, image_file, we
     assert manifest["model"]["weights_sha256"] == sha256_file(weights_file)
     assert manifest["adaptation"]["steps"] == 3 and len(manifest["losses"]) == 3
     assert manifest["noise"]["mode"] == "known" and manifest["noise"]["sigma"] == 25
-    assert manifest["timings"]["adapt_s"] > 0
+    seconds = manifest["timings"]
+    assert seconds["adapt_s"] > 0 and seconds["updates_s"] > 0 and seconds["scoring_s"] >= 0
+    assert seconds["updates_s"] + seconds["scoring_s"] <= seconds["adapt_s"] + 1e-3
     assert read_image(out / "noisy_rfr.png").pixels.shape == read_image(image_file).pixels.shape
     assert sorted(p.name for p in out.iterdir()) == ["noisy.json", "noisy_rfr.png", "noisy_rfr.safetensors"]
 

@@ -41,12 +41,17 @@ def timings(
     result: AdaptResult, outputs: float, export: float, total: float, level: float, targets: float
 ) -> dict[str, float]:
     """The manifest's seconds; ``level``: reading the noise level from the network before adapting,
-    ``targets``: the pseudo-clean targets where that computed them (they count in ``pseudo_clean_s``)."""
+    ``targets``: the pseudo-clean targets where that computed them (they count in ``pseudo_clean_s``).
+    ``adapt_s`` is ``updates_s`` (the updates), the targets adapt computed, and ``scoring_s``: the rest,
+    scoring checkpoints and interpolations (SURE, GCV) and setting the runner up."""
     steps = result.step_seconds
+    scoring = result.total_seconds - sum(steps) - result.target_seconds
     return {
         "noise_level_s": round(level, 4),
         "pseudo_clean_s": round(result.target_seconds + targets, 4),
         "adapt_s": round(result.total_seconds, 4),
+        "updates_s": round(sum(steps), 4),
+        "scoring_s": round(max(scoring, 0.0), 4),
         "step_mean_s": round(result.mean_step_seconds, 5),
         "step_median_s": round(statistics.median(steps), 5) if steps else 0.0,
         "output_s": round(outputs, 4),
