@@ -97,6 +97,7 @@ def _refused(tmp_path, *args) -> str:
         (("--amp", "bf16"), "amp='bf16' but this CPU has no native bfloat16"),
         (("--noise", "camera", "--recorrupted", 0.5), "--recorrupted needs Gaussian noise of one level"),
         (("--unknown-sigma", "uniform", "--sure-loss", 0.5), "not Gaussian noise of a random σ"),
+        (("--affine-lr", 0.01), "--affine-lr is the rate of the affine maps of --tune affine or all+affine"),
     ],
 )
 def test_a_dry_run_refuses_updates_this_run_cannot_make(

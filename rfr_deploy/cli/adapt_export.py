@@ -86,7 +86,8 @@ def run(
 def check_options(options: dict, given: dict[str, str], config: AdaptConfig) -> None:
     """Refuse what the run would not follow, before any input is read: an empty output folder name (the
     current folder, unasked), ``--unknown-sigma`` with ``--sigma`` (it is for an unknown level), a σ range
-    without ``--unknown-sigma uniform`` (the only levels it bounds), and the adaptation settings
+    without ``--unknown-sigma uniform`` (the only levels it bounds), ``--affine-lr`` without affine maps to
+    tune, and the adaptation settings
     :func:`~rfr_deploy.cli.adapt_options.check_adapt_options` refuses."""
     if not options["output_dir"]:
         raise ConfigError("-o/--output-dir is empty: name a folder (-o . for the current one)")
@@ -104,6 +105,10 @@ def check_options(options: dict, given: dict[str, str], config: AdaptConfig) -> 
                 if known
                 else f"add --unknown-sigma uniform or drop {them}"
             )
+        )
+    if "affine_lr" in given and options["tune"] == "all":
+        raise ConfigError(
+            "--affine-lr is the rate of the affine maps of --tune affine or all+affine: drop it"
         )
     check_adapt_options(config)
 
