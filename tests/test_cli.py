@@ -332,3 +332,15 @@ def test_denoise_says_a_sigma_the_network_does_not_take_is_ignored(tmp_path, ima
         )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["sigma"] is None  # the output does not depend on it
+
+
+def test_denoise_names_its_ensemble_as_adapt_and_export_does(tmp_path, image_file, weights_file):
+    outputs = []
+    for flag in ("--output-ensemble", "--ensemble", None):
+        out = tmp_path / (flag or "plain")
+        assert (
+            run("denoise", image_file, "--weights", weights_file, "-o", out, *[flag] * bool(flag)).exit_code
+            == 0
+        )
+        outputs.append((out / "noisy_denoised.png").read_bytes())
+    assert outputs[0] == outputs[1] != outputs[2]

@@ -29,7 +29,13 @@ J = JobSettings
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
 @field_option(J, "sigma", help="Noise level (grey levels) for noise-map models; estimated if omitted.")
-@click.option("--ensemble", is_flag=True, help="Average the 8 flips/rotations (×8 compute).")
+@click.option(
+    "--output-ensemble",
+    "--ensemble",
+    "ensemble",
+    is_flag=True,
+    help="Average the 8 flips/rotations (×8 compute), as adapt-and-export and eval name it.",
+)
 @field_option(J, "output_dir", help="Where to write results.")
 @device_option
 @field_options(J, "threads")
