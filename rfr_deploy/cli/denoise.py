@@ -41,7 +41,7 @@ J = JobSettings
 @field_options(J, "threads")
 @output_options
 def command(inputs, ensemble, as_json, quiet, **options):
-    """Denoise INPUTS (files or folders) with the pre-trained network."""
+    """Denoise INPUTS (files or folders) with the pre-trained network: OUT/<stem>_denoised.png (.tif for TIFFs)."""
     settings = settings_from(JobSettings, options)
     records = denoise_files(
         existing_paths(inputs), settings, ensemble=ensemble, reporter=reporter_for(quiet, as_json)

@@ -56,7 +56,7 @@ def model_options(f: Callable) -> Callable:
     f = click.option(
         "--model",
         default=None,
-        help="Model name from `rfr-deploy models` [default: the architecture of named --weights, else dncnn].",
+        help="Model name from `rfr-deploy models` [default: the architecture --weights names or fits, else dncnn].",
     )(f)
     return f
 
