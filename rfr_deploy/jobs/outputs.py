@@ -121,7 +121,7 @@ def _listed_files(manifest: Path, stems: Iterable[str]) -> list[str]:
         return []
     prefixes = tuple(f"{s}_{ADAPTED_TAG}." for s in stems)
     names = [str(r.get("path", "")) for r in records if isinstance(r, dict)]
-    return [n for n in names if n.startswith(prefixes) and os.sep not in n and (os.altsep or os.sep) not in n]
+    return [n for n in names if n.startswith(prefixes) and Path(n).name == n]
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:

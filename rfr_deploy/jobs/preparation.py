@@ -172,11 +172,14 @@ def _check_groups(
     """Each group that adapts at the estimated level has one (σ = 0 is an error), and a loss term on the
     noisy input has the Gaussian noise of one level it needs, before any adaptation."""
     term = "--recorrupted" if config.recorrupted > 0 else "--sure-loss" if config.sure_loss > 0 else None
+    estimated = settings.sigma is None and settings.unknown_sigma == "estimate"
+    kinds = set()
     for group in groups:
         kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
-        estimated = settings.sigma is None and settings.unknown_sigma == "estimate"
         if estimated and level_source(kind) == "white":
             check_estimated_level(group)
+        kinds.add(kind)
+    for kind in sorted(kinds):  # one noise model built per kind, not per group
         drawn = gaussian_level_of(_probe_noise(kind, settings))
         if term and (drawn is None or drawn.random):
             noise = (
