@@ -36,10 +36,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", default="Kodak24,CBSD68")
+    parser.add_argument("--datasets", default="Kodak24,CBSD68,McMaster")
     parser.add_argument("--limit", type=int, default=4, help="images per set")
     parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--sigmas", default="10,25,50", help="grey levels")
+    parser.add_argument("--sigmas", default="2,5,10,25,50", help="grey levels")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
     parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args()
@@ -127,11 +127,11 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         f"- {args.limit} images of each of {args.datasets}, central {args.crop}² crops, white Gaussian noise "
         f"clipped to 8 bits, stored as PNG or JPEG (quality {args.quality}, 4:2:0). Levels in grey levels.",
         f"- old: the colour estimate used before stop 56; luma: `luma_sigma`; new: `estimate_noise_level` (the "
-        f"luma's where old < {CHROMA_DROPPED} × luma). PSNR: official FFDNet colour told the level, against "
+        f"luma's where both colour estimates are below {CHROMA_DROPPED} × luma). PSNR: official FFDNet colour told the level, against "
         "the clean crop; best: the best level of a grid "
         f"{GRID}; CDnCNN-B: the official blind network.",
         "",
-        "| σ | stored as | old σ̂ (mean) | luma σ̂ | new σ̂ | old/luma (max) | FFDNet at old dB | at new dB | at best dB "
+        "| σ | stored as | old σ̂ (mean) | luma σ̂ | new σ̂ | old/luma (min–max) | FFDNet at old dB | at new dB | at best dB "
         "| CDnCNN-B dB | new switched to luma |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -139,10 +139,10 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         for kind in ("png", "jpeg420"):
             group = [r for r in rows if r["sigma"] == sigma and r["kind"] == kind]
             mean = functools.partial(_mean, group)
-            ratio = max(r["old"] / max(r["luma"], 1e-9) for r in group)
+            ratios = [r["old"] / max(r["luma"], 1e-9) for r in group]
             switched = sum(abs(r["new"] - r["luma"]) < 1e-9 for r in group)
             lines.append(
-                f"| {sigma} | {kind} | {mean('old'):.2f} | {mean('luma'):.2f} | {mean('new'):.2f} | {ratio:.2f} | "
+                f"| {sigma} | {kind} | {mean('old'):.2f} | {mean('luma'):.2f} | {mean('new'):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | "
                 f"{mean('psnr_old'):.2f} | {mean('psnr_new'):.2f} | {mean('psnr_best'):.2f} | "
                 f"{mean('psnr_cdncnn'):.2f} | {switched} of {len(group)} |"
             )
