@@ -93,7 +93,7 @@ def test_a_corrupt_file_fails_alone_with_a_non_zero_exit(first_run, data):
     assert errors[1] == f"error: 1 of 6 image(s) failed; see {data / 'ray' / 'summary.json'}"
     summary = json.loads(first_run.stdout)
     assert summary == json.loads((data / "ray" / "summary.json").read_text())
-    assert summary["counts"] == {"total": 6, "done": 5, "failed": 1, "skipped": 0}
+    assert summary["counts"] == {"total": 6, "done": 5, "exported": 0, "failed": 1, "skipped": 0}
     status = {Path(r["inputs"][0]).stem: r for r in summary["images"]}
     assert status["bad"]["status"] == "failed" and not list((data / "ray").glob("bad*"))
     assert all(status[n]["status"] == "done" and status[n]["device"] == "cpu" for n in GOOD)
@@ -106,7 +106,7 @@ def test_a_rerun_skips_every_finished_image_and_a_changed_setting_redoes_it(firs
     again = invoke(data, data / "ray", [str(data / "in")], "--ray", "local")  # progress on stderr
     assert again.exit_code == 1  # the corrupt file fails again
     summary = json.loads((data / "ray" / "summary.json").read_text())
-    assert summary["counts"] == {"total": 6, "done": 0, "failed": 1, "skipped": 5}
+    assert summary["counts"] == {"total": 6, "done": 0, "exported": 0, "failed": 1, "skipped": 5}
     assert "skipped 5 image(s) already done" in again.stderr
     assert "done 0, failed 1, skipped 5" in again.stderr.splitlines()[-2]
     assert {p.name: p.stat().st_mtime_ns for p in (data / "ray").glob("img*")} == before
@@ -114,10 +114,33 @@ def test_a_rerun_skips_every_finished_image_and_a_changed_setting_redoes_it(firs
         data, data / "ray", [str(data / "in" / "img0.png")], "--ray", "local", "--json", "--seed", "1"
     )
     assert changed.exit_code == 0, changed.output
-    assert json.loads(changed.stdout)["counts"] == {"total": 1, "done": 1, "failed": 0, "skipped": 0}
+    assert json.loads(changed.stdout)["counts"] == {
+        "total": 1,
+        "done": 1,
+        "exported": 0,
+        "failed": 0,
+        "skipped": 0,
+    }
     assert (data / "ray" / "img0_rfr.safetensors").read_bytes() != (
         data / "seq" / "img0_rfr.safetensors"
     ).read_bytes()
+
+
+def test_a_new_format_reuses_the_adaptation_and_a_dropped_one_is_removed(cluster, data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    images, out = [str(data / "in" / f"{n}.png") for n in GOOD[:2]], tmp_path / "out"
+    assert invoke(data, out, images, "--ray", "local", "--quiet").exit_code == 0
+    adapted = {p.name: p.stat().st_mtime_ns for p in out.glob("img*_rfr.*")}
+    exported = invoke(data, out, images, "--ray", "local", "--format", "onnx", "--json")
+    assert exported.exit_code == 0, exported.output
+    summary = json.loads(exported.stdout)
+    assert summary["counts"] == {"total": 2, "done": 0, "exported": 2, "failed": 0, "skipped": 0}
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("img*_rfr.*") if p.suffix != ".onnx"} == adapted
+    files = [f["path"] for f in json.loads((out / "img0.json").read_text())["files"]]
+    assert files == ["img0_rfr.png", "img0_rfr.safetensors", "img0_rfr.onnx"]
+    dropped = invoke(data, out, images, "--ray", "local", "--json")  # the ONNX files go with their format
+    assert json.loads(dropped.stdout)["counts"]["exported"] == 2 and not list(out.glob("*.onnx"))
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("img*_rfr.*")} == adapted
 
 
 def test_with_a_reference_the_summary_gives_the_gain(cluster, data, tmp_path):
@@ -156,7 +179,7 @@ def test_a_killed_worker_leaves_no_partial_file_and_its_image_is_retried(cluster
     summary = adapt_and_export_ray(inputs, settings, config, RayOptions(), QUIET)
     killer.join()
     assert killed, "no task was seen at work"
-    assert summary["counts"] == {"total": 2, "done": 2, "failed": 0, "skipped": 0}
+    assert summary["counts"] == {"total": 2, "done": 2, "exported": 0, "failed": 0, "skipped": 0}
     retried = next(
         r for r in summary["images"] if killed["group"].startswith(Path(r["inputs"][0]).stem + "-")
     )

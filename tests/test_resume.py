@@ -15,7 +15,7 @@ from rfr_deploy import progress
 from rfr_deploy.cli import main
 from rfr_deploy.errors import ImageError, MissingDependencyError
 from rfr_deploy.images import write_image
-from rfr_deploy.jobs.resume import completed_manifest, settings_fingerprint
+from rfr_deploy.jobs.resume import completed_manifest, run_fingerprint
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights, sorted_header
 from rfr_deploy.optional import import_optional
@@ -239,16 +239,15 @@ def test_a_changed_input_or_weights_file_is_not_done(job):
     from rfr_deploy.jobs.settings import JobSettings
 
     settings, config = JobSettings(weights=str(job / "tiny.safetensors")), AdaptConfig()
-    first = settings_fingerprint(settings, config)
-    assert (
-        settings_fingerprint(JobSettings(weights=settings.weights, output_dir="elsewhere"), config) == first
-    )
-    assert settings_fingerprint(settings, AdaptConfig(keep_memory=False)) == first  # same files either way
-    assert settings_fingerprint(JobSettings(weights=settings.weights, threads=1), config) == first
-    assert settings_fingerprint(settings, AdaptConfig(lr=2e-5)) != first
+    first = run_fingerprint(settings, config)
+    assert run_fingerprint(JobSettings(weights=settings.weights, output_dir="elsewhere"), config) == first
+    assert run_fingerprint(settings, AdaptConfig(keep_memory=False)) == first  # same files either way
+    assert run_fingerprint(JobSettings(weights=settings.weights, threads=1), config) == first
+    changed = run_fingerprint(settings, AdaptConfig(lr=2e-5))
+    assert changed.settings != first.settings and changed.adaptation != first.adaptation
     model = create_model("dncnn", weights=None, channels=3, depth=2, features=8)
     save_weights(job / "tiny.safetensors", model.net, model.meta)  # same path, other weights
-    assert settings_fingerprint(settings, config) != first
+    assert run_fingerprint(settings, config).adaptation != first.adaptation
 
 
 def test_equal_weights_give_equal_files_whatever_order_safetensors_wrote_the_metadata_in():

@@ -124,6 +124,9 @@ def describe_plan_lines(plan: dict) -> list[str]:
         if group["status"] == "done":
             lines.append(f"{label}: done with these settings ({group['manifest']})")
             continue
+        if group["status"] == "to export":
+            lines.append(f"{label}: adapted with these settings ({group['manifest']}): to export")
+            continue
         first, levels = images[0], sorted({i["sigma"] for i in images if i["sigma"] is not None})
         shown = "–".join(f"{v:g}" for v in dict.fromkeys((levels[0], levels[-1]))) if levels else ""
         sigma = f"σ {shown} ({first['sigma_from']})" if shown else ""
@@ -132,11 +135,13 @@ def describe_plan_lines(plan: dict) -> list[str]:
         lines.append(
             ", ".join(p for p in (f"{label}: {size}", sigma, f"{group['noise']} noise: to adapt") if p)
         )
-    todo = sum(g["status"] != "done" for g in plan["groups"])
+    todo = sum(g["status"] == "to adapt" for g in plan["groups"])
+    again = sum(g["status"] == "to export" for g in plan["groups"])
     formats = ", ".join(["image + weights", *plan["formats"]])
+    exports = f" and {again} to export again" if again else ""
     lines.append(
-        f"dry run: {todo} of {len(plan['groups'])} group(s) to adapt on {plan['device']}, writing {formats} "
-        f"to {plan['output_dir']}; nothing was written"
+        f"dry run: {todo} of {len(plan['groups'])} group(s) to adapt{exports} on {plan['device']}, writing "
+        f"{formats} to {plan['output_dir']}; nothing was written"
     )
     return lines
 

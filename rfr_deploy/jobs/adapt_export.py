@@ -23,8 +23,9 @@ from torch import nn
 from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
 from rfr_deploy.errors import PartialFailure
-from rfr_deploy.export_protocol import Exporter, ExportRequest
+from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.inference import denoise
+from rfr_deploy.jobs.exports import export_again, export_files
 from rfr_deploy.jobs.failures import failure_record, stops_the_run
 from rfr_deploy.jobs.inputs import (
     ImageJob,
@@ -99,43 +100,50 @@ def adapt_and_export(
     prepared: bool = False,
 ) -> list[dict[str, Any]]:
     """Adapt and export each input (or the whole set with ``settings.per_set``); returns the manifests,
-    each with its ``status``: 'done' (this run), 'skipped' (done before with these settings: the manifest
-    written then) or 'failed' (:mod:`rfr_deploy.jobs.failures`).
+    each with its ``status``: 'done' (this run), 'exported' (adapted before with these adaptation
+    settings: exported again, :mod:`rfr_deploy.jobs.exports`), 'skipped' (done before with these
+    settings: the manifest written then) or 'failed' (:mod:`rfr_deploy.jobs.failures`).
 
     ``exporters`` write the exports of each adapted network, in their order (the CLI builds them from
     ``--format``: ``exporters.registry``). Groups done before with these inputs and settings are skipped
     (:mod:`rfr_deploy.jobs.resume`). ``models`` and ``prepared`` let a worker reuse its networks and its
     exporters, prepared once for the whole run (:mod:`rfr_deploy.jobs.ray_worker`)."""
     ready = prepare_run(inputs, settings, config, reporter, models, exporters, prepared)
-    out_dir, count = ready.out_dir, len(ready.todo)
-    run = partial(
-        _run_group,
-        settings=settings,
-        config=config,
-        models=ready.models,
-        out_dir=out_dir,
-        exporters=exporters,
-        fingerprint=ready.fingerprint,
-    )
-    results, failed, skipped, started = [], 0, 0, 0
-    for group, manifest in zip(ready.groups, ready.done, strict=True):
-        if manifest is None:
-            started += 1
-            manifest = _run_isolated(run, group, ready.device, reporter, started, count)
-            failed += len(group) if manifest.get("status") == "failed" else 0
-            results.append({"status": "done", **manifest})
+    out_dir, earlier = ready.out_dir, ready.earlier
+    shared = dict(settings=settings, models=ready.models, out_dir=out_dir, exporters=exporters)
+    adapt_one = partial(_run_group, config=config, fingerprint=ready.fingerprint, **shared)
+    export_one = partial(export_again, fingerprint=ready.fingerprint, **shared)
+    count = sum(d is None for d in earlier.done)
+    results, counts, started = [], dict.fromkeys(("done", "exported", "skipped", "failed"), 0), 0
+    for group, done, reused in zip(ready.groups, earlier.done, earlier.reused, strict=True):
+        if done is not None:
+            status, manifest = "skipped", done
         else:
-            skipped += len(group)
-            results.append({**manifest, "status": "skipped"})
-    if skipped:
-        reporter.note(f"skipped {skipped} image(s) already done in {out_dir} with these settings")
-    if failed:
+            started += 1
+            run = adapt_one if reused is None else partial(export_one, earlier=reused)
+            manifest = _run_isolated(run, group, ready.device, reporter, started, count)
+            status = "done" if reused is None else "exported"
+            status = "failed" if manifest.get("status") == "failed" else status
+        counts[status] += len(group)
+        results.append({**manifest, "status": status})
+    _report_counts(counts, out_dir, reporter)
+    if counts["failed"]:
         raise PartialFailure(
-            f"{failed} of {len(ready.jobs)} image(s) failed (named above); the others are in {out_dir}. "
+            f"{counts['failed']} of {len(ready.jobs)} image(s) failed (named above); the others are in {out_dir}. "
             "The same command again redoes only what failed",
             results,
         )
     return results
+
+
+def _report_counts(counts: dict[str, int], out_dir: Path, reporter: Reporter) -> None:
+    if counts["skipped"]:
+        reporter.note(f"skipped {counts['skipped']} image(s) already done in {out_dir} with these settings")
+    if counts["exported"]:
+        reporter.note(
+            f"exported {counts['exported']} image(s) again: adapted in {out_dir} before with these adaptation "
+            "settings, only the export settings changed"
+        )
 
 
 def plan_adapt_and_export(
@@ -170,7 +178,7 @@ def _run_group(
     group, *, settings, config, models, out_dir, reporter, exporters, fingerprint
 ) -> dict[str, Any]:
     """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
-    ``fingerprint``, the run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`)."""
+    ``fingerprint``, the run's :class:`~rfr_deploy.jobs.resume.Fingerprint`)."""
     started, began = time.perf_counter(), time.time()
     with reporter.bar(None, f"adapting {_label(group)}") as progress:
         run = _adapt_group(group, settings, config, models.get(group[0].info.channels), progress)
@@ -184,7 +192,8 @@ def _run_group(
     adapted_sha = _save_adapted_weights(run, settings, out_dir)
     files.append(file_record("weights", out_dir / f"{run.stem}_rfr.safetensors", out_dir))
     t = time.perf_counter()
-    files.extend(_export(run, settings, out_dir, reporter, exporters))
+    where = (out_dir, run.model, reporter, exporters)
+    files.extend(export_files(run.result.model, run.jobs[0], run.stem, run.noise, settings, where))
     export_seconds = time.perf_counter() - t
     manifest = group_manifest(
         fingerprint=fingerprint,
@@ -297,31 +306,9 @@ def _save_adapted_weights(run: _GroupRun, settings: JobSettings, out_dir: Path) 
         meta,
         extra={"base_weights_sha256": model.weights_sha256},
     )
-    run.result.model.weights_sha256 = adapted_sha
+    # exports describe the adapted network as its weights file does (and as a later export of it will)
+    run.result.model.weights_sha256, run.result.model.meta = adapted_sha, meta
     return adapted_sha
-
-
-def _export(run: _GroupRun, settings, out_dir: Path, reporter, exporters) -> list[dict[str, Any]]:
-    """Every exporter's files for the adapted network, in the exporters' order, as manifest records."""
-    records: list[dict[str, Any]] = []
-    written: dict[str, Path] = {}
-    first = run.jobs[0]
-    for exporter in exporters:
-        request = ExportRequest(
-            model=run.result.model,
-            out_dir=out_dir,
-            stem=run.stem,
-            example=first.noisy,
-            sigma=model_sigma(run.model, first),
-            noise=run.noise,
-            ensemble=settings.output_ensemble,
-            reporter=reporter,
-            written=dict(written),
-        )
-        for exported in exporter.export(request):
-            written[exported.role] = Path(exported.path)
-            records.append(file_record(exported.role, exported.path, out_dir, **exported.details))
-    return records
 
 
 def _noise_bit_depth(settings: JobSettings, group: list[ImageJob]) -> int | None:

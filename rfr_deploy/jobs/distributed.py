@@ -1,7 +1,8 @@
 """adapt-and-export on a Ray cluster: one task per image (per set with ``per_set``), resumable, failures isolated.
 
 The driver lists the work, skips groups already done in ``OUT`` with the same inputs and settings
-(:mod:`rfr_deploy.jobs.resume`), and sends every other group to Ray as one task asking for
+(:mod:`rfr_deploy.jobs.resume`; a group adapted with the same settings whose exports changed is
+exported again by its task), and sends every other group to Ray as one task asking for
 ``cpus_per_image`` CPUs and ``gpus_per_image`` GPUs (fractions let several small images share a
 GPU). Each task (:func:`rfr_deploy.jobs.ray_worker.run_group`) runs the sequential pipeline with the
 same settings, so for one seed the files equal the sequential run's (byte for byte at the same
@@ -37,7 +38,7 @@ from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
-from rfr_deploy.jobs.resume import completed_manifest, plan_groups, settings_fingerprint
+from rfr_deploy.jobs.resume import completed_manifest, plan_groups, run_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.optional import import_optional
@@ -84,7 +85,7 @@ def adapt_and_export_ray(
     inputs = drop_earlier_outputs(inputs, settings.output_dir, ADAPTED_TAG)
     groups = plan_groups(inputs, settings)
     create_model(settings.model, weights=settings.weights or "default")  # a bad model or weights: fail now
-    fingerprint = settings_fingerprint(settings, config, exporters)
+    fingerprint = run_fingerprint(settings, config, exporters).settings
     out_dir = Path(settings.output_dir)
     records: dict[int, dict[str, Any]] = {}
     sizes = _run_sizes(inputs, exporters, records, groups) if any(e.needs_sizes for e in exporters) else ()
@@ -116,7 +117,7 @@ class RunProgress:
 
     def __init__(self, total: int, reporter: Reporter):
         self.total, self.reporter = total, reporter
-        self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self.counts = {"done": 0, "exported": 0, "failed": 0, "skipped": 0}
         self.started = time.perf_counter()
 
     def count(self, record: dict[str, Any]) -> None:
@@ -130,7 +131,8 @@ class RunProgress:
         name = Path(record["inputs"][0]).name + (
             f" (+{len(record['inputs']) - 1})" if len(record["inputs"]) > 1 else ""
         )
-        where = f" on {record.get('device')} ({record.get('node')})" if record["status"] == "done" else ""
+        worked = record["status"] in ("done", "exported")
+        where = f" on {record.get('device')} ({record.get('node')})" if worked else ""
         self.reporter.note(
             f"[{finished}/{self.total}] {name}: {record['status']} in {record['seconds']:.1f} s{where}; "
             + self._tally()
@@ -156,7 +158,11 @@ class RunProgress:
 
     def _tally(self) -> str:
         c = self.counts
-        return f"done {c['done']}, failed {c['failed']}, skipped {c['skipped']}, {self.images_per_minute():.1f} images/min"
+        exported = f"exported again {c['exported']}, " if c["exported"] else ""
+        return (
+            f"done {c['done']}, {exported}failed {c['failed']}, skipped {c['skipped']}, "
+            f"{self.images_per_minute():.1f} images/min"
+        )
 
 
 def _run_sizes(inputs, exporters, records, groups) -> tuple[tuple[int, int], ...]:

@@ -89,10 +89,12 @@ def adaptation_record(config: AdaptConfig, result: AdaptResult) -> dict[str, Any
 def group_manifest(
     *, fingerprint: str, jobs, settings, device, model, noise, adaptation, seconds, scores, losses, files
 ) -> dict[str, Any]:
-    """The manifest of one group, its keys in their documented order (``seconds``: :func:`timings`)."""
+    """The manifest of one group, its keys in their documented order (``seconds``: :func:`timings`;
+    ``fingerprint``: the run's :class:`~rfr_deploy.jobs.resume.Fingerprint`)."""
     return {
         "rfr_deploy_version": __version__,
-        "settings_sha256": fingerprint,
+        "settings_sha256": fingerprint.settings,
+        "adaptation_sha256": fingerprint.adaptation,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": [input_record(j) for j in jobs],
         "model": model,

@@ -95,14 +95,32 @@ def clear_group(out_dir: Path, stem: str, members: Iterable[str], before: float)
     """Before a group that is redone writes anything into ``out_dir``: remove its manifest, which would
     otherwise describe the new files as its own should the run stop halfway (the resume check compares
     sizes, which a weights file keeps), with the files it lists there (an export of a format this run does
-    not write would stay beside the new weights, from other ones), and the temporary files an earlier
-    write of the group's files left when its process was killed (``.<stem>.*.part.json``,
-    ``.<stem>_rfr*.part.*``, and each member image's ``.<member>_rfr*.part.*``, last changed before
-    ``before``, a ``time.time()``)."""
+    not write would stay beside the new weights, from other ones), and the leftovers of a killed write
+    (:func:`clear_leftovers`)."""
     manifest = out_dir / f"{stem}.json"
-    for name in _listed_files(manifest, (stem, *members)):
+    for name in listed_files(manifest, (stem, *members)):
         (out_dir / name).unlink(missing_ok=True)
     manifest.unlink(missing_ok=True)
+    clear_leftovers(out_dir, stem, members, before)
+
+
+def clear_exports(
+    out_dir: Path, stem: str, members: Iterable[str], before: float, keep: Iterable[str]
+) -> None:
+    """Before a group whose adaptation is reused is exported again: remove the files its manifest lists but
+    ``keep`` (its adapted images and weights), and the leftovers of a killed write. The manifest stays
+    until the new one replaces it: it no longer matches its files, so a run stopped halfway exports again."""
+    kept = set(keep)
+    for name in listed_files(out_dir / f"{stem}.json", (stem, *members)):
+        if name not in kept:
+            (out_dir / name).unlink(missing_ok=True)
+    clear_leftovers(out_dir, stem, members, before)
+
+
+def clear_leftovers(out_dir: Path, stem: str, members: Iterable[str], before: float) -> None:
+    """Remove the temporary files an earlier write of a group's files left when its process was killed
+    (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, and each member image's ``.<member>_rfr*.part.*``),
+    last changed before ``before``, a ``time.time()``."""
     patterns = {f".{glob.escape(stem)}.*.part.json"}
     patterns.update(f".{glob.escape(name)}_{ADAPTED_TAG}*.part*" for name in (stem, *members))
     for pattern in patterns:
@@ -112,12 +130,14 @@ def clear_group(out_dir: Path, stem: str, members: Iterable[str], before: float)
                     leftover.unlink()
 
 
-def _listed_files(manifest: Path, stems: Iterable[str]) -> list[str]:
+def listed_files(manifest: Path, stems: Iterable[str]) -> list[str]:
     """The names of the files in its own folder that ``manifest`` lists, of the group's ``stems``
     (``<stem>_rfr.*``: nothing else is ever removed); none where it is missing or unreadable."""
     try:
         records = json.loads(manifest.read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(records, list):
         return []
     prefixes = tuple(f"{s}_{ADAPTED_TAG}." for s in stems)
     names = [str(r.get("path", "")) for r in records if isinstance(r, dict)]

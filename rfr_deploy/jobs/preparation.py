@@ -1,7 +1,8 @@
 """What adapt-and-export checks and reads before any adaptation, and the plan ``--dry-run`` prints from it.
 
 :func:`prepare_run` is the start of every run: the exporters' checks, the groups of inputs, the output
-folder, the groups done before with the same settings (skipped), every input read once (one held at a
+folder, the groups done before with the same settings (skipped) or adapted before with the same
+adaptation settings (exported again only), every input read once (one held at a
 time), the weights and σ of the groups still to do, the exporters prepared for the run's sizes, and the
 estimated levels checked. A run that passes it fails later only for what the adaptation itself meets.
 :func:`describe_plan` turns a prepared run into the record ``--dry-run`` prints instead of adapting.
@@ -28,11 +29,13 @@ from rfr_deploy.jobs.inputs import ImageJob, ModelCache, check_estimated_level, 
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.reference import read_reference
 from rfr_deploy.jobs.resume import (
+    Earlier,
+    Fingerprint,
     check_output_names,
-    completed_manifest,
+    find_earlier,
     group_stem,
     plan_groups,
-    settings_fingerprint,
+    run_fingerprint,
 )
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.noise.base import gaussian_level_of
@@ -51,17 +54,18 @@ class PreparedRun:
 
     device: torch.device
     out_dir: Path
-    fingerprint: str
-    """The run's :func:`~rfr_deploy.jobs.resume.settings_fingerprint`."""
+    fingerprint: Fingerprint
     models: ModelCache
     jobs: list[ImageJob]
     groups: list[list[ImageJob]]
-    done: list[dict[str, Any] | None]
-    """Per group, the manifest of an earlier run with the same inputs and settings (skipped), or None."""
+    earlier: Earlier
+    """Per group, what an earlier run left: done (skipped), or its adaptation to reuse (exports only)."""
 
     @property
     def todo(self) -> list[list[ImageJob]]:
-        return [g for g, m in zip(self.groups, self.done, strict=True) if m is None]
+        """The groups to adapt."""
+        earlier = zip(self.earlier.done, self.earlier.reused, strict=True)
+        return [g for g, (d, r) in zip(self.groups, earlier, strict=True) if d is None and r is None]
 
 
 def prepare_run(
@@ -85,33 +89,37 @@ def prepare_run(
     out_dir = check_output_dir(settings.output_dir)
     # before the first image is read: every phase reuses the memory the last one freed
     keep_freed_memory_on(device, config.keep_memory)
-    fingerprint = settings_fingerprint(settings, config, exporters)
-    done = [completed_manifest(out_dir, g, fingerprint) for g in path_groups]
-    check_output_names(out_dir, (g for g, m in zip(path_groups, done, strict=True) if m is None))
-    todo = {p for g, m in zip(path_groups, done, strict=True) if m is None for p in g}
+    fingerprint = run_fingerprint(settings, config, exporters)
+    earlier = find_earlier(out_dir, path_groups, fingerprint)
+    check_output_names(out_dir, (g for g, m in zip(path_groups, earlier.done, strict=True) if m is None))
+    # the groups to adapt or export again: their weights and σ are needed
+    todo = {p for g, m in zip(path_groups, earlier.done, strict=True) if m is None for p in g}
     models = models or ModelCache(settings.model, settings.weights, device)
     jobs = _read_inputs(inputs, settings, models, device, todo, reporter)
     if not prepared:
         for exporter in exporters:
             exporter.prepare([(j.info.height, j.info.width) for j in jobs])
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
-    run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, done)
+    run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, earlier)
     _check_groups(run.todo, settings, config, models)
     return run
 
 
 def describe_plan(run: PreparedRun, settings: JobSettings, exporters: Sequence[Exporter]) -> dict[str, Any]:
     """What the prepared ``run`` would do: per group its images (size, channels, the σ it adapts at, in
-    grey levels, and where that comes from), its synthetic noise, and whether it is done already."""
+    grey levels, and where that comes from), its synthetic noise, and whether it is done already
+    (``done``), adapted already with only its exports to write (``to export``) or ``to adapt``."""
     groups = []
-    for group, manifest in zip(run.groups, run.done, strict=True):
+    earlier = zip(run.earlier.done, run.earlier.reused, strict=True)
+    for group, (done, reused) in zip(run.groups, earlier, strict=True):
         record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
-        if manifest is None:
+        if done is None and reused is None:
             model = run.models.get(group[0].info.channels)
             record.update(status="to adapt", noise=resolve_noise_kind(settings.noise, model.meta.noise))
         else:
             stem = group_stem([j.path for j in group])
-            record.update(status="done", manifest=str(run.out_dir / f"{stem}.json"))
+            status = "done" if done is not None else "to export"
+            record.update(status=status, manifest=str(run.out_dir / f"{stem}.json"))
         groups.append(record)
     return {
         "output_dir": str(run.out_dir),

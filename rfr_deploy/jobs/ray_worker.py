@@ -17,10 +17,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.failures import failure_message
 from rfr_deploy.jobs.inputs import ModelCache
-from rfr_deploy.jobs.resume import group_stem
+from rfr_deploy.jobs.outputs import listed_files
+from rfr_deploy.jobs.resume import ADAPTED_ROLES, group_stem
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET
 
@@ -75,7 +78,8 @@ def staging_dir(out_dir: str | os.PathLike, paths: tuple[str, ...]) -> Path:
 
 
 def run_group(task: GroupTask) -> dict[str, Any]:
-    """Adapt and export one group; returns its record (status 'done' or 'failed', never raises for bad input)."""
+    """Adapt and export one group, or export it again where ``OUT`` holds its adaptation with these
+    settings; returns its record (status 'done', 'exported' or 'failed', never raises for bad input)."""
     started = time.perf_counter()
     out_dir = Path(task.settings.output_dir)
     staging = staging_dir(out_dir, task.paths)
@@ -87,13 +91,14 @@ def run_group(task: GroupTask) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)  # what a killed attempt left
         staging.mkdir(parents=True)
         (staging / OWNER_FILE).write_text(str(os.getpid()))
+        stage_adaptation(out_dir, staging, task.paths)
         staged = dataclasses.replace(task.settings, output_dir=str(staging))
         paths = [Path(p) for p in task.paths]
         manifests = adapt_and_export(
             paths, staged, task.config, QUIET, models=state.models, exporters=state.exporters, prepared=True
         )
-        manifest = publish(staging, out_dir, f"{group_stem(task.paths)}.json")
-        record.update(status="done", **_describe(manifests[0], manifest))
+        manifest = publish(staging, out_dir, task.paths)
+        record.update(status=manifests[0]["status"], **_describe(manifests[0], manifest))
     except Exception as exc:  # isolate the group: any failure is reported, the run goes on
         record.update(status="failed", error=failure_message(task.paths, exc))
     finally:
@@ -105,18 +110,49 @@ def run_group(task: GroupTask) -> dict[str, Any]:
     return record
 
 
-def publish(staging: Path, out_dir: Path, manifest_name: str) -> Path:
-    """Rename every file of ``staging`` into ``out_dir``, the manifest last; returns the manifest's path."""
+def stage_adaptation(out_dir: Path, staging: Path, paths: Sequence[str]) -> None:
+    """Link the group's manifest in ``OUT`` and the adapted images and weights it lists into ``staging``,
+    so that the run there reuses the adaptation where only the exports changed (and else removes the
+    links, as a redone group removes its earlier files)."""
+    manifest = out_dir / f"{group_stem(paths)}.json"
+    try:
+        records = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    adapted = {str(r.get("path")) for r in records if isinstance(r, dict) and r.get("role") in ADAPTED_ROLES}
+    for name in [manifest.name, *(n for n in listed_files(manifest, _stems(paths)) if n in adapted)]:
+        try:
+            os.link(out_dir / name, staging / name)
+        except FileNotFoundError:
+            return
+        except OSError:  # a file system without hard links
+            shutil.copy2(out_dir / name, staging / name)
+
+
+def publish(staging: Path, out_dir: Path, paths: Sequence[str]) -> Path:
+    """Rename every file of ``staging`` into ``out_dir``, the manifest last, having removed the group's
+    earlier manifest and the files it listed that this run did not write again (an export of a format no
+    longer asked for); returns the manifest's path."""
+    manifest_name = f"{group_stem(paths)}.json"
     manifest = staging / manifest_name
     if not manifest.is_file():
         raise RfrError(f"{staging}: the group wrote no manifest {manifest_name}")
     files = sorted(p for p in staging.iterdir() if p.is_file() and p not in (manifest, staging / OWNER_FILE))
+    written = {p.name for p in files}
+    stale = [n for n in listed_files(out_dir / manifest_name, _stems(paths)) if n not in written]
     (out_dir / manifest_name).unlink(
         missing_ok=True
     )  # not to describe the new files should this stop halfway
+    for name in stale:
+        (out_dir / name).unlink(missing_ok=True)
     for path in [*files, manifest]:
         os.replace(path, out_dir / path.name)
     return out_dir / manifest_name
+
+
+def _stems(paths: Sequence[str]) -> tuple[str, ...]:
+    """The stems a group's files start with: the group's, and each member image's (its adapted image)."""
+    return (group_stem(paths), *(Path(p).stem for p in paths))
 
 
 def _state_for(task: GroupTask) -> _WorkerState:

@@ -7,6 +7,11 @@ there with its recorded size. The manifest is the last file a group writes, each
 file is renamed into place whole, so a manifest that passes these checks marks a
 finished group. Both the sequential run and the Ray run (:mod:`rfr_deploy.jobs.distributed`)
 skip such groups; a changed setting, input or weights file redoes them.
+
+Where only the export formats or their settings changed, the adaptation is reused: a manifest whose
+adaptation fingerprint (everything but the exports) matches, whose inputs match and whose adapted
+images and weights are still there, with the weights' recorded sha256, gets only its exports written
+again (:mod:`rfr_deploy.jobs.reexport`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,23 +82,72 @@ def check_output_names(out_dir: Path, groups: Iterable[Sequence[str]]) -> None:
             raise taken_by_folder(out_dir / taken[0])
 
 
-def settings_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> str:
-    """sha256 of everything that decides a group's files: job settings (but :data:`JOB_PROCESS_FIELDS`),
-    adaptation settings as given (but :data:`PROCESS_FIELDS`), the export formats and their settings,
-    the weights file's content and the rfr-deploy version."""
+ADAPTED_ROLES = ("output", "weights")
+"""The roles of the files a group's adaptation writes (the rest are exports, which can be redone alone)."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a manifest records of the settings that wrote it."""
+
+    settings: str
+    """sha256 of everything that decides the group's files (``settings_sha256``)."""
+    adaptation: str
+    """sha256 of the same but the export formats and their settings: what decides the adapted images and
+    weights (``adaptation_sha256``)."""
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What an earlier run left of a group."""
+
+    done: list[dict[str, Any] | None]
+    """Per group, the manifest of a finished run with the same inputs and settings (skipped), or None."""
+    reused: list[dict[str, Any] | None]
+    """Per group, the manifest of a run with the same inputs and adaptation settings whose adapted
+    images and weights are still there (only the exports are written again), or None."""
+
+
+def run_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> Fingerprint:
+    """The :class:`Fingerprint` of a run: job settings (but :data:`JOB_PROCESS_FIELDS`), adaptation
+    settings as given (but :data:`PROCESS_FIELDS`), the weights file's content and the rfr-deploy version;
+    for ``settings`` also the export formats and their settings."""
+    document = _adaptation_document(settings, config)
+    adaptation = _sha256_of(document)
+    document["exports"] = {e.format: _settings_record(e.settings) for e in exporters}
+    return Fingerprint(_sha256_of(document), adaptation)
+
+
+def find_earlier(out_dir: Path, groups: Sequence[Sequence[str]], fingerprint: Fingerprint) -> Earlier:
+    """Per group, its finished manifest (:func:`completed_manifest`), else one whose adaptation this run
+    can reuse (:func:`reusable_manifest`); each group's inputs are hashed once."""
+    done, reused = [], []
+    for group in groups:
+        manifest = _matching_inputs(out_dir, group)
+        complete = manifest is not None and _complete(out_dir, manifest, fingerprint.settings)
+        done.append(manifest if complete else None)
+        reused.append(
+            manifest if not complete and _reusable(out_dir, manifest, fingerprint.adaptation) else None
+        )
+    return Earlier(done, reused)
+
+
+def _adaptation_document(settings: Any, config: Any) -> dict[str, Any]:
     job = dataclasses.asdict(settings)
     for key in JOB_PROCESS_FIELDS:
         job.pop(key, None)
     for key in SIGMA_FIELDS:  # recorded in grey levels, as the command line takes them
         if job.get(key) is not None:
             job[key] = grey_levels(job[key])
-    document = {
+    return {
         "rfr_deploy_version": __version__,
         "settings": job,
         "adaptation": {k: v for k, v in dataclasses.asdict(config).items() if k not in PROCESS_FIELDS},
-        "exports": {e.format: _settings_record(e.settings) for e in exporters},
         "weights_sha256": _weights_sha256(settings.weights),
     }
+
+
+def _sha256_of(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -105,22 +160,50 @@ def _settings_record(settings: Any) -> Any:
 def completed_manifest(
     out_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], fingerprint: str
 ) -> dict[str, Any] | None:
-    """The manifest of a finished group with these inputs and settings, or None when it must be (re)done."""
-    out_dir = Path(out_dir)
+    """The manifest of a finished group with these inputs and settings (``fingerprint``:
+    ``settings_sha256``), or None when it must be (re)done."""
+    manifest = _matching_inputs(Path(out_dir), paths)
+    return manifest if manifest is not None and _complete(Path(out_dir), manifest, fingerprint) else None
+
+
+def _matching_inputs(out_dir: Path, paths: Sequence[str | os.PathLike]) -> dict[str, Any] | None:
+    """The group's manifest in ``out_dir`` (its path added as ``manifest``) where it lists inputs of the
+    same contents in the same order, else None."""
     manifest_path = out_dir / f"{group_stem(paths)}.json"
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or manifest.get("settings_sha256") != fingerprint:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("inputs"), list):
         return None
-    recorded = [item.get("sha256") for item in manifest.get("inputs", [])]
+    recorded = [item.get("sha256") if isinstance(item, dict) else None for item in manifest["inputs"]]
     if len(recorded) != len(paths) or not _same_contents(paths, recorded):
-        return None
-    if not all(_still_there(out_dir, record) for record in manifest.get("files", [])):
         return None
     manifest["manifest"] = str(manifest_path)
     return manifest
+
+
+def _complete(out_dir: Path, manifest: dict[str, Any], fingerprint: str) -> bool:
+    """Whether ``manifest`` records these settings and every file it lists is still there."""
+    files = _file_records(manifest)
+    return manifest.get("settings_sha256") == fingerprint and all(_still_there(out_dir, r) for r in files)
+
+
+def _reusable(out_dir: Path, manifest: dict[str, Any] | None, adaptation: str) -> bool:
+    """Whether ``manifest`` records these adaptation settings, and its adapted images and weights are
+    still there (the weights with their recorded sha256: they are read again to export)."""
+    if manifest is None or manifest.get("adaptation_sha256") != adaptation:
+        return False
+    adapted = [r for r in _file_records(manifest) if r.get("role") in ADAPTED_ROLES]
+    weights = [r for r in adapted if r.get("role") == "weights"]
+    if len(weights) != 1 or not all(_still_there(out_dir, r) for r in adapted):
+        return False
+    return sha256_file(out_dir / weights[0]["path"]) == weights[0].get("sha256")
+
+
+def _file_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    files = manifest.get("files")
+    return [r for r in files if isinstance(r, dict)] if isinstance(files, list) else []
 
 
 def _same_contents(paths: Sequence[str | os.PathLike], digests: list[str | None]) -> bool:
@@ -131,7 +214,7 @@ def _same_contents(paths: Sequence[str | os.PathLike], digests: list[str | None]
 
 
 def _still_there(out_dir: Path, record: dict[str, Any]) -> bool:
-    target = out_dir / record.get("path", "")
+    target = out_dir / str(record.get("path", ""))
     return target.is_file() and target.stat().st_size == record.get("bytes")
 
 
