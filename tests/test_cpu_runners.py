@@ -156,12 +156,15 @@ def test_make_runner_builds_a_named_mode(tiny_dncnn, noisy):
         make_runner(context(), "turbo")
 
 
-def test_adapt_with_bf16_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+@pytest.mark.parametrize("amp", ["bf16", "off"])
+def test_adapt_on_a_fast_cpu_runner_returns_a_plain_fp32_network(tiny_dncnn, noisy, monkeypatch, amp, ema):
+    """The weight average is what the run returns where ``ema`` is set: it too is in the plain layout."""
     monkeypatch.setattr(cpu_runners, "cpu_native_bf16", lambda: True)  # emulated where not native
-    result = adapt(
-        tiny_dncnn(3), noisy, GaussianNoise(25 / 255), AdaptConfig(steps=3, lr=1e-3, amp="bf16", fp32_tail=1)
-    )
-    assert result.runner == "eager+channels-last+bf16"
+    monkeypatch.setattr(cpu_runners, "cpu_avx512", lambda: True)  # channels-last pays, as on AVX-512
+    config = AdaptConfig(steps=3, lr=1e-3, amp=amp, fp32_tail=1, ema=ema)
+    result = adapt(tiny_dncnn(3), noisy, GaussianNoise(25 / 255), config)
+    assert result.runner == ("eager+channels-last+bf16" if amp == "bf16" else "eager+channels-last")
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in result.model.parameters())
     assert len(result.step_seconds) == 3
 

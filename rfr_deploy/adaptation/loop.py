@@ -201,11 +201,13 @@ def _adapt_round(
     synchronize(images[0].device)
     target_seconds = time.perf_counter() - t0
     run = _Run(model, targets, images, noise, sigma, config)
+    # refreshing overwrites the targets in place (the runner holds them): keep the round's own
+    first = [t.clone() for t in targets] if config.refresh_every else targets
     tile = run.layout.tile
     stage("updating" if tile is None else f"updating in {tile}² tiles", counted[1])
     losses, step_seconds = run.updates(callback, *counted)
     stage("choosing the network to keep", None)
-    return _Round(targets, target_seconds, run, losses, step_seconds, run.finish())
+    return _Round(first, target_seconds, run, losses, step_seconds, run.finish())
 
 
 class _Run:
@@ -228,6 +230,9 @@ class _Run:
         checkpoints = scorer is not None and scorer.scores_checkpoints and config.checkpoint_every
         self.keeper = CheckpointKeeper(model, scorer) if checkpoints else None
         model.train()
+        # copied before a fast runner moves the network to its layout: the average, which the run may
+        # return, stays in the plain one
+        self.averaged = WeightAverage(model, config.ema) if config.ema else None
         generator = torch.Generator(device=targets[0].device).manual_seed(config.seed)
         used = dataclasses.replace(config, patch=self.layout.patch)
         context = UpdateContext(model, targets, noise, used, generator, noisy_term, self.layout.tile)
@@ -235,7 +240,6 @@ class _Run:
         self._worth_scoring: Callable[[int], bool] = getattr(
             self.runner, "scores_checkpoint", lambda done: True
         )
-        self.averaged = WeightAverage(model, config.ema) if config.ema else None
         self.current = model
         self._finished: nn.Module | None = None
         self.kept_step: int | None = None
