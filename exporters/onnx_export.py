@@ -237,15 +237,31 @@ def _export_graph(wrapper, args, names, opset: int, dynamic: bool, pad_multiple:
     """Write the raw graph to ``target``; returns the exporter that succeeded."""
     try:
         _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target)
+        written = graph_opset(target)
+        if written != opset:  # torch exports at 18 and converts down; where that fails it keeps 18
+            raise ExportError(f"torch.export wrote opset {written}, not {opset}")
         return "dynamo"
     except Exception as first:  # torch.export raises many types; fall back, then report the first cause
         try:
             _export_torchscript(wrapper, args, names, opset, dynamic, target)
-            return "torchscript"
+            written = graph_opset(target)
         except Exception:
             raise ExportError(
                 f"cannot export the network to ONNX ({first_line(first, limit=QUOTED_CHARS)})"
             ) from first
+        if written != opset:
+            raise ExportError(
+                f"cannot export the network to ONNX opset {opset}: both exporters wrote {written}"
+            ) from first
+        return "torchscript"
+
+
+def graph_opset(path: Path) -> int | None:
+    """The opset of the default ONNX domain the graph at ``path`` imports."""
+    import onnx
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _export_dynamo(wrapper, args, names, opset, dynamic, pad_multiple, target: Path) -> None:
@@ -339,12 +355,16 @@ def require_onnxscript() -> None:
 def _quiet():
     """The exporters print progress on stdout and log warnings about unrelated operator libraries
     (torchvision); keep stdout clean for ``--json`` output and stderr for real problems."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # onnxscript warns, with a traceback, where it cannot convert a graph down to the opset asked for:
+    # the export then checks the opset it got (:func:`_export_graph`)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
