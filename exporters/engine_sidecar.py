@@ -148,6 +148,9 @@ class EngineSidecar:
     mode: str  # "built" | "refit"
     strip_plan: bool = False
     base_engine_sha256: str | None = None
+    graph_sha256: str | None = None
+    """The ONNX graph the engine computes, its weights' values left out (:func:`~exporters.engine_cache.
+    graph_digest`): a refit from an ONNX file of another graph (the ×8 ensemble, another opset) is refused."""
     metadata: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     max_abs_error: float | None = None

@@ -37,6 +37,7 @@ from rfr_deploy.files import atomic_write, sha256_file
 from rfr_deploy.optional import import_optional
 from rfr_deploy.version import __version__
 
+from .engine_cache import graph_digest
 from .engine_sidecar import (
     EngineProfile,
     EngineSidecar,
@@ -113,6 +114,8 @@ class _MadeEngine:
     base_sha: str | None = None
     metadata: dict[str, str] | None = None
     """The sidecar's description of the network; None: the ONNX file's metadata when it is written."""
+    graph_sha256: str | None = None
+    """The graph the engine computes; None: the ONNX file's when it is written."""
 
 
 def check_engine_support() -> None:
@@ -235,6 +238,12 @@ def refit_engine(
     source = options.refit_from if onnx_path is not None else "state_dict"
     weight_map = map_weights(model.state_dict(), onnx_path) if onnx_path is not None else info.weight_map
     check_weight_maps(info.weight_map, weight_map, base)
+    graph = _graph_of(onnx_path, weight_map) if onnx_path is not None else info.graph_sha256
+    if info.graph_sha256 is not None and graph != info.graph_sha256:
+        raise EngineMismatchError(
+            f"{base} was built from another graph than {onnx_path} (with or without the ×8 ensemble, or "
+            "another opset): its weights fit, but refitted it would not compute this network; build an engine"
+        )
     engine = deserialize(trt, base.read_bytes())
     refitter = trt.Refitter(engine, tensorrt_logger(trt))
     arrays = None  # the state dict's arrays stay alive until the refit has run
@@ -255,6 +264,7 @@ def refit_engine(
         weight_map=weight_map,
         base_sha=info.engine_sha256,
         metadata=None if onnx_path is not None else _refitted_metadata(info.metadata, model),
+        graph_sha256=graph,
     )
     error = None
     if options.verify and example is not None:
@@ -268,6 +278,14 @@ def _refitted_metadata(base: dict[str, str], model) -> dict[str, str]:
     """What a sidecar says of a network refitted from its state dict: the base engine's graph (σ, ensemble,
     architecture, noise), with ``model``'s own weights."""
     return {**base, "model.weights_sha256": model.weights_sha256 or "", "model.meta": model.meta.to_json()}
+
+
+def _graph_of(onnx_path, weight_map: WeightMap | None) -> str | None:
+    """The graph digest of the ONNX file at ``onnx_path`` (None without one), the values of the weights
+    ``weight_map`` names left out, as the engine cache keys it."""
+    if onnx_path is None or weight_map is None:
+        return None
+    return graph_digest(onnx_path, set(weight_map.names.values()))
 
 
 def _onnx_props(onnx_path) -> dict[str, str]:
@@ -329,6 +347,7 @@ def _write(engine_path, made: _MadeEngine, model, onnx_path, *, seconds: float, 
     if weight_map is None and onnx_path is not None:
         weight_map = map_weights(model.state_dict(), onnx_path)
     metadata = made.metadata if made.metadata is not None else _onnx_props(onnx_path)
+    graph = made.graph_sha256 if made.graph_sha256 is not None else _graph_of(onnx_path, weight_map)
     engine = made.engine
     info = EngineSidecar(
         runtime=current_runtime(),
@@ -343,6 +362,7 @@ def _write(engine_path, made: _MadeEngine, model, onnx_path, *, seconds: float, 
         mode=made.mode,
         strip_plan=made.strip_plan,
         base_engine_sha256=made.base_sha,
+        graph_sha256=graph,
         metadata=metadata,
         seconds=round(seconds, 3),
         max_abs_error=error,
