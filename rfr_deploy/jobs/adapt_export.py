@@ -43,7 +43,7 @@ from rfr_deploy.jobs.manifest import (
     write_manifest,
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
-from rfr_deploy.jobs.outputs import ADAPTED_TAG, clear_group, output_bit_depth, write_output
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_group, output_bit_depth, write_output
 from rfr_deploy.jobs.preparation import describe_plan, prepare_run
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
@@ -110,7 +110,13 @@ def adapt_and_export(
     exporters, prepared once for the whole run (:mod:`rfr_deploy.jobs.ray_worker`)."""
     ready = prepare_run(inputs, settings, config, reporter, models, exporters, prepared)
     out_dir, earlier = ready.out_dir, ready.earlier
-    shared = dict(settings=settings, models=ready.models, out_dir=out_dir, exporters=exporters)
+    shared = dict(
+        settings=settings,
+        models=ready.models,
+        out_dir=out_dir,
+        exporters=exporters,
+        leftovers=Leftovers(out_dir),
+    )
     adapt_one = partial(_run_group, config=config, fingerprint=ready.fingerprint, **shared)
     export_one = partial(export_again, fingerprint=ready.fingerprint, **shared)
     count = sum(d is None for d in earlier.done)
@@ -175,14 +181,15 @@ def _run_isolated(run, group: list[ImageJob], device, reporter: Reporter, number
 
 
 def _run_group(
-    group, *, settings, config, models, out_dir, reporter, exporters, fingerprint
+    group, *, settings, config, models, out_dir, reporter, exporters, fingerprint, leftovers
 ) -> dict[str, Any]:
     """Adapt one group, write its outputs, weights and exports, and last its manifest (which records
-    ``fingerprint``, the run's :class:`~rfr_deploy.jobs.resume.Fingerprint`)."""
+    ``fingerprint``, the run's :class:`~rfr_deploy.jobs.resume.Fingerprint`); ``leftovers``: the output
+    folder's temporary files when the run started."""
     started, began = time.perf_counter(), time.time()
     with reporter.bar(None, f"adapting {_label(group)}") as progress:
         run = _adapt_group(group, settings, config, models.get(group[0].info.channels), progress)
-        clear_group(out_dir, run.stem, [j.path.stem for j in group], began)
+        clear_group(leftovers, run.stem, [j.path.stem for j in group], began)
         files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, progress)
     if scores is not None:
         reporter.result(

@@ -19,7 +19,7 @@ from torch import nn
 from rfr_deploy.export_protocol import ExportRequest
 from rfr_deploy.jobs.inputs import ImageJob, ModelCache, model_sigma
 from rfr_deploy.jobs.manifest import file_record, write_manifest
-from rfr_deploy.jobs.outputs import ADAPTED_TAG, clear_exports
+from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_exports
 from rfr_deploy.jobs.resume import ADAPTED_ROLES, Fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.factory import create_model
@@ -63,13 +63,14 @@ def export_again(
     reporter: Reporter,
     exporters,
     fingerprint: Fingerprint,
+    leftovers: Leftovers,
 ) -> dict[str, Any]:
     """Export the group whose ``earlier`` manifest holds an adaptation this run reuses; returns the new
     manifest (see the module's docstring)."""
     started, began = time.perf_counter(), time.time()
     stem = Path(earlier["manifest"]).stem
     kept = [dict(r) for r in earlier["files"] if isinstance(r, dict) and r.get("role") in ADAPTED_ROLES]
-    clear_exports(out_dir, stem, [j.path.stem for j in group], began, keep=[r["path"] for r in kept])
+    clear_exports(leftovers, stem, [j.path.stem for j in group], began, keep=[r["path"] for r in kept])
     pretrained = models.get(group[0].info.channels)
     weights = out_dir / f"{stem}_{ADAPTED_TAG}.safetensors"
     adapted = create_model(pretrained.entry.name, weights=str(weights), device=group[0].noisy.device).eval()

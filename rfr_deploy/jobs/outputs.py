@@ -4,6 +4,7 @@ input's bit depth (8 or 16 bits, float for float TIFFs)."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import json
 import os
@@ -91,43 +92,53 @@ def drop_earlier_outputs(paths: list[Path], out_dir: str | os.PathLike, tag: str
     return [p for p in paths if p not in skipped]
 
 
-def clear_group(out_dir: Path, stem: str, members: Iterable[str], before: float) -> None:
-    """Before a group that is redone writes anything into ``out_dir``: remove its manifest, which would
-    otherwise describe the new files as its own should the run stop halfway (the resume check compares
-    sizes, which a weights file keeps), with the files it lists there (an export of a format this run does
-    not write would stay beside the new weights, from other ones), and the leftovers of a killed write
-    (:func:`clear_leftovers`)."""
+class Leftovers:
+    """The temporary files (``.<name>…part…``) in an output folder, listed once when a run starts: what the
+    writes of a killed earlier run left there. Listed once, not per group: a folder of thousands of images
+    would otherwise be listed again for each (quadratic in its size)."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.names: list[str] = []
+        if out_dir.is_dir():
+            self.names = [e.name for e in os.scandir(out_dir) if e.name.startswith(".") and ".part" in e.name]
+
+    def clear(self, stem: str, members: Iterable[str], before: float) -> None:
+        """Remove those of a group's files (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, and each member
+        image's ``.<member>_rfr*.part.*``) last changed before ``before``, a ``time.time()``."""
+        patterns = [f".{glob.escape(stem)}.*.part.json"]
+        patterns += [f".{glob.escape(name)}_{ADAPTED_TAG}*.part*" for name in (stem, *members)]
+        for name in self.names:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+                with contextlib.suppress(FileNotFoundError):
+                    if (self.out_dir / name).stat().st_mtime < before:
+                        (self.out_dir / name).unlink()
+
+
+def clear_group(leftovers: Leftovers, stem: str, members: Iterable[str], before: float) -> None:
+    """Before a group that is redone writes anything into its output folder: remove its manifest, which
+    would otherwise describe the new files as its own should the run stop halfway (the resume check
+    compares sizes, which a weights file keeps), with the files it lists there (an export of a format this
+    run does not write would stay beside the new weights, from other ones), and the group's ``leftovers``."""
+    out_dir = leftovers.out_dir
     manifest = out_dir / f"{stem}.json"
     for name in listed_files(manifest, (stem, *members)):
         (out_dir / name).unlink(missing_ok=True)
     manifest.unlink(missing_ok=True)
-    clear_leftovers(out_dir, stem, members, before)
+    leftovers.clear(stem, members, before)
 
 
 def clear_exports(
-    out_dir: Path, stem: str, members: Iterable[str], before: float, keep: Iterable[str]
+    leftovers: Leftovers, stem: str, members: Iterable[str], before: float, keep: Iterable[str]
 ) -> None:
     """Before a group whose adaptation is reused is exported again: remove the files its manifest lists but
-    ``keep`` (its adapted images and weights), and the leftovers of a killed write. The manifest stays
-    until the new one replaces it: it no longer matches its files, so a run stopped halfway exports again."""
-    kept = set(keep)
+    ``keep`` (its adapted images and weights), and the group's ``leftovers``. The manifest stays until the
+    new one replaces it: it no longer matches its files, so a run stopped halfway exports again."""
+    out_dir, kept = leftovers.out_dir, set(keep)
     for name in listed_files(out_dir / f"{stem}.json", (stem, *members)):
         if name not in kept:
             (out_dir / name).unlink(missing_ok=True)
-    clear_leftovers(out_dir, stem, members, before)
-
-
-def clear_leftovers(out_dir: Path, stem: str, members: Iterable[str], before: float) -> None:
-    """Remove the temporary files an earlier write of a group's files left when its process was killed
-    (``.<stem>.*.part.json``, ``.<stem>_rfr*.part.*``, and each member image's ``.<member>_rfr*.part.*``),
-    last changed before ``before``, a ``time.time()``."""
-    patterns = {f".{glob.escape(stem)}.*.part.json"}
-    patterns.update(f".{glob.escape(name)}_{ADAPTED_TAG}*.part*" for name in (stem, *members))
-    for pattern in patterns:
-        for leftover in out_dir.glob(pattern):
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < before:
-                    leftover.unlink()
+    leftovers.clear(stem, members, before)
 
 
 def listed_files(manifest: Path, stems: Iterable[str]) -> list[str]:
