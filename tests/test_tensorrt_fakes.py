@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from exporters import tensorrt_engine, tensorrt_runner
+from exporters.engine_cache import graph_digest
 from exporters.engine_sidecar import EngineSidecar, RuntimeInfo, TensorSpec, compute_profile, sidecar_path
 from exporters.errors import EngineMismatchError
 from exporters.tensorrt_refit import refit_from_state_dict, serialize_refitted, unsettable_parameters
@@ -240,7 +241,7 @@ def test_refitted_plans_keep_their_weights_and_refittability(trt):
         serialize_refitted(trt, failing, base_stripped=False)
 
 
-def write_base(tmp_path, weight_map: WeightMap, plan: bytes, strip_plan: bool, metadata=None):
+def write_base(tmp_path, weight_map: WeightMap, plan: bytes, strip_plan: bool, metadata=None, graph=None):
     base = tmp_path / "base.engine"
     base.write_bytes(plan)
     EngineSidecar(
@@ -256,6 +257,7 @@ def write_base(tmp_path, weight_map: WeightMap, plan: bytes, strip_plan: bool, m
         mode="built",
         strip_plan=strip_plan,
         metadata=metadata or {},
+        graph_sha256=graph,
     ).write(sidecar_path(base))
     return base
 
@@ -272,6 +274,31 @@ def test_a_refit_of_a_stripped_base_is_written_runnable(trt, exported, tmp_path)
     assert written.strip_plan is False and written.mode == "refit"
     assert written.engine_sha256 == hashlib.sha256(b"plan with weights").hexdigest()
     assert written.base_engine_sha256 == hashlib.sha256(b"stripped base plan").hexdigest()
+
+
+@pytest.fixture
+def ensemble_onnx(exported, tmp_path):
+    """The ×8-ensemble graph of ``exported``'s network (exported before the fake TensorRT is installed)."""
+    path = tmp_path / "x8.onnx"
+    export_onnx(exported[0], path, example=torch.rand(1, 3, 16, 16), verify=False, ensemble=True)
+    return path
+
+
+def test_a_refit_from_an_onnx_file_of_another_graph_is_refused(ensemble_onnx, exported, trt, tmp_path):
+    """A single-pass engine takes the ×8 ensemble's weights (the same tensors), but would not compute it."""
+    model, path, weight_map = exported
+    trt.Refitter = lambda engine, logger: FakeRefitter(engine, logger, set(weight_map.names.values()))
+    graph = graph_digest(path, set(weight_map.names.values()))
+    base = write_base(tmp_path, weight_map, b"base plan", strip_plan=False, graph=graph)
+    options = tensorrt_engine.EngineOptions(refit_from="state_dict", verify=False)
+    with pytest.raises(EngineMismatchError, match="built from another graph"):
+        tensorrt_engine.refit_engine(
+            base, tmp_path / "b.engine", model=model, onnx_path=ensemble_onnx, options=options
+        )
+    refit = tensorrt_engine.refit_engine(
+        base, tmp_path / "c.engine", model=model, onnx_path=path, options=options
+    )
+    assert EngineSidecar.read(refit.sidecar).graph_sha256 == graph  # and a later refit checks it again
 
 
 def test_a_state_dict_refit_keeps_the_base_s_description_of_its_graph(trt, exported, tmp_path):
