@@ -36,6 +36,9 @@ class Image:
     pixels: np.ndarray
     bit_depth: int
     path: Path | None = None
+    chroma_subsampling: tuple[int, int] = (1, 1)
+    """How a JPEG stored the colour: its chroma's (vertical, horizontal) subsampling factors as the pixels
+    are oriented, (2, 2) for 4:2:0; (1, 1) for full chroma and every other format."""
 
     @property
     def channels(self) -> int:
@@ -61,6 +64,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: file is empty")
     try:
         kind, png_depth = _signature(path)
+        chroma = _jpeg_chroma(path) if kind == "jpeg" else (1, 1)
         if kind == "tiff":
             array, depth = _read_tiff(path, max_pixels)
         elif kind == "png" and png_depth == 16:
@@ -73,7 +77,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ResourceError(f"{path}: not enough memory to decode this image") from exc
     except Exception as exc:  # decoders raise many types; name the file and the cause in one line
         raise ImageError(f"{path}: cannot decode image ({first_line(exc)})") from exc
-    return Image(pixels=_to_unit_float(array, depth, path), bit_depth=depth, path=path)
+    pixels = _to_unit_float(array, depth, path)
+    return Image(pixels, depth, path, chroma if pixels.shape[2] == 3 else (1, 1))
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
@@ -153,15 +158,35 @@ def is_listed_image(path: Path) -> bool:
 
 
 def _signature(path: Path) -> tuple[str, int]:
-    """('png', bit depth), ('tiff', 0) or ('other', 0), from the file's first bytes (a 16-bit PNG named
-    .jpg is still a PNG)."""
+    """('png', bit depth), ('tiff', 0), ('jpeg', 8) or ('other', 0), from the file's first bytes (a 16-bit
+    PNG named .jpg is still a PNG)."""
     with open(path, "rb") as fh:
         head = fh.read(26)
     if head[:8] == b"\x89PNG\r\n\x1a\n":
         return "png", head[24] if len(head) == 26 else 8  # IHDR's bit depth; a short file: Pillow says why
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic and BigTIFF
         return "tiff", 0
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg", 8
     return "other", 0
+
+
+def _jpeg_chroma(path: Path) -> tuple[int, int]:
+    """The (vertical, horizontal) subsampling of a colour JPEG's chroma, from its frame header, as the
+    decoded pixels are turned by its EXIF orientation; (1, 1) for full chroma, gray or unusual layouts."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        layers = getattr(im, "layer", None) or []  # (component id, horizontal, vertical, table) each
+        orientation = im.getexif().get(0x0112, 1)
+    if len(layers) != 3 or im.mode != "RGB":
+        return (1, 1)
+    (_, hy, vy, _), *chroma = layers
+    factors = {(vy // v, hy // h) for _, h, v, _ in chroma if h and v and hy % h == 0 and vy % v == 0}
+    if len(factors) != 1:
+        return (1, 1)
+    fy, fx = factors.pop()
+    return (fx, fy) if orientation in (5, 6, 7, 8) else (fy, fx)  # these turn the image by 90°
 
 
 def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:

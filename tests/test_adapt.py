@@ -231,11 +231,14 @@ def test_default_number_of_updates_follows_the_noise_model():
     from rfr_deploy.adaptation.config import (
         CAMERA_STEPS,
         FIXED_INTERPOLATION,
+        GAUSSIAN_PATCH,
         GAUSSIAN_STEPS,
-        resolve_defaults,
+        SUBSAMPLED_CHROMA_INTERPOLATION,
     )
+    from rfr_deploy.adaptation.defaults import resolve_defaults
     from rfr_deploy.noise.base import QuantizedNoise
     from rfr_deploy.noise.camera import CameraNoise, CameraResponses
+    from rfr_deploy.noise.chroma import ChromaSubsampledNoise
 
     images = [torch.rand(1, 3, 8, 8)]
     camera = CameraNoise(CameraResponses.parametric())
@@ -246,10 +249,18 @@ def test_default_number_of_updates_follows_the_noise_model():
     assert resolve_defaults(AdaptConfig(steps=7), camera, images).steps == 7
     assert resolve_defaults(AdaptConfig(steps=0), GaussianNoise(25 / 255), images).steps == 0
     assert resolve_defaults(AdaptConfig(), camera, images).interpolation == FIXED_INTERPOLATION
+    # white noise whose chroma is then subsampled (a 4:2:0 JPEG) keeps the Gaussian budget; no scorer
+    # models it, so a fixed interpolation applies
+    jpeg = resolve_defaults(AdaptConfig(), QuantizedNoise(ChromaSubsampledNoise(GaussianNoise(0.1))), images)
+    assert (jpeg.steps, jpeg.patch, jpeg.interpolation) == (
+        GAUSSIAN_STEPS,
+        GAUSSIAN_PATCH,
+        SUBSAMPLED_CHROMA_INTERPOLATION,
+    )
 
 
 def test_a_resolved_config_is_left_as_it_is(tiny_dncnn, noisy):
-    from rfr_deploy.adaptation.config import resolve_defaults
+    from rfr_deploy.adaptation.defaults import resolve_defaults
     from rfr_deploy.noise.camera import CameraNoise, CameraResponses
 
     gaussian, camera = GaussianNoise(25 / 255), CameraNoise(CameraResponses.parametric())

@@ -1,21 +1,16 @@
-"""Settings of an adaptation run (:class:`AdaptConfig`) and the defaults that depend on the noise and the images."""
+"""Settings of an adaptation run (:class:`AdaptConfig`) and their defaults (those that depend on the noise and
+the images are filled in by :func:`rfr_deploy.adaptation.defaults.resolve_defaults`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Literal
 
-import torch
-from torch import nn
-
 from rfr_deploy.adaptation.plan import SMALLEST_PATCH
-from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.scoring_windows import SCORE_PIXELS
 from rfr_deploy.adaptation.tuning import LAYER_LR_CHOICES, TUNE_CHOICES, LayerLr, Tune
 from rfr_deploy.devices import seed_field
-from rfr_deploy.noise.base import gaussian_level_of
 
 LossKind = Literal["mse", "l1"]
 FastMode = Literal["auto", "on", "off"]
@@ -39,6 +34,10 @@ FIXED_INTERPOLATION = 0.5
 """Default interpolation where no scorer chooses it (``select='off'``, camera noise at a given or random
 level), and for camera noise aimed at the pre-trained residual the largest one its guard, coloured SURE,
 may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
+SUBSAMPLED_CHROMA_INTERPOLATION = 1.0
+"""Default interpolation for white Gaussian noise whose chroma is subsampled like a JPEG's
+(:mod:`rfr_deploy.noise.chroma`), which no scorer models: the adapted network itself
+(benchmarks/README.md, "JPEGs with subsampled chroma: the noise they hold")."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ where SURE does not choose it: a network
 whose residual implies no level, or ``select='off'``
@@ -366,33 +365,3 @@ class AdaptConfig:
             raise ValueError(f"optimizer must be 'adam' or 'radam', not {self.optimizer!r}")
         if self.loss not in ("mse", "l1"):
             raise ValueError(f"loss must be 'mse' or 'l1', not {self.loss!r}")
-
-
-def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:
-    """``config`` with the defaults that depend on the noise model and the images filled in where a
-    field is None: the budget (``steps``, and with the CPU's Gaussian one ``patch`` and ``ema``; see
-    :attr:`AdaptConfig.steps`), ``ema`` (else 0), ``interpolation`` (:data:`ESTIMATED_GRAY_INTERPOLATION`
-    / :data:`FIXED_INTERPOLATION`) and ``checkpoint_every`` (M / :data:`CHECKPOINTS`). A config with
-    all of them set is returned unchanged."""
-    steps, patch, ema = config.steps, config.patch, config.ema
-    if steps is None:
-        cuda = images[0].device.type == "cuda"
-        gaussian = gaussian_level_of(noise) is not None
-        steps = (CUDA_GAUSSIAN_STEPS if cuda else GAUSSIAN_STEPS) if gaussian else CAMERA_STEPS
-        if gaussian and not cuda:
-            patch = GAUSSIAN_PATCH if patch is None else patch
-            ema = GAUSSIAN_EMA if ema is None else ema
-    interpolation, every = config.interpolation, config.checkpoint_every
-    if interpolation is None:
-        gray_estimate = gray_with_estimated_level(noise, images)
-        interpolation = ESTIMATED_GRAY_INTERPOLATION if gray_estimate else FIXED_INTERPOLATION
-    if every is None:
-        every = max(1, steps // CHECKPOINTS) if steps else 0
-    return dataclasses.replace(
-        config,
-        steps=steps,
-        patch=patch,
-        ema=0.0 if ema is None else ema,
-        interpolation=interpolation,
-        checkpoint_every=every,
-    )

@@ -27,7 +27,8 @@ from torch import nn
 
 from rfr_deploy.adaptation.blending import WeightAverage, WeightBlend
 from rfr_deploy.adaptation.checkpoints import CheckpointKeeper
-from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.defaults import resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.runners import check_update_settings, make_runner
 from rfr_deploy.adaptation.scoring import make_scorer

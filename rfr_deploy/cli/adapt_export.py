@@ -33,7 +33,15 @@ from rfr_deploy.jobs.reference import sample_paths
 from rfr_deploy.jobs.settings import JobSettings
 
 J = JobSettings
-NOISE_OPTIONS = ("noise", "sigma", "unknown_sigma", "noise_quantization", "sigma_low", "sigma_high")
+NOISE_OPTIONS = (
+    "noise",
+    "sigma",
+    "unknown_sigma",
+    "noise_quantization",
+    "noise_chroma",
+    "sigma_low",
+    "sigma_high",
+)
 
 
 def run(

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.defaults import resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
 from rfr_deploy.errors import PartialFailure
 from rfr_deploy.export_protocol import Exporter
@@ -32,6 +33,7 @@ from rfr_deploy.jobs.inputs import (
     ModelCache,
     loaded,
     model_sigma,
+    noise_chroma,
     set_sigma,
 )
 from rfr_deploy.jobs.manifest import (
@@ -51,6 +53,7 @@ from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import gaussian_level_of
 from rfr_deploy.noise.build import resolve_noise_kind
+from rfr_deploy.noise.chroma import ChromaSubsampledNoise
 from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Progress, Reporter
 from rfr_deploy.units import grey_levels
@@ -252,7 +255,8 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progr
     names = [j.path.name for j in group]
     progress.stage("noise level")
     start = time.perf_counter()
-    aim = aim_noise(kind, choices, model, images, sigma, config, names, _noise_bit_depth(settings, group))
+    stored = (_noise_bit_depth(settings, group), noise_chroma(settings, group))
+    aim = aim_noise(kind, choices, model, images, sigma, config, names, *stored)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
     config = resolve_defaults(config, noise, images)
@@ -351,4 +355,6 @@ def noise_desc(
     for name, values in (levels or {}).items():
         desc[name] = [grey_levels(v, 3) for v in values]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
+    subsampled = [m.factors for m in noise.modules() if isinstance(m, ChromaSubsampledNoise)]
+    desc["chroma_subsampled"] = list(subsampled[0]) if subsampled else None
     return desc

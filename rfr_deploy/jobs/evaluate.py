@@ -20,7 +20,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from rfr_deploy.adaptation.config import AdaptConfig, resolve_defaults
+from rfr_deploy.adaptation.config import AdaptConfig
+from rfr_deploy.adaptation.defaults import resolve_defaults
 from rfr_deploy.adaptation.loop import StepInfo, adapt
 from rfr_deploy.datasets import ImageSource, NamedImage, dataset_sources, pair_sources, read_source
 from rfr_deploy.devices import describe_environment, resolve_device, seed_field, threads_field, use_threads
@@ -41,7 +42,7 @@ from rfr_deploy.units import check_levels, grey_levels
 SigmaMode = Literal["known", "estimate", "uniform"]
 DEFAULT_BUDGET = "default"
 """In :attr:`EvalSettings.steps`: the M adapt-and-export takes when none is given, with the patches and
-weight averaging that come with it (:func:`rfr_deploy.adaptation.config.resolve_defaults`)."""
+weight averaging that come with it (:func:`rfr_deploy.adaptation.defaults.resolve_defaults`)."""
 
 
 @dataclass

@@ -34,6 +34,8 @@ class ImageInfo:
     width: int
     channels: int
     bit_depth: int
+    chroma_subsampling: tuple[int, int] = (1, 1)
+    """A colour JPEG's chroma subsampling (:attr:`rfr_deploy.images.Image.chroma_subsampling`)."""
 
 
 @dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
@@ -56,7 +58,9 @@ class ImageJob:
         """Decode the image (again) onto ``device``; :class:`ImageError` if it changed since it was first read."""
         if self.noisy is None:
             image = read_image(self.path)
-            info = ImageInfo(image.height, image.width, image.channels, image.bit_depth)
+            info = ImageInfo(
+                image.height, image.width, image.channels, image.bit_depth, image.chroma_subsampling
+            )
             if self.info is not None and info != self.info:
                 raise ImageError(
                     f"{self.path}: the image changed while the job ran ({self.info} before, {info} now)"
@@ -170,3 +174,10 @@ def set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
     if not model.meta.noise_map:
         return None
     return statistics.median(j.sigma_used for j in group)
+
+
+def noise_chroma(settings, group: list[ImageJob]) -> tuple[int, int]:
+    """The chroma subsampling of the group's JPEGs, which the synthetic noise copies (one for all: a set
+    whose images differ keeps white noise); (1, 1) where the job's ``noise_chroma`` is 'off'."""
+    factors = {j.info.chroma_subsampling for j in group}
+    return factors.pop() if settings.noise_chroma == "auto" and len(factors) == 1 else (1, 1)

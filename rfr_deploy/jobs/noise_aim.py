@@ -68,13 +68,14 @@ def aim_noise(
     config: AdaptConfig,
     names: Sequence[str],
     bit_depth: int | None = None,
+    chroma: tuple[int, int] = (1, 1),
 ) -> AimedNoise:
     """The noise ``kind`` for a run on ``images`` (see the module docstring); ``settings`` holds the
     job's choices and white-noise estimates (one per image), ``model_sigma`` and ``config`` (its ensemble and seed) are
     those of the run, ``names`` label the images in errors, ``bit_depth`` quantises like the input."""
 
     def build(chosen: NoiseSettings) -> nn.Module:
-        return build_noise_from(kind, chosen, bit_depth)
+        return build_noise_from(kind, chosen, bit_depth, chroma)
 
     if settings.sigma is not None or settings.unknown_sigma != "estimate":
         return AimedNoise(build(settings))

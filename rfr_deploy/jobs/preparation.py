@@ -25,7 +25,14 @@ from rfr_deploy.errors import ConfigError, ImageError, first_line
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
-from rfr_deploy.jobs.inputs import ImageJob, ModelCache, check_estimated_level, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.inputs import (
+    ImageJob,
+    ModelCache,
+    check_estimated_level,
+    noise_chroma,
+    read_jobs,
+    set_sigma_levels,
+)
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.reference import read_reference
 from rfr_deploy.jobs.resume import (
@@ -186,6 +193,11 @@ def _check_groups(
         kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
         if estimated and level_source(kind) == "white":
             check_estimated_level(group)
+        if term and noise_chroma(settings, group) != (1, 1):
+            raise ConfigError(
+                f"{term} needs white Gaussian noise in the input, and {group[0].path.name} is a JPEG whose "
+                "chroma was subsampled (its noise is smooth in colour); add --noise-chroma off to treat it as white"
+            )
         kinds.add(kind)
     for kind in sorted(kinds):  # one noise model built per kind, not per group
         drawn = gaussian_level_of(_probe_noise(kind, settings))

@@ -75,6 +75,15 @@ class JobSettings:
     )
     """'auto': synthetic noisy images are clipped and rounded like the input file (8/16-bit inputs);
     'off': unclipped noise (right for float inputs that were never clipped)."""
+    noise_chroma: Literal["auto", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "'auto' subsamples the synthetic Gaussian noise's chroma like the input JPEG's (4:2:0, "
+            "4:2:2); 'off' keeps it white."
+        },
+    )
+    """'auto': where the input is a JPEG with subsampled chroma, white Gaussian synthetic noise has its chroma
+    subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': white noise whatever the file."""
     reference: str | None = field(
         default=None,
         metadata={

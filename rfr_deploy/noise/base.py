@@ -86,6 +86,13 @@ def gaussian_level_of(noise: nn.Module) -> GaussianLevel | None:
     return query() if callable(query) else None
 
 
+def source_level_of(noise: nn.Module) -> GaussianLevel | None:
+    """The level of the white Gaussian noise ``noise`` draws before it filters it (``noise.source_level()``,
+    e.g. :class:`~rfr_deploy.noise.chroma.ChromaSubsampledNoise`), else :func:`gaussian_level_of`."""
+    query = getattr(noise, "source_level", None)
+    return query() if callable(query) else gaussian_level_of(noise)
+
+
 def aims_at_residual(noise: nn.Module) -> bool:
     """``noise.aims_at_residual()``; False for a module that does not answer it."""
     query = getattr(noise, "aims_at_residual", None)
@@ -115,6 +122,10 @@ class QuantizedNoise(nn.Module):
     def gaussian_level(self) -> GaussianLevel | None:
         """The wrapped model's (clipping is allowed for where it matters: see :mod:`rfr_deploy.adaptation.sure`)."""
         return gaussian_level_of(self.inner)
+
+    def source_level(self) -> GaussianLevel | None:
+        """The wrapped model's."""
+        return source_level_of(self.inner)
 
     def aims_at_residual(self) -> bool:
         """The wrapped model's."""

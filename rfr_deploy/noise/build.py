@@ -18,7 +18,8 @@ from rfr_deploy.noise import camera  # noqa: F401  (registers "camera")
 
 # isort: on
 from rfr_deploy.errors import ConfigError
-from rfr_deploy.noise.base import QuantizedNoise
+from rfr_deploy.noise.base import QuantizedNoise, gaussian_level_of
+from rfr_deploy.noise.chroma import ChromaSubsampledNoise
 from rfr_deploy.noise.registry import NoiseSettings, UnknownSigma, get_noise_builder, list_noise_models
 
 AUTO = "auto"
@@ -59,20 +60,28 @@ def build_noise(
     sigma_estimates: Sequence[float],
     sigma_range: tuple[float, float] = (0.0, 50 / 255),
     bit_depth: int | None = None,
+    chroma: tuple[int, int] = (1, 1),
 ) -> nn.Module:
     """The synthetic noise adaptation draws from: the registered model ``kind`` built from the choices
     (σ in [0, 1] units: known ``sigma``, else the estimates or random levels in ``sigma_range``, see
     :class:`~rfr_deploy.noise.registry.NoiseSettings`). With ``bit_depth`` the synthetic noisy images
-    are clipped and quantized like the input file.
+    are clipped and quantized like the input file, with ``chroma`` their chroma subsampled like the
+    input JPEG's (see :func:`build_noise_from`).
     """
     settings = NoiseSettings(sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range))
-    return build_noise_from(kind, settings, bit_depth)
+    return build_noise_from(kind, settings, bit_depth, chroma)
 
 
-def build_noise_from(kind: str, settings: NoiseSettings, bit_depth: int | None = None) -> nn.Module:
+def build_noise_from(
+    kind: str, settings: NoiseSettings, bit_depth: int | None = None, chroma: tuple[int, int] = (1, 1)
+) -> nn.Module:
     """:func:`build_noise` from the job's :class:`~rfr_deploy.noise.registry.NoiseSettings` as they are
-    (their ``tolerance`` included)."""
+    (their ``tolerance`` included); white Gaussian noise gets its chroma subsampled by ``chroma``'s
+    (vertical, horizontal) factors, as the input JPEG stored it (:mod:`rfr_deploy.noise.chroma`; other
+    noise models describe their own processing)."""
     if kind == AUTO:
         raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
     noise = get_noise_builder(kind)(settings)
+    if tuple(chroma) != (1, 1) and gaussian_level_of(noise) is not None:
+        noise = ChromaSubsampledNoise(noise, chroma)
     return QuantizedNoise(noise, bit_depth) if bit_depth else noise

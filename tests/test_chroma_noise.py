@@ -1,0 +1,135 @@
+"""Noise as a JPEG with subsampled chroma stores it: the model, the files that call for it, and the job."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image as PILImage
+
+from rfr_deploy.cli import main
+from rfr_deploy.images import read_image
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.weights import save_weights
+from rfr_deploy.noise.base import gaussian_level_of, source_level_of
+from rfr_deploy.noise.build import build_noise
+from rfr_deploy.noise.chroma import YCBCR, ChromaSubsampledNoise
+from rfr_deploy.noise.gaussian import GaussianNoise
+
+
+def noise_statistics(noise: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel RMS, the R–G correlation, and each YCbCr plane's RMS and correlation with its right-hand
+    and lower neighbours, of ``noise`` (H×W×3)."""
+    flat = noise.reshape(-1, 3)
+    ycc = (flat @ np.array(YCBCR).T).reshape(noise.shape)
+
+    def neighbours(axis: int) -> np.ndarray:
+        a, b = (ycc[:, :-1], ycc[:, 1:]) if axis == 1 else (ycc[:-1], ycc[1:])
+        return np.array([np.corrcoef(a[..., c].ravel(), b[..., c].ravel())[0, 1] for c in range(3)])
+
+    return {
+        "rms": flat.std(0),
+        "rg": np.corrcoef(flat[:, 0], flat[:, 1])[0, 1],
+        "ycc_rms": ycc.reshape(-1, 3).std(0),
+        "across": neighbours(1),
+        "down": neighbours(0),
+    }
+
+
+@pytest.mark.parametrize("subsampling, factors", [(2, (2, 2)), (1, (1, 2))])
+def test_the_noise_has_the_statistics_of_noise_a_jpeg_stored(subsampling, factors):
+    """White noise of σ = 10 on flat grey, saved by Pillow at quality 100 and decoded, against the model."""
+    size, sigma = 192, 10.0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.round(128.0 + rng.normal(0, sigma, (size, size, 3))), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(noisy).save(buffer, "JPEG", quality=100, subsampling=subsampling)
+    stored = np.asarray(PILImage.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float64) - 128.0
+    x = torch.full((1, 3, size, size), 128 / 255)
+    model = ChromaSubsampledNoise(GaussianNoise(sigma / 255), factors)
+    drawn = ((model(x, torch.Generator().manual_seed(1))[0] - x)[0].permute(1, 2, 0) * 255).double().numpy()
+    want, got = noise_statistics(stored), noise_statistics(drawn)
+    np.testing.assert_allclose(got["rms"], want["rms"], rtol=0.05)
+    np.testing.assert_allclose(got["ycc_rms"], want["ycc_rms"], rtol=0.08)
+    assert abs(got["rg"] - want["rg"]) < 0.03 and want["rg"] > 0.3  # white noise would have none
+    np.testing.assert_allclose(got["across"], want["across"], atol=0.05)
+    np.testing.assert_allclose(got["down"], want["down"], atol=0.05)
+
+
+def test_the_model_answers_for_the_white_noise_it_filters_but_is_not_white_itself():
+    inner = GaussianNoise(0.1)
+    model = ChromaSubsampledNoise(inner, (2, 2))
+    assert gaussian_level_of(model) is None and source_level_of(model) == gaussian_level_of(inner)
+    x = torch.rand(2, 3, 9, 11)  # odd sizes: the last row and column average with themselves
+    first, sigma = model(x, torch.Generator().manual_seed(3))
+    again, _ = model(x, torch.Generator().manual_seed(3))
+    assert (
+        first.shape == x.shape and torch.equal(first, again) and torch.allclose(sigma, torch.full((2,), 0.1))
+    )
+    with pytest.raises(ValueError, match="RGB"):
+        model(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="factors"):
+        ChromaSubsampledNoise(inner, (3, 3))
+    # only white Gaussian noise is filtered: other models describe their own processing
+    assert isinstance(build_noise("gaussian", 0.1, "estimate", (), chroma=(2, 2)), ChromaSubsampledNoise)
+    assert not isinstance(
+        build_noise("camera", None, "estimate", (0.1,), chroma=(2, 2)), ChromaSubsampledNoise
+    )
+
+
+def test_a_jpeg_s_chroma_subsampling_is_read_from_its_header(tmp_path):
+    pixels = (np.random.default_rng(0).random((20, 30, 3)) * 255).astype(np.uint8)
+    for subsampling, factors in ((0, (1, 1)), (1, (1, 2)), (2, (2, 2))):
+        PILImage.fromarray(pixels).save(tmp_path / "a.jpg", quality=90, subsampling=subsampling)
+        assert read_image(tmp_path / "a.jpg").chroma_subsampling == factors
+    PILImage.fromarray(pixels[..., 0]).save(tmp_path / "gray.jpg")
+    PILImage.fromarray(pixels).save(tmp_path / "a.png")
+    assert (
+        read_image(tmp_path / "gray.jpg").chroma_subsampling
+        == read_image(tmp_path / "a.png").chroma_subsampling
+    )
+    image = PILImage.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # turned by 90°: 4:2:2's halved columns are rows of the decoded pixels
+    image.save(tmp_path / "turned.jpg", exif=exif, subsampling=1)
+    turned = read_image(tmp_path / "turned.jpg")
+    assert turned.pixels.shape[:2] == (30, 20) and turned.chroma_subsampling == (2, 1)
+
+
+@pytest.fixture
+def jpeg_job(tmp_path):
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(128 + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
+    PILImage.fromarray(noisy).save(tmp_path / "a.jpg", quality=90, subsampling=2)
+    PILImage.fromarray(noisy).save(tmp_path / "b.png")
+    return tmp_path
+
+
+def adapt_json(job, name, *extra):
+    args = ["adapt-and-export", str(job / name), "--weights", str(job / "tiny.safetensors"), "--sigma", "25"]
+    result = CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(job / "out"), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)[0]
+
+
+def test_a_4_2_0_jpeg_adapts_on_noise_with_its_chroma_subsampled(jpeg_job):
+    manifest = adapt_json(jpeg_job, "a.jpg")
+    assert manifest["noise"]["chroma_subsampled"] == [2, 2]
+    assert manifest["adaptation"]["interpolation"] == 1.0 and manifest["adaptation"]["selected_by"] is None
+    assert adapt_json(jpeg_job, "b.png")["noise"]["chroma_subsampled"] is None
+    assert adapt_json(jpeg_job, "a.jpg", "--noise-chroma", "off")["noise"]["chroma_subsampled"] is None
+
+
+def test_a_term_on_the_noisy_input_is_refused_for_such_a_jpeg(jpeg_job):
+    args = ["adapt-and-export", str(jpeg_job / "a.jpg"), "--weights", str(jpeg_job / "tiny.safetensors")]
+    result = CliRunner().invoke(
+        main, [*args, "--sigma", "25", "--recorrupted", "0.5", "-o", str(jpeg_job / "o")]
+    )
+    assert result.exit_code == 2 and "--noise-chroma off" in result.stderr
+    assert not (jpeg_job / "o").exists() or not any((jpeg_job / "o").iterdir())
