@@ -347,5 +347,7 @@ def test_denoise_names_its_ensemble_as_adapt_and_export_does(tmp_path, image_fil
 
 
 def test_python_dash_m_runs_the_command_line():
-    done = subprocess.run([sys.executable, "-m", "rfr_deploy.cli", "--version"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rfr_deploy.cli", "--version"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and done.stdout.startswith("rfr-deploy, version ")
