@@ -52,9 +52,9 @@ def test_eval_reports_psnr_before_and_after(tmp_path, smooth_image, weights_file
 def test_eval_scores_adapt_and_exports_own_budget_by_default(
     tmp_path, smooth_image, weights_file, monkeypatch
 ):
-    from rfr_deploy.adaptation import config
+    from rfr_deploy.adaptation import config, defaults
 
-    monkeypatch.setattr(config, "GAUSSIAN_STEPS", 4)  # the CPU's default Gaussian budget, made tiny
+    monkeypatch.setattr(defaults, "GAUSSIAN_STEPS", 4)  # the CPU's default Gaussian budget, made tiny
     data = tmp_path / "set"
     write_image(data / "a.png", smooth_image)
     result = run("eval", data, "--weights", weights_file, "--warmup", 0, "--json")
