@@ -89,9 +89,9 @@ def test_a_folder_is_held_one_image_at_a_time_and_done_images_are_not_estimated_
         assert "checking 3 inputs: 3/3" in result.stderr  # the pass before any work shows its progress
         if command is run:  # each adaptation's bar says where the run stands
             assert "adapting a.png [1/3]" in result.stderr and "adapting c.png [3/3]" in result.stderr
-    assert len(estimated) == 3
+    assert [j.path.name for j in estimated] == ["a.png", "b.png", "c.png"]  # each when its turn came
     (job / "out" / "b_rfr.png").unlink()  # b is redone; a and c are read (checked) but not estimated again
-    assert run(job).exit_code == 0 and [j.path.name for j in estimated[3:]] == ["b.png"]
+    assert run(job).exit_code == 0 and {j.path.name for j in estimated[3:]} == {"b.png"}
 
 
 def failing_outputs(monkeypatch, name: str, error: Exception) -> None:
@@ -123,6 +123,26 @@ def test_an_image_that_fails_mid_run_is_named_and_the_run_goes_on_and_a_rerun_re
     again = run(job)
     assert again.exit_code == 0, again.output
     assert "skipped 1 image(s)" in again.stderr and (job / "out" / "a.json").is_file()
+
+
+def test_in_a_folder_each_level_is_estimated_at_its_turn_and_a_flat_image_fails_alone(job, monkeypatch):
+    """A folder of large photos used to wait for every estimate before the first adaptation."""
+    from rfr_deploy.jobs import adapt_export, inputs
+
+    write_image(job / "in" / "a.png", np.full((20, 24, 3), 0.5, np.float32))  # flat: no level to read
+    events = []
+    real_estimate, real_adapt = inputs.estimate_noise_level, adapt_export.adapt
+    monkeypatch.setattr(
+        inputs, "estimate_noise_level", lambda *a, **k: events.append("estimate") or real_estimate(*a, **k)
+    )
+    monkeypatch.setattr(adapt_export, "adapt", lambda *a, **k: events.append("adapt") or real_adapt(*a, **k))
+    args = ["adapt-and-export", str(job / "in"), "--weights", str(job / "tiny.safetensors"), "--steps", "2"]
+    result = CliRunner().invoke(main, [*args, "-o", str(job / "out")])
+    assert (
+        result.exit_code == 1 and (job / "out" / "b.json").is_file() and not (job / "out" / "a.json").exists()
+    )
+    assert f"error: {job / 'in' / 'a.png'}: no noise level can be estimated" in result.stderr
+    assert events == ["estimate", "estimate", "adapt"]  # a's estimate failed; b's came at its turn
 
 
 def test_a_redo_stopped_halfway_is_redone_whatever_the_files_it_left(job, monkeypatch):

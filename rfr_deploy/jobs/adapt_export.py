@@ -46,7 +46,7 @@ from rfr_deploy.jobs.manifest import (
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_group, output_bit_depth, write_output
-from rfr_deploy.jobs.preparation import describe_plan, prepare_run
+from rfr_deploy.jobs.preparation import describe_plan, prepare_run, set_group_levels
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
@@ -165,6 +165,10 @@ def plan_adapt_and_export(
     """What :func:`adapt_and_export` would do with these arguments, once every check it makes before
     adapting has passed (``--dry-run``: :func:`~rfr_deploy.jobs.preparation.describe_plan`); writes nothing."""
     run = prepare_run(inputs, settings, config, reporter, None, exporters, prepared=False)
+    for group, done in zip(run.groups, run.earlier.done, strict=True):
+        if done is None:  # the σ each would adapt at, estimated as its turn would
+            with loaded(group, run.device):
+                set_group_levels(group, settings, run.models)
     return describe_plan(run, settings, exporters)
 
 
@@ -191,7 +195,7 @@ def _run_group(
     folder's temporary files when the run started."""
     started, began = time.perf_counter(), time.time()
     with reporter.bar(None, f"adapting {_label(group)}") as progress:
-        run = _adapt_group(group, settings, config, models.get(group[0].info.channels), progress)
+        run = _adapt_group(group, settings, config, models, progress)
         clear_group(leftovers, run.stem, [j.path.stem for j in group], began)
         files, outputs_seconds, scores = _write_outputs(run, settings, out_dir, progress)
     if scores is not None:
@@ -241,9 +245,13 @@ def _label(group: list[ImageJob]) -> str:
     return group[0].path.name if len(group) == 1 else f"set of {len(group)} images"
 
 
-def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progress: Progress) -> _GroupRun:
-    """Build the group's synthetic noise, resolve the defaults and adapt, moving ``progress``."""
+def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, progress: Progress) -> _GroupRun:
+    """Read the group's noise level, build its synthetic noise, resolve the defaults and adapt, moving
+    ``progress``."""
     first, images = group[0], [j.noisy for j in group]
+    progress.stage("noise level")
+    start = time.perf_counter()
+    model = set_group_levels(group, settings, models)
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
     sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
     choices = NoiseSettings(
@@ -253,8 +261,6 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, model, progr
         (settings.sigma_low, settings.sigma_high),
     )
     names = [j.path.name for j in group]
-    progress.stage("noise level")
-    start = time.perf_counter()
     stored = (_noise_bit_depth(settings, group), noise_chroma(settings, group))
     aim = aim_noise(kind, choices, model, images, sigma, config, names, *stored)
     aim_seconds = time.perf_counter() - start

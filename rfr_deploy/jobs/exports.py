@@ -20,6 +20,7 @@ from rfr_deploy.export_protocol import ExportRequest
 from rfr_deploy.jobs.inputs import ImageJob, ModelCache, model_sigma
 from rfr_deploy.jobs.manifest import file_record, write_manifest
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_exports
+from rfr_deploy.jobs.preparation import set_group_levels
 from rfr_deploy.jobs.resume import ADAPTED_ROLES, Fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.factory import create_model
@@ -71,7 +72,7 @@ def export_again(
     stem = Path(earlier["manifest"]).stem
     kept = [dict(r) for r in earlier["files"] if isinstance(r, dict) and r.get("role") in ADAPTED_ROLES]
     clear_exports(leftovers, stem, [j.path.stem for j in group], began, keep=[r["path"] for r in kept])
-    pretrained = models.get(group[0].info.channels)
+    pretrained = set_group_levels(group, settings, models)  # a noise-map network's exported σ
     weights = out_dir / f"{stem}_{ADAPTED_TAG}.safetensors"
     adapted = create_model(pretrained.entry.name, weights=str(weights), device=group[0].noisy.device).eval()
     with reporter.bar(None, f"exporting {group[0].path.name if len(group) == 1 else stem}"):

@@ -145,9 +145,9 @@ def loaded(jobs: list[ImageJob], device: torch.device) -> Iterator[list[ImageJob
 def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module, estimate: bool) -> None:
     """Fill in each job's σ ([0, 1] units) for ``model``: the known ``sigma``, or (with ``estimate``) the
     level estimated from the image (the one to tell a noise-map network, see
-    :func:`~rfr_deploy.noise.level.estimate_noise_level`)."""
+    :func:`~rfr_deploy.noise.level.estimate_noise_level`; once per job)."""
     for job in jobs:
-        if estimate and sigma is None:
+        if estimate and sigma is None and job.sigma_estimate is None:
             job.sigma_estimate = estimate_noise_level(job.noisy, model.meta.noise_map).sigma
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
 
@@ -156,7 +156,7 @@ def check_estimated_level(group: list[ImageJob]) -> float:
     """The median estimated σ of ``group``, which adaptation will draw its noise at; 0 is an error."""
     level = statistics.median(j.sigma_estimate or 0.0 for j in group)
     if level <= 0.0:
-        names = ", ".join(j.path.name for j in group if not j.sigma_estimate)
+        names = ", ".join(str(j.path) for j in group if not j.sigma_estimate)
         raise ImageError(
             f"{names}: no noise level can be estimated from the image (estimated σ = 0: it is flat or too "
             "small for 7×7 patches); give the noise level with --sigma"

@@ -3,8 +3,9 @@
 :func:`prepare_run` is the start of every run: the exporters' checks, the groups of inputs, the output
 folder, the groups done before with the same settings (skipped) or adapted before with the same
 adaptation settings (exported again only), every input read once (one held at a
-time), the weights and σ of the groups still to do, the exporters prepared for the run's sizes, and the
-estimated levels checked. A run that passes it fails later only for what the adaptation itself meets.
+time), the weights of the groups still to do, and the exporters prepared for the run's sizes. A run that
+passes it fails later only for what the adaptation itself meets, and an image whose noise level cannot be
+estimated: σ is estimated when a group's turn comes (:func:`set_group_levels`).
 :func:`describe_plan` turns a prepared run into the record ``--dry-run`` prints instead of adapting.
 """
 
@@ -29,6 +30,7 @@ from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
     check_estimated_level,
+    loaded,
     noise_chroma,
     read_jobs,
     set_sigma_levels,
@@ -109,6 +111,9 @@ def prepare_run(
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, earlier)
     _check_groups(run.todo, settings, config, models)
+    if len(run.todo) == 1:  # one group: its level is the first work anyway, checked before any output
+        with loaded(run.todo[0], device):
+            set_group_levels(run.todo[0], settings, models)
     return run
 
 
@@ -153,8 +158,8 @@ def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
 def _read_inputs(
     inputs, settings: JobSettings, models: ModelCache, device, todo: set[str], reporter: Reporter
 ) -> list[ImageJob]:
-    """Every input read once, before any long work (one image held at a time); the weights and σ (known,
-    or estimated where anything uses the estimate) of the inputs ``todo``, those of groups not done yet."""
+    """Every input read once, before any long work (one image held at a time), and the weights of the
+    inputs ``todo``, those of groups not done yet, loaded (and so checked)."""
     channels: set[int] = set()
 
     def visit(job: ImageJob) -> None:
@@ -164,9 +169,7 @@ def _read_inputs(
         if settings.reference:  # one input only (plan_groups): its reference must fit before it adapts
             read_reference(settings.reference, job)
         if str(job.path) in todo:
-            model = models.get(job.info.channels, job.path)
-            kind = resolve_noise_kind(settings.noise, model.meta.noise)
-            set_sigma_levels([job], settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
+            models.get(job.info.channels, job.path)
 
     return read_jobs(inputs, device, visit, reporter)
 
@@ -184,15 +187,12 @@ def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
 def _check_groups(
     groups: list[list[ImageJob]], settings: JobSettings, config: AdaptConfig, models: ModelCache
 ) -> None:
-    """Each group that adapts at the estimated level has one (σ = 0 is an error), and a loss term on the
-    noisy input has the Gaussian noise of one level it needs, before any adaptation."""
+    """A loss term on the noisy input has the Gaussian noise of one level it needs, and white noise in the
+    images (no JPEG with subsampled chroma), before any adaptation."""
     term = "--recorrupted" if config.recorrupted > 0 else "--sure-loss" if config.sure_loss > 0 else None
-    estimated = settings.sigma is None and settings.unknown_sigma == "estimate"
     kinds = set()
     for group in groups:
         kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
-        if estimated and level_source(kind) == "white":
-            check_estimated_level(group)
         if term and noise_chroma(settings, group) != (1, 1):
             raise ConfigError(
                 f"{term} needs white Gaussian noise in the input, and {group[0].path.name} is a JPEG whose "
@@ -208,6 +208,21 @@ def _check_groups(
             raise ConfigError(
                 f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
             )
+
+
+def set_group_levels(group: list[ImageJob], settings: JobSettings, models: ModelCache) -> nn.Module:
+    """Set the σ of the group's images (loaded) when its turn comes: the known level, or the estimate
+    where anything uses it, which adapting at an estimated white-noise level needs above 0 (an
+    :class:`~rfr_deploy.errors.ImageError` naming the image). Estimating every image of a folder before
+    the first adaptation delayed the first output by hours on large photos (8.6 s for one 3000×2000
+    image on this project's 2-core machine, busy) and was redone on each resume. Returns the group's
+    pre-trained network."""
+    model = models.get(group[0].info.channels)
+    kind = resolve_noise_kind(settings.noise, model.meta.noise)
+    set_sigma_levels(group, settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
+    if settings.sigma is None and settings.unknown_sigma == "estimate" and level_source(kind) == "white":
+        check_estimated_level(group)
+    return model
 
 
 def _probe_noise(kind: str, settings: JobSettings) -> nn.Module:
