@@ -14,8 +14,8 @@ from rfr_deploy.adaptation.config import (
     GAUSSIAN_PATCH,
     GAUSSIAN_STEPS,
     AdaptConfig,
-    resolve_defaults,
 )
+from rfr_deploy.adaptation.defaults import resolve_defaults
 from rfr_deploy.adaptation.loop import adapt
 from rfr_deploy.adaptation.sure import SureScorer
 from rfr_deploy.adaptation.tuning import (
