@@ -19,6 +19,7 @@ from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.chroma import YCBCR, ChromaSubsampledNoise
 from rfr_deploy.noise.gaussian import GaussianNoise
+from rfr_deploy.noise.level import estimate_noise_level, luma_sigma
 
 
 def noise_statistics(noise: np.ndarray) -> dict[str, np.ndarray]:
@@ -111,8 +112,10 @@ def jpeg_job(tmp_path):
     return tmp_path
 
 
-def adapt_json(job, name, *extra):
-    args = ["adapt-and-export", str(job / name), "--weights", str(job / "tiny.safetensors"), "--sigma", "25"]
+def adapt_json(job, name, *extra, sigma: str | None = "25"):
+    """The manifest of adapting ``name`` (``sigma`` None: the level estimated)."""
+    args = ["adapt-and-export", str(job / name), "--weights", str(job / "tiny.safetensors")]
+    args += ["--sigma", sigma] if sigma else []
     result = CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(job / "out"), "--json", *extra])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)[0]
@@ -124,6 +127,18 @@ def test_a_4_2_0_jpeg_adapts_on_noise_with_its_chroma_subsampled(jpeg_job):
     assert manifest["adaptation"]["interpolation"] == 1.0 and manifest["adaptation"]["selected_by"] is None
     assert adapt_json(jpeg_job, "b.png")["noise"]["chroma_subsampled"] is None
     assert adapt_json(jpeg_job, "a.jpg", "--noise-chroma", "off")["noise"]["chroma_subsampled"] is None
+
+
+def test_the_level_of_a_jpeg_with_subsampled_chroma_is_the_luma_s(jpeg_job):
+    """Its header says the chroma lost its noise: no threshold on the colour estimate decides."""
+    x = torch.rand(
+        1, 3, 48, 48, generator=torch.Generator().manual_seed(0)
+    )  # white noise: colour estimate holds
+    told = estimate_noise_level(x, subsampled_chroma=True)
+    assert told.sigma == luma_sigma(x) and told.sigma != estimate_noise_level(x).sigma
+    manifest = adapt_json(jpeg_job, "a.jpg", sigma=None)
+    pixels = torch.from_numpy(read_image(jpeg_job / "a.jpg").pixels).permute(2, 0, 1)
+    assert manifest["noise"]["sigma_estimates"] == [pytest.approx(luma_sigma(pixels) * 255, abs=1e-3)]
 
 
 def test_a_term_on_the_noisy_input_is_refused_for_such_a_jpeg(jpeg_job):

@@ -83,14 +83,18 @@ class NoiseLevel:
     SURE. False for gray images and where they disagree."""
 
 
-def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseLevel:
+def estimate_noise_level(
+    image: torch.Tensor, noise_map: bool = False, subsampled_chroma: bool = False
+) -> NoiseLevel:
     """σ of the Gaussian noise in ``image`` with an honest range, from two estimators.
 
     Colour images: the all-patch estimate is precise when no texture inflates it; the weak-texture
     estimate is robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the
     all-patch value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
     weak-texture value with :data:`DISAGREED_RANGE`; where both read far below the luma's level
-    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. SURE's choice between networks is sensitive to σ
+    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. ``subsampled_chroma``: the image
+    is known to be such a JPEG (its file's header says so, :attr:`rfr_deploy.images.Image.chroma_subsampling`):
+    the luma's level, with no threshold to miss it. SURE's choice between networks is sensitive to σ
     (see :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
 
     Gray images: the all-patch value with :data:`GRAY_RANGE`, or, for the map of a noise-map network
@@ -103,6 +107,9 @@ def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseL
     (benchmarks/README.md, "A noise-map network with an unknown σ")."""
     if image.shape[-3] == 3 and _grey_in_colour(image):  # a grey image stored as RGB: its noise is grey
         return estimate_noise_level(_as_chw(image)[:1], noise_map)
+    if subsampled_chroma and image.shape[-3] == 3:  # the chroma lost its noise: the luma's level
+        luma = luma_sigma(image)
+        return NoiseLevel(luma, luma * DISAGREED_RANGE[0], luma * DISAGREED_RANGE[1])
     if noise_map and image.shape[-3] == 1:
         weak = estimate_sigma(image)
         return NoiseLevel(weak, weak * DISAGREED_RANGE[0], weak * DISAGREED_RANGE[1])
@@ -112,8 +119,7 @@ def estimate_noise_level(image: torch.Tensor, noise_map: bool = False) -> NoiseL
         # either), and trusting them cost up to 0.18 dB; only the range below the all-patch value,
         # which texture can only inflate, has kept every image within 0.02 dB of the pre-trained one.
         return NoiseLevel(plain, plain * GRAY_RANGE[0], plain * GRAY_RANGE[1])
-    weak = estimate_sigma(image)
-    luma = luma_sigma(image)
+    weak, luma = estimate_sigma(image), luma_sigma(image)
     if max(plain, weak) < CHROMA_DROPPED * luma:  # chroma without its noise: the luma's level
         return NoiseLevel(luma, luma * DISAGREED_RANGE[0], luma * DISAGREED_RANGE[1])
     agree = abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT
