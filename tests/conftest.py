@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from rfr_deploy.images import write_image
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.weights import save_weights
 from rfr_deploy.shared import ENV_VAR, shared_available, shared_path, shared_root
 
 # Unit tests use tiny tensors: one thread avoids oversubscription overhead (several x faster on small CPUs).
@@ -36,6 +38,16 @@ def shared():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def job(tmp_path, rng):
+    """A folder ``in`` of two 20×24 RGB images (a, b) and a tiny network's weights ``tiny.safetensors``."""
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
+    for name in ("a", "b"):
+        write_image(tmp_path / "in" / f"{name}.png", rng.random((20, 24, 3)).astype(np.float32))
+    return tmp_path
 
 
 @pytest.fixture

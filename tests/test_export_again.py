@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from rfr_deploy.cli import main
 from rfr_deploy.files import sha256_file
-from rfr_deploy.images import write_image
-from rfr_deploy.models.factory import create_model
-from rfr_deploy.models.weights import save_weights
 
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture
-def job(tmp_path, rng):
-    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
-    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
-    for name in ("a", "b"):
-        write_image(tmp_path / "in" / f"{name}.png", rng.random((20, 24, 3)).astype(np.float32))
-    return tmp_path
 
 
 def run(job, *extra, out="out"):

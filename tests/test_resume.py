@@ -21,15 +21,6 @@ from rfr_deploy.models.weights import save_weights, sorted_header
 from rfr_deploy.optional import import_optional
 
 
-@pytest.fixture
-def job(tmp_path, rng):
-    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8)
-    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
-    for name in ("a", "b"):
-        write_image(tmp_path / "in" / f"{name}.png", rng.random((20, 24, 3)).astype(np.float32))
-    return tmp_path
-
-
 def run(job, *extra):
     args = ["adapt-and-export", str(job / "in"), "--weights", str(job / "tiny.safetensors"), "--sigma", "25"]
     return CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(job / "out"), *extra])
