@@ -1,0 +1,186 @@
+"""Adapting to 4:2:0 JPEGs on white noise (before) and on noise with its chroma subsampled like theirs (now).
+
+Central crops of colour test images get white Gaussian noise of σ (clipped, 8-bit) and are saved as JPEG
+with 4:2:0 chroma subsampling (Pillow's default, and most cameras'). Each crop is adapted end to end by
+``rfr-deploy adapt-and-export CROP.jpg --reference CLEAN.png`` with the defaults, once with
+``--noise-chroma off`` (white synthetic noise, as before the chroma model: the level read off the luma,
+GCV choosing the interpolation) and once with the default ``auto`` (the noise's chroma subsampled as the
+file's, :mod:`rfr_deploy.noise.chroma`; a fixed interpolation of 1). With the adapted weights the run wrote,
+the chroma runs are also scored at the interpolations in ``ALPHAS`` (the pre-trained and adapted weights
+blended), to show how the default of 1 sits among them.
+
+    python benchmarks/jpeg_chroma_noise.py --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import environment, job_outcome, report, run_json_job
+from PIL import Image
+
+from rfr_deploy.datasets import load_folder
+from rfr_deploy.inference import denoise
+from rfr_deploy.metrics import psnr
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.shared import shared_path
+
+ALPHAS = (0.5, 0.75, 1.0, 1.25)
+NETWORKS = {
+    "dncnn (packaged)": ["--model", "dncnn"],
+    "CDnCNN-B (official)": ["--model", "dncnn", "--weights", "{weights}/dncnn/dncnn_color_blind.pth"],
+    "FFDNet (official)": ["--model", "ffdnet", "--weights", "{weights}/ffdnet/ffdnet_color.pth"],
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", default="Kodak24/kodim05,Kodak24/kodim19,CBSD68/102061,CBSD68/105025")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--sigma", type=int, default=25, help="grey levels")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument("--workers", type=int, default=2, help="jobs at once, one thread each")
+    return parser.parse_args()
+
+
+def make_crops(args, folder: Path) -> list[tuple[str, Path, Path]]:
+    """(name, noisy JPEG, clean PNG) per image of ``args.images``, noise from one seeded stream in order."""
+    rng, crops, c = np.random.default_rng(5), [], args.crop
+    for entry in args.images.split(","):
+        dataset, stem = entry.split("/")
+        image = next(
+            i for i in load_folder(shared_path("data", "test", dataset), channels=3) if i.name == stem
+        )
+        h, w = image.pixels.shape[:2]
+        clean = np.round(
+            image.pixels[h // 2 - c // 2 : h // 2 + c // 2, w // 2 - c // 2 : w // 2 + c // 2] * 255
+        )
+        noisy = np.clip(np.round(clean + rng.standard_normal(clean.shape) * args.sigma), 0, 255)
+        Image.fromarray(clean.astype(np.uint8)).save(folder / f"{stem}_clean.png")
+        buffer = io.BytesIO()
+        Image.fromarray(noisy.astype(np.uint8)).save(buffer, "JPEG", quality=args.quality, subsampling=2)
+        (folder / f"{stem}.jpg").write_bytes(buffer.getvalue())
+        crops.append((entry, folder / f"{stem}.jpg", folder / f"{stem}_clean.png"))
+    return crops
+
+
+def run_case(case: tuple, folder: Path) -> dict:
+    """One crop, network and noise: the job's outcome (and, for the chroma runs, the interpolation sweep)."""
+    (entry, noisy, clean), network, chroma = case
+    out = folder / f"{noisy.stem}-{network.split()[0]}-{chroma}"
+    options = [o.format(weights=shared_path("weights")) for o in NETWORKS[network]]
+    command = [
+        sys.executable,
+        "-m",
+        "rfr_deploy.cli",
+        "adapt-and-export",
+        str(noisy),
+        "--reference",
+        str(clean),
+    ]
+    command += [*options, "--noise-chroma", chroma, "--threads", "1", "--json", "--quiet", "-o", str(out)]
+    manifest = run_json_job(command)
+    row = {"image": entry, "network": network, "noise_chroma": chroma, **job_outcome(manifest)}
+    row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0]
+    if chroma == "auto":
+        row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, row["sigma_hat"])
+    print(row, flush=True)
+    return row
+
+
+@torch.no_grad()
+def sweep(options: list[str], adapted_path: Path, noisy: Path, clean: Path, sigma_hat: float) -> dict:
+    """PSNR of the pre-trained and adapted weights blended at each of :data:`ALPHAS`."""
+    from rfr_deploy.images import read_image
+
+    model_name = options[options.index("--model") + 1]
+    weights = options[options.index("--weights") + 1] if "--weights" in options else "default"
+    pretrained = create_model(model_name, weights=weights, channels=3).eval()
+    adapted = create_model(model_name, weights=str(adapted_path), channels=3).eval()
+    blended = create_model(model_name, weights=str(adapted_path), channels=3).eval()
+    y = torch.from_numpy(read_image(noisy).pixels).permute(2, 0, 1)[None]
+    x = torch.from_numpy(read_image(clean).pixels).permute(2, 0, 1)[None]
+    sigma = sigma_hat / 255 if pretrained.meta.noise_map else None
+    scores = {}
+    for alpha in ALPHAS:
+        for p0, p1, pb in zip(
+            pretrained.parameters(), adapted.parameters(), blended.parameters(), strict=True
+        ):
+            pb.copy_(p0 + alpha * (p1 - p0))
+        scores[f"{alpha:g}"] = round(psnr(denoise(blended, y, sigma=sigma), x), 3)
+    return scores
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        crops = make_crops(args, folder)
+        cases = [
+            (crop, network, chroma) for crop in crops for network in NETWORKS for chroma in ("off", "auto")
+        ]
+        with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+            rows = list(pool.map(lambda case: run_case(case, folder), cases))
+    report(
+        "jpeg_chroma_noise",
+        {"args": vars(args), "environment": environment(), "rows": rows},
+        render(args, rows),
+    )
+
+
+def render(args: argparse.Namespace, rows: list[dict]) -> str:
+    lines = [
+        "# Adapting to 4:2:0 JPEGs: white synthetic noise against noise with its chroma subsampled",
+        "",
+        f"- Central {args.crop}² crops of {args.images.replace(',', ', ')}; white Gaussian noise σ = {args.sigma}, "
+        f"clipped to 8 bits, saved as JPEG quality {args.quality} with 4:2:0 chroma. `rfr-deploy adapt-and-export "
+        "CROP.jpg --reference CLEAN.png --threads 1` with the defaults (σ estimated), `--noise-chroma off` "
+        "(white noise) or `auto` (chroma subsampled). PSNR in dB against the clean crop.",
+        "",
+        "| network | image | σ̂ | pre-trained | white noise | (α, by) | chroma subsampled (α = 1) | "
+        + " | ".join(f"α = {a:g}" for a in ALPHAS)
+        + " |",
+        "|---|---|---:|---:|---:|---|---:|" + "---:|" * len(ALPHAS),
+    ]
+    for network in NETWORKS:
+        for entry in dict.fromkeys(r["image"] for r in rows):
+            white, chroma = (
+                next(r for r in rows if (r["network"], r["image"], r["noise_chroma"]) == (network, entry, c))
+                for c in ("off", "auto")
+            )
+            lines.append(
+                f"| {network} | {entry} | {chroma['sigma_hat']:.2f} | {chroma['pretrained_psnr']:.2f} | "
+                f"{white['adapted_psnr']:.2f} | ({white['interpolation']:g}, {white['selected_by']}) | "
+                f"{chroma['adapted_psnr']:.2f} | "
+                + " | ".join(f"{v:.2f}" for v in chroma["alphas"].values())
+                + " |"
+            )
+    lines += [
+        "",
+        "Mean gain over the pre-trained output, dB:",
+        "",
+        "| network | white noise | chroma subsampled |",
+        "|---|---:|---:|",
+    ]
+    for network in NETWORKS:
+        gains = [
+            statistics.fmean(r["gain_db"] for r in rows if (r["network"], r["noise_chroma"]) == (network, c))
+            for c in ("off", "auto")
+        ]
+        lines.append(f"| {network} | {gains[0]:+.2f} | {gains[1]:+.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
