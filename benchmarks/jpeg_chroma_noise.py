@@ -10,6 +10,7 @@ the chroma runs are also scored at the interpolations in ``ALPHAS`` (the pre-tra
 blended), to show how the default of 1 sits among them.
 
     python benchmarks/jpeg_chroma_noise.py --workers 2
+    python benchmarks/jpeg_chroma_noise.py --sigma 10 --images Kodak24/kodim19,CBSD68/102061 --workers 1
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sigma", type=int, default=25, help="grey levels")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
     parser.add_argument("--workers", type=int, default=2, help="jobs at once, one thread each")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="of: " + ", ".join(NETWORKS))
     return parser.parse_args()
 
 
@@ -127,16 +129,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         crops = make_crops(args, folder)
-        cases = [
-            (crop, network, chroma) for crop in crops for network in NETWORKS for chroma in ("off", "auto")
-        ]
+        networks = args.networks.split(",")
+        cases = [(crop, net, chroma) for crop in crops for net in networks for chroma in ("off", "auto")]
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             rows = list(pool.map(lambda case: run_case(case, folder), cases))
-    report(
-        "jpeg_chroma_noise",
-        {"args": vars(args), "environment": environment(), "rows": rows},
-        render(args, rows),
-    )
+    name = "jpeg_chroma_noise" + ("" if args.sigma == 25 else f"_sigma{args.sigma}")
+    report(name, {"args": vars(args), "environment": environment(), "rows": rows}, render(args, rows))
 
 
 def render(args: argparse.Namespace, rows: list[dict]) -> str:
@@ -153,7 +151,7 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         + " |",
         "|---|---|---:|---:|---:|---|---:|" + "---:|" * len(ALPHAS),
     ]
-    for network in NETWORKS:
+    for network in dict.fromkeys(r["network"] for r in rows):
         for entry in dict.fromkeys(r["image"] for r in rows):
             white, chroma = (
                 next(r for r in rows if (r["network"], r["image"], r["noise_chroma"]) == (network, entry, c))
@@ -173,7 +171,7 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         "| network | white noise | chroma subsampled |",
         "|---|---:|---:|",
     ]
-    for network in NETWORKS:
+    for network in dict.fromkeys(r["network"] for r in rows):
         gains = [
             statistics.fmean(r["gain_db"] for r in rows if (r["network"], r["noise_chroma"]) == (network, c))
             for c in ("off", "auto")
