@@ -141,6 +141,14 @@ def test_the_level_of_a_jpeg_with_subsampled_chroma_is_the_luma_s(jpeg_job):
     assert manifest["noise"]["sigma_estimates"] == [pytest.approx(luma_sigma(pixels) * 255, abs=1e-3)]
 
 
+def test_a_dry_run_names_the_subsampled_noise(jpeg_job):
+    args = ["adapt-and-export", str(jpeg_job / "a.jpg"), "--weights", str(jpeg_job / "tiny.safetensors")]
+    result = CliRunner().invoke(main, [*args, "--sigma", "25", "--dry-run", "-o", str(jpeg_job / "o")])
+    assert (
+        result.exit_code == 0 and "gaussian with its chroma subsampled 2×2 noise: to adapt" in result.stdout
+    )
+
+
 def test_a_term_on_the_noisy_input_is_refused_for_such_a_jpeg(jpeg_job):
     args = ["adapt-and-export", str(jpeg_job / "a.jpg"), "--weights", str(jpeg_job / "tiny.safetensors")]
     result = CliRunner().invoke(

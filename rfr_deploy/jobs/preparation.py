@@ -127,7 +127,13 @@ def describe_plan(run: PreparedRun, settings: JobSettings, exporters: Sequence[E
         record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
         if done is None and reused is None:
             model = run.models.get(group[0].info.channels)
-            record.update(status="to adapt", noise=resolve_noise_kind(settings.noise, model.meta.noise))
+            noise, chroma = (
+                resolve_noise_kind(settings.noise, model.meta.noise),
+                noise_chroma(settings, group),
+            )
+            if chroma != (1, 1) and level_source(noise) == "white":  # rfr_deploy.noise.chroma
+                noise += f" with its chroma subsampled {chroma[0]}×{chroma[1]}"
+            record.update(status="to adapt", noise=noise)
         else:
             stem = group_stem([j.path for j in group])
             status = "done" if done is not None else "to export"
