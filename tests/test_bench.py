@@ -218,6 +218,14 @@ def test_cli_bench_rejects_an_unknown_model_before_timing_anything(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("option", [["--job-steps", "3"], ["--no-job-export"]])
+def test_cli_bench_refuses_job_settings_without_the_job(option):
+    result = CliRunner().invoke(main, ["bench", "--no-job", *option])
+    assert result.exit_code == 2 and result.output == (
+        f"error: {option[0]} sets the adapt-and-export job, which --no-job leaves out: drop one\n"
+    )
+
+
 def test_cli_bench_rejects_a_malformed_size():
     result = CliRunner().invoke(main, ["bench", "--size-for", "mirnet", "--no-job"])
     assert result.exit_code == 2 and "MODEL=SIZE" in result.output

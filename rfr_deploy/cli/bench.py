@@ -16,6 +16,7 @@ from rfr_deploy.cli.options import (
     device_option,
     emit_json,
     field_options,
+    given_options,
     output_options,
     reporter_for,
     settings_from,
@@ -70,6 +71,10 @@ def command(models, sizes, plot, output, as_json, quiet, **options):
     for path, option in ((output, "--output"), (plot, "--plot")):
         if path:
             check_output_file(path, option)
+    given = given_options(click.get_current_context())
+    job_only = [given[k] for k in ("job_steps", "job_export") if k in given]
+    if not options["job"] and job_only:
+        raise ConfigError(f"{job_only[0]} sets the adapt-and-export job, which --no-job leaves out: drop one")
     if plot:
         import_optional("matplotlib", "plot", "plot benchmark results")  # missing: say so before timing
         check_plot_format(plot)
