@@ -99,7 +99,7 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class Earlier:
-    """What an earlier run left of a group."""
+    """What earlier runs left of each group of a run."""
 
     done: list[dict[str, Any] | None]
     """Per group, the manifest of a finished run with the same inputs and settings (skipped), or None."""
@@ -119,8 +119,8 @@ def run_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -
 
 
 def find_earlier(out_dir: Path, groups: Sequence[Sequence[str]], fingerprint: Fingerprint) -> Earlier:
-    """Per group, its finished manifest (:func:`completed_manifest`), else one whose adaptation this run
-    can reuse (:func:`reusable_manifest`); each group's inputs are hashed once."""
+    """Per group, its finished manifest (as :func:`completed_manifest` finds it), else one whose adaptation
+    this run can reuse (:func:`_reusable`); each group's inputs are hashed once."""
     done, reused = [], []
     for group in groups:
         manifest = _matching_inputs(out_dir, group)
