@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from rfr_deploy import progress
 from rfr_deploy.cli import main
 from rfr_deploy.errors import ImageError, MissingDependencyError
 from rfr_deploy.images import write_image
-from rfr_deploy.jobs.resume import completed_manifest, run_fingerprint
+from rfr_deploy.jobs.resume import Fingerprint, find_earlier, run_fingerprint
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights, sorted_header
 from rfr_deploy.optional import import_optional
@@ -238,14 +239,27 @@ def test_one_image_that_fails_is_the_run_s_own_error_and_gpu_memory_is_one_line(
     assert result.stderr.startswith("error: out of GPU memory (CUDA out of memory. Tried to allocate 2 GiB)")
 
 
+def test_inputs_are_hashed_only_where_an_earlier_manifest_has_these_settings(job, monkeypatch):
+    """A folder of thousands of large inputs with a changed setting is not read through to hash them."""
+    from rfr_deploy.jobs import resume
+
+    assert run(job, "--quiet").exit_code == 0
+    hashed = []
+    real = resume.sha256_file
+    monkeypatch.setattr(resume, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    assert run(job, "--steps", "3", "--dry-run").exit_code == 0 and hashed == []
+    assert run(job, "--dry-run").exit_code == 0 and sorted(hashed) == ["a.png", "b.png"]
+
+
 def test_a_changed_input_or_weights_file_is_not_done(job):
     assert run(job, "--quiet").exit_code == 0
     manifest = json.loads((job / "out" / "a.json").read_text())
-    fingerprint = manifest["settings_sha256"]
-    assert completed_manifest(job / "out", [job / "in" / "a.png"], fingerprint)["manifest"].endswith("a.json")
-    assert completed_manifest(job / "out", [job / "in" / "a.png"], "0" * 64) is None
+    fingerprint = Fingerprint(manifest["settings_sha256"], manifest["adaptation_sha256"])
+    earlier = find_earlier(job / "out", [job / "in" / "a.png"], fingerprint)
+    assert earlier.complete and earlier.manifest["manifest"].endswith("a.json")
+    assert find_earlier(job / "out", [job / "in" / "a.png"], Fingerprint("0" * 64, "0" * 64)) is None
     write_image(job / "in" / "a.png", np.zeros((20, 24, 3), np.float32))
-    assert completed_manifest(job / "out", [job / "in" / "a.png"], fingerprint) is None
+    assert find_earlier(job / "out", [job / "in" / "a.png"], fingerprint) is None
     from rfr_deploy.adaptation.config import AdaptConfig
     from rfr_deploy.jobs.settings import JobSettings
 

@@ -112,7 +112,7 @@ def adapt_and_export(
     (:mod:`rfr_deploy.jobs.resume`). ``models`` and ``prepared`` let a worker reuse its networks and its
     exporters, prepared once for the whole run (:mod:`rfr_deploy.jobs.ray_worker`)."""
     ready = prepare_run(inputs, settings, config, reporter, models, exporters, prepared)
-    out_dir, earlier = ready.out_dir, ready.earlier
+    out_dir = ready.out_dir
     shared = dict(
         settings=settings,
         models=ready.models,
@@ -122,16 +122,16 @@ def adapt_and_export(
     )
     adapt_one = partial(_run_group, config=config, fingerprint=ready.fingerprint, **shared)
     export_one = partial(export_again, fingerprint=ready.fingerprint, **shared)
-    count = sum(d is None for d in earlier.done)
+    count = sum(e is None or not e.complete for e in ready.earlier)
     results, counts, started = [], dict.fromkeys(("done", "exported", "skipped", "failed"), 0), 0
-    for group, done, reused in zip(ready.groups, earlier.done, earlier.reused, strict=True):
-        if done is not None:
-            status, manifest = "skipped", done
+    for group, earlier in zip(ready.groups, ready.earlier, strict=True):
+        if earlier is not None and earlier.complete:
+            status, manifest = "skipped", earlier.manifest
         else:
             started += 1
-            run = adapt_one if reused is None else partial(export_one, earlier=reused)
+            run = adapt_one if earlier is None else partial(export_one, earlier=earlier.manifest)
             manifest = _run_isolated(run, group, ready.device, reporter, started, count)
-            status = "done" if reused is None else "exported"
+            status = "done" if earlier is None else "exported"
             status = "failed" if manifest.get("status") == "failed" else status
         counts[status] += len(group)
         results.append({**manifest, "status": status})
@@ -165,8 +165,8 @@ def plan_adapt_and_export(
     """What :func:`adapt_and_export` would do with these arguments, once every check it makes before
     adapting has passed (``--dry-run``: :func:`~rfr_deploy.jobs.preparation.describe_plan`); writes nothing."""
     run = prepare_run(inputs, settings, config, reporter, None, exporters, prepared=False)
-    for group, done in zip(run.groups, run.earlier.done, strict=True):
-        if done is None:  # the σ each would adapt at, estimated as its turn would
+    for group, earlier in zip(run.groups, run.earlier, strict=True):
+        if earlier is None or not earlier.complete:  # the σ each would adapt at, estimated as its turn would
             with loaded(group, run.device):
                 set_group_levels(group, settings, run.models)
     return describe_plan(run, settings, exporters)
@@ -206,8 +206,18 @@ def _run_group(
     adapted_sha = _save_adapted_weights(run, settings, out_dir)
     files.append(file_record("weights", out_dir / f"{run.stem}_rfr.safetensors", out_dir))
     t = time.perf_counter()
-    where = (out_dir, run.model, reporter, exporters)
-    files.extend(export_files(run.result.model, run.jobs[0], run.stem, run.noise, settings, where))
+    exported = export_files(
+        run.result.model,
+        run.jobs[0],
+        run.stem,
+        run.noise,
+        pretrained=run.model,
+        settings=settings,
+        out_dir=out_dir,
+        reporter=reporter,
+        exporters=exporters,
+    )
+    files.extend(exported)
     export_seconds = time.perf_counter() - t
     manifest = group_manifest(
         fingerprint=fingerprint,
@@ -226,19 +236,19 @@ def _run_group(
     )
     manifest_path = out_dir / f"{run.stem}.json"
     write_manifest(manifest, manifest_path)
-    reporter.result(
+    reporter.result(_done_line(run, [f["path"] for f in files], manifest_path.name))
+    return manifest
+
+
+def _done_line(run: _GroupRun, written: list[str], manifest: str) -> str:
+    """The result line of an adapted group: its updates, the interpolation chosen and the files written."""
+    chosen = run.result.selected_by
+    return (
         f"{_label(run.jobs)}: {run.config.steps} step{'' if run.config.steps == 1 else 's'}"
         + f" in {run.result.total_seconds:.1f} s"
-        + (
-            f", interpolation {run.result.interpolation:g} ({run.result.selected_by.upper()})"
-            if run.result.selected_by
-            else ""
-        )
-        + " -> "
-        + ", ".join(f["path"] for f in files)
-        + f", {manifest_path.name}"
+        + (f", interpolation {run.result.interpolation:g} ({chosen.upper()})" if chosen else "")
+        + f" -> {', '.join(written)}, {manifest}"
     )
-    return manifest
 
 
 def _label(group: list[ImageJob]) -> str:

@@ -38,7 +38,7 @@ from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
-from rfr_deploy.jobs.resume import completed_manifest, plan_groups, run_fingerprint
+from rfr_deploy.jobs.resume import Fingerprint, find_earlier, plan_groups, run_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.optional import import_optional
@@ -85,7 +85,7 @@ def adapt_and_export_ray(
     inputs = drop_earlier_outputs(inputs, settings.output_dir, ADAPTED_TAG)
     groups = plan_groups(inputs, settings)
     create_model(settings.model, weights=settings.weights or "default")  # a bad model or weights: fail now
-    fingerprint = run_fingerprint(settings, config, exporters).settings
+    fingerprint = run_fingerprint(settings, config, exporters)
     out_dir = Path(settings.output_dir)
     records: dict[int, dict[str, Any]] = {}
     sizes = _run_sizes(inputs, exporters, records, groups) if any(e.needs_sizes for e in exporters) else ()
@@ -105,7 +105,9 @@ def adapt_and_export_ray(
         )
         ray_info.update(_run_tasks(ray, options, task, groups, todo, records, progress))
     shutil.rmtree(out_dir / STAGING, ignore_errors=True)
-    summary = progress.summary(out_dir, fingerprint, ray_info, [records[i] for i in range(len(groups))])
+    summary = progress.summary(
+        out_dir, fingerprint.settings, ray_info, [records[i] for i in range(len(groups))]
+    )
     with atomic_write(out_dir / SUMMARY) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     progress.finish(out_dir / SUMMARY)
@@ -195,16 +197,18 @@ def deciding_sizes(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(chosen))
 
 
-def _pending(groups, out_dir: Path, fingerprint: str, records: dict[int, dict]) -> list[int]:
-    """Indices of the groups to run; records the skipped ones."""
+def _pending(groups, out_dir: Path, fingerprint: Fingerprint, records: dict[int, dict]) -> list[int]:
+    """Indices of the groups to run (to adapt, or to export again: their tasks reuse the adaptation);
+    records the skipped ones."""
     todo = []
     for i, group in enumerate(groups):
         if i in records:
             continue
-        done = completed_manifest(out_dir, group, fingerprint)
-        if done is None:
+        earlier = find_earlier(out_dir, group, fingerprint)
+        if earlier is None or not earlier.complete:
             todo.append(i)
             continue
+        done = earlier.manifest
         records[i] = {
             "inputs": list(group),
             "status": "skipped",

@@ -19,21 +19,29 @@ from torch import nn
 from rfr_deploy.export_protocol import ExportRequest
 from rfr_deploy.jobs.inputs import ImageJob, ModelCache, model_sigma
 from rfr_deploy.jobs.manifest import file_record, write_manifest
-from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_exports
+from rfr_deploy.jobs.outputs import ADAPTED_ROLES, ADAPTED_TAG, Leftovers, clear_exports
 from rfr_deploy.jobs.preparation import set_group_levels
-from rfr_deploy.jobs.resume import ADAPTED_ROLES, Fingerprint
+from rfr_deploy.jobs.resume import Fingerprint
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.progress import Reporter
 
 
 def export_files(
-    model: nn.Module, first: ImageJob, stem: str, noise: dict[str, Any], settings: JobSettings, where
+    model: nn.Module,
+    first: ImageJob,
+    stem: str,
+    noise: dict[str, Any],
+    *,
+    pretrained: nn.Module,
+    settings: JobSettings,
+    out_dir: Path,
+    reporter: Reporter,
+    exporters,
 ) -> list[dict[str, Any]]:
     """Every exporter's files for the adapted ``model`` of the group named ``stem`` (whose first image is
     ``first``, adapted with ``noise``, the manifest's record), in the exporters' order, as manifest
-    records; ``where`` = (output folder, pre-trained network, reporter, exporters)."""
-    out_dir, pretrained, reporter, exporters = where
+    records; ``pretrained`` tells the σ a noise-map network is exported with."""
     records: list[dict[str, Any]] = []
     written: dict[str, Path] = {}
     for exporter in exporters:
@@ -71,13 +79,21 @@ def export_again(
     started, began = time.perf_counter(), time.time()
     stem = Path(earlier["manifest"]).stem
     kept = [dict(r) for r in earlier["files"] if isinstance(r, dict) and r.get("role") in ADAPTED_ROLES]
-    clear_exports(leftovers, stem, [j.path.stem for j in group], began, keep=[r["path"] for r in kept])
+    clear_exports(leftovers, stem, [j.path.stem for j in group], began)
     pretrained = set_group_levels(group, settings, models)  # a noise-map network's exported σ
     weights = out_dir / f"{stem}_{ADAPTED_TAG}.safetensors"
     adapted = create_model(pretrained.entry.name, weights=str(weights), device=group[0].noisy.device).eval()
     with reporter.bar(None, f"exporting {group[0].path.name if len(group) == 1 else stem}"):
         exports = export_files(
-            adapted, group[0], stem, earlier["noise"], settings, (out_dir, pretrained, reporter, exporters)
+            adapted,
+            group[0],
+            stem,
+            earlier["noise"],
+            pretrained=pretrained,
+            settings=settings,
+            out_dir=out_dir,
+            reporter=reporter,
+            exporters=exporters,
         )
     manifest = {k: v for k, v in earlier.items() if k != "manifest"}
     manifest.update(

@@ -22,6 +22,9 @@ from rfr_deploy.jobs.inputs import ImageInfo, ImageJob
 
 ADAPTED_TAG = "rfr"
 """What adapt-and-export's files add to their group's stem: ``<stem>_rfr.png``, ``.safetensors``, ``.onnx``…"""
+ADAPTED_ROLES = ("output", "weights")
+"""The manifest roles of the files a group's adaptation writes (the rest are exports, which can be
+written again alone)."""
 
 
 def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) -> Path:
@@ -128,31 +131,30 @@ def clear_group(leftovers: Leftovers, stem: str, members: Iterable[str], before:
     leftovers.clear(stem, members, before)
 
 
-def clear_exports(
-    leftovers: Leftovers, stem: str, members: Iterable[str], before: float, keep: Iterable[str]
-) -> None:
-    """Before a group whose adaptation is reused is exported again: remove the files its manifest lists but
-    ``keep`` (its adapted images and weights), and the group's ``leftovers``. The manifest stays until the
-    new one replaces it: it no longer matches its files, so a run stopped halfway exports again."""
-    out_dir, kept = leftovers.out_dir, set(keep)
-    for name in listed_files(out_dir / f"{stem}.json", (stem, *members)):
-        if name not in kept:
+def clear_exports(leftovers: Leftovers, stem: str, members: Iterable[str], before: float) -> None:
+    """Before a group whose adaptation is reused is exported again: remove the files its manifest lists
+    but its adapted images and weights (:data:`ADAPTED_ROLES`), and the group's ``leftovers``. The manifest
+    stays until the new one replaces it: it no longer matches its files, so a run stopped halfway exports
+    again."""
+    out_dir = leftovers.out_dir
+    for name, role in listed_files(out_dir / f"{stem}.json", (stem, *members)).items():
+        if role not in ADAPTED_ROLES:
             (out_dir / name).unlink(missing_ok=True)
     leftovers.clear(stem, members, before)
 
 
-def listed_files(manifest: Path, stems: Iterable[str]) -> list[str]:
-    """The names of the files in its own folder that ``manifest`` lists, of the group's ``stems``
-    (``<stem>_rfr.*``: nothing else is ever removed); none where it is missing or unreadable."""
+def listed_files(manifest: Path, stems: Iterable[str]) -> dict[str, str]:
+    """The files in its own folder that ``manifest`` lists, of the group's ``stems`` (``<stem>_rfr.*``:
+    nothing else is ever removed), name → role; none where it is missing or unreadable."""
     try:
         records = json.loads(manifest.read_text()).get("files", [])
     except (OSError, ValueError, AttributeError):
-        return []
+        return {}
     if not isinstance(records, list):
-        return []
+        return {}
     prefixes = tuple(f"{s}_{ADAPTED_TAG}." for s in stems)
-    names = [str(r.get("path", "")) for r in records if isinstance(r, dict)]
-    return [n for n in names if n.startswith(prefixes) and Path(n).name == n]
+    named = {str(r.get("path", "")): str(r.get("role")) for r in records if isinstance(r, dict)}
+    return {n: role for n, role in named.items() if n.startswith(prefixes) and Path(n).name == n}
 
 
 def output_bit_depth(image: Image | ImageInfo) -> int:

@@ -30,7 +30,6 @@ from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
     check_estimated_level,
-    loaded,
     noise_chroma,
     read_jobs,
     set_sigma_levels,
@@ -42,7 +41,6 @@ from rfr_deploy.jobs.resume import (
     Fingerprint,
     check_output_names,
     find_earlier,
-    group_stem,
     plan_groups,
     run_fingerprint,
 )
@@ -67,14 +65,14 @@ class PreparedRun:
     models: ModelCache
     jobs: list[ImageJob]
     groups: list[list[ImageJob]]
-    earlier: Earlier
-    """Per group, what an earlier run left: done (skipped), or its adaptation to reuse (exports only)."""
+    earlier: list[Earlier | None]
+    """Per group, what an earlier run left (:func:`~rfr_deploy.jobs.resume.find_earlier`): a complete
+    manifest (skipped), an adaptation to reuse (exported again), or None (adapted)."""
 
     @property
     def todo(self) -> list[list[ImageJob]]:
         """The groups to adapt."""
-        earlier = zip(self.earlier.done, self.earlier.reused, strict=True)
-        return [g for g, (d, r) in zip(self.groups, earlier, strict=True) if d is None and r is None]
+        return [g for g, e in zip(self.groups, self.earlier, strict=True) if e is None]
 
 
 def prepare_run(
@@ -99,21 +97,23 @@ def prepare_run(
     # before the first image is read: every phase reuses the memory the last one freed
     keep_freed_memory_on(device, config.keep_memory)
     fingerprint = run_fingerprint(settings, config, exporters)
-    earlier = find_earlier(out_dir, path_groups, fingerprint)
-    check_output_names(out_dir, (g for g, m in zip(path_groups, earlier.done, strict=True) if m is None))
+    earlier = [find_earlier(out_dir, g, fingerprint) for g in path_groups]
     # the groups to adapt or export again: their weights and σ are needed
-    todo = {p for g, m in zip(path_groups, earlier.done, strict=True) if m is None for p in g}
+    open_groups = [g for g, e in zip(path_groups, earlier, strict=True) if e is None or not e.complete]
+    check_output_names(out_dir, open_groups)
+    todo = {p for g in open_groups for p in g}
     models = models or ModelCache(settings.model, settings.weights, device)
-    jobs = _read_inputs(inputs, settings, models, device, todo, reporter)
+    # one group: its level is the first work anyway, read as its image is, before any output
+    jobs = _read_inputs(inputs, settings, models, device, todo, reporter, estimate=len(open_groups) == 1)
     if not prepared:
         for exporter in exporters:
             exporter.prepare([(j.info.height, j.info.width) for j in jobs])
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, earlier)
     _check_groups(run.todo, settings, config, models)
-    if len(run.todo) == 1:  # one group: its level is the first work anyway, checked before any output
-        with loaded(run.todo[0], device):
-            set_group_levels(run.todo[0], settings, models)
+    if len(open_groups) == 1:  # its levels were estimated as it was read: checked now
+        (group,) = (g for g, e in zip(groups, earlier, strict=True) if e is None or not e.complete)
+        set_group_levels(group, settings, models)
     return run
 
 
@@ -121,23 +121,20 @@ def describe_plan(run: PreparedRun, settings: JobSettings, exporters: Sequence[E
     """What the prepared ``run`` would do: per group its images (size, channels, the σ it adapts at, in
     grey levels, and where that comes from), its synthetic noise, and whether it is done already
     (``done``), adapted already with only its exports to write (``to export``) or ``to adapt``."""
-    groups = []
-    earlier = zip(run.earlier.done, run.earlier.reused, strict=True)
-    for group, (done, reused) in zip(run.groups, earlier, strict=True):
+    groups, white = [], {}  # per noise kind: whether it draws white Gaussian noise
+    for group, earlier in zip(run.groups, run.earlier, strict=True):
         record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
-        if done is None and reused is None:
-            model = run.models.get(group[0].info.channels)
-            noise, chroma = (
-                resolve_noise_kind(settings.noise, model.meta.noise),
-                noise_chroma(settings, group),
-            )
-            if chroma != (1, 1) and level_source(noise) == "white":  # rfr_deploy.noise.chroma
-                noise += f" with its chroma subsampled {chroma[0]}×{chroma[1]}"
-            record.update(status="to adapt", noise=noise)
+        if earlier is None:
+            kind = resolve_noise_kind(settings.noise, run.models.get(group[0].info.channels).meta.noise)
+            if kind not in white:
+                white[kind] = gaussian_level_of(_probe_noise(kind, settings)) is not None
+            chroma = noise_chroma(settings, group)
+            if chroma != (1, 1) and white[kind]:  # subsampled as build_noise_from does
+                kind += f" with its chroma subsampled {chroma[0]}×{chroma[1]}"
+            record.update(status="to adapt", noise=kind)
         else:
-            stem = group_stem([j.path for j in group])
-            status = "done" if done is not None else "to export"
-            record.update(status=status, manifest=str(run.out_dir / f"{stem}.json"))
+            status = "done" if earlier.complete else "to export"
+            record.update(status=status, manifest=earlier.manifest["manifest"])
         groups.append(record)
     return {
         "output_dir": str(run.out_dir),
@@ -162,10 +159,11 @@ def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
 
 
 def _read_inputs(
-    inputs, settings: JobSettings, models: ModelCache, device, todo: set[str], reporter: Reporter
+    inputs, settings: JobSettings, models: ModelCache, device, todo: set[str], reporter: Reporter, estimate
 ) -> list[ImageJob]:
     """Every input read once, before any long work (one image held at a time), and the weights of the
-    inputs ``todo``, those of groups not done yet, loaded (and so checked)."""
+    inputs ``todo``, those of groups not done yet, loaded (and so checked); with ``estimate``, their
+    noise levels read too (:func:`_estimate_levels`)."""
     channels: set[int] = set()
 
     def visit(job: ImageJob) -> None:
@@ -176,6 +174,8 @@ def _read_inputs(
             read_reference(settings.reference, job)
         if str(job.path) in todo:
             models.get(job.info.channels, job.path)
+            if estimate:
+                _estimate_levels([job], settings, models)
 
     return read_jobs(inputs, device, visit, reporter)
 
@@ -223,12 +223,21 @@ def set_group_levels(group: list[ImageJob], settings: JobSettings, models: Model
     the first adaptation delayed the first output by hours on large photos (8.6 s for one 3000×2000
     image on this project's 2-core machine, busy) and was redone on each resume. Returns the group's
     pre-trained network."""
-    model = models.get(group[0].info.channels)
-    kind = resolve_noise_kind(settings.noise, model.meta.noise)
-    set_sigma_levels(group, settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
+    model, kind = _estimate_levels(group, settings, models)
     if settings.sigma is None and settings.unknown_sigma == "estimate" and level_source(kind) == "white":
         check_estimated_level(group)
     return model
+
+
+def _estimate_levels(
+    jobs: list[ImageJob], settings: JobSettings, models: ModelCache
+) -> tuple[nn.Module, str]:
+    """Each job's σ: the known level, or the estimate where anything uses it (once per job; the jobs
+    loaded). Returns their pre-trained network and noise kind."""
+    model = models.get(jobs[0].info.channels)
+    kind = resolve_noise_kind(settings.noise, model.meta.noise)
+    set_sigma_levels(jobs, settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
+    return model, kind
 
 
 def _probe_noise(kind: str, settings: JobSettings) -> nn.Module:

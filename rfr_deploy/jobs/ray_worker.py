@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -34,8 +33,8 @@ from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.failures import failure_message
 from rfr_deploy.jobs.inputs import ModelCache
-from rfr_deploy.jobs.outputs import listed_files
-from rfr_deploy.jobs.resume import ADAPTED_ROLES, group_stem
+from rfr_deploy.jobs.outputs import ADAPTED_ROLES, listed_files
+from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET
 
@@ -115,12 +114,8 @@ def stage_adaptation(out_dir: Path, staging: Path, paths: Sequence[str]) -> None
     so that the run there reuses the adaptation where only the exports changed (and else removes the
     links, as a redone group removes its earlier files)."""
     manifest = out_dir / f"{group_stem(paths)}.json"
-    try:
-        records = json.loads(manifest.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    adapted = {str(r.get("path")) for r in records if isinstance(r, dict) and r.get("role") in ADAPTED_ROLES}
-    for name in [manifest.name, *(n for n in listed_files(manifest, _stems(paths)) if n in adapted)]:
+    adapted = [n for n, role in listed_files(manifest, _stems(paths)).items() if role in ADAPTED_ROLES]
+    for name in [manifest.name, *adapted] if adapted else ():
         try:
             os.link(out_dir / name, staging / name)
         except FileNotFoundError:

@@ -11,7 +11,7 @@ skip such groups; a changed setting, input or weights file redoes them.
 Where only the export formats or their settings changed, the adaptation is reused: a manifest whose
 adaptation fingerprint (everything but the exports) matches, whose inputs match and whose adapted
 images and weights are still there, with the weights' recorded sha256, gets only its exports written
-again (:mod:`rfr_deploy.jobs.reexport`).
+again (:mod:`rfr_deploy.jobs.exports`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.files import sha256_file, sha256_file_cached
 from rfr_deploy.jobs.outputs import (
+    ADAPTED_ROLES,
     ADAPTED_TAG,
     check_distinct_names,
     check_name_length,
@@ -82,10 +83,6 @@ def check_output_names(out_dir: Path, groups: Iterable[Sequence[str]]) -> None:
             raise taken_by_folder(out_dir / taken[0])
 
 
-ADAPTED_ROLES = ("output", "weights")
-"""The roles of the files a group's adaptation writes (the rest are exports, which can be redone alone)."""
-
-
 @dataclass(frozen=True)
 class Fingerprint:
     """What a manifest records of the settings that wrote it."""
@@ -99,13 +96,11 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class Earlier:
-    """What earlier runs left of each group of a run."""
+    """What an earlier run left of a group: its manifest, complete with these settings (the group is
+    skipped) or holding an adaptation with these adaptation settings (only the exports are written again)."""
 
-    done: list[dict[str, Any] | None]
-    """Per group, the manifest of a finished run with the same inputs and settings (skipped), or None."""
-    reused: list[dict[str, Any] | None]
-    """Per group, the manifest of a run with the same inputs and adaptation settings whose adapted
-    images and weights are still there (only the exports are written again), or None."""
+    manifest: dict[str, Any]
+    complete: bool
 
 
 def run_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -> Fingerprint:
@@ -118,18 +113,27 @@ def run_fingerprint(settings: Any, config: Any, exporters: Sequence[Any] = ()) -
     return Fingerprint(_sha256_of(document), adaptation)
 
 
-def find_earlier(out_dir: Path, groups: Sequence[Sequence[str]], fingerprint: Fingerprint) -> Earlier:
-    """Per group, its finished manifest (as :func:`completed_manifest` finds it), else one whose adaptation
-    this run can reuse (:func:`_reusable`); each group's inputs are hashed once."""
-    done, reused = [], []
-    for group in groups:
-        manifest = _matching_inputs(out_dir, group)
-        complete = manifest is not None and _complete(out_dir, manifest, fingerprint.settings)
-        done.append(manifest if complete else None)
-        reused.append(
-            manifest if not complete and _reusable(out_dir, manifest, fingerprint.adaptation) else None
-        )
-    return Earlier(done, reused)
+def find_earlier(
+    out_dir: Path, paths: Sequence[str | os.PathLike], fingerprint: Fingerprint
+) -> Earlier | None:
+    """What an earlier run left of the group of ``paths`` in ``out_dir`` for a run with ``fingerprint``
+    (see the module's docstring), or None where the group must be adapted. The manifest's fingerprints
+    and files are compared first: the inputs (and, to reuse, the weights) are hashed only where they match."""
+    manifest = _read_manifest(out_dir, paths)
+    if manifest is None:
+        return None
+    files = _file_records(manifest)
+    if manifest.get("settings_sha256") == fingerprint.settings and all(
+        _still_there(out_dir, r) for r in files
+    ):
+        complete = True
+    elif manifest.get("adaptation_sha256") == fingerprint.adaptation and _adapted_there(out_dir, files):
+        complete = False
+    else:
+        return None
+    if not _same_inputs(manifest, paths) or not (complete or _weights_intact(out_dir, files)):
+        return None
+    return Earlier(manifest, complete)
 
 
 def _adaptation_document(settings: Any, config: Any) -> dict[str, Any]:
@@ -157,18 +161,8 @@ def _settings_record(settings: Any) -> Any:
     return None if settings is None else repr(settings)
 
 
-def completed_manifest(
-    out_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], fingerprint: str
-) -> dict[str, Any] | None:
-    """The manifest of a finished group with these inputs and settings (``fingerprint``:
-    ``settings_sha256``), or None when it must be (re)done."""
-    manifest = _matching_inputs(Path(out_dir), paths)
-    return manifest if manifest is not None and _complete(Path(out_dir), manifest, fingerprint) else None
-
-
-def _matching_inputs(out_dir: Path, paths: Sequence[str | os.PathLike]) -> dict[str, Any] | None:
-    """The group's manifest in ``out_dir`` (its path added as ``manifest``) where it lists inputs of the
-    same contents in the same order, else None."""
+def _read_manifest(out_dir: Path, paths: Sequence[str | os.PathLike]) -> dict[str, Any] | None:
+    """The group's manifest in ``out_dir``, its path added as ``manifest``; None where there is none."""
     manifest_path = out_dir / f"{group_stem(paths)}.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -176,29 +170,27 @@ def _matching_inputs(out_dir: Path, paths: Sequence[str | os.PathLike]) -> dict[
         return None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("inputs"), list):
         return None
-    recorded = [item.get("sha256") if isinstance(item, dict) else None for item in manifest["inputs"]]
-    if len(recorded) != len(paths) or not _same_contents(paths, recorded):
-        return None
     manifest["manifest"] = str(manifest_path)
     return manifest
 
 
-def _complete(out_dir: Path, manifest: dict[str, Any], fingerprint: str) -> bool:
-    """Whether ``manifest`` records these settings and every file it lists is still there."""
-    files = _file_records(manifest)
-    return manifest.get("settings_sha256") == fingerprint and all(_still_there(out_dir, r) for r in files)
+def _same_inputs(manifest: dict[str, Any], paths: Sequence[str | os.PathLike]) -> bool:
+    """Whether ``manifest`` lists inputs of the same contents as ``paths``, in the same order."""
+    recorded = [item.get("sha256") if isinstance(item, dict) else None for item in manifest["inputs"]]
+    return len(recorded) == len(paths) and _same_contents(paths, recorded)
 
 
-def _reusable(out_dir: Path, manifest: dict[str, Any] | None, adaptation: str) -> bool:
-    """Whether ``manifest`` records these adaptation settings, and its adapted images and weights are
-    still there (the weights with their recorded sha256: they are read again to export)."""
-    if manifest is None or manifest.get("adaptation_sha256") != adaptation:
-        return False
-    adapted = [r for r in _file_records(manifest) if r.get("role") in ADAPTED_ROLES]
-    weights = [r for r in adapted if r.get("role") == "weights"]
-    if len(weights) != 1 or not all(_still_there(out_dir, r) for r in adapted):
-        return False
-    return sha256_file(out_dir / weights[0]["path"]) == weights[0].get("sha256")
+def _adapted_there(out_dir: Path, files: list[dict[str, Any]]) -> bool:
+    """Whether the adapted images and the one weights file the records list are still there."""
+    adapted = [r for r in files if r.get("role") in ADAPTED_ROLES]
+    weights = sum(r.get("role") == "weights" for r in adapted)
+    return weights == 1 and all(_still_there(out_dir, r) for r in adapted)
+
+
+def _weights_intact(out_dir: Path, files: list[dict[str, Any]]) -> bool:
+    """Whether the weights file has its recorded sha256 (they are read again to export)."""
+    weights = next(r for r in files if r.get("role") == "weights")
+    return sha256_file(out_dir / weights["path"]) == weights.get("sha256")
 
 
 def _file_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
