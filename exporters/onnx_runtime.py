@@ -28,6 +28,7 @@ import numpy as np
 from rfr_deploy.errors import ConfigError, ImageError, ModelError, first_line
 from rfr_deploy.inference import run_tiled
 from rfr_deploy.memory import available_bytes, side_that_fits
+from rfr_deploy.models.denoiser import padding
 from rfr_deploy.optional import import_optional
 from rfr_deploy.units import grey_levels
 
@@ -335,8 +336,7 @@ def _static_dim(shape: Sequence, index: int) -> int | None:
 def _edge_padded(batch: np.ndarray, multiple: int) -> np.ndarray:
     """``batch`` padded to a multiple of ``multiple`` by repeating its edge where it is too small for the
     graph's reflect padding (a side of 1 with a multiple of 2), as the PyTorch model pads it; else as is."""
-    h, w = batch.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if min(h, w) > max(pad_h, pad_w):
+    pad_h, pad_w, mode = padding(*batch.shape[-2:], multiple)
+    if mode == "reflect":
         return batch
     return np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="edge")

@@ -17,6 +17,14 @@ from rfr_deploy.errors import ConfigError, ImageError
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta
 
 
+def padding(h: int, w: int, multiple: int) -> tuple[int, int, str]:
+    """The bottom and right padding that makes an ``h``×``w`` image a multiple of ``multiple``, and its
+    mode: reflect, or replicate where the image is too small to reflect (exported graphs always reflect:
+    their runtimes pad such an image first, as the ONNX Runtime runner does)."""
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    return pad_h, pad_w, "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
+
+
 class Denoiser(nn.Module):
     def __init__(self, net: nn.Module, meta: WeightsMeta, entry: ModelEntry, weights_sha256: str | None):
         super().__init__()
@@ -39,13 +47,8 @@ class Denoiser(nn.Module):
                 f"{self.meta.arch} weights expect {self.meta.channels}-channel images, got {noisy.shape[1]} channels"
             )
         h, w = noisy.shape[-2:]
-        m = self.entry.pad_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        x = noisy
-        if pad_h or pad_w:
-            x = F.pad(
-                x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
-            )
+        pad_h, pad_w, mode = padding(h, w, self.entry.pad_multiple)
+        x = F.pad(noisy, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else noisy
         if self.meta.noise_map:
             if sigma is None:
                 raise ConfigError(f"{self.meta.arch} takes a noise level: pass sigma (σ/255)")

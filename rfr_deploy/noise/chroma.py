@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfr_deploy.noise.base import GaussianLevel, aims_at_residual, gaussian_level_of
+from rfr_deploy.noise.level import LUMA
 
-YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+YCBCR = (LUMA, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 """RGB → YCbCr as JPEG (JFIF) defines it, without the chroma offset (noise has none)."""
 FACTORS = ((2, 2), (1, 2), (2, 1))
 """The chroma subsampling factors (vertical, horizontal) modelled: 4:2:0, 4:2:2, and 4:2:2 turned on its side."""

@@ -109,22 +109,26 @@ def estimate_noise_level(
         return estimate_noise_level(_as_chw(image)[:1], noise_map)
     if subsampled_chroma and image.shape[-3] == 3:  # the chroma lost its noise: the luma's level
         luma = luma_sigma(image)
-        return NoiseLevel(luma, luma * DISAGREED_RANGE[0], luma * DISAGREED_RANGE[1])
+        return _around(luma, DISAGREED_RANGE)
     if noise_map and image.shape[-3] == 1:
         weak = estimate_sigma(image)
-        return NoiseLevel(weak, weak * DISAGREED_RANGE[0], weak * DISAGREED_RANGE[1])
+        return _around(weak, DISAGREED_RANGE)
     plain = estimate_sigma(image, iterations=0)
     if image.shape[-3] == 1:
         # Gray: textured crops fool both estimators alike (BSD68 test001 at σ = 25 reads 27.6 with
         # either), and trusting them cost up to 0.18 dB; only the range below the all-patch value,
         # which texture can only inflate, has kept every image within 0.02 dB of the pre-trained one.
-        return NoiseLevel(plain, plain * GRAY_RANGE[0], plain * GRAY_RANGE[1])
+        return _around(plain, GRAY_RANGE)
     weak, luma = estimate_sigma(image), luma_sigma(image)
     if max(plain, weak) < CHROMA_DROPPED * luma:  # chroma without its noise: the luma's level
-        return NoiseLevel(luma, luma * DISAGREED_RANGE[0], luma * DISAGREED_RANGE[1])
+        return _around(luma, DISAGREED_RANGE)
     agree = abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT
-    sigma, (low, high) = (plain, AGREED_RANGE) if agree else (weak, DISAGREED_RANGE)
-    return NoiseLevel(sigma, sigma * low, sigma * high, precise=agree)
+    return _around(plain, AGREED_RANGE, precise=True) if agree else _around(weak, DISAGREED_RANGE)
+
+
+def _around(sigma: float, relative: tuple[float, float], precise: bool = False) -> NoiseLevel:
+    """σ with the range ``relative`` to it."""
+    return NoiseLevel(sigma, sigma * relative[0], sigma * relative[1], precise=precise)
 
 
 def _grey_in_colour(image: torch.Tensor) -> bool:
