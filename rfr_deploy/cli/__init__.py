@@ -7,6 +7,7 @@ printed as one line (``error: ...``) with exit code 2, never as a traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -17,6 +18,21 @@ import click
 
 from rfr_deploy.errors import RfrError, first_line
 from rfr_deploy.version import __version__
+
+COMMANDS = {
+    "adapt-and-export": "adapt_export",
+    "bench": "bench",
+    "cache": "cache",
+    "denoise": "denoise",
+    "env": "env",
+    "eval": "evaluate",
+    "infer": "infer",
+    "models": "models",
+    "pretrain": "pretrain",
+}
+"""Each sub-command and the module of :mod:`rfr_deploy.cli` that defines it, imported when the command is
+looked up: importing this package costs no torch import, so Ctrl-C at any point of a run, its first
+second of imports included, ends with one line instead of a traceback."""
 
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 """What click ≥ 8.2 raises for a group given no command (8.1 prints the help itself)."""
@@ -53,6 +69,14 @@ class _Group(click.Group):
             if handled:
                 signal.signal(signal.SIGTERM, before)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(importlib.import_module(f"rfr_deploy.cli.{COMMANDS[cmd_name]}").command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -103,13 +127,3 @@ def main() -> None:
     )  # e.g. an input's alpha, read when checked and again
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
-
-
-def _register() -> None:
-    from rfr_deploy.cli import adapt_export, bench, cache, denoise, env, evaluate, infer, models, pretrain
-
-    for module in (denoise, adapt_export, infer, evaluate, pretrain, bench, models, cache, env):
-        main.add_command(module.command)
-
-
-_register()
