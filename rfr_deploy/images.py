@@ -36,9 +36,10 @@ class Image:
     pixels: np.ndarray
     bit_depth: int
     path: Path | None = None
-    chroma_subsampling: tuple[int, int] = (1, 1)
+    chroma_subsampling: tuple[int, int] | None = (1, 1)
     """How a JPEG stored the colour: its chroma's (vertical, horizontal) subsampling factors as the pixels
-    are oriented, (2, 2) for 4:2:0; (1, 1) for full chroma and every other format."""
+    are oriented, (2, 2) for 4:2:0; (1, 1) for full chroma and gray images; None for a colour image whose
+    format does not say (what its pixels show: :func:`rfr_deploy.noise.chroma.find_subsampled_chroma`)."""
 
     @property
     def channels(self) -> int:
@@ -64,7 +65,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: file is empty")
     try:
         kind, png_depth = _signature(path)
-        chroma = _jpeg_chroma(path) if kind == "jpeg" else (1, 1)
+        chroma = _jpeg_chroma(path) if kind == "jpeg" else None
         if kind == "tiff":
             array, depth = _read_tiff(path, max_pixels)
         elif kind == "png" and png_depth == 16:

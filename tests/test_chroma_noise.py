@@ -17,7 +17,7 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 from rfr_deploy.noise.build import build_noise
-from rfr_deploy.noise.chroma import YCBCR, ChromaSubsampledNoise
+from rfr_deploy.noise.chroma import TRACE_LEVEL, YCBCR, ChromaSubsampledNoise, find_subsampled_chroma
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.noise.level import estimate_noise_level, luma_sigma
 
@@ -89,10 +89,8 @@ def test_a_jpeg_s_chroma_subsampling_is_read_from_its_header(tmp_path):
         assert read_image(tmp_path / "a.jpg").chroma_subsampling == factors
     PILImage.fromarray(pixels[..., 0]).save(tmp_path / "gray.jpg")
     PILImage.fromarray(pixels).save(tmp_path / "a.png")
-    assert (
-        read_image(tmp_path / "gray.jpg").chroma_subsampling
-        == read_image(tmp_path / "a.png").chroma_subsampling
-    )
+    assert read_image(tmp_path / "gray.jpg").chroma_subsampling == (1, 1)
+    assert read_image(tmp_path / "a.png").chroma_subsampling is None  # the format does not say
     image = PILImage.fromarray(pixels)
     exif = image.getexif()
     exif[0x0112] = 6  # turned by 90°: 4:2:2's halved columns are rows of the decoded pixels
@@ -109,6 +107,9 @@ def jpeg_job(tmp_path):
     noisy = np.clip(128 + rng.normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
     PILImage.fromarray(noisy).save(tmp_path / "a.jpg", quality=90, subsampling=2)
     PILImage.fromarray(noisy).save(tmp_path / "b.png")
+    PILImage.open(tmp_path / "a.jpg").save(
+        tmp_path / "c.png"
+    )  # the JPEG's pixels, in a file that does not say
     return tmp_path
 
 
@@ -127,6 +128,62 @@ def test_a_4_2_0_jpeg_adapts_on_noise_with_its_chroma_subsampled(jpeg_job):
     assert manifest["adaptation"]["interpolation"] == 1.0 and manifest["adaptation"]["selected_by"] is None
     assert adapt_json(jpeg_job, "b.png")["noise"]["chroma_subsampled"] is None
     assert adapt_json(jpeg_job, "a.jpg", "--noise-chroma", "off")["noise"]["chroma_subsampled"] is None
+
+
+def jpeg_round_trip(pixels: np.ndarray, subsampling: int) -> torch.Tensor:
+    """``pixels`` (H×W×3, uint8) through a JPEG of quality 90, decoded, as a 3×H×W tensor."""
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, "JPEG", quality=90, subsampling=subsampling)
+    return torch.from_numpy(np.asarray(PILImage.open(buffer).convert("RGB")).copy()).permute(2, 0, 1) / 255
+
+
+def test_the_pixels_of_a_decoded_jpeg_show_how_its_chroma_was_stored():
+    rng = np.random.default_rng(2)
+    ramp = np.linspace(40, 200, 64)[None, :, None] * np.array([1.0, 0.8, 0.5])  # smooth colour
+    pixels = np.clip(ramp + rng.normal(0, 20, (64, 64, 3)), 0, 255).round().astype(np.uint8)
+    sigma = 20 / 255
+    white = torch.from_numpy(pixels).permute(2, 0, 1) / 255
+    assert find_subsampled_chroma(white, sigma) == (1, 1)
+    assert find_subsampled_chroma(jpeg_round_trip(pixels, 0), sigma) == (1, 1)  # 4:4:4
+    assert find_subsampled_chroma(jpeg_round_trip(pixels, 1), sigma) == (1, 2)  # 4:2:2
+    decoded = jpeg_round_trip(pixels, 2)
+    assert find_subsampled_chroma(decoded, sigma) == (2, 2)
+    assert find_subsampled_chroma(decoded[:, 1:, 3:], sigma) == (2, 2)  # cropped off the 2×2 grid
+    assert find_subsampled_chroma(jpeg_round_trip(pixels, 1).transpose(1, 2), sigma) == (2, 1)
+    # nothing is read where the level is unknown or too low for the trace to be the noise's, in gray
+    # images, and in images too small
+    assert find_subsampled_chroma(decoded, None) == (1, 1)
+    assert find_subsampled_chroma(decoded, TRACE_LEVEL * 0.9) == (1, 1)
+    assert find_subsampled_chroma(decoded[:1], sigma) == (1, 1)
+    assert find_subsampled_chroma(decoded[:, :12, :12], sigma) == (1, 1)
+
+
+def test_a_png_of_a_4_2_0_jpeg_s_pixels_adapts_on_noise_with_its_chroma_subsampled(jpeg_job):
+    manifest = adapt_json(jpeg_job, "c.png")
+    assert manifest["noise"]["chroma_subsampled"] == [2, 2]
+    assert manifest["noise"]["chroma_read_from"] == "pixels"
+    assert adapt_json(jpeg_job, "a.jpg")["noise"]["chroma_read_from"] == "header"
+    assert adapt_json(jpeg_job, "c.png", "--noise-chroma", "off")["noise"]["chroma_subsampled"] is None
+    # a loss term on the noisy input needs white noise: a file that does not say keeps it, unrefused
+    manifest = adapt_json(jpeg_job, "c.png", "--sure-loss", "0.3")
+    assert manifest["noise"]["chroma_subsampled"] is None
+    dry = CliRunner().invoke(
+        main,
+        [
+            "adapt-and-export",
+            str(jpeg_job / "c.png"),
+            "--weights",
+            str(jpeg_job / "tiny.safetensors"),
+            "--sigma",
+            "25",
+            "--dry-run",
+            "--json",
+            "-o",
+            str(jpeg_job / "dry"),
+        ],
+    )
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["groups"][0]["noise"] == "gaussian with its chroma subsampled 2×2"
 
 
 def test_the_level_of_a_jpeg_with_subsampled_chroma_is_the_luma_s(jpeg_job):

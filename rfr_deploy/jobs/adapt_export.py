@@ -31,6 +31,7 @@ from rfr_deploy.jobs.failures import failure_record, stops_the_run
 from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
+    chroma_source,
     loaded,
     model_sigma,
     noise_chroma,
@@ -46,7 +47,7 @@ from rfr_deploy.jobs.manifest import (
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_group, output_bit_depth, write_output
-from rfr_deploy.jobs.preparation import describe_plan, prepare_run, set_group_levels
+from rfr_deploy.jobs.preparation import describe_plan, noisy_input_term, prepare_run, set_group_levels
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
@@ -169,7 +170,7 @@ def plan_adapt_and_export(
         if earlier is None or not earlier.complete:  # the σ each would adapt at, estimated as its turn would
             with loaded(group, run.device):
                 set_group_levels(group, settings, run.models)
-    return describe_plan(run, settings, exporters)
+    return describe_plan(run, settings, config, exporters)
 
 
 def _run_isolated(run, group: list[ImageJob], device, reporter: Reporter, number: int, count: int):
@@ -271,7 +272,8 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
         (settings.sigma_low, settings.sigma_high),
     )
     names = [j.path.name for j in group]
-    stored = (_noise_bit_depth(settings, group), noise_chroma(settings, group))
+    chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
+    stored = (_noise_bit_depth(settings, group), chroma)
     aim = aim_noise(kind, choices, model, images, sigma, config, names, *stored)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
@@ -373,4 +375,5 @@ def noise_desc(
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     subsampled = [m.factors for m in noise.modules() if isinstance(m, ChromaSubsampledNoise)]
     desc["chroma_subsampled"] = list(subsampled[0]) if subsampled else None
+    desc["chroma_read_from"] = chroma_source(group) if subsampled else None
     return desc

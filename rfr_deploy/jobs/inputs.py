@@ -22,6 +22,7 @@ from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import ChannelsError
+from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 
@@ -34,8 +35,9 @@ class ImageInfo:
     width: int
     channels: int
     bit_depth: int
-    chroma_subsampling: tuple[int, int] = (1, 1)
-    """A colour JPEG's chroma subsampling (:attr:`rfr_deploy.images.Image.chroma_subsampling`)."""
+    chroma_subsampling: tuple[int, int] | None = (1, 1)
+    """A colour JPEG's chroma subsampling; None where the format does not say
+    (:attr:`rfr_deploy.images.Image.chroma_subsampling`)."""
 
 
 @dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
@@ -52,6 +54,9 @@ class ImageJob:
     """σ estimated from the image ([0, 1] units); None where nothing uses it."""
     sigma_used: float | None = None
     """σ given to noise-map networks ([0, 1] units): the known level, else the estimate."""
+    chroma_found: tuple[int, int] | None = None
+    """The chroma subsampling the pixels of a colour image whose file does not say show
+    (:func:`read_chroma_traces`); None until read."""
     manifest: dict[str, Any] = field(default_factory=dict)
 
     def load(self, device: torch.device) -> ImageJob:
@@ -70,6 +75,12 @@ class ImageJob:
 
     def release(self) -> None:
         self.image = self.noisy = None
+
+    def chroma_subsampling(self, pixels: bool = True) -> tuple[int, int]:
+        """How the image's chroma was stored before its noise reached the file: as its JPEG header says,
+        else (with ``pixels``) as its pixels show, else full."""
+        said = self.info.chroma_subsampling
+        return said if said is not None else (self.chroma_found if pixels else None) or (1, 1)
 
 
 class ModelCache:
@@ -148,7 +159,7 @@ def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module
     :func:`~rfr_deploy.noise.level.estimate_noise_level`; once per job)."""
     for job in jobs:
         if estimate and sigma is None and job.sigma_estimate is None:
-            subsampled = job.info.chroma_subsampling != (1, 1)
+            subsampled = job.chroma_subsampling(pixels=False) != (1, 1)
             job.sigma_estimate = estimate_noise_level(job.noisy, model.meta.noise_map, subsampled).sigma
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
 
@@ -177,8 +188,22 @@ def set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
     return statistics.median(j.sigma_used for j in group)
 
 
-def noise_chroma(settings, group: list[ImageJob]) -> tuple[int, int]:
-    """The chroma subsampling of the group's JPEGs, which the synthetic noise copies (one for all: a set
-    whose images differ keeps white noise); (1, 1) where the job's ``noise_chroma`` is 'off'."""
-    factors = {j.info.chroma_subsampling for j in group}
+def read_chroma_traces(jobs: list[ImageJob]) -> None:
+    """For each colour image (loaded) whose file does not say how it stored the chroma, what its pixels
+    show at its level (:func:`~rfr_deploy.noise.chroma.find_subsampled_chroma`); once per job."""
+    for job in jobs:
+        if job.info.chroma_subsampling is None and job.chroma_found is None and job.noisy is not None:
+            job.chroma_found = find_subsampled_chroma(job.noisy, job.sigma_used)
+
+
+def noise_chroma(settings, group: list[ImageJob], pixels: bool = True) -> tuple[int, int]:
+    """The chroma subsampling the group's synthetic noise copies (one for all: a set whose images differ
+    keeps white noise): as its JPEGs' headers say, and (with ``pixels``) as the pixels of its other
+    colour images show; (1, 1) where the job's ``noise_chroma`` is 'off'."""
+    factors = {j.chroma_subsampling(pixels) for j in group}
     return factors.pop() if settings.noise_chroma == "auto" and len(factors) == 1 else (1, 1)
+
+
+def chroma_source(group: list[ImageJob]) -> str:
+    """Where the group's chroma subsampling was read: its files' headers, or its pixels."""
+    return "pixels" if any(j.info.chroma_subsampling is None for j in group) else "header"

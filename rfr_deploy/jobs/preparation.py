@@ -31,6 +31,7 @@ from rfr_deploy.jobs.inputs import (
     ModelCache,
     check_estimated_level,
     noise_chroma,
+    read_chroma_traces,
     read_jobs,
     set_sigma_levels,
 )
@@ -117,7 +118,9 @@ def prepare_run(
     return run
 
 
-def describe_plan(run: PreparedRun, settings: JobSettings, exporters: Sequence[Exporter]) -> dict[str, Any]:
+def describe_plan(
+    run: PreparedRun, settings: JobSettings, config: AdaptConfig, exporters: Sequence[Exporter]
+) -> dict[str, Any]:
     """What the prepared ``run`` would do: per group its images (size, channels, the σ it adapts at, in
     grey levels, and where that comes from), its synthetic noise, and whether it is done already
     (``done``), adapted already with only its exports to write (``to export``) or ``to adapt``."""
@@ -128,7 +131,7 @@ def describe_plan(run: PreparedRun, settings: JobSettings, exporters: Sequence[E
             kind = resolve_noise_kind(settings.noise, run.models.get(group[0].info.channels).meta.noise)
             if kind not in white:
                 white[kind] = gaussian_level_of(_probe_noise(kind, settings)) is not None
-            chroma = noise_chroma(settings, group)
+            chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
             if chroma != (1, 1) and white[kind]:  # subsampled as build_noise_from does
                 kind += f" with its chroma subsampled {chroma[0]}×{chroma[1]}"
             record.update(status="to adapt", noise=kind)
@@ -195,11 +198,11 @@ def _check_groups(
 ) -> None:
     """A loss term on the noisy input has the Gaussian noise of one level it needs, and white noise in the
     images (no JPEG with subsampled chroma), before any adaptation."""
-    term = "--recorrupted" if config.recorrupted > 0 else "--sure-loss" if config.sure_loss > 0 else None
+    term = noisy_input_term(config)
     kinds = set()
     for group in groups:
         kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
-        if term and noise_chroma(settings, group) != (1, 1):
+        if term and noise_chroma(settings, group, pixels=False) != (1, 1):
             raise ConfigError(
                 f"{term} needs white Gaussian noise in the input, and {group[0].path.name} is a JPEG whose "
                 "chroma was subsampled (its noise is smooth in colour); add --noise-chroma off to treat it as white"
@@ -214,6 +217,12 @@ def _check_groups(
             raise ConfigError(
                 f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
             )
+
+
+def noisy_input_term(config: AdaptConfig) -> str | None:
+    """The option of a loss term on the noisy input, which needs white Gaussian noise in it; None without.
+    Such a run keeps white synthetic noise where only the pixels suggest subsampled chroma."""
+    return "--recorrupted" if config.recorrupted > 0 else "--sure-loss" if config.sure_loss > 0 else None
 
 
 def set_group_levels(group: list[ImageJob], settings: JobSettings, models: ModelCache) -> nn.Module:
@@ -232,11 +241,14 @@ def set_group_levels(group: list[ImageJob], settings: JobSettings, models: Model
 def _estimate_levels(
     jobs: list[ImageJob], settings: JobSettings, models: ModelCache
 ) -> tuple[nn.Module, str]:
-    """Each job's σ: the known level, or the estimate where anything uses it (once per job; the jobs
-    loaded). Returns their pre-trained network and noise kind."""
+    """Each job's σ: the known level, or the estimate where anything uses it, and the chroma subsampling
+    the pixels of those whose file does not say show (once per job; the jobs loaded). Returns their
+    pre-trained network and noise kind."""
     model = models.get(jobs[0].info.channels)
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
     set_sigma_levels(jobs, settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
+    if settings.noise_chroma == "auto":
+        read_chroma_traces(jobs)
     return model, kind
 
 

@@ -78,12 +78,14 @@ class JobSettings:
     noise_chroma: Literal["auto", "off"] = field(
         default="auto",
         metadata={
-            "help": "'auto' subsamples the synthetic Gaussian noise's chroma like the input JPEG's (4:2:0, "
-            "4:2:2); 'off' keeps it white."
+            "help": "'auto' subsamples the synthetic Gaussian noise's chroma like the input's: as a JPEG's "
+            "header says (4:2:0, 4:2:2), or as the pixels of another file (a PNG of a decoded JPEG) show; "
+            "'off' keeps it white."
         },
     )
-    """'auto': where the input is a JPEG with subsampled chroma, white Gaussian synthetic noise has its chroma
-    subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': white noise whatever the file."""
+    """'auto': where the input is a JPEG with subsampled chroma, or a file that does not say whose pixels
+    show it (:func:`~rfr_deploy.noise.chroma.find_subsampled_chroma`), white Gaussian synthetic noise has
+    its chroma subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': white noise whatever the file."""
     reference: str | None = field(
         default=None,
         metadata={
