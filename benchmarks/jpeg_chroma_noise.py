@@ -7,10 +7,13 @@ with 4:2:0 chroma subsampling (Pillow's default, and most cameras'). Each crop i
 GCV choosing the interpolation) and once with the default ``auto`` (the noise's chroma subsampled as the
 file's, :mod:`rfr_deploy.noise.chroma`; a fixed interpolation of 1). With the adapted weights the run wrote,
 the chroma runs are also scored at the interpolations in ``ALPHAS`` (the pre-trained and adapted weights
-blended), to show how the default of 1 sits among them.
+blended), to show how the default of 1 sits among them. ``--stored-as png`` saves each JPEG's decoded
+pixels as PNG, a file that does not say how its chroma was stored: the job reads it off the pixels
+(:func:`rfr_deploy.noise.chroma.find_subsampled_chroma`).
 
     python benchmarks/jpeg_chroma_noise.py --workers 2
     python benchmarks/jpeg_chroma_noise.py --sigma 10 --images Kodak24/kodim19,CBSD68/102061 --workers 1
+    python benchmarks/jpeg_chroma_noise.py --stored-as png --networks "dncnn (packaged)" --workers 2
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigma", type=int, default=25, help="grey levels")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument(
+        "--stored-as", choices=("jpeg", "png"), default="jpeg", help="png: the JPEG's decoded pixels as PNG"
+    )
     parser.add_argument("--workers", type=int, default=2, help="jobs at once, one thread each")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="of: " + ", ".join(NETWORKS))
     return parser.parse_args()
@@ -72,7 +78,15 @@ def make_crops(args, folder: Path) -> list[tuple[str, Path, Path]]:
         buffer = io.BytesIO()
         Image.fromarray(noisy.astype(np.uint8)).save(buffer, "JPEG", quality=args.quality, subsampling=2)
         (folder / f"{stem}.jpg").write_bytes(buffer.getvalue())
-        crops.append((entry, folder / f"{stem}.jpg", folder / f"{stem}_clean.png"))
+        if args.stored_as == "png":
+            Image.open(folder / f"{stem}.jpg").save(folder / f"{stem}.png")
+        crops.append(
+            (
+                entry,
+                folder / f"{stem}.{'png' if args.stored_as == 'png' else 'jpg'}",
+                folder / f"{stem}_clean.png",
+            )
+        )
     return crops
 
 
@@ -94,6 +108,7 @@ def run_case(case: tuple, folder: Path) -> dict:
     manifest = run_json_job(command)
     row = {"image": entry, "network": network, "noise_chroma": chroma, **job_outcome(manifest)}
     row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0]
+    row["chroma"] = (manifest["noise"]["chroma_subsampled"], manifest["noise"].get("chroma_read_from"))
     if chroma == "auto":
         row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, row["sigma_hat"])
     print(row, flush=True)
@@ -134,6 +149,7 @@ def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             rows = list(pool.map(lambda case: run_case(case, folder), cases))
     name = "jpeg_chroma_noise" + ("" if args.sigma == 25 else f"_sigma{args.sigma}")
+    name += "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
     report(name, {"args": vars(args), "environment": environment(), "rows": rows}, render(args, rows))
 
 
@@ -142,11 +158,13 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         "# Adapting to 4:2:0 JPEGs: white synthetic noise against noise with its chroma subsampled",
         "",
         f"- Central {args.crop}² crops of {args.images.replace(',', ', ')}; white Gaussian noise σ = {args.sigma}, "
-        f"clipped to 8 bits, saved as JPEG quality {args.quality} with 4:2:0 chroma. `rfr-deploy adapt-and-export "
-        "CROP.jpg --reference CLEAN.png --threads 1` with the defaults (σ estimated), `--noise-chroma off` "
-        "(white noise) or `auto` (chroma subsampled). PSNR in dB against the clean crop.",
+        f"clipped to 8 bits, saved as JPEG quality {args.quality} with 4:2:0 chroma"
+        + (", decoded and saved as PNG (CROP.png)" if args.stored_as == "png" else "")
+        + f". `rfr-deploy adapt-and-export CROP.{'png' if args.stored_as == 'png' else 'jpg'} --reference "
+        "CLEAN.png --threads 1` with the defaults (σ estimated), `--noise-chroma off` (white noise) or `auto` "
+        "(chroma subsampled). PSNR in dB against the clean crop.",
         "",
-        "| network | image | σ̂ | pre-trained | white noise | (α, by) | chroma subsampled (α = 1) | "
+        "| network | image | σ̂ | pre-trained | white noise | (α, by) | chroma subsampled (α = 1), as read | "
         + " | ".join(f"α = {a:g}" for a in ALPHAS)
         + " |",
         "|---|---|---:|---:|---:|---|---:|" + "---:|" * len(ALPHAS),
@@ -160,7 +178,7 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
             lines.append(
                 f"| {network} | {entry} | {chroma['sigma_hat']:.2f} | {chroma['pretrained_psnr']:.2f} | "
                 f"{white['adapted_psnr']:.2f} | ({white['interpolation']:g}, {white['selected_by']}) | "
-                f"{chroma['adapted_psnr']:.2f} | "
+                f"{chroma['adapted_psnr']:.2f}, {_chroma(chroma['chroma'])} | "
                 + " | ".join(f"{v:.2f}" for v in chroma["alphas"].values())
                 + " |"
             )
@@ -178,6 +196,12 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         ]
         lines.append(f"| {network} | {gains[0]:+.2f} | {gains[1]:+.2f} |")
     return "\n".join(lines)
+
+
+def _chroma(read: list) -> str:
+    """The noise the ``auto`` run drew: its chroma factors and where they were read, or white."""
+    factors, source = read
+    return "white" if factors is None else f"{factors[0]}×{factors[1]} from the {source}"
 
 
 if __name__ == "__main__":
