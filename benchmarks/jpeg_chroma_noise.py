@@ -14,6 +14,7 @@ pixels as PNG, a file that does not say how its chroma was stored: the job reads
     python benchmarks/jpeg_chroma_noise.py --workers 2
     python benchmarks/jpeg_chroma_noise.py --sigma 10 --images Kodak24/kodim19,CBSD68/102061 --workers 1
     python benchmarks/jpeg_chroma_noise.py --stored-as png --networks "dncnn (packaged)" --workers 2
+    python benchmarks/jpeg_chroma_noise.py --quality 75 --networks "dncnn (packaged),FFDNet (official)"
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             rows = list(pool.map(lambda case: run_case(case, folder), cases))
     name = "jpeg_chroma_noise" + ("" if args.sigma == 25 else f"_sigma{args.sigma}")
-    name += "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
+    name += ("" if args.quality == 90 else f"_q{args.quality}") + (
+        "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
+    )
     report(name, {"args": vars(args), "environment": environment(), "rows": rows}, render(args, rows))
 
 
