@@ -39,6 +39,13 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.shared import shared_path
 
 ALPHAS = (0.5, 0.75, 1.0, 1.25)
+MODES = {
+    "off": ["--noise-chroma", "off"],
+    "auto": ["--noise-chroma", "auto", "--noise-jpeg", "off"],
+    "jpeg": ["--noise-chroma", "auto", "--noise-jpeg", "auto"],
+}
+"""The synthetic noise of each run: white; its chroma subsampled like the file's (the default of stop 57);
+also compressed with the file's quantization tables (the default since stop 58, :mod:`rfr_deploy.noise.jpeg`)."""
 NETWORKS = {
     "dncnn (packaged)": ["--model", "dncnn"],
     "CDnCNN-B (official)": ["--model", "dncnn", "--weights", "{weights}/dncnn/dncnn_color_blind.pth"],
@@ -59,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="jobs at once, one thread each")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="of: " + ", ".join(NETWORKS))
+    parser.add_argument("--modes", default="off,auto", help="of: " + ", ".join(MODES))
     return parser.parse_args()
 
 
@@ -105,11 +113,12 @@ def run_case(case: tuple, folder: Path) -> dict:
         "--reference",
         str(clean),
     ]
-    command += [*options, "--noise-chroma", chroma, "--threads", "1", "--json", "--quiet", "-o", str(out)]
+    command += [*options, *MODES[chroma], "--threads", "1", "--json", "--quiet", "-o", str(out)]
     manifest = run_json_job(command)
     row = {"image": entry, "network": network, "noise_chroma": chroma, **job_outcome(manifest)}
     row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0]
     row["chroma"] = (manifest["noise"]["chroma_subsampled"], manifest["noise"].get("chroma_read_from"))
+    row["jpeg_quality"] = manifest["noise"].get("jpeg_quality")
     if chroma == "auto":
         row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, row["sigma_hat"])
     print(row, flush=True)
@@ -146,17 +155,22 @@ def main() -> None:
         folder = Path(tmp)
         crops = make_crops(args, folder)
         networks = args.networks.split(",")
-        cases = [(crop, net, chroma) for crop in crops for net in networks for chroma in ("off", "auto")]
+        modes = args.modes.split(",")
+        cases = [(crop, net, mode) for crop in crops for net in networks for mode in modes]
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             rows = list(pool.map(lambda case: run_case(case, folder), cases))
     name = "jpeg_chroma_noise" + ("" if args.sigma == 25 else f"_sigma{args.sigma}")
     name += ("" if args.quality == 90 else f"_q{args.quality}") + (
         "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
     )
+    name += "" if args.modes == "off,auto" else "_" + args.modes.replace(",", "_")
     report(name, {"args": vars(args), "environment": environment(), "rows": rows}, render(args, rows))
 
 
 def render(args: argparse.Namespace, rows: list[dict]) -> str:
+    head = _render_compressed(rows) if "jpeg" in args.modes.split(",") else []
+    if not {"off", "auto"} <= set(args.modes.split(",")):
+        return "\n".join([f"# {args.modes} runs, JPEG quality {args.quality}, σ = {args.sigma}", "", *head])
     lines = [
         "# Adapting to 4:2:0 JPEGs: white synthetic noise against noise with its chroma subsampled",
         "",
@@ -198,7 +212,28 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
             for c in ("off", "auto")
         ]
         lines.append(f"| {network} | {gains[0]:+.2f} | {gains[1]:+.2f} |")
+    lines += ["", *head] if head else []
     return "\n".join(lines)
+
+
+def _render_compressed(rows: list[dict]) -> list[str]:
+    """The runs on noise compressed with the file's tables: PSNR and gain per crop, and the mean gain."""
+    runs = [r for r in rows if r["noise_chroma"] == "jpeg"]
+    lines = [
+        "Adapted on noise compressed as the file was (`--noise-jpeg auto`), PSNR in dB:",
+        "",
+        "| network | image | σ̂ | pre-trained | compressed like the file | gain |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['network']} | {r['image']} | {r['sigma_hat']:.2f} | {r['pretrained_psnr']:.2f} | "
+            f"{r['adapted_psnr']:.2f} | {r['gain_db']:+.2f} |"
+        )
+    for network in dict.fromkeys(r["network"] for r in runs):
+        mean = statistics.fmean(r["gain_db"] for r in runs if r["network"] == network)
+        lines.append(f"\nMean gain, {network}: {mean:+.2f} dB")
+    return lines
 
 
 def _chroma(read: list) -> str:

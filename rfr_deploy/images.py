@@ -40,6 +40,9 @@ class Image:
     """How a JPEG stored the colour: its chroma's (vertical, horizontal) subsampling factors as the pixels
     are oriented, (2, 2) for 4:2:0; (1, 1) for full chroma and gray images; None for a colour image whose
     format does not say (what its pixels show: :func:`rfr_deploy.noise.chroma.find_subsampled_chroma`)."""
+    jpeg_tables: tuple[tuple[int, ...], ...] | None = None
+    """A JPEG's quantization tables (the luma's, then the chroma's for colour), 64 steps each in row
+    order as the pixels are oriented; None for other formats."""
 
     @property
     def channels(self) -> int:
@@ -65,7 +68,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: file is empty")
     try:
         kind, png_depth = _signature(path)
-        chroma = _jpeg_chroma(path) if kind == "jpeg" else None
+        chroma, tables = _jpeg_storage(path) if kind == "jpeg" else (None, None)
         if kind == "tiff":
             array, depth = _read_tiff(path, max_pixels)
         elif kind == "png" and png_depth == 16:
@@ -79,7 +82,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     except Exception as exc:  # decoders raise many types; name the file and the cause in one line
         raise ImageError(f"{path}: cannot decode image ({first_line(exc)})") from exc
     pixels = _to_unit_float(array, depth, path)
-    return Image(pixels, depth, path, chroma if pixels.shape[2] == 3 else (1, 1))
+    colour = pixels.shape[2] == 3
+    return Image(pixels, depth, path, chroma if colour else (1, 1), tables if tables else None)
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
@@ -172,22 +176,35 @@ def _signature(path: Path) -> tuple[str, int]:
     return "other", 0
 
 
-def _jpeg_chroma(path: Path) -> tuple[int, int]:
-    """The (vertical, horizontal) subsampling of a colour JPEG's chroma, from its frame header, as the
-    decoded pixels are turned by its EXIF orientation; (1, 1) for full chroma, gray or unusual layouts."""
+def _jpeg_storage(path: Path) -> tuple[tuple[int, int], tuple[tuple[int, ...], ...]]:
+    """How a JPEG stored its pixels, from its headers, as its EXIF orientation turns them: the (vertical,
+    horizontal) subsampling of a colour file's chroma ((1, 1) for full chroma, gray or unusual layouts),
+    and the quantization tables of its luma and chroma (empty for unusual layouts, or unreadable)."""
     from PIL import Image as PILImage
 
     with PILImage.open(path) as im:
         layers = getattr(im, "layer", None) or []  # (component id, horizontal, vertical, table) each
         orientation = im.getexif().get(0x0112, 1)
-    if len(layers) != 3 or im.mode != "RGB":
-        return (1, 1)
+        tables = getattr(im, "quantization", None) or {}
+        mode = im.mode
+    turned = orientation in (5, 6, 7, 8)  # these turn the image by 90°
+    if len(layers) != 3 or mode != "RGB":  # gray: its one table
+        return (1, 1), _tables(tables, layers[:1], turned) if mode == "L" else ()
     (_, hy, vy, _), *chroma = layers
     factors = {(vy // v, hy // h) for _, h, v, _ in chroma if h and v and hy % h == 0 and vy % v == 0}
     if len(factors) != 1:
-        return (1, 1)
+        return (1, 1), ()
     fy, fx = factors.pop()
-    return (fx, fy) if orientation in (5, 6, 7, 8) else (fy, fx)  # these turn the image by 90°
+    return ((fx, fy) if turned else (fy, fx)), _tables(tables, layers[:2], turned)
+
+
+def _tables(tables: dict, layers: list, turned: bool) -> tuple[tuple[int, ...], ...]:
+    """The quantization tables ``layers`` use, 64 steps each in row order as the pixels are oriented
+    (transposed where the image is turned by 90°); empty where one cannot be read."""
+    found = [tuple(int(v) for v in tables.get(int(layer[3])) or ()) for layer in layers]
+    if not found or any(len(t) != 64 for t in found):
+        return ()
+    return tuple(tuple(t[8 * c + r] for r in range(8) for c in range(8)) if turned else t for t in found)
 
 
 def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:

@@ -124,7 +124,9 @@ def adapt_json(job, name, *extra, sigma: str | None = "25"):
 
 def test_a_4_2_0_jpeg_adapts_on_noise_with_its_chroma_subsampled(jpeg_job):
     manifest = adapt_json(jpeg_job, "a.jpg")
-    assert manifest["noise"]["chroma_subsampled"] == [2, 2]
+    assert manifest["noise"]["chroma_subsampled"] == [2, 2] and manifest["noise"]["jpeg_quality"] == 90
+    only_chroma = adapt_json(jpeg_job, "a.jpg", "--noise-jpeg", "off")["noise"]
+    assert only_chroma["chroma_subsampled"] == [2, 2] and only_chroma["jpeg_quality"] is None
     assert manifest["adaptation"]["interpolation"] == 1.0 and manifest["adaptation"]["selected_by"] is None
     assert adapt_json(jpeg_job, "b.png")["noise"]["chroma_subsampled"] is None
     assert adapt_json(jpeg_job, "a.jpg", "--noise-chroma", "off")["noise"]["chroma_subsampled"] is None
@@ -201,9 +203,10 @@ def test_the_level_of_a_jpeg_with_subsampled_chroma_is_the_luma_s(jpeg_job):
 def test_a_dry_run_names_the_subsampled_noise(jpeg_job):
     args = ["adapt-and-export", str(jpeg_job / "a.jpg"), "--weights", str(jpeg_job / "tiny.safetensors")]
     result = CliRunner().invoke(main, [*args, "--sigma", "25", "--dry-run", "-o", str(jpeg_job / "o")])
-    assert (
-        result.exit_code == 0 and "gaussian with its chroma subsampled 2×2 noise: to adapt" in result.stdout
-    )
+    named = "gaussian with its chroma subsampled 2×2 and JPEG-compressed like the file (quality 90) noise"
+    assert result.exit_code == 0 and f"{named}: to adapt" in result.stdout
+    off = CliRunner().invoke(main, [*args, "--sigma", "25", "--dry-run", "--noise-jpeg", "off", "-o", "o2"])
+    assert off.exit_code == 0 and "gaussian with its chroma subsampled 2×2 noise: to adapt" in off.stdout
 
 
 def test_a_term_on_the_noisy_input_is_refused_for_such_a_jpeg(jpeg_job):

@@ -39,6 +39,7 @@ NOISE_OPTIONS = (
     "unknown_sigma",
     "noise_quantization",
     "noise_chroma",
+    "noise_jpeg",
     "sigma_low",
     "sigma_high",
 )

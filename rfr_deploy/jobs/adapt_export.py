@@ -35,6 +35,7 @@ from rfr_deploy.jobs.inputs import (
     loaded,
     model_sigma,
     noise_chroma,
+    noise_jpeg,
     set_sigma,
 )
 from rfr_deploy.jobs.manifest import (
@@ -55,6 +56,7 @@ from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import gaussian_level_of
 from rfr_deploy.noise.build import resolve_noise_kind
 from rfr_deploy.noise.chroma import ChromaSubsampledNoise
+from rfr_deploy.noise.jpeg import JpegStoredNoise
 from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Progress, Reporter
 from rfr_deploy.units import grey_levels
@@ -273,7 +275,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
     )
     names = [j.path.name for j in group]
     chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
-    stored = (_noise_bit_depth(settings, group), chroma)
+    stored = (_noise_bit_depth(settings, group), chroma, noise_jpeg(settings, group))
     aim = aim_noise(kind, choices, model, images, sigma, config, names, *stored)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
@@ -373,7 +375,11 @@ def noise_desc(
     for name, values in (levels or {}).items():
         desc[name] = [grey_levels(v, 3) for v in values]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
-    subsampled = [m.factors for m in noise.modules() if isinstance(m, ChromaSubsampledNoise)]
+    subsampled = [
+        m.factors for m in noise.modules() if isinstance(m, ChromaSubsampledNoise | JpegStoredNoise)
+    ]
     desc["chroma_subsampled"] = list(subsampled[0]) if subsampled else None
     desc["chroma_read_from"] = chroma_source(group) if subsampled else None
+    compressed = [m.tables for m in noise.modules() if isinstance(m, JpegStoredNoise)]
+    desc["jpeg_quality"] = (compressed[0].quality() or "custom") if compressed else None
     return desc

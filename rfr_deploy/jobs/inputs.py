@@ -23,6 +23,7 @@ from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import ChannelsError
 from rfr_deploy.noise.chroma import find_subsampled_chroma
+from rfr_deploy.noise.jpeg import JpegTables
 from rfr_deploy.noise.level import estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 
@@ -38,6 +39,8 @@ class ImageInfo:
     chroma_subsampling: tuple[int, int] | None = (1, 1)
     """A colour JPEG's chroma subsampling; None where the format does not say
     (:attr:`rfr_deploy.images.Image.chroma_subsampling`)."""
+    jpeg_tables: tuple[tuple[int, ...], ...] | None = None
+    """A JPEG's quantization tables (:attr:`rfr_deploy.images.Image.jpeg_tables`)."""
 
 
 @dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
@@ -64,7 +67,12 @@ class ImageJob:
         if self.noisy is None:
             image = read_image(self.path)
             info = ImageInfo(
-                image.height, image.width, image.channels, image.bit_depth, image.chroma_subsampling
+                image.height,
+                image.width,
+                image.channels,
+                image.bit_depth,
+                image.chroma_subsampling,
+                image.jpeg_tables,
             )
             if self.info is not None and info != self.info:
                 raise ImageError(
@@ -202,6 +210,17 @@ def noise_chroma(settings, group: list[ImageJob], pixels: bool = True) -> tuple[
     colour images show; (1, 1) where the job's ``noise_chroma`` is 'off'."""
     factors = {j.chroma_subsampling(pixels) for j in group}
     return factors.pop() if settings.noise_chroma == "auto" and len(factors) == 1 else (1, 1)
+
+
+def noise_jpeg(settings, group: list[ImageJob]) -> JpegTables | None:
+    """The quantization tables of the group's colour JPEGs (one set for all), which the synthetic noise is
+    compressed with where its chroma is subsampled too (:func:`~rfr_deploy.noise.build.build_noise_from`);
+    None where the job's ``noise_jpeg`` is 'off'."""
+    tables = {j.info.jpeg_tables for j in group}
+    if settings.noise_jpeg != "auto" or len(tables) != 1:
+        return None
+    found = tables.pop()
+    return JpegTables(*found) if found and len(found) == 2 else None
 
 
 def chroma_source(group: list[ImageJob]) -> str:

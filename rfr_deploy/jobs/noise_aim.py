@@ -41,6 +41,7 @@ from rfr_deploy.adaptation.targets import training_targets
 from rfr_deploy.devices import synchronize
 from rfr_deploy.errors import ImageError
 from rfr_deploy.noise.build import build_noise_from
+from rfr_deploy.noise.jpeg import JpegTables
 from rfr_deploy.noise.level import residual_level
 from rfr_deploy.noise.registry import NoiseSettings, level_source
 
@@ -69,13 +70,15 @@ def aim_noise(
     names: Sequence[str],
     bit_depth: int | None = None,
     chroma: tuple[int, int] = (1, 1),
+    jpeg: JpegTables | None = None,
 ) -> AimedNoise:
     """The noise ``kind`` for a run on ``images`` (see the module docstring); ``settings`` holds the
     job's choices and white-noise estimates (one per image), ``model_sigma`` and ``config`` (its ensemble and seed) are
-    those of the run, ``names`` label the images in errors, ``bit_depth`` quantises like the input."""
+    those of the run, ``names`` label the images in errors, ``bit_depth``, ``chroma`` and ``jpeg`` store
+    the synthetic noisy images like the input (:func:`~rfr_deploy.noise.build.build_noise_from`)."""
 
     def build(chosen: NoiseSettings) -> nn.Module:
-        return build_noise_from(kind, chosen, bit_depth, chroma)
+        return build_noise_from(kind, chosen, bit_depth, chroma, jpeg)
 
     if settings.sigma is not None or settings.unknown_sigma != "estimate":
         return AimedNoise(build(settings))

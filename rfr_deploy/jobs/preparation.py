@@ -31,6 +31,7 @@ from rfr_deploy.jobs.inputs import (
     ModelCache,
     check_estimated_level,
     noise_chroma,
+    noise_jpeg,
     read_chroma_traces,
     read_jobs,
     set_sigma_levels,
@@ -132,8 +133,11 @@ def describe_plan(
             if kind not in white:
                 white[kind] = gaussian_level_of(_probe_noise(kind, settings)) is not None
             chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
-            if chroma != (1, 1) and white[kind]:  # subsampled as build_noise_from does
+            if chroma != (1, 1) and white[kind]:  # subsampled (and compressed) as build_noise_from does
                 kind += f" with its chroma subsampled {chroma[0]}×{chroma[1]}"
+                tables = noise_jpeg(settings, group)
+                if tables is not None:
+                    kind += f" and JPEG-compressed like the file (quality {tables.quality() or 'custom'})"
             record.update(status="to adapt", noise=kind)
         else:
             status = "done" if earlier.complete else "to export"

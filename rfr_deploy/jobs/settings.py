@@ -86,6 +86,15 @@ class JobSettings:
     """'auto': where the input is a JPEG with subsampled chroma, or a file that does not say whose pixels
     show it (:func:`~rfr_deploy.noise.chroma.find_subsampled_chroma`), white Gaussian synthetic noise has
     its chroma subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': white noise whatever the file."""
+    noise_jpeg: Literal["auto", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "'auto': a JPEG whose chroma was subsampled has its synthetic noise compressed as the file "
+            "was (its quantization tables), not only its chroma subsampled; 'off': its chroma only."
+        },
+    )
+    """'auto': where the synthetic noise's chroma is subsampled like a colour JPEG's (``noise_chroma``), it
+    is also compressed with the file's quantization tables (:mod:`rfr_deploy.noise.jpeg`); 'off': not."""
     reference: str | None = field(
         default=None,
         metadata={

@@ -99,6 +99,28 @@ def aims_at_residual(noise: nn.Module) -> bool:
     return bool(query()) if callable(query) else False
 
 
+class StoredNoise(nn.Module):
+    """White noise of ``inner`` passed through what a file did to it (its chroma subsampled, its
+    compression): no longer white, so SURE and the terms on the noisy input do not apply, but drawn at
+    the level of ``inner``, which noise-map networks are told and the budget is chosen by."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def gaussian_level(self) -> GaussianLevel | None:
+        """None: the noise is no longer white."""
+        return None
+
+    def source_level(self) -> GaussianLevel | None:
+        """The level of the white noise before the file's processing (the wrapped model's)."""
+        return gaussian_level_of(self.inner)
+
+    def aims_at_residual(self) -> bool:
+        """The wrapped model's."""
+        return aims_at_residual(self.inner)
+
+
 class QuantizedNoise(nn.Module):
     """Wraps a noise model so its output looks like an integer image file: clipped to [0, 1]
     and rounded to the ``bit_depth`` grid.

@@ -20,6 +20,7 @@ from rfr_deploy.noise import camera  # noqa: F401  (registers "camera")
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.base import QuantizedNoise, gaussian_level_of
 from rfr_deploy.noise.chroma import ChromaSubsampledNoise
+from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables
 from rfr_deploy.noise.registry import NoiseSettings, UnknownSigma, get_noise_builder, list_noise_models
 
 AUTO = "auto"
@@ -61,27 +62,33 @@ def build_noise(
     sigma_range: tuple[float, float] = (0.0, 50 / 255),
     bit_depth: int | None = None,
     chroma: tuple[int, int] = (1, 1),
+    jpeg: JpegTables | None = None,
 ) -> nn.Module:
     """The synthetic noise adaptation draws from: the registered model ``kind`` built from the choices
     (σ in [0, 1] units: known ``sigma``, else the estimates or random levels in ``sigma_range``, see
     :class:`~rfr_deploy.noise.registry.NoiseSettings`). With ``bit_depth`` the synthetic noisy images
     are clipped and quantized like the input file, with ``chroma`` their chroma subsampled like the
-    input JPEG's (see :func:`build_noise_from`).
+    input JPEG's, with ``jpeg`` compressed like it too (see :func:`build_noise_from`).
     """
     settings = NoiseSettings(sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range))
-    return build_noise_from(kind, settings, bit_depth, chroma)
+    return build_noise_from(kind, settings, bit_depth, chroma, jpeg)
 
 
 def build_noise_from(
-    kind: str, settings: NoiseSettings, bit_depth: int | None = None, chroma: tuple[int, int] = (1, 1)
+    kind: str,
+    settings: NoiseSettings,
+    bit_depth: int | None = None,
+    chroma: tuple[int, int] = (1, 1),
+    jpeg: JpegTables | None = None,
 ) -> nn.Module:
     """:func:`build_noise` from the job's :class:`~rfr_deploy.noise.registry.NoiseSettings` as they are
     (their ``tolerance`` included); white Gaussian noise gets its chroma subsampled by ``chroma``'s
-    (vertical, horizontal) factors, as the input JPEG stored it (:mod:`rfr_deploy.noise.chroma`; other
-    noise models describe their own processing)."""
+    (vertical, horizontal) factors, as the input JPEG stored it (:mod:`rfr_deploy.noise.chroma`), and
+    with ``jpeg``, the file's quantization tables, is compressed as it was (:mod:`rfr_deploy.noise.jpeg`;
+    other noise models describe their own processing)."""
     if kind == AUTO:
         raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
     noise = get_noise_builder(kind)(settings)
     if tuple(chroma) != (1, 1) and gaussian_level_of(noise) is not None:
-        noise = ChromaSubsampledNoise(noise, chroma)
+        noise = ChromaSubsampledNoise(noise, chroma) if jpeg is None else JpegStoredNoise(noise, jpeg, chroma)
     return QuantizedNoise(noise, bit_depth) if bit_depth else noise

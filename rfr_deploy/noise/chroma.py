@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rfr_deploy.noise.base import GaussianLevel, aims_at_residual, gaussian_level_of
+from rfr_deploy.noise.base import StoredNoise
 from rfr_deploy.noise.level import LUMA
 
 YCBCR = (LUMA, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
@@ -54,15 +54,15 @@ TRACE_LEVEL = 5 / 255
 """The least noise level at which :func:`find_subsampled_chroma` reads the chroma's trace ([0, 1] units)."""
 
 
-class ChromaSubsampledNoise(nn.Module):
+class ChromaSubsampledNoise(StoredNoise):
     """``inner``'s noise with its chroma averaged over ``factors`` = (vertical, horizontal) blocks and
     upsampled back, as a JPEG with subsampled chroma stores it (see the module's docstring)."""
 
     def __init__(self, inner: nn.Module, factors: tuple[int, int] = (2, 2)):
-        super().__init__()
+        super().__init__(inner)
         if tuple(factors) not in FACTORS:
             raise ValueError(f"chroma subsampling factors must be one of {FACTORS}, not {tuple(factors)}")
-        self.inner, self.factors = inner, tuple(factors)
+        self.factors = tuple(factors)
         to_ycc = torch.tensor(YCBCR, dtype=torch.float64)
         self.register_buffer("to_ycc", to_ycc.float(), persistent=False)
         self.register_buffer("to_rgb", torch.linalg.inv(to_ycc).float(), persistent=False)
@@ -85,18 +85,6 @@ class ChromaSubsampledNoise(nn.Module):
         chroma = F.interpolate(chroma, scale_factor=(fy, fx), mode="bilinear", align_corners=False)
         ycc = torch.cat([ycc[:, :1], chroma[..., :h, :w]], dim=1)
         return torch.einsum("ij,njhw->nihw", self.to_rgb.to(noise.dtype), ycc)
-
-    def gaussian_level(self) -> GaussianLevel | None:
-        """None: the noise is no longer white (SURE and the terms on the noisy input do not apply)."""
-        return None
-
-    def source_level(self) -> GaussianLevel | None:
-        """The level of the white noise before its chroma was averaged (the wrapped model's)."""
-        return gaussian_level_of(self.inner)
-
-    def aims_at_residual(self) -> bool:
-        """The wrapped model's."""
-        return aims_at_residual(self.inner)
 
     def extra_repr(self) -> str:
         return f"factors={self.factors}"

@@ -164,6 +164,16 @@ def _quantize_plane(plane: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 def jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """Compress and decompress ``x`` (``N×C×H×W``, C = 1 or 3, [0, 1]) at per-sample ``quality`` ∈ [1, 100]."""
     luma_steps, chroma_steps = quantization_tables(quality.to(x.dtype))
+    return compress_jpeg(x, luma_steps, chroma_steps)
+
+
+def compress_jpeg(
+    x: torch.Tensor, luma_steps: torch.Tensor, chroma_steps: torch.Tensor, factors: tuple[int, int] = (2, 2)
+) -> torch.Tensor:
+    """Compress and decompress ``x`` (``N×C×H×W``, C = 1 or 3, [0, 1]) with the quantization steps
+    ``luma_steps`` and ``chroma_steps`` (``N×8×8``, or ``1×8×8`` for all) and the chroma subsampled by
+    the (vertical, horizontal) ``factors``."""
+    fy, fx = factors
     x = x.clamp(0, 1)
     if x.shape[1] == 1:
         out = _quantize_plane(x, luma_steps)
@@ -172,10 +182,12 @@ def jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         ycc = torch.einsum("ij,njhw->nihw", _constant(_RGB_TO_YCBCR, x.device, x.dtype), x) + offset
         h, w = x.shape[-2:]
         y = _quantize_plane(ycc[:, 0:1], luma_steps)
-        chroma = F.pad(ycc[:, 1:3], (0, w % 2, 0, h % 2), mode="replicate")
-        small = F.avg_pool2d(chroma, 2)
+        chroma = F.pad(ycc[:, 1:3], (0, (-w) % fx, 0, (-h) % fy), mode="replicate")
+        small = F.avg_pool2d(chroma, (fy, fx))
         small = torch.cat([_quantize_plane(small[:, i : i + 1], chroma_steps) for i in range(2)], dim=1)
-        chroma = F.interpolate(small, scale_factor=2, mode="bilinear", align_corners=False)[..., :h, :w]
+        if (fy, fx) != (1, 1):
+            small = F.interpolate(small, scale_factor=(fy, fx), mode="bilinear", align_corners=False)
+        chroma = small[..., :h, :w]
         ycc = torch.cat([y, chroma], dim=1) - offset
         out = torch.einsum("ij,njhw->nihw", _constant(_YCBCR_TO_RGB, x.device, x.dtype), ycc)
     return torch.round(out.clamp(0, 1) * 255.0) / 255.0

@@ -1,0 +1,95 @@
+"""Noise compressed as the input JPEG was: the file's tables, the model, and where jobs use it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from rfr_deploy.images import read_image
+from rfr_deploy.noise.base import gaussian_level_of, source_level_of
+from rfr_deploy.noise.build import build_noise
+from rfr_deploy.noise.chroma import ChromaSubsampledNoise
+from rfr_deploy.noise.gaussian import GaussianNoise
+from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables
+
+
+def decoded(pixels: np.ndarray, quality: int, subsampling: int = 2) -> tuple[np.ndarray, JpegTables]:
+    """``pixels`` (uint8) through Pillow's JPEG, and the tables the file holds."""
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, "JPEG", quality=quality, subsampling=subsampling)
+    with PILImage.open(buffer) as im:
+        tables = JpegTables(*(tuple(im.quantization[k]) for k in sorted(im.quantization)))
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255, tables
+
+
+def test_the_tables_are_read_from_the_header_and_name_their_quality(tmp_path):
+    pixels = (np.random.default_rng(0).random((24, 40, 3)) * 255).astype(np.uint8)
+    for quality in (50, 75, 90):
+        PILImage.fromarray(pixels).save(tmp_path / "a.jpg", quality=quality)
+        image = read_image(tmp_path / "a.jpg")
+        assert len(image.jpeg_tables) == 2 and JpegTables(*image.jpeg_tables).quality() == quality
+    PILImage.fromarray(pixels[..., 0]).save(tmp_path / "gray.jpg", quality=75)
+    assert JpegTables(*read_image(tmp_path / "gray.jpg").jpeg_tables).quality() == 75
+    PILImage.fromarray(pixels).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").jpeg_tables is None
+    custom = list(read_image(tmp_path / "a.jpg").jpeg_tables[0])
+    custom[5] += 1
+    assert JpegTables(tuple(custom)).quality() is None  # a camera's own tables
+    with pytest.raises(ValueError, match="64 steps"):
+        JpegTables((1,) * 63)
+
+
+def test_a_turned_file_s_tables_are_transposed_with_its_pixels(tmp_path):
+    pixels = (np.random.default_rng(1).random((16, 24, 3)) * 255).astype(np.uint8)
+    image = PILImage.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # turned by 90°: the blocks' rows are the pixels' columns
+    image.save(tmp_path / "turned.jpg", exif=exif, quality=75)
+    image.save(tmp_path / "upright.jpg", quality=75)
+    upright = np.array(read_image(tmp_path / "upright.jpg").jpeg_tables[0]).reshape(8, 8)
+    turned = np.array(read_image(tmp_path / "turned.jpg").jpeg_tables[0]).reshape(8, 8)
+    assert (turned == upright.T).all() and not (turned == upright).all()
+
+
+def test_the_noise_is_compressed_as_pillow_compresses_it():
+    """White noise on a flat grey image, compressed by the model and by Pillow at quality 75: the noise
+    left in each YCbCr plane agrees within 10 %; compression took some of the luma's, most of the chroma's."""
+    rng = np.random.default_rng(2)
+    clean = np.full((96, 96, 3), 0.5, dtype=np.float32)
+    noisy = np.clip(np.round((clean + rng.normal(0, 15 / 255, clean.shape)) * 255), 0, 255).astype(np.uint8)
+    reference, tables = decoded(noisy, 75)
+    inner = GaussianNoise(15 / 255)
+    model = JpegStoredNoise(inner, tables, (2, 2))
+    x = torch.from_numpy(clean).permute(2, 0, 1)[None]
+    out, sigma = model(x, torch.Generator().manual_seed(0))
+    ycc = torch.tensor([[0.299, 0.587, 0.114], [-0.1687, -0.3313, 0.5], [0.5, -0.4187, -0.0813]])
+
+    def plane_rms(img: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ij,jhw->ihw", ycc, img - 0.5).pow(2).mean(dim=(1, 2)).sqrt()
+
+    ours, pillows = plane_rms(out[0]), plane_rms(torch.from_numpy(reference).permute(2, 0, 1))
+    assert torch.allclose(ours, pillows, rtol=0.1), (ours, pillows)
+    white = plane_rms(inner(x, torch.Generator().manual_seed(0))[0][0])
+    assert white[0] > ours[0] and (white[1:] > 3 * ours[1:]).all()  # some of the luma's, most of the chroma's
+    assert float(sigma[0]) == pytest.approx(15 / 255)
+
+
+def test_the_model_reports_the_white_noise_s_level_and_wraps_only_white_noise():
+    tables = JpegTables(tuple(range(1, 65)), tuple(range(1, 65)))
+    model = JpegStoredNoise(GaussianNoise(0.1), tables, (2, 2))
+    assert gaussian_level_of(model) is None and source_level_of(model).sigma == pytest.approx(0.1)
+    assert "quality=custom" in repr(model)
+    with pytest.raises(ValueError, match="gray JPEG"):
+        JpegStoredNoise(GaussianNoise(0.1), JpegTables(tables.luma), (1, 1))(torch.rand(1, 3, 8, 8))
+    assert isinstance(
+        build_noise("gaussian", 0.1, "estimate", (), chroma=(2, 2), jpeg=tables), JpegStoredNoise
+    )
+    # only where the chroma is subsampled too (the case measured), and never for camera noise
+    assert isinstance(build_noise("gaussian", 0.1, "estimate", (), chroma=(2, 2)), ChromaSubsampledNoise)
+    assert gaussian_level_of(build_noise("gaussian", 0.1, "estimate", (), jpeg=tables)) is not None
+    camera = build_noise("camera", None, "estimate", (0.1,), chroma=(2, 2), jpeg=tables)
+    assert not isinstance(camera, JpegStoredNoise | ChromaSubsampledNoise)
