@@ -67,6 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="jobs at once, one thread each")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="of: " + ", ".join(NETWORKS))
     parser.add_argument("--modes", default="off,auto", help="of: " + ", ".join(MODES))
+    parser.add_argument("--suffix", default="", help="added to the results file's name")
     return parser.parse_args()
 
 
@@ -119,7 +120,7 @@ def run_case(case: tuple, folder: Path) -> dict:
     row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0]
     row["chroma"] = (manifest["noise"]["chroma_subsampled"], manifest["noise"].get("chroma_read_from"))
     row["jpeg_quality"] = manifest["noise"].get("jpeg_quality")
-    if chroma == "auto":
+    if chroma in ("auto", "jpeg"):
         row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, row["sigma_hat"])
     print(row, flush=True)
     return row
@@ -163,7 +164,7 @@ def main() -> None:
     name += ("" if args.quality == 90 else f"_q{args.quality}") + (
         "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
     )
-    name += "" if args.modes == "off,auto" else "_" + args.modes.replace(",", "_")
+    name += ("" if args.modes == "off,auto" else "_" + args.modes.replace(",", "_")) + args.suffix
     report(name, {"args": vars(args), "environment": environment(), "rows": rows}, render(args, rows))
 
 
@@ -222,18 +223,35 @@ def _render_compressed(rows: list[dict]) -> list[str]:
     lines = [
         "Adapted on noise compressed as the file was (`--noise-jpeg auto`), PSNR in dB:",
         "",
-        "| network | image | σ̂ | pre-trained | compressed like the file | gain |",
-        "|---|---|---:|---:|---:|---:|",
+        "| network | image | σ̂ | pre-trained | chroma subsampled | compressed like the file | gain | "
+        + " | ".join(f"α = {a:g}" for a in ALPHAS)
+        + " |",
+        "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(ALPHAS),
     ]
     for r in runs:
+        alphas = r.get("alphas") or {}
+        chroma = _run(rows, r["network"], r["image"], "auto")
         lines.append(
             f"| {r['network']} | {r['image']} | {r['sigma_hat']:.2f} | {r['pretrained_psnr']:.2f} | "
-            f"{r['adapted_psnr']:.2f} | {r['gain_db']:+.2f} |"
+            f"{_psnr(chroma)} | {r['adapted_psnr']:.2f} | {r['gain_db']:+.2f} | "
+            + " | ".join(f"{alphas[f'{a:g}']:.2f}" if alphas else "–" for a in ALPHAS)
+            + " |"
         )
     for network in dict.fromkeys(r["network"] for r in runs):
         mean = statistics.fmean(r["gain_db"] for r in runs if r["network"] == network)
         lines.append(f"\nMean gain, {network}: {mean:+.2f} dB")
     return lines
+
+
+def _run(rows: list[dict], network: str, image: str, mode: str) -> dict | None:
+    """The run of ``network`` on ``image`` with the noise ``mode``, if there is one."""
+    return next(
+        (r for r in rows if (r["network"], r["image"], r["noise_chroma"]) == (network, image, mode)), None
+    )
+
+
+def _psnr(run: dict | None) -> str:
+    return f"{run['adapted_psnr']:.2f}" if run else "–"
 
 
 def _chroma(read: list) -> str:
