@@ -120,6 +120,7 @@ def run_case(case: tuple, folder: Path) -> dict:
     row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0]
     row["chroma"] = (manifest["noise"]["chroma_subsampled"], manifest["noise"].get("chroma_read_from"))
     row["jpeg_quality"] = manifest["noise"].get("jpeg_quality")
+    row["aimed_levels"] = manifest["noise"].get("aimed_levels")
     if chroma in ("auto", "jpeg"):
         row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, row["sigma_hat"])
     print(row, flush=True)

@@ -127,6 +127,10 @@ def test_a_4_2_0_jpeg_adapts_on_noise_with_its_chroma_subsampled(jpeg_job):
     assert manifest["noise"]["chroma_subsampled"] == [2, 2] and manifest["noise"]["jpeg_quality"] == 90
     only_chroma = adapt_json(jpeg_job, "a.jpg", "--noise-jpeg", "off")["noise"]
     assert only_chroma["chroma_subsampled"] == [2, 2] and only_chroma["jpeg_quality"] is None
+    # with the level estimated, a blind network's white noise is aimed to read it once compressed
+    estimated = adapt_json(jpeg_job, "a.jpg", sigma=None)["noise"]
+    assert len(estimated["aimed_levels"]) == 1 and estimated["aimed_levels"][0] > 0
+    assert "aimed_levels" not in adapt_json(jpeg_job, "a.jpg", "--noise-jpeg", "off", sigma=None)["noise"]
     assert manifest["adaptation"]["interpolation"] == 1.0 and manifest["adaptation"]["selected_by"] is None
     assert adapt_json(jpeg_job, "b.png")["noise"]["chroma_subsampled"] is None
     assert adapt_json(jpeg_job, "a.jpg", "--noise-chroma", "off")["noise"]["chroma_subsampled"] is None

@@ -14,7 +14,8 @@ from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.chroma import ChromaSubsampledNoise
 from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables
+from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level
+from rfr_deploy.noise.level import luma_sigma
 
 
 def decoded(pixels: np.ndarray, quality: int, subsampling: int = 2) -> tuple[np.ndarray, JpegTables]:
@@ -93,3 +94,24 @@ def test_the_model_reports_the_white_noise_s_level_and_wraps_only_white_noise():
     assert gaussian_level_of(build_noise("gaussian", 0.1, "estimate", (), jpeg=tables)) is not None
     camera = build_noise("camera", None, "estimate", (0.1,), chroma=(2, 2), jpeg=tables)
     assert not isinstance(camera, JpegStoredNoise | ChromaSubsampledNoise)
+
+
+def test_the_white_level_is_aimed_so_that_the_compressed_noise_reads_the_file_s_level():
+    """Quality 75 takes part of the noise: the white level whose compressed noise (the same draw, as the
+    aim reads it) reads 6 grey levels (on top of the target's own) is higher than 6. The level read can
+    jump as the estimator's patches change, so the aim is where it crosses: below it reads less, above
+    it at least that."""
+    _, tables = decoded(np.full((16, 16, 3), 128, dtype=np.uint8), 75)
+    model = JpegStoredNoise(GaussianNoise(0.1), tables, (2, 2))
+    rows, cols = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    target = (0.5 + 0.2 * torch.sin(rows / 7) * torch.cos(cols / 5)).expand(1, 3, 96, 96).clone()
+    target[:, 0] *= 0.9  # some colour
+    aimed = aim_white_level(model, target, 6 / 255, torch.Generator().manual_seed(0))
+    draw = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+
+    def read(white: float) -> float:
+        return luma_sigma(model.compress(target + white * draw))
+
+    wanted = ((6 / 255) ** 2 + read(0.0) ** 2) ** 0.5  # on top of what the target reads alone
+    assert aimed > 6.5 / 255
+    assert read(aimed / 1.02) < wanted <= read(aimed * 1.02)

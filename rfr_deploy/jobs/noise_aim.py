@@ -41,7 +41,7 @@ from rfr_deploy.adaptation.targets import training_targets
 from rfr_deploy.devices import synchronize
 from rfr_deploy.errors import ImageError
 from rfr_deploy.noise.build import build_noise_from
-from rfr_deploy.noise.jpeg import JpegTables
+from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level
 from rfr_deploy.noise.level import residual_level
 from rfr_deploy.noise.registry import NoiseSettings, level_source
 
@@ -55,7 +55,8 @@ class AimedNoise:
     """The pseudo-clean targets X̃ = f(Y), one per image, where computing the level needed them."""
     levels: dict[str, list[float]] = field(default_factory=dict)
     """The levels read from the network ([0, 1] units), one per image, by the manifest's name for them:
-    ``residual_levels`` (RMS of Y − X̃) or ``implied_levels``; empty where none were read."""
+    ``residual_levels`` (RMS of Y − X̃), ``implied_levels``, or ``aimed_levels`` (white noise before a
+    JPEG's compression); empty where none were read."""
     target_seconds: float = 0.0
     """The seconds ``targets`` took."""
 
@@ -95,6 +96,9 @@ def aim_noise(
             seconds,
         )
     noise = build(settings)
+    compressed = [m for m in noise.modules() if isinstance(m, JpegStoredNoise)]
+    if compressed and model_sigma is None and len(settings.estimates) == len(images):  # a blind network
+        return _aim_compressed(compressed[0], build, settings, model, images, config)
     if model_sigma is not None or not gray_with_estimated_level(noise, images):
         return AimedNoise(noise)
     implied = implied_levels(
@@ -105,6 +109,22 @@ def aim_noise(
         return AimedNoise(noise)
     aimed = dataclasses.replace(settings, estimates=tuple(implied), tolerance=TOLERANCE)
     return AimedNoise(build(aimed), levels={"implied_levels": implied})
+
+
+def _aim_compressed(compressed, build, settings: NoiseSettings, model, images, config) -> AimedNoise:
+    """White noise drawn at the levels that, compressed as the files were, read each image's estimate
+    (:func:`~rfr_deploy.noise.jpeg.aim_white_level` on its pseudo-clean target)."""
+    start = time.perf_counter()
+    targets = training_targets(model, list(images), None, config.target_ensemble, None)
+    generator = torch.Generator(device=images[0].device).manual_seed(config.seed)
+    aimed = [
+        aim_white_level(compressed, t, level, generator)
+        for t, level in zip(targets, settings.estimates, strict=True)
+    ]
+    synchronize(images[0].device)
+    seconds = time.perf_counter() - start
+    chosen = dataclasses.replace(settings, estimates=tuple(aimed))
+    return AimedNoise(build(chosen), targets, {"aimed_levels": aimed}, seconds)
 
 
 def _residual_levels(

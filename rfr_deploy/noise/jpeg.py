@@ -10,6 +10,10 @@ its chroma subsampling, the decoder's bilinear chroma upsampling, 8-bit output
 (:func:`rfr_deploy.noise.isp.compress_jpeg`, an approximation of libjpeg). The clean target is
 compressed along with the noise, as the file's content was. The level it reports to noise-map networks
 is the white noise's (benchmarks/README.md, "JPEGs: the noise their compression left").
+
+The level read off such a file is what the compression left. For a blind network the white noise drawn
+before compression is aimed (:func:`aim_white_level`): the level at which, compressed onto the
+pseudo-clean image, it reads the file's level. A noise-map network is told the level read, and draws at it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from torch import nn
 
 from rfr_deploy.noise.base import StoredNoise
 from rfr_deploy.noise.isp import compress_jpeg, quantization_tables
+from rfr_deploy.noise.level import luma_sigma
+
+AIM_PIXELS = 512 * 512
+"""The most pixels :func:`aim_white_level` reads (a central crop)."""
+AIM_RANGE = 8
+"""The highest white level :func:`aim_white_level` tries, in multiples of the level read off the file."""
+AIM_ITERATIONS = 6
+"""Bisections of the white level by :func:`aim_white_level` (a factor of 2 to within 1.2 %)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +78,43 @@ class JpegStoredNoise(StoredNoise):
         if x.shape[1] == 3 and self.tables.chroma is None:
             raise ValueError("a gray JPEG's tables cannot compress an RGB image")
         noisy, sigma = self.inner(x, generator)
+        return self.compress(noisy), sigma
+
+    def compress(self, noisy: torch.Tensor) -> torch.Tensor:
+        """``noisy`` (N×3×H×W) compressed and decoded as the file was."""
         steps = (self.luma_steps.to(noisy.dtype), self.chroma_steps.to(noisy.dtype))
-        return compress_jpeg(noisy, *steps, self.factors), sigma
+        return compress_jpeg(noisy, *steps, self.factors)
 
     def extra_repr(self) -> str:
         quality = self.tables.quality()
         return f"quality={quality if quality is not None else 'custom'}, factors={self.factors}"
+
+
+@torch.no_grad()
+def aim_white_level(
+    noise: JpegStoredNoise, target: torch.Tensor, level: float, generator: torch.Generator
+) -> float:
+    """The level of white noise that, added to ``target`` (a pseudo-clean colour image, 1×3×H×W) and
+    compressed as ``noise`` compresses it, reads ``level`` off the luma
+    (:func:`~rfr_deploy.noise.level.luma_sigma`) on top of what the compressed target reads alone (in
+    quadrature: the noise the network kept), as the file's noise was read: the compression removed part
+    of the noise drawn before it, the more so at low levels. One draw, scaled, on a central crop of
+    at most :data:`AIM_PIXELS`: the level read grows with the scale, which is bracketed (up to
+    :data:`AIM_RANGE` times ``level``) and bisected :data:`AIM_ITERATIONS` times on a log scale."""
+    h, w = target.shape[-2:]
+    side = int(AIM_PIXELS**0.5)
+    top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    x = target[..., top : top + side, left : left + side].float()
+    draw = torch.randn(x.shape, generator=generator, device=x.device)
+
+    def read(white: float) -> float:
+        return luma_sigma(noise.compress(x + white * draw))
+
+    wanted = (level**2 + read(0.0) ** 2) ** 0.5  # on top of what the target itself reads
+    low, high = level, level
+    while read(high) < wanted and high < AIM_RANGE * level:
+        low, high = high, high * 2
+    for _ in range(AIM_ITERATIONS if high > low else 0):
+        middle = (low * high) ** 0.5
+        low, high = (middle, high) if read(middle) < wanted else (low, middle)
+    return (low * high) ** 0.5
