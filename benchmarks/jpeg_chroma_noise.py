@@ -190,10 +190,7 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
     ]
     for network in dict.fromkeys(r["network"] for r in rows):
         for entry in dict.fromkeys(r["image"] for r in rows):
-            white, chroma = (
-                next(r for r in rows if (r["network"], r["image"], r["noise_chroma"]) == (network, entry, c))
-                for c in ("off", "auto")
-            )
+            white, chroma = (_run(rows, network, entry, c) for c in ("off", "auto"))
             lines.append(
                 f"| {network} | {entry} | {chroma['sigma_hat']:.2f} | {chroma['pretrained_psnr']:.2f} | "
                 f"{white['adapted_psnr']:.2f} | ({white['interpolation']:g}, {white['selected_by']}) | "
