@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfr_deploy.noise.base import StoredNoise
-from rfr_deploy.noise.level import LUMA
+from rfr_deploy.noise.isp import YCBCR, subsample_chroma, upsample_chroma
 
-YCBCR = (LUMA, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
-"""RGB → YCbCr as JPEG (JFIF) defines it, without the chroma offset (noise has none)."""
 FACTORS = ((2, 2), (1, 2), (2, 1))
 """The chroma subsampling factors (vertical, horizontal) modelled: 4:2:0, 4:2:2, and 4:2:2 turned on its side."""
 
@@ -77,13 +75,9 @@ class ChromaSubsampledNoise(StoredNoise):
 
     def subsample(self, noise: torch.Tensor) -> torch.Tensor:
         """``noise`` (N×3×H×W, RGB) with its chroma averaged over the blocks and brought back."""
-        h, w = noise.shape[-2:]
-        fy, fx = self.factors
         ycc = torch.einsum("ij,njhw->nihw", self.to_ycc.to(noise.dtype), noise)
-        chroma = F.pad(ycc[:, 1:], (0, (-w) % fx, 0, (-h) % fy), mode="replicate")
-        chroma = F.avg_pool2d(chroma, (fy, fx))
-        chroma = F.interpolate(chroma, scale_factor=(fy, fx), mode="bilinear", align_corners=False)
-        ycc = torch.cat([ycc[:, :1], chroma[..., :h, :w]], dim=1)
+        chroma = upsample_chroma(subsample_chroma(ycc[:, 1:], self.factors), self.factors, noise.shape[-2:])
+        ycc = torch.cat([ycc[:, :1], chroma], dim=1)
         return torch.einsum("ij,njhw->nihw", self.to_rgb.to(noise.dtype), ycc)
 
     def extra_repr(self) -> str:

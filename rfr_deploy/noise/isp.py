@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rfr_deploy.noise.level import LUMA
+
 _ON_DEVICE: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
 
@@ -122,9 +124,9 @@ _CHROMA_TABLE = torch.full((8, 8), 99.0)
 _CHROMA_TABLE[:4, :4] = torch.tensor(
     [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]], dtype=torch.float32
 )
-_RGB_TO_YCBCR = torch.tensor(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
-)
+YCBCR = (LUMA, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+"""RGB → YCbCr as JPEG (JFIF) defines it, without the chroma offset."""
+_RGB_TO_YCBCR = torch.tensor(YCBCR)
 _YCBCR_TO_RGB = torch.tensor([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]])
 
 
@@ -167,13 +169,27 @@ def jpeg_round_trip(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return compress_jpeg(x, luma_steps, chroma_steps)
 
 
+def subsample_chroma(chroma: torch.Tensor, factors: tuple[int, int]) -> torch.Tensor:
+    """Chroma planes (N×C×H×W) averaged over blocks of the (vertical, horizontal) ``factors``, as a JPEG
+    encoder subsamples them (the edges repeated to whole blocks)."""
+    (fy, fx), (h, w) = factors, chroma.shape[-2:]
+    return F.avg_pool2d(F.pad(chroma, (0, (-w) % fx, 0, (-h) % fy), mode="replicate"), (fy, fx))
+
+
+def upsample_chroma(small: torch.Tensor, factors: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Subsampled chroma planes brought back to ``size`` (H, W) by the decoder's bilinear ("fancy")
+    upsampling."""
+    if tuple(factors) != (1, 1):
+        small = F.interpolate(small, scale_factor=tuple(factors), mode="bilinear", align_corners=False)
+    return small[..., : size[0], : size[1]]
+
+
 def compress_jpeg(
     x: torch.Tensor, luma_steps: torch.Tensor, chroma_steps: torch.Tensor, factors: tuple[int, int] = (2, 2)
 ) -> torch.Tensor:
     """Compress and decompress ``x`` (``N×C×H×W``, C = 1 or 3, [0, 1]) with the quantization steps
     ``luma_steps`` and ``chroma_steps`` (``N×8×8``, or ``1×8×8`` for all) and the chroma subsampled by
     the (vertical, horizontal) ``factors``."""
-    fy, fx = factors
     x = x.clamp(0, 1)
     if x.shape[1] == 1:
         out = _quantize_plane(x, luma_steps)
@@ -182,12 +198,9 @@ def compress_jpeg(
         ycc = torch.einsum("ij,njhw->nihw", _constant(_RGB_TO_YCBCR, x.device, x.dtype), x) + offset
         h, w = x.shape[-2:]
         y = _quantize_plane(ycc[:, 0:1], luma_steps)
-        chroma = F.pad(ycc[:, 1:3], (0, (-w) % fx, 0, (-h) % fy), mode="replicate")
-        small = F.avg_pool2d(chroma, (fy, fx))
+        small = subsample_chroma(ycc[:, 1:3], factors)
         small = torch.cat([_quantize_plane(small[:, i : i + 1], chroma_steps) for i in range(2)], dim=1)
-        if (fy, fx) != (1, 1):
-            small = F.interpolate(small, scale_factor=(fy, fx), mode="bilinear", align_corners=False)
-        chroma = small[..., :h, :w]
+        chroma = upsample_chroma(small, factors, (h, w))
         ycc = torch.cat([y, chroma], dim=1) - offset
         out = torch.einsum("ij,njhw->nihw", _constant(_YCBCR_TO_RGB, x.device, x.dtype), ycc)
     return torch.round(out.clamp(0, 1) * 255.0) / 255.0
