@@ -53,10 +53,8 @@ from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.noise.base import gaussian_level_of, stored_as
 from rfr_deploy.noise.build import resolve_noise_kind
-from rfr_deploy.noise.chroma import ChromaSubsampledNoise
-from rfr_deploy.noise.jpeg import JpegStoredNoise
 from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Progress, Reporter
 from rfr_deploy.units import grey_levels
@@ -375,11 +373,8 @@ def noise_desc(
     for name, values in (levels or {}).items():
         desc[name] = [grey_levels(v, 3) for v in values]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
-    subsampled = [
-        m.factors for m in noise.modules() if isinstance(m, ChromaSubsampledNoise | JpegStoredNoise)
-    ]
-    desc["chroma_subsampled"] = list(subsampled[0]) if subsampled else None
-    desc["chroma_read_from"] = chroma_source(group) if subsampled else None
-    compressed = [m.tables for m in noise.modules() if isinstance(m, JpegStoredNoise)]
-    desc["jpeg_quality"] = (compressed[0].quality() or "custom") if compressed else None
+    stored = stored_as(noise)
+    desc["chroma_subsampled"] = list(stored.factors) if stored else None
+    desc["chroma_read_from"] = chroma_source(group) if stored else None
+    desc["jpeg_quality"] = stored.jpeg_quality() if stored else None
     return desc

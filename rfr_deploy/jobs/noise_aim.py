@@ -40,6 +40,7 @@ from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.adaptation.targets import training_targets
 from rfr_deploy.devices import synchronize
 from rfr_deploy.errors import ImageError
+from rfr_deploy.noise.base import stored_as
 from rfr_deploy.noise.build import build_noise_from
 from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level
 from rfr_deploy.noise.level import residual_level
@@ -96,9 +97,9 @@ def aim_noise(
             seconds,
         )
     noise = build(settings)
-    compressed = [m for m in noise.modules() if isinstance(m, JpegStoredNoise)]
-    if compressed and model_sigma is None and len(settings.estimates) == len(images):  # a blind network
-        return _aim_compressed(compressed[0], build, settings, model, images, config)
+    stored = stored_as(noise)
+    if isinstance(stored, JpegStoredNoise) and model_sigma is None and len(settings.estimates) == len(images):
+        return _aim_compressed(stored, build, settings, model, images, config)  # a blind network
     if model_sigma is not None or not gray_with_estimated_level(noise, images):
         return AimedNoise(noise)
     implied = implied_levels(

@@ -47,8 +47,9 @@ from rfr_deploy.jobs.resume import (
     run_fingerprint,
 )
 from rfr_deploy.jobs.settings import JobSettings
-from rfr_deploy.noise.base import gaussian_level_of
+from rfr_deploy.noise.base import StoredNoise, gaussian_level_of, stored_as
 from rfr_deploy.noise.build import build_noise, resolve_noise_kind
+from rfr_deploy.noise.jpeg import JpegTables
 from rfr_deploy.noise.registry import level_source
 from rfr_deploy.progress import Reporter
 from rfr_deploy.units import grey_levels
@@ -125,20 +126,16 @@ def describe_plan(
     """What the prepared ``run`` would do: per group its images (size, channels, the σ it adapts at, in
     grey levels, and where that comes from), its synthetic noise, and whether it is done already
     (``done``), adapted already with only its exports to write (``to export``) or ``to adapt``."""
-    groups, white = [], {}  # per noise kind: whether it draws white Gaussian noise
+    groups, named = [], {}  # the noise's name per kind and storage, built once each
     for group, earlier in zip(run.groups, run.earlier, strict=True):
         record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
         if earlier is None:
             kind = resolve_noise_kind(settings.noise, run.models.get(group[0].info.channels).meta.noise)
-            if kind not in white:
-                white[kind] = gaussian_level_of(_probe_noise(kind, settings)) is not None
             chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
-            if chroma != (1, 1) and white[kind]:  # subsampled (and compressed) as build_noise_from does
-                kind += f" with its chroma subsampled {chroma[0]}×{chroma[1]}"
-                tables = noise_jpeg(settings, group)
-                if tables is not None:
-                    kind += f" and JPEG-compressed like the file (quality {tables.quality() or 'custom'})"
-            record.update(status="to adapt", noise=kind)
+            key = (kind, chroma, noise_jpeg(settings, group))
+            if key not in named:
+                named[key] = _noise_name(kind, stored_as(_probe_noise(kind, settings, *key[1:])))
+            record.update(status="to adapt", noise=named[key])
         else:
             status = "done" if earlier.complete else "to export"
             record.update(status=status, manifest=earlier.manifest["manifest"])
@@ -149,6 +146,15 @@ def describe_plan(
         "formats": [e.format for e in exporters],
         "groups": groups,
     }
+
+
+def _noise_name(kind: str, stored: StoredNoise | None) -> str:
+    """``kind``, and how its noise is stored like the input's (as the run builds it)."""
+    if stored is None:
+        return kind
+    name = f"{kind} with its chroma subsampled {stored.factors[0]}×{stored.factors[1]}"
+    quality = stored.jpeg_quality()
+    return name if quality is None else f"{name} and JPEG-compressed like the file (quality {quality})"
 
 
 def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
@@ -256,13 +262,17 @@ def _estimate_levels(
     return model, kind
 
 
-def _probe_noise(kind: str, settings: JobSettings) -> nn.Module:
+def _probe_noise(
+    kind: str, settings: JobSettings, chroma: tuple[int, int] = (1, 1), jpeg: JpegTables | None = None
+) -> nn.Module:
     """The noise ``kind`` built from the job's choices (at a stand-in level where σ is to be estimated),
-    to ask what it draws; a :class:`ConfigError` where the model refuses the choices."""
+    stored as ``chroma`` and ``jpeg`` say (:func:`~rfr_deploy.noise.build.build_noise`), to ask what it
+    draws; a :class:`ConfigError` where the model refuses the choices."""
     estimates = (PROBE_LEVEL,) if settings.sigma is None else ()
+    levels = (settings.sigma_low, settings.sigma_high)
     try:
         return build_noise(
-            kind, settings.sigma, settings.unknown_sigma, estimates, (settings.sigma_low, settings.sigma_high)
+            kind, settings.sigma, settings.unknown_sigma, estimates, levels, chroma=chroma, jpeg=jpeg
         )
     except ValueError as exc:
         raise ConfigError(f"--noise {kind}: {first_line(exc)}") from None

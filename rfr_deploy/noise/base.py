@@ -120,6 +120,16 @@ class StoredNoise(nn.Module):
         """The wrapped model's."""
         return aims_at_residual(self.inner)
 
+    def jpeg_quality(self) -> int | str | None:
+        """The JPEG quality the noise is compressed at ('custom' for tables of no IJG quality); None
+        where it is not compressed."""
+        return None
+
+
+def stored_as(noise: nn.Module) -> StoredNoise | None:
+    """The :class:`StoredNoise` within ``noise`` (its ``factors``, its ``jpeg_quality()``), if any."""
+    return next((m for m in noise.modules() if isinstance(m, StoredNoise)), None)
+
 
 class QuantizedNoise(nn.Module):
     """Wraps a noise model so its output looks like an integer image file: clipped to [0, 1]

@@ -85,9 +85,13 @@ class JpegStoredNoise(StoredNoise):
         steps = (self.luma_steps.to(noisy.dtype), self.chroma_steps.to(noisy.dtype))
         return compress_jpeg(noisy, *steps, self.factors)
 
-    def extra_repr(self) -> str:
+    def jpeg_quality(self) -> int | str:
+        """The IJG quality of the file's tables, or 'custom'."""
         quality = self.tables.quality()
-        return f"quality={quality if quality is not None else 'custom'}, factors={self.factors}"
+        return quality if quality is not None else "custom"
+
+    def extra_repr(self) -> str:
+        return f"quality={self.jpeg_quality()}, factors={self.factors}"
 
 
 @torch.no_grad()
