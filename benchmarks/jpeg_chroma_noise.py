@@ -68,6 +68,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--networks", default=",".join(NETWORKS), help="of: " + ", ".join(NETWORKS))
     parser.add_argument("--modes", default="off,auto", help="of: " + ", ".join(MODES))
     parser.add_argument("--suffix", default="", help="added to the results file's name")
+    parser.add_argument(
+        "--tell-sigma",
+        action="store_true",
+        help="give the jobs the true σ (--sigma) instead of estimating it",
+    )
     return parser.parse_args()
 
 
@@ -100,7 +105,7 @@ def make_crops(args, folder: Path) -> list[tuple[str, Path, Path]]:
     return crops
 
 
-def run_case(case: tuple, folder: Path) -> dict:
+def run_case(case: tuple, folder: Path, told: int | None = None) -> dict:
     """One crop, network and noise: the job's outcome (and, for the chroma runs, the interpolation sweep)."""
     (entry, noisy, clean), network, chroma = case
     out = folder / f"{noisy.stem}-{network.split()[0]}-{chroma}"
@@ -115,9 +120,10 @@ def run_case(case: tuple, folder: Path) -> dict:
         str(clean),
     ]
     command += [*options, *MODES[chroma], "--threads", "1", "--json", "--quiet", "-o", str(out)]
+    command += ["--sigma", str(told)] if told is not None else []
     manifest = run_json_job(command)
     row = {"image": entry, "network": network, "noise_chroma": chroma, **job_outcome(manifest)}
-    row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0]
+    row["sigma_hat"] = manifest["noise"]["sigma_estimates"][0] if told is None else told  # σ̂, or σ told
     row["chroma"] = (manifest["noise"]["chroma_subsampled"], manifest["noise"].get("chroma_read_from"))
     row["jpeg_quality"] = manifest["noise"].get("jpeg_quality")
     row["aimed_levels"] = manifest["noise"].get("aimed_levels")
@@ -160,7 +166,8 @@ def main() -> None:
         modes = args.modes.split(",")
         cases = [(crop, net, mode) for crop in crops for net in networks for mode in modes]
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(lambda case: run_case(case, folder), cases))
+            told = args.sigma if args.tell_sigma else None
+            rows = list(pool.map(lambda case: run_case(case, folder, told), cases))
     name = "jpeg_chroma_noise" + ("" if args.sigma == 25 else f"_sigma{args.sigma}")
     name += ("" if args.quality == 90 else f"_q{args.quality}") + (
         "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
