@@ -4,6 +4,7 @@ import importlib
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 import rfr_deploy
@@ -46,12 +47,8 @@ def test_the_package_s_public_names_resolve_on_first_use():
     for name in rfr_deploy.__all__:
         assert getattr(rfr_deploy, name) is not None
     assert set(rfr_deploy.__all__) <= set(dir(rfr_deploy))
-    try:
+    with pytest.raises(AttributeError, match="no_such_name"):
         rfr_deploy.no_such_name  # noqa: B018
-    except AttributeError as exc:
-        assert "no_such_name" in str(exc)
-    else:
-        raise AssertionError("an unknown name resolved")
 
 
 def test_the_public_names_are_the_lazily_imported_ones():
