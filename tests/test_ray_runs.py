@@ -202,3 +202,29 @@ def test_two_inputs_that_would_write_the_same_files_are_refused_before_ray_start
     result = invoke(data, tmp_path / "out", [str(data / "in" / "img0.png"), str(twin)], "--ray", "local")
     assert result.exit_code == 2 and "would both write" in result.output and str(twin) in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_run_stops_its_tasks_and_leaves_no_staging_folder(
+    cluster, data, tmp_path, monkeypatch
+):
+    """Ctrl-C while a task works: the tasks are cancelled and ``OUT/.rfr-work`` is removed."""
+    from rfr_deploy.jobs import distributed
+
+    out = tmp_path / "out"
+
+    def interrupt_once_working(ray_module, pending, records, progress):
+        deadline = time.monotonic() + 60
+        while not list(out.glob(f"{STAGING}/*/{OWNER_FILE}")):
+            assert time.monotonic() < deadline, "no task was seen at work"
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "_collect", interrupt_once_working)
+    settings = JobSettings(weights=str(data / "tiny.safetensors"), sigma=25 / 255, output_dir=str(out))
+    with pytest.raises(KeyboardInterrupt):
+        adapt_and_export_ray(
+            [data / "in" / "img0.png"], settings, AdaptConfig(steps=400), RayOptions(), QUIET
+        )
+    assert not (out / STAGING).exists()
+    time.sleep(3)  # a task left running would finish by now (400 steps of a tiny network)
+    assert not list(out.glob("img0*")) and not (out / STAGING).exists()

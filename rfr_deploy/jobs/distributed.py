@@ -99,12 +99,14 @@ def adapt_and_export_ray(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     ray_info: dict[str, Any] = {**asdict(options), "cluster": {}}
-    if todo:
-        task = GroupTask(
-            uuid.uuid4().hex, (), settings, config, options.cpus_per_image, tuple(exporters), sizes
-        )
-        ray_info.update(_run_tasks(ray, options, task, groups, todo, records, progress))
-    shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+    try:
+        if todo:
+            task = GroupTask(
+                uuid.uuid4().hex, (), settings, config, options.cpus_per_image, tuple(exporters), sizes
+            )
+            ray_info.update(_run_tasks(ray, options, task, groups, todo, records, progress))
+    finally:  # also on Ctrl-C, once Ray has stopped the tasks: what they staged goes with them
+        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
     summary = progress.summary(
         out_dir, fingerprint.settings, ray_info, [records[i] for i in range(len(groups))]
     )
@@ -268,7 +270,12 @@ def _run_tasks(ray, options: RayOptions, task: GroupTask, groups, todo, records,
             retry_exceptions=False,
         )
         pending = {remote.remote(replace(task, paths=groups[i])): (i, groups[i]) for i in todo}
-        _collect(ray, pending, records, progress)
+        try:
+            _collect(ray, pending, records, progress)
+        except BaseException:  # Ctrl-C, or the driver failing: stop the tasks still working
+            for ref in pending:  # those not collected
+                ray.cancel(ref, force=True)
+            raise
     finally:
         if started:
             ray.shutdown()
