@@ -15,6 +15,12 @@ pixels as PNG, a file that does not say how its chroma was stored: the job reads
     python benchmarks/jpeg_chroma_noise.py --sigma 10 --images Kodak24/kodim19,CBSD68/102061 --workers 1
     python benchmarks/jpeg_chroma_noise.py --stored-as png --networks "dncnn (packaged)" --workers 2
     python benchmarks/jpeg_chroma_noise.py --quality 75 --networks "dncnn (packaged),FFDNet (official)"
+    python benchmarks/jpeg_chroma_noise.py --subsampling 0 --quality 75 --modes off,jpeg --networks "dncnn (packaged)"
+    python benchmarks/jpeg_chroma_noise.py --gray --images Set12/05,BSD68/test003 --modes off,jpeg --suffix _mine
+
+``--subsampling 0`` writes full-chroma (4:4:4) JPEGs, ``--gray`` gray ones (the crops converted to luminance;
+gray networks: the packaged DnCNN, "DnCNN-B (official)", "FFDNet gray (official)"). The results file is
+named by σ, quality, storage, layout and modes, not by network: give runs of other networks a ``--suffix``.
 """
 
 from __future__ import annotations
@@ -40,17 +46,22 @@ from rfr_deploy.shared import shared_path
 
 ALPHAS = (0.5, 0.75, 1.0, 1.25)
 MODES = {
-    "off": ["--noise-chroma", "off"],
+    "off": ["--noise-chroma", "off", "--noise-jpeg", "off"],
     "auto": ["--noise-chroma", "auto", "--noise-jpeg", "off"],
     "jpeg": ["--noise-chroma", "auto", "--noise-jpeg", "auto"],
 }
 """The synthetic noise of each run: white; its chroma subsampled like the file's (the default of stop 57);
-also compressed with the file's quantization tables (the default since stop 58, :mod:`rfr_deploy.noise.jpeg`)."""
+compressed with the file's quantization tables, its chroma subsampled like the file's (the default since
+stop 58 for subsampled colour JPEGs, since stop 59 for every JPEG, :mod:`rfr_deploy.noise.jpeg`)."""
 NETWORKS = {
     "dncnn (packaged)": ["--model", "dncnn"],
     "CDnCNN-B (official)": ["--model", "dncnn", "--weights", "{weights}/dncnn/dncnn_color_blind.pth"],
     "FFDNet (official)": ["--model", "ffdnet", "--weights", "{weights}/ffdnet/ffdnet_color.pth"],
+    "DnCNN-B (official)": ["--model", "dncnn", "--weights", "{weights}/dncnn/dncnn_gray_blind.pth"],
+    "FFDNet gray (official)": ["--model", "ffdnet", "--weights", "{weights}/ffdnet/ffdnet_gray.pth"],
 }
+SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+"""Pillow's ``subsampling`` values, and the chroma layouts they write."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,6 +72,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigma", type=int, default=25, help="grey levels")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument(
+        "--subsampling", type=int, choices=tuple(SUBSAMPLING), default=2, help="Pillow's: 0 4:4:4, 2 4:2:0"
+    )
+    parser.add_argument("--gray", action="store_true", help="the crops converted to gray, gray JPEGs")
     parser.add_argument(
         "--stored-as", choices=("jpeg", "png"), default="jpeg", help="png: the JPEG's decoded pixels as PNG"
     )
@@ -79,19 +94,22 @@ def parse_args() -> argparse.Namespace:
 def make_crops(args, folder: Path) -> list[tuple[str, Path, Path]]:
     """(name, noisy JPEG, clean PNG) per image of ``args.images``, noise from one seeded stream in order."""
     rng, crops, c = np.random.default_rng(5), [], args.crop
+    channels = 1 if args.gray else 3
     for entry in args.images.split(","):
         dataset, stem = entry.split("/")
         image = next(
-            i for i in load_folder(shared_path("data", "test", dataset), channels=3) if i.name == stem
+            i for i in load_folder(shared_path("data", "test", dataset), channels=channels) if i.name == stem
         )
         h, w = image.pixels.shape[:2]
         clean = np.round(
             image.pixels[h // 2 - c // 2 : h // 2 + c // 2, w // 2 - c // 2 : w // 2 + c // 2] * 255
-        )
+        ).squeeze()
         noisy = np.clip(np.round(clean + rng.standard_normal(clean.shape) * args.sigma), 0, 255)
         Image.fromarray(clean.astype(np.uint8)).save(folder / f"{stem}_clean.png")
         buffer = io.BytesIO()
-        Image.fromarray(noisy.astype(np.uint8)).save(buffer, "JPEG", quality=args.quality, subsampling=2)
+        Image.fromarray(noisy.astype(np.uint8)).save(
+            buffer, "JPEG", quality=args.quality, subsampling=args.subsampling
+        )
         (folder / f"{stem}.jpg").write_bytes(buffer.getvalue())
         if args.stored_as == "png":
             Image.open(folder / f"{stem}.jpg").save(folder / f"{stem}.png")
@@ -140,11 +158,12 @@ def sweep(options: list[str], adapted_path: Path, noisy: Path, clean: Path, sigm
 
     model_name = options[options.index("--model") + 1]
     weights = options[options.index("--weights") + 1] if "--weights" in options else "default"
-    pretrained = create_model(model_name, weights=weights, channels=3).eval()
-    adapted = create_model(model_name, weights=str(adapted_path), channels=3).eval()
-    blended = create_model(model_name, weights=str(adapted_path), channels=3).eval()
     y = torch.from_numpy(read_image(noisy).pixels).permute(2, 0, 1)[None]
     x = torch.from_numpy(read_image(clean).pixels).permute(2, 0, 1)[None]
+    channels = y.shape[1]
+    pretrained = create_model(model_name, weights=weights, channels=channels).eval()
+    adapted = create_model(model_name, weights=str(adapted_path), channels=channels).eval()
+    blended = create_model(model_name, weights=str(adapted_path), channels=channels).eval()
     sigma = sigma_hat / 255 if pretrained.meta.noise_map else None
     scores = {}
     for alpha in ALPHAS:
@@ -172,14 +191,22 @@ def main() -> None:
     name += ("" if args.quality == 90 else f"_q{args.quality}") + (
         "" if args.stored_as == "jpeg" else f"_{args.stored_as}"
     )
-    name += ("" if args.modes == "off,auto" else "_" + args.modes.replace(",", "_")) + args.suffix
+    name += "" if args.subsampling == 2 else "_" + SUBSAMPLING[args.subsampling].replace(":", "")
+    name += ("_gray" if args.gray else "") + (
+        "" if args.modes == "off,auto" else "_" + args.modes.replace(",", "_")
+    )
+    name += args.suffix
     report(name, {"args": vars(args), "environment": environment(), "rows": rows}, render(args, rows))
 
 
 def render(args: argparse.Namespace, rows: list[dict]) -> str:
     head = _render_compressed(rows) if "jpeg" in args.modes.split(",") else []
     if not {"off", "auto"} <= set(args.modes.split(",")):
-        return "\n".join([f"# {args.modes} runs, JPEG quality {args.quality}, σ = {args.sigma}", "", *head])
+        layout = "gray" if args.gray else SUBSAMPLING[args.subsampling]
+        title = f"# {args.modes} runs, {layout} JPEGs of quality {args.quality}, σ = {args.sigma}"
+        return "\n".join(
+            [title, "", f"Central {args.crop}² crops of {args.images.replace(',', ', ')}.", "", *head]
+        )
     lines = [
         "# Adapting to 4:2:0 JPEGs: white synthetic noise against noise with its chroma subsampled",
         "",
@@ -228,23 +255,25 @@ def _render_compressed(rows: list[dict]) -> list[str]:
     lines = [
         "Adapted on noise compressed as the file was (`--noise-jpeg auto`), PSNR in dB:",
         "",
-        "| network | image | σ̂ | pre-trained | chroma subsampled | compressed like the file | gain | "
+        "| network | image | σ̂ | pre-trained | white noise | chroma subsampled | compressed like the file | gain | "
         + " | ".join(f"α = {a:g}" for a in ALPHAS)
         + " |",
-        "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(ALPHAS),
+        "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ALPHAS),
     ]
     for r in runs:
         alphas = r.get("alphas") or {}
-        chroma = _run(rows, r["network"], r["image"], "auto")
+        white, chroma = (_run(rows, r["network"], r["image"], mode) for mode in ("off", "auto"))
         lines.append(
             f"| {r['network']} | {r['image']} | {r['sigma_hat']:.2f} | {r['pretrained_psnr']:.2f} | "
-            f"{_psnr(chroma)} | {r['adapted_psnr']:.2f} | {r['gain_db']:+.2f} | "
+            f"{_psnr(white)} | {_psnr(chroma)} | {r['adapted_psnr']:.2f} | {r['gain_db']:+.2f} | "
             + " | ".join(f"{alphas[f'{a:g}']:.2f}" if alphas else "–" for a in ALPHAS)
             + " |"
         )
     for network in dict.fromkeys(r["network"] for r in runs):
-        mean = statistics.fmean(r["gain_db"] for r in runs if r["network"] == network)
-        lines.append(f"\nMean gain, {network}: {mean:+.2f} dB")
+        for mode, label in (("off", "white noise"), ("auto", "chroma subsampled"), ("jpeg", "compressed")):
+            gains = [r["gain_db"] for r in rows if (r["network"], r["noise_chroma"]) == (network, mode)]
+            if gains:
+                lines.append(f"\nMean gain, {network}, {label}: {statistics.fmean(gains):+.2f} dB")
     return lines
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image as PILImage
 
+from rfr_deploy.cli import main
 from rfr_deploy.images import read_image
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.chroma import ChromaSubsampledNoise
@@ -86,12 +91,12 @@ def test_the_model_reports_the_white_noise_s_level_and_wraps_only_white_noise():
     assert "quality=custom" in repr(model)
     with pytest.raises(ValueError, match="gray JPEG"):
         JpegStoredNoise(GaussianNoise(0.1), JpegTables(tables.luma), (1, 1))(torch.rand(1, 3, 8, 8))
-    assert isinstance(
-        build_noise("gaussian", 0.1, "estimate", (), chroma=(2, 2), jpeg=tables), JpegStoredNoise
-    )
-    # only where the chroma is subsampled too (the case measured), and never for camera noise
+    for chroma in ((2, 2), (1, 1)):  # subsampled chroma, or full chroma (and gray files)
+        built = build_noise("gaussian", 0.1, "estimate", (), chroma=chroma, jpeg=tables)
+        assert isinstance(built, JpegStoredNoise) and built.factors == chroma
     assert isinstance(build_noise("gaussian", 0.1, "estimate", (), chroma=(2, 2)), ChromaSubsampledNoise)
-    assert gaussian_level_of(build_noise("gaussian", 0.1, "estimate", (), jpeg=tables)) is not None
+    assert isinstance(build_noise("gaussian", 0.1, "estimate", ()), GaussianNoise)
+    # never for camera noise, which describes its own processing
     camera = build_noise("camera", None, "estimate", (0.1,), chroma=(2, 2), jpeg=tables)
     assert not isinstance(camera, JpegStoredNoise | ChromaSubsampledNoise)
 
@@ -115,3 +120,85 @@ def test_the_white_level_is_aimed_so_that_the_compressed_noise_reads_the_file_s_
     wanted = ((6 / 255) ** 2 + read(0.0) ** 2) ** 0.5  # on top of what the target reads alone
     assert aimed > 6.5 / 255
     assert read(aimed / 1.02) < wanted <= read(aimed * 1.02)
+
+
+def test_the_white_level_is_never_aimed_below_the_file_s():
+    """Compression takes noise away: where the compressed noise reads higher than the file's level (here a
+    stand-in compression that makes it 1.5 times louder), that is the estimator's error, and the level stays."""
+    model = JpegStoredNoise(GaussianNoise(0.1), JpegTables((1,) * 64), (1, 1))
+    model.compress = lambda noisy: 0.3 + 1.5 * (noisy - 0.3)
+    aimed = aim_white_level(model, torch.full((1, 1, 96, 96), 0.3), 9 / 255, torch.Generator().manual_seed(0))
+    assert aimed == pytest.approx(9 / 255, rel=1e-9)
+
+
+@pytest.fixture
+def plain_jpegs(tmp_path):
+    """A colour JPEG of full chroma and a gray JPEG at quality 75, and tiny networks for each."""
+    noisy = np.clip(128 + np.random.default_rng(3).normal(0, 25, (24, 24, 3)), 0, 255).astype(np.uint8)
+    PILImage.fromarray(noisy).save(tmp_path / "full.jpg", quality=75, subsampling=0)
+    PILImage.fromarray(noisy[..., 0]).save(tmp_path / "gray.jpg", quality=75)
+    for channels in (1, 3):
+        model = create_model("dncnn", weights=None, channels=channels, depth=3, features=8)
+        save_weights(tmp_path / f"tiny{channels}.safetensors", model.net, model.meta)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name, channels", [("full.jpg", 3), ("gray.jpg", 1)])
+def test_full_chroma_and_gray_jpegs_adapt_on_noise_compressed_like_them(plain_jpegs, name, channels):
+    def noise(*extra: str) -> dict:
+        args = [
+            "adapt-and-export",
+            str(plain_jpegs / name),
+            "--weights",
+            str(plain_jpegs / f"tiny{channels}.safetensors"),
+        ]
+        result = CliRunner().invoke(
+            main, [*args, "--steps", "2", "-o", str(plain_jpegs / "out"), "--json", *extra]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)[0]["noise"]
+
+    told = noise("--sigma", "25")
+    assert told["jpeg_quality"] == 75 and told["chroma_subsampled"] is None
+    estimated = noise()  # a blind network: the white level aimed so that, compressed, it reads the file's
+    assert estimated["jpeg_quality"] == 75 and estimated["aimed_levels"][0] > 0
+    assert noise("--sigma", "25", "--noise-jpeg", "off")["jpeg_quality"] is None
+    # a loss term on the noisy input needs white noise in it, and keeps the synthetic noise white
+    assert noise("--sigma", "25", "--sure-loss", "0.5")["jpeg_quality"] is None
+    dry = CliRunner().invoke(
+        main,
+        [
+            "adapt-and-export",
+            str(plain_jpegs / name),
+            "--weights",
+            str(plain_jpegs / f"tiny{channels}.safetensors"),
+            "--sigma",
+            "25",
+            "--dry-run",
+            "-o",
+            str(plain_jpegs / "o"),
+        ],
+    )
+    assert "gaussian JPEG-compressed like the file (quality 75) noise: to adapt" in dry.stdout
+
+
+def test_a_noise_map_network_is_told_the_file_s_level_while_the_white_noise_is_aimed(tmp_path):
+    """FFDNet on a 4:2:0 JPEG at an estimated level: the white level drawn is aimed (above the estimate), the
+    map the network is told during adaptation is the estimate, as when it denoises the file."""
+    noisy = np.clip(128 + np.random.default_rng(4).normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+    PILImage.fromarray(noisy).save(tmp_path / "a.jpg", quality=75, subsampling=2)
+    model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
+    args = ["adapt-and-export", str(tmp_path / "a.jpg"), "--weights", str(tmp_path / "tiny.safetensors")]
+    result = CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    noise = json.loads(result.stdout)[0]["noise"]
+    assert noise["jpeg_quality"] == 75 and noise["aimed_levels"][0] >= noise["sigma_estimates"][0] > 0
+    stored = JpegStoredNoise(GaussianNoise(0.1), JpegTables((1,) * 64, (1,) * 64), (2, 2))
+    x = torch.full((2, 3, 16, 16), 0.5)
+    assert torch.equal(stored(x, torch.Generator().manual_seed(0))[1], torch.full((2,), 0.1))
+    stored.map_level = 0.04  # told the file's level, drawn at the aimed one
+    noisy_out, told = stored(x, torch.Generator().manual_seed(0))
+    assert (
+        torch.equal(told, torch.full((2,), 0.04)) and float((noisy_out - x).std()) > 0.05
+    )  # drawn at 0.1, not 0.04

@@ -34,8 +34,6 @@ from rfr_deploy.jobs.inputs import (
     chroma_source,
     loaded,
     model_sigma,
-    noise_chroma,
-    noise_jpeg,
     set_sigma,
 )
 from rfr_deploy.jobs.manifest import (
@@ -48,7 +46,7 @@ from rfr_deploy.jobs.manifest import (
 )
 from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_group, output_bit_depth, write_output
-from rfr_deploy.jobs.preparation import describe_plan, noisy_input_term, prepare_run, set_group_levels
+from rfr_deploy.jobs.preparation import describe_plan, noise_storage, prepare_run, set_group_levels
 from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
@@ -272,8 +270,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
         (settings.sigma_low, settings.sigma_high),
     )
     names = [j.path.name for j in group]
-    chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
-    stored = (_noise_bit_depth(settings, group), chroma, noise_jpeg(settings, group))
+    stored = (_noise_bit_depth(settings, group), *noise_storage(settings, group, config))
     aim = aim_noise(kind, choices, model, images, sigma, config, names, *stored)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
@@ -374,7 +371,8 @@ def noise_desc(
         desc[name] = [grey_levels(v, 3) for v in values]
     desc["quantized_to_bits"] = _noise_bit_depth(settings, group)
     stored = stored_as(noise)
-    desc["chroma_subsampled"] = list(stored.factors) if stored else None
-    desc["chroma_read_from"] = chroma_source(group) if stored else None
+    subsampled = stored is not None and stored.factors != (1, 1)
+    desc["chroma_subsampled"] = list(stored.factors) if subsampled else None
+    desc["chroma_read_from"] = chroma_source(group) if subsampled else None
     desc["jpeg_quality"] = stored.jpeg_quality() if stored else None
     return desc

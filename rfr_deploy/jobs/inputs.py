@@ -213,14 +213,17 @@ def noise_chroma(settings, group: list[ImageJob], pixels: bool = True) -> tuple[
 
 
 def noise_jpeg(settings, group: list[ImageJob]) -> JpegTables | None:
-    """The quantization tables of the group's colour JPEGs (one set for all), which the synthetic noise is
-    compressed with where its chroma is subsampled too (:func:`~rfr_deploy.noise.build.build_noise_from`);
-    None where the job's ``noise_jpeg`` is 'off'."""
+    """The quantization tables of the group's JPEGs (one set for all: a gray file's luma table, a colour
+    file's luma and chroma tables), which the synthetic noise is compressed with
+    (:func:`~rfr_deploy.noise.build.build_noise_from`); None where the job's ``noise_jpeg`` is 'off' or the
+    group holds other files or other tables."""
     tables = {j.info.jpeg_tables for j in group}
     if settings.noise_jpeg != "auto" or len(tables) != 1:
         return None
     found = tables.pop()
-    return JpegTables(*found) if found and len(found) == 2 else None
+    tables_for = {1: 1, 3: 2}  # a gray file has one table, a colour file two
+    fits = found and all(tables_for.get(j.info.channels) == len(found) for j in group)
+    return JpegTables(*found) if fits else None
 
 
 def chroma_source(group: list[ImageJob]) -> str:

@@ -16,6 +16,9 @@
   with SURE's choice, over 48 whole Set12 and BSD68 images at σ = 15 and 25 the mean gain went from
   +0.045 to +0.048 dB and the worst image from −0.078 to −0.029 (benchmarks/README.md, "Gray images:
   train at the level the network implies").
+- Gaussian noise compressed as the input JPEG was (:mod:`rfr_deploy.noise.jpeg`): white noise aimed so
+  that, compressed onto each pseudo-clean image, it reads the level estimated off the file; a noise-map
+  network is told that estimate, as when it denoises the file.
 
 Everything else is built from the white-noise estimates the job made (or the known level). A noise-map
 network on gray images is told, and trains at, the weak-texture estimate
@@ -98,8 +101,8 @@ def aim_noise(
         )
     noise = build(settings)
     stored = stored_as(noise)
-    if isinstance(stored, JpegStoredNoise) and model_sigma is None and len(settings.estimates) == len(images):
-        return _aim_compressed(stored, build, settings, model, images, config)  # a blind network
+    if isinstance(stored, JpegStoredNoise) and len(settings.estimates) == len(images):
+        return _aim_compressed(stored, build, settings, model, images, model_sigma, config)
     if model_sigma is not None or not gray_with_estimated_level(noise, images):
         return AimedNoise(noise)
     implied = implied_levels(
@@ -112,11 +115,14 @@ def aim_noise(
     return AimedNoise(build(aimed), levels={"implied_levels": implied})
 
 
-def _aim_compressed(compressed, build, settings: NoiseSettings, model, images, config) -> AimedNoise:
+def _aim_compressed(
+    compressed, build, settings: NoiseSettings, model, images, model_sigma, config
+) -> AimedNoise:
     """White noise drawn at the levels that, compressed as the files were, read each image's estimate
-    (:func:`~rfr_deploy.noise.jpeg.aim_white_level` on its pseudo-clean target)."""
+    (:func:`~rfr_deploy.noise.jpeg.aim_white_level` on its pseudo-clean target); a noise-map network is
+    told ``model_sigma``, the level read off the files, as it is when it denoises them."""
     start = time.perf_counter()
-    targets = training_targets(model, list(images), None, config.target_ensemble, None)
+    targets = training_targets(model, list(images), model_sigma, config.target_ensemble, None)
     generator = torch.Generator(device=images[0].device).manual_seed(config.seed)
     aimed = [
         aim_white_level(compressed, t, level, generator)
@@ -124,8 +130,9 @@ def _aim_compressed(compressed, build, settings: NoiseSettings, model, images, c
     ]
     synchronize(images[0].device)
     seconds = time.perf_counter() - start
-    chosen = dataclasses.replace(settings, estimates=tuple(aimed))
-    return AimedNoise(build(chosen), targets, {"aimed_levels": aimed}, seconds)
+    noise = build(dataclasses.replace(settings, estimates=tuple(aimed)))
+    stored_as(noise).map_level = model_sigma
+    return AimedNoise(noise, targets, {"aimed_levels": aimed}, seconds)
 
 
 def _residual_levels(

@@ -131,8 +131,7 @@ def describe_plan(
         record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
         if earlier is None:
             kind = resolve_noise_kind(settings.noise, run.models.get(group[0].info.channels).meta.noise)
-            chroma = noise_chroma(settings, group, pixels=noisy_input_term(config) is None)
-            key = (kind, chroma, noise_jpeg(settings, group))
+            key = (kind, *noise_storage(settings, group, config))
             if key not in named:
                 named[key] = _noise_name(kind, stored_as(_probe_noise(kind, settings, *key[1:])))
             record.update(status="to adapt", noise=named[key])
@@ -152,9 +151,13 @@ def _noise_name(kind: str, stored: StoredNoise | None) -> str:
     """``kind``, and how its noise is stored like the input's (as the run builds it)."""
     if stored is None:
         return kind
-    name = f"{kind} with its chroma subsampled {stored.factors[0]}×{stored.factors[1]}"
+    subsampled = stored.factors != (1, 1)
+    name = (
+        f"{kind} with its chroma subsampled {stored.factors[0]}×{stored.factors[1]}" if subsampled else kind
+    )
     quality = stored.jpeg_quality()
-    return name if quality is None else f"{name} and JPEG-compressed like the file (quality {quality})"
+    compressed = f" JPEG-compressed like the file (quality {quality})"
+    return name if quality is None else name + (" and" if subsampled else "") + compressed
 
 
 def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
@@ -227,6 +230,17 @@ def _check_groups(
             raise ConfigError(
                 f"{term} needs Gaussian noise of one level (a given or estimated σ), not {noise}"
             )
+
+
+def noise_storage(
+    settings: JobSettings, group: list[ImageJob], config: AdaptConfig
+) -> tuple[tuple[int, int], JpegTables | None]:
+    """How the group's synthetic noise is stored like its files (:func:`~rfr_deploy.noise.build.build_noise_from`):
+    the chroma subsampling it copies, and the JPEG tables it is compressed with. A run with a loss term on
+    the noisy input (:func:`noisy_input_term`) is not compressed, and copies only the chroma its files'
+    headers say (which :func:`_check_groups` refuses)."""
+    white = noisy_input_term(config) is not None
+    return noise_chroma(settings, group, pixels=not white), None if white else noise_jpeg(settings, group)
 
 
 def noisy_input_term(config: AdaptConfig) -> str | None:

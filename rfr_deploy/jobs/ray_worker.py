@@ -5,7 +5,8 @@ writes through the sequential pipeline (:func:`rfr_deploy.jobs.adapt_export.adap
 private staging folder ``OUT/.rfr-work/<group>/`` and, once everything is written, renames the
 files into ``OUT`` (same file system: each rename is atomic), the manifest last. A worker killed
 mid-image therefore leaves nothing in ``OUT`` itself; its staging folder is emptied by the retry
-of the same group (Ray's task retries) and removed by the driver at the end of the run.
+of the same group (Ray's task retries) and removed by the driver at the end of the run (also when
+the run is interrupted: it cancels the tasks still working first).
 
 A worker process keeps its pre-trained networks and its exporters, prepared once for the run,
 between tasks of the same run: with ``--format engine`` the first image on the worker builds the

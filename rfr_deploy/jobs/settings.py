@@ -89,12 +89,12 @@ class JobSettings:
     noise_jpeg: Literal["auto", "off"] = field(
         default="auto",
         metadata={
-            "help": "'auto': a JPEG whose chroma was subsampled has its synthetic noise compressed as the file "
-            "was (its quantization tables), not only its chroma subsampled; 'off': its chroma only."
+            "help": "'auto': a JPEG's synthetic noise is compressed as the file was (its quantization "
+            "tables), gray or colour; 'off': not (a colour JPEG's chroma is still subsampled, see --noise-chroma)."
         },
     )
-    """'auto': where the synthetic noise's chroma is subsampled like a colour JPEG's (``noise_chroma``), it
-    is also compressed with the file's quantization tables (:mod:`rfr_deploy.noise.jpeg`); 'off': not."""
+    """'auto': a JPEG's synthetic Gaussian noise is compressed with the file's quantization tables (and its
+    chroma subsampled as ``noise_chroma`` says; :mod:`rfr_deploy.noise.jpeg`); 'off': not."""
     reference: str | None = field(
         default=None,
         metadata={

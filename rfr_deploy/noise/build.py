@@ -68,7 +68,7 @@ def build_noise(
     (σ in [0, 1] units: known ``sigma``, else the estimates or random levels in ``sigma_range``, see
     :class:`~rfr_deploy.noise.registry.NoiseSettings`). With ``bit_depth`` the synthetic noisy images
     are clipped and quantized like the input file, with ``chroma`` their chroma subsampled like the
-    input JPEG's, with ``jpeg`` compressed like it too (see :func:`build_noise_from`).
+    input JPEG's, with ``jpeg`` compressed like it (see :func:`build_noise_from`).
     """
     settings = NoiseSettings(sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range))
     return build_noise_from(kind, settings, bit_depth, chroma, jpeg)
@@ -82,13 +82,16 @@ def build_noise_from(
     jpeg: JpegTables | None = None,
 ) -> nn.Module:
     """:func:`build_noise` from the job's :class:`~rfr_deploy.noise.registry.NoiseSettings` as they are
-    (their ``tolerance`` included); white Gaussian noise gets its chroma subsampled by ``chroma``'s
-    (vertical, horizontal) factors, as the input JPEG stored it (:mod:`rfr_deploy.noise.chroma`), and
-    with ``jpeg``, the file's quantization tables, is compressed as it was (:mod:`rfr_deploy.noise.jpeg`;
-    other noise models describe their own processing)."""
+    (their ``tolerance`` included). White Gaussian noise is stored as the input JPEG stored its noise:
+    with ``jpeg``, the file's quantization tables, compressed as it was, its chroma subsampled by
+    ``chroma``'s (vertical, horizontal) factors (:mod:`rfr_deploy.noise.jpeg`); without, its chroma
+    only subsampled (:mod:`rfr_deploy.noise.chroma`). Other noise models describe their own processing."""
     if kind == AUTO:
         raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
     noise = get_noise_builder(kind)(settings)
-    if tuple(chroma) != (1, 1) and gaussian_level_of(noise) is not None:
-        noise = ChromaSubsampledNoise(noise, chroma) if jpeg is None else JpegStoredNoise(noise, jpeg, chroma)
+    if gaussian_level_of(noise) is not None:
+        if jpeg is not None:
+            noise = JpegStoredNoise(noise, jpeg, chroma)
+        elif tuple(chroma) != (1, 1):
+            noise = ChromaSubsampledNoise(noise, chroma)
     return QuantizedNoise(noise, bit_depth) if bit_depth else noise
