@@ -73,7 +73,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sigma", type=int, default=25, help="grey levels")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
     parser.add_argument(
-        "--subsampling", type=int, choices=tuple(SUBSAMPLING), default=2, help="Pillow's: 0 4:4:4, 2 4:2:0"
+        "--subsampling",
+        type=int,
+        choices=tuple(SUBSAMPLING),
+        default=2,
+        help="Pillow's: 0 4:4:4, 1 4:2:2, 2 4:2:0",
     )
     parser.add_argument("--gray", action="store_true", help="the crops converted to gray, gray JPEGs")
     parser.add_argument(
@@ -208,10 +212,11 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
             [title, "", f"Central {args.crop}² crops of {args.images.replace(',', ', ')}.", "", *head]
         )
     lines = [
-        "# Adapting to 4:2:0 JPEGs: white synthetic noise against noise with its chroma subsampled",
+        f"# Adapting to {SUBSAMPLING[args.subsampling]} JPEGs: white synthetic noise against noise with its "
+        "chroma subsampled",
         "",
         f"- Central {args.crop}² crops of {args.images.replace(',', ', ')}; white Gaussian noise σ = {args.sigma}, "
-        f"clipped to 8 bits, saved as JPEG quality {args.quality} with 4:2:0 chroma"
+        f"clipped to 8 bits, saved as JPEG quality {args.quality} with {SUBSAMPLING[args.subsampling]} chroma"
         + (", decoded and saved as PNG (CROP.png)" if args.stored_as == "png" else "")
         + f". `rfr-deploy adapt-and-export CROP.{'png' if args.stored_as == 'png' else 'jpg'} --reference "
         "CLEAN.png --threads 1` with the defaults (σ estimated), `--noise-chroma off` (white noise) or `auto` "
