@@ -89,7 +89,7 @@ class JpegStoredNoise(StoredNoise):
         return self.compress(noisy), told
 
     def compress(self, noisy: torch.Tensor) -> torch.Tensor:
-        """``noisy`` (N×3×H×W) compressed and decoded as the file was."""
+        """``noisy`` (N×C×H×W, C = 1 or 3) compressed and decoded as the file was."""
         steps = (self.luma_steps.to(noisy.dtype), self.chroma_steps.to(noisy.dtype))
         return compress_jpeg(noisy, *steps, self.factors)
 
