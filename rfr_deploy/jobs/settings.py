@@ -80,12 +80,13 @@ class JobSettings:
         metadata={
             "help": "'auto' subsamples the synthetic Gaussian noise's chroma like the input's: as a JPEG's "
             "header says (4:2:0, 4:2:2), or as the pixels of another file (a PNG of a decoded JPEG) show; "
-            "'off' keeps it white."
+            "'off' keeps its chroma full (white, unless --noise-jpeg compresses it)."
         },
     )
     """'auto': where the input is a JPEG with subsampled chroma, or a file that does not say whose pixels
     show it (:func:`~rfr_deploy.noise.chroma.find_subsampled_chroma`), white Gaussian synthetic noise has
-    its chroma subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': white noise whatever the file."""
+    its chroma subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': full chroma whatever the file (white
+noise, unless ``noise_jpeg`` compresses a JPEG's)."""
     noise_jpeg: Literal["auto", "off"] = field(
         default="auto",
         metadata={
