@@ -197,7 +197,7 @@ def test_the_level_of_a_jpeg_with_subsampled_chroma_is_the_luma_s(jpeg_job):
     x = torch.rand(
         1, 3, 48, 48, generator=torch.Generator().manual_seed(0)
     )  # white noise: colour estimate holds
-    told = estimate_noise_level(x, subsampled_chroma=True)
+    told = estimate_noise_level(x, chroma_lost=True)
     assert told.sigma == luma_sigma(x) and told.sigma != estimate_noise_level(x).sigma
     manifest = adapt_json(jpeg_job, "a.jpg", sigma=None)
     pixels = torch.from_numpy(read_image(jpeg_job / "a.jpg").pixels).permute(2, 0, 1)

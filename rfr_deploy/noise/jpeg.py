@@ -104,11 +104,15 @@ class JpegStoredNoise(StoredNoise):
 
 @torch.no_grad()
 def aim_white_level(
-    noise: JpegStoredNoise, target: torch.Tensor, level: float, generator: torch.Generator
+    noise: JpegStoredNoise,
+    target: torch.Tensor,
+    level: float,
+    generator: torch.Generator,
+    noise_map: bool = False,
 ) -> float:
     """The level of white noise that, added to ``target`` (a pseudo-clean image, 1×C×H×W) and
-    compressed as ``noise`` compresses it, reads ``level`` as the job read the file's
-    (:func:`read_stored_level`) on top of what the compressed target reads alone (in
+    compressed as ``noise`` compresses it, reads ``level`` as the job read the file's for the network
+    (:func:`read_stored_level`; ``noise_map``: a noise-map network's estimator) on top of what the compressed target reads alone (in
     quadrature: the noise the network kept), as the file's noise was read: the compression removed part
     of the noise drawn before it, the more so at low levels. One draw, scaled, on a central crop of
     at most :data:`AIM_PIXELS`: the level read grows with the scale, which is bracketed (up to
@@ -123,7 +127,7 @@ def aim_white_level(
     draw = torch.randn(x.shape, generator=generator, device=x.device)
 
     def read(white: float) -> float:
-        return read_stored_level(noise, x + white * draw)
+        return read_stored_level(noise, x + white * draw, noise_map)
 
     wanted = (level**2 + read(0.0) ** 2) ** 0.5  # on top of what the target itself reads
     low, high = level, level
@@ -135,8 +139,8 @@ def aim_white_level(
     return (low * high) ** 0.5
 
 
-def read_stored_level(noise: JpegStoredNoise, image: torch.Tensor) -> float:
-    """The level of white noise in ``image`` compressed as ``noise`` compresses, read as a job reads a
-    blind network's level off such a file (:func:`~rfr_deploy.noise.level.estimate_noise_level`): the
-    luma's where the chroma is subsampled, else the colour or gray estimators."""
-    return estimate_noise_level(noise.compress(image), subsampled_chroma=noise.factors != (1, 1)).sigma
+def read_stored_level(noise: JpegStoredNoise, image: torch.Tensor, noise_map: bool = False) -> float:
+    """The level of white noise in ``image`` compressed as ``noise`` compresses, read as a job reads the
+    level off such a file for a blind network, or with ``noise_map`` a noise-map network
+    (:func:`~rfr_deploy.noise.level.estimate_noise_level`): a colour file's luma, a gray file's plane."""
+    return estimate_noise_level(noise.compress(image), noise_map, chroma_lost=True).sigma

@@ -84,7 +84,7 @@ class NoiseLevel:
 
 
 def estimate_noise_level(
-    image: torch.Tensor, noise_map: bool = False, subsampled_chroma: bool = False
+    image: torch.Tensor, noise_map: bool = False, chroma_lost: bool = False
 ) -> NoiseLevel:
     """σ of the Gaussian noise in ``image`` with an honest range, from two estimators.
 
@@ -92,9 +92,11 @@ def estimate_noise_level(
     estimate is robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the
     all-patch value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
     weak-texture value with :data:`DISAGREED_RANGE`; where both read far below the luma's level
-    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. ``subsampled_chroma``: the image
-    is known to be such a JPEG (its file's header says so, :attr:`rfr_deploy.images.Image.chroma_subsampling`):
-    the luma's level, with no threshold to miss it. SURE's choice between networks is sensitive to σ
+    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. ``chroma_lost``: the image is
+    known to be a colour JPEG (its file's header says so), whose chroma lost more of its noise than its
+    luma: subsampled (:attr:`rfr_deploy.images.Image.chroma_subsampling`), or quantized with the coarser
+    chroma table (a 4:4:4 file at quality 75 and σ = 10 read 0.84–1.47 off the colour patches): the
+    luma's level, with no threshold to miss it. SURE's choice between networks is sensitive to σ
     (see :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
 
     Gray images: the all-patch value with :data:`GRAY_RANGE`, or, for the map of a noise-map network
@@ -107,7 +109,7 @@ def estimate_noise_level(
     (benchmarks/README.md, "A noise-map network with an unknown σ")."""
     if image.shape[-3] == 3 and _grey_in_colour(image):  # a grey image stored as RGB: its noise is grey
         return estimate_noise_level(_as_chw(image)[:1], noise_map)
-    if subsampled_chroma and image.shape[-3] == 3:  # the chroma lost its noise: the luma's level
+    if chroma_lost and image.shape[-3] == 3:  # the chroma lost its noise: the luma's level
         luma = luma_sigma(image)
         return _around(luma, DISAGREED_RANGE)
     if noise_map and image.shape[-3] == 1:
