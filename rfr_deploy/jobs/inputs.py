@@ -167,8 +167,8 @@ def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module
     :func:`~rfr_deploy.noise.level.estimate_noise_level`; once per job)."""
     for job in jobs:
         if estimate and sigma is None and job.sigma_estimate is None:
-            lost = job.chroma_subsampling(pixels=False) != (1, 1) or job.info.jpeg_tables is not None
-            job.sigma_estimate = estimate_noise_level(job.noisy, model.meta.noise_map, lost).sigma
+            subsampled = job.chroma_subsampling(pixels=False) != (1, 1)
+            job.sigma_estimate = estimate_noise_level(job.noisy, model.meta.noise_map, subsampled).sigma
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
 
 

@@ -93,11 +93,12 @@ def estimate_noise_level(
     all-patch value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
     weak-texture value with :data:`DISAGREED_RANGE`; where both read far below the luma's level
     (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. ``chroma_lost``: the image is
-    known to be a colour JPEG (its file's header says so), whose chroma lost more of its noise than its
-    luma: subsampled (:attr:`rfr_deploy.images.Image.chroma_subsampling`), or quantized with the coarser
-    chroma table (a 4:4:4 file at quality 75 and σ = 10 read 0.84–1.47 off the colour patches): the
-    luma's level, with no threshold to miss it. SURE's choice between networks is sensitive to σ
-    (see :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
+    known to be a JPEG whose chroma lost its noise (its file's header says the chroma was subsampled,
+    :attr:`rfr_deploy.images.Image.chroma_subsampling`): the luma's level, with no threshold to miss it.
+    A full-chroma JPEG is not (at quality 75 and σ = 25 its colour estimate was the closer one; at
+    σ = 10 the colour patches read 0.84–1.47, just above the threshold: benchmarks/README.md, "Every
+    JPEG"). SURE's choice between networks is sensitive to σ (see :mod:`rfr_deploy.adaptation.sure`), so
+    the range matters as much as the value.
 
     Gray images: the all-patch value with :data:`GRAY_RANGE`, or, for the map of a noise-map network
     (``noise_map``), the weak-texture value with :data:`DISAGREED_RANGE`. A blind network's level is
