@@ -222,10 +222,10 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         "CLEAN.png --threads 1` with the defaults (σ estimated), `--noise-chroma off` (white noise) or `auto` "
         "(chroma subsampled). PSNR in dB against the clean crop.",
         "",
-        "| network | image | σ̂ | pre-trained | white noise | (α, by) | chroma subsampled (α = 1), as read | "
-        + " | ".join(f"α = {a:g}" for a in ALPHAS)
-        + " |",
-        "|---|---|---:|---:|---:|---|---:|" + "---:|" * len(ALPHAS),
+        *_alpha_header(
+            "network | image | σ̂ | pre-trained | white noise | (α, by) | chroma subsampled (α = 1), as read",
+            "|---|---|---:|---:|---:|---|---:|",
+        ),
     ]
     for network in dict.fromkeys(r["network"] for r in rows):
         for entry in dict.fromkeys(r["image"] for r in rows):
@@ -245,11 +245,8 @@ def render(args: argparse.Namespace, rows: list[dict]) -> str:
         "|---|---:|---:|",
     ]
     for network in dict.fromkeys(r["network"] for r in rows):
-        gains = [
-            statistics.fmean(r["gain_db"] for r in rows if (r["network"], r["noise_chroma"]) == (network, c))
-            for c in ("off", "auto")
-        ]
-        lines.append(f"| {network} | {gains[0]:+.2f} | {gains[1]:+.2f} |")
+        white, chroma = (_mean_gain(rows, network, mode) for mode in ("off", "auto"))
+        lines.append(f"| {network} | {white:+.2f} | {chroma:+.2f} |")
     lines += ["", *head] if head else []
     return "\n".join(lines)
 
@@ -260,10 +257,10 @@ def _render_compressed(rows: list[dict]) -> list[str]:
     lines = [
         "Adapted on noise compressed as the file was (`--noise-jpeg auto`), PSNR in dB:",
         "",
-        "| network | image | σ̂ | pre-trained | white noise | chroma subsampled | compressed like the file | gain | "
-        + " | ".join(f"α = {a:g}" for a in ALPHAS)
-        + " |",
-        "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(ALPHAS),
+        *_alpha_header(
+            "network | image | σ̂ | pre-trained | white noise | chroma subsampled | compressed like the file | gain",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ),
     ]
     for r in runs:
         alphas = r.get("alphas") or {}
@@ -276,10 +273,21 @@ def _render_compressed(rows: list[dict]) -> list[str]:
         )
     for network in dict.fromkeys(r["network"] for r in runs):
         for mode, label in (("off", "white noise"), ("auto", "chroma subsampled"), ("jpeg", "compressed")):
-            gains = [r["gain_db"] for r in rows if (r["network"], r["noise_chroma"]) == (network, mode)]
-            if gains:
-                lines.append(f"\nMean gain, {network}, {label}: {statistics.fmean(gains):+.2f} dB")
+            if (gain := _mean_gain(rows, network, mode)) is not None:
+                lines.append(f"\nMean gain, {network}, {label}: {gain:+.2f} dB")
     return lines
+
+
+def _alpha_header(columns: str, alignment: str) -> list[str]:
+    """A table's header: ``columns``, then one per interpolation of :data:`ALPHAS`."""
+    alphas = " | ".join(f"α = {a:g}" for a in ALPHAS)
+    return [f"| {columns} | {alphas} |", alignment + "---:|" * len(ALPHAS)]
+
+
+def _mean_gain(rows: list[dict], network: str, mode: str) -> float | None:
+    """The mean gain of ``network``'s runs with the noise ``mode``; None where there are none."""
+    gains = [r["gain_db"] for r in rows if (r["network"], r["noise_chroma"]) == (network, mode)]
+    return statistics.fmean(gains) if gains else None
 
 
 def _run(rows: list[dict], network: str, image: str, mode: str) -> dict | None:

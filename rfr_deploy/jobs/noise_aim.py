@@ -125,7 +125,7 @@ def _aim_compressed(
     targets = training_targets(model, list(images), model_sigma, config.target_ensemble, None)
     generator = torch.Generator(device=images[0].device).manual_seed(config.seed)
     aimed = [
-        aim_white_level(compressed, t, level, generator, noise_map=model_sigma is not None)
+        aim_white_level(compressed, t, level, generator, noise_map=model.meta.noise_map)
         for t, level in zip(targets, settings.estimates, strict=True)
     ]
     synchronize(images[0].device)

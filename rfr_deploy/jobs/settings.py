@@ -85,8 +85,8 @@ class JobSettings:
     )
     """'auto': where the input is a JPEG with subsampled chroma, or a file that does not say whose pixels
     show it (:func:`~rfr_deploy.noise.chroma.find_subsampled_chroma`), white Gaussian synthetic noise has
-    its chroma subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': full chroma whatever the file (white
-noise, unless ``noise_jpeg`` compresses a JPEG's)."""
+    its chroma subsampled alike (:mod:`rfr_deploy.noise.chroma`); 'off': full chroma whatever the file
+    (white noise, unless ``noise_jpeg`` compresses a JPEG's)."""
     noise_jpeg: Literal["auto", "off"] = field(
         default="auto",
         metadata={

@@ -112,8 +112,9 @@ def aim_white_level(
 ) -> float:
     """The level of white noise that, added to ``target`` (a pseudo-clean image, 1×C×H×W) and
     compressed as ``noise`` compresses it, reads ``level`` as the job read the file's for the network
-    (:func:`read_stored_level`; ``noise_map``: a noise-map network's estimator) on top of what the compressed target reads alone (in
-    quadrature: the noise the network kept), as the file's noise was read: the compression removed part
+    (:func:`read_stored_level`; ``noise_map``: a noise-map network's estimator) on top of what the
+    compressed target reads alone (in quadrature: the noise the network kept), as the file's noise was
+    read: the compression removed part
     of the noise drawn before it, the more so at low levels. One draw, scaled, on a central crop of
     at most :data:`AIM_PIXELS`: the level read grows with the scale, which is bracketed (up to
     :data:`AIM_RANGE` times ``level``) and bisected :data:`AIM_ITERATIONS` times on a log scale. Never
