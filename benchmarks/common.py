@@ -43,6 +43,21 @@ def report(name: str, data: dict[str, Any], markdown: str) -> None:
     print("wrote", ", ".join(str(p) for p in written))
 
 
+SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+"""Pillow's JPEG ``subsampling`` values, and the chroma layouts they write."""
+
+
+def add_subsampling_argument(parser) -> None:
+    """``--subsampling`` (a key of :data:`SUBSAMPLING`, default 4:2:0) for the scripts that write JPEGs."""
+    parser.add_argument(
+        "--subsampling",
+        type=int,
+        choices=tuple(SUBSAMPLING),
+        default=2,
+        help="Pillow's: 0 4:4:4, 1 4:2:2, 2 4:2:0",
+    )
+
+
 def use_threads(args) -> None:
     """Set torch's CPU threads to ``args.threads`` where given, and record the number in use there."""
     import torch

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import environment, job_outcome, report, run_json_job
+from common import SUBSAMPLING, add_subsampling_argument, environment, job_outcome, report, run_json_job
 from PIL import Image
 
 from rfr_deploy.datasets import load_folder
@@ -60,8 +60,6 @@ NETWORKS = {
     "DnCNN-B (official)": ["--model", "dncnn", "--weights", "{weights}/dncnn/dncnn_gray_blind.pth"],
     "FFDNet gray (official)": ["--model", "ffdnet", "--weights", "{weights}/ffdnet/ffdnet_gray.pth"],
 }
-SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
-"""Pillow's ``subsampling`` values, and the chroma layouts they write."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -72,13 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigma", type=int, default=25, help="grey levels")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    parser.add_argument(
-        "--subsampling",
-        type=int,
-        choices=tuple(SUBSAMPLING),
-        default=2,
-        help="Pillow's: 0 4:4:4, 1 4:2:2, 2 4:2:0",
-    )
+    add_subsampling_argument(parser)
     parser.add_argument("--gray", action="store_true", help="the crops converted to gray, gray JPEGs")
     parser.add_argument(
         "--stored-as", choices=("jpeg", "png"), default="jpeg", help="png: the JPEG's decoded pixels as PNG"

@@ -13,13 +13,14 @@ from PIL import Image as PILImage
 
 from rfr_deploy.cli import main
 from rfr_deploy.images import read_image
+from rfr_deploy.jobs.inputs import ImageJob
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
 from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.chroma import TRACE_LEVEL, YCBCR, ChromaSubsampledNoise, find_subsampled_chroma
 from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.level import estimate_noise_level, luma_sigma
+from rfr_deploy.noise.level import CHROMA_DROPPED, JPEG_CHROMA_KEPT, estimate_noise_level, luma_sigma
 
 
 def noise_statistics(noise: np.ndarray) -> dict[str, np.ndarray]:
@@ -197,11 +198,42 @@ def test_the_level_of_a_jpeg_with_subsampled_chroma_is_the_luma_s(jpeg_job):
     x = torch.rand(
         1, 3, 48, 48, generator=torch.Generator().manual_seed(0)
     )  # white noise: colour estimate holds
-    told = estimate_noise_level(x, chroma_lost=True)
+    told = estimate_noise_level(x, chroma="subsampled")
     assert told.sigma == luma_sigma(x) and told.sigma != estimate_noise_level(x).sigma
     manifest = adapt_json(jpeg_job, "a.jpg", sigma=None)
     pixels = torch.from_numpy(read_image(jpeg_job / "a.jpg").pixels).permute(2, 0, 1)
     assert manifest["noise"]["sigma_estimates"] == [pytest.approx(luma_sigma(pixels) * 255, abs=1e-3)]
+
+
+def test_a_full_chroma_jpeg_whose_chroma_lost_part_of_its_noise_reads_the_luma_s_level():
+    """Chroma noise a quarter of the luma's (as a coarse chroma table leaves it): below JPEG_CHROMA_KEPT but
+    above CHROMA_DROPPED, so a file said to be a full-chroma JPEG reads the luma's level, any other the colour one."""
+    g = torch.Generator().manual_seed(0)
+    ycbcr = torch.randn(3, 48, 48, generator=g) * torch.tensor([0.08, 0.02, 0.02]).view(3, 1, 1)
+    to_rgb = torch.tensor([[1, 0, 1.402], [1, -0.344136, -0.714136], [1, 1.772, 0]])
+    x = (0.5 + torch.einsum("ij,jhw->ihw", to_rgb, ycbcr))[None]
+    colour, luma = estimate_noise_level(x), luma_sigma(x)
+    assert CHROMA_DROPPED * luma < colour.sigma < JPEG_CHROMA_KEPT * luma
+    assert estimate_noise_level(x, chroma="jpeg").sigma == luma
+    white = torch.rand(1, 3, 48, 48, generator=g)  # white noise: its colour estimate holds in a JPEG too
+    assert estimate_noise_level(white, chroma="jpeg") == estimate_noise_level(white)
+
+
+def test_a_job_reads_how_its_file_stored_the_chroma(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    stored = {
+        "png": ("PNG", {}),
+        "444.jpg": ("JPEG", {"subsampling": 0}),
+        "420.jpg": ("JPEG", {"subsampling": 2}),
+    }
+    for name, (kind, options) in stored.items():
+        PILImage.fromarray(pixels).save(tmp_path / f"a.{name}", kind, **options)
+    jobs = {name: ImageJob(tmp_path / f"a.{name}").load(torch.device("cpu")) for name in stored}
+    assert {name: job.chroma_storage() for name, job in jobs.items()} == {
+        "png": "plain",
+        "444.jpg": "jpeg",
+        "420.jpg": "subsampled",
+    }
 
 
 def test_a_dry_run_names_the_subsampled_noise(jpeg_job):

@@ -24,7 +24,7 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import ChannelsError
 from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.jpeg import JpegTables
-from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.level import ChromaStorage, estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 
 
@@ -89,6 +89,12 @@ class ImageJob:
         else (with ``pixels``) as its pixels show, else full."""
         said = self.info.chroma_subsampling
         return said if said is not None else (self.chroma_found if pixels else None) or (1, 1)
+
+    def chroma_storage(self) -> ChromaStorage:
+        """How the file stored its chroma, as its header says (:data:`~rfr_deploy.noise.level.ChromaStorage`)."""
+        if self.chroma_subsampling(pixels=False) != (1, 1):
+            return "subsampled"
+        return "jpeg" if self.info.jpeg_tables is not None else "plain"
 
 
 class ModelCache:
@@ -167,8 +173,9 @@ def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module
     :func:`~rfr_deploy.noise.level.estimate_noise_level`; once per job)."""
     for job in jobs:
         if estimate and sigma is None and job.sigma_estimate is None:
-            subsampled = job.chroma_subsampling(pixels=False) != (1, 1)
-            job.sigma_estimate = estimate_noise_level(job.noisy, model.meta.noise_map, subsampled).sigma
+            job.sigma_estimate = estimate_noise_level(
+                job.noisy, model.meta.noise_map, job.chroma_storage()
+            ).sigma
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
 
 

@@ -143,6 +143,6 @@ def aim_white_level(
 def read_stored_level(noise: JpegStoredNoise, image: torch.Tensor, noise_map: bool = False) -> float:
     """The level of white noise in ``image`` compressed as ``noise`` compresses, read as a job reads the
     level off such a file for a blind network, or with ``noise_map`` a noise-map network
-    (:func:`~rfr_deploy.noise.level.estimate_noise_level`): the luma's where the chroma is subsampled."""
-    lost = noise.factors != (1, 1)
-    return estimate_noise_level(noise.compress(image), noise_map, chroma_lost=lost).sigma
+    (:func:`~rfr_deploy.noise.level.estimate_noise_level` told the chroma was stored as a JPEG's)."""
+    chroma = "subsampled" if noise.factors != (1, 1) else "jpeg"
+    return estimate_noise_level(noise.compress(image), noise_map, chroma).sigma

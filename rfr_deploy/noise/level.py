@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,21 @@ estimate at σ ≥ 5, but 0.23 on a textured crop at σ = 2 (its luma estimate i
 4:2:0 JPEGs at most 0.21 at σ ≥ 5: 0.25, the first choice, switched that white-noise crop and cost it
 7.8 dB with FFDNet; 0.2 does not (chosen on these crops: the margin is thin at low levels)."""
 
+JPEG_CHROMA_KEPT = 0.65
+"""In a full-chroma (4:4:4) JPEG the chroma is quantised with a coarser table than the luma, and at low
+levels or qualities that takes much of its noise: the colour estimate then reads a fraction of the luma's
+(1.85 against 4.74 on average at σ = 10 and quality 75), where the chroma kept its noise it reads about as
+much (0.82–1.38 of the luma's at σ ≥ 10 and quality ≥ 90). Below this fraction a full-chroma JPEG's level
+is the luma's. On 12 crops × 5 levels × 4 qualities (benchmarks/results/jpeg_noise_level_444.md) it
+switched crops in 11 of the 20 rows, and official FFDNet told the level denoised better in 10 of them
+(σ = 25 at quality 50: 23.50 → 27.72 dB; σ = 10 at quality 75: 30.57 → 30.82) and 0.13 dB worse in one
+(σ = 5 at quality 95, one crop switched); nearer 1 the colour estimate, the more precise, is kept."""
+
+ChromaStorage = Literal["plain", "jpeg", "subsampled"]
+"""How a colour image's chroma was stored before its noise was read: not as a JPEG (``plain``), as a
+full-chroma JPEG (``jpeg``: quantised coarser than the luma), or subsampled (``subsampled``: a 4:2:0 or
+4:2:2 JPEG, whose chroma lost its noise)."""
+
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights, as JPEG's YCbCr uses."""
 
@@ -84,7 +100,7 @@ class NoiseLevel:
 
 
 def estimate_noise_level(
-    image: torch.Tensor, noise_map: bool = False, chroma_lost: bool = False
+    image: torch.Tensor, noise_map: bool = False, chroma: ChromaStorage = "plain"
 ) -> NoiseLevel:
     """σ of the Gaussian noise in ``image`` with an honest range, from two estimators.
 
@@ -92,13 +108,12 @@ def estimate_noise_level(
     estimate is robust to texture but a little noisier. When they agree within :data:`AGREEMENT` the
     all-patch value is used with the narrow :data:`AGREED_RANGE`; otherwise (texture or clipping) the
     weak-texture value with :data:`DISAGREED_RANGE`; where both read far below the luma's level
-    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. ``chroma_lost``: the image is
-    known to be a JPEG whose chroma lost its noise (its file's header says the chroma was subsampled,
-    :attr:`rfr_deploy.images.Image.chroma_subsampling`): the luma's level, with no threshold to miss it.
-    A full-chroma JPEG is not (at quality 75 and σ = 25 its colour estimate was the closer one; at
-    σ = 10 the colour patches read 0.84–1.47, just above the threshold: benchmarks/README.md, "Every
-    JPEG"). SURE's choice between networks is sensitive to σ (see :mod:`rfr_deploy.adaptation.sure`), so
-    the range matters as much as the value.
+    (:data:`CHROMA_DROPPED`: a 4:2:0 JPEG), the luma's, with that range. ``chroma`` says how the file
+    stored it (:data:`ChromaStorage`, from its header: :attr:`rfr_deploy.images.Image.chroma_subsampling`):
+    subsampled, the luma's level, with no threshold to miss it; a full-chroma JPEG, the luma's where the
+    colour estimate is below :data:`JPEG_CHROMA_KEPT` of it (at σ = 10 and quality 75 the colour patches
+    read 0.84–1.47, above :data:`CHROMA_DROPPED`). SURE's choice between networks is sensitive to σ (see
+    :mod:`rfr_deploy.adaptation.sure`), so the range matters as much as the value.
 
     Gray images: the all-patch value with :data:`GRAY_RANGE`, or, for the map of a noise-map network
     (``noise_map``), the weak-texture value with :data:`DISAGREED_RANGE`. A blind network's level is
@@ -110,7 +125,7 @@ def estimate_noise_level(
     (benchmarks/README.md, "A noise-map network with an unknown σ")."""
     if image.shape[-3] == 3 and _grey_in_colour(image):  # a grey image stored as RGB: its noise is grey
         return estimate_noise_level(_as_chw(image)[:1], noise_map)
-    if chroma_lost and image.shape[-3] == 3:  # the chroma lost its noise: the luma's level
+    if chroma == "subsampled" and image.shape[-3] == 3:  # the chroma lost its noise: the luma's level
         luma = luma_sigma(image)
         return _around(luma, DISAGREED_RANGE)
     if noise_map and image.shape[-3] == 1:
@@ -123,7 +138,8 @@ def estimate_noise_level(
         # which texture can only inflate, has kept every image within 0.02 dB of the pre-trained one.
         return _around(plain, GRAY_RANGE)
     weak, luma = estimate_sigma(image), luma_sigma(image)
-    if max(plain, weak) < CHROMA_DROPPED * luma:  # chroma without its noise: the luma's level
+    kept = JPEG_CHROMA_KEPT if chroma == "jpeg" else CHROMA_DROPPED
+    if max(plain, weak) < kept * luma:  # chroma without its noise: the luma's level
         return _around(luma, DISAGREED_RANGE)
     agree = abs(plain / max(weak, 1e-12) - 1.0) <= AGREEMENT
     return _around(plain, AGREED_RANGE, precise=True) if agree else _around(weak, DISAGREED_RANGE)
