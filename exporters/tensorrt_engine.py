@@ -321,7 +321,7 @@ def _verify(made: _MadeEngine, model, example, sigma, ensemble: bool) -> float:
     from rfr_deploy.inference import dihedral_mean
 
     device = torch.cuda.current_device()
-    runner = TensorRTDenoiser.from_engine(made.engine, made.profile, model.meta.noise_map, device)
+    runner = TensorRTDenoiser.from_engine(made.engine, made.profile, model, device)
     x = example.to(runner.device, torch.float32).contiguous()
     here = next(model.parameters()).device == runner.device
     reference_model = (model if here else copy.deepcopy(model).to(runner.device)).eval()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rfr_deploy.errors import ConfigError
+from rfr_deploy.models.denoiser import graph_size
 from rfr_deploy.optional import import_optional
 
 from .engine_sidecar import EngineProfile, EngineSidecar, RuntimeInfo, sidecar_path
@@ -102,18 +103,21 @@ class TensorRTDenoiser:
             )
         with torch.cuda.device(index):
             engine = deserialize(trt, path.read_bytes())
-        self._setup(engine, sidecar.profile, any(t.name == "sigma" for t in sidecar.io), index)
+        noise_map = any(t.name == "sigma" for t in sidecar.io)
+        multiple = int(sidecar.metadata.get("model.pad_multiple") or 1)
+        self._setup(engine, sidecar.profile, noise_map, multiple, index)
         self.sidecar = sidecar
 
     @classmethod
-    def from_engine(cls, engine, profile: EngineProfile, noise_map: bool, device: int) -> TensorRTDenoiser:
-        """Wrap an engine object already in memory on ``device`` (used to verify fresh builds and refits)."""
+    def from_engine(cls, engine, profile: EngineProfile, model, device: int) -> TensorRTDenoiser:
+        """Wrap an engine object already in memory on ``device``, built for ``model`` (used to verify fresh
+        builds and refits)."""
         runner = cls.__new__(cls)
-        runner._setup(engine, profile, noise_map, device)
+        runner._setup(engine, profile, model.meta.noise_map, model.entry.pad_multiple, device)
         runner.sidecar = None
         return runner
 
-    def _setup(self, engine, profile: EngineProfile, noise_map: bool, device: int) -> None:
+    def _setup(self, engine, profile: EngineProfile, noise_map: bool, pad_multiple: int, device: int) -> None:
         import torch
 
         self.device = torch.device("cuda", device)
@@ -127,6 +131,9 @@ class TensorRTDenoiser:
             self.stream = torch.cuda.Stream(self.device)
         self.profile = profile
         self.noise_map = noise_map
+        self.pad_multiple = pad_multiple
+        """The network's size multiple: an image too small for the graph's reflect padding is edge-padded to
+        it first and cropped back (:func:`rfr_deploy.models.denoiser.graph_size`), as PyTorch pads it."""
         self.tensor_names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
 
     @property
@@ -139,16 +146,29 @@ class TensorRTDenoiser:
         """``noisy``: ``N×C×H×W`` float32 CUDA tensor on the runner's device, in [0, 1]; ``sigma``: σ/255
         (default: :attr:`default_sigma`, as ONNX Runtime's runner and the C++ sample take it)."""
         import torch
+        import torch.nn.functional as F
 
         if not (noisy.is_cuda and noisy.dtype == torch.float32 and noisy.ndim == 4):
             raise ConfigError("the engine takes an N×C×H×W float32 CUDA tensor")
         if noisy.device != self.device:
             raise ConfigError(f"the engine runs on {self.device}, the input is on {noisy.device}")
         n, _, h, w = noisy.shape
-        self.profile.check(n, h, w)
+        run_h, run_w = graph_size(h, w, self.pad_multiple)
+        self.profile.check(n, run_h, run_w)
         sigma = self.default_sigma if sigma is None else sigma
         if self.noise_map and sigma is None:
             raise ConfigError("this engine takes a noise level: pass sigma (σ/255)")
+        if (run_h, run_w) == (h, w):
+            return self._enqueue(noisy, sigma)
+        padded = F.pad(noisy, (0, run_w - w, 0, run_h - h), mode="replicate")
+        return self._enqueue(padded, sigma)[..., :h, :w].contiguous()
+
+    def _enqueue(self, noisy, sigma):
+        """Run the engine on ``noisy`` (a size its graph takes) on the runner's stream, ordered with
+        PyTorch's current stream; returns the output tensor."""
+        import torch
+
+        n = noisy.shape[0]
         with torch.cuda.device(self.device):
             current = torch.cuda.current_stream(self.device)
             buffers = [bind_tensor(self.context, "noisy", noisy.contiguous(), tuple(noisy.shape))]

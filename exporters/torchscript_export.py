@@ -10,7 +10,9 @@ CPU C++ sample therefore runs a TorchScript module traced from the same
 The module stores two extra files that a C++ loader can read with
 ``torch::jit::load(path, device, extra_files)``: ``rfr_deploy.json`` (the same
 metadata as the ONNX export) and ``rfr_deploy.txt`` (``key=value`` lines: channels,
-noise_map, sigma) for programs without a JSON parser.
+noise_map, sigma, pad_multiple) for programs without a JSON parser. The graph always reflects its
+padding: a program edge-pads an image too small for that to ``pad_multiple`` first
+(:func:`rfr_deploy.models.denoiser.graph_size`), as the C++ samples do.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def _extra_files(model, props: dict[str, str]) -> dict[str, str]:
         "channels": model.meta.channels,
         "noise_map": int(model.meta.noise_map),
         "sigma": props.get("sigma", "") or "",
+        "pad_multiple": model.entry.pad_multiple,
     }
     return {
         "rfr_deploy.json": json.dumps(props, sort_keys=True),

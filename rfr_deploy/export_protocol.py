@@ -78,7 +78,9 @@ class Exporter(Protocol):
         """Fail now, with one line, where this format cannot be exported (a missing package, no GPU)."""
 
     def prepare(self, sizes: Sequence[tuple[int, int]]) -> None:
-        """Plan the run from the (H, W) of its images; raises if the run cannot be exported."""
+        """Plan the run from the (H, W) its exported graph runs at for each image (the image's, or for an image
+        too small to reflect the edge-padded size: :func:`rfr_deploy.models.denoiser.graph_size`); raises if the
+        run cannot be exported."""
 
     def export(self, request: ExportRequest) -> list[ExportedFile]:
         """Write the adapted network of ``request`` (atomically) and return the files written."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from exporters.torchscript_export import export_torchscript
+from rfr_deploy.models.factory import create_model, get_entry
 from tests.model_helpers import perturbed_model, torch_output
 
 CPP = Path(__file__).resolve().parent.parent / "exporters" / "cpp"
@@ -107,6 +108,27 @@ def test_raw_float_gray_image_matches_pytorch(denoise_cpu, tmp_path, rng):
     assert done.returncode == 0, done.stderr
     got = np.fromfile(tmp_path / "out.f32", dtype=np.float32).reshape(17, 29, 1)
     assert np.abs(got - torch_output(model, pixels, None)).max() < 1e-3
+
+
+@pytest.mark.parametrize(("name", "size"), [("ffdnet", (1, 5)), ("ffdnet", (3, 1)), ("cbdnet", (2, 9))])
+def test_an_image_too_small_to_reflect_runs_edge_padded_like_pytorch(denoise_cpu, tmp_path, rng, name, size):
+    """The graph reflects its padding, which a side no longer than the padding cannot: the sample edge-pads
+    such an image first (pad_multiple from the module's settings), as the PyTorch denoiser pads it."""
+    if name == "cbdnet":  # pads to multiples of 4
+        model = create_model(name, weights=None, channels=3, **get_entry(name).test_kwargs).eval()
+    else:
+        model = tiny(name, 3)
+    export_torchscript(model, tmp_path / "m.pt", example=torch.rand(1, 3, 16, 16), sigma=0.1)
+    h, w = size
+    pixels = rng.random((h, w, 3)).astype(np.float32)
+    pixels.tofile(tmp_path / "in.f32")
+    done = run(
+        denoise_cpu, tmp_path / "m.pt", tmp_path / "in.f32", tmp_path / "out.f32", "--raw", f"{h}x{w}x3"
+    )
+    assert done.returncode == 0, done.stderr
+    got = np.fromfile(tmp_path / "out.f32", dtype=np.float32).reshape(h, w, 3)
+    sigma = 0.1 if model.meta.noise_map else None
+    assert np.abs(got - torch_output(model, pixels, sigma)).max() < 1e-3
 
 
 def test_errors_are_reported_in_one_line(denoise_cpu, tmp_path, rng):

@@ -31,6 +31,7 @@ from rfr_deploy.cli import main
 from rfr_deploy.images import write_image
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import save_weights
+from tests.model_helpers import perturbed_model
 
 SIZES = [(24, 20), (16, 40), (32, 28)]
 L4 = RuntimeInfo("10.16.0.72", "NVIDIA L4", "8.9")
@@ -321,3 +322,26 @@ def test_ray_tasks_carry_only_the_sizes_the_engine_profile_depends_on(rng):
     few = deciding_sizes(sizes)
     assert len(few) <= 6 and set(few) <= set(sizes) and deciding_sizes([]) == ()
     assert compute_profile(list(few)) == compute_profile(sizes)
+
+
+def test_an_image_too_small_to_reflect_is_planned_at_the_size_its_runtime_pads_it_to(tmp_path, monkeypatch):
+    """FFDNet pads to even sizes and its graph reflects: a 1-pixel row runs edge-padded to 2×6, which the
+    engine's profile must cover (the TensorRT runner and the C++ sample pad it so)."""
+    from rfr_deploy.jobs.preparation import graph_sizes
+
+    assert graph_sizes([(1, 5), (3, 1), (2, 7), (40, 33)], "ffdnet") == [(2, 6), (4, 2), (2, 7), (40, 33)]
+    assert graph_sizes([(1, 5)], "dncnn") == [(1, 5)]
+    planned = []
+    monkeypatch.setattr(EngineExporter, "prepare", lambda self, sizes: planned.append(sizes))
+    monkeypatch.setattr(EngineExporter, "check", lambda self: None)
+    weights = tmp_path / "ffdnet.safetensors"
+    model = perturbed_model("ffdnet", 3, depth=3, seed=0)
+    save_weights(weights, model.net, model.meta)
+    image = tmp_path / "row.png"
+    write_image(image, np.random.default_rng(0).random((1, 5, 3)))
+    result = CliRunner().invoke(
+        main,
+        ["adapt-and-export", str(image), "--model", "ffdnet", "--weights", str(weights), "--format", "engine"]
+        + ["--sigma", "25", "--dry-run", "-o", str(tmp_path / "out")],
+    )
+    assert planned == [[(2, 6)]], result.output

@@ -315,3 +315,24 @@ def test_build_then_refit_from_onnx_and_from_the_state_dict(tmp_path, gpu_tensor
     export_onnx(other, tmp_path / "c.onnx", example=x)
     with pytest.raises(EngineMismatchError):
         build_or_refit_engine(other, tmp_path / "c.onnx", tmp_path / "c.engine", base=built.path, example=x)
+
+
+def test_an_image_too_small_to_reflect_is_edge_padded_as_pytorch_pads_it(tmp_path, gpu_tensorrt):
+    """FFDNet pads to even sizes; a 1-pixel row cannot be reflected, so the runner edge-pads it first."""
+    from exporters.tensorrt_engine import EngineOptions, build_or_refit_engine
+    from exporters.tensorrt_runner import TensorRTDenoiser
+
+    model = perturbed_model("ffdnet", 3, 4, 0)
+    x = torch.rand(1, 3, 16, 16)
+    export_onnx(model, tmp_path / "f.onnx", example=x, sigma=0.1)
+    options = EngineOptions(min_hw=(1, 1), max_hw=(16, 16))
+    built = build_or_refit_engine(
+        model, tmp_path / "f.onnx", tmp_path / "f.engine", example=x, sigma=0.1, options=options
+    )
+    runner = TensorRTDenoiser(built.path)
+    for h, w in ((1, 5), (3, 1), (2, 7)):
+        row = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            want = model(row, 0.1)
+        got = runner(row.cuda(), 0.1).cpu()
+        assert got.shape == row.shape and (got - want).abs().max() < 5e-3

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
         if (args.help) return usage(std::cout, 0);
         const std::string &model_path = args.model, &input_path = args.input, &output_path = args.output;
 
-        // The module carries its settings as an extra file (channels, noise_map, sigma = sigma/255).
+        // The module carries its settings as an extra file (channels, noise_map, sigma = sigma/255, pad_multiple).
         torch::jit::ExtraFilesMap extra{{"rfr_deploy.txt", ""}};
         torch::jit::Module module = torch::jit::load(model_path, torch::kCPU, extra);
         module.eval();
@@ -65,9 +65,12 @@ int main(int argc, char** argv) {
                       << image.channels << "\n";
             return 2;
         }
-        std::vector<float> planar = rfr::to_planar(image);
+        // An image too small for the graph's reflect padding runs edge-padded, as in Python.
+        const int multiple = settings.count("pad_multiple") ? std::stoi(settings.at("pad_multiple")) : 1;
+        const rfr::Image run = rfr::pad_for_graph(image, multiple);
+        std::vector<float> planar = rfr::to_planar(run);
         torch::Tensor noisy =
-            torch::from_blob(planar.data(), {1, image.channels, image.height, image.width}, torch::kFloat32);
+            torch::from_blob(planar.data(), {1, run.channels, run.height, run.width}, torch::kFloat32);
 
         std::vector<torch::jit::IValue> inputs{noisy};
         if (noise_map) {
@@ -84,7 +87,8 @@ int main(int argc, char** argv) {
         c10::InferenceMode guard;
         torch::Tensor out = module.forward(inputs).toTensor().contiguous().to(torch::kFloat32);
         std::vector<float> result(out.data_ptr<float>(), out.data_ptr<float>() + out.numel());
-        rfr::write_image(output_path, rfr::from_planar(result, image.height, image.width, image.channels));
+        const rfr::Image denoised = rfr::from_planar(result, run.height, run.width, run.channels);
+        rfr::write_image(output_path, rfr::crop(denoised, image.height, image.width));
         std::cerr << input_path << " -> " << output_path << " (" << image.width << "x" << image.height << ")\n";
     } catch (const std::exception& e) {
         std::string what = e.what();

@@ -107,10 +107,13 @@ int main(int argc, char** argv) {
                       << image.channels << "\n";
             return 2;
         }
-        const std::vector<float> planar = rfr::to_planar(image);
+        // An image too small for the graph's reflect padding runs edge-padded, as in Python.
+        const std::string multiple = rfr::json_string(sidecar, "model.pad_multiple");
+        const rfr::Image run = rfr::pad_for_graph(image, multiple.empty() ? 1 : std::stoi(multiple));
+        const std::vector<float> planar = rfr::to_planar(run);
         const size_t bytes = planar.size() * sizeof(float);
 
-        if (!context->setInputShape("noisy", nvinfer1::Dims4{1, image.channels, image.height, image.width}))
+        if (!context->setInputShape("noisy", nvinfer1::Dims4{1, run.channels, run.height, run.width}))
             throw std::runtime_error("image size is outside the engine's optimisation profile (see the sidecar)");
         cudaStream_t stream = nullptr;
         check_cuda(cudaStreamCreate(&stream), "cudaStreamCreate");
@@ -140,7 +143,8 @@ int main(int argc, char** argv) {
         check_cuda(cudaMemcpyAsync(result.data(), output.ptr, bytes, cudaMemcpyDeviceToHost, stream), "copy out");
         check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
         cudaStreamDestroy(stream);
-        rfr::write_image(output_path, rfr::from_planar(result, image.height, image.width, image.channels));
+        const rfr::Image denoised = rfr::from_planar(result, run.height, run.width, run.channels);
+        rfr::write_image(output_path, rfr::crop(denoised, image.height, image.width));
         std::cerr << input_path << " -> " << output_path << "\n";
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";

@@ -156,6 +156,34 @@ Image from_planar(const std::vector<float>& planar, int height, int width, int c
     return image;
 }
 
+Image pad_for_graph(const Image& image, int multiple) {
+    if (multiple <= 1) return image;
+    const int pad_h = (multiple - image.height % multiple) % multiple;
+    const int pad_w = (multiple - image.width % multiple) % multiple;
+    if (std::min(image.height, image.width) > std::max(pad_h, pad_w)) return image;  // the graph reflects
+    Image padded{image.height + pad_h, image.width + pad_w, image.channels, {}};
+    padded.pixels.resize(static_cast<size_t>(padded.height) * padded.width * padded.channels);
+    for (int y = 0; y < padded.height; ++y)
+        for (int x = 0; x < padded.width; ++x) {
+            const size_t from = (static_cast<size_t>(std::min(y, image.height - 1)) * image.width +
+                                 std::min(x, image.width - 1)) * image.channels;
+            const size_t to = (static_cast<size_t>(y) * padded.width + x) * padded.channels;
+            std::copy_n(image.pixels.begin() + from, image.channels, padded.pixels.begin() + to);
+        }
+    return padded;
+}
+
+Image crop(const Image& image, int height, int width) {
+    if (height == image.height && width == image.width) return image;
+    Image out{height, width, image.channels, {}};
+    const size_t row = static_cast<size_t>(width) * image.channels;
+    out.pixels.resize(row * height);
+    for (int y = 0; y < height; ++y)
+        std::copy_n(image.pixels.begin() + static_cast<size_t>(y) * image.width * image.channels, row,
+                    out.pixels.begin() + y * row);
+    return out;
+}
+
 void parse_size(const std::string& text, int& height, int& width, int& channels) {
     char x1 = 0, x2 = 0;
     std::istringstream in(text);

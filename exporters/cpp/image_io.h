@@ -37,6 +37,14 @@ void write_image(const std::string& path, const Image& image);
 std::vector<float> to_planar(const Image& image);
 Image from_planar(const std::vector<float>& planar, int height, int width, int channels);
 
+// The image edge-padded at the bottom and right to a multiple of `multiple` where it is too small for the
+// exported graph's reflect padding (a side no longer than the padding it needs), as the Python library pads
+// it before the graph runs; any other image as it is (the graph pads it). Crop the result back with crop().
+Image pad_for_graph(const Image& image, int multiple);
+
+// The top-left height x width of `image`.
+Image crop(const Image& image, int height, int width);
+
 // Parses "HxWxC" (e.g. 512x768x3). Throws std::runtime_error.
 void parse_size(const std::string& text, int& height, int& width, int& channels);
 

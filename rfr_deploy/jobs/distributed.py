@@ -37,6 +37,7 @@ from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
+from rfr_deploy.jobs.preparation import graph_sizes
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
 from rfr_deploy.jobs.resume import Fingerprint, find_earlier, plan_groups, run_fingerprint
 from rfr_deploy.jobs.settings import JobSettings
@@ -88,7 +89,11 @@ def adapt_and_export_ray(
     fingerprint = run_fingerprint(settings, config, exporters)
     out_dir = Path(settings.output_dir)
     records: dict[int, dict[str, Any]] = {}
-    sizes = _run_sizes(inputs, exporters, records, groups) if any(e.needs_sizes for e in exporters) else ()
+    sizes = (
+        _run_sizes(inputs, exporters, records, groups, settings.model)
+        if any(e.needs_sizes for e in exporters)
+        else ()
+    )
     todo = _pending(groups, out_dir, fingerprint, records)
     progress = RunProgress(sum(len(g) for g in groups), reporter)
     for record in records.values():
@@ -169,9 +174,10 @@ class RunProgress:
         )
 
 
-def _run_sizes(inputs, exporters, records, groups) -> tuple[tuple[int, int], ...]:
-    """(H, W) of every readable input, for the exporters that plan the run from them (prepared now, so
-    that a run they cannot export fails before any work); unreadable groups fail now."""
+def _run_sizes(inputs, exporters, records, groups, model: str) -> tuple[tuple[int, int], ...]:
+    """The (H, W) ``model``'s graph runs at for every readable input (:func:`graph_sizes`), for the exporters
+    that plan the run from them (prepared now, so that a run they cannot export fails before any work);
+    unreadable groups fail now."""
     sizes, bad = [], {}
     for path in inputs:
         try:
@@ -183,6 +189,7 @@ def _run_sizes(inputs, exporters, records, groups) -> tuple[tuple[int, int], ...
         errors = [bad[p] for p in group if p in bad]
         if errors:
             records[i] = {"inputs": list(group), "status": "failed", "error": errors[0], "seconds": 0.0}
+    sizes = graph_sizes(sizes, model)
     for exporter in exporters:
         exporter.prepare(sizes)  # e.g. a user's base engine that misses an image: fail before any work
     return deciding_sizes(sizes)

@@ -47,6 +47,8 @@ from rfr_deploy.jobs.resume import (
     run_fingerprint,
 )
 from rfr_deploy.jobs.settings import JobSettings
+from rfr_deploy.models.denoiser import graph_size
+from rfr_deploy.models.factory import get_entry
 from rfr_deploy.noise.base import StoredNoise, gaussian_level_of, stored_as
 from rfr_deploy.noise.build import build_noise, resolve_noise_kind
 from rfr_deploy.noise.jpeg import JpegTables
@@ -110,7 +112,7 @@ def prepare_run(
     jobs = _read_inputs(inputs, settings, models, device, todo, reporter, estimate=len(open_groups) == 1)
     if not prepared:
         for exporter in exporters:
-            exporter.prepare([(j.info.height, j.info.width) for j in jobs])
+            exporter.prepare(graph_sizes([(j.info.height, j.info.width) for j in jobs], settings.model))
     groups = [jobs] if settings.per_set else [[j] for j in jobs]
     run = PreparedRun(device, out_dir, fingerprint, models, jobs, groups, earlier)
     _check_groups(run.todo, settings, config, models)
@@ -299,3 +301,10 @@ def _uses_estimate(settings: JobSettings, model: nn.Module, kind: str) -> bool:
     if settings.sigma is not None:
         return False
     return model.meta.noise_map or settings.unknown_sigma == "estimate" or level_source(kind) == "white"
+
+
+def graph_sizes(sizes: Sequence[tuple[int, int]], model: str) -> list[tuple[int, int]]:
+    """The sizes ``model``'s exported graph runs at for images of ``sizes``
+    (:func:`~rfr_deploy.models.denoiser.graph_size`), which the exporters plan from."""
+    multiple = get_entry(model).pad_multiple
+    return [graph_size(h, w, multiple) for h, w in sizes]

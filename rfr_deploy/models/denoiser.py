@@ -25,6 +25,14 @@ def padding(h: int, w: int, multiple: int) -> tuple[int, int, str]:
     return pad_h, pad_w, "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
 
 
+def graph_size(h: int, w: int, multiple: int) -> tuple[int, int]:
+    """The size an exported graph (which always reflects) is run at for an ``h``×``w`` image: the image's,
+    or where it is too small to reflect, the multiple its runtime edge-pads it to first (the ONNX Runtime
+    and TensorRT runners and the C++ samples do; the result is the PyTorch denoiser's, cropped back)."""
+    pad_h, pad_w, mode = padding(h, w, multiple)
+    return (h, w) if mode == "reflect" else (h + pad_h, w + pad_w)
+
+
 class Denoiser(nn.Module):
     def __init__(self, net: nn.Module, meta: WeightsMeta, entry: ModelEntry, weights_sha256: str | None):
         super().__init__()
