@@ -141,15 +141,18 @@ def run_case(case: tuple, folder: Path, told: int | None = None) -> dict:
     row["chroma"] = (manifest["noise"]["chroma_subsampled"], manifest["noise"].get("chroma_read_from"))
     row["jpeg_quality"] = manifest["noise"].get("jpeg_quality")
     row["aimed_levels"] = manifest["noise"].get("aimed_levels")
+    row["told_levels"] = manifest["noise"].get("told_levels")  # a noise-map network told these instead of σ̂
+    level = row["told_levels"][0] if row["told_levels"] else row["sigma_hat"]
     if chroma in ("auto", "jpeg"):
-        row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, row["sigma_hat"])
+        row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, level)
     print(row, flush=True)
     return row
 
 
 @torch.no_grad()
-def sweep(options: list[str], adapted_path: Path, noisy: Path, clean: Path, sigma_hat: float) -> dict:
-    """PSNR of the pre-trained and adapted weights blended at each of :data:`ALPHAS`."""
+def sweep(options: list[str], adapted_path: Path, noisy: Path, clean: Path, level: float) -> dict:
+    """PSNR of the pre-trained and adapted weights blended at each of :data:`ALPHAS` (a noise-map network
+    told ``level``, grey levels, as the job told it)."""
     from rfr_deploy.images import read_image
 
     model_name = options[options.index("--model") + 1]
@@ -160,7 +163,7 @@ def sweep(options: list[str], adapted_path: Path, noisy: Path, clean: Path, sigm
     pretrained = create_model(model_name, weights=weights, channels=channels).eval()
     adapted = create_model(model_name, weights=str(adapted_path), channels=channels).eval()
     blended = create_model(model_name, weights=str(adapted_path), channels=channels).eval()
-    sigma = sigma_hat / 255 if pretrained.meta.noise_map else None
+    sigma = level / 255 if pretrained.meta.noise_map else None
     scores = {}
     for alpha in ALPHAS:
         for p0, p1, pb in zip(

@@ -22,9 +22,15 @@ import statistics
 
 import numpy as np
 import torch
-from common import SUBSAMPLING, add_subsampling_argument, environment, report
+from common import (
+    SUBSAMPLING,
+    add_central_crop_arguments,
+    add_subsampling_argument,
+    central_crops,
+    environment,
+    report,
+)
 
-from rfr_deploy.datasets import load_folder
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.level import (
@@ -45,9 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", default="Kodak24,CBSD68,McMaster")
-    parser.add_argument("--limit", type=int, default=4, help="images per set")
-    parser.add_argument("--crop", type=int, default=128)
+    add_central_crop_arguments(parser)
     parser.add_argument("--sigmas", default="2,5,10,25,50", help="grey levels")
     parser.add_argument("--quality", default="90", help="JPEG qualities, comma-separated")
     add_subsampling_argument(parser)
@@ -124,21 +128,17 @@ def main() -> None:
     )
     qualities = [int(q) for q in args.quality.split(",")]
     stores = [("png", None)] + [(jpeg_kind(args.subsampling), q) for q in qualities]
-    rng, rows, c = np.random.default_rng(0), [], args.crop
-    for name in args.datasets.split(","):
-        for image in load_folder(shared_path("data", "test", name), channels=3, limit=args.limit):
-            h, w = image.pixels.shape[:2]
-            clean = image.pixels[h // 2 - c // 2 : h // 2 + c // 2, w // 2 - c // 2 : w // 2 + c // 2]
-            clean = np.ascontiguousarray(clean, dtype=np.float32)
-            for sigma in (int(s) for s in args.sigmas.split(",")):
-                noisy = np.clip(np.round(clean * 255 + rng.standard_normal(clean.shape) * sigma), 0, 255)
-                for kind, quality in stores:
-                    x = stored(noisy.astype(np.uint8), kind, quality)
-                    rows.append(
-                        {"set": name, "image": image.name, "sigma": sigma, "kind": kind, "quality": quality}
-                    )
-                    rows[-1].update(measure(clean, x, kind, networks))
-                    print(rows[-1], flush=True)
+    rng, rows = np.random.default_rng(0), []
+    for name, image_name, clean in central_crops(args):
+        for sigma in (int(s) for s in args.sigmas.split(",")):
+            noisy = np.clip(np.round(clean * 255 + rng.standard_normal(clean.shape) * sigma), 0, 255)
+            for kind, quality in stores:
+                x = stored(noisy.astype(np.uint8), kind, quality)
+                rows.append(
+                    {"set": name, "image": image_name, "sigma": sigma, "kind": kind, "quality": quality}
+                )
+                rows[-1].update(measure(clean, x, kind, networks))
+                print(rows[-1], flush=True)
     report(
         f"jpeg_noise_level{args.suffix}",
         {"args": vars(args), "environment": environment(), "rows": rows},

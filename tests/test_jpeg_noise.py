@@ -182,23 +182,52 @@ def test_full_chroma_and_gray_jpegs_adapt_on_noise_compressed_like_them(plain_jp
     assert "gaussian JPEG-compressed like the file (quality 75) noise: to adapt" in dry.stdout
 
 
-def test_a_noise_map_network_is_told_the_file_s_level_while_the_white_noise_is_aimed(tmp_path):
-    """FFDNet on a 4:2:0 JPEG at an estimated level: the white level drawn is aimed (above the estimate), the
-    map the network is told during adaptation is the estimate, as when it denoises the file."""
+def test_denoise_tells_a_noise_map_network_the_aimed_level_of_a_jpeg(tmp_path):
+    """Without adaptation too: a first pass at the estimate, the level aimed on it, a second pass at that."""
+    noisy = np.clip(128 + np.random.default_rng(4).normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+    PILImage.fromarray(noisy).save(tmp_path / "a.jpg", quality=75, subsampling=2)
+    model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
+    records = {}
+    for mode in ("auto", "off"):
+        args = ["denoise", str(tmp_path / "a.jpg"), "--weights", str(tmp_path / "tiny.safetensors")]
+        out = tmp_path / mode
+        result = CliRunner().invoke(main, [*args, "--noise-jpeg", mode, "-o", str(out), "--json"])
+        assert result.exit_code == 0, result.output
+        records[mode] = json.loads(result.stdout)[0]
+    assert records["auto"]["sigma_told"] > records["auto"]["sigma_estimate"] > 0
+    assert (
+        records["off"]["sigma_told"] == records["off"]["sigma_estimate"] == records["auto"]["sigma_estimate"]
+    )
+    pixels = torch.from_numpy(read_image(tmp_path / "a.jpg").pixels).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        want = model.eval()(pixels, torch.tensor([records["auto"]["sigma_told"] / 255])).clamp(0, 1)
+    got = torch.from_numpy(read_image(tmp_path / "auto" / "a_denoised.png").pixels).permute(2, 0, 1)[None]
+    assert float((got - want).abs().max()) <= 1 / 255 + 1e-3  # the output of the second pass, in 8 bits
+
+
+def test_a_noise_map_network_is_told_the_aimed_level_in_training_and_when_it_denoises(tmp_path):
+    """FFDNet on a 4:2:0 JPEG at an estimated level: the white level drawn is aimed (above the estimate),
+    and the network is told it, in training (the noise's second output) and in its export and output."""
     noisy = np.clip(128 + np.random.default_rng(4).normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
     PILImage.fromarray(noisy).save(tmp_path / "a.jpg", quality=75, subsampling=2)
     model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
     save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
     args = ["adapt-and-export", str(tmp_path / "a.jpg"), "--weights", str(tmp_path / "tiny.safetensors")]
-    result = CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(tmp_path / "out"), "--json"])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [*args, "--steps", "2", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
     noise = json.loads(result.stdout)[0]["noise"]
-    assert noise["jpeg_quality"] == 75 and noise["aimed_levels"][0] >= noise["sigma_estimates"][0] > 0
+    assert noise["jpeg_quality"] == 75 and noise["aimed_levels"][0] > noise["sigma_estimates"][0] > 0
+    assert noise["told_levels"] == noise["aimed_levels"]
+    # exported again from that adaptation: with the level it was told, read back from its manifest
+    export = [*args, "--steps", "2", "-o", str(out), "--format", "torchscript", "--json"]
+    result = CliRunner().invoke(main, export)
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["status"] == "exported", result.output
+    files = {"rfr_deploy.txt": ""}
+    torch.jit.load(str(out / "a_rfr.pt"), _extra_files=files)
+    exported = dict(line.split("=", 1) for line in files["rfr_deploy.txt"].decode().splitlines())
+    assert float(exported["sigma"]) * 255 == pytest.approx(noise["told_levels"][0], abs=1e-3)
     stored = JpegStoredNoise(GaussianNoise(0.1), JpegTables((1,) * 64, (1,) * 64), (2, 2))
     x = torch.full((2, 3, 16, 16), 0.5)
     assert torch.equal(stored(x, torch.Generator().manual_seed(0))[1], torch.full((2,), 0.1))
-    stored.map_level = 0.04  # told the file's level, drawn at the aimed one
-    noisy_out, told = stored(x, torch.Generator().manual_seed(0))
-    assert (
-        torch.equal(told, torch.full((2,), 0.04)) and float((noisy_out - x).std()) > 0.05
-    )  # drawn at 0.1, not 0.04

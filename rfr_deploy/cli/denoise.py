@@ -29,6 +29,12 @@ J = JobSettings
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
 @field_option(J, "sigma", help="Noise level (grey levels) for noise-map models; estimated if omitted.")
+@field_option(
+    J,
+    "noise_jpeg",
+    help="auto: a noise-map model on a JPEG with an estimated level is told the level of white noise that, "
+    "compressed like the file onto its first output, reads the estimate (two passes); off: the estimate.",
+)
 @click.option(
     "--output-ensemble",
     "--ensemble",

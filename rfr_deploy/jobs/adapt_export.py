@@ -272,6 +272,10 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
     names = [j.path.name for j in group]
     stored = (_noise_bit_depth(settings, group), *noise_storage(settings, group, config))
     aim = aim_noise(kind, choices, model, images, sigma, config, names, *stored)
+    if aim.told is not None:  # a noise-map network told the aimed levels, here and when it denoises
+        for job, level in zip(group, aim.told, strict=True):
+            job.sigma_used = level
+        sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
     config = resolve_defaults(config, noise, images)
@@ -283,7 +287,8 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
         model, images, noise, config, sigma, on_step, stage=progress.stage, pseudo_clean=aim.targets
     )
     stem = group_stem([j.path for j in group])
-    desc = noise_desc(settings, group, kind, noise, aim.levels)
+    told = {"told_levels": aim.told} if aim.told is not None else {}
+    desc = noise_desc(settings, group, kind, noise, {**aim.levels, **told})
     before = (aim_seconds - aim.target_seconds, aim.target_seconds)
     return _GroupRun(group, model, desc, config, result, stem, sigma, before)
 
@@ -353,7 +358,8 @@ def noise_desc(
 ) -> dict[str, Any]:
     """The manifest's record of the synthetic ``noise``; σ in grey levels, as the command line takes it.
     ``levels``: the levels read from the pre-trained network that the noise aims at, by name
-    (:attr:`~rfr_deploy.jobs.noise_aim.AimedNoise.levels`)."""
+    (:attr:`~rfr_deploy.jobs.noise_aim.AimedNoise.levels`), and ``told_levels``, those a noise-map network
+    was told instead of the estimates (:attr:`~rfr_deploy.jobs.noise_aim.AimedNoise.told`)."""
     if settings.sigma is not None:
         mode = "known"
     else:

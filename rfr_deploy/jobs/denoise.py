@@ -11,7 +11,8 @@ from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
-from rfr_deploy.jobs.inputs import ModelCache, loaded, model_sigma, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.inputs import ModelCache, loaded, model_sigma, noise_jpeg, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.noise_aim import aim_told_level
 from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name, write_output
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.progress import QUIET, Reporter
@@ -63,6 +64,10 @@ def _denoise_one(
         t = time.perf_counter()
         sigma, on_tile = model_sigma(model, job), progress.tiles_of(job.path.name)
         clean = denoise(model, job.noisy, sigma=sigma, ensemble=ensemble, on_tile=on_tile)
+        tables = noise_jpeg(settings, [job]) if sigma is not None and settings.sigma is None else None
+        if tables is not None:  # a JPEG: told the level its compression lowered, aimed as adaptation does
+            job.sigma_used = aim_told_level(sigma, clean, tables, job.chroma_subsampling())
+            clean = denoise(model, job.noisy, sigma=job.sigma_used, ensemble=ensemble, on_tile=on_tile)
         seconds = time.perf_counter() - t
         target = write_output(out_dir, job, DENOISED_TAG, clean)
     return {
@@ -72,5 +77,6 @@ def _denoise_one(
         "weights_sha256": model.weights_sha256,
         "sigma": grey_levels(settings.sigma) if model.meta.noise_map else None,
         "sigma_estimate": grey_levels(job.sigma_estimate, 3),
+        "sigma_told": grey_levels(job.sigma_used, 3) if model.meta.noise_map else None,
         "seconds": round(seconds, 4),
     }

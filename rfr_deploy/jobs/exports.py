@@ -81,6 +81,10 @@ def export_again(
     kept = [dict(r) for r in earlier["files"] if isinstance(r, dict) and r.get("role") in ADAPTED_ROLES]
     clear_exports(leftovers, stem, [j.path.stem for j in group], began)
     pretrained = set_group_levels(group, settings, models)  # a noise-map network's exported σ
+    told = earlier["noise"].get("told_levels")
+    if told and pretrained.meta.noise_map:  # told other levels than the estimates when it was adapted
+        for job, level in zip(group, told, strict=True):
+            job.sigma_used = level / 255
     weights = out_dir / f"{stem}_{ADAPTED_TAG}.safetensors"
     adapted = create_model(pretrained.entry.name, weights=str(weights), device=group[0].noisy.device).eval()
     with reporter.bar(None, f"exporting {group[0].path.name if len(group) == 1 else stem}"):

@@ -14,11 +14,11 @@ their compression left").
 
 The level read off such a file is what the compression left. Where it was estimated, the white noise
 drawn before compression is aimed (:func:`aim_white_level`): the level at which, compressed onto the
-pseudo-clean image, it reads the file's level. A noise-map network is then told the level read off the
-file (:attr:`JpegStoredNoise.map_level`), as it is when it denoises the file: drawn at that level, the
-compressed noise was weaker than the file's, and the official FFDNet gained +1.25 dB on four 4:2:0 crops
-at σ = 10 where aimed it gains +2.00 (benchmarks/README.md, "A noise-map network told the file's level").
-Otherwise (a given level) it is told the white noise's level.
+pseudo-clean image, it reads the file's level. A noise-map network is told the white noise's level, the
+aimed one where it was aimed, in training and when it denoises the file
+(:mod:`rfr_deploy.jobs.noise_aim`; drawn at the level read off the file, the compressed noise was weaker
+than the file's: the official FFDNet gained +1.25 dB on four 4:2:0 crops at σ = 10, aimed +2.00,
+benchmarks/README.md, "A noise-map network told the file's level").
 """
 
 from __future__ import annotations
@@ -72,8 +72,6 @@ class JpegStoredNoise(StoredNoise):
     def __init__(self, inner: nn.Module, tables: JpegTables, factors: tuple[int, int] = (1, 1)):
         super().__init__(inner)
         self.tables, self.factors = tables, tuple(factors)
-        self.map_level: float | None = None
-        """The level noise-map networks are told; None: the white noise's (see the module's docstring)."""
         luma = torch.tensor(tables.luma, dtype=torch.float32).view(1, 8, 8)
         chroma = torch.tensor(tables.chroma or tables.luma, dtype=torch.float32).view(1, 8, 8)
         self.register_buffer("luma_steps", luma, persistent=False)
@@ -85,8 +83,7 @@ class JpegStoredNoise(StoredNoise):
         if x.shape[1] == 3 and self.tables.chroma is None:
             raise ValueError("a gray JPEG's tables cannot compress an RGB image")
         noisy, sigma = self.inner(x, generator)
-        told = sigma if self.map_level is None else torch.full_like(sigma, self.map_level)
-        return self.compress(noisy), told
+        return self.compress(noisy), sigma
 
     def compress(self, noisy: torch.Tensor) -> torch.Tensor:
         """``noisy`` (N×C×H×W, C = 1 or 3) compressed and decoded as the file was."""
