@@ -107,6 +107,16 @@ def test_a_rerun_skips_every_finished_image_and_a_changed_setting_redoes_it(firs
     assert again.exit_code == 1  # the corrupt file fails again
     summary = json.loads((data / "ray" / "summary.json").read_text())
     assert summary["counts"] == {"total": 6, "done": 0, "exported": 0, "failed": 1, "skipped": 5}
+    first = {Path(r["inputs"][0]).stem: r for r in json.loads(first_run.stdout)["images"]}
+    did = {n: {k: first[n][k] for k in ("status", "seconds", "device", "node")} for n in GOOD}
+    skipped = {Path(r["inputs"][0]).stem: r for r in summary["images"] if r["status"] == "skipped"}
+    assert {n: r["done_before"] for n, r in skipped.items()} == did  # what the first run said of them
+    invoke(data, data / "ray", [str(data / "in")], "--ray", "local")  # a skipped record passes it on
+    summary = json.loads((data / "ray" / "summary.json").read_text())
+    assert {Path(r["inputs"][0]).stem: r.get("done_before") for r in summary["images"]} == {
+        **did,
+        "bad": None,
+    }
     assert "skipped 5 image(s) already done" in again.stderr
     assert "done 0, failed 1, skipped 5" in again.stderr.splitlines()[-2]
     assert {p.name: p.stat().st_mtime_ns for p in (data / "ray").glob("img*")} == before

@@ -17,7 +17,8 @@ every node sees at the same path (NFS, Lustre, a mounted bucket); with ``--ray l
 A group that fails (unreadable image, any error) is reported in one line and recorded; the others
 go on. A worker process that dies is retried by Ray (``max_retries``) and leaves no partial file
 in ``OUT`` (the task renames complete files into place). ``OUT/summary.json`` lists every group's
-status, time, device and, where a reference was given, its gain.
+status, time, device and, where a reference was given, its gain; a group a rerun skips keeps what the
+summary it replaces said of the run that did it (``done_before``: status, seconds, device, node).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def adapt_and_export_ray(
         if any(e.needs_sizes for e in exporters)
         else ()
     )
-    todo = _pending(groups, out_dir, fingerprint, records)
+    todo = _pending(groups, out_dir, fingerprint, records, _worked_before(out_dir))
     progress = RunProgress(sum(len(g) for g in groups), reporter)
     for record in records.values():
         progress.count(record)
@@ -206,9 +207,30 @@ def deciding_sizes(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(chosen))
 
 
-def _pending(groups, out_dir: Path, fingerprint: Fingerprint, records: dict[int, dict]) -> list[int]:
+def _worked_before(out_dir: Path) -> dict[tuple[str, ...], dict[str, Any]]:
+    """What the last summary in ``out_dir`` says of the groups a run worked on (done or exported: its
+    status, seconds, device and node), by inputs, for the records of the groups a rerun skips
+    (``done_before``), which a skipped record passes on; empty without a readable summary."""
+    try:
+        images = json.loads((out_dir / SUMMARY).read_text()).get("images", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    worked = {}
+    for record in images:
+        if record.get("status") in ("done", "exported"):
+            before = {k: record.get(k) for k in ("status", "seconds", "device", "node")}
+        else:
+            before = record.get("done_before")
+        if before and isinstance(record.get("inputs"), list):
+            worked[tuple(record["inputs"])] = before
+    return worked
+
+
+def _pending(
+    groups, out_dir: Path, fingerprint: Fingerprint, records: dict[int, dict], worked: dict
+) -> list[int]:
     """Indices of the groups to run (to adapt, or to export again: their tasks reuse the adaptation);
-    records the skipped ones."""
+    records the skipped ones, with what ``worked`` (:func:`_worked_before`) says of the run that did them."""
     todo = []
     for i, group in enumerate(groups):
         if i in records:
@@ -226,6 +248,8 @@ def _pending(groups, out_dir: Path, fingerprint: Fingerprint, records: dict[int,
             "gain_db": gain_db(done),
             "manifest": done["manifest"],
         }
+        if tuple(group) in worked:
+            records[i]["done_before"] = worked[tuple(group)]
     return todo
 
 
