@@ -262,7 +262,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
     start = time.perf_counter()
     model = set_group_levels(group, settings, models)
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
-    sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
+    sigma = set_sigma(model, group)
     choices = NoiseSettings(
         settings.sigma,
         settings.unknown_sigma,
@@ -275,7 +275,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
     if aim.told is not None:  # a noise-map network told the aimed levels, here and when it denoises
         for job, level in zip(group, aim.told, strict=True):
             job.sigma_used = level
-        sigma = model_sigma(model, first) if len(group) == 1 else set_sigma(model, group)
+        sigma = set_sigma(model, group)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
     config = resolve_defaults(config, noise, images)

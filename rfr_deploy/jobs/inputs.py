@@ -24,7 +24,7 @@ from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import ChannelsError
 from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.jpeg import JpegTables
-from rfr_deploy.noise.level import ChromaStorage, estimate_noise_level
+from rfr_deploy.noise.level import ChromaStorage, chroma_storage, estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 
 
@@ -92,9 +92,7 @@ class ImageJob:
 
     def chroma_storage(self) -> ChromaStorage:
         """How the file stored its chroma, as its header says (:data:`~rfr_deploy.noise.level.ChromaStorage`)."""
-        if self.chroma_subsampling(pixels=False) != (1, 1):
-            return "subsampled"
-        return "jpeg" if self.info.jpeg_tables is not None else "plain"
+        return chroma_storage(self.chroma_subsampling(pixels=False), jpeg=self.info.jpeg_tables is not None)
 
 
 class ModelCache:
@@ -197,7 +195,7 @@ def model_sigma(model: nn.Module, job: ImageJob) -> float | None:
 
 
 def set_sigma(model: nn.Module, group: list[ImageJob]) -> float | None:
-    """The noise-map σ of one network adapted to a whole set: the median level."""
+    """The noise-map σ of one network adapted to a group: the median level (one image's own)."""
     if not model.meta.noise_map:
         return None
     return statistics.median(j.sigma_used for j in group)

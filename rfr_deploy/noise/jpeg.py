@@ -30,7 +30,7 @@ from torch import nn
 
 from rfr_deploy.noise.base import StoredNoise
 from rfr_deploy.noise.isp import compress_jpeg, quantization_tables
-from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.level import chroma_storage, estimate_noise_level
 
 AIM_PIXELS = 512 * 512
 """The most pixels :func:`aim_white_level` reads (a central crop)."""
@@ -141,5 +141,5 @@ def read_stored_level(noise: JpegStoredNoise, image: torch.Tensor, noise_map: bo
     """The level of white noise in ``image`` compressed as ``noise`` compresses, read as a job reads the
     level off such a file for a blind network, or with ``noise_map`` a noise-map network
     (:func:`~rfr_deploy.noise.level.estimate_noise_level` told the chroma was stored as a JPEG's)."""
-    chroma = "subsampled" if noise.factors != (1, 1) else "jpeg"
+    chroma = chroma_storage(noise.factors, jpeg=True)
     return estimate_noise_level(noise.compress(image), noise_map, chroma).sigma

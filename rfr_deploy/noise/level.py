@@ -77,6 +77,7 @@ ChromaStorage = Literal["plain", "jpeg", "subsampled"]
 full-chroma JPEG (``jpeg``: quantised coarser than the luma), or subsampled (``subsampled``: a 4:2:0 or
 4:2:2 JPEG, whose chroma lost its noise)."""
 
+
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights, as JPEG's YCbCr uses."""
 
@@ -97,6 +98,14 @@ class NoiseLevel:
     precise: bool = False
     """The two estimators agreed (colour images): the narrow :data:`AGREED_RANGE` holds, close enough for
     SURE. False for gray images and where they disagree."""
+
+
+def chroma_storage(factors: tuple[int, int], jpeg: bool) -> ChromaStorage:
+    """The :data:`ChromaStorage` of a file whose chroma was subsampled by ``factors`` ((1, 1): not), and that
+    is a JPEG (``jpeg``) or not."""
+    if tuple(factors) != (1, 1):
+        return "subsampled"
+    return "jpeg" if jpeg else "plain"
 
 
 def estimate_noise_level(
