@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import click
+import numpy as np
 import pytest
 import torch
 from cli_helpers import run
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from rfr_deploy.cli import main
 from rfr_deploy.files import sha256_file
-from rfr_deploy.images import read_image, write_image
+from rfr_deploy.images import Alpha, quantize, read_image, write_image
 
 COMMANDS = ["denoise", "adapt-and-export", "eval", "pretrain", "bench", "models", "infer", "cache", "env"]
 
@@ -111,6 +112,33 @@ def test_sixteen_bit_input_gives_sixteen_bit_output(tmp_path, smooth_image, weig
     result = run("denoise", path, "--weights", weights_file, "-o", tmp_path / "out", "--quiet")
     assert result.exit_code == 0
     assert read_image(tmp_path / "out" / "deep_denoised.png").bit_depth == 16
+
+
+@pytest.mark.parametrize("command", [["denoise"], ["adapt-and-export", "--sigma", 25, "--steps", 2]])
+def test_an_input_s_alpha_channel_is_written_back_unchanged(
+    tmp_path, smooth_image, rng, weights_file, command
+):
+    alpha = Alpha(quantize(rng.random(smooth_image.shape[:2])))
+    path = write_image(tmp_path / "cutout.png", smooth_image, alpha=alpha)
+    result = run(command[0], path, "--weights", weights_file, *command[1:], "-o", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "out").glob("cutout_*.png")
+    image = read_image(written)
+    assert image.channels == 3 and np.array_equal(image.alpha.values, alpha.values)
+
+
+def test_an_image_mostly_transparent_is_named_once_with_what_its_pixels_mislead(
+    tmp_path, smooth_image, weights_file, recwarn
+):
+    alpha = np.ones(smooth_image.shape[:2], dtype=np.float32)
+    alpha[:, :10] = 0  # a quarter of the pixels
+    path = write_image(tmp_path / "cutout.png", smooth_image, alpha=Alpha(alpha))
+    result = run("adapt-and-export", path, "--weights", weights_file, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in recwarn if "transparent" in str(w.message)] == [
+        "cutout.png: 25% of its pixels are fully transparent; what is read off its pixels (the noise level, "
+        "subsampled chroma) counts their colour as well: give --sigma and --noise-chroma where they are known"
+    ]
 
 
 @pytest.mark.parametrize(

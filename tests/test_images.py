@@ -6,7 +6,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from rfr_deploy.errors import ImageError, ResourceError
-from rfr_deploy.images import list_images, quantize, read_image, write_image
+from rfr_deploy.images import Alpha, list_images, quantize, read_image, write_image
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
@@ -27,18 +27,62 @@ def test_jpeg_reads_as_rgb(tmp_path, smooth_image):
     assert np.abs(image.pixels - smooth_image).mean() < 0.02
 
 
-def test_alpha_is_dropped_with_a_warning(tmp_path, smooth_image):
-    rgba = np.concatenate([smooth_image, np.ones_like(smooth_image[:, :, :1])], axis=2)
+def test_alpha_is_kept_apart_from_the_pixels(tmp_path, smooth_image, rng):
+    opacity = np.round(rng.random(smooth_image.shape[:2]) * 255) / 255
+    rgba = np.concatenate([smooth_image, opacity[:, :, None]], axis=2)
     PILImage.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(tmp_path / "a.png")
-    with pytest.warns(UserWarning, match="alpha channel dropped"):
-        image = read_image(tmp_path / "a.png")
-    assert image.channels == 3
+    image = read_image(tmp_path / "a.png")
+    assert image.channels == 3 and not image.alpha.premultiplied
+    np.testing.assert_allclose(image.alpha.values, opacity, atol=1e-7)
+    np.testing.assert_allclose(image.pixels, np.round(smooth_image * 255) / 255, atol=1e-7)
 
 
-def test_gray_alpha_becomes_gray(tmp_path):
-    PILImage.new("LA", (8, 8), (100, 255)).save(tmp_path / "a.png")
-    with pytest.warns(UserWarning):
-        assert read_image(tmp_path / "a.png").channels == 1
+def test_gray_alpha_becomes_gray_with_its_alpha(tmp_path):
+    PILImage.new("LA", (8, 8), (100, 37)).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.channels == 1 and np.all(image.alpha.values == np.float32(37 / 255))
+
+
+def test_an_image_without_alpha_has_none(tmp_path, smooth_image):
+    assert read_image(write_image(tmp_path / "a.png", smooth_image)).alpha is None
+
+
+@pytest.mark.parametrize(("suffix", "bit_depth"), [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_alpha_is_written_back_exactly(tmp_path, smooth_image, rng, suffix, bit_depth, channels):
+    pixels = quantize(smooth_image[:, :, :channels], bit_depth)
+    alpha = Alpha(quantize(rng.random(pixels.shape[:2]), bit_depth))
+    path = write_image(tmp_path / f"a{suffix}", pixels, bit_depth=bit_depth, alpha=alpha)
+    image = read_image(path)
+    assert image.bit_depth == bit_depth and image.channels == channels
+    np.testing.assert_allclose(image.pixels, pixels, atol=1e-7)
+    np.testing.assert_allclose(image.alpha.values, alpha.values, atol=1e-7)
+
+
+@pytest.mark.parametrize("premultiplied", [False, True])
+def test_a_tiff_s_alpha_keeps_its_kind(tmp_path, premultiplied):
+    extra = "assocalpha" if premultiplied else "unassalpha"
+    samples = np.full((8, 8, 4), 60, dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", samples, photometric="rgb", extrasamples=[extra])
+    image = read_image(tmp_path / "a.tif")
+    assert image.channels == 3 and image.alpha.premultiplied is premultiplied
+    write_image(tmp_path / "b.tif", image.pixels, alpha=image.alpha)
+    with tifffile.TiffFile(tmp_path / "b.tif") as tif:
+        assert tuple(tif.pages[0].extrasamples) == ((1,) if premultiplied else (2,))
+        assert np.array_equal(tif.asarray(), samples)
+
+
+def test_formats_without_alpha_drop_it_with_a_warning(tmp_path, smooth_image):
+    alpha = Alpha(np.ones(smooth_image.shape[:2], dtype=np.float32))
+    with pytest.warns(UserWarning, match=r"a.jpg: alpha channel dropped \(.jpg has none\)"):
+        write_image(tmp_path / "a.jpg", smooth_image, alpha=alpha)
+    assert read_image(tmp_path / "a.jpg").alpha is None
+
+
+def test_an_alpha_of_another_size_is_refused(tmp_path, smooth_image):
+    with pytest.raises(ImageError, match="alpha of shape"):
+        write_image(tmp_path / "a.png", smooth_image, alpha=Alpha(np.ones((3, 3), dtype=np.float32)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_palette_images_are_expanded(tmp_path, smooth_image):
@@ -141,17 +185,6 @@ def test_multi_page_tiff_is_refused(tmp_path):
         read_image(tmp_path / "stack.tif")
 
 
-def test_rgba_tiff_drops_alpha(tmp_path):
-    tifffile.imwrite(
-        tmp_path / "rgba.tif",
-        np.zeros((8, 8, 4), dtype=np.uint8),
-        photometric="rgb",
-        extrasamples=["unassalpha"],
-    )
-    with pytest.warns(UserWarning, match="alpha"):
-        assert read_image(tmp_path / "rgba.tif").channels == 3
-
-
 def test_image_too_large(tmp_path, smooth_image):
     write_image(tmp_path / "a.png", smooth_image)
     with pytest.raises(ResourceError, match="megapixels, above the limit"):
@@ -179,12 +212,12 @@ def test_failed_write_leaves_no_file(tmp_path, smooth_image):
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path, smooth_image, monkeypatch):
-    import rfr_deploy.images as images
+    from rfr_deploy.images import encoding
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images, "_write_png16", boom)
+    monkeypatch.setattr(encoding, "_write_png16", boom)
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "out.png", smooth_image, bit_depth=16)
     assert list(tmp_path.iterdir()) == []

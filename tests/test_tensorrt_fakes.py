@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.machinery
 import sys
 import types
 
@@ -30,6 +31,15 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 from exporters.onnx_export import export_onnx
 from tests.model_helpers import perturbed_model
+
+
+def fake_module(name: str) -> types.ModuleType:
+    """An empty module that importlib can describe: torch's first ``torch._dynamo`` import (an ONNX
+    export) asks ``find_spec`` about ``tensorrt``, which raises for a module without ``__spec__``."""
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
+    return module
+
 
 HERE = RuntimeInfo("10.16.0.72", "NVIDIA H100 80GB HBM3", "9.0")
 
@@ -125,7 +135,7 @@ class FakeRefitter:
 
 
 def fake_tensorrt() -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
+    trt = fake_module("tensorrt")
     trt.__version__ = HERE.tensorrt_version
     trt.loggers = []
 
@@ -333,10 +343,10 @@ def test_one_tensorrt_logger_serves_every_runtime_and_refitter(trt):
 
 def test_the_logger_is_polygraphys_where_polygraphy_is_installed(trt, monkeypatch):
     shared = object()
-    util = types.ModuleType("polygraphy.backend.trt.util")
+    util = fake_module("polygraphy.backend.trt.util")
     util.get_trt_logger = lambda: shared
     for name in ("polygraphy", "polygraphy.backend", "polygraphy.backend.trt"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+        monkeypatch.setitem(sys.modules, name, fake_module(name))
     monkeypatch.setitem(sys.modules, "polygraphy.backend.trt.util", util)
     assert tensorrt_runner.tensorrt_logger(trt) is shared and trt.loggers == []
 
@@ -398,7 +408,7 @@ def test_timing_caches_are_kept_apart_per_tensorrt_version_and_gpu(monkeypatch, 
 
 
 def fake_polygraphy(monkeypatch, calls: dict):
-    loaders = types.ModuleType("polygraphy.backend.trt")
+    loaders = fake_module("polygraphy.backend.trt")
 
     class Profile(dict):
         def add(self, name, min, opt, max):
@@ -410,11 +420,11 @@ def fake_polygraphy(monkeypatch, calls: dict):
         "network", (path, strongly_typed)
     )
     loaders.engine_bytes_from_network = lambda network, config, save_timing_cache: b"built plan"
-    exception = types.ModuleType("polygraphy.exception")
+    exception = fake_module("polygraphy.exception")
     exception.PolygraphyException = type("PolygraphyException", (Exception,), {})
     for name, module in {
-        "polygraphy": types.ModuleType("polygraphy"),
-        "polygraphy.backend": types.ModuleType("polygraphy.backend"),
+        "polygraphy": fake_module("polygraphy"),
+        "polygraphy.backend": fake_module("polygraphy.backend"),
         "polygraphy.backend.trt": loaders,
         "polygraphy.exception": exception,
     }.items():

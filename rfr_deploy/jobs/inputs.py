@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,8 @@ class ImageJob:
                 raise ImageError(
                     f"{self.path}: the image changed while the job ran ({self.info} before, {info} now)"
                 )
+            if self.info is None:
+                _warn_transparent(image)
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
@@ -93,6 +96,23 @@ class ImageJob:
     def chroma_storage(self) -> ChromaStorage:
         """How the file stored its chroma, as its header says (:data:`~rfr_deploy.noise.level.ChromaStorage`)."""
         return chroma_storage(self.chroma_subsampling(pixels=False), jpeg=self.info.jpeg_tables is not None)
+
+
+TRANSPARENT_SHARE = 0.01
+"""Above this share of fully transparent pixels, an image comes with a warning: their colour (often flat)
+counts in what is read off the pixels like any other pixel's."""
+
+
+def _warn_transparent(image: Image) -> None:
+    share = float((image.alpha.values == 0).mean()) if image.alpha is not None else 0.0
+    if share > TRANSPARENT_SHARE:
+        warnings.warn(
+            f"{image.path.name}: {share:.0%} of its pixels are fully transparent; what is read off its pixels "
+            "(the noise level, subsampled chroma) counts their colour as well: give --sigma and --noise-chroma "
+            "where they are known",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 class ModelCache:

@@ -1,32 +1,31 @@
-"""Reading and writing images, with a clear one-line error for every bad input.
-
-Images travel through the library as float32 ``H×W×C`` arrays in [0, 1]
-(``C`` = 1 or 3). Supported on disk: PNG (8/16-bit, via Pillow and pypng),
-TIFF (8/16-bit integer and 32-bit float, via tifffile; compressions tifffile cannot
-decode without ``imagecodecs`` through Pillow) and JPEG; gray, gray+alpha, RGB, RGBA
-and palette images. The decoder follows the file's signature, not its name; alpha is
-dropped with a warning, palettes are expanded, EXIF orientation is applied (JPEG,
-8-bit PNG, TIFF). Writes go to a temporary name and are renamed into place, so an
-interrupted run never leaves a half-written file; a folder's hidden files (such as
-the temporary files of a run that was killed) are not read as images.
-"""
+"""Decoding image files into :class:`Image`: float32 pixels in [0, 1], the alpha apart, and how a JPEG
+stored them."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from rfr_deploy.errors import ImageError, ResourceError, first_line
-from rfr_deploy.files import atomic_write
+from rfr_deploy.images.jpeg_header import read_jpeg_storage
 
 MAX_PIXELS = 200_000_000
 """Images above this many pixels are refused before decoding (about 2.4 GB as float32 RGB)."""
 
-SUPPORTED_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+@dataclass(frozen=True)
+class Alpha:
+    """An image's alpha channel, kept apart from its pixels (no network sees it) and written back into
+    its outputs as it came."""
+
+    values: np.ndarray
+    """``H×W`` float32 in [0, 1], on the image's grid (exact at its bit depth)."""
+    premultiplied: bool = False
+    """A TIFF's associated alpha: the colour samples were stored multiplied by it (and are written back so)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,8 @@ class Image:
     jpeg_tables: tuple[tuple[int, ...], ...] | None = None
     """A JPEG's quantization tables (the luma's, then the chroma's for colour), 64 steps each in row
     order as the pixels are oriented; None for other formats."""
+    alpha: Alpha | None = None
+    """The file's alpha channel; None where it has none."""
 
     @property
     def channels(self) -> int:
@@ -68,95 +69,34 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: file is empty")
     try:
         kind, png_depth = _signature(path)
-        chroma, tables = _jpeg_storage(path) if kind == "jpeg" else (None, None)
+        chroma, tables = read_jpeg_storage(path) if kind == "jpeg" else (None, None)
         if kind == "tiff":
-            array, depth = _read_tiff(path, max_pixels)
+            decoded = _read_tiff(path, max_pixels)
         elif kind == "png" and png_depth == 16:
-            array, depth = _read_png16(path, max_pixels)
+            decoded = _read_png16(path, max_pixels)
         else:
-            array, depth = _read_pillow(path, max_pixels)
+            decoded = _read_pillow(path, max_pixels)
     except (ImageError, ResourceError):
         raise
     except MemoryError as exc:
         raise ResourceError(f"{path}: not enough memory to decode this image") from exc
     except Exception as exc:  # decoders raise many types; name the file and the cause in one line
         raise ImageError(f"{path}: cannot decode image ({first_line(exc)})") from exc
-    pixels = _to_unit_float(array, depth, path)
+    values = _to_unit_float(decoded.array, decoded.depth, path)
+    pixels, alpha = values, None
+    if values.shape[2] in (2, 4):  # the last channel is the alpha
+        pixels = np.ascontiguousarray(values[:, :, :-1])
+        alpha = Alpha(np.ascontiguousarray(values[:, :, -1]), decoded.premultiplied)
     colour = pixels.shape[2] == 3
-    return Image(pixels, depth, path, chroma if colour else (1, 1), tables if tables else None)
+    return Image(pixels, decoded.depth, path, chroma if colour else (1, 1), tables if tables else None, alpha)
 
 
-def write_image(path: str | os.PathLike, pixels: np.ndarray, bit_depth: int = 8) -> Path:
-    """Write float ``H×W×C`` pixels in [0, 1] atomically: 8 or 16-bit integers (clipped), or with
-    ``bit_depth`` 32 as they are (float32, TIFF only). Formats without the depth take the next one down
-    (16-bit for PNG, 8-bit for JPEG and BMP)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise ImageError(f"{path}: unsupported output format '{suffix}' (use .png, .tif or .jpg)")
-    if bit_depth not in (8, 16, 32):
-        raise ImageError(f"{path}: bit depth must be 8, 16 or 32, not {bit_depth}")
-    if bit_depth == 32 and suffix not in (".tif", ".tiff"):
-        bit_depth = 16
-    if bit_depth == 16 and suffix in (".jpg", ".jpeg", ".bmp"):
-        bit_depth = 8
-    pixels = np.asarray(pixels, dtype=np.float32)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if not np.isfinite(pixels).all():
-        raise ImageError(f"{path}: refusing to write an image with non-finite values")
-    if bit_depth == 32:
-        quantised = np.ascontiguousarray(pixels)
-    else:
-        scale = 65535.0 if bit_depth == 16 else 255.0
-        dtype = np.uint16 if bit_depth == 16 else np.uint8
-        quantised = np.clip(np.round(pixels * scale), 0, scale).astype(dtype)
-    with atomic_write(path) as tmp:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
+class _Decoded(NamedTuple):
+    """What a decoder gives: the samples (``H×W×C``, alpha last where there is one) and their depth."""
 
-            tifffile.imwrite(tmp, quantised[:, :, 0] if quantised.shape[2] == 1 else quantised)
-        elif suffix == ".png" and bit_depth == 16:
-            _write_png16(tmp, quantised)
-        else:
-            from PIL import Image as PILImage
-
-            mode_array = quantised[:, :, 0] if quantised.shape[2] == 1 else quantised
-            kwargs = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
-            PILImage.fromarray(mode_array).save(tmp, format=_pil_format(suffix), **kwargs)
-    return path
-
-
-def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """Round to the grid of an integer image of ``bit_depth`` bits, as a written file would (32: float, as
-    it is)."""
-    if bit_depth == 32:
-        return np.asarray(pixels, dtype=np.float32)
-    scale = 65535.0 if bit_depth == 16 else 255.0
-    return (np.clip(np.round(np.asarray(pixels) * scale), 0, scale) / scale).astype(np.float32)
-
-
-def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and directories (non-recursive) into a list of image paths, each folder's sorted; a
-    file named twice (``a.png ./a.png``, or a file and its folder) is listed once, where it first came."""
-    paths: dict[Path, Path] = {}
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if is_listed_image(q))
-            if not found:
-                raise ImageError(f"{p}: directory holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
-            for q in found:
-                paths.setdefault(q.resolve(), q)
-        else:
-            paths.setdefault(p.resolve(), p)
-    return list(paths.values())
-
-
-def is_listed_image(path: Path) -> bool:
-    """Whether a folder's ``path`` is one of its images: a file with an image suffix, not hidden (the
-    temporary ``.<stem>.*.part.png`` of an interrupted write, macOS's ``._`` files)."""
-    return path.suffix.lower() in SUPPORTED_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    array: np.ndarray
+    depth: int
+    premultiplied: bool = False
 
 
 # --------------------------------------------------------------------------- decoders
@@ -176,38 +116,7 @@ def _signature(path: Path) -> tuple[str, int]:
     return "other", 0
 
 
-def _jpeg_storage(path: Path) -> tuple[tuple[int, int], tuple[tuple[int, ...], ...]]:
-    """How a JPEG stored its pixels, from its headers, as its EXIF orientation turns them: the (vertical,
-    horizontal) subsampling of a colour file's chroma ((1, 1) for full chroma, gray or unusual layouts),
-    and the quantization tables of its luma and chroma (empty for unusual layouts, or unreadable)."""
-    from PIL import Image as PILImage
-
-    with PILImage.open(path) as im:
-        layers = getattr(im, "layer", None) or []  # (component id, horizontal, vertical, table) each
-        orientation = im.getexif().get(0x0112, 1)
-        tables = getattr(im, "quantization", None) or {}
-        mode = im.mode
-    turned = orientation in (5, 6, 7, 8)  # these turn the image by 90°
-    if len(layers) != 3 or mode != "RGB":  # gray: its one table
-        return (1, 1), _tables(tables, layers[:1], turned) if mode == "L" else ()
-    (_, hy, vy, _), *chroma = layers
-    factors = {(vy // v, hy // h) for _, h, v, _ in chroma if h and v and hy % h == 0 and vy % v == 0}
-    if len(factors) != 1:
-        return (1, 1), ()
-    fy, fx = factors.pop()
-    return ((fx, fy) if turned else (fy, fx)), _tables(tables, layers[:2], turned)
-
-
-def _tables(tables: dict, layers: list, turned: bool) -> tuple[tuple[int, ...], ...]:
-    """The quantization tables ``layers`` use, 64 steps each in row order as the pixels are oriented
-    (transposed where the image is turned by 90°); empty where one cannot be read."""
-    found = [tuple(int(v) for v in tables.get(int(layer[3])) or ()) for layer in layers]
-    if not found or any(len(t) != 64 for t in found):
-        return ()
-    return tuple(tuple(t[8 * c + r] for r in range(8) for c in range(8)) if turned else t for t in found)
-
-
-def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+def _read_pillow(path: Path, max_pixels: int) -> _Decoded:
     from PIL import Image as PILImage
     from PIL import ImageOps
 
@@ -243,10 +152,10 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
             depth = 32
         else:
             raise ImageError(f"{path}: unsupported image mode '{mode}'")
-    return _channels_last(array, path), depth
+    return _Decoded(_channels_last(array, path), depth)
 
 
-def _read_png16(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+def _read_png16(path: Path, max_pixels: int) -> _Decoded:
     import png  # pypng
 
     reader = png.Reader(filename=str(path))
@@ -260,10 +169,10 @@ def _read_png16(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
     array = array.reshape(height, width, planes)
     if bits < 16:  # an sBIT chunk: pypng shifted the samples down to its depth
         array = np.round(array * (65535 / ((1 << bits) - 1))).astype(np.uint16)
-    return _channels_last(array, path), 16
+    return _Decoded(_channels_last(array, path), 16)
 
 
-def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
+def _read_tiff(path: Path, max_pixels: int) -> _Decoded:
     import tifffile
 
     try:
@@ -307,7 +216,7 @@ def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, int]:
         raise ImageError(
             f"{path}: {array.shape[2]} channels; expected 1 (gray) or 3 (RGB), with an optional alpha"
         )
-    return _channels_last(array, path), depth
+    return _Decoded(_channels_last(array, path), depth, premultiplied=extra == (1,))  # 1: associated alpha
 
 
 _ORIENTATIONS = {  # a TIFF's Orientation tag (EXIF's): stored rows and columns as a viewer shows them
@@ -327,19 +236,20 @@ def _oriented(array: np.ndarray, orientation: int) -> np.ndarray:
     return array if turn is None else np.ascontiguousarray(turn(array))
 
 
-def _read_pillow_tiff(path: Path, max_pixels: int, cause: Exception, bits: int) -> tuple[np.ndarray, int]:
+def _read_pillow_tiff(path: Path, max_pixels: int, cause: Exception, bits: int) -> _Decoded:
     """A TIFF of ``bits`` per sample that tifffile cannot decode here, through Pillow where it reads all
     the bits (8-bit, 16-bit gray: it keeps 8 of 16-bit colour); else the one-line error naming the cure."""
     try:
-        array, depth = _read_pillow(path, max_pixels)
+        decoded = _read_pillow(path, max_pixels)
     except ImageError:
-        array, depth = None, 0
-    if array is None or depth != bits:
+        decoded = None
+    if decoded is None or decoded.depth != bits:
         raise ImageError(f"{path}: cannot decode image ({first_line(cause)}: pip install imagecodecs)")
-    return array, depth
+    return decoded
 
 
 def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:
+    """``array`` as ``H×W×C``: gray or RGB, each with an optional alpha last."""
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
@@ -347,11 +257,8 @@ def _channels_last(array: np.ndarray, path: Path) -> np.ndarray:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"{path}: image has no pixels")
     channels = array.shape[2]
-    if channels in (2, 4):
-        warnings.warn(f"{path.name}: alpha channel dropped", UserWarning, stacklevel=4)
-        array = array[:, :, : channels - 1]
-    elif channels not in (1, 3):
-        raise ImageError(f"{path}: {channels} channels; expected 1 (gray) or 3 (RGB)")
+    if channels not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: {channels} channels; expected 1 (gray) or 3 (RGB), with an optional alpha")
     return array
 
 
@@ -374,18 +281,3 @@ def _check_size(path: Path, pixels: int, max_pixels: int) -> None:
             f"{path}: image has {pixels / 1e6:.0f} megapixels, above the limit of {max_pixels / 1e6:.0f}; "
             "split it into tiles first"
         )
-
-
-def _write_png16(path: Path, quantised: np.ndarray) -> None:
-    import png
-
-    h, w, c = quantised.shape
-    writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=(c == 1))
-    with open(path, "wb") as fh:
-        writer.write(fh, quantised.reshape(h, w * c).tolist())
-
-
-def _pil_format(suffix: str) -> str:
-    return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[
-        suffix
-    ]
