@@ -115,16 +115,17 @@ def test_sixteen_bit_input_gives_sixteen_bit_output(tmp_path, smooth_image, weig
 
 
 @pytest.mark.parametrize("command", [["denoise"], ["adapt-and-export", "--sigma", 25, "--steps", 2]])
-def test_an_input_s_alpha_channel_is_written_back_unchanged(
+def test_an_input_s_alpha_channel_and_colour_profile_are_written_back_unchanged(
     tmp_path, smooth_image, rng, weights_file, command
 ):
-    alpha = Alpha(quantize(rng.random(smooth_image.shape[:2])))
-    path = write_image(tmp_path / "cutout.png", smooth_image, alpha=alpha)
+    alpha, profile = Alpha(quantize(rng.random(smooth_image.shape[:2]))), b"a colour profile"
+    path = write_image(tmp_path / "cutout.png", smooth_image, alpha=alpha, icc_profile=profile)
     result = run(command[0], path, "--weights", weights_file, *command[1:], "-o", tmp_path / "out", "--quiet")
     assert result.exit_code == 0, result.output
     (written,) = (tmp_path / "out").glob("cutout_*.png")
     image = read_image(written)
     assert image.channels == 3 and np.array_equal(image.alpha.values, alpha.values)
+    assert image.icc_profile == profile
 
 
 def test_an_image_mostly_transparent_is_named_once_with_what_its_pixels_mislead(

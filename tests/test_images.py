@@ -72,6 +72,31 @@ def test_a_tiff_s_alpha_keeps_its_kind(tmp_path, premultiplied):
         assert np.array_equal(tif.asarray(), samples)
 
 
+@pytest.mark.parametrize(
+    ("suffix", "bit_depth"), [(".png", 8), (".png", 16), (".tif", 16), (".tif", 32), (".jpg", 8)]
+)
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_a_colour_profile_is_read_and_written_back(tmp_path, smooth_image, suffix, bit_depth, with_alpha):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    alpha = (
+        Alpha(np.ones(smooth_image.shape[:2], dtype=np.float32)) if with_alpha and suffix != ".jpg" else None
+    )
+    path = write_image(
+        tmp_path / f"a{suffix}", smooth_image, bit_depth=bit_depth, alpha=alpha, icc_profile=profile
+    )
+    image = read_image(path)
+    assert image.icc_profile == profile and (image.alpha is None) == (alpha is None)
+    if suffix != ".tif":  # where other software finds it (Pillow opens no float TIFF)
+        with PILImage.open(path) as opened:
+            assert opened.info.get("icc_profile") == profile
+    assert (
+        read_image(write_image(tmp_path / f"b{suffix}", smooth_image, bit_depth=bit_depth)).icc_profile
+        is None
+    )
+
+
 def test_formats_without_alpha_drop_it_with_a_warning(tmp_path, smooth_image):
     alpha = Alpha(np.ones(smooth_image.shape[:2], dtype=np.float32))
     with pytest.warns(UserWarning, match=r"a.jpg: alpha channel dropped \(.jpg has none\)"):

@@ -156,12 +156,13 @@ def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image, recwarn, mon
     source = tmp_path / "in" / "a.png"  # with alpha: written back
     source.parent.mkdir()
     rgba = np.concatenate([image, np.ones_like(image[..., :1])], axis=2)
-    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(source)
+    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(source, icc_profile=b"a colour profile")
     args = ["infer", str(path), str(source), "-o", str(tmp_path / "out"), "--tile", "32"]
     shown = CliRunner().invoke(main, args)
     assert shown.exit_code == 0, shown.output
     assert not [w for w in recwarn if "alpha" in str(w.message)]
-    np.testing.assert_array_equal(read_image(tmp_path / "out" / "a_onnx.png").alpha.values, 1.0)  # kept
+    written = read_image(tmp_path / "out" / "a_onnx.png")
+    assert written.icc_profile == b"a colour profile" and np.all(written.alpha.values == 1.0)  # kept
     assert "denoising 1 image(s): a.png: tile 1/" in shown.stderr
     assert re.search(r"a\.png: tile (\d+)/\1$", shown.stderr, re.MULTILINE)  # up to the last tile
     assert "a.png ->" in shown.stdout and "tile" not in shown.stdout  # results stay on stdout

@@ -6,7 +6,7 @@ TIFF (8/16-bit integer and 32-bit float, via tifffile; compressions tifffile can
 decode without ``imagecodecs`` through Pillow) and JPEG; gray, gray+alpha, RGB, RGBA
 and palette images. The decoder follows the file's signature, not its name; an alpha
 channel is kept apart (:class:`Alpha`: the networks never see it) and written back into
-the outputs unchanged, palettes are expanded, EXIF orientation is applied (JPEG,
+the outputs unchanged, as is an embedded ICC colour profile; palettes are expanded, EXIF orientation is applied (JPEG,
 8-bit PNG, TIFF). Writes go to a temporary name and are renamed into place, so an
 interrupted run never leaves a half-written file; a folder's hidden files (such as
 the temporary files of a run that was killed) are not read as images.

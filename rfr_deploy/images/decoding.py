@@ -44,6 +44,8 @@ class Image:
     order as the pixels are oriented; None for other formats."""
     alpha: Alpha | None = None
     """The file's alpha channel; None where it has none."""
+    icc_profile: bytes | None = None
+    """The file's embedded ICC colour profile, as it came (written into the outputs); None where it has none."""
 
     @property
     def channels(self) -> int:
@@ -88,7 +90,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         pixels = np.ascontiguousarray(values[:, :, :-1])
         alpha = Alpha(np.ascontiguousarray(values[:, :, -1]), decoded.premultiplied)
     colour = pixels.shape[2] == 3
-    return Image(pixels, decoded.depth, path, chroma if colour else (1, 1), tables if tables else None, alpha)
+    return Image(
+        pixels, decoded.depth, path, chroma if colour else (1, 1), tables or None, alpha, decoded.icc_profile
+    )
 
 
 class _Decoded(NamedTuple):
@@ -97,6 +101,7 @@ class _Decoded(NamedTuple):
     array: np.ndarray
     depth: int
     premultiplied: bool = False
+    icc_profile: bytes | None = None
 
 
 # --------------------------------------------------------------------------- decoders
@@ -127,7 +132,7 @@ def _read_pillow(path: Path, max_pixels: int) -> _Decoded:
         raise ImageError(f"{path}: not an image file or an unsupported format") from exc
     with im:
         _check_size(path, im.width * im.height, max_pixels)
-        mode = im.mode
+        mode, icc = im.mode, im.info.get("icc_profile") or None
         try:
             im.load()
         except OSError as exc:
@@ -152,7 +157,7 @@ def _read_pillow(path: Path, max_pixels: int) -> _Decoded:
             depth = 32
         else:
             raise ImageError(f"{path}: unsupported image mode '{mode}'")
-    return _Decoded(_channels_last(array, path), depth)
+    return _Decoded(_channels_last(array, path), depth, icc_profile=icc)
 
 
 def _read_png16(path: Path, max_pixels: int) -> _Decoded:
@@ -169,7 +174,15 @@ def _read_png16(path: Path, max_pixels: int) -> _Decoded:
     array = array.reshape(height, width, planes)
     if bits < 16:  # an sBIT chunk: pypng shifted the samples down to its depth
         array = np.round(array * (65535 / ((1 << bits) - 1))).astype(np.uint16)
-    return _Decoded(_channels_last(array, path), 16)
+    return _Decoded(_channels_last(array, path), 16, icc_profile=_png_icc_profile(path))
+
+
+def _png_icc_profile(path: Path) -> bytes | None:
+    """A PNG's iCCP profile (pypng skips the chunk; Pillow reads it with the header, before the pixels)."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as im:
+        return im.info.get("icc_profile") or None
 
 
 def _read_tiff(path: Path, max_pixels: int) -> _Decoded:
@@ -195,6 +208,7 @@ def _read_tiff(path: Path, max_pixels: int) -> _Decoded:
             extra = tuple(int(e) for e in (getattr(page, "extrasamples", ()) or ()))
             inverted = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
             orientation = page.tags.get("Orientation")
+            icc = page.iccprofile or None
     except tifffile.TiffFileError as exc:
         raise ImageError(f"{path}: not a valid TIFF file ({first_line(exc)})") from exc
     if inverted and array.dtype.kind == "u":  # 0 is white: store as 0 is black
@@ -216,7 +230,8 @@ def _read_tiff(path: Path, max_pixels: int) -> _Decoded:
         raise ImageError(
             f"{path}: {array.shape[2]} channels; expected 1 (gray) or 3 (RGB), with an optional alpha"
         )
-    return _Decoded(_channels_last(array, path), depth, premultiplied=extra == (1,))  # 1: associated alpha
+    alpha = {"premultiplied": extra == (1,)}  # 1: associated alpha
+    return _Decoded(_channels_last(array, path), depth, icc_profile=icc, **alpha)
 
 
 _ORIENTATIONS = {  # a TIFF's Orientation tag (EXIF's): stored rows and columns as a viewer shows them

@@ -29,9 +29,11 @@ written again alone)."""
 
 def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) -> Path:
     """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``, with the input's alpha channel
-    where it has one (the job is loaded); returns its path."""
+    and colour profile where it has them (the job is loaded); returns its path."""
     target = out_dir / output_name(job.path, tag)
-    write_image(target, to_pixels(clean), bit_depth=output_bit_depth(job.info), alpha=job.image.alpha)
+    source = job.image
+    pixels, depth = to_pixels(clean), output_bit_depth(job.info)
+    write_image(target, pixels, bit_depth=depth, alpha=source.alpha, icc_profile=source.icc_profile)
     return target
 
 
