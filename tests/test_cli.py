@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from rfr_deploy.cli import main
 from rfr_deploy.files import sha256_file
-from rfr_deploy.images import Alpha, quantize, read_image, write_image
+from rfr_deploy.images import Alpha, Extras, quantize, read_image, write_image
 
 COMMANDS = ["denoise", "adapt-and-export", "eval", "pretrain", "bench", "models", "infer", "cache", "env"]
 
@@ -115,17 +115,21 @@ def test_sixteen_bit_input_gives_sixteen_bit_output(tmp_path, smooth_image, weig
 
 
 @pytest.mark.parametrize("command", [["denoise"], ["adapt-and-export", "--sigma", 25, "--steps", 2]])
-def test_an_input_s_alpha_channel_and_colour_profile_are_written_back_unchanged(
+def test_an_input_s_alpha_colour_profile_and_exif_are_written_back_unchanged(
     tmp_path, smooth_image, rng, weights_file, command
 ):
-    alpha, profile = Alpha(quantize(rng.random(smooth_image.shape[:2]))), b"a colour profile"
-    path = write_image(tmp_path / "cutout.png", smooth_image, alpha=alpha, icc_profile=profile)
+    from PIL import Image as PILImage
+
+    exif = PILImage.Exif()
+    exif[0x010F] = "TestCam"
+    extras = Extras(Alpha(quantize(rng.random(smooth_image.shape[:2]))), b"a colour profile", exif.tobytes())
+    path = write_image(tmp_path / "cutout.png", smooth_image, extras=extras)
     result = run(command[0], path, "--weights", weights_file, *command[1:], "-o", tmp_path / "out", "--quiet")
     assert result.exit_code == 0, result.output
     (written,) = (tmp_path / "out").glob("cutout_*.png")
     image = read_image(written)
-    assert image.channels == 3 and np.array_equal(image.alpha.values, alpha.values)
-    assert image.icc_profile == profile
+    assert image.channels == 3 and np.array_equal(image.extras.alpha.values, extras.alpha.values)
+    assert (image.extras.icc_profile, image.extras.exif) == (extras.icc_profile, extras.exif)
 
 
 def test_an_image_mostly_transparent_is_named_once_with_what_its_pixels_mislead(
@@ -133,7 +137,7 @@ def test_an_image_mostly_transparent_is_named_once_with_what_its_pixels_mislead(
 ):
     alpha = np.ones(smooth_image.shape[:2], dtype=np.float32)
     alpha[:, :10] = 0  # a quarter of the pixels
-    path = write_image(tmp_path / "cutout.png", smooth_image, alpha=Alpha(alpha))
+    path = write_image(tmp_path / "cutout.png", smooth_image, extras=Extras(Alpha(alpha)))
     result = run("adapt-and-export", path, "--weights", weights_file, "--dry-run")
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in recwarn if "transparent" in str(w.message)] == [

@@ -6,7 +6,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from rfr_deploy.errors import ImageError, ResourceError
-from rfr_deploy.images import Alpha, list_images, quantize, read_image, write_image
+from rfr_deploy.images import Alpha, Extras, list_images, quantize, read_image, write_image
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
@@ -32,19 +32,19 @@ def test_alpha_is_kept_apart_from_the_pixels(tmp_path, smooth_image, rng):
     rgba = np.concatenate([smooth_image, opacity[:, :, None]], axis=2)
     PILImage.fromarray((rgba * 255).round().astype(np.uint8), "RGBA").save(tmp_path / "a.png")
     image = read_image(tmp_path / "a.png")
-    assert image.channels == 3 and not image.alpha.premultiplied
-    np.testing.assert_allclose(image.alpha.values, opacity, atol=1e-7)
+    assert image.channels == 3 and not image.extras.alpha.premultiplied
+    np.testing.assert_allclose(image.extras.alpha.values, opacity, atol=1e-7)
     np.testing.assert_allclose(image.pixels, np.round(smooth_image * 255) / 255, atol=1e-7)
 
 
 def test_gray_alpha_becomes_gray_with_its_alpha(tmp_path):
     PILImage.new("LA", (8, 8), (100, 37)).save(tmp_path / "a.png")
     image = read_image(tmp_path / "a.png")
-    assert image.channels == 1 and np.all(image.alpha.values == np.float32(37 / 255))
+    assert image.channels == 1 and np.all(image.extras.alpha.values == np.float32(37 / 255))
 
 
 def test_an_image_without_alpha_has_none(tmp_path, smooth_image):
-    assert read_image(write_image(tmp_path / "a.png", smooth_image)).alpha is None
+    assert read_image(write_image(tmp_path / "a.png", smooth_image)).extras.alpha is None
 
 
 @pytest.mark.parametrize(("suffix", "bit_depth"), [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16)])
@@ -52,11 +52,11 @@ def test_an_image_without_alpha_has_none(tmp_path, smooth_image):
 def test_alpha_is_written_back_exactly(tmp_path, smooth_image, rng, suffix, bit_depth, channels):
     pixels = quantize(smooth_image[:, :, :channels], bit_depth)
     alpha = Alpha(quantize(rng.random(pixels.shape[:2]), bit_depth))
-    path = write_image(tmp_path / f"a{suffix}", pixels, bit_depth=bit_depth, alpha=alpha)
+    path = write_image(tmp_path / f"a{suffix}", pixels, bit_depth=bit_depth, extras=Extras(alpha))
     image = read_image(path)
     assert image.bit_depth == bit_depth and image.channels == channels
     np.testing.assert_allclose(image.pixels, pixels, atol=1e-7)
-    np.testing.assert_allclose(image.alpha.values, alpha.values, atol=1e-7)
+    np.testing.assert_allclose(image.extras.alpha.values, alpha.values, atol=1e-7)
 
 
 @pytest.mark.parametrize("premultiplied", [False, True])
@@ -65,48 +65,67 @@ def test_a_tiff_s_alpha_keeps_its_kind(tmp_path, premultiplied):
     samples = np.full((8, 8, 4), 60, dtype=np.uint8)
     tifffile.imwrite(tmp_path / "a.tif", samples, photometric="rgb", extrasamples=[extra])
     image = read_image(tmp_path / "a.tif")
-    assert image.channels == 3 and image.alpha.premultiplied is premultiplied
-    write_image(tmp_path / "b.tif", image.pixels, alpha=image.alpha)
+    assert image.channels == 3 and image.extras.alpha.premultiplied is premultiplied
+    write_image(tmp_path / "b.tif", image.pixels, extras=image.extras)
     with tifffile.TiffFile(tmp_path / "b.tif") as tif:
         assert tuple(tif.pages[0].extrasamples) == ((1,) if premultiplied else (2,))
         assert np.array_equal(tif.asarray(), samples)
+
+
+def camera_exif(orientation: int = 1) -> bytes:
+    from PIL import Image as PILImage
+
+    exif = PILImage.Exif()
+    exif[0x010F], exif[0x0112] = "TestCam", orientation  # Make, Orientation
+    return exif.tobytes()
 
 
 @pytest.mark.parametrize(
     ("suffix", "bit_depth"), [(".png", 8), (".png", 16), (".tif", 16), (".tif", 32), (".jpg", 8)]
 )
 @pytest.mark.parametrize("with_alpha", [False, True])
-def test_a_colour_profile_is_read_and_written_back(tmp_path, smooth_image, suffix, bit_depth, with_alpha):
+def test_a_colour_profile_and_exif_are_read_and_written_back(
+    tmp_path, smooth_image, suffix, bit_depth, with_alpha
+):
     from PIL import ImageCms
 
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     alpha = (
         Alpha(np.ones(smooth_image.shape[:2], dtype=np.float32)) if with_alpha and suffix != ".jpg" else None
     )
-    path = write_image(
-        tmp_path / f"a{suffix}", smooth_image, bit_depth=bit_depth, alpha=alpha, icc_profile=profile
-    )
-    image = read_image(path)
-    assert image.icc_profile == profile and (image.alpha is None) == (alpha is None)
-    if suffix != ".tif":  # where other software finds it (Pillow opens no float TIFF)
-        with PILImage.open(path) as opened:
-            assert opened.info.get("icc_profile") == profile
-    assert (
-        read_image(write_image(tmp_path / f"b{suffix}", smooth_image, bit_depth=bit_depth)).icc_profile
-        is None
-    )
+    extras = Extras(alpha, profile, camera_exif())
+    image = read_image(write_image(tmp_path / f"a{suffix}", smooth_image, bit_depth=bit_depth, extras=extras))
+    assert image.extras.icc_profile == profile and (image.extras.alpha is None) == (alpha is None)
+    if suffix == ".tif":  # TIFFs keep no EXIF here; Pillow opens no float TIFF
+        assert image.extras.exif is None
+    else:  # where other software finds them
+        assert image.extras.exif == extras.exif
+        with PILImage.open(tmp_path / f"a{suffix}") as opened:
+            assert opened.info.get("icc_profile") == profile and opened.getexif()[0x010F] == "TestCam"
+    plain = read_image(write_image(tmp_path / f"b{suffix}", smooth_image, bit_depth=bit_depth))
+    assert plain.extras == Extras()
+
+
+def test_a_turned_jpeg_s_exif_loses_its_orientation_with_the_turn(tmp_path, smooth_image):
+    PILImage.fromarray((smooth_image * 255).astype(np.uint8)).save(tmp_path / "a.jpg", exif=camera_exif(6))
+    image = read_image(tmp_path / "a.jpg")
+    assert image.pixels.shape[:2] == smooth_image.shape[1::-1]  # turned by 90° as viewers show it
+    written = read_image(write_image(tmp_path / "b.png", image.pixels, extras=image.extras))
+    assert written.pixels.shape == image.pixels.shape  # not turned again
+    with PILImage.open(tmp_path / "b.png") as opened:
+        assert opened.getexif().get(0x0112) is None and opened.getexif()[0x010F] == "TestCam"
 
 
 def test_formats_without_alpha_drop_it_with_a_warning(tmp_path, smooth_image):
     alpha = Alpha(np.ones(smooth_image.shape[:2], dtype=np.float32))
     with pytest.warns(UserWarning, match=r"a.jpg: alpha channel dropped \(.jpg has none\)"):
-        write_image(tmp_path / "a.jpg", smooth_image, alpha=alpha)
-    assert read_image(tmp_path / "a.jpg").alpha is None
+        write_image(tmp_path / "a.jpg", smooth_image, extras=Extras(alpha))
+    assert read_image(tmp_path / "a.jpg").extras.alpha is None
 
 
 def test_an_alpha_of_another_size_is_refused(tmp_path, smooth_image):
     with pytest.raises(ImageError, match="alpha of shape"):
-        write_image(tmp_path / "a.png", smooth_image, alpha=Alpha(np.ones((3, 3), dtype=np.float32)))
+        write_image(tmp_path / "a.png", smooth_image, extras=Extras(Alpha(np.ones((3, 3), dtype=np.float32))))
     assert list(tmp_path.iterdir()) == []
 
 

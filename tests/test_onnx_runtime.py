@@ -162,7 +162,9 @@ def test_infer_shows_each_image_and_tile_on_stderr(tmp_path, image, recwarn, mon
     assert shown.exit_code == 0, shown.output
     assert not [w for w in recwarn if "alpha" in str(w.message)]
     written = read_image(tmp_path / "out" / "a_onnx.png")
-    assert written.icc_profile == b"a colour profile" and np.all(written.alpha.values == 1.0)  # kept
+    assert written.extras.icc_profile == b"a colour profile" and np.all(
+        written.extras.alpha.values == 1.0
+    )  # kept
     assert "denoising 1 image(s): a.png: tile 1/" in shown.stderr
     assert re.search(r"a\.png: tile (\d+)/\1$", shown.stderr, re.MULTILINE)  # up to the last tile
     assert "a.png ->" in shown.stdout and "tile" not in shown.stdout  # results stay on stdout

@@ -103,8 +103,7 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
     clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap, on_tile=on_tile)
     seconds = time.perf_counter() - started
     target = out_dir / output_name(path, INFERRED_TAG)
-    kept = {"alpha": image.alpha, "icc_profile": image.icc_profile}  # the input's, written back
-    write_image(target, clean, bit_depth=output_bit_depth(image), **kept)
+    write_image(target, clean, bit_depth=output_bit_depth(image), extras=image.extras)
     reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
     return {
         "input": str(path),

@@ -1,5 +1,5 @@
-"""Decoding image files into :class:`Image`: float32 pixels in [0, 1], the alpha apart, and how a JPEG
-stored them."""
+"""Decoding image files into :class:`Image`: float32 pixels in [0, 1], what the file holds besides them
+(:class:`Extras`: alpha, colour profile, EXIF) and how a JPEG stored them."""
 
 from __future__ import annotations
 
@@ -29,6 +29,20 @@ class Alpha:
 
 
 @dataclass(frozen=True)
+class Extras:
+    """What a file holds besides its pixels, written back into the outputs as it came (where their format
+    has room for it: :func:`~rfr_deploy.images.encoding.write_image`)."""
+
+    alpha: Alpha | None = None
+    """The alpha channel; None where there is none."""
+    icc_profile: bytes | None = None
+    """The embedded ICC colour profile; None where there is none."""
+    exif: bytes | None = None
+    """The EXIF block (Pillow's ``Exif\\0\\0`` + TIFF header form) of a JPEG or PNG, its orientation tag
+    removed where the pixels were turned by it; None where there is none (and for TIFFs)."""
+
+
+@dataclass(frozen=True)
 class Image:
     """A decoded image: float32 ``H×W×C`` pixels in [0, 1] and where they came from."""
 
@@ -42,10 +56,8 @@ class Image:
     jpeg_tables: tuple[tuple[int, ...], ...] | None = None
     """A JPEG's quantization tables (the luma's, then the chroma's for colour), 64 steps each in row
     order as the pixels are oriented; None for other formats."""
-    alpha: Alpha | None = None
-    """The file's alpha channel; None where it has none."""
-    icc_profile: bytes | None = None
-    """The file's embedded ICC colour profile, as it came (written into the outputs); None where it has none."""
+    extras: Extras = Extras()
+    """What the file holds besides the pixels (alpha, colour profile, EXIF)."""
 
     @property
     def channels(self) -> int:
@@ -90,9 +102,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         pixels = np.ascontiguousarray(values[:, :, :-1])
         alpha = Alpha(np.ascontiguousarray(values[:, :, -1]), decoded.premultiplied)
     colour = pixels.shape[2] == 3
-    return Image(
-        pixels, decoded.depth, path, chroma if colour else (1, 1), tables or None, alpha, decoded.icc_profile
-    )
+    extras = Extras(alpha, decoded.icc_profile, decoded.exif)
+    return Image(pixels, decoded.depth, path, chroma if colour else (1, 1), tables or None, extras)
 
 
 class _Decoded(NamedTuple):
@@ -102,6 +113,7 @@ class _Decoded(NamedTuple):
     depth: int
     premultiplied: bool = False
     icc_profile: bytes | None = None
+    exif: bytes | None = None
 
 
 # --------------------------------------------------------------------------- decoders
@@ -138,6 +150,7 @@ def _read_pillow(path: Path, max_pixels: int) -> _Decoded:
         except OSError as exc:
             raise ImageError(f"{path}: image data is truncated or corrupt ({first_line(exc)})") from exc
         ImageOps.exif_transpose(im, in_place=True)  # a camera's rotated JPEG, as viewers show it
+        exif = im.info.get("exif") or None  # its orientation tag gone where the pixels were turned
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             mode = im.mode
@@ -157,7 +170,7 @@ def _read_pillow(path: Path, max_pixels: int) -> _Decoded:
             depth = 32
         else:
             raise ImageError(f"{path}: unsupported image mode '{mode}'")
-    return _Decoded(_channels_last(array, path), depth, icc_profile=icc)
+    return _Decoded(_channels_last(array, path), depth, icc_profile=icc, exif=exif)
 
 
 def _read_png16(path: Path, max_pixels: int) -> _Decoded:
@@ -174,15 +187,17 @@ def _read_png16(path: Path, max_pixels: int) -> _Decoded:
     array = array.reshape(height, width, planes)
     if bits < 16:  # an sBIT chunk: pypng shifted the samples down to its depth
         array = np.round(array * (65535 / ((1 << bits) - 1))).astype(np.uint16)
-    return _Decoded(_channels_last(array, path), 16, icc_profile=_png_icc_profile(path))
+    icc, exif = _png_header_extras(path)
+    return _Decoded(_channels_last(array, path), 16, icc_profile=icc, exif=exif)
 
 
-def _png_icc_profile(path: Path) -> bytes | None:
-    """A PNG's iCCP profile (pypng skips the chunk; Pillow reads it with the header, before the pixels)."""
+def _png_header_extras(path: Path) -> tuple[bytes | None, bytes | None]:
+    """A PNG's colour profile and EXIF from the chunks before its pixels (pypng skips both; Pillow reads
+    them with the header). Its orientation tag is kept: these pixels were not turned."""
     from PIL import Image as PILImage
 
     with PILImage.open(path) as im:
-        return im.info.get("icc_profile") or None
+        return im.info.get("icc_profile") or None, im.info.get("exif") or None
 
 
 def _read_tiff(path: Path, max_pixels: int) -> _Decoded:

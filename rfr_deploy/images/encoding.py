@@ -12,7 +12,7 @@ import numpy as np
 
 from rfr_deploy.errors import ImageError
 from rfr_deploy.files import atomic_write
-from rfr_deploy.images.decoding import Alpha
+from rfr_deploy.images.decoding import Alpha, Extras
 from rfr_deploy.images.listing import SUPPORTED_SUFFIXES
 
 ALPHA_SUFFIXES = (".png", ".tif", ".tiff")
@@ -23,14 +23,13 @@ def write_image(
     path: str | os.PathLike,
     pixels: np.ndarray,
     bit_depth: int = 8,
-    alpha: Alpha | None = None,
-    icc_profile: bytes | None = None,
+    extras: Extras = Extras(),
 ) -> Path:
     """Write float ``H×W×C`` pixels in [0, 1] atomically: 8 or 16-bit integers (clipped), or with
     ``bit_depth`` 32 as they are (float32, TIFF only). Formats without the depth take the next one down
-    (16-bit for PNG, 8-bit for JPEG and BMP). ``alpha`` (the input's: :class:`Alpha`) is written as the
-    last channel by PNG and TIFF, at the same depth; JPEG and BMP drop it with a warning. ``icc_profile``
-    (the input's colour profile) is embedded by PNG, TIFF and JPEG."""
+    (16-bit for PNG, 8-bit for JPEG and BMP). ``extras`` (an input's: :class:`Extras`) go back in where the
+    format has room: the alpha as the last channel of a PNG or TIFF, at the same depth (JPEG and BMP drop
+    it with a warning), the colour profile into PNG, TIFF and JPEG, the EXIF into PNG and JPEG."""
     path = Path(path)
     suffix = path.suffix.lower()
     bit_depth = _written_depth(path, suffix, bit_depth)
@@ -39,6 +38,7 @@ def write_image(
         pixels = pixels[:, :, None]
     if not np.isfinite(pixels).all():
         raise ImageError(f"{path}: refusing to write an image with non-finite values")
+    alpha = extras.alpha
     if alpha is not None and suffix not in ALPHA_SUFFIXES:
         warnings.warn(f"{path.name}: alpha channel dropped ({suffix} has none)", UserWarning, stacklevel=2)
         alpha = None
@@ -51,16 +51,18 @@ def write_image(
     quantised = np.ascontiguousarray(pixels) if bit_depth == 32 else _integers(pixels, bit_depth)
     with atomic_write(path) as tmp:
         if suffix in (".tif", ".tiff"):
-            _write_tiff(tmp, quantised, alpha, icc_profile)
+            _write_tiff(tmp, quantised, alpha, extras.icc_profile)
         elif suffix == ".png" and bit_depth == 16:
-            _write_png16(tmp, quantised, icc_profile)
+            _write_png16(tmp, quantised, extras)
         else:
             from PIL import Image as PILImage
 
             mode_array = quantised[:, :, 0] if quantised.shape[2] == 1 else quantised
             kwargs = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
-            if icc_profile and suffix != ".bmp":
-                kwargs["icc_profile"] = icc_profile
+            if suffix != ".bmp":
+                kwargs.update(
+                    (k, v) for k, v in (("icc_profile", extras.icc_profile), ("exif", extras.exif)) if v
+                )
             PILImage.fromarray(mode_array).save(tmp, format=_pil_format(suffix), **kwargs)
     return path
 
@@ -105,21 +107,22 @@ def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return (np.clip(np.round(np.asarray(pixels) * scale), 0, scale) / scale).astype(np.float32)
 
 
-def _write_png16(path: Path, quantised: np.ndarray, icc_profile: bytes | None) -> None:
+def _write_png16(path: Path, quantised: np.ndarray, extras: Extras) -> None:
+    """16-bit samples through pypng, which writes no iCCP or eXIf chunk: those are added after the IHDR."""
     import png
 
     h, w, c = quantised.shape
     writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=c in (1, 2), alpha=c in (2, 4))
-    if not icc_profile:
-        with open(path, "wb") as fh:
-            writer.write(fh, quantised.reshape(h, w * c).tolist())
-        return
-    encoded = io.BytesIO()  # pypng writes no iCCP chunk: added after IHDR, where PNG wants it
+    encoded = io.BytesIO()
     writer.write(encoded, quantised.reshape(h, w * c).tolist())
-    chunks = list(png.Reader(bytes=encoded.getvalue()).chunks())
-    iccp = (b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile))  # name, compression method 0
+    header, *rest = png.Reader(bytes=encoded.getvalue()).chunks()
+    added = []
+    if extras.icc_profile:  # a profile name, compression method 0, the zlib stream
+        added.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(extras.icc_profile)))
+    if extras.exif:  # the TIFF header onwards, without the "Exif\0\0" of the JPEG form
+        added.append((b"eXIf", extras.exif.removeprefix(b"Exif\0\0")))
     with open(path, "wb") as fh:
-        png.write_chunks(fh, [chunks[0], iccp, *chunks[1:]])
+        png.write_chunks(fh, [header, *added, *rest])
 
 
 def _pil_format(suffix: str) -> str:

@@ -104,7 +104,8 @@ counts in what is read off the pixels like any other pixel's."""
 
 
 def _warn_transparent(image: Image) -> None:
-    share = float((image.alpha.values == 0).mean()) if image.alpha is not None else 0.0
+    alpha = image.extras.alpha
+    share = float((alpha.values == 0).mean()) if alpha is not None else 0.0
     if share > TRANSPARENT_SHARE:
         warnings.warn(
             f"{image.path.name}: {share:.0%} of its pixels are fully transparent; what is read off its pixels "

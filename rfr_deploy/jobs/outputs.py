@@ -28,12 +28,10 @@ written again alone)."""
 
 
 def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) -> Path:
-    """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``, with the input's alpha channel
-    and colour profile where it has them (the job is loaded); returns its path."""
+    """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``, with what the input holds besides
+    its pixels (alpha, colour profile, EXIF: the job is loaded); returns its path."""
     target = out_dir / output_name(job.path, tag)
-    source = job.image
-    pixels, depth = to_pixels(clean), output_bit_depth(job.info)
-    write_image(target, pixels, bit_depth=depth, alpha=source.alpha, icc_profile=source.icc_profile)
+    write_image(target, to_pixels(clean), bit_depth=output_bit_depth(job.info), extras=job.image.extras)
     return target
 
 
