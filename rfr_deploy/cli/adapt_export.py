@@ -140,7 +140,9 @@ def describe_plan_lines(plan: dict) -> list[str]:
         shown = "–".join(f"{v:g}" for v in dict.fromkeys((levels[0], levels[-1]))) if levels else ""
         sigma = f"σ {shown} ({first['sigma_from']})" if shown else ""
         sizes = " / ".join(dict.fromkeys(f"{i['height']}×{i['width']}" for i in images))
-        size = f"{sizes}, {first['channels']} channel(s)"
+        size = f"{sizes}, {first['channels']} channel(s)" + (
+            " (grey, stored as RGB)" if "stored_channels" in first else ""
+        )
         lines.append(
             ", ".join(p for p in (f"{label}: {size}", sigma, f"{group['noise']} noise: to adapt") if p)
         )

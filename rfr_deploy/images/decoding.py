@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,22 @@ class Image:
     @property
     def channels(self) -> int:
         return int(self.pixels.shape[2])
+
+    @property
+    def grey_rgb(self) -> bool:
+        """Whether this is a grey image stored as RGB: three equal channels (a JPEG's too, whose chroma
+        was a constant)."""
+        p = self.pixels
+        return (
+            p.shape[2] == 3 and np.array_equal(p[..., 0], p[..., 1]) and np.array_equal(p[..., 1], p[..., 2])
+        )
+
+    def to_gray(self) -> Image:
+        """A grey RGB image (:attr:`grey_rgb`) as the gray image it is: one channel, and of a JPEG's tables
+        the luma's, which quantized all of it."""
+        tables = self.jpeg_tables[:1] if self.jpeg_tables else None
+        pixels = np.ascontiguousarray(self.pixels[:, :, :1])
+        return dataclasses.replace(self, pixels=pixels, chroma_subsampling=(1, 1), jpeg_tables=tables)
 
     @property
     def height(self) -> int:

@@ -36,8 +36,8 @@ def denoise_files(
     inputs = drop_earlier_outputs(inputs, out_dir, DENOISED_TAG)
     check_distinct_names(((p, output_name(p, DENOISED_TAG)) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
-    jobs = read_jobs(inputs, device, reporter=reporter)
     models = ModelCache(settings.model, settings.weights, device)
+    jobs = read_jobs(inputs, device, reporter=reporter, takes_gray=models.takes_gray)
     models.load_for(jobs)
     if settings.sigma is not None and not any(models.get(j.info.channels).meta.noise_map for j in jobs):
         warnings.warn(f"--sigma is ignored: {settings.model} takes no noise level", UserWarning, stacklevel=2)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfr_deploy.errors import ImageError
+from rfr_deploy.errors import ImageError, ModelError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.factory import create_model
@@ -42,6 +42,9 @@ class ImageInfo:
     (:attr:`rfr_deploy.images.Image.chroma_subsampling`)."""
     jpeg_tables: tuple[tuple[int, ...], ...] | None = None
     """A JPEG's quantization tables (:attr:`rfr_deploy.images.Image.jpeg_tables`)."""
+    stored_channels: int | None = None
+    """The channels the file stores where they are not ``channels``: 3 for a grey image stored as RGB and
+    taken as the gray image it is (:attr:`ImageJob.takes_gray`), whose outputs are written as RGB again."""
 
 
 @dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
@@ -62,11 +65,17 @@ class ImageJob:
     """The chroma subsampling the pixels of a colour image whose file does not say show
     (:func:`read_chroma_traces`); None until read."""
     manifest: dict[str, Any] = field(default_factory=dict)
+    takes_gray: Callable[[], bool] | None = field(default=None, repr=False)
+    """Whether the network has gray weights (:meth:`ModelCache.takes_gray`, asked only of a grey image
+    stored as RGB, which is then taken as the gray image it is: a colour network leaves most of its noise,
+    whose three channels are one); None: never asked, the image stays RGB."""
 
     def load(self, device: torch.device) -> ImageJob:
         """Decode the image (again) onto ``device``; :class:`ImageError` if it changed since it was first read."""
         if self.noisy is None:
-            image = read_image(self.path)
+            image, stored = read_image(self.path), None
+            if image.grey_rgb and self.takes_gray is not None and self.takes_gray():
+                image, stored = image.to_gray(), 3
             info = ImageInfo(
                 image.height,
                 image.width,
@@ -74,6 +83,7 @@ class ImageJob:
                 image.bit_depth,
                 image.chroma_subsampling,
                 image.jpeg_tables,
+                stored,
             )
             if self.info is not None and info != self.info:
                 raise ImageError(
@@ -81,6 +91,7 @@ class ImageJob:
                 )
             if self.info is None:
                 _warn_transparent(image)
+                _warn_grey_rgb(image, self.takes_gray is not None)
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
@@ -116,12 +127,29 @@ def _warn_transparent(image: Image) -> None:
         )
 
 
+def stored_channels(job: ImageJob) -> dict[str, int]:
+    """``{"stored_channels": 3}`` for a grey image stored as RGB and taken as gray (records), else nothing."""
+    stored = job.info.stored_channels
+    return {} if stored is None else {"stored_channels": stored}
+
+
+def _warn_grey_rgb(image: Image, asked: bool) -> None:
+    if asked and image.grey_rgb:  # the network has no gray weights
+        warnings.warn(
+            f"{image.path.name}: a grey image stored as RGB, denoised by a colour network, which leaves most "
+            "of its noise (its three channels are one); give gray weights (--weights) to denoise it as gray",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 class ModelCache:
     """Pre-trained models by channel count (``--model dncnn`` picks gray or color weights)."""
 
     def __init__(self, model: str, weights: str | None, device: torch.device):
         self.model, self.weights, self.device = model, weights, device
         self._models: dict[int, nn.Module] = {}
+        self._gray: bool | None = None
 
     def get(self, channels: int, image: Path | None = None) -> nn.Module:
         """The network for images of ``channels`` channels, loaded on first use; weights for another
@@ -138,6 +166,17 @@ class ModelCache:
             self._models[channels] = model.eval()
         return self._models[channels]
 
+    def takes_gray(self) -> bool:
+        """Whether there are gray weights for the network (``--model``'s packaged ones, or ``--weights``):
+        loaded on the way, asked once."""
+        if self._gray is None:
+            try:
+                self.get(1)
+                self._gray = True
+            except (ChannelsError, ModelError):
+                self._gray = False
+        return self._gray
+
     def load_for(self, jobs: list[ImageJob]) -> None:
         """Load (and so check) the weights every job needs, before any long work."""
         for job in jobs:
@@ -149,15 +188,17 @@ def read_jobs(
     device: torch.device,
     visit: Callable[[ImageJob], None] | None = None,
     reporter: Reporter = QUIET,
+    takes_gray: Callable[[], bool] | None = None,
 ) -> list[ImageJob]:
     """A job for each path: every image is decoded now, handed to ``visit`` while its pixels are held
     (e.g. to estimate σ), and let go. Unreadable images fail before any long work, all of them named in
-    one :class:`ImageError` (one rerun finds them all). A folder's pass shows a progress bar."""
+    one :class:`ImageError` (one rerun finds them all). A folder's pass shows a progress bar. A grey image
+    stored as RGB is taken as gray where ``takes_gray`` says the network can (:attr:`ImageJob.takes_gray`)."""
     jobs, unreadable = [], []
     with reporter.bar(len(paths) if len(paths) > 1 else 0, f"checking {len(paths)} inputs") as update:
         for done, path in enumerate(paths, 1):
             try:
-                job = ImageJob(path).load(device)
+                job = ImageJob(path, takes_gray=takes_gray).load(device)
             except ImageError as exc:
                 unreadable.append(exc)
                 continue

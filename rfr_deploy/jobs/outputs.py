@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rfr_deploy.errors import ConfigError
@@ -31,7 +32,10 @@ def write_output(out_dir: Path, job: ImageJob, tag: str, clean: torch.Tensor) ->
     """Write ``clean`` (``1×C×H×W``) as ``OUT/<input stem>_<tag><suffix>``, with what the input holds besides
     its pixels (alpha, colour profile, EXIF: the job is loaded); returns its path."""
     target = out_dir / output_name(job.path, tag)
-    write_image(target, to_pixels(clean), bit_depth=output_bit_depth(job.info), extras=job.image.extras)
+    pixels = to_pixels(clean)
+    if job.info.stored_channels is not None:  # a grey image stored as RGB, taken as gray: RGB again
+        pixels = np.repeat(pixels, job.info.stored_channels, axis=2)
+    write_image(target, pixels, bit_depth=output_bit_depth(job.info), extras=job.image.extras)
     return target
 
 

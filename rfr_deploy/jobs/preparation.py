@@ -35,6 +35,7 @@ from rfr_deploy.jobs.inputs import (
     read_chroma_traces,
     read_jobs,
     set_sigma_levels,
+    stored_channels,
 )
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.reference import read_reference
@@ -171,6 +172,7 @@ def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
         "height": job.info.height,
         "width": job.info.width,
         "channels": job.info.channels,
+        **stored_channels(job),
         "sigma": grey_levels(sigma, 3),
         "sigma_from": source,
     }
@@ -195,7 +197,7 @@ def _read_inputs(
             if estimate:
                 _estimate_levels([job], settings, models)
 
-    return read_jobs(inputs, device, visit, reporter)
+    return read_jobs(inputs, device, visit, reporter, models.takes_gray)
 
 
 def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:

@@ -43,8 +43,10 @@ def score_against_reference(
 
 
 def read_reference(reference_path: str, job) -> np.ndarray:
-    """The pixels of the clean reference of ``job`` (loaded); :class:`ImageError` where their shape differs."""
-    reference = read_image(reference_path).pixels
+    """The pixels of the clean reference of ``job`` (loaded); :class:`ImageError` where their shape differs.
+    A grey RGB reference of an input taken as gray is read as gray too."""
+    image = read_image(reference_path)
+    reference = image.to_gray().pixels if job.info.stored_channels and image.grey_rgb else image.pixels
     if reference.shape != job.image.pixels.shape:
         raise ImageError(
             f"{reference_path}: reference is {reference.shape}, the input {job.image.pixels.shape}"
