@@ -238,3 +238,24 @@ def test_a_plot_without_matplotlib_is_refused_before_the_bench(tmp_path, monkeyp
     monkeypatch.setattr(bench_cli, "run_bench", lambda *a, **k: pytest.fail("the bench started"))
     result = invoke("bench", "--models", "dncnn", "--plot", tmp_path / "bench.png")
     assert_one_error(result, "matplotlib", "rfr-deploy[plot]")
+
+
+def test_an_estimated_level_above_the_network_s_training_is_named(tmp_path, smooth_image, rng, recwarn):
+    """The packaged DnCNN was trained on σ up to 50: an image far noisier is named, with what to do."""
+    noisy = smooth_image + (90 / 255) * rng.standard_normal(smooth_image.shape).astype(np.float32)
+    path = write_image(tmp_path / "dark.png", np.clip(noisy, 0, 1))
+    result = invoke("adapt-and-export", path, "--model", "dncnn", "--dry-run")
+    assert result.exit_code == 0, result.output
+    (warned,) = [str(w.message) for w in recwarn if "trained on" in str(w.message)]
+    assert warned.startswith("dark.png: its estimated noise level σ ")
+    assert warned.endswith(
+        "is above the levels the network was trained on (up to 50), beyond which it denoises less well: "
+        "weights trained for such levels (--weights) suit it better"
+    )
+    calm = write_image(
+        tmp_path / "calm.png",
+        np.clip(smooth_image + (25 / 255) * rng.standard_normal(smooth_image.shape), 0, 1),
+    )
+    recwarn.clear()
+    assert invoke("adapt-and-export", calm, "--model", "dncnn", "--dry-run").exit_code == 0
+    assert not [w for w in recwarn if "trained on" in str(w.message)]

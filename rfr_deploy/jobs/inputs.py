@@ -27,6 +27,7 @@ from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.jpeg import JpegTables
 from rfr_deploy.noise.level import ChromaStorage, chroma_storage, estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
+from rfr_deploy.units import grey_levels
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,25 @@ def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module
             job.sigma_estimate = estimate_noise_level(
                 job.noisy, model.meta.noise_map, job.chroma_storage()
             ).sigma
+            _warn_untrained_level(job, model)
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
+
+
+UNTRAINED_MARGIN = 1.1
+"""An estimated σ above this many times the top of the levels a Gaussian network was trained on comes with
+a warning."""
+
+
+def _warn_untrained_level(job: ImageJob, model: nn.Module) -> None:
+    top = model.meta.sigma_range[1]
+    if model.meta.noise == "gaussian" and job.sigma_estimate > UNTRAINED_MARGIN * top:
+        warnings.warn(
+            f"{job.path.name}: its estimated noise level σ {grey_levels(job.sigma_estimate, 1):g} is above the "
+            f"levels the network was trained on (up to {grey_levels(top, 1):g}), beyond which it denoises less "
+            "well: weights trained for such levels (--weights) suit it better",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def check_estimated_level(group: list[ImageJob]) -> float:
