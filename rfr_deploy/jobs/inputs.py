@@ -75,7 +75,8 @@ class ImageJob:
         """Decode the image (again) onto ``device``; :class:`ImageError` if it changed since it was first read."""
         if self.noisy is None:
             image, stored = read_image(self.path), None
-            if image.grey_rgb and self.takes_gray is not None and self.takes_gray():
+            grey = self.takes_gray is not None and image.grey_rgb
+            if grey and self.takes_gray():
                 image, stored = image.to_gray(), 3
             info = ImageInfo(
                 image.height,
@@ -92,7 +93,8 @@ class ImageJob:
                 )
             if self.info is None:
                 _warn_transparent(image)
-                _warn_grey_rgb(image, self.takes_gray is not None)
+                if grey and stored is None:
+                    _warn_grey_rgb(image)
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
@@ -134,14 +136,14 @@ def stored_channels(job: ImageJob) -> dict[str, int]:
     return {} if stored is None else {"stored_channels": stored}
 
 
-def _warn_grey_rgb(image: Image, asked: bool) -> None:
-    if asked and image.grey_rgb:  # the network has no gray weights
-        warnings.warn(
-            f"{image.path.name}: a grey image stored as RGB, denoised by a colour network, which leaves most "
-            "of its noise (its three channels are one); give gray weights (--weights) to denoise it as gray",
-            UserWarning,
-            stacklevel=4,
-        )
+def _warn_grey_rgb(image: Image) -> None:
+    """A grey image stored as RGB, for which the network has no gray weights."""
+    warnings.warn(
+        f"{image.path.name}: a grey image stored as RGB, denoised by a colour network, which leaves most "
+        "of its noise (its three channels are one); give gray weights (--weights) to denoise it as gray",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 class ModelCache:
