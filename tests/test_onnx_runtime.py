@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from exporters.onnx_export import export_onnx, onnx_metadata
 from rfr_deploy.cli import main
 from rfr_deploy.errors import ConfigError, ImageError, ModelError
-from rfr_deploy.images import read_image, write_image
+from rfr_deploy.images import quantize, read_image, write_image
 from rfr_deploy.inference import plan_tiles, run_tiled
 from rfr_deploy.models.factory import create_model
 
@@ -357,3 +357,24 @@ def test_an_export_verifies_on_an_image_with_a_one_pixel_side(tmp_path):
     row = np.random.default_rng(0).random((1, 9, 1), dtype=np.float32)
     out = OnnxDenoiser(tmp_path / "a.onnx").denoise(row)
     np.testing.assert_allclose(out, torch_output(model, row, 25 / 255), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_infer_takes_a_grey_rgb_image_as_gray_for_a_gray_model_and_warns_for_a_colour_one(
+    tmp_path, image, channels, recwarn
+):
+    model, path = exported(tmp_path, "dncnn", channels=channels)
+    grey = quantize(image[:, :, :1])
+    source = write_image(tmp_path / "in" / "photo.png", np.repeat(grey, 3, axis=2))
+    shown = CliRunner().invoke(
+        main, ["infer", str(path), str(source), "-o", str(tmp_path / "out"), "--quiet"]
+    )
+    assert shown.exit_code == 0, shown.output
+    written = read_image(tmp_path / "out" / "photo_onnx.png").pixels
+    warned = [str(w.message) for w in recwarn if "grey image stored as RGB" in str(w.message)]
+    if channels == 1:  # the gray model's output, written as RGB
+        expected = quantize(np.repeat(torch_output(model, grey), 3, axis=2))
+        np.testing.assert_allclose(written, expected, atol=1.5 / 255)
+        assert warned == []
+    else:
+        assert written.shape[2] == 3 and len(warned) == 1 and "export a gray network" in warned[0]

@@ -82,7 +82,15 @@ def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, 
     check_distinct_names(((p, output_name(p, INFERRED_TAG)) for p in paths), out_dir)
     check_output_dir(out_dir)
     for path in paths:  # every input decoded and checked before the first is denoised, one at a time
-        runner.check_channels(read_image(path).pixels.shape[2], str(path))
+        image, _ = _read_for(runner, path)
+        runner.check_channels(image.channels, str(path))
+        if image.grey_rgb:
+            warnings.warn(
+                f"{path.name}: a grey image stored as RGB, denoised by a colour network, which leaves most of "
+                "its noise (its three channels are one); export a gray network to denoise it as gray",
+                UserWarning,
+                stacklevel=1,
+            )
     records = []
     with reporter.bar(len(paths), f"denoising {len(paths)} image(s)") as progress:
         for done, path in enumerate(paths):
@@ -96,13 +104,15 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
     """Denoise ``path`` with ``settings`` (σ, tile, overlap) and write ``<stem>_onnx.png``; returns its
     record. ``progress`` shows the image, and its tiles where it is tiled."""
     sigma, tile, overlap = settings
-    image = read_image(path)
+    image, stored = _read_for(runner, path)
     progress.stage(path.name)
     started = time.perf_counter()
     on_tile = progress.tiles_of(path.name)
     clean = runner.denoise(image.pixels, sigma=sigma, tile=tile, overlap=overlap, on_tile=on_tile)
     seconds = time.perf_counter() - started
     target = out_dir / output_name(path, INFERRED_TAG)
+    if stored is not None:  # a grey image stored as RGB, taken as gray: RGB again
+        clean = clean.repeat(stored, axis=2)
     write_image(target, clean, bit_depth=output_bit_depth(image), extras=image.extras)
     reporter.result(f"{path.name} -> {target} ({seconds:.2f} s, {runner.providers[0]})")
     return {
@@ -116,3 +126,12 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
         "tile": tile or runner.tile_for(image.height, image.width),
         "seconds": round(seconds, 4),
     }
+
+
+def _read_for(runner, path: Path) -> tuple:
+    """``path``'s image as ``runner``'s model takes it, and the channels to write its output with where they
+    differ: a grey image stored as RGB is gray for a gray model (its output written as RGB again)."""
+    image = read_image(path)
+    if image.grey_rgb and runner.channels == 1:
+        return image.to_gray(), 3
+    return image, None
