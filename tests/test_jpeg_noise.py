@@ -19,7 +19,8 @@ from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 from rfr_deploy.noise.build import build_noise
 from rfr_deploy.noise.chroma import ChromaSubsampledNoise
 from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level
+from rfr_deploy.noise.isp import quantization_tables
+from rfr_deploy.noise.jpeg import TOLD_FLOOR, JpegStoredNoise, JpegTables, aim_white_level, told_level
 from rfr_deploy.noise.level import luma_sigma
 
 
@@ -206,6 +207,23 @@ def test_denoise_tells_a_noise_map_network_the_aimed_level_of_a_jpeg(tmp_path):
     assert float((got - want).abs().max()) <= 1 / 255 + 1e-3  # the output of the second pass, in 8 bits
 
 
+def test_denoise_tells_at_least_the_floor_where_the_compression_took_the_noise(tmp_path):
+    """A nearly clean, smooth quality-50 JPEG reads a level near 0: the network is told half the step level
+    of its luma table instead (the blocking is the error left)."""
+    y, x = np.mgrid[0:48, 0:48]
+    smooth = 128 + 40 * np.sin(x / 7.0) * np.cos(y / 9.0) + np.random.default_rng(4).normal(0, 1, (48, 48))
+    pixels = np.repeat(np.clip(smooth, 0, 255)[..., None], 3, axis=2) * np.array([1.0, 0.8, 0.6])
+    PILImage.fromarray(pixels.astype(np.uint8)).save(tmp_path / "a.jpg", quality=50, subsampling=2)
+    model = create_model("ffdnet", weights=None, channels=3, depth=3, features=8)
+    save_weights(tmp_path / "tiny.safetensors", model.net, model.meta)
+    args = ["denoise", str(tmp_path / "a.jpg"), "--weights", str(tmp_path / "tiny.safetensors")]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)[0]
+    assert record["sigma_estimate"] < TOLD_FLOOR * 19.37 - 1
+    assert record["sigma_told"] == pytest.approx(TOLD_FLOOR * 19.37, abs=0.01)
+
+
 def test_a_noise_map_network_is_told_the_aimed_level_in_training_and_when_it_denoises(tmp_path):
     """FFDNet on a 4:2:0 JPEG at an estimated level: the white level drawn is aimed (above the estimate),
     and the network is told it, in training (the noise's second output) and in its export and output."""
@@ -219,7 +237,8 @@ def test_a_noise_map_network_is_told_the_aimed_level_in_training_and_when_it_den
     assert result.exit_code == 0, result.output
     noise = json.loads(result.stdout)[0]["noise"]
     assert noise["jpeg_quality"] == 75 and noise["aimed_levels"][0] > noise["sigma_estimates"][0] > 0
-    assert noise["told_levels"] == noise["aimed_levels"]
+    floor = TOLD_FLOOR * 9.75  # half the step level of quality 75's luma table, in grey levels
+    assert noise["told_levels"] == pytest.approx([max(v, floor) for v in noise["aimed_levels"]], abs=0.01)
     # exported again from that adaptation: with the level it was told, read back from its manifest
     export = [*args, "--steps", "2", "-o", str(out), "--format", "torchscript", "--json"]
     result = CliRunner().invoke(main, export)
@@ -231,3 +250,18 @@ def test_a_noise_map_network_is_told_the_aimed_level_in_training_and_when_it_den
     stored = JpegStoredNoise(GaussianNoise(0.1), JpegTables((1,) * 64, (1,) * 64), (2, 2))
     x = torch.full((2, 3, 16, 16), 0.5)
     assert torch.equal(stored(x, torch.Generator().manual_seed(0))[1], torch.full((2,), 0.1))
+
+
+@pytest.mark.parametrize(("quality", "level"), [(50, 19.37), (75, 9.75), (90, 3.87)])
+def test_a_table_s_step_level_is_the_rms_error_of_its_quantizer(quality, level):
+    luma, chroma = (
+        tuple(int(v) for v in t.flatten()) for t in quantization_tables(torch.tensor([float(quality)]))
+    )
+    assert JpegTables(luma, chroma).step_level() * 255 == pytest.approx(level, abs=0.005)
+    assert JpegTables((12,) * 64).step_level() * 255 == pytest.approx(12 / 12**0.5)
+
+
+def test_a_noise_map_network_is_told_at_least_the_floor_where_the_compression_took_the_noise():
+    tables = JpegTables((16,) * 64)  # step level 16/√12 = 4.62 grey levels
+    assert told_level(0.001, tables) == pytest.approx(TOLD_FLOOR * 16 / 12**0.5 / 255)
+    assert told_level(0.2, tables) == 0.2  # above the floor: the aimed level

@@ -18,7 +18,8 @@
   train at the level the network implies").
 - Gaussian noise compressed as the input JPEG was (:mod:`rfr_deploy.noise.jpeg`): white noise aimed so
   that, compressed onto each pseudo-clean image, it reads the level estimated off the file. A noise-map
-  network is told the aimed level, in training and when it denoises the file (:attr:`AimedNoise.told`),
+  network is told the aimed level (at least half the level of the luma's quantization steps:
+  :func:`~rfr_deploy.noise.jpeg.told_level`), in training and when it denoises the file (:attr:`AimedNoise.told`),
   and its pseudo-clean targets are computed again at it: told the level read off the file, which the
   compression lowered, the official FFDNet left much of a JPEG's noise and blocking in place (on 12
   4:4:4 quality-75 crops at σ = 10 its output rose from 30.66 to 32.17 dB told the aimed level, the
@@ -50,7 +51,7 @@ from rfr_deploy.errors import ImageError
 from rfr_deploy.noise.base import stored_as
 from rfr_deploy.noise.build import build_noise_from
 from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level
+from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level, told_level
 from rfr_deploy.noise.level import residual_level
 from rfr_deploy.noise.registry import NoiseSettings, level_source
 
@@ -137,7 +138,7 @@ def _aim_compressed(
         aim_white_level(compressed, t, level, generator, noise_map=model.meta.noise_map)
         for t, level in zip(targets, settings.estimates, strict=True)
     ]
-    told = aimed if model.meta.noise_map else None
+    told = [told_level(a, compressed.tables) for a in aimed] if model.meta.noise_map else None
     if told is not None:
         median = statistics.median(told)
         targets = training_targets(model, list(images), median, config.target_ensemble, None)
@@ -155,7 +156,7 @@ def aim_told_level(
     ``factors`` are the file's."""
     noise = JpegStoredNoise(GaussianNoise(estimate), tables, factors)
     generator = torch.Generator(device=output.device).manual_seed(0)
-    return aim_white_level(noise, output, estimate, generator, noise_map=True)
+    return told_level(aim_white_level(noise, output, estimate, generator, noise_map=True), tables)
 
 
 def _residual_levels(

@@ -38,6 +38,15 @@ AIM_RANGE = 8
 """The highest white level :func:`aim_white_level` tries, in multiples of the level read off the file."""
 AIM_ITERATIONS = 6
 """Bisections of the white level by :func:`aim_white_level` (a factor of 2 to within 1.2 %)."""
+TOLD_FLOOR = 0.5
+"""The least level a noise-map network is told on a JPEG (:func:`told_level`), in multiples of the luma
+steps' level (:meth:`JpegTables.step_level`). Where the compression took nearly all the noise (smooth
+crops, low σ, quality ≤ 75) the aimed level reads near 0 and the network left the blocking in place:
+official FFDNet on 180 crops per layout (12 crops × σ 0/2/5/10/25 × quality 50/75/90, without adaptation)
+rose by 0.07 dB on average on 4:2:0 files and 0.16 on 4:4:4 ones, on 30 and 39 crops by over 0.05 (up to
+1.21 and 2.37), and fell by over 0.05 on 6 and 7 (at most 0.14 and 0.24, nearly clean files); a floor of
+one step level fell on 55 and 49 crops, by up to 1.42 and 2.09 dB (benchmarks/README.md, "A floor under the
+told level")."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,12 @@ class JpegTables:
         for table in (self.luma, self.chroma):
             if table is not None and (len(table) != 64 or min(table) < 1):
                 raise ValueError(f"a JPEG quantization table has 64 steps of at least 1, not {table!r}")
+
+    def step_level(self) -> float:
+        """The RMS error of a uniform quantizer with the luma's 64 steps, ``sqrt(mean(q²) / 12)``, in [0, 1]
+        units: the error the compression leaves on coefficients it does not zero (3.87 grey levels at IJG
+        quality 90, 9.75 at 75, 19.37 at 50)."""
+        return (sum(q * q for q in self.luma) / (12 * len(self.luma))) ** 0.5 / 255
 
     def quality(self) -> int | None:
         """The IJG quality (libjpeg's, Pillow's) whose scaled standard tables these are; None for others
@@ -135,6 +150,12 @@ def aim_white_level(
         middle = (low * high) ** 0.5
         low, high = (middle, high) if read(middle) < wanted else (low, middle)
     return (low * high) ** 0.5
+
+
+def told_level(aimed: float, tables: JpegTables) -> float:
+    """The level a noise-map network is told on a JPEG with ``tables``: the ``aimed`` white level
+    (:func:`aim_white_level`), at least :data:`TOLD_FLOOR` times the steps' level."""
+    return max(aimed, TOLD_FLOOR * tables.step_level())
 
 
 def read_stored_level(noise: JpegStoredNoise, image: torch.Tensor, noise_map: bool = False) -> float:
