@@ -79,3 +79,14 @@ def test_a_colour_image_is_not_grey(smooth_image):
     almost = np.repeat(smooth_image[:, :, :1], 3, axis=2)
     almost[0, 0, 2] += 1 / 255
     assert not Image(almost, 8).grey_rgb and Image(np.repeat(smooth_image[:, :, :1], 3, axis=2), 8).grey_rgb
+
+
+def test_per_set_keeps_a_grey_rgb_image_rgb_with_the_colour_images_it_shares_a_network_with(
+    tmp_path, grey, smooth_image
+):
+    write_image(tmp_path / "in" / "grey.png", np.repeat(grey[0], 3, axis=2))
+    write_image(tmp_path / "in" / "colour.png", smooth_image)
+    args = ["--model", "dncnn", "--sigma", 25, "--steps", 1, "--per-set", "-o", tmp_path / "out", "--quiet"]
+    result = run("adapt-and-export", tmp_path / "in", *args)
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "out" / "grey_rfr.png").channels == 3

@@ -197,7 +197,8 @@ def _read_inputs(
             if estimate:
                 _estimate_levels([job], settings, models)
 
-    return read_jobs(inputs, device, visit, reporter, models.takes_gray)
+    # one network for the set: a grey image stored as RGB stays RGB with the others
+    return read_jobs(inputs, device, visit, reporter, None if settings.per_set else models.takes_gray)
 
 
 def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
