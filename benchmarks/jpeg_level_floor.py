@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import statistics
 import sys
 import tempfile
@@ -31,41 +30,28 @@ from common import (
     environment,
     report,
 )
+from jpeg_told_level import read_jpeg
 from PIL import Image
 
-from rfr_deploy.images import read_image
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.gaussian import GaussianNoise
-from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level
-from rfr_deploy.noise.level import estimate_noise_level
+from rfr_deploy.noise.jpeg import aim_white_level
 from rfr_deploy.shared import shared_path
 
 GRID = (0, 1, 2.5, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50)
 FACTORS = (0.5, 1.0, 1.5, 2.0)
 
 
-def quantization_floor(tables: JpegTables) -> float:
-    """``sqrt(mean(q²) / 12)`` of the luma's steps, in grey levels."""
-    return math.sqrt(statistics.mean(q * q for q in tables.luma) / 12)
-
-
 @torch.no_grad()
 def measure(ffdnet, path: Path, clean: np.ndarray) -> dict:
-    image = read_image(path)
-    x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None].float()
-    reference = torch.from_numpy(clean).permute(2, 0, 1)[None]
-    chroma = "subsampled" if image.chroma_subsampling != (1, 1) else "jpeg"
-    level = estimate_noise_level(x, noise_map=True, chroma=chroma).sigma
-    tables = JpegTables(*image.jpeg_tables)
-    noise = JpegStoredNoise(GaussianNoise(level), tables, image.chroma_subsampling)
+    x, reference, level, noise = read_jpeg(path, clean)
 
     def told(sigma: float) -> float:
         return psnr(ffdnet(x, torch.tensor([sigma])).clamp(0, 1), reference)
 
     first = ffdnet(x, torch.tensor([level])).clamp(0, 1)
     aimed = aim_white_level(noise, first, level, torch.Generator().manual_seed(0), noise_map=True) * 255
-    floor = quantization_floor(tables)
+    floor = noise.tables.step_level() * 255
     grid = {s: told(s / 255) for s in GRID}
     best = max(grid, key=grid.get)
     row = {"sigma_hat": level * 255, "aimed": aimed, "psnr_aimed": told(aimed / 255), "floor": floor}

@@ -59,16 +59,22 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-@torch.no_grad()
-def measure(ffdnet, path: Path, clean: np.ndarray) -> dict:
-    """The levels and PSNRs of :data:`KEYS` for the JPEG at ``path`` (levels in grey levels)."""
+def read_jpeg(path: Path, clean: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float, JpegStoredNoise]:
+    """The colour JPEG at ``path`` as a job reads it for a noise-map network: its pixels and ``clean`` (both
+    1×3×H×W), the level read off it ([0, 1] units), and white noise at that level compressed as it was."""
     image = read_image(path)
     x = torch.from_numpy(image.pixels).permute(2, 0, 1)[None].float()
     reference = torch.from_numpy(clean).permute(2, 0, 1)[None]
     chroma = "subsampled" if image.chroma_subsampling != (1, 1) else "jpeg"
     level = estimate_noise_level(x, noise_map=True, chroma=chroma).sigma
     tables = JpegTables(*image.jpeg_tables)
-    noise = JpegStoredNoise(GaussianNoise(level), tables, image.chroma_subsampling)
+    return x, reference, level, JpegStoredNoise(GaussianNoise(level), tables, image.chroma_subsampling)
+
+
+@torch.no_grad()
+def measure(ffdnet, path: Path, clean: np.ndarray) -> dict:
+    """The levels and PSNRs of :data:`KEYS` for the JPEG at ``path`` (levels in grey levels)."""
+    x, reference, level, noise = read_jpeg(path, clean)
 
     def told(sigma: float) -> torch.Tensor:
         return ffdnet(x, torch.tensor([sigma])).clamp(0, 1)
