@@ -19,6 +19,7 @@ from rfr_deploy.devices import MAX_THREADS
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import tile_core
+from rfr_deploy.jobs.inputs import warn_grey_rgb
 from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_bit_depth, output_name
 from rfr_deploy.units import grey_levels
 
@@ -84,13 +85,8 @@ def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, 
     for path in paths:  # every input decoded and checked before the first is denoised, one at a time
         image, _ = _read_for(runner, path)
         runner.check_channels(image.channels, str(path))
-        if image.grey_rgb:
-            warnings.warn(
-                f"{path.name}: a grey image stored as RGB, denoised by a colour network, which leaves most of "
-                "its noise (its three channels are one); export a gray network to denoise it as gray",
-                UserWarning,
-                stacklevel=1,
-            )
+        if runner.channels != 1 and image.grey_rgb:
+            warn_grey_rgb(path.name, "export a gray network to denoise it as gray")
     records = []
     with reporter.bar(len(paths), f"denoising {len(paths)} image(s)") as progress:
         for done, path in enumerate(paths):
@@ -132,6 +128,6 @@ def _read_for(runner, path: Path) -> tuple:
     """``path``'s image as ``runner``'s model takes it, and the channels to write its output with where they
     differ: a grey image stored as RGB is gray for a gray model (its output written as RGB again)."""
     image = read_image(path)
-    if image.grey_rgb and runner.channels == 1:
+    if runner.channels == 1 and image.grey_rgb:
         return image.to_gray(), 3
     return image, None

@@ -108,11 +108,16 @@ def quantize(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
 
 
 def _write_png16(path: Path, quantised: np.ndarray, extras: Extras) -> None:
-    """16-bit samples through pypng, which writes no iCCP or eXIf chunk: those are added after the IHDR."""
+    """16-bit samples through pypng, which writes no iCCP or eXIf chunk: where there are any, the file is
+    written to memory first and they are added after its IHDR."""
     import png
 
     h, w, c = quantised.shape
     writer = png.Writer(width=w, height=h, bitdepth=16, greyscale=c in (1, 2), alpha=c in (2, 4))
+    if not (extras.icc_profile or extras.exif):
+        with open(path, "wb") as fh:
+            writer.write(fh, quantised.reshape(h, w * c).tolist())
+        return
     encoded = io.BytesIO()
     writer.write(encoded, quantised.reshape(h, w * c).tolist())
     header, *rest = png.Reader(bytes=encoded.getvalue()).chunks()

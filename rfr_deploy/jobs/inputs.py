@@ -94,7 +94,7 @@ class ImageJob:
             if self.info is None:
                 _warn_transparent(image)
                 if grey and stored is None:
-                    _warn_grey_rgb(image)
+                    warn_grey_rgb(image.path.name, "give gray weights (--weights) to denoise it as gray")
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
@@ -136,11 +136,12 @@ def stored_channels(job: ImageJob) -> dict[str, int]:
     return {} if stored is None else {"stored_channels": stored}
 
 
-def _warn_grey_rgb(image: Image) -> None:
-    """A grey image stored as RGB, for which the network has no gray weights."""
+def warn_grey_rgb(name: str, remedy: str) -> None:
+    """The image ``name``, grey but stored as RGB, goes to a colour network (there is no gray one): what that
+    costs, and ``remedy``."""
     warnings.warn(
-        f"{image.path.name}: a grey image stored as RGB, denoised by a colour network, which leaves most "
-        "of its noise (its three channels are one); give gray weights (--weights) to denoise it as gray",
+        f"{name}: a grey image stored as RGB, denoised by a colour network, which leaves most of its noise "
+        f"(its three channels are one); {remedy}",
         UserWarning,
         stacklevel=4,
     )
