@@ -46,13 +46,16 @@ from rfr_deploy.shared import shared_path
 
 ALPHAS = (0.5, 0.75, 1.0, 1.25)
 MODES = {
-    "off": ["--noise-chroma", "off", "--noise-jpeg", "off"],
-    "auto": ["--noise-chroma", "auto", "--noise-jpeg", "off"],
-    "jpeg": ["--noise-chroma", "auto", "--noise-jpeg", "auto"],
+    "off": ["--noise-chroma", "off", "--noise-jpeg", "off", "--per-channel", "off"],
+    "auto": ["--noise-chroma", "auto", "--noise-jpeg", "off", "--per-channel", "off"],
+    "jpeg": ["--noise-chroma", "auto", "--noise-jpeg", "auto", "--per-channel", "off"],
+    "channels": ["--noise-jpeg", "off", "--per-channel", "on"],
 }
 """The synthetic noise of each run: white; its chroma subsampled like the file's (the default of stop 57);
 compressed with the file's quantization tables, its chroma subsampled like the file's (the default since
-stop 58 for subsampled colour JPEGs, since stop 59 for every JPEG, :mod:`rfr_deploy.noise.jpeg`)."""
+stop 58 for subsampled colour JPEGs, since stop 59 for every JPEG, :mod:`rfr_deploy.noise.jpeg`); the
+network's gray weights on each channel alone, white noise (``--per-channel on``, stop 62). The first three
+keep the colour network (``--per-channel off``), as every run did before stop 62."""
 NETWORKS = {
     "dncnn (packaged)": ["--model", "dncnn"],
     "CDnCNN-B (official)": ["--model", "dncnn", "--weights", "{weights}/dncnn/dncnn_color_blind.pth"],
@@ -143,7 +146,10 @@ def run_case(case: tuple, folder: Path, told: int | None = None) -> dict:
     row["aimed_levels"] = manifest["noise"].get("aimed_levels")
     row["told_levels"] = manifest["noise"].get("told_levels")  # a noise-map network told these instead of σ̂
     level = row["told_levels"][0] if row["told_levels"] else row["sigma_hat"]
-    if chroma in ("auto", "jpeg"):
+    if chroma in (
+        "auto",
+        "jpeg",
+    ):  # the sweep blends with the colour network, which "channels" runs do not use
         row["alphas"] = sweep(options, out / f"{noisy.stem}_rfr.safetensors", noisy, clean, level)
     print(row, flush=True)
     return row
@@ -200,6 +206,7 @@ def main() -> None:
 
 def render(args: argparse.Namespace, rows: list[dict]) -> str:
     head = _render_compressed(rows) if "jpeg" in args.modes.split(",") else []
+    head += _render_runs(rows) if "channels" in args.modes.split(",") else []
     if not {"off", "auto"} <= set(args.modes.split(",")):
         layout = "gray" if args.gray else SUBSAMPLING[args.subsampling]
         title = f"# {args.modes} runs, {layout} JPEGs of quality {args.quality}, σ = {args.sigma}"
@@ -270,6 +277,29 @@ def _render_compressed(rows: list[dict]) -> list[str]:
         for mode, label in (("off", "white noise"), ("auto", "chroma subsampled"), ("jpeg", "compressed")):
             if (gain := _mean_gain(rows, network, mode)) is not None:
                 lines.append(f"\nMean gain, {network}, {label}: {gain:+.2f} dB")
+    return lines
+
+
+def _render_runs(rows: list[dict]) -> list[str]:
+    """Every run: its noise mode, σ̂, pre-trained and adapted PSNR; then the mean of each mode's."""
+    lines = [
+        "",
+        "Every run (`channels`: the gray network on each channel alone, `--per-channel on`), PSNR in dB:",
+        "",
+        "| network | image | mode | σ̂ | pre-trained | adapted | gain |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['network']} | {r['image']} | {r['noise_chroma']} | {r['sigma_hat']:.2f} | "
+            f"{r['pretrained_psnr']:.2f} | {r['adapted_psnr']:.2f} | {r['gain_db']:+.2f} |"
+        )
+    lines += ["", "| network | mode | mean pre-trained | mean adapted |", "|---|---|---:|---:|"]
+    for network in dict.fromkeys(r["network"] for r in rows):
+        for mode in dict.fromkeys(r["noise_chroma"] for r in rows):
+            runs = [r for r in rows if (r["network"], r["noise_chroma"]) == (network, mode)]
+            pre, post = (statistics.fmean(r[k] for r in runs) for k in ("pretrained_psnr", "adapted_psnr"))
+            lines.append(f"| {network} | {mode} | {pre:.2f} | {post:.2f} |")
     return lines
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rfr_deploy.models.denoiser import run_per_channel
 from rfr_deploy.transforms import DIHEDRAL, dihedral, dihedral_inverse
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -52,6 +53,7 @@ class ExportableDenoiser(nn.Module):
         self.pad_multiple = int(model.entry.pad_multiple)
         self.residual = model.meta.output == "residual"
         self.noise_map = bool(model.meta.noise_map)
+        self.per_channel = bool(model.meta.per_channel)
         self.ensemble = bool(ensemble)
 
     def forward(self, noisy: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,12 +79,15 @@ class ExportableDenoiser(nn.Module):
         if m > 1:
             # Reflect padding as the Denoiser uses; zero pads for multiples of m.
             x = F.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="reflect")
+        told = None
         if self.noise_map:
             if sigma is None:
                 raise ValueError("this network takes a noise level: pass sigma")
-            out = self.net(x, sigma.reshape(-1, 1, 1, 1).to(self.compute_dtype))
+            told = sigma.reshape(-1, 1, 1, 1).to(self.compute_dtype)
+        if self.per_channel:
+            out = run_per_channel(self.net, x, told)
         else:
-            out = self.net(x)
+            out = self.net(x) if told is None else self.net(x, told)
         if m > 1:
             out = out[:, :, :h, :w]
         out = out.to(torch.float32)

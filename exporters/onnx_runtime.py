@@ -119,6 +119,14 @@ class OnnxDenoiser:
         return float(value) if value else None
 
     @property
+    def per_channel(self) -> bool:
+        """Whether the graph runs a gray network on each channel of its images alone (the model's metadata)."""
+        try:
+            return bool(json.loads(self.metadata.get("model.meta", "{}")).get("per_channel", False))
+        except (ValueError, AttributeError):
+            return False
+
+    @property
     def default_overlap(self) -> int:
         return int(math.ceil(self.receptive_field / 2))
 

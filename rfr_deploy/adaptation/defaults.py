@@ -24,13 +24,16 @@ from rfr_deploy.adaptation.scoring import gray_with_estimated_level
 from rfr_deploy.noise.base import gaussian_level_of, source_level_of
 
 
-def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor]) -> AdaptConfig:
+def resolve_defaults(
+    config: AdaptConfig, noise: nn.Module, images: Sequence[torch.Tensor], per_channel: bool = False
+) -> AdaptConfig:
     """``config`` with the defaults that depend on the noise model and the images filled in where a
     field is None: the budget (``steps``, and with the CPU's Gaussian one ``patch`` and ``ema``; see
     :attr:`AdaptConfig.steps`; white Gaussian noise whose chroma is then subsampled takes it too),
     ``ema`` (else 0), ``interpolation`` (:data:`ESTIMATED_GRAY_INTERPOLATION`,
     :data:`SUBSAMPLED_CHROMA_INTERPOLATION` or :data:`FIXED_INTERPOLATION`) and ``checkpoint_every``
-    (M / :data:`CHECKPOINTS`). A config with all of them set is returned unchanged."""
+    (M / :data:`CHECKPOINTS`); ``per_channel``: a gray network denoises the colour ``images`` channel by
+    channel. A config with all of them set is returned unchanged."""
     steps, patch, ema = config.steps, config.patch, config.ema
     if steps is None:
         cuda = images[0].device.type == "cuda"
@@ -42,7 +45,7 @@ def resolve_defaults(config: AdaptConfig, noise: nn.Module, images: Sequence[tor
     interpolation, every = config.interpolation, config.checkpoint_every
     if interpolation is None:
         interpolation = FIXED_INTERPOLATION
-        if gray_with_estimated_level(noise, images):
+        if gray_with_estimated_level(noise, images, per_channel):
             interpolation = ESTIMATED_GRAY_INTERPOLATION
         elif gaussian_level_of(noise) is None and source_level_of(noise) is not None:
             interpolation = SUBSAMPLED_CHROMA_INTERPOLATION

@@ -31,7 +31,7 @@ from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.defaults import resolve_defaults
 from rfr_deploy.adaptation.plan import image_order, patch_offsets
 from rfr_deploy.adaptation.runners import check_update_settings, make_runner
-from rfr_deploy.adaptation.scoring import make_scorer
+from rfr_deploy.adaptation.scoring import denoised_per_channel, make_scorer
 from rfr_deploy.adaptation.targets import pseudo_clean, training_layout, training_targets
 from rfr_deploy.adaptation.tuning import finish_tuning, prepare_tuning
 from rfr_deploy.adaptation.update import StepTimer, UpdateContext, check_noisy_term, make_noisy_term
@@ -122,7 +122,7 @@ def adapt(
     (e.g. to read the noise level off the residual); later rounds compute their own.
     """
     start = time.perf_counter()
-    images, config = _checked_start(noisy, noise, config)
+    images, config = _checked_start(noisy, noise, config, denoised_per_channel(model))
     model = copy.deepcopy(model).to(images[0].device)
     first_targets, losses, step_seconds, target_seconds = None, [], [], 0.0
     for index, steps in enumerate(round_steps(config.steps, config.rounds)):
@@ -157,13 +157,13 @@ def adapt(
 
 
 def _checked_start(
-    noisy, noise: nn.Module, config: AdaptConfig | None
+    noisy, noise: nn.Module, config: AdaptConfig | None, per_channel: bool
 ) -> tuple[list[torch.Tensor], AdaptConfig]:
     """The images and the resolved settings (jobs' configs come resolved), checked before any work."""
     images = [noisy] if isinstance(noisy, torch.Tensor) else list(noisy)
     if not images:
         raise ValueError("no images to adapt to")
-    config = resolve_defaults(config or AdaptConfig(), noise, images)
+    config = resolve_defaults(config or AdaptConfig(), noise, images, per_channel)
     check_update_settings(config, images[0].device)
     check_noisy_term(noise, config)
     keep_freed_memory_on(images[0].device, config.keep_memory)

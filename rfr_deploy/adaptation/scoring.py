@@ -89,7 +89,7 @@ def make_scorer(
     if declared.sigma is not None and declared.tolerance is not None:
         band = tolerance_band(declared.sigma, declared.tolerance)
         return SureScorer(scored, band, model_sigma, seed, regions=regions)
-    if gray_with_estimated_level(noise, images):
+    if gray_with_estimated_level(noise, images, denoised_per_channel(pretrained)):
         return implied_level_scorer(pretrained, scored, declared.sigma, seed, model_sigma, regions)
     found = assumed_level(noise, images)
     if found is None:
@@ -133,9 +133,20 @@ def assumed_level(
     return (level * low, level * high), estimates
 
 
-def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) -> bool:
+def denoised_per_channel(model: nn.Module | None) -> bool:
+    """Whether ``model`` is a gray network run on each channel of colour images alone
+    (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`)."""
+    meta = getattr(model, "meta", None)
+    return bool(getattr(meta, "per_channel", False))
+
+
+def gray_with_estimated_level(
+    noise: nn.Module, images: Sequence[torch.Tensor], per_channel: bool = False
+) -> bool:
     """Gray images adapted with a σ estimated from them: SURE at the all-patch estimate's range is not
     trusted there, nor GCV (the network's own level is: :mod:`rfr_deploy.adaptation.implied_level`).
+    Colour images a gray network denoises channel by channel (``per_channel``) count as gray: their
+    noise may be shared by the channels, and only each channel's own level is read the same way.
 
     With σ estimated on gray 256² crops, SURE over the range [0.9 σ̂, σ̂] kept (almost) every image
     at its pre-trained result, and a narrower range let a mis-estimated image lose 0.18 dB; a fixed
@@ -146,4 +157,4 @@ def gray_with_estimated_level(noise: nn.Module, images: Sequence[torch.Tensor]) 
     """
     declared = gaussian_level_of(noise)
     estimated = declared is not None and declared.sigma is not None and declared.estimated
-    return estimated and all(y.shape[1] == 1 for y in images)
+    return estimated and (per_channel or all(y.shape[1] == 1 for y in images))

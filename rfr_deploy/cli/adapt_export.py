@@ -45,6 +45,13 @@ NOISE_OPTIONS = (
 )
 
 
+def _stored_as(record: dict) -> str:
+    """What the plan adds to an image's channels: how it is taken where that is not as stored."""
+    if "stored_channels" in record:
+        return " (grey, stored as RGB)"
+    return " (noise shared by the channels: gray network per channel)" if record.get("per_channel") else ""
+
+
 def run(
     inputs, sample, dry_run, ray_address, cpus_per_image, gpus_per_image, as_json, quiet, **options
 ) -> None:
@@ -140,9 +147,7 @@ def describe_plan_lines(plan: dict) -> list[str]:
         shown = "–".join(f"{v:g}" for v in dict.fromkeys((levels[0], levels[-1]))) if levels else ""
         sigma = f"σ {shown} ({first['sigma_from']})" if shown else ""
         sizes = " / ".join(dict.fromkeys(f"{i['height']}×{i['width']}" for i in images))
-        size = f"{sizes}, {first['channels']} channel(s)" + (
-            " (grey, stored as RGB)" if "stored_channels" in first else ""
-        )
+        size = f"{sizes}, {first['channels']} channel(s)" + _stored_as(first)
         lines.append(
             ", ".join(p for p in (f"{label}: {size}", sigma, f"{group['noise']} noise: to adapt") if p)
         )
@@ -178,7 +183,7 @@ OPTIONS = (
     device_option,
     field_options(J, "threads"),
     export_options,
-    field_options(J, "per_set", "output_dir"),
+    field_options(J, "per_set", "per_channel", "output_dir"),
     ray_options,
     output_options,
 )

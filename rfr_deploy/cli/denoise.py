@@ -42,6 +42,7 @@ J = JobSettings
     is_flag=True,
     help="Average the 8 flips/rotations (×8 compute), as adapt-and-export and eval name it.",
 )
+@field_options(J, "per_channel")
 @field_option(J, "output_dir", help="Where to write results.")
 @device_option
 @field_options(J, "threads")

@@ -85,7 +85,7 @@ def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, 
     for path in paths:  # every input decoded and checked before the first is denoised, one at a time
         image, _ = _read_for(runner, path)
         runner.check_channels(image.channels, str(path))
-        if runner.channels != 1 and image.grey_rgb:
+        if runner.channels != 1 and image.grey_rgb and not runner.per_channel:
             warn_grey_rgb(path.name, "export a gray network to denoise it as gray")
     records = []
     with reporter.bar(len(paths), f"denoising {len(paths)} image(s)") as progress:

@@ -23,6 +23,7 @@ from torch import nn
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.defaults import resolve_defaults
 from rfr_deploy.adaptation.loop import AdaptResult, StepInfo, adapt
+from rfr_deploy.adaptation.scoring import denoised_per_channel
 from rfr_deploy.errors import PartialFailure
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.inference import denoise
@@ -278,7 +279,7 @@ def _adapt_group(group, settings: JobSettings, config: AdaptConfig, models, prog
         sigma = set_sigma(model, group)
     aim_seconds = time.perf_counter() - start
     noise = aim.noise.to(first.noisy.device)
-    config = resolve_defaults(config, noise, images)
+    config = resolve_defaults(config, noise, images, denoised_per_channel(model))
 
     def on_step(info: StepInfo) -> None:
         progress(info.step, float(info.loss) if info.step % 5 == 0 or info.step == info.total else None)

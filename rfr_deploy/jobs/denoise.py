@@ -11,7 +11,15 @@ from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
-from rfr_deploy.jobs.inputs import ModelCache, loaded, model_sigma, noise_jpeg, read_jobs, set_sigma_levels
+from rfr_deploy.jobs.inputs import (
+    ModelCache,
+    loaded,
+    model_sigma,
+    noise_jpeg,
+    read_jobs,
+    set_sigma_levels,
+    stored_channels,
+)
 from rfr_deploy.jobs.noise_aim import aim_told_level
 from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name, write_output
 from rfr_deploy.jobs.settings import JobSettings
@@ -37,9 +45,11 @@ def denoise_files(
     check_distinct_names(((p, output_name(p, DENOISED_TAG)) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
     models = ModelCache(settings.model, settings.weights, device)
-    jobs = read_jobs(inputs, device, reporter=reporter, takes_gray=models.takes_gray)
+    jobs = read_jobs(
+        inputs, device, reporter=reporter, takes_gray=models.takes_gray, per_channel=settings.per_channel
+    )
     models.load_for(jobs)
-    if settings.sigma is not None and not any(models.get(j.info.channels).meta.noise_map for j in jobs):
+    if settings.sigma is not None and not any(models.for_job(j).meta.noise_map for j in jobs):
         warnings.warn(f"--sigma is ignored: {settings.model} takes no noise level", UserWarning, stacklevel=2)
     records = []
     with reporter.bar(len(jobs), f"denoising {len(jobs)} image(s)") as progress:
@@ -56,7 +66,7 @@ def _denoise_one(
     """Denoise one input and write ``<stem>_denoised.png`` into ``where`` = (output folder, device); returns
     its record. ``progress`` shows the image, and its tiles where it is tiled."""
     out_dir, device = where
-    model = models.get(job.info.channels)
+    model = models.for_job(job)
     progress.stage(job.path.name)
     with loaded([job], device):  # one image in memory at a time
         # blind networks need no σ
@@ -75,6 +85,7 @@ def _denoise_one(
         "output": str(target),
         "model": settings.model,
         "weights_sha256": model.weights_sha256,
+        **stored_channels(job),
         "sigma": grey_levels(settings.sigma) if model.meta.noise_map else None,
         "sigma_estimate": grey_levels(job.sigma_estimate, 3),
         "sigma_told": grey_levels(job.sigma_used, 3) if model.meta.noise_map else None,

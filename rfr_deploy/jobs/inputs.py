@@ -21,11 +21,13 @@ from torch import nn
 from rfr_deploy.errors import ImageError, ModelError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
+from rfr_deploy.models.denoiser import each_channel
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import ChannelsError
+from rfr_deploy.noise.channels import per_channel_level, shares_noise
 from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.jpeg import JpegTables
-from rfr_deploy.noise.level import ChromaStorage, chroma_storage, estimate_noise_level
+from rfr_deploy.noise.level import ChromaStorage, NoiseLevel, chroma_storage, estimate_noise_level
 from rfr_deploy.progress import QUIET, Reporter
 from rfr_deploy.units import grey_levels
 
@@ -46,6 +48,9 @@ class ImageInfo:
     stored_channels: int | None = None
     """The channels the file stores where they are not ``channels``: 3 for a grey image stored as RGB and
     taken as the gray image it is (:attr:`ImageJob.takes_gray`), whose outputs are written as RGB again."""
+    per_channel: bool = False
+    """A colour image whose noise its three channels share (:mod:`rfr_deploy.noise.channels`), given to the
+    gray network run on each channel alone (:attr:`ImageJob.per_channel`)."""
 
 
 @dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
@@ -70,6 +75,11 @@ class ImageJob:
     """Whether the network has gray weights (:meth:`ModelCache.takes_gray`, asked only of a grey image
     stored as RGB, which is then taken as the gray image it is: a colour network leaves most of its noise,
     whose three channels are one); None: never asked, the image stays RGB."""
+    per_channel: str = "off"
+    """Whether a colour image goes to the gray network run on each channel alone, where there are gray
+    weights: 'auto' where its noise is (nearly) the same in its three channels
+    (:func:`~rfr_deploy.noise.channels.shares_noise`; not JPEGs, whose noise their own model describes),
+    'on' always, 'off' never. Read once, on the first load."""
 
     def load(self, device: torch.device) -> ImageJob:
         """Decode the image (again) onto ``device``; :class:`ImageError` if it changed since it was first read."""
@@ -86,6 +96,7 @@ class ImageJob:
                 image.chroma_subsampling,
                 image.jpeg_tables,
                 stored,
+                self.info.per_channel if self.info is not None else self._reads_per_channel(image, grey),
             )
             if self.info is not None and info != self.info:
                 raise ImageError(
@@ -98,6 +109,25 @@ class ImageJob:
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
+    def _reads_per_channel(self, image: Image, grey: bool) -> bool:
+        """Whether the colour ``image`` goes to the gray network run per channel (:attr:`per_channel`)."""
+        asked = self.per_channel != "off" and self.takes_gray is not None and image.channels == 3 and not grey
+        if not asked or (self.per_channel == "auto" and image.jpeg_tables is not None):
+            return False
+        if self.per_channel == "auto" and not shares_noise(torch.from_numpy(image.pixels).permute(2, 0, 1)):
+            return False
+        if self.takes_gray():
+            return True
+        if self.per_channel == "on":
+            raise ModelError(f"{image.path}: --per-channel on needs gray weights for the network (--weights)")
+        warnings.warn(
+            f"{image.path.name}: its noise is nearly the same in its three channels, which a colour network "
+            "leaves in place: give gray weights (--weights) to denoise each channel alone",
+            UserWarning,
+            stacklevel=5,
+        )
+        return False
+
     def release(self) -> None:
         self.image = self.noisy = None
 
@@ -105,6 +135,8 @@ class ImageJob:
         """How the image's chroma was stored before its noise reached the file: as its JPEG header says,
         else (with ``pixels``) as its pixels show, else full."""
         said = self.info.chroma_subsampling
+        if self.info.per_channel:  # each channel alone holds white noise
+            return (1, 1)
         return said if said is not None else (self.chroma_found if pixels else None) or (1, 1)
 
     def chroma_storage(self) -> ChromaStorage:
@@ -130,9 +162,12 @@ def _warn_transparent(image: Image) -> None:
         )
 
 
-def stored_channels(job: ImageJob) -> dict[str, int]:
-    """``{"stored_channels": 3}`` for a grey image stored as RGB and taken as gray (records), else nothing."""
+def stored_channels(job: ImageJob) -> dict[str, Any]:
+    """``{"stored_channels": 3}`` for a grey image stored as RGB and taken as gray, ``{"per_channel": True}``
+    for a colour image given to the gray network per channel (records), else nothing."""
     stored = job.info.stored_channels
+    if job.info.per_channel:
+        return {"per_channel": True}
     return {} if stored is None else {"stored_channels": stored}
 
 
@@ -152,14 +187,17 @@ class ModelCache:
 
     def __init__(self, model: str, weights: str | None, device: torch.device):
         self.model, self.weights, self.device = model, weights, device
-        self._models: dict[int, nn.Module] = {}
+        self._models: dict[tuple[int, bool], nn.Module] = {}
         self._gray: bool | None = None
 
-    def get(self, channels: int, image: Path | None = None) -> nn.Module:
-        """The network for images of ``channels`` channels, loaded on first use; weights for another
-        channel count are a :class:`~rfr_deploy.models.weights.ChannelsError` that names ``image``, the
-        input that needs them."""
-        if channels not in self._models:
+    def get(self, channels: int, image: Path | None = None, per_channel: bool = False) -> nn.Module:
+        """The network for images of ``channels`` channels (``per_channel``: the gray one, run on each
+        channel alone), loaded on first use; weights for another channel count are a
+        :class:`~rfr_deploy.models.weights.ChannelsError` that names ``image``, the input that needs them."""
+        key = (channels, per_channel)
+        if per_channel and key not in self._models:
+            self._models[key] = each_channel(self.get(1, image), channels)
+        if key not in self._models:
             weights = self.weights or "default"
             try:
                 model = create_model(self.model, weights=weights, channels=channels, device=self.device)
@@ -167,8 +205,12 @@ class ModelCache:
                 if image is None:
                     raise
                 raise ChannelsError(f"{exc}: {image}") from exc
-            self._models[channels] = model.eval()
-        return self._models[channels]
+            self._models[key] = model.eval()
+        return self._models[key]
+
+    def for_job(self, job: ImageJob) -> nn.Module:
+        """The network for ``job``'s image (read)."""
+        return self.get(job.info.channels, job.path, job.info.per_channel)
 
     def takes_gray(self) -> bool:
         """Whether there are gray weights for the network (``--model``'s packaged ones, or ``--weights``):
@@ -184,7 +226,7 @@ class ModelCache:
     def load_for(self, jobs: list[ImageJob]) -> None:
         """Load (and so check) the weights every job needs, before any long work."""
         for job in jobs:
-            self.get(job.info.channels, job.path)
+            self.for_job(job)
 
 
 def read_jobs(
@@ -193,16 +235,18 @@ def read_jobs(
     visit: Callable[[ImageJob], None] | None = None,
     reporter: Reporter = QUIET,
     takes_gray: Callable[[], bool] | None = None,
+    per_channel: str = "off",
 ) -> list[ImageJob]:
     """A job for each path: every image is decoded now, handed to ``visit`` while its pixels are held
     (e.g. to estimate σ), and let go. Unreadable images fail before any long work, all of them named in
     one :class:`ImageError` (one rerun finds them all). A folder's pass shows a progress bar. A grey image
-    stored as RGB is taken as gray where ``takes_gray`` says the network can (:attr:`ImageJob.takes_gray`)."""
+    stored as RGB is taken as gray where ``takes_gray`` says the network can (:attr:`ImageJob.takes_gray`),
+    and a colour image whose noise its channels share per channel (:attr:`ImageJob.per_channel`)."""
     jobs, unreadable = [], []
     with reporter.bar(len(paths) if len(paths) > 1 else 0, f"checking {len(paths)} inputs") as update:
         for done, path in enumerate(paths, 1):
             try:
-                job = ImageJob(path, takes_gray=takes_gray).load(device)
+                job = ImageJob(path, takes_gray=takes_gray, per_channel=per_channel).load(device)
             except ImageError as exc:
                 unreadable.append(exc)
                 continue
@@ -237,11 +281,18 @@ def set_sigma_levels(jobs: list[ImageJob], sigma: float | None, model: nn.Module
     :func:`~rfr_deploy.noise.level.estimate_noise_level`; once per job)."""
     for job in jobs:
         if estimate and sigma is None and job.sigma_estimate is None:
-            job.sigma_estimate = estimate_noise_level(
-                job.noisy, model.meta.noise_map, job.chroma_storage()
-            ).sigma
+            job.sigma_estimate = read_level(job, model.meta.noise_map).sigma
             _warn_untrained_level(job, model)
         job.sigma_used = sigma if sigma is not None else job.sigma_estimate
+
+
+def read_level(job: ImageJob, noise_map: bool) -> NoiseLevel:
+    """The noise level read off ``job``'s image (loaded): each channel's, where a gray network denoises them
+    one by one (:func:`~rfr_deploy.noise.channels.per_channel_level`), else as
+    :func:`~rfr_deploy.noise.level.estimate_noise_level` reads it for the file's chroma."""
+    if job.info.per_channel:
+        return per_channel_level(job.noisy, noise_map)
+    return estimate_noise_level(job.noisy, noise_map, job.chroma_storage())
 
 
 UNTRAINED_MARGIN = 1.1
@@ -289,7 +340,8 @@ def read_chroma_traces(jobs: list[ImageJob]) -> None:
     """For each colour image (loaded) whose file does not say how it stored the chroma, what its pixels
     show at its level (:func:`~rfr_deploy.noise.chroma.find_subsampled_chroma`); once per job."""
     for job in jobs:
-        if job.info.chroma_subsampling is None and job.chroma_found is None and job.noisy is not None:
+        unread = job.info.chroma_subsampling is None and not job.info.per_channel and job.chroma_found is None
+        if unread and job.noisy is not None:
             job.chroma_found = find_subsampled_chroma(job.noisy, job.sigma_used)
 
 

@@ -66,7 +66,7 @@ def model_record(settings, model, adapted_sha256: str) -> dict[str, Any]:
     """The pre-trained network (name, weights and their sha256, metadata) and the adapted weights' sha256."""
     return {
         "name": settings.model,
-        "weights": settings.weights or f"packaged default ({model.meta.channels}-channel)",
+        "weights": settings.weights or f"packaged default ({model.meta.net_channels}-channel)",
         "weights_sha256": model.weights_sha256,
         "adapted_weights_sha256": adapted_sha256,
         "meta": json.loads(model.meta.to_json()),

@@ -44,7 +44,7 @@ from torch import nn
 
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.implied_level import TOLERANCE, implied_levels
-from rfr_deploy.adaptation.scoring import gray_with_estimated_level
+from rfr_deploy.adaptation.scoring import denoised_per_channel, gray_with_estimated_level
 from rfr_deploy.adaptation.targets import training_targets
 from rfr_deploy.devices import synchronize
 from rfr_deploy.errors import ImageError
@@ -112,7 +112,7 @@ def aim_noise(
     stored = stored_as(noise)
     if isinstance(stored, JpegStoredNoise) and len(settings.estimates) == len(images):
         return _aim_compressed(stored, build, settings, model, images, model_sigma, config)
-    if model_sigma is not None or not gray_with_estimated_level(noise, images):
+    if model_sigma is not None or not gray_with_estimated_level(noise, images, denoised_per_channel(model)):
         return AimedNoise(noise)
     implied = implied_levels(
         model, images, settings.estimates, config.seed, config.score_pixels

@@ -133,7 +133,7 @@ def describe_plan(
     for group, earlier in zip(run.groups, run.earlier, strict=True):
         record: dict[str, Any] = {"images": [_image_record(j, settings) for j in group]}
         if earlier is None:
-            kind = resolve_noise_kind(settings.noise, run.models.get(group[0].info.channels).meta.noise)
+            kind = resolve_noise_kind(settings.noise, run.models.for_job(group[0]).meta.noise)
             key = (kind, *noise_storage(settings, group, config))
             if key not in named:
                 named[key] = _noise_name(kind, stored_as(_probe_noise(kind, settings, *key[1:])))
@@ -193,12 +193,14 @@ def _read_inputs(
         if settings.reference:  # one input only (plan_groups): its reference must fit before it adapts
             read_reference(settings.reference, job)
         if str(job.path) in todo:
-            models.get(job.info.channels, job.path)
+            models.for_job(job)
             if estimate:
                 _estimate_levels([job], settings, models)
 
-    # one network for the set: a grey image stored as RGB stays RGB with the others
-    return read_jobs(inputs, device, visit, reporter, None if settings.per_set else models.takes_gray)
+    # one network for the set: a grey image stored as RGB stays RGB with the others, and so does a colour
+    # image whose noise its channels share
+    takes_gray = None if settings.per_set else models.takes_gray
+    return read_jobs(inputs, device, visit, reporter, takes_gray, settings.per_channel)
 
 
 def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:
@@ -219,7 +221,7 @@ def _check_groups(
     term = noisy_input_term(config)
     kinds = set()
     for group in groups:
-        kind = resolve_noise_kind(settings.noise, models.get(group[0].info.channels).meta.noise)
+        kind = resolve_noise_kind(settings.noise, models.for_job(group[0]).meta.noise)
         if term and noise_chroma(settings, group, pixels=False) != (1, 1):
             raise ConfigError(
                 f"{term} needs white Gaussian noise in the input, and {group[0].path.name} is a JPEG whose "
@@ -273,7 +275,7 @@ def _estimate_levels(
     """Each job's σ: the known level, or the estimate where anything uses it, and the chroma subsampling
     the pixels of those whose file does not say show (once per job; the jobs loaded). Returns their
     pre-trained network and noise kind."""
-    model = models.get(jobs[0].info.channels)
+    model = models.for_job(jobs[0])
     kind = resolve_noise_kind(settings.noise, model.meta.noise)
     set_sigma_levels(jobs, settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
     if settings.noise_chroma == "auto":

@@ -96,6 +96,16 @@ class JobSettings:
     )
     """'auto': a JPEG's synthetic Gaussian noise is compressed with the file's quantization tables (and its
     chroma subsampled as ``noise_chroma`` says; :mod:`rfr_deploy.noise.jpeg`); 'off': not."""
+    per_channel: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "'auto': a colour image (not a JPEG) whose noise is nearly the same in its three channels "
+            "(monochromatic noise, film grain) goes to the gray network run on each channel alone, where the "
+            "weights have a gray one; 'on': every colour image; 'off': none."
+        },
+    )
+    """Whether colour images go to the gray network run on each channel alone (:mod:`rfr_deploy.noise.channels`,
+    :attr:`~rfr_deploy.jobs.inputs.ImageJob.per_channel`); never with ``per_set`` (one network for the set)."""
     reference: str | None = field(
         default=None,
         metadata={

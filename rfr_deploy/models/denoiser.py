@@ -8,12 +8,14 @@ and sizes the network cannot take are padded and cropped back.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from rfr_deploy.errors import ConfigError, ImageError
+from rfr_deploy.errors import ConfigError, ImageError, ModelError
 from rfr_deploy.models.registry import ModelEntry, WeightsMeta
 
 
@@ -60,12 +62,17 @@ class Denoiser(nn.Module):
         if self.meta.noise_map:
             if sigma is None:
                 raise ConfigError(f"{self.meta.arch} takes a noise level: pass sigma (σ/255)")
-            out = self.net(x, sigma_tensor(sigma, x))
+            out = self.run_net(x, sigma_tensor(sigma, x))
         else:
-            out = self.net(x)
+            out = self.run_net(x)
         if pad_h or pad_w:
             out = out[..., :h, :w]
         return noisy - out if self.meta.output == "residual" else out
+
+    def run_net(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """The bare network on ``x`` (``N×C×H×W``), each channel alone where the network is a gray one run
+        per channel (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`)."""
+        return run_per_channel(self.net, x, sigma) if self.meta.per_channel else _run(self.net, x, sigma)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -80,6 +87,30 @@ class Denoiser(nn.Module):
         reach = sum(_layer_reach(m) for m in self.net.modules() if isinstance(m, layers))
         grid = self.entry.pad_multiple
         return reach * grid + grid - 1
+
+
+def each_channel(model: Denoiser, channels: int = 3) -> Denoiser:
+    """The gray ``model`` as a network for ``channels``-channel images that denoises each channel alone
+    (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`); it shares ``model``'s parameters."""
+    if model.meta.channels != 1:
+        raise ModelError(
+            f"only a gray network runs on each channel alone, not a {model.meta.channels}-channel one"
+        )
+    meta = dataclasses.replace(model.meta, channels=channels, per_channel=True)
+    return Denoiser(model.net, meta, model.entry, model.weights_sha256)
+
+
+def run_per_channel(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """The gray network ``net`` on each channel of ``x`` (``N×C×H×W``) as its own image (a batch of N·C),
+    each told its image's ``sigma`` (``N×1×1×1``, noise-map networks); traceable, for exported graphs."""
+    n, c, h, w = x.shape
+    planes = x.reshape(n * c, 1, h, w)
+    told = None if sigma is None else sigma.repeat_interleave(c, dim=0)
+    return _run(net, planes, told).reshape(n, c, h, w)
+
+
+def _run(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+    return net(x) if sigma is None else net(x, sigma)
 
 
 def _layer_reach(layer: nn.Module) -> int:

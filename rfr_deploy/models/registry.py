@@ -44,9 +44,20 @@ class WeightsMeta:
     noise: NoiseKind = "gaussian"
     source: str = ""
     notes: str = ""
+    per_channel: bool = False
+    """A gray network run on each of the ``channels`` channels of an image alone
+    (:func:`rfr_deploy.models.planes.per_channel`): for colour images whose noise is (nearly) the same in
+    the three channels, which a colour network trained on noise drawn per channel leaves in place."""
+
+    @property
+    def net_channels(self) -> int:
+        """The channels the bare network takes: 1 for a gray network run per channel, else :attr:`channels`."""
+        return 1 if self.per_channel else self.channels
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
+        if not self.per_channel:  # files of networks that take their channels together read as before
+            del data["per_channel"]
         data["arch_kwargs"] = dict(self.arch_kwargs)
         data["sigma_range"] = [grey_levels(v) for v in self.sigma_range]  # files speak grey levels
         return json.dumps(data, sort_keys=True)

@@ -126,7 +126,7 @@ def _check_meta(path: Path, meta: WeightsMeta, entry: ModelEntry) -> None:
 def _build(path: Path, entry: ModelEntry, meta: WeightsMeta) -> nn.Module:
     """The bare network of ``entry`` for ``meta``; settings the architecture refuses are a :class:`WeightsError`."""
     try:
-        return entry.build(channels=meta.channels, **meta.arch_kwargs)
+        return entry.build(channels=meta.net_channels, **meta.arch_kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:
         settings = ", ".join(f"{k}={v!r}" for k, v in dict(meta.arch_kwargs).items()) or "its defaults"
         raise WeightsError(

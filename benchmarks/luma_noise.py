@@ -1,0 +1,147 @@
+"""Colour images whose noise is the same in the three channels, or nearly: what each way of denoising makes of it.
+
+Noise that is one value per pixel added to all three channels (Photoshop's and GIMP's "monochromatic"
+noise, film grain, a sensor's luma noise after the camera smoothed its chroma) is correlated across the
+channels; a colour network was trained on noise drawn per channel and leaves most of it. This scores
+the pre-trained output (M = 0) on central crops with seeded Gaussian noise of level σ in each channel
+and correlation ρ between the channels (ρ = 0: white, what the networks were trained on; ρ = 1: the
+same value in all three), of:
+
+* ``colour``: the colour network on the RGB image;
+* ``gray per channel``: the gray network on each channel alone (each channel's noise is white whatever ρ);
+* ``gray on the mean``: the gray network on the mean of the three channels, its correction added to each
+  (the chroma, x − mean, is kept as it is: right where the noise has none, ρ = 1);
+* ``auto``: what ``denoise`` and ``adapt-and-export --per-channel auto`` choose between the first two
+  (:func:`rfr_deploy.noise.channels.shares_noise`), with the chroma share it read recorded per row.
+
+    python benchmarks/luma_noise.py --threads 1                     # results/luma_noise.md
+    python benchmarks/luma_noise.py --threads 1 --methods "colour,gray per channel,auto" \
+        --sigmas 5,10,15,25,50 --rhos 0,0.3,0.5,0.8,1 --name luma_noise_auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import numpy as np
+import torch
+from common import add_central_crop_arguments, central_crops, environment, report, use_threads
+
+from rfr_deploy.images import quantize
+from rfr_deploy.inference import denoise, to_pixels, to_tensor
+from rfr_deploy.metrics import psnr
+from rfr_deploy.models.factory import create_model
+from rfr_deploy.noise.channels import chroma_share, shares_noise
+from rfr_deploy.shared import shared_path
+
+PAIRS = {  # name: (colour weights, gray weights)
+    "official": ("dncnn/dncnn_color_blind.pth", "dncnn/dncnn_gray_blind.pth"),
+    "packaged": ("default", "default"),
+}
+METHODS = ("colour", "gray per channel", "gray on the mean", "auto")
+
+
+def load_networks(pairs: list[str]) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
+    def load(weights: str, channels: int) -> torch.nn.Module:
+        path = weights if weights == "default" else str(shared_path("weights", *weights.split("/")))
+        return create_model("dncnn", weights=path, channels=channels).eval()
+
+    return {name: (load(PAIRS[name][0], 3), load(PAIRS[name][1], 1)) for name in pairs}
+
+
+def add_noise(clean: np.ndarray, sigma: float, rho: float, seed: list[int]) -> np.ndarray:
+    """``clean`` + Gaussian noise of σ (grey levels) per channel, correlation ``rho`` across them, in 8 bits."""
+    rng = np.random.default_rng(seed)
+    shared = rng.standard_normal(clean.shape[:2] + (1,))
+    own = rng.standard_normal(clean.shape)
+    noise = (sigma / 255) * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
+    return quantize(np.clip(clean + noise, 0, 1)).astype(np.float32)
+
+
+def run_method(method: str, colour: torch.nn.Module, gray: torch.nn.Module, noisy: np.ndarray) -> np.ndarray:
+    if method == "colour":
+        return to_pixels(denoise(colour, to_tensor(noisy, "cpu")))
+    if method == "gray per channel":
+        planes = [to_pixels(denoise(gray, to_tensor(noisy[:, :, c : c + 1], "cpu"))) for c in range(3)]
+        return np.concatenate(planes, axis=2)
+    mean = noisy.mean(axis=2, keepdims=True)
+    return noisy - mean + to_pixels(denoise(gray, to_tensor(mean, "cpu")))
+
+
+@torch.inference_mode()
+def score(args, networks) -> list[dict]:
+    rows = []
+    for n, (dataset, name, clean) in enumerate(central_crops(args)):
+        for sigma in args.sigmas:
+            for rho in args.rhos:
+                noisy = add_noise(clean, sigma, rho, [n, int(sigma), int(round(rho * 100))])
+                chw = torch.from_numpy(noisy).permute(2, 0, 1)
+                auto = "gray per channel" if shares_noise(chw) else "colour"
+                row = {"set": dataset, "image": name, "sigma": sigma, "rho": rho}
+                row |= {"chroma_share": round(chroma_share(chw)[0], 3), "auto": auto}
+                for pair, (colour, gray) in networks.items():
+                    for method in (m for m in args.methods if m != "auto"):
+                        out = quantize(np.clip(run_method(method, colour, gray, noisy), 0, 1))
+                        row[f"{pair}: {method}"] = round(psnr(out, clean), 3)
+                    if "auto" in args.methods:
+                        row[f"{pair}: auto"] = row[f"{pair}: {auto}"]
+                rows.append(row)
+                print(row, file=sys.stderr)
+    return rows
+
+
+def summarise(rows: list[dict], args) -> str:
+    columns = [f"{pair}: {method}" for pair in args.pairs for method in args.methods]
+    lines = ["| σ | ρ | " + " | ".join(columns) + " |", "|---:|---:|" + "---:|" * len(columns)]
+    for sigma in args.sigmas:
+        for rho in args.rhos:
+            chosen = [r for r in rows if r["sigma"] == sigma and r["rho"] == rho]
+            means = [statistics.mean(r[c] for r in chosen) for c in columns]
+            switched = f" ({sum(r['auto'] != 'colour' for r in chosen)}/{len(chosen)} per channel)"
+            cells = [
+                f"{m:.2f}" + (switched if c.endswith("auto") else "")
+                for m, c in zip(means, columns, strict=True)
+            ]
+            lines.append(f"| {sigma:g} | {rho:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_central_crop_arguments(parser)
+    parser.set_defaults(datasets="Kodak24,CBSD68,McMaster", limit=4, crop=128)
+    parser.add_argument("--sigmas", default="15,25,50")
+    parser.add_argument("--rhos", default="0,0.5,0.8,0.9,1")
+    parser.add_argument("--pairs", default="official,packaged")
+    parser.add_argument("--methods", default="colour,gray per channel,gray on the mean")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--name", default="luma_noise")
+    args = parser.parse_args()
+    use_threads(args)
+    args.sigmas = [float(s) for s in args.sigmas.split(",")]
+    args.rhos = [float(r) for r in args.rhos.split(",")]
+    args.pairs = args.pairs.split(",")
+    args.methods = args.methods.split(",")
+    if "auto" in args.methods and not {"colour", "gray per channel"} <= set(args.methods):
+        parser.error("--methods auto needs colour and gray per channel")
+    rows = score(args, load_networks(args.pairs))
+    markdown = (
+        "# Noise correlated across the colour channels: colour network, gray network per channel, gray on the mean\n\n"
+        f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of σ "
+        "per channel with correlation ρ between the channels, clipped and rounded to 8 bits; pre-trained "
+        "output (M = 0), mean PSNR in dB of the 8-bit output.\n\n"
+        + summarise(rows, args)
+        + "\n\nauto: the library's choice (`rfr_deploy.noise.channels.shares_noise`), with how many crops it "
+        "sent to the gray network per channel.\n\n"
+        + f"`python benchmarks/luma_noise.py --threads {args.threads} --crop {args.crop} "
+        f"--sigmas {','.join(f'{s:g}' for s in args.sigmas)} --rhos {','.join(f'{r:g}' for r in args.rhos)} "
+        f'--methods "{",".join(args.methods)}" --name {args.name}`\n'
+    )
+    report(args.name, {"environment": environment(), "rows": rows, "args": vars(args)}, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

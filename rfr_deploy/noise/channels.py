@@ -1,0 +1,87 @@
+"""Noise shared by the three channels of a colour image, read off its pixels.
+
+Colour networks are trained on noise drawn separately in each channel. Noise that is one value per pixel
+added to all three channels (Photoshop's and GIMP's "monochromatic" noise, film grain, a sensor's noise
+after the camera smoothed its chroma) or nearly so is correlated across them, and such a network leaves
+most of it. Each channel alone still holds white noise, whatever the correlation ρ, so the gray network
+run per channel (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`) suits it. On central 128²
+crops of 12 Kodak24, CBSD68 and McMaster images at σ = 5–50 (benchmarks/results/luma_noise_auto.md,
+M = 0), official CDnCNN-B lost 2.0–5.4 dB to the gray DnCNN-B run per channel at ρ = 0.5, 4.0–9.2 dB at
+ρ = 1, and 1.0–2.8 dB already at ρ = 0.3; on white noise (ρ = 0) it was 0.2–1.4 dB better. Averaging
+the three channels into one gray image instead keeps the noise of the chroma: never better
+(benchmarks/results/luma_noise.md).
+
+What shows it: in an orthonormal opponent basis the noise of the two chroma axes has σ·√(1 − ρ), each
+channel's has σ. :func:`chroma_share` is the ratio of the two estimates (about 1 for white noise, 0 for
+noise the three channels share).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level, estimate_sigma
+
+OPPONENT_CHROMA = (
+    (2**-0.5, -(2**-0.5), 0.0),
+    (6**-0.5, 6**-0.5, -2 * 6**-0.5),
+)
+"""Two orthonormal chroma axes of RGB, both orthogonal to (1, 1, 1): white noise of σ per channel has σ on
+each, noise the channels share has none."""
+
+SHARED_BELOW = 0.75
+"""A colour image's noise counts as shared by its channels where :func:`chroma_share` is below this
+(ρ above about 0.45). On the crops of benchmarks/results/luma_noise_auto.md white noise read 0.73–1.06
+(0.65 on a textured CBSD68 crop at σ = 5, switched, which cost it 3.6 dB), ρ = 0.3 0.54–0.99, ρ = 0.5
+0.50–0.95 and ρ = 0.8 0.28–0.86: 11 or 12 of 12 crops switched at ρ ≥ 0.5, 2–6 at ρ = 0.3 (the rest
+keep 1–2.8 dB there, which a threshold nearer the white noise's would switch many white crops to get),
+and 3 of 60 white-noise crops switched. McMaster's image 1, whose saturated colours the estimate of the
+chroma reads as noise, kept the colour network in four runs at ρ ≥ 0.5 (σ ≤ 15), losing 3.5–11.4 dB."""
+
+LEAST_LEVEL = 5 / 255
+"""Below this level per channel ([0, 1] units) the image's own texture passes for noise in the estimates
+(white noise read a share of 0.32 on a textured crop at σ = 2): the noise is not read as shared."""
+
+
+@torch.no_grad()
+def chroma_share(image: torch.Tensor) -> tuple[float, float]:
+    """(σ on the chroma axes / σ per channel, σ per channel) of the colour ``image`` (3×H×W or 1×3×H×W,
+    [0, 1]): weak-texture estimates (:func:`~rfr_deploy.noise.level.estimate_sigma`), the per-channel one
+    the mean of the three channels' own."""
+    x = image.detach().reshape(-1, *image.shape[-2:]).to("cpu", torch.float64)
+    if x.shape[0] != 3:
+        raise ValueError(f"chroma_share needs a colour image, got {x.shape[0]} channel(s)")
+    per_channel = statistics.mean(estimate_sigma(x[c : c + 1], max_patches=SHARE_PATCHES) for c in range(3))
+    axes = torch.tensor(OPPONENT_CHROMA, dtype=x.dtype)
+    chroma = torch.einsum("ij,jhw->ihw", axes, x) + 0.5  # centred: the estimator leaves out the clipped ends
+    return estimate_sigma(chroma, max_patches=SHARE_PATCHES) / max(per_channel, 1e-12), per_channel
+
+
+SHARE_PATCHES = 40_000
+"""At most about this many patches per estimate (a stride across larger images): a tenth of a second for
+the four estimates on one core, where the level estimator's default takes several times that."""
+
+LEAST_SIDE = 64
+"""Images smaller than this on a side are not read: too few patches for a stable covariance of the chroma's
+(white noise on 20×24 pixels read a share of 0.69)."""
+
+
+def shares_noise(image: torch.Tensor) -> bool:
+    """Whether the noise of the colour ``image`` is (nearly) the same in its three channels: a chroma share
+    below :data:`SHARED_BELOW` at a level of at least :data:`LEAST_LEVEL`, on images of at least
+    :data:`LEAST_SIDE` pixels a side."""
+    if min(image.shape[-2:]) < LEAST_SIDE:
+        return False
+    share, level = chroma_share(image)
+    return share < SHARED_BELOW and level >= LEAST_LEVEL
+
+
+def per_channel_level(image: torch.Tensor, noise_map: bool = False) -> NoiseLevel:
+    """The noise level of each channel of ``image`` (C×H×W or 1×C×H×W) read as a gray image's
+    (:func:`~rfr_deploy.noise.level.estimate_noise_level`), averaged: what a gray network run on each
+    channel alone sees."""
+    x = image.reshape(-1, 1, *image.shape[-2:])
+    levels = [estimate_noise_level(plane, noise_map) for plane in x]
+    return NoiseLevel(*(statistics.mean(getattr(lv, k) for lv in levels) for k in ("sigma", "low", "high")))
