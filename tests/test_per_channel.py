@@ -60,6 +60,16 @@ def test_a_gray_network_run_per_channel_denoises_each_channel_as_its_own_image(t
         each_channel(tiny_dncnn(3))
 
 
+def test_its_graph_is_not_the_gray_networks_for_graph_reuse(tiny_dncnn):
+    from exporters.onnx_reuse import signature
+
+    gray = tiny_dncnn(1)
+    model = each_channel(gray)
+    state = gray.state_dict()
+    assert state.keys() == model.state_dict().keys()  # the same tensors: only the wrapper tells them apart
+    assert signature(model, state, ()) != signature(gray, state, ())
+
+
 def test_its_weights_file_loads_as_the_same_per_channel_network(tmp_path, tiny_dncnn):
     from rfr_deploy.models.factory import create_model
     from rfr_deploy.models.weights import save_weights
@@ -157,3 +167,16 @@ def test_a_colour_network_keeps_shared_noise_and_says_so(tmp_path, weights_file,
         "photo.png: its noise is nearly the same in its three channels, which a colour network leaves in "
         "place: give gray weights (--weights) to denoise each channel alone"
     ]
+
+
+def test_per_set_adapts_one_per_channel_network_only_when_every_image_goes_to_it(tmp_path):
+    write_image(tmp_path / "in" / "shared.png", photo(1.0))
+    write_image(tmp_path / "in" / "grey.png", np.repeat(photo(1.0)[:, :, 1:2], 3, axis=2))
+    for mode, expected in (("on", True), ("auto", False)):
+        out = tmp_path / mode
+        args = ["--model", "dncnn", "--steps", 1, "--per-set", "--per-channel", mode, "-o", out, "--quiet"]
+        result = run("adapt-and-export", tmp_path / "in", *args)
+        assert result.exit_code == 0, result.output
+        (manifest,) = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "summary.json"]
+        assert [i.get("per_channel", False) for i in manifest["inputs"]] == [expected, expected]
+        assert [i["channels"] for i in manifest["inputs"]] == [3, 3]  # the grey one is not taken as gray

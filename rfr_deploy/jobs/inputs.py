@@ -86,7 +86,10 @@ class ImageJob:
         if self.noisy is None:
             image, stored = read_image(self.path), None
             grey = self.takes_gray is not None and image.grey_rgb
-            if grey and self.takes_gray():
+            per_channel = (
+                self.info.per_channel if self.info is not None else self._reads_per_channel(image, grey)
+            )
+            if grey and not per_channel and self.takes_gray():
                 image, stored = image.to_gray(), 3
             info = ImageInfo(
                 image.height,
@@ -96,7 +99,7 @@ class ImageJob:
                 image.chroma_subsampling,
                 image.jpeg_tables,
                 stored,
-                self.info.per_channel if self.info is not None else self._reads_per_channel(image, grey),
+                per_channel,
             )
             if self.info is not None and info != self.info:
                 raise ImageError(
@@ -104,21 +107,28 @@ class ImageJob:
                 )
             if self.info is None:
                 _warn_transparent(image)
-                if grey and stored is None:
+                if grey and stored is None and not per_channel:
                     warn_grey_rgb(image.path.name, "give gray weights (--weights) to denoise it as gray")
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
     def _reads_per_channel(self, image: Image, grey: bool) -> bool:
-        """Whether the colour ``image`` goes to the gray network run per channel (:attr:`per_channel`)."""
-        asked = self.per_channel != "off" and self.takes_gray is not None and image.channels == 3 and not grey
-        if not asked or (self.per_channel == "auto" and image.jpeg_tables is not None):
+        """Whether the colour ``image`` goes to the gray network run per channel (:attr:`per_channel`; a grey
+        one ``grey`` only with 'on', else it is taken as gray)."""
+        mode = self.per_channel
+        asked = (
+            mode != "off"
+            and self.takes_gray is not None
+            and image.channels == 3
+            and (mode == "on" or not grey)
+        )
+        if not asked or (mode == "auto" and image.jpeg_tables is not None):
             return False
-        if self.per_channel == "auto" and not shares_noise(torch.from_numpy(image.pixels).permute(2, 0, 1)):
+        if mode == "auto" and not shares_noise(torch.from_numpy(image.pixels).permute(2, 0, 1)):
             return False
         if self.takes_gray():
             return True
-        if self.per_channel == "on":
+        if mode == "on":
             raise ModelError(f"{image.path}: --per-channel on needs gray weights for the network (--weights)")
         warnings.warn(
             f"{image.path.name}: its noise is nearly the same in its three channels, which a colour network "

@@ -105,7 +105,8 @@ class JobSettings:
         },
     )
     """Whether colour images go to the gray network run on each channel alone (:mod:`rfr_deploy.noise.channels`,
-    :attr:`~rfr_deploy.jobs.inputs.ImageJob.per_channel`); never with ``per_set`` (one network for the set)."""
+    :attr:`~rfr_deploy.jobs.inputs.ImageJob.per_channel`); with ``per_set`` (one network for the set) only
+    'on' applies, to every image of the set."""
     reference: str | None = field(
         default=None,
         metadata={

@@ -74,6 +74,11 @@ class Denoiser(nn.Module):
         per channel (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`)."""
         return run_per_channel(self.net, x, sigma) if self.meta.per_channel else _run(self.net, x, sigma)
 
+    def extra_repr(self) -> str:
+        """The wrapper's own behaviour where the network alone does not show it (exported graphs are told
+        apart by their module's text: :func:`exporters.onnx_reuse.signature`)."""
+        return "per_channel=True" if self.meta.per_channel else ""
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
