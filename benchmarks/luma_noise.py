@@ -11,9 +11,13 @@ same value in all three), of:
 * ``gray per channel``: the gray network on each channel alone (each channel's noise is white whatever ρ);
 * ``gray on the mean``: the gray network on the mean of the three channels, its correction added to each
   (the chroma, x − mean, is kept as it is: right where the noise has none, ρ = 1);
+With ``--real``, the real-noise pairs of those folders of the shared data (camera noise, which is
+correlated across the channels as well) instead, whole.
+
 * ``auto``: what ``denoise`` and ``adapt-and-export --per-channel auto`` choose between the first two
   (:func:`rfr_deploy.noise.channels.shares_noise`), with the chroma share it read recorded per row.
 
+    python benchmarks/luma_noise.py --threads 1 --real SIDD_samples,Nam_CBDNet25 --name luma_noise_real
     python benchmarks/luma_noise.py --threads 1                     # results/luma_noise.md
     python benchmarks/luma_noise.py --threads 1 --methods "colour,gray per channel,auto" \
         --sigmas 5,10,15,25,50 --rhos 0,0.3,0.5,0.8,1 --name luma_noise_auto
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 from common import add_central_crop_arguments, central_crops, environment, report, use_threads
 
+from rfr_deploy.datasets import load_pairs
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr
@@ -70,30 +75,43 @@ def run_method(method: str, colour: torch.nn.Module, gray: torch.nn.Module, nois
     return noisy - mean + to_pixels(denoise(gray, to_tensor(mean, "cpu")))
 
 
-@torch.inference_mode()
-def score(args, networks) -> list[dict]:
-    rows = []
+def noisy_images(args):
+    """(row, noisy, clean) of every case: the synthetic ones, or with ``--real`` the real-noise pairs."""
+    if args.real:
+        for dataset in args.real.split(","):
+            for noisy, clean in load_pairs(shared_path("data", "real", dataset)):
+                yield {"set": dataset, "image": clean.name}, noisy.pixels, clean.pixels
+        return
     for n, (dataset, name, clean) in enumerate(central_crops(args)):
         for sigma in args.sigmas:
             for rho in args.rhos:
                 noisy = add_noise(clean, sigma, rho, [n, int(sigma), int(round(rho * 100))])
-                chw = torch.from_numpy(noisy).permute(2, 0, 1)
-                auto = "gray per channel" if shares_noise(chw) else "colour"
-                row = {"set": dataset, "image": name, "sigma": sigma, "rho": rho}
-                row |= {"chroma_share": round(chroma_share(chw)[0], 3), "auto": auto}
-                for pair, (colour, gray) in networks.items():
-                    for method in (m for m in args.methods if m != "auto"):
-                        out = quantize(np.clip(run_method(method, colour, gray, noisy), 0, 1))
-                        row[f"{pair}: {method}"] = round(psnr(out, clean), 3)
-                    if "auto" in args.methods:
-                        row[f"{pair}: auto"] = row[f"{pair}: {auto}"]
-                rows.append(row)
-                print(row, file=sys.stderr)
+                yield {"set": dataset, "image": name, "sigma": sigma, "rho": rho}, noisy, clean
+
+
+@torch.inference_mode()
+def score(args, networks) -> list[dict]:
+    rows = []
+    for row, noisy, clean in noisy_images(args):
+        chw = torch.from_numpy(noisy).permute(2, 0, 1)
+        share, level = chroma_share(chw)
+        auto = "gray per channel" if shares_noise(chw) else "colour"
+        row |= {"chroma_share": round(share, 3), "level": round(level * 255, 2), "auto": auto}
+        for pair, (colour, gray) in networks.items():
+            for method in (m for m in args.methods if m != "auto"):
+                out = quantize(np.clip(run_method(method, colour, gray, noisy), 0, 1))
+                row[f"{pair}: {method}"] = round(psnr(out, clean), 3)
+            if "auto" in args.methods:
+                row[f"{pair}: auto"] = row[f"{pair}: {auto}"]
+        rows.append(row)
+        print(row, file=sys.stderr)
     return rows
 
 
 def summarise(rows: list[dict], args) -> str:
     columns = [f"{pair}: {method}" for pair in args.pairs for method in args.methods]
+    if args.real:
+        return summarise_real(rows, columns)
     lines = ["| σ | ρ | " + " | ".join(columns) + " |", "|---:|---:|" + "---:|" * len(columns)]
     for sigma in args.sigmas:
         for rho in args.rhos:
@@ -108,6 +126,36 @@ def summarise(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def summarise_real(rows: list[dict], columns: list[str]) -> str:
+    """Each real pair's chroma share, level per channel and scores, then each set's means."""
+    head = "| set | image | chroma share | level per channel | " + " | ".join(columns) + " |"
+    lines = [head, "|---|---|---:|---:|" + "---:|" * len(columns)]
+    for r in rows:
+        cells = " | ".join(f"{r[c]:.2f}" for c in columns)
+        lines.append(f"| {r['set']} | {r['image']} | {r['chroma_share']:.2f} | {r['level']:.2f} | {cells} |")
+    for dataset in dict.fromkeys(r["set"] for r in rows):
+        chosen = [r for r in rows if r["set"] == dataset]
+        cells = " | ".join(f"{statistics.mean(r[c] for r in chosen):.2f}" for c in columns)
+        switched = sum(r["auto"] != "colour" for r in chosen)
+        lines.append(f"| {dataset} | mean ({switched}/{len(chosen)} per channel) | | | {cells} |")
+    return "\n".join(lines)
+
+
+def command_line(args) -> str:
+    """The command that wrote the results file."""
+    cases = (
+        f"--real {args.real}"
+        if args.real
+        else f"--crop {args.crop} --sigmas {_joined(args.sigmas)} --rhos {_joined(args.rhos)}"
+    )
+    methods = ",".join(args.methods)
+    return f'python benchmarks/luma_noise.py --threads {args.threads} {cases} --methods "{methods}" --name {args.name}'
+
+
+def _joined(values: list[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_central_crop_arguments(parser)
@@ -117,6 +165,7 @@ def main() -> int:
     parser.add_argument("--pairs", default="official,packaged")
     parser.add_argument("--methods", default="colour,gray per channel,gray on the mean")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--real", default="", help="real-noise folders of the shared data instead")
     parser.add_argument("--name", default="luma_noise")
     args = parser.parse_args()
     use_threads(args)
@@ -127,17 +176,18 @@ def main() -> int:
     if "auto" in args.methods and not {"colour", "gray per channel"} <= set(args.methods):
         parser.error("--methods auto needs colour and gray per channel")
     rows = score(args, load_networks(args.pairs))
+    cases = (
+        f"The real-noise pairs of {args.real} (whole images)"
+        if args.real
+        else f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of "
+        "σ per channel with correlation ρ between the channels, clipped and rounded to 8 bits"
+    )
     markdown = (
         "# Noise correlated across the colour channels: colour network, gray network per channel, gray on the mean\n\n"
-        f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of σ "
-        "per channel with correlation ρ between the channels, clipped and rounded to 8 bits; pre-trained "
-        "output (M = 0), mean PSNR in dB of the 8-bit output.\n\n"
+        f"{cases}; pre-trained output (M = 0), mean PSNR in dB of the 8-bit output.\n\n"
         + summarise(rows, args)
         + "\n\nauto: the library's choice (`rfr_deploy.noise.channels.shares_noise`), with how many crops it "
-        "sent to the gray network per channel.\n\n"
-        + f"`python benchmarks/luma_noise.py --threads {args.threads} --crop {args.crop} "
-        f"--sigmas {','.join(f'{s:g}' for s in args.sigmas)} --rhos {','.join(f'{r:g}' for r in args.rhos)} "
-        f'--methods "{",".join(args.methods)}" --name {args.name}`\n'
+        "sent to the gray network per channel.\n\n" + f"`{command_line(args)}`\n"
     )
     report(args.name, {"environment": environment(), "rows": rows, "args": vars(args)}, markdown)
     return 0

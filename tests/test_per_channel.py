@@ -10,7 +10,7 @@ from cli_helpers import run
 
 from rfr_deploy.images import quantize, read_image, write_image
 from rfr_deploy.models.denoiser import each_channel
-from rfr_deploy.noise.channels import chroma_share, per_channel_level, shares_noise
+from rfr_deploy.noise.channels import chroma_share, coarse_ratio, per_channel_level, shares_noise
 
 
 def photo(shared: float, sigma: float = 25, seed: int = 0, size: tuple[int, int] = (72, 80)) -> np.ndarray:
@@ -37,6 +37,21 @@ def test_the_chroma_share_reads_white_noise_near_one_and_shared_noise_near_zero(
     assert 0.8 < white < 1.2 and shared < 0.1 and 0.55 < half < 0.85  # √(1 − ρ): 1, 0, 0.71
     assert level * 255 == pytest.approx(25, rel=0.15)
     assert shares_noise(chw(photo(1.0))) and not shares_noise(chw(photo(0.0)))
+
+
+def test_noise_spread_over_neighbouring_pixels_is_not_read_as_shared():
+    """Camera noise is correlated across the channels and in space: the gray network per channel does not
+    suit it (a colour network did better on real photos)."""
+    import torch.nn.functional as F
+
+    clean = chw(photo(0.0, sigma=0))
+    rng = np.random.default_rng(3)
+    shared = torch.from_numpy(rng.standard_normal((1, 1, 76, 84)).astype(np.float32))
+    spread = F.avg_pool2d(shared, 3, stride=1, padding=0) * 3  # σ ≈ 1 again, correlated over 3×3 pixels
+    noisy = (clean + 25 / 255 * spread[0, :, :72, :80]).clamp(0, 1)
+    assert chroma_share(noisy)[0] < 0.1  # shared by the channels …
+    assert coarse_ratio(noisy) > 0.9 and not shares_noise(noisy)  # … but not white in space
+    assert coarse_ratio(chw(photo(1.0))) == pytest.approx(0.5, abs=0.15)
 
 
 def test_small_images_and_low_levels_are_not_read_as_shared():

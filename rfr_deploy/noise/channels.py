@@ -11,9 +11,15 @@ M = 0), official CDnCNN-B lost 2.0–5.4 dB to the gray DnCNN-B run per channel 
 the three channels into one gray image instead keeps the noise of the chroma: never better
 (benchmarks/results/luma_noise.md).
 
+Adapted end to end (benchmarks/README.md, "Noise the colour channels share"), the packaged DnCNN per
+channel ended 1.2–2.3 dB above its colour network at ρ = 0.5 and 1; a PNG of a decoded 4:2:0 JPEG reads as
+shared too and did 0.16 dB better per channel than adapted on noise with its chroma subsampled.
+
 What shows it: in an orthonormal opponent basis the noise of the two chroma axes has σ·√(1 − ρ), each
 channel's has σ. :func:`chroma_share` is the ratio of the two estimates (about 1 for white noise, 0 for
-noise the three channels share).
+noise the three channels share). Camera noise is correlated across the channels too, but also across
+neighbouring pixels, which a gray network trained on white noise takes for detail: on real photos the
+colour network did better, so the noise must also be white in space (:func:`coarse_ratio`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import statistics
 
 import torch
+import torch.nn.functional as F
 
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level, estimate_sigma
 
@@ -45,6 +52,25 @@ LEAST_LEVEL = 5 / 255
 (white noise read a share of 0.32 on a textured crop at σ = 2): the noise is not read as shared."""
 
 
+SHARE_PATCHES = 40_000
+"""At most about this many patches per estimate (a stride across larger images): a tenth of a second for
+the four estimates on one core, where the level estimator's default takes several times that."""
+
+WHITE_BELOW = 0.9
+"""The noise counts as white in space where the level per channel of the image averaged over 2×2 blocks is
+below this fraction of the image's own (:func:`coarse_ratio`): white noise halves there. Camera noise,
+which demosaicking and the camera's processing spread over neighbouring pixels, does not: the 12 SIDD
+samples read 1.12–2.04 (the fine scale's estimate, off the patches' smallest eigenvalues, misses what the
+camera smoothed), and 8 of them read as shared noise, on which the gray network per channel lost 1.0–5.3 dB
+to the colour network (benchmarks/results/luma_noise_real.md). Synthetic noise on test crops read
+0.49–0.79, a PNG of a decoded 4:2:0 JPEG 0.51–0.79; one saturated McMaster crop at σ = 5 read 1.05–1.09
+(its texture), and kept the colour network either way."""
+
+LEAST_SIDE = 64
+"""Images smaller than this on a side are not read: too few patches for a stable covariance of the chroma's
+(white noise on 20×24 pixels read a share of 0.69)."""
+
+
 @torch.no_grad()
 def chroma_share(image: torch.Tensor) -> tuple[float, float]:
     """(σ on the chroma axes / σ per channel, σ per channel) of the colour ``image`` (3×H×W or 1×3×H×W,
@@ -53,29 +79,36 @@ def chroma_share(image: torch.Tensor) -> tuple[float, float]:
     x = image.detach().reshape(-1, *image.shape[-2:]).to("cpu", torch.float64)
     if x.shape[0] != 3:
         raise ValueError(f"chroma_share needs a colour image, got {x.shape[0]} channel(s)")
-    per_channel = statistics.mean(estimate_sigma(x[c : c + 1], max_patches=SHARE_PATCHES) for c in range(3))
+    per_channel = _channel_level(x)
     axes = torch.tensor(OPPONENT_CHROMA, dtype=x.dtype)
     chroma = torch.einsum("ij,jhw->ihw", axes, x) + 0.5  # centred: the estimator leaves out the clipped ends
     return estimate_sigma(chroma, max_patches=SHARE_PATCHES) / max(per_channel, 1e-12), per_channel
 
 
-SHARE_PATCHES = 40_000
-"""At most about this many patches per estimate (a stride across larger images): a tenth of a second for
-the four estimates on one core, where the level estimator's default takes several times that."""
+@torch.no_grad()
+def coarse_ratio(image: torch.Tensor) -> float:
+    """The noise level per channel of ``image`` (C×H×W or 1×C×H×W, [0, 1]) averaged over 2×2 blocks, over its
+    own: 0.5 for noise that is white in space (see :data:`WHITE_BELOW`)."""
+    x = image.detach().reshape(-1, *image.shape[-2:]).to("cpu", torch.float64)
+    coarse = F.avg_pool2d(x.unsqueeze(0), 2)[0]
+    levels = [_channel_level(y) for y in (x, coarse)]
+    return levels[1] / max(levels[0], 1e-12)
 
-LEAST_SIDE = 64
-"""Images smaller than this on a side are not read: too few patches for a stable covariance of the chroma's
-(white noise on 20×24 pixels read a share of 0.69)."""
+
+def _channel_level(x: torch.Tensor) -> float:
+    """The mean of the channels' weak-texture noise levels (C×H×W, float64)."""
+    return statistics.mean(estimate_sigma(x[c : c + 1], max_patches=SHARE_PATCHES) for c in range(x.shape[0]))
 
 
 def shares_noise(image: torch.Tensor) -> bool:
-    """Whether the noise of the colour ``image`` is (nearly) the same in its three channels: a chroma share
-    below :data:`SHARED_BELOW` at a level of at least :data:`LEAST_LEVEL`, on images of at least
+    """Whether the noise of the colour ``image`` is (nearly) the same in its three channels and white in
+    space, as a gray network run per channel takes it: a chroma share below :data:`SHARED_BELOW` at a level
+    of at least :data:`LEAST_LEVEL`, a :func:`coarse_ratio` below :data:`WHITE_BELOW`, on images of at least
     :data:`LEAST_SIDE` pixels a side."""
     if min(image.shape[-2:]) < LEAST_SIDE:
         return False
     share, level = chroma_share(image)
-    return share < SHARED_BELOW and level >= LEAST_LEVEL
+    return share < SHARED_BELOW and level >= LEAST_LEVEL and coarse_ratio(image) < WHITE_BELOW
 
 
 def per_channel_level(image: torch.Tensor, noise_map: bool = False) -> NoiseLevel:
