@@ -237,6 +237,22 @@ def run_json_job(command: list[str]) -> dict[str, Any]:
     return manifest
 
 
+def adapt_command(noisy, reference) -> list[str]:
+    """The start of an ``rfr-deploy adapt-and-export`` of ``noisy`` scored against ``reference``, run by this
+    interpreter (:func:`run_json_job` runs it)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "rfr_deploy.cli",
+        "adapt-and-export",
+        str(noisy),
+        "--reference",
+        str(reference),
+    ]
+
+
 def job_outcome(manifest: dict[str, Any]) -> dict[str, Any]:
     """What a job's manifest (run with ``--reference``) says it gained and chose."""
     scores, adaptation = manifest["scores"], manifest["adaptation"]

@@ -29,13 +29,20 @@ import argparse
 import concurrent.futures
 import io
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import SUBSAMPLING, add_subsampling_argument, environment, job_outcome, report, run_json_job
+from common import (
+    SUBSAMPLING,
+    adapt_command,
+    add_subsampling_argument,
+    environment,
+    job_outcome,
+    report,
+    run_json_job,
+)
 from PIL import Image
 
 from rfr_deploy.datasets import load_folder
@@ -127,15 +134,7 @@ def run_case(case: tuple, folder: Path, told: int | None = None) -> dict:
     (entry, noisy, clean), network, chroma = case
     out = folder / f"{noisy.stem}-{network.split()[0]}-{chroma}"
     options = [o.format(weights=shared_path("weights")) for o in NETWORKS[network]]
-    command = [
-        sys.executable,
-        "-m",
-        "rfr_deploy.cli",
-        "adapt-and-export",
-        str(noisy),
-        "--reference",
-        str(clean),
-    ]
+    command = adapt_command(noisy, clean)
     command += [*options, *MODES[chroma], "--threads", "1", "--json", "--quiet", "-o", str(out)]
     command += ["--sigma", str(told)] if told is not None else []
     manifest = run_json_job(command)

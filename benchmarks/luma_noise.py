@@ -141,6 +141,20 @@ def summarise_real(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def add_noise_arguments(parser, datasets: str, limit: int, sigmas: str, rhos: str) -> None:
+    """The crops (:func:`common.add_central_crop_arguments`, 128² by default) and ``--sigmas`` / ``--rhos``."""
+    add_central_crop_arguments(parser)
+    parser.set_defaults(datasets=datasets, limit=limit, crop=128)
+    parser.add_argument("--sigmas", default=sigmas, help="grey levels per channel")
+    parser.add_argument("--rhos", default=rhos, help="correlations between the channels")
+
+
+def read_levels(args) -> None:
+    """``args.sigmas`` and ``args.rhos`` as lists of numbers."""
+    args.sigmas = [float(s) for s in args.sigmas.split(",")]
+    args.rhos = [float(r) for r in args.rhos.split(",")]
+
+
 def command_line(args) -> str:
     """The command that wrote the results file."""
     cases = (
@@ -158,10 +172,7 @@ def _joined(values: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_central_crop_arguments(parser)
-    parser.set_defaults(datasets="Kodak24,CBSD68,McMaster", limit=4, crop=128)
-    parser.add_argument("--sigmas", default="15,25,50")
-    parser.add_argument("--rhos", default="0,0.5,0.8,0.9,1")
+    add_noise_arguments(parser, "Kodak24,CBSD68,McMaster", 4, sigmas="15,25,50", rhos="0,0.5,0.8,0.9,1")
     parser.add_argument("--pairs", default="official,packaged")
     parser.add_argument("--methods", default="colour,gray per channel,gray on the mean")
     parser.add_argument("--threads", type=int, default=None)
@@ -169,8 +180,7 @@ def main() -> int:
     parser.add_argument("--name", default="luma_noise")
     args = parser.parse_args()
     use_threads(args)
-    args.sigmas = [float(s) for s in args.sigmas.split(",")]
-    args.rhos = [float(r) for r in args.rhos.split(",")]
+    read_levels(args)
     args.pairs = args.pairs.split(",")
     args.methods = args.methods.split(",")
     if "auto" in args.methods and not {"colour", "gray per channel"} <= set(args.methods):

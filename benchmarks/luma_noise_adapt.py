@@ -18,8 +18,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import add_central_crop_arguments, central_crops, environment, job_outcome, report, run_json_job
-from luma_noise import add_noise
+from common import adapt_command, central_crops, environment, job_outcome, report, run_json_job
+from luma_noise import add_noise, add_noise_arguments, read_levels
 
 from rfr_deploy.images import write_image
 
@@ -43,15 +43,7 @@ def make_cases(args, folder: Path) -> list[tuple]:
 def run_case(case: tuple, folder: Path) -> dict:
     image, sigma, rho, mode, noisy, reference = case
     out = folder / f"{noisy.stem}_{mode}"
-    command = [
-        sys.executable,
-        "-m",
-        "rfr_deploy.cli",
-        "adapt-and-export",
-        str(noisy),
-        "--reference",
-        str(reference),
-    ]
+    command = adapt_command(noisy, reference)
     command += ["--per-channel", mode, "--threads", "1", "-o", str(out), "--json", "--quiet"]
     manifest = run_json_job(command)
     row = {"image": image, "sigma": sigma, "rho": rho, "mode": mode, **job_outcome(manifest)}
@@ -88,15 +80,11 @@ def render(args, rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_central_crop_arguments(parser)
-    parser.set_defaults(datasets="Kodak24,CBSD68", limit=2, crop=128)
-    parser.add_argument("--sigmas", default="15,25")
-    parser.add_argument("--rhos", default="0,0.5,1")
+    add_noise_arguments(parser, "Kodak24,CBSD68", 2, sigmas="15,25", rhos="0,0.5,1")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="luma_noise_adapt")
     args = parser.parse_args()
-    args.sigmas = [float(s) for s in args.sigmas.split(",")]
-    args.rhos = [float(r) for r in args.rhos.split(",")]
+    read_levels(args)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cases = make_cases(args, folder)

@@ -19,11 +19,12 @@ What shows it: in an orthonormal opponent basis the noise of the two chroma axes
 channel's has σ. :func:`chroma_share` is the ratio of the two estimates (about 1 for white noise, 0 for
 noise the three channels share). Camera noise is correlated across the channels too, but also across
 neighbouring pixels, which a gray network trained on white noise takes for detail: on real photos the
-colour network did better, so the noise must also be white in space (:func:`coarse_ratio`).
+colour network did better, so the noise must also be white in space (:func:`neighbour_correlation`).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import torch
@@ -56,15 +57,19 @@ SHARE_PATCHES = 40_000
 """At most about this many patches per estimate (a stride across larger images): a tenth of a second for
 the four estimates on one core, where the level estimator's default takes several times that."""
 
-WHITE_BELOW = 0.9
-"""The noise counts as white in space where the level per channel of the image averaged over 2×2 blocks is
-below this fraction of the image's own (:func:`coarse_ratio`): white noise halves there. Camera noise,
-which demosaicking and the camera's processing spread over neighbouring pixels, does not: the 12 SIDD
-samples read 1.12–2.04 (the fine scale's estimate, off the patches' smallest eigenvalues, misses what the
-camera smoothed), and 8 of them read as shared noise, on which the gray network per channel lost 1.0–5.3 dB
-to the colour network (benchmarks/results/luma_noise_real.md). Synthetic noise on test crops read
-0.49–0.79, a PNG of a decoded 4:2:0 JPEG 0.51–0.79; one saturated McMaster crop at σ = 5 read 1.05–1.09
-(its texture), and kept the colour network either way."""
+CORRELATED_FROM = 0.2
+"""The noise counts as white in space below this correlation of neighbouring pixels
+(:func:`neighbour_correlation`). Camera noise, which demosaicking and the camera's processing spread over
+neighbouring pixels, reads more: 0.23–0.36 on the 12 SIDD samples, 8 of which read as shared by the
+channels, and there the gray network per channel lost 1.0–5.3 dB to the colour network
+(benchmarks/results/luma_noise_real.md). White noise on 128² test crops read −0.05–0.02 on smooth crops
+and up to 0.18 on textured ones at σ = 5 (their flattest blocks keep some texture), 0.09 at σ = 10."""
+
+BLOCK = 8
+"""Side of the blocks :func:`neighbour_correlation` reads (stride half of it, or more on large images)."""
+
+FLATTEST = 0.1
+"""Share of the blocks :func:`neighbour_correlation` reads: those whose residual off a plane is smallest."""
 
 LEAST_SIDE = 64
 """Images smaller than this on a side are not read: too few patches for a stable covariance of the chroma's
@@ -86,13 +91,31 @@ def chroma_share(image: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def coarse_ratio(image: torch.Tensor) -> float:
-    """The noise level per channel of ``image`` (C×H×W or 1×C×H×W, [0, 1]) averaged over 2×2 blocks, over its
-    own: 0.5 for noise that is white in space (see :data:`WHITE_BELOW`)."""
+def neighbour_correlation(image: torch.Tensor) -> float:
+    """The correlation of horizontally and vertically neighbouring pixels of the noise of ``image`` (C×H×W
+    or 1×C×H×W, [0, 1]), read on the flattest :data:`BLOCK`² blocks of each channel (:data:`FLATTEST`),
+    off a plane fitted to each: about 0 for noise that is white in space (see :data:`CORRELATED_FROM`)."""
     x = image.detach().reshape(-1, *image.shape[-2:]).to("cpu", torch.float64)
-    coarse = F.avg_pool2d(x.unsqueeze(0), 2)[0]
-    levels = [_channel_level(y) for y in (x, coarse)]
-    return levels[1] / max(levels[0], 1e-12)
+    stride = max(BLOCK // 2, math.ceil(math.sqrt(x[0].numel() / SHARE_PATCHES)))
+    off_plane = _off_plane(BLOCK, x.dtype)
+    values = []
+    for plane in x:
+        blocks = F.unfold(plane[None, None], BLOCK, stride=stride)[0].T @ off_plane
+        keep = max(16, int(FLATTEST * blocks.shape[0]))
+        flat = blocks[blocks.pow(2).mean(dim=1).topk(keep, largest=False).indices].view(-1, BLOCK, BLOCK)
+        across = (flat[:, :, 1:] * flat[:, :, :-1]).mean() + (flat[:, 1:] * flat[:, :-1]).mean()
+        values.append(float(across / (2 * flat.pow(2).mean().clamp_min(1e-24))))
+    return statistics.mean(values)
+
+
+def _off_plane(side: int, dtype: torch.dtype) -> torch.Tensor:
+    """The projection (side²×side², symmetric) that takes a flattened block to its residual off the best
+    plane a + b·row + c·column."""
+    rows, cols = torch.meshgrid(
+        torch.arange(side, dtype=dtype), torch.arange(side, dtype=dtype), indexing="ij"
+    )
+    basis = torch.stack([torch.ones(side * side, dtype=dtype), rows.flatten(), cols.flatten()], dim=1)
+    return torch.eye(side * side, dtype=dtype) - basis @ torch.linalg.pinv(basis)
 
 
 def _channel_level(x: torch.Tensor) -> float:
@@ -103,12 +126,12 @@ def _channel_level(x: torch.Tensor) -> float:
 def shares_noise(image: torch.Tensor) -> bool:
     """Whether the noise of the colour ``image`` is (nearly) the same in its three channels and white in
     space, as a gray network run per channel takes it: a chroma share below :data:`SHARED_BELOW` at a level
-    of at least :data:`LEAST_LEVEL`, a :func:`coarse_ratio` below :data:`WHITE_BELOW`, on images of at least
+    of at least :data:`LEAST_LEVEL`, a :func:`neighbour_correlation` below :data:`CORRELATED_FROM`, on images of at least
     :data:`LEAST_SIDE` pixels a side."""
     if min(image.shape[-2:]) < LEAST_SIDE:
         return False
     share, level = chroma_share(image)
-    return share < SHARED_BELOW and level >= LEAST_LEVEL and coarse_ratio(image) < WHITE_BELOW
+    return share < SHARED_BELOW and level >= LEAST_LEVEL and neighbour_correlation(image) < CORRELATED_FROM
 
 
 def per_channel_level(image: torch.Tensor, noise_map: bool = False) -> NoiseLevel:
