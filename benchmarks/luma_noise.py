@@ -17,7 +17,10 @@ correlated across the channels as well) instead, whole.
 * ``auto``: what ``denoise`` and ``adapt-and-export --per-channel auto`` choose between the first two
   (:func:`rfr_deploy.noise.channels.shares_noise`), with the chroma share it read recorded per row.
 
-    python benchmarks/luma_noise.py --threads 1 --real SIDD_samples,Nam_CBDNet25 --name luma_noise_real
+    python benchmarks/luma_noise.py --threads 1 --real SIDD_samples,Nam_CBDNet25 \
+        --methods "colour,gray per channel,auto" --name luma_noise_real
+    python benchmarks/luma_noise.py --threads 1 --pairs "" --sigmas 5,10,15,25,50 --rhos 0,0.3,0.5,0.8,1 \
+        --methods auto --name luma_noise_readings          # what the library reads, no network
     python benchmarks/luma_noise.py --threads 1                     # results/luma_noise.md
     python benchmarks/luma_noise.py --threads 1 --methods "colour,gray per channel,auto" \
         --sigmas 5,10,15,25,50 --rhos 0,0.3,0.5,0.8,1 --name luma_noise_auto
@@ -38,7 +41,7 @@ from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.channels import chroma_share, shares_noise
+from rfr_deploy.noise.channels import chroma_share, neighbour_correlation, shares_noise
 from rfr_deploy.shared import shared_path
 
 PAIRS = {  # name: (colour weights, gray weights)
@@ -97,6 +100,7 @@ def score(args, networks) -> list[dict]:
         share, level = chroma_share(chw)
         auto = "gray per channel" if shares_noise(chw) else "colour"
         row |= {"chroma_share": round(share, 3), "level": round(level * 255, 2), "auto": auto}
+        row["neighbour_correlation"] = round(neighbour_correlation(chw), 3)
         for pair, (colour, gray) in networks.items():
             for method in (m for m in args.methods if m != "auto"):
                 out = quantize(np.clip(run_method(method, colour, gray, noisy), 0, 1))
@@ -112,32 +116,37 @@ def summarise(rows: list[dict], args) -> str:
     columns = [f"{pair}: {method}" for pair in args.pairs for method in args.methods]
     if args.real:
         return summarise_real(rows, columns)
-    lines = ["| σ | ρ | " + " | ".join(columns) + " |", "|---:|---:|" + "---:|" * len(columns)]
+    readings = ("chroma_share", "neighbour_correlation")
+    head = ["σ", "ρ", *(f"{k.replace('_', ' ')} (min–max)" for k in readings), *columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for sigma in args.sigmas:
         for rho in args.rhos:
             chosen = [r for r in rows if r["sigma"] == sigma and r["rho"] == rho]
+            ranges = [f"{min(r[k] for r in chosen):.2f}–{max(r[k] for r in chosen):.2f}" for k in readings]
             means = [statistics.mean(r[c] for r in chosen) for c in columns]
             switched = f" ({sum(r['auto'] != 'colour' for r in chosen)}/{len(chosen)} per channel)"
             cells = [
                 f"{m:.2f}" + (switched if c.endswith("auto") else "")
                 for m, c in zip(means, columns, strict=True)
             ]
-            lines.append(f"| {sigma:g} | {rho:g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {sigma:g} | {rho:g} | " + " | ".join(ranges + cells) + " |")
     return "\n".join(lines)
 
 
 def summarise_real(rows: list[dict], columns: list[str]) -> str:
-    """Each real pair's chroma share, level per channel and scores, then each set's means."""
-    head = "| set | image | chroma share | level per channel | " + " | ".join(columns) + " |"
-    lines = [head, "|---|---|---:|---:|" + "---:|" * len(columns)]
+    """Each real pair's chroma share, level per channel, neighbour correlation and scores, then each set's
+    means."""
+    readings = ("chroma_share", "level", "neighbour_correlation")
+    head = ["set", "image", "chroma share", "level per channel", "neighbour correlation", *columns]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for r in rows:
-        cells = " | ".join(f"{r[c]:.2f}" for c in columns)
-        lines.append(f"| {r['set']} | {r['image']} | {r['chroma_share']:.2f} | {r['level']:.2f} | {cells} |")
+        cells = " | ".join(f"{r[c]:.2f}" for c in (*readings, *columns))
+        lines.append(f"| {r['set']} | {r['image']} | {cells} |")
     for dataset in dict.fromkeys(r["set"] for r in rows):
         chosen = [r for r in rows if r["set"] == dataset]
         cells = " | ".join(f"{statistics.mean(r[c] for r in chosen):.2f}" for c in columns)
         switched = sum(r["auto"] != "colour" for r in chosen)
-        lines.append(f"| {dataset} | mean ({switched}/{len(chosen)} per channel) | | | {cells} |")
+        lines.append(f"| {dataset} | mean ({switched}/{len(chosen)} per channel) | | | | {cells} |")
     return "\n".join(lines)
 
 
@@ -163,7 +172,8 @@ def command_line(args) -> str:
         else f"--crop {args.crop} --sigmas {_joined(args.sigmas)} --rhos {_joined(args.rhos)}"
     )
     methods = ",".join(args.methods)
-    return f'python benchmarks/luma_noise.py --threads {args.threads} {cases} --methods "{methods}" --name {args.name}'
+    pairs = "" if args.pairs == list(PAIRS) else f' --pairs "{",".join(args.pairs)}"'
+    return f'python benchmarks/luma_noise.py --threads {args.threads} {cases} --methods "{methods}"{pairs} --name {args.name}'
 
 
 def _joined(values: list[float]) -> str:
@@ -173,7 +183,7 @@ def _joined(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_noise_arguments(parser, "Kodak24,CBSD68,McMaster", 4, sigmas="15,25,50", rhos="0,0.5,0.8,0.9,1")
-    parser.add_argument("--pairs", default="official,packaged")
+    parser.add_argument("--pairs", default="official,packaged", help="'': no network, the readings alone")
     parser.add_argument("--methods", default="colour,gray per channel,gray on the mean")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--real", default="", help="real-noise folders of the shared data instead")
@@ -181,9 +191,9 @@ def main() -> int:
     args = parser.parse_args()
     use_threads(args)
     read_levels(args)
-    args.pairs = args.pairs.split(",")
+    args.pairs = [p for p in args.pairs.split(",") if p]  # none: the readings alone
     args.methods = args.methods.split(",")
-    if "auto" in args.methods and not {"colour", "gray per channel"} <= set(args.methods):
+    if args.pairs and "auto" in args.methods and not {"colour", "gray per channel"} <= set(args.methods):
         parser.error("--methods auto needs colour and gray per channel")
     rows = score(args, load_networks(args.pairs))
     cases = (
@@ -194,7 +204,12 @@ def main() -> int:
     )
     markdown = (
         "# Noise correlated across the colour channels: colour network, gray network per channel, gray on the mean\n\n"
-        f"{cases}; pre-trained output (M = 0), mean PSNR in dB of the 8-bit output.\n\n"
+        + f"{cases}; "
+        + (
+            "pre-trained output (M = 0), mean PSNR in dB of the 8-bit output.\n\n"
+            if args.pairs
+            else "what `rfr_deploy.noise.channels` reads off each image (no network).\n\n"
+        )
         + summarise(rows, args)
         + "\n\nauto: the library's choice (`rfr_deploy.noise.channels.shares_noise`), with how many crops it "
         "sent to the gray network per channel.\n\n" + f"`{command_line(args)}`\n"

@@ -60,10 +60,12 @@ the four estimates on one core, where the level estimator's default takes severa
 CORRELATED_FROM = 0.2
 """The noise counts as white in space below this correlation of neighbouring pixels
 (:func:`neighbour_correlation`). Camera noise, which demosaicking and the camera's processing spread over
-neighbouring pixels, reads more: 0.23–0.36 on the 12 SIDD samples, 8 of which read as shared by the
-channels, and there the gray network per channel lost 1.0–5.3 dB to the colour network
-(benchmarks/results/luma_noise_real.md). White noise on 128² test crops read −0.05–0.02 on smooth crops
-and up to 0.18 on textured ones at σ = 5 (their flattest blocks keep some texture), 0.09 at σ = 10."""
+neighbouring pixels, reads more: 0.23–0.36 on the 12 SIDD samples (benchmarks/results/
+luma_noise_real_readings.md), 8 of which read as shared by the channels at a level of at least 5, and on
+all 12 the gray network per channel lost 1.0–5.3 dB to the colour network
+(benchmarks/results/luma_noise_real.md). Noise white in space on 128² test crops read −0.06–0.18: up to
+0.18 on textured crops at σ = 5 (their flattest blocks keep some texture), 0.10 at σ = 10
+(benchmarks/results/luma_noise_readings.md)."""
 
 BLOCK = 8
 """Side of the blocks :func:`neighbour_correlation` reads (stride half of it, or more on large images)."""
