@@ -54,6 +54,23 @@ def test_noise_spread_over_neighbouring_pixels_is_not_read_as_shared():
     assert abs(neighbour_correlation(chw(photo(1.0)))) < 0.1
 
 
+def test_a_large_image_is_read_on_its_central_window():
+    from rfr_deploy.noise import channels
+
+    rng = np.random.default_rng(4)
+    side, window = 300, 200
+    image = 0.5 + 0.1 * torch.from_numpy(rng.standard_normal((1, side, side)).astype(np.float32)).repeat(
+        3, 1, 1
+    )
+    inner = slice((side - window) // 2, (side + window) // 2)
+    white = 0.1 * torch.from_numpy(rng.standard_normal((3, window, window)).astype(np.float32))
+    image[:, inner, inner] = 0.5 + white  # shared noise around white noise
+    assert shares_noise(image)  # read whole: the border's patches hold no chroma noise
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(channels, "READ_SIDE", window)
+        assert not shares_noise(image)  # read on its central window: white
+
+
 def test_small_images_and_low_levels_are_not_read_as_shared():
     assert not shares_noise(chw(photo(1.0, size=(40, 48))))  # too few patches for the chroma's covariance
     assert not shares_noise(chw(photo(1.0, sigma=2)))  # the image's own texture passes for noise there
