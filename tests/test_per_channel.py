@@ -212,3 +212,10 @@ def test_per_set_adapts_one_per_channel_network_only_when_every_image_goes_to_it
         (manifest,) = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "summary.json"]
         assert [i.get("per_channel", False) for i in manifest["inputs"]] == [expected, expected]
         assert [i["channels"] for i in manifest["inputs"]] == [3, 3]  # the grey one is not taken as gray
+
+
+def test_a_grey_image_toned_after_its_noise_reads_as_shared():
+    """Sepia toning scales the channels unequally: the noise is one in all three, each at its own level."""
+    grey = photo(1.0)[:, :, :1]
+    toned = quantize(np.clip(grey * np.float32([1.0, 0.85, 0.65]) + np.float32([0.0, 0.02, 0.05]), 0, 1))
+    assert shares_noise(chw(toned))
