@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rfr_deploy.models.denoiser import run_per_channel
+from rfr_deploy.models.denoiser import run_network
 from rfr_deploy.transforms import DIHEDRAL, dihedral, dihedral_inverse
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -84,10 +84,7 @@ class ExportableDenoiser(nn.Module):
             if sigma is None:
                 raise ValueError("this network takes a noise level: pass sigma")
             told = sigma.reshape(-1, 1, 1, 1).to(self.compute_dtype)
-        if self.per_channel:
-            out = run_per_channel(self.net, x, told)
-        else:
-            out = self.net(x) if told is None else self.net(x, told)
+        out = run_network(self.net, x, told, self.per_channel)
         if m > 1:
             out = out[:, :, :h, :w]
         out = out.to(torch.float32)

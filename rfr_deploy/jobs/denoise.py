@@ -13,12 +13,12 @@ from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import (
     ModelCache,
+    channel_record,
     loaded,
     model_sigma,
     noise_jpeg,
     read_jobs,
     set_sigma_levels,
-    stored_channels,
 )
 from rfr_deploy.jobs.noise_aim import aim_told_level
 from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name, write_output
@@ -85,7 +85,7 @@ def _denoise_one(
         "output": str(target),
         "model": settings.model,
         "weights_sha256": model.weights_sha256,
-        **stored_channels(job),
+        **channel_record(job),
         "sigma": grey_levels(settings.sigma) if model.meta.noise_map else None,
         "sigma_estimate": grey_levels(job.sigma_estimate, 3),
         "sigma_told": grey_levels(job.sigma_used, 3) if model.meta.noise_map else None,

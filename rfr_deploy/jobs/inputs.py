@@ -172,7 +172,7 @@ def _warn_transparent(image: Image) -> None:
         )
 
 
-def stored_channels(job: ImageJob) -> dict[str, Any]:
+def channel_record(job: ImageJob) -> dict[str, Any]:
     """``{"stored_channels": 3}`` for a grey image stored as RGB and taken as gray, ``{"per_channel": True}``
     for a colour image given to the gray network per channel (records), else nothing."""
     stored = job.info.stored_channels

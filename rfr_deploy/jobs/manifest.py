@@ -14,7 +14,7 @@ import torch
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.adaptation.loop import AdaptResult
 from rfr_deploy.files import atomic_write, json_text, sha256_file
-from rfr_deploy.jobs.inputs import stored_channels
+from rfr_deploy.jobs.inputs import channel_record
 from rfr_deploy.version import __version__
 
 
@@ -34,7 +34,7 @@ def input_record(job) -> dict[str, Any]:
         "height": job.info.height,
         "width": job.info.width,
         "channels": job.info.channels,
-        **stored_channels(job),
+        **channel_record(job),
         "bit_depth": job.info.bit_depth,
     }
 

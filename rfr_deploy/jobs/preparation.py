@@ -29,13 +29,13 @@ from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.jobs.inputs import (
     ImageJob,
     ModelCache,
+    channel_record,
     check_estimated_level,
     noise_chroma,
     noise_jpeg,
     read_chroma_traces,
     read_jobs,
     set_sigma_levels,
-    stored_channels,
 )
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.reference import read_reference
@@ -172,7 +172,7 @@ def _image_record(job: ImageJob, settings: JobSettings) -> dict[str, Any]:
         "height": job.info.height,
         "width": job.info.width,
         "channels": job.info.channels,
-        **stored_channels(job),
+        **channel_record(job),
         "sigma": grey_levels(sigma, 3),
         "sigma_from": source,
     }

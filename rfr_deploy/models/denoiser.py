@@ -59,20 +59,15 @@ class Denoiser(nn.Module):
         h, w = noisy.shape[-2:]
         pad_h, pad_w, mode = padding(h, w, self.entry.pad_multiple)
         x = F.pad(noisy, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else noisy
+        told = None
         if self.meta.noise_map:
             if sigma is None:
                 raise ConfigError(f"{self.meta.arch} takes a noise level: pass sigma (σ/255)")
-            out = self.run_net(x, sigma_tensor(sigma, x))
-        else:
-            out = self.run_net(x)
+            told = sigma_tensor(sigma, x)
+        out = run_network(self.net, x, told, self.meta.per_channel)
         if pad_h or pad_w:
             out = out[..., :h, :w]
         return noisy - out if self.meta.output == "residual" else out
-
-    def run_net(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """The bare network on ``x`` (``N×C×H×W``), each channel alone where the network is a gray one run
-        per channel (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`)."""
-        return run_per_channel(self.net, x, sigma) if self.meta.per_channel else _run(self.net, x, sigma)
 
     def extra_repr(self) -> str:
         """The wrapper's own behaviour where the network alone does not show it (exported graphs are told
@@ -105,17 +100,18 @@ def each_channel(model: Denoiser, channels: int = 3) -> Denoiser:
     return Denoiser(model.net, meta, model.entry, model.weights_sha256)
 
 
-def run_per_channel(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-    """The gray network ``net`` on each channel of ``x`` (``N×C×H×W``) as its own image (a batch of N·C),
-    each told its image's ``sigma`` (``N×1×1×1``, noise-map networks); traceable, for exported graphs."""
+def run_network(
+    net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None, per_channel: bool
+) -> torch.Tensor:
+    """The bare network ``net`` on ``x`` (``N×C×H×W``), told ``sigma`` (``N×1×1×1``) where it takes a noise
+    map; with ``per_channel`` (:attr:`~rfr_deploy.models.registry.WeightsMeta.per_channel`) the gray ``net``
+    on each channel as its own image, a batch of N·C, each told its image's ``sigma``. Traceable: exported
+    graphs (:class:`exporters.exportable.ExportableDenoiser`) run the same code."""
+    if not per_channel:
+        return net(x) if sigma is None else net(x, sigma)
     n, c, h, w = x.shape
-    planes = x.reshape(n * c, 1, h, w)
     told = None if sigma is None else sigma.repeat_interleave(c, dim=0)
-    return _run(net, planes, told).reshape(n, c, h, w)
-
-
-def _run(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-    return net(x) if sigma is None else net(x, sigma)
+    return run_network(net, x.reshape(n * c, 1, h, w), told, False).reshape(n, c, h, w)
 
 
 def _layer_reach(layer: nn.Module) -> int:

@@ -46,7 +46,7 @@ class WeightsMeta:
     notes: str = ""
     per_channel: bool = False
     """A gray network run on each of the ``channels`` channels of an image alone
-    (:func:`rfr_deploy.models.planes.per_channel`): for colour images whose noise is (nearly) the same in
+    (:func:`rfr_deploy.models.denoiser.each_channel`): for colour images whose noise is (nearly) the same in
     the three channels, which a colour network trained on noise drawn per channel leaves in place."""
 
     @property
