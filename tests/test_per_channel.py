@@ -197,7 +197,24 @@ def test_a_colour_network_keeps_shared_noise_and_says_so(tmp_path, weights_file,
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in recwarn if "three channels" in str(w.message)] == [
         "photo.png: its noise is nearly the same in its three channels, which a colour network leaves in "
-        "place: give gray weights (--weights) to denoise each channel alone"
+        "place; give gray weights (--weights) to denoise each channel alone"
+    ]
+
+
+def test_infer_says_where_a_colour_graph_meets_noise_the_channels_share(tmp_path, recwarn):
+    from exporters.onnx_export import export_onnx, onnx_metadata
+    from rfr_deploy.models.factory import create_model
+
+    model = create_model("dncnn", weights=None, channels=3, depth=3, features=8).eval()
+    graph = tmp_path / "colour.onnx"
+    export_onnx(model, graph, example=torch.rand(1, 3, 24, 24), metadata=onnx_metadata(model, noise={}))
+    for name, shared in (("shared.png", 1.0), ("white.png", 0.0)):
+        write_image(tmp_path / "in" / name, photo(shared))
+    result = run("infer", graph, tmp_path / "in", "-o", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in recwarn if "three channels" in str(w.message)] == [
+        "shared.png: its noise is nearly the same in its three channels, which a colour network leaves in "
+        "place; export the gray network run per channel (adapt-and-export --per-channel on)"
     ]
 
 

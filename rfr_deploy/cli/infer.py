@@ -19,7 +19,7 @@ from rfr_deploy.devices import MAX_THREADS
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.images import read_image, write_image
 from rfr_deploy.inference import tile_core
-from rfr_deploy.jobs.inputs import warn_grey_rgb
+from rfr_deploy.jobs.inputs import reads_shared_noise, warn_grey_rgb, warn_shared_noise
 from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_bit_depth, output_name
 from rfr_deploy.units import grey_levels
 
@@ -85,8 +85,7 @@ def command(model, inputs, output_dir, sigma, tile, overlap, provider, threads, 
     for path in paths:  # every input decoded and checked before the first is denoised, one at a time
         image, _ = _read_for(runner, path)
         runner.check_channels(image.channels, str(path))
-        if runner.channels != 1 and image.grey_rgb and not runner.per_channel:
-            warn_grey_rgb(path.name, "export a gray network to denoise it as gray")
+        _warn_colour_network(runner, image, path.name)
     records = []
     with reporter.bar(len(paths), f"denoising {len(paths)} image(s)") as progress:
         for done, path in enumerate(paths):
@@ -122,6 +121,19 @@ def _infer_one(runner, path: Path, out_dir: Path, settings, reporter, progress) 
         "tile": tile or runner.tile_for(image.height, image.width),
         "seconds": round(seconds, 4),
     }
+
+
+def _warn_colour_network(runner, image, name: str) -> None:
+    """Warn where a colour network leaves most of ``image``'s noise: a grey image stored as RGB, or a colour
+    image whose noise its three channels share (not a JPEG's: its own model describes it)."""
+    if runner.channels == 1 or runner.per_channel:
+        return
+    if image.grey_rgb:
+        warn_grey_rgb(name, "export a gray network to denoise it as gray")
+    elif image.jpeg_tables is None and reads_shared_noise(image):
+        warn_shared_noise(
+            name, "export the gray network run per channel (adapt-and-export --per-channel on)", 5
+        )
 
 
 def _read_for(runner, path: Path) -> tuple:

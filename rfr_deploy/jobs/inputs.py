@@ -124,18 +124,13 @@ class ImageJob:
         )
         if not asked or (mode == "auto" and image.jpeg_tables is not None):
             return False
-        if mode == "auto" and not shares_noise(torch.from_numpy(image.pixels).permute(2, 0, 1)):
+        if mode == "auto" and not reads_shared_noise(image):
             return False
         if self.takes_gray():
             return True
         if mode == "on":
             raise ModelError(f"{image.path}: --per-channel on needs gray weights for the network (--weights)")
-        warnings.warn(
-            f"{image.path.name}: its noise is nearly the same in its three channels, which a colour network "
-            "leaves in place: give gray weights (--weights) to denoise each channel alone",
-            UserWarning,
-            stacklevel=5,
-        )
+        warn_shared_noise(image.path.name, "give gray weights (--weights) to denoise each channel alone", 6)
         return False
 
     def release(self) -> None:
@@ -189,6 +184,23 @@ def warn_grey_rgb(name: str, remedy: str) -> None:
         f"(its three channels are one); {remedy}",
         UserWarning,
         stacklevel=4,
+    )
+
+
+def reads_shared_noise(image: Image) -> bool:
+    """Whether the noise of the colour ``image`` reads as shared by its channels
+    (:func:`~rfr_deploy.noise.channels.shares_noise`)."""
+    return shares_noise(torch.from_numpy(image.pixels).permute(2, 0, 1))
+
+
+def warn_shared_noise(name: str, remedy: str, stacklevel: int = 4) -> None:
+    """The colour image ``name``, whose noise its channels share (:func:`~rfr_deploy.noise.channels.shares_noise`),
+    goes to a colour network: what that costs, and ``remedy``."""
+    warnings.warn(
+        f"{name}: its noise is nearly the same in its three channels, which a colour network leaves in "
+        f"place; {remedy}",
+        UserWarning,
+        stacklevel=stacklevel,
     )
 
 
