@@ -56,7 +56,7 @@ def test_a_colour_network_keeps_the_rgb_image_and_says_what_that_costs(tmp_path,
     assert read_image(tmp_path / "out" / "photo_denoised.png").channels == 3
     assert [str(w.message) for w in recwarn if "grey" in str(w.message)] == [
         "photo.png: a grey image stored as RGB, denoised by a colour network, which leaves most of its noise "
-        "(its three channels are one); give gray weights (--weights) to denoise it as gray"
+        "(its three channels are one); give gray weights (--gray-weights) to denoise it as gray"
     ]
 
 

@@ -175,6 +175,7 @@ OPTIONS = (
     ),
     field_options(J, "reference"),
     model_options,
+    field_options(J, "gray_weights"),
     field_options(J, *NOISE_OPTIONS),
     field_options(AdaptConfig, "steps"),
     field_options(J, "output_ensemble"),

@@ -28,6 +28,7 @@ J = JobSettings
 @click.command("denoise")
 @click.argument("inputs", nargs=-1, required=True)
 @model_options
+@field_options(J, "gray_weights")
 @field_option(J, "sigma", help="Noise level (grey levels) for noise-map models; estimated if omitted.")
 @field_option(
     J,

@@ -43,7 +43,7 @@ def model_options(f: Callable) -> Callable:
 
     @functools.wraps(command)
     def with_model(**kwargs):
-        kwargs["model"] = model_for_weights(kwargs["model"], kwargs["weights"])
+        kwargs["model"] = model_for_weights(kwargs["model"], kwargs["weights"] or kwargs.get("gray_weights"))
         return command(**kwargs)
 
     f = click.option(

@@ -31,7 +31,6 @@ from rfr_deploy.jobs.exports import export_again, export_files
 from rfr_deploy.jobs.failures import failure_record, stops_the_run
 from rfr_deploy.jobs.inputs import (
     ImageJob,
-    ModelCache,
     chroma_source,
     loaded,
     model_sigma,
@@ -45,6 +44,7 @@ from rfr_deploy.jobs.manifest import (
     timings,
     write_manifest,
 )
+from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.noise_aim import aim_noise
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, Leftovers, clear_group, output_bit_depth, write_output
 from rfr_deploy.jobs.preparation import describe_plan, noise_storage, prepare_run, set_group_levels

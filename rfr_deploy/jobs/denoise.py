@@ -12,7 +12,6 @@ from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.inference import denoise
 from rfr_deploy.jobs.inputs import (
-    ModelCache,
     channel_record,
     loaded,
     model_sigma,
@@ -20,6 +19,7 @@ from rfr_deploy.jobs.inputs import (
     read_jobs,
     set_sigma_levels,
 )
+from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.noise_aim import aim_told_level
 from rfr_deploy.jobs.outputs import check_distinct_names, drop_earlier_outputs, output_name, write_output
 from rfr_deploy.jobs.settings import JobSettings
@@ -44,7 +44,8 @@ def denoise_files(
     inputs = drop_earlier_outputs(inputs, out_dir, DENOISED_TAG)
     check_distinct_names(((p, output_name(p, DENOISED_TAG)) for p in inputs), out_dir)
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
-    models = ModelCache(settings.model, settings.weights, device)
+    models = ModelCache.for_settings(settings, device)
+    models.check_gray_weights()
     jobs = read_jobs(
         inputs, device, reporter=reporter, takes_gray=models.takes_gray, per_channel=settings.per_channel
     )

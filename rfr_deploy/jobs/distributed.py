@@ -32,11 +32,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rfr_deploy.adaptation.config import AdaptConfig
 from rfr_deploy.errors import ConfigError, RfrError, first_line
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import atomic_write
 from rfr_deploy.images import read_image
+from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.preparation import graph_sizes
 from rfr_deploy.jobs.ray_worker import STAGING, GroupTask, gain_db, run_group
@@ -87,6 +90,7 @@ def adapt_and_export_ray(
     inputs = drop_earlier_outputs(inputs, settings.output_dir, ADAPTED_TAG)
     groups = plan_groups(inputs, settings)
     create_model(settings.model, weights=settings.weights or "default")  # a bad model or weights: fail now
+    ModelCache.for_settings(settings, torch.device("cpu")).check_gray_weights()
     fingerprint = run_fingerprint(settings, config, exporters)
     out_dir = Path(settings.output_dir)
     records: dict[int, dict[str, Any]] = {}

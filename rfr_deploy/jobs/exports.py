@@ -17,8 +17,9 @@ from typing import Any
 from torch import nn
 
 from rfr_deploy.export_protocol import ExportRequest
-from rfr_deploy.jobs.inputs import ImageJob, ModelCache, model_sigma
+from rfr_deploy.jobs.inputs import ImageJob, model_sigma
 from rfr_deploy.jobs.manifest import file_record, write_manifest
+from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.outputs import ADAPTED_ROLES, ADAPTED_TAG, Leftovers, clear_exports
 from rfr_deploy.jobs.preparation import set_group_levels
 from rfr_deploy.jobs.resume import Fingerprint

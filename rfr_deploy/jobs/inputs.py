@@ -21,9 +21,6 @@ from torch import nn
 from rfr_deploy.errors import ImageError, ModelError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.models.denoiser import each_channel
-from rfr_deploy.models.factory import create_model
-from rfr_deploy.models.weights import ChannelsError
 from rfr_deploy.noise.channels import per_channel_level, shares_noise
 from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.jpeg import JpegTables
@@ -72,7 +69,7 @@ class ImageJob:
     (:func:`read_chroma_traces`); None until read."""
     manifest: dict[str, Any] = field(default_factory=dict)
     takes_gray: Callable[[], bool] | None = field(default=None, repr=False)
-    """Whether the network has gray weights (:meth:`ModelCache.takes_gray`, asked only of a grey image
+    """Whether the network has gray weights (:meth:`~rfr_deploy.jobs.model_cache.ModelCache.takes_gray`, asked only of a grey image
     stored as RGB, which is then taken as the gray image it is: a colour network leaves most of its noise,
     whose three channels are one); None: never asked, the image stays RGB."""
     per_channel: str = "off"
@@ -108,7 +105,7 @@ class ImageJob:
             if self.info is None:
                 _warn_transparent(image)
                 if grey and stored is None and not per_channel:
-                    warn_grey_rgb(image.path.name, "give gray weights (--weights) to denoise it as gray")
+                    warn_grey_rgb(image.path.name, "give gray weights (--gray-weights) to denoise it as gray")
             self.info, self.image, self.noisy = info, image, to_tensor(image.pixels, device)
         return self
 
@@ -129,8 +126,12 @@ class ImageJob:
         if self.takes_gray():
             return True
         if mode == "on":
-            raise ModelError(f"{image.path}: --per-channel on needs gray weights for the network (--weights)")
-        warn_shared_noise(image.path.name, "give gray weights (--weights) to denoise each channel alone", 6)
+            raise ModelError(
+                f"{image.path}: --per-channel on needs gray weights for the network (--gray-weights)"
+            )
+        warn_shared_noise(
+            image.path.name, "give gray weights (--gray-weights) to denoise each channel alone", 6
+        )
         return False
 
     def release(self) -> None:
@@ -202,53 +203,6 @@ def warn_shared_noise(name: str, remedy: str, stacklevel: int = 4) -> None:
         UserWarning,
         stacklevel=stacklevel,
     )
-
-
-class ModelCache:
-    """Pre-trained models by channel count (``--model dncnn`` picks gray or color weights)."""
-
-    def __init__(self, model: str, weights: str | None, device: torch.device):
-        self.model, self.weights, self.device = model, weights, device
-        self._models: dict[tuple[int, bool], nn.Module] = {}
-        self._gray: bool | None = None
-
-    def get(self, channels: int, image: Path | None = None, per_channel: bool = False) -> nn.Module:
-        """The network for images of ``channels`` channels (``per_channel``: the gray one, run on each
-        channel alone), loaded on first use; weights for another channel count are a
-        :class:`~rfr_deploy.models.weights.ChannelsError` that names ``image``, the input that needs them."""
-        key = (channels, per_channel)
-        if per_channel and key not in self._models:
-            self._models[key] = each_channel(self.get(1, image), channels)
-        if key not in self._models:
-            weights = self.weights or "default"
-            try:
-                model = create_model(self.model, weights=weights, channels=channels, device=self.device)
-            except ChannelsError as exc:
-                if image is None:
-                    raise
-                raise ChannelsError(f"{exc}: {image}") from exc
-            self._models[key] = model.eval()
-        return self._models[key]
-
-    def for_job(self, job: ImageJob) -> nn.Module:
-        """The network for ``job``'s image (read)."""
-        return self.get(job.info.channels, job.path, job.info.per_channel)
-
-    def takes_gray(self) -> bool:
-        """Whether there are gray weights for the network (``--model``'s packaged ones, or ``--weights``):
-        loaded on the way, asked once."""
-        if self._gray is None:
-            try:
-                self.get(1)
-                self._gray = True
-            except (ChannelsError, ModelError):
-                self._gray = False
-        return self._gray
-
-    def load_for(self, jobs: list[ImageJob]) -> None:
-        """Load (and so check) the weights every job needs, before any long work."""
-        for job in jobs:
-            self.for_job(job)
 
 
 def read_jobs(

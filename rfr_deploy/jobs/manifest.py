@@ -66,11 +66,17 @@ def model_record(settings, model, adapted_sha256: str) -> dict[str, Any]:
     """The pre-trained network (name, weights and their sha256, metadata) and the adapted weights' sha256."""
     return {
         "name": settings.model,
-        "weights": settings.weights or f"packaged default ({model.meta.net_channels}-channel)",
+        "weights": _weights_name(settings, model.meta.net_channels),
         "weights_sha256": model.weights_sha256,
         "adapted_weights_sha256": adapted_sha256,
         "meta": json.loads(model.meta.to_json()),
     }
+
+
+def _weights_name(settings, channels: int) -> str:
+    """The weights a network of ``channels`` channels came from, as the command line named them."""
+    named = settings.gray_weights if channels == 1 and settings.gray_weights else settings.weights
+    return named or f"packaged default ({channels}-channel)"
 
 
 def adaptation_record(config: AdaptConfig, result: AdaptResult) -> dict[str, Any]:

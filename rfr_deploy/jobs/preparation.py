@@ -28,7 +28,6 @@ from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
 from rfr_deploy.jobs.inputs import (
     ImageJob,
-    ModelCache,
     channel_record,
     check_estimated_level,
     noise_chroma,
@@ -37,6 +36,7 @@ from rfr_deploy.jobs.inputs import (
     read_jobs,
     set_sigma_levels,
 )
+from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.outputs import ADAPTED_TAG, drop_earlier_outputs
 from rfr_deploy.jobs.reference import read_reference
 from rfr_deploy.jobs.resume import (
@@ -108,7 +108,8 @@ def prepare_run(
     open_groups = [g for g, e in zip(path_groups, earlier, strict=True) if e is None or not e.complete]
     check_output_names(out_dir, open_groups)
     todo = {p for g in open_groups for p in g}
-    models = models or ModelCache(settings.model, settings.weights, device)
+    models = models or ModelCache.for_settings(settings, device)
+    models.check_gray_weights()
     # one group: its level is the first work anyway, read as its image is, before any output
     jobs = _read_inputs(inputs, settings, models, device, todo, reporter, estimate=len(open_groups) == 1)
     if not prepared:

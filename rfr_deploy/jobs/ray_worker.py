@@ -33,7 +33,7 @@ from rfr_deploy.errors import RfrError
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
 from rfr_deploy.jobs.failures import failure_message
-from rfr_deploy.jobs.inputs import ModelCache
+from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.outputs import ADAPTED_ROLES, listed_files
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
@@ -158,9 +158,7 @@ def _state_for(task: GroupTask) -> _WorkerState:
         exporters = copy.deepcopy(task.exporters)
         for exporter in exporters:
             exporter.prepare([tuple(s) for s in task.sizes])
-        state = _WorkerState(
-            task.run_id, ModelCache(task.settings.model, task.settings.weights, device), exporters
-        )
+        state = _WorkerState(task.run_id, ModelCache.for_settings(task.settings, device), exporters)
         _STATE["current"] = state
     return state
 

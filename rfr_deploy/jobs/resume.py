@@ -148,6 +148,11 @@ def _adaptation_document(settings: Any, config: Any) -> dict[str, Any]:
         "settings": job,
         "adaptation": {k: v for k, v in dataclasses.asdict(config).items() if k not in PROCESS_FIELDS},
         "weights_sha256": _weights_sha256(settings.weights),
+        **(
+            {"gray_weights_sha256": _weights_sha256(gray)}
+            if (gray := getattr(settings, "gray_weights", None))
+            else {}
+        ),
     }
 
 

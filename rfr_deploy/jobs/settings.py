@@ -22,6 +22,18 @@ class JobSettings:
     model: str = "dncnn"
     weights: str | None = None
     """Weights file; None uses the packaged default for the image's channel count."""
+    gray_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Gray weights of the same network, by name or file, for grey images stored as RGB and "
+            "colour images whose noise their channels share (see --per-channel), where --weights is a "
+            "colour network [default: the packaged gray weights without --weights, else none].",
+            "file": "any",
+        },
+    )
+    """Weights of the gray network (:meth:`~rfr_deploy.jobs.model_cache.ModelCache.takes_gray`) where ``weights``
+    names a colour one; None: the packaged gray weights where ``weights`` is None, else ``weights`` itself
+    where it is gray."""
     noise: str = field(
         default="auto",
         metadata={
