@@ -62,20 +62,22 @@ def add_central_crop_arguments(parser) -> None:
     """``--datasets``, ``--limit`` and ``--crop``: the central crops :func:`central_crops` yields."""
     parser.add_argument("--datasets", default="Kodak24,CBSD68,McMaster")
     parser.add_argument("--limit", type=int, default=4, help="images per set")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N images of each set")
     parser.add_argument("--crop", type=int, default=128)
 
 
 def central_crops(args, channels: int = 3):
-    """(set, image name, central ``args.crop``² crop as H×W×C float32 in [0, 1]) of the first ``args.limit``
-    images of each of ``args.datasets`` in the shared test data."""
+    """(set, image name, central ``args.crop``² crop as H×W×C float32 in [0, 1]) of ``args.limit`` images of
+    each of ``args.datasets`` in the shared test data, after the first ``args.skip`` (where given)."""
     import numpy as np
 
     from rfr_deploy.datasets import load_folder
     from rfr_deploy.shared import shared_path
 
-    c = args.crop
+    c, skip = args.crop, getattr(args, "skip", 0)
     for name in args.datasets.split(","):
-        for image in load_folder(shared_path("data", "test", name), channels=channels, limit=args.limit):
+        images = load_folder(shared_path("data", "test", name), channels=channels, limit=skip + args.limit)
+        for image in images[skip:]:
             h, w = image.pixels.shape[:2]
             clean = image.pixels[h // 2 - c // 2 : h // 2 + c // 2, w // 2 - c // 2 : w // 2 + c // 2]
             yield name, image.name, np.ascontiguousarray(clean, dtype=np.float32)

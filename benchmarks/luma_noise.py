@@ -36,12 +36,14 @@ import numpy as np
 import torch
 from common import add_central_crop_arguments, central_crops, environment, report, use_threads
 
+from rfr_deploy.adaptation.channel_choice import per_channel_scores_better
 from rfr_deploy.datasets import load_pairs
 from rfr_deploy.images import quantize
 from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr
+from rfr_deploy.models.denoiser import each_channel
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.channels import chroma_share, neighbour_correlation, shares_noise
+from rfr_deploy.noise.channels import chroma_share, neighbour_correlation, read_channel_noise, shares_noise
 from rfr_deploy.shared import shared_path
 
 PAIRS = {  # name: (colour weights, gray weights)
@@ -92,21 +94,34 @@ def noisy_images(args):
                 yield {"set": dataset, "image": name, "sigma": sigma, "rho": rho}, noisy, clean
 
 
+def auto_choice(reading, colour: torch.nn.Module, gray: torch.nn.Module, noisy: np.ndarray) -> str:
+    """What ``denoise`` and ``adapt-and-export --per-channel auto`` give a colour PNG whose noise reads as
+    ``reading`` (:meth:`rfr_deploy.jobs.model_cache.ModelCache.per_channel_suits`)."""
+    if reading is None or not reading.white:
+        return "colour"
+    y = to_tensor(noisy, "cpu")
+    better = per_channel_scores_better(
+        colour, each_channel(gray, 3), y, level=reading.level, share=reading.share
+    )
+    return "gray per channel" if better else "colour"
+
+
 @torch.inference_mode()
 def score(args, networks) -> list[dict]:
     rows = []
     for row, noisy, clean in noisy_images(args):
         chw = torch.from_numpy(noisy).permute(2, 0, 1)
+        reading = read_channel_noise(chw)
         share, level = chroma_share(chw)
-        auto = "gray per channel" if shares_noise(chw) else "colour"
-        row |= {"chroma_share": round(share, 3), "level": round(level * 255, 2), "auto": auto}
-        row["neighbour_correlation"] = round(neighbour_correlation(chw), 3)
+        row |= {"chroma_share": round(share, 3), "level": round(level * 255, 2)}
+        row |= {"neighbour_correlation": round(neighbour_correlation(chw), 3), "shared": shares_noise(chw)}
         for pair, (colour, gray) in networks.items():
             for method in (m for m in args.methods if m != "auto"):
                 out = quantize(np.clip(run_method(method, colour, gray, noisy), 0, 1))
                 row[f"{pair}: {method}"] = round(psnr(out, clean), 3)
             if "auto" in args.methods:
-                row[f"{pair}: auto"] = row[f"{pair}: {auto}"]
+                row[f"{pair}: chose"] = auto_choice(reading, colour, gray, noisy)
+                row[f"{pair}: auto"] = row[f"{pair}: {row[f'{pair}: chose']}"]
         rows.append(row)
         print(row, file=sys.stderr)
     return rows
@@ -124,9 +139,8 @@ def summarise(rows: list[dict], args) -> str:
             chosen = [r for r in rows if r["sigma"] == sigma and r["rho"] == rho]
             ranges = [f"{min(r[k] for r in chosen):.2f}–{max(r[k] for r in chosen):.2f}" for k in readings]
             means = [statistics.mean(r[c] for r in chosen) for c in columns]
-            switched = f" ({sum(r['auto'] != 'colour' for r in chosen)}/{len(chosen)} per channel)"
             cells = [
-                f"{m:.2f}" + (switched if c.endswith("auto") else "")
+                f"{m:.2f}" + (_switched(chosen, c) if c.endswith("auto") else "")
                 for m, c in zip(means, columns, strict=True)
             ]
             lines.append(f"| {sigma:g} | {rho:g} | " + " | ".join(ranges + cells) + " |")
@@ -145,9 +159,14 @@ def summarise_real(rows: list[dict], columns: list[str]) -> str:
     for dataset in dict.fromkeys(r["set"] for r in rows):
         chosen = [r for r in rows if r["set"] == dataset]
         cells = " | ".join(f"{statistics.mean(r[c] for r in chosen):.2f}" for c in columns)
-        switched = sum(r["auto"] != "colour" for r in chosen)
-        lines.append(f"| {dataset} | mean ({switched}/{len(chosen)} per channel) | | | | {cells} |")
+        lines.append(f"| {dataset} | mean | | | | {cells} |")
     return "\n".join(lines)
+
+
+def _switched(rows: list[dict], column: str) -> str:
+    """How many of ``rows`` the auto ``column`` sent to the gray network per channel."""
+    pair = column.split(":")[0]
+    return f" ({sum(r[f'{pair}: chose'] != 'colour' for r in rows)}/{len(rows)} per channel)"
 
 
 def add_noise_arguments(parser, datasets: str, limit: int, sigmas: str, rhos: str) -> None:
@@ -169,11 +188,18 @@ def command_line(args) -> str:
     cases = (
         f"--real {args.real}"
         if args.real
-        else f"--crop {args.crop} --sigmas {_joined(args.sigmas)} --rhos {_joined(args.rhos)}"
+        else f"--crop {args.crop}{_chosen_images(args)} --sigmas {_joined(args.sigmas)} --rhos {_joined(args.rhos)}"
     )
     methods = ",".join(args.methods)
     pairs = "" if args.pairs == list(PAIRS) else f' --pairs "{",".join(args.pairs)}"'
     return f'python benchmarks/luma_noise.py --threads {args.threads} {cases} --methods "{methods}"{pairs} --name {args.name}'
+
+
+def _chosen_images(args) -> str:
+    """``--limit`` and ``--skip`` where they are not the defaults."""
+    return (f" --limit {args.limit}" if args.limit != 4 else "") + (
+        f" --skip {args.skip}" if args.skip else ""
+    )
 
 
 def _joined(values: list[float]) -> str:
@@ -199,7 +225,8 @@ def main() -> int:
     cases = (
         f"The real-noise pairs of {args.real} (whole images)"
         if args.real
-        else f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of "
+        else f"Central {args.crop}² crops of {args.limit} images of {args.datasets} (after the first {args.skip}), "
+        "Gaussian noise of "
         "σ per channel with correlation ρ between the channels, clipped and rounded to 8 bits"
     )
     markdown = (
@@ -211,8 +238,9 @@ def main() -> int:
             else "what `rfr_deploy.noise.channels` reads off each image (no network).\n\n"
         )
         + summarise(rows, args)
-        + "\n\nauto: the library's choice (`rfr_deploy.noise.channels.shares_noise`), with how many crops it "
-        "sent to the gray network per channel.\n\n" + f"`{command_line(args)}`\n"
+        + "\n\nauto: the library's choice (SURE with probes correlated like the noise, "
+        "`rfr_deploy.adaptation.channel_choice`), with how many crops it sent to the gray network per channel.\n\n"
+        + f"`{command_line(args)}`\n"
     )
     report(args.name, {"environment": environment(), "rows": rows, "args": vars(args)}, markdown)
     return 0

@@ -25,8 +25,12 @@ def gray_file(tmp_path, tiny_dncnn):
 
 
 def test_a_colour_networks_gray_weights_take_grey_and_shared_noise_images(
-    tmp_path, weights_file, gray_file, recwarn
+    tmp_path, weights_file, gray_file, recwarn, monkeypatch
 ):
+    from rfr_deploy.jobs import model_cache
+
+    # tiny random networks: SURE's choice between them means nothing; the shared noise decides here
+    monkeypatch.setattr(model_cache, "per_channel_scores_better", lambda *args, level, share: share < 0.5)
     write_image(tmp_path / "in" / "shared.png", photo(1.0))
     write_image(tmp_path / "in" / "white.png", photo(0.0))
     write_image(tmp_path / "in" / "grey.png", np.repeat(photo(1.0)[:, :, 1:2], 3, axis=2))

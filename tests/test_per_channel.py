@@ -150,7 +150,17 @@ def test_denoise_gives_shared_noise_to_the_gray_network_per_channel(tmp_path):
     assert not np.array_equal(outputs["off"], outputs["auto"])
 
 
-def test_white_noise_keeps_the_colour_network_and_on_forces_the_gray_one(tmp_path):
+def test_auto_follows_sure_and_on_forces_the_gray_network(tmp_path, monkeypatch):
+    """Under 'auto' SURE decides (tests/test_channel_choice.py); the job follows it and records it."""
+    from rfr_deploy.jobs import model_cache
+
+    asked = []
+
+    def colour_scores_better(colour, per_channel, image, level, share):
+        asked.append((colour.meta.channels, per_channel.meta.per_channel, tuple(image.shape), level, share))
+        return False
+
+    monkeypatch.setattr(model_cache, "per_channel_scores_better", colour_scores_better)
     path = write_image(tmp_path / "photo.png", photo(0.0))
     for mode, expected in (("auto", False), ("on", True)):
         args = ["--model", "dncnn", "--steps", 1, "--per-channel", mode, "-o", tmp_path / mode, "--quiet"]
@@ -158,15 +168,15 @@ def test_white_noise_keeps_the_colour_network_and_on_forces_the_gray_one(tmp_pat
         manifest = json.loads((tmp_path / mode / "photo.json").read_text())
         assert manifest["inputs"][0].get("per_channel", False) is expected
         assert manifest["model"]["meta"].get("per_channel", False) is expected
+    ((channels, per_channel, shape, level, share),) = asked  # asked once, under 'auto'
+    assert (channels, per_channel, shape) == (3, True, (1, 3, 72, 80))
+    assert level * 255 == pytest.approx(25, rel=0.15) and 0.8 < share < 1.2
 
 
 def test_adapt_and_export_adapts_the_per_channel_network_and_records_it(tmp_path):
     path = write_image(tmp_path / "photo.png", photo(1.0))
     plan = run("adapt-and-export", path, "--model", "dncnn", "--dry-run", "-o", tmp_path / "o")
-    assert (
-        "photo.png: 72×80, 3 channel(s) (noise shared by the channels: gray network per channel)"
-        in plan.output
-    )
+    assert "photo.png: 72×80, 3 channel(s) (gray network per channel)" in plan.output
     args = ["--steps", 2, "--format", "onnx", "-o", tmp_path / "out", "--quiet"]
     result = run("adapt-and-export", path, "--model", "dncnn", *args)
     assert result.exit_code == 0, result.output

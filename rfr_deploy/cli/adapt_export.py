@@ -49,7 +49,7 @@ def _stored_as(record: dict) -> str:
     """What the plan adds to an image's channels: how it is taken where that is not as stored."""
     if "stored_channels" in record:
         return " (grey, stored as RGB)"
-    return " (noise shared by the channels: gray network per channel)" if record.get("per_channel") else ""
+    return " (gray network per channel)" if record.get("per_channel") else ""
 
 
 def run(

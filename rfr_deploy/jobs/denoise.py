@@ -46,9 +46,7 @@ def denoise_files(
     keep_freed_memory_on(device)  # each large image's activations reuse the last one's memory
     models = ModelCache.for_settings(settings, device)
     models.check_gray_weights()
-    jobs = read_jobs(
-        inputs, device, reporter=reporter, takes_gray=models.takes_gray, per_channel=settings.per_channel
-    )
+    jobs = read_jobs(inputs, device, reporter=reporter, networks=models, per_channel=settings.per_channel)
     models.load_for(jobs)
     if settings.sigma is not None and not any(models.for_job(j).meta.noise_map for j in jobs):
         warnings.warn(f"--sigma is ignored: {settings.model} takes no noise level", UserWarning, stacklevel=2)

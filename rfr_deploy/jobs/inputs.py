@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from torch import nn
 from rfr_deploy.errors import ImageError, ModelError
 from rfr_deploy.images import Image, read_image
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.noise.channels import per_channel_level, shares_noise
+from rfr_deploy.noise.channels import ChannelNoise, per_channel_level, read_channel_noise, shares_noise
 from rfr_deploy.noise.chroma import find_subsampled_chroma
 from rfr_deploy.noise.jpeg import JpegTables
 from rfr_deploy.noise.level import ChromaStorage, NoiseLevel, chroma_storage, estimate_noise_level
@@ -44,10 +44,20 @@ class ImageInfo:
     """A JPEG's quantization tables (:attr:`rfr_deploy.images.Image.jpeg_tables`)."""
     stored_channels: int | None = None
     """The channels the file stores where they are not ``channels``: 3 for a grey image stored as RGB and
-    taken as the gray image it is (:attr:`ImageJob.takes_gray`), whose outputs are written as RGB again."""
+    taken as the gray image it is (:attr:`ImageJob.networks`), whose outputs are written as RGB again."""
     per_channel: bool = False
-    """A colour image whose noise its three channels share (:mod:`rfr_deploy.noise.channels`), given to the
-    gray network run on each channel alone (:attr:`ImageJob.per_channel`)."""
+    """A colour image given to the gray network run on each channel alone (:attr:`ImageJob.per_channel`)."""
+
+
+class GrayNetworks(Protocol):
+    """What a job asks of its networks while it reads an image (:class:`~rfr_deploy.jobs.model_cache.ModelCache`)."""
+
+    def takes_gray(self) -> bool:
+        """Whether there are gray weights for the network."""
+
+    def per_channel_suits(self, image: Image, reading: ChannelNoise) -> bool:
+        """Whether the colour ``image``, whose noise reads as ``reading``, goes to the gray network run on
+        each channel alone."""
 
 
 @dataclass(eq=False)  # jobs are compared by identity: their pixels come and go
@@ -68,25 +78,26 @@ class ImageJob:
     """The chroma subsampling the pixels of a colour image whose file does not say show
     (:func:`read_chroma_traces`); None until read."""
     manifest: dict[str, Any] = field(default_factory=dict)
-    takes_gray: Callable[[], bool] | None = field(default=None, repr=False)
-    """Whether the network has gray weights (:meth:`~rfr_deploy.jobs.model_cache.ModelCache.takes_gray`, asked only of a grey image
-    stored as RGB, which is then taken as the gray image it is: a colour network leaves most of its noise,
-    whose three channels are one); None: never asked, the image stays RGB."""
+    networks: GrayNetworks | None = field(default=None, repr=False)
+    """The job's networks, asked whether there are gray weights (:meth:`GrayNetworks.takes_gray`) only of a
+    grey image stored as RGB, which is then taken as the gray image it is (a colour network leaves most of
+    its noise, whose three channels are one), and which network suits a colour image (:attr:`per_channel`);
+    None: never asked, the image stays RGB."""
     per_channel: str = "off"
     """Whether a colour image goes to the gray network run on each channel alone, where there are gray
-    weights: 'auto' where its noise is (nearly) the same in its three channels
-    (:func:`~rfr_deploy.noise.channels.shares_noise`; not JPEGs, whose noise their own model describes),
-    'on' always, 'off' never. Read once, on the first load."""
+    weights: 'auto' where its noise reads as white in space and SURE expects that network to do better
+    (:meth:`GrayNetworks.per_channel_suits`; not JPEGs, whose noise their own model describes), 'on'
+    always, 'off' never. Read once, on the first load."""
 
     def load(self, device: torch.device) -> ImageJob:
         """Decode the image (again) onto ``device``; :class:`ImageError` if it changed since it was first read."""
         if self.noisy is None:
             image, stored = read_image(self.path), None
-            grey = self.takes_gray is not None and image.grey_rgb
+            grey = self.networks is not None and image.grey_rgb
             per_channel = (
                 self.info.per_channel if self.info is not None else self._reads_per_channel(image, grey)
             )
-            if grey and not per_channel and self.takes_gray():
+            if grey and not per_channel and self.networks.takes_gray():
                 image, stored = image.to_gray(), 3
             info = ImageInfo(
                 image.height,
@@ -112,26 +123,25 @@ class ImageJob:
     def _reads_per_channel(self, image: Image, grey: bool) -> bool:
         """Whether the colour ``image`` goes to the gray network run per channel (:attr:`per_channel`; a grey
         one ``grey`` only with 'on', else it is taken as gray)."""
-        mode = self.per_channel
-        asked = (
-            mode != "off"
-            and self.takes_gray is not None
-            and image.channels == 3
-            and (mode == "on" or not grey)
-        )
+        mode, networks = self.per_channel, self.networks
+        asked = mode != "off" and networks is not None and image.channels == 3 and (mode == "on" or not grey)
         if not asked or (mode == "auto" and image.jpeg_tables is not None):
             return False
-        if mode == "auto" and not reads_shared_noise(image):
-            return False
-        if self.takes_gray():
-            return True
         if mode == "on":
+            if networks.takes_gray():
+                return True
             raise ModelError(
                 f"{image.path}: --per-channel on needs gray weights for the network (--gray-weights)"
             )
-        warn_shared_noise(
-            image.path.name, "give gray weights (--gray-weights) to denoise each channel alone", 6
-        )
+        reading = read_channel_noise(torch.from_numpy(image.pixels).permute(2, 0, 1))
+        if reading is None or not reading.white:
+            return False
+        if networks.takes_gray():
+            return networks.per_channel_suits(image, reading)
+        if reading.shared:
+            warn_shared_noise(
+                image.path.name, "give gray weights (--gray-weights) to denoise each channel alone", 6
+            )
         return False
 
     def release(self) -> None:
@@ -210,19 +220,19 @@ def read_jobs(
     device: torch.device,
     visit: Callable[[ImageJob], None] | None = None,
     reporter: Reporter = QUIET,
-    takes_gray: Callable[[], bool] | None = None,
+    networks: GrayNetworks | None = None,
     per_channel: str = "off",
 ) -> list[ImageJob]:
     """A job for each path: every image is decoded now, handed to ``visit`` while its pixels are held
     (e.g. to estimate σ), and let go. Unreadable images fail before any long work, all of them named in
     one :class:`ImageError` (one rerun finds them all). A folder's pass shows a progress bar. A grey image
-    stored as RGB is taken as gray where ``takes_gray`` says the network can (:attr:`ImageJob.takes_gray`),
-    and a colour image whose noise its channels share per channel (:attr:`ImageJob.per_channel`)."""
+    stored as RGB is taken as gray where ``networks`` have gray weights (:attr:`ImageJob.networks`), and a
+    colour image goes to the gray network per channel where they suit it (:attr:`ImageJob.per_channel`)."""
     jobs, unreadable = [], []
     with reporter.bar(len(paths) if len(paths) > 1 else 0, f"checking {len(paths)} inputs") as update:
         for done, path in enumerate(paths, 1):
             try:
-                job = ImageJob(path, takes_gray=takes_gray, per_channel=per_channel).load(device)
+                job = ImageJob(path, networks=networks, per_channel=per_channel).load(device)
             except ImageError as exc:
                 unreadable.append(exc)
                 continue

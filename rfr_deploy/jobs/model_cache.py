@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.channel_choice import per_channel_scores_better
 from rfr_deploy.errors import ModelError, WeightsError
+from rfr_deploy.inference import to_tensor
 from rfr_deploy.models.denoiser import each_channel
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.models.weights import ChannelsError
 
 if TYPE_CHECKING:
+    from rfr_deploy.images import Image
     from rfr_deploy.jobs.inputs import ImageJob
+    from rfr_deploy.noise.channels import ChannelNoise
 
 
 class ModelCache:
@@ -79,6 +83,19 @@ class ModelCache:
                     raise
                 self._gray = False
         return self._gray
+
+    def per_channel_suits(self, image: Image, reading: ChannelNoise) -> bool:
+        """Whether SURE expects the gray network run per channel to denoise the colour ``image``, whose noise
+        reads as ``reading``, better than the colour network
+        (:func:`~rfr_deploy.adaptation.channel_choice.per_channel_scores_better`); without colour weights,
+        whether its noise is shared by its channels."""
+        try:
+            colour = self.get(3)
+        except (ChannelsError, ModelError):
+            return reading.shared
+        noisy = to_tensor(image.pixels, self.device)
+        per_channel = self.get(3, per_channel=True)
+        return per_channel_scores_better(colour, per_channel, noisy, level=reading.level, share=reading.share)
 
     def check_gray_weights(self) -> None:
         """Load the gray weights named (``--gray-weights``), so that a bad file fails before any long work."""

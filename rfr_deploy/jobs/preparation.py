@@ -201,8 +201,8 @@ def _read_inputs(
     # one network for the set: a grey image stored as RGB stays RGB with the others, and so does a colour
     # image whose noise its channels share, unless every colour image goes to the gray network per channel
     per_channel = settings.per_channel if not settings.per_set or settings.per_channel == "on" else "off"
-    takes_gray = None if settings.per_set and per_channel != "on" else models.takes_gray
-    return read_jobs(inputs, device, visit, reporter, takes_gray, per_channel)
+    networks = None if settings.per_set and per_channel != "on" else models
+    return read_jobs(inputs, device, visit, reporter, networks, per_channel)
 
 
 def _plan(inputs: list[Path], settings: JobSettings) -> list[tuple[str, ...]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -129,18 +130,47 @@ def _channel_level(x: torch.Tensor) -> float:
     return statistics.mean(estimate_sigma(x[c : c + 1], max_patches=SHARE_PATCHES) for c in range(x.shape[0]))
 
 
-def shares_noise(image: torch.Tensor) -> bool:
-    """Whether the noise of the colour ``image`` is (nearly) the same in its three channels and white in
-    space, as a gray network run per channel takes it: a chroma share below :data:`SHARED_BELOW` at a level
-    of at least :data:`LEAST_LEVEL`, a :func:`neighbour_correlation` below :data:`CORRELATED_FROM`, on images of at least
-    :data:`LEAST_SIDE` pixels a side."""
+@dataclass(frozen=True)
+class ChannelNoise:
+    """What :func:`read_channel_noise` read of a colour image's noise ([0, 1] units)."""
+
+    share: float
+    """:func:`chroma_share`: about 1 for white noise, √(1 − ρ) for noise of correlation ρ between the channels."""
+    level: float
+    """The mean of the channels' noise levels."""
+    correlation: float
+    """:func:`neighbour_correlation`: about 0 for noise white in space."""
+
+    @property
+    def white(self) -> bool:
+        """Whether the noise reads as white in space, at a level its estimates can be trusted at
+        (:data:`LEAST_LEVEL`, :data:`CORRELATED_FROM`): a gray network per channel may suit it."""
+        return self.level >= LEAST_LEVEL and self.correlation < CORRELATED_FROM
+
+    @property
+    def shared(self) -> bool:
+        """Whether the noise is (nearly) the same in the three channels and white in space
+        (:data:`SHARED_BELOW`)."""
+        return self.white and self.share < SHARED_BELOW
+
+
+def read_channel_noise(image: torch.Tensor) -> ChannelNoise | None:
+    """The noise of the colour ``image`` (3×H×W or 1×3×H×W, [0, 1]) read on its central :data:`READ_SIDE`
+    window; None for an image smaller than :data:`LEAST_SIDE` on a side."""
     if min(image.shape[-2:]) < LEAST_SIDE:
-        return False
+        return None
     h, w = image.shape[-2:]
     top, left = max(0, (h - READ_SIDE) // 2), max(0, (w - READ_SIDE) // 2)
     image = image[..., top : top + READ_SIDE, left : left + READ_SIDE]
     share, level = chroma_share(image)
-    return share < SHARED_BELOW and level >= LEAST_LEVEL and neighbour_correlation(image) < CORRELATED_FROM
+    return ChannelNoise(share, level, neighbour_correlation(image))
+
+
+def shares_noise(image: torch.Tensor) -> bool:
+    """Whether the noise of the colour ``image`` is (nearly) the same in its three channels and white in
+    space, as a gray network run per channel takes it (:attr:`ChannelNoise.shared`)."""
+    reading = read_channel_noise(image)
+    return reading is not None and reading.shared
 
 
 def per_channel_level(image: torch.Tensor, noise_map: bool = False) -> NoiseLevel:

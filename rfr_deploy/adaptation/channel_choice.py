@@ -1,0 +1,83 @@
+"""The colour network, or the gray one run on each channel alone: which SURE expects to do better on an image.
+
+A colour network was trained on noise drawn separately in each channel. It leaves most of the noise the
+channels share (:mod:`rfr_deploy.noise.channels`), and some colour networks also fail on colours their
+training images lacked: official CDnCNN-B made McMaster's saturated image 1 worse than its noisy input at
+σ = 5 (26.6 dB), where DnCNN-B on each channel reached 35.9 (benchmarks/results/luma_noise_auto.json).
+A threshold on how much of the noise the channels share sees the first and not the second, and errs
+around it (benchmarks/results/luma_noise_auto.md: 1.3–2.2 dB left at ρ = 0.3). SURE scores both networks
+on the image itself.
+
+For noise of level σ in each channel, white in space, correlated by ρ between the channels, Stein's
+identity holds with the noise's covariance (:mod:`rfr_deploy.adaptation.coloured_sure`): probes of unit
+variance whose channels are correlated alike, b = √ρ·s + √(1 − ρ)·o with s one standard-normal value per
+pixel and o one per value, in :func:`~rfr_deploy.adaptation.sure.sure_terms`. ρ is read off the chroma
+share (ρ = 1 − share²) less :data:`CORRELATION_BIAS`: texture the estimates take for noise makes the
+share read low, and too large a ρ counts the colour network's averaging across the channels as
+divergence it does not have.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
+from rfr_deploy.adaptation.sure import combine, sure_terms
+
+CORRELATION_BIAS = 0.15
+"""What is taken off the correlation the chroma share implies (see the module's docstring)."""
+
+CHOICE_PIXELS = 2**16
+"""An image larger than this is scored on windows covering about this many pixels (one 256² window)."""
+
+CHOICE_PROBES = 2
+"""Divergence probes per scored image or window."""
+
+_CHOICE_STREAM = 0xC4A7_7E15
+"""Offset of the probes' and windows' seed (independent of the noise's and the other scores' streams)."""
+
+
+def channel_correlation(share: float) -> float:
+    """The correlation of the noise between the channels that a chroma share implies, less
+    :data:`CORRELATION_BIAS`, within [0, 1]."""
+    return min(max(1.0 - share**2 - CORRELATION_BIAS, 0.0), 1.0)
+
+
+def correlated_probes(
+    image: torch.Tensor, rho: float, count: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """``count`` probes shaped like ``image`` (N×C×H×W), unit variance per value, correlation ``rho``
+    between the channels of a pixel."""
+    shape = image.shape
+    probes = []
+    for _ in range(count):
+        own = torch.randn(shape, generator=generator)
+        shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator)
+        probes.append((math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * own).to(image.device, image.dtype))
+    return probes
+
+
+@torch.no_grad()
+def per_channel_scores_better(
+    colour: nn.Module, per_channel: nn.Module, image: torch.Tensor, level: float, share: float, seed: int = 0
+) -> bool:
+    """Whether SURE expects the gray network run per channel (``per_channel``) to denoise ``image``
+    (1×3×H×W, [0, 1]) better than ``colour``, for noise of ``level`` per channel ([0, 1] units) whose
+    :func:`~rfr_deploy.noise.channels.chroma_share` is ``share``: both scored with the same probes on the
+    same windows. A noise-map network is told ``level``."""
+    generator = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + _CHOICE_STREAM) % 2**63)
+    sample = sample_for_scoring([image], [image], CHOICE_PIXELS, seed, alignment(colour))
+    rho = channel_correlation(share)
+    probes = [correlated_probes(y, rho, CHOICE_PROBES, generator) for y in sample.images]
+    scores = []
+    for model in (colour, per_channel):
+        told = level if getattr(getattr(model, "meta", None), "noise_map", False) else None
+        parts = [
+            sure_terms(model, y, told, p, sigmas=(level,), region=region)
+            for y, p, region in zip(sample.images, probes, sample.regions, strict=True)
+        ]
+        scores.append(combine(parts).mse(level))
+    return scores[1] < scores[0]

@@ -1,0 +1,84 @@
+"""SURE with probes correlated between the channels like the noise chooses between a colour network and the
+gray network run per channel (:mod:`rfr_deploy.adaptation.channel_choice`). Hand-built denoisers whose
+errors are known: averaging the three channels removes white noise (to a third of its variance) and none
+of the noise they share; blurring each channel alone removes either."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rfr_deploy.adaptation.channel_choice import (
+    CORRELATION_BIAS,
+    channel_correlation,
+    correlated_probes,
+    per_channel_scores_better,
+)
+from rfr_deploy.noise.channels import chroma_share
+
+
+class Handmade(nn.Module):
+    """A denoiser with no weights of its own (one unused parameter: inference reads the device off it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()))
+
+
+class ChannelMean(Handmade):
+    def forward(self, x, sigma=None):
+        return x.mean(dim=1, keepdim=True).expand_as(x)
+
+
+class Identity(Handmade):
+    def forward(self, x, sigma=None):
+        return x
+
+
+class EachChannelBlur(Handmade):
+    def forward(self, x, sigma=None):
+        return F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+
+
+def noisy_grey(shared: float, sigma: float = 20 / 255, seed: int = 0) -> torch.Tensor:
+    """A flat grey 1×3×96×96 image with noise of ``sigma`` per channel, ``shared`` of its variance common
+    to the three channels."""
+    rng = np.random.default_rng(seed)
+    own = rng.standard_normal((1, 3, 96, 96))
+    common = rng.standard_normal((1, 1, 96, 96))
+    noise = sigma * (np.sqrt(shared) * common + np.sqrt(1 - shared) * own)
+    return torch.from_numpy(0.5 + noise).float()
+
+
+def test_shared_noise_goes_per_channel_where_white_probes_would_keep_the_colour_network():
+    y = noisy_grey(1.0)
+    share, level = chroma_share(y)
+    assert share < 0.1
+    # the channel mean keeps all of the shared noise (error σ²), the blur most of it gone (σ²/25)
+    assert per_channel_scores_better(ChannelMean(), EachChannelBlur(), y, level, share)
+    # read as white noise, its residual of zero makes the channel mean look better than noise-free
+    assert not per_channel_scores_better(ChannelMean(), EachChannelBlur(), y, level, share=1.0)
+
+
+def test_white_noise_keeps_the_network_that_averages_the_channels():
+    y = noisy_grey(0.0)
+    share, level = chroma_share(y)
+    assert 0.8 < share < 1.2
+    assert not per_channel_scores_better(ChannelMean(), Identity(), y, level, share)
+    assert per_channel_scores_better(Identity(), ChannelMean(), y, level, share)  # the other way round
+
+
+def test_the_probes_are_correlated_between_the_channels_as_asked():
+    y = torch.zeros(2, 3, 64, 64)
+    (b,) = correlated_probes(y, 0.6, 1, torch.Generator().manual_seed(0))
+    assert b.shape == y.shape
+    assert b.pow(2).mean().item() == pytest.approx(1.0, abs=0.03)
+    assert (b[:, 0] * b[:, 1]).mean().item() == pytest.approx(0.6, abs=0.03)
+
+
+def test_the_correlation_a_share_implies_is_lowered_by_the_bias_and_kept_within_zero_and_one():
+    assert channel_correlation(1.05) == 0.0 and channel_correlation(0.0) == pytest.approx(
+        1 - CORRELATION_BIAS
+    )
+    assert channel_correlation(0.5) == pytest.approx(0.75 - CORRELATION_BIAS)
