@@ -3,8 +3,9 @@
 Central crops with seeded Gaussian noise of level σ per channel and correlation ρ between the channels
 (benchmarks/luma_noise.py's), saved as 8-bit PNGs; each adapted by
 ``rfr-deploy adapt-and-export CROP.png --reference CLEAN.png --threads 1 --per-channel MODE`` with the
-packaged DnCNN (``auto``: its gray network per channel where the noise reads as shared; ``off``: the
-colour network, as before), defaults otherwise. Scores: pre-trained and adapted PSNR of each run.
+packaged DnCNN (``auto``: its gray network per channel where the library chooses it, SURE since stop 63,
+the shared-noise threshold before; ``off``: the colour network), defaults otherwise. Scores: pre-trained
+and adapted PSNR of each run.
 
     python benchmarks/luma_noise_adapt.py --workers 2
 """
@@ -95,11 +96,11 @@ def main() -> int:
         f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of σ per "
         "channel with correlation ρ between the channels (8-bit PNGs), packaged DnCNN, defaults otherwise; "
         "mean PSNR in dB of the written outputs. off: the colour network (the behaviour before); auto: the gray "
-        "network on each channel alone where the noise reads as shared (how many crops did: 'per channel').\n\n"
+        "network on each channel alone where the library chooses it (how many crops did: 'per channel').\n\n"
         + render(args, rows)
         + f"\n\n`python benchmarks/luma_noise_adapt.py --workers {args.workers} --datasets {args.datasets} "
         f"--limit {args.limit} --crop {args.crop} --sigmas {','.join(f'{s:g}' for s in args.sigmas)} "
-        f"--rhos {','.join(f'{r:g}' for r in args.rhos)}`\n"
+        f"--rhos {','.join(f'{r:g}' for r in args.rhos)} --name {args.name}`\n"
     )
     report(args.name, {"environment": environment(), "rows": rows}, markdown)
     return 0

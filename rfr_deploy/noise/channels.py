@@ -20,6 +20,11 @@ channel's has σ. :func:`chroma_share` is the ratio of the two estimates (about 
 noise the three channels share). Camera noise is correlated across the channels too, but also across
 neighbouring pixels, which a gray network trained on white noise takes for detail: on real photos the
 colour network did better, so the noise must also be white in space (:func:`neighbour_correlation`).
+
+Jobs choose between the two networks by SURE where the noise reads as white in space
+(:attr:`ChannelNoise.white`; :mod:`rfr_deploy.adaptation.channel_choice`), which also sees a colour
+network that fails on an image's colours; :func:`shares_noise`, the threshold on the share alone, is what
+``infer`` warns by, where the exported graph is one network or the other.
 """
 
 from __future__ import annotations
