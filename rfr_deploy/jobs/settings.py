@@ -111,13 +111,14 @@ class JobSettings:
     per_channel: Literal["auto", "on", "off"] = field(
         default="auto",
         metadata={
-            "help": "'auto': a colour image (not a JPEG) whose noise is nearly the same in its three channels "
-            "(monochromatic noise, film grain) goes to the gray network run on each channel alone, where the "
-            "weights have a gray one; 'on': every colour image; 'off': none."
+            "help": "'auto': a colour image (not a JPEG) whose noise is white in space goes to the gray network "
+            "run on each channel alone where SURE expects it to do better (noise the channels share, such as "
+            "monochromatic noise or film grain; colours the colour network fails on), where the weights have "
+            "a gray one; 'on': every colour image; 'off': none."
         },
     )
-    """Whether colour images go to the gray network run on each channel alone (:mod:`rfr_deploy.noise.channels`,
-    :attr:`~rfr_deploy.jobs.inputs.ImageJob.per_channel`); with ``per_set`` (one network for the set) only
+    """Whether colour images go to the gray network run on each channel alone
+    (:mod:`rfr_deploy.adaptation.channel_choice`, :attr:`~rfr_deploy.jobs.inputs.ImageJob.per_channel`); with ``per_set`` (one network for the set) only
     'on' applies, to every image of the set."""
     reference: str | None = field(
         default=None,
