@@ -43,7 +43,7 @@ from rfr_deploy.inference import denoise, to_pixels, to_tensor
 from rfr_deploy.metrics import psnr
 from rfr_deploy.models.denoiser import each_channel
 from rfr_deploy.models.factory import create_model
-from rfr_deploy.noise.channels import chroma_share, neighbour_correlation, read_channel_noise, shares_noise
+from rfr_deploy.noise.channels import chroma_share, neighbour_correlation, read_channel_noise
 from rfr_deploy.shared import shared_path
 
 PAIRS = {  # name: (colour weights, gray weights)
@@ -114,7 +114,8 @@ def score(args, networks) -> list[dict]:
         reading = read_channel_noise(chw)
         share, level = chroma_share(chw)
         row |= {"chroma_share": round(share, 3), "level": round(level * 255, 2)}
-        row |= {"neighbour_correlation": round(neighbour_correlation(chw), 3), "shared": shares_noise(chw)}
+        shared = reading is not None and reading.shared  # shares_noise(chw), from the reading already made
+        row |= {"neighbour_correlation": round(neighbour_correlation(chw), 3), "shared": shared}
         for pair, (colour, gray) in networks.items():
             for method in (m for m in args.methods if m != "auto"):
                 out = quantize(np.clip(run_method(method, colour, gray, noisy), 0, 1))

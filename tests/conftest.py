@@ -79,15 +79,23 @@ def image_file(tmp_path, smooth_image, rng):
     return write_image(tmp_path / "in" / "noisy.png", noisy)
 
 
+def _tiny_weights_file(path, model):
+    from rfr_deploy.models.weights import save_weights
+
+    save_weights(path, model.net, model.meta)
+    return path
+
+
 @pytest.fixture
 def weights_file(tmp_path, tiny_dncnn):
     """The tiny colour DnCNN as a safetensors file written by rfr-deploy."""
-    from rfr_deploy.models.weights import save_weights
+    return _tiny_weights_file(tmp_path / "tiny.safetensors", tiny_dncnn(3))
 
-    model = tiny_dncnn(3)
-    path = tmp_path / "tiny.safetensors"
-    save_weights(path, model.net, model.meta)
-    return path
+
+@pytest.fixture
+def gray_weights_file(tmp_path, tiny_dncnn):
+    """The tiny gray DnCNN as a safetensors file written by rfr-deploy."""
+    return _tiny_weights_file(tmp_path / "gray.safetensors", tiny_dncnn(1))
 
 
 @pytest.fixture

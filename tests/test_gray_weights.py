@@ -15,17 +15,8 @@ from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
 
 
-@pytest.fixture
-def gray_file(tmp_path, tiny_dncnn):
-    """The tiny gray DnCNN as a safetensors file."""
-    model = tiny_dncnn(1)
-    path = tmp_path / "gray.safetensors"
-    save_weights(path, model.net, model.meta)
-    return path
-
-
 def test_a_colour_networks_gray_weights_take_grey_and_shared_noise_images(
-    tmp_path, weights_file, gray_file, recwarn, monkeypatch
+    tmp_path, weights_file, gray_weights_file, recwarn, monkeypatch
 ):
     from rfr_deploy.jobs import model_cache
 
@@ -38,7 +29,7 @@ def test_a_colour_networks_gray_weights_take_grey_and_shared_noise_images(
         "--weights",
         weights_file,
         "--gray-weights",
-        gray_file,
+        gray_weights_file,
         "-o",
         tmp_path / "out",
         "--json",
@@ -55,20 +46,34 @@ def test_a_colour_networks_gray_weights_take_grey_and_shared_noise_images(
     planes = tmp_path / "planes"  # the shared-noise image: the gray weights on each channel alone
     for c in range(3):
         write_image(planes / f"c{c}.png", photo(1.0)[:, :, c : c + 1])
-    assert run("denoise", planes, "--weights", gray_file, "-o", planes / "out", "--quiet").exit_code == 0
+    assert (
+        run("denoise", planes, "--weights", gray_weights_file, "-o", planes / "out", "--quiet").exit_code == 0
+    )
     expected = np.concatenate([read_image(planes / "out" / f"c{c}_denoised.png").pixels for c in range(3)], 2)
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "shared_denoised.png").pixels, expected)
 
 
-def test_adapt_and_export_records_the_gray_weights_it_adapted(tmp_path, weights_file, gray_file):
+def test_adapt_and_export_records_the_gray_weights_it_adapted(tmp_path, weights_file, gray_weights_file):
     path = write_image(tmp_path / "photo.png", photo(1.0))
-    args = ["--weights", weights_file, "--gray-weights", gray_file, "--steps", 1, "-o", tmp_path / "out"]
+    args = [
+        "--weights",
+        weights_file,
+        "--gray-weights",
+        gray_weights_file,
+        "--steps",
+        1,
+        "-o",
+        tmp_path / "out",
+    ]
     result = run(
         "adapt-and-export", path, *args, "--per-channel", "on", "--quiet"
     )  # tiny networks: no choice
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "photo.json").read_text())
-    assert manifest["model"]["weights"] == str(gray_file) and manifest["inputs"][0]["per_channel"] is True
+    assert (
+        manifest["model"]["weights"] == str(gray_weights_file)
+        and manifest["inputs"][0]["per_channel"] is True
+    )
 
 
 @pytest.mark.parametrize("command", ["denoise", "adapt-and-export"])
@@ -83,14 +88,14 @@ def test_gray_weights_that_are_not_gray_are_refused_before_any_work(tmp_path, we
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_the_gray_weights_content_is_part_of_the_resume_fingerprint(tmp_path, gray_file, tiny_dncnn):
+def test_the_gray_weights_content_is_part_of_the_resume_fingerprint(tmp_path, gray_weights_file, tiny_dncnn):
     import os
 
-    settings = JobSettings(gray_weights=str(gray_file))
+    settings = JobSettings(gray_weights=str(gray_weights_file))
     before = run_fingerprint(settings, AdaptConfig(), [])
     model = tiny_dncnn(1)
     next(model.net.parameters()).data.add_(1.0)
-    save_weights(gray_file, model.net, model.meta)
-    os.utime(gray_file, ns=(1, 1))  # a new modification time whatever the file system's resolution
+    save_weights(gray_weights_file, model.net, model.meta)
+    os.utime(gray_weights_file, ns=(1, 1))  # a new modification time whatever the file system's resolution
     assert run_fingerprint(settings, AdaptConfig(), []) != before
     assert run_fingerprint(JobSettings(), AdaptConfig(), []) != before
