@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,10 +76,13 @@ def list_entries(root: Path | None = None, kinds: Iterable[str] = KINDS) -> list
         groups: dict[tuple[str, bool], list[tuple[Path, os.stat_result]]] = {}
         with contextlib.suppress(OSError):
             for path in kind_folder(kind, root).iterdir():
-                with contextlib.suppress(OSError):  # removed meanwhile by another process
-                    found = _key(kind, path.name)
-                    if found is not None and path.is_file():
-                        groups.setdefault(found, []).append((path, path.stat()))
+                found = _key(kind, path.name)
+                try:  # one stat: a file another process renames or removes meanwhile is no file of an entry
+                    info = path.stat() if found is not None else None
+                except OSError:
+                    continue
+                if info is not None and stat.S_ISREG(info.st_mode):
+                    groups.setdefault(found, []).append((path, info))
         entries += [_entry(kind, key, partial, files) for (key, partial), files in groups.items()]
     return sorted(entries, key=lambda e: (e.last_used, e.kind, e.key))
 
@@ -100,8 +104,8 @@ def _entry(kind: str, key: str, partial: bool, files: list[tuple[Path, os.stat_r
         kind=kind,
         key=key,
         files=tuple(sorted(path for path, _ in files)),
-        size=sum(stat.st_size for _, stat in files),
-        last_used=max(stat.st_mtime for _, stat in files),
+        size=sum(info.st_size for _, info in files),
+        last_used=max(info.st_mtime for _, info in files),
         partial=partial,
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,6 +73,26 @@ def test_trimming_removes_the_least_recently_used_entries_first(root):
     assert [p.exists() for p in (old, mid, new, stale, young, just)] == [False] * 3 + [True] * 3
     assert [e.key for e in trim_cache(root, limit=550, keep=[just])] == [".x.1.part.onnx"]
     assert trim_cache(root, limit=None) == [] and just.exists() and young.exists()
+
+
+def test_a_write_renamed_into_place_while_the_folder_is_listed_costs_no_error(root, monkeypatch):
+    """Another process's write can be renamed between two looks at it: trimming after a store then met a
+    key without files and failed the export (a Ray worker's, two images exporting at once)."""
+    put(root, "onnx-graphs", "abc.onnx", 100, age_hours=2)
+    moving = put(root, "onnx-graphs", ".abc.k2j3.part.json", 7)
+    original, looks = Path.stat, []
+
+    def stat_then_rename(path, *args, **kwargs):
+        if path == moving:
+            looks.append(path)
+            if len(looks) > 1:  # the writer renames it after the first look
+                moving.rename(moving.with_name("abc.json"))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat_then_rename)
+    entries = list_entries(root)
+    assert [(e.key, e.size, e.partial) for e in entries] == [("abc", 100, False), (moving.name, 7, True)]
+    assert [e.key for e in trim_cache(root, limit=1)] == ["abc"]
 
 
 def test_the_limit_comes_from_the_environment(monkeypatch):

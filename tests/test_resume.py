@@ -109,6 +109,8 @@ def test_an_image_that_fails_mid_run_is_named_and_the_run_goes_on_and_a_rerun_re
     assert lines[-1].startswith("error: 1 of 2 image(s) failed (named above)")
     failed, done = json.loads(result.stdout)  # --json lists every group, the failed one's record too
     assert failed["status"] == "failed" and failed["inputs"] == [str(job / "in" / "a.png")]
+    where, _, function = failed["raised_at"].rpartition(" in ")  # not one of rfr-deploy's errors: a bug
+    assert where.startswith(f"{__file__}:") and function == "write_output"
     assert done["inputs"][0]["path"].endswith("b.png") and (job / "out" / "b.json").is_file()
     assert not (job / "out" / "a.json").exists()
     monkeypatch.undo()

@@ -10,6 +10,7 @@ stops the run instead (:func:`stops_the_run`): every later group would fail the 
 from __future__ import annotations
 
 import errno
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,12 +27,23 @@ def failure_message(paths: Sequence[str], error: BaseException) -> str:
     return message if paths[0] in message else f"{paths[0]}: {message}"
 
 
+def failure_site(error: BaseException) -> dict[str, str]:
+    """``{"raised_at": "file:line in function"}``, the innermost frame, for an error that is not one of
+    rfr-deploy's own (a bug to report: the one line names only its type and message); else empty."""
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ is not None else []
+    if isinstance(error, RfrError) or not frames:
+        return {}
+    frame = frames[-1]
+    return {"raised_at": f"{frame.filename}:{frame.lineno} in {frame.name}"}
+
+
 def failure_record(paths: Sequence[str], error: BaseException, seconds: float) -> dict[str, Any]:
     """The run's record of a failed group, as the Ray summary and ``--json`` list it."""
     return {
         "inputs": list(paths),
         "status": "failed",
         "error": failure_message(paths, error),
+        **failure_site(error),
         "seconds": round(seconds, 3),
     }
 
