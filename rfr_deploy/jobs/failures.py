@@ -30,7 +30,7 @@ def failure_message(paths: Sequence[str], error: BaseException) -> str:
 def failure_site(error: BaseException) -> dict[str, str]:
     """``{"raised_at": "file:line in function"}``, the innermost frame, for an error that is not one of
     rfr-deploy's own (a bug to report: the one line names only its type and message); else empty."""
-    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ is not None else []
+    frames = traceback.extract_tb(error.__traceback__)  # empty without a traceback
     if isinstance(error, RfrError) or not frames:
         return {}
     frame = frames[-1]
