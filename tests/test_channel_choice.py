@@ -11,11 +11,15 @@ from torch import nn
 
 from rfr_deploy.adaptation.channel_choice import (
     CORRELATION_BIAS,
+    SharedNoiseSure,
     channel_correlation,
     correlated_probes,
     per_channel_scores_better,
 )
+from rfr_deploy.adaptation.scoring import GcvScorer, make_scorer
+from rfr_deploy.adaptation.sure import SureScorer
 from rfr_deploy.noise.channels import chroma_share
+from rfr_deploy.noise.gaussian import GaussianNoise
 
 
 class Handmade(nn.Module):
@@ -101,3 +105,32 @@ def test_the_gray_network_must_do_better_by_the_margin():
     # identity: error σ²; a = 0.02: 0.962 σ² (0.17 dB better, under the margin); a = 0.2: 0.654 σ² (1.8 dB)
     assert not per_channel_scores_better(Identity(), PartBlurred(0.02), y, level, share)
     assert per_channel_scores_better(Identity(), PartBlurred(0.2), y, level, share)
+
+
+def test_a_colour_network_on_noise_its_channels_share_is_scored_with_probes_correlated_alike():
+    """The channel mean keeps all of the noise the channels share (error σ²): white probes count a third of
+    its divergence and score it better than noise-free; the shared-noise scorer counts it as the corrected
+    correlation implies (the bias takes a little off: 0.8 σ² here)."""
+    sigma = 20 / 255
+    y = noisy_grey(1.0, sigma)
+    scorer = make_scorer(
+        GaussianNoise(sigma, estimated=True), [y], [y], None, seed=0, pretrained=ChannelMean()
+    )
+    assert isinstance(scorer, SharedNoiseSure) and scorer.criterion == "shared-noise-sure"
+    assert 0.85 * sigma < scorer.low < scorer.high < 1.05 * sigma  # each channel's level, estimated
+    rho = channel_correlation(chroma_share(y)[0])  # 1 less the bias: a divergence of ρ + (1 − ρ)/3
+    expected = sigma**2 * (2 * (rho + (1 - rho) / 3) - 1)  # residual 0 − σ² + 2σ²·divergence
+    assert scorer.terms(ChannelMean()).mse(sigma) == pytest.approx(expected, rel=0.1)
+    assert SureScorer([y], sigma, None, 0).terms(ChannelMean()).mse(sigma) < 0
+
+
+def test_white_noise_and_networks_run_per_channel_keep_the_usual_scorer():
+    sigma = 20 / 255
+    white = make_scorer(
+        GaussianNoise(sigma, estimated=True), [noisy_grey(0.0)], [noisy_grey(0.0)], None, seed=0
+    )
+    assert type(white) in (SureScorer, GcvScorer)
+    assert SharedNoiseSure.create(noisy_grey(0.0), [noisy_grey(0.0)], None, 0, [None]) is None
+    y = noisy_grey(1.0, sigma)
+    known = make_scorer(GaussianNoise(sigma), [y], [y], None, seed=0, pretrained=ChannelMean())
+    assert type(known) is SureScorer  # a given σ is scored as before

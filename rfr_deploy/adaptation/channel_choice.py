@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
-from rfr_deploy.adaptation.sure import combine, sure_terms
+from rfr_deploy.adaptation.sure import SureScorer, combine, probe_count, sure_terms
+from rfr_deploy.noise.channels import per_channel_level, read_channel_noise
 
 CORRELATION_BIAS = 0.15
 """What is taken off the correlation the chroma share implies (see the module's docstring)."""
@@ -47,6 +48,11 @@ CHOICE_PROBES = 2
 
 _CHOICE_STREAM = 0xC4A7_7E15
 """Offset of the probes' and windows' seed (independent of the noise's and the other scores' streams)."""
+
+
+def _probe_generator(seed: int) -> torch.Generator:
+    """The generator of the correlated probes and windows' seed ``seed`` (its own stream)."""
+    return torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + _CHOICE_STREAM) % 2**63)
 
 
 def channel_correlation(share: float) -> float:
@@ -77,7 +83,7 @@ def per_channel_scores_better(
     (1×3×H×W, [0, 1]) better than ``colour``, by :data:`MARGIN_DB` at least, for noise of ``level`` per channel ([0, 1] units) whose
     :func:`~rfr_deploy.noise.channels.chroma_share` is ``share``: both scored with the same probes on the
     same windows. A noise-map network is told ``level``."""
-    generator = torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + _CHOICE_STREAM) % 2**63)
+    generator = _probe_generator(seed)
     sample = sample_for_scoring([image], [image], CHOICE_PIXELS, seed, alignment(colour))
     rho = channel_correlation(share)
     probes = [correlated_probes(y, rho, CHOICE_PROBES, generator) for y in sample.images]
@@ -91,3 +97,28 @@ def per_channel_scores_better(
         scores.append(combine(parts).mse(level))
     colour_mse, per_channel_mse = scores
     return per_channel_mse > 0 and colour_mse >= per_channel_mse * 10 ** (MARGIN_DB / 10)
+
+
+class SharedNoiseSure(SureScorer):
+    """SURE for a colour network on one colour image whose noise its channels share
+    (:attr:`~rfr_deploy.noise.channels.ChannelNoise.shared`): probes correlated between the channels like the
+    noise (:func:`correlated_probes`), over the range of the level each channel holds
+    (:func:`~rfr_deploy.noise.channels.per_channel_level`). The adaptation drew white noise, so the adapted
+    network can do worse than the pre-trained one on such an image; generalised cross-validation, which
+    assumes white noise, still chose α = 1–1.25 there (benchmarks/README.md, "Colour network or gray per
+    channel, chosen by SURE")."""
+
+    criterion = "shared-noise-sure"
+
+    @classmethod
+    def create(cls, image: torch.Tensor, scored: list[torch.Tensor], model_sigma, seed: int, regions):
+        """The scorer for ``image`` (1×3×H×W) scored on ``scored`` (its windows), or None where its noise
+        does not read as shared by the channels."""
+        reading = read_channel_noise(image)
+        if reading is None or not reading.shared:
+            return None
+        generator = _probe_generator(seed)
+        rho, count = channel_correlation(reading.share), probe_count(scored)
+        draws = [correlated_probes(y, rho, count, generator) for y in scored]
+        level = per_channel_level(image)
+        return cls(scored, (level.low, level.high), model_sigma, seed, draws=draws, regions=regions)

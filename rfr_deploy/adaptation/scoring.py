@@ -1,7 +1,12 @@
 """Which estimate of the error scores a run's candidates (checkpoints, interpolation weights), by noise.
 
 - Known σ: SURE at that σ (:class:`~rfr_deploy.adaptation.sure.SureScorer`).
-- Estimated (or random) σ on colour images where the two noise-level estimators agree: SURE over the
+- Estimated (or random) σ on one colour image whose noise its channels share
+  (:attr:`~rfr_deploy.noise.channels.ChannelNoise.shared`) denoised by a colour network: SURE with probes
+  correlated between the channels like the noise, over the level each channel holds
+  (:class:`~rfr_deploy.adaptation.channel_choice.SharedNoiseSure`). The updates drew white noise, and GCV,
+  which assumes it too, kept adapted networks that did worse.
+- Estimated (or random) σ on other colour images where the two noise-level estimators agree: SURE over the
   narrow range around the estimate (:attr:`~rfr_deploy.noise.level.NoiseLevel.precise`).
 - Estimated (or random) σ on colour images where they disagree (texture, clipping): generalised cross-validation
   (:class:`GcvScorer`), which needs no σ. SURE over the wide range that disagreement leaves kept
@@ -37,6 +42,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rfr_deploy.adaptation.channel_choice import SharedNoiseSure
 from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
 from rfr_deploy.adaptation.implied_level import implied_level_scorer, tolerance_band
 from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
@@ -96,6 +102,10 @@ def make_scorer(
         return None
     level, estimates = found
     colour = all(y.shape[1] > 1 for y in images)
+    if estimates and colour and len(images) == 1 and not denoised_per_channel(pretrained):
+        shared = SharedNoiseSure.create(images[0], scored, model_sigma, seed, regions)
+        if shared is not None:
+            return shared
     if estimates and colour and not all(v.precise for v in estimates):
         return GcvScorer(scored, level, model_sigma, seed, regions=regions)
     return SureScorer(scored, level, model_sigma, seed, regions=regions)
