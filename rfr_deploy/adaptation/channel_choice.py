@@ -104,9 +104,10 @@ class SharedNoiseSure(SureScorer):
     (:attr:`~rfr_deploy.noise.channels.ChannelNoise.shared`): probes correlated between the channels like the
     noise (:func:`correlated_probes`), over the range of the level each channel holds
     (:func:`~rfr_deploy.noise.channels.per_channel_level`). The adaptation drew white noise, so the adapted
-    network can do worse than the pre-trained one on such an image; generalised cross-validation, which
-    assumes white noise, still chose α = 1–1.25 there (benchmarks/README.md, "Colour network or gray per
-    channel, chosen by SURE")."""
+    network can do worse than the pre-trained one on such an image; generalised cross-validation and SURE
+    with white probes, which assume white noise, chose α = 1–1.25 there and lost up to 0.73 dB
+    (benchmarks/README.md, "A colour network on shared noise"). The noise is read again here (a tenth of a
+    second or so), once per run."""
 
     criterion = "shared-noise-sure"
 
