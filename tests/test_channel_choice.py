@@ -3,6 +3,8 @@ gray network run per channel (:mod:`rfr_deploy.adaptation.channel_choice`). Hand
 errors are known: averaging the three channels removes white noise (to a third of its variance) and none
 of the noise they share; blurring each channel alone removes either."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,7 @@ from rfr_deploy.adaptation.channel_choice import (
 from rfr_deploy.adaptation.scoring import GcvScorer, make_scorer
 from rfr_deploy.adaptation.sure import SureScorer
 from rfr_deploy.noise.channels import chroma_share
-from rfr_deploy.noise.gaussian import GaussianNoise
+from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 
 class Handmade(nn.Module):
@@ -134,3 +136,9 @@ def test_white_noise_and_networks_run_per_channel_keep_the_usual_scorer():
     y = noisy_grey(1.0, sigma)
     known = make_scorer(GaussianNoise(sigma), [y], [y], None, seed=0, pretrained=ChannelMean())
     assert type(known) is SureScorer  # a given σ is scored as before
+    gray = EachChannelBlur()
+    gray.meta = SimpleNamespace(per_channel=True)  # a gray network run on each channel: its noise is white
+    # random levels: the path an estimated level shares with colour networks (an estimated one goes to the
+    # level the gray network implies before)
+    on_each = make_scorer(UniformSigmaGaussianNoise(), [y], [y], None, seed=0, pretrained=gray)
+    assert not isinstance(on_each, SharedNoiseSure)

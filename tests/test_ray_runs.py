@@ -96,9 +96,8 @@ def test_a_corrupt_file_fails_alone_with_a_non_zero_exit(first_run, data):
     assert summary["counts"] == {"total": 6, "done": 5, "exported": 0, "failed": 1, "skipped": 0}
     status = {Path(r["inputs"][0]).stem: r for r in summary["images"]}
     assert status["bad"]["status"] == "failed" and not list((data / "ray").glob("bad*"))
-    assert (
-        "raised_at" not in status["bad"]
-    )  # the input's fault, named as such: no place in the code to report
+    # the input's fault, named as such: no place in the code to report
+    assert "raised_at" not in status["bad"]
     assert all(status[n]["status"] == "done" and status[n]["device"] == "cpu" for n in GOOD)
     assert all(status[n]["seconds"] > 0 and status[n]["gain_db"] is None for n in GOOD)  # no reference given
     assert not (data / "ray" / STAGING).exists()

@@ -4,8 +4,8 @@
 - Estimated (or random) σ on one colour image whose noise its channels share
   (:attr:`~rfr_deploy.noise.channels.ChannelNoise.shared`) denoised by a colour network: SURE with probes
   correlated between the channels like the noise, over the level each channel holds
-  (:class:`~rfr_deploy.adaptation.channel_choice.SharedNoiseSure`). The updates drew white noise, and GCV,
-  which assumes it too, kept adapted networks that did worse.
+  (:class:`~rfr_deploy.adaptation.channel_choice.SharedNoiseSure`). The updates drew white noise, and GCV
+  and SURE with white probes, which assume it too, kept adapted networks that did worse.
 - Estimated (or random) σ on other colour images where the two noise-level estimators agree: SURE over the
   narrow range around the estimate (:attr:`~rfr_deploy.noise.level.NoiseLevel.precise`).
 - Estimated (or random) σ on colour images where they disagree (texture, clipping): generalised cross-validation

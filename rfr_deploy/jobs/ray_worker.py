@@ -32,7 +32,7 @@ from rfr_deploy.devices import resolve_device, use_threads
 from rfr_deploy.errors import RfrError
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.jobs.adapt_export import adapt_and_export
-from rfr_deploy.jobs.failures import failure_message, failure_site
+from rfr_deploy.jobs.failures import failure_record
 from rfr_deploy.jobs.model_cache import ModelCache
 from rfr_deploy.jobs.outputs import ADAPTED_ROLES, listed_files
 from rfr_deploy.jobs.resume import group_stem
@@ -100,7 +100,7 @@ def run_group(task: GroupTask) -> dict[str, Any]:
         manifest = publish(staging, out_dir, task.paths)
         record.update(status=manifests[0]["status"], **_describe(manifests[0], manifest))
     except Exception as exc:  # isolate the group: any failure is reported, the run goes on
-        record.update(status="failed", error=failure_message(task.paths, exc), **failure_site(exc))
+        record.update(failure_record(task.paths, exc, time.perf_counter() - started))
     finally:
         if state is not None:
             for exporter in state.exporters:  # e.g. a base engine built in staging now lives in OUT
