@@ -37,45 +37,49 @@ def make_cases(args, folder: Path) -> list[tuple]:
                     folder / f"{tag}.png", add_noise(clean, sigma, rho, [n, int(sigma), int(rho * 100)])
                 )
                 reference = write_image(folder / f"{tag}_clean.png", clean)
-                cases += [(f"{dataset}/{name}", sigma, rho, mode, noisy, reference) for mode in MODES]
+                cases += [(f"{dataset}/{name}", sigma, rho, mode, noisy, reference) for mode in args.modes]
     return cases
 
 
-def run_case(case: tuple, folder: Path) -> dict:
+def run_case(case: tuple, folder: Path, args) -> dict:
     image, sigma, rho, mode, noisy, reference = case
     out = folder / f"{noisy.stem}_{mode}"
-    command = adapt_command(noisy, reference)
+    command = adapt_command(noisy, reference) + [
+        "--model",
+        args.model,
+        "--noise-channels",
+        args.noise_channels,
+    ]
     command += ["--per-channel", mode, "--threads", "1", "-o", str(out), "--json", "--quiet"]
     manifest = run_json_job(command)
     row = {"image": image, "sigma": sigma, "rho": rho, "mode": mode, **job_outcome(manifest)}
     row["per_channel"] = bool(manifest["inputs"][0].get("per_channel", False))
     row["sigma_estimate"] = manifest["noise"]["sigma_estimates"][0]
     row["implied_level"] = (manifest["noise"].get("implied_levels") or [None])[0]
+    row["channel_correlation"] = manifest["noise"].get("channel_correlation")
     print(row, file=sys.stderr, flush=True)
     return row
 
 
 def render(args, rows: list[dict]) -> str:
-    lines = [
-        "| σ | ρ | off: pre-trained | off: adapted | auto: pre-trained | auto: adapted | per channel | auto − off (adapted) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    both = tuple(args.modes) == MODES
+    heads = [f"{m}: {k}" for m in args.modes for k in ("pre-trained", "adapted")]
+    heads += ["per channel", "correlated noise"] + (["auto − off (adapted)"] if both else [])
+    lines = ["| σ | ρ | " + " | ".join(heads) + " |", "|---:|---:|" + "---:|" * len(heads)]
     for sigma in args.sigmas:
         for rho in args.rhos:
-            runs = {
-                m: [r for r in rows if (r["sigma"], r["rho"], r["mode"]) == (sigma, rho, m)] for m in MODES
-            }
+            case = [r for r in rows if (r["sigma"], r["rho"]) == (sigma, rho)]
+            runs = {m: [r for r in case if r["mode"] == m] for m in args.modes}
             means = {
                 m: [statistics.mean(r[k] for r in runs[m]) for k in ("pretrained_psnr", "adapted_psnr")]
-                for m in MODES
+                for m in args.modes
             }
-            switched = f"{sum(r['per_channel'] for r in runs['auto'])}/{len(runs['auto'])}"
-            cells = [f"{v:.2f}" for m in MODES for v in means[m]]
-            lines.append(
-                f"| {sigma:g} | {rho:g} | "
-                + " | ".join(cells)
-                + f" | {switched} | {means['auto'][1] - means['off'][1]:+.2f} |"
-            )
+            cells = [f"{v:.2f}" for m in args.modes for v in means[m]]
+            cells.append(f"{sum(r['per_channel'] for r in case)}/{len(case)}")
+            cells.append(f"{sum(r.get('channel_correlation') is not None for r in case)}/{len(case)}")
+            if both:
+                cells.append(f"{means['auto'][1] - means['off'][1]:+.2f}")
+            lines.append(f"| {sigma:g} | {rho:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -84,23 +88,30 @@ def main() -> int:
     add_noise_arguments(parser, "Kodak24,CBSD68", 2, sigmas="15,25", rhos="0,0.5,1")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="luma_noise_adapt")
+    parser.add_argument("--modes", default=",".join(MODES), help="--per-channel modes run (off, auto)")
+    parser.add_argument("--model", default="dncnn", help="a model with packaged weights")
+    parser.add_argument("--noise-channels", default="auto", choices=("auto", "off"))
     args = parser.parse_args()
+    args.modes = [m for m in MODES if m in args.modes.split(",")]
     read_levels(args)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cases = make_cases(args, folder)
         with ThreadPoolExecutor(args.workers) as pool:
-            rows = list(pool.map(lambda case: run_case(case, folder), cases))
+            rows = list(pool.map(lambda case: run_case(case, folder, args), cases))
     markdown = (
         "# Noise shared by the colour channels, end to end: adapt-and-export --per-channel auto vs. off\n\n"
         f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of σ per "
-        "channel with correlation ρ between the channels (8-bit PNGs), packaged DnCNN, defaults otherwise; "
+        f"channel with correlation ρ between the channels (8-bit PNGs), packaged {args.model}, "
+        f"--noise-channels {args.noise_channels}, defaults otherwise; "
         "mean PSNR in dB of the written outputs. off: the colour network (the behaviour before); auto: the gray "
-        "network on each channel alone where the library chooses it (how many crops did: 'per channel').\n\n"
+        "network on each channel alone where the library chooses it (how many runs did: 'per channel'; how many drew "
+        "noise correlated between the channels, --noise-channels auto since stop 65: 'correlated noise').\n\n"
         + render(args, rows)
         + f"\n\n`python benchmarks/luma_noise_adapt.py --workers {args.workers} --datasets {args.datasets} "
         f"--limit {args.limit} --crop {args.crop} --sigmas {','.join(f'{s:g}' for s in args.sigmas)} "
-        f"--rhos {','.join(f'{r:g}' for r in args.rhos)} --name {args.name}`\n"
+        f"--rhos {','.join(f'{r:g}' for r in args.rhos)} --modes {','.join(args.modes)} "
+        f"--model {args.model} --noise-channels {args.noise_channels} --name {args.name}`\n"
     )
     report(args.name, {"environment": environment(), "rows": rows}, markdown)
     return 0

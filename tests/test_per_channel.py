@@ -207,7 +207,8 @@ def test_a_colour_network_keeps_shared_noise_and_says_so(tmp_path, weights_file,
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in recwarn if "three channels" in str(w.message)] == [
         "photo.png: its noise is nearly the same in its three channels, which a colour network leaves in "
-        "place; give gray weights (--gray-weights) to denoise each channel alone"
+        "place; adapt it on noise shared alike (adapt-and-export --noise-channels auto, the default), or "
+        "give gray weights (--gray-weights) to denoise each channel alone"
     ]
 
 

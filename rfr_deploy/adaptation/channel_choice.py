@@ -118,8 +118,24 @@ class SharedNoiseSure(SureScorer):
         reading = read_channel_noise(image)
         if reading is None or not reading.shared:
             return None
-        generator = _probe_generator(seed)
-        rho, count = channel_correlation(reading.share), probe_count(scored)
-        draws = [correlated_probes(y, rho, count, generator) for y in scored]
         level = per_channel_level(image)
-        return cls(scored, (level.low, level.high), model_sigma, seed, draws=draws, regions=regions)
+        rho = channel_correlation(reading.share)
+        return cls.with_correlation(scored, (level.low, level.high), rho, model_sigma, seed, regions)
+
+    @classmethod
+    def with_correlation(
+        cls,
+        scored: list[torch.Tensor],
+        levels: tuple[float, float],
+        rho: float,
+        model_sigma,
+        seed: int,
+        regions,
+    ):
+        """The scorer of ``scored`` (images or windows) for noise of ``levels`` (low, high) per channel
+        correlated by ``rho`` between the channels: the synthetic noise's where the run drew it so
+        (:mod:`rfr_deploy.noise.correlated`)."""
+        generator = _probe_generator(seed)
+        count = probe_count(scored)
+        draws = [correlated_probes(y, rho, count, generator) for y in scored]
+        return cls(scored, levels, model_sigma, seed, draws=draws, regions=regions)

@@ -37,7 +37,8 @@ may keep (:mod:`rfr_deploy.adaptation.coloured_sure`)."""
 SUBSAMPLED_CHROMA_INTERPOLATION = 1.0
 """Default interpolation for white Gaussian noise whose chroma is subsampled like a JPEG's
 (:mod:`rfr_deploy.noise.chroma`), which no scorer models: the adapted network itself
-(benchmarks/README.md, "JPEGs with subsampled chroma: the noise they hold")."""
+(benchmarks/README.md, "JPEGs with subsampled chroma: the noise they hold"); also for noise correlated
+between the channels (:mod:`rfr_deploy.noise.correlated`) where SURE does not choose (``select='off'``)."""
 ESTIMATED_GRAY_INTERPOLATION = 0.25
 """Default interpolation for gray images with an estimated σ where SURE does not choose it: a network
 whose residual implies no level, or ``select='off'``

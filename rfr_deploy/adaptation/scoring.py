@@ -1,7 +1,10 @@
 """Which estimate of the error scores a run's candidates (checkpoints, interpolation weights), by noise.
 
 - Known σ: SURE at that σ (:class:`~rfr_deploy.adaptation.sure.SureScorer`).
-- Estimated (or random) σ on one colour image whose noise its channels share
+- Gaussian noise drawn correlated between the channels like the images' (:mod:`rfr_deploy.noise.correlated`):
+  SURE with probes correlated alike, over the level each channel holds (or the given one)
+  (:meth:`~rfr_deploy.adaptation.channel_choice.SharedNoiseSure.with_correlation`).
+- White Gaussian noise of an estimated (or random) σ on one colour image whose noise its channels share
   (:attr:`~rfr_deploy.noise.channels.ChannelNoise.shared`) denoised by a colour network: SURE with probes
   correlated between the channels like the noise, over the level each channel holds
   (:class:`~rfr_deploy.adaptation.channel_choice.SharedNoiseSure`). The updates drew white noise, and GCV
@@ -47,7 +50,9 @@ from rfr_deploy.adaptation.coloured_sure import ColouredSureScorer
 from rfr_deploy.adaptation.implied_level import implied_level_scorer, tolerance_band
 from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
 from rfr_deploy.adaptation.sure import SureScorer, SureTerms
-from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of
+from rfr_deploy.noise.base import aims_at_residual, gaussian_level_of, source_level_of
+from rfr_deploy.noise.channels import per_channel_level
+from rfr_deploy.noise.correlated import channel_correlation_of
 from rfr_deploy.noise.level import NoiseLevel, estimate_noise_level
 
 
@@ -88,6 +93,10 @@ def make_scorer(
     sample = sample_for_scoring(images, pseudo_clean, pixels, seed, alignment(pretrained))
     scored, regions = sample.images, sample.regions
     declared = gaussian_level_of(noise)
+    correlation = channel_correlation_of(noise)
+    if correlation is not None:
+        levels = correlated_levels(noise, images)
+        return SharedNoiseSure.with_correlation(scored, levels, correlation, model_sigma, seed, regions)
     if declared is None:
         if not aims_at_residual(noise):
             return None
@@ -109,6 +118,18 @@ def make_scorer(
     if estimates and colour and not all(v.precise for v in estimates):
         return GcvScorer(scored, level, model_sigma, seed, regions=regions)
     return SureScorer(scored, level, model_sigma, seed, regions=regions)
+
+
+def correlated_levels(noise: nn.Module, images: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """The range (low, high) of the level per channel of the noise in ``images``, which ``noise`` draws
+    correlated between the channels (:mod:`rfr_deploy.noise.correlated`): its level where it was given,
+    else the widest range of the levels their channels hold
+    (:func:`~rfr_deploy.noise.channels.per_channel_level`)."""
+    drawn = source_level_of(noise)
+    if drawn.sigma is not None and not drawn.estimated:
+        return drawn.sigma, drawn.sigma
+    levels = [per_channel_level(y) for y in images]
+    return min(v.low for v in levels), max(v.high for v in levels)
 
 
 def assumed_level(

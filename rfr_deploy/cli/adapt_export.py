@@ -40,6 +40,7 @@ NOISE_OPTIONS = (
     "noise_quantization",
     "noise_chroma",
     "noise_jpeg",
+    "noise_channels",
     "sigma_low",
     "sigma_high",
 )

@@ -52,8 +52,9 @@ from rfr_deploy.jobs.reference import score_against_reference
 from rfr_deploy.jobs.resume import group_stem
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.weights import save_weights
-from rfr_deploy.noise.base import gaussian_level_of, stored_as
+from rfr_deploy.noise.base import source_level_of, stored_as
 from rfr_deploy.noise.build import resolve_noise_kind
+from rfr_deploy.noise.correlated import channel_correlation_of
 from rfr_deploy.noise.registry import NoiseSettings
 from rfr_deploy.progress import QUIET, Progress, Reporter
 from rfr_deploy.units import grey_levels
@@ -371,7 +372,7 @@ def noise_desc(
         "sigma": grey_levels(settings.sigma),
         "sigma_estimates": [grey_levels(j.sigma_estimate, 3) for j in group],
     }
-    drawn = gaussian_level_of(noise)
+    drawn = source_level_of(noise)
     if drawn is not None and drawn.random:  # Gaussian noise of random levels
         desc["sigma_range"] = [grey_levels(drawn.low), grey_levels(drawn.high)]
     for name, values in (levels or {}).items():
@@ -382,4 +383,6 @@ def noise_desc(
     desc["chroma_subsampled"] = list(stored.factors) if subsampled else None
     desc["chroma_read_from"] = chroma_source(group) if subsampled else None
     desc["jpeg_quality"] = stored.jpeg_quality() if stored else None
+    correlation = channel_correlation_of(noise)
+    desc["channel_correlation"] = None if correlation is None else round(correlation, 4)
     return desc

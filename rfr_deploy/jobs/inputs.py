@@ -77,6 +77,9 @@ class ImageJob:
     chroma_found: tuple[int, int] | None = None
     """The chroma subsampling the pixels of a colour image whose file does not say show
     (:func:`read_chroma_traces`); None until read."""
+    channel_reading: ChannelNoise | None = None
+    """What :func:`~rfr_deploy.noise.channels.read_channel_noise` read of a colour image's noise; None until
+    read (:func:`~rfr_deploy.jobs.channel_noise.read_channel_readings`), or where it cannot be."""
     manifest: dict[str, Any] = field(default_factory=dict)
     networks: GrayNetworks | None = field(default=None, repr=False)
     """The job's networks, asked whether there are gray weights (:meth:`GrayNetworks.takes_gray`) only of a
@@ -133,14 +136,19 @@ class ImageJob:
             raise ModelError(
                 f"{image.path}: --per-channel on needs gray weights for the network (--gray-weights)"
             )
-        reading = read_channel_noise(torch.from_numpy(image.pixels).permute(2, 0, 1))
+        reading = self.channel_reading = read_channel_noise(torch.from_numpy(image.pixels).permute(2, 0, 1))
         if reading is None or not reading.white:
             return False
         if networks.takes_gray():
             return networks.per_channel_suits(image, reading)
         if reading.shared:
+            remedy = (
+                "adapt it on noise shared alike (adapt-and-export --noise-channels auto, the default), or"
+            )
             warn_shared_noise(
-                image.path.name, "give gray weights (--gray-weights) to denoise each channel alone", 6
+                image.path.name,
+                f"{remedy} give gray weights (--gray-weights) to denoise each channel alone",
+                6,
             )
         return False
 

@@ -16,6 +16,9 @@
   with SURE's choice, over 48 whole Set12 and BSD68 images at σ = 15 and 25 the mean gain went from
   +0.045 to +0.048 dB and the worst image from −0.078 to −0.029 (benchmarks/README.md, "Gray images:
   train at the level the network implies").
+- Gaussian noise correlated between the channels like a colour image's (:mod:`rfr_deploy.jobs.channel_noise`):
+  drawn at the level each channel holds, which a noise-map network is also told (:attr:`AimedNoise.told`);
+  the estimate off the colour image reads such noise low.
 - Gaussian noise compressed as the input JPEG was (:mod:`rfr_deploy.noise.jpeg`): white noise aimed so
   that, compressed onto each pseudo-clean image, it reads the level estimated off the file. A noise-map
   network is told the aimed level (at least half the level of the luma's quantization steps:
@@ -50,6 +53,7 @@ from rfr_deploy.devices import synchronize
 from rfr_deploy.errors import ImageError
 from rfr_deploy.noise.base import stored_as
 from rfr_deploy.noise.build import build_noise_from
+from rfr_deploy.noise.channels import per_channel_level
 from rfr_deploy.noise.gaussian import GaussianNoise
 from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables, aim_white_level, told_level
 from rfr_deploy.noise.level import residual_level
@@ -85,17 +89,21 @@ def aim_noise(
     bit_depth: int | None = None,
     chroma: tuple[int, int] = (1, 1),
     jpeg: JpegTables | None = None,
+    correlation: float = 0.0,
 ) -> AimedNoise:
     """The noise ``kind`` for a run on ``images`` (see the module docstring); ``settings`` holds the
     job's choices and white-noise estimates (one per image), ``model_sigma`` and ``config`` (its ensemble and seed) are
     those of the run, ``names`` label the images in errors, ``bit_depth``, ``chroma`` and ``jpeg`` store
-    the synthetic noisy images like the input (:func:`~rfr_deploy.noise.build.build_noise_from`)."""
+    the synthetic noisy images like the input, ``correlation`` correlates them between the channels
+    (:func:`~rfr_deploy.noise.build.build_noise_from`)."""
 
     def build(chosen: NoiseSettings) -> nn.Module:
-        return build_noise_from(kind, chosen, bit_depth, chroma, jpeg)
+        return build_noise_from(kind, chosen, bit_depth, chroma, jpeg, correlation)
 
     if settings.sigma is not None or settings.unknown_sigma != "estimate":
         return AimedNoise(build(settings))
+    if correlation > 0.0 and level_source(kind) == "white":
+        return _aim_per_channel(build, settings, model, images)
     if level_source(kind) == "residual":
         start = time.perf_counter()
         targets = training_targets(model, list(images), model_sigma, config.target_ensemble, None)
@@ -122,6 +130,16 @@ def aim_noise(
         return AimedNoise(noise)
     aimed = dataclasses.replace(settings, estimates=tuple(implied), tolerance=TOLERANCE)
     return AimedNoise(build(aimed), levels={"implied_levels": implied})
+
+
+def _aim_per_channel(build, settings: NoiseSettings, model, images) -> AimedNoise:
+    """Noise correlated between the channels drawn at the level each channel of each image holds
+    (:func:`~rfr_deploy.noise.channels.per_channel_level`; :mod:`rfr_deploy.jobs.channel_noise`), which a
+    noise-map network is also told."""
+    noise_map = model.meta.noise_map
+    levels = [per_channel_level(y, noise_map).sigma for y in images]
+    noise = build(dataclasses.replace(settings, estimates=tuple(levels)))
+    return AimedNoise(noise, levels={"channel_levels": levels}, told=levels if noise_map else None)
 
 
 def _aim_compressed(

@@ -26,6 +26,7 @@ from rfr_deploy.errors import ConfigError, ImageError, first_line
 from rfr_deploy.export_protocol import Exporter
 from rfr_deploy.files import check_output_dir
 from rfr_deploy.heap import keep_freed_memory_on
+from rfr_deploy.jobs.channel_noise import noise_correlation, read_channel_readings
 from rfr_deploy.jobs.inputs import (
     ImageJob,
     channel_record,
@@ -50,8 +51,9 @@ from rfr_deploy.jobs.resume import (
 from rfr_deploy.jobs.settings import JobSettings
 from rfr_deploy.models.denoiser import graph_size
 from rfr_deploy.models.factory import get_entry
-from rfr_deploy.noise.base import StoredNoise, gaussian_level_of, stored_as
+from rfr_deploy.noise.base import gaussian_level_of, stored_as
 from rfr_deploy.noise.build import build_noise, resolve_noise_kind
+from rfr_deploy.noise.correlated import channel_correlation_of
 from rfr_deploy.noise.jpeg import JpegTables
 from rfr_deploy.noise.registry import level_source
 from rfr_deploy.progress import Reporter
@@ -137,7 +139,7 @@ def describe_plan(
             kind = resolve_noise_kind(settings.noise, run.models.for_job(group[0]).meta.noise)
             key = (kind, *noise_storage(settings, group, config))
             if key not in named:
-                named[key] = _noise_name(kind, stored_as(_probe_noise(kind, settings, *key[1:])))
+                named[key] = _noise_name(kind, _probe_noise(kind, settings, *key[1:]))
             record.update(status="to adapt", noise=named[key])
         else:
             status = "done" if earlier.complete else "to export"
@@ -151,8 +153,12 @@ def describe_plan(
     }
 
 
-def _noise_name(kind: str, stored: StoredNoise | None) -> str:
-    """``kind``, and how its noise is stored like the input's (as the run builds it)."""
+def _noise_name(kind: str, noise: nn.Module) -> str:
+    """``kind``, and how its ``noise`` is stored like the input's or correlated between the channels like
+    its noise (as the run builds it)."""
+    stored, correlation = stored_as(noise), channel_correlation_of(noise)
+    if correlation is not None:
+        return f"{kind} correlated between the channels (ρ = {correlation:.2f})"
     if stored is None:
         return kind
     subsampled = stored.factors != (1, 1)
@@ -243,13 +249,17 @@ def _check_groups(
 
 def noise_storage(
     settings: JobSettings, group: list[ImageJob], config: AdaptConfig
-) -> tuple[tuple[int, int], JpegTables | None]:
-    """How the group's synthetic noise is stored like its files (:func:`~rfr_deploy.noise.build.build_noise_from`):
-    the chroma subsampling it copies, and the JPEG tables it is compressed with. A run with a loss term on
-    the noisy input (:func:`noisy_input_term`) is not compressed, and copies only the chroma its files'
-    headers say (which :func:`_check_groups` refuses)."""
+) -> tuple[tuple[int, int], JpegTables | None, float]:
+    """How the group's synthetic noise is made like its files' (:func:`~rfr_deploy.noise.build.build_noise_from`):
+    the chroma subsampling it copies, the JPEG tables it is compressed with, and, where neither applies,
+    its correlation between the channels (:func:`~rfr_deploy.jobs.channel_noise.noise_correlation`). A
+    run with a loss term on the noisy input (:func:`noisy_input_term`) keeps white noise: not compressed
+    nor correlated, and with only the chroma its files' headers say (which :func:`_check_groups` refuses)."""
     white = noisy_input_term(config) is not None
-    return noise_chroma(settings, group, pixels=not white), None if white else noise_jpeg(settings, group)
+    chroma = noise_chroma(settings, group, pixels=not white)
+    jpeg = None if white else noise_jpeg(settings, group)
+    plain = not white and jpeg is None and chroma == (1, 1)
+    return chroma, jpeg, noise_correlation(settings, group) if plain else 0.0
 
 
 def noisy_input_term(config: AdaptConfig) -> str | None:
@@ -282,20 +292,34 @@ def _estimate_levels(
     set_sigma_levels(jobs, settings.sigma, model, estimate=_uses_estimate(settings, model, kind))
     if settings.noise_chroma == "auto":
         read_chroma_traces(jobs)
+    if settings.noise_channels == "auto" and level_source(kind) == "white":
+        read_channel_readings(jobs)
     return model, kind
 
 
 def _probe_noise(
-    kind: str, settings: JobSettings, chroma: tuple[int, int] = (1, 1), jpeg: JpegTables | None = None
+    kind: str,
+    settings: JobSettings,
+    chroma: tuple[int, int] = (1, 1),
+    jpeg: JpegTables | None = None,
+    correlation: float = 0.0,
 ) -> nn.Module:
     """The noise ``kind`` built from the job's choices (at a stand-in level where σ is to be estimated),
-    stored as ``chroma`` and ``jpeg`` say (:func:`~rfr_deploy.noise.build.build_noise`), to ask what it
-    draws; a :class:`ConfigError` where the model refuses the choices."""
+    stored as ``chroma`` and ``jpeg`` say and correlated by ``correlation`` between the channels
+    (:func:`~rfr_deploy.noise.build.build_noise`), to ask what it draws; a :class:`ConfigError` where the
+    model refuses the choices."""
     estimates = (PROBE_LEVEL,) if settings.sigma is None else ()
     levels = (settings.sigma_low, settings.sigma_high)
     try:
         return build_noise(
-            kind, settings.sigma, settings.unknown_sigma, estimates, levels, chroma=chroma, jpeg=jpeg
+            kind,
+            settings.sigma,
+            settings.unknown_sigma,
+            estimates,
+            levels,
+            chroma=chroma,
+            jpeg=jpeg,
+            correlation=correlation,
         )
     except ValueError as exc:
         raise ConfigError(f"--noise {kind}: {first_line(exc)}") from None

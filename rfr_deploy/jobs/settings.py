@@ -108,6 +108,19 @@ class JobSettings:
     )
     """'auto': a JPEG's synthetic Gaussian noise is compressed with the file's quantization tables (and its
     chroma subsampled as ``noise_chroma`` says; :mod:`rfr_deploy.noise.jpeg`); 'off': not."""
+    noise_channels: Literal["auto", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "'auto': where a colour image's noise reads as shared by its channels (monochromatic noise, "
+            "film grain) and a colour network adapts to it, the synthetic Gaussian noise is correlated between "
+            "the channels alike, at the level each channel holds; 'off': white."
+        },
+    )
+    """'auto': where every image of a group reads as holding noise its channels share and white in space
+    (:attr:`~rfr_deploy.noise.channels.ChannelNoise.shared`), and a colour network adapts to them, white
+    Gaussian synthetic noise is drawn correlated between the channels like theirs
+    (:mod:`rfr_deploy.noise.correlated`) at the level each channel holds (where it is estimated); not with
+    a subsampled chroma or a JPEG's compression to copy, whose models describe the noise. 'off': white."""
     per_channel: Literal["auto", "on", "off"] = field(
         default="auto",
         metadata={

@@ -20,6 +20,7 @@ from rfr_deploy.noise import camera  # noqa: F401  (registers "camera")
 from rfr_deploy.errors import ConfigError
 from rfr_deploy.noise.base import QuantizedNoise, gaussian_level_of
 from rfr_deploy.noise.chroma import ChromaSubsampledNoise
+from rfr_deploy.noise.correlated import ChannelCorrelatedNoise
 from rfr_deploy.noise.jpeg import JpegStoredNoise, JpegTables
 from rfr_deploy.noise.registry import NoiseSettings, UnknownSigma, get_noise_builder, list_noise_models
 
@@ -63,15 +64,17 @@ def build_noise(
     bit_depth: int | None = None,
     chroma: tuple[int, int] = (1, 1),
     jpeg: JpegTables | None = None,
+    correlation: float = 0.0,
 ) -> nn.Module:
     """The synthetic noise adaptation draws from: the registered model ``kind`` built from the choices
     (σ in [0, 1] units: known ``sigma``, else the estimates or random levels in ``sigma_range``, see
     :class:`~rfr_deploy.noise.registry.NoiseSettings`). With ``bit_depth`` the synthetic noisy images
     are clipped and quantized like the input file, with ``chroma`` their chroma subsampled like the
-    input JPEG's, with ``jpeg`` compressed like it (see :func:`build_noise_from`).
+    input JPEG's, with ``jpeg`` compressed like it, with ``correlation`` correlated between the channels
+    (see :func:`build_noise_from`).
     """
     settings = NoiseSettings(sigma, unknown_sigma, tuple(sigma_estimates), tuple(sigma_range))
-    return build_noise_from(kind, settings, bit_depth, chroma, jpeg)
+    return build_noise_from(kind, settings, bit_depth, chroma, jpeg, correlation)
 
 
 def build_noise_from(
@@ -80,12 +83,15 @@ def build_noise_from(
     bit_depth: int | None = None,
     chroma: tuple[int, int] = (1, 1),
     jpeg: JpegTables | None = None,
+    correlation: float = 0.0,
 ) -> nn.Module:
     """:func:`build_noise` from the job's :class:`~rfr_deploy.noise.registry.NoiseSettings` as they are
     (their ``tolerance`` included). White Gaussian noise is stored as the input JPEG stored its noise:
     with ``jpeg``, the file's quantization tables, compressed as it was, its chroma subsampled by
     ``chroma``'s (vertical, horizontal) factors (:mod:`rfr_deploy.noise.jpeg`); without, its chroma
-    only subsampled (:mod:`rfr_deploy.noise.chroma`). Other noise models describe their own processing."""
+    only subsampled (:mod:`rfr_deploy.noise.chroma`); with full chroma and a ``correlation`` above 0,
+    correlated by it between the channels (:mod:`rfr_deploy.noise.correlated`). Other noise models
+    describe their own processing."""
     if kind == AUTO:
         raise ValueError(f"build_noise needs a resolved noise kind, got {kind!r} (see resolve_noise_kind)")
     noise = get_noise_builder(kind)(settings)
@@ -94,4 +100,6 @@ def build_noise_from(
             noise = JpegStoredNoise(noise, jpeg, chroma)
         elif tuple(chroma) != (1, 1):
             noise = ChromaSubsampledNoise(noise, chroma)
+        elif correlation > 0.0:
+            noise = ChannelCorrelatedNoise(noise, correlation)
     return QuantizedNoise(noise, bit_depth) if bit_depth else noise
