@@ -20,14 +20,13 @@ more than 0.01 dB better where the grid was chosen (benchmarks/results/channel_c
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
 from rfr_deploy.adaptation.sure import SureScorer, combine, probe_count, sure_terms
 from rfr_deploy.noise.channels import per_channel_level, read_channel_noise
+from rfr_deploy.noise.correlated import mix_channels
 
 CORRELATION_BIAS = 0.15
 """What is taken off the correlation the chroma share implies (see the module's docstring)."""
@@ -71,7 +70,7 @@ def correlated_probes(
     for _ in range(count):
         own = torch.randn(shape, generator=generator)
         shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator)
-        probes.append((math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * own).to(image.device, image.dtype))
+        probes.append(mix_channels(own, shared, rho).to(image.device, image.dtype))
     return probes
 
 
