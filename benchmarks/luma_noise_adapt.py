@@ -1,11 +1,11 @@
-"""Noise shared by the colour channels, end to end: ``adapt-and-export`` with ``--per-channel auto`` and ``off``.
+"""Noise shared by the colour channels, end to end: ``adapt-and-export`` with ``--per-channel auto``, ``off``, ``on``.
 
 Central crops with seeded Gaussian noise of level σ per channel and correlation ρ between the channels
 (benchmarks/luma_noise.py's), saved as 8-bit PNGs; each adapted by
 ``rfr-deploy adapt-and-export CROP.png --reference CLEAN.png --threads 1 --per-channel MODE`` with the
 packaged DnCNN (``auto``: its gray network per channel where the library chooses it, SURE since stop 63,
-the shared-noise threshold before; ``off``: the colour network), defaults otherwise. Scores: pre-trained
-and adapted PSNR of each run.
+the shared-noise threshold before; ``off``: the colour network; ``on``: the gray network per channel
+always), defaults otherwise. Scores: pre-trained and adapted PSNR of each run.
 
     python benchmarks/luma_noise_adapt.py --workers 2
 """
@@ -24,7 +24,7 @@ from luma_noise import add_noise, add_noise_arguments, read_levels
 
 from rfr_deploy.images import write_image
 
-MODES = ("off", "auto")
+MODES = ("off", "auto", "on")
 
 
 def make_cases(args, folder: Path) -> list[tuple]:
@@ -62,7 +62,7 @@ def run_case(case: tuple, folder: Path, args) -> dict:
 
 
 def render(args, rows: list[dict]) -> str:
-    both = tuple(args.modes) == MODES
+    both = {"off", "auto"} <= set(args.modes)
     heads = [f"{m}: {k}" for m in args.modes for k in ("pre-trained", "adapted")]
     heads += ["per channel", "correlated noise"] + (["auto − off (adapted)"] if both else [])
     lines = ["| σ | ρ | " + " | ".join(heads) + " |", "|---:|---:|" + "---:|" * len(heads)]
@@ -88,7 +88,7 @@ def main() -> int:
     add_noise_arguments(parser, "Kodak24,CBSD68", 2, sigmas="15,25", rhos="0,0.5,1")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name", default="luma_noise_adapt")
-    parser.add_argument("--modes", default=",".join(MODES), help="--per-channel modes run (off, auto)")
+    parser.add_argument("--modes", default=",".join(MODES), help="--per-channel modes run (off, auto, on)")
     parser.add_argument("--model", default="dncnn", help="a model with packaged weights")
     parser.add_argument("--noise-channels", default="auto", choices=("auto", "off"))
     args = parser.parse_args()
@@ -101,15 +101,15 @@ def main() -> int:
             rows = list(pool.map(lambda case: run_case(case, folder, args), cases))
     markdown = (
         "# Noise shared by the colour channels, end to end: adapt-and-export --per-channel auto vs. off\n\n"
-        f"Central {args.crop}² crops of the first {args.limit} images of {args.datasets}, Gaussian noise of σ per "
+        f"Central {args.crop}² crops of {args.limit} images of {args.datasets} after the first {args.skip}, Gaussian noise of σ per "
         f"channel with correlation ρ between the channels (8-bit PNGs), packaged {args.model}, "
         f"--noise-channels {args.noise_channels}, defaults otherwise; "
         "mean PSNR in dB of the written outputs. off: the colour network (the behaviour before); auto: the gray "
-        "network on each channel alone where the library chooses it (how many runs did: 'per channel'; how many drew "
+        "network on each channel alone where the library chooses it; on: the gray network on each channel alone (how many runs did: 'per channel'; how many drew "
         "noise correlated between the channels, --noise-channels auto since stop 65: 'correlated noise').\n\n"
         + render(args, rows)
         + f"\n\n`python benchmarks/luma_noise_adapt.py --workers {args.workers} --datasets {args.datasets} "
-        f"--limit {args.limit} --crop {args.crop} --sigmas {','.join(f'{s:g}' for s in args.sigmas)} "
+        f"--limit {args.limit} --skip {args.skip} --crop {args.crop} --sigmas {','.join(f'{s:g}' for s in args.sigmas)} "
         f"--rhos {','.join(f'{r:g}' for r in args.rhos)} --modes {','.join(args.modes)} "
         f"--model {args.model} --noise-channels {args.noise_channels} --name {args.name}`\n"
     )

@@ -20,7 +20,7 @@ from rfr_deploy.adaptation.channel_choice import (
 )
 from rfr_deploy.adaptation.scoring import GcvScorer, make_scorer
 from rfr_deploy.adaptation.sure import SureScorer
-from rfr_deploy.noise.channels import chroma_share
+from rfr_deploy.noise.channels import chroma_share, implied_correlation
 from rfr_deploy.noise.gaussian import GaussianNoise, UniformSigmaGaussianNoise
 
 
@@ -99,6 +99,9 @@ def test_the_correlation_a_share_implies_is_lowered_by_the_bias_and_kept_within_
         1 - CORRELATION_BIAS
     )
     assert channel_correlation(0.5) == pytest.approx(0.75 - CORRELATION_BIAS)
+    # the synthetic noise is drawn at the correlation itself
+    assert implied_correlation(1.05) == 0.0 and implied_correlation(0.0) == 1.0
+    assert implied_correlation(0.5) == pytest.approx(0.75)
 
 
 def test_the_gray_network_must_do_better_by_the_margin():

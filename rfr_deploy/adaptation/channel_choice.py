@@ -20,12 +20,14 @@ more than 0.01 dB better where the grid was chosen (benchmarks/results/channel_c
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from rfr_deploy.adaptation.scoring_windows import alignment, sample_for_scoring
 from rfr_deploy.adaptation.sure import SureScorer, combine, probe_count, sure_terms
-from rfr_deploy.noise.channels import per_channel_level, read_channel_noise
+from rfr_deploy.noise.channels import implied_correlation, per_channel_level, read_channel_noise
 from rfr_deploy.noise.correlated import mix_channels
 
 CORRELATION_BIAS = 0.15
@@ -55,9 +57,9 @@ def _probe_generator(seed: int) -> torch.Generator:
 
 
 def channel_correlation(share: float) -> float:
-    """The correlation of the noise between the channels that a chroma share implies, less
-    :data:`CORRELATION_BIAS`, within [0, 1]."""
-    return min(max(1.0 - share**2 - CORRELATION_BIAS, 0.0), 1.0)
+    """The correlation of the noise between the channels that a chroma share implies
+    (:func:`~rfr_deploy.noise.channels.implied_correlation`), less :data:`CORRELATION_BIAS`, at least 0."""
+    return max(implied_correlation(share) - CORRELATION_BIAS, 0.0)
 
 
 def correlated_probes(
@@ -75,13 +77,13 @@ def correlated_probes(
 
 
 @torch.no_grad()
-def per_channel_scores_better(
+def per_channel_advantage(
     colour: nn.Module, per_channel: nn.Module, image: torch.Tensor, level: float, share: float, seed: int = 0
-) -> bool:
-    """Whether SURE expects the gray network run per channel (``per_channel``) to denoise ``image``
-    (1×3×H×W, [0, 1]) better than ``colour``, by :data:`MARGIN_DB` at least, for noise of ``level`` per channel ([0, 1] units) whose
+) -> float:
+    """How much better, in dB, SURE expects the gray network run per channel (``per_channel``) to denoise
+    ``image`` (1×3×H×W, [0, 1]) than ``colour``, for noise of ``level`` per channel ([0, 1] units) whose
     :func:`~rfr_deploy.noise.channels.chroma_share` is ``share``: both scored with the same probes on the
-    same windows. A noise-map network is told ``level``."""
+    same windows; −∞ where either estimate is not positive. A noise-map network is told ``level``."""
     generator = _probe_generator(seed)
     sample = sample_for_scoring([image], [image], CHOICE_PIXELS, seed, alignment(colour))
     rho = channel_correlation(share)
@@ -95,7 +97,23 @@ def per_channel_scores_better(
         ]
         scores.append(combine(parts).mse(level))
     colour_mse, per_channel_mse = scores
-    return per_channel_mse > 0 and colour_mse >= per_channel_mse * 10 ** (MARGIN_DB / 10)
+    if colour_mse <= 0 or per_channel_mse <= 0:
+        return -math.inf
+    return 10 * math.log10(colour_mse / per_channel_mse)
+
+
+def per_channel_scores_better(
+    colour: nn.Module,
+    per_channel: nn.Module,
+    image: torch.Tensor,
+    level: float,
+    share: float,
+    seed: int = 0,
+    margin_db: float = MARGIN_DB,
+) -> bool:
+    """Whether SURE expects the gray network run per channel to denoise ``image`` better than ``colour`` by
+    ``margin_db`` at least (:func:`per_channel_advantage`)."""
+    return per_channel_advantage(colour, per_channel, image, level, share, seed) >= margin_db
 
 
 class SharedNoiseSure(SureScorer):

@@ -2,19 +2,24 @@
 
 A colour network adapted to an image whose noise its channels share (:mod:`rfr_deploy.noise.channels`)
 draws noise correlated alike (:mod:`rfr_deploy.noise.correlated`), at the correlation the images' chroma
-share implies (:func:`~rfr_deploy.adaptation.channel_choice.channel_correlation`, the one SURE's probes
-use), and, where the level is estimated, at the level each channel holds
+share implies (:func:`~rfr_deploy.noise.channels.implied_correlation`, which the α chooser's probes use
+too), and, where the level is estimated, at the level each channel holds
 (:func:`~rfr_deploy.jobs.noise_aim.aim_noise`): the estimate off the colour image reads low for such noise
 (30.1–34.2 where each channel holds 50).
+
+The correlation is not lowered by the bias the choice between the colour network and the gray one per
+channel takes off it (:data:`~rfr_deploy.adaptation.channel_choice.CORRELATION_BIAS`): on six 128² crops
+with noise correlated by 0.5, drawn and scored at ρ = 1 − share² (0.49–0.60) the adapted DnCNN reached
+26.93 dB at σ = 25 and 23.13 at σ = 50, against 26.73 and 22.53 with the bias (0.34–0.45)
+(benchmarks/README.md, "A colour network on shared noise: adapt on noise shared like the image's").
 """
 
 from __future__ import annotations
 
 import statistics
 
-from rfr_deploy.adaptation.channel_choice import channel_correlation
 from rfr_deploy.jobs.inputs import ImageJob
-from rfr_deploy.noise.channels import ChannelNoise, read_channel_noise
+from rfr_deploy.noise.channels import ChannelNoise, implied_correlation, read_channel_noise
 
 LEAST_LEVEL = 10 / 255
 """Below this level per channel ([0, 1] units) the synthetic noise stays white even where the noise reads as
@@ -47,7 +52,7 @@ def noise_correlation(settings, group: list[ImageJob]) -> float:
         return 0.0
     if not all(_draws_correlated(r) for r in readings):
         return 0.0
-    return statistics.median(channel_correlation(r.share) for r in readings)
+    return statistics.median(implied_correlation(r.share) for r in readings)
 
 
 def _draws_correlated(reading: ChannelNoise | None) -> bool:

@@ -5,7 +5,7 @@ sensor's noise after the camera smoothed its chroma: :mod:`rfr_deploy.noise.chan
 network trained on white noise leaves in place. Adapted on white synthetic noise, it is taught to remove
 noise the image does not have: on six 128² crops with noise of σ = 25 per channel at a correlation of
 0.5 the adapted packaged DnCNN reached 25.05 dB against 24.79 pre-trained. Drawn with the image's
-correlation, the synthetic noise teaches it to remove the noise the image has: 26.73 (benchmarks/README.md,
+correlation, the synthetic noise teaches it to remove the noise the image has: 26.93 (benchmarks/README.md,
 "A colour network on shared noise: adapt on noise shared like the image's").
 
 :class:`ChannelCorrelatedNoise` wraps a white Gaussian model: each value is √(1 − ρ) times the white
