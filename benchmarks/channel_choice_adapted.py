@@ -5,7 +5,7 @@
 (:func:`rfr_deploy.adaptation.channel_choice.per_channel_advantage`). On noise its channels share, the
 colour network adapts on noise correlated alike and gains more from adapting than the gray one
 (``--noise-channels auto``, stop 65). This reads a ``benchmarks/luma_noise_adapt.py`` run with
-``--modes off,on`` (both networks adapted on every crop), computes SURE's advantage on the same crops
+``--modes off,on`` (both networks adapted on every crop; or one run of each), computes SURE's advantage on the same crops
 (regenerated with the same seeds; the packaged networks, pre-trained), and scores every margin of a grid
 by the adapted PSNR of the network it chooses. The first ``--dev`` images of each set choose a margin; the
 others check it.
@@ -65,8 +65,10 @@ def read_advantages(args) -> dict[tuple, dict]:
 
 def join(args, advantages: dict[tuple, dict]) -> list[dict]:
     """One row per crop: both networks' adapted PSNR from the results file, and SURE's advantage."""
-    path = Path(args.results)
-    rows = json.loads((path if path.suffix else RESULTS / f"{args.results}.json").read_text())["rows"]
+    rows = []
+    for name in args.results.split(","):
+        path = Path(name)
+        rows += json.loads((path if path.suffix else RESULTS / f"{name}.json").read_text())["rows"]
     by_case: dict[tuple, dict] = {}
     for r in rows:
         key = (r["image"], r["sigma"], r["rho"])
@@ -118,7 +120,7 @@ def main() -> int:
     parser.add_argument(
         "--results",
         required=True,
-        help="a luma_noise_adapt.py run with --modes off,on (its name, or a .json path)",
+        help="luma_noise_adapt.py runs with --modes off and on (names or .json paths, comma-separated)",
     )
     parser.add_argument("--dev", type=int, default=4, help="images per set that choose the margin")
     parser.add_argument("--name", default="channel_choice_adapted")
