@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from common import central_crops, environment, report
-from luma_noise import add_noise, add_noise_arguments, read_levels
+from luma_noise import add_noise, add_noise_arguments, noise_arguments_text, read_levels
 
 from rfr_deploy.adaptation.channel_choice import MARGIN_DB, per_channel_advantage
 from rfr_deploy.inference import to_tensor
@@ -136,10 +136,8 @@ def main() -> int:
         "per channel must score this many dB better by SURE on the pre-trained outputs; dev: the first "
         f"{args.dev} images of each set, check: the others.\n\n"
         + render(args, rows)
-        + f"\n\n`python benchmarks/channel_choice_adapted.py --results {args.results} --datasets {args.datasets} "
-        f"--limit {args.limit} --skip {args.skip} --crop {args.crop} --dev {args.dev} "
-        f"--sigmas {','.join(f'{s:g}' for s in args.sigmas)} --rhos {','.join(f'{r:g}' for r in args.rhos)} "
-        f"--name {args.name}`\n"
+        + f"\n\n`python benchmarks/channel_choice_adapted.py --results {args.results} {noise_arguments_text(args)} "
+        f"--dev {args.dev} --name {args.name}`\n"
     )
     report(args.name, {"environment": environment(), "rows": rows}, markdown)
     return 0

@@ -178,6 +178,14 @@ def add_noise_arguments(parser, datasets: str, limit: int, sigmas: str, rhos: st
     parser.add_argument("--rhos", default=rhos, help="correlations between the channels")
 
 
+def noise_arguments_text(args) -> str:
+    """The command-line arguments of :func:`add_noise_arguments` as ``args`` holds them (levels read)."""
+    return (
+        f"--datasets {args.datasets} --limit {args.limit} --skip {args.skip} --crop {args.crop} "
+        f"--sigmas {','.join(f'{s:g}' for s in args.sigmas)} --rhos {','.join(f'{r:g}' for r in args.rhos)}"
+    )
+
+
 def read_levels(args) -> None:
     """``args.sigmas`` and ``args.rhos`` as lists of numbers."""
     args.sigmas = [float(s) for s in args.sigmas.split(",")]

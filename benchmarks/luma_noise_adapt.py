@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import adapt_command, central_crops, environment, job_outcome, report, run_json_job
-from luma_noise import add_noise, add_noise_arguments, read_levels
+from luma_noise import add_noise, add_noise_arguments, noise_arguments_text, read_levels
 
 from rfr_deploy.images import write_image
 
@@ -105,13 +105,13 @@ def main() -> int:
         f"channel with correlation ρ between the channels (8-bit PNGs), packaged {args.model}, "
         f"--noise-channels {args.noise_channels}, defaults otherwise; "
         "mean PSNR in dB of the written outputs. off: the colour network (the behaviour before); auto: the gray "
-        "network on each channel alone where the library chooses it; on: the gray network on each channel alone (how many runs did: 'per channel'; how many drew "
+        "network on each channel alone where the library chooses it; on: the gray network on each channel alone "
+        "(how many runs did: 'per channel'; how many drew "
         "noise correlated between the channels, --noise-channels auto since stop 65: 'correlated noise').\n\n"
         + render(args, rows)
-        + f"\n\n`python benchmarks/luma_noise_adapt.py --workers {args.workers} --datasets {args.datasets} "
-        f"--limit {args.limit} --skip {args.skip} --crop {args.crop} --sigmas {','.join(f'{s:g}' for s in args.sigmas)} "
-        f"--rhos {','.join(f'{r:g}' for r in args.rhos)} --modes {','.join(args.modes)} "
-        f"--model {args.model} --noise-channels {args.noise_channels} --name {args.name}`\n"
+        + f"\n\n`python benchmarks/luma_noise_adapt.py --workers {args.workers} {noise_arguments_text(args)} "
+        f"--modes {','.join(args.modes)} --model {args.model} --noise-channels {args.noise_channels} "
+        f"--name {args.name}`\n"
     )
     report(args.name, {"environment": environment(), "rows": rows}, markdown)
     return 0
