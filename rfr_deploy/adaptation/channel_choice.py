@@ -106,17 +106,11 @@ def per_channel_advantage(
 
 
 def per_channel_scores_better(
-    colour: nn.Module,
-    per_channel: nn.Module,
-    image: torch.Tensor,
-    level: float,
-    share: float,
-    seed: int = 0,
-    margin_db: float = MARGIN_DB,
+    colour: nn.Module, per_channel: nn.Module, image: torch.Tensor, level: float, share: float, seed: int = 0
 ) -> bool:
     """Whether SURE expects the gray network run per channel to denoise ``image`` better than ``colour`` by
-    ``margin_db`` at least (:func:`per_channel_advantage`)."""
-    return per_channel_advantage(colour, per_channel, image, level, share, seed) >= margin_db
+    :data:`MARGIN_DB` at least (:func:`per_channel_advantage`)."""
+    return per_channel_advantage(colour, per_channel, image, level, share, seed) >= MARGIN_DB
 
 
 class SharedNoiseSure(SureScorer):

@@ -11,7 +11,8 @@ The correlation is not lowered by the bias the choice between the colour network
 channel takes off it (:data:`~rfr_deploy.adaptation.channel_choice.CORRELATION_BIAS`): on six 128² crops
 with noise correlated by 0.5, drawn and scored at ρ = 1 − share² (0.49–0.60) the adapted DnCNN reached
 26.93 dB at σ = 25 and 23.13 at σ = 50, against 26.73 and 22.53 with the bias (0.34–0.45)
-(benchmarks/README.md, "A colour network on shared noise: adapt on noise shared like the image's").
+(benchmarks/README.md, "Shared noise: drawn at the correlation the chroma share implies, not lowered by the
+bias").
 """
 
 from __future__ import annotations

@@ -162,9 +162,9 @@ class ChannelNoise:
 def implied_correlation(share: float) -> float:
     """The correlation ρ between the channels a :func:`chroma_share` of ``share`` implies, 1 − share², within
     [0, 1]. Texture the estimates take for noise makes the share read low and ρ high: white noise read
-    0.10–0.15 on average, noise of ρ = 0.5 0.48–0.59 on six 128² crops (benchmarks/README.md, "Colour
-    network or gray per channel, chosen by SURE" and "A colour network on shared noise: adapt on noise
-    shared like the image's")."""
+    0.10–0.15 on average, noise of ρ = 0.5 0.49–0.60 on six 128² crops at σ = 25 and 50
+    (benchmarks/README.md, "Colour network or gray per channel, chosen by SURE" and "Shared noise: drawn at
+    the correlation the chroma share implies, not lowered by the bias")."""
     return min(max(1.0 - share**2, 0.0), 1.0)
 
 
