@@ -4,14 +4,14 @@
 ``margin`` dB better than the colour network on the pre-trained outputs
 (:func:`rfr_deploy.adaptation.channel_choice.per_channel_advantage`). On noise its channels share, the
 colour network adapts on noise correlated alike and gains more from adapting than the gray one
-(``--noise-channels auto``, stop 65). This reads a ``benchmarks/luma_noise_adapt.py`` run with
-``--modes off,on`` (both networks adapted on every crop; or one run of each), computes SURE's advantage on the same crops
-(regenerated with the same seeds; the packaged networks, pre-trained), and scores every margin of a grid
-by the adapted PSNR of the network it chooses. The first ``--dev`` images of each set choose a margin; the
-others check it.
+(``--noise-channels auto``, stop 65). This reads ``benchmarks/luma_noise_adapt.py`` runs with
+``--modes off`` and ``on`` (both networks adapted on every crop), computes SURE's advantage on the same
+crops (:func:`luma_noise_adapt.noisy_crops`; the packaged networks, pre-trained), and scores every margin of
+a grid by the adapted PSNR of the network it chooses. The first ``--dev`` images of each set choose a
+margin; the others check it.
 
-    python benchmarks/channel_choice_adapted.py --results luma_noise_adapt_choice_study --limit 8 --dev 4 \\
-        --sigmas 25,50 --rhos 0.5
+    python benchmarks/channel_choice_adapted.py --results luma_noise_adapt_choice_dev --skip 2 --limit 3 \\
+        --dev 3 --name channel_choice_adapted_dev
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import sys
 from pathlib import Path
 
 import torch
-from common import central_crops, environment, report
-from luma_noise import add_noise, add_noise_arguments, noise_arguments_text, read_levels
+from common import environment, report
+from luma_noise import add_noise_arguments, noise_arguments_text, read_levels
+from luma_noise_adapt import noisy_crops
 
 from rfr_deploy.adaptation.channel_choice import MARGIN_DB, per_channel_advantage
 from rfr_deploy.inference import to_tensor
-from rfr_deploy.jobs.channel_noise import LEAST_LEVEL
 from rfr_deploy.models.denoiser import each_channel
 from rfr_deploy.models.factory import create_model
 from rfr_deploy.noise.channels import read_channel_noise
@@ -40,26 +40,25 @@ RESULTS = Path(__file__).parent / "results"
 
 @torch.inference_mode()
 def read_advantages(args) -> dict[tuple, dict]:
-    """SURE's advantage of the gray network per channel (dB), and what the noise reads as, per crop."""
+    """SURE's advantage of the gray network per channel (dB) per crop, σ and ρ (None where the noise does not
+    read as white, and the choice is not made)."""
     colour = create_model("dncnn", weights="default", channels=3).eval()
     gray = each_channel(create_model("dncnn", weights="default", channels=1).eval(), 3)
     found = {}
-    for n, (dataset, name, clean) in enumerate(central_crops(args)):
-        for sigma in args.sigmas:
-            for rho in args.rhos:
-                y = to_tensor(add_noise(clean, sigma, rho, [n, int(sigma), int(rho * 100)]), "cpu")
-                reading = read_channel_noise(y)
-                advantage = -math.inf
-                if reading is not None and reading.white:
-                    advantage = per_channel_advantage(colour, gray, y, reading.level, reading.share)
-                found[(f"{dataset}/{name}", sigma, rho)] = {
-                    "position": n % args.limit,
-                    "advantage_db": round(advantage, 3) if math.isfinite(advantage) else None,
-                    "correlated": reading is not None and reading.shared and reading.level >= LEAST_LEVEL,
-                }
-                print(
-                    f"{dataset}/{name} σ {sigma:g} ρ {rho:g}: {advantage:.2f} dB", file=sys.stderr, flush=True
-                )
+    for position, image, sigma, rho, noisy, _ in noisy_crops(args):
+        y = to_tensor(noisy, "cpu")
+        reading = read_channel_noise(y)
+        advantage = None
+        if reading is not None and reading.white:
+            advantage = per_channel_advantage(colour, gray, y, reading.level, reading.share)
+        found[(image, sigma, rho)] = {
+            "position": position,
+            "advantage_db": round(advantage, 3)
+            if advantage is not None and math.isfinite(advantage)
+            else None,
+        }
+        shown = "not scored" if advantage is None else f"{advantage:.2f} dB"
+        print(f"{image} σ {sigma:g} ρ {rho:g}: {shown}", file=sys.stderr, flush=True)
     return found
 
 
@@ -131,8 +130,8 @@ def main() -> int:
         "# Colour network or gray per channel, scored on adapted outputs: the margin\n\n"
         f"Central {args.crop}² crops of {args.limit} images of {args.datasets} after the first {args.skip}, "
         f"Gaussian noise of σ per channel correlated by ρ = {','.join(f'{r:g}' for r in args.rhos)} between "
-        f"the channels; both packaged DnCNN networks adapted end to end ({args.results}.md: off the colour "
-        "network, on the gray one per channel). Mean adapted PSNR in dB of the network chosen where the gray one "
+        f"the channels; both packaged DnCNN networks adapted end to end ({args.results.replace(',', '.md, ')}.md: "
+        "off the colour network, on the gray one per channel). Mean adapted PSNR in dB of the network chosen where the gray one "
         "per channel must score this many dB better by SURE on the pre-trained outputs; dev: the first "
         f"{args.dev} images of each set, check: the others.\n\n"
         + render(args, rows)

@@ -27,17 +27,23 @@ from rfr_deploy.images import write_image
 MODES = ("off", "auto", "on")
 
 
-def make_cases(args, folder: Path) -> list[tuple]:
-    cases = []
+def noisy_crops(args):
+    """(crop index in its set, 'set/name', σ, ρ, noisy, clean) for every crop, σ and ρ of ``args``: the noise
+    seeded per crop, level and correlation, as every run of this script drew it."""
     for n, (dataset, name, clean) in enumerate(central_crops(args)):
         for sigma in args.sigmas:
             for rho in args.rhos:
-                tag = f"{name}_s{sigma:g}_r{rho:g}"
-                noisy = write_image(
-                    folder / f"{tag}.png", add_noise(clean, sigma, rho, [n, int(sigma), int(rho * 100)])
-                )
-                reference = write_image(folder / f"{tag}_clean.png", clean)
-                cases += [(f"{dataset}/{name}", sigma, rho, mode, noisy, reference) for mode in args.modes]
+                noisy = add_noise(clean, sigma, rho, [n, int(sigma), int(rho * 100)])
+                yield n % args.limit, f"{dataset}/{name}", sigma, rho, noisy, clean
+
+
+def make_cases(args, folder: Path) -> list[tuple]:
+    cases = []
+    for _, image, sigma, rho, noisy, clean in noisy_crops(args):
+        tag = f"{image.split('/')[1]}_s{sigma:g}_r{rho:g}"
+        noisy_png = write_image(folder / f"{tag}.png", noisy)
+        reference = write_image(folder / f"{tag}_clean.png", clean)
+        cases += [(image, sigma, rho, mode, noisy_png, reference) for mode in args.modes]
     return cases
 
 
@@ -100,7 +106,7 @@ def main() -> int:
         with ThreadPoolExecutor(args.workers) as pool:
             rows = list(pool.map(lambda case: run_case(case, folder, args), cases))
     markdown = (
-        "# Noise shared by the colour channels, end to end: adapt-and-export --per-channel auto vs. off\n\n"
+        f"# Noise shared by the colour channels, end to end: adapt-and-export --per-channel {', '.join(args.modes)}\n\n"
         f"Central {args.crop}² crops of {args.limit} images of {args.datasets} after the first {args.skip}, Gaussian noise of σ per "
         f"channel with correlation ρ between the channels (8-bit PNGs), packaged {args.model}, "
         f"--noise-channels {args.noise_channels}, defaults otherwise; "

@@ -6,7 +6,8 @@ network trained on white noise leaves in place. Adapted on white synthetic noise
 noise the image does not have: on six 128² crops with noise of σ = 25 per channel at a correlation of
 0.5 the adapted packaged DnCNN reached 25.05 dB against 24.79 pre-trained. Drawn with the image's
 correlation, the synthetic noise teaches it to remove the noise the image has: 26.93 (benchmarks/README.md,
-"A colour network on shared noise: adapt on noise shared like the image's").
+"A colour network on shared noise: adapt on noise shared like the image's" and "Shared noise: drawn at the
+correlation the chroma share implies, not lowered by the bias").
 
 :class:`ChannelCorrelatedNoise` wraps a white Gaussian model: each value is √(1 − ρ) times the white
 draw plus √ρ times one draw per pixel shared by the channels, both of the wrapped model's level, so
